@@ -1,0 +1,546 @@
+//! Kernel density estimation on whitened data.
+//!
+//! The Python layer whitens data and queries with the inverse Cholesky factor of the
+//! bandwidth matrix, so here every kernel has unit bandwidth and depends on the Euclidean
+//! distance r only. Kernels are the unnormalised radial profiles K(r) with K(0) = 1; the
+//! caller adds the log normalising constant and the log-determinant of the bandwidth.
+//! Gaussian and exponential kernels reduce in log space; the compactly supported ones are
+//! plain weighted sums of bounded values with weights scaled so that the largest is 1.
+
+use std::f64::consts::FRAC_PI_2;
+use std::sync::atomic::AtomicBool;
+
+use super::error::{invalid, Result};
+use super::pairwise::reduce::{KernelRows, PairMap, RowStats};
+use super::pairwise::{reduce_rows, Float, Points};
+
+/// The kernels, named as in scikit-learn's KernelDensity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// exp(-r²/2).
+    Gaussian,
+    /// 1 for r < 1.
+    Tophat,
+    /// 1 - r² for r < 1.
+    Epanechnikov,
+    /// exp(-r).
+    Exponential,
+    /// 1 - r for r < 1.
+    Linear,
+    /// cos(πr/2) for r < 1.
+    Cosine,
+}
+
+impl Kernel {
+    /// Parses a kernel name.
+    pub fn parse(name: &str) -> Result<Kernel> {
+        Ok(match name {
+            "gaussian" => Kernel::Gaussian,
+            "tophat" => Kernel::Tophat,
+            "epanechnikov" => Kernel::Epanechnikov,
+            "exponential" => Kernel::Exponential,
+            "linear" => Kernel::Linear,
+            "cosine" => Kernel::Cosine,
+            other => {
+                return Err(invalid!(
+                    "kernel must be one of 'gaussian', 'tophat', 'epanechnikov', \
+                     'exponential', 'linear', 'cosine'; got {other:?}"
+                ))
+            }
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+struct GaussianMap;
+impl PairMap for GaussianMap {
+    const LOG: bool = true;
+    #[inline(always)]
+    fn value(&self, d2: f64) -> f64 {
+        -0.5 * d2
+    }
+    #[inline(always)]
+    fn mean_factor(&self, _d2: f64) -> f64 {
+        1.0
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ExponentialMap;
+impl PairMap for ExponentialMap {
+    const LOG: bool = true;
+    #[inline(always)]
+    fn value(&self, d2: f64) -> f64 {
+        -d2.sqrt()
+    }
+    #[inline(always)]
+    fn mean_factor(&self, d2: f64) -> f64 {
+        // -K'(r) / (r K(r)) = 1/r; the kink at r = 0 contributes nothing (symmetric choice).
+        if d2 > 0.0 {
+            1.0 / d2.sqrt()
+        } else {
+            0.0
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct TophatMap;
+impl PairMap for TophatMap {
+    const LOG: bool = false;
+    #[inline(always)]
+    fn value(&self, d2: f64) -> f64 {
+        if d2 < 1.0 {
+            1.0
+        } else {
+            0.0
+        }
+    }
+    #[inline(always)]
+    fn mean_factor(&self, _d2: f64) -> f64 {
+        0.0
+    }
+}
+
+#[derive(Clone, Copy)]
+struct EpanechnikovMap;
+impl PairMap for EpanechnikovMap {
+    const LOG: bool = false;
+    #[inline(always)]
+    fn value(&self, d2: f64) -> f64 {
+        if d2 < 1.0 {
+            1.0 - d2
+        } else {
+            0.0
+        }
+    }
+    #[inline(always)]
+    fn mean_factor(&self, d2: f64) -> f64 {
+        if d2 < 1.0 {
+            2.0
+        } else {
+            0.0
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct LinearMap;
+impl PairMap for LinearMap {
+    const LOG: bool = false;
+    #[inline(always)]
+    fn value(&self, d2: f64) -> f64 {
+        let r = d2.sqrt();
+        if r < 1.0 {
+            1.0 - r
+        } else {
+            0.0
+        }
+    }
+    #[inline(always)]
+    fn mean_factor(&self, d2: f64) -> f64 {
+        let r = d2.sqrt();
+        if r < 1.0 && r > 0.0 {
+            1.0 / r
+        } else {
+            0.0
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct CosineMap;
+impl PairMap for CosineMap {
+    const LOG: bool = false;
+    #[inline(always)]
+    fn value(&self, d2: f64) -> f64 {
+        let r = d2.sqrt();
+        if r < 1.0 {
+            (FRAC_PI_2 * r).cos()
+        } else {
+            0.0
+        }
+    }
+    #[inline(always)]
+    fn mean_factor(&self, d2: f64) -> f64 {
+        let r = d2.sqrt();
+        if r >= 1.0 {
+            0.0
+        } else if r > 1e-8 {
+            FRAC_PI_2 * (FRAC_PI_2 * r).sin() / r
+        } else {
+            FRAC_PI_2 * FRAC_PI_2
+        }
+    }
+}
+
+/// What to compute besides the log-sums.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KdeOptions {
+    /// Leave-one-out: queries are the data and the pair (i, i) is skipped.
+    pub exclude_self: bool,
+    /// Effective number of points, (Σ w K)² / Σ (w K)².
+    pub ess: bool,
+    /// Gradient of the log-density (in whitened coordinates).
+    pub score: bool,
+}
+
+/// Per-query results of [`kde_eval`].
+#[derive(Clone, Debug, Default)]
+pub struct KdeOutput {
+    /// log Σ_j w_j K(r_ij), -inf outside the support.
+    pub log_sum: Vec<f64>,
+    /// Effective number of points (empty unless asked); 0 outside the support.
+    pub ess: Vec<f64>,
+    /// ∇_q log Σ_j w_j K(|q - x_j|), row-major m×d (empty unless asked); NaN outside the support.
+    pub score: Vec<f64>,
+}
+
+/// Weights as the reducer wants them: log-weights for log kernels, else weights scaled
+/// to a maximum of 1, with the log of the scale.
+fn weights_for(log_mode: bool, logw: &[f64]) -> (Vec<f64>, f64) {
+    if log_mode {
+        (logw.to_vec(), 0.0)
+    } else {
+        let m = logw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        (logw.iter().map(|&l| (l - m).exp()).collect(), m)
+    }
+}
+
+fn check_logw(logw: &[f64], n: usize) -> Result<()> {
+    if logw.len() != n {
+        return Err(invalid!(
+            "log-weights have length {} but there are {n} data points",
+            logw.len()
+        ));
+    }
+    if logw.iter().any(|x| x.is_nan() || *x == f64::INFINITY) {
+        return Err(invalid!("log-weights must be finite or -inf"));
+    }
+    if n > 0 && logw.iter().all(|x| *x == f64::NEG_INFINITY) {
+        return Err(invalid!("weights must not all be zero"));
+    }
+    Ok(())
+}
+
+fn eval_with<T: Float, F: PairMap>(
+    f: F,
+    data: Points<'_, T>,
+    logw: &[f64],
+    queries: Points<'_, T>,
+    opts: KdeOptions,
+    stop: &AtomicBool,
+) -> Result<KdeOutput> {
+    let (w, wshift) = weights_for(F::LOG, logw);
+    let cols64 = if opts.score {
+        data.to_f64_vec()
+    } else {
+        Vec::new()
+    };
+    let red = KernelRows {
+        f,
+        scales: &[1.0],
+        w: &w,
+        exclude_self: opts.exclude_self,
+        sumsq: opts.ess,
+        mean: if opts.score { Some(&cols64) } else { None },
+        d: data.d,
+    };
+    let st = RowStats::from_states(1, reduce_rows(queries, data, &red, stop)?);
+    let m = queries.n;
+    let d = data.d;
+    let log_sum: Vec<f64> = (0..m).map(|i| st.log_sum(i) + wshift).collect();
+    let ess = if opts.ess {
+        (0..m)
+            .map(|i| {
+                if st.sum[i] > 0.0 {
+                    st.sum[i] * st.sum[i] / st.sumsq[i]
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let score = if opts.score {
+        let mut s = vec![f64::NAN; m * d];
+        for i in 0..m {
+            if st.sum[i] > 0.0 {
+                let q = queries.row(i);
+                for k in 0..d {
+                    s[i * d + k] =
+                        (st.wacc[i * d + k] - q[k].to_f64() * st.wsum[i]) / st.sum[i];
+                }
+            }
+        }
+        s
+    } else {
+        Vec::new()
+    };
+    Ok(KdeOutput {
+        log_sum,
+        ess,
+        score,
+    })
+}
+
+/// Evaluates log Σ_j w_j K(|q_i - x_j|) for every query, with unit bandwidth.
+///
+/// `logw` are log-weights (they need not be normalised). Memory: O((n + m)·d) plus one
+/// distance tile per thread.
+pub fn kde_eval<T: Float>(
+    data: Points<'_, T>,
+    logw: &[f64],
+    queries: Points<'_, T>,
+    kernel: Kernel,
+    opts: KdeOptions,
+    stop: &AtomicBool,
+) -> Result<KdeOutput> {
+    check_logw(logw, data.n)?;
+    if opts.exclude_self && (queries.n != data.n) {
+        return Err(invalid!("leave-one-out needs the queries to be the data"));
+    }
+    match kernel {
+        Kernel::Gaussian => eval_with(GaussianMap, data, logw, queries, opts, stop),
+        Kernel::Exponential => eval_with(ExponentialMap, data, logw, queries, opts, stop),
+        Kernel::Tophat => eval_with(TophatMap, data, logw, queries, opts, stop),
+        Kernel::Epanechnikov => eval_with(EpanechnikovMap, data, logw, queries, opts, stop),
+        Kernel::Linear => eval_with(LinearMap, data, logw, queries, opts, stop),
+        Kernel::Cosine => eval_with(CosineMap, data, logw, queries, opts, stop),
+    }
+}
+
+fn grid_with<T: Float, F: PairMap>(
+    f: F,
+    data: Points<'_, T>,
+    logw: &[f64],
+    factors: &[f64],
+    stop: &AtomicBool,
+) -> Result<Vec<f64>> {
+    let (w, wshift) = weights_for(F::LOG, logw);
+    // A bandwidth factor s divides distances by s: squared distances by s².
+    let scales: Vec<f64> = factors.iter().map(|s| 1.0 / (s * s)).collect();
+    let red = KernelRows {
+        f,
+        scales: &scales,
+        w: &w,
+        exclude_self: true,
+        sumsq: false,
+        mean: None,
+        d: data.d,
+    };
+    let g = factors.len();
+    let st = RowStats::from_states(g, reduce_rows(data, data, &red, stop)?);
+    Ok((0..data.n * g).map(|k| st.log_sum(k) + wshift).collect())
+}
+
+/// Leave-one-out log-sums for a grid of bandwidth factors, in one pass over the pairs.
+///
+/// Returns an n×G row-major array: entry (i, g) is log Σ_{j≠i} w_j K(|x_i - x_j| / s_g).
+/// The distances are computed once per pair; only the kernel is re-evaluated per factor.
+pub fn kde_loo_grid<T: Float>(
+    data: Points<'_, T>,
+    logw: &[f64],
+    kernel: Kernel,
+    factors: &[f64],
+    stop: &AtomicBool,
+) -> Result<Vec<f64>> {
+    check_logw(logw, data.n)?;
+    if factors.is_empty() || factors.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(invalid!("grid factors must be positive and finite"));
+    }
+    match kernel {
+        Kernel::Gaussian => grid_with(GaussianMap, data, logw, factors, stop),
+        Kernel::Exponential => grid_with(ExponentialMap, data, logw, factors, stop),
+        Kernel::Tophat => grid_with(TophatMap, data, logw, factors, stop),
+        Kernel::Epanechnikov => grid_with(EpanechnikovMap, data, logw, factors, stop),
+        Kernel::Linear => grid_with(LinearMap, data, logw, factors, stop),
+        Kernel::Cosine => grid_with(CosineMap, data, logw, factors, stop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KERNELS: [Kernel; 6] = [
+        Kernel::Gaussian,
+        Kernel::Tophat,
+        Kernel::Epanechnikov,
+        Kernel::Exponential,
+        Kernel::Linear,
+        Kernel::Cosine,
+    ];
+
+    fn profile(k: Kernel, r: f64) -> f64 {
+        match k {
+            Kernel::Gaussian => (-0.5 * r * r).exp(),
+            Kernel::Exponential => (-r).exp(),
+            Kernel::Tophat => (r < 1.0) as u8 as f64,
+            Kernel::Epanechnikov => (1.0 - r * r).max(0.0),
+            Kernel::Linear => (1.0 - r).max(0.0),
+            Kernel::Cosine => {
+                if r < 1.0 {
+                    (FRAC_PI_2 * r).cos()
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    fn lcg(seed: u64, n: usize, scale: f64) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    fn naive(x: &[f64], lw: &[f64], q: &[f64], d: usize, k: Kernel, skip_self: bool) -> Vec<f64> {
+        let n = x.len() / d;
+        (0..q.len() / d)
+            .map(|i| {
+                let s: f64 = (0..n)
+                    .filter(|&j| !(skip_self && i == j))
+                    .map(|j| {
+                        let r = (0..d)
+                            .map(|t| (q[i * d + t] - x[j * d + t]).powi(2))
+                            .sum::<f64>()
+                            .sqrt();
+                        lw[j].exp() * profile(k, r)
+                    })
+                    .sum();
+                s.ln()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn eval_matches_naive_for_every_kernel_and_path() {
+        let stop = AtomicBool::new(false);
+        for d in [1usize, 3, 30] {
+            let (n, m) = (300, 70);
+            let x = lcg(11, n * d, 0.6);
+            let q = lcg(12, m * d, 0.6);
+            let lw: Vec<f64> = lcg(13, n, 1.0);
+            for k in KERNELS {
+                let out = kde_eval(
+                    Points::new(&x, n, d).unwrap(),
+                    &lw,
+                    Points::new(&q, m, d).unwrap(),
+                    k,
+                    KdeOptions::default(),
+                    &stop,
+                )
+                .unwrap();
+                let want = naive(&x, &lw, &q, d, k, false);
+                for (g, w) in out.log_sum.iter().zip(&want) {
+                    if w.is_finite() {
+                        assert!((g - w).abs() < 1e-11 * (1.0 + w.abs()), "{k:?} d={d}: {g} vs {w}");
+                    } else {
+                        assert_eq!(*g, f64::NEG_INFINITY);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn far_queries_stay_finite_in_log_space() {
+        let stop = AtomicBool::new(false);
+        let x = vec![0.0, 0.0, 1.0, 0.0];
+        let q = vec![400.0, 0.0];
+        let out = kde_eval(
+            Points::new(&x, 2, 2).unwrap(),
+            &[0.0, 0.0],
+            Points::new(&q, 1, 2).unwrap(),
+            Kernel::Gaussian,
+            KdeOptions { ess: true, score: true, ..Default::default() },
+            &stop,
+        )
+        .unwrap();
+        let want = (-0.5f64 * 399.0 * 399.0) + (1.0 + (-0.5f64 * (400.0 * 400.0 - 399.0 * 399.0)).exp()).ln();
+        assert!((out.log_sum[0] - want).abs() < 1e-9 * want.abs());
+        assert!((out.ess[0] - 1.0).abs() < 1e-12);
+        // Score points toward the nearest data point: -(q - x_near) = -399.
+        assert!((out.score[0] + 399.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn score_matches_finite_differences() {
+        let stop = AtomicBool::new(false);
+        let d = 3;
+        let (n, m) = (120, 9);
+        let x = lcg(21, n * d, 0.5);
+        let q = lcg(22, m * d, 0.3);
+        let lw = vec![0.0; n];
+        for k in [Kernel::Gaussian, Kernel::Exponential, Kernel::Epanechnikov, Kernel::Cosine, Kernel::Linear] {
+            let opts = KdeOptions { score: true, ..Default::default() };
+            let out = kde_eval(Points::new(&x, n, d).unwrap(), &lw, Points::new(&q, m, d).unwrap(), k, opts, &stop)
+                .unwrap();
+            let h = 1e-6;
+            for i in 0..m {
+                for t in 0..d {
+                    let mut qp = q[i * d..(i + 1) * d].to_vec();
+                    let mut qm = qp.clone();
+                    qp[t] += h;
+                    qm[t] -= h;
+                    let fp = naive(&x, &lw, &qp, d, k, false)[0];
+                    let fm = naive(&x, &lw, &qm, d, k, false)[0];
+                    let fd = (fp - fm) / (2.0 * h);
+                    let got = out.score[i * d + t];
+                    assert!((got - fd).abs() < 1e-4 * (1.0 + fd.abs()), "{k:?}: {got} vs {fd}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn loo_grid_matches_naive_and_f32_is_close() {
+        let stop = AtomicBool::new(false);
+        let d = 2;
+        let n = 260;
+        let x = lcg(31, n * d, 1.0);
+        let lw = lcg(32, n, 0.5);
+        let factors = [0.2, 0.5, 1.0, 3.0];
+        for k in KERNELS {
+            let got = kde_loo_grid(Points::new(&x, n, d).unwrap(), &lw, k, &factors, &stop).unwrap();
+            for (g, s) in factors.iter().enumerate() {
+                let xs: Vec<f64> = x.iter().map(|v| v / s).collect();
+                let want = naive(&xs, &lw, &xs, d, k, true);
+                for i in 0..n {
+                    let (a, b) = (got[i * factors.len() + g], want[i]);
+                    if b.is_finite() {
+                        assert!((a - b).abs() < 1e-10 * (1.0 + b.abs()), "{k:?} s={s}: {a} vs {b}");
+                    } else {
+                        assert_eq!(a, f64::NEG_INFINITY);
+                    }
+                }
+            }
+        }
+        let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let a = kde_eval(Points::new(&x32, n, d).unwrap(), &lw, Points::new(&x32, n, d).unwrap(),
+            Kernel::Gaussian, KdeOptions { exclude_self: true, ..Default::default() }, &stop).unwrap();
+        let b = naive(&x, &lw, &x, d, Kernel::Gaussian, true);
+        for (p, q) in a.log_sum.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-5 * (1.0 + q.abs()));
+        }
+    }
+
+    #[test]
+    fn bad_weights_are_errors() {
+        let stop = AtomicBool::new(false);
+        let x = vec![0.0; 4];
+        let p = Points::new(&x, 2, 2).unwrap();
+        let o = KdeOptions::default();
+        assert!(kde_eval(p, &[0.0], p, Kernel::Gaussian, o, &stop).is_err());
+        assert!(kde_eval(p, &[f64::NAN, 0.0], p, Kernel::Gaussian, o, &stop).is_err());
+        assert!(kde_eval(p, &[f64::NEG_INFINITY; 2], p, Kernel::Gaussian, o, &stop).is_err());
+        assert!(kde_loo_grid(p, &[0.0, 0.0], Kernel::Gaussian, &[0.0], &stop).is_err());
+        assert!(Kernel::parse("gauss").is_err());
+    }
+}

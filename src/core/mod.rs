@@ -1,0 +1,9 @@
+//! Pure-Rust numerics: the tiled pairwise engine, SIMD helpers, threads and the families.
+
+pub mod error;
+pub mod kde;
+pub mod pairwise;
+pub mod simd;
+pub mod threads;
+
+pub use error::{Error, Result};

@@ -1,0 +1,518 @@
+//! The tiled pairwise engine.
+//!
+//! Rows (queries) are cut into fixed blocks of [`ROW_BLOCK`]; each block is one rayon task
+//! on divest's pool. A block walks the columns (the other point set) in tiles of
+//! [`COL_TILE`], computes the squared distances of the tile, and hands them to a
+//! [`RowReducer`]. The partition never depends on the thread count, so results are
+//! bitwise identical for any number of threads. No n×m matrix is ever formed: per block
+//! the engine holds one `ROW_BLOCK × COL_TILE` tile.
+//!
+//! Distances come from a direct loop over a structure-of-arrays copy of the columns when
+//! d is small (exact differences, vectorised across columns), and from a GEMM micro-kernel
+//! (`matrixmultiply`) with ‖x‖² + ‖y‖² − 2x·y, clamped at zero, when d is large. Callers
+//! centre the data first so the identity loses little precision.
+
+pub mod reduce;
+
+use std::ops::{Add, Mul, Sub};
+use std::sync::atomic::AtomicBool;
+
+use rayon::prelude::*;
+
+use super::error::{invalid, Result};
+use super::simd::{self, Level};
+use super::threads;
+
+pub use reduce::RowReducer;
+
+/// Rows per task. Fixed, so the partition (and every result) is independent of threads.
+pub const ROW_BLOCK: usize = 64;
+/// Columns per tile; the distance tile is `ROW_BLOCK × COL_TILE` f64 (128 KiB).
+pub const COL_TILE: usize = 256;
+/// Width of the direct-distance micro-kernel (columns computed together).
+const DIRECT_WIDTH: usize = 32;
+/// Largest dimension that uses the direct loop; above it the GEMM path is faster.
+pub const DIRECT_MAX_D: usize = 24;
+
+/// Element types the engine accepts (f32 and f64).
+pub trait Float:
+    Copy
+    + Send
+    + Sync
+    + Default
+    + PartialOrd
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+{
+    /// Additive identity.
+    const ZERO: Self;
+    /// Widening (or identity) conversion.
+    fn to_f64(self) -> f64;
+    /// Narrowing (or identity) conversion.
+    fn from_f64(x: f64) -> Self;
+    /// C = A·B with general strides (alpha = 1, beta = 0).
+    ///
+    /// # Safety
+    /// The pointers and strides must describe valid matrices of the given shapes, and `c`
+    /// must not alias `a` or `b`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        c: *mut Self,
+        rsc: isize,
+    );
+}
+
+impl Float for f64 {
+    const ZERO: f64 = 0.0;
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_f64(x: f64) -> f64 {
+        x
+    }
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        c: *mut f64,
+        rsc: isize,
+    ) {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1) }
+    }
+}
+
+impl Float for f32 {
+    const ZERO: f32 = 0.0;
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn from_f64(x: f64) -> f32 {
+        x as f32
+    }
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        c: *mut f32,
+        rsc: isize,
+    ) {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1) }
+    }
+}
+
+/// A borrowed row-major point set: `n` points of dimension `d`.
+#[derive(Clone, Copy, Debug)]
+pub struct Points<'a, T> {
+    /// Row-major coordinates, `n * d` long.
+    pub data: &'a [T],
+    /// Number of points.
+    pub n: usize,
+    /// Dimension.
+    pub d: usize,
+}
+
+impl<'a, T: Float> Points<'a, T> {
+    /// Wraps a row-major buffer, checking its length.
+    pub fn new(data: &'a [T], n: usize, d: usize) -> Result<Self> {
+        if n.checked_mul(d) != Some(data.len()) {
+            return Err(invalid!(
+                "points buffer has {} values, expected n*d = {n}*{d}",
+                data.len()
+            ));
+        }
+        if d == 0 {
+            return Err(invalid!("points must have at least one dimension; got d = 0"));
+        }
+        Ok(Points { data, n, d })
+    }
+
+    /// Row `i`.
+    #[inline(always)]
+    pub fn row(&self, i: usize) -> &'a [T] {
+        &self.data[i * self.d..(i + 1) * self.d]
+    }
+
+    /// Coordinates widened to f64 (a copy).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        self.data.iter().map(|x| x.to_f64()).collect()
+    }
+}
+
+/// Squared norms of each row, accumulated in f64.
+fn row_norms<T: Float>(p: &[T], n: usize, d: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            p[i * d..(i + 1) * d]
+                .iter()
+                .map(|x| {
+                    let v = x.to_f64();
+                    v * v
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// Column-side data prepared once per call.
+struct Cols<'a, T> {
+    pts: Points<'a, T>,
+    /// Direct path: per tile, `d` rows of `COL_TILE` values (zero padded).
+    soa: Vec<T>,
+    /// GEMM path: squared norms of the columns.
+    norms: Vec<f64>,
+    direct: bool,
+}
+
+impl<'a, T: Float> Cols<'a, T> {
+    fn new(pts: Points<'a, T>, direct: bool) -> Self {
+        let (n, d) = (pts.n, pts.d);
+        let n_tiles = n.div_ceil(COL_TILE);
+        let mut soa = Vec::new();
+        let mut norms = Vec::new();
+        if direct {
+            soa = vec![T::ZERO; n_tiles * d * COL_TILE];
+            for j in 0..n {
+                let (t, jj) = (j / COL_TILE, j % COL_TILE);
+                let base = t * d * COL_TILE;
+                for (k, &x) in pts.row(j).iter().enumerate() {
+                    soa[base + k * COL_TILE + jj] = x;
+                }
+            }
+        } else {
+            norms = row_norms(pts.data, n, d);
+        }
+        Cols {
+            pts,
+            soa,
+            norms,
+            direct,
+        }
+    }
+}
+
+/// Exact squared distances of `nr` rows against one SoA column tile.
+#[inline(always)]
+fn direct_tile<T: Float>(rows: &[T], nr: usize, d: usize, soa: &[T], nc: usize, out: &mut [f64]) {
+    let ncp = nc.div_ceil(DIRECT_WIDTH) * DIRECT_WIDTH;
+    for i in 0..nr {
+        let q = &rows[i * d..(i + 1) * d];
+        let orow = &mut out[i * COL_TILE..(i + 1) * COL_TILE];
+        let mut j0 = 0;
+        while j0 < ncp {
+            let mut acc = [T::ZERO; DIRECT_WIDTH];
+            for (k, &qk) in q.iter().enumerate() {
+                let col = &soa[k * COL_TILE + j0..k * COL_TILE + j0 + DIRECT_WIDTH];
+                for l in 0..DIRECT_WIDTH {
+                    let t = qk - col[l];
+                    acc[l] = acc[l] + t * t;
+                }
+            }
+            for l in 0..DIRECT_WIDTH {
+                orow[j0 + l] = acc[l].to_f64();
+            }
+            j0 += DIRECT_WIDTH;
+        }
+    }
+}
+
+/// Squared distances through a GEMM: ‖q‖² + ‖x‖² − 2 q·x, clamped at zero.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn gemm_tile<T: Float>(
+    rows: &[T],
+    qn: &[f64],
+    nr: usize,
+    d: usize,
+    cols: &[T],
+    xn: &[f64],
+    nc: usize,
+    cbuf: &mut [T],
+    out: &mut [f64],
+) {
+    debug_assert!(rows.len() >= nr * d && cols.len() >= nc * d && cbuf.len() >= nr * COL_TILE);
+    // SAFETY: rows is nr×d row-major, cols is nc×d row-major (read as its d×nc transpose),
+    // cbuf holds nr rows of stride COL_TILE >= nc; the buffers are distinct allocations.
+    unsafe {
+        T::gemm(
+            nr,
+            d,
+            nc,
+            rows.as_ptr(),
+            d as isize,
+            1,
+            cols.as_ptr(),
+            1,
+            d as isize,
+            cbuf.as_mut_ptr(),
+            COL_TILE as isize,
+        );
+    }
+    for i in 0..nr {
+        let c = &cbuf[i * COL_TILE..i * COL_TILE + nc];
+        let o = &mut out[i * COL_TILE..i * COL_TILE + nc];
+        let q = qn[i];
+        for j in 0..nc {
+            let v = (q + xn[j]) - 2.0 * c[j].to_f64();
+            o[j] = if v > 0.0 { v } else { 0.0 };
+        }
+    }
+}
+
+/// One row block: all column tiles, fed to the reducer.
+#[inline(always)]
+fn block_body<T: Float, R: RowReducer>(
+    rows: &Points<'_, T>,
+    cols: &Cols<'_, T>,
+    red: &R,
+    b: usize,
+    stop: &AtomicBool,
+) -> Result<R::State> {
+    let d = rows.d;
+    let r0 = b * ROW_BLOCK;
+    let nr = ROW_BLOCK.min(rows.n - r0);
+    let rdata = &rows.data[r0 * d..(r0 + nr) * d];
+    let mut st = red.init(r0, nr);
+    let mut d2 = vec![0.0f64; nr * COL_TILE];
+    let (mut cbuf, qn) = if cols.direct {
+        (Vec::new(), Vec::new())
+    } else {
+        (vec![T::ZERO; nr * COL_TILE], row_norms(rdata, nr, d))
+    };
+    let m = cols.pts.n;
+    let mut c0 = 0;
+    let mut t = 0;
+    while c0 < m {
+        threads::check(stop)?;
+        let nc = COL_TILE.min(m - c0);
+        if cols.direct {
+            let soa = &cols.soa[t * d * COL_TILE..(t + 1) * d * COL_TILE];
+            direct_tile(rdata, nr, d, soa, nc, &mut d2);
+        } else {
+            gemm_tile(
+                rdata,
+                &qn,
+                nr,
+                d,
+                &cols.pts.data[c0 * d..(c0 + nc) * d],
+                &cols.norms[c0..c0 + nc],
+                nc,
+                &mut cbuf,
+                &mut d2,
+            );
+        }
+        red.tile(&mut st, r0, nr, c0, nc, &d2);
+        c0 += nc;
+        t += 1;
+    }
+    Ok(st)
+}
+
+fn run_block<T: Float, R: RowReducer>(
+    level: Level,
+    rows: &Points<'_, T>,
+    cols: &Cols<'_, T>,
+    red: &R,
+    b: usize,
+    stop: &AtomicBool,
+) -> Result<R::State> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+        unsafe fn v512<T: Float, R: RowReducer>(
+            rows: &Points<'_, T>,
+            cols: &Cols<'_, T>,
+            red: &R,
+            b: usize,
+            stop: &AtomicBool,
+        ) -> Result<R::State> {
+            block_body(rows, cols, red, b, stop)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v2<T: Float, R: RowReducer>(
+            rows: &Points<'_, T>,
+            cols: &Cols<'_, T>,
+            red: &R,
+            b: usize,
+            stop: &AtomicBool,
+        ) -> Result<R::State> {
+            block_body(rows, cols, red, b, stop)
+        }
+        match level.min(simd::detected()) {
+            // SAFETY: the level is capped at what the CPU reports.
+            Level::Avx512 => unsafe { v512(rows, cols, red, b, stop) },
+            // SAFETY: as above.
+            Level::Avx2 => unsafe { v2(rows, cols, red, b, stop) },
+            Level::Scalar => block_body(rows, cols, red, b, stop),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = level;
+        block_body(rows, cols, red, b, stop)
+    }
+}
+
+/// Drives `red` over every (row, column) pair of `rows` × `cols`, in parallel over row
+/// blocks on divest's pool. Returns one reducer state per block of [`ROW_BLOCK`] rows, in
+/// order. Extra memory: a copy of the columns (direct path) or their norms, plus one
+/// `ROW_BLOCK × COL_TILE` tile per running task.
+pub fn reduce_rows<T: Float, R: RowReducer>(
+    rows: Points<'_, T>,
+    cols: Points<'_, T>,
+    red: &R,
+    stop: &AtomicBool,
+) -> Result<Vec<R::State>> {
+    reduce_rows_with(rows, cols, red, stop, None)
+}
+
+/// [`reduce_rows`] with an explicit choice of distance path (`Some(true)` = direct).
+pub fn reduce_rows_with<T: Float, R: RowReducer>(
+    rows: Points<'_, T>,
+    cols: Points<'_, T>,
+    red: &R,
+    stop: &AtomicBool,
+    direct: Option<bool>,
+) -> Result<Vec<R::State>> {
+    if rows.d != cols.d {
+        return Err(invalid!(
+            "points have dimension {} but the other set has dimension {}",
+            rows.d,
+            cols.d
+        ));
+    }
+    let direct = direct.unwrap_or(rows.d <= DIRECT_MAX_D);
+    let cols = Cols::new(cols, direct);
+    let level = simd::level();
+    let n_blocks = rows.n.div_ceil(ROW_BLOCK);
+    threads::install(|| {
+        (0..n_blocks)
+            .into_par_iter()
+            .map(|b| run_block(level, &rows, &cols, red, b, stop))
+            .collect::<Result<Vec<_>>>()
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects the full distance matrix through the engine (tests only).
+    struct Collect {
+        m: usize,
+    }
+    impl RowReducer for Collect {
+        type State = Vec<f64>;
+        fn init(&self, _r0: usize, nr: usize) -> Vec<f64> {
+            vec![f64::NAN; nr * self.m]
+        }
+        fn tile(&self, st: &mut Vec<f64>, _r0: usize, nr: usize, c0: usize, nc: usize, d2: &[f64]) {
+            for i in 0..nr {
+                st[i * self.m + c0..i * self.m + c0 + nc]
+                    .copy_from_slice(&d2[i * COL_TILE..i * COL_TILE + nc]);
+            }
+        }
+    }
+
+    fn lcg(seed: u64, n: usize) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn distances_match_naive_on_both_paths_and_all_levels() {
+        let stop = AtomicBool::new(false);
+        for &(n, m, d) in &[(1, 1, 1), (3, 300, 2), (70, 513, 5), (65, 257, 40), (2, 31, 3)] {
+            let x = lcg(1, n * d);
+            let y = lcg(2, m * d);
+            let px = Points::new(&x, n, d).unwrap();
+            let py = Points::new(&y, m, d).unwrap();
+            let red = Collect { m };
+            for direct in [true, false] {
+                let mut per_level = Vec::new();
+                for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
+                    if lvl > simd::detected() {
+                        continue;
+                    }
+                    let cols = Cols::new(py, direct);
+                    let nb = n.div_ceil(ROW_BLOCK);
+                    let got: Vec<f64> = (0..nb)
+                        .flat_map(|b| run_block(lvl, &px, &cols, &red, b, &stop).unwrap())
+                        .collect();
+                    per_level.push(got);
+                }
+                for (i, got) in per_level.iter().enumerate() {
+                    assert_eq!(got, &per_level[0], "level {i} differs from scalar");
+                }
+                let got = &per_level[0];
+                for i in 0..n {
+                    for j in 0..m {
+                        let want: f64 = (0..d).map(|k| (x[i * d + k] - y[j * d + k]).powi(2)).sum();
+                        let g = got[i * m + j];
+                        assert!((g - want).abs() <= 1e-12 * (1.0 + want), "{g} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn threads_do_not_change_results_and_stop_works() {
+        let (n, m, d) = (200, 300, 3);
+        let x = lcg(3, n * d);
+        let y = lcg(4, m * d);
+        let red = Collect { m };
+        let stop = AtomicBool::new(false);
+        let run = || {
+            reduce_rows(Points::new(&x, n, d).unwrap(), Points::new(&y, m, d).unwrap(), &red, &stop)
+                .unwrap()
+        };
+        let a = run();
+        threads::set_num_threads(1).unwrap();
+        let b = run();
+        threads::set_num_threads(2).unwrap();
+        assert_eq!(a, b);
+        let stopped = AtomicBool::new(true);
+        let r = reduce_rows(
+            Points::new(&x, n, d).unwrap(),
+            Points::new(&y, m, d).unwrap(),
+            &red,
+            &stopped,
+        );
+        assert_eq!(r.unwrap_err(), crate::core::Error::Cancelled);
+        assert!(Points::new(&x, n, d + 1).is_err());
+    }
+}

@@ -1,0 +1,312 @@
+//! Run-time SIMD dispatch and the vectorisable math the reducers use.
+//!
+//! Hot loops are written once, over fixed-width lane arrays with an explicit order of
+//! operations, and compiled three times: for AVX-512, for AVX2+FMA and for the portable
+//! baseline ("scalar"). Because Rust never reassociates or contracts floating-point
+//! operations, all three paths produce bitwise-identical results; the tests check it.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::error::{invalid, Result};
+
+/// Instruction-set level a kernel runs at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Portable code (SSE2 on x86-64).
+    Scalar = 0,
+    /// AVX2 with FMA.
+    Avx2 = 1,
+    /// AVX-512 (F, DQ, VL, BW).
+    Avx512 = 2,
+}
+
+impl Level {
+    /// Name used by the Python API and `DIVEST_SIMD`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+        }
+    }
+
+    /// Parses a name produced by [`Level::name`].
+    pub fn parse(s: &str) -> Result<Level> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Ok(Level::Scalar),
+            "avx2" => Ok(Level::Avx2),
+            "avx512" => Ok(Level::Avx512),
+            other => Err(invalid!(
+                "simd level must be 'scalar', 'avx2' or 'avx512'; got {other:?}"
+            )),
+        }
+    }
+}
+
+/// Best level this CPU supports.
+pub fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Level::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Level::Avx2;
+        }
+    }
+    Level::Scalar
+}
+
+const UNSET: u8 = 255;
+static CHOSEN: AtomicU8 = AtomicU8::new(UNSET);
+
+fn from_u8(v: u8) -> Level {
+    match v {
+        2 => Level::Avx512,
+        1 => Level::Avx2,
+        _ => Level::Scalar,
+    }
+}
+
+/// Level in use: `set_level`, else `DIVEST_SIMD` (capped at what the CPU has), else detected.
+pub fn level() -> Level {
+    let v = CHOSEN.load(Ordering::Relaxed);
+    if v != UNSET {
+        return from_u8(v);
+    }
+    let best = detected();
+    let lvl = std::env::var("DIVEST_SIMD")
+        .ok()
+        .and_then(|s| Level::parse(&s).ok())
+        .map(|l| l.min(best))
+        .unwrap_or(best);
+    CHOSEN.store(lvl as u8, Ordering::Relaxed);
+    lvl
+}
+
+/// Forces a level (for testing the paths against each other); `None` restores detection.
+pub fn set_level(l: Option<Level>) -> Result<()> {
+    match l {
+        None => CHOSEN.store(detected() as u8, Ordering::Relaxed),
+        Some(l) => {
+            if l > detected() {
+                return Err(invalid!(
+                    "simd level {:?} is not supported by this CPU (best: {:?})",
+                    l.name(),
+                    detected().name()
+                ));
+            }
+            CHOSEN.store(l as u8, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Lanes of the explicit-width loops (one AVX-512 register of f64).
+pub const LANES: usize = 8;
+
+/// exp(x) for f64, branch-free so loops over it vectorise. Relative error below 2 ulp on
+/// [-708, 709]; returns 0 below -708.4 and saturates at exp(709) above.
+#[inline(always)]
+pub fn exp(x: f64) -> f64 {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    // ln 2 split so that n * LN2_HI is exact for |n| < 2^20.
+    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    // Adding 1.5 * 2^52 rounds to the nearest integer and leaves it in the low bits.
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    let xc = if x > 709.0 { 709.0 } else { x };
+    let xc = if xc < -708.0 { -708.0 } else { xc };
+    let t = xc * LOG2E + SHIFT;
+    let nf = t - SHIFT;
+    let r = (xc - nf * LN2_HI) - nf * LN2_LO;
+    // Taylor polynomial of degree 12: |r| <= 0.347 keeps the remainder under 2e-16.
+    let mut p = 1.0 / 479_001_600.0;
+    p = p * r + 1.0 / 39_916_800.0;
+    p = p * r + 1.0 / 3_628_800.0;
+    p = p * r + 1.0 / 362_880.0;
+    p = p * r + 1.0 / 40_320.0;
+    p = p * r + 1.0 / 5_040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    let n = t.to_bits().wrapping_sub(SHIFT.to_bits());
+    let scale = f64::from_bits(n.wrapping_add(1023) << 52);
+    let y = p * scale;
+    if x < -708.39 {
+        0.0
+    } else {
+        y
+    }
+}
+
+/// Maximum of a slice (-inf when empty), over lanes so the loop vectorises.
+#[inline(always)]
+pub fn max(v: &[f64]) -> f64 {
+    let mut acc = [f64::NEG_INFINITY; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
+        }
+    }
+    let mut m = f64::NEG_INFINITY;
+    for &a in acc.iter().chain(tail.iter()) {
+        if a > m {
+            m = a;
+        }
+    }
+    m
+}
+
+/// Sum of a slice with a fixed lane order (vectorisable and reproducible).
+#[inline(always)]
+pub fn sum(v: &[f64]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    finish_lanes(&acc) + tail.iter().sum::<f64>()
+}
+
+/// Replaces each `v[j]` by `exp(v[j] - shift)` and returns (sum, sum of squares).
+#[inline(always)]
+pub fn exp_shift_sums(v: &mut [f64], shift: f64) -> (f64, f64) {
+    let mut s = [0.0f64; LANES];
+    let mut s2 = [0.0f64; LANES];
+    let mut chunks = v.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            let e = exp(c[l] - shift);
+            c[l] = e;
+            s[l] += e;
+            s2[l] += e * e;
+        }
+    }
+    let mut ts = 0.0;
+    let mut ts2 = 0.0;
+    for x in chunks.into_remainder() {
+        let e = exp(*x - shift);
+        *x = e;
+        ts += e;
+        ts2 += e * e;
+    }
+    (finish_lanes(&s) + ts, finish_lanes(&s2) + ts2)
+}
+
+/// Pairwise combination of the lane accumulators in a fixed order.
+#[inline(always)]
+pub fn finish_lanes(a: &[f64; LANES]) -> f64 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// Runs `exp` over a slice at a given level (used to test the paths against each other).
+pub fn exp_slice_at(level: Level, v: &mut [f64]) {
+    #[inline(always)]
+    fn body(v: &mut [f64]) {
+        for x in v.iter_mut() {
+            *x = exp(*x);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+        unsafe fn v512(v: &mut [f64]) {
+            body(v)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v2(v: &mut [f64]) {
+            body(v)
+        }
+        match level.min(detected()) {
+            // SAFETY: the CPU supports the features (level is capped at `detected()`).
+            Level::Avx512 => unsafe { v512(v) },
+            // SAFETY: as above.
+            Level::Avx2 => unsafe { v2(v) },
+            Level::Scalar => body(v),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = level;
+        body(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_std() {
+        let mut worst = 0.0f64;
+        let mut x = -708.0;
+        while x < 709.0 {
+            let got = exp(x);
+            let want = x.exp();
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 4e-16, "worst relative error {worst}");
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-800.0), 0.0);
+        assert_eq!(exp(f64::NEG_INFINITY), 0.0);
+        assert!(exp(800.0).is_finite());
+    }
+
+    #[test]
+    fn every_level_matches_scalar_including_tails() {
+        for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 63, 1000, 1003] {
+            let base: Vec<f64> = (0..n).map(|i| -700.0 + 1.39 * i as f64 % 1400.0).collect();
+            let mut scalar = base.clone();
+            exp_slice_at(Level::Scalar, &mut scalar);
+            for lvl in [Level::Avx2, Level::Avx512] {
+                if lvl > detected() {
+                    continue;
+                }
+                let mut v = base.clone();
+                exp_slice_at(lvl, &mut v);
+                assert_eq!(v, scalar, "level {lvl:?}, n {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn sums_and_max() {
+        let v: Vec<f64> = (0..37).map(|i| (i as f64 * 0.37).sin()).collect();
+        let want: f64 = v.iter().sum();
+        assert!((sum(&v) - want).abs() < 1e-13);
+        let m = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(max(&v), m);
+        assert_eq!(max(&[]), f64::NEG_INFINITY);
+        let mut w = v.clone();
+        let (s, s2) = exp_shift_sums(&mut w, 1.0);
+        let ws: f64 = v.iter().map(|x| (x - 1.0).exp()).sum();
+        let ws2: f64 = v.iter().map(|x| (2.0 * (x - 1.0)).exp()).sum();
+        assert!((s - ws).abs() < 1e-13 && (s2 - ws2).abs() < 1e-13);
+    }
+
+    #[test]
+    fn level_names_round_trip() {
+        for l in [Level::Scalar, Level::Avx2, Level::Avx512] {
+            assert_eq!(Level::parse(l.name()).unwrap(), l);
+        }
+        assert!(Level::parse("sse9").is_err());
+    }
+}
