@@ -6,7 +6,7 @@
 //! of the column points (for scores and barycentric maps).
 
 use super::COL_TILE;
-use crate::core::simd;
+use crate::core::simd::{self, Fma};
 
 /// Consumes tiles of squared distances for a block of rows.
 pub trait RowReducer: Sync {
@@ -16,7 +16,8 @@ pub trait RowReducer: Sync {
     fn init(&self, r0: usize, nr: usize) -> Self::State;
     /// Consumes the squared distances of rows `r0..r0+nr` against columns `c0..c0+nc`;
     /// row `i` of the tile starts at `d2[i * COL_TILE]`.
-    fn tile(&self, st: &mut Self::State, r0: usize, nr: usize, c0: usize, nc: usize, d2: &[f64]);
+    /// `M` is the multiply-add flavour of the SIMD path the engine runs.
+    fn tile<M: Fma>(&self, st: &mut Self::State, r0: usize, nr: usize, c0: usize, nc: usize, d2: &[f64]);
 }
 
 /// How a pair's squared distance enters a [`KernelRows`] reduction.
@@ -109,28 +110,6 @@ impl RowStats {
     }
 }
 
-/// Sum and sum of squares, lane-ordered.
-#[inline(always)]
-fn sums_sq(v: &[f64]) -> (f64, f64) {
-    const L: usize = simd::LANES;
-    let mut s = [0.0f64; L];
-    let mut s2 = [0.0f64; L];
-    let chunks = v.chunks_exact(L);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for l in 0..L {
-            s[l] += c[l];
-            s2[l] += c[l] * c[l];
-        }
-    }
-    let (mut ts, mut ts2) = (0.0, 0.0);
-    for &x in tail {
-        ts += x;
-        ts2 += x * x;
-    }
-    (simd::finish_lanes(&s) + ts, simd::finish_lanes(&s2) + ts2)
-}
-
 impl<F: PairMap> RowReducer for KernelRows<'_, F> {
     type State = KernelState;
 
@@ -149,7 +128,7 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
     }
 
     #[inline(always)]
-    fn tile(&self, st: &mut KernelState, r0: usize, nr: usize, c0: usize, nc: usize, d2: &[f64]) {
+    fn tile<M: Fma>(&self, st: &mut KernelState, r0: usize, nr: usize, c0: usize, nc: usize, d2: &[f64]) {
         let g_count = self.scales.len();
         let w = &self.w[c0..c0 + nc];
         let with_mean = self.mean.is_some();
@@ -198,7 +177,7 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
                         }
                         st.shift[k] = tm;
                     }
-                    let (s, s2) = simd::exp_shift_sums(v, st.shift[k]);
+                    let (s, s2) = simd::exp_shift_sums::<M>(v, st.shift[k]);
                     st.sum[k] += s;
                     if first && self.sumsq {
                         st.sumsq[i] += s2;
@@ -217,7 +196,7 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
                     if let Some(s) = self_j {
                         v[s] = 0.0;
                     }
-                    let (s, s2) = sums_sq(v);
+                    let (s, s2) = simd::sums_sq::<M>(v);
                     st.sum[k] += s;
                     if first && self.sumsq {
                         st.sumsq[i] += s2;

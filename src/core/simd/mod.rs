@@ -2,8 +2,10 @@
 //!
 //! Hot loops are written once, over fixed-width lane arrays with an explicit order of
 //! operations, and compiled three times: for AVX-512, for AVX2+FMA and for the portable
-//! baseline ("scalar"). Because Rust never reassociates or contracts floating-point
-//! operations, all three paths produce bitwise-identical results; the tests check it.
+//! baseline ("scalar"). The two AVX paths use fused multiply-adds ([`Fused`]) and give
+//! bitwise-identical results; the portable path uses separate multiplies and adds
+//! ([`Unfused`]: a software fma would be slow) and agrees to a few ulp. Rust never
+//! reassociates floating-point sums, so each path is deterministic.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -109,13 +111,57 @@ pub fn set_level(l: Option<Level>) -> Result<()> {
     Ok(())
 }
 
+/// Multiply-add strategy, chosen per SIMD path.
+pub trait Fma: Copy + Send + Sync + 'static {
+    /// a * b + c, fused or not.
+    fn ma<T: MulAdd>(a: T, b: T, c: T) -> T;
+}
+
+/// Scalar types with a (possibly fused) multiply-add.
+pub trait MulAdd: Copy + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self> {
+    /// Fused a * b + c (one rounding).
+    fn fused(self, b: Self, c: Self) -> Self;
+}
+impl MulAdd for f64 {
+    #[inline(always)]
+    fn fused(self, b: f64, c: f64) -> f64 {
+        self.mul_add(b, c)
+    }
+}
+impl MulAdd for f32 {
+    #[inline(always)]
+    fn fused(self, b: f32, c: f32) -> f32 {
+        self.mul_add(b, c)
+    }
+}
+
+/// Fused multiply-add: only inside functions compiled with the `fma` target feature.
+#[derive(Clone, Copy, Debug)]
+pub struct Fused;
+impl Fma for Fused {
+    #[inline(always)]
+    fn ma<T: MulAdd>(a: T, b: T, c: T) -> T {
+        a.fused(b, c)
+    }
+}
+
+/// Separate multiply and add (portable path).
+#[derive(Clone, Copy, Debug)]
+pub struct Unfused;
+impl Fma for Unfused {
+    #[inline(always)]
+    fn ma<T: MulAdd>(a: T, b: T, c: T) -> T {
+        a * b + c
+    }
+}
+
 /// Lanes of the explicit-width loops (one AVX-512 register of f64).
 pub const LANES: usize = 8;
 
 /// exp(x) for f64, branch-free so loops over it vectorise. Relative error below 2 ulp on
 /// [-708, 709]; returns 0 below -708.4 and saturates at exp(709) above.
 #[inline(always)]
-pub fn exp(x: f64) -> f64 {
+pub fn exp<M: Fma>(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
     // ln 2 split so that n * LN2_HI is exact for |n| < 2^20.
     const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
@@ -124,23 +170,23 @@ pub fn exp(x: f64) -> f64 {
     const SHIFT: f64 = 6_755_399_441_055_744.0;
     let xc = if x > 709.0 { 709.0 } else { x };
     let xc = if xc < -708.0 { -708.0 } else { xc };
-    let t = xc * LOG2E + SHIFT;
+    let t = M::ma(xc, LOG2E, SHIFT);
     let nf = t - SHIFT;
-    let r = (xc - nf * LN2_HI) - nf * LN2_LO;
+    let r = M::ma(nf, -LN2_LO, M::ma(nf, -LN2_HI, xc));
     // Taylor polynomial of degree 12: |r| <= 0.347 keeps the remainder under 2e-16.
     let mut p = 1.0 / 479_001_600.0;
-    p = p * r + 1.0 / 39_916_800.0;
-    p = p * r + 1.0 / 3_628_800.0;
-    p = p * r + 1.0 / 362_880.0;
-    p = p * r + 1.0 / 40_320.0;
-    p = p * r + 1.0 / 5_040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    p = M::ma(p, r, 1.0 / 39_916_800.0);
+    p = M::ma(p, r, 1.0 / 3_628_800.0);
+    p = M::ma(p, r, 1.0 / 362_880.0);
+    p = M::ma(p, r, 1.0 / 40_320.0);
+    p = M::ma(p, r, 1.0 / 5_040.0);
+    p = M::ma(p, r, 1.0 / 720.0);
+    p = M::ma(p, r, 1.0 / 120.0);
+    p = M::ma(p, r, 1.0 / 24.0);
+    p = M::ma(p, r, 1.0 / 6.0);
+    p = M::ma(p, r, 0.5);
+    p = M::ma(p, r, 1.0);
+    p = M::ma(p, r, 1.0);
     let n = t.to_bits().wrapping_sub(SHIFT.to_bits());
     let scale = f64::from_bits(n.wrapping_add(1023) << 52);
     let y = p * scale;
@@ -187,25 +233,32 @@ pub fn sum(v: &[f64]) -> f64 {
 
 /// Replaces each `v[j]` by `exp(v[j] - shift)` and returns (sum, sum of squares).
 #[inline(always)]
-pub fn exp_shift_sums(v: &mut [f64], shift: f64) -> (f64, f64) {
+pub fn exp_shift_sums<M: Fma>(v: &mut [f64], shift: f64) -> (f64, f64) {
+    // A plain elementwise loop: the loop vectoriser maps it to full-width registers
+    // (lane arrays here would be SLP-vectorised at a narrower width).
+    for x in v.iter_mut() {
+        *x = exp::<M>(*x - shift);
+    }
+    sums_sq::<M>(v)
+}
+
+/// Sum and sum of squares, lane-ordered.
+#[inline(always)]
+pub fn sums_sq<M: Fma>(v: &[f64]) -> (f64, f64) {
     let mut s = [0.0f64; LANES];
     let mut s2 = [0.0f64; LANES];
-    let mut chunks = v.chunks_exact_mut(LANES);
-    for c in &mut chunks {
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
         for l in 0..LANES {
-            let e = exp(c[l] - shift);
-            c[l] = e;
-            s[l] += e;
-            s2[l] += e * e;
+            s[l] += c[l];
+            s2[l] = M::ma(c[l], c[l], s2[l]);
         }
     }
-    let mut ts = 0.0;
-    let mut ts2 = 0.0;
-    for x in chunks.into_remainder() {
-        let e = exp(*x - shift);
-        *x = e;
-        ts += e;
-        ts2 += e * e;
+    let (mut ts, mut ts2) = (0.0, 0.0);
+    for &x in tail {
+        ts += x;
+        ts2 = M::ma(x, x, ts2);
     }
     (finish_lanes(&s) + ts, finish_lanes(&s2) + ts2)
 }
@@ -219,33 +272,33 @@ pub fn finish_lanes(a: &[f64; LANES]) -> f64 {
 /// Runs `exp` over a slice at a given level (used to test the paths against each other).
 pub fn exp_slice_at(level: Level, v: &mut [f64]) {
     #[inline(always)]
-    fn body(v: &mut [f64]) {
+    fn body<M: Fma>(v: &mut [f64]) {
         for x in v.iter_mut() {
-            *x = exp(*x);
+            *x = exp::<M>(*x);
         }
     }
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
         unsafe fn v512(v: &mut [f64]) {
-            body(v)
+            body::<Fused>(v)
         }
         #[target_feature(enable = "avx2,fma")]
         unsafe fn v2(v: &mut [f64]) {
-            body(v)
+            body::<Fused>(v)
         }
         match level.min(detected()) {
             // SAFETY: the CPU supports the features (level is capped at `detected()`).
             Level::Avx512 => unsafe { v512(v) },
             // SAFETY: as above.
             Level::Avx2 => unsafe { v2(v) },
-            Level::Scalar => body(v),
+            Level::Scalar => body::<Unfused>(v),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = level;
-        body(v)
+        body::<Unfused>(v)
     }
 }
 
@@ -258,16 +311,16 @@ mod tests {
         let mut worst = 0.0f64;
         let mut x = -708.0;
         while x < 709.0 {
-            let got = exp(x);
+            let got = exp::<Unfused>(x);
             let want = x.exp();
             worst = worst.max(((got - want) / want).abs());
             x += 0.0137;
         }
         assert!(worst < 4e-16, "worst relative error {worst}");
-        assert_eq!(exp(0.0), 1.0);
-        assert_eq!(exp(-800.0), 0.0);
-        assert_eq!(exp(f64::NEG_INFINITY), 0.0);
-        assert!(exp(800.0).is_finite());
+        assert_eq!(exp::<Unfused>(0.0), 1.0);
+        assert_eq!(exp::<Unfused>(-800.0), 0.0);
+        assert_eq!(exp::<Unfused>(f64::NEG_INFINITY), 0.0);
+        assert!(exp::<Unfused>(800.0).is_finite());
     }
 
     #[test]
@@ -276,13 +329,20 @@ mod tests {
             let base: Vec<f64> = (0..n).map(|i| -700.0 + 1.39 * i as f64 % 1400.0).collect();
             let mut scalar = base.clone();
             exp_slice_at(Level::Scalar, &mut scalar);
+            let mut fused = Vec::new();
             for lvl in [Level::Avx2, Level::Avx512] {
                 if lvl > detected() {
                     continue;
                 }
                 let mut v = base.clone();
                 exp_slice_at(lvl, &mut v);
-                assert_eq!(v, scalar, "level {lvl:?}, n {n}");
+                for (a, b) in v.iter().zip(&scalar) {
+                    assert!((a - b).abs() <= 4e-16 * b.abs(), "level {lvl:?}, n {n}: {a} vs {b}");
+                }
+                fused.push(v);
+            }
+            if fused.len() == 2 {
+                assert_eq!(fused[0], fused[1], "AVX2 and AVX-512 paths differ");
             }
         }
     }
@@ -296,7 +356,7 @@ mod tests {
         assert_eq!(max(&v), m);
         assert_eq!(max(&[]), f64::NEG_INFINITY);
         let mut w = v.clone();
-        let (s, s2) = exp_shift_sums(&mut w, 1.0);
+        let (s, s2) = exp_shift_sums::<Unfused>(&mut w, 1.0);
         let ws: f64 = v.iter().map(|x| (x - 1.0).exp()).sum();
         let ws2: f64 = v.iter().map(|x| (2.0 * (x - 1.0)).exp()).sum();
         assert!((s - ws).abs() < 1e-13 && (s2 - ws2).abs() < 1e-13);

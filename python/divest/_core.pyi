@@ -1,0 +1,26 @@
+"""Types of the compiled module divest._core (internal; use the public API)."""
+
+import numpy as np
+from numpy.typing import NDArray
+
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
+def _after_fork_child() -> None: ...
+def simd_level() -> str: ...
+def simd_detected() -> str: ...
+def set_simd_level(level: str | None = None) -> None: ...
+def kde_eval(
+    data: NDArray[np.floating],
+    logw: NDArray[np.float64],
+    points: NDArray[np.floating],
+    kernel: str,
+    exclude_self: bool = False,
+    ess: bool = False,
+    score: bool = False,
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None, NDArray[np.float64] | None]: ...
+def kde_loo_grid(
+    data: NDArray[np.floating],
+    logw: NDArray[np.float64],
+    kernel: str,
+    factors: NDArray[np.float64],
+) -> NDArray[np.float64]: ...

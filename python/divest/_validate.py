@@ -1,0 +1,108 @@
+"""Shared input checks. Every message names the argument, what was wrong and the fix."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "as_float_array",
+    "as_points",
+    "check_weights",
+    "check_positive",
+    "check_int",
+]
+
+
+def as_float_array(x, name: str, *, check_finite: bool = True) -> np.ndarray:
+    """Returns `x` as a float32 or float64 array (integers and bools become float64).
+
+    Never copies a float array that is already usable; never modifies `x`.
+    """
+    try:
+        a = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be array-like of real numbers; {exc}") from None
+    if a.dtype.kind == "c":
+        raise TypeError(f"{name} must be real; got a complex array (dtype {a.dtype})")
+    if a.dtype.kind in "biu":
+        a = a.astype(np.float64)
+    elif a.dtype.kind == "f":
+        if a.dtype not in (np.float32, np.float64):
+            a = a.astype(np.float64)
+    else:
+        raise TypeError(
+            f"{name} must be an array of real numbers; got dtype {a.dtype}. "
+            "Convert it with np.asarray(..., dtype=float)."
+        )
+    if check_finite and a.size and not np.isfinite(a).all():
+        raise ValueError(
+            f"{name} contains NaN or inf; remove those entries or pass check_finite=False"
+        )
+    return a
+
+
+def as_points(x, name: str, *, d: int | None = None, check_finite: bool = True) -> np.ndarray:
+    """Returns an (n, d) float array. A 1-D array is n points in one dimension, or, when
+    the expected dimension `d` is larger than 1 and matches its length, a single point."""
+    a = as_float_array(x, name, check_finite=check_finite)
+    if a.ndim == 0:
+        raise ValueError(f"{name} must be a 1-D or 2-D array of points; got a scalar")
+    if a.ndim == 1:
+        if d is not None and d > 1:
+            if a.shape[0] != d:
+                raise ValueError(
+                    f"{name} has {a.shape[0]} values but the data are {d}-dimensional; "
+                    f"pass an array of shape (m, {d})"
+                )
+            a = a[None, :]
+        else:
+            a = a[:, None]
+    elif a.ndim != 2:
+        raise ValueError(f"{name} must have shape (n, d); got {a.ndim} dimensions {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} is empty; it needs at least one point")
+    if a.shape[1] == 0:
+        raise ValueError(f"{name} has zero columns; points need at least one coordinate")
+    if d is not None and a.shape[1] != d:
+        raise ValueError(
+            f"{name} has dimension {a.shape[1]} but the data have dimension {d}; "
+            f"pass an array of shape (m, {d})"
+        )
+    return a
+
+
+def check_weights(weights, n: int, name: str = "weights") -> np.ndarray:
+    """Non-negative finite weights of length n, normalised to sum to one (float64)."""
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    w = as_float_array(weights, name, check_finite=True).astype(np.float64, copy=False)
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), one per data point; got {w.shape}")
+    if (w < 0).any():
+        raise ValueError(f"{name} must be non-negative; got minimum {w.min()!r}")
+    total = w.sum()
+    if not total > 0:
+        raise ValueError(f"{name} must not all be zero")
+    return w / total
+
+
+def check_positive(x, name: str) -> float:
+    """A finite, strictly positive scalar."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a positive number; got {type(x).__name__}")
+    v = float(x)
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be positive and finite; got {x!r}")
+    return v
+
+
+def check_int(x, name: str, minimum: int = 0) -> int:
+    """An integer no smaller than `minimum`."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer; got {type(x).__name__}")
+    v = int(x)
+    if v < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; got {v}")
+    return v

@@ -1,0 +1,15 @@
+//! Python bindings: argument conversion, dtype dispatch, GIL release and error mapping.
+//! No numerics live here.
+
+mod common;
+mod kde;
+mod threads;
+
+use pyo3::prelude::*;
+
+/// Registers every binding on the `divest._core` module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    threads::register(m)?;
+    kde::register(m)?;
+    Ok(())
+}
