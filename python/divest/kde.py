@@ -273,12 +273,12 @@ class KDE:
         return self.bandwidth
 
     def _whiten(self, p: np.ndarray, dtype) -> np.ndarray:
-        z = p.astype(np.float64, copy=False) - self._mean
         if self._inv_diag is not None:
+            z = p.astype(np.float64, copy=False) - self._mean
             z *= self._inv_diag
-        else:
-            z = z @ self._chol_inv.T
-        return np.ascontiguousarray(z, dtype=dtype)
+            return np.ascontiguousarray(z, dtype=dtype)
+        # On divest's pool: NumPy's BLAS threads would keep spinning and slow the kernel.
+        return _core.affine(np.ascontiguousarray(p, dtype=dtype), self._mean, self._chol_inv)
 
     def _white_data(self, dtype) -> np.ndarray:
         key = np.dtype(dtype).str
@@ -324,7 +324,8 @@ class KDE:
         p, dtype, xw, qw = self._prepare(points, check_finite)
         _, _, s = _core.kde_eval(xw, self._logw, qw, self.kernel, score=True)
         # s is the gradient in whitened coordinates; the chain rule gives L⁻ᵀ s.
-        return (s @ self._chol_inv).astype(dtype, copy=False)
+        grad = _core.affine(s, np.zeros(self.d), np.ascontiguousarray(self._chol_inv.T))
+        return grad.astype(dtype, copy=False)
 
     def loo_logpdf(self):
         """Leave-one-out log-density at each data point, log Σ_{j≠i} ŵ_j K_H(x_i − x_j)
@@ -349,7 +350,7 @@ class KDE:
         gen = as_generator(rng)
         idx = gen.choice(self.n, size=size, p=self.weights)
         u = _radial_sample(self.kernel, self.d, size, gen)
-        out = self._x[idx].astype(np.float64) + u @ self._chol.T
+        out = self._x[idx].astype(np.float64) + _core.affine(u, np.zeros(self.d), self._chol)
         return out.astype(self.dtype, copy=False)
 
     def __repr__(self) -> str:

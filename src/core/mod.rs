@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod kde;
+pub mod linalg;
 pub mod pairwise;
 pub mod simd;
 pub mod threads;

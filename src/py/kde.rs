@@ -1,12 +1,13 @@
 //! KDE bindings. Inputs are already validated and whitened by `divest/kde.py`.
 
 use numpy::ndarray::Array2;
-use numpy::{PyArray1, PyArray2, PyReadonlyArray1};
+use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
 use super::common::{run, slice, Arr2};
 use crate::core::kde::{self, KdeOptions, Kernel};
+use crate::core::linalg;
 use crate::core::pairwise::Points;
 
 type EvalOut<'py> = (
@@ -99,7 +100,38 @@ fn kde_loo_grid<'py>(
     Ok(PyArray2::from_owned_array(py, a))
 }
 
+/// `(x - shift) · matrixᵀ` on divest's pool, in x's dtype: whitening without NumPy's BLAS
+/// threads (which would compete with the pool).
+#[pyfunction]
+fn affine<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    shift: PyReadonlyArray1<'py, f64>,
+    matrix: PyReadonlyArray2<'py, f64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let x = Arr2::extract(x, "x")?;
+    let (n, d) = x.shape();
+    let k = matrix.shape()[0];
+    let sh = shift.as_slice()?;
+    let a = slice(&matrix)?;
+    let work = n.saturating_mul(d).saturating_mul(k);
+    let wrap = |e: numpy::ndarray::ShapeError| pyo3::exceptions::PyRuntimeError::new_err(e.to_string());
+    Ok(match &x {
+        Arr2::F64(v) => {
+            let xs = slice(v)?;
+            let y = run(py, work, |_| linalg::affine_rows(Points::new(xs, n, d)?, sh, a, k))?;
+            PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), y).map_err(wrap)?).into_any()
+        }
+        Arr2::F32(v) => {
+            let xs = slice(v)?;
+            let y = run(py, work, |_| linalg::affine_rows(Points::new(xs, n, d)?, sh, a, k))?;
+            PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), y).map_err(wrap)?).into_any()
+        }
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(affine, m)?)?;
     m.add_function(wrap_pyfunction!(kde_eval, m)?)?;
     m.add_function(wrap_pyfunction!(kde_loo_grid, m)?)?;
     Ok(())

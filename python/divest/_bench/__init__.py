@@ -1,0 +1,72 @@
+"""Comparison benchmarks: divest against every installed peer, as ratios measured in the
+same run (medians of repeats). ``python -m divest bench`` and ``benches/compare.py`` print
+them. One module per family, each exposing ``cases(quick) -> list[Case]``."""
+
+from __future__ import annotations
+
+import importlib
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+#: Families in order: (name, module). Add a family by adding a line here.
+FAMILIES = [
+    ("kde", "divest._bench.kde"),
+]
+
+
+@dataclass
+class Case:
+    """One workload: divest's callable and the peers' callables on the same inputs."""
+
+    name: str
+    divest: Callable[[], object]
+    peers: dict = field(default_factory=dict)  # peer name -> callable (or a string: why skipped)
+    repeat: int = 3
+    check: Callable[[object, object], float] | None = None  # (divest out, peer out) -> error
+
+
+def median_time(f, repeat):
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = f()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
+def peak_python_memory(f) -> float:
+    """Peak bytes allocated through Python/NumPy during f() (Rust allocations excluded)."""
+    tracemalloc.start()
+    try:
+        f()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def run_compare(quick: bool = False, only=None) -> int:
+    import divest
+
+    wanted = None if only is None else {s.strip() for s in only.split(",")}
+    print(f"divest {divest.__version__}: {divest.get_num_threads()} threads; "
+          "median of repeats; ratio = peer time / divest time (>1: divest faster)")
+    for fam, mod in FAMILIES:
+        if wanted is not None and fam not in wanted:
+            continue
+        for case in importlib.import_module(mod).cases(quick):
+            td, out = median_time(case.divest, case.repeat)
+            print(f"\n{fam}: {case.name}\n  {'divest':<40} {td:10.4f} s")
+            for peer, f in case.peers.items():
+                if isinstance(f, str):
+                    print(f"  {peer:<40} {'skipped':>10}   {f}")
+                    continue
+                tp, pout = median_time(f, max(1, min(case.repeat, 3)))
+                extra = ""
+                if case.check is not None:
+                    extra = f"   max rel. difference {case.check(out, pout):.1e}"
+                print(f"  {peer:<40} {tp:10.4f} s   ratio {tp / td:7.2f}x{extra}")
+    return 0
