@@ -264,7 +264,8 @@ class KDE:
         self._inv_diag = 1.0 / diag if np.count_nonzero(chol - np.diag(diag)) == 0 else None
         self._log_det = float(np.sum(np.log(diag)))
         self._log_norm = log_kernel_norm(self.kernel, self.d)
-        self._logw = np.log(self.weights)  # -inf for zero weights (skipped by the kernel)
+        with np.errstate(divide="ignore"):
+            self._logw = np.log(self.weights)  # -inf for zero weights (skipped by the kernel)
         self._white = {}
 
     @property

@@ -164,8 +164,8 @@ pub const LANES: usize = 8;
 pub fn exp<M: Fma>(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
     // ln 2 split so that n * LN2_HI is exact for |n| < 2^20.
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     // Adding 1.5 * 2^52 rounds to the nearest integer and leaves it in the low bits.
     const SHIFT: f64 = 6_755_399_441_055_744.0;
     let xc = if x > 709.0 { 709.0 } else { x };
@@ -337,7 +337,10 @@ mod tests {
                 let mut v = base.clone();
                 exp_slice_at(lvl, &mut v);
                 for (a, b) in v.iter().zip(&scalar) {
-                    assert!((a - b).abs() <= 4e-16 * b.abs(), "level {lvl:?}, n {n}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 4e-16 * b.abs(),
+                        "level {lvl:?}, n {n}: {a} vs {b}"
+                    );
                 }
                 fused.push(v);
             }
