@@ -3,6 +3,7 @@
 import _thread
 import multiprocessing as mp
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -127,13 +128,19 @@ def test_gil_is_released_during_kernels():
 def test_ctrl_c_interrupts_promptly():
     x = RNG.standard_normal((60000, 32))
     kde = divest.KDE(x, bandwidth=1.0)
+    # A shell may start background jobs with SIGINT ignored, and then Python installs no
+    # handler and interrupt_main() does nothing: install the usual one for this test.
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, _thread.interrupt_main)
-    t0 = time.perf_counter()
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        kde.logpdf(x)  # about 10+ s of work on two cores
-    elapsed = time.perf_counter() - t0
-    timer.cancel()
+    try:
+        t0 = time.perf_counter()
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            kde.logpdf(x)  # several seconds of work on two cores
+        elapsed = time.perf_counter() - t0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, old)
     assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
     # the library still works afterwards
     assert np.isfinite(kde.logpdf(x[:5])).all()

@@ -8,6 +8,10 @@
 use super::COL_TILE;
 use crate::core::simd::{self, Fma};
 
+/// Log-terms this far below a row's running maximum are skipped tile by tile: their
+/// contribution is far below double precision.
+const NEGLIGIBLE: f64 = 60.0;
+
 /// Consumes tiles of squared distances for a block of rows.
 pub trait RowReducer: Sync {
     /// Per-block accumulator.
@@ -204,6 +208,14 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
                             }
                         }
                         st.shift[k] = tm;
+                    }
+                    if tm < st.shift[k] - NEGLIGIBLE {
+                        // Every term of this row-tile is below e^-60 of the row's largest:
+                        // 256 of them change the sum by less than 1e-23 relative.
+                        if first && with_mean {
+                            st.ubuf[i * COL_TILE..i * COL_TILE + nc].fill(0.0);
+                        }
+                        continue;
                     }
                     let (s, s2) = simd::exp_shift_sums::<M>(v, st.shift[k]);
                     st.sum[k] += s;
