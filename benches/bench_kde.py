@@ -9,12 +9,12 @@ import divest
 
 
 class KDELogpdf:
-    params = ([(20000, 16), (5000, 256), (2000, 1024)], ["float64", "float32"])
+    params = (["20000x16", "5000x256", "2000x1024"], ["float64", "float32"])
     param_names = ["n_d", "dtype"]
     timeout = 300
 
     def setup(self, n_d, dtype):
-        n, d = n_d
+        n, d = map(int, n_d.split("x"))
         rng = np.random.default_rng(0)
         self.x = rng.standard_normal((n, d)).astype(dtype)
         self.q = rng.standard_normal((n, d)).astype(dtype)
@@ -29,12 +29,12 @@ class KDELogpdf:
 
 
 class KDEScoreAndLOO:
-    params = [(5000, 16), (3000, 256)]
+    params = ["5000x16", "3000x256"]
     param_names = ["n_d"]
     timeout = 300
 
     def setup(self, n_d):
-        n, d = n_d
+        n, d = map(int, n_d.split("x"))
         rng = np.random.default_rng(1)
         self.x = rng.standard_normal((n, d))
         self.kde = divest.KDE(self.x)

@@ -188,6 +188,20 @@ def test_float32_stays_float32_and_is_accurate():
     assert k32.logpdf(q).dtype == np.float64
 
 
+@pytest.mark.parametrize("d", [3, 40, 300])
+def test_float32_on_both_distance_paths(d):
+    x = RNG.standard_normal((600, d)) + 50.0  # an offset: centring must happen before the GEMM
+    q = x[:80] + 0.3 * RNG.standard_normal((80, d))
+    h = 0.5 * np.sqrt(d)
+    ref = divest.KDE(x, bandwidth=h).logpdf(q)
+    k32 = divest.KDE(x.astype(np.float32), bandwidth=h)
+    got = k32.logpdf(q.astype(np.float32))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=5e-5, atol=1e-4)
+    np.testing.assert_allclose(k32.loo_logpdf(), divest.KDE(x, bandwidth=h).loo_logpdf(),
+                               rtol=5e-5, atol=1e-4)
+
+
 def test_effective_sample_size():
     x = RNG.standard_normal((500, 4))
     q = RNG.standard_normal((30, 4)) * 3
