@@ -119,3 +119,55 @@ pub fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray2<'_, T>) -> PyResult<
     a.as_slice()
         .map_err(|_| PyValueError::new_err("array must be C-contiguous"))
 }
+
+/// Runs `$body` with `$x` bound to the row-major slice of an [`Arr2`], for either dtype
+/// (the body is compiled once per dtype).
+macro_rules! with_slice {
+    ($a:expr, |$x:ident| $body:expr) => {
+        match $a {
+            $crate::py::common::Arr2::F64(arr) => {
+                let $x = $crate::py::common::slice(arr)?;
+                $body
+            }
+            $crate::py::common::Arr2::F32(arr) => {
+                let $x = $crate::py::common::slice(arr)?;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_slice;
+
+/// Like [`with_slice`] for two arrays that must share a dtype.
+macro_rules! with_slices {
+    ($a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
+        match ($a, $b) {
+            ($crate::py::common::Arr2::F64(p), $crate::py::common::Arr2::F64(q)) => {
+                let ($x, $y) = ($crate::py::common::slice(p)?, $crate::py::common::slice(q)?);
+                $body
+            }
+            ($crate::py::common::Arr2::F32(p), $crate::py::common::Arr2::F32(q)) => {
+                let ($x, $y) = ($crate::py::common::slice(p)?, $crate::py::common::slice(q)?);
+                $body
+            }
+            _ => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "both arrays must have the same dtype (float32 or float64)",
+                ))
+            }
+        }
+    };
+}
+pub(crate) use with_slices;
+
+/// Wraps a row-major vector as an (n, k) NumPy array.
+pub fn array2<'py, T: numpy::Element>(
+    py: Python<'py>,
+    v: Vec<T>,
+    n: usize,
+    k: usize,
+) -> PyResult<Bound<'py, numpy::PyArray2<T>>> {
+    let a = numpy::ndarray::Array2::from_shape_vec((n, k), v)
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok(numpy::PyArray2::from_owned_array(py, a))
+}
