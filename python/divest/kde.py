@@ -267,6 +267,9 @@ class KDE:
         with np.errstate(divide="ignore"):
             self._logw = np.log(self.weights)  # -inf for zero weights (skipped by the kernel)
         self._white = {}
+        # Whiten now, so later changes to the caller's array cannot desynchronise the data
+        # from the bandwidth (`resample` reads the original rows).
+        self._white_data(self.dtype)
 
     @property
     def covariance(self) -> np.ndarray:
