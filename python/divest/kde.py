@@ -211,7 +211,8 @@ class KDE:
 
     Notes
     -----
-    Memory: the constructor keeps a whitened copy of the data (n·d values); each
+    Memory: the constructor keeps a whitened copy of the data (n·d values) and a reference
+    to ``data`` (used by ``resample``; do not modify it afterwards); each
     evaluation allocates O(m·d) for the whitened queries plus one 64×256 distance tile
     per thread. No n×m matrix is ever formed.
     """
