@@ -24,3 +24,30 @@ def kde_loo_grid(
     kernel: str,
     factors: NDArray[np.float64],
 ) -> NDArray[np.float64]: ...
+def sinkhorn_dense(
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    cost: NDArray[np.floating],
+    reg: float,
+    reg_m: float,
+    max_iter: int,
+    tol: float,
+    method: str,
+    scaling: float | None,
+    omega: float,
+    init: tuple[NDArray[np.float64], NDArray[np.float64]] | None,
+    return_plan: bool,
+) -> dict: ...
+def sinkhorn_batch_dense(
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    cost: NDArray[np.floating],
+    shared: bool,
+    reg: float,
+    reg_m: float,
+    max_iter: int,
+    tol: float,
+    method: str,
+    omega: float,
+    return_plan: bool,
+) -> dict: ...

@@ -1,0 +1,1 @@
+//! Sinkhorn between point clouds (placeholder).
