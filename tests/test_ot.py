@@ -220,3 +220,110 @@ def test_batch_unbalanced_and_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         divest.sinkhorn_batch(a / a.sum(1, keepdims=True), b / b.sum(1, keepdims=True), c, 0.1)
+
+
+def _dense_entropic(x, y, a, b, eps, p):
+    c = np.sqrt(((x[:, None] - y[None]) ** 2).sum(-1)) ** p
+    plan = ot.bregman.sinkhorn_log(a, b, c, eps, stopThr=1e-11, numItermax=20000)
+    mask = plan > 0
+    kl = np.sum(plan[mask] * np.log(plan[mask] / np.outer(a, b)[mask])) - plan.sum() + 1.0
+    return np.sum(c * plan) + eps * kl, plan, c
+
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("d", [2, 12])
+def test_divergence_matches_dense_pot(p, d):
+    rng = np.random.default_rng(20 + d)
+    n, m = 60, 45
+    x = rng.standard_normal((n, d)) * (2 / d) ** 0.5
+    y = rng.standard_normal((m, d)) * 0.7 * (2 / d) ** 0.5 + 0.5
+    a = rng.random(n) + 0.1
+    b = rng.random(m) + 0.1
+    a[3] = 0.0
+    a, b = a / a.sum(), b / b.sum()
+    eps = 0.5 if p == 2 else 0.3
+    res = divest.sinkhorn_divergence(x, y, a, b, eps=eps, p=p, tol=1e-12, max_iter=5000)
+    assert res.converged
+    oab, pab, cab = _dense_entropic(x, y, a, b, eps, p)
+    oaa, paa, caa = _dense_entropic(x, x, a, a, eps, p)
+    obb, _, _ = _dense_entropic(y, y, b, b, eps, p)
+    want = oab - 0.5 * oaa - 0.5 * obb
+    assert res.value == pytest.approx(want, rel=1e-8, abs=1e-10)
+    assert res.value >= 0
+    assert a @ res.f + b @ res.g == pytest.approx(res.value, rel=1e-8)
+    # Gradient: Σ_j P_ij ∇_x C(x_i, y_j) − Σ_k P^{aa}_ik ∇_x C(x_i, x_k).
+    def expect(plan, pts):
+        diff = x[:, None, :] - pts[None, :, :]
+        r = np.sqrt((diff**2).sum(-1))
+        if p == 2:
+            gc = 2 * diff
+        else:
+            gc = np.where(r[..., None] > 0, diff / np.maximum(r, 1e-300)[..., None], 0.0)
+        return (plan[..., None] * gc).sum(1)
+
+    want_grad = expect(pab, y) - expect(paa, x)
+    np.testing.assert_allclose(res.grad, want_grad, atol=1e-8)
+
+
+def test_divergence_gradient_finite_difference_and_identity():
+    rng = np.random.default_rng(30)
+    x, y = rng.random((25, 2)), rng.random((30, 2))
+    r = divest.sinkhorn_divergence(x, y, eps=0.05, tol=1e-13, max_iter=20000)
+    h = 1e-6
+    for i, k in [(0, 0), (7, 1), (24, 0)]:
+        xp, xm = x.copy(), x.copy()
+        xp[i, k] += h
+        xm[i, k] -= h
+        vp = divest.sinkhorn_divergence(xp, y, eps=0.05, tol=1e-13, max_iter=20000).value
+        vm = divest.sinkhorn_divergence(xm, y, eps=0.05, tol=1e-13, max_iter=20000).value
+        assert (vp - vm) / (2 * h) == pytest.approx(r.grad[i, k], rel=1e-5, abs=1e-8)
+    same = divest.sinkhorn_divergence(x, x, eps=0.05, tol=1e-12)
+    assert abs(same.value) < 1e-10 and np.abs(same.grad).max() < 1e-8
+
+
+def test_divergence_float32_duplicates_and_undebiased():
+    rng = np.random.default_rng(31)
+    x = rng.random((40, 3))
+    x = np.vstack([x, x[:5]])
+    y = rng.random((35, 3)) + 0.2
+    r64 = divest.sinkhorn_divergence(x, y, eps=1e-3, tol=1e-7, max_iter=20000)
+    r32 = divest.sinkhorn_divergence(x.astype(np.float32), y.astype(np.float32), eps=1e-3,
+                                     tol=1e-5, max_iter=20000)
+    assert r32.grad.dtype == np.float32 and r32.f.dtype == np.float32
+    assert np.isfinite(r32.grad).all() and np.isfinite(r64.grad).all()
+    assert r32.value == pytest.approx(r64.value, rel=1e-3)
+    nb = divest.sinkhorn_divergence(x, y, eps=0.1, debias=False, tol=1e-12, max_iter=5000)
+    a = np.full(45, 1 / 45)
+    b = np.full(35, 1 / 35)
+    assert nb.value == pytest.approx(_dense_entropic(x, y, a, b, 0.1, 2)[0], rel=1e-8)
+
+
+def test_divergence_geomloss_conversion_if_installed():
+    geomloss = pytest.importorskip("geomloss")
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(32)
+    x, y = rng.random((200, 3)), rng.random((150, 3))
+    sigma = 0.1
+    loss = geomloss.SamplesLoss("sinkhorn", p=2, blur=sigma, scaling=0.99, debias=True)
+    gl = float(loss(torch.from_numpy(x), torch.from_numpy(y)))
+    ours = divest.sinkhorn_divergence(x, y, eps=2 * sigma**2, p=2, tol=1e-10).value / 2
+    assert ours == pytest.approx(gl, rel=1e-3)
+
+
+def test_divergence_bad_inputs():
+    x = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="eps"):
+        divest.sinkhorn_divergence(x, x, eps=0.0)
+    with pytest.raises(ValueError, match="p must be 1 or 2"):
+        divest.sinkhorn_divergence(x, x, eps=0.1, p=3)
+    with pytest.raises(ValueError, match="dimension"):
+        divest.sinkhorn_divergence(x, np.zeros((3, 3)), eps=0.1)
+    with pytest.raises(ValueError, match="scaling"):
+        divest.sinkhorn_divergence(x, x, eps=0.1, scaling=1.0)
+    with pytest.raises(ValueError, match="non-negative"):
+        divest.sinkhorn_divergence(x, x, [1, -1, 1], eps=0.1)
+    with pytest.raises(ValueError, match="NaN"):
+        divest.sinkhorn_divergence(np.full((3, 2), np.nan), x, eps=0.1)
+    with pytest.warns(divest.ConvergenceWarning):
+        divest.sinkhorn_divergence(np.random.default_rng(0).random((20, 2)), x, eps=1e-3,
+                                   max_iter=1)

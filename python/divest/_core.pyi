@@ -51,3 +51,17 @@ def sinkhorn_batch_dense(
     omega: float,
     return_plan: bool,
 ) -> dict: ...
+def sinkhorn_divergence_clouds(
+    x: NDArray[np.floating],
+    y: NDArray[np.floating],
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    p: int,
+    eps: float,
+    eps0: float,
+    scaling: float,
+    debias: bool,
+    max_iter: int,
+    tol: float,
+    grad: bool,
+) -> dict: ...

@@ -13,7 +13,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::common::{run, slice, to_py, Arr2};
+use crate::core::ot::clouds;
 use crate::core::ot::dense::{self, Method, Options, Problem};
+use crate::core::pairwise::Points;
 
 /// The cost as f64 (borrowed when it already is).
 fn cost_f64<'a>(c: &'a Arr2<'_>) -> PyResult<Cow<'a, [f64]>> {
@@ -226,7 +228,97 @@ fn sinkhorn_batch_dense<'py>(
     Ok(d)
 }
 
+/// Debiased Sinkhorn divergence between clouds x (n, d) and y (m, d) of one dtype; weights
+/// sum to one. Returns a dict with value, f, g, p, q, grad (or None), n_iter, converged,
+/// marginal_error.
+#[pyfunction]
+#[pyo3(signature = (x, y, a, b, p, eps, eps0, scaling, debias, max_iter, tol, grad))]
+#[allow(clippy::too_many_arguments)]
+fn sinkhorn_divergence_clouds<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    a: PyReadonlyArray1<'py, f64>,
+    b: PyReadonlyArray1<'py, f64>,
+    p: u8,
+    eps: f64,
+    eps0: f64,
+    scaling: f64,
+    debias: bool,
+    max_iter: usize,
+    tol: f64,
+    grad: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let xa = Arr2::extract(x, "x")?;
+    let ya = Arr2::extract(y, "y")?;
+    let ((n, d), (m, dy)) = (xa.shape(), ya.shape());
+    let (av, bv) = (a.as_slice()?, b.as_slice()?);
+    let opts = clouds::DivOptions {
+        p,
+        eps,
+        eps0,
+        scaling,
+        debias,
+        max_iter,
+        tol,
+        grad,
+    };
+    let work = (n + m)
+        .saturating_mul(n + m)
+        .saturating_mul(d + 8)
+        .saturating_mul(30);
+    let out = match (&xa, &ya) {
+        (Arr2::F64(u), Arr2::F64(v)) => {
+            let (xs, ys) = (slice(u)?, slice(v)?);
+            run(py, work, |stop| {
+                clouds::divergence(
+                    Points::new(xs, n, d)?,
+                    Points::new(ys, m, dy)?,
+                    av,
+                    bv,
+                    &opts,
+                    stop,
+                )
+            })?
+        }
+        (Arr2::F32(u), Arr2::F32(v)) => {
+            let (xs, ys) = (slice(u)?, slice(v)?);
+            run(py, work, |stop| {
+                clouds::divergence(
+                    Points::new(xs, n, d)?,
+                    Points::new(ys, m, dy)?,
+                    av,
+                    bv,
+                    &opts,
+                    stop,
+                )
+            })?
+        }
+        _ => {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "x and y must have the same dtype",
+            ))
+        }
+    };
+    let dct = PyDict::new(py);
+    dct.set_item("value", out.value)?;
+    dct.set_item("f", out.f.into_pyarray(py))?;
+    dct.set_item("g", out.g.into_pyarray(py))?;
+    dct.set_item("p", out.p.into_pyarray(py))?;
+    dct.set_item("q", out.q.into_pyarray(py))?;
+    if grad {
+        dct.set_item("grad", matrix(py, out.grad, n, d, false)?)?;
+    } else {
+        dct.set_item("grad", py.None())?;
+    }
+    dct.set_item("n_iter", out.n_iter)?;
+    dct.set_item("converged", out.converged)?;
+    dct.set_item("marginal_error", out.error)?;
+    Ok(dct)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(sinkhorn_divergence_clouds, m)?)?;
     m.add_function(wrap_pyfunction!(sinkhorn_dense, m)?)?;
     m.add_function(wrap_pyfunction!(sinkhorn_batch_dense, m)?)?;
     Ok(())
