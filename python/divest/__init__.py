@@ -8,6 +8,14 @@ in log space throughout. Threads: :func:`set_num_threads`, :func:`get_num_thread
 
 from ._threads import get_num_threads, set_num_threads, threads
 from .kde import KDE, BandwidthSelection, kde_logpdf, select_bandwidth
+from .ot import (
+    SinkhornDivergence,
+    SinkhornResult,
+    sinkhorn,
+    sinkhorn_batch,
+    sinkhorn_divergence,
+    sinkhorn_unbalanced,
+)
 
 __version__ = "0.1.0"
 
@@ -25,5 +33,11 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "threads",
+    "SinkhornResult",
+    "sinkhorn",
+    "sinkhorn_batch",
+    "sinkhorn_unbalanced",
+    "sinkhorn_divergence",
+    "SinkhornDivergence",
     "__version__",
 ]

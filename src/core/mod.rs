@@ -3,6 +3,7 @@
 pub mod error;
 pub mod kde;
 pub mod linalg;
+pub mod ot;
 pub mod pairwise;
 pub mod simd;
 pub mod threads;

@@ -3,6 +3,7 @@
 
 mod common;
 mod kde;
+mod ot;
 mod threads;
 
 use pyo3::prelude::*;
@@ -11,5 +12,6 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     threads::register(m)?;
     kde::register(m)?;
+    ot::register(m)?;
     Ok(())
 }

@@ -1,0 +1,63 @@
+"""asv benchmarks for entropic optimal transport: time and peak memory.
+
+Run with ``asv run --python=same --quick`` (uses the installed divest).
+"""
+
+import divest
+import numpy as np
+
+
+def _dense(n, seed=0):
+    rng = np.random.default_rng(seed)
+    x, y = rng.random((n, 2)), rng.random((n, 2))
+    c = ((x[:, None] - y[None]) ** 2).sum(-1)
+    return np.full(n, 1.0 / n), c / c.max()
+
+
+class SinkhornDense:
+    params = ([500, 2000], [1e-2, 1e-3], ["float64", "float32"])
+    param_names = ["n", "reg", "dtype"]
+    timeout = 300
+
+    def setup(self, n, reg, dtype):
+        self.w, c = _dense(n)
+        self.c = c.astype(dtype)
+
+    def time_sinkhorn(self, n, reg, dtype):
+        divest.sinkhorn(self.w, self.w, self.c, reg, tol=1e-9 if dtype == "float64" else 1e-6,
+                        max_iter=100000, return_plan=False)
+
+    def peakmem_sinkhorn(self, n, reg, dtype):
+        divest.sinkhorn(self.w, self.w, self.c, reg, tol=1e-6, max_iter=100000)
+
+
+class SinkhornBatch:
+    params = [64, 128]
+    param_names = ["size"]
+    timeout = 300
+
+    def setup(self, size):
+        rng = np.random.default_rng(1)
+        x, y = rng.random((1000, size, 2)), rng.random((1000, size, 2))
+        c = ((x[:, :, None] - y[:, None]) ** 2).sum(-1)
+        self.c = c / c.max(axis=(1, 2), keepdims=True)
+        self.w = np.full((1000, size), 1.0 / size)
+
+    def time_batch(self, size):
+        divest.sinkhorn_batch(self.w, self.w, self.c, 0.05, tol=1e-9)
+
+
+class SinkhornDivergence:
+    params = [1000, 5000]
+    param_names = ["n"]
+    timeout = 600
+
+    def setup(self, n):
+        rng = np.random.default_rng(2)
+        self.x, self.y = rng.random((n, 3)), rng.random((n, 3))
+
+    def time_divergence(self, n):
+        divest.sinkhorn_divergence(self.x, self.y, eps=2 * 0.05**2, tol=1e-3)
+
+    def peakmem_divergence(self, n):
+        divest.sinkhorn_divergence(self.x, self.y, eps=2 * 0.05**2, tol=1e-3)

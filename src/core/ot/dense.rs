@@ -1,0 +1,1336 @@
+//! Sinkhorn on a dense cost matrix: balanced, or with KL-relaxed marginals.
+//!
+//! Two methods compute the same iterates (up to rounding):
+//! - **log**: every half-step is an exact log-sum-exp over a row of `g/ε + ln b - C/ε`
+//!   (one exp per entry), on `C` for the rows and on a transposed copy for the columns.
+//! - **kernel**: the stabilised scaling form. The potentials are split as
+//!   `f = f̃ + ε·ln u`, `g = g̃ + ε·ln v`; the kernel `K̃ = exp((f̃ ⊕ g̃ - C)/ε)` is stored
+//!   and a half-step is one matrix-vector product (no exp per entry). When `|ln u|` or
+//!   `|ln v|` exceeds [`ABSORB`], the scalings are absorbed into `f̃, g̃` and `K̃` is
+//!   rebuilt. A row or column whose kernel sum underflows (or is not finite) is updated
+//!   exactly in the log domain instead and triggers an absorption, so the kernel form never
+//!   turns an underflow into a wrong potential. Entries of `K̃` that underflow are below
+//!   `e^-708` times the row's largest entry, which is of order one after an absorption.
+//!
+//! The stopping rule is the L1 violation of the marginal condition of the current plan,
+//! measured for free during the row half-step (columns are exact after a column step).
+//! Row and column passes use a fixed partition, so results do not depend on the number of
+//! threads.
+
+// `!(x > 0.0)` is deliberate: it also rejects NaN. Index loops mirror the formulas.
+#![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
+
+use std::sync::atomic::AtomicBool;
+
+use rayon::prelude::*;
+
+use super::simd_fn;
+use crate::core::error::{invalid, Result};
+use crate::core::simd::{self, Fma, Level};
+use crate::core::threads;
+
+/// Rows per parallel task in the row passes.
+const ROWS: usize = 16;
+/// Columns per parallel task in the column pass.
+const COLS: usize = 256;
+/// Rows per parallel task of the fused sweep (each task keeps a partial column sum).
+const SWEEP_ROWS: usize = 64;
+/// Rows per parallel task when the plan is formed.
+const FINISH_ROWS: usize = 128;
+/// Scalings larger than e^30 (or smaller than e^-30) are absorbed into the potentials.
+const ABSORB: f64 = 30.0;
+/// Kernel sums below this are recomputed exactly in the log domain.
+const TINY: f64 = 1e-250;
+
+/// How the iterations are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// The kernel form (with absorption and exact fallbacks).
+    Auto,
+    /// Exact log-sum-exp half-steps.
+    Log,
+    /// The kernel form.
+    Kernel,
+}
+
+impl Method {
+    /// Parses "auto", "log" or "kernel".
+    pub fn parse(s: &str) -> Result<Method> {
+        match s {
+            "auto" => Ok(Method::Auto),
+            "log" => Ok(Method::Log),
+            "kernel" => Ok(Method::Kernel),
+            other => Err(invalid!(
+                "method must be 'auto', 'log' or 'kernel'; got {other:?}"
+            )),
+        }
+    }
+}
+
+/// One problem: weights, a row-major n×m cost, ε and the marginal relaxations.
+#[derive(Clone, Copy, Debug)]
+pub struct Problem<'a> {
+    /// Row weights (n), non-negative.
+    pub a: &'a [f64],
+    /// Column weights (m), non-negative.
+    pub b: &'a [f64],
+    /// Row-major n×m costs, finite.
+    pub cost: &'a [f64],
+    /// Entropic regularisation ε > 0.
+    pub eps: f64,
+    /// Strength ρ of the KL penalty on the row marginal (`f64::INFINITY`: balanced).
+    pub rho_a: f64,
+    /// Same for the column marginal.
+    pub rho_b: f64,
+}
+
+impl Problem<'_> {
+    fn n(&self) -> usize {
+        self.a.len()
+    }
+    fn m(&self) -> usize {
+        self.b.len()
+    }
+
+    /// Checks shapes and values (the Python layer checks first, with nicer messages).
+    pub fn validate(&self) -> Result<()> {
+        let (n, m) = (self.n(), self.m());
+        if n == 0 || m == 0 {
+            return Err(invalid!("a and b must be non-empty"));
+        }
+        if n.checked_mul(m) != Some(self.cost.len()) {
+            return Err(invalid!(
+                "cost has {} entries, expected len(a)*len(b) = {n}*{m}",
+                self.cost.len()
+            ));
+        }
+        for (name, w) in [("a", self.a), ("b", self.b)] {
+            if w.iter().any(|x| !(x.is_finite() && *x >= 0.0)) {
+                return Err(invalid!("{name} must be finite and non-negative"));
+            }
+            if !(w.iter().sum::<f64>() > 0.0) {
+                return Err(invalid!("{name} must not sum to zero"));
+            }
+        }
+        if self.cost.iter().any(|c| !c.is_finite()) {
+            return Err(invalid!("cost must be finite"));
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(invalid!(
+                "reg must be positive and finite; got {}",
+                self.eps
+            ));
+        }
+        for (name, r) in [
+            ("reg_m (rows)", self.rho_a),
+            ("reg_m (columns)", self.rho_b),
+        ] {
+            if r.is_nan() || r <= 0.0 {
+                return Err(invalid!("{name} must be positive (or inf); got {r}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Iteration controls.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Most iterations (one iteration = a row and a column half-step).
+    pub max_iter: usize,
+    /// Stop when the L1 marginal violation is at most this.
+    pub tol: f64,
+    /// Log or kernel form.
+    pub method: Method,
+    /// ε-scaling: start at max|C| and multiply ε by this factor (in (0, 1)) per iteration
+    /// until it reaches the target; `None`: start at the target.
+    pub scaling: Option<f64>,
+    /// Over-relaxation factor ω in [1, 2) (0: chosen automatically): each half-step moves
+    /// the potential by ω times the Sinkhorn step. See [`Relax`] for the safeguard.
+    pub omega: f64,
+    /// Parallel passes (false inside a batch, where problems run in parallel).
+    pub parallel: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_iter: 1000,
+            tol: 1e-9,
+            method: Method::Auto,
+            scaling: None,
+            omega: 1.0,
+            parallel: true,
+        }
+    }
+}
+
+/// Potentials and iteration record.
+#[derive(Clone, Debug, Default)]
+pub struct Solved {
+    /// Row potential (n).
+    pub f: Vec<f64>,
+    /// Column potential (m).
+    pub g: Vec<f64>,
+    /// Iterations run (including the ε-scaling ones).
+    pub n_iter: usize,
+    /// Last measured L1 marginal violation (rows, after a column step).
+    pub error: f64,
+    /// The tolerance was met.
+    pub converged: bool,
+}
+
+/// The plan, its costs and marginal error, from potentials.
+#[derive(Clone, Debug, Default)]
+pub struct Finished {
+    /// Row-major n×m plan (empty unless asked for).
+    pub plan: Vec<f64>,
+    /// ⟨C, P⟩.
+    pub linear_cost: f64,
+    /// ⟨C,P⟩ + ε KL(P|a⊗b) + ρ_a KL(P1|a) + ρ_b KL(Pᵀ1|b) (generalised KL, with mass terms;
+    /// the marginal terms vanish in the balanced case).
+    pub cost: f64,
+    /// Σ_i |r_i − a_i e^{−f_i/ρ_a}| + Σ_j |c_j − b_j e^{−g_j/ρ_b}| for the plan's marginals r, c.
+    pub marginal_error: f64,
+    /// Total mass of the plan.
+    pub mass: f64,
+}
+
+/// Fixed-partition loop over chunks of `out`, in parallel or not.
+fn for_chunks(
+    out: &mut [f64],
+    chunk: usize,
+    parallel: bool,
+    stop: &AtomicBool,
+    f: impl Fn(usize, &mut [f64]) + Sync + Send,
+) -> Result<()> {
+    if parallel && out.len() > chunk {
+        threads::install(|| {
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .try_for_each(|(b, o)| {
+                    threads::check(stop)?;
+                    f(b, o);
+                    Ok(())
+                })
+        })?
+    } else {
+        for (b, o) in out.chunks_mut(chunk).enumerate() {
+            threads::check(stop)?;
+            f(b, o);
+        }
+        Ok(())
+    }
+}
+
+/// Σ x_j y_j with a fixed lane order.
+#[inline(always)]
+fn dot<M: Fma>(x: &[f64], y: &[f64]) -> f64 {
+    const W: usize = 2 * simd::LANES;
+    let mut acc = [0.0f64; W];
+    let xc = x.chunks_exact(W);
+    let yc = y.chunks_exact(W);
+    let (xt, yt) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for l in 0..W {
+            acc[l] = M::ma(a[l], b[l], acc[l]);
+        }
+    }
+    let mut lanes = [0.0f64; simd::LANES];
+    for l in 0..simd::LANES {
+        lanes[l] = acc[l] + acc[l + simd::LANES];
+    }
+    let mut t = 0.0;
+    for (a, b) in xt.iter().zip(yt) {
+        t = M::ma(*a, *b, t);
+    }
+    simd::finish_lanes(&lanes) + t
+}
+
+#[inline(always)]
+fn row_dot_body<M: Fma>(k: &[f64], m: usize, w: &[f64], out: &mut [f64]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = dot::<M>(&k[i * m..(i + 1) * m], w);
+    }
+}
+simd_fn!(
+    /// `out_i = Σ_j k_ij w_j` for the rows of `k` (row length m).
+    fn row_dot => row_dot_body(k: &[f64], m: usize, w: &[f64], out: &mut [f64]) -> ()
+);
+
+#[inline(always)]
+fn col_dot_body<M: Fma>(k: &[f64], m: usize, j0: usize, w: &[f64], out: &mut [f64]) {
+    out.fill(0.0);
+    let nc = out.len();
+    for (i, &wi) in w.iter().enumerate() {
+        if wi == 0.0 {
+            continue;
+        }
+        let row = &k[i * m + j0..i * m + j0 + nc];
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o = M::ma(wi, x, *o);
+        }
+    }
+}
+simd_fn!(
+    /// `out_j = Σ_i w_i k_{i, j0+j}`, rows taken in order.
+    fn col_dot => col_dot_body(k: &[f64], m: usize, j0: usize, w: &[f64], out: &mut [f64]) -> ()
+);
+
+#[inline(always)]
+fn col_acc_body<M: Fma>(k: &[f64], m: usize, w: &[f64], out: &mut [f64]) {
+    let nr = w.len();
+    let mut i = 0;
+    while i + 4 <= nr {
+        let (w0, w1, w2, w3) = (w[i], w[i + 1], w[i + 2], w[i + 3]);
+        let r0 = &k[i * m..(i + 1) * m];
+        let r1 = &k[(i + 1) * m..(i + 2) * m];
+        let r2 = &k[(i + 2) * m..(i + 3) * m];
+        let r3 = &k[(i + 3) * m..(i + 4) * m];
+        for j in 0..m {
+            let t = M::ma(w0, r0[j], M::ma(w1, r1[j], M::ma(w2, r2[j], w3 * r3[j])));
+            out[j] += t;
+        }
+        i += 4;
+    }
+    while i < nr {
+        let wi = w[i];
+        for (o, &x) in out.iter_mut().zip(&k[i * m..(i + 1) * m]) {
+            *o = M::ma(wi, x, *o);
+        }
+        i += 1;
+    }
+}
+simd_fn!(
+    /// `out_j += Σ_i w_i k_ij` over the rows of `k` (row length m), in a fixed order.
+    fn col_dot_acc => col_acc_body(k: &[f64], m: usize, w: &[f64], out: &mut [f64]) -> ()
+);
+
+#[inline(always)]
+fn build_body<M: Fma>(c: &[f64], fe: &[f64], ge: &[f64], inv_eps: f64, out: &mut [f64]) {
+    let m = ge.len();
+    for (i, &fi) in fe.iter().enumerate() {
+        let (cr, or) = (&c[i * m..(i + 1) * m], &mut out[i * m..(i + 1) * m]);
+        for j in 0..m {
+            // exp saturates at e^709, so an entry never becomes inf (0 · K̃ stays 0).
+            or[j] = simd::exp::<M>(M::ma(-cr[j], inv_eps, fi + ge[j]));
+        }
+    }
+}
+simd_fn!(
+    /// `out_ij = exp(fe_i + ge_j - c_ij/ε)` for a block of rows.
+    fn build_kernel => build_body(c: &[f64], fe: &[f64], ge: &[f64], inv_eps: f64, out: &mut [f64]) -> ()
+);
+
+#[inline(always)]
+fn lse_body<M: Fma>(c: &[f64], h: &[f64], inv_eps: f64, buf: &mut [f64], out: &mut [f64]) {
+    let m = h.len();
+    for (i, o) in out.iter_mut().enumerate() {
+        let cr = &c[i * m..(i + 1) * m];
+        for j in 0..m {
+            buf[j] = M::ma(-cr[j], inv_eps, h[j]);
+        }
+        let mx = simd::max(buf);
+        if mx == f64::NEG_INFINITY {
+            *o = f64::NEG_INFINITY;
+            continue;
+        }
+        for x in buf.iter_mut() {
+            *x = simd::exp::<M>(*x - mx);
+        }
+        *o = mx + simd::sum(buf).ln();
+    }
+}
+simd_fn!(
+    /// `out_i = ln Σ_j exp(h_j - c_ij/ε)` for a block of rows (`buf` has length m).
+    fn lse_rows => lse_body(c: &[f64], h: &[f64], inv_eps: f64, buf: &mut [f64], out: &mut [f64]) -> ()
+);
+
+/// Natural log of the weights (−inf for zero weights).
+fn logs(w: &[f64]) -> Vec<f64> {
+    w.iter().map(|x| x.ln()).collect()
+}
+
+/// `ln Σ_i exp(h_i - c_{i,j}/ε)` down column j of a row-major n×m matrix (strided; rare).
+fn lse_column(c: &[f64], m: usize, j: usize, h: &[f64], inv_eps: f64) -> f64 {
+    let mx = h
+        .iter()
+        .enumerate()
+        .map(|(i, &hi)| hi - c[i * m + j] * inv_eps)
+        .fold(f64::NEG_INFINITY, f64::max);
+    if mx == f64::NEG_INFINITY {
+        return mx;
+    }
+    let s: f64 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &hi)| (hi - c[i * m + j] * inv_eps - mx).exp())
+        .sum();
+    mx + s.ln()
+}
+
+/// One side of the problem as a half-step sees it.
+struct Side<'a> {
+    /// This side's weights and their logs.
+    w: &'a [f64],
+    /// KL relaxation of this side's marginal.
+    rho: f64,
+}
+
+impl Side<'_> {
+    /// λ = ρ/(ρ+ε) (1 when balanced).
+    fn lambda(&self, eps: f64) -> f64 {
+        if self.rho.is_infinite() {
+            1.0
+        } else {
+            self.rho / (self.rho + eps)
+        }
+    }
+
+    /// Given the current potential `x_i` and `lse_i = ln Σ_j w'_j e^{(y_j - C_ij)/ε}`,
+    /// returns (residual, Sinkhorn target for x_i).
+    #[inline]
+    fn step(&self, i: usize, x: f64, lse: f64, eps: f64, lambda: f64) -> (f64, f64) {
+        let w = self.w[i];
+        let target = -lambda * eps * lse;
+        if w == 0.0 {
+            return (0.0, target);
+        }
+        let res = if self.rho.is_infinite() {
+            w * (x / eps + lse).exp_m1().abs()
+        } else {
+            w * ((x / eps + lse).exp() - (-x / self.rho).exp()).abs()
+        };
+        (res, target)
+    }
+}
+
+/// Over-relaxation with a safeguard. A fixed ω is used from the start; the automatic
+/// choice runs plain iterations first, estimates their linear rate θ from the marginal
+/// errors and sets ω = 2/(1 + √(1−θ)) (the optimal factor for a linear rate θ). Whenever
+/// the error sets no new record for [`STALL`] iterations, ω falls back to 1 for good, so the
+/// iteration is at worst plain Sinkhorn.
+struct Relax {
+    omega: f64,
+    auto: bool,
+    best: f64,
+    since_best: usize,
+    hist: Vec<f64>,
+}
+
+/// Iterations without a new smallest error before over-relaxation is switched off.
+const STALL: usize = 25;
+
+impl Relax {
+    fn new(omega: f64) -> Relax {
+        let auto = omega == 0.0;
+        Relax {
+            omega: if auto { 1.0 } else { omega },
+            auto,
+            best: f64::INFINITY,
+            since_best: 0,
+            hist: Vec::new(),
+        }
+    }
+
+    fn observe(&mut self, err: f64) {
+        if !err.is_finite() {
+            return;
+        }
+        if err < self.best {
+            self.best = err;
+            self.since_best = 0;
+        } else {
+            self.since_best += 1;
+            if self.since_best >= STALL && self.omega != 1.0 {
+                self.omega = 1.0;
+                self.auto = false;
+            }
+        }
+        if self.auto {
+            self.hist.push(err);
+            let k = self.hist.len();
+            if k >= 10 {
+                let theta = (self.hist[k - 1] / self.hist[k - 5]).powf(0.25);
+                if theta > 0.0 && theta < 1.0 {
+                    self.omega = (2.0 / (1.0 + (1.0 - theta).sqrt())).min(1.9);
+                }
+                self.auto = false;
+                self.since_best = 0;
+            }
+        }
+    }
+}
+
+/// ε schedule: max|C|·s^k while above the target, then the target.
+fn schedule(p: &Problem<'_>, scaling: Option<f64>) -> Result<Vec<f64>> {
+    let mut eps = Vec::new();
+    if let Some(s) = scaling {
+        if !(s > 0.0 && s < 1.0) {
+            return Err(invalid!("scaling must be in (0, 1); got {s}"));
+        }
+        let cmax = p.cost.iter().fold(0.0f64, |m, c| m.max(c.abs()));
+        let mut e = cmax;
+        while e > p.eps && eps.len() < 10_000 {
+            eps.push(e);
+            e *= s;
+        }
+    }
+    eps.push(p.eps);
+    Ok(eps)
+}
+
+/// Solves the problem from `init` (or zero potentials).
+pub fn solve(
+    p: &Problem<'_>,
+    init: Option<(&[f64], &[f64])>,
+    opts: &Options,
+    stop: &AtomicBool,
+) -> Result<Solved> {
+    p.validate()?;
+    let (n, m) = (p.n(), p.m());
+    let (mut f, mut g) = match init {
+        Some((f0, g0)) => {
+            if f0.len() != n || g0.len() != m {
+                return Err(invalid!(
+                    "init potentials have lengths ({}, {}), expected ({n}, {m})",
+                    f0.len(),
+                    g0.len()
+                ));
+            }
+            if f0.iter().chain(g0).any(|x| !x.is_finite()) {
+                return Err(invalid!("init potentials must be finite"));
+            }
+            (f0.to_vec(), g0.to_vec())
+        }
+        None => (vec![0.0; n], vec![0.0; m]),
+    };
+    if !(opts.tol >= 0.0) {
+        return Err(invalid!("tol must be non-negative; got {}", opts.tol));
+    }
+    if !((1.0..2.0).contains(&opts.omega) || opts.omega == 0.0) {
+        return Err(invalid!(
+            "omega must be in [1, 2) (or 0: automatic); got {}",
+            opts.omega
+        ));
+    }
+    let epss = schedule(p, opts.scaling)?;
+    let last = epss.len() - 1;
+    let mut solved = Solved::default();
+    let mut n_iter = 0usize;
+    let mut err = f64::INFINITY;
+    let mut converged = false;
+    let method = if opts.method == Method::Log {
+        Method::Log
+    } else {
+        Method::Kernel
+    };
+    let mut ws = Workspace::new(p, method, opts.parallel, stop)?;
+    for (k, &eps) in epss.iter().enumerate() {
+        let budget = if k == last {
+            opts.max_iter.saturating_sub(n_iter)
+        } else {
+            1.min(opts.max_iter.saturating_sub(n_iter))
+        };
+        let omega = if k == last { opts.omega } else { 1.0 };
+        let (it, e, c) = ws.run(p, eps, &mut f, &mut g, budget, opts.tol, omega, k == last)?;
+        n_iter += it;
+        err = e;
+        converged = c;
+    }
+    solved.f = f;
+    solved.g = g;
+    solved.n_iter = n_iter;
+    solved.error = err;
+    solved.converged = converged;
+    Ok(solved)
+}
+
+/// Buffers of one solve.
+struct Workspace<'s> {
+    method: Method,
+    parallel: bool,
+    stop: &'s AtomicBool,
+    level: Level,
+    loga: Vec<f64>,
+    logb: Vec<f64>,
+    /// Log method: the transposed cost.
+    ct: Vec<f64>,
+    /// Kernel method: K̃ and the split potentials.
+    kern: Vec<f64>,
+    ft: Vec<f64>,
+    gt: Vec<f64>,
+    lu: Vec<f64>,
+    lv: Vec<f64>,
+    /// Per-row (per-column) sums or log-sums, and candidate updates.
+    sbuf: Vec<f64>,
+    tbuf: Vec<f64>,
+    fnew: Vec<f64>,
+    sweep_err: f64,
+}
+
+impl<'s> Workspace<'s> {
+    fn new(p: &Problem<'_>, method: Method, parallel: bool, stop: &'s AtomicBool) -> Result<Self> {
+        let (n, m) = (p.n(), p.m());
+        let mut ct = Vec::new();
+        let mut kern = Vec::new();
+        if method == Method::Log {
+            ct = vec![0.0; n * m];
+            for_chunks(&mut ct, COLS * n, parallel, stop, |b, o| {
+                for (jj, col) in o.chunks_mut(n).enumerate() {
+                    let j = b * COLS + jj;
+                    for (i, x) in col.iter_mut().enumerate() {
+                        *x = p.cost[i * m + j];
+                    }
+                }
+            })?;
+        } else {
+            kern = vec![0.0; n * m];
+        }
+        Ok(Workspace {
+            method,
+            parallel,
+            stop,
+            level: simd::level(),
+            loga: logs(p.a),
+            logb: logs(p.b),
+            ct,
+            kern,
+            ft: vec![0.0; n],
+            gt: vec![0.0; m],
+            lu: vec![0.0; n],
+            lv: vec![0.0; m],
+            sbuf: vec![0.0; n],
+            tbuf: vec![0.0; m],
+            fnew: vec![0.0; n],
+            sweep_err: 0.0,
+        })
+    }
+
+    /// Exact log-sums: `out_i = ln Σ_j exp(y_j/ε + ln w_j - C_ij/ε)` for every row of `c`.
+    fn lse_pass(
+        &self,
+        c: &[f64],
+        y: &[f64],
+        logw: &[f64],
+        eps: f64,
+        out: &mut [f64],
+    ) -> Result<()> {
+        let m = y.len();
+        let h: Vec<f64> = y.iter().zip(logw).map(|(yj, lw)| yj / eps + lw).collect();
+        let level = self.level;
+        for_chunks(out, ROWS, self.parallel, self.stop, |b, o| {
+            let mut buf = vec![0.0; m];
+            let r0 = b * ROWS;
+            lse_rows(
+                level,
+                &c[r0 * m..(r0 + o.len()) * m],
+                &h,
+                1.0 / eps,
+                &mut buf,
+                o,
+            );
+        })
+    }
+
+    /// Builds K̃ from the current f̃, g̃.
+    fn rebuild(&mut self, p: &Problem<'_>, eps: f64) -> Result<()> {
+        let m = p.m();
+        let fe: Vec<f64> = self.ft.iter().map(|x| x / eps).collect();
+        let ge: Vec<f64> = self.gt.iter().map(|x| x / eps).collect();
+        let level = self.level;
+        let cost = p.cost;
+        for_chunks(
+            &mut self.kern,
+            ROWS * m,
+            self.parallel,
+            self.stop,
+            |b, o| {
+                let r0 = b * ROWS;
+                let nr = o.len() / m;
+                build_kernel(
+                    level,
+                    &cost[r0 * m..(r0 + nr) * m],
+                    &fe[r0..r0 + nr],
+                    &ge,
+                    1.0 / eps,
+                    o,
+                );
+            },
+        )
+    }
+
+    /// Runs at most `budget` iterations at this ε. Returns (iterations, error, converged).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        p: &Problem<'_>,
+        eps: f64,
+        f: &mut Vec<f64>,
+        g: &mut [f64],
+        budget: usize,
+        tol: f64,
+        omega: f64,
+        final_stage: bool,
+    ) -> Result<(usize, f64, bool)> {
+        let rows = Side {
+            w: p.a,
+            rho: p.rho_a,
+        };
+        let cols = Side {
+            w: p.b,
+            rho: p.rho_b,
+        };
+        let (la, lb) = (rows.lambda(eps), cols.lambda(eps));
+        let mut relax = Relax::new(omega);
+        if self.method == Method::Kernel {
+            self.absorb(p, eps, f, g)?;
+        }
+        let mut err = f64::INFINITY;
+        let mut it = 0;
+        // Column residual of the current plan (infinite until a column step has run).
+        let mut e_cols = f64::INFINITY;
+        while it < budget {
+            // Row half-step, with the row residual of the current plan. The kernel form
+            // also accumulates the column sums of the new rows in the same sweep.
+            let w = relax.omega;
+            let fused = self.method == Method::Kernel && self.sweep(p, eps, f, g, w, la)?;
+            let mut e_rows = 0.0;
+            if fused {
+                e_rows = self.sweep_err;
+            } else {
+                self.row_sums(p, eps, g)?;
+                for i in 0..p.n() {
+                    let (r, t) = rows.step(i, f[i], self.sbuf[i], eps, la);
+                    e_rows += r;
+                    self.fnew[i] = (1.0 - w) * f[i] + w * t;
+                }
+            }
+            if e_cols.is_finite() {
+                err = e_rows + e_cols;
+                relax.observe(err);
+                if final_stage && err <= tol {
+                    return Ok((it, err, true));
+                }
+            }
+            std::mem::swap(f, &mut self.fnew);
+            // Column half-step, then the column residual of the new plan (its sums use f).
+            if !fused {
+                self.col_sums(p, eps, f)?;
+            }
+            let w = relax.omega;
+            e_cols = 0.0;
+            for j in 0..p.m() {
+                let (_, t) = cols.step(j, g[j], self.tbuf[j], eps, lb);
+                let y = (1.0 - w) * g[j] + w * t;
+                e_cols += cols.step(j, y, self.tbuf[j], eps, lb).0;
+                g[j] = y;
+            }
+            it += 1;
+            if self.method == Method::Kernel {
+                self.sync_scalings(p, eps, f, g)?;
+            }
+        }
+        Ok((it, err, false))
+    }
+
+    /// Kernel form, one sweep over K̃: row sums, new row potentials (into `fnew`, with the
+    /// residual in `sweep_err`) and the column log-sums of the new plan (into `tbuf`).
+    /// Returns false (nothing usable computed) when a row sum underflowed or a scaling
+    /// left the safe range; the caller then takes the exact two-pass route.
+    fn sweep(
+        &mut self,
+        p: &Problem<'_>,
+        eps: f64,
+        f: &[f64],
+        g: &[f64],
+        w: f64,
+        la: f64,
+    ) -> Result<bool> {
+        let (n, m) = (p.n(), p.m());
+        let wv: Vec<f64> = (0..m)
+            .map(|j| p.b[j] * ((g[j] - self.gt[j]) / eps).exp())
+            .collect();
+        let rows = Side {
+            w: p.a,
+            rho: p.rho_a,
+        };
+        let (level, kern, ft) = (self.level, &self.kern, &self.ft);
+        let mut fnew = std::mem::take(&mut self.fnew);
+        let body = |b: usize, fo: &mut [f64]| -> Result<(f64, Vec<f64>, bool)> {
+            threads::check(self.stop)?;
+            let r0 = b * SWEEP_ROWS;
+            let nr = fo.len();
+            let mut s = vec![0.0; nr];
+            let k = &kern[r0 * m..(r0 + nr) * m];
+            row_dot(level, k, m, &wv, &mut s);
+            let mut wu = vec![0.0; nr];
+            let mut res = 0.0;
+            for (ii, si) in s.iter().enumerate() {
+                let i = r0 + ii;
+                if !(*si > TINY && si.is_finite()) {
+                    return Ok((0.0, Vec::new(), false));
+                }
+                let lse = si.ln() - ft[i] / eps;
+                let (r, t) = rows.step(i, f[i], lse, eps, la);
+                res += r;
+                let x = (1.0 - w) * f[i] + w * t;
+                fo[ii] = x;
+                let lu = (x - ft[i]) / eps;
+                if !(lu.abs() <= 600.0) {
+                    return Ok((0.0, Vec::new(), false));
+                }
+                wu[ii] = p.a[i] * lu.exp();
+            }
+            let mut part = vec![0.0; m];
+            col_dot_acc(level, k, m, &wu, &mut part);
+            Ok((res, part, true))
+        };
+        let parts: Vec<(f64, Vec<f64>, bool)> = if self.parallel && n > SWEEP_ROWS {
+            threads::install(|| {
+                fnew[..n]
+                    .par_chunks_mut(SWEEP_ROWS)
+                    .enumerate()
+                    .map(|(b, fo)| body(b, fo))
+                    .collect::<Result<Vec<_>>>()
+            })??
+        } else {
+            fnew[..n]
+                .chunks_mut(SWEEP_ROWS)
+                .enumerate()
+                .map(|(b, fo)| body(b, fo))
+                .collect::<Result<Vec<_>>>()?
+        };
+        self.fnew = fnew;
+        if parts.iter().any(|x| !x.2) {
+            return Ok(false);
+        }
+        let mut t = vec![0.0; m];
+        let mut err = 0.0;
+        for (r, part, _) in &parts {
+            err += r;
+            for (a, x) in t.iter_mut().zip(part) {
+                *a += x;
+            }
+        }
+        self.sweep_err = err;
+        let h: Vec<f64> = self
+            .fnew
+            .iter()
+            .zip(&self.loga)
+            .map(|(x, lw)| x / eps + lw)
+            .collect();
+        for j in 0..m {
+            let tj = t[j];
+            t[j] = if tj > TINY && tj.is_finite() {
+                tj.ln() - self.gt[j] / eps
+            } else {
+                lse_column(p.cost, m, j, &h, 1.0 / eps)
+            };
+        }
+        self.tbuf = t;
+        Ok(true)
+    }
+
+    /// Sets `sbuf_i = ln Σ_j b_j e^{(g_j - C_ij)/ε}`.
+    fn row_sums(&mut self, p: &Problem<'_>, eps: f64, g: &[f64]) -> Result<()> {
+        let (n, m) = (p.n(), p.m());
+        let mut s = std::mem::take(&mut self.sbuf);
+        if self.method == Method::Log {
+            self.lse_pass(p.cost, g, &self.logb, eps, &mut s)?;
+        } else {
+            let wv: Vec<f64> = (0..m).map(|j| p.b[j] * self.lv[j].exp()).collect();
+            let level = self.level;
+            let kern = &self.kern;
+            for_chunks(&mut s, ROWS, self.parallel, self.stop, |b, o| {
+                let r0 = b * ROWS;
+                row_dot(level, &kern[r0 * m..(r0 + o.len()) * m], m, &wv, o);
+            })?;
+            for i in 0..n {
+                let si = s[i];
+                s[i] = if si > TINY && si.is_finite() {
+                    si.ln() - self.ft[i] / eps
+                } else {
+                    // Underflow: recompute this row exactly.
+                    let h: Vec<f64> = g
+                        .iter()
+                        .zip(&self.logb)
+                        .map(|(y, lw)| y / eps + lw)
+                        .collect();
+                    let mut buf = vec![0.0; m];
+                    let mut o = [0.0];
+                    lse_rows(
+                        self.level,
+                        &p.cost[i * m..(i + 1) * m],
+                        &h,
+                        1.0 / eps,
+                        &mut buf,
+                        &mut o,
+                    );
+                    o[0]
+                };
+            }
+        }
+        self.sbuf = s;
+        Ok(())
+    }
+
+    /// Sets `tbuf_j = ln Σ_i a_i e^{(f_i - C_ij)/ε}`.
+    fn col_sums(&mut self, p: &Problem<'_>, eps: f64, f: &[f64]) -> Result<()> {
+        let (n, m) = (p.n(), p.m());
+        let mut t = std::mem::take(&mut self.tbuf);
+        if self.method == Method::Log {
+            self.lse_pass(&self.ct, f, &self.loga, eps, &mut t)?;
+        } else {
+            // Scalings from the new f: u = e^{(f - f̃)/ε}.
+            let wu: Vec<f64> = (0..n)
+                .map(|i| p.a[i] * ((f[i] - self.ft[i]) / eps).exp())
+                .collect();
+            let level = self.level;
+            let kern = &self.kern;
+            for_chunks(&mut t, COLS, self.parallel, self.stop, |b, o| {
+                col_dot(level, kern, m, b * COLS, &wu, o);
+            })?;
+            let h: Vec<f64> = f
+                .iter()
+                .zip(&self.loga)
+                .map(|(x, lw)| x / eps + lw)
+                .collect();
+            for j in 0..m {
+                let tj = t[j];
+                t[j] = if tj > TINY && tj.is_finite() {
+                    tj.ln() - self.gt[j] / eps
+                } else {
+                    lse_column(p.cost, m, j, &h, 1.0 / eps)
+                };
+            }
+        }
+        self.tbuf = t;
+        Ok(())
+    }
+
+    /// Updates the scalings from f, g; absorbs them when they grow large.
+    fn sync_scalings(&mut self, p: &Problem<'_>, eps: f64, f: &[f64], g: &[f64]) -> Result<()> {
+        let mut big = false;
+        for (i, &x) in f.iter().enumerate() {
+            self.lu[i] = (x - self.ft[i]) / eps;
+            big |= !(self.lu[i].abs() <= ABSORB);
+        }
+        for (j, &y) in g.iter().enumerate() {
+            self.lv[j] = (y - self.gt[j]) / eps;
+            big |= !(self.lv[j].abs() <= ABSORB);
+        }
+        if big {
+            self.absorb(p, eps, f, g)?;
+        }
+        Ok(())
+    }
+
+    fn absorb(&mut self, p: &Problem<'_>, eps: f64, f: &[f64], g: &[f64]) -> Result<()> {
+        self.ft.copy_from_slice(f);
+        self.gt.copy_from_slice(g);
+        self.lu.fill(0.0);
+        self.lv.fill(0.0);
+        self.rebuild(p, eps)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn finish_body<M: Fma>(
+    c: &[f64],
+    fa: &[f64],
+    gb: &[f64],
+    inv_eps: f64,
+    plan: &mut [f64],
+    colsum: &mut [f64],
+    rowsum: &mut [f64],
+    lin: &mut [f64],
+) {
+    let m = gb.len();
+    colsum.fill(0.0);
+    for (i, &fi) in fa.iter().enumerate() {
+        let cr = &c[i * m..(i + 1) * m];
+        let pr = &mut plan[i * m..(i + 1) * m];
+        for j in 0..m {
+            pr[j] = simd::exp::<M>(M::ma(-cr[j], inv_eps, fi + gb[j]));
+        }
+        if fi == f64::NEG_INFINITY {
+            pr.fill(0.0);
+        }
+        rowsum[i] = simd::sum(pr);
+        lin[i] = dot::<M>(pr, cr);
+        for (s, &x) in colsum.iter_mut().zip(pr.iter()) {
+            *s += x;
+        }
+    }
+}
+simd_fn!(
+    /// Forms rows of the plan `exp(fa_i + gb_j - c_ij/ε)` with their sums, column sums and ⟨C,P⟩ per row.
+    fn finish_rows => finish_body(
+        c: &[f64], fa: &[f64], gb: &[f64], inv_eps: f64, plan: &mut [f64],
+        colsum: &mut [f64], rowsum: &mut [f64], lin: &mut [f64]
+    ) -> ()
+);
+
+/// Forms the plan of potentials (f, g) (when `want_plan`) and its costs and marginal error.
+///
+/// Memory: the plan when asked for; otherwise one block of 128 rows per task plus one
+/// partial column sum per block.
+pub fn finish(
+    p: &Problem<'_>,
+    f: &[f64],
+    g: &[f64],
+    want_plan: bool,
+    parallel: bool,
+    stop: &AtomicBool,
+) -> Result<Finished> {
+    p.validate()?;
+    let (n, m) = (p.n(), p.m());
+    let eps = p.eps;
+    let fa: Vec<f64> = (0..n).map(|i| f[i] / eps + p.a[i].ln()).collect();
+    let gb: Vec<f64> = (0..m).map(|j| g[j] / eps + p.b[j].ln()).collect();
+    let nb = n.div_ceil(FINISH_ROWS);
+    let level = simd::level();
+    let mut plan = if want_plan {
+        vec![0.0; n * m]
+    } else {
+        Vec::new()
+    };
+    let work = |b: usize, pl: &mut [f64]| {
+        let r0 = b * FINISH_ROWS;
+        let nr = FINISH_ROWS.min(n - r0);
+        let mut own = Vec::new();
+        let pl = if pl.is_empty() {
+            own = vec![0.0; nr * m];
+            &mut own[..]
+        } else {
+            pl
+        };
+        let mut cs = vec![0.0; m];
+        let mut rs = vec![0.0; nr];
+        let mut lin = vec![0.0; nr];
+        finish_rows(
+            level,
+            &p.cost[r0 * m..(r0 + nr) * m],
+            &fa[r0..r0 + nr],
+            &gb,
+            1.0 / eps,
+            pl,
+            &mut cs,
+            &mut rs,
+            &mut lin,
+        );
+        drop(own);
+        (cs, rs, lin)
+    };
+    let parts: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = if want_plan {
+        let run = |(b, pl): (usize, &mut [f64])| -> Result<_> {
+            threads::check(stop)?;
+            Ok(work(b, pl))
+        };
+        if parallel && nb > 1 {
+            threads::install(|| {
+                plan.par_chunks_mut(FINISH_ROWS * m)
+                    .enumerate()
+                    .map(run)
+                    .collect::<Result<Vec<_>>>()
+            })??
+        } else {
+            plan.chunks_mut(FINISH_ROWS * m)
+                .enumerate()
+                .map(run)
+                .collect::<Result<Vec<_>>>()?
+        }
+    } else {
+        let run = |b: usize| -> Result<_> {
+            threads::check(stop)?;
+            Ok(work(b, &mut []))
+        };
+        if parallel && nb > 1 {
+            threads::install(|| (0..nb).into_par_iter().map(run).collect::<Result<Vec<_>>>())??
+        } else {
+            (0..nb).map(run).collect::<Result<Vec<_>>>()?
+        }
+    };
+    let mut colsum = vec![0.0; m];
+    let mut rowsum = Vec::with_capacity(n);
+    let mut lin = 0.0;
+    for (cs, rs, l) in parts {
+        for (a, x) in colsum.iter_mut().zip(&cs) {
+            *a += x;
+        }
+        rowsum.extend(rs);
+        lin += l.iter().sum::<f64>();
+    }
+    let mass: f64 = rowsum.iter().sum();
+    // Σ P ln(P/(a⊗b)) = Σ P (f ⊕ g − C)/ε = (⟨r, f⟩ + ⟨c, g⟩ − ⟨C, P⟩)/ε.
+    let rf: f64 = rowsum
+        .iter()
+        .zip(f)
+        .map(|(r, x)| if *r > 0.0 { r * x } else { 0.0 })
+        .sum();
+    let cg: f64 = colsum
+        .iter()
+        .zip(g)
+        .map(|(c, y)| if *c > 0.0 { c * y } else { 0.0 })
+        .sum();
+    let (ma, mb): (f64, f64) = (p.a.iter().sum(), p.b.iter().sum());
+    let kl_plan = (rf + cg - lin) / eps - mass + ma * mb;
+    let mut cost = lin + eps * kl_plan;
+    let kl = |r: &[f64], w: &[f64]| -> f64 {
+        r.iter()
+            .zip(w)
+            .map(|(&ri, &wi)| {
+                let t = if ri > 0.0 { ri * (ri / wi).ln() } else { 0.0 };
+                t - ri + wi
+            })
+            .sum()
+    };
+    if p.rho_a.is_finite() {
+        cost += p.rho_a * kl(&rowsum, p.a);
+    }
+    if p.rho_b.is_finite() {
+        cost += p.rho_b * kl(&colsum, p.b);
+    }
+    let target = |w: f64, x: f64, rho: f64| {
+        if rho.is_finite() {
+            w * (-x / rho).exp()
+        } else {
+            w
+        }
+    };
+    let err: f64 = (0..n)
+        .map(|i| (rowsum[i] - target(p.a[i], f[i], p.rho_a)).abs())
+        .sum::<f64>()
+        + (0..m)
+            .map(|j| (colsum[j] - target(p.b[j], g[j], p.rho_b)).abs())
+            .sum::<f64>();
+    Ok(Finished {
+        plan,
+        linear_cost: lin,
+        cost,
+        marginal_error: err,
+        mass,
+    })
+}
+
+/// Solves `B` problems in parallel, one task per problem (each serial inside).
+/// `cost(k)` gives problem k's cost; returns each solve and finish.
+#[allow(clippy::too_many_arguments)]
+pub fn solve_batch<'c>(
+    a: &[f64],
+    b: &[f64],
+    n: usize,
+    m: usize,
+    nprob: usize,
+    cost: &(dyn Fn(usize) -> std::borrow::Cow<'c, [f64]> + Sync),
+    eps: f64,
+    rho: f64,
+    opts: &Options,
+    want_plan: bool,
+    stop: &AtomicBool,
+) -> Result<Vec<(Solved, Finished)>> {
+    if a.len() != nprob * n || b.len() != nprob * m {
+        return Err(invalid!("batch weights have the wrong length"));
+    }
+    let mut o = *opts;
+    o.parallel = false;
+    threads::install(|| {
+        (0..nprob)
+            .into_par_iter()
+            .map(|k| {
+                threads::check(stop)?;
+                let c = cost(k);
+                let p = Problem {
+                    a: &a[k * n..(k + 1) * n],
+                    b: &b[k * m..(k + 1) * m],
+                    cost: &c,
+                    eps,
+                    rho_a: rho,
+                    rho_b: rho,
+                };
+                let s = solve(&p, None, &o, stop)?;
+                let fin = finish(&p, &s.f, &s.g, want_plan, false, stop)?;
+                Ok((s, fin))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: u64, n: usize) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 11) as f64 / (1u64 << 53) as f64
+            })
+            .collect()
+    }
+
+    fn problem_data(n: usize, m: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let x = lcg(seed, 2 * n);
+        let y = lcg(seed + 1, 2 * m);
+        let mut c = vec![0.0; n * m];
+        for i in 0..n {
+            for j in 0..m {
+                c[i * m + j] =
+                    (x[2 * i] - y[2 * j]).powi(2) + (x[2 * i + 1] - y[2 * j + 1]).powi(2);
+            }
+        }
+        let mut a = lcg(seed + 2, n);
+        let mut b = lcg(seed + 3, m);
+        let (sa, sb): (f64, f64) = (a.iter().sum(), b.iter().sum());
+        a.iter_mut().for_each(|x| *x /= sa);
+        b.iter_mut().for_each(|x| *x /= sb);
+        (a, b, c)
+    }
+
+    /// Plain Sinkhorn in the scaling domain, many iterations (the oracle).
+    fn naive(a: &[f64], b: &[f64], c: &[f64], eps: f64, iters: usize) -> Vec<f64> {
+        let (n, m) = (a.len(), b.len());
+        let k: Vec<f64> = c.iter().map(|x| (-x / eps).exp()).collect();
+        let (mut u, mut v) = (vec![1.0; n], vec![1.0; m]);
+        for _ in 0..iters {
+            for i in 0..n {
+                u[i] = a[i] / (0..m).map(|j| k[i * m + j] * v[j]).sum::<f64>();
+            }
+            for j in 0..m {
+                v[j] = b[j] / (0..n).map(|i| k[i * m + j] * u[i]).sum::<f64>();
+            }
+        }
+        (0..n * m).map(|ij| u[ij / m] * k[ij] * v[ij % m]).collect()
+    }
+
+    #[test]
+    fn log_and_kernel_match_naive() {
+        let stop = AtomicBool::new(false);
+        let (n, m) = (37, 300);
+        let (a, b, c) = problem_data(n, m, 5);
+        let eps = 0.05;
+        let want = naive(&a, &b, &c, eps, 3000);
+        let p = Problem {
+            a: &a,
+            b: &b,
+            cost: &c,
+            eps,
+            rho_a: f64::INFINITY,
+            rho_b: f64::INFINITY,
+        };
+        for method in [Method::Log, Method::Kernel] {
+            for omega in [1.0, 1.5, 0.0] {
+                let opts = Options {
+                    method,
+                    tol: 1e-12,
+                    max_iter: 5000,
+                    omega,
+                    ..Default::default()
+                };
+                let s = solve(&p, None, &opts, &stop).unwrap();
+                assert!(s.converged, "{method:?} {omega}");
+                let fin = finish(&p, &s.f, &s.g, true, true, &stop).unwrap();
+                assert!(fin.marginal_error <= 1e-11, "{}", fin.marginal_error);
+                for (x, y) in fin.plan.iter().zip(&want) {
+                    assert!((x - y).abs() <= 1e-10 * y.max(1e-300) + 1e-16, "{x} vs {y}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_eps_does_not_underflow_and_threads_agree() {
+        let stop = AtomicBool::new(false);
+        let (n, m) = (90, 70);
+        let (mut a, b, c) = problem_data(n, m, 9);
+        a[3] = 0.0;
+        let s: f64 = a.iter().sum();
+        a.iter_mut().for_each(|x| *x /= s);
+        let p = Problem {
+            a: &a,
+            b: &b,
+            cost: &c,
+            eps: 2e-4,
+            rho_a: f64::INFINITY,
+            rho_b: f64::INFINITY,
+        };
+        let opts = Options {
+            tol: 1e-9,
+            max_iter: 100_000,
+            scaling: Some(0.5),
+            ..Default::default()
+        };
+        let s1 = solve(&p, None, &opts, &stop).unwrap();
+        assert!(s1.converged);
+        assert!(s1.f.iter().chain(&s1.g).all(|x| x.is_finite()));
+        let fin = finish(&p, &s1.f, &s1.g, true, true, &stop).unwrap();
+        assert!(fin.marginal_error <= 1e-9 * 1.01 && fin.plan.iter().all(|x| x.is_finite()));
+        threads::set_num_threads(1).unwrap();
+        let s2 = solve(&p, None, &opts, &stop).unwrap();
+        threads::set_num_threads(2).unwrap();
+        assert_eq!(s1.f, s2.f);
+        let log = Options {
+            method: Method::Log,
+            ..opts
+        };
+        let s3 = solve(&p, None, &log, &stop).unwrap();
+        assert!(s3.converged);
+        let fin3 = finish(&p, &s3.f, &s3.g, false, true, &stop).unwrap();
+        assert!((fin3.cost - fin.cost).abs() < 1e-8 * fin.cost.abs());
+    }
+
+    #[test]
+    fn unbalanced_fixed_point() {
+        let stop = AtomicBool::new(false);
+        let (n, m) = (20, 30);
+        let (a, mut b, c) = problem_data(n, m, 2);
+        b.iter_mut().for_each(|x| *x *= 2.0);
+        let p = Problem {
+            a: &a,
+            b: &b,
+            cost: &c,
+            eps: 0.1,
+            rho_a: 0.5,
+            rho_b: 0.5,
+        };
+        let opts = Options {
+            tol: 1e-12,
+            max_iter: 10_000,
+            ..Default::default()
+        };
+        let s = solve(&p, None, &opts, &stop).unwrap();
+        assert!(s.converged);
+        let fin = finish(&p, &s.f, &s.g, true, false, &stop).unwrap();
+        // Optimality: P1 = a e^{-f/ρ}.
+        for i in 0..n {
+            let r: f64 = fin.plan[i * m..(i + 1) * m].iter().sum();
+            assert!((r - a[i] * (-s.f[i] / 0.5).exp()).abs() < 1e-11);
+        }
+    }
+
+    #[test]
+    fn stop_flag_cancels() {
+        let (a, b, c) = problem_data(10, 10, 1);
+        let p = Problem {
+            a: &a,
+            b: &b,
+            cost: &c,
+            eps: 0.1,
+            rho_a: f64::INFINITY,
+            rho_b: f64::INFINITY,
+        };
+        let stop = AtomicBool::new(true);
+        assert_eq!(
+            solve(&p, None, &Options::default(), &stop).unwrap_err(),
+            crate::core::Error::Cancelled
+        );
+        let ok = AtomicBool::new(false);
+        let bad = Problem { eps: -1.0, ..p };
+        assert!(solve(&bad, None, &Options::default(), &ok).is_err());
+    }
+}
