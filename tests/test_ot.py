@@ -2,9 +2,10 @@
 
 import warnings
 
-import divest
 import numpy as np
 import pytest
+
+import divest
 
 ot = pytest.importorskip("ot")
 
