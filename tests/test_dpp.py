@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from scipy import stats
+from scipy.special import logsumexp
 
 import divest
 from divest import dpp
@@ -172,3 +173,185 @@ def test_projection_bad_inputs():
         dpp.sample_projection(u, n_samples=-1)
     with pytest.raises(TypeError):
         dpp.sample_projection(u, rng="seed")
+
+
+# ---------------------------------------------------------------- L-ensembles, K, k-DPPs
+
+
+def all_subsets(n):
+    return [s for r in range(n + 1) for s in itertools.combinations(range(n), r)]
+
+
+def random_psd(n, rank, seed, scale=1.0):
+    b = np.random.default_rng(seed).standard_normal((n, rank)) * scale
+    return b @ b.T
+
+
+def l_ensemble_probs(L):
+    n = L.shape[0]
+    z = np.linalg.det(np.eye(n) + L)
+    return {s: (float(np.linalg.det(L[np.ix_(s, s)])) if s else 1.0) / z for s in all_subsets(n)}
+
+
+@pytest.mark.parametrize("method", ["chain", "rejection"])
+@pytest.mark.parametrize("n,rank", [(6, 6), (7, 3)])
+def test_l_ensemble_matches_enumeration(method, n, rank):
+    L = random_psd(n, rank, n + rank, scale=0.8)
+    probs = l_ensemble_probs(L)
+    probs = {s: max(p, 0.0) if len(s) <= rank else 0.0 for s, p in probs.items()}
+    d = dpp.DPP(L=L)
+    s = d.sample(30000, method=method, rng=rank)
+    assert len(s) == 30000 and all(x.dtype == np.int64 for x in s[:5])
+    assert g_test(as_sets(s), probs) > ALPHA
+    sizes = np.array([len(x) for x in s])
+    assert abs(sizes.mean() - d.expected_size()) < 5 * sizes.std() / np.sqrt(len(s))
+
+
+def test_correlation_kernel_matches_enumeration():
+    # Eigenvalues 1 (always one item from that direction), 0 and values in between.
+    n = 7
+    v = np.linalg.qr(np.random.default_rng(4).standard_normal((n, n)))[0]
+    p = np.array([1.0, 0.0, 0.3, 0.7, 0.5, 0.05, 0.9])
+    K = (v * p) @ v.T
+    # P(Y = S) = |det(K - I_{S^c})|: an oracle independent of the eigendecomposition.
+    probs = {}
+    for s in all_subsets(n):
+        m = K.copy()
+        comp = [i for i in range(n) if i not in s]
+        m[comp, comp] -= 1.0
+        probs[s] = abs(float(np.linalg.det(m)))
+    d = dpp.DPP(K=K)
+    assert d.kind == "correlation" and d.rank == 6
+    s = d.sample(30000, rng=8)
+    assert g_test(as_sets(s), probs) > ALPHA
+    np.testing.assert_allclose(d.inclusion_probabilities(), np.diag(K), atol=1e-12)
+    np.testing.assert_allclose(d.expected_size(), p.sum(), rtol=1e-12)
+    np.testing.assert_allclose(d.correlation_kernel(), K, atol=1e-12)
+
+
+def test_inclusion_probabilities_and_expected_size():
+    L = random_psd(30, 30, 5, scale=0.4)
+    d = dpp.DPP(L=L)
+    K = L @ np.linalg.inv(np.eye(30) + L)
+    np.testing.assert_allclose(d.inclusion_probabilities(), np.diag(K), atol=1e-10)
+    np.testing.assert_allclose(d.expected_size(), np.trace(K), rtol=1e-10)
+    s = d.sample(4000, rng=1)
+    freq = np.bincount(np.concatenate(s), minlength=30) / 4000
+    pi = np.diag(K)
+    z = (freq - pi) / np.sqrt(pi * (1 - pi) / 4000)
+    assert np.max(np.abs(z)) < 5
+    assert "DPP(kind='likelihood', N=30" in repr(d)
+
+
+def k_dpp_probs_log(lam, v, k):
+    """Exact k-DPP probabilities via the eigenbasis, in log space (any conditioning):
+    P(S) ∝ Σ_{|J|=k} Π λ_J det(V_{S,J})²."""
+    n = len(lam)
+    with np.errstate(divide="ignore"):
+        ll = np.log(lam)
+    out = {}
+    for s in itertools.combinations(range(n), k):
+        terms = []
+        for j in itertools.combinations(range(n), k):
+            det = np.linalg.det(v[np.ix_(s, j)])
+            if det != 0 and np.isfinite(ll[list(j)]).all():
+                terms.append(ll[list(j)].sum() + 2 * np.log(abs(det)))
+        out[s] = logsumexp(terms) if terms else -np.inf
+    z = logsumexp([x for x in out.values() if np.isfinite(x)])
+    return {s: float(np.exp(x - z)) for s, x in out.items()}, z
+
+
+@pytest.mark.parametrize("method", ["chain", "rejection"])
+def test_k_dpp_matches_enumeration(method):
+    L = random_psd(8, 8, 21, scale=0.7)
+    k = 3
+    z = sum(np.linalg.det(L[np.ix_(s, s)]) for s in itertools.combinations(range(8), k))
+    probs = {s: float(np.linalg.det(L[np.ix_(s, s)])) / z for s in itertools.combinations(range(8), k)}
+    d = dpp.DPP(L=L)
+    np.testing.assert_allclose(d.log_normaliser_k(k), np.log(z), rtol=1e-12)
+    s = d.sample_k(k, 30000, method=method, rng=4)
+    assert s.shape == (30000, 3)
+    assert g_test(as_sets(s), probs) > ALPHA
+
+
+def test_k_dpp_ill_conditioned_does_not_overflow():
+    # Eigenvalues from 1e-150 to 1e150: e_k overflows in linear space (and det(L_S) too).
+    n, k = 7, 3
+    v = np.linalg.qr(np.random.default_rng(6).standard_normal((n, n)))[0]
+    lam = np.array([1e-150, 1e-60, 1e-5, 1.0, 1e5, 1e80, 1e150])
+    L = (v * lam) @ v.T
+    d = dpp.DPP(L=L)
+    # Relative to 1e150 every other eigenvalue is below N·eps·λmax: eigh cannot resolve
+    # them, so they are rounded to zero and k > 1 is refused rather than sampled wrongly.
+    lam_r = d.eigenvalues
+    assert d.rank == 1
+    with pytest.raises(ValueError, match="rank 1"):
+        d.sample_k(2)
+    top = {(i,): float(v[i, -1] ** 2) for i in range(n)}
+    assert g_test(as_sets(d.sample_k(1, 20000, rng=0)), top) > ALPHA
+    # A spectrum built directly with a huge range that is not rounded away: pass K.
+    p = np.array([1e-200, 1e-100, 1e-20, 0.5, 1 - 1e-12, 0.999, 0.3])
+    Kmat = (v * p) @ v.T
+    dk = dpp.DPP(K=Kmat)
+    lam_l = dk.eigenvalues / (1 - dk.eigenvalues)
+    probs, logz = k_dpp_probs_log(lam_l, dk.eigenvectors, k)
+    assert np.isfinite(dk.log_normaliser_k(k))
+    s = dk.sample_k(k, 20000, rng=3)
+    assert g_test(as_sets(s), probs) > ALPHA
+    # A k-DPP whose normaliser e_50 ≈ 1e430 overflows in linear space.
+    lam = 10.0 ** np.linspace(1, 14, 60)
+    v60 = np.linalg.qr(np.random.default_rng(7).standard_normal((60, 60)))[0]
+    d60 = dpp.DPP(L=(v60 * lam) @ v60.T)
+    ev = d60.eigenvalues
+    c = np.exp(np.mean(np.log(ev)))
+    ref = np.log(np.poly(-ev / c)[50]) + 50 * np.log(c)  # all terms positive: accurate
+    assert ref > 900
+    np.testing.assert_allclose(d60.log_normaliser_k(50), ref, rtol=1e-10)
+    s = d60.sample_k(50, 200, rng=0)
+    assert s.shape == (200, 50) and (np.diff(s, axis=1) > 0).all()
+    assert lam_r.max() == pytest.approx(1e150)
+
+
+def test_dpp_thread_independent():
+    L = random_psd(300, 40, 2, scale=0.3)
+    d = dpp.DPP(L=L)
+    with divest.threads(1):
+        a = d.sample(25, rng=9)
+        ak = d.sample_k(10, 25, rng=9)
+    with divest.threads(2):
+        b = d.sample(25, rng=9)
+        bk = d.sample_k(10, 25, rng=9)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    np.testing.assert_array_equal(ak, bk)
+    assert d.sample(rng=1).ndim == 1 and d.sample_k(5, rng=1).shape == (5,)
+
+
+def test_dpp_bad_inputs():
+    L = random_psd(5, 5, 0)
+    with pytest.raises(ValueError, match="exactly one"):
+        dpp.DPP()
+    with pytest.raises(ValueError, match="exactly one"):
+        dpp.DPP(L=L, K=L)
+    with pytest.raises(ValueError, match="symmetric"):
+        dpp.DPP(L=L + np.triu(np.ones((5, 5)), 1))
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        dpp.DPP(L=L - 2 * np.abs(np.linalg.eigvalsh(L)).max() * np.eye(5))
+    with pytest.raises(ValueError, match="square"):
+        dpp.DPP(L=L[:, :4])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        dpp.DPP(K=2 * np.eye(3))
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        dpp.DPP(K=-0.5 * np.eye(3))
+    bad = L.copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        dpp.DPP(L=bad)
+    d = dpp.DPP(L=random_psd(6, 3, 1))
+    with pytest.raises(ValueError, match="exceeds the rank 3"):
+        d.sample_k(4)
+    with pytest.raises(ValueError, match="method"):
+        d.sample(method="spectral")
+    with pytest.raises(ValueError, match="eigenvalues equal to 1"):
+        dpp.DPP(K=np.eye(3)).sample_k(2)
+    with pytest.raises(TypeError):
+        d.sample_k(2.5)
