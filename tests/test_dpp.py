@@ -355,3 +355,116 @@ def test_dpp_bad_inputs():
         dpp.DPP(K=np.eye(3)).sample_k(2)
     with pytest.raises(TypeError):
         d.sample_k(2.5)
+
+
+# ---------------------------------------------------------------- volume sampling
+
+
+def volume_probs(x, k):
+    """P(S) ∝ det(X_Sᵀ X_S), normalised by brute force over all k-subsets."""
+    n = x.shape[0]
+    w = {s: max(float(np.linalg.det(x[list(s)].T @ x[list(s)])), 0.0)
+         for s in itertools.combinations(range(n), k)}
+    z = sum(w.values())
+    return {s: v / z for s, v in w.items()}
+
+
+@pytest.mark.parametrize("n,d,k", [(7, 2, 2), (7, 2, 3), (8, 3, 5), (6, 1, 4)])
+def test_volume_sample_matches_enumeration(n, d, k):
+    x = np.random.default_rng(n * d + k).standard_normal((n, d)) * np.linspace(0.3, 2, n)[:, None]
+    probs = volume_probs(x, k)
+    s = dpp.volume_sample(x, k, n_samples=30000, rng=k)
+    assert s.shape == (30000, k) and (np.diff(s, axis=1) > 0).all()
+    assert g_test(as_sets(s), probs) > ALPHA
+    one = dpp.volume_sample(x, k, rng=0)
+    assert one.shape == (k,)
+
+
+def test_volume_sample_rejects_uniform_and_wrong_size():
+    # The test can fail: volume samples are not uniform subsets, and size-k samples are
+    # not size-(k) samples of another matrix.
+    x = np.random.default_rng(3).standard_normal((7, 2)) * np.linspace(0.3, 2, 7)[:, None]
+    s = as_sets(dpp.volume_sample(x, 3, n_samples=30000, rng=1))
+    uni = {c: 1 / 35 for c in itertools.combinations(range(7), 3)}
+    assert g_test(s, uni) < 1e-10
+    assert g_test(s, volume_probs(x**2 + 0.1, 3)) < 1e-10
+
+
+def rescaled_probs(x, k, p=None):
+    """Volume-rescaled sampling from the measure p on rows: the sequence (i_1..i_k) has
+    probability ∝ det(Σ_t x_{i_t} x_{i_t}ᵀ) Π p_{i_t}; returns sorted multisets."""
+    n = x.shape[0]
+    p = np.ones(n) if p is None else p
+    w = Counter()
+    for seq in itertools.product(range(n), repeat=k):
+        xs = x[list(seq)]
+        w[tuple(sorted(seq))] += max(float(np.linalg.det(xs.T @ xs)), 0.0) * np.prod(p[list(seq)])
+    z = sum(w.values())
+    return {s: v / z for s, v in w.items()}
+
+
+@pytest.mark.parametrize("n,d,k", [(5, 2, 3), (4, 2, 5), (6, 1, 3)])
+def test_volume_rescaled_matches_enumeration(n, d, k):
+    x = np.random.default_rng(n + d + k).standard_normal((n, d)) * np.linspace(0.5, 2, n)[:, None]
+    probs = rescaled_probs(x, k)
+    s = dpp.volume_rescaled_sample(x, k, n_samples=30000, rng=2)
+    assert s.shape == (30000, k) and (np.diff(s, axis=1) >= 0).all()
+    assert g_test(as_sets(s), probs) > ALPHA
+    # Plain volume sampling (no repeats) is a different distribution: rejected.
+    if k <= n:
+        vs = as_sets(dpp.volume_sample(x, k, n_samples=30000, rng=2))
+        assert g_test(vs, probs) < 1e-10
+    # A non-uniform base measure.
+    p = np.linspace(1.0, 3.0, n) ** 2
+    probs_p = rescaled_probs(x, k, p)
+    s = dpp.volume_rescaled_sample(x, k, p=p, n_samples=30000, rng=3)
+    assert g_test(as_sets(s), probs_p) > ALPHA
+    assert g_test(as_sets(s), probs) < 1e-10
+
+
+def test_volume_sampling_least_squares_is_unbiased():
+    # E[X_S⁻¹ y_S] = X⁺ y for volume sampling of size d: by exact enumeration ...
+    rng = np.random.default_rng(11)
+    n, d = 9, 3
+    x = rng.standard_normal((n, d)) * np.linspace(0.2, 2.0, n)[:, None]
+    y = rng.standard_normal(n) + x @ np.array([1.0, -2.0, 0.5])
+    target = np.linalg.lstsq(x, y, rcond=None)[0]
+    probs = volume_probs(x, d)
+    exact = sum(p * np.linalg.solve(x[list(s)], y[list(s)]) for s, p in probs.items() if p > 0)
+    np.testing.assert_allclose(exact, target, rtol=1e-10, atol=1e-12)
+    # ... whereas uniform subsets give a biased answer (the check can fail) ...
+    uni = np.mean([np.linalg.solve(x[list(s)], y[list(s)])
+                   for s in itertools.combinations(range(n), d)], axis=0)
+    assert np.max(np.abs(uni - target)) > 0.05
+    # ... and divest's samples agree with it within their standard error.
+    s = dpp.volume_sample(x, d, n_samples=20000, rng=5)
+    est = np.array([np.linalg.solve(x[r], y[r]) for r in s])
+    se = est.std(axis=0) / np.sqrt(len(est))
+    assert np.all(np.abs(est.mean(axis=0) - target) < 5 * se)
+
+
+def test_volume_thread_independent_and_bad_inputs():
+    x = np.random.default_rng(0).standard_normal((200, 4))
+    for f in (dpp.volume_sample, dpp.volume_rescaled_sample):
+        with divest.threads(1):
+            a = f(x, 9, n_samples=30, rng=3)
+        with divest.threads(2):
+            b = f(x, 9, n_samples=30, rng=3)
+        np.testing.assert_array_equal(a, b)
+        with pytest.raises(ValueError, match="at least d = 4"):
+            f(x, 3)
+        with pytest.raises(ValueError, match="full column rank"):
+            f(np.c_[x, x[:, :1]], 6)
+        bad = x.copy()
+        bad[3, 1] = np.inf
+        with pytest.raises(ValueError, match="NaN or inf"):
+            f(bad, 5)
+    with pytest.raises(ValueError, match="at most N = 200"):
+        dpp.volume_sample(x, 201)
+    assert dpp.volume_rescaled_sample(x[:5], 12, rng=0).shape == (12,)
+    with pytest.raises(ValueError, match="more columns"):
+        dpp.volume_rescaled_sample(x[:3], 4)
+    with pytest.raises(ValueError, match="p must"):
+        dpp.volume_rescaled_sample(x, 5, p=-np.ones(200))
+    with pytest.raises(ValueError, match="p must"):
+        dpp.volume_rescaled_sample(x, 5, p=np.ones(3))

@@ -257,7 +257,7 @@ class DPP:
         return float(_core.dpp_log_esp(ll, k)[k, -1])
 
 
-def _volume(X, k, rng, n_samples, rescaled: bool):
+def _volume_args(X, k, rescaled: bool):
     x = _matrix(X, "X")
     n, d = x.shape
     k = check_int(k, "k", minimum=1)
@@ -265,10 +265,7 @@ def _volume(X, k, rng, n_samples, rescaled: bool):
         raise ValueError(f"k must be at least d = {d}, the number of columns of X; got k = {k}")
     if not rescaled and k > n:
         raise ValueError(f"k must be at most N = {n}, the number of rows of X; got k = {k}")
-    q = _orthonormal_basis(x, "X")
-    ns = _n_samples(n_samples)
-    out = _core.dpp_volume_sample(q, k, ns, _seed(rng), rescaled)
-    return out[0] if n_samples is None else out
+    return x, k
 
 
 def volume_sample(X, k, rng=None, *, n_samples=None):
@@ -279,21 +276,40 @@ def volume_sample(X, k, rng=None, *, n_samples=None):
     k - d rows chosen uniformly from the rest (Dereziński and Warmuth). For k = d the
     least-squares solution on S is unbiased: E[X_S⁻¹ y_S] = X⁺ y.
     Returns sorted int64 rows, shape (k,) or (n_samples, k). Memory: the thin QR of X
-    (N×d) and the output. No peer offers it.
+    (N×d) and the output. No peer library offers it.
     """
-    return _volume(X, k, rng, n_samples, rescaled=False)
+    x, k = _volume_args(X, k, rescaled=False)
+    q = _orthonormal_basis(x, "X")
+    ns = _n_samples(n_samples)
+    out = _core.dpp_volume_sample(q, k, ns, _seed(rng))
+    return out[0] if n_samples is None else out
 
 
-def volume_rescaled_sample(X, k, rng=None, *, n_samples=None):
-    """Volume-rescaled sampling of size k ≥ d from the uniform measure on X's rows:
-    a multiset (i_1..i_k) with probability ∝ det(Σ_t x_{i_t} x_{i_t}ᵀ).
+def volume_rescaled_sample(X, k, rng=None, *, p=None, n_samples=None):
+    """Volume-rescaled sampling of size k ≥ d from the measure p on X's rows (uniform by
+    default): a sequence (i_1..i_k) with probability ∝ det(Σ_t x_{i_t} x_{i_t}ᵀ) Π_t p_{i_t}.
 
-    Drawn exactly as a size-d projection DPP plus k - d rows i.i.d. from the leverage
-    scores (the optimal density k_d/d), which is Dereziński, Warmuth and Hsu's
-    decomposition. Rows may repeat; k may exceed N. Returns sorted int64 rows, shape
-    (k,) or (n_samples, k). Memory: the thin QR of X and the output. No peer offers it.
+    By Cauchy–Binet this is, exactly, a size-d projection DPP on an orthonormal basis of
+    diag(√p) X plus k - d rows i.i.d. from p (Dereziński, Warmuth and Hsu), which is how it
+    is drawn. Rows may repeat and k may exceed N. Returns the multiset as sorted int64
+    rows, shape (k,) or (n_samples, k). Memory: the thin QR of X and the output.
+    No peer library offers it.
     """
-    return _volume(X, k, rng, n_samples, rescaled=True)
+    x, k = _volume_args(X, k, rescaled=True)
+    n = x.shape[0]
+    if p is None:
+        pw = np.full(n, 1.0 / n)
+    else:
+        pw = as_float_array(p, "p").astype(np.float64, copy=False)
+        if pw.shape != (n,):
+            raise ValueError(f"p must have shape ({n},), one weight per row of X; got {pw.shape}")
+        if (pw < 0).any() or not pw.sum() > 0:
+            raise ValueError("p must be non-negative and not all zero")
+        pw = pw / pw.sum()
+    q = _orthonormal_basis(x * np.sqrt(pw)[:, None], "X")
+    ns = _n_samples(n_samples)
+    out = _core.dpp_volume_sample(q, k, ns, _seed(rng), np.ascontiguousarray(pw))
+    return out[0] if n_samples is None else out
 
 
 def optimal_weights(Phi):
@@ -400,7 +416,9 @@ def least_squares_design(Phi_candidates, n, method="dpp", rng=None):
             )
         idx = _core.dpp_sample_projection(q, n // m, _seed(gen), "auto").reshape(-1)
     elif method == "volume_rescaled":
-        idx = _core.dpp_volume_sample(q, n, 1, _seed(gen), True)[0]
+        # Volume-rescaled sampling from ρ = k_m/m of the weighted features √w ψ: as
+        # w ρ = μ, its DPP part is the DPP of Q, and the rest is i.i.d. from ρ.
+        idx = _core.dpp_volume_sample(q, n, 1, _seed(gen), np.ascontiguousarray(lev / m))[0]
     elif method == "iid_optimal":
         idx = gen.choice(n_cand, size=n, p=lev / lev.sum())
     else:

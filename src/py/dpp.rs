@@ -122,27 +122,24 @@ fn dpp_log_esp<'py>(
     Ok(PyArray2::from_owned_array(py, a))
 }
 
-/// n_samples×k sorted volume samples (rescaled=False) or volume-rescaled multisets
-/// (rescaled=True) from U, an orthonormal basis of X's columns.
+/// n_samples×k sorted volume samples (p=None: U an orthonormal basis of X's columns) or
+/// volume-rescaled multisets from the base measure p (U a basis of diag(√p) X).
 #[pyfunction]
-#[pyo3(signature = (u, k, n_samples, seed, rescaled=false, method="auto"))]
+#[pyo3(signature = (u, k, n_samples, seed, p=None, method="auto"))]
 fn dpp_volume_sample<'py>(
     py: Python<'py>,
     u: PyReadonlyArray2<'py, f64>,
     k: usize,
     n_samples: usize,
     seed: u64,
-    rescaled: bool,
+    p: Option<PyReadonlyArray1<'py, f64>>,
     method: &str,
 ) -> PyResult<Bound<'py, PyArray2<i64>>> {
     let method = Method::parse(method).map_err(to_py)?;
     let (n, d) = (u.shape()[0], u.shape()[1]);
     let us = slice(&u)?;
-    let extra = if rescaled {
-        Extra::Leverage
-    } else {
-        Extra::Uniform
-    };
+    let ps = p.as_ref().map(|a| a.as_slice()).transpose()?;
+    let extra = ps.map_or(Extra::Uniform, Extra::Iid);
     let work = n_samples.saturating_mul(n).saturating_mul(d * d + k);
     let out = run(py, work, |stop| {
         dpp::volume_sample(us, n, d, k, n_samples, seed, extra, method, stop)

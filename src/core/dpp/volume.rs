@@ -1,22 +1,25 @@
 //! Volume sampling (P(S) ∝ det(X_Sᵀ X_S), |S| = k ≥ d) and volume-rescaled sampling,
 //! both as a size-d projection DPP on an orthonormal basis U of X's columns plus k - d
-//! further points (uniform without replacement, or i.i.d. from the leverage scores).
+//! further points (uniform without replacement, or i.i.d. from the base measure).
+//! For volume-rescaled sampling from a measure p on the rows, U must be an orthonormal
+//! basis of diag(√p) X; the caller forms it.
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 
-use super::projection::{cumsum, draw_cdf, leverage, par_samples, Method};
+use super::projection::{cumsum, draw_cdf, par_samples, Method};
 use super::rng::Rng;
 use super::spectral::sample_dense;
 use crate::core::error::{invalid, Result};
 
 /// How the k - d points beyond the DPP part are drawn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Extra {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Extra<'a> {
     /// Uniformly without replacement from the other rows: volume sampling.
     Uniform,
-    /// I.i.d. from the leverage scores (the optimal density k_d/d): volume-rescaled sampling.
-    Leverage,
+    /// I.i.d. with probabilities proportional to these non-negative weights (one per
+    /// row): volume-rescaled sampling from that base measure.
+    Iid(&'a [f64]),
 }
 
 /// `r` distinct items drawn uniformly from {0..n} minus the sorted `taken` (Floyd).
@@ -48,7 +51,7 @@ fn uniform_rest(n: usize, taken: &[usize], r: usize, rng: &mut Rng) -> Vec<usize
 }
 
 /// `n_samples` samples of size k from U (n×d, orthonormal columns spanning X's columns).
-/// Each sample is sorted; with `Extra::Leverage` items may repeat (a multiset).
+/// Each sample is sorted; with `Extra::Iid` items may repeat (a multiset).
 /// Memory: the output, the leverage scores and one n×d residual state per task.
 #[allow(clippy::too_many_arguments)]
 pub fn volume_sample(
@@ -75,7 +78,20 @@ pub fn volume_sample(
             "k must be at most n = {n} (samples are sets of rows); got {k}"
         ));
     }
-    let cdf = cumsum(&leverage(u, n, d));
+    let cdf = match extra {
+        Extra::Iid(p) => {
+            if p.len() != n
+                || p.iter().any(|x| x.is_nan() || *x < 0.0)
+                || p.iter().sum::<f64>() <= 0.0
+            {
+                return Err(invalid!(
+                    "the base measure needs {n} non-negative weights, not all zero"
+                ));
+            }
+            cumsum(p)
+        }
+        Extra::Uniform => Vec::new(),
+    };
     let mut out = vec![0usize; n_samples * k];
     par_samples(&mut out, k, 1, |s, chunk| {
         let mut rng = Rng::stream(seed, s as u64);
@@ -85,7 +101,7 @@ pub fn volume_sample(
                 let more = uniform_rest(n, &items, k - d, &mut rng);
                 items.extend(more);
             }
-            Extra::Leverage => {
+            Extra::Iid(_) => {
                 for _ in d..k {
                     items.push(draw_cdf(&cdf, &mut rng));
                 }
@@ -131,8 +147,12 @@ mod tests {
         let u = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
         assert!(volume_sample(&u, 3, 2, 1, 1, 0, Extra::Uniform, Method::Chain, &stop).is_err());
         assert!(volume_sample(&u, 3, 2, 4, 1, 0, Extra::Uniform, Method::Chain, &stop).is_err());
-        let s = volume_sample(&u, 3, 2, 5, 2, 0, Extra::Leverage, Method::Chain, &stop).unwrap();
-        // Row 2 has zero leverage and is never drawn.
+        let p = [1.0, 2.0, 0.0];
+        let s = volume_sample(&u, 3, 2, 5, 2, 0, Extra::Iid(&p), Method::Chain, &stop).unwrap();
+        // Row 2 has zero leverage and zero base weight: never drawn.
         assert!(s.iter().all(|&i| i < 2));
+        assert!(
+            volume_sample(&u, 3, 2, 5, 2, 0, Extra::Iid(&p[..2]), Method::Chain, &stop).is_err()
+        );
     }
 }
