@@ -468,3 +468,134 @@ def test_volume_thread_independent_and_bad_inputs():
         dpp.volume_rescaled_sample(x, 5, p=-np.ones(200))
     with pytest.raises(ValueError, match="p must"):
         dpp.volume_rescaled_sample(x, 5, p=np.ones(3))
+
+
+# ---------------------------------------------------------------- weighted least squares
+
+
+def legendre_basis(x, m):
+    """Legendre polynomials orthonormal in L²(uniform on [-1, 1])."""
+    from numpy.polynomial import legendre
+
+    return legendre.legvander(x, m - 1) * np.sqrt(2 * np.arange(m) + 1)
+
+
+def test_optimal_weights_closed_form():
+    x = np.linspace(-1, 1, 7)
+    phi = legendre_basis(x, 4)
+    w = dpp.optimal_weights(phi)
+    np.testing.assert_allclose(w, 4 / np.sum(phi**2, axis=1), rtol=1e-14)
+    # Christoffel function of orthonormal Legendre: k_m(±1) = m², so w(±1) = 1/m.
+    np.testing.assert_allclose(w[[0, -1]], 1 / 4, rtol=1e-12)
+    with pytest.raises(ValueError, match="row 1 is zero"):
+        dpp.optimal_weights(np.array([[1.0, 0.0], [0.0, 0.0]]))
+
+
+def test_weighted_least_squares_matches_lstsq():
+    rng = np.random.default_rng(3)
+    phi = legendre_basis(rng.uniform(-1, 1, 50), 8)
+    y = rng.standard_normal((50, 2))
+    w = rng.uniform(0.1, 5, 50)
+    c = dpp.weighted_least_squares(phi, y, w)
+    ref = np.linalg.lstsq(phi * np.sqrt(w)[:, None], y * np.sqrt(w)[:, None], rcond=None)[0]
+    np.testing.assert_allclose(c, ref, rtol=1e-10, atol=1e-12)
+    c1 = dpp.weighted_least_squares(phi, y[:, 0])
+    np.testing.assert_allclose(c1, np.linalg.lstsq(phi, y[:, 0], rcond=None)[0], rtol=1e-10)
+    # QR keeps accuracy where the normal equations square the condition number:
+    # a Vandermonde basis with cond ~1e9 still recovers exact coefficients.
+    x = np.linspace(0, 1, 40)
+    v = np.vander(x, 10, increasing=True)
+    coef = np.arange(1.0, 11.0)
+    got = dpp.weighted_least_squares(v, v @ coef, np.ones(40))
+    normal = np.linalg.solve(v.T @ v, v.T @ (v @ coef))
+    assert np.max(np.abs(got - coef)) < 1e-5 < np.max(np.abs(normal - coef))
+    with pytest.raises(ValueError, match="rank deficient"):
+        dpp.weighted_least_squares(np.c_[phi, phi[:, :1]], y[:, 0])
+    with pytest.raises(ValueError, match="rank deficient"):
+        dpp.weighted_least_squares(phi, y[:, 0], np.r_[np.ones(5), np.zeros(45)])
+    with pytest.raises(ValueError, match="non-negative"):
+        dpp.weighted_least_squares(phi, y[:, 0], -w)
+    with pytest.raises(ValueError, match="y must have shape"):
+        dpp.weighted_least_squares(phi, y[:10, 0])
+    with pytest.raises(ValueError, match="at least m = 8"):
+        dpp.weighted_least_squares(phi[:5], y[:5, 0])
+
+
+def test_least_squares_design_distributions():
+    # On 8 candidates with 3 features the "dpp" design is the projection DPP onto the
+    # features' span, whatever basis they are given in.
+    rng = np.random.default_rng(1)
+    phi = rng.standard_normal((8, 3)) * np.linspace(0.5, 2, 8)[:, None]
+    q = np.linalg.qr(phi)[0]
+    probs = projection_probs(q)
+    idx = np.array([dpp.least_squares_design(phi @ np.array([[1, 2, 0], [0, 1, 3], [0, 0, 1.0]]),
+                                             3, rng=r).indices for r in range(3000)])
+    assert g_test(as_sets(np.sort(idx, axis=1)), probs) > ALPHA
+    d = dpp.least_squares_design(phi, 6, method="dpp", rng=0)
+    assert d.indices.shape == (6,) and d.weights.shape == (6,)
+    lev = np.einsum("ij,ij->i", q, q)
+    np.testing.assert_allclose(d.weights, 3 / (8 * lev[d.indices]), rtol=1e-12)
+    # "iid_optimal" draws from k_m/m (here ∝ leverage); "iid" uniformly with weight 1.
+    dd = dpp.least_squares_design(phi, 30000, method="iid_optimal", rng=2)
+    assert g_test([(int(i),) for i in dd.indices], {(i,): lev[i] / 3 for i in range(8)}) > ALPHA
+    di = dpp.least_squares_design(phi, 30000, method="iid", rng=2)
+    assert g_test([(int(i),) for i in di.indices], {(i,): 1 / 8 for i in range(8)}) > ALPHA
+    assert (di.weights == 1).all()
+    dv = dpp.least_squares_design(phi, 7, method="volume_rescaled", rng=4)
+    assert dv.indices.shape == (7,)
+    with pytest.raises(ValueError, match="multiple of m = 3"):
+        dpp.least_squares_design(phi, 4, method="dpp")
+    with pytest.raises(ValueError, match="at least m = 3"):
+        dpp.least_squares_design(phi, 2, method="iid")
+    with pytest.raises(ValueError, match="method"):
+        dpp.least_squares_design(phi, 3, method="leverage")
+    with pytest.raises(ValueError, match="full column rank"):
+        dpp.least_squares_design(np.c_[phi, phi[:, 0]], 4)
+
+
+def test_volume_rescaled_design_matches_enumeration():
+    # Volume-rescaled design: multisets with P ∝ det(Σ w ψψᵀ) Π ρ, ρ = k_m/m, w = m/k_m.
+    rng = np.random.default_rng(8)
+    phi = rng.standard_normal((5, 2)) * np.linspace(0.5, 2, 5)[:, None]
+    q = np.linalg.qr(phi)[0]
+    lev = np.einsum("ij,ij->i", q, q)
+    psi_w = q / np.sqrt(lev)[:, None]  # √w ψ up to a constant factor
+    probs = rescaled_probs(psi_w, 3, lev / 2)
+    idx = [tuple(sorted(dpp.least_squares_design(phi, 3, method="volume_rescaled", rng=r).indices))
+           for r in range(6000)]
+    assert g_test(idx, probs) > ALPHA
+    # iid from ρ with the same n is a different distribution: rejected.
+    iid = [tuple(sorted(dpp.least_squares_design(phi, 3, method="iid_optimal", rng=r).indices))
+           for r in range(6000)]
+    assert g_test(iid, probs) < 1e-6
+
+
+@pytest.mark.parametrize("m", [10, 20])
+def test_legendre_experiment(m):
+    # Nouy and Michel's message: with weighted least squares, DPP designs (n = m) and
+    # volume-rescaled designs (n = 2m) stay within a modest constant of the best
+    # approximation error; i.i.d. points from μ with the same n do far worse.
+    rng = np.random.default_rng(m)
+    xc = rng.uniform(-1, 1, 2000)
+    phi = legendre_basis(xc, m)
+    y = 1 / (1 + 25 * xc**2) + 0.3 * np.sin(3 * xc)
+    best = np.sqrt(np.mean((phi @ np.linalg.lstsq(phi, y, rcond=None)[0] - y) ** 2))
+
+    def errors(method, n, reps=30):
+        out = []
+        for r in range(reps):
+            d = dpp.least_squares_design(phi, n, method=method, rng=100 * r + m)
+            try:
+                c = dpp.weighted_least_squares(phi[d.indices], y[d.indices], d.weights)
+                out.append(np.sqrt(np.mean((phi @ c - y) ** 2)) / best)
+            except ValueError:  # a rank-deficient i.i.d. design
+                out.append(np.inf)
+        return np.array(out)
+
+    e_dpp, e_vr = errors("dpp", m), errors("volume_rescaled", 2 * m)
+    e_iid_m, e_iid_2m = errors("iid", m), errors("iid", 2 * m)
+    # Theory: E err² = (m+1) best² for the DPP, (1 + m/(n-m+1)) best² volume-rescaled.
+    assert np.sqrt(np.mean(e_dpp**2)) < 2 * np.sqrt(m + 1)
+    assert np.sqrt(np.mean(e_vr**2)) < 2 * np.sqrt(1 + m / (m + 1))
+    assert np.median(e_iid_m) > 10 * np.median(e_dpp)
+    assert np.median(e_iid_2m) > 3 * np.median(e_vr)
