@@ -244,17 +244,24 @@ class DPP:
         if k > self.rank:
             raise ValueError(f"k = {k} exceeds the rank {self.rank} of the kernel; "
                              f"a k-DPP needs k <= {self.rank}")
-        ll = self._log_lambda_l()
+        ll, table = self._esp(k)
         ns = _n_samples(n_samples)
-        out = _core.dpp_sample_k(self.eigenvectors, np.ascontiguousarray(ll), k, ns,
-                                 _seed(rng), method)
+        out = _core.dpp_sample_k(self.eigenvectors, ll, table, k, ns, _seed(rng), method)
         return out[0] if n_samples is None else out
+
+    def _esp(self, k: int):
+        """log λ of L and the table of log e_l(λ_1..λ_t), l ≤ k, cached per k."""
+        cache = self.__dict__.setdefault("_esp_cache", {})
+        if k not in cache:
+            ll = np.ascontiguousarray(self._log_lambda_l())
+            cache.clear()  # keep one table: (k+1)(N+1) floats
+            cache[k] = (ll, _core.dpp_log_esp(ll, k))
+        return cache[k]
 
     def log_normaliser_k(self, k) -> float:
         """log e_k(λ), the k-DPP normalising constant (log space, never overflows)."""
         k = check_int(k, "k", minimum=0)
-        ll = np.ascontiguousarray(self._log_lambda_l())
-        return float(_core.dpp_log_esp(ll, k)[k, -1])
+        return float(self._esp(k)[1][k, -1])
 
 
 def _volume_args(X, k, rescaled: bool):

@@ -80,13 +80,16 @@ fn dpp_sample_spectral<'py>(
     ))
 }
 
-/// n_samples×k sorted samples of the k-DPP with L = V diag(exp(log_lambda)) Vᵀ.
+/// n_samples×k sorted samples of the k-DPP with L = V diag(exp(log_lambda)) Vᵀ;
+/// `table` is dpp_log_esp(log_lambda, k).
 #[pyfunction]
-#[pyo3(signature = (v, log_lambda, k, n_samples, seed, method="auto"))]
+#[pyo3(signature = (v, log_lambda, table, k, n_samples, seed, method="auto"))]
+#[allow(clippy::too_many_arguments)]
 fn dpp_sample_k<'py>(
     py: Python<'py>,
     v: PyReadonlyArray2<'py, f64>,
     log_lambda: PyReadonlyArray1<'py, f64>,
+    table: PyReadonlyArray2<'py, f64>,
     k: usize,
     n_samples: usize,
     seed: u64,
@@ -96,12 +99,13 @@ fn dpp_sample_k<'py>(
     let (n, mm) = (v.shape()[0], v.shape()[1]);
     let vs = slice(&v)?;
     let ll = log_lambda.as_slice()?;
+    let tb = slice(&table)?;
     let work = n_samples
         .saturating_mul(n)
         .saturating_mul(k + 1)
         .saturating_mul(k + 1);
     let out = run(py, work, |stop| {
-        dpp::sample_k_dpp(vs, n, mm, ll, k, n_samples, seed, method, stop)
+        dpp::sample_k_dpp(vs, n, mm, ll, tb, k, n_samples, seed, method, stop)
     })?;
     index_matrix(py, out, n_samples, k)
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::rng::Rng;
 use crate::core::error::{invalid, Result};
+use crate::core::simd::{self, Fma, Fused, Unfused};
 use crate::core::threads;
 
 /// Which exact projection sampler to run.
@@ -287,9 +288,7 @@ pub(crate) fn chain_batch(
             break;
         }
         if b == 1 {
-            for (ci, row) in c.iter_mut().zip(u.chunks_exact(m)) {
-                *ci = dot(row, &w);
-            }
+            matvec(u, m, &w, &mut c);
         } else {
             // SAFETY: U is n×m row-major (rs m, cs 1); W holds b vectors of length m, read
             // as the m×b matrix with rs 1, cs m; C is n×b with rs 1, cs n. All buffers have
@@ -324,6 +323,63 @@ pub(crate) fn chain_batch(
         }
     }
     Ok(())
+}
+
+/// Rows per parallel task of [`matvec`].
+const ROW_BLOCK: usize = 512;
+
+/// c = U w for row-major U (n×m). Row blocks run in parallel when the caller is on
+/// divest's pool; every c_i is one dot product, so the partition never changes a bit.
+fn matvec(u: &[f64], m: usize, w: &[f64], c: &mut [f64]) {
+    use rayon::prelude::*;
+    let level = simd::level();
+    let block = |(bi, cb): (usize, &mut [f64])| {
+        let rows = &u[bi * ROW_BLOCK * m..(bi * ROW_BLOCK + cb.len()) * m];
+        matvec_at(level, rows, m, w, cb);
+    };
+    if c.len() * m < 1 << 16 || rayon::current_thread_index().is_none() {
+        c.chunks_mut(ROW_BLOCK).enumerate().for_each(block);
+    } else {
+        c.par_chunks_mut(ROW_BLOCK).enumerate().for_each(block);
+    }
+}
+
+#[inline(always)]
+fn matvec_rows<M: Fma>(rows: &[f64], m: usize, w: &[f64], c: &mut [f64]) {
+    for (ci, row) in c.iter_mut().zip(rows.chunks_exact(m)) {
+        let mut acc = [0.0f64; 8];
+        let (ra, wa) = (row.chunks_exact(8), w.chunks_exact(8));
+        let (rt, wt) = (ra.remainder(), wa.remainder());
+        for (x, y) in ra.zip(wa) {
+            for l in 0..8 {
+                acc[l] = M::ma(x[l], y[l], acc[l]);
+            }
+        }
+        let mut tail = 0.0;
+        for (x, y) in rt.iter().zip(wt) {
+            tail = M::ma(*x, *y, tail);
+        }
+        *ci = ((acc[0] + acc[4]) + (acc[1] + acc[5]))
+            + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+            + tail;
+    }
+}
+
+fn matvec_at(level: simd::Level, rows: &[f64], m: usize, w: &[f64], c: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(rows: &[f64], m: usize, w: &[f64], c: &mut [f64]) {
+            matvec_rows::<Fused>(rows, m, w, c)
+        }
+        if level >= simd::Level::Avx2 {
+            // SAFETY: the level is at most what the CPU reported (simd::level checks it).
+            unsafe { avx2(rows, m, w, c) };
+            return;
+        }
+    }
+    let _ = level;
+    matvec_rows::<Unfused>(rows, m, w, c)
 }
 
 /// Cumulative sums of `w` (for inverse-CDF draws).
@@ -448,7 +504,8 @@ pub(crate) fn par_samples<T: Send>(
         return Ok(());
     }
     if out.len() / width <= per {
-        return f(0, out);
+        // Still on the pool: a lone sample parallelises inside (see `matvec`).
+        return threads::install(|| f(0, out))?;
     }
     threads::install(|| {
         out.par_chunks_mut(width * per)

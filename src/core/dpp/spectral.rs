@@ -94,9 +94,6 @@ pub fn sample_spectral(
         let cols: Vec<usize> = (0..mm).filter(|&j| rng.uniform() < probs[j]).collect();
         sample_columns(v, n, mm, &cols, method, &mut rng, stop)
     };
-    if n_samples <= 1 {
-        return (0..n_samples).map(one).collect();
-    }
     threads::install(|| (0..n_samples).into_par_iter().map(one).collect())?
 }
 
@@ -132,14 +129,15 @@ pub fn log_esp(log_lambda: &[f64], k: usize) -> Vec<f64> {
 
 /// Samples of the k-DPP with L = V diag(λ) Vᵀ (`log_lambda` = log λ, -inf for zero
 /// eigenvalues): exactly k eigenvectors are picked with probability Π λ_J / e_k, then the
-/// projection DPP they span is sampled. Returns n_samples×k sorted items.
-/// Memory: the (k+1)×(mm+1) table and, per sample, an n×k copy of V.
+/// projection DPP they span is sampled. `table` is [`log_esp`]`(log_lambda, k)`, which
+/// callers cache. Returns n_samples×k sorted items. Memory: per sample, an n×k copy of V.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_k_dpp(
     v: &[f64],
     n: usize,
     mm: usize,
     log_lambda: &[f64],
+    table: &[f64],
     k: usize,
     n_samples: usize,
     seed: u64,
@@ -147,6 +145,12 @@ pub fn sample_k_dpp(
     stop: &AtomicBool,
 ) -> Result<Vec<usize>> {
     check_v(v, n, mm, log_lambda.len())?;
+    if table.len() != (k + 1) * (mm + 1) {
+        return Err(invalid!(
+            "the log-ESP table must be ({k}+1)×({mm}+1); got {} values",
+            table.len()
+        ));
+    }
     if log_lambda.iter().any(|x| x.is_nan() || *x == f64::INFINITY) {
         return Err(invalid!("log eigenvalues must be finite or -inf"));
     }
@@ -159,7 +163,7 @@ pub fn sample_k_dpp(
     if k == 0 {
         return Ok(Vec::new());
     }
-    let e = log_esp(log_lambda, k);
+    let e = table;
     let w = mm + 1;
     let mut out = vec![0usize; n_samples * k];
     super::projection::par_samples(&mut out, k, 1, |s, chunk| {
@@ -229,8 +233,33 @@ mod tests {
         let stop = AtomicBool::new(false);
         let v = [1.0, 0.0, 0.0, 1.0];
         let ll = [0.0, f64::NEG_INFINITY];
-        assert!(sample_k_dpp(&v, 2, 2, &ll, 2, 1, 0, Method::Chain, &stop).is_err());
-        let s = sample_k_dpp(&v, 2, 2, &ll, 1, 3, 0, Method::Chain, &stop).unwrap();
+        assert!(sample_k_dpp(
+            &v,
+            2,
+            2,
+            &ll,
+            &log_esp(&ll, 2),
+            2,
+            1,
+            0,
+            Method::Chain,
+            &stop
+        )
+        .is_err());
+        let s = sample_k_dpp(
+            &v,
+            2,
+            2,
+            &ll,
+            &log_esp(&ll, 1),
+            1,
+            3,
+            0,
+            Method::Chain,
+            &stop,
+        )
+        .unwrap();
+        assert!(sample_k_dpp(&v, 2, 2, &ll, &[0.0; 3], 1, 3, 0, Method::Chain, &stop).is_err());
         assert_eq!(s, vec![0, 0, 0]);
     }
 }
