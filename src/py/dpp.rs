@@ -161,11 +161,27 @@ fn dpp_orthonormality_error<'py>(py: Python<'py>, u: PyReadonlyArray2<'py, f64>)
     })
 }
 
+/// Orthonormal basis (n×d) of the columns of x (CGS2 in Rust, no NumPy BLAS threads).
+#[pyfunction]
+fn dpp_orthonormal_basis<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let (n, d) = (x.shape()[0], x.shape()[1]);
+    let xs = slice(&x)?;
+    let work = n.saturating_mul(d).saturating_mul(d).saturating_mul(4);
+    let q = run(py, work, |stop| dpp::orthonormal_basis(xs, n, d, stop))?;
+    let a =
+        Array2::from_shape_vec((n, d), q).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok(PyArray2::from_owned_array(py, a))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dpp_sample_projection, m)?)?;
     m.add_function(wrap_pyfunction!(dpp_sample_spectral, m)?)?;
     m.add_function(wrap_pyfunction!(dpp_sample_k, m)?)?;
     m.add_function(wrap_pyfunction!(dpp_log_esp, m)?)?;
+    m.add_function(wrap_pyfunction!(dpp_orthonormal_basis, m)?)?;
     m.add_function(wrap_pyfunction!(dpp_orthonormality_error, m)?)?;
     m.add_function(wrap_pyfunction!(dpp_volume_sample, m)?)?;
     Ok(())

@@ -97,7 +97,7 @@ def cases(quick: bool):
 
     n3 = 1000 if quick else 2000
     g = np.random.default_rng(2).standard_normal((n3, 3))
-    L = np.exp(-0.5 * np.sum((g[:, None, :] - g[None, :, :]) ** 2, axis=-1) / 0.3**2)
+    L = np.exp(-0.5 * np.sum((g[:, None, :] - g[None, :, :]) ** 2, axis=-1))
     d = dpp.DPP(L=L)
     peers3, peers4 = {}, {}
     if FiniteDPP is not None:

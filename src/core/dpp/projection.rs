@@ -38,9 +38,9 @@ impl Method {
         match self {
             Method::Auto => {
                 // Chain costs ~n m² multiply-adds, rejection ~m³ (H_m - 1) plus random
-                // access; the factor 4 was measured (see benches/bench_dpp.py).
+                // access; measured break-even is near n = m ln(m + 1) (benches/bench_dpp.py).
                 let mf = m as f64;
-                if (n as f64) > 4.0 * mf * (mf + 1.0).ln().max(1.0) {
+                if (n as f64) > mf * (mf + 1.0).ln().max(1.0) {
                     Method::Rejection
                 } else {
                     Method::Chain
