@@ -6,6 +6,7 @@ in log space throughout. Threads: :func:`set_num_threads`, :func:`get_num_thread
 :func:`threads`, or the ``DIVEST_NUM_THREADS`` environment variable.
 """
 
+from . import dpp
 from ._threads import get_num_threads, set_num_threads, threads
 from .kde import KDE, BandwidthSelection, kde_logpdf, select_bandwidth
 from .ot import (
@@ -28,6 +29,7 @@ __all__ = [
     "KDE",
     "BandwidthSelection",
     "ConvergenceWarning",
+    "dpp",
     "kde_logpdf",
     "select_bandwidth",
     "get_num_threads",

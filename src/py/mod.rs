@@ -2,6 +2,7 @@
 //! No numerics live here.
 
 mod common;
+mod dpp;
 mod kde;
 mod ot;
 mod threads;
@@ -13,5 +14,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     threads::register(m)?;
     kde::register(m)?;
     ot::register(m)?;
+    dpp::register(m)?;
     Ok(())
 }

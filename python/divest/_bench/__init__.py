@@ -16,6 +16,7 @@ import numpy as np
 FAMILIES = [
     ("kde", "divest._bench.kde"),
     ("ot", "divest._bench.ot"),
+    ("dpp", "divest._bench.dpp"),
 ]
 
 

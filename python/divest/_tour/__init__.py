@@ -14,6 +14,7 @@ import numpy as np
 SECTIONS = [
     ("kde", "divest._tour.kde"),
     ("ot", "divest._tour.ot"),
+    ("dpp", "divest._tour.dpp"),
 ]
 
 

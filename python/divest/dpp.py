@@ -1,0 +1,433 @@
+"""Determinantal point processes, volume sampling and the weighted least-squares designs
+built on them (Nouy and Michel, "Weighted least-squares approximation with determinantal
+point processes and generalized volume sampling").
+
+All samplers are exact. The Rust core draws each sample from its own random stream,
+derived from one 64-bit seed taken from ``rng`` and the sample's index, so results depend
+on ``rng`` and never on the number of threads. Many samples run in parallel.
+
+* :func:`sample_projection` — projection DPP with kernel U Uᵀ (chain rule or rejection).
+* :class:`DPP` — L-ensembles and correlation kernels: ``sample``, ``sample_k`` (k-DPP,
+  elementary symmetric polynomials in log space), ``inclusion_probabilities``,
+  ``expected_size``.
+* :func:`volume_sample`, :func:`volume_rescaled_sample` — P(S) ∝ det(X_Sᵀ X_S).
+* :func:`optimal_weights`, :func:`least_squares_design`, :func:`weighted_least_squares`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _core
+from ._rng import as_generator
+from ._validate import as_float_array, check_int
+
+__all__ = [
+    "sample_projection",
+    "DPP",
+    "volume_sample",
+    "volume_rescaled_sample",
+    "optimal_weights",
+    "weighted_least_squares",
+    "least_squares_design",
+    "Design",
+]
+
+_METHODS = ("auto", "chain", "rejection")
+
+#: Largest |UᵀU - I| accepted as orthonormal.
+ORTHONORMAL_TOL = 1e-6
+
+
+def _seed(rng) -> int:
+    """One 64-bit seed from rng; the Rust side derives a stream per sample index."""
+    gen = as_generator(rng)
+    return int(gen.integers(0, 2**64, dtype=np.uint64))
+
+
+def _check_method(method) -> str:
+    if not isinstance(method, str) or method not in _METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}; got {method!r}")
+    return method
+
+
+def _n_samples(n_samples) -> int:
+    return 1 if n_samples is None else check_int(n_samples, "n_samples", minimum=0)
+
+
+def _matrix(x, name: str) -> np.ndarray:
+    a = as_float_array(x, name)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array; got {a.ndim} dimension(s) {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{name} must be non-empty; got shape {a.shape}")
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _orthonormal_basis(x: np.ndarray, name: str) -> np.ndarray:
+    """Orthonormal basis (n×d) of x's columns, after checking full column rank.
+    Computed in Rust (Gram–Schmidt twice), not by NumPy's BLAS, whose idle threads
+    would slow the sampler's pool."""
+    n, d = x.shape
+    if d > n:
+        raise ValueError(f"{name} has more columns ({d}) than rows ({n}); it needs n >= d")
+    try:
+        return _core.dpp_orthonormal_basis(x)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("X must", f"{name} must", 1)) from None
+
+
+def _check_orthonormal(u: np.ndarray, name: str) -> None:
+    n, m = u.shape
+    if m > n:
+        raise ValueError(
+            f"{name} has {m} columns but only {n} rows; orthonormal columns need n >= m"
+        )
+    err = _core.dpp_orthonormality_error(u)
+    if not err <= ORTHONORMAL_TOL:
+        raise ValueError(
+            f"{name} must have orthonormal columns (|{name}ᵀ{name} - I| <= {ORTHONORMAL_TOL:g}); "
+            f"the largest deviation is {err:.3g}. Orthonormalise it first, e.g. "
+            f"{name} = numpy.linalg.qr({name})[0]"
+        )
+
+
+def sample_projection(U, n_samples=None, method="auto", rng=None):
+    """Exact samples of the projection DPP with kernel K = U Uᵀ.
+
+    Parameters
+    ----------
+    U : array (N, m) with orthonormal columns (checked: |UᵀU - I| ≤ 1e-6, exactly when
+        N m² ≤ 2·10⁷, otherwise with four random probes).
+    n_samples : None for one sample, or the number of samples.
+    method : "chain" (chain rule over all N residuals, O(N m²) per sample, normalised by
+        the actual residual mass, each new direction Gram–Schmidt-orthogonalised twice),
+        "rejection" (proposals from the leverage scores ‖U_i‖², accepted with probability
+        residual / leverage: O(m³ log m) per sample after O(N m)), or "auto" (rejection
+        when N > m log(m + 1), where it is the faster).
+    rng : None, an int seed or a numpy Generator (one 64-bit seed is drawn from it).
+
+    Returns
+    -------
+    An int64 array of the m sampled items, sorted: shape (m,) or (n_samples, m).
+    Samples with the same rng are identical whatever the thread count.
+
+    Memory: the output, U's leverage scores, and for "chain" eight residual vectors of
+    length N per worker thread. Equals DPPy's ``FiniteDPP('correlation', projection=True,
+    K_eig_dec=(ones, U)).sample_exact(mode='GS')`` in distribution.
+    """
+    u = _matrix(U, "U")
+    _check_orthonormal(u, "U")
+    method = _check_method(method)
+    ns = _n_samples(n_samples)
+    out = _core.dpp_sample_projection(u, ns, _seed(rng), method)
+    return out[0] if n_samples is None else out
+
+
+class DPP:
+    """A finite DPP given by an L-ensemble kernel ``L`` or a correlation kernel ``K``.
+
+    P(S) = det(L_S) / det(I + L) for an L-ensemble; P(S ⊆ Y) = det(K_S) for a correlation
+    kernel. Both must be symmetric positive semi-definite (K with eigenvalues in [0, 1]);
+    eigenvalues within N·eps·max|λ| of 0 (or of 1 for K) are rounded to it.
+
+    The eigendecomposition (numpy.linalg.eigh, O(N³), N² floats) is computed once here
+    and cached; every sampler reuses it. Equals DPPy's ``FiniteDPP('likelihood', L=L)``
+    or ``FiniteDPP('correlation', K=K)`` with ``sample_exact(mode='GS')`` and
+    ``sample_exact_k_dpp`` in distribution.
+    """
+
+    def __init__(self, L=None, K=None):
+        if (L is None) == (K is None):
+            raise ValueError("give exactly one of L (an L-ensemble) or K (a correlation kernel)")
+        name = "L" if L is not None else "K"
+        a = _matrix(L if L is not None else K, name)
+        n = a.shape[0]
+        if a.shape[1] != n:
+            raise ValueError(f"{name} must be square; got shape {a.shape}")
+        scale = float(np.max(np.abs(a))) if a.size else 0.0
+        asym = float(np.max(np.abs(a - a.T)))
+        if asym > 1e-10 * max(scale, 1e-300):
+            raise ValueError(
+                f"{name} must be symmetric; max |{name} - {name}ᵀ| = {asym:.3g}. "
+                f"Symmetrise it, e.g. ({name} + {name}.T) / 2"
+            )
+        lam, vec = np.linalg.eigh(0.5 * (a + a.T))
+        tol = n * np.finfo(float).eps * max(float(np.max(np.abs(lam))), 1e-300)
+        if lam.min() < -max(tol, 1e-12 * max(scale, 1e-300)):
+            raise ValueError(
+                f"{name} must be positive semi-definite; its smallest eigenvalue is "
+                f"{lam.min():.3g}"
+            )
+        lam = np.where(lam < tol, 0.0, lam)
+        if name == "K":
+            if lam.max() > 1 + max(tol, 1e-12):
+                raise ValueError(
+                    "K must have eigenvalues in [0, 1] (a correlation kernel); its largest "
+                    f"eigenvalue is {lam.max():.6g}. For an L-ensemble pass L= instead"
+                )
+            lam = np.where(lam > 1 - tol, 1.0, lam)
+        self.kind = "likelihood" if name == "L" else "correlation"
+        self.N = n
+        #: Eigenvalues of the given kernel (ascending), after rounding.
+        self.eigenvalues = lam
+        #: Orthonormal eigenvectors (columns), C-contiguous float64.
+        self.eigenvectors = np.ascontiguousarray(vec)
+        # Probability that eigenvector j enters a sample: the eigenvalues of K.
+        self._probs = lam / (1.0 + lam) if name == "L" else lam.copy()
+
+    def __repr__(self) -> str:
+        return f"DPP(kind={self.kind!r}, N={self.N}, expected_size={self.expected_size():.4g})"
+
+    @property
+    def rank(self) -> int:
+        """Number of non-zero eigenvalues: the largest possible sample size."""
+        return int(np.count_nonzero(self.eigenvalues))
+
+    def expected_size(self) -> float:
+        """E|Y| = tr K = Σ_j λ_j / (1 + λ_j) for an L-ensemble, Σ_j λ_j for K."""
+        return float(self._probs.sum())
+
+    def inclusion_probabilities(self) -> np.ndarray:
+        """P(i ∈ Y) = K_ii for each item: an (N,) float64 array (O(N²) work, no N×N copy)."""
+        return (self.eigenvectors**2) @ self._probs
+
+    def correlation_kernel(self) -> np.ndarray:
+        """K = V diag(p) Vᵀ (N×N, allocated on each call)."""
+        v = self.eigenvectors
+        return (v * self._probs) @ v.T
+
+    def sample(self, n_samples=None, *, method="auto", rng=None):
+        """Exact DPP samples: eigenvector j is kept with probability K's eigenvalue p_j,
+        then the projection DPP of the kept eigenvectors is sampled (``method`` as in
+        :func:`sample_projection`).
+
+        Returns a sorted int64 array of items for one sample (``n_samples=None``), else a
+        list of ``n_samples`` such arrays (their sizes vary). Memory: per sample, an
+        N×|Y| copy of the kept eigenvectors.
+        """
+        method = _check_method(method)
+        ns = _n_samples(n_samples)
+        flat, offsets = _core.dpp_sample_spectral(self.eigenvectors, self._probs, ns,
+                                                  _seed(rng), method)
+        out = [flat[offsets[i]:offsets[i + 1]] for i in range(ns)]
+        return out[0] if n_samples is None else out
+
+    def _log_lambda_l(self) -> np.ndarray:
+        lam = self.eigenvalues
+        with np.errstate(divide="ignore"):
+            if self.kind == "likelihood":
+                return np.log(lam)
+            if lam.max() >= 1.0:
+                raise ValueError(
+                    "sample_k needs an L-ensemble; this K has eigenvalues equal to 1, so its "
+                    "L = K (I - K)⁻¹ does not exist. Build the DPP from L instead"
+                )
+            return np.log(lam) - np.log1p(-lam)
+
+    def sample_k(self, k, n_samples=None, *, method="auto", rng=None):
+        """Exact samples of the k-DPP: P(S) = det(L_S) / e_k(λ) for |S| = k.
+
+        Eigenvectors are chosen with the elementary symmetric polynomials e_l(λ_1..λ_t),
+        computed in log space so that ill-conditioned kernels neither overflow nor lose
+        the small eigenvalues. For a correlation kernel, L = K (I - K)⁻¹ is used.
+        Returns sorted int64 items, shape (k,) or (n_samples, k). Memory: a
+        (k+1)×(N+1) table and, per sample, an N×k copy of eigenvectors.
+        Equals DPPy's ``FiniteDPP.sample_exact_k_dpp(size=k)`` in distribution.
+        """
+        k = check_int(k, "k", minimum=0)
+        method = _check_method(method)
+        if k > self.rank:
+            raise ValueError(f"k = {k} exceeds the rank {self.rank} of the kernel; "
+                             f"a k-DPP needs k <= {self.rank}")
+        ll, table = self._esp(k)
+        ns = _n_samples(n_samples)
+        out = _core.dpp_sample_k(self.eigenvectors, ll, table, k, ns, _seed(rng), method)
+        return out[0] if n_samples is None else out
+
+    def _esp(self, k: int):
+        """log λ of L and the table of log e_l(λ_1..λ_t), l ≤ k, cached per k."""
+        cache = self.__dict__.setdefault("_esp_cache", {})
+        if k not in cache:
+            ll = np.ascontiguousarray(self._log_lambda_l())
+            cache.clear()  # keep one table: (k+1)(N+1) floats
+            cache[k] = (ll, _core.dpp_log_esp(ll, k))
+        return cache[k]
+
+    def log_normaliser_k(self, k) -> float:
+        """log e_k(λ), the k-DPP normalising constant (log space, never overflows)."""
+        k = check_int(k, "k", minimum=0)
+        return float(self._esp(k)[1][k, -1])
+
+
+def _volume_args(X, k, rescaled: bool):
+    x = _matrix(X, "X")
+    n, d = x.shape
+    k = check_int(k, "k", minimum=1)
+    if k < d:
+        raise ValueError(f"k must be at least d = {d}, the number of columns of X; got k = {k}")
+    if not rescaled and k > n:
+        raise ValueError(f"k must be at most N = {n}, the number of rows of X; got k = {k}")
+    return x, k
+
+
+def volume_sample(X, k, rng=None, *, n_samples=None):
+    """Volume sampling: a set S of k ≥ d rows of X (N×d, full column rank) with
+    P(S) = det(X_Sᵀ X_S) / (C(N-d, k-d) det(XᵀX)).
+
+    Drawn exactly as a size-d projection DPP on an orthonormal basis of X's columns plus
+    k - d rows chosen uniformly from the rest (Dereziński and Warmuth). For k = d the
+    least-squares solution on S is unbiased: E[X_S⁻¹ y_S] = X⁺ y.
+    Returns sorted int64 rows, shape (k,) or (n_samples, k). Memory: the thin QR of X
+    (N×d) and the output. No peer library offers it.
+    """
+    x, k = _volume_args(X, k, rescaled=False)
+    q = _orthonormal_basis(x, "X")
+    ns = _n_samples(n_samples)
+    out = _core.dpp_volume_sample(q, k, ns, _seed(rng))
+    return out[0] if n_samples is None else out
+
+
+def volume_rescaled_sample(X, k, rng=None, *, p=None, n_samples=None):
+    """Volume-rescaled sampling of size k ≥ d from the measure p on X's rows (uniform by
+    default): a sequence (i_1..i_k) with probability ∝ det(Σ_t x_{i_t} x_{i_t}ᵀ) Π_t p_{i_t}.
+
+    By Cauchy–Binet this is, exactly, a size-d projection DPP on an orthonormal basis of
+    diag(√p) X plus k - d rows i.i.d. from p (Dereziński, Warmuth and Hsu), which is how it
+    is drawn. Rows may repeat and k may exceed N. Returns the multiset as sorted int64
+    rows, shape (k,) or (n_samples, k). Memory: the thin QR of X and the output.
+    No peer library offers it.
+    """
+    x, k = _volume_args(X, k, rescaled=True)
+    n = x.shape[0]
+    if p is None:
+        pw = np.full(n, 1.0 / n)
+    else:
+        pw = as_float_array(p, "p").astype(np.float64, copy=False)
+        if pw.shape != (n,):
+            raise ValueError(f"p must have shape ({n},), one weight per row of X; got {pw.shape}")
+        if (pw < 0).any() or not pw.sum() > 0:
+            raise ValueError("p must be non-negative and not all zero")
+        pw = pw / pw.sum()
+    q = _orthonormal_basis(x * np.sqrt(pw)[:, None], "X")
+    ns = _n_samples(n_samples)
+    out = _core.dpp_volume_sample(q, k, ns, _seed(rng), np.ascontiguousarray(pw))
+    return out[0] if n_samples is None else out
+
+
+def optimal_weights(Phi):
+    """w(x) = m / Σ_j φ_j(x)² for each row of Phi (n×m, features orthonormal in L²(μ)):
+    the inverse of the optimal sampling density k_m/m. Returns an (n,) float64 array."""
+    phi = _matrix(Phi, "Phi")
+    s = np.einsum("ij,ij->i", phi, phi)
+    if not (s > 0).all():
+        i = int(np.argmin(s))
+        raise ValueError(f"Phi row {i} is zero: the optimal weight m / Σ φ_j² is infinite there")
+    return phi.shape[1] / s
+
+
+def weighted_least_squares(Phi, y, weights=None):
+    """Coefficients c minimising Σ_i w_i (y_i - Φ_i c)², by a QR factorisation of
+    diag(√w) Φ (never the normal equations, whose conditioning is squared).
+
+    Phi is (n, m) with n ≥ m, y is (n,) or (n, r), weights (n,) non-negative (None: all
+    one). Returns c of shape (m,) or (m, r). Raises ValueError when the weighted design
+    is rank deficient. Memory: the n×m QR factors. Equals numpy.linalg.lstsq on the
+    √w-scaled system.
+    """
+    phi = _matrix(Phi, "Phi")
+    n, m = phi.shape
+    yy = as_float_array(y, "y").astype(np.float64, copy=False)
+    if yy.ndim not in (1, 2) or yy.shape[0] != n:
+        raise ValueError(f"y must have shape ({n},) or ({n}, r), one value per row of Phi; "
+                         f"got {yy.shape}")
+    if weights is None:
+        w = np.ones(n)
+    else:
+        w = as_float_array(weights, "weights").astype(np.float64, copy=False)
+        if w.shape != (n,):
+            raise ValueError(f"weights must have shape ({n},); got {w.shape}")
+        if (w < 0).any():
+            raise ValueError(f"weights must be non-negative; got minimum {w.min()!r}")
+    if n < m:
+        raise ValueError(f"need at least m = {m} rows for {m} coefficients; got n = {n}")
+    sw = np.sqrt(w)
+    a = phi * sw[:, None]
+    b = yy * (sw if yy.ndim == 1 else sw[:, None])
+    q, r = np.linalg.qr(a)
+    diag = np.abs(np.diag(r))
+    if not diag.min() > max(n, m) * np.finfo(float).eps * max(diag.max(), 1e-300):
+        raise ValueError("the weighted design diag(√w) Phi is rank deficient; "
+                         "sample more points or drop features")
+    return _back_substitute(r, q.T @ b)
+
+
+def _back_substitute(r: np.ndarray, b: np.ndarray) -> np.ndarray:
+    m = r.shape[0]
+    x = np.array(b, dtype=np.float64, copy=True)
+    for i in range(m - 1, -1, -1):
+        if i + 1 < m:
+            x[i] -= r[i, i + 1:] @ x[i + 1:]
+        x[i] /= r[i, i]
+    return x
+
+
+class Design(NamedTuple):
+    """Sample points (indices into the candidates) and their least-squares weights."""
+
+    indices: np.ndarray
+    weights: np.ndarray
+
+
+_DESIGNS = ("dpp", "volume_rescaled", "iid_optimal", "iid")
+
+
+def least_squares_design(Phi_candidates, n, method="dpp", rng=None):
+    """Chooses n ≥ m points among N candidates drawn from μ for weighted least squares.
+
+    The m features are first orthonormalised on the candidates (thin QR, so ψ = √N Q is
+    orthonormal in L²(μ_N)); the optimal density is then k_m/m with k_m = Σ_j ψ_j², and
+    the optimal weight is m / k_m (:func:`optimal_weights`). Methods:
+
+    * "dpp": the projection DPP of the orthonormalised features (m points); for n > m,
+      n/m independent DPPs (n must be a multiple of m).
+    * "volume_rescaled": m DPP points plus n - m points i.i.d. from k_m/m (this is
+      volume-rescaled sampling of size n).
+    * "iid_optimal": n points i.i.d. from k_m/m.
+    * "iid": n points i.i.d. from μ (uniform on the candidates), weights 1.
+
+    Returns ``Design(indices, weights)``, int64 and float64 arrays of length n. Memory:
+    the N×m QR factors. Follows Nouy and Michel (2023); no peer library offers it.
+    """
+    phi = _matrix(Phi_candidates, "Phi_candidates")
+    n_cand, m = phi.shape
+    n = check_int(n, "n", minimum=1)
+    if not isinstance(method, str) or method not in _DESIGNS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, _DESIGNS))}; got {method!r}")
+    if n < m:
+        raise ValueError(f"n must be at least m = {m} (the number of features); got n = {n}")
+    q = _orthonormal_basis(phi, "Phi_candidates")
+    lev = np.einsum("ij,ij->i", q, q)
+    with np.errstate(divide="ignore"):
+        w_opt = m / (n_cand * lev)
+    gen = as_generator(rng)
+    if method == "dpp":
+        if n % m:
+            raise ValueError(
+                f"method='dpp' takes n as a multiple of m = {m} (independent DPPs of m points); "
+                f"got n = {n}. Use method='volume_rescaled' for other sizes"
+            )
+        idx = _core.dpp_sample_projection(q, n // m, _seed(gen), "auto").reshape(-1)
+    elif method == "volume_rescaled":
+        # Volume-rescaled sampling from ρ = k_m/m of the weighted features √w ψ: as
+        # w ρ = μ, its DPP part is the DPP of Q, and the rest is i.i.d. from ρ.
+        idx = _core.dpp_volume_sample(q, n, 1, _seed(gen), np.ascontiguousarray(lev / m))[0]
+    elif method == "iid_optimal":
+        idx = gen.choice(n_cand, size=n, p=lev / lev.sum())
+    else:
+        idx = gen.integers(0, n_cand, size=n)
+        return Design(idx.astype(np.int64), np.ones(n))
+    idx = idx.astype(np.int64, copy=False)
+    return Design(idx, w_opt[idx])

@@ -1,0 +1,188 @@
+//! DPP and volume-sampling bindings. Inputs are validated (and orthonormalised or
+//! eigendecomposed) by `divest/dpp.py`; indices come back as int64.
+
+use numpy::ndarray::Array2;
+use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use super::common::{run, slice, to_py};
+use crate::core::dpp::{self, Extra, Method};
+
+/// Ragged samples: all items back to back, and the n_samples + 1 offsets.
+type Ragged<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+
+fn index_matrix(
+    py: Python<'_>,
+    v: Vec<usize>,
+    rows: usize,
+    cols: usize,
+) -> PyResult<Bound<'_, PyArray2<i64>>> {
+    let v: Vec<i64> = v.into_iter().map(|x| x as i64).collect();
+    let a = Array2::from_shape_vec((rows, cols), v)
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok(PyArray2::from_owned_array(py, a))
+}
+
+/// n_samples×m sorted samples of the projection DPP with kernel U Uᵀ (U float64, C order).
+#[pyfunction]
+#[pyo3(signature = (u, n_samples, seed, method="auto"))]
+fn dpp_sample_projection<'py>(
+    py: Python<'py>,
+    u: PyReadonlyArray2<'py, f64>,
+    n_samples: usize,
+    seed: u64,
+    method: &str,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    let method = Method::parse(method).map_err(to_py)?;
+    let (n, m) = (u.shape()[0], u.shape()[1]);
+    let us = slice(&u)?;
+    let work = n_samples
+        .saturating_mul(n)
+        .saturating_mul(m)
+        .saturating_mul(m);
+    let out = run(py, work, |stop| {
+        dpp::sample_projection(us, n, m, n_samples, seed, method, stop)
+    })?;
+    index_matrix(py, out, n_samples, m)
+}
+
+/// Samples of the DPP with correlation kernel V diag(probs) Vᵀ: (flat items, offsets).
+#[pyfunction]
+#[pyo3(signature = (v, probs, n_samples, seed, method="auto"))]
+fn dpp_sample_spectral<'py>(
+    py: Python<'py>,
+    v: PyReadonlyArray2<'py, f64>,
+    probs: PyReadonlyArray1<'py, f64>,
+    n_samples: usize,
+    seed: u64,
+    method: &str,
+) -> PyResult<Ragged<'py>> {
+    let method = Method::parse(method).map_err(to_py)?;
+    let (n, mm) = (v.shape()[0], v.shape()[1]);
+    let vs = slice(&v)?;
+    let p = probs.as_slice()?;
+    let size: f64 = p.iter().sum();
+    let work = (n_samples as f64 * n as f64 * (size + 1.0) * (size + 1.0)).min(1e18) as usize;
+    let samples = run(py, work, |stop| {
+        dpp::sample_spectral(vs, n, mm, p, n_samples, seed, method, stop)
+    })?;
+    let mut offsets = Vec::with_capacity(samples.len() + 1);
+    offsets.push(0i64);
+    let mut flat = Vec::new();
+    for s in samples {
+        flat.extend(s.into_iter().map(|x| x as i64));
+        offsets.push(flat.len() as i64);
+    }
+    Ok((
+        PyArray1::from_vec(py, flat),
+        PyArray1::from_vec(py, offsets),
+    ))
+}
+
+/// n_samples×k sorted samples of the k-DPP with L = V diag(exp(log_lambda)) Vᵀ;
+/// `table` is dpp_log_esp(log_lambda, k).
+#[pyfunction]
+#[pyo3(signature = (v, log_lambda, table, k, n_samples, seed, method="auto"))]
+#[allow(clippy::too_many_arguments)]
+fn dpp_sample_k<'py>(
+    py: Python<'py>,
+    v: PyReadonlyArray2<'py, f64>,
+    log_lambda: PyReadonlyArray1<'py, f64>,
+    table: PyReadonlyArray2<'py, f64>,
+    k: usize,
+    n_samples: usize,
+    seed: u64,
+    method: &str,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    let method = Method::parse(method).map_err(to_py)?;
+    let (n, mm) = (v.shape()[0], v.shape()[1]);
+    let vs = slice(&v)?;
+    let ll = log_lambda.as_slice()?;
+    let tb = slice(&table)?;
+    let work = n_samples
+        .saturating_mul(n)
+        .saturating_mul(k + 1)
+        .saturating_mul(k + 1);
+    let out = run(py, work, |stop| {
+        dpp::sample_k_dpp(vs, n, mm, ll, tb, k, n_samples, seed, method, stop)
+    })?;
+    index_matrix(py, out, n_samples, k)
+}
+
+/// The (k+1)×(len+1) table of log elementary symmetric polynomials of exp(log_lambda).
+#[pyfunction]
+fn dpp_log_esp<'py>(
+    py: Python<'py>,
+    log_lambda: PyReadonlyArray1<'py, f64>,
+    k: usize,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let ll = log_lambda.as_slice()?;
+    let w = ll.len() + 1;
+    let work = w.saturating_mul(k + 1);
+    let e = run(py, work, |_| Ok(dpp::log_esp(ll, k)))?;
+    let a = Array2::from_shape_vec((k + 1, w), e)
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok(PyArray2::from_owned_array(py, a))
+}
+
+/// n_samples×k sorted volume samples (p=None: U an orthonormal basis of X's columns) or
+/// volume-rescaled multisets from the base measure p (U a basis of diag(√p) X).
+#[pyfunction]
+#[pyo3(signature = (u, k, n_samples, seed, p=None, method="auto"))]
+fn dpp_volume_sample<'py>(
+    py: Python<'py>,
+    u: PyReadonlyArray2<'py, f64>,
+    k: usize,
+    n_samples: usize,
+    seed: u64,
+    p: Option<PyReadonlyArray1<'py, f64>>,
+    method: &str,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    let method = Method::parse(method).map_err(to_py)?;
+    let (n, d) = (u.shape()[0], u.shape()[1]);
+    let us = slice(&u)?;
+    let ps = p.as_ref().map(|a| a.as_slice()).transpose()?;
+    let extra = ps.map_or(Extra::Uniform, Extra::Iid);
+    let work = n_samples.saturating_mul(n).saturating_mul(d * d + k);
+    let out = run(py, work, |stop| {
+        dpp::volume_sample(us, n, d, k, n_samples, seed, extra, method, stop)
+    })?;
+    index_matrix(py, out, n_samples, k)
+}
+
+/// max |UᵀU - I| (exact for small U, probed for large; see the core's docs).
+#[pyfunction]
+fn dpp_orthonormality_error<'py>(py: Python<'py>, u: PyReadonlyArray2<'py, f64>) -> PyResult<f64> {
+    let (n, m) = (u.shape()[0], u.shape()[1]);
+    let us = slice(&u)?;
+    run(py, n.saturating_mul(m).saturating_mul(m.min(64)), |_| {
+        dpp::orthonormality_error(us, n, m)
+    })
+}
+
+/// Orthonormal basis (n×d) of the columns of x (CGS2 in Rust, no NumPy BLAS threads).
+#[pyfunction]
+fn dpp_orthonormal_basis<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let (n, d) = (x.shape()[0], x.shape()[1]);
+    let xs = slice(&x)?;
+    let work = n.saturating_mul(d).saturating_mul(d).saturating_mul(4);
+    let q = run(py, work, |stop| dpp::orthonormal_basis(xs, n, d, stop))?;
+    let a =
+        Array2::from_shape_vec((n, d), q).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok(PyArray2::from_owned_array(py, a))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(dpp_sample_projection, m)?)?;
+    m.add_function(wrap_pyfunction!(dpp_sample_spectral, m)?)?;
+    m.add_function(wrap_pyfunction!(dpp_sample_k, m)?)?;
+    m.add_function(wrap_pyfunction!(dpp_log_esp, m)?)?;
+    m.add_function(wrap_pyfunction!(dpp_orthonormal_basis, m)?)?;
+    m.add_function(wrap_pyfunction!(dpp_orthonormality_error, m)?)?;
+    m.add_function(wrap_pyfunction!(dpp_volume_sample, m)?)?;
+    Ok(())
+}
