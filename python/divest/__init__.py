@@ -7,6 +7,7 @@ in log space throughout. Threads: :func:`set_num_threads`, :func:`get_num_thread
 """
 
 from ._threads import get_num_threads, set_num_threads, threads
+from .divergence import chi2, f_divergence, hellinger, js, js_distance, kl, renyi, tv
 from .kde import KDE, BandwidthSelection, kde_logpdf, select_bandwidth
 
 __version__ = "0.1.0"
@@ -25,5 +26,13 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "threads",
+    "kl",
+    "js",
+    "js_distance",
+    "hellinger",
+    "tv",
+    "chi2",
+    "renyi",
+    "f_divergence",
     "__version__",
 ]

@@ -24,3 +24,15 @@ def kde_loo_grid(
     kernel: str,
     factors: NDArray[np.float64],
 ) -> NDArray[np.float64]: ...
+def divergence_rows(
+    p: NDArray[np.floating],
+    q: NDArray[np.floating],
+    pidx: NDArray[np.int64] | None,
+    qidx: NDArray[np.int64] | None,
+    n_out: int,
+    measure: str,
+    param: float,
+    input: str,
+    normalize: bool,
+    tol: float,
+) -> NDArray[np.float64]: ...

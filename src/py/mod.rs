@@ -2,6 +2,7 @@
 //! No numerics live here.
 
 mod common;
+mod divergence;
 mod kde;
 mod threads;
 
@@ -11,5 +12,6 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     threads::register(m)?;
     kde::register(m)?;
+    divergence::register(m)?;
     Ok(())
 }

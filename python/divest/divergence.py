@@ -1,0 +1,338 @@
+"""Divergences between distributions.
+
+* Discrete divergences (:func:`kl`, :func:`js`, :func:`js_distance`, :func:`hellinger`,
+  :func:`tv`, :func:`chi2`, :func:`renyi`, :func:`f_divergence`) between probability
+  vectors, logits or log-probabilities, batched with NumPy broadcasting and reduced along
+  ``axis``. Rows are validated, normalised and reduced in Rust, in parallel over rows,
+  without any temporary array of the input's size (unless ``axis`` is not the last,
+  contiguous axis, in which case the inputs are copied once into that layout).
+
+Conventions (those of ``scipy.special.rel_entr``): 0·log 0 = 0, and p > 0 where q = 0 gives
+``inf``. Identical inputs give exactly 0. The logarithmic divergences are accumulated as
+sums of the non-negative terms ``p ln(p/q) - p + q`` (equal in total to the usual sum for
+normalised rows), so they are never negative and are exact for nearly identical inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _core
+from ._validate import as_float_array
+
+__all__ = [
+    "kl",
+    "js",
+    "js_distance",
+    "hellinger",
+    "tv",
+    "chi2",
+    "renyi",
+    "f_divergence",
+    "F_DIVERGENCES",
+]
+
+#: Named generators accepted by :func:`f_divergence`.
+F_DIVERGENCES = (
+    "kl",
+    "reverse_kl",
+    "js",
+    "hellinger",
+    "tv",
+    "chi2",
+    "neyman_chi2",
+    "alpha",
+    "jeffreys",
+    "triangular",
+)
+_LOGARITHMIC = {"kl", "reverse_kl", "js", "jeffreys", "renyi"}
+
+#: Allowed |Σp − 1| (or |log Σ exp(x)| for log-probabilities) per dtype when not normalising.
+SUM_TOL = {np.dtype(np.float64): 1e-6, np.dtype(np.float32): 1e-4}
+
+_COMMON_DOC = """
+    Parameters
+    ----------
+    p, q : array_like
+        Distributions along ``axis``; the other axes broadcast against each other like
+        NumPy. Probabilities must be non-negative and finite, and each row must sum to 1
+        within 1e-6 (float64) or 1e-4 (float32) unless ``normalize=True``.
+    axis : int
+        The category axis (default -1). A non-last axis costs one copy of the inputs.
+    keepdims : bool
+        Keep the reduced axis with length one.
+    from_logits : bool
+        ``p`` and ``q`` are logits (unnormalised log-probabilities); each row is
+        normalised by its log-sum-exp in log space, without forming the softmax arrays.
+    log_input : bool
+        ``p`` and ``q`` are log-probabilities (``-inf`` for zero mass); rows must satisfy
+        log Σ exp = 0 within the tolerance unless ``normalize=True``.
+    normalize : bool
+        Rescale rows to sum to one instead of rejecting rows that do not.
+"""
+
+
+def _input_kind(from_logits, log_input) -> str:
+    if from_logits and log_input:
+        raise ValueError("pass either from_logits=True or log_input=True, not both")
+    return "logits" if from_logits else ("log" if log_input else "prob")
+
+
+def _check_axis(axis, nd: int) -> int:
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (numbers.Integral, np.integer)):
+        raise TypeError(f"axis must be an integer; got {type(axis).__name__}")
+    a = int(axis)
+    if not -nd <= a < nd:
+        raise ValueError(f"axis {a} is out of bounds for inputs with {nd} dimensions")
+    return a % nd
+
+
+def _log_base(base) -> float:
+    if base is None:
+        return 1.0
+    if isinstance(base, (bool, np.bool_)) or not isinstance(base, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"base must be a positive number other than 1; got {type(base).__name__}")
+    b = float(base)
+    if not (np.isfinite(b) and b > 0 and b != 1):
+        raise ValueError(f"base must be positive, finite and not 1; got {base!r}")
+    return math.log(b)
+
+
+def _rows(m: np.ndarray, batch: tuple, n_out: int, dtype):
+    """(C-contiguous (rows, k) array, index of each output row or None)."""
+    k = m.shape[-1]
+    rows = np.ascontiguousarray(m, dtype=dtype).reshape(-1, k)
+    if m.shape[:-1] == batch:
+        return rows, None
+    if rows.shape[0] == 1:
+        return rows, np.zeros(n_out, dtype=np.int64)
+    idx = np.arange(rows.shape[0], dtype=np.int64).reshape(m.shape[:-1])
+    return rows, np.ascontiguousarray(np.broadcast_to(idx, batch)).reshape(-1)
+
+
+def _batched(p, q, measure: str, param: float, axis, keepdims, from_logits, log_input,
+             normalize, base=None, sqrt=False):
+    kind = _input_kind(from_logits, log_input)
+    if base is not None and measure not in _LOGARITHMIC:
+        raise ValueError(f"base applies to logarithmic divergences only; {measure!r} has no base")
+    lb = _log_base(base)
+    pa = as_float_array(p, "p", check_finite=False)
+    qa = as_float_array(q, "q", check_finite=False)
+    dtype = np.float32 if (pa.dtype == np.float32 and qa.dtype == np.float32) else np.float64
+    if pa.ndim == 0 or qa.ndim == 0:
+        raise ValueError("p and q must be at least 1-D: distributions along `axis`")
+    nd = max(pa.ndim, qa.ndim)
+    ax = _check_axis(axis, nd)
+    pa = pa.reshape((1,) * (nd - pa.ndim) + pa.shape)
+    qa = qa.reshape((1,) * (nd - qa.ndim) + qa.shape)
+    k = pa.shape[ax]
+    if qa.shape[ax] != k:
+        raise ValueError(
+            f"p and q must have the same number of categories along axis {axis}; "
+            f"got {k} and {qa.shape[ax]}"
+        )
+    if k == 0:
+        raise ValueError("p and q have no categories along axis; distributions need at least one")
+    pm = np.moveaxis(pa, ax, -1)
+    qm = np.moveaxis(qa, ax, -1)
+    try:
+        batch = tuple(np.broadcast_shapes(pm.shape[:-1], qm.shape[:-1]))
+    except ValueError:
+        raise ValueError(
+            f"p and q do not broadcast: batch shapes {pm.shape[:-1]} and {qm.shape[:-1]} "
+            f"(shapes {pa.shape} and {qa.shape}, categories along axis {axis})"
+        ) from None
+    n_out = int(np.prod(batch, dtype=np.int64))
+    prow, pidx = _rows(pm, batch, n_out, dtype)
+    qrow, qidx = _rows(qm, batch, n_out, dtype)
+    tol = SUM_TOL[np.dtype(dtype)]
+    out = _core.divergence_rows(prow, qrow, pidx, qidx, n_out, measure, float(param), kind,
+                                bool(normalize), tol)
+    if lb != 1.0:
+        out /= lb
+    if sqrt:
+        np.sqrt(out, out=out)
+    out = out.reshape(batch)
+    if keepdims:
+        out = np.expand_dims(out, ax)
+    out = out.astype(dtype, copy=False)
+    return out[()] if out.ndim == 0 else out
+
+
+def kl(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False,
+       normalize=False):
+    """Kullback-Leibler divergence KL(p‖q) = Σ p log(p/q) (a divergence, not a distance).
+
+    In nats, or in units of ``base`` (``base=2``: bits). Equals
+    ``scipy.special.rel_entr(p, q).sum(axis)`` and ``scipy.stats.entropy(p, q, axis=axis)``,
+    and ``torch.nn.functional.kl_div(log q, log p, log_target=True, reduction="none").sum(-1)``
+    with ``log_input=True``. 0·log 0 = 0; p > 0 where q = 0 gives ``inf``; identical rows
+    give exactly 0; the result is never negative.
+    {common}
+    Returns
+    -------
+    float or ndarray
+        One value per pair of rows, with the broadcast batch shape (float32 when both
+        inputs are float32). Memory: the output, plus a few rows of floats per thread.
+    """
+    return _batched(p, q, "kl", 0.0, axis, keepdims, from_logits, log_input, normalize, base)
+
+
+def js(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False,
+       normalize=False):
+    """Jensen-Shannon divergence ½ KL(p‖m) + ½ KL(q‖m), m = (p + q)/2 (a divergence).
+
+    In nats (at most ln 2), or in units of ``base`` (at most 1 bit for ``base=2``). This is
+    the *square* of :func:`js_distance` (scipy's ``jensenshannon``). Never NaN and never
+    negative: the midpoint enters only through the ratios 2p/(p+q), so subnormal inputs
+    such as ``js([0, 1], [5e-324, 1])`` stay finite, and nearly identical rows give their
+    tiny positive value instead of a rounding error.
+    {common}
+    Returns
+    -------
+    float or ndarray
+        One value per pair of rows. Memory: the output, plus a few rows per thread.
+    """
+    return _batched(p, q, "js", 0.0, axis, keepdims, from_logits, log_input, normalize, base)
+
+
+def js_distance(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False,
+                log_input=False, normalize=False):
+    """Jensen-Shannon distance sqrt(:func:`js`) (a metric).
+
+    Equals ``scipy.spatial.distance.jensenshannon(p, q, base, axis=axis)`` where scipy is
+    right, and stays finite and non-NaN where scipy returns NaN or inf.
+    {common}
+    Returns
+    -------
+    float or ndarray
+        One value per pair of rows. Memory: the output, plus a few rows per thread.
+    """
+    return _batched(p, q, "js", 0.0, axis, keepdims, from_logits, log_input, normalize, base,
+                    sqrt=True)
+
+
+def hellinger(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False,
+              log_input=False, normalize=False):
+    """Hellinger distance H(p, q) = sqrt(½ Σ (√p − √q)²) = sqrt(1 − Σ √(pq)) (a metric).
+
+    Normalised to lie in [0, 1] (the ½ is included, and the square root is taken). Its
+    square is ``f_divergence(p, q, "hellinger")``. ``base`` does not apply (must be None).
+    {common}
+    Returns
+    -------
+    float or ndarray
+        One value per pair of rows. Memory: the output, plus a few rows per thread.
+    """
+    return _batched(p, q, "hellinger", 0.0, axis, keepdims, from_logits, log_input, normalize,
+                    base, sqrt=True)
+
+
+def tv(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False,
+       normalize=False):
+    """Total variation distance ½ Σ |p − q| (a metric, in [0, 1]).
+
+    ``base`` does not apply (must be None).
+    {common}
+    Returns
+    -------
+    float or ndarray
+        One value per pair of rows. Memory: the output, plus a few rows per thread.
+    """
+    return _batched(p, q, "tv", 0.0, axis, keepdims, from_logits, log_input, normalize, base)
+
+
+def chi2(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False,
+         normalize=False):
+    """Pearson χ² divergence χ²(p‖q) = Σ (p − q)²/q (a divergence, not symmetric).
+
+    p > 0 where q = 0 gives ``inf``. Equals ``scipy.stats.chisquare(p, q).statistic`` for
+    probability vectors. With log inputs the terms are formed in log space, so a q that
+    underflows as a probability still gives the right finite value. ``base`` must be None.
+    {common}
+    Returns
+    -------
+    float or ndarray
+        One value per pair of rows. Memory: the output, plus a few rows per thread.
+    """
+    return _batched(p, q, "chi2", 0.0, axis, keepdims, from_logits, log_input, normalize, base)
+
+
+def renyi(p, q, alpha, axis=-1, keepdims=False, base=None, *, from_logits=False,
+          log_input=False, normalize=False):
+    """Rényi divergence of order alpha: log(Σ p^α q^(1−α)) / (α − 1) (a divergence).
+
+    ``alpha`` >= 0; the limits are taken at α = 1 (:func:`kl`), α = 0 (−log Σ_{p>0} q) and
+    α = ``inf`` (log max_{p>0} p/q). In nats or units of ``base``. Never negative;
+    identical rows give exactly 0.
+    {common}
+    Returns
+    -------
+    float or ndarray
+        One value per pair of rows. Memory: the output, plus a few rows per thread.
+    """
+    a = _check_alpha(alpha, "alpha")
+    if a < 0:
+        raise ValueError(f"alpha must be >= 0 for the Rényi divergence; got {alpha!r}")
+    return _batched(p, q, "renyi", a, axis, keepdims, from_logits, log_input, normalize, base)
+
+
+def _check_alpha(alpha, name) -> float:
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number; got {type(alpha).__name__}")
+    a = float(alpha)
+    if np.isnan(a):
+        raise ValueError(f"{name} must not be NaN")
+    return a
+
+
+def f_divergence(p, q, f, axis=-1, keepdims=False, base=None, *, alpha=None,
+                 from_logits=False, log_input=False, normalize=False):
+    """f-divergence D_f(p‖q) = Σ q f(p/q) for a named generator f (all are divergences).
+
+    Generators (t = p/q; each f is convex with f(1) = 0):
+
+    ============  =====================================  ===============================
+    f             f(t)                                   value
+    ============  =====================================  ===============================
+    kl            t log t                                KL(p‖q), as :func:`kl`
+    reverse_kl    −log t                                 KL(q‖p)
+    js            ½[t log t − (1+t) log((1+t)/2)]        JS divergence, as :func:`js`
+    hellinger     ½ (√t − 1)²                            H², the square of :func:`hellinger`
+    tv            ½ |t − 1|                              total variation, as :func:`tv`
+    chi2          (t − 1)²                               Pearson χ², as :func:`chi2`
+    neyman_chi2   (t − 1)²/t                             Neyman χ² = Σ (p − q)²/p
+    alpha         4/(1−α²) (1 − t^((1+α)/2))             Amari's α-divergence (``alpha``)
+    jeffreys      (t − 1) log t                          KL(p‖q) + KL(q‖p)
+    triangular    (t − 1)²/(t + 1)                       Σ (p − q)²/(p + q)
+    ============  =====================================  ===============================
+
+    The α-divergence needs ``alpha`` (any real; α → 1 gives KL(p‖q), α → −1 gives KL(q‖p),
+    α = 0 gives 4 H² = 2 Σ (√p − √q)²). ``base`` applies to kl, reverse_kl, js and jeffreys.
+    Each is computed from a form whose terms are non-negative, and is never negative.
+    {common}
+    Returns
+    -------
+    float or ndarray
+        One value per pair of rows. Memory: the output, plus a few rows per thread.
+    """
+    if not isinstance(f, str) or f not in F_DIVERGENCES:
+        raise ValueError(f"f must be one of {', '.join(map(repr, F_DIVERGENCES))}; got {f!r}")
+    param = 0.0
+    if f == "alpha":
+        if alpha is None:
+            raise ValueError("f='alpha' needs the order: pass alpha=...")
+        param = _check_alpha(alpha, "alpha")
+        if not np.isfinite(param):
+            raise ValueError(f"alpha must be finite; got {alpha!r}")
+    elif alpha is not None:
+        raise ValueError(f"alpha applies to f='alpha' only; got f={f!r}")
+    return _batched(p, q, f, param, axis, keepdims, from_logits, log_input, normalize, base)
+
+
+for _fn in (kl, js, js_distance, hellinger, tv, chi2, renyi, f_divergence):
+    _fn.__doc__ = _fn.__doc__.replace("{common}", _COMMON_DOC)
+del _fn

@@ -1,0 +1,6 @@
+//! Divergences: batched discrete divergences between probability vectors (elementwise
+//! reductions, outside the pairwise engine), and sample-based estimators (kernel and kNN)
+//! built on the engine's reducers.
+
+pub mod discrete;
+mod vmath;

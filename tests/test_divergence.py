@@ -1,0 +1,241 @@
+"""Divergences: discrete (against scipy, closed forms and hand values), kernel and kNN
+estimators (against brute-force NumPy, closed forms and scikit-learn), Fisher tools."""
+
+from __future__ import annotations
+
+import math
+
+import divest
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.special import gammaln, log_softmax, rel_entr
+from scipy.stats import entropy
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def dirichlet(rng, shape, k, zeros=0.0):
+    x = rng.gamma(0.7, size=tuple(shape) + (k,))
+    if zeros:
+        x[rng.random(x.shape) < zeros] = 0.0
+        x[..., 0] += 1e-3  # keep every row non-empty
+    return x / x.sum(-1, keepdims=True)
+
+
+def poisson(lam, k=120):
+    j = np.arange(k)
+    return np.exp(j * np.log(lam) - lam - gammaln(j + 1))
+
+
+def f_numpy(name, p, q, alpha=None):
+    """Σ q f(p/q) for strictly positive p, q: the textbook definition."""
+    t = p / q
+    f = {
+        "kl": t * np.log(t),
+        "reverse_kl": -np.log(t),
+        "js": 0.5 * (t * np.log(t) - (1 + t) * np.log((1 + t) / 2)),
+        "hellinger": 0.5 * (np.sqrt(t) - 1) ** 2,
+        "tv": 0.5 * np.abs(t - 1),
+        "chi2": (t - 1) ** 2,
+        "neyman_chi2": (t - 1) ** 2 / t,
+        "jeffreys": (t - 1) * np.log(t),
+        "triangular": (t - 1) ** 2 / (t + 1),
+    }
+    if name == "alpha":
+        v = 4 / (1 - alpha**2) * (1 - t ** ((1 + alpha) / 2))
+    else:
+        v = f[name]
+    return (q * v).sum(-1)
+
+
+# ------------------------------------------------------------------- discrete: oracles
+
+
+def test_kl_and_js_match_scipy_on_batches_with_zeros():
+    rng = np.random.default_rng(0)
+    p = dirichlet(rng, (7, 5), 13, zeros=0.3)
+    q = dirichlet(rng, (7, 5), 13)
+    np.testing.assert_allclose(divest.kl(p, q), rel_entr(p, q).sum(-1), rtol=1e-13)
+    np.testing.assert_allclose(divest.kl(p, q, base=2), entropy(p, q, base=2, axis=-1), rtol=1e-13)
+    np.testing.assert_allclose(divest.js_distance(p, q), jensenshannon(p, q, axis=-1), rtol=1e-13)
+    np.testing.assert_allclose(divest.js_distance(p, q, base=2),
+                               jensenshannon(p, q, base=2, axis=-1), rtol=1e-13)
+    np.testing.assert_allclose(divest.js(p, q), jensenshannon(p, q, axis=-1) ** 2, rtol=1e-12)
+    # q with zeros where p > 0 gives inf, like rel_entr.
+    assert divest.kl([0.5, 0.5], [1.0, 0.0]) == np.inf
+    assert divest.kl([1.0, 0.0], [0.5, 0.5]) == pytest.approx(math.log(2), rel=1e-15)
+
+
+def test_axis_keepdims_and_broadcasting():
+    rng = np.random.default_rng(1)
+    p = dirichlet(rng, (3, 1), 6)
+    q = dirichlet(rng, (1, 4), 6)
+    got = divest.kl(p, q)
+    assert got.shape == (3, 4)
+    want = np.array([[rel_entr(p[i, 0], q[0, j]).sum() for j in range(4)] for i in range(3)])
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+    # One distribution against a batch, and the category axis first.
+    one = dirichlet(rng, (), 6)
+    np.testing.assert_allclose(divest.tv(one, q[0]), 0.5 * np.abs(one - q[0]).sum(-1), rtol=1e-13)
+    pt = np.moveaxis(p * np.ones((3, 4, 6)), -1, 0)  # (6, 3, 4), not contiguous along axis 0
+    np.testing.assert_allclose(divest.kl(pt, np.moveaxis(q * np.ones((3, 4, 6)), -1, 0), axis=0),
+                               want, rtol=1e-13)
+    assert divest.kl(p, q, keepdims=True).shape == (3, 4, 1)
+    assert divest.kl(pt, np.moveaxis(q * np.ones((3, 4, 6)), -1, 0), axis=0, keepdims=True).shape == (1, 3, 4)
+    assert isinstance(divest.kl(one, one), float)
+
+
+def test_poisson_closed_forms():
+    a, b = 4.0, 6.5
+    p, q = poisson(a), poisson(b)
+    assert divest.kl(p, q, normalize=True) == pytest.approx(a * math.log(a / b) - a + b, rel=1e-12)
+    for al in (0.5, 2.0, 3.0):
+        want = (a**al * b ** (1 - al) - al * a - (1 - al) * b) / (al - 1)
+        assert divest.renyi(p, q, al, normalize=True) == pytest.approx(want, rel=1e-11)
+    h2 = 1 - math.exp(-0.5 * (math.sqrt(a) - math.sqrt(b)) ** 2)
+    assert divest.hellinger(p, q, normalize=True) == pytest.approx(math.sqrt(h2), rel=1e-12)
+    assert divest.chi2(p, q, normalize=True) == pytest.approx(math.exp((a - b) ** 2 / b) - 1, rel=1e-11)
+    # The same through log-probabilities and logits (shifted by an arbitrary constant).
+    lp, lq = np.log(p), np.log(q)
+    assert divest.kl(lp, lq, log_input=True, normalize=True) == pytest.approx(a * math.log(a / b) - a + b, rel=1e-12)
+    assert divest.kl(lp + 3.0, lq - 40.0, from_logits=True) == pytest.approx(a * math.log(a / b) - a + b, rel=1e-12)
+
+
+def test_hand_values():
+    p, q = [1.0, 0.0], [0.5, 0.5]
+    assert divest.tv(p, q) == 0.5
+    assert divest.chi2(p, q) == pytest.approx(1.0)
+    assert divest.hellinger(p, q) == pytest.approx(math.sqrt(1 - math.sqrt(0.5)))
+    assert divest.js([1, 0], [0, 1]) == pytest.approx(math.log(2))
+    assert divest.js([1, 0], [0, 1], base=2) == pytest.approx(1.0)
+    assert divest.renyi(p, q, 0) == pytest.approx(math.log(2))  # -log q(supp p)
+    assert divest.renyi(q, p, 0) == 0.0  # supp p ⊂ supp q
+    assert divest.renyi([0.0, 0.3, 0.7], [0.2, 0.4, 0.4], np.inf) == pytest.approx(math.log(1.75))
+    assert divest.f_divergence([0.2, 0.8], [0.5, 0.5], "triangular") == pytest.approx(
+        0.09 / 0.7 + 0.09 / 1.3)
+
+
+def test_f_divergences_match_definitions_and_named_functions():
+    rng = np.random.default_rng(2)
+    p = dirichlet(rng, (20,), 9)
+    q = dirichlet(rng, (20,), 9)
+    for name in divest.divergence.F_DIVERGENCES:
+        kw = {"alpha": 0.3} if name == "alpha" else {}
+        got = divest.f_divergence(p, q, name, **kw)
+        np.testing.assert_allclose(got, f_numpy(name, p, q, **kw), rtol=1e-11, err_msg=name)
+        assert np.all(divest.f_divergence(p, p, name, **kw) == 0.0)
+    for al in (-3.0, 2.5):
+        np.testing.assert_allclose(divest.f_divergence(p, q, "alpha", alpha=al),
+                                   f_numpy("alpha", p, q, al), rtol=1e-11)
+    np.testing.assert_allclose(divest.f_divergence(p, q, "alpha", alpha=1), divest.kl(p, q), rtol=1e-13)
+    np.testing.assert_allclose(divest.f_divergence(p, q, "alpha", alpha=0),
+                               4 * divest.hellinger(p, q) ** 2, rtol=1e-12)
+    np.testing.assert_allclose(divest.f_divergence(p, q, "jeffreys"),
+                               divest.kl(p, q) + divest.kl(q, p), rtol=1e-12)
+    np.testing.assert_allclose(divest.renyi(p, q, 1), divest.kl(p, q), rtol=1e-13)
+    np.testing.assert_allclose(divest.renyi(p, q, 0.999999), divest.kl(p, q), rtol=1e-5)
+
+
+def test_identical_inputs_give_exact_zero_in_every_mode():
+    rng = np.random.default_rng(3)
+    p = dirichlet(rng, (50,), 31, zeros=0.2)
+    for fn in (divest.kl, divest.js, divest.js_distance, divest.hellinger, divest.tv, divest.chi2):
+        assert np.all(fn(p, p) == 0.0), fn.__name__
+    z = rng.standard_normal((50, 31)) * 30
+    assert np.all(divest.kl(z, z, from_logits=True) == 0.0)
+    assert np.all(divest.js(z, z, from_logits=True) == 0.0)
+    assert np.all(divest.renyi(p, p, 2.0) == 0.0)
+
+
+def test_scipy_failure_cases():
+    rng = np.random.default_rng(4)
+    a = rng.random((20000, 10))
+    b = a + 1e-12 * rng.random((20000, 10))
+    a /= a.sum(-1, keepdims=True)
+    b /= b.sum(-1, keepdims=True)
+    v = divest.js(a, b)
+    assert not np.isnan(v).any() and (v >= 0).all()
+    # Second order: JS ≈ Σ (p - q)² / (8 p) for p ≈ q; KL ≈ Σ (p - q)² / (2 p).
+    chi = ((a - b) ** 2 / a).sum(-1)
+    np.testing.assert_allclose(v, chi / 8, rtol=1e-3)
+    np.testing.assert_allclose(divest.kl(a, b), chi / 2, rtol=1e-3)
+    d = divest.js_distance(a, b)
+    assert not np.isnan(d).any()
+    # scipy returns inf or NaN for this pair; the true value is 0 to double precision.
+    val = divest.js([0, 1], [5e-324, 1])
+    assert np.isfinite(val) and 0 <= val < 1e-300
+    assert divest.kl([5e-324, 1.0], [5e-324, 1.0], normalize=True) == 0.0
+
+
+def test_logits_match_numpy_softmax_reference_and_float32():
+    rng = np.random.default_rng(5)
+    z1 = rng.standard_normal((64, 3000)) * 3
+    z2 = rng.standard_normal((64, 3000)) * 3
+    lp, lq = log_softmax(z1, -1), log_softmax(z2, -1)
+    p, q = np.exp(lp), np.exp(lq)
+    np.testing.assert_allclose(divest.kl(z1, z2, from_logits=True), (p * (lp - lq)).sum(-1), rtol=1e-12)
+    np.testing.assert_allclose(divest.kl(lp, lq, log_input=True), (p * (lp - lq)).sum(-1), rtol=1e-12)
+    np.testing.assert_allclose(divest.js(z1, z2, from_logits=True), divest.js(p, q), rtol=1e-12)
+    np.testing.assert_allclose(divest.tv(z1, z2, from_logits=True), divest.tv(p, q), rtol=1e-12)
+    np.testing.assert_allclose(divest.chi2(lp, lq, log_input=True), divest.chi2(p, q), rtol=1e-11)
+    out = divest.kl(z1.astype(np.float32), z2.astype(np.float32), from_logits=True)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, (p * (lp - lq)).sum(-1), rtol=1e-5)
+    # Logits so spread that q underflows as a probability: log space keeps KL finite.
+    big = np.array([0.0, -800.0])
+    assert np.isfinite(divest.kl([0.0, -700.0], big, from_logits=True))
+    assert divest.kl(np.array([0.0, -700.0]), big, from_logits=True) > 0
+
+
+def test_threads_give_identical_results_and_inputs_are_untouched():
+    rng = np.random.default_rng(6)
+    p = dirichlet(rng, (300,), 500)
+    q = dirichlet(rng, (300,), 500)
+    p0, q0 = p.copy(), q.copy()
+    with divest.threads(1):
+        a = divest.js(p, q)
+    with divest.threads(2):
+        b = divest.js(p, q)
+    assert np.array_equal(a, b)
+    assert np.array_equal(p, p0) and np.array_equal(q, q0)
+    np.testing.assert_allclose(divest.js(p[:, ::2] * 2, q[:, ::2] * 2, normalize=True),
+                               divest.js(np.ascontiguousarray(p[:, ::2]), q[:, ::2], normalize=True),
+                               rtol=1e-14)
+
+
+def test_discrete_bad_inputs():
+    with pytest.raises(ValueError, match="categories"):
+        divest.kl([0.5, 0.5], [0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match="broadcast"):
+        divest.kl(np.full((2, 3), 1 / 3), np.full((4, 3), 1 / 3))
+    with pytest.raises(ValueError, match="negative"):
+        divest.kl([-0.1, 1.1], [0.5, 0.5])
+    with pytest.raises(ValueError, match="normalize=True"):
+        divest.kl([0.5, 0.6], [0.5, 0.5])
+    with pytest.raises(ValueError, match="NaN"):
+        divest.js([np.nan, 1.0], [0.5, 0.5])
+    with pytest.raises(ValueError, match="NaN"):
+        divest.kl([np.nan, 1.0], [0.5, 0.5], from_logits=True)
+    with pytest.raises(ValueError, match="log-sum-exp"):
+        divest.kl([0.0, 0.0], [-1.0, -1.0], log_input=True)
+    with pytest.raises(ValueError, match="not both"):
+        divest.kl([0.5, 0.5], [0.5, 0.5], from_logits=True, log_input=True)
+    with pytest.raises(ValueError, match="base"):
+        divest.tv([0.5, 0.5], [0.5, 0.5], base=2)
+    with pytest.raises(ValueError, match="base"):
+        divest.kl([0.5, 0.5], [0.5, 0.5], base=1)
+    with pytest.raises(ValueError, match="f must be"):
+        divest.f_divergence([0.5, 0.5], [0.5, 0.5], "bhattacharyya")
+    with pytest.raises(ValueError, match="alpha"):
+        divest.f_divergence([0.5, 0.5], [0.5, 0.5], "alpha")
+    with pytest.raises(ValueError, match="alpha"):
+        divest.renyi([0.5, 0.5], [0.5, 0.5], -1)
+    with pytest.raises(ValueError, match="sums to zero"):
+        divest.kl([0.0, 0.0], [0.5, 0.5], normalize=True)
+    with pytest.raises(ValueError, match="out of bounds"):
+        divest.kl([0.5, 0.5], [0.5, 0.5], axis=1)
+    with pytest.raises(ValueError, match="1-D"):
+        divest.kl(1.0, 1.0)
+    with pytest.raises(TypeError):
+        divest.kl([0.5 + 1j, 0.5], [0.5, 0.5])
