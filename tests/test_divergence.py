@@ -239,3 +239,100 @@ def test_discrete_bad_inputs():
         divest.kl(1.0, 1.0)
     with pytest.raises(TypeError):
         divest.kl([0.5 + 1j, 0.5], [0.5, 0.5])
+
+
+# ------------------------------------------------------------------ kernel estimators
+
+
+def brute_kernel_sums(x, y, sigma, kernel, exclude):
+    def k(a, b):
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return np.exp(-0.5 * d2 / sigma**2) if kernel == "gaussian" else np.exp(-np.sqrt(d2) / sigma)
+
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    if exclude:
+        np.fill_diagonal(kxx, 0)
+        np.fill_diagonal(kyy, 0)
+    return kxx.sum(), kyy.sum(), kxy.sum()
+
+
+@pytest.mark.parametrize("d", [3, 20])
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian"])
+def test_mmd_matches_brute_force(d, kernel):
+    rng = np.random.default_rng(10)
+    n, m = 300, 170
+    x = rng.standard_normal((n, d)) + 5.0
+    y = rng.standard_normal((m, d)) * 1.3 + 5.2
+    sx, sy, sxy = brute_kernel_sums(x, y, 1.7, kernel, True)
+    want = sx / (n * (n - 1)) + sy / (m * (m - 1)) - 2 * sxy / (n * m)
+    assert divest.mmd(x, y, 1.7, kernel) == pytest.approx(want, rel=1e-10)
+    sx, sy, sxy = brute_kernel_sums(x, y, 1.7, kernel, False)
+    want = sx / n**2 + sy / m**2 - 2 * sxy / (n * m)
+    assert divest.mmd(x, y, 1.7, kernel, unbiased=False) == pytest.approx(want, rel=1e-10)
+    got32 = divest.mmd(x.astype(np.float32), y.astype(np.float32), 1.7, kernel, unbiased=False)
+    assert got32 == pytest.approx(want, rel=1e-3)
+    assert divest.mmd(x, x, 1.7, kernel, unbiased=False) == 0.0
+
+
+def test_mmd_gaussian_closed_form():
+    # X ~ N(0, s1² I), Y ~ N(mu, s2² I); E k(X, X') = (σ²/(σ² + 2 s1²))^(d/2), etc.
+    rng = np.random.default_rng(11)
+    d, sig, s1, s2 = 2, 1.0, 1.0, 0.7
+    mu = np.array([0.8, 0.0])
+    exx = (sig**2 / (sig**2 + 2 * s1**2)) ** (d / 2)
+    eyy = (sig**2 / (sig**2 + 2 * s2**2)) ** (d / 2)
+    v = sig**2 + s1**2 + s2**2
+    exy = (sig**2 / v) ** (d / 2) * np.exp(-mu @ mu / (2 * v))
+    want = exx + eyy - 2 * exy
+    vals = [divest.mmd(rng.standard_normal((1500, d)) * s1, rng.standard_normal((1500, d)) * s2 + mu, sig)
+            for _ in range(4)]
+    assert np.mean(vals) == pytest.approx(want, abs=0.01)
+
+
+def test_cs_divergence_brute_force_and_gaussian_closed_form():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((400, 3))
+    y = rng.standard_normal((250, 3)) + 0.5
+    sx, sy, sxy = brute_kernel_sums(x, y, 0.9, "gaussian", False)
+    assert divest.cs_divergence(x, y, 0.9) == pytest.approx(np.log(sx) + np.log(sy) - 2 * np.log(sxy), rel=1e-10)
+    assert divest.cs_divergence(x, x, 0.9) == 0.0
+
+    # Closed form between the smoothed Gaussians N(mu_i, (s_i² + σ²/2) I).
+    def log_gauss_overlap(m1, v1, m2, v2, d):
+        v = v1 + v2
+        return -0.5 * d * np.log(2 * np.pi * v) - 0.5 * np.sum((m1 - m2) ** 2) / v
+
+    d, sig = 2, 0.6
+    m1, m2, s1, s2 = np.zeros(d), np.array([1.0, -0.5]), 1.0, 0.8
+    v1, v2 = s1**2 + sig**2 / 2, s2**2 + sig**2 / 2
+    want = (log_gauss_overlap(m1, v1, m1, v1, d) + log_gauss_overlap(m2, v2, m2, v2, d)
+            - 2 * log_gauss_overlap(m1, v1, m2, v2, d))
+    got = divest.cs_divergence(rng.standard_normal((4000, d)) * s1 + m1,
+                               rng.standard_normal((4000, d)) * s2 + m2, sig)
+    assert got == pytest.approx(want, rel=0.05)
+
+
+def test_median_heuristic_and_kernel_bad_inputs():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((60, 2))
+    y = rng.standard_normal((40, 2)) + 1
+    z = np.concatenate([x, y])
+    dist = np.sqrt(((z[:, None] - z[None]) ** 2).sum(-1))[np.triu_indices(100, 1)]
+    sigma = float(np.median(dist))
+    assert divest.divergence.median_sigma(x, y) == pytest.approx(sigma, rel=1e-12)
+    assert divest.mmd(x, y) == pytest.approx(divest.mmd(x, y, sigma), rel=1e-12)
+    assert divest.cs_divergence(x, y) == pytest.approx(divest.cs_divergence(x, y, sigma), rel=1e-12)
+    big = rng.standard_normal((1500, 2))
+    assert divest.divergence.median_sigma(big, big[:10]) == divest.divergence.median_sigma(big, big[:10])
+    with pytest.raises(ValueError, match="dimension"):
+        divest.mmd(x, rng.standard_normal((5, 3)), 1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        divest.mmd(x, y, -1.0)
+    with pytest.raises(ValueError, match="kernel"):
+        divest.mmd(x, y, 1.0, kernel="cauchy")
+    with pytest.raises(ValueError, match="at least 2"):
+        divest.mmd(x[:1], y, 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        divest.cs_divergence(np.full((3, 2), np.nan), y, 1.0)
+    with pytest.raises(ValueError, match="sigma = 0"):
+        divest.mmd(np.zeros((5, 2)), np.zeros((5, 2)))

@@ -7,7 +7,18 @@ in log space throughout. Threads: :func:`set_num_threads`, :func:`get_num_thread
 """
 
 from ._threads import get_num_threads, set_num_threads, threads
-from .divergence import chi2, f_divergence, hellinger, js, js_distance, kl, renyi, tv
+from .divergence import (
+    chi2,
+    cs_divergence,
+    f_divergence,
+    hellinger,
+    js,
+    js_distance,
+    kl,
+    mmd,
+    renyi,
+    tv,
+)
 from .kde import KDE, BandwidthSelection, kde_logpdf, select_bandwidth
 
 __version__ = "0.1.0"
@@ -34,5 +45,7 @@ __all__ = [
     "chi2",
     "renyi",
     "f_divergence",
+    "mmd",
+    "cs_divergence",
     "__version__",
 ]

@@ -1,12 +1,15 @@
 //! Divergence bindings. Inputs are validated, broadcast and laid out by
 //! `divest/divergence.py`; rows are checked (signs, sums) in the core.
 
-use numpy::{PyArray1, PyReadonlyArray1};
+use numpy::ndarray::Array2;
+use numpy::{PyArray1, PyArray2, PyReadonlyArray1};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
 use super::common::{run, slice, to_py, Arr2};
 use crate::core::divergence::discrete::{self, Batch, Input, Measure, Spec};
+use crate::core::divergence::kernel::{self, PairKernel};
+use crate::core::pairwise::Points;
 
 /// One divergence per output row between rows `pidx[r]` of p and `qidx[r]` of q (row r
 /// where an index is None); p and q are C-contiguous (rows, k) arrays of one dtype.
@@ -95,7 +98,74 @@ fn divergence_rows<'py>(
     Ok(PyArray1::from_vec(py, v))
 }
 
+/// (log Σ k(x_i, x_j), log Σ k(y_i, y_j), log Σ k(x_i, y_j)) at scale 1/σ²; the within
+/// sums skip i = j when `exclude_self`.
+#[pyfunction]
+fn kernel_log_sums<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    kernel: &str,
+    scale: f64,
+    exclude_self: bool,
+) -> PyResult<(f64, f64, f64)> {
+    let kern = PairKernel::parse(kernel).map_err(to_py)?;
+    let a = Arr2::extract(x, "x")?;
+    let b = Arr2::extract(y, "y")?;
+    let (n, d) = a.shape();
+    let (m, dy) = b.shape();
+    let work = (n + m).saturating_mul(n + m).saturating_mul(d + 8);
+    macro_rules! go {
+        ($xa:expr, $ya:expr) => {{
+            let (xs, ys) = (slice($xa)?, slice($ya)?);
+            run(py, work, |stop| {
+                let px = Points::new(xs, n, d)?;
+                let py_ = Points::new(ys, m, dy)?;
+                let lxx = kernel::pair_log_sum(px, px, kern, scale, exclude_self, stop)?;
+                let lyy = kernel::pair_log_sum(py_, py_, kern, scale, exclude_self, stop)?;
+                let lxy = kernel::pair_log_sum(px, py_, kern, scale, false, stop)?;
+                Ok((lxx, lyy, lxy))
+            })
+        }};
+    }
+    match (&a, &b) {
+        (Arr2::F64(xa), Arr2::F64(ya)) => go!(xa, ya),
+        (Arr2::F32(xa), Arr2::F32(ya)) => go!(xa, ya),
+        _ => Err(PyTypeError::new_err("x and y must have the same dtype")),
+    }
+}
+
+/// All squared distances of a (small) point set against itself: an (n, n) array.
+#[pyfunction]
+fn self_sq_dists<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let a = Arr2::extract(x, "x")?;
+    let (n, d) = a.shape();
+    let work = n.saturating_mul(n).saturating_mul(d + 1);
+    let v = match &a {
+        Arr2::F64(xa) => {
+            let xs = slice(xa)?;
+            run(py, work, |stop| {
+                kernel::self_sq_dists(Points::new(xs, n, d)?, stop)
+            })?
+        }
+        Arr2::F32(xa) => {
+            let xs = slice(xa)?;
+            run(py, work, |stop| {
+                kernel::self_sq_dists(Points::new(xs, n, d)?, stop)
+            })?
+        }
+    };
+    let arr = Array2::from_shape_vec((n, n), v)
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    Ok(PyArray2::from_owned_array(py, arr))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(divergence_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(kernel_log_sums, m)?)?;
+    m.add_function(wrap_pyfunction!(self_sq_dists, m)?)?;
     Ok(())
 }

@@ -3,4 +3,5 @@
 //! built on the engine's reducers.
 
 pub mod discrete;
+pub mod kernel;
 mod vmath;
