@@ -336,3 +336,115 @@ def test_median_heuristic_and_kernel_bad_inputs():
         divest.cs_divergence(np.full((3, 2), np.nan), y, 1.0)
     with pytest.raises(ValueError, match="sigma = 0"):
         divest.mmd(np.zeros((5, 2)), np.zeros((5, 2)))
+
+
+# ---------------------------------------------------------------------- kNN estimators
+
+
+def brute_kth(x, y, k, same):
+    d = np.sqrt(((x[:, None, :] - y[None, :, :]) ** 2).sum(-1))
+    if same:
+        np.fill_diagonal(d, np.inf)
+    d[d == 0] = np.inf  # duplicates are not neighbours
+    return np.sort(d, axis=1)[:, k - 1]
+
+
+def test_knn_entropy_and_kl_match_brute_force_formulas():
+    from scipy.special import digamma
+
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((250, 3))
+    y = rng.standard_normal((180, 3)) * 1.5
+    x[5] = x[6]  # a duplicate pair
+    n, d, k = 250, 3, 4
+    log_cd = 1.5 * np.log(np.pi) - gammaln(2.5)
+    want = digamma(n) - digamma(k) + log_cd + d * np.mean(np.log(brute_kth(x, x, k, True)))
+    assert divest.knn_entropy(x, k) == pytest.approx(want, rel=1e-12)
+    assert divest.knn_entropy(x, k, base=2) == pytest.approx(want / np.log(2), rel=1e-12)
+    want = d * np.mean(np.log(brute_kth(x, y, k, False) / brute_kth(x, x, k, True))) + np.log(180 / 249)
+    assert divest.knn_kl(x, y, k) == pytest.approx(want, rel=1e-11)
+
+
+def brute_ksg(x, y, k, variant):
+    from scipy.special import digamma
+
+    n = len(x)
+    dx = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    dy = np.sqrt(((y[:, None] - y[None]) ** 2).sum(-1))
+    dz = np.maximum(dx, dy)
+    np.fill_diagonal(dz, np.inf)
+    order = np.argsort(dz, axis=1, kind="stable")[:, :k]
+    eps = np.take_along_axis(dz, order, 1)[:, -1]
+    np.fill_diagonal(dx, np.inf)
+    np.fill_diagonal(dy, np.inf)
+    if variant == 1:
+        nx = (dx < eps[:, None]).sum(1)
+        ny = (dy < eps[:, None]).sum(1)
+        return digamma(k) + digamma(n) - np.mean(digamma(nx + 1) + digamma(ny + 1))
+    ex = np.take_along_axis(dx, order, 1).max(1)
+    ey = np.take_along_axis(dy, order, 1).max(1)
+    nx = (dx <= ex[:, None]).sum(1)
+    ny = (dy <= ey[:, None]).sum(1)
+    return digamma(k) - 1 / k + digamma(n) - np.mean(digamma(nx) + digamma(ny))
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_knn_mi_matches_brute_force_ksg(variant):
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((300, 2))
+    y = x[:, :1] * 0.8 + rng.standard_normal((300, 1)) * 0.6
+    assert divest.knn_mi(x, y, 5, variant) == pytest.approx(brute_ksg(x, y, 5, variant), rel=1e-10)
+
+
+def test_knn_mi_equals_scikit_learn_mutual_info_regression():
+    from sklearn.feature_selection import mutual_info_regression
+
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal(800)
+    y = 0.7 * x + rng.standard_normal(800) * 0.5
+    sk = mutual_info_regression(x[:, None], y, n_neighbors=3, random_state=0)[0]
+    ours = divest.knn_mi(x / x.std(), y / y.std(), k=3)
+    assert ours == pytest.approx(sk, abs=1e-6)
+
+
+def test_knn_estimators_converge_to_gaussian_closed_forms():
+    rng = np.random.default_rng(23)
+    cov = np.array([[1.0, 0.6], [0.6, 2.0]])
+    lc = np.linalg.cholesky(cov)
+    n = 4000
+    x = rng.standard_normal((n, 2)) @ lc.T
+    h = 0.5 * np.log((2 * np.pi * np.e) ** 2 * np.linalg.det(cov))
+    assert divest.knn_entropy(x, 3) == pytest.approx(h, abs=0.03)
+    # KL(N(0, I) ‖ N(mu, s² I)) in d = 2.
+    s, mu = 1.5, np.array([0.5, 0.0])
+    p = rng.standard_normal((n, 2))
+    q = rng.standard_normal((n, 2)) * s + mu
+    want = 0.5 * (2 / s**2 + mu @ mu / s**2 - 2 + 2 * np.log(s**2))
+    assert divest.knn_kl(p, q, 5) == pytest.approx(want, abs=0.04)
+    # Bivariate normal MI = -½ log(1 - ρ²).
+    rho = 0.6
+    u = rng.standard_normal(n)
+    v = rho * u + np.sqrt(1 - rho**2) * rng.standard_normal(n)
+    want = -0.5 * np.log(1 - rho**2)
+    assert divest.knn_mi(u, v, 5, 1) == pytest.approx(want, abs=0.03)
+    assert divest.knn_mi(u, v, 5, 2) == pytest.approx(want, abs=0.03)
+
+
+def test_knn_duplicates_and_bad_inputs():
+    rng = np.random.default_rng(24)
+    x = rng.standard_normal((100, 2))
+    xd = np.concatenate([x, x[:30]])  # 30 exact duplicates: finite, no noise needed
+    assert np.isfinite(divest.knn_entropy(xd, 3))
+    assert np.isfinite(divest.knn_mi(xd[:, 0], xd[:, 1], 3))
+    with pytest.raises(ValueError, match="k must be smaller"):
+        divest.knn_entropy(x, 100)
+    with pytest.raises(ValueError, match="fewer than k"):
+        divest.knn_entropy(np.ones((10, 1)), 2)
+    with pytest.raises(ValueError, match="same length"):
+        divest.knn_mi(x[:, 0], x[:50, 1])
+    with pytest.raises(ValueError, match="variant"):
+        divest.knn_mi(x[:, 0], x[:, 1], variant=3)
+    with pytest.raises(ValueError, match="NaN"):
+        divest.knn_kl(np.full((10, 2), np.nan), x)
+    with pytest.raises(ValueError, match="dimension"):
+        divest.knn_kl(x, rng.standard_normal((10, 3)))

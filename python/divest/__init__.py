@@ -15,6 +15,9 @@ from .divergence import (
     js,
     js_distance,
     kl,
+    knn_entropy,
+    knn_kl,
+    knn_mi,
     mmd,
     renyi,
     tv,
@@ -47,5 +50,8 @@ __all__ = [
     "f_divergence",
     "mmd",
     "cs_divergence",
+    "knn_entropy",
+    "knn_kl",
+    "knn_mi",
     "__version__",
 ]

@@ -2,6 +2,8 @@
 
 * Kernel estimators from samples (:func:`mmd`, :func:`cs_divergence`) on the pairwise
   engine, in O((n + m)·d) memory.
+* kNN estimators (:func:`knn_entropy`, :func:`knn_kl`, :func:`knn_mi`) by brute force on
+  the pairwise engine's top-k reducer (exact-difference distances, tiled and parallel).
 * Discrete divergences (:func:`kl`, :func:`js`, :func:`js_distance`, :func:`hellinger`,
   :func:`tv`, :func:`chi2`, :func:`renyi`, :func:`f_divergence`) between probability
   vectors, logits or log-probabilities, batched with NumPy broadcasting and reduced along
@@ -23,7 +25,7 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._validate import as_float_array, as_points, check_positive
+from ._validate import as_float_array, as_points, check_int, check_positive
 
 __all__ = [
     "kl",
@@ -38,6 +40,9 @@ __all__ = [
     "mmd",
     "cs_divergence",
     "median_sigma",
+    "knn_entropy",
+    "knn_kl",
+    "knn_mi",
 ]
 
 #: Named generators accepted by :func:`f_divergence`.
@@ -464,3 +469,138 @@ def cs_divergence(x, y, sigma=None, *, check_finite=True) -> float:
         return 0.0
     lxx, lyy, lxy = _kernel_sums(xc, yc, "gaussian", s, include_diagonal=True)
     return float(max(lxx + lyy - 2 * lxy, 0.0))
+
+
+# ------------------------------------------------------------------------ kNN estimators
+
+_EULER = 0.5772156649015329
+#: Relative margin on radii in the KSG counts, so that a point exactly on the radius is
+#: classified the same way whichever code path computed its distance (a few ulps apart).
+_RADIUS_MARGIN = 1e-13
+
+_DUPLICATES_DOC = """Duplicate points are handled without noise injection: a neighbour at distance
+    exactly zero is not a neighbour (the k-th neighbour of a point is its k-th nearest
+    *distinct* point, so every log-distance is finite). A point with fewer than k distinct
+    other points is an error."""
+
+
+def _digamma_int(n: np.ndarray) -> np.ndarray:
+    """ψ(n) for integers n >= 1: −γ + Σ_{j<n} 1/j."""
+    n = np.asarray(n, dtype=np.int64)
+    top = int(n.max()) if n.size else 1
+    h = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, top + 1))])
+    return h[n - 1] - _EULER
+
+
+def _knn_points(x, name, check_finite, d=None):
+    a = as_points(x, name, d=d, check_finite=check_finite)
+    a = a.astype(np.float64, copy=False)
+    return np.ascontiguousarray(a - a.mean(0))
+
+
+def _check_k(k, n, what):
+    k = check_int(k, "k", minimum=1)
+    if k >= n:
+        raise ValueError(f"k must be smaller than the number of points in {what} ({n}); got k = {k}")
+    return k
+
+
+def knn_entropy(x, k=3, *, base=None, check_finite=True) -> float:
+    """Kozachenko-Leonenko kNN estimate of the differential entropy of x's distribution.
+
+    H = ψ(n) − ψ(k) + log c_d + (d/n) Σ_i log ρ_k(i), with ρ_k(i) the Euclidean distance
+    from x_i to its k-th nearest neighbour and c_d = π^(d/2)/Γ(d/2 + 1) the volume of the
+    unit ball. In nats, or units of ``base``. Brute force on the pairwise engine's top-k
+    reducer (O(n²d) time, O(n·(d + k)) memory).
+
+    {dup}
+    """
+    lb = _log_base(base)
+    xc = _knn_points(x, "x", check_finite)
+    n, d = xc.shape
+    k = _check_k(k, n, "x")
+    d2, _ = _core.knn_sq_dists(xc, xc, k, True)
+    log_cd = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
+    h = (_digamma_int(n) - _digamma_int(k) + log_cd + 0.5 * d * np.mean(np.log(d2[:, k - 1])))
+    return float(h / lb)
+
+
+def knn_kl(x, y, k=3, *, base=None, check_finite=True) -> float:
+    """Wang-Kulkarni-Verdú kNN estimate of KL(P‖Q) from x ~ P (n, d) and y ~ Q (m, d).
+
+    D = (d/n) Σ_i log(ν_k(i)/ρ_k(i)) + log(m/(n − 1)), where ρ_k(i) is the distance from x_i
+    to its k-th nearest neighbour among the other x, and ν_k(i) to its k-th nearest among
+    y. A divergence (consistent for KL; the estimate itself may be slightly negative). In
+    nats or units of ``base``. Brute force on the pairwise engine's top-k reducer
+    (O((n + m)·n·d) time, O((n + m)·d + n·k) memory).
+
+    {dup} The same rule applies to y (a y point equal to x_i is not its neighbour).
+    """
+    lb = _log_base(base)
+    xa = as_points(x, "x", check_finite=check_finite).astype(np.float64, copy=False)
+    ya = as_points(y, "y", d=xa.shape[1], check_finite=check_finite).astype(np.float64, copy=False)
+    mean = (xa.sum(0) + ya.sum(0)) / (len(xa) + len(ya))
+    xc, yc = np.ascontiguousarray(xa - mean), np.ascontiguousarray(ya - mean)
+    n, d = xc.shape
+    m = len(yc)
+    k = _check_k(k, n, "x")
+    if k > m:
+        raise ValueError(f"k must be at most the number of points in y ({m}); got k = {k}")
+    rho2, _ = _core.knn_sq_dists(xc, xc, k, True)
+    nu2, _ = _core.knn_sq_dists(xc, yc, k, False)
+    val = 0.5 * d * np.mean(np.log(nu2[:, k - 1]) - np.log(rho2[:, k - 1])) + math.log(m / (n - 1))
+    return float(val / lb)
+
+
+def knn_mi(x, y, k=3, variant=1, *, base=None, check_finite=True) -> float:
+    """Kraskov-Stögbauer-Grassberger kNN estimate of the mutual information I(X; Y).
+
+    x (n, dx) and y (n, dy) are paired samples (1-D arrays are one-dimensional samples).
+    Distances in the joint space are max(‖x_i − x_j‖, ‖y_i − y_j‖) with Euclidean norms in
+    each marginal (for one-dimensional marginals this is the max-norm of the KSG paper and
+    of scikit-learn); the KSG formulas hold for any such max of marginal norms.
+
+    * ``variant=1`` (KSG-1): I = ψ(k) + ψ(n) − ⟨ψ(n_x + 1) + ψ(n_y + 1)⟩, where ε_i is the
+      joint distance to the k-th neighbour and n_x counts the other points with
+      ‖x_i − x_j‖ < ε_i (strictly). Equals ``sklearn.feature_selection.mutual_info_regression``
+      (n_neighbors=k) on standardised 1-D data, without its noise and its clipping at 0.
+    * ``variant=2`` (KSG-2): I = ψ(k) − 1/k + ψ(n) − ⟨ψ(n_x) + ψ(n_y)⟩, where ε_x(i) is
+      the largest x-distance among the k joint neighbours and n_x counts the other points
+      with ‖x_i − x_j‖ <= ε_x(i) (similarly for y).
+
+    Radii carry a relative margin of 1e-13 so points exactly on a radius are classified
+    consistently. The estimate may be slightly negative; it is not clipped. In nats or
+    units of ``base``. Brute force on the engine (top-k and count reducers; O(n²(dx + dy))
+    time, O(n·(dx + dy + k)) memory).
+
+    {dup} (Only points equal in both x and y are duplicates in the joint space; the
+    marginal counts include marginal duplicates.)
+    """
+    lb = _log_base(base)
+    if variant not in (1, 2):
+        raise ValueError(f"variant must be 1 or 2 (KSG-1 or KSG-2); got {variant!r}")
+    xc = _knn_points(x, "x", check_finite)
+    yc = _knn_points(y, "y", check_finite)
+    n = len(xc)
+    if len(yc) != n:
+        raise ValueError(f"x and y must be paired samples of the same length; got {n} and {len(yc)}")
+    k = _check_k(k, n, "x")
+    d2, idx = _core.knn_sq_dists(xc, xc, k, True, yc, yc)
+    if variant == 1:
+        eps2 = d2[:, k - 1] * (1 - _RADIUS_MARGIN)
+        nx = _core.count_within(xc, eps2, True)
+        ny = _core.count_within(yc, eps2, True)
+        val = _digamma_int(k) + _digamma_int(n) - np.mean(_digamma_int(nx + 1) + _digamma_int(ny + 1))
+    else:
+        ex2 = np.max(((xc[:, None, :] - xc[idx]) ** 2).sum(-1), axis=1) * (1 + _RADIUS_MARGIN)
+        ey2 = np.max(((yc[:, None, :] - yc[idx]) ** 2).sum(-1), axis=1) * (1 + _RADIUS_MARGIN)
+        nx = _core.count_within(xc, ex2, False)
+        ny = _core.count_within(yc, ey2, False)
+        val = (_digamma_int(k) - 1.0 / k + _digamma_int(n)
+               - np.mean(_digamma_int(nx) + _digamma_int(ny)))
+    return float(val / lb)
+
+
+for _fn in (knn_entropy, knn_kl, knn_mi):
+    _fn.__doc__ = _fn.__doc__.replace("{dup}", _DUPLICATES_DOC)
+del _fn

@@ -2,13 +2,15 @@
 //! `divest/divergence.py`; rows are checked (signs, sums) in the core.
 
 use numpy::ndarray::Array2;
-use numpy::{PyArray1, PyArray2, PyReadonlyArray1};
+use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
 use super::common::{run, slice, to_py, Arr2};
 use crate::core::divergence::discrete::{self, Batch, Input, Measure, Spec};
 use crate::core::divergence::kernel::{self, PairKernel};
+use crate::core::divergence::knn;
+use crate::core::pairwise::topk::Joint;
 use crate::core::pairwise::Points;
 
 /// One divergence per output row between rows `pidx[r]` of p and `qidx[r]` of q (row r
@@ -163,7 +165,112 @@ fn self_sq_dists<'py>(
     Ok(PyArray2::from_owned_array(py, arr))
 }
 
+fn shape_err(e: numpy::ndarray::ShapeError) -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err(e.to_string())
+}
+
+type KnnOut<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i64>>);
+
+/// k smallest squared distances (n, k) and column indices (n, k) from each point of `x`
+/// to `cols`, ignoring zero distances; with `ux`, `ucols` (float64 second blocks) the
+/// distance is the max of the two blocks' Euclidean norms.
+#[pyfunction]
+#[pyo3(signature = (x, cols, k, same, ux=None, ucols=None))]
+fn knn_sq_dists<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    cols: &Bound<'py, PyAny>,
+    k: usize,
+    same: bool,
+    ux: Option<PyReadonlyArray2<'py, f64>>,
+    ucols: Option<PyReadonlyArray2<'py, f64>>,
+) -> PyResult<KnnOut<'py>> {
+    let a = Arr2::extract(x, "x")?;
+    let b = Arr2::extract(cols, "cols")?;
+    let (n, d) = a.shape();
+    let (m, dc) = b.shape();
+    let joint = match (&ux, &ucols) {
+        (Some(u), Some(v)) => Some(Joint {
+            rows: slice(u)?,
+            cols: slice(v)?,
+            d: u.shape()[1],
+        }),
+        (None, None) => None,
+        _ => return Err(PyTypeError::new_err("pass both second blocks or neither")),
+    };
+    let work = n.saturating_mul(m).saturating_mul(d + 4);
+    let (d2, idx) = match (&a, &b) {
+        (Arr2::F64(xa), Arr2::F64(ya)) => {
+            let (xs, ys) = (slice(xa)?, slice(ya)?);
+            run(py, work, |stop| {
+                knn::knn(
+                    Points::new(xs, n, d)?,
+                    Points::new(ys, m, dc)?,
+                    k,
+                    same,
+                    joint,
+                    stop,
+                )
+            })?
+        }
+        (Arr2::F32(xa), Arr2::F32(ya)) => {
+            let (xs, ys) = (slice(xa)?, slice(ya)?);
+            run(py, work, |stop| {
+                knn::knn(
+                    Points::new(xs, n, d)?,
+                    Points::new(ys, m, dc)?,
+                    k,
+                    same,
+                    joint,
+                    stop,
+                )
+            })?
+        }
+        _ => return Err(PyTypeError::new_err("x and cols must have the same dtype")),
+    };
+    let idx: Vec<i64> = idx.into_iter().map(|v| v as i64).collect();
+    let d2 = PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), d2).map_err(shape_err)?);
+    let idx =
+        PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), idx).map_err(shape_err)?);
+    Ok((d2, idx))
+}
+
+/// Per point of `x`, how many other points lie within squared radius `r2[i]` (strictly
+/// below it when `strict`).
+#[pyfunction]
+fn count_within<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    r2: PyReadonlyArray1<'py, f64>,
+    strict: bool,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let a = Arr2::extract(x, "x")?;
+    let (n, d) = a.shape();
+    let r = r2.as_slice()?;
+    let work = n.saturating_mul(n).saturating_mul(d + 2);
+    let c = match &a {
+        Arr2::F64(xa) => {
+            let xs = slice(xa)?;
+            run(py, work, |stop| {
+                knn::count_within(Points::new(xs, n, d)?, r, strict, stop)
+            })?
+        }
+        Arr2::F32(xa) => {
+            let xs = slice(xa)?;
+            run(py, work, |stop| {
+                knn::count_within(Points::new(xs, n, d)?, r, strict, stop)
+            })?
+        }
+    };
+    Ok(PyArray1::from_vec(
+        py,
+        c.into_iter().map(|v| v as i64).collect(),
+    ))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(knn_sq_dists, m)?)?;
+    m.add_function(wrap_pyfunction!(count_within, m)?)?;
     m.add_function(wrap_pyfunction!(divergence_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernel_log_sums, m)?)?;
     m.add_function(wrap_pyfunction!(self_sq_dists, m)?)?;

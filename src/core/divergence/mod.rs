@@ -4,4 +4,5 @@
 
 pub mod discrete;
 pub mod kernel;
+pub mod knn;
 mod vmath;
