@@ -448,3 +448,63 @@ def test_knn_duplicates_and_bad_inputs():
         divest.knn_kl(np.full((10, 2), np.nan), x)
     with pytest.raises(ValueError, match="dimension"):
         divest.knn_kl(x, rng.standard_normal((10, 3)))
+
+
+# ------------------------------------------------------------------------ Fisher tools
+
+
+def test_fisher_merge_properties_and_hand_value():
+    rng = np.random.default_rng(30)
+    ps = [rng.standard_normal((4, 3)) for _ in range(3)]
+    same_f = [np.full((4, 3), 2.5)] * 3
+    np.testing.assert_allclose(divest.fisher_merge(ps, same_f), np.mean(ps, axis=0), rtol=1e-13)
+    np.testing.assert_allclose(divest.fisher_merge(ps, same_f, weights=[1, 2, 1]),
+                               (ps[0] + 2 * ps[1] + ps[2]) / 4, rtol=1e-13)
+    fs = [rng.random((4, 3)) for _ in range(3)]
+    assert np.array_equal(divest.fisher_merge([ps[0]] * 3, fs), ps[0])
+    # Hand value: (F1 θ1 + F2 θ2) / (F1 + F2) with the floor applied to a zero Fisher.
+    got = divest.fisher_merge([np.array([1.0, 1.0]), np.array([3.0, 3.0])],
+                              [np.array([1.0, 0.0]), np.array([3.0, 0.0])])
+    np.testing.assert_allclose(got, [2.5, 2.0], rtol=1e-13)
+    dicts = [{"w": p, "b": p[0]} for p in ps]
+    fd = [{"w": f, "b": f[0]} for f in fs]
+    out = divest.fisher_merge(dicts, fd)
+    np.testing.assert_allclose(out["w"], divest.fisher_merge(ps, fs), rtol=1e-13)
+    assert out["b"].shape == (3,)
+    assert divest.fisher_merge([p.astype(np.float32) for p in ps], fs).dtype == np.float32
+    with pytest.raises(ValueError, match="one per model"):
+        divest.fisher_merge(ps, fs[:2])
+    with pytest.raises(ValueError, match="negative"):
+        divest.fisher_merge(ps, [-f for f in fs])
+    with pytest.raises(ValueError, match="shape"):
+        divest.fisher_merge([ps[0], ps[1][:2]], fs[:2])
+    with pytest.raises(ValueError, match="keys"):
+        divest.fisher_merge(dicts, [{"w": fs[0]}] * 3)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_fisher_weighted_svd(axis):
+    rng = np.random.default_rng(31)
+    w = rng.standard_normal((12, 8))
+    # Uniform importance: the truncated SVD.
+    a, b = divest.fisher_weighted_svd(w, np.ones_like(w), 3, axis=axis)
+    u, s, vt = np.linalg.svd(w)
+    np.testing.assert_allclose(a @ b, (u[:, :3] * s[:3]) @ vt[:3], atol=1e-12)
+    assert a.shape == (12, 3) and b.shape == (3, 8)
+    # Full rank reconstructs W.
+    f = rng.random((12, 8)) ** 3
+    a, b = divest.fisher_weighted_svd(w, f, 8, axis=axis)
+    np.testing.assert_allclose(a @ b, w, atol=1e-12)
+    # Eckart-Young in the weighted norm: the error is the trailing singular values of D W.
+    dw = np.sqrt(f.sum(1 - axis))
+    a, b = divest.fisher_weighted_svd(w, f, 2, axis=axis)
+    scaled = (lambda m: dw[:, None] * m) if axis == 0 else (lambda m: m * dw[None, :])
+    err = np.linalg.norm(scaled(w - a @ b))
+    sv = np.linalg.svd(scaled(w), compute_uv=False)
+    assert err == pytest.approx(np.sqrt((sv[2:] ** 2).sum()), rel=1e-10)
+    a1, b1 = divest.fisher_weighted_svd(w, f.sum(1 - axis), 2, axis=axis)
+    np.testing.assert_allclose(a1 @ b1, a @ b, atol=1e-12)
+    with pytest.raises(ValueError, match="rank"):
+        divest.fisher_weighted_svd(w, f, 9, axis=axis)
+    with pytest.raises(ValueError, match="fisher must have"):
+        divest.fisher_weighted_svd(w, f[:3], 2, axis=axis)

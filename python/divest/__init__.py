@@ -11,6 +11,8 @@ from .divergence import (
     chi2,
     cs_divergence,
     f_divergence,
+    fisher_merge,
+    fisher_weighted_svd,
     hellinger,
     js,
     js_distance,
@@ -53,5 +55,7 @@ __all__ = [
     "knn_entropy",
     "knn_kl",
     "knn_mi",
+    "fisher_merge",
+    "fisher_weighted_svd",
     "__version__",
 ]

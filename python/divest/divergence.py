@@ -4,6 +4,8 @@
   engine, in O((n + m)·d) memory.
 * kNN estimators (:func:`knn_entropy`, :func:`knn_kl`, :func:`knn_mi`) by brute force on
   the pairwise engine's top-k reducer (exact-difference distances, tiled and parallel).
+* Fisher tools (:func:`fisher_merge`, :func:`fisher_weighted_svd`) for merging and
+  compressing models, in NumPy.
 * Discrete divergences (:func:`kl`, :func:`js`, :func:`js_distance`, :func:`hellinger`,
   :func:`tv`, :func:`chi2`, :func:`renyi`, :func:`f_divergence`) between probability
   vectors, logits or log-probabilities, batched with NumPy broadcasting and reduced along
@@ -43,6 +45,8 @@ __all__ = [
     "knn_entropy",
     "knn_kl",
     "knn_mi",
+    "fisher_merge",
+    "fisher_weighted_svd",
 ]
 
 #: Named generators accepted by :func:`f_divergence`.
@@ -604,3 +608,145 @@ def knn_mi(x, y, k=3, variant=1, *, base=None, check_finite=True) -> float:
 for _fn in (knn_entropy, knn_kl, knn_mi):
     _fn.__doc__ = _fn.__doc__.replace("{dup}", _DUPLICATES_DOC)
 del _fn
+
+
+# --------------------------------------------------------------------------- Fisher tools
+
+
+def _as_list(x, name):
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    raise TypeError(f"{name} must be a list of arrays or a list of dicts of arrays; "
+                    f"got {type(x).__name__}")
+
+
+def _merge_arrays(ps, fs, w, floor, key):
+    label = "" if key is None else f"[{key!r}]"
+    arrs = [as_float_array(p, f"params[{i}]{label}") for i, p in enumerate(ps)]
+    fis = [as_float_array(f, f"fishers[{i}]{label}") for i, f in enumerate(fs)]
+    shape = arrs[0].shape
+    for i, (a, f) in enumerate(zip(arrs, fis)):
+        if a.shape != shape:
+            raise ValueError(f"params[{i}]{label} has shape {a.shape}; params[0]{label} has {shape}")
+        if f.shape != shape:
+            raise ValueError(f"fishers[{i}]{label} has shape {f.shape}; expected {shape} like its parameter")
+        if f.size and f.min() < 0:
+            raise ValueError(f"fishers[{i}]{label} has negative entries; a diagonal Fisher is >= 0")
+    dtype = np.float32 if all(a.dtype == np.float32 for a in arrs) else np.float64
+    base = arrs[0].astype(np.float64)
+    num = np.zeros(shape)
+    den = np.zeros(shape)
+    for a, f, wi in zip(arrs, fis, w):
+        g = wi * np.maximum(f.astype(np.float64), floor)
+        # Differences from the first model: identical parameters give exactly themselves.
+        num += g * (a - base)
+        den += g
+    return (base + num / den).astype(dtype, copy=False)
+
+
+def fisher_merge(params, fishers, weights=None, floor=1e-6):
+    """Fisher-weighted averaging of models (Matena and Raffel, 2022).
+
+    θ = Σ_i λ_i F_i θ_i / Σ_i λ_i F_i, elementwise, with F_i each model's diagonal Fisher
+    replaced by max(F_i, ``floor``) (so parameters no model is sensitive to fall back to
+    the λ-weighted plain average) and λ the model ``weights`` (default: all equal; any
+    non-negative numbers with a positive sum). Equal Fishers give the λ-weighted plain
+    average; identical parameters return themselves exactly (the average is formed as
+    θ_0 + Σ λ_i F_i (θ_i − θ_0) / Σ λ_i F_i).
+
+    Parameters
+    ----------
+    params : list of arrays, or list of dicts of arrays
+        One entry per model; dicts must share their keys and shapes.
+    fishers : same structure as ``params``
+        Diagonal Fisher information (e.g. mean squared gradients), non-negative.
+
+    Returns
+    -------
+    ndarray or dict of ndarrays, in the structure of one entry of ``params`` (float32 when
+    all models are float32). Memory: a few float64 arrays of one model's size. NumPy only.
+    """
+    ps = _as_list(params, "params")
+    fs = _as_list(fishers, "fishers")
+    if not ps:
+        raise ValueError("params is empty; pass at least one model")
+    if len(fs) != len(ps):
+        raise ValueError(f"fishers has {len(fs)} entries but params has {len(ps)}; pass one per model")
+    fl = float(floor)
+    if not (np.isfinite(fl) and fl >= 0):
+        raise ValueError(f"floor must be a non-negative number; got {floor!r}")
+    if weights is None:
+        w = np.ones(len(ps))
+    else:
+        w = as_float_array(weights, "weights").astype(np.float64).ravel()
+        if w.shape != (len(ps),):
+            raise ValueError(f"weights must have one entry per model ({len(ps)}); got shape {w.shape}")
+        if (w < 0).any() or not w.sum() > 0:
+            raise ValueError("weights must be non-negative with a positive sum")
+    if isinstance(ps[0], dict):
+        keys = list(ps[0].keys())
+        for i, (p, f) in enumerate(zip(ps, fs)):
+            if not isinstance(p, dict) or set(p) != set(keys):
+                raise ValueError(f"params[{i}] must be a dict with the keys of params[0]")
+            if not isinstance(f, dict) or set(f) != set(keys):
+                raise ValueError(f"fishers[{i}] must be a dict with the keys of params[0]")
+        return {key: _merge_arrays([p[key] for p in ps], [f[key] for f in fs], w, fl, key)
+                for key in keys}
+    return _merge_arrays(ps, fs, w, fl, None)
+
+
+def fisher_weighted_svd(W, fisher, rank, axis=0, floor=1e-8):
+    """Fisher-weighted low-rank factorisation W ≈ A @ B (FWSVD; Hsu et al., 2022).
+
+    The importance weights run along ``axis``: with ``axis=0`` (default) there is one
+    weight per *row* of W, d_i = sqrt(Σ_j F_ij) (the Fisher summed over the row); with
+    ``axis=1``, one per column, d_j = sqrt(Σ_i F_ij). ``fisher`` is either W's diagonal
+    Fisher (same shape as W) or the already summed 1-D vector Σ F along the other axis.
+    Weights below ``floor`` × max(d) are raised to it (so a zero-Fisher row stays defined).
+
+    The factors minimise ‖D (W − A B)‖_F (axis=0, D = diag(d)) over rank-``rank`` products:
+    the SVD D W = U S Vᵀ gives A = D⁻¹ U_r S_r (m × r) and B = V_rᵀ (r × n); for axis=1,
+    W D = U S Vᵀ gives A = U_r S_r and B = V_rᵀ D⁻¹. With uniform importance this is the
+    truncated SVD; at full rank A @ B reconstructs W (to rounding).
+
+    Returns
+    -------
+    (A, B) : ndarrays of shapes (m, rank) and (rank, n), float32 for float32 W.
+    Memory: one SVD of an m × n matrix (NumPy/LAPACK).
+    """
+    w = as_float_array(W, "W")
+    if w.ndim != 2:
+        raise ValueError(f"W must be a 2-D matrix; got shape {w.shape}")
+    if axis not in (0, 1, -1, -2):
+        raise ValueError(f"axis must be 0 (weights per row) or 1 (weights per column); got {axis!r}")
+    ax = axis % 2
+    f = as_float_array(fisher, "fisher").astype(np.float64)
+    if f.shape == w.shape:
+        s = f.sum(axis=1 - ax)
+    elif f.shape == (w.shape[ax],):
+        s = f
+    else:
+        raise ValueError(f"fisher must have W's shape {w.shape} or shape ({w.shape[ax]},) "
+                         f"(summed along the other axis); got {f.shape}")
+    if s.size and s.min() < 0:
+        raise ValueError("fisher must be non-negative")
+    r = check_int(rank, "rank", minimum=1)
+    if r > min(w.shape):
+        raise ValueError(f"rank must be at most min(W.shape) = {min(w.shape)}; got {r}")
+    d = np.sqrt(s)
+    top = d.max() if d.size else 0.0
+    if not top > 0:
+        d = np.ones_like(d)
+    else:
+        d = np.maximum(d, float(floor) * top)
+    w64 = w.astype(np.float64)
+    scaled = d[:, None] * w64 if ax == 0 else w64 * d[None, :]
+    u, sv, vt = np.linalg.svd(scaled, full_matrices=False)
+    a = u[:, :r] * sv[:r]
+    b = vt[:r]
+    if ax == 0:
+        a = a / d[:, None]
+    else:
+        b = b / d[None, :]
+    dtype = np.float32 if w.dtype == np.float32 else np.float64
+    return a.astype(dtype, copy=False), b.astype(dtype, copy=False)
