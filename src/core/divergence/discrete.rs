@@ -291,24 +291,16 @@ fn block<T: Float, M: Fma>(
         let r = r0 + i;
         let pr = ctx.pidx.map_or(r, |ix| ix[r] as usize);
         let qr = ctx.qidx.map_or(r, |ix| ix[r] as usize);
-        prepare::<T, M>(&ctx.p.data[pr * k..(pr + 1) * k], a, t, spec, "p", pr)?;
-        prepare::<T, M>(&ctx.q.data[qr * k..(qr + 1) * k], b, t, spec, "q", qr)?;
+        prepare::<T, M>(&ctx.p.data[pr * k..(pr + 1) * k], a, ea, spec, "p", pr)?;
+        prepare::<T, M>(&ctx.q.data[qr * k..(qr + 1) * k], b, eb, spec, "q", qr)?;
         let log = spec.input != Input::Prob;
-        if log {
-            for (e, &x) in ea.iter_mut().zip(a.iter()) {
-                *e = simd::exp::<M>(x);
-            }
-            for (e, &x) in eb.iter_mut().zip(b.iter()) {
-                *e = simd::exp::<M>(x);
-            }
-        }
         *o = row_value::<M>(spec.measure, log, a, b, ea, eb, t);
     }
     Ok(())
 }
 
 /// Loads, validates and normalises one row into `dst` (probabilities, or log-probabilities
-/// in the log modes).
+/// in the log modes, with the probabilities in `scratch`).
 #[inline(always)]
 fn prepare<T: Float, M: Fma>(
     src: &[T],
@@ -380,7 +372,8 @@ fn prepare<T: Float, M: Fma>(
         for (s, &x) in scratch.iter_mut().zip(dst.iter()) {
             *s = simd::exp::<M>(x - mx);
         }
-        let lse = mx + simd::sum(scratch).ln();
+        let tot = simd::sum(scratch);
+        let lse = mx + tot.ln();
         if spec.input == Input::LogProb && !spec.normalize && lse.abs() > spec.tol {
             return Err(invalid!(
                 "row {row} of {name} has log-sum-exp {lse}, not 0 (tolerance {}): it is not a log-probability \
@@ -392,6 +385,11 @@ fn prepare<T: Float, M: Fma>(
             for x in dst.iter_mut() {
                 *x -= lse;
             }
+        }
+        // The probabilities come from the same exponentials: no second exp pass.
+        let inv = 1.0 / tot;
+        for x in scratch.iter_mut() {
+            *x *= inv;
         }
     }
     Ok(())
