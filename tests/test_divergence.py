@@ -508,3 +508,37 @@ def test_fisher_weighted_svd(axis):
         divest.fisher_weighted_svd(w, f, 9, axis=axis)
     with pytest.raises(ValueError, match="fisher must have"):
         divest.fisher_weighted_svd(w, f[:3], 2, axis=axis)
+
+
+def test_extreme_magnitudes_never_nan_negative_or_out_of_range():
+    rng = np.random.default_rng(40)
+    vals = np.array([0, 5e-324, 1e-310, 1e-300, 1e-200, 1e-17, 0.3, 1.0, 1e300])
+    p = vals[rng.integers(0, len(vals), (5000, 6))]
+    q = vals[rng.integers(0, len(vals), (5000, 6))]
+    p[:, 0] += 1e-300
+    q[:, 0] += 1e-300
+    for name in divest.divergence.F_DIVERGENCES:
+        v = divest.f_divergence(p, q, name, normalize=True, **({"alpha": 0.3} if name == "alpha" else {}))
+        assert not np.isnan(v).any() and (v >= 0).all(), name
+    for a in (0, 0.5, 2, np.inf):
+        v = divest.renyi(p, q, a, normalize=True)
+        assert not np.isnan(v).any() and (v >= 0).all()
+    assert divest.js(p, q, normalize=True).max() <= math.log(2)
+    assert divest.tv(p, q, normalize=True).max() <= 1.0
+    assert divest.hellinger(p, q, normalize=True).max() <= 1.0
+    with np.errstate(divide="ignore"):
+        lp, lq = np.log(p), np.log(q)
+    v = divest.kl(lp, lq, from_logits=True)
+    assert not np.isnan(v).any() and (v >= 0).all()
+
+
+def test_sample_estimators_do_not_depend_on_thread_count():
+    rng = np.random.default_rng(41)
+    x = rng.standard_normal((700, 3))
+    y = rng.standard_normal((500, 3)) + 0.2
+    runs = []
+    for t in (1, 2):
+        with divest.threads(t):
+            runs.append((divest.mmd(x, y, 1.0), divest.cs_divergence(x, y, 1.0),
+                         divest.knn_kl(x, y, 4), divest.knn_mi(x[:, :2], x[:, 2:] + x[:, :1], 4, 2)))
+    assert runs[0] == runs[1]

@@ -609,7 +609,8 @@ fn row_value<M: Fma>(
             for j in 0..t.len() {
                 t[j] = js_term::<M>(p[j], q[j]);
             }
-            0.5 * simd::sum(t)
+            // Bounded by ln 2; clamp the last-ulp rounding of the sum.
+            (0.5 * simd::sum(t)).min(std::f64::consts::LN_2)
         }
         Measure::HellingerSq => {
             for j in 0..t.len() {
@@ -619,13 +620,13 @@ fn row_value<M: Fma>(
                 let v = (x - y) / den;
                 t[j] = if den > 0.0 { v * v } else { 0.0 };
             }
-            0.5 * simd::sum(t)
+            (0.5 * simd::sum(t)).min(1.0)
         }
         Measure::Tv => {
             for j in 0..t.len() {
                 t[j] = (p[j] - q[j]).abs();
             }
-            0.5 * simd::sum(t)
+            (0.5 * simd::sum(t)).min(1.0)
         }
         Measure::Chi2 => chi2_sum(log, p, q, a, b),
         Measure::NeymanChi2 => chi2_sum(log, q, p, b, a),

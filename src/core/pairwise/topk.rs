@@ -63,6 +63,15 @@ impl RowReducer for TopK<'_> {
             let keys = &mut st.d2[i * k..(i + 1) * k];
             let idx = &mut st.idx[i * k..(i + 1) * k];
             let gi = r0 + i;
+            // Most rows of a late tile hold no candidate: a branch-free scan skips them.
+            let thr = keys[k - 1];
+            let mut any = false;
+            for &v in row {
+                any |= v < thr;
+            }
+            if !any {
+                continue;
+            }
             for (jj, &v0) in row.iter().enumerate() {
                 // Cheap rejection first: a joint key is never below the first block's.
                 if v0 >= keys[k - 1] {
