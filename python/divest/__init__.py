@@ -8,6 +8,23 @@ in log space throughout. Threads: :func:`set_num_threads`, :func:`get_num_thread
 
 from . import dpp
 from ._threads import get_num_threads, set_num_threads, threads
+from .divergence import (
+    chi2,
+    cs_divergence,
+    f_divergence,
+    fisher_merge,
+    fisher_weighted_svd,
+    hellinger,
+    js,
+    js_distance,
+    kl,
+    knn_entropy,
+    knn_kl,
+    knn_mi,
+    mmd,
+    renyi,
+    tv,
+)
 from .kde import KDE, BandwidthSelection, kde_logpdf, select_bandwidth
 from .ot import (
     SinkhornDivergence,
@@ -41,5 +58,20 @@ __all__ = [
     "sinkhorn_unbalanced",
     "sinkhorn_divergence",
     "SinkhornDivergence",
+    "kl",
+    "js",
+    "js_distance",
+    "hellinger",
+    "tv",
+    "chi2",
+    "renyi",
+    "f_divergence",
+    "mmd",
+    "cs_divergence",
+    "knn_entropy",
+    "knn_kl",
+    "knn_mi",
+    "fisher_merge",
+    "fisher_weighted_svd",
     "__version__",
 ]

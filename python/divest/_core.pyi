@@ -83,3 +83,28 @@ def dpp_volume_sample(
     p: NDArray[np.float64] | None = None, method: str = "auto",
 ) -> NDArray[np.int64]: ...
 def dpp_orthonormal_basis(x: NDArray[np.float64]) -> NDArray[np.float64]: ...
+def divergence_rows(
+    p: NDArray[np.floating],
+    q: NDArray[np.floating],
+    pidx: NDArray[np.int64] | None,
+    qidx: NDArray[np.int64] | None,
+    n_out: int,
+    measure: str,
+    param: float,
+    input: str,
+    normalize: bool,
+    tol: float,
+) -> NDArray[np.float64]: ...
+def kernel_log_sums(
+    x: NDArray[np.floating], y: NDArray[np.floating], kernel: str, scale: float, exclude_self: bool
+) -> tuple[float, float, float]: ...
+def self_sq_dists(x: NDArray[np.floating]) -> NDArray[np.float64]: ...
+def knn_sq_dists(
+    x: NDArray[np.floating],
+    cols: NDArray[np.floating],
+    k: int,
+    same: bool,
+    ux: NDArray[np.float64] | None = None,
+    ucols: NDArray[np.float64] | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]: ...
+def count_within(x: NDArray[np.floating], r2: NDArray[np.float64], strict: bool) -> NDArray[np.int64]: ...

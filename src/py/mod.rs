@@ -2,6 +2,7 @@
 //! No numerics live here.
 
 mod common;
+mod divergence;
 mod dpp;
 mod kde;
 mod ot;
@@ -15,5 +16,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kde::register(m)?;
     ot::register(m)?;
     dpp::register(m)?;
+    divergence::register(m)?;
     Ok(())
 }

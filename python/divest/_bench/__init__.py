@@ -17,6 +17,7 @@ FAMILIES = [
     ("kde", "divest._bench.kde"),
     ("ot", "divest._bench.ot"),
     ("dpp", "divest._bench.dpp"),
+    ("divergence", "divest._bench.divergence"),
 ]
 
 

@@ -15,6 +15,7 @@ SECTIONS = [
     ("kde", "divest._tour.kde"),
     ("ot", "divest._tour.ot"),
     ("dpp", "divest._tour.dpp"),
+    ("divergence", "divest._tour.divergence"),
 ]
 
 

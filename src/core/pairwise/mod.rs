@@ -13,6 +13,7 @@
 //! centre the data first so the identity loses little precision.
 
 pub mod reduce;
+pub mod topk;
 
 use std::ops::{Add, Mul, Sub};
 use std::sync::atomic::AtomicBool;

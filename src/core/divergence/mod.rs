@@ -1,0 +1,8 @@
+//! Divergences: batched discrete divergences between probability vectors (elementwise
+//! reductions, outside the pairwise engine), and sample-based estimators (kernel and kNN)
+//! built on the engine's reducers.
+
+pub mod discrete;
+pub mod kernel;
+pub mod knn;
+mod vmath;

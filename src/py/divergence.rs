@@ -1,0 +1,278 @@
+//! Divergence bindings. Inputs are validated, broadcast and laid out by
+//! `divest/divergence.py`; rows are checked (signs, sums) in the core.
+
+use numpy::ndarray::Array2;
+use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+
+use super::common::{run, slice, to_py, Arr2};
+use crate::core::divergence::discrete::{self, Batch, Input, Measure, Spec};
+use crate::core::divergence::kernel::{self, PairKernel};
+use crate::core::divergence::knn;
+use crate::core::pairwise::topk::Joint;
+use crate::core::pairwise::Points;
+
+/// One divergence per output row between rows `pidx[r]` of p and `qidx[r]` of q (row r
+/// where an index is None); p and q are C-contiguous (rows, k) arrays of one dtype.
+#[pyfunction]
+#[pyo3(signature = (p, q, pidx, qidx, n_out, measure, param, input, normalize, tol))]
+#[allow(clippy::too_many_arguments)]
+fn divergence_rows<'py>(
+    py: Python<'py>,
+    p: &Bound<'py, PyAny>,
+    q: &Bound<'py, PyAny>,
+    pidx: Option<PyReadonlyArray1<'py, i64>>,
+    qidx: Option<PyReadonlyArray1<'py, i64>>,
+    n_out: usize,
+    measure: &str,
+    param: f64,
+    input: &str,
+    normalize: bool,
+    tol: f64,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let spec = Spec {
+        measure: Measure::parse(measure, param).map_err(to_py)?,
+        input: Input::parse(input).map_err(to_py)?,
+        normalize,
+        tol,
+    };
+    let a = Arr2::extract(p, "p")?;
+    let b = Arr2::extract(q, "q")?;
+    let (rp, k) = a.shape();
+    let (rq, kq) = b.shape();
+    let pi = match &pidx {
+        Some(x) => Some(x.as_slice()?),
+        None => None,
+    };
+    let qi = match &qidx {
+        Some(x) => Some(x.as_slice()?),
+        None => None,
+    };
+    let work = n_out.saturating_mul(k).saturating_mul(8);
+    let v = match (&a, &b) {
+        (Arr2::F64(x), Arr2::F64(y)) => {
+            let (xs, ys) = (slice(x)?, slice(y)?);
+            run(py, work, |stop| {
+                discrete::divergence_rows(
+                    Batch {
+                        data: xs,
+                        rows: rp,
+                        k,
+                    },
+                    Batch {
+                        data: ys,
+                        rows: rq,
+                        k: kq,
+                    },
+                    pi,
+                    qi,
+                    n_out,
+                    spec,
+                    stop,
+                )
+            })?
+        }
+        (Arr2::F32(x), Arr2::F32(y)) => {
+            let (xs, ys) = (slice(x)?, slice(y)?);
+            run(py, work, |stop| {
+                discrete::divergence_rows(
+                    Batch {
+                        data: xs,
+                        rows: rp,
+                        k,
+                    },
+                    Batch {
+                        data: ys,
+                        rows: rq,
+                        k: kq,
+                    },
+                    pi,
+                    qi,
+                    n_out,
+                    spec,
+                    stop,
+                )
+            })?
+        }
+        _ => return Err(PyTypeError::new_err("p and q must have the same dtype")),
+    };
+    Ok(PyArray1::from_vec(py, v))
+}
+
+/// (log Σ k(x_i, x_j), log Σ k(y_i, y_j), log Σ k(x_i, y_j)) at scale 1/σ²; the within
+/// sums skip i = j when `exclude_self`.
+#[pyfunction]
+fn kernel_log_sums<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    kernel: &str,
+    scale: f64,
+    exclude_self: bool,
+) -> PyResult<(f64, f64, f64)> {
+    let kern = PairKernel::parse(kernel).map_err(to_py)?;
+    let a = Arr2::extract(x, "x")?;
+    let b = Arr2::extract(y, "y")?;
+    let (n, d) = a.shape();
+    let (m, dy) = b.shape();
+    let work = (n + m).saturating_mul(n + m).saturating_mul(d + 8);
+    macro_rules! go {
+        ($xa:expr, $ya:expr) => {{
+            let (xs, ys) = (slice($xa)?, slice($ya)?);
+            run(py, work, |stop| {
+                let px = Points::new(xs, n, d)?;
+                let py_ = Points::new(ys, m, dy)?;
+                let lxx = kernel::pair_log_sum(px, px, kern, scale, exclude_self, stop)?;
+                let lyy = kernel::pair_log_sum(py_, py_, kern, scale, exclude_self, stop)?;
+                let lxy = kernel::pair_log_sum(px, py_, kern, scale, false, stop)?;
+                Ok((lxx, lyy, lxy))
+            })
+        }};
+    }
+    match (&a, &b) {
+        (Arr2::F64(xa), Arr2::F64(ya)) => go!(xa, ya),
+        (Arr2::F32(xa), Arr2::F32(ya)) => go!(xa, ya),
+        _ => Err(PyTypeError::new_err("x and y must have the same dtype")),
+    }
+}
+
+/// All squared distances of a (small) point set against itself: an (n, n) array.
+#[pyfunction]
+fn self_sq_dists<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let a = Arr2::extract(x, "x")?;
+    let (n, d) = a.shape();
+    let work = n.saturating_mul(n).saturating_mul(d + 1);
+    let v = match &a {
+        Arr2::F64(xa) => {
+            let xs = slice(xa)?;
+            run(py, work, |stop| {
+                kernel::self_sq_dists(Points::new(xs, n, d)?, stop)
+            })?
+        }
+        Arr2::F32(xa) => {
+            let xs = slice(xa)?;
+            run(py, work, |stop| {
+                kernel::self_sq_dists(Points::new(xs, n, d)?, stop)
+            })?
+        }
+    };
+    let arr = Array2::from_shape_vec((n, n), v)
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    Ok(PyArray2::from_owned_array(py, arr))
+}
+
+fn shape_err(e: numpy::ndarray::ShapeError) -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err(e.to_string())
+}
+
+type KnnOut<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i64>>);
+
+/// k smallest squared distances (n, k) and column indices (n, k) from each point of `x`
+/// to `cols`, ignoring zero distances; with `ux`, `ucols` (float64 second blocks) the
+/// distance is the max of the two blocks' Euclidean norms.
+#[pyfunction]
+#[pyo3(signature = (x, cols, k, same, ux=None, ucols=None))]
+fn knn_sq_dists<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    cols: &Bound<'py, PyAny>,
+    k: usize,
+    same: bool,
+    ux: Option<PyReadonlyArray2<'py, f64>>,
+    ucols: Option<PyReadonlyArray2<'py, f64>>,
+) -> PyResult<KnnOut<'py>> {
+    let a = Arr2::extract(x, "x")?;
+    let b = Arr2::extract(cols, "cols")?;
+    let (n, d) = a.shape();
+    let (m, dc) = b.shape();
+    let joint = match (&ux, &ucols) {
+        (Some(u), Some(v)) => Some(Joint {
+            rows: slice(u)?,
+            cols: slice(v)?,
+            d: u.shape()[1],
+        }),
+        (None, None) => None,
+        _ => return Err(PyTypeError::new_err("pass both second blocks or neither")),
+    };
+    let work = n.saturating_mul(m).saturating_mul(d + 4);
+    let (d2, idx) = match (&a, &b) {
+        (Arr2::F64(xa), Arr2::F64(ya)) => {
+            let (xs, ys) = (slice(xa)?, slice(ya)?);
+            run(py, work, |stop| {
+                knn::knn(
+                    Points::new(xs, n, d)?,
+                    Points::new(ys, m, dc)?,
+                    k,
+                    same,
+                    joint,
+                    stop,
+                )
+            })?
+        }
+        (Arr2::F32(xa), Arr2::F32(ya)) => {
+            let (xs, ys) = (slice(xa)?, slice(ya)?);
+            run(py, work, |stop| {
+                knn::knn(
+                    Points::new(xs, n, d)?,
+                    Points::new(ys, m, dc)?,
+                    k,
+                    same,
+                    joint,
+                    stop,
+                )
+            })?
+        }
+        _ => return Err(PyTypeError::new_err("x and cols must have the same dtype")),
+    };
+    let idx: Vec<i64> = idx.into_iter().map(|v| v as i64).collect();
+    let d2 = PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), d2).map_err(shape_err)?);
+    let idx =
+        PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), idx).map_err(shape_err)?);
+    Ok((d2, idx))
+}
+
+/// Per point of `x`, how many other points lie within squared radius `r2[i]` (strictly
+/// below it when `strict`).
+#[pyfunction]
+fn count_within<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    r2: PyReadonlyArray1<'py, f64>,
+    strict: bool,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let a = Arr2::extract(x, "x")?;
+    let (n, d) = a.shape();
+    let r = r2.as_slice()?;
+    let work = n.saturating_mul(n).saturating_mul(d + 2);
+    let c = match &a {
+        Arr2::F64(xa) => {
+            let xs = slice(xa)?;
+            run(py, work, |stop| {
+                knn::count_within(Points::new(xs, n, d)?, r, strict, stop)
+            })?
+        }
+        Arr2::F32(xa) => {
+            let xs = slice(xa)?;
+            run(py, work, |stop| {
+                knn::count_within(Points::new(xs, n, d)?, r, strict, stop)
+            })?
+        }
+    };
+    Ok(PyArray1::from_vec(
+        py,
+        c.into_iter().map(|v| v as i64).collect(),
+    ))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(knn_sq_dists, m)?)?;
+    m.add_function(wrap_pyfunction!(count_within, m)?)?;
+    m.add_function(wrap_pyfunction!(divergence_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(kernel_log_sums, m)?)?;
+    m.add_function(wrap_pyfunction!(self_sq_dists, m)?)?;
+    Ok(())
+}
