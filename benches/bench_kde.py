@@ -3,9 +3,8 @@
 Run with ``asv run --python=same --quick`` (uses the installed divest).
 """
 
-import numpy as np
-
 import divest
+import numpy as np
 
 
 class KDELogpdf:

@@ -6,7 +6,20 @@ in log space throughout. Threads: :func:`set_num_threads`, :func:`get_num_thread
 :func:`threads`, or the ``DIVEST_NUM_THREADS`` environment variable.
 """
 
+from ._results import TestResult
 from ._threads import get_num_threads, set_num_threads, threads
+from .dcov import (
+    ccdcov,
+    dcor,
+    dcor_sqr,
+    dcov,
+    dcov_sqr,
+    dcov_test,
+    energy_distance,
+    energy_test,
+    jdcov,
+    partial_dcor,
+)
 from .kde import KDE, BandwidthSelection, kde_logpdf, select_bandwidth
 
 __version__ = "0.1.0"
@@ -25,5 +38,16 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "threads",
+    "TestResult",
+    "dcov",
+    "dcov_sqr",
+    "dcor",
+    "dcor_sqr",
+    "partial_dcor",
+    "energy_distance",
+    "dcov_test",
+    "energy_test",
+    "jdcov",
+    "ccdcov",
     "__version__",
 ]

@@ -19,7 +19,9 @@ pub fn to_py(e: Error) -> PyErr {
 }
 
 fn panic_err() -> PyErr {
-    PyRuntimeError::new_err("divest internal error (a Rust panic); please report it with the inputs' shapes")
+    PyRuntimeError::new_err(
+        "divest internal error (a Rust panic); please report it with the inputs' shapes",
+    )
 }
 
 /// Below this many elementary operations a call runs inline with the GIL released and
@@ -95,7 +97,9 @@ impl<'py> Arr2<'py> {
             Arr2::F64(x) => x.is_c_contiguous(),
         };
         if !contiguous {
-            return Err(PyValueError::new_err(format!("{name} must be C-contiguous")));
+            return Err(PyValueError::new_err(format!(
+                "{name} must be C-contiguous"
+            )));
         }
         Ok(a)
     }

@@ -2,6 +2,7 @@
 //! No numerics live here.
 
 mod common;
+mod dcov;
 mod kde;
 mod threads;
 
@@ -11,5 +12,6 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     threads::register(m)?;
     kde::register(m)?;
+    dcov::register(m)?;
     Ok(())
 }
