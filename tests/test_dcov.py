@@ -282,3 +282,54 @@ def test_core_rejects_mixed_dtypes():
     x = np.ones((5, 1))
     with pytest.raises(TypeError):
         _core.dcov_stats(x, x.astype(np.float32))
+
+
+def naive_jdcov(xs, c, unbiased, scale):
+    n = len(xs[0])
+    prod = np.ones((n, n))
+    for x in xs:
+        u = -naive_centred(x, unbiased=unbiased)
+        if scale:
+            f = 1 / (n * (n - 3)) if unbiased else 1 / n**2
+            u = u / np.sqrt((u * u).sum() * f)
+        prod = prod * (u + c)
+    if unbiased:
+        return prod.sum() / (n * (n - 3)) - c ** len(xs) * n / (n - 3)
+    return prod.sum() / n**2 - c ** len(xs)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("scale", [False, True])
+def test_jdcov_matches_definition_and_reduces_to_dcov(unbiased, scale):
+    rng = np.random.default_rng(15)
+    n = 120
+    z = rng.standard_normal((n, 3))
+    xs = [z[:, 0], z[:, 1], np.c_[np.sign(z[:, 0] * z[:, 1]) * np.abs(z[:, 2]), rng.standard_normal(n)]]
+    for c in (0.5, 1.0, 2.0):
+        got = divest.jdcov(*xs, c=c, unbiased=unbiased, scale=scale)
+        assert rel(got, naive_jdcov(xs, c, unbiased, scale)) < 1e-10
+    two = divest.jdcov(xs[0], xs[2], c=3.0, unbiased=unbiased)
+    assert rel(two, divest.dcov_sqr(xs[0], xs[2], unbiased=unbiased)) < 1e-10
+    if scale:
+        a = divest.jdcov(*xs, unbiased=unbiased, scale=True)
+        b = divest.jdcov(xs[0] * 1e4, xs[1] - 7, xs[2] * 0.01, unbiased=unbiased, scale=True)
+        assert rel(a, b) < 1e-10
+
+
+def test_ccdcov_is_dcov_with_concatenated_attributes():
+    rng = np.random.default_rng(16)
+    y = rng.standard_normal(100)
+    a1, a2 = rng.integers(0, 2, 100), rng.standard_normal((100, 2)) + y[:, None] ** 2
+    want = dcor.u_distance_covariance_sqr(y, np.c_[a1, a2].astype(float))
+    assert rel(divest.ccdcov(y, a1, a2), want) < 1e-10
+    assert rel(divest.ccdcov(y, a1, a2, unbiased=False),
+               dcor.distance_covariance_sqr(y, np.c_[a1, a2].astype(float))) < 1e-10
+    assert rel(divest.ccdcov(y, a2), divest.dcov_sqr(y, a2, unbiased=True)) < 1e-12
+    with pytest.raises(ValueError, match="at least one attribute"):
+        divest.ccdcov(y)
+    with pytest.raises(ValueError, match="at least two"):
+        divest.jdcov(y)
+    with pytest.raises(ValueError, match="c must be"):
+        divest.jdcov(y, y, c=-1.0)
+    with pytest.raises(ValueError, match="same number"):
+        divest.jdcov(y, y[:-1])

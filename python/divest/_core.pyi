@@ -24,3 +24,29 @@ def kde_loo_grid(
     kernel: str,
     factors: NDArray[np.float64],
 ) -> NDArray[np.float64]: ...
+def dcov_stats(
+    x: NDArray[np.floating],
+    y: NDArray[np.floating],
+    exponent: float = 1.0,
+    unbiased: bool = False,
+    method: str = "auto",
+) -> tuple[float, float, float]: ...
+def dcov_u_products3(
+    x: NDArray[np.floating], y: NDArray[np.floating], z: NDArray[np.floating], exponent: float = 1.0
+) -> tuple[float, float, float, float, float, float]: ...
+def energy_distance(
+    x: NDArray[np.floating], y: NDArray[np.floating], exponent: float = 1.0, unbiased: bool = False
+) -> float: ...
+def dcov_perm_test(
+    x: NDArray[np.floating], y: NDArray[np.floating], exponent: float, n_resamples: int, seed: int
+) -> tuple[float, NDArray[np.float64]]: ...
+def energy_perm_test(
+    z: NDArray[np.floating], sizes: list[int], exponent: float, n_resamples: int, seed: int
+) -> tuple[float, NDArray[np.float64]]: ...
+def jdcov(
+    xs: list[NDArray[np.floating]],
+    c: float = 1.0,
+    exponent: float = 1.0,
+    unbiased: bool = True,
+    scale: bool = False,
+) -> float: ...

@@ -239,11 +239,58 @@ fn energy_perm_test<'py>(
     Ok((out.statistic, PyArray1::from_vec(py, out.null)))
 }
 
+/// Joint distance covariance of two or more samples of one dtype.
+#[pyfunction]
+#[pyo3(signature = (xs, c=1.0, exponent=1.0, unbiased=true, scale=false))]
+fn jdcov(
+    py: Python<'_>,
+    xs: Vec<Bound<'_, PyAny>>,
+    c: f64,
+    exponent: f64,
+    unbiased: bool,
+    scale: bool,
+) -> PyResult<f64> {
+    let arrs: Vec<Arr2<'_>> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Arr2::extract(a, &format!("xs[{i}]")))
+        .collect::<PyResult<_>>()?;
+    let n = arrs.first().map_or(0, |a| a.shape().0);
+    let dsum: usize = arrs.iter().map(|a| a.shape().1).sum();
+    let work = n.saturating_mul(n).saturating_mul(dsum + 8 * arrs.len());
+    if arrs.iter().all(|a| matches!(a, Arr2::F64(_))) {
+        let mut pts = Vec::with_capacity(arrs.len());
+        for a in &arrs {
+            if let Arr2::F64(v) = a {
+                let (n, d) = a.shape();
+                pts.push(Points::new(slice(v)?, n, d).map_err(to_py)?);
+            }
+        }
+        run(py, work, |stop| {
+            dcov::jdcov(&pts, c, exponent, unbiased, scale, stop)
+        })
+    } else if arrs.iter().all(|a| matches!(a, Arr2::F32(_))) {
+        let mut pts = Vec::with_capacity(arrs.len());
+        for a in &arrs {
+            if let Arr2::F32(v) = a {
+                let (n, d) = a.shape();
+                pts.push(Points::new(slice(v)?, n, d).map_err(to_py)?);
+            }
+        }
+        run(py, work, |stop| {
+            dcov::jdcov(&pts, c, exponent, unbiased, scale, stop)
+        })
+    } else {
+        Err(same_dtype())
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dcov_stats, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_u_products3, m)?)?;
     m.add_function(wrap_pyfunction!(energy_distance, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_perm_test, m)?)?;
     m.add_function(wrap_pyfunction!(energy_perm_test, m)?)?;
+    m.add_function(wrap_pyfunction!(jdcov, m)?)?;
     Ok(())
 }

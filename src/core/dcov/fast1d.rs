@@ -28,7 +28,7 @@ use crate::core::error::Result;
 use crate::core::threads;
 
 /// Runs up to this length are sorted and summed directly (O(m²), exact for integers).
-const SMALL: usize = 32;
+const SMALL: usize = 16;
 /// Runs longer than this split into two parallel tasks (a fixed tree, so the result does
 /// not depend on the thread count).
 const PAR_MIN: usize = 1 << 15;
@@ -45,42 +45,51 @@ fn median_shifted(v: &[f64]) -> Vec<f64> {
     v.iter().map(|&x| x - m).collect()
 }
 
-/// Indices that sort `v` ascending.
-fn argsort(v: &[f64]) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.par_sort_unstable_by(|&a, &b| v[a].total_cmp(&v[b]).then(a.cmp(&b)));
-    idx
+/// The values sorted ascending, with their original indices.
+fn sorted(v: &[f64]) -> Vec<(f64, u32)> {
+    let mut s: Vec<(f64, u32)> = v.iter().enumerate().map(|(i, &x)| (x, i as u32)).collect();
+    s.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    s
 }
 
-/// Row sums Σ_j |v_i − v_j| from the sorted order: (2k − n) v_(k) + T − 2 P_k, with P_k the
-/// sum of the k smaller values, evaluated in double-double.
-fn row_sums(v: &[f64], order: &[usize]) -> Vec<f64> {
-    let n = v.len();
+/// Row sums Σ_j |v_i − v_j| (by original index) from the sorted values:
+/// (2k − n) v_(k) + (T − 2 P_k), with P_k the compensated sum of the k smaller values.
+fn row_sums(s: &[(f64, u32)]) -> Vec<f64> {
+    let n = s.len();
     let mut tot = Acc::default();
-    for &x in v {
+    for &(x, _) in s {
         tot.add(x);
     }
-    let t = tot.dd();
+    let t = tot.value();
     let mut out = vec![0.0; n];
-    let mut p = Dd::default();
-    for (k, &i) in order.iter().enumerate() {
-        let x = v[i];
-        let r = Dd::prod((2 * k) as f64 - n as f64, x)
-            .add(t)
-            .sub(p.mul_f64(2.0));
-        out[i] = r.to_f64().max(0.0);
-        p = p.add_f64(x);
+    let mut p = Acc::default();
+    for (k, &(x, i)) in s.iter().enumerate() {
+        let r = ((2 * k) as f64 - n as f64) * x + (t - 2.0 * p.value());
+        out[i as usize] = r.max(0.0);
+        p.add(x);
     }
     out
 }
 
+/// A double-double reduction over fixed chunks of 0..n, in parallel, combined in order.
+fn par_dd(n: usize, f: impl Fn(std::ops::Range<usize>) -> Dd + Sync) -> Dd {
+    const CHUNK: usize = 1 << 16;
+    let parts: Vec<Dd> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| f(c * CHUNK..((c + 1) * CHUNK).min(n)))
+        .collect();
+    parts.into_iter().fold(Dd::default(), |a, b| a + b)
+}
+
 /// Σ_{j<i} (x_i − x_j)|y_i − y_j| over a run in x order, sorting it by y on the way.
-fn small_run(xs: &mut [f64], ys: &mut [f64]) -> Acc {
+fn small_run(xs: &mut [f64], ys: &mut [f64]) -> f64 {
     let m = xs.len();
-    let mut acc = Acc::default();
+    // At most 120 terms: a plain sum loses nothing that matters (and is exact for
+    // integer data).
+    let mut acc = 0.0;
     for i in 1..m {
         for j in 0..i {
-            acc.add((xs[i] - xs[j]) * (ys[i] - ys[j]).abs());
+            acc += (xs[i] - xs[j]) * (ys[i] - ys[j]).abs();
         }
     }
     // Insertion sort by y, carrying x.
@@ -109,7 +118,7 @@ fn run(
 ) -> Result<Dd> {
     let m = xs.len();
     if m <= SMALL {
-        return Ok(small_run(xs, ys).dd());
+        return Ok(Dd::from(small_run(xs, ys)));
     }
     let h = m / 2;
     let (xl, xr) = xs.split_at_mut(h);
@@ -129,35 +138,30 @@ fn run(
         threads::check(stop)?;
     }
     // Signed sums over L: every j starts with s_j = −1 and flips to +1 once y_j < y_i.
-    let (mut g0, mut gx, mut gy, mut gxy) = (
-        Acc::default(),
-        Acc::default(),
-        Acc::default(),
-        Acc::default(),
-    );
+    let (mut gx, mut gy, mut gxy) = (Acc::default(), Acc::default(), Acc::default());
     for (&x, &y) in xl.iter().zip(yl.iter()) {
-        g0.add(-1.0);
         gx.add(-x);
         gy.add(-y);
         gxy.add(-(x * y));
     }
+    let mut g0 = -(h as f64);
+    let (mut gx, mut gy, mut gxy) = (gx.value(), gy.value(), gxy.value());
     let mut cross = Acc::default();
     let (mut p, mut q, mut o) = (0usize, 0usize, 0usize);
     while q < yr.len() {
         let (xi, yi) = (xr[q], yr[q]);
         while p < h && yl[p] < yi {
             let (x, y) = (xl[p], yl[p]);
-            g0.add(2.0);
-            gx.add(2.0 * x);
-            gy.add(2.0 * y);
-            gxy.add(2.0 * (x * y));
+            g0 += 2.0;
+            gx += 2.0 * x;
+            gy += 2.0 * y;
+            gxy += 2.0 * (x * y);
             tx[o] = x;
             ty[o] = y;
             p += 1;
             o += 1;
         }
-        let (c0, cx, cy, cxy) = (g0.value(), gx.value(), gy.value(), gxy.value());
-        cross.add(xi * (yi * c0 - cy) - (yi * cx - cxy));
+        cross.add(xi * (yi * g0 - gy) - (yi * gx - gxy));
         tx[o] = xi;
         ty[o] = yi;
         q += 1;
@@ -203,22 +207,16 @@ fn combine(t: &Terms, n: usize, unbiased: bool) -> f64 {
     }
 }
 
-fn sum_dd(v: &[f64]) -> Dd {
-    v.iter().fold(Dd::default(), |s, &x| s.add_f64(x))
-}
-
-fn dot_dd(a: &[f64], b: &[f64]) -> Dd {
-    a.iter()
-        .zip(b)
-        .fold(Dd::default(), |s, (&x, &y)| s.add(Dd::prod(x, y)))
-}
-
 /// Σ_ij (v_i − v_j)² = 2n Σ v² − 2 (Σ v)², in double-double.
 fn sum_sq_diffs(v: &[f64]) -> Dd {
     let n = v.len() as f64;
-    let s = sum_dd(v);
-    let s2 = v.iter().fold(Dd::default(), |a, &x| a.add(Dd::prod(x, x)));
-    s2.mul_f64(2.0 * n).sub(s.mul(s).mul_f64(2.0))
+    let s = par_dd(v.len(), |r| {
+        v[r].iter().fold(Dd::default(), |s, &x| s.add_f64(x))
+    });
+    let s2 = par_dd(v.len(), |r| {
+        v[r].iter().fold(Dd::default(), |a, &x| a + Dd::prod(x, x))
+    });
+    s2.mul_f64(2.0 * n) - (s * s).mul_f64(2.0)
 }
 
 /// dCov²(x, y), dCov²(x, x), dCov²(y, y) of 1-D samples with exponent 1 (V or U), in
@@ -227,34 +225,59 @@ pub fn dcov_stats(x: &[f64], y: &[f64], unbiased: bool, stop: &AtomicBool) -> Re
     let n = x.len();
     let xc = median_shifted(x);
     let yc = median_shifted(y);
-    let (s_ab, a, b) = threads::install(|| -> Result<(Dd, Vec<f64>, Vec<f64>)> {
-        let ox = argsort(&xc);
-        let oy = argsort(&yc);
-        let a = row_sums(&xc, &ox);
-        let b = row_sums(&yc, &oy);
-        let mut xs: Vec<f64> = ox.iter().map(|&i| xc[i]).collect();
-        let mut ys: Vec<f64> = ox.iter().map(|&i| yc[i]).collect();
+    type Out = (Dd, Vec<f64>, Vec<f64>, [Dd; 7]);
+    let (s_ab, a, b, r) = threads::install(|| -> Result<Out> {
+        let ((sx, a), (sy, b)) = rayon::join(
+            || {
+                let s = sorted(&xc);
+                let a = row_sums(&s);
+                (s, a)
+            },
+            || {
+                let s = sorted(&yc);
+                let b = row_sums(&s);
+                (s, b)
+            },
+        );
+        drop(sy);
+        let mut xs: Vec<f64> = sx.iter().map(|&(v, _)| v).collect();
+        let mut ys: Vec<f64> = sx.iter().map(|&(_, i)| yc[i as usize]).collect();
+        drop(sx);
         let mut tx = vec![0.0; n];
         let mut ty = vec![0.0; n];
         let half = run(&mut xs, &mut ys, &mut tx, &mut ty, stop)?;
-        Ok((half.mul_f64(2.0), a, b))
+        let sum = |v: &[f64]| par_dd(n, |r| v[r].iter().fold(Dd::default(), |s, &x| s.add_f64(x)));
+        let dot = |u: &[f64], v: &[f64]| {
+            par_dd(n, |r| {
+                u[r.clone()]
+                    .iter()
+                    .zip(&v[r])
+                    .fold(Dd::default(), |s, (&p, &q)| s + Dd::prod(p, q))
+            })
+        };
+        let r = [
+            sum(&a),
+            sum(&b),
+            dot(&a, &b),
+            dot(&a, &a),
+            dot(&b, &b),
+            sum_sq_diffs(&xc),
+            sum_sq_diffs(&yc),
+        ];
+        Ok((half.mul_f64(2.0), a, b, r))
     })??;
-    let (s_a, s_b) = (sum_dd(&a), sum_dd(&b));
-    let xy = Terms {
-        s_ab,
-        ab: dot_dd(&a, &b),
-        s_a,
-        s_b,
-    };
+    drop((a, b));
+    let [s_a, s_b, ab, aa, bb, sxx, syy] = r;
+    let xy = Terms { s_ab, ab, s_a, s_b };
     let xx = Terms {
-        s_ab: sum_sq_diffs(&xc),
-        ab: dot_dd(&a, &a),
+        s_ab: sxx,
+        ab: aa,
         s_a,
         s_b: s_a,
     };
     let yy = Terms {
-        s_ab: sum_sq_diffs(&yc),
-        ab: dot_dd(&b, &b),
+        s_ab: syy,
+        ab: bb,
         s_a: s_b,
         s_b,
     };

@@ -443,6 +443,177 @@ pub fn u_products3<T: Float>(
     Ok([s[0] * f, s[1] * f, s[2] * f, s[3] * f, s[4] * f, s[5] * f])
 }
 
+/// Σ over pairs of Π_k (−A^k_ij · w_k + c): the joint distance covariance sum.
+pub struct Joint<'a, F> {
+    /// Distance map (α).
+    pub f: F,
+    /// Offsets per sample.
+    pub c: Vec<&'a [f64]>,
+    /// Per-sample factors (1, or 1/dCov(X_k, X_k) for the scale-invariant version).
+    pub w: Vec<f64>,
+    /// The constant c of Chakraborty & Zhang.
+    pub cc: f64,
+    /// Include the diagonal (V statistic).
+    pub diag: bool,
+}
+
+/// Block state of [`Joint`].
+pub struct JointState {
+    /// The block's sum.
+    pub acc: Acc,
+    p: Vec<f64>,
+}
+
+impl<F: PairMap> MultiReducer for Joint<'_, F> {
+    type State = JointState;
+    fn upper(&self) -> bool {
+        true
+    }
+    fn init(&self, _r0: usize, _nr: usize) -> JointState {
+        JointState {
+            acc: Acc::default(),
+            p: vec![0.0; COL_TILE],
+        }
+    }
+    #[inline(always)]
+    fn tile<M: Fma>(
+        &self,
+        st: &mut JointState,
+        r0: usize,
+        nr: usize,
+        c0: usize,
+        nc: usize,
+        d2: &[Vec<f64>],
+    ) {
+        for i in 0..nr {
+            let gi = r0 + i;
+            let lo = (gi + 1).saturating_sub(c0).min(nc);
+            let p = &mut st.p[lo..nc];
+            p.fill(1.0);
+            for (k, ck) in self.c.iter().enumerate() {
+                let (ci, w) = (ck[gi], self.w[k]);
+                let cc = &ck[c0 + lo..c0 + nc];
+                let drow = &d2[k][i * COL_TILE + lo..i * COL_TILE + nc];
+                for j in 0..p.len() {
+                    let u = (ci + cc[j]) - self.f.value(drow[j]);
+                    p[j] *= M::ma(u, w, self.cc);
+                }
+            }
+            if lo < nc {
+                st.acc.add(2.0 * crate::core::simd::sum(p));
+            }
+            if self.diag && gi >= c0 && gi < c0 + nc {
+                // a_ii = 0, so −A_ii = 2 c_i.
+                let mut t = 1.0;
+                for (k, ck) in self.c.iter().enumerate() {
+                    t *= 2.0 * ck[gi] * self.w[k] + self.cc;
+                }
+                st.acc.add(t);
+            }
+        }
+    }
+}
+
+/// Joint distance covariance JdCov²(X_1, …, X_d; c) of Chakraborty & Zhang (2019): V
+/// statistic (1/n²) Σ_ij Π_k (Û_k(i, j) + c) − c^d with Û_k = −A_k (double-centred), or
+/// U statistic (1/(n(n−3))) Σ_{i≠j} Π_k (Ũ_k + c) + c^d (1 − n)/(n − 3) with U-centring.
+/// `scale`: each Û_k is divided by dCov(X_k, X_k) (the same V or U version), which makes
+/// the statistic scale invariant. Memory: centred copies of the samples, O(n) per pass.
+pub fn jdcov<T: Float>(
+    xs: &[Points<'_, T>],
+    c: f64,
+    alpha: f64,
+    unbiased: bool,
+    scale: bool,
+    stop: &AtomicBool,
+) -> Result<f64> {
+    check_exponent(alpha)?;
+    if xs.len() < 2 {
+        return Err(invalid!(
+            "jdcov needs at least two samples; got {}",
+            xs.len()
+        ));
+    }
+    if !c.is_finite() || c < 0.0 {
+        return Err(invalid!("c must be a non-negative finite number; got {c}"));
+    }
+    let n = xs[0].n;
+    if let Some(p) = xs.iter().find(|p| p.n != n) {
+        return Err(invalid!(
+            "all samples must have the same number of observations; got {n} and {}",
+            p.n
+        ));
+    }
+    check_n(n, unbiased)?;
+    let cs: Vec<Vec<f64>> = xs.iter().map(|p| centred(*p)).collect();
+    let pts: Vec<Points<'_, f64>> = cs
+        .iter()
+        .zip(xs)
+        .map(|(v, p)| Points::new(v, n, p.d))
+        .collect::<Result<_>>()?;
+    let mut offs = Vec::with_capacity(xs.len());
+    for p in &pts {
+        offs.push(offsets(&row_sums(*p, alpha, stop)?, unbiased));
+    }
+    let o: Vec<&[f64]> = offs.iter().map(|v| v.as_slice()).collect();
+    let f = norm_factor(n, unbiased);
+    let w = if scale {
+        let pairs = (0..xs.len()).map(|k| (k, k)).collect();
+        let v = centred_products(&pts, &o, alpha, unbiased, pairs, stop)?;
+        v.iter()
+            .map(|&s| {
+                let d = (s * f).max(0.0).sqrt();
+                if d > 0.0 {
+                    1.0 / d
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    } else {
+        vec![1.0; xs.len()]
+    };
+    fn with<F: PairMap>(
+        pts: &[Points<'_, f64>],
+        red: Joint<'_, F>,
+        stop: &AtomicBool,
+    ) -> Result<f64> {
+        let states = reduce_pairs_multi(pts, &red, stop)?;
+        let mut tot = Acc::default();
+        for s in &states {
+            tot.merge(&s.acc);
+        }
+        Ok(tot.value())
+    }
+    let total = if alpha == 1.0 {
+        let red = Joint {
+            f: SqrtMap,
+            c: o.clone(),
+            w,
+            cc: c,
+            diag: !unbiased,
+        };
+        with(&pts, red, stop)?
+    } else {
+        let m = PowMap { half: 0.5 * alpha };
+        let red = Joint {
+            f: m,
+            c: o.clone(),
+            w,
+            cc: c,
+            diag: !unbiased,
+        };
+        with(&pts, red, stop)?
+    };
+    let nf = n as f64;
+    let cd = c.powi(xs.len() as i32);
+    Ok(if unbiased {
+        total * f + cd * (1.0 - nf) / (nf - 3.0)
+    } else {
+        total * f - cd
+    })
+}
+
 /// Sum of |x_i − y_j|^α over all pairs of two point sets (dimension checked by the engine).
 fn cross_sum(x: Points<'_, f64>, y: Points<'_, f64>, alpha: f64, stop: &AtomicBool) -> Result<f64> {
     fn with<F: PairMap>(
@@ -654,6 +825,89 @@ pub(crate) mod tests {
         let b = run();
         crate::core::threads::set_num_threads(2).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn jdcov_of_two_samples_is_dcov_and_matches_full_matrices() {
+        let stop = AtomicBool::new(false);
+        let n = 90;
+        let x = lcg(21, n * 2);
+        let y: Vec<f64> = lcg(22, n)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + x[2 * i] * x[2 * i])
+            .collect();
+        let z: Vec<f64> = lcg(23, n * 3)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * y[i / 3])
+            .collect();
+        let (px, py, pz) = (
+            Points::new(&x, n, 2).unwrap(),
+            Points::new(&y, n, 1).unwrap(),
+            Points::new(&z, n, 3).unwrap(),
+        );
+        for unbiased in [false, true] {
+            let j = jdcov(&[px, py], 1.0, 1.0, unbiased, false, &stop).unwrap();
+            let d = dcov_stats(px, py, 1.0, unbiased, Method::Pairwise, &stop).unwrap();
+            assert!((j - d.cov).abs() < 1e-12 * d.cov.abs(), "{j} vs {}", d.cov);
+            // Three samples against explicit matrices.
+            let mats: Vec<Vec<f64>> = [(&x, 2), (&y, 1), (&z, 3)]
+                .iter()
+                .map(|(v, d)| {
+                    let dist: Vec<f64> = (0..n * n)
+                        .map(|t| {
+                            let (i, j) = (t / n, t % n);
+                            (0..*d)
+                                .map(|k| (v[i * d + k] - v[j * d + k]).powi(2))
+                                .sum::<f64>()
+                                .sqrt()
+                        })
+                        .collect();
+                    let r: Vec<f64> = (0..n)
+                        .map(|i| dist[i * n..(i + 1) * n].iter().sum())
+                        .collect();
+                    let t: f64 = r.iter().sum();
+                    let nf = n as f64;
+                    (0..n * n)
+                        .map(|q| {
+                            let (i, j) = (q / n, q % n);
+                            if unbiased {
+                                if i == j {
+                                    0.0
+                                } else {
+                                    -(dist[q] - r[i] / (nf - 2.0) - r[j] / (nf - 2.0)
+                                        + t / ((nf - 1.0) * (nf - 2.0)))
+                                }
+                            } else {
+                                -(dist[q] - r[i] / nf - r[j] / nf + t / (nf * nf))
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let cc = 0.7;
+            let tot: f64 = (0..n * n)
+                .map(|q| mats.iter().map(|m| m[q] + cc).product::<f64>())
+                .sum();
+            let nf = n as f64;
+            let want = if unbiased {
+                tot / (nf * (nf - 3.0)) - cc.powi(3) * nf / (nf - 3.0)
+            } else {
+                tot / (nf * nf) - cc.powi(3)
+            };
+            let got = jdcov(&[px, py, pz], cc, 1.0, unbiased, false, &stop).unwrap();
+            assert!(
+                (got - want).abs() < 1e-12 * want.abs().max(1e-3),
+                "{got} vs {want}"
+            );
+            // Scale invariance.
+            let y2: Vec<f64> = y.iter().map(|v| 1e3 * v - 5.0).collect();
+            let py2 = Points::new(&y2, n, 1).unwrap();
+            let s1 = jdcov(&[px, py, pz], cc, 1.0, unbiased, true, &stop).unwrap();
+            let s2 = jdcov(&[px, py2, pz], cc, 1.0, unbiased, true, &stop).unwrap();
+            assert!((s1 - s2).abs() < 1e-10 * s1.abs());
+        }
     }
 
     #[test]

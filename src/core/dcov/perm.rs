@@ -17,6 +17,7 @@ use super::{centred, centred_products, offsets, row_sums, PowMap, SqrtMap};
 use crate::core::error::{invalid, Result};
 use crate::core::pairwise::reduce::{KernelRows, PairMap, RowStats};
 use crate::core::pairwise::{reduce_rows_with, Float, Points};
+use crate::core::simd::{self, Fma, Fused, Level, Unfused};
 use crate::core::threads;
 
 /// Largest number of observations for which distance matrices are stored.
@@ -86,30 +87,138 @@ fn centred_matrix<F: PairMap>(f: &F, p: Points<'_, f64>) -> Result<Vec<f64>> {
     Ok(m)
 }
 
-/// Σ_ij A_ij B_{π(i)π(j)} from stored symmetric matrices (upper triangle, doubled).
-fn perm_product(a: &[f64], b: &[f64], n: usize, p: &[u32]) -> f64 {
-    let mut acc = Acc::default();
+/// Permutations evaluated together per task: each row of A is read once for all of them.
+const GROUP: usize = 8;
+
+/// Σ_ij A_ij B^π_ij for a group of permutations, with A stored (n×n, double-centred) and
+/// each B^π recomputed from its permuted y (`ys[g]`: q coordinate rows of n values,
+/// `cp[g]`: permuted offsets). The upper triangle is summed and doubled; B^π_ii = −2 cp_i.
+#[inline(always)]
+fn perm_stat_body<F: PairMap, M: Fma>(
+    f: &F,
+    a: &[f64],
+    ys: &[Vec<f64>],
+    cp: &[Vec<f64>],
+    n: usize,
+    q: usize,
+) -> Vec<f64> {
+    let mut acc = vec![Acc::default(); ys.len()];
+    let mut buf = vec![0.0; n];
     for i in 0..n {
-        let ar = &a[i * n..(i + 1) * n];
-        let pi = p[i] as usize;
-        let br = &b[pi * n..(pi + 1) * n];
-        let mut s = [0.0f64; 4];
-        let tail = &p[i + 1..];
-        let arow = &ar[i + 1..];
-        let (pc, ac) = (tail.chunks_exact(4), arow.chunks_exact(4));
-        let mut t = 0.0;
-        for (&j, &a) in pc.remainder().iter().zip(ac.remainder()) {
-            t += a * br[j as usize];
-        }
-        for (pj, aj) in pc.zip(ac) {
-            for ((acc, &j), &a) in s.iter_mut().zip(pj).zip(aj) {
-                *acc += a * br[j as usize];
+        let m = n - i - 1;
+        let arow = &a[i * n + i + 1..(i + 1) * n];
+        for ((ysg, cpg), accg) in ys.iter().zip(cp).zip(acc.iter_mut()) {
+            let d2 = &mut buf[..m];
+            d2.fill(0.0);
+            for k in 0..q {
+                let yk = &ysg[k * n..(k + 1) * n];
+                let yi = yk[i];
+                for (d, &yj) in d2.iter_mut().zip(&yk[i + 1..]) {
+                    let t = yi - yj;
+                    *d = M::ma(t, t, *d);
+                }
             }
+            let ci = cpg[i];
+            for (d, &cj) in d2.iter_mut().zip(&cpg[i + 1..]) {
+                *d = (f.value(*d) - ci) - cj;
+            }
+            accg.add(2.0 * super::dot(arow, d2));
+            accg.add(a[i * n + i] * (-2.0 * ci));
         }
-        acc.add(2.0 * (((s[0] + s[2]) + (s[1] + s[3])) + t));
-        acc.add(ar[i] * br[pi]);
     }
-    acc.value()
+    acc.iter().map(|s| s.value()).collect()
+}
+
+fn perm_stat<F: PairMap>(
+    level: Level,
+    f: &F,
+    a: &[f64],
+    ys: &[Vec<f64>],
+    cp: &[Vec<f64>],
+    n: usize,
+    q: usize,
+) -> Vec<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+        unsafe fn v512<F: PairMap>(
+            f: &F,
+            a: &[f64],
+            ys: &[Vec<f64>],
+            cp: &[Vec<f64>],
+            n: usize,
+            q: usize,
+        ) -> Vec<f64> {
+            perm_stat_body::<F, Fused>(f, a, ys, cp, n, q)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v2<F: PairMap>(
+            f: &F,
+            a: &[f64],
+            ys: &[Vec<f64>],
+            cp: &[Vec<f64>],
+            n: usize,
+            q: usize,
+        ) -> Vec<f64> {
+            perm_stat_body::<F, Fused>(f, a, ys, cp, n, q)
+        }
+        match level.min(simd::detected()) {
+            // SAFETY: the level is capped at what the CPU reports.
+            Level::Avx512 => unsafe { v512(f, a, ys, cp, n, q) },
+            // SAFETY: as above.
+            Level::Avx2 => unsafe { v2(f, a, ys, cp, n, q) },
+            Level::Scalar => perm_stat_body::<F, Unfused>(f, a, ys, cp, n, q),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = level;
+        perm_stat_body::<F, Unfused>(f, a, ys, cp, n, q)
+    }
+}
+
+/// Stored-A permutation statistics (n·V for the identity, then each permutation).
+fn stored_test<F: PairMap>(
+    f: &F,
+    px: Points<'_, f64>,
+    py: Points<'_, f64>,
+    oy: &[f64],
+    n_resamples: usize,
+    seed: u64,
+    stop: &AtomicBool,
+) -> Result<PermOutput> {
+    let (n, q) = (py.n, py.d);
+    let nf = n as f64;
+    let a = centred_matrix(f, px)?;
+    let level = simd::level();
+    let soa = |p: Option<&[u32]>| -> (Vec<f64>, Vec<f64>) {
+        let mut ys = vec![0.0; q * n];
+        let mut cp = vec![0.0; n];
+        for i in 0..n {
+            let src = p.map_or(i, |p| p[i] as usize);
+            for k in 0..q {
+                ys[k * n + i] = py.data[src * q + k];
+            }
+            cp[i] = oy[src];
+        }
+        (ys, cp)
+    };
+    let (ys, cp) = soa(None);
+    let statistic = perm_stat(level, f, &a, &[ys], &[cp], n, q)[0] / nf;
+    let groups = threads::install(|| {
+        (0..n_resamples.div_ceil(GROUP))
+            .into_par_iter()
+            .map(|g| {
+                threads::check(stop)?;
+                let rs = (g * GROUP) as u64..((g + 1) * GROUP).min(n_resamples) as u64;
+                let (ys, cp): (Vec<_>, Vec<_>) =
+                    rs.map(|r| soa(Some(&permutation(n, seed, r)))).unzip();
+                Ok(perm_stat(level, f, &a, &ys, &cp, n, q))
+            })
+            .collect::<Result<Vec<Vec<f64>>>>()
+    })??;
+    let null = groups.into_iter().flatten().map(|v| v / nf).collect();
+    Ok(PermOutput { statistic, null })
 }
 
 /// Result of a permutation test: the observed statistic and its permutation values.
@@ -149,28 +258,23 @@ pub fn dcov_test<T: Float>(
     let px = Points::new(&xc, n, x.d)?;
     let py = Points::new(&yc, n, y.d)?;
     let nf = n as f64;
+    let oy = offsets(&row_sums(py, alpha, stop)?, false);
     if n <= STORE_MAX {
-        let (a, b) = if alpha == 1.0 {
-            (centred_matrix(&SqrtMap, px)?, centred_matrix(&SqrtMap, py)?)
+        return if alpha == 1.0 {
+            stored_test(&SqrtMap, px, py, &oy, n_resamples, seed, stop)
         } else {
-            let f = PowMap { half: 0.5 * alpha };
-            (centred_matrix(&f, px)?, centred_matrix(&f, py)?)
+            stored_test(
+                &PowMap { half: 0.5 * alpha },
+                px,
+                py,
+                &oy,
+                n_resamples,
+                seed,
+                stop,
+            )
         };
-        let id: Vec<u32> = (0..n as u32).collect();
-        let statistic = perm_product(&a, &b, n, &id) / nf;
-        let null = threads::install(|| {
-            (0..n_resamples as u64)
-                .into_par_iter()
-                .map(|r| {
-                    threads::check(stop)?;
-                    Ok(perm_product(&a, &b, n, &permutation(n, seed, r)) / nf)
-                })
-                .collect::<Result<Vec<f64>>>()
-        })??;
-        return Ok(PermOutput { statistic, null });
     }
     let ox = offsets(&row_sums(px, alpha, stop)?, false);
-    let oy = offsets(&row_sums(py, alpha, stop)?, false);
     let stat = |yp: &[f64], op: &[f64]| -> Result<f64> {
         let pyp = Points::new(yp, n, y.d)?;
         Ok(centred_products(&[px, pyp], &[&ox, op], alpha, false, vec![(0, 1)], stop)?[0] / nf)

@@ -3,7 +3,7 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
-/// Neumaier (improved Kahan) summation: the running sum and the sum of its rounding errors.
+/// Compensated (Neumaier-style, branch-free two-sum) summation: the running sum and the sum of its rounding errors.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Acc {
     s: f64,
@@ -14,13 +14,9 @@ impl Acc {
     /// Adds one term.
     #[inline(always)]
     pub fn add(&mut self, x: f64) {
-        let t = self.s + x;
-        // The rounding error of s + x, exact whichever operand is larger.
-        if self.s.abs() >= x.abs() {
-            self.c += (self.s - t) + x;
-        } else {
-            self.c += (x - t) + self.s;
-        }
+        // Branch-free two-sum: the exact rounding error of s + x, whichever is larger.
+        let (t, e) = two_sum(self.s, x);
+        self.c += e;
         self.s = t;
     }
 
