@@ -94,7 +94,7 @@ def _stats(x, y, exponent, unbiased, method="auto"):
     return _core.dcov_stats(xa, ya, exponent, unbiased, method)
 
 
-def dcov_sqr(x, y, exponent=1.0, unbiased=False, *, return_grad=False):
+def dcov_sqr(x, y, exponent=1.0, unbiased=False):
     """Squared distance covariance of two samples of the same n observations.
 
     Parameters
@@ -109,18 +109,14 @@ def dcov_sqr(x, y, exponent=1.0, unbiased=False, *, return_grad=False):
         ``dcor.distance_covariance_sqr``. True: the U statistic of Székely & Rizzo
         (2014), unbiased and possibly negative, n ≥ 4; equals
         ``dcor.u_distance_covariance_sqr``.
-    return_grad : bool
-        Also return the gradient with respect to ``x`` (see :func:`dcov_sqr_grad`).
 
     Returns
     -------
-    float (or (float, ndarray of x's shape) with ``return_grad``)
+    float
 
     Memory: O(n (p + q)) (float64 copies of the samples); no n×n matrix. 1-D samples with
     exponent 1 take an exact O(n log n) path.
     """
-    if return_grad:
-        return dcov_sqr_grad(x, y, exponent=exponent, unbiased=unbiased)
     return float(_stats(x, y, exponent, unbiased)[0])
 
 
@@ -226,8 +222,9 @@ def dcov_test(x, y, method="permutation", n_resamples=999, rng=None, exponent=1.
 
     Returns :class:`divest.TestResult` (``null_distribution`` is None for the t-test).
 
-    Memory: permutation test with n ≤ 2048: two n×n float64 matrices (32 MiB at
-    n = 2048); larger n: O(n (p + q)), recomputing distances per permutation.
+    Memory: permutation test with n ≤ 2048: one n×n float64 matrix (32 MiB at
+    n = 2048; y's distances are recomputed per permutation); larger n: O(n (p + q)),
+    recomputing all distances per permutation.
     """
     if method not in ("permutation", "t"):
         raise ValueError(f"method must be 'permutation' or 't'; got {method!r}")

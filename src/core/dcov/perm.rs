@@ -3,10 +3,11 @@
 //!
 //! Permutation r is drawn by Fisher–Yates from its own SplitMix64 stream, seeded by
 //! (seed, r), so the null distribution depends on the seed only, never on the thread
-//! count or on which thread ran which permutation. Small problems store the centred
-//! distance matrices (n² f64 each, up to [`STORE_MAX`] observations) and evaluate each
-//! permutation with gathers; larger ones recompute the distances per permutation through
-//! the pairwise engine in O(n) memory.
+//! count or on which thread ran which permutation. Small independence tests store x's
+//! double-centred distance matrix (n² f64, up to [`STORE_MAX`] observations) and
+//! recompute y's distances for groups of permutations (each stored row is read once per
+//! group); small energy tests store the pooled distance matrix. Larger problems recompute
+//! every distance per permutation through the pairwise engine in O(n) memory.
 
 use std::sync::atomic::AtomicBool;
 
