@@ -15,6 +15,7 @@ import numpy as np
 #: Families in order: (name, module). Add a family by adding a line here.
 FAMILIES = [
     ("kde", "divest._bench.kde"),
+    ("dcov", "divest._bench.dcov"),
 ]
 
 

@@ -13,6 +13,7 @@ import numpy as np
 #: Family sections in order: (name, module). Add a family by adding a line here.
 SECTIONS = [
     ("kde", "divest._tour.kde"),
+    ("dcov", "divest._tour.dcov"),
 ]
 
 
