@@ -333,3 +333,27 @@ def test_ccdcov_is_dcov_with_concatenated_attributes():
         divest.jdcov(y, y, c=-1.0)
     with pytest.raises(ValueError, match="same number"):
         divest.jdcov(y, y[:-1])
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("exponent", [1.0, 0.6])
+def test_gradient_matches_finite_differences_of_dcor_package(unbiased, exponent):
+    rng = np.random.default_rng(17)
+    x, y = data(rng, 60, 3, 2)
+    f = dcor.u_distance_covariance_sqr if unbiased else dcor.distance_covariance_sqr
+    val, g = divest.dcov_sqr(x, y, exponent, unbiased=unbiased, return_grad=True)
+    assert g.shape == x.shape and rel(val, f(x, y, exponent=exponent)) < 1e-10
+    h = 1e-6
+    for k, c in [(0, 0), (17, 2), (59, 1)]:
+        xp, xm = x.copy(), x.copy()
+        xp[k, c] += h
+        xm[k, c] -= h
+        fd = (f(xp, y, exponent=exponent) - f(xm, y, exponent=exponent)) / (2 * h)
+        assert abs(fd - g[k, c]) < 1e-6 * (1 + abs(fd))
+    v1, g1 = divest.dcov_sqr(x[:, 0], y, return_grad=True)
+    assert g1.shape == (60,)
+    vc, gc = divest.ccdcov(x[:, 0], y[:, 0], y[:, 1], return_grad=True)
+    vd, gd = divest.dcov_sqr(x[:, 0], y, unbiased=True, return_grad=True)
+    assert vc == vd and np.array_equal(gc, gd)
+    _, g32 = divest.dcov_sqr(x.astype(np.float32), y.astype(np.float32), return_grad=True)
+    assert g32.dtype == np.float32

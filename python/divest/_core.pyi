@@ -50,3 +50,6 @@ def jdcov(
     unbiased: bool = True,
     scale: bool = False,
 ) -> float: ...
+def dcov_sqr_grad(
+    x: NDArray[np.floating], y: NDArray[np.floating], exponent: float = 1.0, unbiased: bool = False
+) -> NDArray[np.float64]: ...

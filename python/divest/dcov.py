@@ -94,7 +94,7 @@ def _stats(x, y, exponent, unbiased, method="auto"):
     return _core.dcov_stats(xa, ya, exponent, unbiased, method)
 
 
-def dcov_sqr(x, y, exponent=1.0, unbiased=False):
+def dcov_sqr(x, y, exponent=1.0, unbiased=False, *, return_grad=False):
     """Squared distance covariance of two samples of the same n observations.
 
     Parameters
@@ -109,15 +109,27 @@ def dcov_sqr(x, y, exponent=1.0, unbiased=False):
         ``dcor.distance_covariance_sqr``. True: the U statistic of Székely & Rizzo
         (2014), unbiased and possibly negative, n ≥ 4; equals
         ``dcor.u_distance_covariance_sqr``.
+    return_grad : bool
+        Also return ∂ dcov_sqr / ∂x, for training penalties: an array of x's shape and
+        dtype, (2/N) Σ_{j≠k} B_kj α |x_k − x_j|^(α−2) (x_k − x_j) with N = n² or n(n − 3);
+        pairs of coincident points contribute 0 (symmetric subgradient). One extra pass of
+        the pairwise engine (O(n²) time even in 1-D), O(n (p + q)) memory.
 
     Returns
     -------
-    float
+    float, or (float, ndarray) with ``return_grad=True``
 
     Memory: O(n (p + q)) (float64 copies of the samples); no n×n matrix. 1-D samples with
     exponent 1 take an exact O(n log n) path.
     """
-    return float(_stats(x, y, exponent, unbiased)[0])
+    if not return_grad:
+        return float(_stats(x, y, exponent, unbiased)[0])
+    exponent = _check_exponent(exponent)
+    unbiased = _check_bool(unbiased, "unbiased")
+    xa, ya = _samples([("x", x), ("y", y)], min_n=4 if unbiased else 1)
+    value = float(_core.dcov_stats(xa, ya, exponent, unbiased, "auto")[0])
+    g = _core.dcov_sqr_grad(xa, ya, exponent, unbiased).astype(xa.dtype, copy=False)
+    return value, g.reshape(np.shape(x)) if np.ndim(x) == 1 else g
 
 
 def dcov(x, y, exponent=1.0):
@@ -308,11 +320,12 @@ def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0):
     return float(_core.jdcov(arrs, float(c), exponent, unbiased, scale))
 
 
-def ccdcov(y, *attrs, unbiased=True, exponent=1.0):
+def ccdcov(y, *attrs, unbiased=True, exponent=1.0, return_grad=False):
     """Concatenated distance covariance: dCov²(y, [a_1, …, a_m]), the distance covariance
     between ``y`` and the column-wise concatenation of the attributes (for fairness with
     several protected attributes). U statistic by default (``unbiased=True``, n ≥ 4),
-    else V; with one attribute it equals :func:`dcov_sqr`.
+    else V; with one attribute it equals :func:`dcov_sqr`. ``return_grad=True`` also
+    returns the gradient with respect to ``y`` (see :func:`dcov_sqr`).
 
     Memory: O(n (q + Σ p_k)) for the concatenation; no n×n matrix.
     """
@@ -322,4 +335,7 @@ def ccdcov(y, *attrs, unbiased=True, exponent=1.0):
     arrs = _samples([("y", y)] + [(f"attrs[{i}]", a) for i, a in enumerate(attrs)],
                     min_n=4 if unbiased else 1)
     z = np.ascontiguousarray(np.concatenate(arrs[1:], axis=1))
-    return dcov_sqr(arrs[0], z, exponent=exponent, unbiased=unbiased)
+    if not return_grad:
+        return dcov_sqr(arrs[0], z, exponent=exponent, unbiased=unbiased)
+    value, g = dcov_sqr(arrs[0], z, exponent=exponent, unbiased=unbiased, return_grad=True)
+    return value, g.reshape(np.shape(y)) if np.ndim(y) == 1 else g

@@ -1,12 +1,13 @@
 //! Distance covariance and energy statistics bindings. Inputs are validated by
 //! `divest/dcov.py`, which passes 2-D C-contiguous arrays of one dtype.
 
-use numpy::PyArray1;
-use pyo3::exceptions::PyTypeError;
+use numpy::ndarray::Array2;
+use numpy::{PyArray1, PyArray2};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 
 use super::common::{run, slice, to_py, Arr2};
-use crate::core::dcov::{self, perm, Method};
+use crate::core::dcov::{self, grad, perm, Method};
 use crate::core::pairwise::Points;
 
 fn same_dtype() -> PyErr {
@@ -285,6 +286,51 @@ fn jdcov(
     }
 }
 
+/// ∂ dCov²(x, y) / ∂x, an (n, p) float64 array.
+#[pyfunction]
+#[pyo3(signature = (x, y, exponent=1.0, unbiased=false))]
+fn dcov_sqr_grad<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    exponent: f64,
+    unbiased: bool,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let (xa, ya) = (Arr2::extract(x, "x")?, Arr2::extract(y, "y")?);
+    let ((n, p), (m, q)) = (xa.shape(), ya.shape());
+    let work = n.saturating_mul(n).saturating_mul(p + q + 8);
+    let g = match (&xa, &ya) {
+        (Arr2::F64(a), Arr2::F64(b)) => {
+            let (xs, ys) = (slice(a)?, slice(b)?);
+            run(py, work, |stop| {
+                grad::dcov_sqr_grad(
+                    Points::new(xs, n, p)?,
+                    Points::new(ys, m, q)?,
+                    exponent,
+                    unbiased,
+                    stop,
+                )
+            })?
+        }
+        (Arr2::F32(a), Arr2::F32(b)) => {
+            let (xs, ys) = (slice(a)?, slice(b)?);
+            run(py, work, |stop| {
+                grad::dcov_sqr_grad(
+                    Points::new(xs, n, p)?,
+                    Points::new(ys, m, q)?,
+                    exponent,
+                    unbiased,
+                    stop,
+                )
+            })?
+        }
+        _ => return Err(same_dtype()),
+    };
+    let a =
+        Array2::from_shape_vec((n, p), g).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok(PyArray2::from_owned_array(py, a))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dcov_stats, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_u_products3, m)?)?;
@@ -292,5 +338,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dcov_perm_test, m)?)?;
     m.add_function(wrap_pyfunction!(energy_perm_test, m)?)?;
     m.add_function(wrap_pyfunction!(jdcov, m)?)?;
+    m.add_function(wrap_pyfunction!(dcov_sqr_grad, m)?)?;
     Ok(())
 }

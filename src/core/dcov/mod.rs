@@ -13,6 +13,7 @@
 //! (c_i = a_i·/(n−2) − a··/(2(n−1)(n−2)), diagonal excluded) and divides by n(n−3).
 
 pub mod fast1d;
+pub mod grad;
 pub mod perm;
 pub mod sums;
 
