@@ -234,9 +234,8 @@ def dcov_test(x, y, method="permutation", n_resamples=999, rng=None, exponent=1.
 
     Returns :class:`divest.TestResult` (``null_distribution`` is None for the t-test).
 
-    Memory: permutation test with n ≤ 2048: one n×n float64 matrix (32 MiB at
-    n = 2048; y's distances are recomputed per permutation); larger n: O(n (p + q)),
-    recomputing all distances per permutation.
+    Memory: permutation test with n ≤ 2048: two n×n float64 matrices (64 MiB at
+    n = 2048); larger n: O(n (p + q)), recomputing distances per permutation.
     """
     if method not in ("permutation", "t"):
         raise ValueError(f"method must be 'permutation' or 't'; got {method!r}")

@@ -3,11 +3,12 @@
 //!
 //! Permutation r is drawn by Fisher–Yates from its own SplitMix64 stream, seeded by
 //! (seed, r), so the null distribution depends on the seed only, never on the thread
-//! count or on which thread ran which permutation. Small independence tests store x's
-//! double-centred distance matrix (n² f64, up to [`STORE_MAX`] observations) and
-//! recompute y's distances for groups of permutations (each stored row is read once per
-//! group); small energy tests store the pooled distance matrix. Larger problems recompute
-//! every distance per permutation through the pairwise engine in O(n) memory.
+//! count or on which thread ran which permutation. Small independence tests store both
+//! double-centred distance matrices (n² f64 each, up to [`STORE_MAX`] observations) and
+//! evaluate groups of permutations per task, gathering B_{π(i)π(j)} from row π(i) of B
+//! (each row of A is read once per group); small energy tests store the pooled distance
+//! matrix. Larger problems recompute every distance per permutation through the pairwise
+//! engine in O(n) memory.
 
 use std::sync::atomic::AtomicBool;
 
@@ -18,7 +19,7 @@ use super::{centred, centred_products, offsets, row_sums, PowMap, SqrtMap};
 use crate::core::error::{invalid, Result};
 use crate::core::pairwise::reduce::{KernelRows, PairMap, RowStats};
 use crate::core::pairwise::{reduce_rows_with, Float, Points};
-use crate::core::simd::{self, Fma, Fused, Level, Unfused};
+use crate::core::simd::{self, Level};
 use crate::core::threads;
 
 /// Largest number of observations for which distance matrices are stored.
@@ -91,135 +92,59 @@ fn centred_matrix<F: PairMap>(f: &F, p: Points<'_, f64>) -> Result<Vec<f64>> {
 /// Permutations evaluated together per task: each row of A is read once for all of them.
 const GROUP: usize = 8;
 
-/// Σ_ij A_ij B^π_ij for a group of permutations, with A stored (n×n, double-centred) and
-/// each B^π recomputed from its permuted y (`ys[g]`: q coordinate rows of n values,
-/// `cp[g]`: permuted offsets). The upper triangle is summed and doubled; B^π_ii = −2 cp_i.
+/// Σ_ij A_ij B_{π(i)π(j)} for a group of permutations, both matrices stored: the permuted
+/// y distances are gathered from row π(i) of B instead of recomputed.
 #[inline(always)]
-fn perm_stat_body<F: PairMap, M: Fma>(
-    f: &F,
-    a: &[f64],
-    ys: &[Vec<f64>],
-    cp: &[Vec<f64>],
-    n: usize,
-    q: usize,
-) -> Vec<f64> {
-    let mut acc = vec![Acc::default(); ys.len()];
-    let mut buf = vec![0.0; n];
+fn perm_gather_body(a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
+    let mut acc = vec![Acc::default(); perms.len()];
     for i in 0..n {
-        let m = n - i - 1;
         let arow = &a[i * n + i + 1..(i + 1) * n];
-        for ((ysg, cpg), accg) in ys.iter().zip(cp).zip(acc.iter_mut()) {
-            let d2 = &mut buf[..m];
-            d2.fill(0.0);
-            for k in 0..q {
-                let yk = &ysg[k * n..(k + 1) * n];
-                let yi = yk[i];
-                for (d, &yj) in d2.iter_mut().zip(&yk[i + 1..]) {
-                    let t = yi - yj;
-                    *d = M::ma(t, t, *d);
+        for (p, accg) in perms.iter().zip(acc.iter_mut()) {
+            let pi = p[i] as usize;
+            let brow = &b[pi * n..(pi + 1) * n];
+            let tail = &p[i + 1..];
+            let mut s = [0.0f64; 8];
+            let (ac, pc) = (arow.chunks_exact(8), tail.chunks_exact(8));
+            let mut t = 0.0;
+            for (&x, &j) in ac.remainder().iter().zip(pc.remainder()) {
+                t += x * brow[j as usize];
+            }
+            for (xa, jp) in ac.zip(pc) {
+                for l in 0..8 {
+                    s[l] += xa[l] * brow[jp[l] as usize];
                 }
             }
-            let ci = cpg[i];
-            for (d, &cj) in d2.iter_mut().zip(&cpg[i + 1..]) {
-                *d = (f.value(*d) - ci) - cj;
-            }
-            accg.add(2.0 * super::dot(arow, d2));
-            accg.add(a[i * n + i] * (-2.0 * ci));
+            accg.add(2.0 * (crate::core::simd::finish_lanes(&s) + t));
+            accg.add(a[i * n + i] * brow[pi]);
         }
     }
     acc.iter().map(|s| s.value()).collect()
 }
 
-fn perm_stat<F: PairMap>(
-    level: Level,
-    f: &F,
-    a: &[f64],
-    ys: &[Vec<f64>],
-    cp: &[Vec<f64>],
-    n: usize,
-    q: usize,
-) -> Vec<f64> {
+fn perm_gather(level: Level, a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-        unsafe fn v512<F: PairMap>(
-            f: &F,
-            a: &[f64],
-            ys: &[Vec<f64>],
-            cp: &[Vec<f64>],
-            n: usize,
-            q: usize,
-        ) -> Vec<f64> {
-            perm_stat_body::<F, Fused>(f, a, ys, cp, n, q)
+        unsafe fn v512(a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
+            perm_gather_body(a, b, perms, n)
         }
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn v2<F: PairMap>(
-            f: &F,
-            a: &[f64],
-            ys: &[Vec<f64>],
-            cp: &[Vec<f64>],
-            n: usize,
-            q: usize,
-        ) -> Vec<f64> {
-            perm_stat_body::<F, Fused>(f, a, ys, cp, n, q)
+        unsafe fn v2(a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
+            perm_gather_body(a, b, perms, n)
         }
         match level.min(simd::detected()) {
             // SAFETY: the level is capped at what the CPU reports.
-            Level::Avx512 => unsafe { v512(f, a, ys, cp, n, q) },
+            Level::Avx512 => unsafe { v512(a, b, perms, n) },
             // SAFETY: as above.
-            Level::Avx2 => unsafe { v2(f, a, ys, cp, n, q) },
-            Level::Scalar => perm_stat_body::<F, Unfused>(f, a, ys, cp, n, q),
+            Level::Avx2 => unsafe { v2(a, b, perms, n) },
+            Level::Scalar => perm_gather_body(a, b, perms, n),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = level;
-        perm_stat_body::<F, Unfused>(f, a, ys, cp, n, q)
+        perm_gather_body(a, b, perms, n)
     }
-}
-
-/// Stored-A permutation statistics (n·V for the identity, then each permutation).
-fn stored_test<F: PairMap>(
-    f: &F,
-    px: Points<'_, f64>,
-    py: Points<'_, f64>,
-    oy: &[f64],
-    n_resamples: usize,
-    seed: u64,
-    stop: &AtomicBool,
-) -> Result<PermOutput> {
-    let (n, q) = (py.n, py.d);
-    let nf = n as f64;
-    let a = centred_matrix(f, px)?;
-    let level = simd::level();
-    let soa = |p: Option<&[u32]>| -> (Vec<f64>, Vec<f64>) {
-        let mut ys = vec![0.0; q * n];
-        let mut cp = vec![0.0; n];
-        for i in 0..n {
-            let src = p.map_or(i, |p| p[i] as usize);
-            for k in 0..q {
-                ys[k * n + i] = py.data[src * q + k];
-            }
-            cp[i] = oy[src];
-        }
-        (ys, cp)
-    };
-    let (ys, cp) = soa(None);
-    let statistic = perm_stat(level, f, &a, &[ys], &[cp], n, q)[0] / nf;
-    let groups = threads::install(|| {
-        (0..n_resamples.div_ceil(GROUP))
-            .into_par_iter()
-            .map(|g| {
-                threads::check(stop)?;
-                let rs = (g * GROUP) as u64..((g + 1) * GROUP).min(n_resamples) as u64;
-                let (ys, cp): (Vec<_>, Vec<_>) =
-                    rs.map(|r| soa(Some(&permutation(n, seed, r)))).unzip();
-                Ok(perm_stat(level, f, &a, &ys, &cp, n, q))
-            })
-            .collect::<Result<Vec<Vec<f64>>>>()
-    })??;
-    let null = groups.into_iter().flatten().map(|v| v / nf).collect();
-    Ok(PermOutput { statistic, null })
 }
 
 /// Result of a permutation test: the observed statistic and its permutation values.
@@ -229,6 +154,37 @@ pub struct PermOutput {
     pub statistic: f64,
     /// One statistic per permutation, in permutation order.
     pub null: Vec<f64>,
+}
+
+/// Stored-matrix permutation statistics (n·V for the identity, then each permutation).
+fn stored_test<F: PairMap>(
+    f: &F,
+    px: Points<'_, f64>,
+    py: Points<'_, f64>,
+    n_resamples: usize,
+    seed: u64,
+    stop: &AtomicBool,
+) -> Result<PermOutput> {
+    let n = px.n;
+    let nf = n as f64;
+    let a = centred_matrix(f, px)?;
+    let b = centred_matrix(f, py)?;
+    let level = simd::level();
+    let id: Vec<u32> = (0..n as u32).collect();
+    let statistic = perm_gather(level, &a, &b, &[id], n)[0] / nf;
+    let groups = threads::install(|| {
+        (0..n_resamples.div_ceil(GROUP))
+            .into_par_iter()
+            .map(|g| {
+                threads::check(stop)?;
+                let rs = (g * GROUP) as u64..((g + 1) * GROUP).min(n_resamples) as u64;
+                let perms: Vec<Vec<u32>> = rs.map(|r| permutation(n, seed, r)).collect();
+                Ok(perm_gather(level, &a, &b, &perms, n))
+            })
+            .collect::<Result<Vec<Vec<f64>>>>()
+    })??;
+    let null = groups.into_iter().flatten().map(|v| v / nf).collect();
+    Ok(PermOutput { statistic, null })
 }
 
 /// Distance covariance permutation test; the statistic is n·dCov²_V(x, y).
@@ -259,22 +215,21 @@ pub fn dcov_test<T: Float>(
     let px = Points::new(&xc, n, x.d)?;
     let py = Points::new(&yc, n, y.d)?;
     let nf = n as f64;
-    let oy = offsets(&row_sums(py, alpha, stop)?, false);
     if n <= STORE_MAX {
         return if alpha == 1.0 {
-            stored_test(&SqrtMap, px, py, &oy, n_resamples, seed, stop)
+            stored_test(&SqrtMap, px, py, n_resamples, seed, stop)
         } else {
             stored_test(
                 &PowMap { half: 0.5 * alpha },
                 px,
                 py,
-                &oy,
                 n_resamples,
                 seed,
                 stop,
             )
         };
     }
+    let oy = offsets(&row_sums(py, alpha, stop)?, false);
     let ox = offsets(&row_sums(px, alpha, stop)?, false);
     let stat = |yp: &[f64], op: &[f64]| -> Result<f64> {
         let pyp = Points::new(yp, n, y.d)?;
