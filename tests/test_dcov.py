@@ -357,3 +357,24 @@ def test_gradient_matches_finite_differences_of_dcor_package(unbiased, exponent)
     assert vc == vd and np.array_equal(gc, gd)
     _, g32 = divest.dcov_sqr(x.astype(np.float32), y.astype(np.float32), return_grad=True)
     assert g32.dtype == np.float32
+
+
+def test_joint_independence_tests():
+    from scipy import stats
+
+    rng = np.random.default_rng(18)
+    n = 200
+    z = rng.standard_normal((n, 2))
+    w = np.sign(z[:, 0] * z[:, 1]) * np.abs(rng.standard_normal(n))
+    # Pairwise independent, jointly dependent: JdCov detects it.
+    res = divest.jdcov_test(z[:, 0], z[:, 1], w, n_resamples=99, rng=0, scale=True)
+    assert res.pvalue == 0.01 and res.statistic == divest.jdcov(z[:, 0], z[:, 1], w, scale=True)
+    again = divest.jdcov_test(z[:, 0], z[:, 1], w, n_resamples=99, rng=0, scale=True)
+    assert np.array_equal(res.null_distribution, again.null_distribution)
+    ps = [divest.jdcov_test(*rng.standard_normal((3, 20)), n_resamples=49, rng=rng).pvalue
+          for _ in range(150)]
+    assert stats.kstest(ps, "uniform").pvalue > 0.001
+    y = z[:, 0] + 0.1 * rng.standard_normal(n)
+    cc = divest.ccdcov_test(y, z[:, :1], z[:, 1], n_resamples=99, rng=1)
+    ref = divest.dcov_test(y, z, n_resamples=99, rng=1)
+    assert cc.pvalue == ref.pvalue == 0.01 and cc.statistic == ref.statistic

@@ -10,6 +10,7 @@ from ._results import TestResult
 from ._threads import get_num_threads, set_num_threads, threads
 from .dcov import (
     ccdcov,
+    ccdcov_test,
     dcor,
     dcor_sqr,
     dcov,
@@ -18,6 +19,7 @@ from .dcov import (
     energy_distance,
     energy_test,
     jdcov,
+    jdcov_test,
     partial_dcor,
 )
 from .kde import KDE, BandwidthSelection, kde_logpdf, select_bandwidth
@@ -49,5 +51,7 @@ __all__ = [
     "energy_test",
     "jdcov",
     "ccdcov",
+    "jdcov_test",
+    "ccdcov_test",
     "__version__",
 ]
