@@ -145,7 +145,6 @@ fn run(
         gxy.add(-(x * y));
     }
     let mut g0 = -(h as f64);
-    let (mut gx, mut gy, mut gxy) = (gx.value(), gy.value(), gxy.value());
     let mut cross = Acc::default();
     let (mut p, mut q, mut o) = (0usize, 0usize, 0usize);
     while q < yr.len() {
@@ -153,14 +152,15 @@ fn run(
         while p < h && yl[p] < yi {
             let (x, y) = (xl[p], yl[p]);
             g0 += 2.0;
-            gx += 2.0 * x;
-            gy += 2.0 * y;
-            gxy += 2.0 * (x * y);
+            gx.add(2.0 * x);
+            gy.add(2.0 * y);
+            gxy.add(2.0 * (x * y));
             tx[o] = x;
             ty[o] = y;
             p += 1;
             o += 1;
         }
+        let (gx, gy, gxy) = (gx.value(), gy.value(), gxy.value());
         cross.add(xi * (yi * g0 - gy) - (yi * gx - gxy));
         tx[o] = xi;
         ty[o] = yi;
