@@ -269,7 +269,8 @@ fn eval_with<T: Float, F: PairMap>(
             if st.sum[i] > 0.0 {
                 let q = queries.row(i);
                 for k in 0..d {
-                    s[i * d + k] = (st.wacc[i * d + k] - q[k].to_f64() * st.wsum[i]) / st.sum[i];
+                    s[i * d + k] =
+                        (st.wacc[i * d + k] - q[k].to_f64() * st.wsum[i]) / st.sum[i];
                 }
             }
         }
@@ -393,9 +394,7 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 (((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * scale
             })
             .collect()
@@ -441,10 +440,7 @@ mod tests {
                 let want = naive(&x, &lw, &q, d, k, false);
                 for (g, w) in out.log_sum.iter().zip(&want) {
                     if w.is_finite() {
-                        assert!(
-                            (g - w).abs() < 1e-11 * (1.0 + w.abs()),
-                            "{k:?} d={d}: {g} vs {w}"
-                        );
+                        assert!((g - w).abs() < 1e-11 * (1.0 + w.abs()), "{k:?} d={d}: {g} vs {w}");
                     } else {
                         assert_eq!(*g, f64::NEG_INFINITY);
                     }
@@ -463,16 +459,11 @@ mod tests {
             &[0.0, 0.0],
             Points::new(&q, 1, 2).unwrap(),
             Kernel::Gaussian,
-            KdeOptions {
-                ess: true,
-                score: true,
-                ..Default::default()
-            },
+            KdeOptions { ess: true, score: true, ..Default::default() },
             &stop,
         )
         .unwrap();
-        let want = (-0.5f64 * 399.0 * 399.0)
-            + (1.0 + (-0.5f64 * (400.0 * 400.0 - 399.0 * 399.0)).exp()).ln();
+        let want = (-0.5f64 * 399.0 * 399.0) + (1.0 + (-0.5f64 * (400.0 * 400.0 - 399.0 * 399.0)).exp()).ln();
         assert!((out.log_sum[0] - want).abs() < 1e-9 * want.abs());
         assert!((out.ess[0] - 1.0).abs() < 1e-12);
         // Score points toward the nearest data point: -(q - x_near) = -399.
@@ -487,26 +478,10 @@ mod tests {
         let x = lcg(21, n * d, 0.5);
         let q = lcg(22, m * d, 0.3);
         let lw = vec![0.0; n];
-        for k in [
-            Kernel::Gaussian,
-            Kernel::Exponential,
-            Kernel::Epanechnikov,
-            Kernel::Cosine,
-            Kernel::Linear,
-        ] {
-            let opts = KdeOptions {
-                score: true,
-                ..Default::default()
-            };
-            let out = kde_eval(
-                Points::new(&x, n, d).unwrap(),
-                &lw,
-                Points::new(&q, m, d).unwrap(),
-                k,
-                opts,
-                &stop,
-            )
-            .unwrap();
+        for k in [Kernel::Gaussian, Kernel::Exponential, Kernel::Epanechnikov, Kernel::Cosine, Kernel::Linear] {
+            let opts = KdeOptions { score: true, ..Default::default() };
+            let out = kde_eval(Points::new(&x, n, d).unwrap(), &lw, Points::new(&q, m, d).unwrap(), k, opts, &stop)
+                .unwrap();
             let h = 1e-6;
             for i in 0..m {
                 for t in 0..d {
@@ -518,10 +493,7 @@ mod tests {
                     let fm = naive(&x, &lw, &qm, d, k, false)[0];
                     let fd = (fp - fm) / (2.0 * h);
                     let got = out.score[i * d + t];
-                    assert!(
-                        (got - fd).abs() < 1e-4 * (1.0 + fd.abs()),
-                        "{k:?}: {got} vs {fd}"
-                    );
+                    assert!((got - fd).abs() < 1e-4 * (1.0 + fd.abs()), "{k:?}: {got} vs {fd}");
                 }
             }
         }
@@ -536,18 +508,14 @@ mod tests {
         let lw = lcg(32, n, 0.5);
         let factors = [0.2, 0.5, 1.0, 3.0];
         for k in KERNELS {
-            let got =
-                kde_loo_grid(Points::new(&x, n, d).unwrap(), &lw, k, &factors, &stop).unwrap();
+            let got = kde_loo_grid(Points::new(&x, n, d).unwrap(), &lw, k, &factors, &stop).unwrap();
             for (g, s) in factors.iter().enumerate() {
                 let xs: Vec<f64> = x.iter().map(|v| v / s).collect();
                 let want = naive(&xs, &lw, &xs, d, k, true);
                 for i in 0..n {
                     let (a, b) = (got[i * factors.len() + g], want[i]);
                     if b.is_finite() {
-                        assert!(
-                            (a - b).abs() < 1e-10 * (1.0 + b.abs()),
-                            "{k:?} s={s}: {a} vs {b}"
-                        );
+                        assert!((a - b).abs() < 1e-10 * (1.0 + b.abs()), "{k:?} s={s}: {a} vs {b}");
                     } else {
                         assert_eq!(a, f64::NEG_INFINITY);
                     }
@@ -555,18 +523,8 @@ mod tests {
             }
         }
         let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-        let a = kde_eval(
-            Points::new(&x32, n, d).unwrap(),
-            &lw,
-            Points::new(&x32, n, d).unwrap(),
-            Kernel::Gaussian,
-            KdeOptions {
-                exclude_self: true,
-                ..Default::default()
-            },
-            &stop,
-        )
-        .unwrap();
+        let a = kde_eval(Points::new(&x32, n, d).unwrap(), &lw, Points::new(&x32, n, d).unwrap(),
+            Kernel::Gaussian, KdeOptions { exclude_self: true, ..Default::default() }, &stop).unwrap();
         let b = naive(&x, &lw, &x, d, Kernel::Gaussian, true);
         for (p, q) in a.log_sum.iter().zip(&b) {
             assert!((p - q).abs() < 1e-5 * (1.0 + q.abs()));

@@ -14,12 +14,7 @@ const AFFINE_BLOCK: usize = 256;
 ///
 /// `shift` has length d and `a` is k×d row-major. Computed in f64 whatever `T` is.
 /// Memory: the output plus one block of 256 centred rows per task.
-pub fn affine_rows<T: Float>(
-    x: Points<'_, T>,
-    shift: &[f64],
-    a: &[f64],
-    k: usize,
-) -> Result<Vec<T>> {
+pub fn affine_rows<T: Float>(x: Points<'_, T>, shift: &[f64], a: &[f64], k: usize) -> Result<Vec<T>> {
     let (n, d) = (x.n, x.d);
     if shift.len() != d || a.len() != k * d {
         return Err(invalid!(
@@ -47,19 +42,7 @@ pub fn affine_rows<T: Float>(
                 // SAFETY: c is nr×d, a is k×d (read as its d×k transpose), y is nr×k; all
                 // row-major and distinct.
                 unsafe {
-                    f64::gemm(
-                        nr,
-                        d,
-                        k,
-                        c.as_ptr(),
-                        d as isize,
-                        1,
-                        a.as_ptr(),
-                        1,
-                        d as isize,
-                        y.as_mut_ptr(),
-                        k as isize,
-                    );
+                    f64::gemm(nr, d, k, c.as_ptr(), d as isize, 1, a.as_ptr(), 1, d as isize, y.as_mut_ptr(), k as isize);
                 }
                 for (dst, src) in o.iter_mut().zip(&y) {
                     *dst = T::from_f64(*src);
@@ -82,9 +65,7 @@ mod tests {
         let y = affine_rows(Points::new(&x, n, d).unwrap(), &shift, &a, k).unwrap();
         for i in 0..n {
             for r in 0..k {
-                let want: f64 = (0..d)
-                    .map(|j| a[r * d + j] * (x[i * d + j] - shift[j]))
-                    .sum();
+                let want: f64 = (0..d).map(|j| a[r * d + j] * (x[i * d + j] - shift[j])).sum();
                 assert!((y[i * k + r] - want).abs() < 1e-13);
             }
         }

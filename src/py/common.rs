@@ -19,9 +19,7 @@ pub fn to_py(e: Error) -> PyErr {
 }
 
 fn panic_err() -> PyErr {
-    PyRuntimeError::new_err(
-        "divest internal error (a Rust panic); please report it with the inputs' shapes",
-    )
+    PyRuntimeError::new_err("divest internal error (a Rust panic); please report it with the inputs' shapes")
 }
 
 /// Below this many elementary operations a call runs inline with the GIL released and
@@ -97,9 +95,7 @@ impl<'py> Arr2<'py> {
             Arr2::F64(x) => x.is_c_contiguous(),
         };
         if !contiguous {
-            return Err(PyValueError::new_err(format!(
-                "{name} must be C-contiguous"
-            )));
+            return Err(PyValueError::new_err(format!("{name} must be C-contiguous")));
         }
         Ok(a)
     }

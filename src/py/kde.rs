@@ -46,34 +46,16 @@ fn kde_eval<'py>(
         (Arr2::F64(a), Arr2::F64(b)) => {
             let (xs, qs) = (slice(a)?, slice(b)?);
             run(py, work, |stop| {
-                kde::kde_eval(
-                    Points::new(xs, n, d)?,
-                    lw,
-                    Points::new(qs, m, dq)?,
-                    kernel,
-                    opts,
-                    stop,
-                )
+                kde::kde_eval(Points::new(xs, n, d)?, lw, Points::new(qs, m, dq)?, kernel, opts, stop)
             })?
         }
         (Arr2::F32(a), Arr2::F32(b)) => {
             let (xs, qs) = (slice(a)?, slice(b)?);
             run(py, work, |stop| {
-                kde::kde_eval(
-                    Points::new(xs, n, d)?,
-                    lw,
-                    Points::new(qs, m, dq)?,
-                    kernel,
-                    opts,
-                    stop,
-                )
+                kde::kde_eval(Points::new(xs, n, d)?, lw, Points::new(qs, m, dq)?, kernel, opts, stop)
             })?
         }
-        _ => {
-            return Err(PyTypeError::new_err(
-                "data and points must have the same dtype",
-            ))
-        }
+        _ => return Err(PyTypeError::new_err("data and points must have the same dtype")),
     };
     let lse = PyArray1::from_vec(py, out.log_sum);
     let ess = ess.then(|| PyArray1::from_vec(py, out.ess));
@@ -106,15 +88,11 @@ fn kde_loo_grid<'py>(
     let v = match &x {
         Arr2::F64(a) => {
             let xs = slice(a)?;
-            run(py, work, |stop| {
-                kde::kde_loo_grid(Points::new(xs, n, d)?, lw, kernel, f, stop)
-            })?
+            run(py, work, |stop| kde::kde_loo_grid(Points::new(xs, n, d)?, lw, kernel, f, stop))?
         }
         Arr2::F32(a) => {
             let xs = slice(a)?;
-            run(py, work, |stop| {
-                kde::kde_loo_grid(Points::new(xs, n, d)?, lw, kernel, f, stop)
-            })?
+            run(py, work, |stop| kde::kde_loo_grid(Points::new(xs, n, d)?, lw, kernel, f, stop))?
         }
     };
     let a = Array2::from_shape_vec((n, g), v)
@@ -137,24 +115,17 @@ fn affine<'py>(
     let sh = shift.as_slice()?;
     let a = slice(&matrix)?;
     let work = n.saturating_mul(d).saturating_mul(k);
-    let wrap =
-        |e: numpy::ndarray::ShapeError| pyo3::exceptions::PyRuntimeError::new_err(e.to_string());
+    let wrap = |e: numpy::ndarray::ShapeError| pyo3::exceptions::PyRuntimeError::new_err(e.to_string());
     Ok(match &x {
         Arr2::F64(v) => {
             let xs = slice(v)?;
-            let y = run(py, work, |_| {
-                linalg::affine_rows(Points::new(xs, n, d)?, sh, a, k)
-            })?;
-            PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), y).map_err(wrap)?)
-                .into_any()
+            let y = run(py, work, |_| linalg::affine_rows(Points::new(xs, n, d)?, sh, a, k))?;
+            PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), y).map_err(wrap)?).into_any()
         }
         Arr2::F32(v) => {
             let xs = slice(v)?;
-            let y = run(py, work, |_| {
-                linalg::affine_rows(Points::new(xs, n, d)?, sh, a, k)
-            })?;
-            PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), y).map_err(wrap)?)
-                .into_any()
+            let y = run(py, work, |_| linalg::affine_rows(Points::new(xs, n, d)?, sh, a, k))?;
+            PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), y).map_err(wrap)?).into_any()
         }
     })
 }

@@ -155,9 +155,7 @@ impl<'a, T: Float> Points<'a, T> {
             ));
         }
         if d == 0 {
-            return Err(invalid!(
-                "points must have at least one dimension; got d = 0"
-            ));
+            return Err(invalid!("points must have at least one dimension; got d = 0"));
         }
         Ok(Points { data, n, d })
     }
@@ -228,14 +226,7 @@ impl<'a, T: Float> Cols<'a, T> {
 
 /// Exact squared distances of `nr` rows against one SoA column tile.
 #[inline(always)]
-fn direct_tile<T: Float, M: Fma>(
-    rows: &[T],
-    nr: usize,
-    d: usize,
-    soa: &[T],
-    nc: usize,
-    out: &mut [f64],
-) {
+fn direct_tile<T: Float, M: Fma>(rows: &[T], nr: usize, d: usize, soa: &[T], nc: usize, out: &mut [f64]) {
     let ncp = nc.div_ceil(DIRECT_WIDTH) * DIRECT_WIDTH;
     for i in 0..nr {
         let q = &rows[i * d..(i + 1) * d];
@@ -311,11 +302,7 @@ fn block_body<T: Float, R: RowReducer, M: Fma>(
     stop: &AtomicBool,
 ) -> Result<R::State> {
     let d = rows.d;
-    let rb = if cols.direct {
-        ROW_BLOCK
-    } else {
-        ROW_BLOCK_GEMM
-    };
+    let rb = if cols.direct { ROW_BLOCK } else { ROW_BLOCK_GEMM };
     let r0 = b * rb;
     let nr = rb.min(rows.n - r0);
     let rdata = &rows.data[r0 * d..(r0 + nr) * d];
@@ -432,9 +419,7 @@ pub fn reduce_rows_with<T: Float, R: RowReducer>(
     let direct = direct.unwrap_or(rows.d <= DIRECT_MAX_D);
     let cols = Cols::new(cols, direct);
     let level = simd::level();
-    let n_blocks = rows
-        .n
-        .div_ceil(if direct { ROW_BLOCK } else { ROW_BLOCK_GEMM });
+    let n_blocks = rows.n.div_ceil(if direct { ROW_BLOCK } else { ROW_BLOCK_GEMM });
     threads::install(|| {
         (0..n_blocks)
             .into_par_iter()
@@ -456,15 +441,7 @@ mod tests {
         fn init(&self, _r0: usize, nr: usize) -> Vec<f64> {
             vec![f64::NAN; nr * self.m]
         }
-        fn tile<M: Fma>(
-            &self,
-            st: &mut Vec<f64>,
-            _r0: usize,
-            nr: usize,
-            c0: usize,
-            nc: usize,
-            d2: &[f64],
-        ) {
+        fn tile<M: Fma>(&self, st: &mut Vec<f64>, _r0: usize, nr: usize, c0: usize, nc: usize, d2: &[f64]) {
             for i in 0..nr {
                 st[i * self.m + c0..i * self.m + c0 + nc]
                     .copy_from_slice(&d2[i * COL_TILE..i * COL_TILE + nc]);
@@ -476,9 +453,7 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
             })
             .collect()
@@ -487,13 +462,7 @@ mod tests {
     #[test]
     fn distances_match_naive_on_both_paths_and_all_levels() {
         let stop = AtomicBool::new(false);
-        for &(n, m, d) in &[
-            (1, 1, 1),
-            (3, 300, 2),
-            (70, 513, 5),
-            (65, 257, 40),
-            (2, 31, 3),
-        ] {
+        for &(n, m, d) in &[(1, 1, 1), (3, 300, 2), (70, 513, 5), (65, 257, 40), (2, 31, 3)] {
             let x = lcg(1, n * d);
             let y = lcg(2, m * d);
             let px = Points::new(&x, n, d).unwrap();
@@ -514,10 +483,7 @@ mod tests {
                 }
                 for (i, got) in per_level.iter().enumerate() {
                     for (a, b) in got.iter().zip(&per_level[0]) {
-                        assert!(
-                            (a - b).abs() <= 1e-14 * (1.0 + b.abs()),
-                            "level {i}: {a} vs {b}"
-                        );
+                        assert!((a - b).abs() <= 1e-14 * (1.0 + b.abs()), "level {i}: {a} vs {b}");
                     }
                 }
                 let got = &per_level[0];
@@ -540,13 +506,8 @@ mod tests {
         let red = Collect { m };
         let stop = AtomicBool::new(false);
         let run = || {
-            reduce_rows(
-                Points::new(&x, n, d).unwrap(),
-                Points::new(&y, m, d).unwrap(),
-                &red,
-                &stop,
-            )
-            .unwrap()
+            reduce_rows(Points::new(&x, n, d).unwrap(), Points::new(&y, m, d).unwrap(), &red, &stop)
+                .unwrap()
         };
         let a = run();
         threads::set_num_threads(1).unwrap();

@@ -17,15 +17,7 @@ pub trait RowReducer: Sync {
     /// Consumes the squared distances of rows `r0..r0+nr` against columns `c0..c0+nc`;
     /// row `i` of the tile starts at `d2[i * COL_TILE]`.
     /// `M` is the multiply-add flavour of the SIMD path the engine runs.
-    fn tile<M: Fma>(
-        &self,
-        st: &mut Self::State,
-        r0: usize,
-        nr: usize,
-        c0: usize,
-        nc: usize,
-        d2: &[f64],
-    );
+    fn tile<M: Fma>(&self, st: &mut Self::State, r0: usize, nr: usize, c0: usize, nc: usize, d2: &[f64]);
 }
 
 /// How a pair's squared distance enters a [`KernelRows`] reduction.
@@ -127,36 +119,16 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
         KernelState {
             shift: vec![if F::LOG { f64::NEG_INFINITY } else { 0.0 }; nr * g],
             sum: vec![0.0; nr * g],
-            sumsq: if self.sumsq {
-                vec![0.0; nr]
-            } else {
-                Vec::new()
-            },
+            sumsq: if self.sumsq { vec![0.0; nr] } else { Vec::new() },
             wsum: if with_mean { vec![0.0; nr] } else { Vec::new() },
-            wacc: if with_mean {
-                vec![0.0; nr * self.d]
-            } else {
-                Vec::new()
-            },
+            wacc: if with_mean { vec![0.0; nr * self.d] } else { Vec::new() },
             buf: vec![0.0; COL_TILE],
-            ubuf: if with_mean {
-                vec![0.0; nr * COL_TILE]
-            } else {
-                Vec::new()
-            },
+            ubuf: if with_mean { vec![0.0; nr * COL_TILE] } else { Vec::new() },
         }
     }
 
     #[inline(always)]
-    fn tile<M: Fma>(
-        &self,
-        st: &mut KernelState,
-        r0: usize,
-        nr: usize,
-        c0: usize,
-        nc: usize,
-        d2: &[f64],
-    ) {
+    fn tile<M: Fma>(&self, st: &mut KernelState, r0: usize, nr: usize, c0: usize, nc: usize, d2: &[f64]) {
         let g_count = self.scales.len();
         let w = &self.w[c0..c0 + nc];
         let with_mean = self.mean.is_some();

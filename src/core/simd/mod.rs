@@ -337,10 +337,7 @@ mod tests {
                 let mut v = base.clone();
                 exp_slice_at(lvl, &mut v);
                 for (a, b) in v.iter().zip(&scalar) {
-                    assert!(
-                        (a - b).abs() <= 4e-16 * b.abs(),
-                        "level {lvl:?}, n {n}: {a} vs {b}"
-                    );
+                    assert!((a - b).abs() <= 4e-16 * b.abs(), "level {lvl:?}, n {n}: {a} vs {b}");
                 }
                 fused.push(v);
             }
