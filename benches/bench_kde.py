@@ -3,8 +3,9 @@
 Run with ``asv run --python=same --quick`` (uses the installed divest).
 """
 
-import divest
 import numpy as np
+
+import divest
 
 
 class KDELogpdf:

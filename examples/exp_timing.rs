@@ -13,48 +13,20 @@ fn expf(x: f64) -> f64 {
     let t = xc.mul_add(LOG2E, SHIFT);
     let nf = t - SHIFT;
     let r = nf.mul_add(-LN2_LO, nf.mul_add(-LN2_HI, xc));
-    let c: [f64; 13] = [
-        1.0 / 479_001_600.0,
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ];
+    let c: [f64; 13] = [1.0 / 479_001_600.0, 1.0 / 39_916_800.0, 1.0 / 3_628_800.0, 1.0 / 362_880.0, 1.0 / 40_320.0, 1.0 / 5_040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
     let mut p = c[0];
-    for k in 1..13 {
-        p = p.mul_add(r, c[k]);
-    }
+    for k in 1..13 { p = p.mul_add(r, c[k]); }
     let n = t.to_bits().wrapping_sub(SHIFT.to_bits());
     let scale = f64::from_bits(n.wrapping_add(1023) << 52);
     let y = p * scale;
-    if x < -708.39 {
-        0.0
-    } else {
-        y
-    }
+    if x < -708.39 { 0.0 } else { y }
 }
 #[inline(always)]
-fn bodyf(v: &mut [f64]) {
-    for x in v.iter_mut() {
-        *x = expf(*x);
-    }
-}
+fn bodyf(v: &mut [f64]) { for x in v.iter_mut() { *x = expf(*x); } }
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-unsafe fn f512(v: &mut [f64]) {
-    bodyf(v)
-}
+unsafe fn f512(v: &mut [f64]) { bodyf(v) }
 #[target_feature(enable = "avx2,fma")]
-unsafe fn f2(v: &mut [f64]) {
-    bodyf(v)
-}
+unsafe fn f2(v: &mut [f64]) { bodyf(v) }
 #[inline(always)]
 fn body32(v: &mut [f64]) {
     for c in v.chunks_exact_mut(32) {
@@ -76,12 +48,7 @@ unsafe fn b2(v: &mut [f64]) {
 
 fn main() {
     let base: Vec<f64> = (0..4096).map(|i| -(i as f64) * 0.01).collect();
-    for (name, f) in [
-        ("512x32", b512 as unsafe fn(&mut [f64])),
-        ("avx2x32", b2),
-        ("fma512", f512),
-        ("fma2", f2),
-    ] {
+    for (name, f) in [("512x32", b512 as unsafe fn(&mut [f64])), ("avx2x32", b2), ("fma512", f512), ("fma2", f2)] {
         let mut v = base.clone();
         let t = Instant::now();
         for _ in 0..10000 {
