@@ -1,13 +1,41 @@
 """divest: fast, correct statistical estimation kernels, written in Rust.
 
-Kernel density estimation (:class:`KDE`, :func:`kde_logpdf`, :func:`select_bandwidth`)
-runs on a tiled, multithreaded pairwise engine that never forms an n×m matrix and works
-in log space throughout. Threads: :func:`set_num_threads`, :func:`get_num_threads`,
-:func:`threads`, or the ``DIVEST_NUM_THREADS`` environment variable.
+Families, all on one tiled, multithreaded pairwise engine that works in log space and
+never forms an n×m matrix unless asked to:
+
+* kernel density estimation: :class:`KDE`, :func:`kde_logpdf`, :func:`select_bandwidth`;
+* entropic optimal transport: :func:`sinkhorn`, :func:`sinkhorn_unbalanced`,
+  :func:`sinkhorn_batch`, :func:`sinkhorn_divergence`;
+* distance covariance and energy statistics: :func:`dcov_sqr`, :func:`dcor`,
+  :func:`partial_dcor`, :func:`energy_distance`, :func:`dcov_test`, :func:`energy_test`,
+  :func:`jdcov`, :func:`ccdcov`;
+* determinantal point processes: the :mod:`divest.dpp` module;
+* divergences: :func:`kl`, :func:`js`, :func:`hellinger`, :func:`tv`, :func:`chi2`,
+  :func:`renyi`, :func:`f_divergence`, :func:`knn_entropy`, :func:`knn_kl`,
+  :func:`knn_mi`, :func:`mmd`, :func:`cs_divergence`, :func:`fisher_merge`,
+  :func:`fisher_weighted_svd`.
+
+Threads: :func:`set_num_threads`, :func:`get_num_threads`, :func:`threads`, or the
+``DIVEST_NUM_THREADS`` environment variable.
 """
 
 from . import dpp
+from ._results import ConvergenceWarning, TestResult
 from ._threads import get_num_threads, set_num_threads, threads
+from .dcov import (
+    ccdcov,
+    ccdcov_test,
+    dcor,
+    dcor_sqr,
+    dcov,
+    dcov_sqr,
+    dcov_test,
+    energy_distance,
+    energy_test,
+    jdcov,
+    jdcov_test,
+    partial_dcor,
+)
 from .divergence import (
     chi2,
     cs_divergence,
@@ -37,15 +65,11 @@ from .ot import (
 
 __version__ = "0.1.0"
 
-
-class ConvergenceWarning(UserWarning):
-    """An iterative solver stopped at ``max_iter`` before meeting its tolerance."""
-
-
 __all__ = [
     "KDE",
     "BandwidthSelection",
     "ConvergenceWarning",
+    "TestResult",
     "dpp",
     "kde_logpdf",
     "select_bandwidth",
@@ -53,11 +77,11 @@ __all__ = [
     "set_num_threads",
     "threads",
     "SinkhornResult",
+    "SinkhornDivergence",
     "sinkhorn",
     "sinkhorn_batch",
     "sinkhorn_unbalanced",
     "sinkhorn_divergence",
-    "SinkhornDivergence",
     "kl",
     "js",
     "js_distance",
@@ -73,5 +97,17 @@ __all__ = [
     "knn_mi",
     "fisher_merge",
     "fisher_weighted_svd",
+    "dcov",
+    "dcov_sqr",
+    "dcor",
+    "dcor_sqr",
+    "partial_dcor",
+    "energy_distance",
+    "dcov_test",
+    "energy_test",
+    "jdcov",
+    "ccdcov",
+    "jdcov_test",
+    "ccdcov_test",
     "__version__",
 ]

@@ -108,3 +108,32 @@ def knn_sq_dists(
     ucols: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]: ...
 def count_within(x: NDArray[np.floating], r2: NDArray[np.float64], strict: bool) -> NDArray[np.int64]: ...
+def dcov_stats(
+    x: NDArray[np.floating],
+    y: NDArray[np.floating],
+    exponent: float = 1.0,
+    unbiased: bool = False,
+    method: str = "auto",
+) -> tuple[float, float, float]: ...
+def dcov_u_products3(
+    x: NDArray[np.floating], y: NDArray[np.floating], z: NDArray[np.floating], exponent: float = 1.0
+) -> tuple[float, float, float, float, float, float]: ...
+def energy_distance(
+    x: NDArray[np.floating], y: NDArray[np.floating], exponent: float = 1.0, unbiased: bool = False
+) -> float: ...
+def dcov_perm_test(
+    x: NDArray[np.floating], y: NDArray[np.floating], exponent: float, n_resamples: int, seed: int
+) -> tuple[float, NDArray[np.float64]]: ...
+def energy_perm_test(
+    z: NDArray[np.floating], sizes: list[int], exponent: float, n_resamples: int, seed: int
+) -> tuple[float, NDArray[np.float64]]: ...
+def jdcov(
+    xs: list[NDArray[np.floating]],
+    c: float = 1.0,
+    exponent: float = 1.0,
+    unbiased: bool = True,
+    scale: bool = False,
+) -> float: ...
+def dcov_sqr_grad(
+    x: NDArray[np.floating], y: NDArray[np.floating], exponent: float = 1.0, unbiased: bool = False
+) -> NDArray[np.float64]: ...

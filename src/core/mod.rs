@@ -1,5 +1,6 @@
 //! Pure-Rust numerics: the tiled pairwise engine, SIMD helpers, threads and the families.
 
+pub mod dcov;
 pub mod divergence;
 pub mod dpp;
 pub mod error;

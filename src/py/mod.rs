@@ -2,6 +2,7 @@
 //! No numerics live here.
 
 mod common;
+mod dcov;
 mod divergence;
 mod dpp;
 mod kde;
@@ -17,5 +18,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ot::register(m)?;
     dpp::register(m)?;
     divergence::register(m)?;
+    dcov::register(m)?;
     Ok(())
 }

@@ -18,6 +18,7 @@ FAMILIES = [
     ("ot", "divest._bench.ot"),
     ("dpp", "divest._bench.dpp"),
     ("divergence", "divest._bench.divergence"),
+    ("dcov", "divest._bench.dcov"),
 ]
 
 

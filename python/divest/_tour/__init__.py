@@ -16,6 +16,7 @@ SECTIONS = [
     ("ot", "divest._tour.ot"),
     ("dpp", "divest._tour.dpp"),
     ("divergence", "divest._tour.divergence"),
+    ("dcov", "divest._tour.dcov"),
 ]
 
 

@@ -1,0 +1,78 @@
+"""Distance covariance comparisons: dcor, hyppo (if installed) and a NumPy cdist
+reference, on the workloads of issue 4."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import divest
+
+from . import Case
+
+
+def _rel(a, b):
+    return float(abs(float(a) - float(b)) / max(abs(float(b)), 1e-300))
+
+
+def cases(quick: bool):
+    rng = np.random.default_rng(0)
+    out = []
+    try:
+        import dcor
+    except ImportError:
+        dcor = None
+    try:
+        from hyppo.independence import Dcorr
+    except Exception:
+        Dcorr = None
+
+    n1 = 50_000 if quick else 200_000
+    x1 = rng.standard_normal(n1)
+    y1 = x1**2 + rng.standard_normal(n1)
+    peers = {"dcor mergesort": (lambda: dcor.distance_correlation(x1, y1, method="mergesort"))
+             if dcor else "dcor not installed"}
+    out.append(Case(f"dcor, 1-D, n={n1}", lambda: divest.dcor(x1, y1), peers=peers, repeat=5,
+                    check=_rel))
+    if not quick:
+        x6 = rng.standard_normal(10**6)
+        y6 = x6 + rng.standard_normal(10**6)
+        out.append(Case("dcor, 1-D, n=10^6 (target < 0.5 s)", lambda: divest.dcor(x6, y6), repeat=3))
+
+    n, p, q = (2000, 10, 5) if quick else (5000, 10, 5)
+    x = rng.standard_normal((n, p))
+    y = np.c_[np.sin(x[:, :2]), rng.standard_normal((n, q - 2))]
+    peers = {"dcor": (lambda: dcor.distance_correlation(x, y)) if dcor else "dcor not installed"}
+    if Dcorr is not None:
+        peers["hyppo Dcorr.statistic"] = lambda: Dcorr().statistic(x, y)
+    else:
+        peers["hyppo Dcorr.statistic"] = "hyppo not installed"
+    out.append(Case(f"dcor, n={n}, p={p}, q={q}", lambda: divest.dcor(x, y), peers=peers,
+                    repeat=3, check=lambda a, b: _rel(a, b) if np.ndim(b) == 0 else float("nan")))
+    if not quick:
+        x2 = rng.standard_normal((20000, 5))
+        y2 = rng.standard_normal((20000, 3))
+        out.append(Case("dcor, n=20000, p=5, q=3 (O(n) memory)", lambda: divest.dcor(x2, y2),
+                        repeat=1))
+
+    xp, yp = rng.standard_normal((1000, 3)), rng.standard_normal((1000, 3))
+    R = 200 if quick else 500
+    peers = {"dcor distance_covariance_test": (
+        lambda: dcor.independence.distance_covariance_test(xp, yp, num_resamples=R))
+        if dcor else "dcor not installed"}
+    out.append(Case(f"permutation test, n=1000, p=q=3, {R} permutations",
+                    lambda: divest.dcov_test(xp, yp, n_resamples=R, rng=0), peers=peers, repeat=3))
+
+    ne = 2000 if quick else 5000
+    a, b = rng.standard_normal((ne, 10)), rng.standard_normal((ne, 10)) + 0.1
+
+    def cdist_ref():
+        from scipy.spatial.distance import cdist
+
+        return 2 * cdist(a, b).mean() - cdist(a, a).mean() - cdist(b, b).mean()
+
+    peers = {"NumPy/SciPy cdist reference": cdist_ref}
+    if dcor is not None:
+        peers["dcor.energy_distance"] = lambda: dcor.energy_distance(a, b)
+    out.append(Case(f"energy distance, {ne} vs {ne}, d=10", lambda: divest.energy_distance(a, b),
+                    peers=peers, repeat=3, check=_rel))
+    return out

@@ -1,0 +1,414 @@
+//! Exact O(n log n) distance covariance of two 1-D samples with exponent 1.
+//!
+//! With a_ij = |x_i − x_j|, b_ij = |y_i − y_j|, row sums a_i = Σ_j a_ij and totals S_a,
+//! the statistics are combinations of S_ab = Σ_ij a_ij b_ij, Σ_i a_i b_i, S_a and S_b
+//! (Huo & Székely 2016):
+//!   V = [n² S_ab − 2n Σ a_i b_i + S_a S_b] / n⁴,
+//!   U = [(n−1)(n−2) S_ab − 2(n−1) Σ a_i b_i + S_a S_b] / [n(n−1)(n−2)(n−3)].
+//! Row sums come from one sort and prefix sums. S_ab comes from a merge sort on y of the
+//! points taken in x order: when the run L (smaller x) meets the run R, each i ∈ R adds
+//! Σ_{j∈L} s_j (x_i − x_j)(y_i − y_j), with s_j = ±1 by whether y_j < y_i, from four signed
+//! running sums over L (the idea of Chaudhuri & Hu 2019).
+//!
+//! Precision on shifted data: both samples are first shifted by their medians (an exact
+//! subtraction for data clustered around a large offset), every running sum is
+//! compensated, and the final combinations, where terms of size n² cancel down to the
+//! result, are evaluated in double-double arithmetic. For integer-valued data every
+//! intermediate is an integer held exactly (up to 2^53 per running sum), so the result
+//! is the exact statistic rounded once.
+
+use std::ops::{Add, Div, Mul, Sub};
+use std::sync::atomic::AtomicBool;
+
+use rayon::prelude::*;
+
+use super::sums::{Acc, Dd};
+use super::DcovStats;
+use crate::core::error::Result;
+use crate::core::threads;
+
+/// Runs up to this length are sorted and summed directly (O(m²), exact for integers).
+const SMALL: usize = 16;
+/// Runs longer than this split into two parallel tasks (a fixed tree, so the result does
+/// not depend on the thread count).
+const PAR_MIN: usize = 1 << 15;
+
+/// `v` minus its (lower) median.
+fn median_shifted(v: &[f64]) -> Vec<f64> {
+    if v.is_empty() {
+        return Vec::new();
+    }
+    let mut tmp = v.to_vec();
+    let k = (tmp.len() - 1) / 2;
+    let (_, m, _) = tmp.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+    let m = *m;
+    v.iter().map(|&x| x - m).collect()
+}
+
+/// The values sorted ascending, with their original indices.
+fn sorted(v: &[f64]) -> Vec<(f64, u32)> {
+    let mut s: Vec<(f64, u32)> = v.iter().enumerate().map(|(i, &x)| (x, i as u32)).collect();
+    s.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    s
+}
+
+/// Row sums Σ_j |v_i − v_j| (by original index) from the sorted values:
+/// (2k − n) v_(k) + (T − 2 P_k), with P_k the compensated sum of the k smaller values.
+fn row_sums(s: &[(f64, u32)]) -> Vec<f64> {
+    let n = s.len();
+    let mut tot = Acc::default();
+    for &(x, _) in s {
+        tot.add(x);
+    }
+    let t = tot.value();
+    let mut out = vec![0.0; n];
+    let mut p = Acc::default();
+    for (k, &(x, i)) in s.iter().enumerate() {
+        let r = ((2 * k) as f64 - n as f64) * x + (t - 2.0 * p.value());
+        out[i as usize] = r.max(0.0);
+        p.add(x);
+    }
+    out
+}
+
+/// A double-double reduction over fixed chunks of 0..n, in parallel, combined in order.
+fn par_dd(n: usize, f: impl Fn(std::ops::Range<usize>) -> Dd + Sync) -> Dd {
+    const CHUNK: usize = 1 << 16;
+    let parts: Vec<Dd> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| f(c * CHUNK..((c + 1) * CHUNK).min(n)))
+        .collect();
+    parts.into_iter().fold(Dd::default(), |a, b| a + b)
+}
+
+/// Σ_{j<i} (x_i − x_j)|y_i − y_j| over a run in x order, sorting it by y on the way.
+fn small_run(xs: &mut [f64], ys: &mut [f64]) -> f64 {
+    let m = xs.len();
+    // At most 120 terms: a plain sum loses nothing that matters (and is exact for
+    // integer data).
+    let mut acc = 0.0;
+    for i in 1..m {
+        for j in 0..i {
+            acc += (xs[i] - xs[j]) * (ys[i] - ys[j]).abs();
+        }
+    }
+    // Insertion sort by y, carrying x.
+    for i in 1..m {
+        let (xv, yv) = (xs[i], ys[i]);
+        let mut j = i;
+        while j > 0 && ys[j - 1] > yv {
+            xs[j] = xs[j - 1];
+            ys[j] = ys[j - 1];
+            j -= 1;
+        }
+        xs[j] = xv;
+        ys[j] = yv;
+    }
+    acc
+}
+
+/// Sorts the run (given in x order) by y and returns Σ_{j before i in x order}
+/// (x_i − x_j)|y_i − y_j| within it. `tx`, `ty` are scratch of the same length.
+fn run(
+    xs: &mut [f64],
+    ys: &mut [f64],
+    tx: &mut [f64],
+    ty: &mut [f64],
+    stop: &AtomicBool,
+) -> Result<Dd> {
+    let m = xs.len();
+    if m <= SMALL {
+        return Ok(Dd::from(small_run(xs, ys)));
+    }
+    let h = m / 2;
+    let (xl, xr) = xs.split_at_mut(h);
+    let (yl, yr) = ys.split_at_mut(h);
+    let (txl, txr) = tx.split_at_mut(h);
+    let (tyl, tyr) = ty.split_at_mut(h);
+    let (left, right) = if m > PAR_MIN {
+        rayon::join(
+            || run(xl, yl, txl, tyl, stop),
+            || run(xr, yr, txr, tyr, stop),
+        )
+    } else {
+        (run(xl, yl, txl, tyl, stop), run(xr, yr, txr, tyr, stop))
+    };
+    let (left, right) = (left?, right?);
+    if m >= 1 << 16 {
+        threads::check(stop)?;
+    }
+    // Signed sums over L: every j starts with s_j = −1 and flips to +1 once y_j < y_i.
+    let (mut gx, mut gy, mut gxy) = (Acc::default(), Acc::default(), Acc::default());
+    for (&x, &y) in xl.iter().zip(yl.iter()) {
+        gx.add(-x);
+        gy.add(-y);
+        gxy.add(-(x * y));
+    }
+    let mut g0 = -(h as f64);
+    let mut cross = Acc::default();
+    let (mut p, mut q, mut o) = (0usize, 0usize, 0usize);
+    while q < yr.len() {
+        let (xi, yi) = (xr[q], yr[q]);
+        while p < h && yl[p] < yi {
+            let (x, y) = (xl[p], yl[p]);
+            g0 += 2.0;
+            gx.add(2.0 * x);
+            gy.add(2.0 * y);
+            gxy.add(2.0 * (x * y));
+            tx[o] = x;
+            ty[o] = y;
+            p += 1;
+            o += 1;
+        }
+        let (gx, gy, gxy) = (gx.value(), gy.value(), gxy.value());
+        cross.add(xi * (yi * g0 - gy) - (yi * gx - gxy));
+        tx[o] = xi;
+        ty[o] = yi;
+        q += 1;
+        o += 1;
+    }
+    while p < h {
+        tx[o] = xl[p];
+        ty[o] = yl[p];
+        p += 1;
+        o += 1;
+    }
+    xs.copy_from_slice(tx);
+    ys.copy_from_slice(ty);
+    Ok(left.add(right).add(cross.dd()))
+}
+
+/// Ingredients of one pair of samples.
+struct Terms {
+    s_ab: Dd,
+    ab: Dd,
+    s_a: Dd,
+    s_b: Dd,
+}
+
+fn combine(t: &Terms, n: usize, unbiased: bool) -> f64 {
+    let nf = n as f64;
+    if unbiased {
+        let (n1, n2) = (Dd::from(nf - 1.0), Dd::from(nf - 2.0));
+        let num = n1
+            .mul(n2)
+            .mul(t.s_ab)
+            .sub(n1.mul_f64(2.0).mul(t.ab))
+            .add(t.s_a.mul(t.s_b));
+        let den = Dd::from(nf).mul(n1).mul(n2).mul_f64(nf - 3.0);
+        num.div(den).to_f64()
+    } else {
+        let nn = Dd::prod(nf, nf);
+        let num = nn
+            .mul(t.s_ab)
+            .sub(Dd::from(2.0 * nf).mul(t.ab))
+            .add(t.s_a.mul(t.s_b));
+        num.div(nn.mul(nn)).to_f64()
+    }
+}
+
+/// Σ_ij (v_i − v_j)² = 2n Σ v² − 2 (Σ v)², in double-double.
+fn sum_sq_diffs(v: &[f64]) -> Dd {
+    let n = v.len() as f64;
+    let s = par_dd(v.len(), |r| {
+        v[r].iter().fold(Dd::default(), |s, &x| s.add_f64(x))
+    });
+    let s2 = par_dd(v.len(), |r| {
+        v[r].iter().fold(Dd::default(), |a, &x| a + Dd::prod(x, x))
+    });
+    s2.mul_f64(2.0 * n) - (s * s).mul_f64(2.0)
+}
+
+/// dCov²(x, y), dCov²(x, x), dCov²(y, y) of 1-D samples with exponent 1 (V or U), in
+/// O(n log n) time and O(n) memory.
+pub fn dcov_stats(x: &[f64], y: &[f64], unbiased: bool, stop: &AtomicBool) -> Result<DcovStats> {
+    let n = x.len();
+    let xc = median_shifted(x);
+    let yc = median_shifted(y);
+    type Out = (Dd, Vec<f64>, Vec<f64>, [Dd; 7]);
+    let (s_ab, a, b, r) = threads::install(|| -> Result<Out> {
+        let ((sx, a), (sy, b)) = rayon::join(
+            || {
+                let s = sorted(&xc);
+                let a = row_sums(&s);
+                (s, a)
+            },
+            || {
+                let s = sorted(&yc);
+                let b = row_sums(&s);
+                (s, b)
+            },
+        );
+        drop(sy);
+        let mut xs: Vec<f64> = sx.iter().map(|&(v, _)| v).collect();
+        let mut ys: Vec<f64> = sx.iter().map(|&(_, i)| yc[i as usize]).collect();
+        drop(sx);
+        let mut tx = vec![0.0; n];
+        let mut ty = vec![0.0; n];
+        let half = run(&mut xs, &mut ys, &mut tx, &mut ty, stop)?;
+        let sum = |v: &[f64]| par_dd(n, |r| v[r].iter().fold(Dd::default(), |s, &x| s.add_f64(x)));
+        let dot = |u: &[f64], v: &[f64]| {
+            par_dd(n, |r| {
+                u[r.clone()]
+                    .iter()
+                    .zip(&v[r])
+                    .fold(Dd::default(), |s, (&p, &q)| s + Dd::prod(p, q))
+            })
+        };
+        let r = [
+            sum(&a),
+            sum(&b),
+            dot(&a, &b),
+            dot(&a, &a),
+            dot(&b, &b),
+            sum_sq_diffs(&xc),
+            sum_sq_diffs(&yc),
+        ];
+        Ok((half.mul_f64(2.0), a, b, r))
+    })??;
+    drop((a, b));
+    let [s_a, s_b, ab, aa, bb, sxx, syy] = r;
+    let xy = Terms { s_ab, ab, s_a, s_b };
+    let xx = Terms {
+        s_ab: sxx,
+        ab: aa,
+        s_a,
+        s_b: s_a,
+    };
+    let yy = Terms {
+        s_ab: syy,
+        ab: bb,
+        s_a: s_b,
+        s_b,
+    };
+    Ok(DcovStats {
+        cov: combine(&xy, n, unbiased),
+        var_x: combine(&xx, n, unbiased),
+        var_y: combine(&yy, n, unbiased),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{lcg, naive};
+    use super::super::{dcov_stats as generic, norm_factor, Method};
+    use super::*;
+    use crate::core::pairwise::Points;
+
+    #[test]
+    fn matches_full_matrices_with_ties_and_all_sizes() {
+        let stop = AtomicBool::new(false);
+        for &n in &[4usize, 5, 31, 32, 33, 64, 100, 257, 1000] {
+            let x: Vec<f64> = lcg(n as u64, n).iter().map(|v| (v * 5.0).round()).collect();
+            let y: Vec<f64> = lcg(n as u64 + 9, n)
+                .iter()
+                .zip(&x)
+                .map(|(v, u)| v + 0.3 * u)
+                .collect();
+            for unbiased in [false, true] {
+                let got = dcov_stats(&x, &y, unbiased, &stop).unwrap();
+                let w = naive(&x, 1, &y, 1, 1.0, unbiased);
+                let f = norm_factor(n, unbiased);
+                for (g, w) in [got.cov, got.var_x, got.var_y].iter().zip(w) {
+                    let w = w * f;
+                    assert!(
+                        (g - w).abs() <= 1e-11 * w.abs().max(1e-12),
+                        "n={n}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn precise_on_shifted_and_scaled_data() {
+        let stop = AtomicBool::new(false);
+        let n = 3000;
+        let z = lcg(11, n);
+        let w = lcg(12, n);
+        for &(offset, scale) in &[
+            (1e10, 1.0),
+            (1e10, 1e8),
+            (-1e10, 1e-3),
+            (1e6, 1e-8),
+            (0.0, 1e-8),
+        ] {
+            let x: Vec<f64> = z.iter().map(|v| offset + scale * v).collect();
+            let y: Vec<f64> = w
+                .iter()
+                .zip(&z)
+                .map(|(v, u)| offset + scale * (v + 0.1 * u * u))
+                .collect();
+            // Reference on the exactly centred data.
+            let xr: Vec<f64> = x.iter().map(|v| v - offset).collect();
+            let yr: Vec<f64> = y.iter().map(|v| v - offset).collect();
+            let px = Points::new(&xr, n, 1).unwrap();
+            let py = Points::new(&yr, n, 1).unwrap();
+            for unbiased in [false, true] {
+                let got = dcov_stats(&x, &y, unbiased, &stop).unwrap();
+                let want = generic(px, py, 1.0, unbiased, Method::Pairwise, &stop).unwrap();
+                for (g, w) in [
+                    (got.cov, want.cov),
+                    (got.var_x, want.var_x),
+                    (got.var_y, want.var_y),
+                ] {
+                    assert!(
+                        (g - w).abs() <= 1e-10 * w.abs(),
+                        "offset {offset} scale {scale}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn integer_data_are_exact() {
+        let stop = AtomicBool::new(false);
+        let n = 200usize;
+        let x: Vec<i64> = lcg(5, n)
+            .iter()
+            .map(|v| (v * 1e6).round() as i64 + 3_000_000_000)
+            .collect();
+        let y: Vec<i64> = lcg(6, n)
+            .iter()
+            .zip(&x)
+            .map(|(v, u)| (v * 1e3).round() as i64 + u / 1000)
+            .collect();
+        // Exact integer arithmetic for n⁴·V.
+        let (mut sab, mut a, mut b) = (0i128, vec![0i128; n], vec![0i128; n]);
+        for i in 0..n {
+            for j in 0..n {
+                let (da, db) = ((x[i] - x[j]).abs() as i128, (y[i] - y[j]).abs() as i128);
+                sab += da * db;
+                a[i] += da;
+                b[i] += db;
+            }
+        }
+        let ab: i128 = a.iter().zip(&b).map(|(p, q)| p * q).sum();
+        let (sa, sb): (i128, i128) = (a.iter().sum(), b.iter().sum());
+        let ni = n as i128;
+        let num = ni * ni * sab - 2 * ni * ab + sa * sb;
+        let want = num as f64 / (ni * ni * ni * ni) as f64;
+        let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let yf: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+        let got = dcov_stats(&xf, &yf, false, &stop).unwrap();
+        assert!(
+            (got.cov - want).abs() <= 2.0 * f64::EPSILON * want.abs(),
+            "{} vs {want}",
+            got.cov
+        );
+    }
+
+    #[test]
+    fn threads_do_not_change_results() {
+        let stop = AtomicBool::new(false);
+        let n = 100_000;
+        let x = lcg(1, n);
+        let y: Vec<f64> = lcg(2, n).iter().zip(&x).map(|(a, b)| a + b * b).collect();
+        let a = dcov_stats(&x, &y, false, &stop).unwrap();
+        threads::set_num_threads(1).unwrap();
+        let b = dcov_stats(&x, &y, false, &stop).unwrap();
+        threads::set_num_threads(2).unwrap();
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,967 @@
+//! Distance covariance, distance correlation and energy statistics.
+//!
+//! Multivariate data (or exponents α ≠ 1) go through the pairwise engine in two passes and
+//! O(n) memory: pass 1 gives the row sums of |x_i − x_j|^α for each sample
+//! ([`KernelRows`]), pass 2 sums products of the centred distances
+//! A_ij = a_ij − c_i − c_j over the upper triangle of pairs, for every pair of samples at
+//! once ([`reduce_pairs_multi`]). Centring per pair keeps every term of the final sum of
+//! the order of the result's scale, so nothing large cancels at the end. One-dimensional
+//! data with α = 1 take the exact O(n log n) path of [`fast1d`].
+//!
+//! Centring conventions (Székely & Rizzo): the V statistic double-centres with row means
+//! (c_i = ā_i − ā/2 and the diagonal included); the U statistic U-centres
+//! (c_i = a_i·/(n−2) − a··/(2(n−1)(n−2)), diagonal excluded) and divides by n(n−3).
+
+pub mod fast1d;
+pub mod grad;
+pub mod perm;
+pub mod sums;
+
+use std::sync::atomic::AtomicBool;
+
+use super::error::{invalid, Result};
+use super::pairwise::multi::{reduce_pairs_multi, MultiReducer};
+use super::pairwise::reduce::{KernelRows, PairMap, RowStats};
+use super::pairwise::{reduce_rows_with, Float, Points, COL_TILE};
+use super::simd::{finish_lanes, Fma, LANES};
+use sums::Acc;
+
+/// Largest dimension for which pass 1 uses exact differences (see
+/// [`super::pairwise::multi::MULTI_DIRECT_MAX_D`]).
+const DIRECT_MAX_D: usize = super::pairwise::multi::MULTI_DIRECT_MAX_D;
+
+/// |x − y| from a squared distance (α = 1).
+#[derive(Clone, Copy)]
+pub struct SqrtMap;
+impl PairMap for SqrtMap {
+    const LOG: bool = false;
+    #[inline(always)]
+    fn value(&self, d2: f64) -> f64 {
+        d2.sqrt()
+    }
+    #[inline(always)]
+    fn mean_factor(&self, _d2: f64) -> f64 {
+        0.0
+    }
+}
+
+/// |x − y|^α from a squared distance: (d²)^(α/2).
+#[derive(Clone, Copy)]
+pub struct PowMap {
+    /// α / 2.
+    pub half: f64,
+}
+impl PairMap for PowMap {
+    const LOG: bool = false;
+    #[inline(always)]
+    fn value(&self, d2: f64) -> f64 {
+        if d2 > 0.0 {
+            d2.powf(self.half)
+        } else {
+            0.0
+        }
+    }
+    #[inline(always)]
+    fn mean_factor(&self, _d2: f64) -> f64 {
+        0.0
+    }
+}
+
+/// How to compute a statistic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// The O(n log n) path when both samples are 1-D and α = 1, else the engine.
+    Auto,
+    /// The O(n²)-time, O(n)-memory pairwise engine.
+    Pairwise,
+    /// The O(n log n) sorting path (1-D samples, α = 1 only).
+    Sort,
+}
+
+impl Method {
+    /// Parses "auto", "pairwise" or "sort".
+    pub fn parse(s: &str) -> Result<Method> {
+        match s {
+            "auto" => Ok(Method::Auto),
+            "pairwise" => Ok(Method::Pairwise),
+            "sort" => Ok(Method::Sort),
+            o => Err(invalid!(
+                "method must be 'auto', 'pairwise' or 'sort'; got {o:?}"
+            )),
+        }
+    }
+}
+
+/// Checks the exponent α ∈ (0, 2).
+pub fn check_exponent(alpha: f64) -> Result<()> {
+    if !(alpha > 0.0 && alpha < 2.0) {
+        return Err(invalid!(
+            "exponent must be in the open interval (0, 2); got {alpha}"
+        ));
+    }
+    Ok(())
+}
+
+/// Row-major f64 copy of `p` with the column means removed (distances are unchanged; the
+/// GEMM identity and the 1-D sums lose far less precision on centred data).
+pub fn centred<T: Float>(p: Points<'_, T>) -> Vec<f64> {
+    let (n, d) = (p.n, p.d);
+    let mut mean = vec![0.0f64; d];
+    for i in 0..n {
+        for (m, x) in mean.iter_mut().zip(p.row(i)) {
+            *m += x.to_f64();
+        }
+    }
+    for m in &mut mean {
+        *m /= n.max(1) as f64;
+    }
+    let mut out = Vec::with_capacity(n * d);
+    for i in 0..n {
+        for (m, x) in mean.iter().zip(p.row(i)) {
+            out.push(x.to_f64() - m);
+        }
+    }
+    out
+}
+
+/// Row sums Σ_j |x_i − x_j|^α of centred f64 points (pass 1).
+pub fn row_sums(p: Points<'_, f64>, alpha: f64, stop: &AtomicBool) -> Result<Vec<f64>> {
+    fn with<F: PairMap>(f: F, p: Points<'_, f64>, stop: &AtomicBool) -> Result<Vec<f64>> {
+        let w = vec![1.0; p.n];
+        let red = KernelRows {
+            f,
+            scales: &[1.0],
+            w: &w,
+            // The diagonal is zero by definition; skipping it avoids GEMM rounding there.
+            exclude_self: true,
+            sumsq: false,
+            mean: None,
+            d: p.d,
+        };
+        let st = reduce_rows_with(p, p, &red, stop, Some(p.d <= DIRECT_MAX_D))?;
+        Ok(RowStats::from_states(1, st).sum)
+    }
+    if alpha == 1.0 {
+        with(SqrtMap, p, stop)
+    } else {
+        with(PowMap { half: 0.5 * alpha }, p, stop)
+    }
+}
+
+/// Per-row centring offsets c_i, so that the centred distance is a_ij − c_i − c_j.
+pub fn offsets(rows: &[f64], unbiased: bool) -> Vec<f64> {
+    let n = rows.len() as f64;
+    let mut tot = Acc::default();
+    for &r in rows {
+        tot.add(r);
+    }
+    let total = tot.value();
+    if unbiased {
+        let g = total / (2.0 * (n - 1.0) * (n - 2.0));
+        rows.iter().map(|&r| r / (n - 2.0) - g).collect()
+    } else {
+        let g = total / (2.0 * n * n);
+        rows.iter().map(|&r| r / n - g).collect()
+    }
+}
+
+/// Lane-ordered dot product (vectorises; fixed order, so reproducible).
+#[inline(always)]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let ca = a.chunks_exact(LANES);
+    let cb = b.chunks_exact(LANES);
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut t = 0.0;
+    for (x, y) in ta.iter().zip(tb) {
+        t += x * y;
+    }
+    finish_lanes(&acc) + t
+}
+
+/// Pass 2: Σ_ij A^k_ij A^l_ij for the requested pairs (k, l) of samples, where
+/// A^k_ij = f(d²_k(i, j)) − c^k_i − c^k_j, over all i, j (V) or i ≠ j (U).
+pub struct Centred<'a, F> {
+    /// Distance map (α).
+    pub f: F,
+    /// Offsets per sample.
+    pub c: Vec<&'a [f64]>,
+    /// Include the diagonal (V statistic); its distance is zero.
+    pub diag: bool,
+    /// Products to accumulate, as (k, l) sample indices.
+    pub pairs: Vec<(usize, usize)>,
+}
+
+/// Block state of [`Centred`].
+pub struct CentredState {
+    /// One accumulator per requested pair.
+    pub acc: Vec<Acc>,
+    v: Vec<Vec<f64>>,
+}
+
+impl<F: PairMap> MultiReducer for Centred<'_, F> {
+    type State = CentredState;
+    fn upper(&self) -> bool {
+        true
+    }
+    fn init(&self, _r0: usize, _nr: usize) -> CentredState {
+        CentredState {
+            acc: vec![Acc::default(); self.pairs.len()],
+            v: self.c.iter().map(|_| vec![0.0; COL_TILE]).collect(),
+        }
+    }
+    #[inline(always)]
+    fn tile<M: Fma>(
+        &self,
+        st: &mut CentredState,
+        r0: usize,
+        nr: usize,
+        c0: usize,
+        nc: usize,
+        d2: &[Vec<f64>],
+    ) {
+        for i in 0..nr {
+            let gi = r0 + i;
+            // Columns strictly above the diagonal: j > gi.
+            let lo = (gi + 1).saturating_sub(c0).min(nc);
+            for (k, ck) in self.c.iter().enumerate() {
+                let ci = ck[gi];
+                let cc = &ck[c0 + lo..c0 + nc];
+                let drow = &d2[k][i * COL_TILE + lo..i * COL_TILE + nc];
+                let v = &mut st.v[k][lo..nc];
+                for j in 0..v.len() {
+                    v[j] = (self.f.value(drow[j]) - ci) - cc[j];
+                }
+            }
+            let on_diag = self.diag && gi >= c0 && gi < c0 + nc;
+            for (p, &(k, l)) in self.pairs.iter().enumerate() {
+                if lo < nc {
+                    let s = dot(&st.v[k][lo..nc], &st.v[l][lo..nc]);
+                    st.acc[p].add(2.0 * s);
+                }
+                if on_diag {
+                    // a_ii = 0, so A_ii = −2 c_i.
+                    st.acc[p].add(4.0 * self.c[k][gi] * self.c[l][gi]);
+                }
+            }
+        }
+    }
+}
+
+/// Σ A^k A^l over pairs for the requested (k, l), from centred f64 samples and offsets.
+pub fn centred_products(
+    sets: &[Points<'_, f64>],
+    offs: &[&[f64]],
+    alpha: f64,
+    unbiased: bool,
+    pairs: Vec<(usize, usize)>,
+    stop: &AtomicBool,
+) -> Result<Vec<f64>> {
+    fn with<F: PairMap>(
+        f: F,
+        sets: &[Points<'_, f64>],
+        offs: &[&[f64]],
+        unbiased: bool,
+        pairs: Vec<(usize, usize)>,
+        stop: &AtomicBool,
+    ) -> Result<Vec<f64>> {
+        let np = pairs.len();
+        let red = Centred {
+            f,
+            c: offs.to_vec(),
+            diag: !unbiased,
+            pairs,
+        };
+        let states = reduce_pairs_multi(sets, &red, stop)?;
+        let mut tot = vec![Acc::default(); np];
+        for s in &states {
+            for (t, a) in tot.iter_mut().zip(&s.acc) {
+                t.merge(a);
+            }
+        }
+        Ok(tot.iter().map(|a| a.value()).collect())
+    }
+    if alpha == 1.0 {
+        with(SqrtMap, sets, offs, unbiased, pairs, stop)
+    } else {
+        with(
+            PowMap { half: 0.5 * alpha },
+            sets,
+            offs,
+            unbiased,
+            pairs,
+            stop,
+        )
+    }
+}
+
+/// dCov²(x, y), dCov²(x, x) and dCov²(y, y), V or U statistics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DcovStats {
+    /// dCov²(x, y).
+    pub cov: f64,
+    /// dCov²(x, x).
+    pub var_x: f64,
+    /// dCov²(y, y).
+    pub var_y: f64,
+}
+
+impl DcovStats {
+    /// Squared distance correlation: cov / sqrt(|var_x · var_y|), 0 when that is 0.
+    pub fn cor_sqr(&self) -> f64 {
+        let den = (self.var_x * self.var_y).abs().sqrt();
+        if den > 0.0 {
+            self.cov / den
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Minimum sample size for a statistic.
+pub fn check_n(n: usize, unbiased: bool) -> Result<()> {
+    if unbiased && n < 4 {
+        return Err(invalid!(
+            "unbiased (U) statistics need at least 4 observations; got {n}"
+        ));
+    }
+    if n < 1 {
+        return Err(invalid!("at least one observation is needed; got 0"));
+    }
+    Ok(())
+}
+
+/// Normalisation of Σ A B: 1/n² (V) or 1/(n(n − 3)) (U).
+pub fn norm_factor(n: usize, unbiased: bool) -> f64 {
+    let nf = n as f64;
+    if unbiased {
+        1.0 / (nf * (nf - 3.0))
+    } else {
+        1.0 / (nf * nf)
+    }
+}
+
+/// Distance covariance statistics of two samples with the same number of observations.
+/// Memory: centred f64 copies of x and y, and O(n) per pass.
+pub fn dcov_stats<T: Float>(
+    x: Points<'_, T>,
+    y: Points<'_, T>,
+    alpha: f64,
+    unbiased: bool,
+    method: Method,
+    stop: &AtomicBool,
+) -> Result<DcovStats> {
+    check_exponent(alpha)?;
+    if x.n != y.n {
+        return Err(invalid!(
+            "x and y must have the same number of observations; got {} and {}",
+            x.n,
+            y.n
+        ));
+    }
+    let n = x.n;
+    check_n(n, unbiased)?;
+    let one_d = x.d == 1 && y.d == 1 && alpha == 1.0;
+    match method {
+        Method::Sort if !one_d => {
+            return Err(invalid!(
+                "method='sort' needs 1-D x and y and exponent 1; got dimensions {} and {}, \
+                 exponent {alpha}",
+                x.d,
+                y.d
+            ))
+        }
+        Method::Sort | Method::Auto if one_d => {
+            let xs: Vec<f64> = x.data.iter().map(|v| v.to_f64()).collect();
+            let ys: Vec<f64> = y.data.iter().map(|v| v.to_f64()).collect();
+            return fast1d::dcov_stats(&xs, &ys, unbiased, stop);
+        }
+        _ => {}
+    }
+    let xc = centred(x);
+    let yc = centred(y);
+    let px = Points::new(&xc, n, x.d)?;
+    let py = Points::new(&yc, n, y.d)?;
+    let rx = row_sums(px, alpha, stop)?;
+    let ry = row_sums(py, alpha, stop)?;
+    let (ox, oy) = (offsets(&rx, unbiased), offsets(&ry, unbiased));
+    let s = centred_products(
+        &[px, py],
+        &[&ox, &oy],
+        alpha,
+        unbiased,
+        vec![(0, 1), (0, 0), (1, 1)],
+        stop,
+    )?;
+    let f = norm_factor(n, unbiased);
+    Ok(DcovStats {
+        cov: s[0] * f,
+        var_x: s[1] * f,
+        var_y: s[2] * f,
+    })
+}
+
+/// The six U-statistic inner products (xx, yy, zz, xy, xz, yz) of three samples, each
+/// divided by n(n − 3): the ingredients of the partial distance correlation.
+pub fn u_products3<T: Float>(
+    x: Points<'_, T>,
+    y: Points<'_, T>,
+    z: Points<'_, T>,
+    alpha: f64,
+    stop: &AtomicBool,
+) -> Result<[f64; 6]> {
+    check_exponent(alpha)?;
+    let n = x.n;
+    if y.n != n || z.n != n {
+        return Err(invalid!(
+            "x, y and z must have the same number of observations; got {}, {} and {}",
+            n,
+            y.n,
+            z.n
+        ));
+    }
+    check_n(n, true)?;
+    let cs: Vec<Vec<f64>> = [x, y, z].iter().map(|p| centred(*p)).collect();
+    let ds = [x.d, y.d, z.d];
+    let pts: Vec<Points<'_, f64>> = cs
+        .iter()
+        .zip(ds)
+        .map(|(c, d)| Points::new(c, n, d))
+        .collect::<Result<_>>()?;
+    let mut offs = Vec::with_capacity(3);
+    for p in &pts {
+        offs.push(offsets(&row_sums(*p, alpha, stop)?, true));
+    }
+    let o: Vec<&[f64]> = offs.iter().map(|v| v.as_slice()).collect();
+    let pairs = vec![(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)];
+    let s = centred_products(&pts, &o, alpha, true, pairs, stop)?;
+    let f = norm_factor(n, true);
+    Ok([s[0] * f, s[1] * f, s[2] * f, s[3] * f, s[4] * f, s[5] * f])
+}
+
+/// Σ over pairs of Π_k (−A^k_ij · w_k + c): the joint distance covariance sum.
+pub struct Joint<'a, F> {
+    /// Distance map (α).
+    pub f: F,
+    /// Offsets per sample.
+    pub c: Vec<&'a [f64]>,
+    /// Per-sample factors (1, or 1/dCov(X_k, X_k) for the scale-invariant version).
+    pub w: Vec<f64>,
+    /// The constant c of Chakraborty & Zhang.
+    pub cc: f64,
+    /// Include the diagonal (V statistic).
+    pub diag: bool,
+}
+
+/// Block state of [`Joint`].
+pub struct JointState {
+    /// The block's sum.
+    pub acc: Acc,
+    p: Vec<f64>,
+}
+
+impl<F: PairMap> MultiReducer for Joint<'_, F> {
+    type State = JointState;
+    fn upper(&self) -> bool {
+        true
+    }
+    fn init(&self, _r0: usize, _nr: usize) -> JointState {
+        JointState {
+            acc: Acc::default(),
+            p: vec![0.0; COL_TILE],
+        }
+    }
+    #[inline(always)]
+    fn tile<M: Fma>(
+        &self,
+        st: &mut JointState,
+        r0: usize,
+        nr: usize,
+        c0: usize,
+        nc: usize,
+        d2: &[Vec<f64>],
+    ) {
+        for i in 0..nr {
+            let gi = r0 + i;
+            let lo = (gi + 1).saturating_sub(c0).min(nc);
+            let p = &mut st.p[lo..nc];
+            p.fill(1.0);
+            for (k, ck) in self.c.iter().enumerate() {
+                let (ci, w) = (ck[gi], self.w[k]);
+                let cc = &ck[c0 + lo..c0 + nc];
+                let drow = &d2[k][i * COL_TILE + lo..i * COL_TILE + nc];
+                for j in 0..p.len() {
+                    let u = (ci + cc[j]) - self.f.value(drow[j]);
+                    p[j] *= M::ma(u, w, self.cc);
+                }
+            }
+            if lo < nc {
+                st.acc.add(2.0 * crate::core::simd::sum(p));
+            }
+            if self.diag && gi >= c0 && gi < c0 + nc {
+                // a_ii = 0, so −A_ii = 2 c_i.
+                let mut t = 1.0;
+                for (k, ck) in self.c.iter().enumerate() {
+                    t *= 2.0 * ck[gi] * self.w[k] + self.cc;
+                }
+                st.acc.add(t);
+            }
+        }
+    }
+}
+
+/// Joint distance covariance JdCov²(X_1, …, X_d; c) of Chakraborty & Zhang (2019): V
+/// statistic (1/n²) Σ_ij Π_k (Û_k(i, j) + c) − c^d with Û_k = −A_k (double-centred), or
+/// U statistic (1/(n(n−3))) Σ_{i≠j} Π_k (Ũ_k + c) + c^d (1 − n)/(n − 3) with U-centring.
+/// `scale`: each Û_k is divided by dCov(X_k, X_k) (the same V or U version), which makes
+/// the statistic scale invariant. Memory: centred copies of the samples, O(n) per pass.
+pub fn jdcov<T: Float>(
+    xs: &[Points<'_, T>],
+    c: f64,
+    alpha: f64,
+    unbiased: bool,
+    scale: bool,
+    stop: &AtomicBool,
+) -> Result<f64> {
+    check_exponent(alpha)?;
+    if xs.len() < 2 {
+        return Err(invalid!(
+            "jdcov needs at least two samples; got {}",
+            xs.len()
+        ));
+    }
+    if !c.is_finite() || c < 0.0 {
+        return Err(invalid!("c must be a non-negative finite number; got {c}"));
+    }
+    let n = xs[0].n;
+    if let Some(p) = xs.iter().find(|p| p.n != n) {
+        return Err(invalid!(
+            "all samples must have the same number of observations; got {n} and {}",
+            p.n
+        ));
+    }
+    check_n(n, unbiased)?;
+    let cs: Vec<Vec<f64>> = xs.iter().map(|p| centred(*p)).collect();
+    let pts: Vec<Points<'_, f64>> = cs
+        .iter()
+        .zip(xs)
+        .map(|(v, p)| Points::new(v, n, p.d))
+        .collect::<Result<_>>()?;
+    let mut offs = Vec::with_capacity(xs.len());
+    for p in &pts {
+        offs.push(offsets(&row_sums(*p, alpha, stop)?, unbiased));
+    }
+    let o: Vec<&[f64]> = offs.iter().map(|v| v.as_slice()).collect();
+    let f = norm_factor(n, unbiased);
+    let w = if scale {
+        let pairs = (0..xs.len()).map(|k| (k, k)).collect();
+        let v = centred_products(&pts, &o, alpha, unbiased, pairs, stop)?;
+        v.iter()
+            .map(|&s| {
+                let d = (s * f).max(0.0).sqrt();
+                if d > 0.0 {
+                    1.0 / d
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    } else {
+        vec![1.0; xs.len()]
+    };
+    fn with<F: PairMap>(
+        pts: &[Points<'_, f64>],
+        red: Joint<'_, F>,
+        stop: &AtomicBool,
+    ) -> Result<f64> {
+        let states = reduce_pairs_multi(pts, &red, stop)?;
+        let mut tot = Acc::default();
+        for s in &states {
+            tot.merge(&s.acc);
+        }
+        Ok(tot.value())
+    }
+    let total = if alpha == 1.0 {
+        let red = Joint {
+            f: SqrtMap,
+            c: o.clone(),
+            w,
+            cc: c,
+            diag: !unbiased,
+        };
+        with(&pts, red, stop)?
+    } else {
+        let m = PowMap { half: 0.5 * alpha };
+        let red = Joint {
+            f: m,
+            c: o.clone(),
+            w,
+            cc: c,
+            diag: !unbiased,
+        };
+        with(&pts, red, stop)?
+    };
+    let nf = n as f64;
+    let cd = c.powi(xs.len() as i32);
+    Ok(if unbiased {
+        total * f + cd * (1.0 - nf) / (nf - 3.0)
+    } else {
+        total * f - cd
+    })
+}
+
+/// Sum of |x_i − y_j|^α over all pairs of two point sets (dimension checked by the engine).
+fn cross_sum(x: Points<'_, f64>, y: Points<'_, f64>, alpha: f64, stop: &AtomicBool) -> Result<f64> {
+    fn with<F: PairMap>(
+        f: F,
+        x: Points<'_, f64>,
+        y: Points<'_, f64>,
+        stop: &AtomicBool,
+    ) -> Result<f64> {
+        let w = vec![1.0; y.n];
+        let red = KernelRows {
+            f,
+            scales: &[1.0],
+            w: &w,
+            exclude_self: false,
+            sumsq: false,
+            mean: None,
+            d: x.d,
+        };
+        let st = reduce_rows_with(x, y, &red, stop, Some(x.d <= DIRECT_MAX_D))?;
+        let mut acc = Acc::default();
+        for v in RowStats::from_states(1, st).sum {
+            acc.add(v);
+        }
+        Ok(acc.value())
+    }
+    if alpha == 1.0 {
+        with(SqrtMap, x, y, stop)
+    } else {
+        with(PowMap { half: 0.5 * alpha }, x, y, stop)
+    }
+}
+
+/// Centred f64 copies of two samples, shifted by the same vector (their pooled mean).
+fn pooled_centred<T: Float>(x: Points<'_, T>, y: Points<'_, T>) -> (Vec<f64>, Vec<f64>) {
+    let d = x.d;
+    let mut mean = vec![0.0f64; d];
+    for p in [x, y] {
+        for i in 0..p.n {
+            for (m, v) in mean.iter_mut().zip(p.row(i)) {
+                *m += v.to_f64();
+            }
+        }
+    }
+    let tot = (x.n + y.n).max(1) as f64;
+    for m in &mut mean {
+        *m /= tot;
+    }
+    let shift = |p: Points<'_, T>| -> Vec<f64> {
+        (0..p.n)
+            .flat_map(|i| p.row(i).iter().zip(&mean).map(|(v, m)| v.to_f64() - m))
+            .collect()
+    };
+    (shift(x), shift(y))
+}
+
+/// Energy distance 2 E|X−Y|^α − E|X−X'|^α − E|Y−Y'|^α between two samples; V statistic
+/// (means over all pairs, zero diagonal included) or U statistic (within-sample means over
+/// i ≠ j). Memory: centred copies of x and y and O(n + m) per pass.
+pub fn energy_distance<T: Float>(
+    x: Points<'_, T>,
+    y: Points<'_, T>,
+    alpha: f64,
+    unbiased: bool,
+    stop: &AtomicBool,
+) -> Result<f64> {
+    check_exponent(alpha)?;
+    if x.d != y.d {
+        return Err(invalid!(
+            "x and y must have the same dimension; got {} and {}",
+            x.d,
+            y.d
+        ));
+    }
+    let (n, m) = (x.n, y.n);
+    let need = if unbiased { 2 } else { 1 };
+    if n < need || m < need {
+        return Err(invalid!(
+            "energy distance needs at least {need} observation(s) in each sample; got {n} and {m}"
+        ));
+    }
+    let (xc, yc) = pooled_centred(x, y);
+    let px = Points::new(&xc, n, x.d)?;
+    let py = Points::new(&yc, m, y.d)?;
+    let sxy = cross_sum(px, py, alpha, stop)?;
+    let sxx = cross_sum(px, px, alpha, stop)?;
+    let syy = cross_sum(py, py, alpha, stop)?;
+    let (nf, mf) = (n as f64, m as f64);
+    let (dx, dy) = if unbiased {
+        (nf * (nf - 1.0), mf * (mf - 1.0))
+    } else {
+        (nf * nf, mf * mf)
+    };
+    Ok(2.0 * (sxy / (nf * mf)) - sxx / dx - syy / dy)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn lcg(seed: u64, n: usize) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Full-matrix reference: (Σ A B, Σ A A, Σ B B) with V or U centring.
+    pub fn naive(x: &[f64], p: usize, y: &[f64], q: usize, alpha: f64, unbiased: bool) -> [f64; 3] {
+        let n = x.len() / p;
+        let dist = |v: &[f64], d: usize| -> Vec<f64> {
+            let mut m = vec![0.0; n * n];
+            for i in 0..n {
+                for j in 0..n {
+                    let s: f64 = (0..d).map(|k| (v[i * d + k] - v[j * d + k]).powi(2)).sum();
+                    m[i * n + j] = s.sqrt().powf(alpha);
+                }
+            }
+            m
+        };
+        let centre = |a: &[f64]| -> Vec<f64> {
+            let nf = n as f64;
+            let r: Vec<f64> = (0..n).map(|i| a[i * n..(i + 1) * n].iter().sum()).collect();
+            let t: f64 = r.iter().sum();
+            let mut o = vec![0.0; n * n];
+            for i in 0..n {
+                for j in 0..n {
+                    o[i * n + j] = if unbiased {
+                        if i == j {
+                            0.0
+                        } else {
+                            a[i * n + j] - r[i] / (nf - 2.0) - r[j] / (nf - 2.0)
+                                + t / ((nf - 1.0) * (nf - 2.0))
+                        }
+                    } else {
+                        a[i * n + j] - r[i] / nf - r[j] / nf + t / (nf * nf)
+                    };
+                }
+            }
+            o
+        };
+        let a = centre(&dist(x, p));
+        let b = centre(&dist(y, q));
+        let dotm = |u: &[f64], v: &[f64]| -> f64 { u.iter().zip(v).map(|(s, t)| s * t).sum() };
+        [dotm(&a, &b), dotm(&a, &a), dotm(&b, &b)]
+    }
+
+    #[test]
+    fn engine_matches_full_matrices() {
+        let stop = AtomicBool::new(false);
+        for &(n, p, q, alpha) in &[
+            (4, 1, 1, 1.0),
+            (70, 2, 3, 1.0),
+            (300, 20, 1, 0.5),
+            (131, 3, 17, 1.5),
+        ] {
+            let x = lcg(7, n * p);
+            let y: Vec<f64> = lcg(8, n * q)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + x[i % x.len()])
+                .collect();
+            for unbiased in [false, true] {
+                let got = dcov_stats(
+                    Points::new(&x, n, p).unwrap(),
+                    Points::new(&y, n, q).unwrap(),
+                    alpha,
+                    unbiased,
+                    Method::Pairwise,
+                    &stop,
+                )
+                .unwrap();
+                let w = naive(&x, p, &y, q, alpha, unbiased);
+                let f = norm_factor(n, unbiased);
+                for (g, w) in [got.cov, got.var_x, got.var_y].iter().zip(w) {
+                    assert!(
+                        (g - w * f).abs() <= 1e-12 * (w * f).abs().max(1e-300),
+                        "{g} vs {}",
+                        w * f
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_threads() {
+        let stop = AtomicBool::new(false);
+        let (n, p) = (700, 3);
+        let x = lcg(1, n * p);
+        let y = lcg(2, n * 2);
+        let run = || {
+            dcov_stats(
+                Points::new(&x, n, p).unwrap(),
+                Points::new(&y, n, 2).unwrap(),
+                1.0,
+                false,
+                Method::Auto,
+                &stop,
+            )
+            .unwrap()
+        };
+        let a = run();
+        crate::core::threads::set_num_threads(1).unwrap();
+        let b = run();
+        crate::core::threads::set_num_threads(2).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn jdcov_of_two_samples_is_dcov_and_matches_full_matrices() {
+        let stop = AtomicBool::new(false);
+        let n = 90;
+        let x = lcg(21, n * 2);
+        let y: Vec<f64> = lcg(22, n)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + x[2 * i] * x[2 * i])
+            .collect();
+        let z: Vec<f64> = lcg(23, n * 3)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * y[i / 3])
+            .collect();
+        let (px, py, pz) = (
+            Points::new(&x, n, 2).unwrap(),
+            Points::new(&y, n, 1).unwrap(),
+            Points::new(&z, n, 3).unwrap(),
+        );
+        for unbiased in [false, true] {
+            let j = jdcov(&[px, py], 1.0, 1.0, unbiased, false, &stop).unwrap();
+            let d = dcov_stats(px, py, 1.0, unbiased, Method::Pairwise, &stop).unwrap();
+            assert!((j - d.cov).abs() < 1e-12 * d.cov.abs(), "{j} vs {}", d.cov);
+            // Three samples against explicit matrices.
+            let mats: Vec<Vec<f64>> = [(&x, 2), (&y, 1), (&z, 3)]
+                .iter()
+                .map(|(v, d)| {
+                    let dist: Vec<f64> = (0..n * n)
+                        .map(|t| {
+                            let (i, j) = (t / n, t % n);
+                            (0..*d)
+                                .map(|k| (v[i * d + k] - v[j * d + k]).powi(2))
+                                .sum::<f64>()
+                                .sqrt()
+                        })
+                        .collect();
+                    let r: Vec<f64> = (0..n)
+                        .map(|i| dist[i * n..(i + 1) * n].iter().sum())
+                        .collect();
+                    let t: f64 = r.iter().sum();
+                    let nf = n as f64;
+                    (0..n * n)
+                        .map(|q| {
+                            let (i, j) = (q / n, q % n);
+                            if unbiased {
+                                if i == j {
+                                    0.0
+                                } else {
+                                    -(dist[q] - r[i] / (nf - 2.0) - r[j] / (nf - 2.0)
+                                        + t / ((nf - 1.0) * (nf - 2.0)))
+                                }
+                            } else {
+                                -(dist[q] - r[i] / nf - r[j] / nf + t / (nf * nf))
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let cc = 0.7;
+            let tot: f64 = (0..n * n)
+                .map(|q| mats.iter().map(|m| m[q] + cc).product::<f64>())
+                .sum();
+            let nf = n as f64;
+            let want = if unbiased {
+                tot / (nf * (nf - 3.0)) - cc.powi(3) * nf / (nf - 3.0)
+            } else {
+                tot / (nf * nf) - cc.powi(3)
+            };
+            let got = jdcov(&[px, py, pz], cc, 1.0, unbiased, false, &stop).unwrap();
+            assert!(
+                (got - want).abs() < 1e-12 * want.abs().max(1e-3),
+                "{got} vs {want}"
+            );
+            // Scale invariance.
+            let y2: Vec<f64> = y.iter().map(|v| 1e3 * v - 5.0).collect();
+            let py2 = Points::new(&y2, n, 1).unwrap();
+            let s1 = jdcov(&[px, py, pz], cc, 1.0, unbiased, true, &stop).unwrap();
+            let s2 = jdcov(&[px, py2, pz], cc, 1.0, unbiased, true, &stop).unwrap();
+            assert!((s1 - s2).abs() < 1e-10 * s1.abs());
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let stop = AtomicBool::new(false);
+        let x = lcg(1, 10);
+        let p = Points::new(&x, 10, 1).unwrap();
+        let q = Points::new(&x[..9], 9, 1).unwrap();
+        assert!(dcov_stats(p, q, 1.0, false, Method::Auto, &stop).is_err());
+        assert!(dcov_stats(p, p, 2.0, false, Method::Auto, &stop).is_err());
+        assert!(dcov_stats(p, p, 0.0, false, Method::Auto, &stop).is_err());
+        let small = Points::new(&x[..3], 3, 1).unwrap();
+        assert!(dcov_stats(small, small, 1.0, true, Method::Auto, &stop).is_err());
+        assert!(dcov_stats(p, p, 0.5, false, Method::Sort, &stop).is_err());
+    }
+
+    #[test]
+    fn energy_distance_matches_naive() {
+        let stop = AtomicBool::new(false);
+        let (n, m, d) = (50, 37, 3);
+        let x = lcg(3, n * d);
+        let y: Vec<f64> = lcg(4, m * d).iter().map(|v| v * 1.5 + 0.2).collect();
+        for alpha in [1.0, 0.7] {
+            for unbiased in [false, true] {
+                let got = energy_distance(
+                    Points::new(&x, n, d).unwrap(),
+                    Points::new(&y, m, d).unwrap(),
+                    alpha,
+                    unbiased,
+                    &stop,
+                )
+                .unwrap();
+                let mean = |a: &[f64], na: usize, b: &[f64], nb: usize, skip: bool| -> f64 {
+                    let mut s = 0.0;
+                    let mut c = 0.0;
+                    for i in 0..na {
+                        for j in 0..nb {
+                            if skip && i == j {
+                                continue;
+                            }
+                            let r: f64 =
+                                (0..d).map(|k| (a[i * d + k] - b[j * d + k]).powi(2)).sum();
+                            s += r.sqrt().powf(alpha);
+                            c += 1.0;
+                        }
+                    }
+                    s / c
+                };
+                let want = 2.0 * mean(&x, n, &y, m, false)
+                    - mean(&x, n, &x, n, unbiased)
+                    - mean(&y, m, &y, m, unbiased);
+                assert!((got - want).abs() < 1e-12 * want.abs(), "{got} vs {want}");
+            }
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! Permutation tests: independence (distance covariance) and k-sample homogeneity
+//! (energy statistic).
+//!
+//! Permutation r is drawn by Fisher–Yates from its own SplitMix64 stream, seeded by
+//! (seed, r), so the null distribution depends on the seed only, never on the thread
+//! count or on which thread ran which permutation. Small independence tests store both
+//! double-centred distance matrices (n² f64 each, up to [`STORE_MAX`] observations) and
+//! evaluate groups of permutations per task, gathering B_{π(i)π(j)} from row π(i) of B
+//! (each row of A is read once per group); small energy tests store the pooled distance
+//! matrix. Larger problems recompute every distance per permutation through the pairwise
+//! engine in O(n) memory.
+
+use std::sync::atomic::AtomicBool;
+
+use rayon::prelude::*;
+
+use super::sums::Acc;
+use super::{centred, centred_products, offsets, row_sums, PowMap, SqrtMap};
+use crate::core::error::{invalid, Result};
+use crate::core::pairwise::reduce::{KernelRows, PairMap, RowStats};
+use crate::core::pairwise::{reduce_rows_with, Float, Points};
+use crate::core::simd::{self, Level};
+use crate::core::threads;
+
+/// Largest number of observations for which distance matrices are stored.
+pub const STORE_MAX: usize = 2048;
+
+/// SplitMix64: a tiny counter-friendly generator (one stream per permutation).
+struct SplitMix(u64);
+impl SplitMix {
+    fn new(seed: u64, stream: u64) -> SplitMix {
+        let mut s = SplitMix(seed ^ stream.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        s.next();
+        s
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform integer in 0..=k (multiply-shift; bias below k / 2^64).
+    fn below_incl(&mut self, k: usize) -> usize {
+        ((self.next() as u128 * (k as u128 + 1)) >> 64) as usize
+    }
+}
+
+/// Permutation `r` of 0..n for `seed`.
+pub fn permutation(n: usize, seed: u64, r: u64) -> Vec<u32> {
+    let mut p: Vec<u32> = (0..n as u32).collect();
+    let mut g = SplitMix::new(seed, r);
+    for i in (1..n).rev() {
+        let j = g.below_incl(i);
+        p.swap(i, j);
+    }
+    p
+}
+
+fn dist<F: PairMap>(f: &F, a: &[f64], b: &[f64]) -> f64 {
+    let s: f64 = a.iter().zip(b).map(|(u, v)| (u - v) * (u - v)).sum();
+    f.value(s)
+}
+
+/// Full double-centred (V) distance matrix, row-major n×n.
+fn centred_matrix<F: PairMap>(f: &F, p: Points<'_, f64>) -> Result<Vec<f64>> {
+    let n = p.n;
+    let mut m = vec![0.0; n * n];
+    threads::install(|| {
+        m.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = if i == j {
+                    0.0
+                } else {
+                    dist(f, p.row(i), p.row(j))
+                };
+            }
+        })
+    })?;
+    let rows: Vec<f64> = m.chunks(n).map(|r| r.iter().sum()).collect();
+    let c = offsets(&rows, false);
+    threads::install(|| {
+        m.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = (*v - c[i]) - c[j];
+            }
+        })
+    })?;
+    Ok(m)
+}
+
+/// Permutations evaluated together per task: each row of A is read once for all of them.
+const GROUP: usize = 8;
+
+/// Σ_ij A_ij B_{π(i)π(j)} for a group of permutations, both matrices stored: the permuted
+/// y distances are gathered from row π(i) of B instead of recomputed.
+#[inline(always)]
+fn perm_gather_body(a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
+    let mut acc = vec![Acc::default(); perms.len()];
+    for i in 0..n {
+        let arow = &a[i * n + i + 1..(i + 1) * n];
+        for (p, accg) in perms.iter().zip(acc.iter_mut()) {
+            let pi = p[i] as usize;
+            let brow = &b[pi * n..(pi + 1) * n];
+            let tail = &p[i + 1..];
+            let mut s = [0.0f64; 8];
+            let (ac, pc) = (arow.chunks_exact(8), tail.chunks_exact(8));
+            let mut t = 0.0;
+            for (&x, &j) in ac.remainder().iter().zip(pc.remainder()) {
+                t += x * brow[j as usize];
+            }
+            for (xa, jp) in ac.zip(pc) {
+                for l in 0..8 {
+                    s[l] += xa[l] * brow[jp[l] as usize];
+                }
+            }
+            accg.add(2.0 * (crate::core::simd::finish_lanes(&s) + t));
+            accg.add(a[i * n + i] * brow[pi]);
+        }
+    }
+    acc.iter().map(|s| s.value()).collect()
+}
+
+fn perm_gather(level: Level, a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+        unsafe fn v512(a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
+            perm_gather_body(a, b, perms, n)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v2(a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
+            perm_gather_body(a, b, perms, n)
+        }
+        match level.min(simd::detected()) {
+            // SAFETY: the level is capped at what the CPU reports.
+            Level::Avx512 => unsafe { v512(a, b, perms, n) },
+            // SAFETY: as above.
+            Level::Avx2 => unsafe { v2(a, b, perms, n) },
+            Level::Scalar => perm_gather_body(a, b, perms, n),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = level;
+        perm_gather_body(a, b, perms, n)
+    }
+}
+
+/// Result of a permutation test: the observed statistic and its permutation values.
+#[derive(Clone, Debug)]
+pub struct PermOutput {
+    /// Observed statistic.
+    pub statistic: f64,
+    /// One statistic per permutation, in permutation order.
+    pub null: Vec<f64>,
+}
+
+/// Stored-matrix permutation statistics (n·V for the identity, then each permutation).
+fn stored_test<F: PairMap>(
+    f: &F,
+    px: Points<'_, f64>,
+    py: Points<'_, f64>,
+    n_resamples: usize,
+    seed: u64,
+    stop: &AtomicBool,
+) -> Result<PermOutput> {
+    let n = px.n;
+    let nf = n as f64;
+    let a = centred_matrix(f, px)?;
+    let b = centred_matrix(f, py)?;
+    let level = simd::level();
+    let id: Vec<u32> = (0..n as u32).collect();
+    let statistic = perm_gather(level, &a, &b, &[id], n)[0] / nf;
+    let groups = threads::install(|| {
+        (0..n_resamples.div_ceil(GROUP))
+            .into_par_iter()
+            .map(|g| {
+                threads::check(stop)?;
+                let rs = (g * GROUP) as u64..((g + 1) * GROUP).min(n_resamples) as u64;
+                let perms: Vec<Vec<u32>> = rs.map(|r| permutation(n, seed, r)).collect();
+                Ok(perm_gather(level, &a, &b, &perms, n))
+            })
+            .collect::<Result<Vec<Vec<f64>>>>()
+    })??;
+    let null = groups.into_iter().flatten().map(|v| v / nf).collect();
+    Ok(PermOutput { statistic, null })
+}
+
+/// Distance covariance permutation test; the statistic is n·dCov²_V(x, y).
+pub fn dcov_test<T: Float>(
+    x: Points<'_, T>,
+    y: Points<'_, T>,
+    alpha: f64,
+    n_resamples: usize,
+    seed: u64,
+    stop: &AtomicBool,
+) -> Result<PermOutput> {
+    super::check_exponent(alpha)?;
+    if x.n != y.n {
+        return Err(invalid!(
+            "x and y must have the same number of observations; got {} and {}",
+            x.n,
+            y.n
+        ));
+    }
+    let n = x.n;
+    if n < 2 {
+        return Err(invalid!(
+            "a permutation test needs at least 2 observations; got {n}"
+        ));
+    }
+    let xc = centred(x);
+    let yc = centred(y);
+    let px = Points::new(&xc, n, x.d)?;
+    let py = Points::new(&yc, n, y.d)?;
+    let nf = n as f64;
+    if n <= STORE_MAX {
+        return if alpha == 1.0 {
+            stored_test(&SqrtMap, px, py, n_resamples, seed, stop)
+        } else {
+            stored_test(
+                &PowMap { half: 0.5 * alpha },
+                px,
+                py,
+                n_resamples,
+                seed,
+                stop,
+            )
+        };
+    }
+    let oy = offsets(&row_sums(py, alpha, stop)?, false);
+    let ox = offsets(&row_sums(px, alpha, stop)?, false);
+    let stat = |yp: &[f64], op: &[f64]| -> Result<f64> {
+        let pyp = Points::new(yp, n, y.d)?;
+        Ok(centred_products(&[px, pyp], &[&ox, op], alpha, false, vec![(0, 1)], stop)?[0] / nf)
+    };
+    let statistic = stat(&yc, &oy)?;
+    let mut null = Vec::with_capacity(n_resamples);
+    let mut yp = vec![0.0; yc.len()];
+    let mut op = vec![0.0; n];
+    let q = y.d;
+    for r in 0..n_resamples as u64 {
+        let p = permutation(n, seed, r);
+        for (i, &pi) in p.iter().enumerate() {
+            let pi = pi as usize;
+            yp[i * q..(i + 1) * q].copy_from_slice(&yc[pi * q..(pi + 1) * q]);
+            op[i] = oy[pi];
+        }
+        null.push(stat(&yp, &op)?);
+    }
+    Ok(PermOutput { statistic, null })
+}
+
+/// k-sample energy statistic Σ_{g<h} n_g n_h/(n_g + n_h) · E(X_g, X_h) (V statistics)
+/// from the group-pair sums S_gh = Σ_{i∈g, j∈h} |z_i − z_j|^α.
+fn energy_stat(s: &[f64], sizes: &[usize]) -> f64 {
+    let k = sizes.len();
+    let mut acc = Acc::default();
+    for g in 0..k {
+        for h in g + 1..k {
+            let (ng, nh) = (sizes[g] as f64, sizes[h] as f64);
+            let e = 2.0 * s[g * k + h] / (ng * nh)
+                - s[g * k + g] / (ng * ng)
+                - s[h * k + h] / (nh * nh);
+            acc.add(ng * nh / (ng + nh) * e);
+        }
+    }
+    acc.value()
+}
+
+/// Group-pair sums from a stored distance matrix and a labelling (one-hot weights).
+fn group_sums_stored(dm: &[f64], n: usize, labels: &[u32], k: usize) -> Vec<f64> {
+    let mut onehot = vec![0.0f64; k * n];
+    for (j, &l) in labels.iter().enumerate() {
+        onehot[l as usize * n + j] = 1.0;
+    }
+    let mut s = vec![Acc::default(); k * k];
+    for i in 0..n {
+        let g = labels[i] as usize;
+        let row = &dm[i * n + i + 1..(i + 1) * n];
+        for h in 0..k {
+            let w = &onehot[h * n + i + 1..(h + 1) * n];
+            let v: f64 = super::dot(row, w);
+            s[g * k + h].add(v);
+            s[h * k + g].add(v);
+        }
+    }
+    s.iter().map(|a| a.value()).collect()
+}
+
+/// Group-pair sums recomputed through the engine (k passes of weighted row sums).
+fn group_sums_engine<F: PairMap + Copy>(
+    f: F,
+    z: Points<'_, f64>,
+    labels: &[u32],
+    k: usize,
+    stop: &AtomicBool,
+) -> Result<Vec<f64>> {
+    let n = z.n;
+    let mut s = vec![Acc::default(); k * k];
+    for h in 0..k {
+        let w: Vec<f64> = labels
+            .iter()
+            .map(|&l| if l as usize == h { 1.0 } else { 0.0 })
+            .collect();
+        let red = KernelRows {
+            f,
+            scales: &[1.0],
+            w: &w,
+            exclude_self: true,
+            sumsq: false,
+            mean: None,
+            d: z.d,
+        };
+        let st = reduce_rows_with(z, z, &red, stop, Some(z.d <= super::DIRECT_MAX_D))?;
+        let rows = RowStats::from_states(1, st).sum;
+        for i in 0..n {
+            s[labels[i] as usize * k + h].add(rows[i]);
+        }
+    }
+    Ok(s.iter().map(|a| a.value()).collect())
+}
+
+/// k-sample energy permutation test on pooled points `z` (rows grouped by `sizes`).
+pub fn energy_test<T: Float>(
+    z: Points<'_, T>,
+    sizes: &[usize],
+    alpha: f64,
+    n_resamples: usize,
+    seed: u64,
+    stop: &AtomicBool,
+) -> Result<PermOutput> {
+    super::check_exponent(alpha)?;
+    let k = sizes.len();
+    if k < 2 || sizes.contains(&0) {
+        return Err(invalid!("energy_test needs at least two non-empty samples"));
+    }
+    let n: usize = sizes.iter().sum();
+    if n != z.n {
+        return Err(invalid!(
+            "sample sizes add up to {n} but there are {} points",
+            z.n
+        ));
+    }
+    let mut base = Vec::with_capacity(n);
+    for (g, &s) in sizes.iter().enumerate() {
+        base.extend(std::iter::repeat_n(g as u32, s));
+    }
+    let zc = centred(z);
+    let pz = Points::new(&zc, n, z.d)?;
+    let relabel = |r: u64| -> Vec<u32> {
+        let p = permutation(n, seed, r);
+        p.iter().map(|&i| base[i as usize]).collect()
+    };
+    if n <= STORE_MAX {
+        let mut dm = vec![0.0; n * n];
+        let fill = |dm: &mut [f64], f: &(dyn Fn(&[f64], &[f64]) -> f64 + Sync)| {
+            dm.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = if i == j { 0.0 } else { f(pz.row(i), pz.row(j)) };
+                }
+            })
+        };
+        threads::install(|| {
+            if alpha == 1.0 {
+                fill(&mut dm, &|a, b| dist(&SqrtMap, a, b))
+            } else {
+                let f = PowMap { half: 0.5 * alpha };
+                fill(&mut dm, &|a, b| dist(&f, a, b))
+            }
+        })?;
+        let statistic = energy_stat(&group_sums_stored(&dm, n, &base, k), sizes);
+        let null = threads::install(|| {
+            (0..n_resamples as u64)
+                .into_par_iter()
+                .map(|r| {
+                    threads::check(stop)?;
+                    Ok(energy_stat(
+                        &group_sums_stored(&dm, n, &relabel(r), k),
+                        sizes,
+                    ))
+                })
+                .collect::<Result<Vec<f64>>>()
+        })??;
+        return Ok(PermOutput { statistic, null });
+    }
+    let sums = |labels: &[u32]| -> Result<Vec<f64>> {
+        if alpha == 1.0 {
+            group_sums_engine(SqrtMap, pz, labels, k, stop)
+        } else {
+            group_sums_engine(PowMap { half: 0.5 * alpha }, pz, labels, k, stop)
+        }
+    };
+    let statistic = energy_stat(&sums(&base)?, sizes);
+    let mut null = Vec::with_capacity(n_resamples);
+    for r in 0..n_resamples as u64 {
+        null.push(energy_stat(&sums(&relabel(r))?, sizes));
+    }
+    Ok(PermOutput { statistic, null })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::lcg;
+    use super::super::{dcov_stats, energy_distance, Method};
+    use super::*;
+
+    #[test]
+    fn permutations_are_permutations_and_seeded() {
+        let p = permutation(100, 7, 3);
+        let mut s = p.clone();
+        s.sort();
+        assert_eq!(s, (0..100).collect::<Vec<u32>>());
+        assert_eq!(p, permutation(100, 7, 3));
+        assert_ne!(p, permutation(100, 7, 4));
+    }
+
+    #[test]
+    fn observed_statistics_match_direct_formulas() {
+        let stop = AtomicBool::new(false);
+        let (n, p) = (60, 2);
+        let x = lcg(1, n * p);
+        let y: Vec<f64> = lcg(2, n)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + x[2 * i].powi(2))
+            .collect();
+        let px = Points::new(&x, n, p).unwrap();
+        let py = Points::new(&y, n, 1).unwrap();
+        let t = dcov_test(px, py, 1.0, 20, 5, &stop).unwrap();
+        let v = dcov_stats(px, py, 1.0, false, Method::Pairwise, &stop).unwrap();
+        assert!((t.statistic - n as f64 * v.cov).abs() < 1e-12 * t.statistic);
+        assert_eq!(t.null.len(), 20);
+        // The permuted statistics equal the direct statistic of permuted data.
+        let perm = permutation(n, 5, 7);
+        let yp: Vec<f64> = perm.iter().map(|&i| y[i as usize]).collect();
+        let vp = dcov_stats(
+            px,
+            Points::new(&yp, n, 1).unwrap(),
+            1.0,
+            false,
+            Method::Pairwise,
+            &stop,
+        )
+        .unwrap();
+        assert!((t.null[7] - n as f64 * vp.cov).abs() < 1e-12 * t.statistic);
+
+        let (n1, n2) = (30, 25);
+        let z: Vec<f64> = lcg(3, (n1 + n2) * p);
+        let pz = Points::new(&z, n1 + n2, p).unwrap();
+        let e = energy_test(pz, &[n1, n2], 1.0, 10, 1, &stop).unwrap();
+        let ed = energy_distance(
+            Points::new(&z[..n1 * p], n1, p).unwrap(),
+            Points::new(&z[n1 * p..], n2, p).unwrap(),
+            1.0,
+            false,
+            &stop,
+        )
+        .unwrap();
+        let want = (n1 * n2) as f64 / (n1 + n2) as f64 * ed;
+        assert!(
+            (e.statistic - want).abs() < 1e-12 * want.abs(),
+            "{} vs {want}",
+            e.statistic
+        );
+        let engine = group_sums_engine(
+            SqrtMap,
+            pz,
+            &vec![0; n1]
+                .into_iter()
+                .chain(vec![1; n2])
+                .collect::<Vec<u32>>(),
+            2,
+            &stop,
+        )
+        .unwrap();
+        assert!((energy_stat(&engine, &[n1, n2]) - want).abs() < 1e-12 * want.abs());
+    }
+}

@@ -1,0 +1,343 @@
+//! Distance covariance and energy statistics bindings. Inputs are validated by
+//! `divest/dcov.py`, which passes 2-D C-contiguous arrays of one dtype.
+
+use numpy::ndarray::Array2;
+use numpy::{PyArray1, PyArray2};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+
+use super::common::{run, slice, to_py, Arr2};
+use crate::core::dcov::{self, grad, perm, Method};
+use crate::core::pairwise::Points;
+
+fn same_dtype() -> PyErr {
+    PyTypeError::new_err("all samples must have the same dtype (float32 or float64)")
+}
+
+/// (dCov²(x, y), dCov²(x, x), dCov²(y, y)), V or U statistics.
+#[pyfunction]
+#[pyo3(signature = (x, y, exponent=1.0, unbiased=false, method="auto"))]
+fn dcov_stats(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    y: &Bound<'_, PyAny>,
+    exponent: f64,
+    unbiased: bool,
+    method: &str,
+) -> PyResult<(f64, f64, f64)> {
+    let method = Method::parse(method).map_err(to_py)?;
+    let (xa, ya) = (Arr2::extract(x, "x")?, Arr2::extract(y, "y")?);
+    let ((n, p), (m, q)) = (xa.shape(), ya.shape());
+    let work = n.saturating_mul(n).saturating_mul(p + q + 8);
+    let s = match (&xa, &ya) {
+        (Arr2::F64(a), Arr2::F64(b)) => {
+            let (xs, ys) = (slice(a)?, slice(b)?);
+            run(py, work, |stop| {
+                dcov::dcov_stats(
+                    Points::new(xs, n, p)?,
+                    Points::new(ys, m, q)?,
+                    exponent,
+                    unbiased,
+                    method,
+                    stop,
+                )
+            })?
+        }
+        (Arr2::F32(a), Arr2::F32(b)) => {
+            let (xs, ys) = (slice(a)?, slice(b)?);
+            run(py, work, |stop| {
+                dcov::dcov_stats(
+                    Points::new(xs, n, p)?,
+                    Points::new(ys, m, q)?,
+                    exponent,
+                    unbiased,
+                    method,
+                    stop,
+                )
+            })?
+        }
+        _ => return Err(same_dtype()),
+    };
+    Ok((s.cov, s.var_x, s.var_y))
+}
+
+/// U-statistic products (xx, yy, zz, xy, xz, yz) / n(n − 3) of three samples.
+#[pyfunction]
+#[pyo3(signature = (x, y, z, exponent=1.0))]
+fn dcov_u_products3(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    y: &Bound<'_, PyAny>,
+    z: &Bound<'_, PyAny>,
+    exponent: f64,
+) -> PyResult<[f64; 6]> {
+    let (xa, ya, za) = (
+        Arr2::extract(x, "x")?,
+        Arr2::extract(y, "y")?,
+        Arr2::extract(z, "z")?,
+    );
+    let ((n, p), (m, q), (l, r)) = (xa.shape(), ya.shape(), za.shape());
+    let work = n.saturating_mul(n).saturating_mul(p + q + r + 12);
+    match (&xa, &ya, &za) {
+        (Arr2::F64(a), Arr2::F64(b), Arr2::F64(c)) => {
+            let (xs, ys, zs) = (slice(a)?, slice(b)?, slice(c)?);
+            run(py, work, |stop| {
+                dcov::u_products3(
+                    Points::new(xs, n, p)?,
+                    Points::new(ys, m, q)?,
+                    Points::new(zs, l, r)?,
+                    exponent,
+                    stop,
+                )
+            })
+        }
+        (Arr2::F32(a), Arr2::F32(b), Arr2::F32(c)) => {
+            let (xs, ys, zs) = (slice(a)?, slice(b)?, slice(c)?);
+            run(py, work, |stop| {
+                dcov::u_products3(
+                    Points::new(xs, n, p)?,
+                    Points::new(ys, m, q)?,
+                    Points::new(zs, l, r)?,
+                    exponent,
+                    stop,
+                )
+            })
+        }
+        _ => Err(same_dtype()),
+    }
+}
+
+/// Energy distance between two samples (V or U statistic).
+#[pyfunction]
+#[pyo3(signature = (x, y, exponent=1.0, unbiased=false))]
+fn energy_distance(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    y: &Bound<'_, PyAny>,
+    exponent: f64,
+    unbiased: bool,
+) -> PyResult<f64> {
+    let (xa, ya) = (Arr2::extract(x, "x")?, Arr2::extract(y, "y")?);
+    let ((n, p), (m, q)) = (xa.shape(), ya.shape());
+    let work = (n + m).saturating_mul(n + m).saturating_mul(p + 8);
+    match (&xa, &ya) {
+        (Arr2::F64(a), Arr2::F64(b)) => {
+            let (xs, ys) = (slice(a)?, slice(b)?);
+            run(py, work, |stop| {
+                dcov::energy_distance(
+                    Points::new(xs, n, p)?,
+                    Points::new(ys, m, q)?,
+                    exponent,
+                    unbiased,
+                    stop,
+                )
+            })
+        }
+        (Arr2::F32(a), Arr2::F32(b)) => {
+            let (xs, ys) = (slice(a)?, slice(b)?);
+            run(py, work, |stop| {
+                dcov::energy_distance(
+                    Points::new(xs, n, p)?,
+                    Points::new(ys, m, q)?,
+                    exponent,
+                    unbiased,
+                    stop,
+                )
+            })
+        }
+        _ => Err(same_dtype()),
+    }
+}
+
+/// Distance covariance permutation test: (n·dCov²_V, permutation statistics).
+#[pyfunction]
+#[pyo3(signature = (x, y, exponent, n_resamples, seed))]
+fn dcov_perm_test<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    exponent: f64,
+    n_resamples: usize,
+    seed: u64,
+) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
+    let (xa, ya) = (Arr2::extract(x, "x")?, Arr2::extract(y, "y")?);
+    let ((n, p), (m, q)) = (xa.shape(), ya.shape());
+    let work = n.saturating_mul(n).saturating_mul(n_resamples + p + q + 1);
+    let out = match (&xa, &ya) {
+        (Arr2::F64(a), Arr2::F64(b)) => {
+            let (xs, ys) = (slice(a)?, slice(b)?);
+            run(py, work, |stop| {
+                perm::dcov_test(
+                    Points::new(xs, n, p)?,
+                    Points::new(ys, m, q)?,
+                    exponent,
+                    n_resamples,
+                    seed,
+                    stop,
+                )
+            })?
+        }
+        (Arr2::F32(a), Arr2::F32(b)) => {
+            let (xs, ys) = (slice(a)?, slice(b)?);
+            run(py, work, |stop| {
+                perm::dcov_test(
+                    Points::new(xs, n, p)?,
+                    Points::new(ys, m, q)?,
+                    exponent,
+                    n_resamples,
+                    seed,
+                    stop,
+                )
+            })?
+        }
+        _ => return Err(same_dtype()),
+    };
+    Ok((out.statistic, PyArray1::from_vec(py, out.null)))
+}
+
+/// k-sample energy permutation test on pooled points grouped by `sizes`.
+#[pyfunction]
+#[pyo3(signature = (z, sizes, exponent, n_resamples, seed))]
+fn energy_perm_test<'py>(
+    py: Python<'py>,
+    z: &Bound<'py, PyAny>,
+    sizes: Vec<usize>,
+    exponent: f64,
+    n_resamples: usize,
+    seed: u64,
+) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
+    let za = Arr2::extract(z, "z")?;
+    let (n, d) = za.shape();
+    let work = n.saturating_mul(n).saturating_mul(n_resamples + d + 1);
+    let out = match &za {
+        Arr2::F64(a) => {
+            let zs = slice(a)?;
+            run(py, work, |stop| {
+                perm::energy_test(
+                    Points::new(zs, n, d)?,
+                    &sizes,
+                    exponent,
+                    n_resamples,
+                    seed,
+                    stop,
+                )
+            })?
+        }
+        Arr2::F32(a) => {
+            let zs = slice(a)?;
+            run(py, work, |stop| {
+                perm::energy_test(
+                    Points::new(zs, n, d)?,
+                    &sizes,
+                    exponent,
+                    n_resamples,
+                    seed,
+                    stop,
+                )
+            })?
+        }
+    };
+    Ok((out.statistic, PyArray1::from_vec(py, out.null)))
+}
+
+/// Joint distance covariance of two or more samples of one dtype.
+#[pyfunction]
+#[pyo3(signature = (xs, c=1.0, exponent=1.0, unbiased=true, scale=false))]
+fn jdcov(
+    py: Python<'_>,
+    xs: Vec<Bound<'_, PyAny>>,
+    c: f64,
+    exponent: f64,
+    unbiased: bool,
+    scale: bool,
+) -> PyResult<f64> {
+    let arrs: Vec<Arr2<'_>> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Arr2::extract(a, &format!("xs[{i}]")))
+        .collect::<PyResult<_>>()?;
+    let n = arrs.first().map_or(0, |a| a.shape().0);
+    let dsum: usize = arrs.iter().map(|a| a.shape().1).sum();
+    let work = n.saturating_mul(n).saturating_mul(dsum + 8 * arrs.len());
+    if arrs.iter().all(|a| matches!(a, Arr2::F64(_))) {
+        let mut pts = Vec::with_capacity(arrs.len());
+        for a in &arrs {
+            if let Arr2::F64(v) = a {
+                let (n, d) = a.shape();
+                pts.push(Points::new(slice(v)?, n, d).map_err(to_py)?);
+            }
+        }
+        run(py, work, |stop| {
+            dcov::jdcov(&pts, c, exponent, unbiased, scale, stop)
+        })
+    } else if arrs.iter().all(|a| matches!(a, Arr2::F32(_))) {
+        let mut pts = Vec::with_capacity(arrs.len());
+        for a in &arrs {
+            if let Arr2::F32(v) = a {
+                let (n, d) = a.shape();
+                pts.push(Points::new(slice(v)?, n, d).map_err(to_py)?);
+            }
+        }
+        run(py, work, |stop| {
+            dcov::jdcov(&pts, c, exponent, unbiased, scale, stop)
+        })
+    } else {
+        Err(same_dtype())
+    }
+}
+
+/// ∂ dCov²(x, y) / ∂x, an (n, p) float64 array.
+#[pyfunction]
+#[pyo3(signature = (x, y, exponent=1.0, unbiased=false))]
+fn dcov_sqr_grad<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    exponent: f64,
+    unbiased: bool,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let (xa, ya) = (Arr2::extract(x, "x")?, Arr2::extract(y, "y")?);
+    let ((n, p), (m, q)) = (xa.shape(), ya.shape());
+    let work = n.saturating_mul(n).saturating_mul(p + q + 8);
+    let g = match (&xa, &ya) {
+        (Arr2::F64(a), Arr2::F64(b)) => {
+            let (xs, ys) = (slice(a)?, slice(b)?);
+            run(py, work, |stop| {
+                grad::dcov_sqr_grad(
+                    Points::new(xs, n, p)?,
+                    Points::new(ys, m, q)?,
+                    exponent,
+                    unbiased,
+                    stop,
+                )
+            })?
+        }
+        (Arr2::F32(a), Arr2::F32(b)) => {
+            let (xs, ys) = (slice(a)?, slice(b)?);
+            run(py, work, |stop| {
+                grad::dcov_sqr_grad(
+                    Points::new(xs, n, p)?,
+                    Points::new(ys, m, q)?,
+                    exponent,
+                    unbiased,
+                    stop,
+                )
+            })?
+        }
+        _ => return Err(same_dtype()),
+    };
+    let a =
+        Array2::from_shape_vec((n, p), g).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok(PyArray2::from_owned_array(py, a))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(dcov_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(dcov_u_products3, m)?)?;
+    m.add_function(wrap_pyfunction!(energy_distance, m)?)?;
+    m.add_function(wrap_pyfunction!(dcov_perm_test, m)?)?;
+    m.add_function(wrap_pyfunction!(energy_perm_test, m)?)?;
+    m.add_function(wrap_pyfunction!(jdcov, m)?)?;
+    m.add_function(wrap_pyfunction!(dcov_sqr_grad, m)?)?;
+    Ok(())
+}
