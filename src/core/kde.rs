@@ -11,6 +11,7 @@ use std::f64::consts::FRAC_PI_2;
 use std::sync::atomic::AtomicBool;
 
 use super::error::{invalid, Result};
+use super::pairwise::maps::{ExponentialMap, GaussianMap};
 use super::pairwise::reduce::{KernelRows, PairMap, RowStats};
 use super::pairwise::{reduce_rows, Float, Points};
 
@@ -48,39 +49,6 @@ impl Kernel {
                 ))
             }
         })
-    }
-}
-
-#[derive(Clone, Copy)]
-struct GaussianMap;
-impl PairMap for GaussianMap {
-    const LOG: bool = true;
-    #[inline(always)]
-    fn value(&self, d2: f64) -> f64 {
-        -0.5 * d2
-    }
-    #[inline(always)]
-    fn mean_factor(&self, _d2: f64) -> f64 {
-        1.0
-    }
-}
-
-#[derive(Clone, Copy)]
-struct ExponentialMap;
-impl PairMap for ExponentialMap {
-    const LOG: bool = true;
-    #[inline(always)]
-    fn value(&self, d2: f64) -> f64 {
-        -d2.sqrt()
-    }
-    #[inline(always)]
-    fn mean_factor(&self, d2: f64) -> f64 {
-        // -K'(r) / (r K(r)) = 1/r; the kink at r = 0 contributes nothing (symmetric choice).
-        if d2 > 0.0 {
-            1.0 / d2.sqrt()
-        } else {
-            0.0
-        }
     }
 }
 

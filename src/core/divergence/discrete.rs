@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::vmath::{kl_term, ln_ratio, ln_ratio_inv, LIFT, TINY};
 use crate::core::error::{invalid, Result};
 use crate::core::pairwise::Float;
-use crate::core::simd::{self, Fma, Fused, Level, Unfused};
+use crate::core::simd::{self, Fma, Level, SimdTask};
 use crate::core::threads;
 
 /// The quantity reduced over each pair of rows (all in nats, before any square root).
@@ -242,39 +242,20 @@ fn run_block<T: Float>(
     out: &mut [f64],
     bufs: &mut Bufs,
 ) -> Result<()> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-        unsafe fn v512<T: Float>(
-            ctx: &Ctx<'_, T>,
-            r0: usize,
-            out: &mut [f64],
-            bufs: &mut Bufs,
-        ) -> Result<()> {
-            block::<T, Fused>(ctx, r0, out, bufs)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn v2<T: Float>(
-            ctx: &Ctx<'_, T>,
-            r0: usize,
-            out: &mut [f64],
-            bufs: &mut Bufs,
-        ) -> Result<()> {
-            block::<T, Fused>(ctx, r0, out, bufs)
-        }
-        match level.min(simd::detected()) {
-            // SAFETY: the level is capped at what the CPU reports.
-            Level::Avx512 => unsafe { v512(ctx, r0, out, bufs) },
-            // SAFETY: as above.
-            Level::Avx2 => unsafe { v2(ctx, r0, out, bufs) },
-            Level::Scalar => block::<T, Unfused>(ctx, r0, out, bufs),
+    struct Task<'a, 'c, T> {
+        ctx: &'a Ctx<'c, T>,
+        r0: usize,
+        out: &'a mut [f64],
+        bufs: &'a mut Bufs,
+    }
+    impl<T: Float> SimdTask for Task<'_, '_, T> {
+        type Output = Result<()>;
+        #[inline(always)]
+        fn run<M: Fma>(self) -> Result<()> {
+            block::<T, M>(self.ctx, self.r0, self.out, self.bufs)
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = level;
-        block::<T, Unfused>(ctx, r0, out, bufs)
-    }
+    simd::dispatch(level, Task { ctx, r0, out, bufs })
 }
 
 #[inline(always)]

@@ -7,9 +7,9 @@
 use std::sync::atomic::AtomicBool;
 
 use crate::core::error::{invalid, Result};
-use crate::core::pairwise::reduce::{KernelRows, PairMap, RowReducer, RowStats};
-use crate::core::pairwise::{reduce_rows, Float, Points, COL_TILE};
-use crate::core::simd::Fma;
+use crate::core::pairwise::maps::{ExponentialMap, GaussianMap};
+use crate::core::pairwise::reduce::{CollectRows, KernelRows, PairMap, RowStats};
+use crate::core::pairwise::{reduce_rows, Float, Points};
 
 /// The kernel, as a function of the scaled squared distance a·‖x − y‖², a = 1/σ².
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,34 +30,6 @@ impl PairKernel {
                 "kernel must be 'gaussian' or 'laplacian'; got {other:?}"
             )),
         }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct LogGauss;
-impl PairMap for LogGauss {
-    const LOG: bool = true;
-    #[inline(always)]
-    fn value(&self, d2: f64) -> f64 {
-        -0.5 * d2
-    }
-    #[inline(always)]
-    fn mean_factor(&self, _d2: f64) -> f64 {
-        0.0
-    }
-}
-
-#[derive(Clone, Copy)]
-struct LogLaplace;
-impl PairMap for LogLaplace {
-    const LOG: bool = true;
-    #[inline(always)]
-    fn value(&self, d2: f64) -> f64 {
-        -d2.sqrt()
-    }
-    #[inline(always)]
-    fn mean_factor(&self, _d2: f64) -> f64 {
-        0.0
     }
 }
 
@@ -109,43 +81,20 @@ pub fn pair_log_sum<T: Float>(
         ));
     }
     match kernel {
-        PairKernel::Gaussian => log_sum_with(LogGauss, x, y, scale, exclude_self, stop),
-        PairKernel::Laplacian => log_sum_with(LogLaplace, x, y, scale, exclude_self, stop),
+        PairKernel::Gaussian => log_sum_with(GaussianMap, x, y, scale, exclude_self, stop),
+        PairKernel::Laplacian => log_sum_with(ExponentialMap, x, y, scale, exclude_self, stop),
     }
 }
 
 /// Collects all squared distances of a small set against itself, row-major n×n (for the
 /// median heuristic on a subsample; the caller bounds n).
 pub fn self_sq_dists<T: Float>(x: Points<'_, T>, stop: &AtomicBool) -> Result<Vec<f64>> {
-    struct Collect {
-        m: usize,
-    }
-    impl RowReducer for Collect {
-        type State = Vec<f64>;
-        fn init(&self, _r0: usize, nr: usize) -> Vec<f64> {
-            vec![0.0; nr * self.m]
-        }
-        fn tile<M: Fma>(
-            &self,
-            st: &mut Vec<f64>,
-            _r0: usize,
-            nr: usize,
-            c0: usize,
-            nc: usize,
-            d2: &[f64],
-        ) {
-            for i in 0..nr {
-                st[i * self.m + c0..i * self.m + c0 + nc]
-                    .copy_from_slice(&d2[i * COL_TILE..i * COL_TILE + nc]);
-            }
-        }
-    }
     if x.n > 20_000 {
         return Err(invalid!(
             "self_sq_dists is for subsamples of at most 20000 points"
         ));
     }
-    let st = reduce_rows(x, x, &Collect { m: x.n }, stop)?;
+    let st = reduce_rows(x, x, &CollectRows { m: x.n }, stop)?;
     Ok(st.into_iter().flatten().collect())
 }
 

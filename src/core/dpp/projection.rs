@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::rng::Rng;
 use crate::core::error::{invalid, Result};
-use crate::core::simd::{self, Fma, Fused, Unfused};
+use crate::core::simd::{self, Fma};
 use crate::core::threads;
 
 /// Which exact projection sampler to run.
@@ -366,20 +366,20 @@ fn matvec_rows<M: Fma>(rows: &[f64], m: usize, w: &[f64], c: &mut [f64]) {
 }
 
 fn matvec_at(level: simd::Level, rows: &[f64], m: usize, w: &[f64], c: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(rows: &[f64], m: usize, w: &[f64], c: &mut [f64]) {
-            matvec_rows::<Fused>(rows, m, w, c)
-        }
-        if level >= simd::Level::Avx2 {
-            // SAFETY: the level is at most what the CPU reported (simd::level checks it).
-            unsafe { avx2(rows, m, w, c) };
-            return;
+    struct Task<'a> {
+        rows: &'a [f64],
+        m: usize,
+        w: &'a [f64],
+        c: &'a mut [f64],
+    }
+    impl simd::SimdTask for Task<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<M: Fma>(self) {
+            matvec_rows::<M>(self.rows, self.m, self.w, self.c)
         }
     }
-    let _ = level;
-    matvec_rows::<Unfused>(rows, m, w, c)
+    simd::dispatch(level, Task { rows, m, w, c })
 }
 
 /// Cumulative sums of `w` (for inverse-CDF draws).

@@ -12,6 +12,7 @@
 //! (`matrixmultiply`) with ‖x‖² + ‖y‖² − 2x·y, clamped at zero, when d is large. Callers
 //! centre the data first so the identity loses little precision.
 
+pub mod maps;
 pub mod multi;
 pub mod reduce;
 pub mod topk;
@@ -22,7 +23,7 @@ use std::sync::atomic::AtomicBool;
 use rayon::prelude::*;
 
 use super::error::{invalid, Result};
-use super::simd::{self, Fma, Fused, Level, MulAdd, Unfused};
+use super::simd::{self, Fma, Level, MulAdd, SimdTask};
 use super::threads;
 
 pub use reduce::RowReducer;
@@ -356,6 +357,23 @@ fn block_body<T: Float, R: RowReducer, M: Fma>(
     Ok(st)
 }
 
+/// One row block as a [`simd::SimdTask`].
+struct BlockTask<'a, 'p, T, R> {
+    rows: &'a Points<'p, T>,
+    cols: &'a Cols<'p, T>,
+    red: &'a R,
+    b: usize,
+    stop: &'a AtomicBool,
+}
+
+impl<T: Float, R: RowReducer> SimdTask for BlockTask<'_, '_, T, R> {
+    type Output = Result<R::State>;
+    #[inline(always)]
+    fn run<M: Fma>(self) -> Result<R::State> {
+        block_body::<T, R, M>(self.rows, self.cols, self.red, self.b, self.stop)
+    }
+}
+
 fn run_block<T: Float, R: RowReducer>(
     level: Level,
     rows: &Points<'_, T>,
@@ -364,41 +382,16 @@ fn run_block<T: Float, R: RowReducer>(
     b: usize,
     stop: &AtomicBool,
 ) -> Result<R::State> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-        unsafe fn v512<T: Float, R: RowReducer>(
-            rows: &Points<'_, T>,
-            cols: &Cols<'_, T>,
-            red: &R,
-            b: usize,
-            stop: &AtomicBool,
-        ) -> Result<R::State> {
-            block_body::<T, R, Fused>(rows, cols, red, b, stop)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn v2<T: Float, R: RowReducer>(
-            rows: &Points<'_, T>,
-            cols: &Cols<'_, T>,
-            red: &R,
-            b: usize,
-            stop: &AtomicBool,
-        ) -> Result<R::State> {
-            block_body::<T, R, Fused>(rows, cols, red, b, stop)
-        }
-        match level.min(simd::detected()) {
-            // SAFETY: the level is capped at what the CPU reports.
-            Level::Avx512 => unsafe { v512(rows, cols, red, b, stop) },
-            // SAFETY: as above.
-            Level::Avx2 => unsafe { v2(rows, cols, red, b, stop) },
-            Level::Scalar => block_body::<T, R, Unfused>(rows, cols, red, b, stop),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = level;
-        block_body::<T, R, Unfused>(rows, cols, red, b, stop)
-    }
+    simd::dispatch(
+        level,
+        BlockTask {
+            rows,
+            cols,
+            red,
+            b,
+            stop,
+        },
+    )
 }
 
 /// Drives `red` over every (row, column) pair of `rows` × `cols`, in parallel over row
@@ -448,31 +441,6 @@ pub fn reduce_rows_with<T: Float, R: RowReducer>(
 mod tests {
     use super::*;
 
-    /// Collects the full distance matrix through the engine (tests only).
-    struct Collect {
-        m: usize,
-    }
-    impl RowReducer for Collect {
-        type State = Vec<f64>;
-        fn init(&self, _r0: usize, nr: usize) -> Vec<f64> {
-            vec![f64::NAN; nr * self.m]
-        }
-        fn tile<M: Fma>(
-            &self,
-            st: &mut Vec<f64>,
-            _r0: usize,
-            nr: usize,
-            c0: usize,
-            nc: usize,
-            d2: &[f64],
-        ) {
-            for i in 0..nr {
-                st[i * self.m + c0..i * self.m + c0 + nc]
-                    .copy_from_slice(&d2[i * COL_TILE..i * COL_TILE + nc]);
-            }
-        }
-    }
-
     fn lcg(seed: u64, n: usize) -> Vec<f64> {
         let mut s = seed;
         (0..n)
@@ -499,7 +467,7 @@ mod tests {
             let y = lcg(2, m * d);
             let px = Points::new(&x, n, d).unwrap();
             let py = Points::new(&y, m, d).unwrap();
-            let red = Collect { m };
+            let red = reduce::CollectRows { m };
             for direct in [true, false] {
                 let mut per_level = Vec::new();
                 for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
@@ -538,7 +506,7 @@ mod tests {
         let (n, m, d) = (200, 300, 3);
         let x = lcg(3, n * d);
         let y = lcg(4, m * d);
-        let red = Collect { m };
+        let red = reduce::CollectRows { m };
         let stop = AtomicBool::new(false);
         let run = || {
             reduce_rows(

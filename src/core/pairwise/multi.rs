@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::{direct_tile, gemm_tile, row_norms, Cols, Float, Points, COL_TILE, ROW_BLOCK};
 use crate::core::error::{invalid, Result};
-use crate::core::simd::{self, Fma, Fused, Level, Unfused};
+use crate::core::simd::{self, Fma, Level, SimdTask};
 use crate::core::threads;
 
 /// Largest dimension that uses exact differences here; above it distances come from a
@@ -109,41 +109,30 @@ fn run_block<T: Float, R: MultiReducer>(
     b: usize,
     stop: &AtomicBool,
 ) -> Result<R::State> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-        unsafe fn v512<T: Float, R: MultiReducer>(
-            sets: &[Points<'_, T>],
-            cols: &[Cols<'_, T>],
-            red: &R,
-            b: usize,
-            stop: &AtomicBool,
-        ) -> Result<R::State> {
-            block_body::<T, R, Fused>(sets, cols, red, b, stop)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn v2<T: Float, R: MultiReducer>(
-            sets: &[Points<'_, T>],
-            cols: &[Cols<'_, T>],
-            red: &R,
-            b: usize,
-            stop: &AtomicBool,
-        ) -> Result<R::State> {
-            block_body::<T, R, Fused>(sets, cols, red, b, stop)
-        }
-        match level.min(simd::detected()) {
-            // SAFETY: the level is capped at what the CPU reports.
-            Level::Avx512 => unsafe { v512(sets, cols, red, b, stop) },
-            // SAFETY: as above.
-            Level::Avx2 => unsafe { v2(sets, cols, red, b, stop) },
-            Level::Scalar => block_body::<T, R, Unfused>(sets, cols, red, b, stop),
+    struct Task<'a, 'p, T, R> {
+        sets: &'a [Points<'p, T>],
+        cols: &'a [Cols<'p, T>],
+        red: &'a R,
+        b: usize,
+        stop: &'a AtomicBool,
+    }
+    impl<T: Float, R: MultiReducer> SimdTask for Task<'_, '_, T, R> {
+        type Output = Result<R::State>;
+        #[inline(always)]
+        fn run<M: Fma>(self) -> Result<R::State> {
+            block_body::<T, R, M>(self.sets, self.cols, self.red, self.b, self.stop)
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = level;
-        block_body::<T, R, Unfused>(sets, cols, red, b, stop)
-    }
+    simd::dispatch(
+        level,
+        Task {
+            sets,
+            cols,
+            red,
+            b,
+            stop,
+        },
+    )
 }
 
 /// Drives `red` over the pairs (i, j) of n observations seen through several point sets

@@ -280,3 +280,31 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
         }
     }
 }
+
+/// Materialises the squared distances of every row against all `m` columns: an n×m
+/// buffer, so only for small subsamples (median heuristics) and tests.
+pub struct CollectRows {
+    /// Number of columns.
+    pub m: usize,
+}
+
+impl RowReducer for CollectRows {
+    type State = Vec<f64>;
+    fn init(&self, _r0: usize, nr: usize) -> Vec<f64> {
+        vec![0.0; nr * self.m]
+    }
+    fn tile<M: Fma>(
+        &self,
+        st: &mut Vec<f64>,
+        _r0: usize,
+        nr: usize,
+        c0: usize,
+        nc: usize,
+        d2: &[f64],
+    ) {
+        for i in 0..nr {
+            st[i * self.m + c0..i * self.m + c0 + nc]
+                .copy_from_slice(&d2[i * COL_TILE..i * COL_TILE + nc]);
+        }
+    }
+}

@@ -269,37 +269,57 @@ pub fn finish_lanes(a: &[f64; LANES]) -> f64 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
-/// Runs `exp` over a slice at a given level (used to test the paths against each other).
-pub fn exp_slice_at(level: Level, v: &mut [f64]) {
-    #[inline(always)]
-    fn body<M: Fma>(v: &mut [f64]) {
-        for x in v.iter_mut() {
-            *x = exp::<M>(*x);
-        }
-    }
+/// Work compiled once per SIMD path. Implementations must mark `run` `#[inline(always)]`
+/// so that its body (and everything it inlines) is compiled inside the target-feature
+/// wrapper of [`dispatch`].
+pub trait SimdTask {
+    /// What the task returns.
+    type Output;
+    /// The work, with the multiply-add flavour of the path it runs on.
+    fn run<M: Fma>(self) -> Self::Output;
+}
+
+/// Runs `task` on the best path `level` allows on this CPU: AVX-512 and AVX2 with fused
+/// multiply-adds, or the portable path without.
+pub fn dispatch<K: SimdTask>(level: Level, task: K) -> K::Output {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-        unsafe fn v512(v: &mut [f64]) {
-            body::<Fused>(v)
+        unsafe fn v512<K: SimdTask>(task: K) -> K::Output {
+            task.run::<Fused>()
         }
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn v2(v: &mut [f64]) {
-            body::<Fused>(v)
+        unsafe fn v2<K: SimdTask>(task: K) -> K::Output {
+            task.run::<Fused>()
         }
         match level.min(detected()) {
-            // SAFETY: the CPU supports the features (level is capped at `detected()`).
-            Level::Avx512 => unsafe { v512(v) },
+            // SAFETY: the level is capped at what the CPU reports.
+            Level::Avx512 => unsafe { v512(task) },
             // SAFETY: as above.
-            Level::Avx2 => unsafe { v2(v) },
-            Level::Scalar => body::<Unfused>(v),
+            Level::Avx2 => unsafe { v2(task) },
+            Level::Scalar => task.run::<Unfused>(),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = level;
-        body::<Unfused>(v)
+        task.run::<Unfused>()
     }
+}
+
+/// Runs `exp` over a slice at a given level (used to test the paths against each other).
+pub fn exp_slice_at(level: Level, v: &mut [f64]) {
+    struct ExpTask<'a>(&'a mut [f64]);
+    impl SimdTask for ExpTask<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<M: Fma>(self) {
+            for x in self.0.iter_mut() {
+                *x = exp::<M>(*x);
+            }
+        }
+    }
+    dispatch(level, ExpTask(v))
 }
 
 #[cfg(test)]
