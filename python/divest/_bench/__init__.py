@@ -33,12 +33,16 @@ class Case:
     check: Callable[[object, object], float] | None = None  # (divest out, peer out) -> error
 
 
-def median_time(f, repeat):
+def median_time(f, repeat, budget: float = 1.0):
+    """Median of up to `repeat` timed calls; calls slower than `budget` seconds are not
+    repeated (the slow peers would otherwise dominate the run)."""
     times, out = [], None
     for _ in range(repeat):
         t0 = time.perf_counter()
         out = f()
         times.append(time.perf_counter() - t0)
+        if times[-1] > budget:
+            break
     return float(np.median(times)), out
 
 
