@@ -155,7 +155,10 @@ fn transform<T: Float>(
     mean: Option<&[f64]>,
     stop: &AtomicBool,
 ) -> Result<(Vec<f64>, Option<RowStats>)> {
-    let map = NegCost { p, inv_eps: 1.0 / eps };
+    let map = NegCost {
+        p,
+        inv_eps: 1.0 / eps,
+    };
     let h: Vec<f64> = logw.iter().zip(y).map(|(l, v)| l + v / eps).collect();
     let st = log_sums(rows, cols, &h, map, mean, stop)?;
     let t = (0..rows.n).map(|i| -eps * st.log_sum(i)).collect();
@@ -316,7 +319,11 @@ pub fn divergence<T: Float>(
     let mut n_iter = epss.len() + 2;
     // Check: the transforms of the returned potentials give the marginal violations; the
     // x-row passes also carry the gradient's statistics.
-    let ycols = if opts.grad { y.to_f64_vec() } else { Vec::new() };
+    let ycols = if opts.grad {
+        y.to_f64_vec()
+    } else {
+        Vec::new()
+    };
     let xcols = if opts.grad && deb {
         x.to_f64_vec()
     } else {
