@@ -452,3 +452,31 @@ print(hwm() - before)
                          check=True, timeout=120)
     extra_mb = float(out.stdout.split()[-1])
     assert extra_mb < 20, f"{extra_mb:.1f} MB of extra memory"
+
+
+@pytest.mark.parametrize("omega", [None, 1.0, 1.6])
+def test_batch_small_path_and_fallback_match_pot(omega):
+    # Costs scaled per problem so that (max C − min C)/reg spans both sides of the
+    # kernel-domain limit (150): the small scaling-domain path and the general solver.
+    rng = np.random.default_rng(12)
+    nb, n, m = 8, 20, 15
+    a = rng.random((nb, n)) + 0.05
+    b = rng.random((nb, m)) + 0.05
+    b[2, :4] = 0.0
+    a /= a.sum(1, keepdims=True)
+    b /= b.sum(1, keepdims=True)
+    scale = np.array([0.5, 1, 2, 4, 6, 8, 10, 12])[:, None, None]
+    c = rng.random((nb, n, m)) * scale + 3.0
+    reg = 0.05
+    res = divest.sinkhorn_batch(a, b, c, reg, tol=2e-12, max_iter=100000, omega=omega,
+                                return_plan=True)
+    assert res.converged.all() and (res.marginal_error <= 2e-12).all()
+    for k in range(nb):
+        p_log = ot.bregman.sinkhorn_log(a[k], b[k], c[k], reg, stopThr=1e-13, numItermax=200000)
+        np.testing.assert_allclose(res.plan[k], p_log, rtol=1e-8, atol=1e-15)
+        assert res.linear_cost[k] == pytest.approx(float(np.sum(c[k] * p_log)), rel=1e-10)
+        one = divest.sinkhorn(a[k], b[k], c[k], reg, tol=2e-12, max_iter=100000, omega=omega)
+        assert res.cost[k] == pytest.approx(one.cost, rel=1e-11)
+        # Plans of the returned potentials: P = a b exp((f + g − C)/reg).
+        plan = a[k][:, None] * b[k][None] * np.exp((res.f[k][:, None] + res.g[k][None] - c[k]) / reg)
+        np.testing.assert_allclose(plan, res.plan[k], rtol=1e-9, atol=1e-300)

@@ -304,6 +304,14 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
                    method="auto", return_plan=False, omega=None) -> SinkhornResult:
     """Many independent Sinkhorn problems at once, in parallel (one task per problem).
 
+    Balanced problems (``reg_m=inf``, ``method`` not ``"log"``) whose cost range is at most
+    150·reg take a small-problem path: serial, in the scaling domain on the stored kernel
+    ``exp(−(C − min C)/reg)``, with buffers reused across the problems of a task, the
+    marginal check read off the row products, and the over-relaxation safeguard of
+    :func:`sinkhorn`. It computes the iterates of :func:`sinkhorn` from zero potentials;
+    if a sum leaves the safe range, or the cost range is wider, the problem runs the
+    general (stabilised, log-domain-fallback) solver instead.
+
     Parameters
     ----------
     a : array-like (B, n)
@@ -330,8 +338,9 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
         loop over ``ot.sinkhorn2`` gives ``linear_cost``. One warning is raised if any
         problem did not converge.
 
-    Memory: per running task, the problem's cost in float64 (float32 input) and its kernel;
-    plus the (B, n, m) plans when asked for.
+    Memory: per running task, the problem's cost in float64 (float32 input) and its kernel
+    (twice, transposed, on the small-problem path); plus the (B, n, m) plans when asked
+    for.
     """
     c = as_float_array(cost, "cost", check_finite=False)
     if c.ndim not in (2, 3):
