@@ -509,8 +509,12 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     Memory: O((n + m)·d): the engine's copy of the columns and one 64×256 tile per task,
     plus potentials and the gradient (13 MB of extra peak memory measured at n = m = 20000,
     d = 3).
-    Time: 4 passes over pairs per ε step plus 8 (initialisation, extrapolation, check),
-    and 3 per iteration at the target ε with ``tol``; a pass costs (n + m)²·d.
+    Time: with debiasing, 4 passes over the cloud pairs (x·y, y·x, x·x, y·y) per ε step,
+    plus 12 (initialisation, extrapolation, check), plus up to 4 per iteration at the
+    target ε with ``tol`` (half of each without debiasing); a pass costs about
+    (n + m)²·d/4 pair evaluations. Measured at n = m = 5000, d = 3, blur 0.05
+    (38 updates): 6 to 8 s on this 2-core machine, against 54 s for GeomLoss's
+    tensorized CPU backend.
     """
     x = as_points(x, "x")
     y = as_points(y, "y", d=x.shape[1])
