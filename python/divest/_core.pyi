@@ -62,7 +62,7 @@ def sinkhorn_divergence_clouds(
     scaling: float,
     debias: bool,
     max_iter: int,
-    tol: float,
+    tol: float | None,
     grad: bool,
 ) -> dict: ...
 def dpp_sample_projection(

@@ -304,6 +304,14 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
                    method="auto", return_plan=False, omega=None) -> SinkhornResult:
     """Many independent Sinkhorn problems at once, in parallel (one task per problem).
 
+    Balanced problems (``reg_m=inf``, ``method`` not ``"log"``) whose cost range is at most
+    150·reg take a small-problem path: serial, in the scaling domain on the stored kernel
+    ``exp(−(C − min C)/reg)``, with buffers reused across the problems of a task, the
+    marginal check read off the row products, and the over-relaxation safeguard of
+    :func:`sinkhorn`. It computes the iterates of :func:`sinkhorn` from zero potentials;
+    if a sum leaves the safe range, or the cost range is wider, the problem runs the
+    general (stabilised, log-domain-fallback) solver instead.
+
     Parameters
     ----------
     a : array-like (B, n)
@@ -330,8 +338,9 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
         loop over ``ot.sinkhorn2`` gives ``linear_cost``. One warning is raised if any
         problem did not converge.
 
-    Memory: per running task, the problem's cost in float64 (float32 input) and its kernel;
-    plus the (B, n, m) plans when asked for.
+    Memory: per running task, the problem's cost in float64 (float32 input) and its kernel
+    (twice, transposed, on the small-problem path); plus the (B, n, m) plans when asked
+    for.
     """
     c = as_float_array(cost, "cost", check_finite=False)
     if c.ndim not in (2, 3):
@@ -420,11 +429,16 @@ class SinkhornDivergence:
         Gradient of ``value`` with respect to the points x (weights fixed), from the
         potentials at convergence.
     n_iter : int
-        Annealing steps plus iterations at the target ε.
-    converged : bool
-        Every problem's L1 marginal violation met ``tol``.
+        Updates of the potentials: the initial one, one per ε of the schedule, the final
+        extrapolation, plus the iterations at the target ε when ``tol`` was given.
+    converged : bool or None
+        With ``tol``: every problem's L1 marginal violation met ``tol``. Without ``tol``
+        (the default): ``None``, because no tolerance was asked for and convergence was
+        not claimed; read ``marginal_error`` for the accuracy reached.
     marginal_error : float
-        The largest of those violations at the last check.
+        The largest L1 marginal violation, over the (two or three) problems, of the plans
+        built from the returned potentials; always computed. For the cross problem it is
+        ``‖P1 − a‖₁ + ‖Pᵀ1 − b‖₁`` with ``P = a⊗b·exp((f ⊕ g − C)/ε)``.
     """
 
     value: float
@@ -432,31 +446,38 @@ class SinkhornDivergence:
     g: Any
     grad: Any
     n_iter: int
-    converged: bool
+    converged: bool | None
     marginal_error: float
 
 
 def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=True,
-                        max_iter=1000, tol=1e-6, grad=True) -> SinkhornDivergence:
+                        max_iter=1000, tol=None, grad=True) -> SinkhornDivergence:
     """Debiased Sinkhorn divergence between two weighted point clouds, costs on the fly.
 
     ``S_ε = OT_ε(a,b) − ½ OT_ε(a,a) − ½ OT_ε(b,b)`` with ``OT_ε = min ⟨C,P⟩ + ε KL(P|a⊗b)``
-    and ``C(x, y) = |x − y|^p``. Each Sinkhorn half-step is a log-sum-exp over the other
-    cloud computed by divest's tiled pairwise engine, so no n×m matrix exists.
+    and ``C(x, y) = |x − y|^p``. Each Sinkhorn half-step is one log-sum-exp pass over the
+    other cloud by divest's tiled pairwise engine, so no n×m matrix exists.
 
-    ε is annealed from ``diameter^p`` (diameter of the bounding box of both clouds) down to
-    ``eps`` by the factor ``scaling^p`` per step, with one update of each problem per value
-    (the cross problem alternates its two updates; the self problems use the symmetric
-    update ``p ← (p + T(p))/2``). Then iterations continue at ``eps`` until the L1 marginal
-    violation of every problem is at most ``tol`` (a :class:`divest.ConvergenceWarning` is
-    raised if ``max_iter`` is reached first).
+    The schedule is GeomLoss's. ε runs from ``ε₀`` down to ``eps`` by the factor
+    ``scaling^p`` per step, where ``ε₀ = D^p`` for ``p=1`` and ``2·D²`` for ``p=2``
+    (``D``: diagonal of the bounding box of both clouds), so that under the conversion
+    below the sequence of ε is exactly GeomLoss's. At each ε the four potentials (two of
+    the cross problem, one per self problem) are updated at once, each averaged with its
+    c-transform; a final extrapolation at ``eps`` replaces each potential by its
+    transform. Then one more pass per potential measures ``marginal_error`` of the
+    returned potentials (and gives the gradient). With ``tol=None`` (the default) that is
+    all: the value is GeomLoss's (equal to its tensorized backend's to rounding), as
+    accurate as the schedule makes it: on uniform clouds in the unit cube with
+    ``scaling=0.9``, ``eps=2·0.05²``, it is 1 to 2 % below the converged value, with
+    ``marginal_error`` about 0.03 to 0.1. ``converged`` is then ``None`` (nothing was
+    checked against a tolerance). With a ``tol``, iterations continue at ``eps`` until every
+    problem's L1 marginal violation is at most ``tol`` (a
+    :class:`divest.ConvergenceWarning` is raised if ``max_iter`` is reached first).
 
     Conversion to GeomLoss: ``SamplesLoss("sinkhorn", p=2, blur=σ, scaling=s)`` uses the
     cost ``|x − y|²/2`` and ``ε = σ²``. Its value equals ``sinkhorn_divergence(x, y,
-    eps=σ**2 * 2, p=2).value / 2`` (halving the cost halves the value and ε). With ``p=1``
-    GeomLoss uses ``|x − y|`` and ``ε = σ``: ``eps=σ`` directly. GeomLoss stops after the
-    annealing; divest goes on to ``tol``, so values agree to the accuracy of GeomLoss's
-    last iterate.
+    eps=2 * σ**2, p=2, scaling=s).value / 2`` (halving the cost halves the value and ε).
+    With ``p=1`` GeomLoss uses ``|x − y|`` and ``ε = σ``: ``eps=σ`` directly.
 
     Parameters
     ----------
@@ -474,9 +495,10 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     debias : bool
         Subtract the self terms (otherwise return ``OT_ε(a, b)``).
     max_iter : int
-        Most iterations at the target ε after the annealing.
-    tol : float
-        Tolerance on each problem's L1 marginal violation.
+        Most iterations at the target ε after the schedule (used only with ``tol``).
+    tol : float or None
+        None: GeomLoss's schedule only. A number: continue until each problem's L1
+        marginal violation is at most ``tol``.
     grad : bool
         Compute the gradient with respect to x.
 
@@ -485,8 +507,14 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     SinkhornDivergence
 
     Memory: O((n + m)·d): the engine's copy of the columns and one 64×256 tile per task,
-    plus potentials and the gradient. Time: (3 passes over pairs per iteration, 4 during
-    the annealing) × (n + m)² · d.
+    plus potentials and the gradient (13 MB of extra peak memory measured at n = m = 20000,
+    d = 3).
+    Time: with debiasing, 4 passes over the cloud pairs (x·y, y·x, x·x, y·y) per ε step,
+    plus 12 (initialisation, extrapolation, check), plus up to 4 per iteration at the
+    target ε with ``tol`` (half of each without debiasing); a pass costs about
+    (n + m)²·d/4 pair evaluations. Measured at n = m = 5000, d = 3, blur 0.05
+    (38 updates): 6 to 8 s on this 2-core machine, against 54 s for GeomLoss's
+    tensorized CPU backend.
     """
     x = as_points(x, "x")
     y = as_points(y, "y", d=x.shape[1])
@@ -504,7 +532,7 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     if not s < 1:
         raise ValueError(f"scaling must be in (0, 1); got {scaling!r}")
     max_iter = check_int(max_iter, "max_iter", 0)
-    tol = _tol(tol)
+    tol = None if tol is None else _tol(tol)
     # The cost is translation invariant: centre both clouds (better distances for d > 8).
     shift = np.concatenate([x, y]).mean(axis=0, dtype=np.float64)
     xc = np.ascontiguousarray(x - shift.astype(x.dtype))
@@ -512,10 +540,11 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     lo = np.minimum(xc.min(0), yc.min(0)).astype(np.float64)
     hi = np.maximum(xc.max(0), yc.max(0)).astype(np.float64)
     diameter = float(np.sqrt(((hi - lo) ** 2).sum()))
-    eps0 = max(diameter, 1e-300) ** p
+    # GeomLoss starts at D^p in its units; its cost for p = 2 is half of ours.
+    eps0 = max(diameter, 1e-300) ** p * (2.0 if p == 2 else 1.0)
     out = _core.sinkhorn_divergence_clouds(xc, yc, a, b, int(p), eps, eps0, s, bool(debias),
                                            max_iter, tol, bool(grad))
-    if not out["converged"]:
+    if tol is not None and not out["converged"]:
         _warn("sinkhorn_divergence", out["n_iter"], out["marginal_error"], tol)
     dt = x.dtype
     f, g = out["f"], out["g"]
@@ -528,6 +557,6 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
         g=g.astype(dt, copy=False),
         grad=None if gr is None else gr.astype(dt, copy=False),
         n_iter=int(out["n_iter"]),
-        converged=bool(out["converged"]),
+        converged=None if tol is None else bool(out["converged"]),
         marginal_error=float(out["marginal_error"]),
     )

@@ -246,7 +246,7 @@ fn sinkhorn_divergence_clouds<'py>(
     scaling: f64,
     debias: bool,
     max_iter: usize,
-    tol: f64,
+    tol: Option<f64>,
     grad: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let xa = Arr2::extract(x, "x")?;

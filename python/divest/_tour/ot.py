@@ -34,10 +34,17 @@ def run(report, quick=False, figures=True):
     m = 1000 if quick else 4000
     xa = rng.standard_normal((m, 3))
     xb = rng.standard_normal((m, 3)) * 0.8 + 0.5
+    t0, fast = timed(lambda: divest.sinkhorn_divergence(xa, xb, eps=0.1), repeat=1)
+    report.line(f"Sinkhorn divergence of two 3-D clouds of {m} points, eps = 0.1, GeomLoss's "
+                f"schedule (the default): S = {fast.value:.6f}, marginal error "
+                f"{fast.marginal_error:.1e}, {fast.n_iter} updates, {t0:.2f} s, "
+                f"no {m}x{m} matrix")
     t, div = timed(lambda: divest.sinkhorn_divergence(xa, xb, eps=0.1, tol=1e-5), repeat=1)
-    report.line(f"Sinkhorn divergence of two 3-D clouds of {m} points, eps = 0.1: "
-                f"S = {div.value:.6f}, {div.n_iter} iterations, {t:.2f} s, no {m}x{m} matrix")
-    report.check(div.converged and div.value > 0, "divergence converged and is positive")
+    report.line(f"  continued to tol = 1e-5: S = {div.value:.6f}, {div.n_iter} updates, "
+                f"{t:.2f} s")
+    report.check(div.converged and div.value > 0 and fast.converged is None,
+                 "divergence converged to tol and is positive; the default claims no "
+                 "convergence")
 
     if figures:
         plt = optional("matplotlib.pyplot")

@@ -11,7 +11,9 @@ use std::sync::atomic::AtomicBool;
 
 use crate::core::error::{invalid, Result};
 use crate::core::pairwise::reduce::{KernelRows, PairMap, RowStats};
-use crate::core::pairwise::{reduce_rows, Float, Points};
+use crate::core::pairwise::{reduce_rows, Float, Points, ROW_BLOCK, ROW_BLOCK_GEMM};
+
+const _: () = assert!(MEAN_CHUNK % ROW_BLOCK == 0 && MEAN_CHUNK % ROW_BLOCK_GEMM == 0);
 
 /// `−C/ε` for C = |x−y|^p, p ∈ {1, 2}, as a function of the squared distance.
 #[derive(Clone, Copy)]
@@ -50,16 +52,17 @@ pub struct DivOptions {
     pub p: u8,
     /// Target ε > 0.
     pub eps: f64,
-    /// Starting ε of the annealing (the diameter of the data to the power p).
+    /// Starting ε of the annealing.
     pub eps0: f64,
     /// Annealing factor in (0, 1): ε_k = eps0 · scaling^(p k) (GeomLoss's σ schedule).
     pub scaling: f64,
     /// Subtract the self terms (the Sinkhorn divergence); otherwise OT_ε(a, b).
     pub debias: bool,
-    /// Most iterations at the target ε after the annealing.
+    /// Most iterations at the target ε after the schedule (only with `tol`).
     pub max_iter: usize,
-    /// Tolerance on the L1 marginal violation of each of the (two or three) problems.
-    pub tol: f64,
+    /// Tolerance on the L1 marginal violation of each of the (two or three) problems:
+    /// `None` runs the schedule and the extrapolation only (GeomLoss's default).
+    pub tol: Option<f64>,
     /// Also return the gradient with respect to x.
     pub grad: bool,
 }
@@ -79,16 +82,17 @@ pub struct DivOutput {
     pub q: Vec<f64>,
     /// ∇_x of the value, row-major n×d (empty unless asked for).
     pub grad: Vec<f64>,
-    /// Iterations (annealing steps plus iterations at the target ε).
+    /// Updates of the potentials: the initial one, one per ε of the schedule, the final
+    /// extrapolation, then the iterations at the target ε (with `tol`).
     pub n_iter: usize,
-    /// Largest of the problems' marginal violations at the last check.
+    /// Largest of the problems' L1 marginal violations, for the returned potentials.
     pub error: f64,
-    /// Every problem met the tolerance.
+    /// `tol` was given and every problem met it (always false without `tol`).
     pub converged: bool,
 }
 
 /// Soft-min over `cols`: `out_i = ln Σ_j exp(h_j − C(x_i, y_j)/ε)` (with `mean`, also the
-/// statistics for the gradient).
+/// statistics for the gradient). One engine pass.
 fn log_sums<T: Float>(
     rows: Points<'_, T>,
     cols: Points<'_, T>,
@@ -106,29 +110,63 @@ fn log_sums<T: Float>(
         mean,
         d: rows.d,
     };
-    Ok(RowStats::from_states(
-        1,
-        reduce_rows(rows, cols, &red, stop)?,
-    ))
+    if mean.is_none() {
+        return Ok(RowStats::from_states(
+            1,
+            reduce_rows(rows, cols, &red, stop)?,
+        ));
+    }
+    // With the mean, every block state holds a 64×256 buffer until the pass ends: run the
+    // rows in chunks (a multiple of both block sizes, so results do not change) to keep
+    // that under 4 MB whatever n is.
+    let mut out = RowStats {
+        g: 1,
+        ..Default::default()
+    };
+    for r0 in (0..rows.n).step_by(MEAN_CHUNK) {
+        let r1 = (r0 + MEAN_CHUNK).min(rows.n);
+        let part = Points {
+            data: &rows.data[r0 * rows.d..r1 * rows.d],
+            n: r1 - r0,
+            d: rows.d,
+        };
+        let st = RowStats::from_states(1, reduce_rows(part, cols, &red, stop)?);
+        out.shift.extend(st.shift);
+        out.sum.extend(st.sum);
+        out.wsum.extend(st.wsum);
+        out.wacc.extend(st.wacc);
+    }
+    Ok(out)
 }
 
-/// The c-transform `T(y)_i = −ε ln Σ_j w_j e^{(y_j − C_ij)/ε}`.
+/// Rows per engine call of a pass with the gradient's statistics.
+const MEAN_CHUNK: usize = 10 * ROW_BLOCK_GEMM;
+
+/// The c-transform `T(y)_i = −ε ln Σ_j w_j e^{(y_j − C_ij)/ε}` (one engine pass), and the
+/// pass's statistics when `mean` asks for the gradient's.
+#[allow(clippy::too_many_arguments)]
 fn transform<T: Float>(
     rows: Points<'_, T>,
     cols: Points<'_, T>,
     logw: &[f64],
     y: &[f64],
-    map: NegCost,
+    p: u8,
     eps: f64,
+    mean: Option<&[f64]>,
     stop: &AtomicBool,
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, Option<RowStats>)> {
+    let map = NegCost {
+        p,
+        inv_eps: 1.0 / eps,
+    };
     let h: Vec<f64> = logw.iter().zip(y).map(|(l, v)| l + v / eps).collect();
-    let st = log_sums(rows, cols, &h, map, None, stop)?;
-    Ok((0..rows.n).map(|i| -eps * st.log_sum(i)).collect())
+    let st = log_sums(rows, cols, &h, map, mean, stop)?;
+    let t = (0..rows.n).map(|i| -eps * st.log_sum(i)).collect();
+    Ok((t, mean.map(|_| st)))
 }
 
-/// Σ_i w_i |e^{(x_i − t_i)/ε} − 1|: the L1 marginal violation of a plan whose other side is
-/// exact, when `t` is the transform of that side and `x` the current potential.
+/// Σ_i w_i |e^{(x_i − t_i)/ε} − 1|: the L1 violation of the marginal on the side of `x`
+/// of the plan built from `x` and the other side's potential, whose transform is `t`.
 fn violation(w: &[f64], x: &[f64], t: &[f64], eps: f64) -> f64 {
     w.iter()
         .zip(x.iter().zip(t))
@@ -164,14 +202,36 @@ fn grad_rows<T: Float>(
     }
 }
 
+/// GeomLoss's ε schedule: `eps0`, then `exp(ln eps0 + k ln r)` for `k = 0, 1, …` while
+/// the exponent is above `ln eps` (`r = scaling^p`), then `eps`.
+pub fn schedule(eps0: f64, eps: f64, scaling: f64, p: u8) -> Vec<f64> {
+    let (l0, lr) = (eps0.ln(), p as f64 * scaling.ln());
+    let count = ((eps.ln() - l0) / lr).ceil();
+    let count = if count.is_finite() && count > 0.0 {
+        (count as usize).min(100_000)
+    } else {
+        0
+    };
+    let mut out = Vec::with_capacity(count + 2);
+    out.push(eps0);
+    out.extend((0..count).map(|k| (l0 + k as f64 * lr).exp()));
+    out.push(eps);
+    out
+}
+
 /// The debiased Sinkhorn divergence
 /// `S_ε = OT_ε(a,b) − ½ OT_ε(a,a) − ½ OT_ε(b,b)` between weighted clouds (weights summing
 /// to one), with `OT_ε = min ⟨C,P⟩ + ε KL(P | a⊗b)` and `C = |x − y|^p`.
 ///
-/// ε is annealed from `eps0` down to `eps` with one iteration per value (cross problem:
-/// alternate updates; self problems: symmetric averaged updates `p ← (p + T(p))/2`), then
-/// iterations continue at `eps` until every problem's L1 marginal violation is at most
-/// `tol`. Memory: O((n + m)·d).
+/// GeomLoss's schedule: potentials start as the transforms of zero at the first ε; at
+/// every ε of [`schedule`] the four potentials (f, g of the cross problem, p and q of the
+/// self problems) are updated at once by averaging each with its transform,
+/// `f ← (f + T(g))/2`, `p ← (p + T(p))/2`; a final extrapolation at `eps` replaces each by
+/// its transform. That is four engine passes per ε. Then one more pass per potential
+/// measures the L1 marginal violations of the returned potentials (and, fused with it,
+/// the gradient's statistics). With `tol`, iterations continue at `eps` (alternating
+/// updates for the cross problem, averaged ones for the self problems) until every
+/// violation is at most `tol` or `max_iter` is reached. Memory: O((n + m)·d).
 pub fn divergence<T: Float>(
     x: Points<'_, T>,
     y: Points<'_, T>,
@@ -199,121 +259,150 @@ pub fn divergence<T: Float>(
             opts.eps
         ));
     }
+    if !(opts.eps0 > 0.0 && opts.eps0.is_finite()) {
+        return Err(invalid!(
+            "eps0 must be positive and finite; got {}",
+            opts.eps0
+        ));
+    }
     if !(opts.scaling > 0.0 && opts.scaling < 1.0) {
         return Err(invalid!("scaling must be in (0, 1); got {}", opts.scaling));
     }
     let la: Vec<f64> = a.iter().map(|v| v.ln()).collect();
     let lb: Vec<f64> = b.iter().map(|v| v.ln()).collect();
-    let mut epss = Vec::new();
-    let ratio = opts.scaling.powi(opts.p as i32);
-    let mut e = opts.eps0;
-    while e > opts.eps && epss.len() < 10_000 {
-        epss.push(e);
-        e *= ratio;
-    }
-    let map = |eps: f64| NegCost {
-        p: opts.p,
-        inv_eps: 1.0 / eps,
-    };
+    let epss = schedule(opts.eps0, opts.eps, opts.scaling, opts.p);
+    let p = opts.p;
+    let deb = opts.debias;
     let (n, m) = (x.n, y.n);
-    let (mut f, mut g) = (vec![0.0; n], vec![0.0; m]);
-    let (mut pp, mut qq) = (vec![0.0; n], vec![0.0; m]);
-    let mut n_iter = 0;
-    // Annealing: one update of each problem per ε.
-    for &eps in &epss {
-        f = transform(x, y, &lb, &g, map(eps), eps, stop)?;
-        g = transform(y, x, &la, &f, map(eps), eps, stop)?;
-        if opts.debias {
-            let tp = transform(x, x, &la, &pp, map(eps), eps, stop)?;
-            let tq = transform(y, y, &lb, &qq, map(eps), eps, stop)?;
-            for (v, t) in pp.iter_mut().zip(&tp) {
-                *v = 0.5 * (*v + t);
-            }
-            for (v, t) in qq.iter_mut().zip(&tq) {
-                *v = 0.5 * (*v + t);
-            }
+    // Potentials start as the transforms of zero at the first ε (GeomLoss's init).
+    let e0 = epss[0];
+    let zx = vec![0.0; n];
+    let zy = vec![0.0; m];
+    let mut f = transform(x, y, &lb, &zy, p, e0, None, stop)?.0;
+    let mut g = transform(y, x, &la, &zx, p, e0, None, stop)?.0;
+    let (mut pp, mut qq) = if deb {
+        (
+            transform(x, x, &la, &zx, p, e0, None, stop)?.0,
+            transform(y, y, &lb, &zy, p, e0, None, stop)?.0,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let avg = |v: &mut [f64], t: &[f64]| {
+        for (vi, ti) in v.iter_mut().zip(t) {
+            *vi = 0.5 * (*vi + ti);
         }
-        n_iter += 1;
+    };
+    // Annealing: every potential is averaged with its transform of the previous iterate.
+    for &e in &epss {
+        let (tf, _) = transform(x, y, &lb, &g, p, e, None, stop)?;
+        let (tg, _) = transform(y, x, &la, &f, p, e, None, stop)?;
+        avg(&mut f, &tf);
+        avg(&mut g, &tg);
+        if deb {
+            let (tp, _) = transform(x, x, &la, &pp, p, e, None, stop)?;
+            let (tq, _) = transform(y, y, &lb, &qq, p, e, None, stop)?;
+            avg(&mut pp, &tp);
+            avg(&mut qq, &tq);
+        }
     }
-    // At the target ε: iterate each problem until its marginal violation meets tol.
+    // Final extrapolation at the target ε: every potential becomes its transform.
     let eps = opts.eps;
-    let mp = map(eps);
-    let (mut done_xy, mut done_x, mut done_y) = (false, !opts.debias, !opts.debias);
-    let (mut e_xy, mut e_x, mut e_y) = (f64::INFINITY, 0.0f64, 0.0f64);
-    let mut first = true;
-    let mut it = 0;
-    while it < opts.max_iter && !(done_xy && done_x && done_y) {
-        if !done_xy {
-            let fnew = transform(x, y, &lb, &g, mp, eps, stop)?;
-            if !first {
-                // (f, g) has exact columns (g = T(f)); its rows are off by e^{(f − T(g))/ε}.
-                e_xy = violation(a, &f, &fnew, eps);
-                if e_xy <= opts.tol {
-                    done_xy = true;
-                }
-            }
-            if !done_xy {
-                f = fnew;
-                g = transform(y, x, &la, &f, mp, eps, stop)?;
-            }
-        }
-        if !done_x {
-            let t = transform(x, x, &la, &pp, mp, eps, stop)?;
-            // The symmetric plan (p, p) is off by e^{(p − T(p))/ε} on both sides.
-            e_x = 2.0 * violation(a, &pp, &t, eps);
-            if e_x <= opts.tol {
-                done_x = true;
-            } else {
-                for (v, tv) in pp.iter_mut().zip(&t) {
-                    *v = 0.5 * (*v + tv);
-                }
-            }
-        }
-        if !done_y {
-            let t = transform(y, y, &lb, &qq, mp, eps, stop)?;
-            e_y = 2.0 * violation(b, &qq, &t, eps);
-            if e_y <= opts.tol {
-                done_y = true;
-            } else {
-                for (v, tv) in qq.iter_mut().zip(&t) {
-                    *v = 0.5 * (*v + tv);
-                }
-            }
-        }
-        first = false;
-        it += 1;
+    let (tf, _) = transform(x, y, &lb, &g, p, eps, None, stop)?;
+    let (tg, _) = transform(y, x, &la, &f, p, eps, None, stop)?;
+    f = tf;
+    g = tg;
+    if deb {
+        pp = transform(x, x, &la, &pp, p, eps, None, stop)?.0;
+        qq = transform(y, y, &lb, &qq, p, eps, None, stop)?.0;
     }
-    n_iter += it;
+    let mut n_iter = epss.len() + 2;
+    // Check: the transforms of the returned potentials give the marginal violations; the
+    // x-row passes also carry the gradient's statistics.
+    let ycols = if opts.grad {
+        y.to_f64_vec()
+    } else {
+        Vec::new()
+    };
+    let xcols = if opts.grad && deb {
+        x.to_f64_vec()
+    } else {
+        Vec::new()
+    };
+    let my = opts.grad.then_some(ycols.as_slice());
+    let mx = (opts.grad && deb).then_some(xcols.as_slice());
+    let (mut tf, mut st_xy) = transform(x, y, &lb, &g, p, eps, my, stop)?;
+    let (tg, _) = transform(y, x, &la, &f, p, eps, None, stop)?;
+    let mut e_xy = violation(a, &f, &tf, eps) + violation(b, &g, &tg, eps);
+    let (mut tp, mut st_xx, mut tq) = (Vec::new(), None, Vec::new());
+    let (mut e_x, mut e_y) = (0.0f64, 0.0f64);
+    if deb {
+        (tp, st_xx) = transform(x, x, &la, &pp, p, eps, mx, stop)?;
+        tq = transform(y, y, &lb, &qq, p, eps, None, stop)?.0;
+        // The symmetric plan (p, p) is off by e^{(p − T(p))/ε} on both sides.
+        e_x = 2.0 * violation(a, &pp, &tp, eps);
+        e_y = 2.0 * violation(b, &qq, &tq, eps);
+    }
+    let mut converged = false;
+    if let Some(tol) = opts.tol {
+        let mut it = 0;
+        while it < opts.max_iter && !(e_xy <= tol && e_x <= tol && e_y <= tol) {
+            if e_xy > tol {
+                // Alternate: g = T(f) makes the columns exact, T(g) measures the rows.
+                f = tf;
+                g = transform(y, x, &la, &f, p, eps, None, stop)?.0;
+                tf = transform(x, y, &lb, &g, p, eps, None, stop)?.0;
+                st_xy = None;
+                e_xy = violation(a, &f, &tf, eps);
+            }
+            if e_x > tol {
+                avg(&mut pp, &tp);
+                tp = transform(x, x, &la, &pp, p, eps, None, stop)?.0;
+                st_xx = None;
+                e_x = 2.0 * violation(a, &pp, &tp, eps);
+            }
+            if e_y > tol {
+                avg(&mut qq, &tq);
+                tq = transform(y, y, &lb, &qq, p, eps, None, stop)?.0;
+                e_y = 2.0 * violation(b, &qq, &tq, eps);
+            }
+            it += 1;
+        }
+        n_iter += it;
+        converged = e_xy <= tol && e_x <= tol && e_y <= tol;
+    }
     let dot = |w: &[f64], v: &[f64]| -> f64 { w.iter().zip(v).map(|(a, b)| a * b).sum() };
     let mut value = dot(a, &f) + dot(b, &g);
-    if opts.debias {
+    if deb {
         value -= dot(a, &pp) + dot(b, &qq);
+    }
+    // The loop passes skip the gradient's statistics: one more pass where it moved.
+    if opts.grad && st_xy.is_none() {
+        st_xy = transform(x, y, &lb, &g, p, eps, my, stop)?.1;
+    }
+    if opts.grad && deb && st_xx.is_none() {
+        st_xx = transform(x, x, &la, &pp, p, eps, mx, stop)?.1;
     }
     let mut grad = Vec::new();
     if opts.grad {
         grad = vec![0.0; n * x.d];
-        let ycols = y.to_f64_vec();
-        let h: Vec<f64> = lb.iter().zip(&g).map(|(l, v)| l + v / eps).collect();
-        let st = log_sums(x, y, &h, mp, Some(&ycols), stop)?;
-        grad_rows(x, &st, opts.p, &mut grad, 1.0, a);
-        if opts.debias {
-            let xcols = x.to_f64_vec();
-            let h: Vec<f64> = la.iter().zip(&pp).map(|(l, v)| l + v / eps).collect();
-            let st = log_sums(x, x, &h, mp, Some(&xcols), stop)?;
-            grad_rows(x, &st, opts.p, &mut grad, -1.0, a);
+        if let Some(st) = &st_xy {
+            grad_rows(x, st, p, &mut grad, 1.0, a);
+        }
+        if let Some(st) = &st_xx {
+            grad_rows(x, st, p, &mut grad, -1.0, a);
         }
     }
-    let error = e_xy.max(e_x).max(e_y);
     Ok(DivOutput {
         value,
         f,
         g,
-        p: if opts.debias { pp } else { Vec::new() },
-        q: if opts.debias { qq } else { Vec::new() },
+        p: pp,
+        q: qq,
         grad,
         n_iter,
-        error,
-        converged: done_xy && done_x && done_y,
+        error: e_xy.max(e_x).max(e_y),
+        converged,
     })
 }
 
@@ -380,7 +469,7 @@ mod tests {
                 scaling: 0.7,
                 debias: true,
                 max_iter: 10_000,
-                tol: 1e-11,
+                tol: Some(1e-11),
                 grad: true,
             };
             let out = divergence(

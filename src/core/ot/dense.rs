@@ -279,26 +279,24 @@ simd_fn!(
 
 #[inline(always)]
 fn col_acc_body<M: Fma>(k: &[f64], m: usize, w: &[f64], out: &mut [f64]) {
-    let nr = w.len();
-    let mut i = 0;
-    while i + 4 <= nr {
-        let (w0, w1, w2, w3) = (w[i], w[i + 1], w[i + 2], w[i + 3]);
-        let r0 = &k[i * m..(i + 1) * m];
-        let r1 = &k[(i + 1) * m..(i + 2) * m];
-        let r2 = &k[(i + 2) * m..(i + 3) * m];
-        let r3 = &k[(i + 3) * m..(i + 4) * m];
-        for j in 0..m {
-            let t = M::ma(w0, r0[j], M::ma(w1, r1[j], M::ma(w2, r2[j], w3 * r3[j])));
-            out[j] += t;
+    // Zipped iterators (no indexing) so that the inner loops vectorise.
+    let out = &mut out[..m];
+    let mut rows = k.chunks_exact(m);
+    let mut ws = w.chunks_exact(4);
+    for wq in &mut ws {
+        let (r0, r1, r2, r3) = match (rows.next(), rows.next(), rows.next(), rows.next()) {
+            (Some(a), Some(b), Some(c), Some(d)) => (a, b, c, d),
+            _ => return,
+        };
+        let (w0, w1, w2, w3) = (wq[0], wq[1], wq[2], wq[3]);
+        for ((((o, &x0), &x1), &x2), &x3) in out.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+            *o += M::ma(w0, x0, M::ma(w1, x1, M::ma(w2, x2, w3 * x3)));
         }
-        i += 4;
     }
-    while i < nr {
-        let wi = w[i];
-        for (o, &x) in out.iter_mut().zip(&k[i * m..(i + 1) * m]) {
+    for (&wi, row) in ws.remainder().iter().zip(rows) {
+        for (o, &x) in out.iter_mut().zip(row) {
             *o = M::ma(wi, x, *o);
         }
-        i += 1;
     }
 }
 simd_fn!(
@@ -309,11 +307,14 @@ simd_fn!(
 #[inline(always)]
 fn build_body<M: Fma>(c: &[f64], fe: &[f64], ge: &[f64], inv_eps: f64, out: &mut [f64]) {
     let m = ge.len();
-    for (i, &fi) in fe.iter().enumerate() {
-        let (cr, or) = (&c[i * m..(i + 1) * m], &mut out[i * m..(i + 1) * m]);
-        for j in 0..m {
+    for ((&fi, cr), or) in fe
+        .iter()
+        .zip(c.chunks_exact(m))
+        .zip(out.chunks_exact_mut(m))
+    {
+        for ((o, &cj), &gj) in or.iter_mut().zip(cr).zip(ge) {
             // exp saturates at e^709, so an entry never becomes inf (0 · K̃ stays 0).
-            or[j] = simd::exp::<M>(M::ma(-cr[j], inv_eps, fi + ge[j]));
+            *o = simd::exp::<M>(M::ma(-cj, inv_eps, fi + gj));
         }
     }
 }
@@ -1115,8 +1116,342 @@ pub fn finish(
     })
 }
 
+/// `Σ w_i |v_i − 1|` with a fixed lane order.
+#[inline(always)]
+fn l1_dev<M: Fma>(w: &[f64], v: &[f64]) -> f64 {
+    let mut acc = [0.0f64; simd::LANES];
+    let (wc, vc) = (w.chunks_exact(simd::LANES), v.chunks_exact(simd::LANES));
+    let (wt, vt) = (wc.remainder(), vc.remainder());
+    for (wq, vq) in wc.zip(vc) {
+        for l in 0..simd::LANES {
+            acc[l] = M::ma(wq[l], (vq[l] - 1.0).abs(), acc[l]);
+        }
+    }
+    let mut t = 0.0;
+    for (wi, vi) in wt.iter().zip(vt) {
+        t = M::ma(*wi, (vi - 1.0).abs(), t);
+    }
+    simd::finish_lanes(&acc) + t
+}
+
+/// One scaling half-step of the small-problem path, given the sums `s = K(w'∘y)` of the
+/// other side: the current marginal ratios `p = x∘s`, the new scalings
+/// `x' = x p^{−ω}` (`1/s` when ω = 1) and `wx = wt∘x'`. Returns the L1 violations
+/// `Σ wt|p − 1|` before and `Σ wt|x'∘s − 1|` after, and whether every sum and new scaling
+/// is in the safe range. `scratch` holds 2·len values.
+#[inline(always)]
+fn scale_body<M: Fma>(
+    x: &[f64],
+    s: &[f64],
+    w: f64,
+    wt: &[f64],
+    xn: &mut [f64],
+    wx: &mut [f64],
+    scratch: &mut [f64],
+) -> (f64, f64, bool) {
+    let n = x.len();
+    let (p, lnp) = scratch[..2 * n].split_at_mut(n);
+    for ((pi, &xi), &si) in p.iter_mut().zip(x).zip(s) {
+        *pi = xi * si;
+    }
+    let before = l1_dev::<M>(wt, p);
+    if w == 1.0 {
+        for (o, &si) in xn.iter_mut().zip(s) {
+            *o = 1.0 / si;
+        }
+    } else {
+        // ln p = 2 atanh(z), z = (p − 1)/(p + 1): a short series near the fixed point p = 1
+        // (vectorised); far entries take the library log. Over-relaxation needs no exact
+        // power (any positive scaling is a valid iterate, and p = 1 still maps to x).
+        for (l, &pi) in lnp.iter_mut().zip(p.iter()) {
+            let z = (pi - 1.0) / (pi + 1.0);
+            let z2 = z * z;
+            let poly = M::ma(
+                z2,
+                M::ma(
+                    z2,
+                    M::ma(z2, M::ma(z2, 1.0 / 9.0, 1.0 / 7.0), 1.0 / 5.0),
+                    1.0 / 3.0,
+                ),
+                1.0,
+            );
+            *l = if z.abs() <= 0.25 {
+                2.0 * z * poly
+            } else {
+                f64::NAN
+            };
+        }
+        for (l, &pi) in lnp.iter_mut().zip(p.iter()) {
+            if l.is_nan() {
+                *l = pi.ln();
+            }
+        }
+        for ((o, &xi), &l) in xn.iter_mut().zip(x).zip(lnp.iter()) {
+            *o = xi * simd::exp::<M>(-w * l);
+        }
+    }
+    let mut ok = true;
+    for ((q, &xi), &si) in p.iter_mut().zip(xn.iter()).zip(s) {
+        ok &= (si > TINY) & (si < f64::INFINITY) & (xi > TINY) & (xi < f64::INFINITY);
+        *q = xi * si;
+    }
+    let after = l1_dev::<M>(wt, p);
+    for ((o, &wi), &xi) in wx.iter_mut().zip(wt).zip(xn.iter()) {
+        *o = wi * xi;
+    }
+    (before, after, ok)
+}
+simd_fn!(
+    /// See `scale_body`.
+    fn scale_step => scale_body(x: &[f64], s: &[f64], w: f64, wt: &[f64], xn: &mut [f64], wx: &mut [f64], scratch: &mut [f64]) -> (f64, f64, bool)
+);
+
+#[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)] // The dispatch macro instantiates it per level.
+fn minmax_body<M: Fma>(c: &[f64]) -> (f64, f64) {
+    let mut lo = [f64::INFINITY; simd::LANES];
+    let mut hi = [f64::NEG_INFINITY; simd::LANES];
+    let ch = c.chunks_exact(simd::LANES);
+    let rest = ch.remainder();
+    for q in ch {
+        for l in 0..simd::LANES {
+            lo[l] = lo[l].min(q[l]);
+            hi[l] = hi[l].max(q[l]);
+        }
+    }
+    let lo = rest.iter().chain(&lo).fold(f64::INFINITY, |x, &y| x.min(y));
+    let hi = rest
+        .iter()
+        .chain(&hi)
+        .fold(f64::NEG_INFINITY, |x, &y| x.max(y));
+    (lo, hi)
+}
+simd_fn!(
+    /// (min, max) of the finite values `c`.
+    fn min_max => minmax_body(c: &[f64]) -> (f64, f64)
+);
+
+#[inline(always)]
+fn lin_body<M: Fma>(c: &[f64], k: &[f64], wa: &[f64], wb: &[f64], buf: &mut [f64]) -> f64 {
+    let m = wb.len();
+    let buf = &mut buf[..m];
+    let mut lin = 0.0;
+    for ((&wi, cr), kr) in wa.iter().zip(c.chunks_exact(m)).zip(k.chunks_exact(m)) {
+        for ((o, &cj), &kj) in buf.iter_mut().zip(cr).zip(kr) {
+            *o = cj * kj;
+        }
+        lin = M::ma(wi, dot::<M>(buf, wb), lin);
+    }
+    lin
+}
+simd_fn!(
+    /// `Σ_ij c_ij wa_i k_ij wb_j` (`buf`: scratch of length m).
+    fn lin_cost => lin_body(c: &[f64], k: &[f64], wa: &[f64], wb: &[f64], buf: &mut [f64]) -> f64
+);
+
+/// Kernel entries of the small-problem path are at least e^-SMALL_RANGE, so its scalings
+/// stay far from overflow and its sums far from underflow.
+const SMALL_RANGE: f64 = 150.0;
+
+/// Buffers of the small-problem path, reused by the problems a task solves.
+#[derive(Default)]
+struct SmallWs {
+    kern: Vec<f64>,
+    /// The kernel transposed (m×n): both half-steps are then row-axpy sweeps.
+    kernt: Vec<f64>,
+    scratch: Vec<f64>,
+    xnew: Vec<f64>,
+    s: Vec<f64>,
+    t: Vec<f64>,
+    alpha: Vec<f64>,
+    beta: Vec<f64>,
+    wa: Vec<f64>,
+    wb: Vec<f64>,
+}
+
+/// The small-problem path: a balanced problem solved serially in the scaling domain.
+///
+/// With `K_ij = e^{−(C_ij − min C)/ε}` and scalings α, β, the plan is
+/// `P_ij = a_i α_i K_ij β_j b_j`, i.e. `f = ε ln α + min C`, `g = ε ln β`: the iterates of
+/// [`solve`] from zero potentials (the same updates, errors and over-relaxation safeguard),
+/// with no exp or log per iteration unless ω ≠ 1. A half-step is one matrix-vector product
+/// on the stored kernel; the row product also gives the plan's exact row marginals, so the
+/// L1 marginal check costs n operations. Returns `None` (the caller runs [`solve`]) when
+/// `(max C − min C)/ε` exceeds [`SMALL_RANGE`] or a sum leaves the safe range.
+fn solve_small(
+    p: &Problem<'_>,
+    opts: &Options,
+    ws: &mut SmallWs,
+    want_plan: bool,
+    stop: &AtomicBool,
+) -> Result<Option<(Solved, Finished)>> {
+    p.validate()?;
+    if !(p.rho_a.is_infinite() && p.rho_b.is_infinite()) || opts.scaling.is_some() {
+        return Ok(None);
+    }
+    if !(opts.tol >= 0.0) || !((1.0..2.0).contains(&opts.omega) || opts.omega == 0.0) {
+        return Ok(None);
+    }
+    let (n, m) = (p.n(), p.m());
+    let eps = p.eps;
+    let level = simd::level();
+    let (cmin, cmax) = min_max(level, p.cost);
+    if !((cmax - cmin) / eps <= SMALL_RANGE) {
+        return Ok(None);
+    }
+    ws.kern.resize(n * m, 0.0);
+    ws.kernt.resize(n * m, 0.0);
+    ws.scratch.resize(2 * n.max(m), 0.0);
+    ws.xnew.resize(n.max(m), 0.0);
+    for v in [&mut ws.s, &mut ws.alpha, &mut ws.wa] {
+        v.resize(n, 0.0);
+    }
+    for v in [&mut ws.t, &mut ws.beta, &mut ws.wb] {
+        v.resize(m, 0.0);
+    }
+    ws.s.fill(cmin / eps);
+    ws.t.fill(0.0);
+    build_kernel(level, p.cost, &ws.s, &ws.t, 1.0 / eps, &mut ws.kern);
+    for i in 0..n {
+        for j in 0..m {
+            ws.kernt[j * n + i] = ws.kern[i * m + j];
+        }
+    }
+    ws.alpha.fill(1.0);
+    ws.beta.fill(1.0);
+    ws.wa.copy_from_slice(p.a);
+    ws.wb.copy_from_slice(p.b);
+    let (a, b) = (p.a, p.b);
+    let mut relax = Relax::new(opts.omega);
+    let mut err = f64::INFINITY;
+    let mut e_cols = f64::INFINITY;
+    let mut converged = false;
+    let mut it = 0;
+    while it < opts.max_iter {
+        if it % 32 == 0 {
+            threads::check(stop)?;
+        }
+        // Row half-step: s = K(b∘β) gives the row marginals a∘α∘s of the current plan.
+        let w = relax.omega;
+        ws.s.fill(0.0);
+        col_dot_acc(level, &ws.kernt, n, &ws.wb, &mut ws.s);
+        let (e_rows, _, fine) = scale_step(
+            level,
+            &ws.alpha,
+            &ws.s,
+            w,
+            a,
+            &mut ws.xnew[..n],
+            &mut ws.wa,
+            &mut ws.scratch,
+        );
+        if !fine {
+            return Ok(None);
+        }
+        if e_cols.is_finite() {
+            err = e_rows + e_cols;
+            relax.observe(err);
+            if err <= opts.tol {
+                // Keep the plan just measured: a∘α, not the candidate.
+                for i in 0..n {
+                    ws.wa[i] = a[i] * ws.alpha[i];
+                }
+                converged = true;
+                break;
+            }
+        }
+        ws.alpha.copy_from_slice(&ws.xnew[..n]);
+        // Column half-step on t = Kᵀ(a∘α); the new plan's column marginals are b∘β∘t.
+        ws.t.fill(0.0);
+        col_dot_acc(level, &ws.kern, m, &ws.wa, &mut ws.t);
+        let w = relax.omega;
+        let (_, e_new, fine) = scale_step(
+            level,
+            &ws.beta,
+            &ws.t,
+            w,
+            b,
+            &mut ws.xnew[..m],
+            &mut ws.wb,
+            &mut ws.scratch,
+        );
+        if !fine {
+            return Ok(None);
+        }
+        e_cols = e_new;
+        ws.beta.copy_from_slice(&ws.xnew[..m]);
+        it += 1;
+    }
+    // The plan's marginals, linear cost and (optionally) entries, from the kernel.
+    let f: Vec<f64> = ws.alpha.iter().map(|x| eps * x.ln() + cmin).collect();
+    let g: Vec<f64> = ws.beta.iter().map(|y| eps * y.ln()).collect();
+    row_dot(level, &ws.kern, m, &ws.wb, &mut ws.s);
+    ws.t.fill(0.0);
+    col_dot_acc(level, &ws.kern, m, &ws.wa, &mut ws.t);
+    let rowsum: Vec<f64> = (0..n).map(|i| ws.wa[i] * ws.s[i]).collect();
+    let colsum: Vec<f64> = (0..m).map(|j| ws.wb[j] * ws.t[j]).collect();
+    let mut plan = if want_plan {
+        vec![0.0; n * m]
+    } else {
+        Vec::new()
+    };
+    let lin = lin_cost(level, p.cost, &ws.kern, &ws.wa, &ws.wb, &mut ws.scratch);
+    if want_plan {
+        for i in 0..n {
+            let kr = &ws.kern[i * m..(i + 1) * m];
+            for (pj, (&kj, &wj)) in plan[i * m..(i + 1) * m]
+                .iter_mut()
+                .zip(kr.iter().zip(&ws.wb))
+            {
+                *pj = ws.wa[i] * kj * wj;
+            }
+        }
+    }
+    let mass: f64 = rowsum.iter().sum();
+    let rf: f64 = (0..n)
+        .map(|i| {
+            if rowsum[i] > 0.0 {
+                rowsum[i] * f[i]
+            } else {
+                0.0
+            }
+        })
+        .sum();
+    let cg: f64 = (0..m)
+        .map(|j| {
+            if colsum[j] > 0.0 {
+                colsum[j] * g[j]
+            } else {
+                0.0
+            }
+        })
+        .sum();
+    let (ma, mb): (f64, f64) = (a.iter().sum(), b.iter().sum());
+    let cost = lin + eps * ((rf + cg - lin) / eps - mass + ma * mb);
+    let marginal_error = (0..n).map(|i| (rowsum[i] - a[i]).abs()).sum::<f64>()
+        + (0..m).map(|j| (colsum[j] - b[j]).abs()).sum::<f64>();
+    Ok(Some((
+        Solved {
+            f,
+            g,
+            n_iter: it,
+            error: err,
+            converged,
+        },
+        Finished {
+            plan,
+            linear_cost: lin,
+            cost,
+            marginal_error,
+            mass,
+        },
+    )))
+}
+
 /// Solves `B` problems in parallel, one task per problem (each serial inside).
-/// `cost(k)` gives problem k's cost; returns each solve and finish.
+/// `cost(k)` gives problem k's cost; returns each solve and finish. Balanced problems
+/// (without `Method::Log`) take the small-problem path where it is safe, see
+/// `solve_small`; the others, and those it declines, run [`solve`] and [`finish`].
 #[allow(clippy::too_many_arguments)]
 pub fn solve_batch<'c>(
     a: &[f64],
@@ -1139,7 +1474,7 @@ pub fn solve_batch<'c>(
     threads::install(|| {
         (0..nprob)
             .into_par_iter()
-            .map(|k| {
+            .map_init(SmallWs::default, |ws, k| {
                 threads::check(stop)?;
                 let c = cost(k);
                 let p = Problem {
@@ -1150,6 +1485,11 @@ pub fn solve_batch<'c>(
                     rho_a: rho,
                     rho_b: rho,
                 };
+                if o.method != Method::Log {
+                    if let Some(done) = solve_small(&p, &o, ws, want_plan, stop)? {
+                        return Ok(done);
+                    }
+                }
                 let s = solve(&p, None, &o, stop)?;
                 let fin = finish(&p, &s.f, &s.g, want_plan, false, stop)?;
                 Ok((s, fin))
@@ -1332,5 +1672,65 @@ mod tests {
         let ok = AtomicBool::new(false);
         let bad = Problem { eps: -1.0, ..p };
         assert!(solve(&bad, None, &Options::default(), &ok).is_err());
+    }
+}
+
+#[cfg(test)]
+mod small_tests {
+    use super::*;
+
+    #[test]
+    fn small_path_matches_general_solver_and_declines_wide_ranges() {
+        let (n, m) = (23, 17);
+        let mut st = 7u64;
+        let mut rnd = || {
+            st = st
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (st >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let c: Vec<f64> = (0..n * m).map(|_| 2.0 + rnd()).collect();
+        let mut a: Vec<f64> = (0..n).map(|_| rnd()).collect();
+        let mut b: Vec<f64> = (0..m).map(|_| rnd()).collect();
+        a[4] = 0.0;
+        let (sa, sb): (f64, f64) = (a.iter().sum(), b.iter().sum());
+        a.iter_mut().for_each(|x| *x /= sa);
+        b.iter_mut().for_each(|x| *x /= sb);
+        let stop = AtomicBool::new(false);
+        let mut ws = SmallWs::default();
+        for omega in [1.0, 0.0, 1.5] {
+            let o = Options {
+                tol: 1e-12,
+                omega,
+                max_iter: 10_000,
+                parallel: false,
+                ..Default::default()
+            };
+            let p = Problem {
+                a: &a,
+                b: &b,
+                cost: &c,
+                eps: 0.02,
+                rho_a: f64::INFINITY,
+                rho_b: f64::INFINITY,
+            };
+            let (s1, f1) = solve_small(&p, &o, &mut ws, true, &stop).unwrap().unwrap();
+            assert!(s1.converged && f1.marginal_error <= 1e-12);
+            let s2 = solve(&p, None, &o, &stop).unwrap();
+            let f2 = finish(&p, &s2.f, &s2.g, true, false, &stop).unwrap();
+            if omega == 1.0 {
+                // The same iterates from zero potentials.
+                assert_eq!(s1.n_iter, s2.n_iter);
+            }
+            assert!((f1.cost - f2.cost).abs() <= 1e-12 * f2.cost.abs());
+            for (x, y) in f1.plan.iter().zip(&f2.plan) {
+                assert!((x - y).abs() <= 1e-8 * y + 1e-16, "{x} vs {y}");
+            }
+            // (max C − min C)/ε = 1/0.005 = 200 > SMALL_RANGE: left to the general solver.
+            let wide = Problem { eps: 0.005, ..p };
+            assert!(solve_small(&wide, &o, &mut ws, false, &stop)
+                .unwrap()
+                .is_none());
+        }
     }
 }
