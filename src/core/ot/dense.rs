@@ -24,8 +24,8 @@ use std::sync::atomic::AtomicBool;
 
 use rayon::prelude::*;
 
-use super::simd_fn;
 use crate::core::error::{invalid, Result};
+use crate::core::simd::simd_fn;
 use crate::core::simd::{self, Fma, Level};
 use crate::core::threads;
 

@@ -307,6 +307,46 @@ pub fn dispatch<K: SimdTask>(level: Level, task: K) -> K::Output {
     }
 }
 
+/// Defines `fn name(level, args...) -> ret` that runs `body::<M>(args...)` on the SIMD
+/// path `level` allows: the fixed-signature counterpart of [`dispatch`], for non-generic
+/// kernels with many arguments.
+macro_rules! simd_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident => $body:ident ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name(level: $crate::core::simd::Level, $($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v512($($arg: $ty),*) -> $ret {
+                    $body::<$crate::core::simd::Fused>($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v2($($arg: $ty),*) -> $ret {
+                    $body::<$crate::core::simd::Fused>($($arg),*)
+                }
+                match level.min($crate::core::simd::detected()) {
+                    // SAFETY: the level is capped at what the CPU reports.
+                    $crate::core::simd::Level::Avx512 => unsafe { v512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::core::simd::Level::Avx2 => unsafe { v2($($arg),*) },
+                    $crate::core::simd::Level::Scalar => {
+                        $body::<$crate::core::simd::Unfused>($($arg),*)
+                    }
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let _ = level;
+                $body::<$crate::core::simd::Unfused>($($arg),*)
+            }
+        }
+    };
+}
+pub(crate) use simd_fn;
+
 /// Runs `exp` over a slice at a given level (used to test the paths against each other).
 pub fn exp_slice_at(level: Level, v: &mut [f64]) {
     struct ExpTask<'a>(&'a mut [f64]);
