@@ -88,7 +88,7 @@ fn sorted(v: &[f64]) -> Vec<(f64, u32)> {
     let mut b: Vec<(u64, u32)> = vec![(0, 0); n];
     for p in 0..PASSES {
         let h = &mut hist[p * buckets..(p + 1) * buckets];
-        if h.iter().any(|&c| c == n) {
+        if h.contains(&n) {
             continue;
         }
         let mut off = 0;
