@@ -27,6 +27,13 @@ impl Acc {
         self.add(o.c);
     }
 
+    /// Negates the sum (exactly).
+    #[inline(always)]
+    pub fn negate(&mut self) {
+        self.s = -self.s;
+        self.c = -self.c;
+    }
+
     /// The compensated sum.
     #[inline(always)]
     pub fn value(&self) -> f64 {
