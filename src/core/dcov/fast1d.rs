@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use super::sums::{Acc, Dd};
 use super::DcovStats;
 use crate::core::error::Result;
-use crate::core::simd::{self, Level};
+use crate::core::simd::{self, simd_fn, Fma};
 use crate::core::threads;
 
 /// Runs up to this length are sorted and summed directly (O(m²), exact for integers).
@@ -286,10 +286,10 @@ impl Sum2 {
         self.s = t;
     }
     #[inline(always)]
-    fn add_prod<const FUSED: bool>(&mut self, a: f64, b: f64) {
+    fn add_prod<M: Fma>(&mut self, a: f64, b: f64) {
         // The exact error of the rounded product: one fused op, or Dekker's splitting
         // (the same value either way, so the result does not depend on the SIMD level).
-        let (p, e) = if FUSED {
+        let (p, e) = if M::FUSED {
             let p = a * b;
             (p, a.mul_add(b, -p))
         } else {
@@ -305,37 +305,25 @@ impl Sum2 {
 
 /// Σx, Σy, Σa, Σb, Σab, Σa², Σb², Σx², Σy² over one range, in one pass.
 #[inline(always)]
-fn moments_body<const FUSED: bool>(x: &[f64], y: &[f64], a: &[f64], b: &[f64]) -> [Sum2; 9] {
+fn moments_body<M: Fma>(x: &[f64], y: &[f64], a: &[f64], b: &[f64]) -> [Sum2; 9] {
     let mut m = [Sum2::default(); 9];
     for (((&x, &y), &a), &b) in x.iter().zip(y).zip(a).zip(b) {
         m[0].add(x, 0.0);
         m[1].add(y, 0.0);
         m[2].add(a, 0.0);
         m[3].add(b, 0.0);
-        m[4].add_prod::<FUSED>(a, b);
-        m[5].add_prod::<FUSED>(a, a);
-        m[6].add_prod::<FUSED>(b, b);
-        m[7].add_prod::<FUSED>(x, x);
-        m[8].add_prod::<FUSED>(y, y);
+        m[4].add_prod::<M>(a, b);
+        m[5].add_prod::<M>(a, a);
+        m[6].add_prod::<M>(b, b);
+        m[7].add_prod::<M>(x, x);
+        m[8].add_prod::<M>(y, y);
     }
     m
 }
 
-fn moments_chunk(level: Level, x: &[f64], y: &[f64], a: &[f64], b: &[f64]) -> [Sum2; 9] {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn fused(x: &[f64], y: &[f64], a: &[f64], b: &[f64]) -> [Sum2; 9] {
-            moments_body::<true>(x, y, a, b)
-        }
-        if level.min(simd::detected()) >= Level::Avx2 {
-            // SAFETY: the level is capped at what the CPU reports, and Avx2 implies FMA.
-            return unsafe { fused(x, y, a, b) };
-        }
-    }
-    let _ = level;
-    moments_body::<false>(x, y, a, b)
-}
+simd_fn!(
+    fn moments_chunk => moments_body(x: &[f64], y: &[f64], a: &[f64], b: &[f64]) -> [Sum2; 9]
+);
 
 /// The nine moments of [`moments_body`] over fixed chunks in parallel, as double-doubles
 /// combined in chunk order.

@@ -19,7 +19,7 @@ use super::{centred, centred_products, offsets, row_sums, PowMap, SqrtMap};
 use crate::core::error::{invalid, Result};
 use crate::core::pairwise::reduce::{KernelRows, PairMap, RowStats};
 use crate::core::pairwise::{reduce_rows_with, Float, Points};
-use crate::core::simd::{self, Level};
+use crate::core::simd::{self, simd_fn, Fma};
 use crate::core::threads;
 
 /// Largest number of observations for which distance matrices are stored.
@@ -95,7 +95,9 @@ const GROUP: usize = 8;
 /// Σ_ij A_ij B_{π(i)π(j)} for a group of permutations, both matrices stored: the permuted
 /// y distances are gathered from row π(i) of B instead of recomputed.
 #[inline(always)]
-fn perm_gather_body(a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
+// `M` only selects the SIMD path the body is compiled for (its loads vectorise there).
+#[allow(clippy::extra_unused_type_parameters)]
+fn perm_gather_body<M: Fma>(a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
     let mut acc = vec![Acc::default(); perms.len()];
     for i in 0..n {
         let arow = &a[i * n + i + 1..(i + 1) * n];
@@ -121,31 +123,9 @@ fn perm_gather_body(a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f
     acc.iter().map(|s| s.value()).collect()
 }
 
-fn perm_gather(level: Level, a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-        unsafe fn v512(a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
-            perm_gather_body(a, b, perms, n)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn v2(a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64> {
-            perm_gather_body(a, b, perms, n)
-        }
-        match level.min(simd::detected()) {
-            // SAFETY: the level is capped at what the CPU reports.
-            Level::Avx512 => unsafe { v512(a, b, perms, n) },
-            // SAFETY: as above.
-            Level::Avx2 => unsafe { v2(a, b, perms, n) },
-            Level::Scalar => perm_gather_body(a, b, perms, n),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = level;
-        perm_gather_body(a, b, perms, n)
-    }
-}
+simd_fn!(
+    fn perm_gather => perm_gather_body(a: &[f64], b: &[f64], perms: &[Vec<u32>], n: usize) -> Vec<f64>
+);
 
 /// Result of a permutation test: the observed statistic and its permutation values.
 #[derive(Clone, Debug)]

@@ -113,6 +113,8 @@ pub fn set_level(l: Option<Level>) -> Result<()> {
 
 /// Multiply-add strategy, chosen per SIMD path.
 pub trait Fma: Copy + Send + Sync + 'static {
+    /// Whether `ma` is a hardware fused multiply-add (one rounding).
+    const FUSED: bool;
     /// a * b + c, fused or not.
     fn ma<T: MulAdd>(a: T, b: T, c: T) -> T;
 }
@@ -139,6 +141,7 @@ impl MulAdd for f32 {
 #[derive(Clone, Copy, Debug)]
 pub struct Fused;
 impl Fma for Fused {
+    const FUSED: bool = true;
     #[inline(always)]
     fn ma<T: MulAdd>(a: T, b: T, c: T) -> T {
         a.fused(b, c)
@@ -149,6 +152,7 @@ impl Fma for Fused {
 #[derive(Clone, Copy, Debug)]
 pub struct Unfused;
 impl Fma for Unfused {
+    const FUSED: bool = false;
     #[inline(always)]
     fn ma<T: MulAdd>(a: T, b: T, c: T) -> T {
         a * b + c
