@@ -106,5 +106,8 @@ def knn_sq_dists(
     same: bool,
     ux: NDArray[np.float64] | None = None,
     ucols: NDArray[np.float64] | None = None,
+    algorithm: str = "auto",
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]: ...
-def count_within(x: NDArray[np.floating], r2: NDArray[np.float64], strict: bool) -> NDArray[np.int64]: ...
+def count_within(
+    x: NDArray[np.floating], r2: NDArray[np.float64], strict: bool, algorithm: str = "auto"
+) -> NDArray[np.int64]: ...

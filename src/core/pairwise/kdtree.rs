@@ -30,7 +30,7 @@ use crate::core::simd::{self, Fma, Fused, Level, Unfused};
 use crate::core::threads;
 
 /// Most points in a leaf (unless all of them coincide).
-pub const LEAF: usize = 32;
+pub const LEAF: usize = 16;
 /// Queries per task: a fixed partition of the query order.
 pub const QUERY_BLOCK: usize = 128;
 
@@ -64,6 +64,16 @@ pub struct KdTree<T> {
     /// Per node, the second block's box (`du` values each).
     ulo: Vec<f64>,
     uhi: Vec<f64>,
+}
+
+/// max(v, 0) (for a difference of finite values).
+#[inline(always)]
+fn pos<T: Float>(v: T) -> T {
+    if v > T::ZERO {
+        v
+    } else {
+        T::ZERO
+    }
 }
 
 fn coord<T: Float>(pts: &[T], d: usize, u: &[f64], du: usize, i: usize, c: usize) -> f64 {
@@ -194,14 +204,9 @@ impl<T: Float> KdTree<T> {
         );
         let mut acc = T::ZERO;
         for c in 0..self.d {
-            let x = q[c];
-            let t = if x < lo[c] {
-                lo[c] - x
-            } else if x > hi[c] {
-                x - hi[c]
-            } else {
-                T::ZERO
-            };
+            // Branch-free: at most one term is positive, and adding zero is exact.
+            let (a, e) = (lo[c] - q[c], q[c] - hi[c]);
+            let t = pos(a) + pos(e);
             acc = M::ma(t, t, acc);
         }
         let mut v = acc.to_f64();
@@ -212,14 +217,7 @@ impl<T: Float> KdTree<T> {
             );
             let mut s = 0.0;
             for c in 0..self.du {
-                let x = qu[c];
-                let e = if x < lo[c] {
-                    lo[c] - x
-                } else if x > hi[c] {
-                    x - hi[c]
-                } else {
-                    0.0
-                };
+                let e = pos(lo[c] - qu[c]) + pos(qu[c] - hi[c]);
                 s += e * e;
             }
             if s > v {
@@ -317,8 +315,8 @@ impl<T: Float> KdTree<T> {
                     }
                     if self.du > 0 {
                         let mut s = 0.0;
-                        for c in 0..self.du {
-                            let e = qu[c] - self.usoa[c * self.n + p];
+                        for (c, &qc) in qu.iter().enumerate() {
+                            let e = qc - self.usoa[c * self.n + p];
                             s += e * e;
                         }
                         if s > v {
