@@ -30,7 +30,7 @@ use crate::core::simd::{self, Fma, Fused, Level, Unfused};
 use crate::core::threads;
 
 /// Most points in a leaf (unless all of them coincide).
-pub const LEAF: usize = 16;
+pub const LEAF: usize = 64;
 /// Queries per task: a fixed partition of the query order.
 pub const QUERY_BLOCK: usize = 128;
 
@@ -49,7 +49,8 @@ pub struct KdTree<T> {
     n: usize,
     d: usize,
     du: usize,
-    /// First block in tree order, coordinate-major: `soa[k * n + p]`.
+    /// First block in tree order, coordinate-major: `soa[k * (n + LEAF) + p]` (each
+    /// coordinate padded by LEAF zeros so leaf chunks are always full width).
     soa: Vec<T>,
     /// Second block in tree order, coordinate-major.
     usoa: Vec<f64>,
@@ -111,13 +112,13 @@ impl<T: Float> KdTree<T> {
         if n > 0 {
             t.split(pts.data, u, 0, n);
         }
-        t.soa = vec![T::ZERO; d * n];
+        t.soa = vec![T::ZERO; d * (n + LEAF)];
         t.usoa = vec![0.0; du * n];
         t.pos = vec![0; n];
         for (p, &i) in t.perm.iter().enumerate() {
             t.pos[i] = p;
             for c in 0..d {
-                t.soa[c * n + p] = pts.data[i * d + c];
+                t.soa[c * (n + LEAF) + p] = pts.data[i * d + c];
             }
             for c in 0..du {
                 t.usoa[c * n + p] = u[i * du + c];
@@ -244,19 +245,21 @@ impl<T: Float> KdTree<T> {
         acc.to_f64()
     }
 
-    /// First-block distances from `q` to tree positions `p0..p0 + out.len()`, exactly as
-    /// the engine's direct tile computes them.
+    /// First-block distances from `q` to tree positions `p0..p0 + LEAF` (past a leaf's end
+    /// the values are ignored), exactly as the engine's direct tile computes them. Fixed
+    /// width, so the accumulators stay in registers.
     #[inline(always)]
-    fn leaf_d2<M: Fma>(&self, q: &[T], p0: usize, out: &mut [T]) {
-        let m = out.len();
-        out.fill(T::ZERO);
+    fn leaf_d2<M: Fma>(&self, q: &[T], p0: usize, out: &mut [T; LEAF]) {
+        let np = self.n + LEAF;
+        let mut acc = [T::ZERO; LEAF];
         for (c, &qc) in q.iter().enumerate() {
-            let col = &self.soa[c * self.n + p0..c * self.n + p0 + m];
-            for (a, &x) in out.iter_mut().zip(col) {
-                let t = qc - x;
-                *a = M::ma(t, t, *a);
+            let col = &self.soa[c * np + p0..c * np + p0 + LEAF];
+            for l in 0..LEAF {
+                let t = qc - col[l];
+                acc[l] = M::ma(t, t, acc[l]);
             }
         }
+        *out = acc;
     }
 
     /// The k smallest admissible keys from one query (ascending, ties by column index).
@@ -289,21 +292,25 @@ impl<T: Float> KdTree<T> {
             if nd.left != 0 {
                 let bl = self.lower::<M>(nd.left, q, qu);
                 let br = self.lower::<M>(nd.right, q, qu);
-                if bl <= br {
-                    stack.push((nd.right, br));
-                    stack.push((nd.left, bl));
+                let kth = keys[k - 1];
+                let (near, far) = if bl <= br {
+                    ((nd.left, bl), (nd.right, br))
                 } else {
-                    stack.push((nd.left, bl));
-                    stack.push((nd.right, br));
+                    ((nd.right, br), (nd.left, bl))
+                };
+                if far.1 <= kth {
+                    stack.push(far);
+                }
+                if near.1 <= kth {
+                    stack.push(near);
                 }
                 continue;
             }
             let mut p0 = nd.start;
             while p0 < nd.end {
                 let m = LEAF.min(nd.end - p0);
-                let out = &mut buf[..m];
-                self.leaf_d2::<M>(q, p0, out);
-                for (l, &a) in out.iter().enumerate() {
+                self.leaf_d2::<M>(q, p0, &mut buf);
+                for (l, &a) in buf[..m].iter().enumerate() {
                     let mut v = a.to_f64();
                     if v > keys[k - 1] {
                         continue;
@@ -382,9 +389,8 @@ impl<T: Float> KdTree<T> {
             let mut p0 = nd.start;
             while p0 < nd.end {
                 let m = LEAF.min(nd.end - p0);
-                let out = &mut buf[..m];
-                self.leaf_d2::<M>(q, p0, out);
-                for (l, &a) in out.iter().enumerate() {
+                self.leaf_d2::<M>(q, p0, &mut buf);
+                for (l, &a) in buf[..m].iter().enumerate() {
                     count += (inside(a.to_f64()) && skip != Some(p0 + l)) as u64;
                 }
                 p0 += m;
@@ -742,5 +748,38 @@ mod tests {
         let empty = Points::new(&same[..0], 0, d).unwrap();
         let (d2, _) = tree_knn(px, empty, 1, false, None);
         assert!(d2.iter().all(|v| v.is_infinite()));
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn time_knn_d8() {
+        let (n, d) = (20000, 8);
+        let mut s = 1u64;
+        let mut g = || {
+            // Sum of uniforms: roughly Gaussian.
+            let mut a = 0.0;
+            for _ in 0..4 {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                a += (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            }
+            a
+        };
+        let x: Vec<f64> = (0..n * d).map(|_| g()).collect();
+        let px = Points::new(&x, n, d).unwrap();
+        let stop = AtomicBool::new(false);
+        threads::set_num_threads(1).unwrap();
+        let t0 = std::time::Instant::now();
+        let t = KdTree::build(px, None).unwrap();
+        let t1 = t0.elapsed();
+        let order = t.order().to_vec();
+        let r = knn(&t, px, None, &order, 5, true, &stop).unwrap();
+        eprintln!("build {:?} total {:?} {}", t1, t0.elapsed(), r.0[7]);
     }
 }
