@@ -310,6 +310,16 @@ impl<T: Float> KdTree<T> {
             while p0 < nd.end {
                 let m = LEAF.min(nd.end - p0);
                 self.leaf_d2::<M>(q, p0, &mut buf);
+                // Most chunks hold no candidate: a branch-free scan skips them.
+                let kth = keys[k - 1];
+                let mut any = false;
+                for &a in &buf {
+                    any |= a.to_f64() <= kth;
+                }
+                if !any {
+                    p0 += m;
+                    continue;
+                }
                 for (l, &a) in buf[..m].iter().enumerate() {
                     let mut v = a.to_f64();
                     if v > keys[k - 1] {
