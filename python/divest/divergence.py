@@ -490,9 +490,9 @@ _DUPLICATES_DOC = """Duplicate points are handled without noise injection: a nei
 _ALGORITHM_DOC = """``algorithm`` is "auto" (an exact kd-tree when the total dimension is at most 8,
     else brute force), "kd_tree" or "brute". All three give identical results: the tree
     computes distances exactly as the brute-force path does and breaks ties the same way
-    (by the smaller index). The kd-tree takes O(n log n) to build and about O(log n) per
-    query at low dimension, plus a tree-ordered copy of the points (O(n·d) memory); brute
-    force is O(n·m·d) time."""
+    (by the smaller index). The kd-tree takes O(n log n) to build and visits a small
+    fraction of the points per query at low dimension (a fraction that grows with d), plus
+    a tree-ordered copy of the points (O(n·d) memory); brute force is O(n·m·d) time."""
 
 
 def _check_algorithm(algorithm) -> str:
@@ -551,7 +551,8 @@ def knn_kl(x, y, k=3, *, base=None, algorithm="auto", check_finite=True) -> floa
     D = (d/n) Σ_i log(ν_k(i)/ρ_k(i)) + log(m/(n − 1)), where ρ_k(i) is the distance from x_i
     to its k-th nearest neighbour among the other x, and ν_k(i) to its k-th nearest among
     y. A divergence (consistent for KL; the estimate itself may be slightly negative). In
-    nats or units of ``base``. Memory O((n + m)·d + n·k).
+    nats or units of ``base``. Equals the usual scipy cKDTree implementation of the same
+    formula. Memory O((n + m)·d + n·k).
 
     {alg}
 
