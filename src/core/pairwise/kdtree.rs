@@ -262,6 +262,59 @@ impl<T: Float> KdTree<T> {
         *out = acc;
     }
 
+    /// Inserts tree position `p` (first-block key `v`) into the sorted buffer when it is
+    /// admissible and among the k smallest by (key, index). With `seeded`, a point already
+    /// in the buffer is not inserted twice.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn offer(
+        &self,
+        mut v: f64,
+        p: usize,
+        qu: &[f64],
+        skip: Option<usize>,
+        seeded: bool,
+        keys: &mut [f64],
+        idx: &mut [usize],
+    ) {
+        let k = keys.len();
+        if v > keys[k - 1] {
+            return;
+        }
+        let j = self.perm[p];
+        if skip == Some(j) {
+            return;
+        }
+        if self.du > 0 {
+            let mut s = 0.0;
+            for (c, &qc) in qu.iter().enumerate() {
+                let e = qc - self.usoa[c * self.n + p];
+                s += e * e;
+            }
+            if s > v {
+                v = s;
+            }
+        }
+        // Duplicates are not neighbours; +inf never enters (as in the engine).
+        if v == 0.0 || v == f64::INFINITY {
+            return;
+        }
+        if v > keys[k - 1] || (v == keys[k - 1] && j > idx[k - 1]) {
+            return;
+        }
+        if seeded && idx.contains(&j) {
+            return;
+        }
+        let mut s = k - 1;
+        while s > 0 && (keys[s - 1] > v || (keys[s - 1] == v && idx[s - 1] > j)) {
+            keys[s] = keys[s - 1];
+            idx[s] = idx[s - 1];
+            s -= 1;
+        }
+        keys[s] = v;
+        idx[s] = j;
+    }
+
     /// The k smallest admissible keys from one query (ascending, ties by column index).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -270,6 +323,7 @@ impl<T: Float> KdTree<T> {
         q: &[T],
         qu: &[f64],
         skip: Option<usize>,
+        seed: &[usize],
         keys: &mut [f64],
         idx: &mut [usize],
         stack: &mut Vec<(usize, f64)>,
@@ -280,6 +334,19 @@ impl<T: Float> KdTree<T> {
         stack.clear();
         if self.n == 0 {
             return;
+        }
+        // Seed with candidates (the previous query's neighbours: close by in tree order) so
+        // that pruning is sharp from the start. Any candidates keep the result exact.
+        let np = self.n + LEAF;
+        let seeded = !seed.is_empty();
+        for &j in seed {
+            let Some(&p) = self.pos.get(j) else { continue };
+            let mut acc = T::ZERO;
+            for (c, &qc) in q.iter().enumerate() {
+                let t = qc - self.soa[c * np + p];
+                acc = M::ma(t, t, acc);
+            }
+            self.offer(acc.to_f64(), p, qu, skip, seeded, keys, idx);
         }
         stack.push((0, self.lower::<M>(0, q, qu)));
         let mut buf = [T::ZERO; LEAF];
@@ -321,40 +388,7 @@ impl<T: Float> KdTree<T> {
                     continue;
                 }
                 for (l, &a) in buf[..m].iter().enumerate() {
-                    let mut v = a.to_f64();
-                    if v > keys[k - 1] {
-                        continue;
-                    }
-                    let p = p0 + l;
-                    let j = self.perm[p];
-                    if skip == Some(j) {
-                        continue;
-                    }
-                    if self.du > 0 {
-                        let mut s = 0.0;
-                        for (c, &qc) in qu.iter().enumerate() {
-                            let e = qc - self.usoa[c * self.n + p];
-                            s += e * e;
-                        }
-                        if s > v {
-                            v = s;
-                        }
-                    }
-                    // Duplicates are not neighbours; +inf never enters (as in the engine).
-                    if v == 0.0 || v == f64::INFINITY {
-                        continue;
-                    }
-                    if v > keys[k - 1] || (v == keys[k - 1] && j > idx[k - 1]) {
-                        continue;
-                    }
-                    let mut s = k - 1;
-                    while s > 0 && (keys[s - 1] > v || (keys[s - 1] == v && idx[s - 1] > j)) {
-                        keys[s] = keys[s - 1];
-                        idx[s] = idx[s - 1];
-                        s -= 1;
-                    }
-                    keys[s] = v;
-                    idx[s] = j;
+                    self.offer(a.to_f64(), p0 + l, qu, skip, seeded, keys, idx);
                 }
                 p0 += m;
             }
@@ -475,13 +509,23 @@ impl<T: Float> Queries for KnnQueries<'_, T> {
         let mut keys = vec![f64::INFINITY; ids.len() * k];
         let mut idx = vec![usize::MAX; ids.len() * k];
         let mut stack = Vec::with_capacity(64);
+        let mut seed = Vec::with_capacity(k + 1);
         for (t, &i) in ids.iter().enumerate() {
+            let (done, rest) = idx.split_at_mut(t * k);
+            seed.clear();
+            if t > 0 {
+                seed.extend(done[(t - 1) * k..].iter().filter(|&&j| j != usize::MAX));
+                if self.same {
+                    seed.push(ids[t - 1]);
+                }
+            }
             self.tree.knn_one::<M>(
                 self.rows.row(i),
                 &self.urows[i * du..(i + 1) * du],
                 self.same.then_some(i),
+                &seed,
                 &mut keys[t * k..(t + 1) * k],
-                &mut idx[t * k..(t + 1) * k],
+                &mut rest[..k],
                 &mut stack,
             );
         }
