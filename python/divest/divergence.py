@@ -487,7 +487,7 @@ _DUPLICATES_DOC = """Duplicate points are handled without noise injection: a nei
     *distinct* point, so every log-distance is finite). A point with fewer than k distinct
     other points is an error."""
 
-_ALGORITHM_DOC = """``algorithm`` is "auto" (an exact kd-tree when the total dimension is at most 8,
+_ALGORITHM_DOC = """``algorithm`` is "auto" (an exact kd-tree when the total dimension is at most 10,
     else brute force), "kd_tree" or "brute". All three give identical results: the tree
     computes distances exactly as the brute-force path does and breaks ties the same way
     (by the smaller index). The kd-tree takes O(n log n) to build and visits a small

@@ -13,10 +13,10 @@ use crate::core::pairwise::{reduce_rows_with, Float, Points};
 use crate::core::threads;
 
 /// Largest total dimension (both blocks) at which `Method::Auto` uses the kd-tree.
-/// Measured on knn_kl with n = m = 20,000 Gaussian points, k = 5 (2 shared cores): the
-/// tree is ~10x faster than brute force at d = 2, ~1.5x at d = 8, and slower from d = 9
-/// (about 0.8x) to d = 16 (about 0.25x) as pruning fades with dimension.
-pub const TREE_MAX_D: usize = 8;
+/// Measured on knn_kl with n = m = 20,000 Gaussian points, k = 5 (2 shared, noisy cores):
+/// the tree is ~10x faster than brute force at d = 2, ~1.5x at d = 8, ~1.2-1.4x at d = 9-10,
+/// and slower from d = 11 (about 0.75x) and d = 12 (about 0.55x) as pruning fades.
+pub const TREE_MAX_D: usize = 10;
 
 /// How neighbours are found. Every method gives identical results.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
