@@ -451,6 +451,49 @@ def test_knn_duplicates_and_bad_inputs():
         divest.knn_kl(x, rng.standard_normal((10, 3)))
 
 
+
+def _knn_cases(rng, d, n=400):
+    yield rng.standard_normal((n, d)), rng.standard_normal((n + 37, d)) * 1.3 + 0.2
+    # Few distinct values: many duplicates and tied distances, including on the radii.
+    yield rng.integers(0, 4, (n, d)).astype(float), rng.integers(0, 4, (n, d)).astype(float)
+
+
+@pytest.mark.parametrize("d", [1, 2, 5, 8, 20])
+def test_knn_kd_tree_is_identical_to_brute_force(d):
+    rng = np.random.default_rng(40 + d)
+    levels = ["scalar"] + ([divest._core.simd_detected()] if divest._core.simd_detected() != "scalar" else [])
+    try:
+        for level in levels:
+            divest._core.set_simd_level(level)
+            for x, y in _knn_cases(rng, d):
+                for k in (1, 3, 10):
+                    xc = np.ascontiguousarray(x - x.mean(0))
+                    yc = np.ascontiguousarray(y - y.mean(0))
+                    for same, cols in ((True, xc), (False, yc)):
+                        a = divest._core.knn_sq_dists(xc, cols, k, same, algorithm="kd_tree")
+                        b = divest._core.knn_sq_dists(xc, cols, k, same, algorithm="brute")
+                        np.testing.assert_array_equal(a[0], b[0])
+                        np.testing.assert_array_equal(a[1], b[1])
+                    r2 = np.ascontiguousarray(a[0][:, -1])  # radii exactly equal to neighbour distances
+                    for strict in (True, False):
+                        np.testing.assert_array_equal(
+                            divest._core.count_within(xc, r2, strict, "kd_tree"),
+                            divest._core.count_within(xc, r2, strict, "brute"))
+                    if k == 3:
+                        kw = [dict(algorithm=m) for m in ("kd_tree", "brute", "auto")]
+                        assert len({divest.knn_entropy(x, k, **w) for w in kw}) == 1
+                        assert len({divest.knn_kl(x, y, k, **w) for w in kw}) == 1
+                        if d <= 5:
+                            u = y[: len(x), :2]
+                            for variant in (1, 2):
+                                vals = {divest.knn_mi(x, u, k, variant, **w) for w in kw}
+                                assert len(vals) == 1, (variant, vals)
+    finally:
+        divest._core.set_simd_level(None)
+    with pytest.raises(ValueError, match="algorithm"):
+        divest.knn_entropy(x, 3, algorithm="ball_tree")
+
+
 # ------------------------------------------------------------------------ Fisher tools
 
 

@@ -106,8 +106,8 @@ def knn_sq_dists(
     same: bool,
     ux: NDArray[np.float64] | None = None,
     ucols: NDArray[np.float64] | None = None,
+    algorithm: str = "auto",
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]: ...
-def count_within(x: NDArray[np.floating], r2: NDArray[np.float64], strict: bool) -> NDArray[np.int64]: ...
 def dcov_stats(
     x: NDArray[np.floating],
     y: NDArray[np.floating],
@@ -137,3 +137,6 @@ def jdcov(
 def dcov_sqr_grad(
     x: NDArray[np.floating], y: NDArray[np.floating], exponent: float = 1.0, unbiased: bool = False
 ) -> NDArray[np.float64]: ...
+def count_within(
+    x: NDArray[np.floating], r2: NDArray[np.float64], strict: bool, algorithm: str = "auto"
+) -> NDArray[np.int64]: ...

@@ -175,7 +175,8 @@ type KnnOut<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i64>>);
 /// to `cols`, ignoring zero distances; with `ux`, `ucols` (float64 second blocks) the
 /// distance is the max of the two blocks' Euclidean norms.
 #[pyfunction]
-#[pyo3(signature = (x, cols, k, same, ux=None, ucols=None))]
+#[pyo3(signature = (x, cols, k, same, ux=None, ucols=None, algorithm="auto"))]
+#[allow(clippy::too_many_arguments)]
 fn knn_sq_dists<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
@@ -184,7 +185,9 @@ fn knn_sq_dists<'py>(
     same: bool,
     ux: Option<PyReadonlyArray2<'py, f64>>,
     ucols: Option<PyReadonlyArray2<'py, f64>>,
+    algorithm: &str,
 ) -> PyResult<KnnOut<'py>> {
+    let method = knn::Method::parse(algorithm).map_err(to_py)?;
     let a = Arr2::extract(x, "x")?;
     let b = Arr2::extract(cols, "cols")?;
     let (n, d) = a.shape();
@@ -209,6 +212,7 @@ fn knn_sq_dists<'py>(
                     k,
                     same,
                     joint,
+                    method,
                     stop,
                 )
             })?
@@ -222,6 +226,7 @@ fn knn_sq_dists<'py>(
                     k,
                     same,
                     joint,
+                    method,
                     stop,
                 )
             })?
@@ -238,12 +243,15 @@ fn knn_sq_dists<'py>(
 /// Per point of `x`, how many other points lie within squared radius `r2[i]` (strictly
 /// below it when `strict`).
 #[pyfunction]
+#[pyo3(signature = (x, r2, strict, algorithm="auto"))]
 fn count_within<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
     r2: PyReadonlyArray1<'py, f64>,
     strict: bool,
+    algorithm: &str,
 ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let method = knn::Method::parse(algorithm).map_err(to_py)?;
     let a = Arr2::extract(x, "x")?;
     let (n, d) = a.shape();
     let r = r2.as_slice()?;
@@ -252,13 +260,13 @@ fn count_within<'py>(
         Arr2::F64(xa) => {
             let xs = slice(xa)?;
             run(py, work, |stop| {
-                knn::count_within(Points::new(xs, n, d)?, r, strict, stop)
+                knn::count_within(Points::new(xs, n, d)?, r, strict, method, stop)
             })?
         }
         Arr2::F32(xa) => {
             let xs = slice(xa)?;
             run(py, work, |stop| {
-                knn::count_within(Points::new(xs, n, d)?, r, strict, stop)
+                knn::count_within(Points::new(xs, n, d)?, r, strict, method, stop)
             })?
         }
     };

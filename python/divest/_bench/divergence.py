@@ -1,6 +1,6 @@
 """Divergence comparisons: scipy's rel_entr and jensenshannon, a NumPy softmax + KL
-reference for logits, PyTorch's kl_div where installed, a scipy cKDTree kNN-KL and a NumPy
-cdist reference for the kernel estimators."""
+reference for logits, PyTorch's kl_div where installed, scipy cKDTree kNN-KL and entropy,
+scikit-learn's KSG mutual information, and a NumPy cdist reference for the kernel estimators."""
 
 from __future__ import annotations
 
@@ -35,6 +35,17 @@ def ckdtree_knn_kl(x, y, k):
     rho = cKDTree(x).query(x, k + 1)[0][:, k]
     nu = cKDTree(y).query(x, k)[0][:, k - 1]
     return d * np.mean(np.log(nu / rho)) + math.log(len(y) / (n - 1))
+
+
+def ckdtree_knn_entropy(x, k):
+    """Kozachenko-Leonenko entropy with scipy's cKDTree."""
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma, gammaln
+
+    n, d = x.shape
+    rho = cKDTree(x).query(x, k + 1)[0][:, k]
+    log_cd = 0.5 * d * math.log(math.pi) - gammaln(0.5 * d + 1)
+    return digamma(n) - digamma(k) + log_cd + d * np.mean(np.log(rho))
 
 
 def cdist_cs(x, y, sigma):
@@ -117,6 +128,21 @@ def cases(quick: bool):
     kpeers = {"scipy cKDTree kNN-KL": (lambda: ckdtree_knn_kl(x, y, 5))} if have_scipy else {}
     out.append(Case(f"knn_kl, n=m={nk}, d={dk}, k=5", lambda: divest.knn_kl(x, y, 5), peers=kpeers,
                     repeat=1, check=lambda a, b: abs(a - b) / abs(b)))
+    epeers = {"scipy cKDTree Kozachenko-Leonenko": (lambda: ckdtree_knn_entropy(x, 5))} if have_scipy else {}
+    out.append(Case(f"knn_entropy, n={nk}, d={dk}, k=5", lambda: divest.knn_entropy(x, 5), peers=epeers,
+                    repeat=3, check=lambda a, b: abs(a - b) / abs(b)))
+    u = rng.standard_normal(nk)
+    v = u + rng.standard_normal(nk)
+    try:
+        from sklearn.feature_selection import mutual_info_regression
+
+        # scikit-learn adds small noise and standardises: timing only (no value check).
+        mpeers = {"scikit-learn mutual_info_regression (timing only)": lambda: mutual_info_regression(
+            u[:, None], v, n_neighbors=3, random_state=0)}
+    except ImportError:
+        mpeers = {"scikit-learn": "scikit-learn not installed"}
+    out.append(Case(f"knn_mi (KSG-1), n={nk}, 1-D x and y, k=3", lambda: divest.knn_mi(u, v, 3),
+                    peers=mpeers, repeat=3))
 
     nc, dc = (2000, 8) if quick else (5000, 8)
     xc = rng.standard_normal((nc, dc))

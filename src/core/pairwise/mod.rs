@@ -12,6 +12,7 @@
 //! (`matrixmultiply`) with ‖x‖² + ‖y‖² − 2x·y, clamped at zero, when d is large. Callers
 //! centre the data first so the identity loses little precision.
 
+pub mod kdtree;
 pub mod maps;
 pub mod multi;
 pub mod reduce;
