@@ -6,7 +6,7 @@ use numpy::{PyArray1, PyArray2};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 
-use super::common::{run, slice, to_py, Arr2};
+use super::common::{run, slice, to_py, with_slice, with_slices, Arr2};
 use crate::core::dcov::{self, grad, perm, Method};
 use crate::core::pairwise::Points;
 
@@ -29,35 +29,18 @@ fn dcov_stats(
     let (xa, ya) = (Arr2::extract(x, "x")?, Arr2::extract(y, "y")?);
     let ((n, p), (m, q)) = (xa.shape(), ya.shape());
     let work = n.saturating_mul(n).saturating_mul(p + q + 8);
-    let s = match (&xa, &ya) {
-        (Arr2::F64(a), Arr2::F64(b)) => {
-            let (xs, ys) = (slice(a)?, slice(b)?);
-            run(py, work, |stop| {
-                dcov::dcov_stats(
-                    Points::new(xs, n, p)?,
-                    Points::new(ys, m, q)?,
-                    exponent,
-                    unbiased,
-                    method,
-                    stop,
-                )
-            })?
-        }
-        (Arr2::F32(a), Arr2::F32(b)) => {
-            let (xs, ys) = (slice(a)?, slice(b)?);
-            run(py, work, |stop| {
-                dcov::dcov_stats(
-                    Points::new(xs, n, p)?,
-                    Points::new(ys, m, q)?,
-                    exponent,
-                    unbiased,
-                    method,
-                    stop,
-                )
-            })?
-        }
-        _ => return Err(same_dtype()),
-    };
+    let s = with_slices!(&xa, &ya, |xs, ys| {
+        run(py, work, |stop| {
+            dcov::dcov_stats(
+                Points::new(xs, n, p)?,
+                Points::new(ys, m, q)?,
+                exponent,
+                unbiased,
+                method,
+                stop,
+            )
+        })?
+    });
     Ok((s.cov, s.var_x, s.var_y))
 }
 
@@ -209,34 +192,18 @@ fn energy_perm_test<'py>(
     let za = Arr2::extract(z, "z")?;
     let (n, d) = za.shape();
     let work = n.saturating_mul(n).saturating_mul(n_resamples + d + 1);
-    let out = match &za {
-        Arr2::F64(a) => {
-            let zs = slice(a)?;
-            run(py, work, |stop| {
-                perm::energy_test(
-                    Points::new(zs, n, d)?,
-                    &sizes,
-                    exponent,
-                    n_resamples,
-                    seed,
-                    stop,
-                )
-            })?
-        }
-        Arr2::F32(a) => {
-            let zs = slice(a)?;
-            run(py, work, |stop| {
-                perm::energy_test(
-                    Points::new(zs, n, d)?,
-                    &sizes,
-                    exponent,
-                    n_resamples,
-                    seed,
-                    stop,
-                )
-            })?
-        }
-    };
+    let out = with_slice!(&za, |zs| {
+        run(py, work, |stop| {
+            perm::energy_test(
+                Points::new(zs, n, d)?,
+                &sizes,
+                exponent,
+                n_resamples,
+                seed,
+                stop,
+            )
+        })?
+    });
     Ok((out.statistic, PyArray1::from_vec(py, out.null)))
 }
 
@@ -299,33 +266,17 @@ fn dcov_sqr_grad<'py>(
     let (xa, ya) = (Arr2::extract(x, "x")?, Arr2::extract(y, "y")?);
     let ((n, p), (m, q)) = (xa.shape(), ya.shape());
     let work = n.saturating_mul(n).saturating_mul(p + q + 8);
-    let g = match (&xa, &ya) {
-        (Arr2::F64(a), Arr2::F64(b)) => {
-            let (xs, ys) = (slice(a)?, slice(b)?);
-            run(py, work, |stop| {
-                grad::dcov_sqr_grad(
-                    Points::new(xs, n, p)?,
-                    Points::new(ys, m, q)?,
-                    exponent,
-                    unbiased,
-                    stop,
-                )
-            })?
-        }
-        (Arr2::F32(a), Arr2::F32(b)) => {
-            let (xs, ys) = (slice(a)?, slice(b)?);
-            run(py, work, |stop| {
-                grad::dcov_sqr_grad(
-                    Points::new(xs, n, p)?,
-                    Points::new(ys, m, q)?,
-                    exponent,
-                    unbiased,
-                    stop,
-                )
-            })?
-        }
-        _ => return Err(same_dtype()),
-    };
+    let g = with_slices!(&xa, &ya, |xs, ys| {
+        run(py, work, |stop| {
+            grad::dcov_sqr_grad(
+                Points::new(xs, n, p)?,
+                Points::new(ys, m, q)?,
+                exponent,
+                unbiased,
+                stop,
+            )
+        })?
+    });
     let a =
         Array2::from_shape_vec((n, p), g).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     Ok(PyArray2::from_owned_array(py, a))

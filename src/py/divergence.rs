@@ -6,7 +6,7 @@ use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArr
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
-use super::common::{run, slice, to_py, Arr2};
+use super::common::{run, slice, to_py, with_slice, Arr2};
 use crate::core::divergence::discrete::{self, Batch, Input, Measure, Spec};
 use crate::core::divergence::kernel::{self, PairKernel};
 use crate::core::divergence::knn;
@@ -146,20 +146,11 @@ fn self_sq_dists<'py>(
     let a = Arr2::extract(x, "x")?;
     let (n, d) = a.shape();
     let work = n.saturating_mul(n).saturating_mul(d + 1);
-    let v = match &a {
-        Arr2::F64(xa) => {
-            let xs = slice(xa)?;
-            run(py, work, |stop| {
-                kernel::self_sq_dists(Points::new(xs, n, d)?, stop)
-            })?
-        }
-        Arr2::F32(xa) => {
-            let xs = slice(xa)?;
-            run(py, work, |stop| {
-                kernel::self_sq_dists(Points::new(xs, n, d)?, stop)
-            })?
-        }
-    };
+    let v = with_slice!(&a, |xs| {
+        run(py, work, |stop| {
+            kernel::self_sq_dists(Points::new(xs, n, d)?, stop)
+        })?
+    });
     let arr = Array2::from_shape_vec((n, n), v)
         .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
     Ok(PyArray2::from_owned_array(py, arr))
@@ -256,20 +247,11 @@ fn count_within<'py>(
     let (n, d) = a.shape();
     let r = r2.as_slice()?;
     let work = n.saturating_mul(n).saturating_mul(d + 2);
-    let c = match &a {
-        Arr2::F64(xa) => {
-            let xs = slice(xa)?;
-            run(py, work, |stop| {
-                knn::count_within(Points::new(xs, n, d)?, r, strict, method, stop)
-            })?
-        }
-        Arr2::F32(xa) => {
-            let xs = slice(xa)?;
-            run(py, work, |stop| {
-                knn::count_within(Points::new(xs, n, d)?, r, strict, method, stop)
-            })?
-        }
-    };
+    let c = with_slice!(&a, |xs| {
+        run(py, work, |stop| {
+            knn::count_within(Points::new(xs, n, d)?, r, strict, method, stop)
+        })?
+    });
     Ok(PyArray1::from_vec(
         py,
         c.into_iter().map(|v| v as i64).collect(),
