@@ -103,33 +103,17 @@ fn energy_distance(
     let (xa, ya) = (Arr2::extract(x, "x")?, Arr2::extract(y, "y")?);
     let ((n, p), (m, q)) = (xa.shape(), ya.shape());
     let work = (n + m).saturating_mul(n + m).saturating_mul(p + 8);
-    match (&xa, &ya) {
-        (Arr2::F64(a), Arr2::F64(b)) => {
-            let (xs, ys) = (slice(a)?, slice(b)?);
-            run(py, work, |stop| {
-                dcov::energy_distance(
-                    Points::new(xs, n, p)?,
-                    Points::new(ys, m, q)?,
-                    exponent,
-                    unbiased,
-                    stop,
-                )
-            })
-        }
-        (Arr2::F32(a), Arr2::F32(b)) => {
-            let (xs, ys) = (slice(a)?, slice(b)?);
-            run(py, work, |stop| {
-                dcov::energy_distance(
-                    Points::new(xs, n, p)?,
-                    Points::new(ys, m, q)?,
-                    exponent,
-                    unbiased,
-                    stop,
-                )
-            })
-        }
-        _ => Err(same_dtype()),
-    }
+    with_slices!(&xa, &ya, |xs, ys| {
+        run(py, work, |stop| {
+            dcov::energy_distance(
+                Points::new(xs, n, p)?,
+                Points::new(ys, m, q)?,
+                exponent,
+                unbiased,
+                stop,
+            )
+        })
+    })
 }
 
 /// Distance covariance permutation test: (n·dCov²_V, permutation statistics).
@@ -146,35 +130,18 @@ fn dcov_perm_test<'py>(
     let (xa, ya) = (Arr2::extract(x, "x")?, Arr2::extract(y, "y")?);
     let ((n, p), (m, q)) = (xa.shape(), ya.shape());
     let work = n.saturating_mul(n).saturating_mul(n_resamples + p + q + 1);
-    let out = match (&xa, &ya) {
-        (Arr2::F64(a), Arr2::F64(b)) => {
-            let (xs, ys) = (slice(a)?, slice(b)?);
-            run(py, work, |stop| {
-                perm::dcov_test(
-                    Points::new(xs, n, p)?,
-                    Points::new(ys, m, q)?,
-                    exponent,
-                    n_resamples,
-                    seed,
-                    stop,
-                )
-            })?
-        }
-        (Arr2::F32(a), Arr2::F32(b)) => {
-            let (xs, ys) = (slice(a)?, slice(b)?);
-            run(py, work, |stop| {
-                perm::dcov_test(
-                    Points::new(xs, n, p)?,
-                    Points::new(ys, m, q)?,
-                    exponent,
-                    n_resamples,
-                    seed,
-                    stop,
-                )
-            })?
-        }
-        _ => return Err(same_dtype()),
-    };
+    let out = with_slices!(&xa, &ya, |xs, ys| {
+        run(py, work, |stop| {
+            perm::dcov_test(
+                Points::new(xs, n, p)?,
+                Points::new(ys, m, q)?,
+                exponent,
+                n_resamples,
+                seed,
+                stop,
+            )
+        })?
+    });
     Ok((out.statistic, PyArray1::from_vec(py, out.null)))
 }
 

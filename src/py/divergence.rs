@@ -6,7 +6,7 @@ use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArr
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
-use super::common::{run, slice, to_py, with_slice, Arr2};
+use super::common::{run, slice, to_py, with_slice, with_slices, Arr2};
 use crate::core::divergence::discrete::{self, Batch, Input, Measure, Spec};
 use crate::core::divergence::kernel::{self, PairKernel};
 use crate::core::divergence::knn;
@@ -50,53 +50,27 @@ fn divergence_rows<'py>(
         None => None,
     };
     let work = n_out.saturating_mul(k).saturating_mul(8);
-    let v = match (&a, &b) {
-        (Arr2::F64(x), Arr2::F64(y)) => {
-            let (xs, ys) = (slice(x)?, slice(y)?);
-            run(py, work, |stop| {
-                discrete::divergence_rows(
-                    Batch {
-                        data: xs,
-                        rows: rp,
-                        k,
-                    },
-                    Batch {
-                        data: ys,
-                        rows: rq,
-                        k: kq,
-                    },
-                    pi,
-                    qi,
-                    n_out,
-                    spec,
-                    stop,
-                )
-            })?
-        }
-        (Arr2::F32(x), Arr2::F32(y)) => {
-            let (xs, ys) = (slice(x)?, slice(y)?);
-            run(py, work, |stop| {
-                discrete::divergence_rows(
-                    Batch {
-                        data: xs,
-                        rows: rp,
-                        k,
-                    },
-                    Batch {
-                        data: ys,
-                        rows: rq,
-                        k: kq,
-                    },
-                    pi,
-                    qi,
-                    n_out,
-                    spec,
-                    stop,
-                )
-            })?
-        }
-        _ => return Err(PyTypeError::new_err("p and q must have the same dtype")),
-    };
+    let v = with_slices!(&a, &b, |xs, ys| {
+        run(py, work, |stop| {
+            discrete::divergence_rows(
+                Batch {
+                    data: xs,
+                    rows: rp,
+                    k,
+                },
+                Batch {
+                    data: ys,
+                    rows: rq,
+                    k: kq,
+                },
+                pi,
+                qi,
+                n_out,
+                spec,
+                stop,
+            )
+        })?
+    });
     Ok(PyArray1::from_vec(py, v))
 }
 
@@ -193,37 +167,19 @@ fn knn_sq_dists<'py>(
         _ => return Err(PyTypeError::new_err("pass both second blocks or neither")),
     };
     let work = n.saturating_mul(m).saturating_mul(d + 4);
-    let (d2, idx) = match (&a, &b) {
-        (Arr2::F64(xa), Arr2::F64(ya)) => {
-            let (xs, ys) = (slice(xa)?, slice(ya)?);
-            run(py, work, |stop| {
-                knn::knn(
-                    Points::new(xs, n, d)?,
-                    Points::new(ys, m, dc)?,
-                    k,
-                    same,
-                    joint,
-                    method,
-                    stop,
-                )
-            })?
-        }
-        (Arr2::F32(xa), Arr2::F32(ya)) => {
-            let (xs, ys) = (slice(xa)?, slice(ya)?);
-            run(py, work, |stop| {
-                knn::knn(
-                    Points::new(xs, n, d)?,
-                    Points::new(ys, m, dc)?,
-                    k,
-                    same,
-                    joint,
-                    method,
-                    stop,
-                )
-            })?
-        }
-        _ => return Err(PyTypeError::new_err("x and cols must have the same dtype")),
-    };
+    let (d2, idx) = with_slices!(&a, &b, |xs, ys| {
+        run(py, work, |stop| {
+            knn::knn(
+                Points::new(xs, n, d)?,
+                Points::new(ys, m, dc)?,
+                k,
+                same,
+                joint,
+                method,
+                stop,
+            )
+        })?
+    });
     let idx: Vec<i64> = idx.into_iter().map(|v| v as i64).collect();
     let d2 = PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), d2).map_err(shape_err)?);
     let idx =
