@@ -76,8 +76,10 @@ def test_simd_paths_agree_with_scalar():
         for a, b in zip(results[level], results["scalar"]):
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
     if "avx512" in results:
+        # The AVX-512 path sums Gaussian terms with its own table-driven exp kernel; the
+        # two AVX paths agree to a few ulp (each level is deterministic on its own).
         for a, b in zip(results["avx512"], results["avx2"]):
-            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-14)
     with pytest.raises(ValueError):
         _core.set_simd_level("sse9")
 

@@ -18,6 +18,12 @@ def kde_eval(
     ess: bool = False,
     score: bool = False,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None, NDArray[np.float64] | None]: ...
+def affine(
+    x: NDArray[np.floating], shift: NDArray[np.float64], matrix: NDArray[np.float64]
+) -> NDArray[np.floating]: ...
+def weighted_cov(
+    x: NDArray[np.floating], w: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
 def kde_loo_grid(
     data: NDArray[np.floating],
     logw: NDArray[np.float64],

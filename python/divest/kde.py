@@ -76,8 +76,10 @@ def log_kernel_norm(kernel: str, d: int) -> float:
 
 
 def _weighted_cov(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    # Same estimator as scipy.stats.gaussian_kde: np.cov with aweights, bias=False.
-    return np.atleast_2d(np.cov(x.T.astype(np.float64, copy=False), aweights=w, bias=False))
+    # Same estimator as scipy.stats.gaussian_kde (np.cov with aweights, bias=False), on
+    # divest's pool: NumPy's BLAS threads would keep spinning through the next kernel.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _core.weighted_cov(np.ascontiguousarray(x), np.asarray(w, dtype=np.float64))[1]
 
 
 def _rule_factor(rule: str, neff: float, d: int) -> float:

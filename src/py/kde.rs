@@ -104,8 +104,32 @@ fn affine<'py>(
     }))
 }
 
+/// Weighted mean and covariance (`numpy.cov` with `aweights`, `bias=False`) on divest's
+/// pool. Returns `(mean, cov)` as float64.
+#[pyfunction]
+fn weighted_cov<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    w: PyReadonlyArray1<'py, f64>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let x = Arr2::extract(x, "x")?;
+    let (n, d) = x.shape();
+    let ws = w.as_slice()?;
+    let work = n.saturating_mul(d).saturating_mul(d);
+    Ok(with_slice!(&x, |xs| {
+        let (mean, cov) = run(py, work, |_| {
+            linalg::weighted_cov(Points::new(xs, n, d)?, ws)
+        })?;
+        (
+            array2(py, mean, 1, d)?.into_any(),
+            array2(py, cov, d, d)?.into_any(),
+        )
+    }))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(affine, m)?)?;
+    m.add_function(wrap_pyfunction!(weighted_cov, m)?)?;
     m.add_function(wrap_pyfunction!(kde_eval, m)?)?;
     m.add_function(wrap_pyfunction!(kde_loo_grid, m)?)?;
     Ok(())

@@ -418,7 +418,7 @@ pub(crate) fn rejection_one(
     let cap = 200 * (m as u64 + 1) * (m as u64 + 10);
     while basis.len() < m {
         tries += 1;
-        if tries % 4096 == 0 {
+        if tries.is_multiple_of(4096) {
             threads::check(stop)?;
         }
         if tries > cap {

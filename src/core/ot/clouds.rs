@@ -13,7 +13,8 @@ use crate::core::error::{invalid, Result};
 use crate::core::pairwise::reduce::{KernelRows, PairMap, RowStats};
 use crate::core::pairwise::{reduce_rows, Float, Points, ROW_BLOCK, ROW_BLOCK_GEMM};
 
-const _: () = assert!(MEAN_CHUNK % ROW_BLOCK == 0 && MEAN_CHUNK % ROW_BLOCK_GEMM == 0);
+const _: () =
+    assert!(MEAN_CHUNK.is_multiple_of(ROW_BLOCK) && MEAN_CHUNK.is_multiple_of(ROW_BLOCK_GEMM));
 
 /// `−C/ε` for C = |x−y|^p, p ∈ {1, 2}, as a function of the squared distance.
 #[derive(Clone, Copy)]

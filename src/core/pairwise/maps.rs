@@ -7,9 +7,14 @@ use super::reduce::PairMap;
 pub struct GaussianMap;
 impl PairMap for GaussianMap {
     const LOG: bool = true;
+    const DECREASING: bool = true;
     #[inline(always)]
     fn value(&self, d2: f64) -> f64 {
         -0.5 * d2
+    }
+    #[inline(always)]
+    fn linear(&self) -> Option<f64> {
+        Some(-0.5)
     }
     #[inline(always)]
     fn mean_factor(&self, _d2: f64) -> f64 {
@@ -23,6 +28,7 @@ impl PairMap for GaussianMap {
 pub struct ExponentialMap;
 impl PairMap for ExponentialMap {
     const LOG: bool = true;
+    const DECREASING: bool = true;
     #[inline(always)]
     fn value(&self, d2: f64) -> f64 {
         -d2.sqrt()

@@ -8,6 +8,10 @@
 use super::COL_TILE;
 use crate::core::simd::{self, Fma};
 
+/// Log-weight spread within a tile up to which the fused pass shifts by the largest
+/// weight: the largest term is then at least e^-40, far from underflow.
+const WEIGHT_SPREAD: f64 = 40.0;
+
 /// Log-terms this far below a row's running maximum are skipped tile by tile: their
 /// contribution is far below double precision.
 const NEGLIGIBLE: f64 = 60.0;
@@ -37,8 +41,17 @@ pub trait PairMap: Sync {
     /// `true`: `value` is a log-term and rows reduce by log-sum-exp of `w_j + value`.
     /// `false`: `value` is a factor and rows reduce by the sum of `w_j * value`.
     const LOG: bool;
+    /// `true` when `value` never increases with the squared distance. A log-sum then
+    /// takes its row maximum from the nearest column, so scales after the first need one
+    /// fused exp-and-sum pass each (the bandwidth grid).
+    const DECREASING: bool = false;
     /// The log-term or factor for a (scaled) squared distance.
     fn value(&self, d2: f64) -> f64;
+    /// `Some(c)` when `value(t) = c·t`: the fused pass then runs the dedicated
+    /// exp-sum kernel ([`simd::lin_exp_sum`]).
+    fn linear(&self) -> Option<f64> {
+        None
+    }
     /// Factor applied to a pair's term to weight the column point in the mean. Must be
     /// finite for every `d2 >= 0`.
     fn mean_factor(&self, d2: f64) -> f64;
@@ -164,6 +177,22 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
         let g_count = self.scales.len();
         let w = &self.w[c0..c0 + nc];
         let with_mean = self.mean.is_some();
+        // The fused pass applies to scales whose rows need only the log-sum.
+        let fused_from = if self.sumsq || with_mean { 1 } else { 0 };
+        let (wmax, uniform) = if F::LOG && F::DECREASING && g_count > fused_from {
+            let (lo, hi) = finite_range(w);
+            let uniform = w.iter().all(|&x| x == hi);
+            (
+                if hi - lo <= WEIGHT_SPREAD {
+                    hi
+                } else {
+                    f64::NAN
+                },
+                uniform,
+            )
+        } else {
+            (f64::NAN, false)
+        };
         for i in 0..nr {
             let drow = &d2[i * COL_TILE..i * COL_TILE + nc];
             let self_j = if self.exclude_self && r0 + i >= c0 && r0 + i < c0 + nc {
@@ -171,11 +200,55 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
             } else {
                 None
             };
+            // Nearest column of the row (the row's own point excluded), for the fused pass.
+            let dmin = if wmax.is_nan() {
+                f64::NAN
+            } else if let Some(s) = self_j {
+                simd::min(&drow[..s]).min(simd::min(&drow[s + 1..]))
+            } else {
+                simd::min(drow)
+            };
             for (g, &a) in self.scales.iter().enumerate() {
                 let first = g == 0;
                 let k = i * g_count + g;
                 let v = &mut st.buf[..nc];
-                if F::LOG {
+                if F::LOG && g >= fused_from && !wmax.is_nan() {
+                    if dmin == f64::INFINITY || wmax == f64::NEG_INFINITY {
+                        continue;
+                    }
+                    // An upper bound of the row-tile's largest log-term, exact for equal
+                    // weights.
+                    let tm = wmax + self.f.value(a * dmin);
+                    if tm.is_nan() {
+                        st.sum[k] = f64::NAN;
+                        continue;
+                    }
+                    if tm > st.shift[k] {
+                        st.sum[k] *= (st.shift[k] - tm).exp();
+                        st.shift[k] = tm;
+                    }
+                    if tm < st.shift[k] - NEGLIGIBLE {
+                        continue;
+                    }
+                    let shift = st.shift[k];
+                    st.sum[k] += match self.f.linear() {
+                        Some(cf) if uniform => {
+                            simd::lin_exp_sum::<M>(drow, None, cf * a, wmax - shift, self_j, v)
+                        }
+                        Some(cf) => {
+                            simd::lin_exp_sum::<M>(drow, Some(w), cf * a, -shift, self_j, v)
+                        }
+                        None => {
+                            for j in 0..nc {
+                                v[j] = simd::exp::<M>(w[j] + self.f.value(a * drow[j]) - shift);
+                            }
+                            if let Some(s) = self_j {
+                                v[s] = 0.0;
+                            }
+                            simd::sum(v)
+                        }
+                    };
+                } else if F::LOG {
                     for j in 0..nc {
                         v[j] = w[j] + self.f.value(a * drow[j]);
                     }
@@ -279,6 +352,19 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
             }
         }
     }
+}
+
+/// Smallest and largest finite entries (+inf, -inf when there are none).
+fn finite_range(v: &[f64]) -> (f64, f64) {
+    let mut lo = f64::INFINITY;
+    let mut hi = f64::NEG_INFINITY;
+    for &x in v {
+        if x.is_finite() {
+            lo = lo.min(x);
+            hi = hi.max(x);
+        }
+    }
+    (lo, hi)
 }
 
 /// Materialises the squared distances of every row against all `m` columns: an n×m

@@ -2,14 +2,19 @@
 //!
 //! Hot loops are written once, over fixed-width lane arrays with an explicit order of
 //! operations, and compiled three times: for AVX-512, for AVX2+FMA and for the portable
-//! baseline ("scalar"). The two AVX paths use fused multiply-adds ([`Fused`]) and give
-//! bitwise-identical results; the portable path uses separate multiplies and adds
-//! ([`Unfused`]: a software fma would be slow) and agrees to a few ulp. Rust never
+//! baseline ("scalar"). The two AVX paths use fused multiply-adds ([`Fused`], [`Wide`])
+//! and give bitwise-identical results, except where the AVX-512 path runs a kernel
+//! written with explicit intrinsics ([`lin_exp_sum`]), which agrees to a few ulp; the
+//! portable path uses separate multiplies and adds ([`Unfused`]: a software fma would be
+//! slow) and agrees to a few ulp. Rust never
 //! reassociates floating-point sums, so each path is deterministic.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::error::{invalid, Result};
+
+mod expsum;
+pub use expsum::lin_exp_sum;
 
 /// Instruction-set level a kernel runs at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -115,6 +120,9 @@ pub fn set_level(l: Option<Level>) -> Result<()> {
 pub trait Fma: Copy + Send + Sync + 'static {
     /// Whether `ma` is a hardware fused multiply-add (one rounding).
     const FUSED: bool;
+    /// Whether the path runs with AVX-512 enabled ([`Wide`]): kernels written with
+    /// explicit AVX-512 intrinsics may be called.
+    const AVX512: bool = false;
     /// a * b + c, fused or not.
     fn ma<T: MulAdd>(a: T, b: T, c: T) -> T;
 }
@@ -142,6 +150,19 @@ impl MulAdd for f32 {
 pub struct Fused;
 impl Fma for Fused {
     const FUSED: bool = true;
+    #[inline(always)]
+    fn ma<T: MulAdd>(a: T, b: T, c: T) -> T {
+        a.fused(b, c)
+    }
+}
+
+/// Fused multiply-add on the AVX-512 path: arithmetic identical to [`Fused`], plus
+/// access to the explicit AVX-512 kernels (`M::AVX512`).
+#[derive(Clone, Copy, Debug)]
+pub struct Wide;
+impl Fma for Wide {
+    const FUSED: bool = true;
+    const AVX512: bool = true;
     #[inline(always)]
     fn ma<T: MulAdd>(a: T, b: T, c: T) -> T {
         a.fused(b, c)
@@ -221,6 +242,26 @@ pub fn max(v: &[f64]) -> f64 {
     m
 }
 
+/// Minimum of a slice (+inf when empty), over lanes so the loop vectorises.
+#[inline(always)]
+pub fn min(v: &[f64]) -> f64 {
+    let mut acc = [f64::INFINITY; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] = if c[l] < acc[l] { c[l] } else { acc[l] };
+        }
+    }
+    let mut m = f64::INFINITY;
+    for &a in acc.iter().chain(tail.iter()) {
+        if a < m {
+            m = a;
+        }
+    }
+    m
+}
+
 /// Sum of a slice with a fixed lane order (vectorisable and reproducible).
 #[inline(always)]
 pub fn sum(v: &[f64]) -> f64 {
@@ -290,7 +331,7 @@ pub fn dispatch<K: SimdTask>(level: Level, task: K) -> K::Output {
     {
         #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
         unsafe fn v512<K: SimdTask>(task: K) -> K::Output {
-            task.run::<Fused>()
+            task.run::<Wide>()
         }
         #[target_feature(enable = "avx2,fma")]
         unsafe fn v2<K: SimdTask>(task: K) -> K::Output {
@@ -324,7 +365,7 @@ macro_rules! simd_fn {
                 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn v512($($arg: $ty),*) -> $ret {
-                    $body::<$crate::core::simd::Fused>($($arg),*)
+                    $body::<$crate::core::simd::Wide>($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
