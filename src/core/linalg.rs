@@ -1,6 +1,8 @@
 //! Small dense helpers that run on divest's own pool (never on NumPy's BLAS threads,
 //! which would compete with the pool for the same cores).
 
+use std::sync::atomic::AtomicBool;
+
 use rayon::prelude::*;
 
 use super::error::{invalid, Result};
@@ -19,6 +21,7 @@ pub fn affine_rows<T: Float>(
     shift: &[f64],
     a: &[f64],
     k: usize,
+    stop: &AtomicBool,
 ) -> Result<Vec<T>> {
     let (n, d) = (x.n, x.d);
     if shift.len() != d || a.len() != k * d {
@@ -33,7 +36,8 @@ pub fn affine_rows<T: Float>(
     threads::install(|| {
         out.par_chunks_mut(AFFINE_BLOCK * k)
             .enumerate()
-            .for_each(|(b, o)| {
+            .try_for_each(|(b, o)| {
+                threads::check(stop)?;
                 let r0 = b * AFFINE_BLOCK;
                 let nr = o.len() / k;
                 let mut c = vec![0.0f64; nr * d];
@@ -64,8 +68,9 @@ pub fn affine_rows<T: Float>(
                 for (dst, src) in o.iter_mut().zip(&y) {
                     *dst = T::from_f64(*src);
                 }
+                Ok(())
             })
-    })?;
+    })??;
     Ok(out)
 }
 
@@ -77,7 +82,11 @@ pub fn affine_rows<T: Float>(
 /// of chunks (set by the shape, not the thread count), each with its own d×d sum,
 /// combined in order: bitwise reproducible. Memory: at most 8 d×d sums (fewer for large
 /// d) plus one 256-row centred block per task. Returns (mean, covariance row-major).
-pub fn weighted_cov<T: Float>(x: Points<'_, T>, w: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
+pub fn weighted_cov<T: Float>(
+    x: Points<'_, T>,
+    w: &[f64],
+    stop: &AtomicBool,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let (n, d) = (x.n, x.d);
     if w.len() != n {
         return Err(invalid!("weights have {} values for {n} points", w.len()));
@@ -121,6 +130,7 @@ pub fn weighted_cov<T: Float>(x: Points<'_, T>, w: &[f64]) -> Result<(Vec<f64>, 
                 let mut c = vec![0.0f64; AFFINE_BLOCK * d];
                 let mut r0 = a;
                 while r0 < b {
+                    threads::check(stop)?;
                     let nr = AFFINE_BLOCK.min(b - r0);
                     for i in 0..nr {
                         let sw = wn[r0 + i].sqrt();
@@ -151,10 +161,10 @@ pub fn weighted_cov<T: Float>(x: Points<'_, T>, w: &[f64]) -> Result<(Vec<f64>, 
                     }
                     r0 += nr;
                 }
-                acc
+                Ok(acc)
             })
-            .collect()
-    })?;
+            .collect::<Result<Vec<_>>>()
+    })??;
     let sw2: f64 = wn.iter().map(|v| v * v).sum();
     let denom = 1.0 - sw2;
     let mut cov = vec![0.0f64; d * d];
@@ -184,7 +194,8 @@ mod tests {
         let (n, d) = (1000, 5);
         let x: Vec<f64> = (0..n * d).map(|i| (i as f64 * 0.37).sin() + 1e6).collect();
         let w: Vec<f64> = (0..n).map(|i| 1.0 + (i % 7) as f64).collect();
-        let (mean, cov) = weighted_cov(Points::new(&x, n, d).unwrap(), &w).unwrap();
+        let (mean, cov) =
+            weighted_cov(Points::new(&x, n, d).unwrap(), &w, &AtomicBool::new(false)).unwrap();
         let tw: f64 = w.iter().sum();
         let wn: Vec<f64> = w.iter().map(|v| v / tw).collect();
         for a in 0..d {
@@ -199,7 +210,12 @@ mod tests {
                 assert!((cov[a * d + b] - want).abs() < 1e-9 * want.abs().max(1e-3));
             }
         }
-        assert!(weighted_cov(Points::new(&x, n, d).unwrap(), &w[1..]).is_err());
+        assert!(weighted_cov(
+            Points::new(&x, n, d).unwrap(),
+            &w[1..],
+            &AtomicBool::new(false)
+        )
+        .is_err());
     }
 
     #[test]
@@ -208,7 +224,14 @@ mod tests {
         let x: Vec<f64> = (0..n * d).map(|i| (i as f64 * 0.37).sin()).collect();
         let shift = [0.1, -0.2, 0.3];
         let a = [1.0, 2.0, 3.0, -1.0, 0.5, 0.25];
-        let y = affine_rows(Points::new(&x, n, d).unwrap(), &shift, &a, k).unwrap();
+        let y = affine_rows(
+            Points::new(&x, n, d).unwrap(),
+            &shift,
+            &a,
+            k,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         for i in 0..n {
             for r in 0..k {
                 let want: f64 = (0..d)
@@ -217,6 +240,13 @@ mod tests {
                 assert!((y[i * k + r] - want).abs() < 1e-13);
             }
         }
-        assert!(affine_rows(Points::new(&x, n, d).unwrap(), &shift[..2], &a, k).is_err());
+        assert!(affine_rows(
+            Points::new(&x, n, d).unwrap(),
+            &shift[..2],
+            &a,
+            k,
+            &AtomicBool::new(false)
+        )
+        .is_err());
     }
 }

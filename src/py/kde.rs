@@ -97,8 +97,8 @@ fn affine<'py>(
     let a = slice(&matrix)?;
     let work = n.saturating_mul(d).saturating_mul(k);
     Ok(with_slice!(&x, |xs| {
-        let y = run(py, work, |_| {
-            linalg::affine_rows(Points::new(xs, n, d)?, sh, a, k)
+        let y = run(py, work, |stop| {
+            linalg::affine_rows(Points::new(xs, n, d)?, sh, a, k, stop)
         })?;
         array2(py, y, n, k)?.into_any()
     }))
@@ -117,8 +117,8 @@ fn weighted_cov<'py>(
     let ws = w.as_slice()?;
     let work = n.saturating_mul(d).saturating_mul(d);
     Ok(with_slice!(&x, |xs| {
-        let (mean, cov) = run(py, work, |_| {
-            linalg::weighted_cov(Points::new(xs, n, d)?, ws)
+        let (mean, cov) = run(py, work, |stop| {
+            linalg::weighted_cov(Points::new(xs, n, d)?, ws, stop)
         })?;
         (
             array2(py, mean, 1, d)?.into_any(),
