@@ -170,6 +170,23 @@ mod tests {
         }
     }
 
+    fn levels() -> impl Iterator<Item = Level> {
+        [Level::Scalar, Level::Avx2, Level::Avx512]
+            .into_iter()
+            .filter(|&l| l <= detected())
+    }
+
+    fn run_at(
+        lvl: Level,
+        d: &[f64],
+        w: Option<&[f64]>,
+        c: f64,
+        b: f64,
+        skip: Option<usize>,
+    ) -> f64 {
+        dispatch(lvl, Task { d, w, c, b, skip })
+    }
+
     fn reference(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: Option<usize>) -> f64 {
         (0..d.len())
             .filter(|&j| Some(j) != skip)
@@ -193,20 +210,8 @@ mod tests {
                 for skip in [None, Some(0), Some(n / 2), Some(n.saturating_sub(1))] {
                     for wo in [None, Some(&w[..])] {
                         let want = reference(&d, wo, c, b, skip);
-                        for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
-                            if lvl > detected() {
-                                continue;
-                            }
-                            let got = dispatch(
-                                lvl,
-                                Task {
-                                    d: &d,
-                                    w: wo,
-                                    c,
-                                    b,
-                                    skip,
-                                },
-                            );
+                        for lvl in levels() {
+                            let got = run_at(lvl, &d, wo, c, b, skip);
                             let xmax = (0..n).map(|j| (c * d[j] + b).abs()).fold(0.0f64, f64::max);
                             let tol = (2e-15 + 3e-16 * xmax) * want.abs() + 1e-300;
                             assert!(
@@ -223,21 +228,8 @@ mod tests {
     #[test]
     fn underflow_is_zero_not_nan() {
         let d = vec![1e6; 19];
-        for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
-            if lvl > detected() {
-                continue;
-            }
-            let got = dispatch(
-                lvl,
-                Task {
-                    d: &d,
-                    w: None,
-                    c: -1.0,
-                    b: 0.0,
-                    skip: None,
-                },
-            );
-            assert_eq!(got, 0.0);
+        for lvl in levels() {
+            assert_eq!(run_at(lvl, &d, None, -1.0, 0.0, None), 0.0);
         }
     }
 }
