@@ -335,3 +335,21 @@ def test_resample_gaussian_moments_and_reproducibility():
     np.testing.assert_allclose(np.cov(s.T), want_cov, atol=0.03)
     np.testing.assert_array_equal(kde.resample(10, rng=5), kde.resample(10, rng=5))
     assert kde.resample(rng=1).shape == (3000, 2)
+
+
+@pytest.mark.parametrize("d", [3, 12])
+def test_zero_weights_on_the_nearest_points(d):
+    # The nearest data points carry no weight and the density is e^-1000 or less: the
+    # log-sum must come from the far, weighted points (a bound-shifted pass would lose it).
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.standard_normal((300, d)) * 0.01, 5 + rng.standard_normal((300, d))])
+    w = np.r_[np.zeros(300), rng.random(300) + 0.1]
+    q = rng.standard_normal((40, d)) * 0.01
+    h = 0.1
+    got = divest.KDE(x, bandwidth=h, weights=w).logpdf(q)
+    wn = w / w.sum()
+    r2 = ((q[:, None, :] - x[None]) ** 2).sum(-1) / h**2
+    with np.errstate(divide="ignore"):
+        want = logsumexp(np.log(wn)[None] - 0.5 * r2, axis=1) - d * np.log(h) - 0.5 * d * np.log(2 * np.pi)
+    assert np.all(want < -1000)
+    np.testing.assert_allclose(got, want, rtol=1e-12)

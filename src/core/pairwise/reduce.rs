@@ -9,7 +9,8 @@ use super::COL_TILE;
 use crate::core::simd::{self, Fma};
 
 /// Log-weight spread within a tile up to which the fused pass shifts by the largest
-/// weight: the largest term is then at least e^-40, far from underflow.
+/// weight: the largest term is then at least e^-40, far from underflow. Tiles with a
+/// wider spread, or with zero weights, take the exact two-pass route.
 const WEIGHT_SPREAD: f64 = 40.0;
 
 /// Log-terms this far below a row's running maximum are skipped tile by tile: their
@@ -179,19 +180,17 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
         let with_mean = self.mean.is_some();
         // The fused pass applies to scales whose rows need only the log-sum.
         let fused_from = if self.sumsq || with_mean { 1 } else { 0 };
-        let (wmax, uniform) = if F::LOG && F::DECREASING && g_count > fused_from {
-            let (lo, hi) = finite_range(w);
-            let uniform = w.iter().all(|&x| x == hi);
-            (
+        // Zero weights (-inf) disqualify the tile: its nearest column might carry none.
+        let (wmax, uniform) = match finite_range(w) {
+            Some((lo, hi)) if F::LOG && F::DECREASING && g_count > fused_from => (
                 if hi - lo <= WEIGHT_SPREAD {
                     hi
                 } else {
                     f64::NAN
                 },
-                uniform,
-            )
-        } else {
-            (f64::NAN, false)
+                lo == hi,
+            ),
+            _ => (f64::NAN, false),
         };
         for i in 0..nr {
             let drow = &d2[i * COL_TILE..i * COL_TILE + nc];
@@ -213,7 +212,7 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
                 let k = i * g_count + g;
                 let v = &mut st.buf[..nc];
                 if F::LOG && g >= fused_from && !wmax.is_nan() {
-                    if dmin == f64::INFINITY || wmax == f64::NEG_INFINITY {
+                    if dmin == f64::INFINITY {
                         continue;
                     }
                     // An upper bound of the row-tile's largest log-term, exact for equal
@@ -354,17 +353,18 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
     }
 }
 
-/// Smallest and largest finite entries (+inf, -inf when there are none).
-fn finite_range(v: &[f64]) -> (f64, f64) {
+/// Smallest and largest entries, or `None` when one is not finite (or `v` is empty).
+fn finite_range(v: &[f64]) -> Option<(f64, f64)> {
     let mut lo = f64::INFINITY;
     let mut hi = f64::NEG_INFINITY;
     for &x in v {
-        if x.is_finite() {
-            lo = lo.min(x);
-            hi = hi.max(x);
+        if !x.is_finite() {
+            return None;
         }
+        lo = lo.min(x);
+        hi = hi.max(x);
     }
-    (lo, hi)
+    (lo <= hi).then_some((lo, hi))
 }
 
 /// Materialises the squared distances of every row against all `m` columns: an n×m
