@@ -223,6 +223,20 @@ def test_batch_unbalanced_and_errors():
         divest.sinkhorn_batch(a / a.sum(1, keepdims=True), b / b.sum(1, keepdims=True), c, 0.1)
 
 
+@pytest.mark.parametrize("kw", [{}, {"method": "log"}, {"reg_m": 1.0}])
+def test_batch_rejects_non_finite_costs_on_every_path(kw):
+    rng = np.random.default_rng(13)
+    a = np.full((3, 9), 1 / 9)
+    c = rng.random((3, 9, 9))
+    for bad in (np.nan, np.inf):
+        cb = c.copy()
+        cb[2, 8, 8] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            divest.sinkhorn_batch(a, a, cb, 0.1, **kw)
+        with pytest.raises(ValueError, match="NaN or inf"):
+            divest.sinkhorn_batch(a, a, cb[2].astype(np.float32), 0.1, **kw)
+
+
 def _dense_entropic(x, y, a, b, eps, p):
     c = np.sqrt(((x[:, None] - y[None]) ** 2).sum(-1)) ** p
     plan = ot.bregman.sinkhorn_log(a, b, c, eps, stopThr=1e-11, numItermax=20000)

@@ -42,6 +42,10 @@ const ABSORB: f64 = 30.0;
 /// Kernel sums below this are recomputed exactly in the log domain.
 const TINY: f64 = 1e-250;
 
+fn not_finite() -> crate::core::error::Error {
+    invalid!("cost contains NaN or inf; every entry must be finite")
+}
+
 /// How the iterations are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -94,6 +98,16 @@ impl Problem<'_> {
 
     /// Checks shapes and values (the Python layer checks first, with nicer messages).
     pub fn validate(&self) -> Result<()> {
+        self.validate_but_cost()?;
+        if self.cost.iter().any(|c| !c.is_finite()) {
+            return Err(not_finite());
+        }
+        Ok(())
+    }
+
+    /// [`Problem::validate`] without the scan of the costs (for callers that check their
+    /// finiteness in a pass they make anyway).
+    fn validate_but_cost(&self) -> Result<()> {
         let (n, m) = (self.n(), self.m());
         if n == 0 || m == 0 {
             return Err(invalid!("a and b must be non-empty"));
@@ -111,9 +125,6 @@ impl Problem<'_> {
             if !(w.iter().sum::<f64>() > 0.0) {
                 return Err(invalid!("{name} must not sum to zero"));
             }
-        }
-        if self.cost.iter().any(|c| !c.is_finite()) {
-            return Err(invalid!("cost must be finite"));
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(invalid!(
@@ -1208,15 +1219,18 @@ simd_fn!(
 
 #[inline(always)]
 #[allow(clippy::extra_unused_type_parameters)] // The dispatch macro instantiates it per level.
-fn minmax_body<M: Fma>(c: &[f64]) -> (f64, f64) {
+fn minmax_body<M: Fma>(c: &[f64]) -> (f64, f64, bool) {
     let mut lo = [f64::INFINITY; simd::LANES];
     let mut hi = [f64::NEG_INFINITY; simd::LANES];
+    // 0·x is 0 for finite x and NaN for ±inf and NaN: one vectorised finiteness test.
+    let mut nan = [0.0f64; simd::LANES];
     let ch = c.chunks_exact(simd::LANES);
     let rest = ch.remainder();
     for q in ch {
         for l in 0..simd::LANES {
             lo[l] = lo[l].min(q[l]);
             hi[l] = hi[l].max(q[l]);
+            nan[l] += q[l] * 0.0;
         }
     }
     let lo = rest.iter().chain(&lo).fold(f64::INFINITY, |x, &y| x.min(y));
@@ -1224,29 +1238,126 @@ fn minmax_body<M: Fma>(c: &[f64]) -> (f64, f64) {
         .iter()
         .chain(&hi)
         .fold(f64::NEG_INFINITY, |x, &y| x.max(y));
-    (lo, hi)
+    let finite = nan.iter().chain(rest).all(|x| x.is_finite());
+    (lo, hi, finite)
 }
 simd_fn!(
-    /// (min, max) of the finite values `c`.
-    fn min_max => minmax_body(c: &[f64]) -> (f64, f64)
+    /// (min, max) of `c`, and whether every entry is finite.
+    fn min_max => minmax_body(c: &[f64]) -> (f64, f64, bool)
 );
 
+/// Rows per group of the small-problem path's fused sweep (and lanes per chunk).
+const GROUP: usize = simd::LANES;
+
+/// Column update of GROUP consecutive rows of a row-major block: `t_j += Σ_r w_r k_rj`,
+/// rows in order (one pass over t).
 #[inline(always)]
-fn lin_body<M: Fma>(c: &[f64], k: &[f64], wa: &[f64], wb: &[f64], buf: &mut [f64]) -> f64 {
+fn group_axpy<M: Fma>(block: &[f64], m: usize, w: &[f64], t: &mut [f64]) {
+    if block.len() < GROUP * m || w.len() < GROUP || t.len() < m {
+        return; // Unreachable: the callers pass whole groups.
+    }
+    let (r0, rest) = block.split_at(m);
+    let (r1, rest) = rest.split_at(m);
+    let (r2, rest) = rest.split_at(m);
+    let (r3, rest) = rest.split_at(m);
+    let (r4, rest) = rest.split_at(m);
+    let (r5, rest) = rest.split_at(m);
+    let (r6, rest) = rest.split_at(m);
+    let r7 = &rest[..m];
+    let w: [f64; GROUP] = std::array::from_fn(|r| w[r]);
+    for ((((((((o, &x0), &x1), &x2), &x3), &x4), &x5), &x6), &x7) in t[..m]
+        .iter_mut()
+        .zip(r0)
+        .zip(r1)
+        .zip(r2)
+        .zip(r3)
+        .zip(r4)
+        .zip(r5)
+        .zip(r6)
+        .zip(r7)
+    {
+        let mut v = M::ma(w[0], x0, *o);
+        v = M::ma(w[1], x1, v);
+        v = M::ma(w[2], x2, v);
+        v = M::ma(w[3], x3, v);
+        v = M::ma(w[4], x4, v);
+        v = M::ma(w[5], x5, v);
+        v = M::ma(w[6], x6, v);
+        *o = M::ma(w[7], x7, v);
+    }
+}
+
+#[inline(always)]
+fn axpy_rows_body<M: Fma>(k: &[f64], m: usize, w: &[f64], out: &mut [f64]) {
+    let out = &mut out[..m];
+    out.fill(0.0);
+    let whole = w.len() / GROUP * GROUP;
+    for (block, wq) in k
+        .chunks_exact(GROUP * m)
+        .zip(w[..whole].chunks_exact(GROUP))
+    {
+        group_axpy::<M>(block, m, wq, out);
+    }
+    col_acc_body::<M>(&k[whole * m..], m, &w[whole..], out);
+}
+simd_fn!(
+    /// `out_j = Σ_i w_i k_ij` over the rows of the row-major `k` (row length m), rows in
+    /// order, GROUP rows per pass over `out`.
+    fn axpy_rows => axpy_rows_body(k: &[f64], m: usize, w: &[f64], out: &mut [f64]) -> ()
+);
+
+/// Writes the transpose of the row-major n×m `k` into `kt` (m×n), in GROUP×GROUP tiles.
+fn transpose(k: &[f64], n: usize, m: usize, kt: &mut [f64]) {
+    for i0 in (0..n).step_by(GROUP) {
+        let i1 = (i0 + GROUP).min(n);
+        for j0 in (0..m).step_by(GROUP) {
+            let j1 = (j0 + GROUP).min(m);
+            for i in i0..i1 {
+                for j in j0..j1 {
+                    kt[j * n + i] = k[i * m + j];
+                }
+            }
+        }
+    }
+}
+
+/// One pass over the kernel for the finish of the small-problem path: `s_i = K_i·wb`,
+/// `t = Kᵀwa` and the linear cost `Σ_ij c_ij wa_i k_ij wb_j`. `buf` holds m values.
+#[inline(always)]
+fn small_finish_body<M: Fma>(
+    c: &[f64],
+    k: &[f64],
+    wa: &[f64],
+    wb: &[f64],
+    s: &mut [f64],
+    t: &mut [f64],
+    buf: &mut [f64],
+) -> f64 {
     let m = wb.len();
     let buf = &mut buf[..m];
+    let t = &mut t[..m];
+    t.fill(0.0);
     let mut lin = 0.0;
-    for ((&wi, cr), kr) in wa.iter().zip(c.chunks_exact(m)).zip(k.chunks_exact(m)) {
-        for ((o, &cj), &kj) in buf.iter_mut().zip(cr).zip(kr) {
-            *o = cj * kj;
+    for (((&wi, si), cr), kr) in wa
+        .iter()
+        .zip(s.iter_mut())
+        .zip(c.chunks_exact(m))
+        .zip(k.chunks_exact(m))
+    {
+        for ((o, &kj), &wj) in buf.iter_mut().zip(kr).zip(wb) {
+            *o = kj * wj;
         }
-        lin = M::ma(wi, dot::<M>(buf, wb), lin);
+        *si = simd::sum(buf);
+        lin = M::ma(wi, dot::<M>(buf, cr), lin);
+        for (o, &kj) in t.iter_mut().zip(kr) {
+            *o = M::ma(wi, kj, *o);
+        }
     }
     lin
 }
 simd_fn!(
-    /// `Σ_ij c_ij wa_i k_ij wb_j` (`buf`: scratch of length m).
-    fn lin_cost => lin_body(c: &[f64], k: &[f64], wa: &[f64], wb: &[f64], buf: &mut [f64]) -> f64
+    /// See `small_finish_body`.
+    fn small_finish => small_finish_body(c: &[f64], k: &[f64], wa: &[f64], wb: &[f64], s: &mut [f64], t: &mut [f64], buf: &mut [f64]) -> f64
 );
 
 /// Kernel entries of the small-problem path are at least e^-SMALL_RANGE, so its scalings
@@ -1257,7 +1368,8 @@ const SMALL_RANGE: f64 = 150.0;
 #[derive(Default)]
 struct SmallWs {
     kern: Vec<f64>,
-    /// The kernel transposed (m×n): both half-steps are then row-axpy sweeps.
+    /// The kernel transposed (m×n): both half-steps are then row-axpy sweeps, which
+    /// vectorise reliably (row dot products need horizontal sums).
     kernt: Vec<f64>,
     scratch: Vec<f64>,
     xnew: Vec<f64>,
@@ -1266,6 +1378,7 @@ struct SmallWs {
     alpha: Vec<f64>,
     beta: Vec<f64>,
     wa: Vec<f64>,
+    wa_new: Vec<f64>,
     wb: Vec<f64>,
 }
 
@@ -1275,8 +1388,8 @@ struct SmallWs {
 /// `P_ij = a_i α_i K_ij β_j b_j`, i.e. `f = ε ln α + min C`, `g = ε ln β`: the iterates of
 /// [`solve`] from zero potentials (the same updates, errors and over-relaxation safeguard),
 /// with no exp or log per iteration unless ω ≠ 1. A half-step is one matrix-vector product
-/// on the stored kernel; the row product also gives the plan's exact row marginals, so the
-/// L1 marginal check costs n operations. Returns `None` (the caller runs [`solve`]) when
+/// on the stored kernel (or its transpose); the row product also gives the plan's exact row
+/// marginals, so the L1 marginal check costs n operations. Returns `None` (the caller runs [`solve`]) when
 /// `(max C − min C)/ε` exceeds [`SMALL_RANGE`] or a sum leaves the safe range.
 fn solve_small(
     p: &Problem<'_>,
@@ -1285,7 +1398,13 @@ fn solve_small(
     want_plan: bool,
     stop: &AtomicBool,
 ) -> Result<Option<(Solved, Finished)>> {
-    p.validate()?;
+    p.validate_but_cost()?;
+    let level = simd::level();
+    // One pass for the range and the finiteness check of `validate`.
+    let (cmin, cmax, finite) = min_max(level, p.cost);
+    if !finite {
+        return Err(not_finite());
+    }
     if !(p.rho_a.is_infinite() && p.rho_b.is_infinite()) || opts.scaling.is_some() {
         return Ok(None);
     }
@@ -1294,16 +1413,14 @@ fn solve_small(
     }
     let (n, m) = (p.n(), p.m());
     let eps = p.eps;
-    let level = simd::level();
-    let (cmin, cmax) = min_max(level, p.cost);
     if !((cmax - cmin) / eps <= SMALL_RANGE) {
         return Ok(None);
     }
     ws.kern.resize(n * m, 0.0);
     ws.kernt.resize(n * m, 0.0);
-    ws.scratch.resize(2 * n.max(m), 0.0);
+    ws.scratch.resize(2 * n.max(m).max(GROUP), 0.0);
     ws.xnew.resize(n.max(m), 0.0);
-    for v in [&mut ws.s, &mut ws.alpha, &mut ws.wa] {
+    for v in [&mut ws.s, &mut ws.alpha, &mut ws.wa, &mut ws.wa_new] {
         v.resize(n, 0.0);
     }
     for v in [&mut ws.t, &mut ws.beta, &mut ws.wb] {
@@ -1312,11 +1429,7 @@ fn solve_small(
     ws.s.fill(cmin / eps);
     ws.t.fill(0.0);
     build_kernel(level, p.cost, &ws.s, &ws.t, 1.0 / eps, &mut ws.kern);
-    for i in 0..n {
-        for j in 0..m {
-            ws.kernt[j * n + i] = ws.kern[i * m + j];
-        }
-    }
+    transpose(&ws.kern, n, m, &mut ws.kernt);
     ws.alpha.fill(1.0);
     ws.beta.fill(1.0);
     ws.wa.copy_from_slice(p.a);
@@ -1331,10 +1444,10 @@ fn solve_small(
         if it % 32 == 0 {
             threads::check(stop)?;
         }
-        // Row half-step: s = K(b∘β) gives the row marginals a∘α∘s of the current plan.
+        // Row half-step: s = K(b∘β) gives the row marginals a∘α∘s of the current plan; the
+        // candidate a∘α' goes to `wa_new`.
         let w = relax.omega;
-        ws.s.fill(0.0);
-        col_dot_acc(level, &ws.kernt, n, &ws.wb, &mut ws.s);
+        axpy_rows(level, &ws.kernt, n, &ws.wb, &mut ws.s);
         let (e_rows, _, fine) = scale_step(
             level,
             &ws.alpha,
@@ -1342,7 +1455,7 @@ fn solve_small(
             w,
             a,
             &mut ws.xnew[..n],
-            &mut ws.wa,
+            &mut ws.wa_new,
             &mut ws.scratch,
         );
         if !fine {
@@ -1352,18 +1465,15 @@ fn solve_small(
             err = e_rows + e_cols;
             relax.observe(err);
             if err <= opts.tol {
-                // Keep the plan just measured: a∘α, not the candidate.
-                for i in 0..n {
-                    ws.wa[i] = a[i] * ws.alpha[i];
-                }
+                // Keep the plan just measured (α, in `wa`), not the candidate.
                 converged = true;
                 break;
             }
         }
         ws.alpha.copy_from_slice(&ws.xnew[..n]);
+        std::mem::swap(&mut ws.wa, &mut ws.wa_new);
         // Column half-step on t = Kᵀ(a∘α); the new plan's column marginals are b∘β∘t.
-        ws.t.fill(0.0);
-        col_dot_acc(level, &ws.kern, m, &ws.wa, &mut ws.t);
+        axpy_rows(level, &ws.kern, m, &ws.wa, &mut ws.t);
         let w = relax.omega;
         let (_, e_new, fine) = scale_step(
             level,
@@ -1385,9 +1495,16 @@ fn solve_small(
     // The plan's marginals, linear cost and (optionally) entries, from the kernel.
     let f: Vec<f64> = ws.alpha.iter().map(|x| eps * x.ln() + cmin).collect();
     let g: Vec<f64> = ws.beta.iter().map(|y| eps * y.ln()).collect();
-    row_dot(level, &ws.kern, m, &ws.wb, &mut ws.s);
-    ws.t.fill(0.0);
-    col_dot_acc(level, &ws.kern, m, &ws.wa, &mut ws.t);
+    let lin = small_finish(
+        level,
+        p.cost,
+        &ws.kern,
+        &ws.wa,
+        &ws.wb,
+        &mut ws.s,
+        &mut ws.t,
+        &mut ws.scratch,
+    );
     let rowsum: Vec<f64> = (0..n).map(|i| ws.wa[i] * ws.s[i]).collect();
     let colsum: Vec<f64> = (0..m).map(|j| ws.wb[j] * ws.t[j]).collect();
     let mut plan = if want_plan {
@@ -1395,15 +1512,14 @@ fn solve_small(
     } else {
         Vec::new()
     };
-    let lin = lin_cost(level, p.cost, &ws.kern, &ws.wa, &ws.wb, &mut ws.scratch);
     if want_plan {
-        for i in 0..n {
-            let kr = &ws.kern[i * m..(i + 1) * m];
-            for (pj, (&kj, &wj)) in plan[i * m..(i + 1) * m]
-                .iter_mut()
-                .zip(kr.iter().zip(&ws.wb))
-            {
-                *pj = ws.wa[i] * kj * wj;
+        for ((row, kr), &wi) in plan
+            .chunks_exact_mut(m)
+            .zip(ws.kern.chunks_exact(m))
+            .zip(&ws.wa)
+        {
+            for ((pj, &kj), &wj) in row.iter_mut().zip(kr).zip(&ws.wb) {
+                *pj = wi * kj * wj;
             }
         }
     }
@@ -1678,6 +1794,87 @@ mod tests {
 #[cfg(test)]
 mod small_tests {
     use super::*;
+
+    #[test]
+    fn axpy_rows_every_level_matches_naive_including_tails() {
+        for (n, m) in [
+            (1usize, 1usize),
+            (7, 9),
+            (8, 8),
+            (17, 13),
+            (64, 64),
+            (23, 40),
+        ] {
+            let k: Vec<f64> = (0..n * m)
+                .map(|i| ((i * 37 % 101) as f64) / 101.0)
+                .collect();
+            let w: Vec<f64> = (0..n).map(|i| 1.0 + (i % 5) as f64 * 0.25).collect();
+            let want: Vec<f64> = (0..m)
+                .map(|j| (0..n).map(|i| w[i] * k[i * m + j]).sum())
+                .collect();
+            for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
+                if lvl > simd::detected() {
+                    continue;
+                }
+                let mut out = vec![f64::NAN; m];
+                axpy_rows(lvl, &k, m, &w, &mut out);
+                for (o, e) in out.iter().zip(&want) {
+                    assert!(
+                        (o - e).abs() <= 1e-14 * e.abs(),
+                        "{lvl:?} {n}x{m}: {o} vs {e}"
+                    );
+                }
+            }
+            let mut kt = vec![0.0; n * m];
+            transpose(&k, n, m, &mut kt);
+            for i in 0..n {
+                for j in 0..m {
+                    assert_eq!(kt[j * n + i], k[i * m + j]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn min_max_flags_non_finite_and_small_path_rejects_it() {
+        for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
+            if lvl > simd::detected() {
+                continue;
+            }
+            for len in [3usize, 8, 19] {
+                let mut c: Vec<f64> = (0..len).map(|i| i as f64 - 2.0).collect();
+                assert_eq!(min_max(lvl, &c), (-2.0, len as f64 - 3.0, true));
+                for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                    for at in [0, len - 1] {
+                        let keep = c[at];
+                        c[at] = bad;
+                        assert!(!min_max(lvl, &c).2, "{lvl:?} len {len} {bad} at {at}");
+                        c[at] = keep;
+                    }
+                }
+            }
+        }
+        let (a, b) = (vec![0.5; 2], vec![0.5; 2]);
+        let c = [0.0, 1.0, f64::NAN, 0.5];
+        let p = Problem {
+            a: &a,
+            b: &b,
+            cost: &c,
+            eps: 0.1,
+            rho_a: f64::INFINITY,
+            rho_b: f64::INFINITY,
+        };
+        let stop = AtomicBool::new(false);
+        let err = solve_small(
+            &p,
+            &Options::default(),
+            &mut SmallWs::default(),
+            false,
+            &stop,
+        );
+        assert!(matches!(err, Err(e) if e.to_string().contains("NaN or inf")));
+        assert!(p.validate().is_err());
+    }
 
     #[test]
     fn small_path_matches_general_solver_and_declines_wide_ranges() {
