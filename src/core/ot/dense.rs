@@ -25,8 +25,9 @@ use std::sync::atomic::AtomicBool;
 use rayon::prelude::*;
 
 use crate::core::error::{invalid, Result};
+use crate::core::simd::rows::{self, GROUP_ROWS};
 use crate::core::simd::simd_fn;
-use crate::core::simd::{self, Fma, Level};
+use crate::core::simd::{self, Fma, Level, SimdTask};
 use crate::core::threads;
 
 /// Rows per parallel task in the row passes.
@@ -1382,6 +1383,96 @@ struct SmallWs {
     wb: Vec<f64>,
 }
 
+/// The iterations of [`solve_small`] with one pass over the kernel per iteration: each
+/// group of 8 rows gets its sums `K_i·(b∘β)` (the current row marginals), its new scalings,
+/// and is added into `Kᵀ(a∘α')` while still in L1. Same updates, errors, safeguard and
+/// stopping rule as the two-sweep loop; only the summation order of the products differs.
+/// Returns `(iterations, error, converged)`, or `None` when a sum leaves the safe range.
+struct FusedSweeps<'a, 'p> {
+    p: &'a Problem<'p>,
+    opts: &'a Options,
+    ws: &'a mut SmallWs,
+    relax: &'a mut Relax,
+    stop: &'a AtomicBool,
+}
+
+impl SimdTask for FusedSweeps<'_, '_> {
+    type Output = Result<Option<(usize, f64, bool)>>;
+
+    #[inline(always)]
+    fn run<M: Fma>(self) -> Self::Output {
+        let FusedSweeps {
+            p,
+            opts,
+            ws,
+            relax,
+            stop,
+        } = self;
+        let (n, m) = (p.n(), p.m());
+        let (a, b) = (p.a, p.b);
+        let mut err = f64::INFINITY;
+        let mut e_cols = f64::INFINITY;
+        let mut it = 0;
+        let mut s8 = [0.0f64; GROUP_ROWS];
+        while it < opts.max_iter {
+            if it % 32 == 0 {
+                threads::check(stop)?;
+            }
+            let w = relax.omega;
+            ws.t[..m].fill(0.0);
+            let mut e_rows = 0.0;
+            let mut fine = true;
+            for g in (0..n).step_by(GROUP_ROWS) {
+                let nr = GROUP_ROWS.min(n - g);
+                let rows = &ws.kern[g * m..];
+                rows::dot_rows::<M>(rows, m, m, nr, &ws.wb, &mut s8);
+                let (before, _, ok) = scale_body::<M>(
+                    &ws.alpha[g..g + nr],
+                    &s8[..nr],
+                    w,
+                    &a[g..g + nr],
+                    &mut ws.xnew[g..g + nr],
+                    &mut ws.wa_new[g..g + nr],
+                    &mut ws.scratch,
+                );
+                e_rows += before;
+                fine &= ok;
+                rows::axpy_rows::<M>(rows, m, m, nr, &ws.wa_new[g..g + nr], &mut ws.t);
+            }
+            if !fine {
+                return Ok(None);
+            }
+            if e_cols.is_finite() {
+                err = e_rows + e_cols;
+                relax.observe(err);
+                if err <= opts.tol {
+                    // Keep the plan just measured (α, in `wa`), not the candidate.
+                    return Ok(Some((it, err, true)));
+                }
+            }
+            ws.alpha.copy_from_slice(&ws.xnew[..n]);
+            std::mem::swap(&mut ws.wa, &mut ws.wa_new);
+            let w = relax.omega;
+            let (_, e_new, fine) = scale_body::<M>(
+                &ws.beta,
+                &ws.t[..m],
+                w,
+                b,
+                &mut ws.xnew[..m],
+                &mut ws.wb,
+                &mut ws.scratch,
+            );
+            if !fine {
+                return Ok(None);
+            }
+            e_cols = e_new;
+            ws.beta.copy_from_slice(&ws.xnew[..m]);
+            it += 1;
+        }
+        Ok(Some((it, err, false)))
+    }
+}
+
 /// The small-problem path: a balanced problem solved serially in the scaling domain.
 ///
 /// With `K_ij = e^{−(C_ij − min C)/ε}` and scalings α, β, the plan is
@@ -1429,7 +1520,6 @@ fn solve_small(
     ws.s.fill(cmin / eps);
     ws.t.fill(0.0);
     build_kernel(level, p.cost, &ws.s, &ws.t, 1.0 / eps, &mut ws.kern);
-    transpose(&ws.kern, n, m, &mut ws.kernt);
     ws.alpha.fill(1.0);
     ws.beta.fill(1.0);
     ws.wa.copy_from_slice(p.a);
@@ -1440,7 +1530,24 @@ fn solve_small(
     let mut e_cols = f64::INFINITY;
     let mut converged = false;
     let mut it = 0;
-    while it < opts.max_iter {
+    // AVX-512 runs the one-pass loop (explicit intrinsics); other levels sweep K and Kᵀ.
+    let fused = level.min(simd::detected()) == Level::Avx512;
+    if fused {
+        let task = FusedSweeps {
+            p,
+            opts,
+            ws: &mut *ws,
+            relax: &mut relax,
+            stop,
+        };
+        match simd::dispatch(level, task)? {
+            Some((i, e, c)) => (it, err, converged) = (i, e, c),
+            None => return Ok(None),
+        }
+    } else {
+        transpose(&ws.kern, n, m, &mut ws.kernt);
+    }
+    while !fused && it < opts.max_iter {
         if it % 32 == 0 {
             threads::check(stop)?;
         }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use super::error::{invalid, Result};
 
 mod expsum;
+pub mod rows;
 pub use expsum::lin_exp_sum;
 
 /// Instruction-set level a kernel runs at.

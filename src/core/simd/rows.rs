@@ -1,0 +1,193 @@
+//! Groups of up to eight rows of a small row-major matrix: their dot products with one
+//! vector, and their weighted sum into another. The Sinkhorn small-problem path runs both
+//! on the same rows while they are in L1, one pass over the kernel per iteration.
+//!
+//! The compiler's vectoriser handles these unreliably (it mixes widths, gathers or spills
+//! depending on the surrounding code), so the AVX-512 path is written with intrinsics;
+//! the other paths are plain loops.
+
+use super::{finish_lanes, Fma, LANES};
+
+/// Rows per group.
+pub const GROUP_ROWS: usize = 8;
+
+/// `out[r] = Σ_{j<m} k[r·stride + j]·w[j]` for the rows `r < nr` (at most 8).
+///
+/// `k` holds at least `(nr − 1)·stride + m` values and `w` at least `m`.
+#[inline(always)]
+pub fn dot_rows<M: Fma>(k: &[f64], stride: usize, m: usize, nr: usize, w: &[f64], out: &mut [f64]) {
+    let nr = nr.min(GROUP_ROWS).min(out.len());
+    if nr == 0 {
+        return;
+    }
+    assert!(
+        k.len() >= (nr - 1) * stride + m && w.len() >= m,
+        "dot_rows: short input"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX512 && nr == GROUP_ROWS {
+        // SAFETY: M::AVX512 holds only on the AVX-512 dispatch path; the lengths were
+        // checked above.
+        unsafe { dot8_512(k, stride, m, w, out) };
+        return;
+    }
+    for (r, o) in out.iter_mut().enumerate().take(nr) {
+        let row = &k[r * stride..r * stride + m];
+        let mut acc = [0.0f64; LANES];
+        let ch = row.chunks_exact(LANES);
+        let tail = ch.remainder();
+        for (q, wq) in ch.zip(w[..m].chunks_exact(LANES)) {
+            for l in 0..LANES {
+                acc[l] = M::ma(q[l], wq[l], acc[l]);
+            }
+        }
+        let mut t = 0.0;
+        for (x, y) in tail.iter().zip(&w[m - tail.len()..m]) {
+            t = M::ma(*x, *y, t);
+        }
+        *o = finish_lanes(&acc) + t;
+    }
+}
+
+/// `t[j] += Σ_{r<nr} w[r]·k[r·stride + j]` for `j < m`, rows in order.
+///
+/// `k` holds at least `(nr − 1)·stride + m` values, `w` at least `nr`, `t` at least `m`.
+#[inline(always)]
+pub fn axpy_rows<M: Fma>(k: &[f64], stride: usize, m: usize, nr: usize, w: &[f64], t: &mut [f64]) {
+    let nr = nr.min(GROUP_ROWS).min(w.len());
+    if nr == 0 {
+        return;
+    }
+    assert!(
+        k.len() >= (nr - 1) * stride + m && t.len() >= m,
+        "axpy_rows: short input"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX512 && nr == GROUP_ROWS {
+        // SAFETY: as in `dot_rows`.
+        unsafe { axpy8_512(k, stride, m, w, t) };
+        return;
+    }
+    for (j, o) in t.iter_mut().enumerate().take(m) {
+        let mut v = *o;
+        for (r, &wr) in w.iter().enumerate().take(nr) {
+            v = M::ma(wr, k[r * stride + j], v);
+        }
+        *o = v;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot8_512(k: &[f64], stride: usize, m: usize, w: &[f64], out: &mut [f64]) {
+    use std::arch::x86_64::*;
+    let kp = k.as_ptr();
+    let wp = w.as_ptr();
+    let mut acc = [_mm512_setzero_pd(); GROUP_ROWS];
+    let mut j = 0;
+    while j < m {
+        let rem = m - j;
+        let mask: __mmask8 = if rem >= 8 { 0xff } else { (1u8 << rem) - 1 };
+        // SAFETY: lanes j..j+min(8, rem) lie inside w[..m] and inside each row's m values.
+        unsafe {
+            let wv = _mm512_maskz_loadu_pd(mask, wp.add(j));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let kv = _mm512_maskz_loadu_pd(mask, kp.add(r * stride + j));
+                *a = _mm512_fmadd_pd(kv, wv, *a);
+            }
+        }
+        j += 8;
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = _mm512_reduce_add_pd(a);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn axpy8_512(k: &[f64], stride: usize, m: usize, w: &[f64], t: &mut [f64]) {
+    use std::arch::x86_64::*;
+    let kp = k.as_ptr();
+    let tp = t.as_mut_ptr();
+    let wr: [__m512d; GROUP_ROWS] = std::array::from_fn(|r| _mm512_set1_pd(w[r]));
+    let mut j = 0;
+    while j < m {
+        let rem = m - j;
+        let mask: __mmask8 = if rem >= 8 { 0xff } else { (1u8 << rem) - 1 };
+        // SAFETY: lanes j..j+min(8, rem) lie inside t[..m] and inside each row's m values.
+        unsafe {
+            let mut tv = _mm512_maskz_loadu_pd(mask, tp.add(j));
+            for (r, wv) in wr.iter().enumerate() {
+                let kv = _mm512_maskz_loadu_pd(mask, kp.add(r * stride + j));
+                tv = _mm512_fmadd_pd(kv, *wv, tv);
+            }
+            _mm512_mask_storeu_pd(tp.add(j), mask, tv);
+        }
+        j += 8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{detected, dispatch, Level, SimdTask};
+    use super::*;
+
+    struct Both<'a> {
+        k: &'a [f64],
+        stride: usize,
+        m: usize,
+        nr: usize,
+        w: &'a [f64],
+    }
+    impl SimdTask for Both<'_> {
+        type Output = (Vec<f64>, Vec<f64>);
+        #[inline(always)]
+        fn run<M: Fma>(self) -> (Vec<f64>, Vec<f64>) {
+            let mut d = vec![0.0; GROUP_ROWS];
+            dot_rows::<M>(self.k, self.stride, self.m, self.nr, self.w, &mut d);
+            let mut t: Vec<f64> = (0..self.m).map(|j| j as f64 * 0.5).collect();
+            axpy_rows::<M>(self.k, self.stride, self.m, self.nr, self.w, &mut t);
+            (d, t)
+        }
+    }
+
+    #[test]
+    fn groups_match_naive_at_every_level() {
+        for m in [1usize, 5, 8, 13, 64, 67] {
+            for nr in [1usize, 3, 8] {
+                let stride = m + 3;
+                let k: Vec<f64> = (0..nr * stride).map(|i| (i as f64 * 0.37).sin()).collect();
+                let w: Vec<f64> = (0..m.max(nr)).map(|i| (i as f64 * 0.71).cos()).collect();
+                let want_d: Vec<f64> = (0..nr)
+                    .map(|r| (0..m).map(|j| k[r * stride + j] * w[j]).sum())
+                    .collect();
+                let want_t: Vec<f64> = (0..m)
+                    .map(|j| {
+                        j as f64 * 0.5 + (0..nr).map(|r| w[r] * k[r * stride + j]).sum::<f64>()
+                    })
+                    .collect();
+                for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
+                    if lvl > detected() {
+                        continue;
+                    }
+                    let (d, t) = dispatch(
+                        lvl,
+                        Both {
+                            k: &k,
+                            stride,
+                            m,
+                            nr,
+                            w: &w,
+                        },
+                    );
+                    for (a, b) in d.iter().zip(&want_d) {
+                        assert!((a - b).abs() < 1e-13, "{lvl:?} m={m} nr={nr}: {a} vs {b}");
+                    }
+                    for (a, b) in t.iter().zip(&want_t) {
+                        assert!((a - b).abs() < 1e-13, "{lvl:?} m={m} nr={nr}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+}
