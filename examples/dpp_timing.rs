@@ -65,6 +65,20 @@ fn main() {
     } else {
         threads
     };
+    if std::env::args().nth(1).as_deref() == Some("rejection") {
+        let u2 = orthonormal(10_000, m);
+        let c0 = cpu_seconds();
+        let t0 = Instant::now();
+        for s in 0..2000 {
+            sample_projection(&u2, 10_000, m, 1, s, Method::Rejection, &stop).unwrap();
+        }
+        println!(
+            "rejection N=10000: {:.3} ms wall, {:.3} ms cpu per sample",
+            t0.elapsed().as_secs_f64() / 2.0,
+            (cpu_seconds() - c0) / 2.0
+        );
+        return;
+    }
     let c0 = cpu_seconds();
     let t0 = Instant::now();
     for _ in 0..200 {

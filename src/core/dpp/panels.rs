@@ -75,6 +75,19 @@ impl Panels {
         }
     }
 
+    /// Σ_j (q_j · u)² for one row u when it stays below `bound`, else None (then the
+    /// later panels are skipped). The sum is the one [`Panels::sq_rows`] gives.
+    pub(crate) fn sq_row_below(&self, level: Level, row: &[f64], bound: f64) -> Option<f64> {
+        let mut s = [0.0f64];
+        for panel in self.panels() {
+            sq_rows_at(level, row, self.m, panel, &mut s);
+            if s[0] >= bound {
+                return None;
+            }
+        }
+        (s[0] < bound).then_some(s[0])
+    }
+
     /// Gram–Schmidt of `v` (length m, overwritten) against the set: classical
     /// Gram–Schmidt, repeated when the first pass kept less than half of ‖v‖² (then the
     /// cancellation may have left components along the set; twice is enough).
@@ -201,22 +214,43 @@ fn subtract_body<M: Fma>(v: &mut [f64], q: &[f64], c: &[f64]) {
 
 simd::simd_fn!(fn subtract_at => subtract_body(v: &mut [f64], q: &[f64], c: &[f64]) -> ());
 
-/// Squared norms of the rows of U (n×m row-major), written to `out`.
+/// Squared norms of a few rows, their accumulations overlapping.
 #[inline(always)]
-fn row_norms_body<M: Fma>(u: &[f64], m: usize, out: &mut [f64]) {
-    for (o, row) in out.iter_mut().zip(u.chunks_exact(m)) {
-        let mut acc = [0.0f64; LANES];
-        let chunks = row.chunks_exact(LANES);
-        let tail = chunks.remainder();
-        for x in chunks {
+fn norms_of<M: Fma>(rs: &[&[f64]], o: &mut [f64]) {
+    let m = rs[0].len();
+    let full = m / LANES * LANES;
+    let mut acc = [[0.0f64; LANES]; ROWS];
+    for c in (0..full).step_by(LANES) {
+        for (a, r) in acc.iter_mut().zip(rs) {
+            let r8 = &r[c..c + LANES];
             for j in 0..LANES {
-                acc[j] = M::ma(x[j], x[j], acc[j]);
+                a[j] = M::ma(r8[j], r8[j], a[j]);
             }
         }
-        for (j, x) in tail.iter().enumerate() {
-            acc[j] = M::ma(*x, *x, acc[j]);
+    }
+    for ((a, r), o) in acc.iter_mut().zip(rs).zip(o.iter_mut()) {
+        for (j, x) in r[full..].iter().enumerate() {
+            a[j] = M::ma(*x, *x, a[j]);
         }
-        *o = finish_lanes(&acc);
+        *o = finish_lanes(a);
+    }
+}
+
+/// Squared norms of the rows of U (n×m row-major), written to `out`; four rows at a time.
+#[inline(always)]
+fn row_norms_body<M: Fma>(u: &[f64], m: usize, out: &mut [f64]) {
+    let blocks = out.len() / ROWS;
+    for (b, o) in out.chunks_mut(ROWS).enumerate() {
+        let k0 = b * ROWS;
+        if b < blocks {
+            let rs: [&[f64]; ROWS] = std::array::from_fn(|r| &u[(k0 + r) * m..(k0 + r + 1) * m]);
+            norms_of::<M>(&rs, o);
+        } else {
+            for (t, ot) in o.iter_mut().enumerate() {
+                let r = &u[(k0 + t) * m..(k0 + t + 1) * m];
+                norms_of::<M>(&[r], std::slice::from_mut(ot));
+            }
+        }
     }
 }
 

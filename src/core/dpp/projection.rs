@@ -91,10 +91,26 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Squared row norms (leverage scores) of U.
+/// Rows are split in fixed blocks over divest's pool (each row on its own: the result
+/// does not depend on the thread count).
 pub fn leverage(u: &[f64], n: usize, m: usize) -> Vec<f64> {
+    use rayon::prelude::*;
     let mut out = vec![0.0; n];
-    if m > 0 {
-        row_norms_at(simd::level(), u, m, &mut out);
+    if m == 0 {
+        return out;
+    }
+    let level = simd::level();
+    let block = |(b, o): (usize, &mut [f64])| {
+        let k0 = b * PROBE_ROWS;
+        row_norms_at(level, &u[k0 * m..(k0 + o.len()) * m], m, o);
+    };
+    if n * m < 1 << 17 {
+        out.chunks_mut(PROBE_ROWS).enumerate().for_each(block);
+    } else if threads::install(|| out.par_chunks_mut(PROBE_ROWS).enumerate().for_each(block))
+        .is_err()
+    {
+        // No pool (it could not start threads): the same blocks, serially.
+        out.chunks_mut(PROBE_ROWS).enumerate().for_each(block);
     }
     out
 }
@@ -482,11 +498,11 @@ pub(crate) fn rejection_one(
             continue;
         }
         let row = &u[i * m..(i + 1) * m];
-        let mut captured = [0.0f64];
-        basis.sq_rows(level, row, &mut captured);
-        let resid = li - captured[0];
-        // Accept with probability residual / leverage: accepted draws are ∝ the residual.
-        if rng.uniform() * li < resid {
+        // Accept with probability residual / leverage (li - captured): accepted draws are
+        // ∝ the residual. The captured mass only grows panel by panel, so a draw is
+        // rejected as soon as a partial sum reaches li - t.
+        let t = rng.uniform() * li;
+        if basis.sq_row_below(level, row, li - t).is_some() {
             let j = basis.len();
             if out[..j].contains(&i) {
                 continue;
