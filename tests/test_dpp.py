@@ -121,6 +121,49 @@ def test_projection_large_is_valid_and_matches_leverage():
         assert np.max(np.abs(z)) < 5
 
 
+def pattern_probs(k, items):
+    """P(Y ∩ S = A) for every A ⊆ S (S = items): (-1)^|S∖A| det(K_S - I_{S∖A})."""
+    ks = k[np.ix_(items, items)]
+    out = {}
+    for mask in itertools.product([0, 1], repeat=len(items)):
+        d = ks - np.diag([1.0 - b for b in mask])
+        out[mask] = abs(float(np.linalg.det(d)))
+    return out
+
+
+@pytest.mark.parametrize("method", ["chain", "rejection"])
+def test_projection_many_directions_matches_exact_patterns(method):
+    # m = 40 exceeds one panel of 32 directions, so the chain rule updates all residuals
+    # in blocks and thins in between. The joint law of 5 items' memberships (32 patterns)
+    # against the exact probabilities det(K_S - I_{S∖A}).
+    u = random_orthonormal(60, 40, 11)
+    k = u @ u.T
+    items = [int(i) for i in np.argsort(np.abs(np.diag(k) - 0.5))[:5]]
+    probs = pattern_probs(k, items)
+    assert abs(sum(probs.values()) - 1) < 1e-10
+    s = dpp.sample_projection(u, 20000, method=method, rng=17)
+    assert (np.diff(s, axis=1) > 0).all()
+    member = np.zeros((20000, 60), bool)
+    np.put_along_axis(member, s, True, axis=1)
+    pats = [tuple(int(b) for b in row) for row in member[:, items]]
+    assert g_test(pats, probs) > ALPHA
+    # The same check fails on a different kernel's probabilities.
+    k2 = random_orthonormal(60, 40, 12) @ random_orthonormal(60, 40, 12).T
+    assert g_test(pats, pattern_probs(k2, items)) < 1e-6
+
+
+def test_projection_one_sample_is_thread_independent():
+    # A lone chain sample splits its residual updates over the threads.
+    u = random_orthonormal(3000, 70, 4)
+    for seed in range(3):
+        with divest.threads(1):
+            a = dpp.sample_projection(u, method="chain", rng=seed)
+        with divest.threads(2):
+            b = dpp.sample_projection(u, method="chain", rng=seed)
+        np.testing.assert_array_equal(a, b)
+        assert len(np.unique(a)) == 70
+
+
 def test_projection_reproducible_and_thread_independent():
     u = random_orthonormal(500, 20, 2)
     for method in ("chain", "rejection"):
@@ -543,14 +586,35 @@ def test_least_squares_design_distributions():
     assert (di.weights == 1).all()
     dv = dpp.least_squares_design(phi, 7, method="volume_rescaled", rng=4)
     assert dv.indices.shape == (7,)
-    with pytest.raises(ValueError, match="multiple of m = 3"):
-        dpp.least_squares_design(phi, 4, method="dpp")
     with pytest.raises(ValueError, match="at least m = 3"):
         dpp.least_squares_design(phi, 2, method="iid")
     with pytest.raises(ValueError, match="method"):
         dpp.least_squares_design(phi, 3, method="leverage")
     with pytest.raises(ValueError, match="full column rank"):
         dpp.least_squares_design(np.c_[phi, phi[:, 0]], 4)
+
+
+def test_dpp_design_with_a_remainder():
+    # n = 2m + 1: two independent DPPs, then one point i.i.d. from k_m/m.
+    rng = np.random.default_rng(3)
+    phi = rng.standard_normal((8, 3)) * np.linspace(0.5, 2, 8)[:, None]
+    q = np.linalg.qr(phi)[0]
+    lev = np.einsum("ij,ij->i", q, q)
+    designs = [dpp.least_squares_design(phi, 7, method="dpp", rng=r) for r in range(3000)]
+    idx = np.array([d.indices for d in designs])
+    assert idx.shape == (3000, 7)
+    probs = projection_probs(q)
+    for part in (idx[:, :3], idx[:, 3:6]):
+        assert g_test(as_sets(part), probs) > ALPHA
+    assert g_test([(int(i),) for i in idx[:, 6]], {(i,): lev[i] / 3 for i in range(8)}) > ALPHA
+    # The remainder is not a DPP point: against the uniform law it is rejected.
+    assert g_test([(int(i),) for i in idx[:, 6]], {(i,): 1 / 8 for i in range(8)}) < 1e-6
+    # Weighted Gram matrix (1/n) Σ w ψψᵀ, ψ = √N q: unbiased for the identity.
+    grams = np.array([(d.weights[:, None, None] * 8 * q[d.indices, :, None]
+                       * q[d.indices, None, :]).sum(0) / 7 for d in designs])
+    se = grams.std(axis=0) / np.sqrt(len(grams))
+    assert np.all(np.abs(grams.mean(axis=0) - np.eye(3)) < 5 * se + 1e-12)
+    np.testing.assert_allclose(designs[0].weights, 3 / (8 * lev[designs[0].indices]), rtol=1e-12)
 
 
 def test_volume_rescaled_design_matches_enumeration():

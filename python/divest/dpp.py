@@ -102,11 +102,16 @@ def sample_projection(U, n_samples=None, method="auto", rng=None):
     U : array (N, m) with orthonormal columns (checked: |UᵀU - I| ≤ 1e-6, exactly when
         N m² ≤ 2·10⁷, otherwise with four random probes).
     n_samples : None for one sample, or the number of samples.
-    method : "chain" (chain rule over all N residuals, O(N m²) per sample, normalised by
-        the actual residual mass, each new direction Gram–Schmidt-orthogonalised twice),
-        "rejection" (proposals from the leverage scores ‖U_i‖², accepted with probability
-        residual / leverage: O(m³ log m) per sample after O(N m)), or "auto" (rejection
-        when N > m log(m + 1), where it is the faster).
+    method : "chain" (chain rule over all N residuals, O(N m²) per sample: the residuals
+        of all N items are brought up to date by blocks of up to 32 new directions, a
+        compute-bound SIMD product, and each step in between draws exactly from the
+        current residuals by thinning the last update's; every draw is normalised by the
+        actual residual mass, each new direction is Gram–Schmidt-orthogonalised and
+        re-orthogonalised when the first pass cancels, and a running residual that drifts
+        from its exact value triggers a full recomputation; one sample splits its updates
+        over the threads), "rejection" (proposals from the leverage scores ‖U_i‖²,
+        accepted with probability residual / leverage: O(m³ log m) per sample after
+        O(N m)), or "auto" (rejection when N > m log(m + 1), where it is the faster).
     rng : None, an int seed or a numpy Generator (one 64-bit seed is drawn from it).
 
     Returns
@@ -114,9 +119,10 @@ def sample_projection(U, n_samples=None, method="auto", rng=None):
     An int64 array of the m sampled items, sorted: shape (m,) or (n_samples, m).
     Samples with the same rng are identical whatever the thread count.
 
-    Memory: the output, U's leverage scores, and for "chain" eight residual vectors of
-    length N per worker thread. Equals DPPy's ``FiniteDPP('correlation', projection=True,
-    K_eig_dec=(ones, U)).sample_exact(mode='GS')`` in distribution.
+    Memory: the output, U's leverage scores, and per running sample O(N + m²) floats
+    (for "chain": residuals and their cumulative sums). Equals DPPy's
+    ``FiniteDPP('correlation', projection=True, K_eig_dec=(ones, U)).sample_exact(mode='GS')``
+    in distribution.
     """
     u = _matrix(U, "U")
     _check_orthonormal(u, "U")
@@ -392,7 +398,11 @@ def least_squares_design(Phi_candidates, n, method="dpp", rng=None):
     the optimal weight is m / k_m (:func:`optimal_weights`). Methods:
 
     * "dpp": the projection DPP of the orthonormalised features (m points); for n > m,
-      n/m independent DPPs (n must be a multiple of m).
+      ⌊n/m⌋ independent DPPs, then the n mod m points left i.i.d. from k_m/m. Every part
+      keeps the weighted Gram matrix unbiased, E[Σ_i w(x_i) ψ(x_i)ψ(x_i)ᵀ] = n I (a DPP
+      contributes m I, an i.i.d. point I), so the remainder is the volume-rescaled
+      construction's and the design is pure DPPs when m divides n. Indices come DPP by
+      DPP (each sorted), then the remainder.
     * "volume_rescaled": m DPP points plus n - m points i.i.d. from k_m/m (this is
       volume-rescaled sampling of size n).
     * "iid_optimal": n points i.i.d. from k_m/m.
@@ -414,12 +424,13 @@ def least_squares_design(Phi_candidates, n, method="dpp", rng=None):
         w_opt = m / (n_cand * lev)
     gen = as_generator(rng)
     if method == "dpp":
-        if n % m:
-            raise ValueError(
-                f"method='dpp' takes n as a multiple of m = {m} (independent DPPs of m points); "
-                f"got n = {n}. Use method='volume_rescaled' for other sizes"
-            )
-        idx = _core.dpp_sample_projection(q, n // m, _seed(gen), "auto").reshape(-1)
+        reps, rest = divmod(n, m)
+        idx = _core.dpp_sample_projection(q, reps, _seed(gen), "auto").reshape(-1)
+        if rest:
+            # Each DPP adds m I and each point i.i.d. from k_m/m adds I to E[Σ w ψψᵀ], so
+            # the weighted Gram matrix stays unbiased (E = n I), as in volume-rescaled
+            # sampling (the case reps = 1).
+            idx = np.concatenate([idx, gen.choice(n_cand, size=rest, p=lev / lev.sum())])
     elif method == "volume_rescaled":
         # Volume-rescaled sampling from ρ = k_m/m of the weighted features √w ψ: as
         # w ρ = μ, its DPP part is the DPP of Q, and the rest is i.i.d. from ρ.

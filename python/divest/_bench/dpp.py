@@ -46,6 +46,13 @@ def _orthonormal(n, m, seed):
 
 
 def cases(quick: bool):
+    # The inputs are built with one BLAS thread: OpenBLAS workers that have just run
+    # spin for a while after their call and would compete with the timed samplers.
+    with _one_blas_thread():
+        return _cases(quick)
+
+
+def _cases(quick: bool):
     FiniteDPP = _dppy()
     missing = "DPPy not installed (pip install dppy)"
     rs = np.random.RandomState(0)
@@ -61,10 +68,11 @@ def cases(quick: bool):
     else:
         peers["DPPy"] = missing
     out.append(Case(f"projection DPP, N={n}, m={m}, one sample, method='chain'",
-                    lambda: dpp.sample_projection(u, method="chain", rng=1), peers=peers, repeat=5))
+                    lambda: dpp.sample_projection(u, method="chain", rng=1), peers=peers,
+                    repeat=21))
     out.append(Case(f"projection DPP, N={n}, m={m}, one sample, method='rejection'",
                     lambda: dpp.sample_projection(u, method="rejection", rng=1), peers=peers,
-                    repeat=5))
+                    repeat=21))
     b = 8 if quick else 32
     peers_b = {}
     if FiniteDPP is not None:
@@ -72,7 +80,7 @@ def cases(quick: bool):
             lambda: [fd.sample_exact(mode="GS_bis", random_state=rs) for _ in range(b)])
     else:
         peers_b["DPPy"] = missing
-    out.append(Case(f"projection DPP, N={n}, m={m}, {b} samples, method='chain' (batched)",
+    out.append(Case(f"projection DPP, N={n}, m={m}, {b} samples, method='chain' (in parallel)",
                     lambda: dpp.sample_projection(u, b, method="chain", rng=1), peers=peers_b,
                     repeat=3))
     ns = 200 if quick else 1000
@@ -93,7 +101,7 @@ def cases(quick: bool):
         peers2["DPPy"] = missing
     out.append(Case(f"projection DPP, N={n2}, m={m}, one sample, method='rejection'",
                     lambda: dpp.sample_projection(u2, method="rejection", rng=1), peers=peers2,
-                    repeat=5))
+                    repeat=21))
 
     n3 = 1000 if quick else 2000
     g = np.random.default_rng(2).standard_normal((n3, 3))
@@ -110,10 +118,10 @@ def cases(quick: bool):
         peers3["DPPy"] = peers4["DPPy"] = missing
     out.append(Case(f"L-ensemble (Gaussian kernel), N={n3}, E|Y|={d.expected_size():.0f}, "
                     "one sample after the eigendecomposition",
-                    lambda: d.sample(rng=3), peers=peers3, repeat=5))
+                    lambda: d.sample(rng=3), peers=peers3, repeat=21))
     out.append(Case(f"k-DPP, N={n3}, k=50, one sample after the eigendecomposition",
-                    lambda: d.sample_k(50, rng=3), peers=peers4, repeat=5))
+                    lambda: d.sample_k(50, rng=3), peers=peers4, repeat=21))
     x = np.random.default_rng(4).standard_normal((n, 20))
     out.append(Case(f"volume sampling, N={n}, d=20, k=40 (no peer offers it)",
-                    lambda: dpp.volume_sample(x, 40, rng=5), repeat=5))
+                    lambda: dpp.volume_sample(x, 40, rng=5), repeat=21))
     return out

@@ -4,6 +4,7 @@
 //! output depends on the seed and never on the thread count.
 
 pub mod ortho;
+mod panels;
 pub mod projection;
 pub mod rng;
 pub mod spectral;

@@ -1,12 +1,14 @@
 //! Exact sampling of projection DPPs with kernel K = U Uᵀ, U (n×m) with orthonormal
-//! columns: the chain rule (batched over samples so the O(n m²) work is a GEMM) and a
-//! rejection sampler that proposes from the leverage scores (O(m³ log m) after O(n m)).
+//! columns: the chain rule (all n residuals, O(n m²) per sample, updated by blocks of
+//! directions so that the work is a compute-bound product) and a rejection sampler that
+//! proposes from the leverage scores (O(m³ log m) after O(n m)).
 
 use std::sync::atomic::AtomicBool;
 
+use super::panels::{row_norms_at, Panels, PANEL};
 use super::rng::Rng;
 use crate::core::error::{invalid, Result};
-use crate::core::simd::{self, Fma};
+use crate::core::simd::{self, finish_lanes, Fma, LANES};
 use crate::core::threads;
 
 /// Which exact projection sampler to run.
@@ -51,12 +53,24 @@ impl Method {
     }
 }
 
-/// Samples per chain-rule task: the n×m by m×B product is then a real GEMM.
-pub const CHAIN_BATCH: usize = 8;
+/// Residual norm below which a direction counts as already spanned, relative to the
+/// norm of the row (squared: 1e-20 of the leverage score).
+const TINY_SQ: f64 = 1e-20;
 
-/// Residual norm below which a direction counts as already spanned (relative to 1, the
-/// norm of a row of an orthonormal U is at most 1).
-const TINY: f64 = 1e-10;
+/// Directions the chain rule gathers before it brings all residuals up to date: one full
+/// panel of the kernel.
+const MAX_PENDING: usize = PANEL;
+
+/// The chain rule also brings all residuals up to date once their total exceeds the
+/// current residual mass by this factor (the expected number of proposals per step).
+const MAX_RATIO: f64 = 8.0;
+
+/// A residual that disagrees with its exact value (Gram–Schmidt on the row) by more than
+/// this fraction of the leverage score triggers a recomputation of all residuals.
+const DRIFT: f64 = 1e-9;
+
+/// Rows per task when the residuals are brought up to date.
+const REFRESH_ROWS: usize = 256;
 
 #[inline]
 pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -76,92 +90,98 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     (acc[0] + acc[2]) + (acc[1] + acc[3]) + tail
 }
 
-/// Orthonormal basis (rows, in R^m) of the span of the rows of U picked so far.
-pub(crate) struct Basis {
-    m: usize,
-    q: Vec<f64>,
-    len: usize,
-    work: Vec<f64>,
+/// Squared row norms (leverage scores) of U.
+/// Rows are split in fixed blocks over divest's pool (each row on its own: the result
+/// does not depend on the thread count).
+pub fn leverage(u: &[f64], n: usize, m: usize) -> Vec<f64> {
+    use rayon::prelude::*;
+    let mut out = vec![0.0; n];
+    if m == 0 {
+        return out;
+    }
+    let level = simd::level();
+    let block = |(b, o): (usize, &mut [f64])| {
+        let k0 = b * PROBE_ROWS;
+        row_norms_at(level, &u[k0 * m..(k0 + o.len()) * m], m, o);
+    };
+    if n * m < 1 << 17 {
+        out.chunks_mut(PROBE_ROWS).enumerate().for_each(block);
+    } else if threads::install(|| out.par_chunks_mut(PROBE_ROWS).enumerate().for_each(block))
+        .is_err()
+    {
+        // No pool (it could not start threads): the same blocks, serially.
+        out.chunks_mut(PROBE_ROWS).enumerate().for_each(block);
+    }
+    out
 }
 
-impl Basis {
-    pub(crate) fn new(m: usize) -> Basis {
-        Basis {
-            m,
-            q: vec![0.0; m * m],
-            len: 0,
-            work: vec![0.0; m],
-        }
-    }
+/// Rows per task of the orthonormality probes.
+const PROBE_ROWS: usize = 1024;
+/// Number of probe vectors.
+const PROBES: usize = 4;
 
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// The newest basis vector.
-    pub(crate) fn last(&self) -> &[f64] {
-        &self.q[(self.len - 1) * self.m..self.len * self.m]
-    }
-
-    /// Σ_l (q_l · row)²: the part of ‖row‖² inside the span.
-    pub(crate) fn captured(&self, row: &[f64]) -> f64 {
-        let mut s = 0.0;
-        for l in 0..self.len {
-            let c = dot(&self.q[l * self.m..(l + 1) * self.m], row);
-            s += c * c;
-        }
-        s
-    }
-
-    /// Appends the direction of `row` orthogonal to the span, by Gram–Schmidt done twice
-    /// (one pass loses orthogonality when the residual is small; two always suffice).
-    /// Returns false, leaving the basis unchanged, when the residual is numerically zero.
-    pub(crate) fn push(&mut self, row: &[f64]) -> bool {
-        if self.len >= self.m {
-            return false;
-        }
-        let m = self.m;
-        let v = &mut self.work;
-        v.copy_from_slice(row);
-        let norm0 = dot(v, v).sqrt();
-        for _pass in 0..2 {
-            for l in 0..self.len {
-                let ql = &self.q[l * m..(l + 1) * m];
-                let c = dot(ql, v);
-                for (vi, qi) in v.iter_mut().zip(ql) {
-                    *vi -= c * qi;
-                }
+/// The four dot products U_k · x_t, sharing each load of the row.
+#[inline(always)]
+fn probe_dots<M: Fma>(row: &[f64], xs: &[&[f64]; PROBES]) -> [f64; PROBES] {
+    let full = row.len() / LANES * LANES;
+    let mut acc = [[0.0f64; LANES]; PROBES];
+    for c in (0..full).step_by(LANES) {
+        let r8 = &row[c..c + LANES];
+        for (a, xt) in acc.iter_mut().zip(xs) {
+            let x8 = &xt[c..c + LANES];
+            for j in 0..LANES {
+                a[j] = M::ma(r8[j], x8[j], a[j]);
             }
         }
-        let nv = dot(v, v).sqrt();
-        if nv.is_nan() || nv <= TINY * norm0.max(1e-300) || nv <= 1e-150 {
-            return false;
+    }
+    let mut y = [0.0f64; PROBES];
+    for ((yt, a), xt) in y.iter_mut().zip(&acc).zip(xs) {
+        let mut tail = 0.0;
+        for (r, xv) in row[full..].iter().zip(&xt[full..]) {
+            tail = M::ma(*r, *xv, tail);
         }
-        let inv = 1.0 / nv;
-        let dst = &mut self.q[self.len * m..(self.len + 1) * m];
-        for (d, x) in dst.iter_mut().zip(v.iter()) {
-            *d = x * inv;
+        *yt = finish_lanes(a) + tail;
+    }
+    y
+}
+
+/// z_t += (U_k · x_t) U_k over the rows of a block, for the probes x_t (rows of `x`), two
+/// rows per update of z.
+#[inline(always)]
+fn probe_body<M: Fma>(rows: &[f64], m: usize, x: &[f64], z: &mut [f64]) {
+    let xs: [&[f64]; PROBES] = std::array::from_fn(|t| &x[t * m..(t + 1) * m]);
+    let pairs = rows.chunks_exact(2 * m);
+    let last = pairs.remainder();
+    for pair in pairs {
+        let (a, b) = pair.split_at(m);
+        let (ya, yb) = (probe_dots::<M>(a, &xs), probe_dots::<M>(b, &xs));
+        for ((zt, &s), &t) in z.chunks_exact_mut(m).zip(&ya).zip(&yb) {
+            for ((zz, &ra), &rb) in zt.iter_mut().zip(a).zip(b) {
+                *zz = M::ma(t, rb, M::ma(s, ra, *zz));
+            }
         }
-        self.len += 1;
-        true
+    }
+    if !last.is_empty() {
+        let ya = probe_dots::<M>(last, &xs);
+        for (zt, &s) in z.chunks_exact_mut(m).zip(&ya) {
+            for (zz, &ra) in zt.iter_mut().zip(last) {
+                *zz = M::ma(s, ra, *zz);
+            }
+        }
     }
 }
 
-/// Squared row norms (leverage scores) of U.
-pub fn leverage(u: &[f64], n: usize, m: usize) -> Vec<f64> {
-    (0..n)
-        .map(|i| {
-            let r = &u[i * m..(i + 1) * m];
-            dot(r, r)
-        })
-        .collect()
-}
+simd::simd_fn!(fn probe_at => probe_body(rows: &[f64], m: usize, x: &[f64], z: &mut [f64]) -> ());
 
 /// Largest entry of |UᵀU - I|, exactly (a Gram matrix) when n m² ≤ 2·10⁷, else estimated
-/// from four fixed Gaussian-like probes x as max |UᵀU x - x| / max |x| (cheap: 8 n m).
+/// from four fixed Gaussian-like probes x as max |UᵀU x - x| / max |x| (one parallel pass
+/// over U, 8 n m multiply-adds, blocks combined in a fixed order).
 pub fn orthonormality_error(u: &[f64], n: usize, m: usize) -> Result<f64> {
     if u.len() != n * m {
         return Err(invalid!("U has {} values, expected {n}*{m}", u.len()));
+    }
+    if m == 0 {
+        return Ok(0.0);
     }
     if (n as f64) * (m as f64) * (m as f64) <= 2e7 {
         let mut g = vec![0.0f64; m * m];
@@ -195,52 +215,40 @@ pub fn orthonormality_error(u: &[f64], n: usize, m: usize) -> Result<f64> {
         return Ok(err);
     }
     let mut rng = Rng::stream(0x5EED, 0);
+    // Sums of uniforms are close enough to Gaussian for a probe and never tiny.
+    let x: Vec<f64> = (0..PROBES * m)
+        .map(|_| (0..4).map(|_| rng.uniform() - 0.5).sum::<f64>())
+        .collect();
+    let level = simd::level();
+    let blocks = n.div_ceil(PROBE_ROWS);
+    let partial: Vec<Vec<f64>> = threads::install(|| {
+        use rayon::prelude::*;
+        (0..blocks)
+            .into_par_iter()
+            .map(|b| {
+                let rows = &u[b * PROBE_ROWS * m..((b + 1) * PROBE_ROWS).min(n) * m];
+                let mut z = vec![0.0f64; PROBES * m];
+                probe_at(level, rows, m, &x, &mut z);
+                z
+            })
+            .collect()
+    })?;
+    let mut z = vec![0.0f64; PROBES * m];
+    for p in &partial {
+        for (a, b) in z.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
     let mut err = 0.0f64;
-    let mut y = vec![0.0f64; n];
-    let mut z = vec![0.0f64; m];
-    for _ in 0..4 {
-        // Sums of uniforms are close enough to Gaussian for a probe and never tiny.
-        let x: Vec<f64> = (0..m)
-            .map(|_| (0..4).map(|_| rng.uniform() - 0.5).sum::<f64>())
-            .collect();
-        let xmax = x.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-        for (yi, row) in y.iter_mut().zip(u.chunks_exact(m)) {
-            *yi = dot(row, &x);
-        }
-        z.iter_mut().for_each(|v| *v = 0.0);
-        for (yi, row) in y.iter().zip(u.chunks_exact(m)) {
-            for (zj, r) in z.iter_mut().zip(row) {
-                *zj += yi * r;
-            }
-        }
-        for (zj, xj) in z.iter().zip(&x) {
+    for t in 0..PROBES {
+        let xt = &x[t * m..(t + 1) * m];
+        let xmax = xt.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        for (zj, xj) in z[t * m..(t + 1) * m].iter().zip(xt) {
             let e = (zj - xj).abs() / xmax;
             err = err.max(if e.is_nan() { f64::INFINITY } else { e });
         }
     }
     Ok(err)
-}
-
-/// An index drawn with probability proportional to the non-negative `w`, normalised by
-/// the actual total mass; None when the mass is zero.
-fn pick(w: &[f64], rng: &mut Rng) -> Option<usize> {
-    let total: f64 = w.iter().sum();
-    if total.is_nan() || total <= 0.0 || !total.is_finite() {
-        return None;
-    }
-    let t = rng.uniform() * total;
-    let mut acc = 0.0;
-    let mut last = None;
-    for (i, &x) in w.iter().enumerate() {
-        if x > 0.0 {
-            acc += x;
-            last = Some(i);
-            if t < acc {
-                return Some(i);
-            }
-        }
-    }
-    last // rounding pushed t past the running sum: the last item with mass
 }
 
 fn rank_error(m: usize) -> crate::core::Error {
@@ -250,136 +258,193 @@ fn rank_error(m: usize) -> crate::core::Error {
     )
 }
 
-/// Chain rule for `rngs.len()` samples of one kernel at once; writes sample s (in draw
-/// order) to `out[s*m..(s+1)*m]`. `lev` are U's leverage scores.
-pub(crate) fn chain_batch(
+/// Brings the residuals `d` up to date: d_k -= Σ_j (q_j · u_k)² over the directions in
+/// `dirs` (from the leverage scores instead when `from_lev`), and 0 for `taken` items.
+/// Fixed blocks of rows, each row computed the same way whatever the thread count.
+#[allow(clippy::too_many_arguments)]
+fn refresh(
+    u: &[f64],
+    m: usize,
+    lev: &[f64],
+    d: &mut [f64],
+    taken: &[bool],
+    dirs: &Panels,
+    from_lev: bool,
+    parallel: bool,
+    stop: &AtomicBool,
+) -> Result<()> {
+    use rayon::prelude::*;
+    let level = simd::level();
+    let block = |(b, db): (usize, &mut [f64])| -> Result<()> {
+        threads::check(stop)?;
+        let k0 = b * REFRESH_ROWS;
+        let mut s = [0.0f64; REFRESH_ROWS];
+        let s = &mut s[..db.len()];
+        dirs.sq_rows(level, &u[k0 * m..(k0 + db.len()) * m], s);
+        for (j, (dk, sk)) in db.iter_mut().zip(s.iter()).enumerate() {
+            let base = if from_lev { lev[k0 + j] } else { *dk };
+            *dk = if taken[k0 + j] {
+                0.0
+            } else {
+                (base - sk).max(0.0)
+            };
+        }
+        Ok(())
+    };
+    let work = d.len() * m * dirs.len().max(1);
+    if parallel && work >= 1 << 16 && rayon::current_thread_index().is_some() {
+        d.par_chunks_mut(REFRESH_ROWS)
+            .enumerate()
+            .try_for_each(block)
+    } else {
+        d.chunks_mut(REFRESH_ROWS).enumerate().try_for_each(block)
+    }
+}
+
+/// When the chain rule brings all residuals up to date.
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    /// At the latest after this many new directions.
+    max_pending: usize,
+    /// Or once the stale residual mass exceeds the current one by this factor.
+    max_ratio: f64,
+}
+
+const SCHEDULE: Schedule = Schedule {
+    max_pending: MAX_PENDING,
+    max_ratio: MAX_RATIO,
+};
+
+/// One sample by the chain rule; writes the m items in draw order to `out`. `lev` are U's
+/// leverage scores; `parallel` splits the residual updates over divest's pool (the
+/// caller is on it).
+///
+/// Step i draws item k with probability d_k / Σ d, d_k being the squared residual of row
+/// k off the span of the rows drawn so far. The residuals of all n items are brought up
+/// to date by blocks of up to 32 directions (a register-blocked product instead of one
+/// pass over U per step); in between, a step draws k from the residuals d' of the last
+/// update and accepts it with probability d_k / d'_k ≤ 1 (d_k computed for that row
+/// alone), which picks k with probability exactly d_k / Σ d. Each new direction is
+/// Gram–Schmidt-orthogonalised in R^m, twice when the first pass cancels, and its exact
+/// residual checks the running one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn chain_one(
     u: &[f64],
     n: usize,
     m: usize,
     lev: &[f64],
-    rngs: &mut [Rng],
+    rng: &mut Rng,
     out: &mut [usize],
+    parallel: bool,
     stop: &AtomicBool,
 ) -> Result<()> {
-    let b = rngs.len();
-    // d[s*n + i]: the residual mass of item i for sample s (the conditional kernel's diagonal).
-    let mut d = Vec::with_capacity(b * n);
-    for _ in 0..b {
-        d.extend_from_slice(lev);
+    chain_scheduled(u, n, m, lev, rng, out, parallel, SCHEDULE, stop)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn chain_scheduled(
+    u: &[f64],
+    n: usize,
+    m: usize,
+    lev: &[f64],
+    rng: &mut Rng,
+    out: &mut [usize],
+    parallel: bool,
+    schedule: Schedule,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let level = simd::level();
+    let mut d = lev.to_vec();
+    let mut cdf = cumsum(&d);
+    let total0 = cdf.last().copied().unwrap_or(0.0);
+    if !(total0 > 0.0 && total0.is_finite()) {
+        return Err(rank_error(m));
     }
-    let mut bases: Vec<Basis> = (0..b).map(|_| Basis::new(m)).collect();
-    let mut w = vec![0.0f64; b * m];
-    let mut c = vec![0.0f64; b * n];
-    for step in 0..m {
+    let mut mass = total0;
+    let mut basis = Panels::new(m, m);
+    let mut pending = Panels::new(m, schedule.max_pending.min(m));
+    let mut taken = vec![false; n];
+    let mut v = vec![0.0f64; m];
+    let mut work = vec![0.0f64; m.div_ceil(PANEL) * PANEL];
+    let (mut resync, mut force, mut stuck) = (false, false, 0);
+    let mut i = 0;
+    'steps: while i < m {
         threads::check(stop)?;
-        for s in 0..b {
-            let ds = &mut d[s * n..(s + 1) * n];
-            let i = loop {
-                let i = pick(ds, &mut rngs[s]).ok_or_else(|| rank_error(m))?;
-                if bases[s].push(&u[i * m..(i + 1) * m]) {
-                    break i;
-                }
-                ds[i] = 0.0; // its residual was rounding noise: it lies in the span
-            };
-            out[s * m + step] = i;
-            w[s * m..(s + 1) * m].copy_from_slice(bases[s].last());
-        }
-        if step + 1 == m {
-            break;
-        }
-        if b == 1 {
-            matvec(u, m, &w, &mut c);
+        // Each direction removes ≈ 1 from the residual mass of an orthonormal U.
+        let left = mass - pending.len() as f64;
+        let ratio = if left > 0.0 {
+            mass / left
         } else {
-            // SAFETY: U is n×m row-major (rs m, cs 1); W holds b vectors of length m, read
-            // as the m×b matrix with rs 1, cs m; C is n×b with rs 1, cs n. All buffers have
-            // exactly these sizes and C is a distinct allocation.
-            unsafe {
-                matrixmultiply::dgemm(
-                    n,
-                    m,
-                    b,
-                    1.0,
-                    u.as_ptr(),
-                    m as isize,
-                    1,
-                    w.as_ptr(),
-                    1,
-                    m as isize,
-                    0.0,
-                    c.as_mut_ptr(),
-                    1,
-                    n as isize,
-                );
+            f64::INFINITY
+        };
+        let full = pending.len() >= schedule.max_pending;
+        if resync || force || full || ratio > schedule.max_ratio {
+            if force {
+                stuck += 1;
+                if stuck > 2 {
+                    return Err(rank_error(m));
+                }
             }
+            let dirs = if resync { &basis } else { &pending };
+            refresh(u, m, lev, &mut d, &taken, dirs, resync, parallel, stop)?;
+            pending.clear();
+            cdf = cumsum(&d);
+            mass = cdf.last().copied().unwrap_or(0.0);
+            if !(mass > 1e-9 * total0 && mass.is_finite()) {
+                return Err(rank_error(m));
+            }
+            (resync, force) = (false, false);
         }
-        for s in 0..b {
-            let ds = &mut d[s * n..(s + 1) * n];
-            for (di, ci) in ds.iter_mut().zip(&c[s * n..(s + 1) * n]) {
-                *di = (*di - ci * ci).max(0.0);
+        let p = pending.len();
+        let left = mass - p as f64;
+        let ratio = if left > 0.0 {
+            mass / left
+        } else {
+            f64::INFINITY
+        };
+        // Far more proposals than expected: the stale mass is mostly rounding noise or
+        // items found to lie in the span; update everything and retry.
+        let cap = 64 + 16 * ratio.min(1e6).ceil() as usize;
+        for _ in 0..cap {
+            let k = draw_cdf(&cdf, rng);
+            let dk = d[k];
+            if taken[k] || dk <= 0.0 {
+                continue;
             }
-            for &i in &out[s * m..s * m + step + 1] {
-                ds[i] = 0.0; // picked items have zero residual exactly, not rounding noise
+            let row = &u[k * m..(k + 1) * m];
+            let now = if p == 0 {
+                dk
+            } else {
+                let mut s = [0.0f64];
+                pending.sq_rows(level, row, &mut s);
+                let now = (dk - s[0]).max(0.0);
+                if rng.uniform() * dk >= now {
+                    continue;
+                }
+                now
+            };
+            v.copy_from_slice(row);
+            let r = basis.orthogonalise(level, &mut v, &mut work);
+            if !(r > TINY_SQ * lev[k] && r > 1e-300) {
+                taken[k] = true; // its residual was rounding noise: it lies in the span
+                continue;
             }
+            if (now - r).abs() > DRIFT * lev[k] {
+                resync = true;
+            }
+            let inv = 1.0 / r.sqrt();
+            v.iter_mut().for_each(|x| *x *= inv);
+            basis.push(&v);
+            pending.push(&v);
+            out[i] = k;
+            taken[k] = true;
+            i += 1;
+            stuck = 0;
+            continue 'steps;
         }
+        force = true;
     }
     Ok(())
-}
-
-/// Rows per parallel task of [`matvec`].
-const ROW_BLOCK: usize = 512;
-
-/// c = U w for row-major U (n×m). Row blocks run in parallel when the caller is on
-/// divest's pool; every c_i is one dot product, so the partition never changes a bit.
-fn matvec(u: &[f64], m: usize, w: &[f64], c: &mut [f64]) {
-    use rayon::prelude::*;
-    let level = simd::level();
-    let block = |(bi, cb): (usize, &mut [f64])| {
-        let rows = &u[bi * ROW_BLOCK * m..(bi * ROW_BLOCK + cb.len()) * m];
-        matvec_at(level, rows, m, w, cb);
-    };
-    if c.len() * m < 1 << 16 || rayon::current_thread_index().is_none() {
-        c.chunks_mut(ROW_BLOCK).enumerate().for_each(block);
-    } else {
-        c.par_chunks_mut(ROW_BLOCK).enumerate().for_each(block);
-    }
-}
-
-#[inline(always)]
-fn matvec_rows<M: Fma>(rows: &[f64], m: usize, w: &[f64], c: &mut [f64]) {
-    for (ci, row) in c.iter_mut().zip(rows.chunks_exact(m)) {
-        let mut acc = [0.0f64; 8];
-        let (ra, wa) = (row.chunks_exact(8), w.chunks_exact(8));
-        let (rt, wt) = (ra.remainder(), wa.remainder());
-        for (x, y) in ra.zip(wa) {
-            for l in 0..8 {
-                acc[l] = M::ma(x[l], y[l], acc[l]);
-            }
-        }
-        let mut tail = 0.0;
-        for (x, y) in rt.iter().zip(wt) {
-            tail = M::ma(*x, *y, tail);
-        }
-        *ci = ((acc[0] + acc[4]) + (acc[1] + acc[5]))
-            + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-            + tail;
-    }
-}
-
-fn matvec_at(level: simd::Level, rows: &[f64], m: usize, w: &[f64], c: &mut [f64]) {
-    struct Task<'a> {
-        rows: &'a [f64],
-        m: usize,
-        w: &'a [f64],
-        c: &'a mut [f64],
-    }
-    impl simd::SimdTask for Task<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run<M: Fma>(self) {
-            matvec_rows::<M>(self.rows, self.m, self.w, self.c)
-        }
-    }
-    simd::dispatch(level, Task { rows, m, w, c })
 }
 
 /// Cumulative sums of `w` (for inverse-CDF draws).
@@ -412,7 +477,10 @@ pub(crate) fn rejection_one(
     out: &mut [usize],
     stop: &AtomicBool,
 ) -> Result<()> {
-    let mut basis = Basis::new(m);
+    let level = simd::level();
+    let mut basis = Panels::new(m, m);
+    let mut v = vec![0.0f64; m];
+    let mut work = vec![0.0f64; m.div_ceil(PANEL) * PANEL];
     let mut tries: u64 = 0;
     // Expected proposals are m·H_m; this cap is only reached when U is not orthonormal.
     let cap = 200 * (m as u64 + 1) * (m as u64 + 10);
@@ -430,16 +498,24 @@ pub(crate) fn rejection_one(
             continue;
         }
         let row = &u[i * m..(i + 1) * m];
-        let resid = li - basis.captured(row);
-        // Accept with probability residual / leverage: accepted draws are ∝ the residual.
-        if rng.uniform() * li < resid {
+        // Accept with probability residual / leverage (li - captured): accepted draws are
+        // ∝ the residual. The captured mass only grows panel by panel, so a draw is
+        // rejected as soon as a partial sum reaches li - t.
+        let t = rng.uniform() * li;
+        if basis.sq_row_below(level, row, li - t).is_some() {
             let j = basis.len();
             if out[..j].contains(&i) {
                 continue;
             }
-            if basis.push(row) {
-                out[j] = i;
+            v.copy_from_slice(row);
+            let r = basis.orthogonalise(level, &mut v, &mut work);
+            if !(r > TINY_SQ * li && r > 1e-300) {
+                continue; // its residual was rounding noise: it lies in the span
             }
+            let inv = 1.0 / r.sqrt();
+            v.iter_mut().for_each(|x| *x *= inv);
+            basis.push(&v);
+            out[j] = i;
         }
     }
     Ok(())
@@ -447,7 +523,8 @@ pub(crate) fn rejection_one(
 
 /// Draws `n_samples` samples of the projection DPP with kernel U Uᵀ (U n×m row-major,
 /// orthonormal columns). Returns n_samples×m indices, each sample sorted.
-/// Memory: the output, U's leverage scores, and per task 8 residual vectors of length n.
+/// Memory: the output, U's leverage scores, and per running sample O(n + m²) state
+/// (for the chain rule, residuals, their cumulative sums and flags for the n items).
 pub fn sample_projection(
     u: &[f64],
     n: usize,
@@ -470,17 +547,17 @@ pub fn sample_projection(
     match method.resolve(n, m) {
         Method::Rejection => {
             let cdf = cumsum(&lev);
-            par_samples(&mut out, m, 1, |s0, chunk| {
-                let mut rng = Rng::stream(seed, s0 as u64);
+            par_samples(&mut out, m, |s, chunk| {
+                let mut rng = Rng::stream(seed, s as u64);
                 rejection_one(u, m, &lev, &cdf, &mut rng, chunk, stop)
             })?;
         }
         _ => {
-            par_samples(&mut out, m, CHAIN_BATCH, |s0, chunk| {
-                let b = chunk.len() / m;
-                let mut rngs: Vec<Rng> =
-                    (0..b).map(|s| Rng::stream(seed, (s0 + s) as u64)).collect();
-                chain_batch(u, n, m, &lev, &mut rngs, chunk, stop)
+            // One sample splits its residual updates over the pool; many run side by side.
+            let parallel = n_samples == 1;
+            par_samples(&mut out, m, |s, chunk| {
+                let mut rng = Rng::stream(seed, s as u64);
+                chain_one(u, n, m, &lev, &mut rng, chunk, parallel, stop)
             })?;
         }
     }
@@ -490,27 +567,21 @@ pub fn sample_projection(
     Ok(out)
 }
 
-/// Runs `f(first sample index, output chunk)` over fixed chunks of `per` samples of
-/// `width` values each, in parallel on divest's pool. The partition does not depend on
-/// the thread count.
+/// Runs `f(sample index, output chunk)` over the samples of `width` values each, in
+/// parallel on divest's pool. The result does not depend on the thread count.
 pub(crate) fn par_samples<T: Send>(
     out: &mut [T],
     width: usize,
-    per: usize,
     f: impl Fn(usize, &mut [T]) -> Result<()> + Sync,
 ) -> Result<()> {
     use rayon::prelude::*;
     if width == 0 || out.is_empty() {
         return Ok(());
     }
-    if out.len() / width <= per {
-        // Still on the pool: a lone sample parallelises inside (see `matvec`).
-        return threads::install(|| f(0, out))?;
-    }
     threads::install(|| {
-        out.par_chunks_mut(width * per)
+        out.par_chunks_mut(width)
             .enumerate()
-            .try_for_each(|(c, chunk)| f(c * per, chunk))
+            .try_for_each(|(s, chunk)| f(s, chunk))
     })?
 }
 
@@ -608,6 +679,90 @@ mod tests {
     #[test]
     fn chain_matches_exact_probabilities() {
         check_distribution(Method::Chain);
+    }
+
+    /// Chi-square quantile at 1 - 1e-4 (Wilson–Hilferty).
+    fn chi2_limit(df: f64) -> f64 {
+        let h = 2.0 / (9.0 * df);
+        df * (1.0 - h + 3.719 * h.sqrt()).powi(3)
+    }
+
+    #[test]
+    fn chain_is_exact_for_every_update_schedule() {
+        // All residuals updated every step (the textbook chain rule), every two steps or
+        // when the stale mass exceeds 1.5 times the current one, never (every step by
+        // thinning the leverage scores), and the default.
+        let (n, m) = (8, 4);
+        let u = orthonormal(n, m, 21);
+        let lev = leverage(&u, n, m);
+        let mut subsets: Vec<Vec<usize>> = Vec::new();
+        for mask in 0u32..(1 << n) {
+            if mask.count_ones() as usize == m {
+                subsets.push((0..n).filter(|&i| mask >> i & 1 == 1).collect());
+            }
+        }
+        let probs: Vec<f64> = subsets
+            .iter()
+            .map(|s| {
+                let mut k = vec![0.0; m * m];
+                for (r, &i) in s.iter().enumerate() {
+                    for (c, &j) in s.iter().enumerate() {
+                        k[r * m + c] = dot(&u[i * m..(i + 1) * m], &u[j * m..(j + 1) * m]);
+                    }
+                }
+                det(&mut k, m)
+            })
+            .collect();
+        assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        let stop = AtomicBool::new(false);
+        let ns = 40_000;
+        let schedules = [
+            Schedule {
+                max_pending: 1,
+                max_ratio: f64::INFINITY,
+            },
+            Schedule {
+                max_pending: 2,
+                max_ratio: 1.5,
+            },
+            Schedule {
+                max_pending: 100,
+                max_ratio: f64::INFINITY,
+            },
+            SCHEDULE,
+        ];
+        for (si, sch) in schedules.into_iter().enumerate() {
+            let mut counts = std::collections::HashMap::new();
+            let mut out = vec![0usize; m];
+            for s in 0..ns {
+                let mut rng = Rng::stream(40 + si as u64, s);
+                chain_scheduled(&u, n, m, &lev, &mut rng, &mut out, false, sch, &stop).unwrap();
+                let mut key = out.clone();
+                key.sort_unstable();
+                *counts.entry(key).or_insert(0usize) += 1;
+            }
+            let (mut chi2, mut cells) = (0.0, 0.0);
+            let (mut pool_o, mut pool_e) = (0.0, 0.0);
+            for (set, p) in subsets.iter().zip(&probs) {
+                let e = p * ns as f64;
+                let o = *counts.get(set).unwrap_or(&0) as f64;
+                if e < 5.0 {
+                    (pool_o, pool_e) = (pool_o + o, pool_e + e);
+                } else {
+                    chi2 += (o - e) * (o - e) / e;
+                    cells += 1.0;
+                }
+            }
+            if pool_e > 0.0 {
+                chi2 += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
+                cells += 1.0;
+            }
+            assert!(cells > 30.0);
+            assert!(
+                chi2 < chi2_limit(cells - 1.0),
+                "{sch:?}: chi2 = {chi2} on {cells} cells"
+            );
+        }
     }
 
     #[test]

@@ -5,13 +5,14 @@ use std::sync::atomic::AtomicBool;
 
 use rayon::prelude::*;
 
-use super::projection::{chain_batch, cumsum, leverage, rejection_one, Method};
+use super::projection::{chain_one, cumsum, leverage, rejection_one, Method};
 use super::rng::Rng;
 use crate::core::error::{invalid, Result};
 use crate::core::threads;
 
 /// Samples the projection DPP spanned by the columns `cols` of V (n×mm row-major,
-/// orthonormal columns); returns the sorted items.
+/// orthonormal columns); returns the sorted items. `parallel` as in [`sample_dense`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn sample_columns(
     v: &[f64],
     n: usize,
@@ -19,6 +20,7 @@ pub(crate) fn sample_columns(
     cols: &[usize],
     method: Method,
     rng: &mut Rng,
+    parallel: bool,
     stop: &AtomicBool,
 ) -> Result<Vec<usize>> {
     let k = cols.len();
@@ -31,16 +33,19 @@ pub(crate) fn sample_columns(
             *x = src[c];
         }
     }
-    sample_dense(&u, n, k, method, rng, stop)
+    sample_dense(&u, n, k, method, rng, parallel, stop)
 }
 
-/// One projection-DPP sample from U (n×k, orthonormal columns), sorted.
+/// One projection-DPP sample from U (n×k, orthonormal columns), sorted. `parallel` lets
+/// the chain rule split its work over divest's pool (for a lone sample; the caller is on
+/// the pool).
 pub(crate) fn sample_dense(
     u: &[f64],
     n: usize,
     k: usize,
     method: Method,
     rng: &mut Rng,
+    parallel: bool,
     stop: &AtomicBool,
 ) -> Result<Vec<usize>> {
     let lev = leverage(u, n, k);
@@ -50,7 +55,7 @@ pub(crate) fn sample_dense(
             let cdf = cumsum(&lev);
             rejection_one(u, k, &lev, &cdf, rng, &mut out, stop)?;
         }
-        _ => chain_batch(u, n, k, &lev, std::slice::from_mut(rng), &mut out, stop)?,
+        _ => chain_one(u, n, k, &lev, rng, &mut out, parallel, stop)?,
     }
     out.sort_unstable();
     Ok(out)
@@ -92,7 +97,7 @@ pub fn sample_spectral(
         threads::check(stop)?;
         let mut rng = Rng::stream(seed, s as u64);
         let cols: Vec<usize> = (0..mm).filter(|&j| rng.uniform() < probs[j]).collect();
-        sample_columns(v, n, mm, &cols, method, &mut rng, stop)
+        sample_columns(v, n, mm, &cols, method, &mut rng, n_samples == 1, stop)
     };
     threads::install(|| (0..n_samples).into_par_iter().map(one).collect())?
 }
@@ -166,7 +171,7 @@ pub fn sample_k_dpp(
     let e = table;
     let w = mm + 1;
     let mut out = vec![0usize; n_samples * k];
-    super::projection::par_samples(&mut out, k, 1, |s, chunk| {
+    super::projection::par_samples(&mut out, k, |s, chunk| {
         let mut rng = Rng::stream(seed, s as u64);
         let mut cols = Vec::with_capacity(k);
         let mut l = k;
@@ -190,7 +195,7 @@ pub fn sample_k_dpp(
             return Err(invalid!("k-DPP eigenvector selection failed; the spectrum has fewer than k = {k} positive eigenvalues"));
         }
         cols.reverse();
-        let s = sample_columns(v, n, mm, &cols, method, &mut rng, stop)?;
+        let s = sample_columns(v, n, mm, &cols, method, &mut rng, n_samples == 1, stop)?;
         chunk.copy_from_slice(&s);
         Ok(())
     })?;

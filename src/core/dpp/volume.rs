@@ -93,9 +93,9 @@ pub fn volume_sample(
         Extra::Uniform => Vec::new(),
     };
     let mut out = vec![0usize; n_samples * k];
-    par_samples(&mut out, k, 1, |s, chunk| {
+    par_samples(&mut out, k, |s, chunk| {
         let mut rng = Rng::stream(seed, s as u64);
-        let mut items = sample_dense(u, n, d, method, &mut rng, stop)?;
+        let mut items = sample_dense(u, n, d, method, &mut rng, n_samples == 1, stop)?;
         match extra {
             Extra::Uniform => {
                 let more = uniform_rest(n, &items, k - d, &mut rng);
