@@ -499,3 +499,11 @@ def test_jdcov_and_ccdcov_gradient_shapes_dtypes_and_special_cases():
             ym[k, col] -= h
             fd = (f(yp, cat, exponent=0.8) - f(ym, cat, exponent=0.8)) / (2 * h)
             assert abs(fd - g[k, col]) < 1e-6 * (1 + abs(fd))
+
+
+def test_bias_corrected_dcor_matches_hyppo():
+    hyppo = pytest.importorskip("hyppo.independence")
+    rng = np.random.default_rng(21)
+    x, y = data(rng, 150, 3, 2)
+    # hyppo's Dcorr statistic is the bias-corrected (U-centred) squared distance correlation.
+    assert rel(divest.dcor_sqr(x, y, unbiased=True), hyppo.Dcorr().statistic(x, y)) < 1e-10
