@@ -85,3 +85,9 @@ class JointDcov:
 
     def time_jdcov(self):
         divest.jdcov(*self.xs)
+
+    def time_jdcov_grad(self):
+        divest.jdcov(*self.xs, return_grad=True)
+
+    def peakmem_jdcov_grad_scaled(self):
+        divest.jdcov(*self.xs, return_grad=True, scale=True)

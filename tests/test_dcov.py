@@ -285,11 +285,11 @@ def test_core_rejects_mixed_dtypes():
         _core.dcov_stats(x, x.astype(np.float32))
 
 
-def naive_jdcov(xs, c, unbiased, scale):
+def naive_jdcov(xs, c, unbiased, scale, exponent=1.0):
     n = len(xs[0])
     prod = np.ones((n, n))
     for x in xs:
-        u = -naive_centred(x, unbiased=unbiased)
+        u = -naive_centred(x, exponent, unbiased=unbiased)
         if scale:
             f = 1 / (n * (n - 3)) if unbiased else 1 / n**2
             u = u / np.sqrt((u * u).sum() * f)
@@ -379,3 +379,131 @@ def test_joint_independence_tests():
     cc = divest.ccdcov_test(y, z[:, :1], z[:, 1], n_resamples=99, rng=1)
     ref = divest.dcov_test(y, z, n_resamples=99, rng=1)
     assert cc.pvalue == ref.pvalue == 0.01 and cc.statistic == ref.statistic
+
+
+def centre_matrix(m, unbiased):
+    """Double-centred (V) or U-centred (zero diagonal, sums over i != j) copy of m."""
+    m = np.array(m, dtype=float)
+    n = m.shape[0]
+    if unbiased:
+        np.fill_diagonal(m, 0.0)
+        r = m.sum(1)
+        out = m - r[:, None] / (n - 2) - r[None, :] / (n - 2) + r.sum() / ((n - 1) * (n - 2))
+        np.fill_diagonal(out, 0.0)
+        return out
+    r = m.sum(1)
+    return m - r[:, None] / n - r[None, :] / n + r.sum() / n**2
+
+
+def dense_jdcov_grad(xs, c, unbiased, scale, exponent):
+    """Analytic gradient of JdCov² in xs[0] from dense n×n matrices (no autograd)."""
+    xs = [np.asarray(x, float).reshape(len(x), -1) for x in xs]
+    n = len(xs[0])
+    f = 1 / (n * (n - 3)) if unbiased else 1 / n**2
+    cen = [naive_centred(x, exponent, unbiased=unbiased) for x in xs]
+    w = [1 / np.sqrt((a * a).sum() * f) if scale else 1.0 for a in cen]
+    p = np.ones((n, n))
+    for a, wk in zip(cen[1:], w[1:]):
+        p = p * (-wk * a + c)
+    cp = centre_matrix(p, unbiased)
+    m = -w[0] * cp
+    if scale:
+        pz = p.copy()
+        if unbiased:
+            np.fill_diagonal(pz, 0.0)
+        s = (-cen[0] * pz).sum()
+        m = m - (s * f) * ((cen[0] * cen[0]).sum() * f) ** -1.5 * cen[0]
+    x = xs[0]
+    diff = x[:, None, :] - x[None, :, :]
+    d = np.sqrt((diff**2).sum(-1))
+    np.fill_diagonal(d, 1.0)
+    g = exponent * d ** (exponent - 2)
+    np.fill_diagonal(g, 0.0)
+    return 2 * f * ((m * g)[:, :, None] * diff).sum(1)
+
+
+def jdcov_inputs(rng, n):
+    x = rng.standard_normal((n, 2))
+    y = np.sin(2 * x[:, 0]) + 0.5 * rng.standard_normal(n)
+    z = np.c_[x[:, 1] * y, rng.standard_normal(n)]
+    return x, y, z
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("scale", [False, True])
+@pytest.mark.parametrize("exponent", [1.0, 0.7])
+def test_jdcov_gradient_matches_dense_reference_and_finite_differences(unbiased, scale, exponent):
+    rng = np.random.default_rng(19)
+    n = 40
+    x, y, z = jdcov_inputs(rng, n)
+    c = 0.7
+    val, g = divest.jdcov(x, y, z, c=c, unbiased=unbiased, scale=scale, exponent=exponent,
+                          return_grad=True)
+    assert val == divest.jdcov(x, y, z, c=c, unbiased=unbiased, scale=scale, exponent=exponent)
+    assert rel(val, naive_jdcov([x, y, z], c, unbiased, scale, exponent)) < 1e-10
+    want = dense_jdcov_grad([x, y, z], c, unbiased, scale, exponent)
+    assert g.shape == x.shape and g.dtype == np.float64
+    assert np.max(np.abs(g - want)) < 1e-10 * np.max(np.abs(want))
+    # Finite differences of the dense statistic, an oracle free of the derivation.
+    h = 1e-6
+    for k, col in [(0, 0), (13, 1), (39, 0)]:
+        xp, xm = x.copy(), x.copy()
+        xp[k, col] += h
+        xm[k, col] -= h
+        fd = (naive_jdcov([xp, y, z], c, unbiased, scale, exponent)
+              - naive_jdcov([xm, y, z], c, unbiased, scale, exponent)) / (2 * h)
+        assert abs(fd - g[k, col]) < 1e-6 * (1 + abs(fd)), (k, col, fd, g[k, col])
+
+
+def test_jdcov_and_ccdcov_gradient_shapes_dtypes_and_special_cases():
+    rng = np.random.default_rng(20)
+    n = 50
+    x, y, z = jdcov_inputs(rng, n)
+    # 1-D first argument: gradient of its shape; against the dense reference.
+    v1, g1 = divest.jdcov(y, x, z, c=1.3, unbiased=False, return_grad=True)
+    assert g1.shape == (n,)
+    want = dense_jdcov_grad([y, x, z], 1.3, False, False, 1.0)[:, 0]
+    assert np.max(np.abs(g1 - want)) < 1e-10 * np.max(np.abs(want))
+    # Two samples: the dcov_sqr gradient whatever c is.
+    for unbiased in (False, True):
+        _, gj = divest.jdcov(x, z, c=4.0, unbiased=unbiased, return_grad=True)
+        _, gd = divest.dcov_sqr(x, z, unbiased=unbiased, return_grad=True)
+        assert np.max(np.abs(gj - gd)) < 1e-10 * np.max(np.abs(gd))
+    # float32 in, float32 out; scale invariance of the statistic carries to the gradient.
+    _, g32 = divest.jdcov(x.astype(np.float32), y.astype(np.float32), z.astype(np.float32),
+                          return_grad=True)
+    assert g32.dtype == np.float32
+    _, ga = divest.jdcov(x, y, z, scale=True, return_grad=True)
+    _, gb = divest.jdcov(x * 10.0, y * 3.0, z, scale=True, return_grad=True)
+    assert np.max(np.abs(ga - 10.0 * gb)) < 1e-9 * np.max(np.abs(ga))
+    # A constant first sample under scale=True: factor 0, gradient 0.
+    _, gc = divest.jdcov(np.ones(n), y, z, scale=True, return_grad=True)
+    assert np.all(gc == 0.0)
+    with pytest.raises(TypeError, match="return_grad"):
+        divest.jdcov(x, y, return_grad=1)
+    # ccdcov: gradient in y of dCov²(y, [attrs]) against dcor finite differences and the
+    # dense reference (JdCov of two samples reduces to dCov²).
+    a1, a2 = rng.integers(0, 2, n), np.c_[y**2, rng.standard_normal(n)]
+    yy = np.c_[y, x[:, 0]]
+    for unbiased in (False, True):
+        val, g = divest.ccdcov(yy, a1, a2, unbiased=unbiased, exponent=0.8, return_grad=True)
+        cat = np.c_[a1, a2].astype(float)
+        f = dcor.u_distance_covariance_sqr if unbiased else dcor.distance_covariance_sqr
+        assert rel(val, f(yy, cat, exponent=0.8)) < 1e-10
+        want = dense_jdcov_grad([yy, cat], 1.0, unbiased, False, 0.8)
+        assert np.max(np.abs(g - want)) < 1e-10 * np.max(np.abs(want))
+        h = 1e-6
+        for k, col in [(3, 0), (44, 1)]:
+            yp, ym = yy.copy(), yy.copy()
+            yp[k, col] += h
+            ym[k, col] -= h
+            fd = (f(yp, cat, exponent=0.8) - f(ym, cat, exponent=0.8)) / (2 * h)
+            assert abs(fd - g[k, col]) < 1e-6 * (1 + abs(fd))
+
+
+def test_bias_corrected_dcor_matches_hyppo():
+    hyppo = pytest.importorskip("hyppo.independence")
+    rng = np.random.default_rng(21)
+    x, y = data(rng, 150, 3, 2)
+    # hyppo's Dcorr statistic is the bias-corrected (U-centred) squared distance correlation.
+    assert rel(divest.dcor_sqr(x, y, unbiased=True), hyppo.Dcorr().statistic(x, y)) < 1e-10

@@ -143,6 +143,13 @@ def jdcov(
 def dcov_sqr_grad(
     x: NDArray[np.floating], y: NDArray[np.floating], exponent: float = 1.0, unbiased: bool = False
 ) -> NDArray[np.float64]: ...
+def jdcov_grad(
+    xs: list[NDArray[np.floating]],
+    c: float = 1.0,
+    exponent: float = 1.0,
+    unbiased: bool = True,
+    scale: bool = False,
+) -> tuple[float, NDArray[np.float64]]: ...
 def count_within(
     x: NDArray[np.floating], r2: NDArray[np.float64], strict: bool, algorithm: str = "auto"
 ) -> NDArray[np.int64]: ...

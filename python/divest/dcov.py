@@ -285,7 +285,7 @@ def energy_test(*samples, n_resamples=999, rng=None, exponent=1.0):
     return TestResult(float(stat), _perm_pvalue(stat, null), null)
 
 
-def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0):
+def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0, return_grad=False):
     """Joint distance covariance JdCov²(X_1, …, X_d; c) of Chakraborty & Zhang (2019):
     zero in population if and only if the d ≥ 2 random vectors are mutually independent.
 
@@ -304,6 +304,19 @@ def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0):
     c : float >= 0
     unbiased, scale : bool
     exponent : float in (0, 2)
+    return_grad : bool
+        Also return ∂ jdcov / ∂xs[0] (for training penalties), an array of xs[0]'s shape
+        and dtype: (2/N) Σ_{j≠k} M_kj α |x_k − x_j|^(α−2) (x_k − x_j) with N = n² or
+        n(n − 3) and M = −C(P), the centred (V or U, as the statistic) matrix of
+        P_ij = Π_{k≥2} (Û_k(i, j) + c); with ``scale=True`` also the derivative of the
+        factor 1/dCov(X_1, X_1) (zero gradient where that variance is ≤ 0). Pairs of
+        coincident points contribute 0. Two more full passes of the pairwise engine
+        (O(n²) time even in 1-D), still O(n Σ p_k) memory. The value returned is the same
+        float as without ``return_grad``. No peer offers this gradient.
+
+    Returns
+    -------
+    float, or (float, ndarray) with ``return_grad=True``
 
     Memory: O(n Σ p_k) (float64 copies); no n×n matrix. Two passes of the pairwise
     engine (three with ``scale=True``).
@@ -317,8 +330,13 @@ def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0):
         raise TypeError(f"c must be a non-negative number; got {type(c).__name__}")
     if not (math.isfinite(float(c)) and float(c) >= 0):
         raise ValueError(f"c must be a non-negative finite number; got {c!r}")
+    return_grad = _check_bool(return_grad, "return_grad")
     arrs = _samples([(f"xs[{i}]", a) for i, a in enumerate(xs)], min_n=4 if unbiased else 1)
-    return float(_core.jdcov(arrs, float(c), exponent, unbiased, scale))
+    if not return_grad:
+        return float(_core.jdcov(arrs, float(c), exponent, unbiased, scale))
+    value, g = _core.jdcov_grad(arrs, float(c), exponent, unbiased, scale)
+    g = g.astype(arrs[0].dtype, copy=False)
+    return float(value), g.reshape(np.shape(xs[0])) if np.ndim(xs[0]) == 1 else g
 
 
 def ccdcov(y, *attrs, unbiased=True, exponent=1.0, return_grad=False):
@@ -326,7 +344,10 @@ def ccdcov(y, *attrs, unbiased=True, exponent=1.0, return_grad=False):
     between ``y`` and the column-wise concatenation of the attributes (for fairness with
     several protected attributes). U statistic by default (``unbiased=True``, n ≥ 4),
     else V; with one attribute it equals :func:`dcov_sqr`. ``return_grad=True`` also
-    returns the gradient with respect to ``y`` (see :func:`dcov_sqr`).
+    returns the gradient with respect to ``y``, an array of y's shape and dtype: the
+    :func:`dcov_sqr` gradient of (y, concatenation), one extra full engine pass in
+    O(n (q + Σ p_k)) memory. No peer offers CCdCov; its value equals
+    ``dcor.u_distance_covariance_sqr(y, np.column_stack(attrs))``.
 
     Memory: O(n (q + Σ p_k)) for the concatenation; no n×n matrix.
     """

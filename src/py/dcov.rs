@@ -220,6 +220,58 @@ fn jdcov(
     }
 }
 
+/// (JdCov², ∂ JdCov² / ∂xs[0]) of two or more samples of one dtype; the gradient is an
+/// (n, p_0) float64 array.
+#[pyfunction]
+#[pyo3(signature = (xs, c=1.0, exponent=1.0, unbiased=true, scale=false))]
+fn jdcov_grad<'py>(
+    py: Python<'py>,
+    xs: Vec<Bound<'py, PyAny>>,
+    c: f64,
+    exponent: f64,
+    unbiased: bool,
+    scale: bool,
+) -> PyResult<(f64, Bound<'py, PyArray2<f64>>)> {
+    let arrs: Vec<Arr2<'_>> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Arr2::extract(a, &format!("xs[{i}]")))
+        .collect::<PyResult<_>>()?;
+    let (n, p) = arrs.first().map_or((0, 1), |a| a.shape());
+    let dsum: usize = arrs.iter().map(|a| a.shape().1).sum();
+    let work = n
+        .saturating_mul(n)
+        .saturating_mul(3 * dsum + 24 * arrs.len());
+    let (v, g) = if arrs.iter().all(|a| matches!(a, Arr2::F64(_))) {
+        let mut pts = Vec::with_capacity(arrs.len());
+        for a in &arrs {
+            if let Arr2::F64(v) = a {
+                let (n, d) = a.shape();
+                pts.push(Points::new(slice(v)?, n, d).map_err(to_py)?);
+            }
+        }
+        run(py, work, |stop| {
+            grad::jdcov_grad(&pts, c, exponent, unbiased, scale, stop)
+        })?
+    } else if arrs.iter().all(|a| matches!(a, Arr2::F32(_))) {
+        let mut pts = Vec::with_capacity(arrs.len());
+        for a in &arrs {
+            if let Arr2::F32(v) = a {
+                let (n, d) = a.shape();
+                pts.push(Points::new(slice(v)?, n, d).map_err(to_py)?);
+            }
+        }
+        run(py, work, |stop| {
+            grad::jdcov_grad(&pts, c, exponent, unbiased, scale, stop)
+        })?
+    } else {
+        return Err(same_dtype());
+    };
+    let a =
+        Array2::from_shape_vec((n, p), g).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok((v, PyArray2::from_owned_array(py, a)))
+}
+
 /// ∂ dCov²(x, y) / ∂x, an (n, p) float64 array.
 #[pyfunction]
 #[pyo3(signature = (x, y, exponent=1.0, unbiased=false))]
@@ -257,5 +309,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(energy_perm_test, m)?)?;
     m.add_function(wrap_pyfunction!(jdcov, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_sqr_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(jdcov_grad, m)?)?;
     Ok(())
 }

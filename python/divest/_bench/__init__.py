@@ -31,6 +31,7 @@ class Case:
     peers: dict = field(default_factory=dict)  # peer name -> callable (or a string: why skipped)
     repeat: int = 3
     check: Callable[[object, object], float] | None = None  # (divest out, peer out) -> error
+    note: Callable[[], str] | None = None  # an extra line under divest's time (e.g. memory)
 
 
 def median_time(f, repeat, budget: float = 1.0):
@@ -68,6 +69,8 @@ def run_compare(quick: bool = False, only=None) -> int:
         for case in importlib.import_module(mod).cases(quick):
             td, out = median_time(case.divest, case.repeat)
             print(f"\n{fam}: {case.name}\n  {'divest':<40} {td:10.4f} s")
+            if case.note is not None:
+                print(f"  {case.note()}")
             for peer, f in case.peers.items():
                 if isinstance(f, str):
                     print(f"  {peer:<40} {'skipped':>10}   {f}")

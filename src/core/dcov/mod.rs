@@ -515,6 +515,155 @@ impl<F: PairMap> MultiReducer for Joint<'_, F> {
     }
 }
 
+/// What every JdCov computation needs: centred f64 copies of the samples, their centring
+/// offsets, the per-sample factors w_k and (with `scale`) each dCov²(X_k, X_k).
+pub struct JointPrep {
+    /// Centred row-major f64 copies.
+    pub cs: Vec<Vec<f64>>,
+    /// Dimensions.
+    pub dims: Vec<usize>,
+    /// Centring offsets per sample (V or U).
+    pub offs: Vec<Vec<f64>>,
+    /// 1 for every sample, or 1/dCov(X_k, X_k) (0 for a sample of zero variance).
+    pub w: Vec<f64>,
+    /// dCov²(X_k, X_k) per sample when `scale` (else empty).
+    pub var: Vec<f64>,
+    /// Observations.
+    pub n: usize,
+}
+
+impl JointPrep {
+    /// Checks the arguments and runs the row-sum passes (and the variance pass for
+    /// `scale`).
+    pub fn new<T: Float>(
+        xs: &[Points<'_, T>],
+        c: f64,
+        alpha: f64,
+        unbiased: bool,
+        scale: bool,
+        stop: &AtomicBool,
+    ) -> Result<JointPrep> {
+        check_exponent(alpha)?;
+        if xs.len() < 2 {
+            return Err(invalid!(
+                "jdcov needs at least two samples; got {}",
+                xs.len()
+            ));
+        }
+        if !c.is_finite() || c < 0.0 {
+            return Err(invalid!("c must be a non-negative finite number; got {c}"));
+        }
+        let n = xs[0].n;
+        if let Some(p) = xs.iter().find(|p| p.n != n) {
+            return Err(invalid!(
+                "all samples must have the same number of observations; got {n} and {}",
+                p.n
+            ));
+        }
+        check_n(n, unbiased)?;
+        let cs: Vec<Vec<f64>> = xs.iter().map(|p| centred(*p)).collect();
+        let dims: Vec<usize> = xs.iter().map(|p| p.d).collect();
+        let pts: Vec<Points<'_, f64>> = cs
+            .iter()
+            .zip(&dims)
+            .map(|(v, &d)| Points::new(v, n, d))
+            .collect::<Result<_>>()?;
+        let mut offs = Vec::with_capacity(xs.len());
+        for p in &pts {
+            offs.push(offsets(&row_sums(*p, alpha, stop)?, unbiased));
+        }
+        let (mut w, mut var) = (vec![1.0; xs.len()], Vec::new());
+        if scale {
+            let o: Vec<&[f64]> = offs.iter().map(|v| v.as_slice()).collect();
+            let f = norm_factor(n, unbiased);
+            let pairs = (0..xs.len()).map(|k| (k, k)).collect();
+            let v = centred_products(&pts, &o, alpha, unbiased, pairs, stop)?;
+            var = v.iter().map(|&s| s * f).collect();
+            w = var
+                .iter()
+                .map(|&s: &f64| {
+                    let d = s.max(0.0).sqrt();
+                    if d > 0.0 {
+                        1.0 / d
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+        }
+        drop(pts);
+        Ok(JointPrep {
+            cs,
+            dims,
+            offs,
+            w,
+            var,
+            n,
+        })
+    }
+
+    /// The centred samples as point sets.
+    pub fn points(&self) -> Result<Vec<Points<'_, f64>>> {
+        self.cs
+            .iter()
+            .zip(&self.dims)
+            .map(|(v, &d)| Points::new(v, self.n, d))
+            .collect()
+    }
+
+    /// The offsets as slices.
+    pub fn offsets(&self) -> Vec<&[f64]> {
+        self.offs.iter().map(|v| v.as_slice()).collect()
+    }
+
+    /// JdCov² from the prepared samples (one upper-triangle pass).
+    pub fn value(&self, c: f64, alpha: f64, unbiased: bool, stop: &AtomicBool) -> Result<f64> {
+        fn with<F: PairMap>(
+            pts: &[Points<'_, f64>],
+            red: Joint<'_, F>,
+            stop: &AtomicBool,
+        ) -> Result<f64> {
+            let states = reduce_pairs_multi(pts, &red, stop)?;
+            let mut tot = Acc::default();
+            for s in &states {
+                tot.merge(&s.acc);
+            }
+            Ok(tot.value())
+        }
+        let pts = self.points()?;
+        let o = self.offsets();
+        let w = self.w.clone();
+        let total = if alpha == 1.0 {
+            let red = Joint {
+                f: SqrtMap,
+                c: o,
+                w,
+                cc: c,
+                diag: !unbiased,
+            };
+            with(&pts, red, stop)?
+        } else {
+            let red = Joint {
+                f: PowMap { half: 0.5 * alpha },
+                c: o,
+                w,
+                cc: c,
+                diag: !unbiased,
+            };
+            with(&pts, red, stop)?
+        };
+        let n = self.n;
+        let nf = n as f64;
+        let f = norm_factor(n, unbiased);
+        let cd = c.powi(self.cs.len() as i32);
+        Ok(if unbiased {
+            total * f + cd * (1.0 - nf) / (nf - 3.0)
+        } else {
+            total * f - cd
+        })
+    }
+}
+
 /// Joint distance covariance JdCov²(X_1, …, X_d; c) of Chakraborty & Zhang (2019): V
 /// statistic (1/n²) Σ_ij Π_k (Û_k(i, j) + c) − c^d with Û_k = −A_k (double-centred), or
 /// U statistic (1/(n(n−3))) Σ_{i≠j} Π_k (Ũ_k + c) + c^d (1 − n)/(n − 3) with U-centring.
@@ -528,91 +677,7 @@ pub fn jdcov<T: Float>(
     scale: bool,
     stop: &AtomicBool,
 ) -> Result<f64> {
-    check_exponent(alpha)?;
-    if xs.len() < 2 {
-        return Err(invalid!(
-            "jdcov needs at least two samples; got {}",
-            xs.len()
-        ));
-    }
-    if !c.is_finite() || c < 0.0 {
-        return Err(invalid!("c must be a non-negative finite number; got {c}"));
-    }
-    let n = xs[0].n;
-    if let Some(p) = xs.iter().find(|p| p.n != n) {
-        return Err(invalid!(
-            "all samples must have the same number of observations; got {n} and {}",
-            p.n
-        ));
-    }
-    check_n(n, unbiased)?;
-    let cs: Vec<Vec<f64>> = xs.iter().map(|p| centred(*p)).collect();
-    let pts: Vec<Points<'_, f64>> = cs
-        .iter()
-        .zip(xs)
-        .map(|(v, p)| Points::new(v, n, p.d))
-        .collect::<Result<_>>()?;
-    let mut offs = Vec::with_capacity(xs.len());
-    for p in &pts {
-        offs.push(offsets(&row_sums(*p, alpha, stop)?, unbiased));
-    }
-    let o: Vec<&[f64]> = offs.iter().map(|v| v.as_slice()).collect();
-    let f = norm_factor(n, unbiased);
-    let w = if scale {
-        let pairs = (0..xs.len()).map(|k| (k, k)).collect();
-        let v = centred_products(&pts, &o, alpha, unbiased, pairs, stop)?;
-        v.iter()
-            .map(|&s| {
-                let d = (s * f).max(0.0).sqrt();
-                if d > 0.0 {
-                    1.0 / d
-                } else {
-                    0.0
-                }
-            })
-            .collect()
-    } else {
-        vec![1.0; xs.len()]
-    };
-    fn with<F: PairMap>(
-        pts: &[Points<'_, f64>],
-        red: Joint<'_, F>,
-        stop: &AtomicBool,
-    ) -> Result<f64> {
-        let states = reduce_pairs_multi(pts, &red, stop)?;
-        let mut tot = Acc::default();
-        for s in &states {
-            tot.merge(&s.acc);
-        }
-        Ok(tot.value())
-    }
-    let total = if alpha == 1.0 {
-        let red = Joint {
-            f: SqrtMap,
-            c: o.clone(),
-            w,
-            cc: c,
-            diag: !unbiased,
-        };
-        with(&pts, red, stop)?
-    } else {
-        let m = PowMap { half: 0.5 * alpha };
-        let red = Joint {
-            f: m,
-            c: o.clone(),
-            w,
-            cc: c,
-            diag: !unbiased,
-        };
-        with(&pts, red, stop)?
-    };
-    let nf = n as f64;
-    let cd = c.powi(xs.len() as i32);
-    Ok(if unbiased {
-        total * f + cd * (1.0 - nf) / (nf - 3.0)
-    } else {
-        total * f - cd
-    })
+    JointPrep::new(xs, c, alpha, unbiased, scale, stop)?.value(c, alpha, unbiased, stop)
 }
 
 /// Sum of |x_i − y_j|^α over all pairs of two point sets (dimension checked by the engine).
