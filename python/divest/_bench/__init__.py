@@ -35,15 +35,23 @@ class Case:
 
 
 def median_time(f, repeat, budget: float = 1.0):
-    """Median of up to `repeat` timed calls; calls slower than `budget` seconds are not
-    repeated (the slow peers would otherwise dominate the run)."""
+    """Median of up to `repeat` timed calls, after a pause that lets divest's and the
+    BLAS's worker threads go idle (a pool still spinning slows whatever runs next, up to
+    2x here). A call slower than `budget` seconds is repeated once more (when under
+    5 budgets) and the faster of the two kept: a slow peer is not judged on one disturbed
+    call, and the slowest peers do not dominate the run."""
+    time.sleep(0.2)
     times, out = [], None
     for _ in range(repeat):
         t0 = time.perf_counter()
         out = f()
         times.append(time.perf_counter() - t0)
         if times[-1] > budget:
-            break
+            if len(times) == 1 and times[0] < 5 * budget:
+                t0 = time.perf_counter()
+                out = f()
+                times.append(time.perf_counter() - t0)
+            return float(min(times)), out
     return float(np.median(times)), out
 
 
