@@ -35,23 +35,26 @@ class Case:
 
 
 def median_time(f, repeat, budget: float = 1.0):
-    """Median of up to `repeat` timed calls, after a pause that lets divest's and the
-    BLAS's worker threads go idle (a pool still spinning slows whatever runs next, up to
-    2x here). A call slower than `budget` seconds is repeated once more (when under
-    5 budgets) and the faster of the two kept: a slow peer is not judged on one disturbed
-    call, and the slowest peers do not dominate the run."""
-    time.sleep(0.2)
-    times, out = [], None
+    """Median of `repeat` timed calls after one warm-up call. The warm-up absorbs what the
+    previous measurement left behind (a pool or BLAS threads still spinning slow the next
+    call, up to 2x here). A call slower than `budget` seconds is instead timed at most
+    twice (the second time when under 5 budgets) and the faster kept: a slow peer is not
+    judged on one disturbed call, and the slowest peers do not dominate the run."""
+    t0 = time.perf_counter()
+    out = f()
+    first = time.perf_counter() - t0
+    if first > budget:
+        times = [first]
+        if first < 5 * budget:
+            t0 = time.perf_counter()
+            out = f()
+            times.append(time.perf_counter() - t0)
+        return float(min(times)), out
+    times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         out = f()
         times.append(time.perf_counter() - t0)
-        if times[-1] > budget:
-            if len(times) == 1 and times[0] < 5 * budget:
-                t0 = time.perf_counter()
-                out = f()
-                times.append(time.perf_counter() - t0)
-            return float(min(times)), out
     return float(np.median(times)), out
 
 
