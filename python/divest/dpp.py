@@ -79,13 +79,15 @@ def _orthonormal_basis(x: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(str(exc).replace("X must", f"{name} must", 1)) from None
 
 
-def _check_orthonormal(u: np.ndarray, name: str) -> None:
+def _check_orthonormal(u: np.ndarray, name: str, err=None) -> None:
+    """Raises unless `u` has orthonormal columns; `err` is the error when already measured."""
     n, m = u.shape
     if m > n:
         raise ValueError(
             f"{name} has {m} columns but only {n} rows; orthonormal columns need n >= m"
         )
-    err = _core.dpp_orthonormality_error(u)
+    if err is None:
+        err = _core.dpp_orthonormality_error(u)
     if not err <= ORTHONORMAL_TOL:
         raise ValueError(
             f"{name} must have orthonormal columns (|{name}ᵀ{name} - I| <= {ORTHONORMAL_TOL:g}); "
@@ -125,10 +127,13 @@ def sample_projection(U, n_samples=None, method="auto", rng=None):
     in distribution.
     """
     u = _matrix(U, "U")
-    _check_orthonormal(u, "U")
     method = _check_method(method)
     ns = _n_samples(n_samples)
-    out = _core.dpp_sample_projection(u, ns, _seed(rng), method)
+    if u.shape[1] > u.shape[0]:
+        _check_orthonormal(u, "U")
+    # The orthonormality check shares the sampler's pass over U (leverage scores).
+    out, err = _core.dpp_sample_projection(u, ns, _seed(rng), method, ORTHONORMAL_TOL)
+    _check_orthonormal(u, "U", err)
     return out[0] if n_samples is None else out
 
 

@@ -25,15 +25,19 @@ fn index_matrix(
 }
 
 /// n_samples×m sorted samples of the projection DPP with kernel U Uᵀ (U float64, C order).
+/// With `check_tol`, U's orthonormality error is measured in the pass that computes the
+/// leverage scores and returned with the samples, which are empty when it exceeds the
+/// tolerance: `(samples, error)`.
 #[pyfunction]
-#[pyo3(signature = (u, n_samples, seed, method="auto"))]
+#[pyo3(signature = (u, n_samples, seed, method="auto", check_tol=None))]
 fn dpp_sample_projection<'py>(
     py: Python<'py>,
     u: PyReadonlyArray2<'py, f64>,
     n_samples: usize,
     seed: u64,
     method: &str,
-) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    check_tol: Option<f64>,
+) -> PyResult<Bound<'py, PyAny>> {
     let method = Method::parse(method).map_err(to_py)?;
     let (n, m) = (u.shape()[0], u.shape()[1]);
     let us = slice(&u)?;
@@ -41,10 +45,22 @@ fn dpp_sample_projection<'py>(
         .saturating_mul(n)
         .saturating_mul(m)
         .saturating_mul(m);
-    let out = run(py, work, |stop| {
-        dpp::sample_projection(us, n, m, n_samples, seed, method, stop)
-    })?;
-    index_matrix(py, out, n_samples, m)
+    match check_tol {
+        None => {
+            let out = run(py, work, |stop| {
+                dpp::sample_projection(us, n, m, n_samples, seed, method, stop)
+            })?;
+            Ok(index_matrix(py, out, n_samples, m)?.into_any())
+        }
+        Some(tol) => {
+            let (out, err) = run(py, work, |stop| {
+                dpp::sample_projection_checked(us, n, m, n_samples, seed, method, tol, stop)
+            })?;
+            let rows = if out.is_empty() { 0 } else { n_samples };
+            let samples = index_matrix(py, out, rows, m)?;
+            Ok((samples, err).into_pyobject(py)?.into_any())
+        }
+    }
 }
 
 /// Samples of the DPP with correlation kernel V diag(probs) Vᵀ: (flat items, offsets).

@@ -177,11 +177,23 @@ simd::simd_fn!(fn probe_at => probe_body(rows: &[f64], m: usize, x: &[f64], z: &
 /// from four fixed Gaussian-like probes x as max |UᵀU x - x| / max |x| (one parallel pass
 /// over U, 8 n m multiply-adds, blocks combined in a fixed order).
 pub fn orthonormality_error(u: &[f64], n: usize, m: usize) -> Result<f64> {
+    Ok(check_pass(u, n, m, false)?.1)
+}
+
+/// Leverage scores and [`orthonormality_error`] together: with the probes, the row norms
+/// are taken in the same pass over U (one read of U instead of two).
+pub fn leverage_checked(u: &[f64], n: usize, m: usize) -> Result<(Vec<f64>, f64)> {
+    let (lev, err) = check_pass(u, n, m, true)?;
+    Ok((lev.unwrap_or_else(|| leverage(u, n, m)), err))
+}
+
+/// The orthonormality error, and the leverage scores when `norms` and the probes run.
+fn check_pass(u: &[f64], n: usize, m: usize, norms: bool) -> Result<(Option<Vec<f64>>, f64)> {
     if u.len() != n * m {
         return Err(invalid!("U has {} values, expected {n}*{m}", u.len()));
     }
     if m == 0 {
-        return Ok(0.0);
+        return Ok((None, 0.0));
     }
     if (n as f64) * (m as f64) * (m as f64) <= 2e7 {
         let mut g = vec![0.0f64; m * m];
@@ -212,7 +224,7 @@ pub fn orthonormality_error(u: &[f64], n: usize, m: usize) -> Result<f64> {
                 err = err.max(if e.is_nan() { f64::INFINITY } else { e.abs() });
             }
         }
-        return Ok(err);
+        return Ok((None, err));
     }
     let mut rng = Rng::stream(0x5EED, 0);
     // Sums of uniforms are close enough to Gaussian for a probe and never tiny.
@@ -221,7 +233,7 @@ pub fn orthonormality_error(u: &[f64], n: usize, m: usize) -> Result<f64> {
         .collect();
     let level = simd::level();
     let blocks = n.div_ceil(PROBE_ROWS);
-    let partial: Vec<Vec<f64>> = threads::install(|| {
+    let partial: Vec<(Vec<f64>, Vec<f64>)> = threads::install(|| {
         use rayon::prelude::*;
         (0..blocks)
             .into_par_iter()
@@ -229,15 +241,22 @@ pub fn orthonormality_error(u: &[f64], n: usize, m: usize) -> Result<f64> {
                 let rows = &u[b * PROBE_ROWS * m..((b + 1) * PROBE_ROWS).min(n) * m];
                 let mut z = vec![0.0f64; PROBES * m];
                 probe_at(level, rows, m, &x, &mut z);
-                z
+                // The block's rows are still in cache: their norms cost no second read.
+                let mut nb = vec![0.0f64; if norms { rows.len() / m } else { 0 }];
+                if norms {
+                    row_norms_at(level, rows, m, &mut nb);
+                }
+                (z, nb)
             })
             .collect()
     })?;
     let mut z = vec![0.0f64; PROBES * m];
-    for p in &partial {
+    let mut lev = Vec::with_capacity(if norms { n } else { 0 });
+    for (p, nb) in &partial {
         for (a, b) in z.iter_mut().zip(p) {
             *a += b;
         }
+        lev.extend_from_slice(nb);
     }
     let mut err = 0.0f64;
     for t in 0..PROBES {
@@ -248,7 +267,7 @@ pub fn orthonormality_error(u: &[f64], n: usize, m: usize) -> Result<f64> {
             err = err.max(if e.is_nan() { f64::INFINITY } else { e });
         }
     }
-    Ok(err)
+    Ok((norms.then_some(lev), err))
 }
 
 fn rank_error(m: usize) -> crate::core::Error {
@@ -534,6 +553,36 @@ pub fn sample_projection(
     method: Method,
     stop: &AtomicBool,
 ) -> Result<Vec<usize>> {
+    check_shape(u, n, m)?;
+    sample_with(u, n, m, leverage(u, n, m), n_samples, seed, method, stop)
+}
+
+/// [`sample_projection`] after checking that U has orthonormal columns, the check sharing
+/// its pass over U with the leverage scores. Returns no samples (and the error) when
+/// [`orthonormality_error`] exceeds `tol`.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_projection_checked(
+    u: &[f64],
+    n: usize,
+    m: usize,
+    n_samples: usize,
+    seed: u64,
+    method: Method,
+    tol: f64,
+    stop: &AtomicBool,
+) -> Result<(Vec<usize>, f64)> {
+    check_shape(u, n, m)?;
+    let (lev, err) = leverage_checked(u, n, m)?;
+    if !(err <= tol) {
+        return Ok((Vec::new(), err));
+    }
+    Ok((
+        sample_with(u, n, m, lev, n_samples, seed, method, stop)?,
+        err,
+    ))
+}
+
+fn check_shape(u: &[f64], n: usize, m: usize) -> Result<()> {
     if u.len() != n * m {
         return Err(invalid!("U has {} values, expected {n}*{m}", u.len()));
     }
@@ -542,7 +591,20 @@ pub fn sample_projection(
             "U must have between 1 and n = {n} columns; got {m}"
         ));
     }
-    let lev = leverage(u, n, m);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sample_with(
+    u: &[f64],
+    n: usize,
+    m: usize,
+    lev: Vec<f64>,
+    n_samples: usize,
+    seed: u64,
+    method: Method,
+    stop: &AtomicBool,
+) -> Result<Vec<usize>> {
     let mut out = vec![0usize; n_samples * m];
     match method.resolve(n, m) {
         Method::Rejection => {
