@@ -573,7 +573,8 @@ pub fn sample_projection_checked(
 ) -> Result<(Vec<usize>, f64)> {
     check_shape(u, n, m)?;
     let (lev, err) = leverage_checked(u, n, m)?;
-    if !(err <= tol) {
+    // NaN errors (non-finite U) fail the check too.
+    if err.is_nan() || err > tol {
         return Ok((Vec::new(), err));
     }
     Ok((
