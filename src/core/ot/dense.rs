@@ -1371,6 +1371,18 @@ simd_fn!(
     fn small_finish => small_finish_body(c: &[f64], k: &[f64], wa: &[f64], wb: &[f64], s: &mut [f64], t: &mut [f64], buf: &mut [f64]) -> f64
 );
 
+#[inline(always)]
+fn small_kernel_body<M: Fma>(c: &[f64], m: usize, slope: f64, offset: f64, out: &mut [f64]) {
+    for (cr, or) in c.chunks_exact(m).zip(out.chunks_exact_mut(m)) {
+        simd::lin_exp_into::<M>(cr, slope, offset, or);
+    }
+}
+simd_fn!(
+    /// `out_ij = exp(slope·c_ij + offset)` for exponents in [−SMALL_RANGE, 0] (the
+    /// small-problem kernel; the table-driven exp on AVX-512).
+    fn small_kernel => small_kernel_body(c: &[f64], m: usize, slope: f64, offset: f64, out: &mut [f64]) -> ()
+);
+
 /// Kernel entries of the small-problem path are at least e^-SMALL_RANGE, so its scalings
 /// stay far from overflow and its sums far from underflow.
 const SMALL_RANGE: f64 = 150.0;
@@ -1529,7 +1541,7 @@ fn solve_small(
     }
     ws.s.fill(cmin / eps);
     ws.t.fill(0.0);
-    build_kernel(level, p.cost, &ws.s, &ws.t, 1.0 / eps, &mut ws.kern);
+    small_kernel(level, p.cost, m, -1.0 / eps, cmin / eps, &mut ws.kern);
     ws.alpha.fill(1.0);
     ws.beta.fill(1.0);
     ws.wa.copy_from_slice(p.a);
@@ -1705,8 +1717,10 @@ pub fn solve_batch<'c>(
     let mut o = *opts;
     o.parallel = false;
     threads::install(|| {
+        // Runs of problems per task: the workspace (kernel buffers) is set up once per run.
         (0..nprob)
             .into_par_iter()
+            .with_min_len(16)
             .map_init(SmallWs::default, |ws, k| {
                 threads::check(stop)?;
                 let c = cost(k);

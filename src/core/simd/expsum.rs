@@ -84,6 +84,92 @@ const POLY: [f64; 7] = [
     9.181_219_573_844_438e-12,
 ];
 
+/// 16·log2(e): exponents in units of 1/16 of a binary order of magnitude.
+const K16: f64 = 16.0 * std::f64::consts::LOG2_E;
+
+/// The table of 2^(j/16) in two registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn table() -> (std::arch::x86_64::__m512d, std::arch::x86_64::__m512d) {
+    use std::arch::x86_64::*;
+    // SAFETY: the table has 16 entries, read as two registers of 8.
+    unsafe {
+        (
+            _mm512_loadu_pd(EXP2_SIXTEENTHS.as_ptr()),
+            _mm512_loadu_pd(EXP2_SIXTEENTHS.as_ptr().add(8)),
+        )
+    }
+}
+
+/// 2^(u/16) per lane, 0 below the subnormals (u = -inf included).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+#[inline]
+fn pow2_16(
+    u: std::arch::x86_64::__m512d,
+    tlo: std::arch::x86_64::__m512d,
+    thi: std::arch::x86_64::__m512d,
+) -> std::arch::x86_64::__m512d {
+    use std::arch::x86_64::*;
+    // Adding 1.5·2^52 rounds to an integer and leaves it, two's complement, in the low
+    // mantissa bits: the permute reads the table index from the low four.
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    // 2^(-2^20/16) is far below the smallest subnormal; clamping keeps -inf out of u.
+    let u = _mm512_max_pd(u, _mm512_set1_pd(-1_048_576.0));
+    let sh = _mm512_set1_pd(SHIFT);
+    let t = _mm512_add_pd(u, sh);
+    let kf = _mm512_sub_pd(t, sh);
+    let f = _mm512_sub_pd(u, kf);
+    let mut p = _mm512_set1_pd(POLY[6]);
+    p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[5]));
+    p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[4]));
+    p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[3]));
+    p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[2]));
+    p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[1]));
+    p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[0]));
+    let tab = _mm512_permutex2var_pd(tlo, _mm512_castpd_si512(t), thi);
+    let e = _mm512_roundscale_pd::<0x09>(_mm512_mul_pd(kf, _mm512_set1_pd(1.0 / 16.0)));
+    _mm512_scalef_pd(_mm512_mul_pd(p, tab), e)
+}
+
+/// `out_j = exp(c·d_j + b)`, with the accuracy of [`lin_exp_sum`]'s terms; exponents above
+/// about 709 give +inf, so callers keep them bounded.
+#[inline(always)]
+pub fn lin_exp_into<M: Fma>(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
+    let out = &mut out[..d.len()];
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX512 {
+        // SAFETY: as in `lin_exp_sum`.
+        unsafe { into512(d, c, b, out) };
+        return;
+    }
+    for (o, &x) in out.iter_mut().zip(d) {
+        *o = exp::<M>(M::ma(c, x, b));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn into512(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
+    use std::arch::x86_64::*;
+    let n = d.len().min(out.len());
+    let cv = _mm512_set1_pd(c * K16);
+    let bv = _mm512_set1_pd(b * K16);
+    let (tlo, thi) = table();
+    let mut j = 0;
+    while j < n {
+        let rem = n - j;
+        let mask: __mmask8 = if rem >= 8 { 0xff } else { (1u8 << rem) - 1 };
+        // SAFETY: masked lanes j..j+min(8, rem) lie inside d and out.
+        unsafe {
+            let u = _mm512_fmadd_pd(_mm512_maskz_loadu_pd(mask, d.as_ptr().add(j)), cv, bv);
+            _mm512_mask_storeu_pd(out.as_mut_ptr().add(j), mask, pow2_16(u, tlo, thi));
+        }
+        j += 8;
+    }
+}
+
 /// The AVX-512 body of [`lin_exp_sum`]. Works in units of 1/16 of a binary order of
 /// magnitude: u = 16·log2(e)·(c·d + w + b) = k + f with k an integer and |f| <= 1/2, and
 /// exp(...) = 2^floor(k/16) · 2^((k mod 16)/16) · 2^(f/16).
@@ -91,25 +177,11 @@ const POLY: [f64; 7] = [
 #[target_feature(enable = "avx512f,avx512dq")]
 unsafe fn sum512(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
     use std::arch::x86_64::*;
-    // Adding 1.5·2^52 rounds to an integer and leaves it, two's complement, in the low
-    // mantissa bits: the permute reads the table index from the low four.
-    const SHIFT: f64 = 6_755_399_441_055_744.0;
-    const K16: f64 = 16.0 * std::f64::consts::LOG2_E;
     let n = d.len();
     let cv = _mm512_set1_pd(c * K16);
     let bv = _mm512_set1_pd(b * K16);
     let kv = _mm512_set1_pd(K16);
-    // 2^(-2^20/16) is far below the smallest subnormal; clamping keeps -inf out of u.
-    let floor_u = _mm512_set1_pd(-1_048_576.0);
-    let sh = _mm512_set1_pd(SHIFT);
-    let inv16 = _mm512_set1_pd(1.0 / 16.0);
-    // SAFETY: the table has 16 entries, read as two registers of 8.
-    let (tlo, thi) = unsafe {
-        (
-            _mm512_loadu_pd(EXP2_SIXTEENTHS.as_ptr()),
-            _mm512_loadu_pd(EXP2_SIXTEENTHS.as_ptr().add(8)),
-        )
-    };
+    let (tlo, thi) = table();
     let mut acc = _mm512_setzero_pd();
     let mut j = 0;
     while j < n {
@@ -126,20 +198,7 @@ unsafe fn sum512(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f
             let wv = unsafe { _mm512_maskz_loadu_pd(mask, w.as_ptr().add(j)) };
             u = _mm512_fmadd_pd(wv, kv, u);
         }
-        u = _mm512_max_pd(u, floor_u);
-        let t = _mm512_add_pd(u, sh);
-        let kf = _mm512_sub_pd(t, sh);
-        let f = _mm512_sub_pd(u, kf);
-        let mut p = _mm512_set1_pd(POLY[6]);
-        p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[5]));
-        p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[4]));
-        p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[3]));
-        p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[2]));
-        p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[1]));
-        p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[0]));
-        let tab = _mm512_permutex2var_pd(tlo, _mm512_castpd_si512(t), thi);
-        let e = _mm512_roundscale_pd::<0x09>(_mm512_mul_pd(kf, inv16));
-        let y = _mm512_scalef_pd(_mm512_mul_pd(p, tab), e);
+        let y = pow2_16(u, tlo, thi);
         acc = _mm512_mask_add_pd(acc, mask, acc, y);
         j += 8;
     }
@@ -219,6 +278,36 @@ mod tests {
                                 "{lvl:?} n={n} c={c} b={b} skip={skip:?}: {got} vs {want}"
                             );
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    struct Into<'a>(&'a [f64], f64, f64);
+    impl SimdTask for Into<'_> {
+        type Output = Vec<f64>;
+        #[inline(always)]
+        fn run<M: Fma>(self) -> Vec<f64> {
+            let mut out = vec![f64::NAN; self.0.len()];
+            lin_exp_into::<M>(self.0, self.1, self.2, &mut out);
+            out
+        }
+    }
+
+    #[test]
+    fn into_matches_libm_including_tails() {
+        for n in [0usize, 3, 8, 13, 64] {
+            let d: Vec<f64> = (0..n)
+                .map(|i| (i as f64 * 0.913).sin().abs() * 7.0)
+                .collect();
+            for (c, b) in [(-20.0, 3.0), (-0.3, 0.0), (-1e3, 0.0)] {
+                for lvl in levels() {
+                    let got = dispatch(lvl, Into(&d, c, b));
+                    for (g, x) in got.iter().zip(&d) {
+                        let want = (c * x + b).exp();
+                        let tol = (2e-15 + 3e-16 * (c * x + b).abs()) * want + 1e-300;
+                        assert!((g - want).abs() <= tol, "{lvl:?}: {g} vs {want}");
                     }
                 }
             }

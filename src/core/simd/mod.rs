@@ -15,7 +15,7 @@ use super::error::{invalid, Result};
 
 mod expsum;
 pub mod rows;
-pub use expsum::lin_exp_sum;
+pub use expsum::{lin_exp_into, lin_exp_sum};
 
 /// Instruction-set level a kernel runs at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
