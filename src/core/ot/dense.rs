@@ -1231,26 +1231,7 @@ simd_fn!(
 #[inline(always)]
 #[allow(clippy::extra_unused_type_parameters)] // The dispatch macro instantiates it per level.
 fn minmax_body<M: Fma>(c: &[f64]) -> (f64, f64, bool) {
-    let mut lo = [f64::INFINITY; simd::LANES];
-    let mut hi = [f64::NEG_INFINITY; simd::LANES];
-    // 0·x is 0 for finite x and NaN for ±inf and NaN: one vectorised finiteness test.
-    let mut nan = [0.0f64; simd::LANES];
-    let ch = c.chunks_exact(simd::LANES);
-    let rest = ch.remainder();
-    for q in ch {
-        for l in 0..simd::LANES {
-            lo[l] = lo[l].min(q[l]);
-            hi[l] = hi[l].max(q[l]);
-            nan[l] += q[l] * 0.0;
-        }
-    }
-    let lo = rest.iter().chain(&lo).fold(f64::INFINITY, |x, &y| x.min(y));
-    let hi = rest
-        .iter()
-        .chain(&hi)
-        .fold(f64::NEG_INFINITY, |x, &y| x.max(y));
-    let finite = nan.iter().chain(rest).all(|x| x.is_finite());
-    (lo, hi, finite)
+    simd::min_max_finite::<M>(c)
 }
 simd_fn!(
     /// (min, max) of `c`, and whether every entry is finite.
@@ -1333,7 +1314,7 @@ fn transpose(k: &[f64], n: usize, m: usize, kt: &mut [f64]) {
 }
 
 /// One pass over the kernel for the finish of the small-problem path: `s_i = K_i·wb`,
-/// `t = Kᵀwa` and the linear cost `Σ_ij c_ij wa_i k_ij wb_j`. `buf` holds m values.
+/// `t = Kᵀwa` and the linear cost `Σ_ij c_ij wa_i k_ij wb_j`.
 #[inline(always)]
 fn small_finish_body<M: Fma>(
     c: &[f64],
@@ -1342,10 +1323,8 @@ fn small_finish_body<M: Fma>(
     wb: &[f64],
     s: &mut [f64],
     t: &mut [f64],
-    buf: &mut [f64],
 ) -> f64 {
     let m = wb.len();
-    let buf = &mut buf[..m];
     let t = &mut t[..m];
     t.fill(0.0);
     let mut lin = 0.0;
@@ -1355,11 +1334,28 @@ fn small_finish_body<M: Fma>(
         .zip(c.chunks_exact(m))
         .zip(k.chunks_exact(m))
     {
-        for ((o, &kj), &wj) in buf.iter_mut().zip(kr).zip(wb) {
-            *o = kj * wj;
+        // One pass for the row's mass and its cost-weighted mass.
+        let (mut sa, mut la) = ([0.0f64; simd::LANES], [0.0f64; simd::LANES]);
+        let whole = m / simd::LANES * simd::LANES;
+        for ((kq, wq), cq) in kr[..whole]
+            .chunks_exact(simd::LANES)
+            .zip(wb[..whole].chunks_exact(simd::LANES))
+            .zip(cr[..whole].chunks_exact(simd::LANES))
+        {
+            for l in 0..simd::LANES {
+                let v = kq[l] * wq[l];
+                sa[l] += v;
+                la[l] = M::ma(v, cq[l], la[l]);
+            }
         }
-        *si = simd::sum(buf);
-        lin = M::ma(wi, dot::<M>(buf, cr), lin);
+        let (mut st, mut lt) = (0.0, 0.0);
+        for j in whole..m {
+            let v = kr[j] * wb[j];
+            st += v;
+            lt = M::ma(v, cr[j], lt);
+        }
+        *si = simd::finish_lanes(&sa) + st;
+        lin = M::ma(wi, simd::finish_lanes(&la) + lt, lin);
         for (o, &kj) in t.iter_mut().zip(kr) {
             *o = M::ma(wi, kj, *o);
         }
@@ -1368,7 +1364,7 @@ fn small_finish_body<M: Fma>(
 }
 simd_fn!(
     /// See `small_finish_body`.
-    fn small_finish => small_finish_body(c: &[f64], k: &[f64], wa: &[f64], wb: &[f64], s: &mut [f64], t: &mut [f64], buf: &mut [f64]) -> f64
+    fn small_finish => small_finish_body(c: &[f64], k: &[f64], wa: &[f64], wb: &[f64], s: &mut [f64], t: &mut [f64]) -> f64
 );
 
 #[inline(always)]
@@ -1625,14 +1621,7 @@ fn solve_small(
     let f: Vec<f64> = ws.alpha.iter().map(|x| eps * x.ln() + cmin).collect();
     let g: Vec<f64> = ws.beta.iter().map(|y| eps * y.ln()).collect();
     let lin = small_finish(
-        level,
-        p.cost,
-        &ws.kern,
-        &ws.wa,
-        &ws.wb,
-        &mut ws.s,
-        &mut ws.t,
-        &mut ws.scratch,
+        level, p.cost, &ws.kern, &ws.wa, &ws.wb, &mut ws.s, &mut ws.t,
     );
     let rowsum: Vec<f64> = (0..n).map(|i| ws.wa[i] * ws.s[i]).collect();
     let colsum: Vec<f64> = (0..m).map(|j| ws.wb[j] * ws.t[j]).collect();
@@ -1761,7 +1750,7 @@ mod tests {
             .collect()
     }
 
-    fn problem_data(n: usize, m: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    pub(super) fn problem_data(n: usize, m: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let x = lcg(seed, 2 * n);
         let y = lcg(seed + 1, 2 * m);
         let mut c = vec![0.0; n * m];
@@ -1964,6 +1953,71 @@ mod small_tests {
                 }
             }
         }
+    }
+
+    #[test]
+    #[ignore = "timing probe: cargo test --release -- --ignored --nocapture small_phases"]
+    fn small_phases() {
+        let (n, m) = (64usize, 64usize);
+        let (a, b, c) = super::tests::problem_data(n, m, 3);
+        let level = simd::level();
+        let reps = 20000;
+        let mut kern = vec![0.0; n * m];
+        let t = std::time::Instant::now();
+        let mut acc = 0.0;
+        for _ in 0..reps {
+            let (lo, hi, _) = min_max(level, &c);
+            acc += lo + hi;
+        }
+        println!(
+            "min_max {:.2} us",
+            t.elapsed().as_secs_f64() / reps as f64 * 1e6
+        );
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            small_kernel(level, &c, m, -20.0, 0.0, &mut kern);
+        }
+        println!(
+            "kernel {:.2} us",
+            t.elapsed().as_secs_f64() / reps as f64 * 1e6
+        );
+        let (mut s1, mut t1) = (vec![0.0; n], vec![0.0; m]);
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            acc += small_finish(level, &c, &kern, &a, &b, &mut s1, &mut t1);
+        }
+        println!(
+            "finish {:.2} us",
+            t.elapsed().as_secs_f64() / reps as f64 * 1e6
+        );
+        let p = Problem {
+            a: &a,
+            b: &b,
+            cost: &c,
+            eps: 0.05,
+            rho_a: f64::INFINITY,
+            rho_b: f64::INFINITY,
+        };
+        let o = Options {
+            max_iter: 0,
+            tol: 1e-30,
+            ..Options::default()
+        };
+        let mut ws = SmallWs::default();
+        let stop = AtomicBool::new(false);
+        let t = std::time::Instant::now();
+        for _ in 0..reps / 10 {
+            acc += solve_small(&p, &o, &mut ws, false, &stop)
+                .unwrap()
+                .unwrap()
+                .1
+                .cost;
+        }
+        println!(
+            "solve_small(max_iter 0) {:.2} us",
+            t.elapsed().as_secs_f64() / (reps / 10) as f64 * 1e6
+        );
+        assert!(acc.is_finite());
     }
 
     #[test]

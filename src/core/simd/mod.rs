@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use super::error::{invalid, Result};
 
 mod expsum;
+mod minmax;
 pub mod rows;
 pub use expsum::{lin_exp_into, lin_exp_sum};
+pub use minmax::min_max_finite;
 
 /// Instruction-set level a kernel runs at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
