@@ -5,4 +5,4 @@
 pub mod discrete;
 pub mod kernel;
 pub mod knn;
-mod vmath;
+pub(crate) mod vmath;

@@ -24,6 +24,7 @@ use std::sync::atomic::AtomicBool;
 
 use rayon::prelude::*;
 
+use crate::core::divergence::vmath::ln_core;
 use crate::core::error::{invalid, Result};
 use crate::core::simd::rows::{self, GROUP_ROWS};
 use crate::core::simd::simd_fn;
@@ -1182,31 +1183,11 @@ fn scale_body<M: Fma>(
             *o = 1.0 / si;
         }
     } else {
-        // ln p = 2 atanh(z), z = (p − 1)/(p + 1): a short series near the fixed point p = 1
-        // (vectorised); far entries take the library log. Over-relaxation needs no exact
-        // power (any positive scaling is a valid iterate, and p = 1 still maps to x).
+        // Branch-free vectorised ln (p − 1 is exact near the fixed point p = 1).
+        // Over-relaxation needs no exact power (any positive scaling is a valid iterate,
+        // and p = 1 still maps to x), but an accurate one keeps the rate analysis true.
         for (l, &pi) in lnp.iter_mut().zip(p.iter()) {
-            let z = (pi - 1.0) / (pi + 1.0);
-            let z2 = z * z;
-            let poly = M::ma(
-                z2,
-                M::ma(
-                    z2,
-                    M::ma(z2, M::ma(z2, 1.0 / 9.0, 1.0 / 7.0), 1.0 / 5.0),
-                    1.0 / 3.0,
-                ),
-                1.0,
-            );
-            *l = if z.abs() <= 0.25 {
-                2.0 * z * poly
-            } else {
-                f64::NAN
-            };
-        }
-        for (l, &pi) in lnp.iter_mut().zip(p.iter()) {
-            if l.is_nan() {
-                *l = pi.ln();
-            }
+            *l = ln_core::<M>(pi, pi - 1.0);
         }
         for ((o, &xi), &l) in xn.iter_mut().zip(x).zip(lnp.iter()) {
             *o = xi * simd::exp::<M>(-w * l);
