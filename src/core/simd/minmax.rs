@@ -1,0 +1,106 @@
+//! Minimum, maximum and finiteness of a slice in one pass. The lane-array form does not
+//! vectorise reliably, so the AVX-512 path uses intrinsics.
+
+use super::{Fma, LANES};
+
+/// (min, max, every entry finite) of `v`; (+inf, −inf, true) when empty. NaN entries make
+/// `finite` false and are otherwise ignored.
+#[inline(always)]
+pub fn min_max_finite<M: Fma>(v: &[f64]) -> (f64, f64, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX512 {
+        // SAFETY: M::AVX512 holds only on the AVX-512 dispatch path.
+        return unsafe { mm512(v) };
+    }
+    let mut lo = [f64::INFINITY; LANES];
+    let mut hi = [f64::NEG_INFINITY; LANES];
+    // 0·x is 0 for finite x and NaN for ±inf and NaN: one vectorised finiteness test.
+    let mut nan = [0.0f64; LANES];
+    let ch = v.chunks_exact(LANES);
+    let rest = ch.remainder();
+    for q in ch {
+        for l in 0..LANES {
+            lo[l] = if q[l] < lo[l] { q[l] } else { lo[l] };
+            hi[l] = if q[l] > hi[l] { q[l] } else { hi[l] };
+            nan[l] += q[l] * 0.0;
+        }
+    }
+    let lo = rest
+        .iter()
+        .chain(&lo)
+        .fold(f64::INFINITY, |x, &y| if y < x { y } else { x });
+    let hi = rest
+        .iter()
+        .chain(&hi)
+        .fold(f64::NEG_INFINITY, |x, &y| if y > x { y } else { x });
+    let finite = nan.iter().chain(rest).all(|x| x.is_finite());
+    (lo, hi, finite)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn mm512(v: &[f64]) -> (f64, f64, bool) {
+    use std::arch::x86_64::*;
+    let n = v.len();
+    let p = v.as_ptr();
+    let (mut lo, mut hi) = (
+        _mm512_set1_pd(f64::INFINITY),
+        _mm512_set1_pd(f64::NEG_INFINITY),
+    );
+    let mut nan = _mm512_setzero_pd();
+    let zero = _mm512_setzero_pd();
+    let mut j = 0;
+    while j < n {
+        let rem = n - j;
+        let mask: __mmask8 = if rem >= 8 { 0xff } else { (1u8 << rem) - 1 };
+        // SAFETY: the masked lanes j..j+min(8, rem) lie inside v.
+        let x = unsafe { _mm512_maskz_loadu_pd(mask, p.add(j)) };
+        lo = _mm512_mask_min_pd(lo, mask, lo, x);
+        hi = _mm512_mask_max_pd(hi, mask, hi, x);
+        nan = _mm512_fmadd_pd(x, zero, nan);
+        j += 8;
+    }
+    let finite = _mm512_reduce_add_pd(nan).is_finite();
+    (_mm512_reduce_min_pd(lo), _mm512_reduce_max_pd(hi), finite)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{detected, dispatch, Level, SimdTask};
+    use super::*;
+
+    struct T<'a>(&'a [f64]);
+    impl SimdTask for T<'_> {
+        type Output = (f64, f64, bool);
+        #[inline(always)]
+        fn run<M: Fma>(self) -> (f64, f64, bool) {
+            min_max_finite::<M>(self.0)
+        }
+    }
+
+    #[test]
+    fn every_level_agrees_with_a_fold() {
+        for n in [0usize, 1, 7, 8, 9, 64, 67] {
+            let v: Vec<f64> = (0..n).map(|i| (i as f64 * 1.37).sin() * 10.0).collect();
+            let want = (
+                v.iter().cloned().fold(f64::INFINITY, f64::min),
+                v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            );
+            for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
+                if lvl > detected() {
+                    continue;
+                }
+                let (lo, hi, fin) = dispatch(lvl, T(&v));
+                assert_eq!((lo, hi, fin), (want.0, want.1, true), "{lvl:?} n={n}");
+                for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                    if n == 0 {
+                        continue;
+                    }
+                    let mut w = v.clone();
+                    w[n - 1] = bad;
+                    assert!(!dispatch(lvl, T(&w)).2, "{lvl:?} n={n} {bad}");
+                }
+            }
+        }
+    }
+}
