@@ -381,7 +381,8 @@ fn chain_scheduled(
     }
     let mut mass = total0;
     let mut basis = Panels::new(m, m);
-    let mut pending = Panels::new(m, schedule.max_pending.min(m));
+    // Room for every direction: the last steps may skip their update (see below).
+    let mut pending = Panels::new(m, m);
     let mut taken = vec![false; n];
     let mut v = vec![0.0f64; m];
     let mut work = vec![0.0f64; m.div_ceil(PANEL) * PANEL];
@@ -397,7 +398,14 @@ fn chain_scheduled(
             f64::INFINITY
         };
         let full = pending.len() >= schedule.max_pending;
-        if resync || force || full || ratio > schedule.max_ratio {
+        // The last few steps thin stale residuals instead of paying for an update of all
+        // n: expected proposals Σ_s mass / (left − s) over the remaining steps, each
+        // costing O(pending·m), against an update costing O(n·pending·m).
+        let tail = (0..m - i).map(|s| left - s as f64).try_fold(0.0, |acc, l| {
+            (l > 0.5).then(|| acc + mass / l)
+        });
+        let cheap_tail = matches!(tail, Some(t) if t < n as f64 / 4.0);
+        if resync || force || ((full || ratio > schedule.max_ratio) && !cheap_tail) {
             if force {
                 stuck += 1;
                 if stuck > 2 {
