@@ -401,9 +401,9 @@ fn chain_scheduled(
         // The last few steps thin stale residuals instead of paying for an update of all
         // n: expected proposals Σ_s mass / (left − s) over the remaining steps, each
         // costing O(pending·m), against an update costing O(n·pending·m).
-        let tail = (0..m - i).map(|s| left - s as f64).try_fold(0.0, |acc, l| {
-            (l > 0.5).then(|| acc + mass / l)
-        });
+        let tail = (0..m - i)
+            .map(|s| left - s as f64)
+            .try_fold(0.0, |acc, l| (l > 0.5).then(|| acc + mass / l));
         let cheap_tail = matches!(tail, Some(t) if t < n as f64 / 4.0);
         if resync || force || ((full || ratio > schedule.max_ratio) && !cheap_tail) {
             if force {
