@@ -1183,14 +1183,25 @@ fn scale_body<M: Fma>(
             *o = 1.0 / si;
         }
     } else {
-        // Branch-free vectorised ln (p − 1 is exact near the fixed point p = 1).
-        // Over-relaxation needs no exact power (any positive scaling is a valid iterate,
-        // and p = 1 still maps to x), but an accurate one keeps the rate analysis true.
-        for (l, &pi) in lnp.iter_mut().zip(p.iter()) {
-            *l = ln_core::<M>(pi, pi - 1.0);
+        // p^−ω = ((1 − z)/(1 + z))^ω with z = (p − 1)/(p + 1). Near the fixed point a
+        // rational approximation (1 − ωz + az²)/(1 + ωz + az²), a = (ω² − 1)/3, matches it
+        // through z³: the same linear rate, positive for |z| <= 1/2, and p = 1 still
+        // maps to x (over-relaxation needs no exact power: any positive scaling is a valid
+        // iterate). Farther entries (flagged NaN) take the exact exp(−ω ln p).
+        let a = (w * w - 1.0) / 3.0;
+        for (r, &pi) in lnp.iter_mut().zip(p.iter()) {
+            let z = (pi - 1.0) / (pi + 1.0);
+            let q = a * z * z + 1.0;
+            let v = M::ma(-w, z, q) / M::ma(w, z, q);
+            *r = if z.abs() <= 0.5 { v } else { f64::NAN };
         }
-        for ((o, &xi), &l) in xn.iter_mut().zip(x).zip(lnp.iter()) {
-            *o = xi * simd::exp::<M>(-w * l);
+        for (r, &pi) in lnp.iter_mut().zip(p.iter()) {
+            if r.is_nan() {
+                *r = (-w * ln_core::<M>(pi, pi - 1.0)).exp();
+            }
+        }
+        for ((o, &xi), &r) in xn.iter_mut().zip(x).zip(lnp.iter()) {
+            *o = xi * r;
         }
     }
     let mut ok = true;
