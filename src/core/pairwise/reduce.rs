@@ -181,8 +181,10 @@ impl<F: PairMap> RowReducer for KernelRows<'_, F> {
         // The fused pass applies to scales whose rows need only the log-sum.
         let fused_from = if self.sumsq || with_mean { 1 } else { 0 };
         // Zero weights (-inf) disqualify the tile: its nearest column might carry none.
-        let (wmax, uniform) = match finite_range(w) {
-            Some((lo, hi)) if F::LOG && F::DECREASING && g_count > fused_from => (
+        // Only maps that can take the fused pass pay for the scan of the weights.
+        let fusable = F::LOG && F::DECREASING && g_count > fused_from;
+        let (wmax, uniform) = match fusable.then(|| finite_range(w)).flatten() {
+            Some((lo, hi)) => (
                 if hi - lo <= WEIGHT_SPREAD {
                     hi
                 } else {
