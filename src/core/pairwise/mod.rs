@@ -8,8 +8,9 @@
 //! the engine holds one `ROW_BLOCK × COL_TILE` tile.
 //!
 //! Distances come from a direct loop over a structure-of-arrays copy of the columns when
-//! d is small (exact differences, vectorised across columns), and from a GEMM micro-kernel
-//! (`matrixmultiply`) with ‖x‖² + ‖y‖² − 2x·y, clamped at zero, when d is large. Callers
+//! d is small (exact differences, vectorised across columns), and from a GEMM with
+//! ‖x‖² + ‖y‖² − 2x·y, clamped at zero, when d is large: for f64 on AVX-512 the
+//! pre-packed micro-kernel of [`simd::dgemm`], otherwise `matrixmultiply`. Callers
 //! centre the data first so the identity loses little precision.
 
 pub mod kdtree;
@@ -60,6 +61,8 @@ pub trait Float:
     fn to_f64(self) -> f64;
     /// Narrowing (or identity) conversion.
     fn from_f64(x: f64) -> Self;
+    /// The slice itself when the type is f64 (the packed f64 distance kernel).
+    fn as_f64(s: &[Self]) -> Option<&[f64]>;
     /// C = A·B with general strides (alpha = 1, beta = 0).
     ///
     /// # Safety
@@ -91,6 +94,10 @@ impl Float for f64 {
     fn from_f64(x: f64) -> f64 {
         x
     }
+    #[inline(always)]
+    fn as_f64(s: &[f64]) -> Option<&[f64]> {
+        Some(s)
+    }
     unsafe fn gemm(
         m: usize,
         k: usize,
@@ -118,6 +125,10 @@ impl Float for f32 {
     #[inline(always)]
     fn from_f64(x: f64) -> f32 {
         x as f32
+    }
+    #[inline(always)]
+    fn as_f64(_s: &[f32]) -> Option<&[f64]> {
+        None
     }
     unsafe fn gemm(
         m: usize,
@@ -197,17 +208,23 @@ struct Cols<'a, T> {
     pts: Points<'a, T>,
     /// Direct path: per tile, `d` rows of `COL_TILE` values (zero padded).
     soa: Vec<T>,
-    /// GEMM path: squared norms of the columns.
+    /// GEMM path: squared norms of the columns (zero-padded to whole panels when
+    /// `packed` is in use).
     norms: Vec<f64>,
+    /// GEMM path for f64 on AVX-512: the columns in k-major panels of
+    /// [`simd::dgemm::NR`] points (empty otherwise).
+    packed: Vec<f64>,
     direct: bool,
 }
 
 impl<'a, T: Float> Cols<'a, T> {
-    fn new(pts: Points<'a, T>, direct: bool) -> Self {
+    /// `pack`: prepare the packed f64 kernel (f64 data on the GEMM path only).
+    fn new(pts: Points<'a, T>, direct: bool, pack: bool) -> Self {
         let (n, d) = (pts.n, pts.d);
         let n_tiles = n.div_ceil(COL_TILE);
         let mut soa = Vec::new();
         let mut norms = Vec::new();
+        let mut packed = Vec::new();
         if direct {
             soa = vec![T::ZERO; n_tiles * d * COL_TILE];
             for j in 0..n {
@@ -219,11 +236,16 @@ impl<'a, T: Float> Cols<'a, T> {
             }
         } else {
             norms = row_norms(pts.data, n, d);
+            if let (true, Some(x)) = (pack, T::as_f64(pts.data)) {
+                packed = simd::dgemm::pack(x, n, d, simd::dgemm::NR);
+                norms.resize(n.div_ceil(simd::dgemm::NR) * simd::dgemm::NR, 0.0);
+            }
         }
         Cols {
             pts,
             soa,
             norms,
+            packed,
             direct,
         }
     }
@@ -323,6 +345,42 @@ fn block_body<T: Float, R: RowReducer, M: Fma>(
     let nr = rb.min(rows.n - r0);
     let rdata = &rows.data[r0 * d..(r0 + nr) * d];
     let mut st = red.init(r0, nr);
+    // The packed f64 kernel: rows packed once per block into groups, padded rows
+    // included in the tile (the reducer reads the first nr).
+    let packed = if M::AVX512 && !cols.packed.is_empty() {
+        T::as_f64(rdata)
+    } else {
+        None
+    };
+    if let Some(r64) = packed {
+        use simd::dgemm::{dist_tile, pack, MR, NR};
+        let ng = nr.div_ceil(MR);
+        let groups = pack(r64, nr, d, MR);
+        let mut qn = row_norms(rdata, nr, d);
+        qn.resize(ng * MR, 0.0);
+        let mut d2 = vec![0.0f64; ng * MR * COL_TILE];
+        let m = cols.pts.n;
+        let mut c0 = 0;
+        while c0 < m {
+            threads::check(stop)?;
+            let nc = COL_TILE.min(m - c0);
+            let np = nc.div_ceil(NR);
+            dist_tile::<M>(
+                &groups,
+                ng,
+                d,
+                &cols.packed[c0 * d..(c0 + np * NR) * d],
+                np,
+                &qn,
+                &cols.norms[c0..c0 + np * NR],
+                &mut d2,
+                COL_TILE,
+            );
+            red.tile::<M>(&mut st, r0, nr, c0, nc, &d2);
+            c0 += nc;
+        }
+        return Ok(st);
+    }
     let mut d2 = vec![0.0f64; nr * COL_TILE];
     let (mut cbuf, qn) = if cols.direct {
         (Vec::new(), Vec::new())
@@ -398,8 +456,8 @@ fn run_block<T: Float, R: RowReducer>(
 /// Drives `red` over every (row, column) pair of `rows` × `cols`, in parallel over row
 /// blocks on divest's pool. Returns one reducer state per block of [`ROW_BLOCK`] rows, in
 /// order (blocks of [`ROW_BLOCK`] rows on the direct path, [`ROW_BLOCK_GEMM`] on the
-/// GEMM path). Extra memory: a copy of the columns (direct path) or their norms, plus one
-/// `ROW_BLOCK × COL_TILE` tile per running task.
+/// GEMM path). Extra memory: a copy of the columns (direct path, and the packed f64 GEMM
+/// path on AVX-512) or their norms, plus one `ROW_BLOCK × COL_TILE` tile per running task.
 pub fn reduce_rows<T: Float, R: RowReducer>(
     rows: Points<'_, T>,
     cols: Points<'_, T>,
@@ -425,8 +483,8 @@ pub fn reduce_rows_with<T: Float, R: RowReducer>(
         ));
     }
     let direct = direct.unwrap_or(rows.d <= DIRECT_MAX_D);
-    let cols = Cols::new(cols, direct);
     let level = simd::level();
+    let cols = Cols::new(cols, direct, level == simd::Level::Avx512);
     let n_blocks = rows
         .n
         .div_ceil(if direct { ROW_BLOCK } else { ROW_BLOCK_GEMM });
@@ -469,13 +527,13 @@ mod tests {
             let px = Points::new(&x, n, d).unwrap();
             let py = Points::new(&y, m, d).unwrap();
             let red = reduce::CollectRows { m };
-            for direct in [true, false] {
+            for (direct, pack) in [(true, false), (false, false), (false, true)] {
                 let mut per_level = Vec::new();
                 for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
                     if lvl > simd::detected() {
                         continue;
                     }
-                    let cols = Cols::new(py, direct);
+                    let cols = Cols::new(py, direct, pack);
                     let nb = n.div_ceil(if direct { ROW_BLOCK } else { ROW_BLOCK_GEMM });
                     let got: Vec<f64> = (0..nb)
                         .flat_map(|b| run_block(lvl, &px, &cols, &red, b, &stop).unwrap())

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::error::{invalid, Result};
 
+pub mod dgemm;
 mod expsum;
 mod minmax;
 pub mod rows;
