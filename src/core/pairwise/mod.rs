@@ -61,8 +61,21 @@ pub trait Float:
     fn to_f64(self) -> f64;
     /// Narrowing (or identity) conversion.
     fn from_f64(x: f64) -> Self;
-    /// The slice itself when the type is f64 (the packed f64 distance kernel).
-    fn as_f64(s: &[Self]) -> Option<&[f64]>;
+    /// Points per column panel of the packed distance kernel.
+    const NR: usize;
+    /// The packed distance kernel ([`simd::dgemm::dist_tile`] or its f32 twin).
+    #[allow(clippy::too_many_arguments)]
+    fn dist_tile<M: Fma>(
+        groups: &[Self],
+        ng: usize,
+        d: usize,
+        panels: &[Self],
+        np: usize,
+        qn: &[f64],
+        xn: &[f64],
+        out: &mut [f64],
+        ldo: usize,
+    );
     /// C = A·B with general strides (alpha = 1, beta = 0).
     ///
     /// # Safety
@@ -94,9 +107,20 @@ impl Float for f64 {
     fn from_f64(x: f64) -> f64 {
         x
     }
+    const NR: usize = simd::dgemm::NR;
     #[inline(always)]
-    fn as_f64(s: &[f64]) -> Option<&[f64]> {
-        Some(s)
+    fn dist_tile<M: Fma>(
+        groups: &[f64],
+        ng: usize,
+        d: usize,
+        panels: &[f64],
+        np: usize,
+        qn: &[f64],
+        xn: &[f64],
+        out: &mut [f64],
+        ldo: usize,
+    ) {
+        simd::dgemm::dist_tile::<M>(groups, ng, d, panels, np, qn, xn, out, ldo)
     }
     unsafe fn gemm(
         m: usize,
@@ -126,9 +150,20 @@ impl Float for f32 {
     fn from_f64(x: f64) -> f32 {
         x as f32
     }
+    const NR: usize = simd::dgemm::NR32;
     #[inline(always)]
-    fn as_f64(_s: &[f32]) -> Option<&[f64]> {
-        None
+    fn dist_tile<M: Fma>(
+        groups: &[f32],
+        ng: usize,
+        d: usize,
+        panels: &[f32],
+        np: usize,
+        qn: &[f64],
+        xn: &[f64],
+        out: &mut [f64],
+        ldo: usize,
+    ) {
+        simd::dgemm::dist_tile_f32::<M>(groups, ng, d, panels, np, qn, xn, out, ldo)
     }
     unsafe fn gemm(
         m: usize,
@@ -211,14 +246,14 @@ struct Cols<'a, T> {
     /// GEMM path: squared norms of the columns (zero-padded to whole panels when
     /// `packed` is in use).
     norms: Vec<f64>,
-    /// GEMM path for f64 on AVX-512: the columns in k-major panels of
-    /// [`simd::dgemm::NR`] points (empty otherwise).
-    packed: Vec<f64>,
+    /// GEMM path on AVX-512: the columns in k-major panels of `T::NR` points (empty
+    /// otherwise).
+    packed: Vec<T>,
     direct: bool,
 }
 
 impl<'a, T: Float> Cols<'a, T> {
-    /// `pack`: prepare the packed f64 kernel (f64 data on the GEMM path only).
+    /// `pack`: prepare the packed distance kernel (GEMM path only).
     fn new(pts: Points<'a, T>, direct: bool, pack: bool) -> Self {
         let (n, d) = (pts.n, pts.d);
         let n_tiles = n.div_ceil(COL_TILE);
@@ -236,9 +271,9 @@ impl<'a, T: Float> Cols<'a, T> {
             }
         } else {
             norms = row_norms(pts.data, n, d);
-            if let (true, Some(x)) = (pack, T::as_f64(pts.data)) {
-                packed = simd::dgemm::pack(x, n, d, simd::dgemm::NR);
-                norms.resize(n.div_ceil(simd::dgemm::NR) * simd::dgemm::NR, 0.0);
+            if pack {
+                packed = simd::dgemm::pack(pts.data, n, d, T::NR);
+                norms.resize(n.div_ceil(T::NR) * T::NR, 0.0);
             }
         }
         Cols {
@@ -347,15 +382,10 @@ fn block_body<T: Float, R: RowReducer, M: Fma>(
     let mut st = red.init(r0, nr);
     // The packed f64 kernel: rows packed once per block into groups, padded rows
     // included in the tile (the reducer reads the first nr).
-    let packed = if M::AVX512 && !cols.packed.is_empty() {
-        T::as_f64(rdata)
-    } else {
-        None
-    };
-    if let Some(r64) = packed {
-        use simd::dgemm::{dist_tile, pack, MR, NR};
+    if M::AVX512 && !cols.packed.is_empty() {
+        use simd::dgemm::{pack, MR};
         let ng = nr.div_ceil(MR);
-        let groups = pack(r64, nr, d, MR);
+        let groups = pack(rdata, nr, d, MR);
         let mut qn = row_norms(rdata, nr, d);
         qn.resize(ng * MR, 0.0);
         let mut d2 = vec![0.0f64; ng * MR * COL_TILE];
@@ -364,15 +394,15 @@ fn block_body<T: Float, R: RowReducer, M: Fma>(
         while c0 < m {
             threads::check(stop)?;
             let nc = COL_TILE.min(m - c0);
-            let np = nc.div_ceil(NR);
-            dist_tile::<M>(
+            let np = nc.div_ceil(T::NR);
+            T::dist_tile::<M>(
                 &groups,
                 ng,
                 d,
-                &cols.packed[c0 * d..(c0 + np * NR) * d],
+                &cols.packed[c0 * d..(c0 + np * T::NR) * d],
                 np,
                 &qn,
-                &cols.norms[c0..c0 + np * NR],
+                &cols.norms[c0..c0 + np * T::NR],
                 &mut d2,
                 COL_TILE,
             );

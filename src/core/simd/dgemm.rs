@@ -6,7 +6,8 @@
 //! Here the columns are packed once per call into k-major panels of [`NR`] points and
 //! each row block once into k-major groups of [`MR`] rows. The micro-kernel keeps a
 //! 12 × 16 block of products in 24 registers and writes ‖q‖² + ‖x‖² − 2 q·x, clamped at
-//! zero, straight into the distance tile.
+//! zero, straight into the distance tile. The f32 kernel ([`dist_tile_f32`]) does the
+//! same with 12 × 32 blocks of f32 products, widened to f64 for the identity.
 
 use super::Fma;
 
@@ -14,14 +15,16 @@ use super::Fma;
 pub const MR: usize = 12;
 /// Columns per panel (two AVX-512 registers of f64).
 pub const NR: usize = 16;
+/// Columns per panel of the f32 kernel (two AVX-512 registers of f32).
+pub const NR32: usize = 32;
 /// Largest depth chunk of the AVX-512 kernel: a 16 × 256 panel slice is 32 KiB.
 const KC: usize = 256;
 
 /// Packs `n` row-major points of dimension `d` into k-major blocks of `w` points,
 /// zero-padded: `ceil(n / w) · w · d` values.
-pub fn pack(x: &[f64], n: usize, d: usize, w: usize) -> Vec<f64> {
+pub fn pack<T: Copy + Default>(x: &[T], n: usize, d: usize, w: usize) -> Vec<T> {
     let nb = n.div_ceil(w);
-    let mut out = vec![0.0f64; nb * w * d];
+    let mut out = vec![T::default(); nb * w * d];
     for i in 0..n {
         let (b, l) = (i / w, i % w);
         let base = b * w * d;
@@ -181,6 +184,155 @@ unsafe fn dist_tile_512(
     }
 }
 
+/// [`dist_tile`] for f32 points: products accumulate in f32 over depth chunks (chunks
+/// are added in f64), panels hold [`NR32`] points, the identity runs in f64.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn dist_tile_f32<M: Fma>(
+    groups: &[f32],
+    ng: usize,
+    d: usize,
+    panels: &[f32],
+    np: usize,
+    qn: &[f64],
+    xn: &[f64],
+    out: &mut [f64],
+    ldo: usize,
+) {
+    if ng == 0 || np == 0 {
+        return;
+    }
+    assert!(
+        groups.len() >= ng * MR * d
+            && panels.len() >= np * NR32 * d
+            && qn.len() >= ng * MR
+            && xn.len() >= np * NR32
+            && ldo >= np * NR32
+            && out.len() >= (ng * MR - 1) * ldo + np * NR32,
+        "dist_tile_f32: short input"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX512 {
+        // SAFETY: M::AVX512 holds only on the AVX-512 dispatch path; lengths checked above.
+        unsafe { dist_tile_f32_512(groups, ng, d, panels, np, qn, xn, out, ldo) };
+        return;
+    }
+    for g in 0..ng {
+        let a = &groups[g * MR * d..(g + 1) * MR * d];
+        for p in 0..np {
+            let b = &panels[p * NR32 * d..(p + 1) * NR32 * d];
+            let mut acc = [[0.0f32; NR32]; MR];
+            for k in 0..d {
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let ak = a[k * MR + r];
+                    for l in 0..NR32 {
+                        row[l] = M::ma(ak, b[k * NR32 + l], row[l]);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let i = g * MR + r;
+                for (l, &c) in row.iter().enumerate() {
+                    let j = p * NR32 + l;
+                    let v = (qn[i] + xn[j]) - 2.0 * c as f64;
+                    out[i * ldo + j] = if v > 0.0 { v } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dist_tile_f32_512(
+    groups: &[f32],
+    ng: usize,
+    d: usize,
+    panels: &[f32],
+    np: usize,
+    qn: &[f64],
+    xn: &[f64],
+    out: &mut [f64],
+    ldo: usize,
+) {
+    use std::arch::x86_64::*;
+    let op = out.as_mut_ptr();
+    let two = _mm512_set1_pd(2.0);
+    let zero = _mm512_setzero_pd();
+    let kc_even = d.div_ceil(d.div_ceil(KC));
+    // The two f64 halves of an f32 register.
+    #[inline(always)]
+    fn halves(v: __m512) -> (__m512d, __m512d) {
+        // SAFETY: plain register conversions, available wherever AVX-512F is.
+        unsafe {
+            (
+                _mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                    _mm512_castps_pd(v),
+                ))),
+            )
+        }
+    }
+    let mut k0 = 0;
+    while k0 < d {
+        let kc = kc_even.min(d - k0);
+        let (first, last) = (k0 == 0, k0 + kc == d);
+        for p in 0..np {
+            // SAFETY: panel p, from depth k0, lies inside `panels` (checked by the caller).
+            let b0p = unsafe { panels.as_ptr().add(p * NR32 * d + k0 * NR32) };
+            for g in 0..ng {
+                // SAFETY: group g, from depth k0, lies inside `groups` (checked).
+                let mut ap = unsafe { groups.as_ptr().add(g * MR * d + k0 * MR) };
+                let mut bp = b0p;
+                let mut lo = [_mm512_setzero_ps(); MR];
+                let mut hi = [_mm512_setzero_ps(); MR];
+                for _ in 0..kc {
+                    // SAFETY: each step reads MR values of the group and NR32 of the
+                    // panel, kc steps from depth k0 in all.
+                    unsafe {
+                        let b0 = _mm512_loadu_ps(bp);
+                        let b1 = _mm512_loadu_ps(bp.add(16));
+                        for r in 0..MR {
+                            let av = _mm512_set1_ps(*ap.add(r));
+                            lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
+                            hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
+                        }
+                        ap = ap.add(MR);
+                        bp = bp.add(NR32);
+                    }
+                }
+                for r in 0..MR {
+                    let i = g * MR + r;
+                    let (a0, a1) = halves(lo[r]);
+                    let (a2, a3) = halves(hi[r]);
+                    let mut c = [a0, a1, a2, a3];
+                    // SAFETY: row i < ng·MR and columns p·NR32 .. p·NR32 + 32 <= ldo, with
+                    // their norms inside `xn` (checked by the caller).
+                    unsafe {
+                        let o = op.add(i * ldo + p * NR32);
+                        let q = _mm512_set1_pd(*qn.as_ptr().add(i));
+                        for (h, ch) in c.iter_mut().enumerate() {
+                            if !first {
+                                *ch = _mm512_add_pd(*ch, _mm512_loadu_pd(o.add(8 * h)));
+                            }
+                            if last {
+                                let x = _mm512_loadu_pd(xn.as_ptr().add(p * NR32 + 8 * h));
+                                *ch = _mm512_max_pd(
+                                    _mm512_fnmadd_pd(two, *ch, _mm512_add_pd(q, x)),
+                                    zero,
+                                );
+                            }
+                            _mm512_storeu_pd(o.add(8 * h), *ch);
+                        }
+                    }
+                }
+            }
+        }
+        k0 += kc;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{detected, dispatch, Level, SimdTask};
@@ -212,6 +364,94 @@ mod tests {
                 ldo,
             );
             out
+        }
+    }
+
+    struct Run32<'a> {
+        groups: &'a [f32],
+        ng: usize,
+        d: usize,
+        panels: &'a [f32],
+        np: usize,
+        qn: &'a [f64],
+        xn: &'a [f64],
+    }
+    impl SimdTask for Run32<'_> {
+        type Output = Vec<f64>;
+        fn run<M: Fma>(self) -> Vec<f64> {
+            let ldo = self.np * NR32 + 3;
+            let mut out = vec![f64::NAN; self.ng * MR * ldo];
+            dist_tile_f32::<M>(
+                self.groups,
+                self.ng,
+                self.d,
+                self.panels,
+                self.np,
+                self.qn,
+                self.xn,
+                &mut out,
+                ldo,
+            );
+            out
+        }
+    }
+
+    #[test]
+    fn f32_distances_match_direct_sums_at_every_level() {
+        let cases: [(usize, usize, usize); 4] =
+            [(1, 1, 1), (13, 33, 20), (25, 40, 64), (7, 70, 300)];
+        for &(n, m, d) in &cases {
+            let x: Vec<f32> = (0..m * d)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+                .collect();
+            let q: Vec<f32> = (0..n * d)
+                .map(|i| ((i * 53 % 89) as f32 - 44.0) / 13.0)
+                .collect();
+            let (ng, np) = (n.div_ceil(MR), m.div_ceil(NR32));
+            let norms = |v: &[f32], cnt: usize, pad: usize| -> Vec<f64> {
+                let mut o: Vec<f64> = (0..cnt)
+                    .map(|i| {
+                        v[i * d..(i + 1) * d]
+                            .iter()
+                            .map(|&a| (a as f64) * (a as f64))
+                            .sum()
+                    })
+                    .collect();
+                o.resize(pad, 0.0);
+                o
+            };
+            let (qn, xn) = (norms(&q, n, ng * MR), norms(&x, m, np * NR32));
+            let (groups, panels) = (pack(&q, n, d, MR), pack(&x, m, d, NR32));
+            let ldo = np * NR32 + 3;
+            for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
+                if lvl > detected() {
+                    continue;
+                }
+                let out = dispatch(
+                    lvl,
+                    Run32 {
+                        groups: &groups,
+                        ng,
+                        d,
+                        panels: &panels,
+                        np,
+                        qn: &qn,
+                        xn: &xn,
+                    },
+                );
+                for i in 0..n {
+                    for j in 0..m {
+                        let want: f64 = (0..d)
+                            .map(|k| (q[i * d + k] as f64 - x[j * d + k] as f64).powi(2))
+                            .sum();
+                        let got = out[i * ldo + j];
+                        assert!(
+                            (got - want).abs() <= 2e-7 * d as f64 * (qn[i] + xn[j]),
+                            "{lvl:?} ({i},{j}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
         }
     }
 
