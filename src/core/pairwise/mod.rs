@@ -9,8 +9,8 @@
 //!
 //! Distances come from a direct loop over a structure-of-arrays copy of the columns when
 //! d is small (exact differences, vectorised across columns), and from a GEMM with
-//! ‖x‖² + ‖y‖² − 2x·y, clamped at zero, when d is large: for f64 on AVX-512 the
-//! pre-packed micro-kernel of [`simd::dgemm`], otherwise `matrixmultiply`. Callers
+//! ‖x‖² + ‖y‖² − 2x·y, clamped at zero, when d is large: on AVX-512 the pre-packed
+//! micro-kernels of [`simd::dgemm`], otherwise `matrixmultiply`. Callers
 //! centre the data first so the identity loses little precision.
 
 pub mod kdtree;
