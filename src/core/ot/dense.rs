@@ -1157,11 +1157,46 @@ fn l1_dev<M: Fma>(w: &[f64], v: &[f64]) -> f64 {
     simd::finish_lanes(&acc) + t
 }
 
+/// `p^−ω` for a marginal ratio `p` near 1, NaN farther out (see [`relax_far`]).
+///
+/// With `z = (p − 1)/(p + 1)`, `p^−ω = ((1 − z)/(1 + z))^ω`. Near the fixed point the
+/// rational approximation `(1 − ωz + az²)/(1 + ωz + az²)`, `a = (ω² − 1)/3`, matches it
+/// through z³: the same linear rate, positive for |z| <= 1/2, and p = 1 still maps to 1
+/// (over-relaxation needs no exact power: any positive scaling is a valid iterate). It is
+/// computed with numerator and denominator times (p + 1)²: one division.
+#[inline(always)]
+fn relax_near<M: Fma>(p: f64, w: f64, a: f64) -> f64 {
+    let (u, d) = (p - 1.0, p + 1.0);
+    let q = M::ma(a * u, u, d * d);
+    let wud = w * u * d;
+    let v = (q - wud) / (q + wud);
+    if u.abs() <= 0.5 * d {
+        v
+    } else {
+        f64::NAN
+    }
+}
+
+/// The exact `p^−ω` for the entries [`relax_near`] leaves out (branch-free, so loops over
+/// it vectorise; inf above e^709, as the sums are then out of range anyway).
+#[inline(always)]
+fn relax_far<M: Fma>(p: f64, w: f64) -> f64 {
+    let e = -w * ln_core::<M>(p, p - 1.0);
+    let v = simd::exp::<M>(e);
+    if e > 709.0 {
+        f64::INFINITY
+    } else {
+        v
+    }
+}
+
 /// One scaling half-step of the small-problem path, given the sums `s = K(w'∘y)` of the
 /// other side: the current marginal ratios `p = x∘s`, the new scalings
-/// `x' = x p^{−ω}` (`1/s` when ω = 1) and `wx = wt∘x'`. Returns the L1 violations
-/// `Σ wt|p − 1|` before and `Σ wt|x'∘s − 1|` after, and whether every sum and new scaling
-/// is in the safe range. `scratch` holds 2·len values.
+/// `x' = x p^{−ω}` (`1/s` when ω = 1) and `wx = wt∘x'`. Returns the L1 violation
+/// `Σ wt|p − 1|` before the step, or with `after` the violation `Σ wt|x'∘s − 1|` after it
+/// (the callers need one of the two), and whether every sum and new scaling is in the safe
+/// range. `scratch` holds 2·len values.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn scale_body<M: Fma>(
     x: &[f64],
@@ -1171,33 +1206,29 @@ fn scale_body<M: Fma>(
     xn: &mut [f64],
     wx: &mut [f64],
     scratch: &mut [f64],
-) -> (f64, f64, bool) {
+    after: bool,
+) -> (f64, bool) {
     let n = x.len();
     let (p, lnp) = scratch[..2 * n].split_at_mut(n);
     for ((pi, &xi), &si) in p.iter_mut().zip(x).zip(s) {
         *pi = xi * si;
     }
-    let before = l1_dev::<M>(wt, p);
+    let before = if after { 0.0 } else { l1_dev::<M>(wt, p) };
     if w == 1.0 {
         for (o, &si) in xn.iter_mut().zip(s) {
             *o = 1.0 / si;
         }
     } else {
-        // p^−ω = ((1 − z)/(1 + z))^ω with z = (p − 1)/(p + 1). Near the fixed point a
-        // rational approximation (1 − ωz + az²)/(1 + ωz + az²), a = (ω² − 1)/3, matches it
-        // through z³: the same linear rate, positive for |z| <= 1/2, and p = 1 still
-        // maps to x (over-relaxation needs no exact power: any positive scaling is a valid
-        // iterate). Farther entries (flagged NaN) take the exact exp(−ω ln p).
         let a = (w * w - 1.0) / 3.0;
+        let mut far = false;
         for (r, &pi) in lnp.iter_mut().zip(p.iter()) {
-            let z = (pi - 1.0) / (pi + 1.0);
-            let q = a * z * z + 1.0;
-            let v = M::ma(-w, z, q) / M::ma(w, z, q);
-            *r = if z.abs() <= 0.5 { v } else { f64::NAN };
+            *r = relax_near::<M>(pi, w, a);
+            far |= r.is_nan();
         }
-        for (r, &pi) in lnp.iter_mut().zip(p.iter()) {
-            if r.is_nan() {
-                *r = (-w * ln_core::<M>(pi, pi - 1.0)).exp();
+        if far {
+            for (r, &pi) in lnp.iter_mut().zip(p.iter()) {
+                let v = relax_far::<M>(pi, w);
+                *r = if r.is_nan() { v } else { *r };
             }
         }
         for ((o, &xi), &r) in xn.iter_mut().zip(x).zip(lnp.iter()) {
@@ -1209,15 +1240,61 @@ fn scale_body<M: Fma>(
         ok &= (si > TINY) & (si < f64::INFINITY) & (xi > TINY) & (xi < f64::INFINITY);
         *q = xi * si;
     }
-    let after = l1_dev::<M>(wt, p);
+    let err = if after { l1_dev::<M>(wt, p) } else { before };
     for ((o, &wi), &xi) in wx.iter_mut().zip(wt).zip(xn.iter()) {
         *o = wi * xi;
     }
-    (before, after, ok)
+    (err, ok)
+}
+
+/// The row half-step of [`scale_body`] for one whole group of the fused loop, on the
+/// group's sums `s`: adds `wt|p − 1|` lane by lane to `acc`, writes `x'` and `wt∘x'`, and
+/// returns whether the sums and new scalings are in the safe range. Fixed-size lanes, so
+/// it compiles to a few vector instructions.
+#[inline(always)]
+fn row_group<M: Fma>(
+    x: &[f64],
+    s: &[f64; GROUP],
+    w: f64,
+    wt: &[f64],
+    acc: &mut [f64; GROUP],
+    xn: &mut [f64],
+    wx: &mut [f64],
+) -> bool {
+    let (x, wt) = (&x[..GROUP], &wt[..GROUP]);
+    let (xn, wx) = (&mut xn[..GROUP], &mut wx[..GROUP]);
+    let p: [f64; GROUP] = std::array::from_fn(|l| x[l] * s[l]);
+    for l in 0..GROUP {
+        acc[l] = M::ma(wt[l], (p[l] - 1.0).abs(), acc[l]);
+    }
+    let mut r = [0.0f64; GROUP];
+    if w == 1.0 {
+        for l in 0..GROUP {
+            r[l] = 1.0 / s[l];
+        }
+    } else {
+        let a = (w * w - 1.0) / 3.0;
+        for l in 0..GROUP {
+            r[l] = x[l] * relax_near::<M>(p[l], w, a);
+        }
+        if r.iter().any(|v| v.is_nan()) {
+            for l in 0..GROUP {
+                let v = x[l] * relax_far::<M>(p[l], w);
+                r[l] = if r[l].is_nan() { v } else { r[l] };
+            }
+        }
+    }
+    let mut ok = true;
+    for l in 0..GROUP {
+        ok &= (s[l] > TINY) & (s[l] < f64::INFINITY) & (r[l] > TINY) & (r[l] < f64::INFINITY);
+        xn[l] = r[l];
+        wx[l] = wt[l] * r[l];
+    }
+    ok
 }
 simd_fn!(
     /// See `scale_body`.
-    fn scale_step => scale_body(x: &[f64], s: &[f64], w: f64, wt: &[f64], xn: &mut [f64], wx: &mut [f64], scratch: &mut [f64]) -> (f64, f64, bool)
+    fn scale_step => scale_body(x: &[f64], s: &[f64], w: f64, wt: &[f64], xn: &mut [f64], wx: &mut [f64], scratch: &mut [f64], after: bool) -> (f64, bool)
 );
 
 #[inline(always)]
@@ -1430,25 +1507,40 @@ impl SimdTask for FusedSweeps<'_, '_> {
             }
             let w = relax.omega;
             ws.t[..m].fill(0.0);
-            let mut e_rows = 0.0;
+            let mut acc = [0.0f64; GROUP];
+            let mut e_tail = 0.0;
             let mut fine = true;
             for g in (0..n).step_by(GROUP_ROWS) {
                 let nr = GROUP_ROWS.min(n - g);
                 let rows = &ws.kern[g * m..];
                 rows::dot_rows::<M>(rows, m, m, nr, &ws.wb, &mut s8);
-                let (before, _, ok) = scale_body::<M>(
-                    &ws.alpha[g..g + nr],
-                    &s8[..nr],
-                    w,
-                    &a[g..g + nr],
-                    &mut ws.xnew[g..g + nr],
-                    &mut ws.wa_new[g..g + nr],
-                    &mut ws.scratch,
-                );
-                e_rows += before;
-                fine &= ok;
+                if nr == GROUP {
+                    fine &= row_group::<M>(
+                        &ws.alpha[g..],
+                        &s8,
+                        w,
+                        &a[g..],
+                        &mut acc,
+                        &mut ws.xnew[g..],
+                        &mut ws.wa_new[g..],
+                    );
+                } else {
+                    let (before, ok) = scale_body::<M>(
+                        &ws.alpha[g..g + nr],
+                        &s8[..nr],
+                        w,
+                        &a[g..g + nr],
+                        &mut ws.xnew[g..g + nr],
+                        &mut ws.wa_new[g..g + nr],
+                        &mut ws.scratch,
+                        false,
+                    );
+                    e_tail += before;
+                    fine &= ok;
+                }
                 rows::axpy_rows::<M>(rows, m, m, nr, &ws.wa_new[g..g + nr], &mut ws.t);
             }
+            let e_rows = simd::finish_lanes(&acc) + e_tail;
             if !fine {
                 return Ok(None);
             }
@@ -1463,7 +1555,7 @@ impl SimdTask for FusedSweeps<'_, '_> {
             ws.alpha.copy_from_slice(&ws.xnew[..n]);
             std::mem::swap(&mut ws.wa, &mut ws.wa_new);
             let w = relax.omega;
-            let (_, e_new, fine) = scale_body::<M>(
+            let (e_new, fine) = scale_body::<M>(
                 &ws.beta,
                 &ws.t[..m],
                 w,
@@ -1471,6 +1563,7 @@ impl SimdTask for FusedSweeps<'_, '_> {
                 &mut ws.xnew[..m],
                 &mut ws.wb,
                 &mut ws.scratch,
+                true,
             );
             if !fine {
                 return Ok(None);
@@ -1518,7 +1611,6 @@ fn solve_small(
         return Ok(None);
     }
     ws.kern.resize(n * m, 0.0);
-    ws.kernt.resize(n * m, 0.0);
     ws.scratch.resize(2 * n.max(m).max(GROUP), 0.0);
     ws.xnew.resize(n.max(m), 0.0);
     for v in [&mut ws.s, &mut ws.alpha, &mut ws.wa, &mut ws.wa_new] {
@@ -1556,6 +1648,7 @@ fn solve_small(
             None => return Ok(None),
         }
     } else {
+        ws.kernt.resize(n * m, 0.0);
         transpose(&ws.kern, n, m, &mut ws.kernt);
     }
     while !fused && it < opts.max_iter {
@@ -1566,7 +1659,7 @@ fn solve_small(
         // candidate a∘α' goes to `wa_new`.
         let w = relax.omega;
         axpy_rows(level, &ws.kernt, n, &ws.wb, &mut ws.s);
-        let (e_rows, _, fine) = scale_step(
+        let (e_rows, fine) = scale_step(
             level,
             &ws.alpha,
             &ws.s,
@@ -1575,6 +1668,7 @@ fn solve_small(
             &mut ws.xnew[..n],
             &mut ws.wa_new,
             &mut ws.scratch,
+            false,
         );
         if !fine {
             return Ok(None);
@@ -1593,7 +1687,7 @@ fn solve_small(
         // Column half-step on t = Kᵀ(a∘α); the new plan's column marginals are b∘β∘t.
         axpy_rows(level, &ws.kern, m, &ws.wa, &mut ws.t);
         let w = relax.omega;
-        let (_, e_new, fine) = scale_step(
+        let (e_new, fine) = scale_step(
             level,
             &ws.beta,
             &ws.t,
@@ -1602,6 +1696,7 @@ fn solve_small(
             &mut ws.xnew[..m],
             &mut ws.wb,
             &mut ws.scratch,
+            true,
         );
         if !fine {
             return Ok(None);

@@ -98,8 +98,29 @@ unsafe fn dot8_512(k: &[f64], stride: usize, m: usize, w: &[f64], out: &mut [f64
         }
         j += 8;
     }
-    for (o, a) in out.iter_mut().zip(acc) {
-        *o = _mm512_reduce_add_pd(a);
+    // The eight horizontal sums as one transposing tree (21 operations instead of eight
+    // separate reductions): pairs of rows, then halves of 128-bit lanes, then lanes.
+    macro_rules! pair {
+        ($x:expr, $y:expr) => {
+            _mm512_add_pd(_mm512_unpacklo_pd($x, $y), _mm512_unpackhi_pd($x, $y))
+        };
+    }
+    // Lanes (r, r+1) for columns 0..4 then 4..8, twice per vector.
+    macro_rules! quad {
+        ($x:expr, $y:expr) => {{
+            let (x, y) = ($x, $y);
+            _mm512_add_pd(
+                _mm512_shuffle_f64x2::<0x88>(x, y),
+                _mm512_shuffle_f64x2::<0xdd>(x, y),
+            )
+        }};
+    }
+    let lo = quad!(pair!(acc[0], acc[1]), pair!(acc[2], acc[3]));
+    let hi = quad!(pair!(acc[4], acc[5]), pair!(acc[6], acc[7]));
+    let sums = quad!(lo, hi);
+    if out.len() >= GROUP_ROWS {
+        // SAFETY: out holds at least 8 values.
+        unsafe { _mm512_storeu_pd(out.as_mut_ptr(), sums) };
     }
 }
 
