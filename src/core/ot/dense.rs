@@ -438,6 +438,14 @@ struct Relax {
 const STALL: usize = 25;
 /// ω of the automatic choice before the rate is measured.
 const OMEGA_START: f64 = 1.25;
+/// Errors observed before the rate is measured, and the span it is measured over.
+const OBSERVE: usize = 7;
+const SPAN: usize = 3;
+/// Added to the estimated optimal ω. The rate of over-relaxation grows linearly above the
+/// optimum (ω − 1) but like a square root below it, and the early rate underestimates θ:
+/// erring upwards saves iterations (measured: 5 to 10 % fewer at ε = 0.01 to 0.05 on
+/// 64×64 squared-distance problems, the same at ε ≥ 0.1).
+const OMEGA_BIAS: f64 = 0.03;
 
 impl Relax {
     fn new(omega: f64) -> Relax {
@@ -468,15 +476,16 @@ impl Relax {
         if self.auto {
             self.hist.push(err);
             let k = self.hist.len();
-            if k >= 8 {
+            if k >= OBSERVE {
                 let w = self.omega;
-                let rho = (self.hist[k - 1] / self.hist[k - 5]).powf(0.25);
+                let rho = (self.hist[k - 1] / self.hist[k - 1 - SPAN]).powf(1.0 / SPAN as f64);
                 if rho > 0.0 && rho < 1.0 {
                     let mu = ((rho + w - 1.0) / (w * rho.sqrt())).min(1.0);
                     let theta = mu * mu;
                     // Above the optimum the rate is ω − 1: then keep ω.
                     if rho > (w - 1.0) * 1.05 {
-                        self.omega = (2.0 / (1.0 + (1.0 - theta).sqrt())).clamp(w, 1.9);
+                        self.omega =
+                            (2.0 / (1.0 + (1.0 - theta).sqrt()) + OMEGA_BIAS).clamp(w, 1.9);
                     }
                 }
                 self.auto = false;
