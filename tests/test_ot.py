@@ -51,6 +51,27 @@ def test_matches_pot_sinkhorn(method, omega):
     assert res.cost == pytest.approx(a @ res.f + b @ res.g, rel=1e-9)
 
 
+def test_small_reg_value_matches_pot_once_both_converge():
+    # At reg=1e-3 POT's sinkhorn2 with stopThr=1e-9 stops on the L2 norm of one marginal
+    # (its plan's L1 error is ~4e-8), about 3e-8 from its own converged value; divest stops
+    # on the L1 error of both marginals. Run to 1e-12, both agree to ~1e-10 (n=2000: 9e-11).
+    rng = np.random.default_rng(5)
+    n = 300
+    x, y = rng.random((n, 2)), rng.random((n, 2))
+    c = ((x[:, None] - y[None]) ** 2).sum(-1)
+    c /= c.max()
+    a = np.full(n, 1.0 / n)
+    reg = 1e-3
+    pot = float(ot.sinkhorn2(a, a, c, reg, stopThr=1e-12, numItermax=100000))
+    tight = divest.sinkhorn(a, a, c, reg, tol=1e-12, max_iter=100000, return_plan=False)
+    assert tight.converged
+    assert tight.linear_cost == pytest.approx(pot, rel=1e-8)
+    # divest's own tol=1e-9 value is already within 1e-8 of the converged one.
+    loose = divest.sinkhorn(a, a, c, reg, tol=1e-9, max_iter=100000, return_plan=False)
+    assert loose.converged and loose.marginal_error <= 1e-9
+    assert loose.linear_cost == pytest.approx(pot, rel=1e-8)
+
+
 def test_zero_weights_small_eps_no_nan_and_scaling():
     a, b, c = _problem(80, 70, 1, zero_a=(0, 5), zero_b=(3,))
     for reg in (1.0, 1e-2, 1e-3, 1e-4):
