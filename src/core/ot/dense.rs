@@ -1519,7 +1519,12 @@ impl SimdTask for FusedSweeps<'_, '_> {
             let mut acc = [0.0f64; GROUP];
             let mut e_tail = 0.0;
             let mut fine = true;
-            for g in (0..n).step_by(GROUP_ROWS) {
+            // Odd iterations walk the groups backwards: a 64×64 kernel fills L1 on its
+            // own, and a cyclic sweep would evict each line just before its next use;
+            // reversing reuses the lines the previous sweep touched last.
+            let ngroups = n.div_ceil(GROUP_ROWS);
+            for q in 0..ngroups {
+                let g = GROUP_ROWS * if it % 2 == 0 { q } else { ngroups - 1 - q };
                 let nr = GROUP_ROWS.min(n - g);
                 let rows = &ws.kern[g * m..];
                 rows::dot_rows::<M>(rows, m, m, nr, &ws.wb, &mut s8);
