@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use crate::core::divergence::vmath::ln_core;
 use crate::core::error::{invalid, Result};
-use crate::core::simd::rows::{self, GROUP_ROWS};
+use crate::core::simd::rows::{self, GROUP_ROWS, PAIR_ROWS};
 use crate::core::simd::simd_fn;
 use crate::core::simd::{self, Fma, Level, SimdTask};
 use crate::core::threads;
@@ -1519,12 +1519,34 @@ impl SimdTask for FusedSweeps<'_, '_> {
             let mut acc = [0.0f64; GROUP];
             let mut e_tail = 0.0;
             let mut fine = true;
-            // Odd iterations walk the groups backwards: a 64×64 kernel fills L1 on its
-            // own, and a cyclic sweep would evict each line just before its next use;
-            // reversing reuses the lines the previous sweep touched last.
-            let ngroups = n.div_ceil(GROUP_ROWS);
-            for q in 0..ngroups {
-                let g = GROUP_ROWS * if it % 2 == 0 { q } else { ngroups - 1 - q };
+            // Units of 16 rows (two groups: their sums and steps, then one pass over t
+            // for both; the second group's loads overlap the first one's step), then the
+            // rows left over in groups of at most 8. Odd iterations walk the units
+            // backwards: a 64×64 kernel fills L1 on its own, and a cyclic sweep would
+            // evict each line just before its next use; reversing reuses the lines the
+            // previous sweep touched last.
+            let pairs = n / PAIR_ROWS;
+            let units = pairs + (n - pairs * PAIR_ROWS).div_ceil(GROUP_ROWS);
+            for q in 0..units {
+                let u = if it % 2 == 0 { q } else { units - 1 - q };
+                if u < pairs {
+                    let g = u * PAIR_ROWS;
+                    for h in [g, g + GROUP_ROWS] {
+                        rows::dot_rows::<M>(&ws.kern[h * m..], m, m, GROUP, &ws.wb, &mut s8);
+                        fine &= row_group::<M>(
+                            &ws.alpha[h..],
+                            &s8,
+                            w,
+                            &a[h..],
+                            &mut acc,
+                            &mut ws.xnew[h..],
+                            &mut ws.wa_new[h..],
+                        );
+                    }
+                    rows::axpy_rows16::<M>(&ws.kern[g * m..], m, m, &ws.wa_new[g..], &mut ws.t);
+                    continue;
+                }
+                let g = pairs * PAIR_ROWS + (u - pairs) * GROUP_ROWS;
                 let nr = GROUP_ROWS.min(n - g);
                 let rows = &ws.kern[g * m..];
                 rows::dot_rows::<M>(rows, m, m, nr, &ws.wb, &mut s8);
