@@ -1445,6 +1445,36 @@ simd_fn!(
     fn small_finish => small_finish_body(c: &[f64], k: &[f64], wa: &[f64], wb: &[f64], s: &mut [f64], t: &mut [f64]) -> f64
 );
 
+/// The linear cost `Σ_ij c_ij wa_i k_ij wb_j` alone (see `small_finish_body`).
+#[inline(always)]
+fn small_lin_body<M: Fma>(c: &[f64], k: &[f64], wa: &[f64], wb: &[f64]) -> f64 {
+    let m = wb.len();
+    let mut lin = 0.0;
+    for ((&wi, cr), kr) in wa.iter().zip(c.chunks_exact(m)).zip(k.chunks_exact(m)) {
+        let mut la = [0.0f64; simd::LANES];
+        let whole = m / simd::LANES * simd::LANES;
+        for ((kq, wq), cq) in kr[..whole]
+            .chunks_exact(simd::LANES)
+            .zip(wb[..whole].chunks_exact(simd::LANES))
+            .zip(cr[..whole].chunks_exact(simd::LANES))
+        {
+            for l in 0..simd::LANES {
+                la[l] = M::ma(kq[l] * wq[l], cq[l], la[l]);
+            }
+        }
+        let mut lt = 0.0;
+        for j in whole..m {
+            lt = M::ma(kr[j] * wb[j], cr[j], lt);
+        }
+        lin = M::ma(wi, simd::finish_lanes(&la) + lt, lin);
+    }
+    lin
+}
+simd_fn!(
+    /// See `small_lin_body`.
+    fn small_lin => small_lin_body(c: &[f64], k: &[f64], wa: &[f64], wb: &[f64]) -> f64
+);
+
 #[inline(always)]
 fn small_kernel_body<M: Fma>(c: &[f64], m: usize, slope: f64, offset: f64, out: &mut [f64]) {
     for (cr, or) in c.chunks_exact(m).zip(out.chunks_exact_mut(m)) {
@@ -1472,6 +1502,9 @@ struct SmallWs {
     xnew: Vec<f64>,
     s: Vec<f64>,
     t: Vec<f64>,
+    /// The column sums the last column step used (fused loop): with `s`, the marginals of
+    /// the plan the loop converged on, so the finish needs only the linear cost.
+    tprev: Vec<f64>,
     alpha: Vec<f64>,
     beta: Vec<f64>,
     wa: Vec<f64>,
@@ -1515,6 +1548,7 @@ impl SimdTask for FusedSweeps<'_, '_> {
                 threads::check(stop)?;
             }
             let w = relax.omega;
+            std::mem::swap(&mut ws.t, &mut ws.tprev);
             ws.t[..m].fill(0.0);
             let mut acc = [0.0f64; GROUP];
             let mut e_tail = 0.0;
@@ -1533,6 +1567,7 @@ impl SimdTask for FusedSweeps<'_, '_> {
                     let g = u * PAIR_ROWS;
                     for h in [g, g + GROUP_ROWS] {
                         rows::dot_rows::<M>(&ws.kern[h * m..], m, m, GROUP, &ws.wb, &mut s8);
+                        ws.s[h..h + GROUP].copy_from_slice(&s8);
                         fine &= row_group::<M>(
                             &ws.alpha[h..],
                             &s8,
@@ -1550,6 +1585,7 @@ impl SimdTask for FusedSweeps<'_, '_> {
                 let nr = GROUP_ROWS.min(n - g);
                 let rows = &ws.kern[g * m..];
                 rows::dot_rows::<M>(rows, m, m, nr, &ws.wb, &mut s8);
+                ws.s[g..g + nr].copy_from_slice(&s8[..nr]);
                 if nr == GROUP {
                     fine &= row_group::<M>(
                         &ws.alpha[g..],
@@ -1652,7 +1688,7 @@ fn solve_small(
     for v in [&mut ws.s, &mut ws.alpha, &mut ws.wa, &mut ws.wa_new] {
         v.resize(n, 0.0);
     }
-    for v in [&mut ws.t, &mut ws.beta, &mut ws.wb] {
+    for v in [&mut ws.t, &mut ws.tprev, &mut ws.beta, &mut ws.wb] {
         v.resize(m, 0.0);
     }
     ws.s.fill(cmin / eps);
@@ -1744,9 +1780,16 @@ fn solve_small(
     // The plan's marginals, linear cost and (optionally) entries, from the kernel.
     let f: Vec<f64> = ws.alpha.iter().map(|x| eps * x.ln() + cmin).collect();
     let g: Vec<f64> = ws.beta.iter().map(|y| eps * y.ln()).collect();
-    let lin = small_finish(
-        level, p.cost, &ws.kern, &ws.wa, &ws.wb, &mut ws.s, &mut ws.t,
-    );
+    let lin = if fused && converged {
+        // The loop stopped on the row sums `s` of this plan, and `tprev` gave its column
+        // sums in the column step before: the marginals are known.
+        std::mem::swap(&mut ws.t, &mut ws.tprev);
+        small_lin(level, p.cost, &ws.kern, &ws.wa, &ws.wb)
+    } else {
+        small_finish(
+            level, p.cost, &ws.kern, &ws.wa, &ws.wb, &mut ws.s, &mut ws.t,
+        )
+    };
     let rowsum: Vec<f64> = (0..n).map(|i| ws.wa[i] * ws.s[i]).collect();
     let colsum: Vec<f64> = (0..m).map(|j| ws.wb[j] * ws.t[j]).collect();
     let mut plan = if want_plan {
