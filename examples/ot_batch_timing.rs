@@ -9,13 +9,18 @@ use divest::core::ot::dense::{solve_batch, Options};
 use divest::core::threads;
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|s| s.parse().ok())
+        .collect();
     let nb = args.first().copied().unwrap_or(1000);
     let reps = args.get(1).copied().unwrap_or(21);
     let k = 64;
     let mut s = 12345u64;
     let mut rnd = || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (s >> 11) as f64 / (1u64 << 53) as f64
     };
     let mut cost = vec![0.0; nb * k * k];
@@ -47,8 +52,20 @@ fn main() {
         let mut iters = 0.0;
         for _ in 0..reps {
             let t = Instant::now();
-            let out = solve_batch(&w, &w, k, k, nb, &get, 0.05, f64::INFINITY, &opts, false, &stop)
-                .unwrap();
+            let out = solve_batch(
+                &w,
+                &w,
+                k,
+                k,
+                nb,
+                &get,
+                0.05,
+                f64::INFINITY,
+                &opts,
+                false,
+                &stop,
+            )
+            .unwrap();
             ts.push(t.elapsed().as_secs_f64());
             iters = out.iter().map(|o| o.0.n_iter as f64).sum::<f64>() / nb as f64;
             assert!(out.iter().all(|o| o.0.converged));

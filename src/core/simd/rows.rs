@@ -98,7 +98,14 @@ pub fn axpy_rows16<M: Fma>(k: &[f64], stride: usize, m: usize, w: &[f64], t: &mu
         return;
     }
     axpy_rows::<M>(k, stride, m, GROUP_ROWS, &w[..GROUP_ROWS], t);
-    axpy_rows::<M>(&k[GROUP_ROWS * stride..], stride, m, GROUP_ROWS, &w[GROUP_ROWS..], t);
+    axpy_rows::<M>(
+        &k[GROUP_ROWS * stride..],
+        stride,
+        m,
+        GROUP_ROWS,
+        &w[GROUP_ROWS..],
+        t,
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
