@@ -238,6 +238,15 @@ def test_batch_unbalanced_and_errors():
         divest.sinkhorn_batch(a, b, c, 0.1)
     with pytest.raises(ValueError, match="shape"):
         divest.sinkhorn_batch(a, b, rng.random((2, 5, 4)), 0.1, reg_m=1.0)
+    # The weight checks read the row sums and minima first; the messages are unchanged.
+    for bad, match in ((np.nan, "a contains NaN or inf"), (np.inf, "a contains NaN or inf"),
+                       (-0.5, "must be non-negative")):
+        ab = a.copy()
+        ab[1, 2] = bad
+        with pytest.raises(ValueError, match=match):
+            divest.sinkhorn_batch(ab, b, c, 0.1, reg_m=1.0)
+    with pytest.raises(ValueError, match="b contains NaN or inf"):
+        divest.sinkhorn_batch(a, np.where(b > 0.5, np.nan, b), c, 0.1, reg_m=1.0)
     with pytest.warns(divest.ConvergenceWarning, match="problems did not converge"):
         divest.sinkhorn_batch(a, b, c, 1e-3, reg_m=1.0, max_iter=2)
     with warnings.catch_warnings():
