@@ -51,6 +51,27 @@ def test_matches_pot_sinkhorn(method, omega):
     assert res.cost == pytest.approx(a @ res.f + b @ res.g, rel=1e-9)
 
 
+def test_small_reg_value_matches_pot_once_both_converge():
+    # At reg=1e-3 POT's sinkhorn2 with stopThr=1e-9 stops on the L2 norm of one marginal
+    # (its plan's L1 error is ~4e-8), about 3e-8 from its own converged value; divest stops
+    # on the L1 error of both marginals. Run to 1e-12, both agree to ~1e-10 (n=2000: 9e-11).
+    rng = np.random.default_rng(5)
+    n = 300
+    x, y = rng.random((n, 2)), rng.random((n, 2))
+    c = ((x[:, None] - y[None]) ** 2).sum(-1)
+    c /= c.max()
+    a = np.full(n, 1.0 / n)
+    reg = 1e-3
+    pot = float(ot.sinkhorn2(a, a, c, reg, stopThr=1e-12, numItermax=100000))
+    tight = divest.sinkhorn(a, a, c, reg, tol=1e-12, max_iter=100000, return_plan=False)
+    assert tight.converged
+    assert tight.linear_cost == pytest.approx(pot, rel=1e-8)
+    # divest's own tol=1e-9 value is already within 1e-8 of the converged one.
+    loose = divest.sinkhorn(a, a, c, reg, tol=1e-9, max_iter=100000, return_plan=False)
+    assert loose.converged and loose.marginal_error <= 1e-9
+    assert loose.linear_cost == pytest.approx(pot, rel=1e-8)
+
+
 def test_zero_weights_small_eps_no_nan_and_scaling():
     a, b, c = _problem(80, 70, 1, zero_a=(0, 5), zero_b=(3,))
     for reg in (1.0, 1e-2, 1e-3, 1e-4):
@@ -179,9 +200,10 @@ def test_unbalanced_large_reg_m_is_balanced():
         divest.sinkhorn_unbalanced(a, b, c, 0.1, -1.0)
 
 
-def test_batch_matches_loop_and_pot():
+@pytest.mark.parametrize("n", [16, 27])  # 27: a 16-row unit, a group of 8 and a tail of 3
+def test_batch_matches_loop_and_pot(n):
     rng = np.random.default_rng(10)
-    nb, n, m = 12, 16, 11
+    nb, m = 12, 11
     a = rng.random((nb, n)) + 0.05
     b = rng.random((nb, m)) + 0.05
     a /= a.sum(1, keepdims=True)
@@ -216,6 +238,15 @@ def test_batch_unbalanced_and_errors():
         divest.sinkhorn_batch(a, b, c, 0.1)
     with pytest.raises(ValueError, match="shape"):
         divest.sinkhorn_batch(a, b, rng.random((2, 5, 4)), 0.1, reg_m=1.0)
+    # The weight checks read the row sums and minima first; the messages are unchanged.
+    for bad, match in ((np.nan, "a contains NaN or inf"), (np.inf, "a contains NaN or inf"),
+                       (-0.5, "must be non-negative")):
+        ab = a.copy()
+        ab[1, 2] = bad
+        with pytest.raises(ValueError, match=match):
+            divest.sinkhorn_batch(ab, b, c, 0.1, reg_m=1.0)
+    with pytest.raises(ValueError, match="b contains NaN or inf"):
+        divest.sinkhorn_batch(a, np.where(b > 0.5, np.nan, b), c, 0.1, reg_m=1.0)
     with pytest.warns(divest.ConvergenceWarning, match="problems did not converge"):
         divest.sinkhorn_batch(a, b, c, 1e-3, reg_m=1.0, max_iter=2)
     with warnings.catch_warnings():

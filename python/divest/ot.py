@@ -254,9 +254,9 @@ def sinkhorn(a, b, cost, reg, *, max_iter=1000, tol=1e-9, method="auto", init=No
     omega : float in [1, 2) or None
         Over-relaxation: each update moves the potential ω times the Sinkhorn step.
         None (default) starts at the mild ω = 1.25 (faster than plain Sinkhorn whenever
-        the plain linear rate θ exceeds 0.25), measures the rate of the first eight
-        iterations, recovers θ from it and switches to ω = 2/(1 + √(1 − θ)) (capped at
-        1.9). Whenever the marginal error sets no new minimum for 25 iterations, ω returns
+        the plain linear rate θ exceeds 0.25), measures the rate over iterations four to
+        seven, recovers θ from it and switches to ω = 2/(1 + √(1 − θ)) + 0.03 (erring
+        above the optimum costs less than below it; capped at 1.9). Whenever the marginal error sets no new minimum for 25 iterations, ω returns
         to 1 for good, so convergence is that of plain Sinkhorn at worst. ``omega=1`` is
         plain Sinkhorn (POT's iterates).
 
@@ -347,8 +347,10 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
     c = as_float_array(cost, "cost", check_finite=False)
     if c.ndim not in (2, 3):
         raise ValueError(f"cost must have shape (B, n, m) or (n, m); got {c.shape}")
-    A = as_float_array(a, "a").astype(np.float64)
-    Bw = as_float_array(b, "b").astype(np.float64)
+    # Weights: finiteness and signs are read off the row sums and minima below (two passes
+    # instead of four, no copies of float64 input).
+    A = as_float_array(a, "a", check_finite=False).astype(np.float64, copy=False)
+    Bw = as_float_array(b, "b", check_finite=False).astype(np.float64, copy=False)
     if A.ndim != 2 or Bw.ndim != 2:
         raise ValueError(f"a and b must have shapes (B, n) and (B, m); got {A.shape} and {Bw.shape}")
     nb, n = A.shape
@@ -363,9 +365,14 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
         raise ValueError(f"cost must have shape {(nb, n, m)} or {(n, m)} to match a and b; got {c.shape}")
     # Finiteness of the costs is checked in Rust, in the pass that finds each problem's cost
     # range (same message): a NumPy pass over (B, n, m) would cost as much as a few solves.
-    if (A < 0).any() or (Bw < 0).any():
-        raise ValueError("a and b must be non-negative")
     sa, sb = A.sum(axis=1), Bw.sum(axis=1)
+    # Non-negative weights sum to a finite value exactly when all are finite (barring
+    # overflow), and a NaN makes the minimum NaN: the full checks run only on failure.
+    if not (np.isfinite(sa).all() and np.isfinite(sb).all() and A.min() >= 0 and Bw.min() >= 0):
+        as_float_array(A, "a")
+        as_float_array(Bw, "b")
+        if (A < 0).any() or (Bw < 0).any():
+            raise ValueError("a and b must be non-negative")
     if not ((sa > 0).all() and (sb > 0).all()):
         k = int(np.argmin(np.minimum(sa, sb)))
         raise ValueError(f"a[{k}] or b[{k}] sums to zero; every problem needs positive weights")
@@ -381,7 +388,8 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
                 f"a[{k}] and b[{k}] have different total masses ({sa[k]!r} and {sb[k]!r}); "
                 "normalise them, or pass a finite reg_m (unbalanced transport)"
             )
-        Bw = Bw * (sa / sb)[:, None]
+        if (sa != sb).any():  # (a factor of exactly 1 elsewhere: no copy needed then)
+            Bw = Bw * (sa / sb)[:, None]
     max_iter = check_int(max_iter, "max_iter", 1)
     tol = _tol(tol)
     c2 = np.ascontiguousarray(c.reshape(-1, m))
