@@ -525,3 +525,23 @@ def test_batch_small_path_and_fallback_match_pot(omega):
         # Plans of the returned potentials: P = a b exp((f + g − C)/reg).
         plan = a[k][:, None] * b[k][None] * np.exp((res.f[k][:, None] + res.g[k][None] - c[k]) / reg)
         np.testing.assert_allclose(plan, res.plan[k], rtol=1e-9, atol=1e-300)
+
+
+@pytest.mark.parametrize("reg", [3.0, 1.0, 0.3, 0.01])
+def test_automatic_omega_is_never_much_slower_than_plain(reg):
+    # Large reg: plain Sinkhorn needs a handful of iterations and a fixed start at
+    # omega = 1.25 would overshoot (rate 0.25); small reg: relaxation must pay off.
+    rng = np.random.default_rng(41)
+    x, y = rng.random((120, 2)), rng.random((100, 2))
+    c = ((x[:, None] - y[None]) ** 2).sum(-1)
+    c /= c.max()
+    a, b = rng.random(120) + 0.1, np.full(100, 1 / 100)
+    a /= a.sum()
+    auto = divest.sinkhorn(a, b, c, reg, tol=1e-9, max_iter=100000, return_plan=False)
+    plain = divest.sinkhorn(a, b, c, reg, tol=1e-9, max_iter=100000, return_plan=False,
+                            omega=1.0)
+    assert auto.converged and plain.converged
+    assert auto.n_iter <= plain.n_iter + 2
+    if reg <= 0.01:
+        assert auto.n_iter < 0.5 * plain.n_iter
+    assert auto.linear_cost == pytest.approx(plain.linear_cost, rel=1e-7)

@@ -253,12 +253,14 @@ def sinkhorn(a, b, cost, reg, *, max_iter=1000, tol=1e-9, method="auto", init=No
         solve at ``reg``. Helps at very small ``reg``.
     omega : float in [1, 2) or None
         Over-relaxation: each update moves the potential ω times the Sinkhorn step.
-        None (default) starts at the mild ω = 1.25 (faster than plain Sinkhorn whenever
-        the plain linear rate θ exceeds 0.25), measures the rate over iterations four to
-        seven, recovers θ from it and switches to ω = 2/(1 + √(1 − θ)) + 0.03 (erring
-        above the optimum costs less than below it; capped at 1.9). Whenever the marginal error sets no new minimum for 25 iterations, ω returns
-        to 1 for good, so convergence is that of plain Sinkhorn at worst. ``omega=1`` is
-        plain Sinkhorn (POT's iterates).
+        None (default) runs the first two iterations plain and reads the plain linear
+        rate θ off their errors. Below θ = 0.25 (large ``reg``, a few iterations in all)
+        it stays plain; otherwise it moves to ω = 2/(1 + √(1 − θ)) + 0.03, at least the
+        mild 1.25. It measures the rate again over the errors four to seven, recovers θ
+        from it and switches to ω = 2/(1 + √(1 − θ)) + 0.03 (erring above the optimum
+        costs less than below it; capped at 1.9). Whenever the marginal error sets no
+        new minimum for 25 iterations, ω returns to 1 for good, so convergence is that
+        of plain Sinkhorn at worst. ``omega=1`` is plain Sinkhorn (POT's iterates).
 
     Returns
     -------

@@ -420,23 +420,37 @@ impl Side<'_> {
 }
 
 /// Over-relaxation with a safeguard. A fixed ω is used from the start. The automatic
-/// choice starts at the mild [`OMEGA_START`] (for a linear rate θ, any ω between 1 and the
-/// optimum converges faster than plain Sinkhorn, and the optimum is above 1.25 whenever
-/// θ > 0.64), measures the rate ρ of the relaxed iterations, recovers the plain rate from
-/// the SOR relation √θ = (ρ + ω − 1)/(ω√ρ) and switches to ω = 2/(1 + √(1−θ)), the optimal
-/// factor. Whenever the error sets no new record for [`STALL`] iterations, ω falls back to
-/// 1 for good, so the iteration is at worst plain Sinkhorn.
+/// choice runs plain iterations until [`PROBE`] errors are known and reads the plain rate
+/// θ off the last two. Below [`THETA_PLAIN`] it stays plain (large ε: ω = 1.25 would
+/// overshoot and converge at rate 0.25, three to four times the plain count); otherwise
+/// it moves to the optimal factor for that θ, at least the mild [`OMEGA_START`] (the
+/// early rate underestimates θ, and for a linear rate θ any ω between 1 and the optimum
+/// beats plain Sinkhorn). Later it measures the rate ρ of the relaxed iterations,
+/// recovers θ from the SOR relation √θ = (ρ + ω − 1)/(ω√ρ) and switches to
+/// ω = 2/(1 + √(1−θ)), the optimal factor (ω only grows). Whenever the error sets no new
+/// record for [`STALL`] iterations, ω falls back to 1 for good, so the iteration is at
+/// worst plain Sinkhorn.
 struct Relax {
     omega: f64,
     auto: bool,
+    probe: bool,
     best: f64,
     since_best: usize,
     hist: Vec<f64>,
 }
 
+/// Errors observed under plain iterations before the automatic ω is first chosen. Measured
+/// against starting at ω = 1.25: 3 to 4 times fewer iterations at ε ≥ max C, 1.8 times
+/// fewer at 0.3·max C, the same at 0.1, about 6 % more at 0.02 to 0.05 and 2 % fewer at
+/// 0.003 (64² to 1000² squared-distance problems).
+const PROBE: usize = 2;
+/// Plain rate below which the automatic choice stays plain until the rate is measured
+/// again: ω = 1.25 would converge at rate 0.25 there, slower than plain.
+const THETA_PLAIN: f64 = 0.25;
+
 /// Iterations without a new smallest error before over-relaxation is switched off.
 const STALL: usize = 25;
-/// ω of the automatic choice before the rate is measured.
+/// Smallest ω of the automatic choice once the plain rate is above [`THETA_PLAIN`].
 const OMEGA_START: f64 = 1.25;
 /// Errors observed before the rate is measured, and the span it is measured over.
 const OBSERVE: usize = 7;
@@ -451,8 +465,9 @@ impl Relax {
     fn new(omega: f64) -> Relax {
         let auto = omega == 0.0;
         Relax {
-            omega: if auto { OMEGA_START } else { omega },
+            omega: if auto { 1.0 } else { omega },
             auto,
+            probe: auto,
             best: f64::INFINITY,
             since_best: 0,
             hist: Vec::new(),
@@ -476,6 +491,18 @@ impl Relax {
         if self.auto {
             self.hist.push(err);
             let k = self.hist.len();
+            if self.probe && k == PROBE {
+                self.probe = false;
+                let theta = self.hist[k - 1] / self.hist[k - 2];
+                if theta >= THETA_PLAIN {
+                    let opt = if theta < 1.0 {
+                        2.0 / (1.0 + (1.0 - theta).sqrt()) + OMEGA_BIAS
+                    } else {
+                        OMEGA_START
+                    };
+                    self.omega = opt.clamp(OMEGA_START, 1.9);
+                }
+            }
             if k >= OBSERVE {
                 let w = self.omega;
                 let rho = (self.hist[k - 1] / self.hist[k - 1 - SPAN]).powf(1.0 / SPAN as f64);
