@@ -9,7 +9,7 @@
 //! zero, straight into the distance tile. The f32 kernel ([`dist_tile_f32`]) does the
 //! same with 12 × 32 blocks of f32 products, widened to f64 for the identity.
 
-use super::Fma;
+use super::{Fma, MulAdd};
 
 /// Rows per group (broadcast operand).
 pub const MR: usize = 12;
@@ -54,42 +54,81 @@ pub fn dist_tile<M: Fma>(
     out: &mut [f64],
     ldo: usize,
 ) {
-    if ng == 0 || np == 0 {
+    if !check(groups.len(), ng, d, panels.len(), np, NR, qn, xn, out, ldo) {
         return;
     }
-    assert!(
-        groups.len() >= ng * MR * d
-            && panels.len() >= np * NR * d
-            && qn.len() >= ng * MR
-            && xn.len() >= np * NR
-            && ldo >= np * NR
-            && out.len() >= (ng * MR - 1) * ldo + np * NR,
-        "dist_tile: short input"
-    );
     #[cfg(target_arch = "x86_64")]
     if M::AVX512 {
         // SAFETY: M::AVX512 holds only on the AVX-512 dispatch path; lengths checked above.
         unsafe { dist_tile_512(groups, ng, d, panels, np, qn, xn, out, ldo) };
         return;
     }
+    portable::<f64, M, NR>(groups, ng, d, panels, np, qn, xn, out, ldo);
+}
+
+/// Whether there is work, after checking the lengths [`dist_tile`] documents for panels
+/// of `w` points (a short buffer is a bug in the caller: it panics).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn check(
+    groups: usize,
+    ng: usize,
+    d: usize,
+    panels: usize,
+    np: usize,
+    w: usize,
+    qn: &[f64],
+    xn: &[f64],
+    out: &[f64],
+    ldo: usize,
+) -> bool {
+    if ng == 0 || np == 0 {
+        return false;
+    }
+    assert!(
+        groups >= ng * MR * d
+            && panels >= np * w * d
+            && qn.len() >= ng * MR
+            && xn.len() >= np * w
+            && ldo >= np * w
+            && out.len() >= (ng * MR - 1) * ldo + np * w,
+        "dist_tile: short input"
+    );
+    true
+}
+
+/// The portable body of both kernels: products accumulate in `T`, the identity in f64.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn portable<T: MulAdd + Default + Into<f64>, M: Fma, const W: usize>(
+    groups: &[T],
+    ng: usize,
+    d: usize,
+    panels: &[T],
+    np: usize,
+    qn: &[f64],
+    xn: &[f64],
+    out: &mut [f64],
+    ldo: usize,
+) {
     for g in 0..ng {
         let a = &groups[g * MR * d..(g + 1) * MR * d];
         for p in 0..np {
-            let b = &panels[p * NR * d..(p + 1) * NR * d];
-            let mut acc = [[0.0f64; NR]; MR];
+            let b = &panels[p * W * d..(p + 1) * W * d];
+            let mut acc = [[T::default(); W]; MR];
             for k in 0..d {
                 for (r, row) in acc.iter_mut().enumerate() {
                     let ak = a[k * MR + r];
-                    for l in 0..NR {
-                        row[l] = M::ma(ak, b[k * NR + l], row[l]);
+                    for l in 0..W {
+                        row[l] = M::ma(ak, b[k * W + l], row[l]);
                     }
                 }
             }
             for (r, row) in acc.iter().enumerate() {
                 let i = g * MR + r;
                 for (l, &c) in row.iter().enumerate() {
-                    let j = p * NR + l;
-                    let v = (qn[i] + xn[j]) - 2.0 * c;
+                    let j = p * W + l;
+                    let v = (qn[i] + xn[j]) - 2.0 * c.into();
                     out[i * ldo + j] = if v > 0.0 { v } else { 0.0 };
                 }
             }
@@ -199,47 +238,27 @@ pub fn dist_tile_f32<M: Fma>(
     out: &mut [f64],
     ldo: usize,
 ) {
-    if ng == 0 || np == 0 {
+    if !check(
+        groups.len(),
+        ng,
+        d,
+        panels.len(),
+        np,
+        NR32,
+        qn,
+        xn,
+        out,
+        ldo,
+    ) {
         return;
     }
-    assert!(
-        groups.len() >= ng * MR * d
-            && panels.len() >= np * NR32 * d
-            && qn.len() >= ng * MR
-            && xn.len() >= np * NR32
-            && ldo >= np * NR32
-            && out.len() >= (ng * MR - 1) * ldo + np * NR32,
-        "dist_tile_f32: short input"
-    );
     #[cfg(target_arch = "x86_64")]
     if M::AVX512 {
         // SAFETY: M::AVX512 holds only on the AVX-512 dispatch path; lengths checked above.
         unsafe { dist_tile_f32_512(groups, ng, d, panels, np, qn, xn, out, ldo) };
         return;
     }
-    for g in 0..ng {
-        let a = &groups[g * MR * d..(g + 1) * MR * d];
-        for p in 0..np {
-            let b = &panels[p * NR32 * d..(p + 1) * NR32 * d];
-            let mut acc = [[0.0f32; NR32]; MR];
-            for k in 0..d {
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let ak = a[k * MR + r];
-                    for l in 0..NR32 {
-                        row[l] = M::ma(ak, b[k * NR32 + l], row[l]);
-                    }
-                }
-            }
-            for (r, row) in acc.iter().enumerate() {
-                let i = g * MR + r;
-                for (l, &c) in row.iter().enumerate() {
-                    let j = p * NR32 + l;
-                    let v = (qn[i] + xn[j]) - 2.0 * c as f64;
-                    out[i * ldo + j] = if v > 0.0 { v } else { 0.0 };
-                }
-            }
-        }
-    }
+    portable::<f32, M, NR32>(groups, ng, d, panels, np, qn, xn, out, ldo);
 }
 
 #[cfg(target_arch = "x86_64")]
