@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 
 use crate::core::Error;
@@ -15,6 +17,7 @@ pub fn to_py(e: Error) -> PyErr {
     match e {
         Error::Cancelled => PyKeyboardInterrupt::new_err("divest computation interrupted"),
         Error::InvalidArgument(msg) => PyValueError::new_err(msg),
+        Error::OutOfMemory(msg) => PyMemoryError::new_err(msg),
     }
 }
 
