@@ -19,6 +19,8 @@ Threads: :func:`set_num_threads`, :func:`get_num_threads`, :func:`threads`, or t
 ``DIVEST_NUM_THREADS`` environment variable.
 """
 
+from importlib import metadata as _metadata
+
 from . import dpp
 from ._results import ConvergenceWarning, TestResult
 from ._threads import get_num_threads, set_num_threads, threads
@@ -63,7 +65,10 @@ from .ot import (
     sinkhorn_unbalanced,
 )
 
-__version__ = "0.1.0"
+try:  # the one version is Cargo.toml's; maturin writes it into the package metadata
+    __version__ = _metadata.version("divest")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "KDE",
