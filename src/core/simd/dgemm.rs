@@ -139,7 +139,7 @@ fn portable<T: MulAdd + Default + Into<f64>, M: Fma, const W: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn dist_tile_512(
+fn dist_tile_512(
     groups: &[f64],
     ng: usize,
     d: usize,
@@ -264,7 +264,7 @@ pub fn dist_tile_f32<M: Fma>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn dist_tile_f32_512(
+fn dist_tile_f32_512(
     groups: &[f32],
     ng: usize,
     d: usize,

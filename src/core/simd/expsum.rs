@@ -151,7 +151,7 @@ pub fn lin_exp_into<M: Fma>(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn into512(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
+fn into512(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
     use std::arch::x86_64::*;
     let n = d.len().min(out.len());
     let cv = _mm512_set1_pd(c * K16);
@@ -175,7 +175,7 @@ unsafe fn into512(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
 /// exp(...) = 2^floor(k/16) · 2^((k mod 16)/16) · 2^(f/16).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn sum512(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
+fn sum512(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
     use std::arch::x86_64::*;
     let n = d.len();
     let cv = _mm512_set1_pd(c * K16);

@@ -39,7 +39,7 @@ pub fn min_max_finite<M: Fma>(v: &[f64]) -> (f64, f64, bool) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn mm512(v: &[f64]) -> (f64, f64, bool) {
+fn mm512(v: &[f64]) -> (f64, f64, bool) {
     use std::arch::x86_64::*;
     let n = v.len();
     let p = v.as_ptr();

@@ -334,11 +334,11 @@ pub fn dispatch<K: SimdTask>(level: Level, task: K) -> K::Output {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-        unsafe fn v512<K: SimdTask>(task: K) -> K::Output {
+        fn v512<K: SimdTask>(task: K) -> K::Output {
             task.run::<Wide>()
         }
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn v2<K: SimdTask>(task: K) -> K::Output {
+        fn v2<K: SimdTask>(task: K) -> K::Output {
             task.run::<Fused>()
         }
         match level.min(detected()) {
@@ -368,12 +368,12 @@ macro_rules! simd_fn {
             {
                 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn v512($($arg: $ty),*) -> $ret {
+                fn v512($($arg: $ty),*) -> $ret {
                     $body::<$crate::core::simd::Wide>($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn v2($($arg: $ty),*) -> $ret {
+                fn v2($($arg: $ty),*) -> $ret {
                     $body::<$crate::core::simd::Fused>($($arg),*)
                 }
                 match level.min($crate::core::simd::detected()) {

@@ -110,7 +110,7 @@ pub fn axpy_rows16<M: Fma>(k: &[f64], stride: usize, m: usize, w: &[f64], t: &mu
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn dot8_512(k: &[f64], stride: usize, m: usize, w: &[f64], out: &mut [f64]) {
+fn dot8_512(k: &[f64], stride: usize, m: usize, w: &[f64], out: &mut [f64]) {
     use std::arch::x86_64::*;
     let kp = k.as_ptr();
     let wp = w.as_ptr();
@@ -157,7 +157,7 @@ unsafe fn dot8_512(k: &[f64], stride: usize, m: usize, w: &[f64], out: &mut [f64
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn axpy_512<const R: usize>(k: &[f64], stride: usize, m: usize, w: &[f64], t: &mut [f64]) {
+fn axpy_512<const R: usize>(k: &[f64], stride: usize, m: usize, w: &[f64], t: &mut [f64]) {
     use std::arch::x86_64::*;
     let kp = k.as_ptr();
     let tp = t.as_mut_ptr();
