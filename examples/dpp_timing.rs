@@ -1,21 +1,15 @@
 //! Times the projection DPP samplers. `cargo run --release --example dpp_timing`
 use divest::core::dpp::{orthonormality_error, sample_projection, Method};
+use divest::core::testing::Lcg;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 fn orthonormal(n: usize, m: usize) -> Vec<f64> {
     // Householder-free: modified Gram-Schmidt on a pseudo-random matrix, twice.
-    let mut x: u64 = 12345;
+    let mut g = Lcg::new(12345);
     let mut cols: Vec<Vec<f64>> = Vec::new();
     for _ in 0..m {
-        let mut v: Vec<f64> = (0..n)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((x >> 11) as f64 / (1u64 << 53) as f64) - 0.5
-            })
-            .collect();
+        let mut v: Vec<f64> = (0..n).map(|_| g.unit() - 0.5).collect();
         for _ in 0..2 {
             for c in &cols {
                 let p: f64 = c.iter().zip(&v).map(|(a, b)| a * b).sum();

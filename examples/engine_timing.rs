@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use divest::core::kde::{kde_eval, KdeOptions, Kernel};
 use divest::core::pairwise::{reduce_rows_with, Points, RowReducer};
+use divest::core::testing::Lcg;
 
 struct Nothing;
 impl RowReducer for Nothing {
@@ -31,19 +32,9 @@ fn main() {
         .map(|s| s.parse().unwrap())
         .collect();
     let (n, m, d) = (a[0], a[1], a[2]);
-    let mut s = 1u64;
-    let mut r = |k: usize| -> Vec<f64> {
-        (0..k)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 11) as f64 / (1u64 << 53) as f64
-            })
-            .collect()
-    };
-    let x = r(n * d);
-    let q = r(m * d);
+    let mut g = Lcg::new(1);
+    let x: Vec<f64> = (0..n * d).map(|_| g.unit()).collect();
+    let q: Vec<f64> = (0..m * d).map(|_| g.unit()).collect();
     let stop = AtomicBool::new(false);
     let px = Points::new(&x, n, d).unwrap();
     let pq = Points::new(&q, m, d).unwrap();

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use divest::core::ot::dense::{solve_batch, Options};
+use divest::core::testing::Lcg;
 use divest::core::threads;
 
 fn main() {
@@ -16,13 +17,8 @@ fn main() {
     let nb = args.first().copied().unwrap_or(1000);
     let reps = args.get(1).copied().unwrap_or(21);
     let k = 64;
-    let mut s = 12345u64;
-    let mut rnd = || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut g = Lcg::new(12345);
+    let mut rnd = || g.unit();
     let mut cost = vec![0.0; nb * k * k];
     for c in cost.chunks_exact_mut(k * k) {
         let x: Vec<[f64; 2]> = (0..k).map(|_| [rnd(), rnd()]).collect();

@@ -9,6 +9,8 @@ pub mod linalg;
 pub mod ot;
 pub mod pairwise;
 pub mod simd;
+#[doc(hidden)]
+pub mod testing;
 pub mod threads;
 
 pub use error::{Error, Result};

@@ -354,8 +354,9 @@ fn dist_tile_f32_512(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{detected, dispatch, Level, SimdTask};
+    use super::super::{dispatch, SimdTask};
     use super::*;
+    use crate::core::testing::simd_levels;
 
     struct Run<'a> {
         groups: &'a [f64],
@@ -442,10 +443,7 @@ mod tests {
             let (qn, xn) = (norms(&q, n, ng * MR), norms(&x, m, np * NR32));
             let (groups, panels) = (pack(&q, n, d, MR), pack(&x, m, d, NR32));
             let ldo = np * NR32 + 3;
-            for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
-                if lvl > detected() {
-                    continue;
-                }
+            for lvl in simd_levels() {
                 let out = dispatch(
                     lvl,
                     Run32 {
@@ -501,10 +499,7 @@ mod tests {
             let (qn, xn) = (norms(&q, n, ng * MR), norms(&x, m, np * NR));
             let (groups, panels) = (pack(&q, n, d, MR), pack(&x, m, d, NR));
             let ldo = np * NR + 3;
-            for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
-                if lvl > detected() {
-                    continue;
-                }
+            for lvl in simd_levels() {
                 let out = dispatch(
                     lvl,
                     Run {

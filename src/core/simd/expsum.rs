@@ -210,8 +210,9 @@ fn sum512(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{detected, dispatch, Level, SimdTask};
+    use super::super::{dispatch, Level, SimdTask};
     use super::*;
+    use crate::core::testing::simd_levels;
 
     struct Task<'a> {
         d: &'a [f64],
@@ -227,12 +228,6 @@ mod tests {
             let mut buf = vec![0.0; self.d.len()];
             lin_exp_sum::<M>(self.d, self.w, self.c, self.b, self.skip, &mut buf)
         }
-    }
-
-    fn levels() -> impl Iterator<Item = Level> {
-        [Level::Scalar, Level::Avx2, Level::Avx512]
-            .into_iter()
-            .filter(|&l| l <= detected())
     }
 
     fn run_at(
@@ -269,7 +264,7 @@ mod tests {
                 for skip in [None, Some(0), Some(n / 2), Some(n.saturating_sub(1))] {
                     for wo in [None, Some(&w[..])] {
                         let want = reference(&d, wo, c, b, skip);
-                        for lvl in levels() {
+                        for lvl in simd_levels() {
                             let got = run_at(lvl, &d, wo, c, b, skip);
                             let xmax = (0..n).map(|j| (c * d[j] + b).abs()).fold(0.0f64, f64::max);
                             let tol = (2e-15 + 3e-16 * xmax) * want.abs() + 1e-300;
@@ -302,7 +297,7 @@ mod tests {
                 .map(|i| (i as f64 * 0.913).sin().abs() * 7.0)
                 .collect();
             for (c, b) in [(-20.0, 3.0), (-0.3, 0.0), (-1e3, 0.0)] {
-                for lvl in levels() {
+                for lvl in simd_levels() {
                     let got = dispatch(lvl, Into(&d, c, b));
                     for (g, x) in got.iter().zip(&d) {
                         let want = (c * x + b).exp();
@@ -317,7 +312,7 @@ mod tests {
     #[test]
     fn underflow_is_zero_not_nan() {
         let d = vec![1e6; 19];
-        for lvl in levels() {
+        for lvl in simd_levels() {
             assert_eq!(run_at(lvl, &d, None, -1.0, 0.0, None), 0.0);
         }
     }

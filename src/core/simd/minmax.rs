@@ -66,8 +66,9 @@ fn mm512(v: &[f64]) -> (f64, f64, bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{detected, dispatch, Level, SimdTask};
+    use super::super::{dispatch, SimdTask};
     use super::*;
+    use crate::core::testing::simd_levels;
 
     struct T<'a>(&'a [f64]);
     impl SimdTask for T<'_> {
@@ -86,10 +87,7 @@ mod tests {
                 v.iter().cloned().fold(f64::INFINITY, f64::min),
                 v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
             );
-            for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
-                if lvl > detected() {
-                    continue;
-                }
+            for lvl in simd_levels() {
                 let (lo, hi, fin) = dispatch(lvl, T(&v));
                 assert_eq!((lo, hi, fin), (want.0, want.1, true), "{lvl:?} n={n}");
                 for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {

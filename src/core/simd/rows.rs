@@ -181,8 +181,9 @@ fn axpy_512<const R: usize>(k: &[f64], stride: usize, m: usize, w: &[f64], t: &m
 
 #[cfg(test)]
 mod tests {
-    use super::super::{detected, dispatch, Level, SimdTask};
+    use super::super::{dispatch, SimdTask};
     use super::*;
+    use crate::core::testing::simd_levels;
 
     struct Both<'a> {
         k: &'a [f64],
@@ -230,10 +231,7 @@ mod tests {
             let stride = m + 2;
             let k: Vec<f64> = (0..16 * stride).map(|i| (i as f64 * 0.37).sin()).collect();
             let w: Vec<f64> = (0..16).map(|i| (i as f64 * 0.71).cos()).collect();
-            for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
-                if lvl > detected() {
-                    continue;
-                }
+            for lvl in simd_levels() {
                 let (one, two) = dispatch(
                     lvl,
                     Pair {
@@ -263,10 +261,7 @@ mod tests {
                         j as f64 * 0.5 + (0..nr).map(|r| w[r] * k[r * stride + j]).sum::<f64>()
                     })
                     .collect();
-                for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
-                    if lvl > detected() {
-                        continue;
-                    }
+                for lvl in simd_levels() {
                     let (d, t) = dispatch(
                         lvl,
                         Both {
