@@ -21,7 +21,7 @@ Threads: :func:`set_num_threads`, :func:`get_num_threads`, :func:`threads`, or t
 
 from . import dpp
 from ._results import ConvergenceWarning, TestResult
-from ._threads import get_num_threads, set_num_threads, threads
+from ._threads import MAX_THREADS, get_num_threads, set_num_threads, threads
 from .dcov import (
     ccdcov,
     ccdcov_test,
@@ -73,6 +73,7 @@ __all__ = [
     "dpp",
     "kde_logpdf",
     "select_bandwidth",
+    "MAX_THREADS",
     "get_num_threads",
     "set_num_threads",
     "threads",

@@ -433,29 +433,32 @@ class KDE:
     def _far_scores(self, q: np.ndarray) -> np.ndarray:
         """Scores at queries so far from the data (in bandwidths) that every kernel term
         underflows: the limit, set by the nearest data point(s) in Mahalanobis distance.
-        All arithmetic is rescaled by powers of two, so nothing overflows but the result."""
+
+        All arithmetic is rescaled by powers of two, so nothing overflows but the result,
+        and the nearest point is ranked by |z_j|²/2 − z_q·z_j (whitened coordinates), which
+        does not cancel against |z_q|² the way |z_q − z_j|² would.
+        """
         x = self._x[self.weights > 0].astype(np.float64)
-        ci = self._chol_inv  # L_s⁻¹
-        e_ci = math.frexp(float(np.max(np.abs(ci))))[1]
-        ci_s = np.ldexp(ci, -e_ci)
-        e_scale = math.frexp(self._scale)[1] - 1  # scale = 2**e_scale
+        ci_exp = math.frexp(float(np.max(np.abs(self._chol_inv))))[1]
+        ci = np.ldexp(self._chol_inv, -ci_exp)  # L_s⁻¹ / 2^ci_exp, entries <= 1
+        e_scale = math.frexp(self._scale)[1] - 1  # scale = 2^e_scale
         top_x = float(np.max(np.abs(x)))
         out = np.empty(q.shape, dtype=np.float64)
         with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
             for i, qi in enumerate(q.astype(np.float64)):
-                e_c = math.frexp(max(top_x, float(np.max(np.abs(qi))), 1e-300))[1]
-                diff = np.ldexp(x, -e_c) - np.ldexp(qi, -e_c)  # (x_j - q) / 2^e_c
-                y = diff @ ci_s.T  # L⁻¹(x_j − q) · scale / 2^(e_c + e_ci)
-                y /= max(float(np.max(np.abs(y))), 1e-300)
-                r2 = np.einsum("ij,ij->i", y, y)
-                near = y[r2 == r2.min()]
+                p = math.frexp(max(top_x, float(np.max(np.abs(qi))), 2.0**-1000))[1]
+                mean = np.ldexp(self._mean, e_scale - p)
+                yx = (np.ldexp(x, -p) - mean) @ ci.T  # ∝ whitened data
+                yq = (np.ldexp(qi, -p) - mean) @ ci.T  # ∝ whitened query
+                rank = 0.5 * np.einsum("ij,ij->i", yx, yx) - yx @ yq
+                step = (yx[rank == rank.min()] - yq).mean(axis=0)  # ∝ L⁻¹(x_near − q)
                 if self.kernel == "gaussian":
-                    # -H⁻¹(q − x) = L⁻ᵀ L⁻¹(x − q), undoing every power-of-two scale.
-                    g = (diff[r2 == r2.min()] @ ci_s.T).mean(axis=0) @ ci_s
-                    out[i] = np.ldexp(g, e_c + 2 * e_ci - 2 * e_scale)
+                    # H⁻¹(x_near − q) = L⁻ᵀ L⁻¹(x_near − q), every scale undone at once.
+                    out[i] = np.ldexp(step @ ci, p + 2 * ci_exp - 2 * e_scale)
                 else:
-                    u = near / np.sqrt(np.einsum("ij,ij->i", near, near))[:, None]
-                    out[i] = np.ldexp(u.mean(axis=0) @ ci_s, e_ci - e_scale)
+                    unit = step / np.max(np.abs(step))
+                    unit /= np.sqrt(unit @ unit)
+                    out[i] = np.ldexp(unit @ ci, ci_exp - e_scale)
         return out
 
     def loo_logpdf(self):
