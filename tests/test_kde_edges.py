@@ -216,3 +216,23 @@ def test_no_nan_on_awkward_finite_inputs(kernel):
         for what, v in (("logpdf", lp), ("ess", ess), ("score", s)):
             assert not np.isnan(v).any(), (name, what)
         assert np.all(np.isfinite(s)), name
+
+
+def test_data_spanning_the_whole_float_range():
+    x = np.array([-1.7e308, 1.7e308, 0.0])
+    kde = divest.KDE(x)
+    # Scott on 3 points: factor 3^(-1/5); the std is 1.7e308 (weighted cov, ddof 1).
+    f = 3 ** (-1 / 5)
+    h = 1.7e308 * f
+    # the two outer points sit 1/f bandwidths from 0
+    want = (math.log((1 + 2 * math.exp(-0.5 / f**2)) / 3) - math.log(h)
+            - 0.5 * math.log(2 * math.pi))
+    np.testing.assert_allclose(kde.logpdf([0.0]), want, rtol=1e-12)
+    assert not np.isnan(kde.resample(5, rng=0)).any()  # ±inf where a draw leaves the range
+    assert divest.KDE(x, bandwidth=1e308).logpdf([0.0])[0] < 0
+
+
+def test_rule_with_one_weighted_point_names_the_problem():
+    x = RNG.standard_normal((10, 2))
+    with pytest.raises(ValueError, match="at least 2 data points with positive weight"):
+        divest.KDE(x, weights=np.r_[1.0, np.zeros(9)])

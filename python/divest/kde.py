@@ -103,7 +103,7 @@ def _data_scale(x: np.ndarray) -> float:
     """
     top = float(np.max(np.abs(x))) if x.size else 0.0
     if top > 2.0**400 or 0.0 < top < 2.0**-400:
-        return math.ldexp(1.0, math.frexp(top)[1])
+        return math.ldexp(1.0, math.frexp(top)[1] - 1)  # <= top: never overflows
     return 1.0
 
 
@@ -133,6 +133,11 @@ def _bandwidth_factor(bandwidth, xs: np.ndarray, w: np.ndarray, neff: float, sca
             raise ValueError(
                 f"bandwidth={bandwidth!r} needs at least 2 data points to estimate a covariance; "
                 "pass a scalar or per-dimension bandwidth instead"
+            )
+        if np.count_nonzero(w) < 2:
+            raise ValueError(
+                f"bandwidth={bandwidth!r} needs at least 2 data points with positive weight "
+                "to estimate a covariance; pass a scalar or per-dimension bandwidth instead"
             )
         factor = _rule_factor(bandwidth, neff, d)
         cov = _weighted_cov(xs, w)
