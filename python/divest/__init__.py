@@ -15,7 +15,8 @@ never forms an n×m matrix unless asked to:
   :func:`knn_mi`, :func:`mmd`, :func:`cs_divergence`, :func:`fisher_merge`,
   :func:`fisher_weighted_svd`.
 
-Threads: :func:`set_num_threads`, :func:`get_num_threads`, :func:`threads`, or the
+Threads: :func:`set_num_threads` (the process default, at most :data:`MAX_THREADS`),
+:func:`threads` (a per-thread override), :func:`get_num_threads`, or the
 ``DIVEST_NUM_THREADS`` environment variable.
 """
 

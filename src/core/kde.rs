@@ -242,10 +242,10 @@ fn eval_pass<T: Float, F: PairMap>(
     }
     if opts.score {
         for i in 0..m {
-            let q = queries.row(i);
-            for k in 0..d {
+            let acc = &st.wacc[i * d..(i + 1) * d];
+            for (a, qk) in acc.iter().zip(queries.row(i)) {
                 out.score.push(if st.sum[i] > 0.0 {
-                    (st.wacc[i * d + k] - q[k].to_f64() * st.wsum[i]) / st.sum[i]
+                    (a - qk.to_f64() * st.wsum[i]) / st.sum[i]
                 } else {
                     f64::NAN
                 });
