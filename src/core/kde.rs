@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use super::error::{invalid, Result};
 use super::pairwise::maps::{ExponentialMap, GaussianMap};
 use super::pairwise::reduce::{KernelRows, PairMap, RowStats};
-use super::pairwise::{reduce_rows, reduce_rows_with, Float, Points, ROW_BLOCK_GEMM};
+use super::pairwise::{reduce_rows_with, Float, Points, ROW_BLOCK_GEMM};
 
 /// The kernels, named as in scikit-learn's KernelDensity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -344,7 +344,8 @@ fn grid_with<T: Float, F: PairMap>(
         d: data.d,
     };
     let g = factors.len();
-    let st = RowStats::from_states(g, reduce_rows(data, data, &red, stop)?);
+    let direct = (max_abs(data) > DIRECT_ABOVE).then_some(true);
+    let st = RowStats::from_states(g, reduce_rows_with(data, data, &red, stop, direct)?);
     Ok((0..data.n * g).map(|k| st.log_sum(k) + wshift).collect())
 }
 
