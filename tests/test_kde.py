@@ -246,7 +246,9 @@ def test_gaussian_score_closed_form_high_dimension():
     wt = np.exp(lt - logsumexp(lt, axis=1, keepdims=True))
     want = (wt @ x - q) / h**2
     np.testing.assert_allclose(s, want, rtol=1e-9, atol=1e-9)
-    assert np.all(np.isnan(divest.KDE(x, bandwidth=0.1, kernel="tophat").score(q + 100)))
+    # Outside a compact kernel's support the density is 0: the score is defined as 0
+    # (issue 18; it was NaN before).
+    assert np.all(divest.KDE(x, bandwidth=0.1, kernel="tophat").score(q + 100) == 0)
     assert np.all(divest.KDE(x, bandwidth=50.0, kernel="tophat").score(q) == 0)
 
 

@@ -146,3 +146,95 @@ def test_ctrl_c_interrupts_promptly():
     assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
     # the library still works afterwards
     assert np.isfinite(kde.logpdf(x[:5])).all()
+
+
+def test_thread_count_is_capped_with_a_clear_error():
+    before = divest.get_num_threads()
+    for bad in (10**6, divest.MAX_THREADS + 1, 10**30):
+        with pytest.raises(ValueError, match=r"n must be at most 4096"):
+            divest.set_num_threads(bad)
+        with pytest.raises(ValueError, match=r"n must be at most 4096"):
+            with divest.threads(bad):
+                pass
+    assert divest.MAX_THREADS == 4096
+    assert divest.get_num_threads() == before
+    code = "import divest; print(divest.get_num_threads())"
+    env = dict(os.environ, DIVEST_NUM_THREADS="1000000")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "4096"
+
+
+def test_threads_context_is_per_thread():
+    """Overlapping blocks in two threads: each sees its own count, and the process
+    default is intact afterwards (a process-global setting ended at 1)."""
+    x = RNG.standard_normal((900, 3))
+    q = RNG.standard_normal((400, 3))
+    want = divest.KDE(x, bandwidth=0.7).score(q)
+    default = divest.get_num_threads()
+    step = threading.Barrier(2, timeout=30)
+    seen, results, errors = {}, {}, []
+
+    def a():
+        try:
+            with divest.threads(1):
+                step.wait()  # 1: A is inside its block
+                step.wait()  # 2: B is inside its block
+                seen["a_inside"] = divest.get_num_threads()
+                results["a"] = divest.KDE(x, bandwidth=0.7).score(q)
+            step.wait()  # 3: A has left its block
+            step.wait()  # 4: B has checked
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+            step.abort()
+
+    def b():
+        try:
+            step.wait()
+            with divest.threads(3):
+                step.wait()
+                step.wait()
+                seen["b_inside"] = divest.get_num_threads()
+                results["b"] = divest.KDE(x, bandwidth=0.7).score(q)
+                step.wait()
+            seen["b_after"] = divest.get_num_threads()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+            step.abort()
+
+    ts = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors, errors
+    assert seen == {"a_inside": 1, "b_inside": 3, "b_after": default}
+    assert divest.get_num_threads() == default
+    for r in results.values():
+        np.testing.assert_array_equal(r, want)
+
+
+def test_threads_block_leaves_the_process_default_alone():
+    default = divest.get_num_threads()
+    try:
+        with divest.threads(2):
+            divest.set_num_threads(3)  # the process default; this block keeps 2
+            assert divest.get_num_threads() == 2
+            assert _core._default_num_threads() == 3
+            with divest.threads(1):
+                assert divest.get_num_threads() == 1
+            assert divest.get_num_threads() == 2
+        assert divest.get_num_threads() == 3
+    finally:
+        divest.set_num_threads(default)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_results_bitwise_identical_under_any_block(n):
+    x = RNG.standard_normal((1200, 3))
+    q = RNG.standard_normal((900, 3))
+    ref = _all_outputs(x, q)
+    with divest.threads(n):
+        got = _all_outputs(x, q)
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)

@@ -15,7 +15,8 @@ never forms an n×m matrix unless asked to:
   :func:`knn_mi`, :func:`mmd`, :func:`cs_divergence`, :func:`fisher_merge`,
   :func:`fisher_weighted_svd`.
 
-Threads: :func:`set_num_threads`, :func:`get_num_threads`, :func:`threads`, or the
+Threads: :func:`set_num_threads` (the process default, at most :data:`MAX_THREADS`),
+:func:`threads` (a per-thread override), :func:`get_num_threads`, or the
 ``DIVEST_NUM_THREADS`` environment variable.
 """
 
@@ -23,7 +24,7 @@ from importlib import metadata as _metadata
 
 from . import dpp
 from ._results import ConvergenceWarning, TestResult
-from ._threads import get_num_threads, set_num_threads, threads
+from ._threads import MAX_THREADS, get_num_threads, set_num_threads, threads
 from .dcov import (
     ccdcov,
     ccdcov_test,
@@ -78,6 +79,7 @@ __all__ = [
     "dpp",
     "kde_logpdf",
     "select_bandwidth",
+    "MAX_THREADS",
     "get_num_threads",
     "set_num_threads",
     "threads",

@@ -82,7 +82,13 @@ def check_weights(weights, n: int, name: str = "weights") -> np.ndarray:
         raise ValueError(f"{name} must have shape ({n},), one per data point; got {w.shape}")
     if (w < 0).any():
         raise ValueError(f"{name} must be non-negative; got minimum {w.min()!r}")
-    total = w.sum()
+    with np.errstate(over="ignore"):
+        total = w.sum()
+    if total > 0 and not 2.0**-960 < total < np.inf:
+        # The sum overflows (or is too small to divide by exactly): scale by the largest
+        # weight first, an exact-enough rescaling that keeps every ratio.
+        w = w / w.max()
+        total = w.sum()
     if not total > 0:
         raise ValueError(f"{name} must not all be zero")
     return w / total

@@ -95,9 +95,34 @@ def _cholesky(h: np.ndarray, what: str) -> np.ndarray:
         raise ValueError(what) from None
 
 
-def _bandwidth_matrix(bandwidth, x: np.ndarray, w: np.ndarray, neff: float):
-    """Returns (H, factor or None, rule name or None)."""
-    n, d = x.shape
+def _data_scale(x: np.ndarray) -> float:
+    """A power of two near the data's magnitude when it is extreme (beyond 2^±400), else 1.
+
+    Dividing by a power of two is exact, so ordinary data are untouched and data near 1e300
+    or among the subnormals get covariances and whitened coordinates that stay in range.
+    """
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    if top > 2.0**400 or 0.0 < top < 2.0**-400:
+        return math.ldexp(1.0, math.frexp(top)[1] - 1)  # <= top: never overflows
+    return 1.0
+
+
+def _singular_msg(rule: str, d: int) -> str:
+    return (
+        f"the weighted data covariance is singular (rank < {d}, after scaling each column "
+        f"to unit variance), so bandwidth={rule!r} is undefined; pass a scalar or a 1-D "
+        "per-dimension bandwidth instead"
+    )
+
+
+def _bandwidth_factor(bandwidth, xs: np.ndarray, w: np.ndarray, neff: float, scale: float):
+    """The kernel covariance H and its Cholesky factor in scaled units, L_s = L / scale.
+
+    ``xs`` are the data divided by ``scale``. Returns (H, L_s, factor or None, rule or
+    None). H may overflow to inf (or underflow to 0) for extreme data or bandwidths; L_s
+    is always finite with a positive diagonal (else ValueError).
+    """
+    n, d = xs.shape
     if isinstance(bandwidth, str):
         if bandwidth not in _RULES:
             raise ValueError(
@@ -109,37 +134,74 @@ def _bandwidth_matrix(bandwidth, x: np.ndarray, w: np.ndarray, neff: float):
                 f"bandwidth={bandwidth!r} needs at least 2 data points to estimate a covariance; "
                 "pass a scalar or per-dimension bandwidth instead"
             )
+        if np.count_nonzero(w) < 2:
+            raise ValueError(
+                f"bandwidth={bandwidth!r} needs at least 2 data points with positive weight "
+                "to estimate a covariance; pass a scalar or per-dimension bandwidth instead"
+            )
         factor = _rule_factor(bandwidth, neff, d)
-        cov = _weighted_cov(x, w)
-        h = cov * factor**2
-        if not np.all(np.isfinite(h)):
+        cov = _weighted_cov(xs, w)
+        if not np.all(np.isfinite(cov)):
             raise ValueError("the data covariance is not finite; check the data")
-        return h, factor, bandwidth
+        # The rank test runs on the correlation matrix, so it does not depend on the units
+        # of each column (scipy accepts columns whose scales differ by 1e8; so do we).
+        sd = np.sqrt(np.diag(cov))
+        if not np.all(sd > 0):
+            raise ValueError(_singular_msg(bandwidth, d))
+        corr = cov / sd[:, None] / sd[None, :]
+        c = _cholesky(corr, _singular_msg(bandwidth, d))
+        cd = np.diag(c)
+        if not np.all(np.isfinite(c)) or not np.all(cd > 1e-7):
+            raise ValueError(_singular_msg(bandwidth, d))
+        chol = factor * (sd[:, None] * c)
+        with np.errstate(over="ignore", under="ignore"):
+            h = cov * factor**2 if scale == 1.0 else (cov * scale) * (scale * factor**2)
+        return h, chol, factor, bandwidth
     b = np.asarray(bandwidth)
     if b.dtype.kind not in "biuf":
         raise TypeError(f"bandwidth must be a rule name, a number or an array; got {bandwidth!r}")
     b = b.astype(np.float64)
     if not np.all(np.isfinite(b)):
         raise ValueError("bandwidth must be finite")
-    if b.ndim == 0:
-        if not b > 0:
-            raise ValueError(f"bandwidth must be positive; got {float(b)!r}")
-        return np.eye(d) * float(b) ** 2, None, None
-    if b.ndim == 1:
-        if b.shape[0] != d:
-            raise ValueError(
-                f"a 1-D bandwidth gives one standard deviation per dimension: expected {d} "
-                f"values, got {b.shape[0]}"
-            )
-        if not (b > 0).all():
-            raise ValueError(f"bandwidth values must be positive; got minimum {b.min()!r}")
-        return np.diag(b**2), None, None
+    small = (
+        "bandwidth is too small relative to the data's magnitude (it underflows once the "
+        "data are scaled to a usable range); rescale the data"
+    )
+    with np.errstate(over="ignore", under="ignore"):
+        if b.ndim == 0:
+            if not b > 0:
+                raise ValueError(f"bandwidth must be positive; got {float(b)!r}")
+            bs = float(b) / scale
+            if not bs > 0:
+                raise ValueError(small)
+            return np.diag(np.full(d, b * b)), np.diag(np.full(d, bs)), None, None
+        if b.ndim == 1:
+            if b.shape[0] != d:
+                raise ValueError(
+                    f"a 1-D bandwidth gives one standard deviation per dimension: expected {d} "
+                    f"values, got {b.shape[0]}"
+                )
+            if not (b > 0).all():
+                raise ValueError(f"bandwidth values must be positive; got minimum {b.min()!r}")
+            bs = b / scale
+            if not (bs > 0).all():
+                raise ValueError(small)
+            return np.diag(b * b), np.diag(bs), None, None
     if b.ndim == 2:
         if b.shape != (d, d):
             raise ValueError(f"a bandwidth matrix must have shape ({d}, {d}); got {b.shape}")
         if not np.allclose(b, b.T, rtol=1e-10, atol=0):
             raise ValueError("bandwidth matrix must be symmetric")
-        return 0.5 * (b + b.T), None, None
+        h = 0.5 * (b + b.T)
+        msg = "bandwidth matrix must be positive definite"
+        # Factor in scaled units when the matrix is extreme, so L_s stays in range.
+        top = float(np.max(np.abs(h)))
+        sc = 1.0 if 2.0**-600 < top < 2.0**600 else math.ldexp(1.0, math.frexp(top)[1] // 2)
+        with np.errstate(over="ignore", under="ignore"):
+            chol = _cholesky(h / sc / sc, msg) * sc / scale
+        if not np.all(np.isfinite(chol)) or not np.all(np.diag(chol) > 0):
+            raise ValueError(msg if np.all(np.isfinite(chol)) else small)
+        return h, chol, None, None
     raise ValueError(f"bandwidth must be a scalar, 1-D or 2-D; got {b.ndim} dimensions")
 
 
@@ -154,7 +216,7 @@ class BandwidthSelection:
     factor : float
         The selected multiplier of the base bandwidth's standard deviations.
     grid : ndarray (G,)
-        The factors tried.
+        The factors tried (a copy of the ``grid`` argument, never the caller's array).
     loglik : ndarray (G,)
         Weighted mean leave-one-out log-likelihood at each factor.
     base : ndarray (d, d)
@@ -183,7 +245,9 @@ class KDE:
     bandwidth : {"scott", "silverman", "loo"}, float, 1-D or 2-D array
         * "scott" / "silverman": the rule's factor times the weighted data covariance,
           exactly as ``scipy.stats.gaussian_kde`` (so ``KDE(X).logpdf(Q)`` equals
-          ``gaussian_kde(X.T).logpdf(Q.T)``).
+          ``gaussian_kde(X.T).logpdf(Q.T)``). The covariance is called singular (a
+          ValueError) when its correlation matrix is: the test does not depend on the
+          units of each column.
         * "loo": the factor times Scott's bandwidth that maximises the leave-one-out
           likelihood (see :func:`select_bandwidth`).
         * a number h: isotropic kernel of standard deviation h in data units, as
@@ -195,7 +259,8 @@ class KDE:
         profiles of scikit-learn's KernelDensity, normalised in d dimensions. With a
         non-scalar bandwidth the profile is applied to the Mahalanobis distance.
     weights : array_like (n,), optional
-        Non-negative weights, normalised internally. They enter the rules through the
+        Non-negative weights, normalised internally (scaled by their maximum first when
+        their sum would overflow or underflow). They enter the rules through the
         effective sample size 1/Σw², as in scipy.
     check_finite : bool
         Reject NaN and inf (default True).
@@ -203,7 +268,11 @@ class KDE:
     Attributes
     ----------
     bandwidth : ndarray (d, d)
-        The kernel covariance H (``covariance`` in scipy's terms).
+        The kernel covariance H (``covariance`` in scipy's terms). Computations never use
+        it: they use its Cholesky factor, scaled internally by a power of two when the data
+        are extreme (beyond 2^±400), so data near 1e300 or subnormal data work; this
+        attribute then shows entries that overflow to inf (or underflow to 0) where H has
+        no double value, e.g. for a bandwidth of 1e300 (whose square exceeds the range).
     factor : float or None
         The rule's (or selection's) multiplier of the data standard deviation.
     neff : float
@@ -229,50 +298,49 @@ class KDE:
         w = check_weights(weights, n)
         self.weights = w
         self.neff = float(1.0 / np.sum(w**2))
-        self._mean = (w @ x.astype(np.float64, copy=False)).astype(np.float64)
+        # Internal units: data / scale (a power of two, 1 unless the data are extreme).
+        self._scale = _data_scale(x)
+        xs = x.astype(np.float64, copy=False)
+        if self._scale != 1.0:
+            xs = xs / self._scale
+        self._mean = w @ xs
         self._x = x
         self.selection = None
         if isinstance(bandwidth, str) and bandwidth == "loo":
             sel = select_bandwidth(x, kernel=kernel, weights=w, check_finite=False)
-            h, factor, rule = sel.bandwidth, sel.factor * _rule_factor("scott", self.neff, d), "loo"
+            factor = sel.factor * _rule_factor("scott", self.neff, d)
+            rule = "loo"
+            _, chol0, _, _ = _bandwidth_factor("scott", xs, w, self.neff, self._scale)
+            h, chol = sel.bandwidth, chol0 * sel.factor
             self.selection = sel
         else:
-            h, factor, rule = _bandwidth_matrix(bandwidth, x, w, self.neff)
+            h, chol, factor, rule = _bandwidth_factor(bandwidth, xs, w, self.neff, self._scale)
         self.factor = factor
         self.rule = rule
-        self._set_bandwidth(h)
+        self._set_bandwidth(h, chol)
 
-    def _set_bandwidth(self, h: np.ndarray) -> None:
-        if self.rule in _RULES:
-            msg = (
-                f"the weighted data covariance is singular (rank < {self.d}), so "
-                f"bandwidth={self.rule!r} is undefined; pass a scalar or a 1-D "
-                "per-dimension bandwidth instead"
-            )
-        else:
-            msg = "bandwidth matrix must be positive definite"
-        if self.d == 1 and not h[0, 0] > 0:
-            raise ValueError(msg)
-        chol = _cholesky(h, msg)
+    def _set_bandwidth(self, h: np.ndarray, chol: np.ndarray) -> None:
+        """H (for display) and its Cholesky factor in internal units, L / scale."""
         diag = np.diag(chol)
-        if not np.all(diag > 0) or not np.all(np.isfinite(chol)):
-            raise ValueError(msg)
-        # Relative rank check: a numerically singular covariance gives garbage densities.
-        if diag.min() <= 1e-7 * diag.max() and self.rule in _RULES:
-            raise ValueError(msg)
         self.bandwidth = h
         self._chol = chol
         self._chol_inv = np.linalg.inv(chol)
         # Diagonal bandwidths whiten by scaling instead of a d×d product.
         self._inv_diag = 1.0 / diag if np.count_nonzero(chol - np.diag(diag)) == 0 else None
-        self._log_det = float(np.sum(np.log(diag)))
+        self._log_det = float(np.sum(np.log(diag))) + self.d * math.log(self._scale)
         self._log_norm = log_kernel_norm(self.kernel, self.d)
         with np.errstate(divide="ignore"):
             self._logw = np.log(self.weights)  # -inf for zero weights (skipped by the kernel)
         self._white = {}
         # Whiten now, so later changes to the caller's array cannot desynchronise the data
         # from the bandwidth (`resample` reads the original rows).
-        self._white_data(self.dtype)
+        xw = self._white_data(self.dtype)
+        if not np.all(np.isfinite(xw)):
+            raise ValueError(
+                "bandwidth is too small for the spread of the data: the data measured in "
+                "bandwidths overflow double (or, for float32 data, single) precision; use a "
+                "larger bandwidth or rescale the data"
+            )
 
     @property
     def covariance(self) -> np.ndarray:
@@ -280,12 +348,15 @@ class KDE:
         return self.bandwidth
 
     def _whiten(self, p: np.ndarray, dtype) -> np.ndarray:
-        if self._inv_diag is not None:
-            z = p.astype(np.float64, copy=False) - self._mean
-            z *= self._inv_diag
-            return np.ascontiguousarray(z, dtype=dtype)
-        # On divest's pool: NumPy's BLAS threads would keep spinning and slow the kernel.
-        return _core.affine(np.ascontiguousarray(p, dtype=dtype), self._mean, self._chol_inv)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            if self._scale != 1.0:
+                p = p.astype(np.float64) / self._scale
+            if self._inv_diag is not None:
+                z = p.astype(np.float64, copy=False) - self._mean
+                z *= self._inv_diag
+                return np.ascontiguousarray(z, dtype=dtype)
+            # On divest's pool: NumPy's BLAS threads would keep spinning and slow the kernel.
+            return _core.affine(np.ascontiguousarray(p, dtype=dtype), self._mean, self._chol_inv)
 
     def _white_data(self, dtype) -> np.ndarray:
         key = np.dtype(dtype).str
@@ -294,23 +365,35 @@ class KDE:
         return self._white[key]
 
     def _prepare(self, points, check_finite):
+        """Validated points, result dtype, whitened data and queries, and the mask of
+        queries too far to whiten (coordinates beyond the float range; zeroed here)."""
         p = as_points(points, "points", d=self.d, check_finite=check_finite)
         dtype = np.result_type(self.dtype, p.dtype)
-        return p, dtype, self._white_data(dtype), self._whiten(p, dtype)
+        qw = self._whiten(p, dtype)
+        far = ~np.isfinite(qw).all(axis=1)
+        if far.any():
+            qw[far] = 0.0
+        return p, dtype, self._white_data(dtype), qw, far
 
     def logpdf(self, points, *, return_ess=False, check_finite=True):
         """Log-density at ``points`` (m, d) (or (m,) when d = 1).
 
         With ``return_ess=True`` it also returns the effective number of data points that
         carry each estimate, 1/Σ ŵ² with ŵ the normalised kernel weights w_j K_j / Σ w K,
-        from the same pass. Values near 1 mean one neighbour dominates.
+        from the same pass. Values near 1 mean one neighbour dominates; 0 where the
+        density is 0.
 
-        Returns float32 when data and points are float32, else float64. Memory: O(m·d).
+        -inf where the density is 0 (outside a compact kernel's support) or below the
+        smallest double (a Gaussian log-density below about -1.8e308, i.e. a point more than
+        about 1e154 bandwidths away). Returns float32 when data and points are float32,
+        else float64. Memory: O(m·d).
         """
-        p, dtype, xw, qw = self._prepare(points, check_finite)
+        p, dtype, xw, qw, far = self._prepare(points, check_finite)
         lse, ess, _ = _core.kde_eval(xw, self._logw, qw, self.kernel, ess=return_ess)
         out = (lse - (self._log_norm + self._log_det)).astype(dtype, copy=False)
+        out[far] = -np.inf
         if return_ess:
+            ess[far] = 0.0
             return out, ess.astype(dtype, copy=False)
         return out
 
@@ -324,15 +407,64 @@ class KDE:
         """Gradient of the log-density at ``points``, shape (m, d).
 
         Defined for every kernel except at kinks (for "exponential" and "linear" the kink
-        at a data point contributes zero). For "tophat" it is 0 inside the support. NaN
-        where the density is 0. Memory: O(m·d) plus a float64 copy of the data for
-        float32 inputs.
+        at a data point contributes zero). For "tophat" it is 0 inside the support.
+
+        Where the density is 0 (for the compact kernels "tophat", "epanechnikov",
+        "linear" and "cosine", outside the support) the log-density is -inf and has no
+        gradient: the score is defined as 0 there (never NaN). For "gaussian" and
+        "exponential" the density is never 0; far from the data, where the log-density
+        underflows, the score is its exact limit, pointing to the nearest data point
+        (−H⁻¹(q − x_nearest) for "gaussian", a unit step in Mahalanobis units for
+        "exponential"); it is ±inf only where that value exceeds the float range.
+
+        Memory: the (m, d) result plus a bounded buffer (the queries are scored in passes
+        of 6144 rows, about 13 MiB of accumulators), plus a float64 copy of the data for
+        float32 inputs. No per-query buffer beyond O(d).
         """
-        p, dtype, xw, qw = self._prepare(points, check_finite)
-        _, _, s = _core.kde_eval(xw, self._logw, qw, self.kernel, score=True)
+        p, dtype, xw, qw, far = self._prepare(points, check_finite)
+        lse, _, s = _core.kde_eval(xw, self._logw, qw, self.kernel, score=True)
+        bad = far | ~np.isfinite(s).all(axis=1)
+        if bad.any():
+            s[bad] = 0.0
         # s is the gradient in whitened coordinates; the chain rule gives L⁻ᵀ s.
         grad = _core.affine(s, np.zeros(self.d), np.ascontiguousarray(self._chol_inv.T))
+        if self._scale != 1.0:
+            with np.errstate(over="ignore", under="ignore"):
+                grad /= self._scale
+        if bad.any() and self.kernel in ("gaussian", "exponential"):
+            grad[bad] = self._far_scores(p[bad])
         return grad.astype(dtype, copy=False)
+
+    def _far_scores(self, q: np.ndarray) -> np.ndarray:
+        """Scores at queries so far from the data (in bandwidths) that every kernel term
+        underflows: the limit, set by the nearest data point(s) in Mahalanobis distance.
+
+        All arithmetic is rescaled by powers of two, so nothing overflows but the result,
+        and the nearest point is ranked by |z_j|²/2 − z_q·z_j (whitened coordinates), which
+        does not cancel against |z_q|² the way |z_q − z_j|² would.
+        """
+        x = self._x[self.weights > 0].astype(np.float64)
+        ci_exp = math.frexp(float(np.max(np.abs(self._chol_inv))))[1]
+        ci = np.ldexp(self._chol_inv, -ci_exp)  # L_s⁻¹ / 2^ci_exp, entries <= 1
+        e_scale = math.frexp(self._scale)[1] - 1  # scale = 2^e_scale
+        top_x = float(np.max(np.abs(x)))
+        out = np.empty(q.shape, dtype=np.float64)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            for i, qi in enumerate(q.astype(np.float64)):
+                p = math.frexp(max(top_x, float(np.max(np.abs(qi))), 2.0**-1000))[1]
+                mean = np.ldexp(self._mean, e_scale - p)
+                yx = (np.ldexp(x, -p) - mean) @ ci.T  # ∝ whitened data
+                yq = (np.ldexp(qi, -p) - mean) @ ci.T  # ∝ whitened query
+                rank = 0.5 * np.einsum("ij,ij->i", yx, yx) - yx @ yq
+                step = (yx[rank == rank.min()] - yq).mean(axis=0)  # ∝ L⁻¹(x_near − q)
+                if self.kernel == "gaussian":
+                    # H⁻¹(x_near − q) = L⁻ᵀ L⁻¹(x_near − q), every scale undone at once.
+                    out[i] = np.ldexp(step @ ci, p + 2 * ci_exp - 2 * e_scale)
+                else:
+                    unit = step / np.max(np.abs(step))
+                    unit /= np.sqrt(unit @ unit)
+                    out[i] = np.ldexp(unit @ ci, ci_exp - e_scale)
+        return out
 
     def loo_logpdf(self):
         """Leave-one-out log-density at each data point, log Σ_{j≠i} ŵ_j K_H(x_i − x_j)
@@ -357,7 +489,11 @@ class KDE:
         gen = as_generator(rng)
         idx = gen.choice(self.n, size=size, p=self.weights)
         u = _radial_sample(self.kernel, self.d, size, gen)
-        out = self._x[idx].astype(np.float64) + _core.affine(u, np.zeros(self.d), self._chol)
+        step = _core.affine(u, np.zeros(self.d), self._chol)  # L u / scale
+        with np.errstate(over="ignore"):
+            if self._scale != 1.0:
+                step *= self._scale
+            out = self._x[idx].astype(np.float64) + step
         return out.astype(self.dtype, copy=False)
 
     def __repr__(self) -> str:
@@ -425,7 +561,8 @@ def select_bandwidth(data, grid=None, *, kernel="gaussian", weights=None, base="
     w = check_weights(weights, n)
     if np.count_nonzero(w) < 2:
         raise ValueError("select_bandwidth needs at least 2 data points with positive weight")
-    factors = _default_grid() if grid is None else np.asarray(grid, dtype=np.float64).ravel()
+    # A copy: the result must not alias the caller's array.
+    factors = _default_grid() if grid is None else np.array(grid, dtype=np.float64).ravel()
     if factors.size == 0 or not np.all(np.isfinite(factors)) or not np.all(factors > 0):
         raise ValueError("grid must be a non-empty array of positive, finite factors")
     if isinstance(base, str) and base == "loo":
@@ -453,5 +590,7 @@ def select_bandwidth(data, grid=None, *, kernel="gaussian", weights=None, base="
             stacklevel=2,
         )
     f = float(factors[best])
-    return BandwidthSelection(bandwidth=kde0.bandwidth * f * f, factor=f, grid=factors,
+    with np.errstate(over="ignore", under="ignore"):
+        bw = kde0.bandwidth * f * f
+    return BandwidthSelection(bandwidth=bw, factor=f, grid=factors,
                               loglik=loglik, base=kde0.bandwidth)

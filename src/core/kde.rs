@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use super::error::{invalid, Result};
 use super::pairwise::maps::{ExponentialMap, GaussianMap};
 use super::pairwise::reduce::{KernelRows, PairMap, RowStats};
-use super::pairwise::{reduce_rows, Float, Points};
+use super::pairwise::{reduce_rows_with, Float, Points, ROW_BLOCK_GEMM};
 
 /// The kernels, named as in scikit-learn's KernelDensity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,7 +191,71 @@ fn check_logw(logw: &[f64], n: usize) -> Result<()> {
     Ok(())
 }
 
-fn eval_with<T: Float, F: PairMap>(
+/// Queries per pass when scores are asked: the mean accumulators take about 2 KiB per
+/// row of a pass, so scoring in passes keeps the extra memory bounded (about 13 MiB)
+/// whatever the number of queries. A multiple of both row-block sizes, so the blocks (and
+/// the results, bit for bit) are those of a single pass.
+const SCORE_PASS_ROWS: usize = 32 * ROW_BLOCK_GEMM;
+
+/// Coordinates beyond this magnitude take the direct distance path: the GEMM path forms
+/// |q|² + |x|² − 2 q·x, which cancels catastrophically (or overflows to NaN) there.
+const DIRECT_ABOVE: f64 = 1048576.0;
+
+fn max_abs<T: Float>(p: Points<'_, T>) -> f64 {
+    p.data.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn eval_pass<T: Float, F: PairMap>(
+    f: F,
+    data: Points<'_, T>,
+    w: &[f64],
+    wshift: f64,
+    cols64: &[f64],
+    queries: Points<'_, T>,
+    opts: KdeOptions,
+    direct: Option<bool>,
+    stop: &AtomicBool,
+    out: &mut KdeOutput,
+) -> Result<()> {
+    let red = KernelRows {
+        f,
+        scales: &[1.0],
+        w,
+        exclude_self: opts.exclude_self,
+        sumsq: opts.ess,
+        mean: if opts.score { Some(cols64) } else { None },
+        d: data.d,
+    };
+    let st = RowStats::from_states(1, reduce_rows_with(queries, data, &red, stop, direct)?);
+    let m = queries.n;
+    let d = data.d;
+    out.log_sum.extend((0..m).map(|i| st.log_sum(i) + wshift));
+    if opts.ess {
+        out.ess.extend((0..m).map(|i| {
+            if st.sum[i] > 0.0 {
+                st.sum[i] * st.sum[i] / st.sumsq[i]
+            } else {
+                0.0
+            }
+        }));
+    }
+    if opts.score {
+        for i in 0..m {
+            let acc = &st.wacc[i * d..(i + 1) * d];
+            for (a, qk) in acc.iter().zip(queries.row(i)) {
+                out.score.push(if st.sum[i] > 0.0 {
+                    (a - qk.to_f64() * st.wsum[i]) / st.sum[i]
+                } else {
+                    f64::NAN
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn eval_with<T: Float, F: PairMap + Copy>(
     f: F,
     data: Points<'_, T>,
     logw: &[f64],
@@ -205,51 +269,33 @@ fn eval_with<T: Float, F: PairMap>(
     } else {
         Vec::new()
     };
-    let red = KernelRows {
-        f,
-        scales: &[1.0],
-        w: &w,
-        exclude_self: opts.exclude_self,
-        sumsq: opts.ess,
-        mean: if opts.score { Some(&cols64) } else { None },
-        d: data.d,
-    };
-    let st = RowStats::from_states(1, reduce_rows(queries, data, &red, stop)?);
-    let m = queries.n;
-    let d = data.d;
-    let log_sum: Vec<f64> = (0..m).map(|i| st.log_sum(i) + wshift).collect();
-    let ess = if opts.ess {
-        (0..m)
-            .map(|i| {
-                if st.sum[i] > 0.0 {
-                    st.sum[i] * st.sum[i] / st.sumsq[i]
-                } else {
-                    0.0
-                }
-            })
-            .collect()
+    let direct = (max_abs(data).max(max_abs(queries)) > DIRECT_ABOVE).then_some(true);
+    let (m, d) = (queries.n, queries.d);
+    let mut out = KdeOutput::default();
+    out.log_sum.reserve_exact(m);
+    if opts.ess {
+        out.ess.reserve_exact(m);
+    }
+    if opts.score {
+        out.score.reserve_exact(m * d);
+    }
+    // Leave-one-out pairs are matched by row index, so that mode runs in one pass (it
+    // never asks for scores, whose accumulators are what the passes bound).
+    let pass = if opts.score && !opts.exclude_self {
+        SCORE_PASS_ROWS
     } else {
-        Vec::new()
+        m.max(1)
     };
-    let score = if opts.score {
-        let mut s = vec![f64::NAN; m * d];
-        for i in 0..m {
-            if st.sum[i] > 0.0 {
-                let q = queries.row(i);
-                for k in 0..d {
-                    s[i * d + k] = (st.wacc[i * d + k] - q[k].to_f64() * st.wsum[i]) / st.sum[i];
-                }
-            }
-        }
-        s
-    } else {
-        Vec::new()
-    };
-    Ok(KdeOutput {
-        log_sum,
-        ess,
-        score,
-    })
+    let mut r0 = 0;
+    while r0 < m {
+        let r1 = (r0 + pass).min(m);
+        let q = Points::new(&queries.data[r0 * d..r1 * d], r1 - r0, d)?;
+        eval_pass(
+            f, data, &w, wshift, &cols64, q, opts, direct, stop, &mut out,
+        )?;
+        r0 = r1;
+    }
+    Ok(out)
 }
 
 /// Evaluates log Σ_j w_j K(|q_i - x_j|) for every query, with unit bandwidth.
@@ -298,7 +344,8 @@ fn grid_with<T: Float, F: PairMap>(
         d: data.d,
     };
     let g = factors.len();
-    let st = RowStats::from_states(g, reduce_rows(data, data, &red, stop)?);
+    let direct = (max_abs(data) > DIRECT_ABOVE).then_some(true);
+    let st = RowStats::from_states(g, reduce_rows_with(data, data, &red, stop, direct)?);
     Ok((0..data.n * g).map(|k| st.log_sum(k) + wshift).collect())
 }
 

@@ -48,9 +48,12 @@ pub fn run<R: Send>(
     }
     let main = std::thread::current();
     let done = AtomicBool::new(false);
+    // The calling thread's `divest.threads(n)` override applies in the worker too.
+    let n_override = crate::core::threads::thread_override();
     std::thread::scope(|s| {
         let (stop, done) = (&stop, &done);
         let h = s.spawn(move || {
+            let _ = crate::core::threads::set_thread_override(n_override);
             let r = catch_unwind(AssertUnwindSafe(|| f(stop)));
             done.store(true, Ordering::Release);
             main.unpark();
