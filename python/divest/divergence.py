@@ -86,6 +86,10 @@ _COMMON_DOC = """
         log Σ exp = 0 within the tolerance unless ``normalize=True``.
     normalize : bool
         Rescale rows to sum to one instead of rejecting rows that do not.
+    base : float or None
+        Logarithm base, a finite number > 1 (None: nats); only for the logarithmic
+        divergences (kl, js, js_distance, renyi, and f_divergence's kl, reverse_kl, js,
+        jeffreys). Anything else is a ValueError naming ``base``.
 """
 
 
@@ -105,13 +109,17 @@ def _check_axis(axis, nd: int) -> int:
 
 
 def _log_base(base) -> float:
+    """ln(base) for a finite base > 1 (1.0 for None: nats). A base in (0, 1) would flip the
+    sign of every divergence (and make square roots NaN), so it is rejected."""
     if base is None:
         return 1.0
     if isinstance(base, (bool, np.bool_)) or not isinstance(base, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"base must be a positive number other than 1; got {type(base).__name__}")
+        raise TypeError(f"base must be a number greater than 1; got {type(base).__name__}")
     b = float(base)
-    if not (np.isfinite(b) and b > 0 and b != 1):
-        raise ValueError(f"base must be positive, finite and not 1; got {base!r}")
+    if not (np.isfinite(b) and b > 1):
+        raise ValueError(
+            f"base must be a finite number greater than 1 (2 for bits, 10 for bans); got {base!r}"
+        )
     return math.log(b)
 
 
@@ -358,15 +366,32 @@ del _fn
 MEDIAN_SUBSAMPLE = 1000
 
 
+def _pow2_scale(*arrays) -> float:
+    """A power of two c with max|a| / c in [1, 2) over the arrays (1.0 if all are zero or
+    any is not finite). Dividing by c is exact (up to subnormal results), and brings data of
+    any magnitude, 1e300 or subnormal, where squared distances neither overflow nor
+    underflow."""
+    top = max((float(np.max(np.abs(a))) if a.size else 0.0) for a in arrays)
+    if not (top > 0 and math.isfinite(top)):
+        return 1.0
+    return math.ldexp(1.0, math.frexp(top)[1] - 1)
+
+
 def _two_samples(x, y, check_finite):
+    """(x / c − mean, y / c − mean, c): both samples divided by one power of two c (see
+    :func:`_pow2_scale`) and centred on the pooled mean. Allocates one float64 copy of each
+    sample (and its dtype cast)."""
     xa = as_points(x, "x", check_finite=check_finite)
     ya = as_points(y, "y", d=xa.shape[1], check_finite=check_finite)
     dtype = np.float32 if (xa.dtype == np.float32 and ya.dtype == np.float32) else np.float64
+    c = _pow2_scale(xa, ya)
+    xs = xa.astype(np.float64) / c
+    ys = ya.astype(np.float64) / c
     # Centre on the pooled mean: the engine's ‖x‖² + ‖y‖² − 2x·y path loses less precision.
-    mean = (xa.sum(0, dtype=np.float64) + ya.sum(0, dtype=np.float64)) / (len(xa) + len(ya))
-    xc = np.ascontiguousarray(xa - mean, dtype=dtype)
-    yc = np.ascontiguousarray(ya - mean, dtype=dtype)
-    return xc, yc
+    mean = (xs.sum(0) + ys.sum(0)) / (len(xs) + len(ys))
+    xc = np.ascontiguousarray(xs - mean, dtype=dtype)
+    yc = np.ascontiguousarray(ys - mean, dtype=dtype)
+    return xc, yc, c
 
 
 def median_sigma(x, y) -> float:
@@ -376,7 +401,10 @@ def median_sigma(x, y) -> float:
     result is deterministic. Memory: one 1000 × 1000 distance matrix at most."""
     xa = as_points(x, "x")
     ya = as_points(y, "y", d=xa.shape[1])
-    return _median_sigma(xa, ya)
+    c = _pow2_scale(xa, ya)
+    # In units of c (a power of two), so squared distances of data near 1e300 or of
+    # subnormal data stay representable; the median scales back exactly.
+    return _median_sigma(xa.astype(np.float64) / c, ya.astype(np.float64) / c) * c
 
 
 def _median_sigma(xc, yc) -> float:
@@ -398,10 +426,25 @@ def _median_sigma(xc, yc) -> float:
     return sigma
 
 
-def _sigma(sigma, xc, yc) -> float:
+def _sigma(sigma, xc, yc, c) -> float:
+    """σ in the units of the rescaled samples (data divided by the power of two c)."""
     if sigma is None:
         return _median_sigma(xc, yc)
-    return check_positive(sigma, "sigma")
+    return check_positive(sigma, "sigma") / c
+
+
+def _kernel_scale(s, sigma) -> float:
+    """1/σ² for σ in rescaled units, or 0.0 where it underflows (σ so large relative to the
+    data that every kernel value is 1 to double precision: the divergence rounds to 0).
+    A σ so small relative to the data that 1/σ² overflows is a ValueError naming sigma."""
+    inv = 1.0 / s
+    if inv > 1e154:
+        raise ValueError(
+            f"sigma = {sigma!r} is too small for these data: below 1e-154 times their "
+            "magnitude, every kernel value between distinct points underflows to 0; pass a "
+            "larger sigma (or sigma=None for the median heuristic)"
+        )
+    return inv * inv
 
 
 def _same(xc, yc) -> bool:
@@ -410,10 +453,10 @@ def _same(xc, yc) -> bool:
     return xc.shape == yc.shape and bool(np.array_equal(xc, yc))
 
 
-def _kernel_sums(xc, yc, kernel, sigma, include_diagonal):
+def _kernel_sums(xc, yc, kernel, scale, include_diagonal):
     """(log Σ K_xx, log Σ K_yy, log Σ K_xy). The diagonal k(x_i, x_i) = 1 is added exactly
     rather than computed: a GEMM distance of a point to itself is only zero to rounding."""
-    lxx, lyy, lxy = _core.kernel_log_sums(xc, yc, kernel, 1.0 / (sigma * sigma), True)
+    lxx, lyy, lxy = _core.kernel_log_sums(xc, yc, kernel, scale, True)
     if include_diagonal:
         lxx = float(np.logaddexp(lxx, math.log(len(xc))))
         lyy = float(np.logaddexp(lyy, math.log(len(yc))))
@@ -439,15 +482,15 @@ def mmd(x, y, sigma=None, kernel="gaussian", unbiased=True, *, check_finite=True
     """
     if kernel not in ("gaussian", "laplacian"):
         raise ValueError(f"kernel must be 'gaussian' or 'laplacian'; got {kernel!r}")
-    xc, yc = _two_samples(x, y, check_finite)
+    xc, yc, c = _two_samples(x, y, check_finite)
     n, m = len(xc), len(yc)
     if unbiased and (n < 2 or m < 2):
         raise ValueError("unbiased=True needs at least 2 points in each sample; "
                          "pass unbiased=False or more points")
-    s = _sigma(sigma, xc, yc)
-    if not unbiased and _same(xc, yc):
+    scale = _kernel_scale(_sigma(sigma, xc, yc, c), sigma)
+    if (not unbiased and _same(xc, yc)) or scale < 1e-290:
         return 0.0
-    lxx, lyy, lxy = _kernel_sums(xc, yc, kernel, s, include_diagonal=not unbiased)
+    lxx, lyy, lxy = _kernel_sums(xc, yc, kernel, scale, include_diagonal=not unbiased)
     if unbiased:
         cxx, cyy = math.log(n) + math.log(n - 1), math.log(m) + math.log(m - 1)
     else:
@@ -467,11 +510,11 @@ def cs_divergence(x, y, sigma=None, *, check_finite=True) -> float:
     ``sigma=None`` uses :func:`median_sigma`. Identical samples give exactly 0. Memory
     O((n + m)·d) through the pairwise engine (three log-sum-exp passes).
     """
-    xc, yc = _two_samples(x, y, check_finite)
-    s = _sigma(sigma, xc, yc)
-    if _same(xc, yc):
+    xc, yc, c = _two_samples(x, y, check_finite)
+    scale = _kernel_scale(_sigma(sigma, xc, yc, c), sigma)
+    if _same(xc, yc) or scale < 1e-290:
         return 0.0
-    lxx, lyy, lxy = _kernel_sums(xc, yc, "gaussian", s, include_diagonal=True)
+    lxx, lyy, lxy = _kernel_sums(xc, yc, "gaussian", scale, include_diagonal=True)
     return float(max(lxx + lyy - 2 * lxy, 0.0))
 
 
@@ -509,10 +552,29 @@ def _digamma_int(n: np.ndarray) -> np.ndarray:
     return h[n - 1] - _EULER
 
 
-def _knn_points(x, name, check_finite, d=None):
-    a = as_points(x, name, d=d, check_finite=check_finite)
-    a = a.astype(np.float64, copy=False)
-    return np.ascontiguousarray(a - a.mean(0))
+def _knn_scaled(*arrays, pooled=True):
+    """The point sets divided by one power of two c (:func:`_pow2_scale`) and shifted by
+    the midrange (min + max)/2, per column, of their union (``pooled``: the sets share
+    coordinates) or of each set, as C-contiguous float64 copies,
+    and ln c. Squared distances of data near 1e300, or subnormal, stay representable; the
+    midrange (unlike a mean) does not depend on the order of the rows, so neither do the
+    distances. kNN distances scale by exactly c: entropy estimates shift by d·ln c, and the
+    KL and MI estimates do not change."""
+    c = _pow2_scale(*arrays)
+    scaled = [a.astype(np.float64) / c for a in arrays]
+    if pooled:
+        lo = np.min([a.min(0) for a in scaled], axis=0)
+        hi = np.max([a.max(0) for a in scaled], axis=0)
+        mids = [0.5 * lo + 0.5 * hi] * len(scaled)
+    else:
+        mids = [0.5 * a.min(0) + 0.5 * a.max(0) for a in scaled]
+    return [np.ascontiguousarray(a - m) for a, m in zip(scaled, mids)], math.log(c)
+
+
+def _fmean(v) -> float:
+    """Mean by math.fsum: exactly rounded, so it does not depend on the order of v."""
+    v = np.asarray(v, dtype=np.float64).ravel()
+    return math.fsum(v.tolist()) / len(v)
 
 
 def _check_k(k, n, what):
@@ -536,12 +598,14 @@ def knn_entropy(x, k=3, *, base=None, algorithm="auto", check_finite=True) -> fl
     """
     lb = _log_base(base)
     algorithm = _check_algorithm(algorithm)
-    xc = _knn_points(x, "x", check_finite)
+    (xc,), log_c = _knn_scaled(as_points(x, "x", check_finite=check_finite))
     n, d = xc.shape
     k = _check_k(k, n, "x")
     d2, _ = _core.knn_sq_dists(xc, xc, k, True, algorithm=algorithm)
     log_cd = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
-    h = (_digamma_int(n) - _digamma_int(k) + log_cd + 0.5 * d * np.mean(np.log(d2[:, k - 1])))
+    # In units of c: ρ = c·ρ', so Σ log ρ = Σ log ρ' + n·ln c.
+    h = (_digamma_int(n) - _digamma_int(k) + log_cd
+         + 0.5 * d * _fmean(np.log(d2[:, k - 1])) + d * log_c)
     return float(h / lb)
 
 
@@ -560,10 +624,9 @@ def knn_kl(x, y, k=3, *, base=None, algorithm="auto", check_finite=True) -> floa
     """
     lb = _log_base(base)
     algorithm = _check_algorithm(algorithm)
-    xa = as_points(x, "x", check_finite=check_finite).astype(np.float64, copy=False)
-    ya = as_points(y, "y", d=xa.shape[1], check_finite=check_finite).astype(np.float64, copy=False)
-    mean = (xa.sum(0) + ya.sum(0)) / (len(xa) + len(ya))
-    xc, yc = np.ascontiguousarray(xa - mean), np.ascontiguousarray(ya - mean)
+    xa = as_points(x, "x", check_finite=check_finite)
+    ya = as_points(y, "y", d=xa.shape[1], check_finite=check_finite)
+    (xc, yc), _ = _knn_scaled(xa, ya)  # one scale for both: the estimate is unchanged
     n, d = xc.shape
     m = len(yc)
     k = _check_k(k, n, "x")
@@ -571,7 +634,7 @@ def knn_kl(x, y, k=3, *, base=None, algorithm="auto", check_finite=True) -> floa
         raise ValueError(f"k must be at most the number of points in y ({m}); got k = {k}")
     rho2, _ = _core.knn_sq_dists(xc, xc, k, True, algorithm=algorithm)
     nu2, _ = _core.knn_sq_dists(xc, yc, k, False, algorithm=algorithm)
-    val = 0.5 * d * np.mean(np.log(nu2[:, k - 1]) - np.log(rho2[:, k - 1])) + math.log(m / (n - 1))
+    val = 0.5 * d * _fmean(np.log(nu2[:, k - 1]) - np.log(rho2[:, k - 1])) + math.log(m / (n - 1))
     return float(val / lb)
 
 
@@ -588,12 +651,18 @@ def knn_mi(x, y, k=3, variant=1, *, base=None, algorithm="auto", check_finite=Tr
       ‖x_i − x_j‖ < ε_i (strictly). Equals ``sklearn.feature_selection.mutual_info_regression``
       (n_neighbors=k) on standardised 1-D data, without its noise and its clipping at 0.
     * ``variant=2`` (KSG-2): I = ψ(k) − 1/k + ψ(n) − ⟨ψ(n_x) + ψ(n_y)⟩, where ε_x(i) is
-      the largest x-distance among the k joint neighbours and n_x counts the other points
-      with ‖x_i − x_j‖ <= ε_x(i) (similarly for y).
+      the largest x-distance among the joint neighbours and n_x counts the other points
+      with ‖x_i − x_j‖ <= ε_x(i) (similarly for y). The joint neighbours are all points at
+      positive joint distance at most the k-th smallest: points tied with the k-th
+      neighbour are all included, so the value does not depend on the order of the rows
+      (rows with such ties cost a brute-force scan over all points, in tiles).
 
     Radii carry a relative margin of 1e-13 so points exactly on a radius are classified
     consistently. The estimate may be slightly negative; it is not clipped. In nats or
-    units of ``base``. Memory O(n·(dx + dy + k)). ``algorithm`` applies to the joint
+    units of ``base``. Memory O(n·(dx + dy + k)): float64 copies of x and y (divided by a
+    common power of two, so data near 1e300 or subnormal data give the estimate of the
+    unscaled data), the neighbour lists, and for KSG-2 a joint copy for duplicate
+    detection. ``algorithm`` applies to the joint
     search (total dimension dx + dy) and to each marginal count (dimension dx or dy)
     separately.
 
@@ -606,26 +675,77 @@ def knn_mi(x, y, k=3, variant=1, *, base=None, algorithm="auto", check_finite=Tr
     algorithm = _check_algorithm(algorithm)
     if variant not in (1, 2):
         raise ValueError(f"variant must be 1 or 2 (KSG-1 or KSG-2); got {variant!r}")
-    xc = _knn_points(x, "x", check_finite)
-    yc = _knn_points(y, "y", check_finite)
-    n = len(xc)
-    if len(yc) != n:
-        raise ValueError(f"x and y must be paired samples of the same length; got {n} and {len(yc)}")
+    xa = as_points(x, "x", check_finite=check_finite)
+    ya = as_points(y, "y", check_finite=check_finite)
+    n = len(xa)
+    if len(ya) != n:
+        raise ValueError(f"x and y must be paired samples of the same length; got {n} and {len(ya)}")
+    # One scale for x and y: the joint max-distance, and so the estimate, is unchanged.
+    (xc, yc), _ = _knn_scaled(xa, ya, pooled=False)
     k = _check_k(k, n, "x")
-    d2, idx = _core.knn_sq_dists(xc, xc, k, True, yc, yc, algorithm=algorithm)
     if variant == 1:
+        d2, _ = _core.knn_sq_dists(xc, xc, k, True, yc, yc, algorithm=algorithm)
         eps2 = d2[:, k - 1] * (1 - _RADIUS_MARGIN)
         nx = _core.count_within(xc, eps2, True, algorithm)
         ny = _core.count_within(yc, eps2, True, algorithm)
-        val = _digamma_int(k) + _digamma_int(n) - np.mean(_digamma_int(nx + 1) + _digamma_int(ny + 1))
+        val = _digamma_int(k) + _digamma_int(n) - _fmean(_digamma_int(nx + 1) + _digamma_int(ny + 1))
     else:
-        ex2 = np.max(((xc[:, None, :] - xc[idx]) ** 2).sum(-1), axis=1) * (1 + _RADIUS_MARGIN)
-        ey2 = np.max(((yc[:, None, :] - yc[idx]) ** 2).sum(-1), axis=1) * (1 + _RADIUS_MARGIN)
-        nx = _core.count_within(xc, ex2, False, algorithm)
-        ny = _core.count_within(yc, ey2, False, algorithm)
+        ex2, ey2 = _ksg2_radii(xc, yc, k, algorithm)
+        nx = _core.count_within(xc, ex2 * (1 + _RADIUS_MARGIN), False, algorithm)
+        ny = _core.count_within(yc, ey2 * (1 + _RADIUS_MARGIN), False, algorithm)
         val = (_digamma_int(k) - 1.0 / k + _digamma_int(n)
-               - np.mean(_digamma_int(nx) + _digamma_int(ny)))
+               - _fmean(_digamma_int(nx) + _digamma_int(ny)))
     return float(val / lb)
+
+
+#: Rows per tile when KSG-2 resolves ties at the joint radius by brute force.
+_TIE_TILE_ELEMENTS = 1 << 20
+
+
+def _sq_dists_to_all(a, rows):
+    """Squared distances (len(rows), n) from the points a[rows] to all of a, by direct
+    differences (as the engine computes them)."""
+    return ((a[rows][:, None, :] - a[None, :, :]) ** 2).sum(-1)
+
+
+def _ksg2_radii(xc, yc, k, algorithm):
+    """KSG-2 marginal radii (ε_x², ε_y²) per point: the largest squared x- and y-distance
+    among the point's joint neighbours, taken as *every* point whose joint distance is
+    positive and at most the k-th smallest (within the radius margin). Defining the
+    neighbour set by values, with all points tied at the radius included, makes the result
+    independent of the order of the rows (breaking ties by index does not).
+
+    Cost: one joint kNN search for k + 1 neighbours; for the rows where the (k + 1)-th
+    neighbour ties the k-th, a brute-force scan of all n points in tiles of about 2**20
+    distances (O(r·n·(dx + dy)) time for r tied rows, O(2**20) extra memory)."""
+    n = len(xc)
+    # Points at joint distance zero (duplicates in both blocks) are never neighbours.
+    _, inv, counts = np.unique(np.hstack([xc, yc]), axis=0, return_inverse=True,
+                               return_counts=True)
+    positive = n - counts[inv.ravel()]  # points at positive joint distance, per row
+    if k + 1 <= positive.min():
+        d2, idx = _core.knn_sq_dists(xc, xc, k + 1, True, yc, yc, algorithm=algorithm)
+        eps2, nxt2, idx = d2[:, k - 1], d2[:, k], idx[:, :k]
+        ex2 = np.max(((xc[:, None, :] - xc[idx]) ** 2).sum(-1), axis=1)
+        ey2 = np.max(((yc[:, None, :] - yc[idx]) ** 2).sum(-1), axis=1)
+        tied = np.flatnonzero(nxt2 <= eps2 * (1 + _RADIUS_MARGIN))
+    else:
+        d2, idx = _core.knn_sq_dists(xc, xc, k, True, yc, yc, algorithm=algorithm)
+        eps2 = d2[:, k - 1]
+        ex2 = np.max(((xc[:, None, :] - xc[idx]) ** 2).sum(-1), axis=1)
+        ey2 = np.max(((yc[:, None, :] - yc[idx]) ** 2).sum(-1), axis=1)
+        # Rows with exactly k points at positive distance have no further candidates.
+        tied = np.flatnonzero(positive > k)
+    step = max(1, _TIE_TILE_ELEMENTS // max(n, 1))
+    for s0 in range(0, len(tied), step):
+        rows = tied[s0:s0 + step]
+        dx2 = _sq_dists_to_all(xc, rows)
+        dy2 = _sq_dists_to_all(yc, rows)
+        j2 = np.maximum(dx2, dy2)
+        inside = (j2 > 0) & (j2 <= (eps2[rows] * (1 + _RADIUS_MARGIN))[:, None])
+        ex2[rows] = np.max(np.where(inside, dx2, 0.0), axis=1)
+        ey2[rows] = np.max(np.where(inside, dy2, 0.0), axis=1)
+    return ex2, ey2
 
 
 for _fn in (knn_entropy, knn_kl, knn_mi):
@@ -656,15 +776,36 @@ def _merge_arrays(ps, fs, w, floor, key):
         if f.size and f.min() < 0:
             raise ValueError(f"fishers[{i}]{label} has negative entries; a diagonal Fisher is >= 0")
     dtype = np.float32 if all(a.dtype == np.float32 for a in arrs) else np.float64
-    base = arrs[0].astype(np.float64)
+    # Parameters in units of a power of two c (exact), so that differences of parameters
+    # near ±1e308 do not overflow; the weights are divided elementwise by their largest
+    # value, so neither huge nor subnormal Fishers overflow or underflow the sums.
+    c = _pow2_scale(*arrs)
+    base = arrs[0].astype(np.float64) / c
+    gmax = np.zeros(shape)
+    for f, wi in zip(fis, w):
+        np.maximum(gmax, wi * np.maximum(f.astype(np.float64), floor), out=gmax)
+    # Where every weight is zero (floor = 0 and all Fishers 0), use the plain λ-average.
+    plain = gmax == 0
+    gmax[plain] = 1.0
     num = np.zeros(shape)
     den = np.zeros(shape)
     for a, f, wi in zip(arrs, fis, w):
-        g = wi * np.maximum(f.astype(np.float64), floor)
+        g = np.where(plain, wi, wi * np.maximum(f.astype(np.float64), floor) / gmax)
         # Differences from the first model: identical parameters give exactly themselves.
-        num += g * (a - base)
+        num += g * (a.astype(np.float64) / c - base)
         den += g
-    return (base + num / den).astype(dtype, copy=False)
+    return ((base + num / den) * c).astype(dtype, copy=False)
+
+
+def _check_floor(floor, upper):
+    if isinstance(floor, (bool, np.bool_)) or not isinstance(floor, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"floor must be a non-negative number; got {type(floor).__name__}")
+    fl = float(floor)
+    ok = math.isfinite(fl) and fl >= 0 and (upper is None or fl <= upper)
+    if not ok:
+        rng = "a finite number >= 0" if upper is None else f"a number in [0, {upper}]"
+        raise ValueError(f"floor must be {rng}; got {floor!r}")
+    return fl
 
 
 def fisher_merge(params, fishers, weights=None, floor=1e-6):
@@ -675,7 +816,11 @@ def fisher_merge(params, fishers, weights=None, floor=1e-6):
     the λ-weighted plain average) and λ the model ``weights`` (default: all equal; any
     non-negative numbers with a positive sum). Equal Fishers give the λ-weighted plain
     average; identical parameters return themselves exactly (the average is formed as
-    θ_0 + Σ λ_i F_i (θ_i − θ_0) / Σ λ_i F_i).
+    θ_0 + Σ λ_i F_i (θ_i − θ_0) / Σ λ_i F_i). Only ratios of the λ_i F_i matter: they are
+    divided by their elementwise maximum, and the parameters by a power of two, so weights
+    or Fishers near 1e308 or subnormal give the right average. Where every λ_i F_i is 0
+    (``floor=0`` and zero Fishers) the plain λ-weighted average is used. ``floor`` must be a
+    finite number >= 0; ``weights`` non-negative, not all zero.
 
     Parameters
     ----------
@@ -687,7 +832,8 @@ def fisher_merge(params, fishers, weights=None, floor=1e-6):
     Returns
     -------
     ndarray or dict of ndarrays, in the structure of one entry of ``params`` (float32 when
-    all models are float32). Memory: a few float64 arrays of one model's size. NumPy only.
+    all models are float32). Memory: about six float64 arrays of one model's size at a
+    time (per dict key). NumPy only.
     """
     ps = _as_list(params, "params")
     fs = _as_list(fishers, "fishers")
@@ -695,17 +841,18 @@ def fisher_merge(params, fishers, weights=None, floor=1e-6):
         raise ValueError("params is empty; pass at least one model")
     if len(fs) != len(ps):
         raise ValueError(f"fishers has {len(fs)} entries but params has {len(ps)}; pass one per model")
-    fl = float(floor)
-    if not (np.isfinite(fl) and fl >= 0):
-        raise ValueError(f"floor must be a non-negative number; got {floor!r}")
+    fl = _check_floor(floor, upper=None)
     if weights is None:
         w = np.ones(len(ps))
     else:
         w = as_float_array(weights, "weights").astype(np.float64).ravel()
         if w.shape != (len(ps),):
             raise ValueError(f"weights must have one entry per model ({len(ps)}); got shape {w.shape}")
-        if (w < 0).any() or not w.sum() > 0:
+        if (w < 0).any() or not w.max() > 0:
             raise ValueError("weights must be non-negative with a positive sum")
+        # Only ratios matter: divided by the largest, weights near 1e308 (whose sum
+        # overflows) or all subnormal (whose products underflow) give the right average.
+        w = w / w.max()
     if isinstance(ps[0], dict):
         keys = list(ps[0].keys())
         for i, (p, f) in enumerate(zip(ps, fs)):
@@ -725,7 +872,10 @@ def fisher_weighted_svd(W, fisher, rank, axis=0, floor=1e-8):
     weight per *row* of W, d_i = sqrt(Σ_j F_ij) (the Fisher summed over the row); with
     ``axis=1``, one per column, d_j = sqrt(Σ_i F_ij). ``fisher`` is either W's diagonal
     Fisher (same shape as W) or the already summed 1-D vector Σ F along the other axis.
-    Weights below ``floor`` × max(d) are raised to it (so a zero-Fisher row stays defined).
+    Weights below ``floor`` × max(d) are raised to it (so a zero-Fisher row stays defined);
+    ``floor`` must lie in [0, 1]. Only the ratios d_i / max(d) matter (a common factor
+    cancels), so they are used directly: Fishers near 1e308 or subnormal give the same
+    factors as moderate ones.
 
     The factors minimise ‖D (W − A B)‖_F (axis=0, D = diag(d)) over rank-``rank`` products:
     the SVD D W = U S Vᵀ gives A = D⁻¹ U_r S_r (m × r) and B = V_rᵀ (r × n); for axis=1,
@@ -744,6 +894,9 @@ def fisher_weighted_svd(W, fisher, rank, axis=0, floor=1e-8):
         raise ValueError(f"axis must be 0 (weights per row) or 1 (weights per column); got {axis!r}")
     ax = axis % 2
     f = as_float_array(fisher, "fisher").astype(np.float64)
+    fmax = float(f.max()) if f.size else 0.0
+    if fmax > 0:
+        f = f / fmax  # only ratios matter; a row sum of entries near 1e308 cannot overflow
     if f.shape == w.shape:
         s = f.sum(axis=1 - ax)
     elif f.shape == (w.shape[ax],):
@@ -756,12 +909,14 @@ def fisher_weighted_svd(W, fisher, rank, axis=0, floor=1e-8):
     r = check_int(rank, "rank", minimum=1)
     if r > min(w.shape):
         raise ValueError(f"rank must be at most min(W.shape) = {min(w.shape)}; got {r}")
-    d = np.sqrt(s)
-    top = d.max() if d.size else 0.0
+    fl = _check_floor(floor, upper=1)
+    # sqrt(s_i / max s) · sqrt(max s): the square root of the ratio never overflows or
+    # underflows, and the common factor cancels from the factorisation (A B = W D⁻¹ D).
+    top = s.max() if s.size else 0.0
     if not top > 0:
-        d = np.ones_like(d)
+        d = np.ones_like(s)
     else:
-        d = np.maximum(d, float(floor) * top)
+        d = np.maximum(np.sqrt(s / top), fl)
     w64 = w.astype(np.float64)
     scaled = d[:, None] * w64 if ax == 0 else w64 * d[None, :]
     u, sv, vt = np.linalg.svd(scaled, full_matrices=False)
