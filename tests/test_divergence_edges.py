@@ -104,6 +104,16 @@ def test_other_measures_with_subnormal_masses(q0):
     assert got > 0 and not math.isnan(got)
 
 
+@pytest.mark.parametrize("fn", [divest.kl, divest.js, divest.hellinger, divest.tv, divest.chi2,
+                                lambda a, b, **k: divest.renyi(a, b, 2.0, **k)])
+def test_rows_with_subnormal_or_overflowing_sums(fn):
+    p, q = np.array([1.0, 1.0]), np.array([1.0, 2.0])
+    want = fn(p / 2, q / 3)
+    for s in (5e-324, 1e-310, 8e307, 8.9e307):  # q sums to inf at the last two
+        got = fn(p * s, q * s, normalize=True)
+        assert math.isfinite(got) and abs(got - want) <= 1e-15 * want, (s, got, want)
+
+
 # --------------------------------------------------------------------------- 2. Rényi
 
 
@@ -176,14 +186,27 @@ def _samples(seed=0, n=25):
     return rng.normal(size=(n, 2)), rng.normal(size=(n, 2)) + 0.7
 
 
-@pytest.mark.parametrize("sigma", [1e-200, 1e-160, 1e-155])
-def test_tiny_sigma_is_a_value_error(sigma):
+@pytest.mark.parametrize("sigma", [1e-200, 1e-160, 1e-155, 1e-150, 1e-12])
+@pytest.mark.parametrize("scale", [1.0, 1e300, 1e-300])
+def test_tiny_sigma_is_a_value_error(sigma, scale):
     x, y = _samples()
+    x, y, sigma = x * scale, y * scale, sigma * scale
     for call in (lambda: divest.mmd(x, y, sigma=sigma),
                  lambda: divest.mmd(x, y, sigma=sigma, unbiased=False),
+                 lambda: divest.mmd(x, y, sigma=sigma * sigma / scale, kernel="laplacian"),
                  lambda: divest.cs_divergence(x, y, sigma=sigma)):
         with pytest.raises(ValueError, match="sigma"):
             call()
+
+
+def test_small_but_workable_sigma_matches_numpy():
+    x, y = _samples(3, n=6)
+    y[0] = x[0] + 1e-7  # one close pair keeps a kernel value away from 0
+    for sigma in (1e-7, 3e-8):
+        for unbiased in (True, False):
+            want = _mmd_numpy(x, y, sigma, unbiased)
+            got = divest.mmd(x, y, sigma=sigma, unbiased=unbiased)
+            assert abs(got - want) <= 1e-6 * abs(want) + 1e-15, (sigma, got, want)
 
 
 def _mmd_numpy(x, y, sigma, unbiased):

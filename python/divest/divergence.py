@@ -378,20 +378,26 @@ def _pow2_scale(*arrays) -> float:
 
 
 def _two_samples(x, y, check_finite):
-    """(x / c − mean, y / c − mean, c): both samples divided by one power of two c (see
-    :func:`_pow2_scale`) and centred on the pooled mean. Allocates one float64 copy of each
-    sample (and its dtype cast)."""
+    """((x/c0 − mean)/c1, (y/c0 − mean)/c1, (c0, c1)): both samples divided by a power of
+    two c0 (see :func:`_pow2_scale`), centred on the pooled mean, and divided by a second
+    power of two c1 so that the largest centred coordinate is in [1, 2). Distances are then
+    in units of c0·c1 (about the spread of the data), whatever their magnitude (1e300,
+    subnormal, or a tiny spread around a large offset). Allocates a few float64 copies of
+    each sample (and its dtype cast)."""
     xa = as_points(x, "x", check_finite=check_finite)
     ya = as_points(y, "y", d=xa.shape[1], check_finite=check_finite)
     dtype = np.float32 if (xa.dtype == np.float32 and ya.dtype == np.float32) else np.float64
-    c = _pow2_scale(xa, ya)
-    xs = xa.astype(np.float64) / c
-    ys = ya.astype(np.float64) / c
+    c0 = _pow2_scale(xa, ya)
+    xs = xa.astype(np.float64) / c0
+    ys = ya.astype(np.float64) / c0
     # Centre on the pooled mean: the engine's ‖x‖² + ‖y‖² − 2x·y path loses less precision.
     mean = (xs.sum(0) + ys.sum(0)) / (len(xs) + len(ys))
-    xc = np.ascontiguousarray(xs - mean, dtype=dtype)
-    yc = np.ascontiguousarray(ys - mean, dtype=dtype)
-    return xc, yc, c
+    xs -= mean
+    ys -= mean
+    c1 = _pow2_scale(xs, ys)
+    xc = np.ascontiguousarray(xs / c1, dtype=dtype)
+    yc = np.ascontiguousarray(ys / c1, dtype=dtype)
+    return xc, yc, (c0, c1)
 
 
 def median_sigma(x, y) -> float:
@@ -427,24 +433,39 @@ def _median_sigma(xc, yc) -> float:
 
 
 def _sigma(sigma, xc, yc, c) -> float:
-    """σ in the units of the rescaled samples (data divided by the power of two c)."""
+    """σ in the units of the rescaled samples (data divided by the powers of two c)."""
     if sigma is None:
         return _median_sigma(xc, yc)
-    return check_positive(sigma, "sigma") / c
+    return check_positive(sigma, "sigma") / c[0] / c[1]
 
 
-def _kernel_scale(s, sigma) -> float:
-    """1/σ² for σ in rescaled units, or 0.0 where it underflows (σ so large relative to the
-    data that every kernel value is 1 to double precision: the divergence rounds to 0).
-    A σ so small relative to the data that 1/σ² overflows is a ValueError naming sigma."""
-    inv = 1.0 / s
-    if inv > 1e154:
+#: Largest ½·‖x − y‖²/σ² over the data that the engine's Gaussian log-kernel handles
+#: (far beyond the 745 at which a kernel value underflows to 0).
+_MAX_LOG_KERNEL = 1e17
+
+
+def _kernel_scale(s, sigma, kernel, xc, yc) -> float:
+    """1/σ² for σ in rescaled units (a power of two c, see :func:`_two_samples`), or 0.0
+    where it underflows (σ so large relative to the data that every kernel value is 1 to
+    double precision: the divergence rounds to 0). A σ so small relative to the spread of
+    the data that ½·diameter²/σ² (Gaussian) or diameter/σ (Laplacian) exceeds 1e17,
+    where every kernel value between distinct points has long underflowed to 0, is a
+    ValueError naming sigma."""
+    inv = 1.0 / s if s > 0 else math.inf  # σ/c may underflow to 0
+    r2 = max(float(np.max(np.einsum("ij,ij->i", a, a, dtype=np.float64))) for a in (xc, yc))
+    diam2 = 4.0 * r2  # ‖x − y‖² <= (‖x‖ + ‖y‖)² after centring
+    if diam2 == 0:
+        top = 0.0
+    else:
+        top = 0.5 * diam2 * inv * inv if kernel == "gaussian" else math.sqrt(diam2) * inv
+    if not top <= _MAX_LOG_KERNEL:
         raise ValueError(
-            f"sigma = {sigma!r} is too small for these data: below 1e-154 times their "
-            "magnitude, every kernel value between distinct points underflows to 0; pass a "
-            "larger sigma (or sigma=None for the median heuristic)"
+            f"sigma = {sigma!r} is too small for these data: relative to their spread it is "
+            "so small that every kernel value between distinct points underflows to 0; pass "
+            "a larger sigma (or sigma=None for the median heuristic)"
         )
-    return inv * inv
+    # Coinciding points (diameter 0) take any σ: the kernel is 1 on every pair.
+    return min(inv * inv, 1e300)
 
 
 def _same(xc, yc) -> bool:
@@ -487,7 +508,7 @@ def mmd(x, y, sigma=None, kernel="gaussian", unbiased=True, *, check_finite=True
     if unbiased and (n < 2 or m < 2):
         raise ValueError("unbiased=True needs at least 2 points in each sample; "
                          "pass unbiased=False or more points")
-    scale = _kernel_scale(_sigma(sigma, xc, yc, c), sigma)
+    scale = _kernel_scale(_sigma(sigma, xc, yc, c), sigma, kernel, xc, yc)
     if (not unbiased and _same(xc, yc)) or scale < 1e-290:
         return 0.0
     lxx, lyy, lxy = _kernel_sums(xc, yc, kernel, scale, include_diagonal=not unbiased)
@@ -511,7 +532,7 @@ def cs_divergence(x, y, sigma=None, *, check_finite=True) -> float:
     O((n + m)·d) through the pairwise engine (three log-sum-exp passes).
     """
     xc, yc, c = _two_samples(x, y, check_finite)
-    scale = _kernel_scale(_sigma(sigma, xc, yc, c), sigma)
+    scale = _kernel_scale(_sigma(sigma, xc, yc, c), sigma, "gaussian", xc, yc)
     if _same(xc, yc) or scale < 1e-290:
         return 0.0
     lxx, lyy, lxy = _kernel_sums(xc, yc, "gaussian", scale, include_diagonal=True)

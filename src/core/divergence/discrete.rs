@@ -329,6 +329,17 @@ fn prepare<T: Float, M: Fma>(
             ));
         }
         if s != 1.0 {
+            // A subnormal sum has no finite reciprocal, and finite entries may sum to inf:
+            // rescale by an exact power of two first (2^600 up, or 2^-600 down).
+            let s = if s < TINY || s == f64::INFINITY {
+                let f = if s < TINY { LIFT } else { 1.0 / LIFT };
+                for x in dst.iter_mut() {
+                    *x *= f;
+                }
+                simd::sum(dst)
+            } else {
+                s
+            };
             let inv = 1.0 / s;
             for x in dst.iter_mut() {
                 *x *= inv;
@@ -960,6 +971,35 @@ mod tests {
         )
         .unwrap();
         assert!(v.is_finite());
+    }
+
+    #[test]
+    fn ratios_beyond_the_double_range_and_renyi_orders() {
+        let s = |m| spec(m, Input::Prob);
+        let (p, q) = ([0.5, 0.5], [1e-310, 1.0 - 1e-310]);
+        let want = 0.5 * (0.5f64.ln() - 1e-310f64.ln()) + 0.5 * 0.5f64.ln();
+        for m in [Measure::Kl, Measure::Renyi(1.0), Measure::Alpha(1.0)] {
+            let got = one(&p, &q, s(m)).unwrap();
+            assert!((got - want).abs() < 1e-14 * want, "{m:?}: {got} vs {want}");
+        }
+        let got = one(
+            &[0.5, 0.5],
+            &[1e-100, 1.0 - 1e-100],
+            s(Measure::Renyi(10.0)),
+        )
+        .unwrap();
+        assert!((got - 229.488_345_765_449_08).abs() < 1e-12, "{got}");
+        // Next to order 1: KL + (α - 1) Var_p[ln p/q] / 2.
+        let (p, q) = ([0.2, 0.8], [0.5, 0.5]);
+        let d = [0.4f64.ln(), 1.6f64.ln()];
+        let kl = 0.2 * d[0] + 0.8 * d[1];
+        let var = 0.2 * d[0] * d[0] + 0.8 * d[1] * d[1] - kl * kl;
+        let e = f64::EPSILON;
+        let got = one(&p, &q, s(Measure::Renyi(1.0 + e))).unwrap();
+        assert!(
+            (got - (kl + 0.5 * e * var)).abs() < 1e-15 * kl,
+            "{got} vs {kl}"
+        );
     }
 
     #[test]
