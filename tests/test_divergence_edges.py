@@ -104,8 +104,17 @@ def test_other_measures_with_subnormal_masses(q0):
     assert got > 0 and not math.isnan(got)
 
 
-@pytest.mark.parametrize("fn", [divest.kl, divest.js, divest.hellinger, divest.tv, divest.chi2,
-                                lambda a, b, **k: divest.renyi(a, b, 2.0, **k)])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        divest.kl,
+        divest.js,
+        divest.hellinger,
+        divest.tv,
+        divest.chi2,
+        lambda a, b, **k: divest.renyi(a, b, 2.0, **k),
+    ],
+)
 def test_rows_with_subnormal_or_overflowing_sums(fn):
     p, q = np.array([1.0, 1.0]), np.array([1.0, 2.0])
     want = fn(p / 2, q / 3)
@@ -130,8 +139,10 @@ def test_renyi_large_order_does_not_overflow():
     assert math.isfinite(v) and abs(v - (1e5 + 0.0 / 3)) < 1e-6 * 1e5
 
 
-@pytest.mark.parametrize("alpha", [1 + 2.0**-52, 1 - 2.0**-53, 1 + 1e-12, 1 - 1e-9, 1 + 1e-5,
-                                   0.5, 0.9, 1.3, 1.5, 1.7, 2.5, 0.3])
+@pytest.mark.parametrize(
+    "alpha",
+    [1 + 2.0**-52, 1 - 2.0**-53, 1 + 1e-12, 1 - 1e-9, 1 + 1e-5, 0.5, 0.9, 1.3, 1.5, 1.7, 2.5, 0.3],
+)
 def test_renyi_against_mpmath_near_and_away_from_one(alpha):
     rng = np.random.default_rng(7)
     for _ in range(3):
@@ -155,8 +166,9 @@ def test_renyi_tends_to_kl_with_variance_correction():
     assert divest.renyi(p, q, 1 + e) > 0.0
 
 
-@pytest.mark.parametrize("alpha", [1 - 1e-10, 1 + 1e-10, -1 + 1e-10, -1 - 1e-10, 0.0, 0.7,
-                                   1.8, -0.4, -1.6])
+@pytest.mark.parametrize(
+    "alpha", [1 - 1e-10, 1 + 1e-10, -1 + 1e-10, -1 - 1e-10, 0.0, 0.7, 1.8, -0.4, -1.6]
+)
 def test_amari_alpha_near_plus_minus_one(alpha):
     rng = np.random.default_rng(3)
     p = rng.gamma(0.7, size=6)
@@ -191,10 +203,12 @@ def _samples(seed=0, n=25):
 def test_tiny_sigma_is_a_value_error(sigma, scale):
     x, y = _samples()
     x, y, sigma = x * scale, y * scale, sigma * scale
-    for call in (lambda: divest.mmd(x, y, sigma=sigma),
-                 lambda: divest.mmd(x, y, sigma=sigma, unbiased=False),
-                 lambda: divest.mmd(x, y, sigma=sigma * sigma / scale, kernel="laplacian"),
-                 lambda: divest.cs_divergence(x, y, sigma=sigma)):
+    for call in (
+        lambda: divest.mmd(x, y, sigma=sigma),
+        lambda: divest.mmd(x, y, sigma=sigma, unbiased=False),
+        lambda: divest.mmd(x, y, sigma=sigma * sigma / scale, kernel="laplacian"),
+        lambda: divest.cs_divergence(x, y, sigma=sigma),
+    ):
         with pytest.raises(ValueError, match="sigma"):
             call()
 
@@ -217,8 +231,7 @@ def _mmd_numpy(x, y, sigma, unbiased):
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     n, m = len(x), len(y)
     if unbiased:
-        return ((kxx.sum() - n) / (n * (n - 1)) + (kyy.sum() - m) / (m * (m - 1))
-                - 2 * kxy.mean())
+        return (kxx.sum() - n) / (n * (n - 1)) + (kyy.sum() - m) / (m * (m - 1)) - 2 * kxy.mean()
     return kxx.mean() + kyy.mean() - 2 * kxy.mean()
 
 
@@ -260,9 +273,11 @@ def test_fisher_merge_extreme_weights_and_fishers():
     np.testing.assert_allclose(got, want, rtol=1e-14)
     # Fishers near the top of the range, and zero Fishers with floor = 0.
     big = [f * 1e308 for f in fs]
-    np.testing.assert_allclose(divest.fisher_merge(ps, big, weights=[1, 2, 3], floor=0.0),
-                               divest.fisher_merge(ps, fs, weights=[1, 2, 3], floor=0.0),
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        divest.fisher_merge(ps, big, weights=[1, 2, 3], floor=0.0),
+        divest.fisher_merge(ps, fs, weights=[1, 2, 3], floor=0.0),
+        rtol=1e-13,
+    )
     zero = [np.zeros(5) for _ in range(3)]
     got = divest.fisher_merge(ps, zero, weights=[1, 2, 3], floor=0.0)
     np.testing.assert_allclose(got, (ps[0] + 2 * ps[1] + 3 * ps[2]) / 6, rtol=1e-13)
@@ -271,8 +286,9 @@ def test_fisher_merge_extreme_weights_and_fishers():
     hp = [p / top * 1.5e308 for p in ps]  # differences of ±1.5e308 overflow
     got = divest.fisher_merge(hp, fs)
     assert np.all(np.isfinite(got))
-    np.testing.assert_allclose(got, divest.fisher_merge([p / top for p in ps], fs) * 1.5e308,
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        got, divest.fisher_merge([p / top for p in ps], fs) * 1.5e308, rtol=1e-13
+    )
 
 
 @pytest.mark.parametrize("floor", [-1.0, math.nan, math.inf])

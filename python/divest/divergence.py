@@ -14,7 +14,8 @@
   contiguous axis, in which case the inputs are copied once into that layout).
 
 Conventions (those of ``scipy.special.rel_entr``): 0·log 0 = 0, and p > 0 where q = 0 gives
-``inf``. Identical inputs give exactly 0. The logarithmic divergences are accumulated as
+``inf`` (and only there: ratios p/q beyond the double range are formed in log space).
+A logarithm ``base`` must be a finite number greater than 1. Identical inputs give exactly 0. The logarithmic divergences are accumulated as
 sums of the non-negative terms ``p ln(p/q) - p + q`` (equal in total to the usual sum for
 normalised rows), so they are never negative and are exact for nearly identical inputs.
 """
@@ -113,7 +114,9 @@ def _log_base(base) -> float:
     sign of every divergence (and make square roots NaN), so it is rejected."""
     if base is None:
         return 1.0
-    if isinstance(base, (bool, np.bool_)) or not isinstance(base, (numbers.Real, np.floating, np.integer)):
+    if isinstance(base, (bool, np.bool_)) or not isinstance(
+        base, (numbers.Real, np.floating, np.integer)
+    ):
         raise TypeError(f"base must be a number greater than 1; got {type(base).__name__}")
     b = float(base)
     if not (np.isfinite(b) and b > 1):
@@ -135,8 +138,19 @@ def _rows(m: np.ndarray, batch: tuple, n_out: int, dtype):
     return rows, np.ascontiguousarray(np.broadcast_to(idx, batch)).reshape(-1)
 
 
-def _batched(p, q, measure: str, param: float, axis, keepdims, from_logits, log_input,
-             normalize, base=None, sqrt=False):
+def _batched(
+    p,
+    q,
+    measure: str,
+    param: float,
+    axis,
+    keepdims,
+    from_logits,
+    log_input,
+    normalize,
+    base=None,
+    sqrt=False,
+):
     kind = _input_kind(from_logits, log_input)
     if base is not None and measure not in _LOGARITHMIC:
         raise ValueError(f"base applies to logarithmic divergences only; {measure!r} has no base")
@@ -171,8 +185,9 @@ def _batched(p, q, measure: str, param: float, axis, keepdims, from_logits, log_
     prow, pidx = _rows(pm, batch, n_out, dtype)
     qrow, qidx = _rows(qm, batch, n_out, dtype)
     tol = SUM_TOL[np.dtype(dtype)]
-    out = _core.divergence_rows(prow, qrow, pidx, qidx, n_out, measure, float(param), kind,
-                                bool(normalize), tol)
+    out = _core.divergence_rows(
+        prow, qrow, pidx, qidx, n_out, measure, float(param), kind, bool(normalize), tol
+    )
     if lb != 1.0:
         out /= lb
     if sqrt:
@@ -184,15 +199,18 @@ def _batched(p, q, measure: str, param: float, axis, keepdims, from_logits, log_
     return out[()] if out.ndim == 0 else out
 
 
-def kl(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False,
-       normalize=False):
+def kl(
+    p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False
+):
     """Kullback-Leibler divergence KL(p‖q) = Σ p log(p/q) (a divergence, not a distance).
 
     In nats, or in units of ``base`` (``base=2``: bits). Equals
     ``scipy.special.rel_entr(p, q).sum(axis)`` and ``scipy.stats.entropy(p, q, axis=axis)``,
     and ``torch.nn.functional.kl_div(log q, log p, log_target=True, reduction="none").sum(-1)``
     with ``log_input=True``. 0·log 0 = 0; p > 0 where q = 0 gives ``inf``; identical rows
-    give exactly 0; the result is never negative.
+    give exactly 0; the result is never negative. A ratio p/q beyond the largest double
+    (``kl([.5, .5], [1e-310, 1 - 1e-310])`` = 356.2075...) is formed in log space, so
+    the result is finite wherever q > 0.
     {common}
     Returns
     -------
@@ -203,8 +221,9 @@ def kl(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input
     return _batched(p, q, "kl", 0.0, axis, keepdims, from_logits, log_input, normalize, base)
 
 
-def js(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False,
-       normalize=False):
+def js(
+    p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False
+):
     """Jensen-Shannon divergence ½ KL(p‖m) + ½ KL(q‖m), m = (p + q)/2 (a divergence).
 
     In nats (at most ln 2), or in units of ``base`` (at most 1 bit for ``base=2``). This is
@@ -221,8 +240,9 @@ def js(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input
     return _batched(p, q, "js", 0.0, axis, keepdims, from_logits, log_input, normalize, base)
 
 
-def js_distance(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False,
-                log_input=False, normalize=False):
+def js_distance(
+    p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False
+):
     """Jensen-Shannon distance sqrt(:func:`js`) (a metric).
 
     Equals ``scipy.spatial.distance.jensenshannon(p, q, base, axis=axis)`` where scipy is
@@ -233,12 +253,14 @@ def js_distance(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False,
     float or ndarray
         One value per pair of rows. Memory: the output, plus a few rows per thread.
     """
-    return _batched(p, q, "js", 0.0, axis, keepdims, from_logits, log_input, normalize, base,
-                    sqrt=True)
+    return _batched(
+        p, q, "js", 0.0, axis, keepdims, from_logits, log_input, normalize, base, sqrt=True
+    )
 
 
-def hellinger(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False,
-              log_input=False, normalize=False):
+def hellinger(
+    p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False
+):
     """Hellinger distance H(p, q) = sqrt(½ Σ (√p − √q)²) = sqrt(1 − Σ √(pq)) (a metric).
 
     Normalised to lie in [0, 1] (the ½ is included, and the square root is taken). Its
@@ -249,12 +271,14 @@ def hellinger(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False,
     float or ndarray
         One value per pair of rows. Memory: the output, plus a few rows per thread.
     """
-    return _batched(p, q, "hellinger", 0.0, axis, keepdims, from_logits, log_input, normalize,
-                    base, sqrt=True)
+    return _batched(
+        p, q, "hellinger", 0.0, axis, keepdims, from_logits, log_input, normalize, base, sqrt=True
+    )
 
 
-def tv(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False,
-       normalize=False):
+def tv(
+    p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False
+):
     """Total variation distance ½ Σ |p − q| (a metric, in [0, 1]).
 
     ``base`` does not apply (must be None).
@@ -267,8 +291,9 @@ def tv(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input
     return _batched(p, q, "tv", 0.0, axis, keepdims, from_logits, log_input, normalize, base)
 
 
-def chi2(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False,
-         normalize=False):
+def chi2(
+    p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False
+):
     """Pearson χ² divergence χ²(p‖q) = Σ (p − q)²/q (a divergence, not symmetric).
 
     p > 0 where q = 0 gives ``inf``. Equals ``scipy.stats.chisquare(p, q).statistic`` for
@@ -283,13 +308,29 @@ def chi2(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_inp
     return _batched(p, q, "chi2", 0.0, axis, keepdims, from_logits, log_input, normalize, base)
 
 
-def renyi(p, q, alpha, axis=-1, keepdims=False, base=None, *, from_logits=False,
-          log_input=False, normalize=False):
+def renyi(
+    p,
+    q,
+    alpha,
+    axis=-1,
+    keepdims=False,
+    base=None,
+    *,
+    from_logits=False,
+    log_input=False,
+    normalize=False,
+):
     """Rényi divergence of order alpha: log(Σ p^α q^(1−α)) / (α − 1) (a divergence).
 
     ``alpha`` >= 0; the limits are taken at α = 1 (:func:`kl`), α = 0 (−log Σ_{p>0} q) and
     α = ``inf`` (log max_{p>0} p/q). In nats or units of ``base``. Never negative;
-    identical rows give exactly 0.
+    identical rows give exactly 0. For |α − 1| <= 1/2 the sum is formed as
+    T = (Σ p^α q^(1−α) − 1)/(α − 1) from terms that tend to the KL terms (so next to α = 1,
+    e.g. α = 1 + 2⁻⁵², the value is KL + (α − 1)·Var_p[ln p/q]/2 to full precision) and
+    D = ln(1 + (α − 1)T)/(α − 1). Where Σ p^α q^(1−α) overflows (α > 1, e.g.
+    ``renyi([.5, .5], [1e-100, 1 - 1e-100], 10)`` = 229.488...) the row is summed in log
+    space instead; ``inf`` only where the value is infinite (q = 0 < p with α >= 1, or
+    disjoint supports).
     {common}
     Returns
     -------
@@ -303,7 +344,9 @@ def renyi(p, q, alpha, axis=-1, keepdims=False, base=None, *, from_logits=False,
 
 
 def _check_alpha(alpha, name) -> float:
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (numbers.Real, np.floating, np.integer)):
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(
+        alpha, (numbers.Real, np.floating, np.integer)
+    ):
         raise TypeError(f"{name} must be a real number; got {type(alpha).__name__}")
     a = float(alpha)
     if np.isnan(a):
@@ -311,8 +354,19 @@ def _check_alpha(alpha, name) -> float:
     return a
 
 
-def f_divergence(p, q, f, axis=-1, keepdims=False, base=None, *, alpha=None,
-                 from_logits=False, log_input=False, normalize=False):
+def f_divergence(
+    p,
+    q,
+    f,
+    axis=-1,
+    keepdims=False,
+    base=None,
+    *,
+    alpha=None,
+    from_logits=False,
+    log_input=False,
+    normalize=False,
+):
     """f-divergence D_f(p‖q) = Σ q f(p/q) for a named generator f (all are divergences).
 
     Generators (t = p/q; each f is convex with f(1) = 0):
@@ -333,8 +387,12 @@ def f_divergence(p, q, f, axis=-1, keepdims=False, base=None, *, alpha=None,
     ============  =====================================  ===============================
 
     The α-divergence needs ``alpha`` (any real; α → 1 gives KL(p‖q), α → −1 gives KL(q‖p),
-    α = 0 gives 4 H² = 2 Σ (√p − √q)²). ``base`` applies to kl, reverse_kl, js and jeffreys.
-    Each is computed from a form whose terms are non-negative, and is never negative.
+    α = 0 gives 4 H² = 2 Σ (√p − √q)²); for |α| <= 2 it is computed from terms that tend to
+    the KL terms, so it stays exact next to α = ±1. ``base`` applies to kl, reverse_kl, js
+    and jeffreys. Each is computed from a form whose terms are non-negative, and is never
+    negative. Ratios p/q beyond the double range are formed in log space (kl, reverse_kl,
+    jeffreys); chi2, neyman_chi2 and alpha with |α| > 1 return ``inf`` only where the value
+    itself exceeds the largest double.
     {common}
     Returns
     -------
@@ -404,7 +462,10 @@ def median_sigma(x, y) -> float:
     """The median heuristic: the median Euclidean distance over distinct pairs of the pooled
     sample x ∪ y. With more than ``MEDIAN_SUBSAMPLE`` (1000) pooled points it is computed
     on 1000 of them drawn without replacement with ``numpy.random.default_rng(0)``, so the
-    result is deterministic. Memory: one 1000 × 1000 distance matrix at most."""
+    result is deterministic. The distances are computed in units of a power of two near
+    the data's magnitude, so data near 1e300 or subnormal data neither overflow nor
+    underflow. Memory: float64 copies of x and y, and one 1000 × 1000 distance matrix at
+    most."""
     xa = as_points(x, "x")
     ya = as_points(y, "y", d=xa.shape[1])
     c = _pow2_scale(xa, ya)
@@ -498,16 +559,25 @@ def mmd(x, y, sigma=None, kernel="gaussian", unbiased=True, *, check_finite=True
     Kernels: "gaussian" k = exp(−‖x − y‖²/(2σ²)); "laplacian" k = exp(−‖x − y‖/σ).
     ``sigma=None`` uses :func:`median_sigma` (median pooled pairwise distance; fixed-seed
     subsample of 1000 points for larger inputs). Computed on the pairwise engine as three
-    log-sum-exp passes ((x, x), (y, y), (x, y)); memory O((n + m)·d), never an n×m matrix.
-    Matches a brute-force NumPy evaluation of the same formula.
+    log-sum-exp passes ((x, x), (y, y), (x, y)); memory O((n + m)·d) (a few float64 copies
+    of the samples), never an n×m matrix. Matches a brute-force NumPy evaluation of the
+    same formula.
+
+    The samples are divided by powers of two (exactly) and centred, so data near 1e300 or
+    subnormal data give the value of the same data at unit scale (σ scaled alike). A σ so
+    large that every kernel value is 1 to double precision gives 0.0; a σ so small relative
+    to the spread of the data that every kernel value between distinct points underflows
+    (½·diameter²/σ² above 1e17, or diameter/σ for the Laplacian) is a ValueError.
     """
     if kernel not in ("gaussian", "laplacian"):
         raise ValueError(f"kernel must be 'gaussian' or 'laplacian'; got {kernel!r}")
     xc, yc, c = _two_samples(x, y, check_finite)
     n, m = len(xc), len(yc)
     if unbiased and (n < 2 or m < 2):
-        raise ValueError("unbiased=True needs at least 2 points in each sample; "
-                         "pass unbiased=False or more points")
+        raise ValueError(
+            "unbiased=True needs at least 2 points in each sample; "
+            "pass unbiased=False or more points"
+        )
     scale = _kernel_scale(_sigma(sigma, xc, yc, c), sigma, kernel, xc, yc)
     if (not unbiased and _same(xc, yc)) or scale < 1e-290:
         return 0.0
@@ -529,7 +599,8 @@ def cs_divergence(x, y, sigma=None, *, check_finite=True) -> float:
     Cauchy-Schwarz divergence −log(∫p̂q̂)² / (∫p̂² ∫q̂²) between the Gaussian KDEs of x and
     y with bandwidth σ/√2, and tends to that between p and q smoothed by N(0, σ²/2 I).
     ``sigma=None`` uses :func:`median_sigma`. Identical samples give exactly 0. Memory
-    O((n + m)·d) through the pairwise engine (three log-sum-exp passes).
+    O((n + m)·d) through the pairwise engine (three log-sum-exp passes, on a few float64
+    copies of the samples). Magnitudes and the range of σ are handled as in :func:`mmd`.
     """
     xc, yc, c = _two_samples(x, y, check_finite)
     scale = _kernel_scale(_sigma(sigma, xc, yc, c), sigma, "gaussian", xc, yc)
@@ -601,7 +672,9 @@ def _fmean(v) -> float:
 def _check_k(k, n, what):
     k = check_int(k, "k", minimum=1)
     if k >= n:
-        raise ValueError(f"k must be smaller than the number of points in {what} ({n}); got k = {k}")
+        raise ValueError(
+            f"k must be smaller than the number of points in {what} ({n}); got k = {k}"
+        )
     return k
 
 
@@ -611,7 +684,10 @@ def knn_entropy(x, k=3, *, base=None, algorithm="auto", check_finite=True) -> fl
     H = ψ(n) − ψ(k) + log c_d + (d/n) Σ_i log ρ_k(i), with ρ_k(i) the Euclidean distance
     from x_i to its k-th nearest neighbour and c_d = π^(d/2)/Γ(d/2 + 1) the volume of the
     unit ball. In nats, or units of ``base``. Equals scipy cKDTree-based implementations
-    of the same formula. Memory O(n·(d + k)).
+    of the same formula. The points are divided by a power of two c near their magnitude
+    (exact) and the estimate shifted by d·ln c, so data near 1e300 or subnormal data give
+    the unit-scale estimate plus d·ln(scale). Memory O(n·(d + k)): a float64 copy of x,
+    the neighbour distances and indices.
 
     {alg}
 
@@ -625,8 +701,13 @@ def knn_entropy(x, k=3, *, base=None, algorithm="auto", check_finite=True) -> fl
     d2, _ = _core.knn_sq_dists(xc, xc, k, True, algorithm=algorithm)
     log_cd = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
     # In units of c: ρ = c·ρ', so Σ log ρ = Σ log ρ' + n·ln c.
-    h = (_digamma_int(n) - _digamma_int(k) + log_cd
-         + 0.5 * d * _fmean(np.log(d2[:, k - 1])) + d * log_c)
+    h = (
+        _digamma_int(n)
+        - _digamma_int(k)
+        + log_cd
+        + 0.5 * d * _fmean(np.log(d2[:, k - 1]))
+        + d * log_c
+    )
     return float(h / lb)
 
 
@@ -637,7 +718,9 @@ def knn_kl(x, y, k=3, *, base=None, algorithm="auto", check_finite=True) -> floa
     to its k-th nearest neighbour among the other x, and ν_k(i) to its k-th nearest among
     y. A divergence (consistent for KL; the estimate itself may be slightly negative). In
     nats or units of ``base``. Equals the usual scipy cKDTree implementation of the same
-    formula. Memory O((n + m)·d + n·k).
+    formula. x and y are divided by one power of two (the estimate does not change), so
+    data near 1e300 or subnormal data give the unit-scale estimate. Memory
+    O((n + m)·d + n·k): float64 copies of x and y, the neighbour distances and indices.
 
     {alg}
 
@@ -700,7 +783,9 @@ def knn_mi(x, y, k=3, variant=1, *, base=None, algorithm="auto", check_finite=Tr
     ya = as_points(y, "y", check_finite=check_finite)
     n = len(xa)
     if len(ya) != n:
-        raise ValueError(f"x and y must be paired samples of the same length; got {n} and {len(ya)}")
+        raise ValueError(
+            f"x and y must be paired samples of the same length; got {n} and {len(ya)}"
+        )
     # One scale for x and y: the joint max-distance, and so the estimate, is unchanged.
     (xc, yc), _ = _knn_scaled(xa, ya, pooled=False)
     k = _check_k(k, n, "x")
@@ -709,13 +794,19 @@ def knn_mi(x, y, k=3, variant=1, *, base=None, algorithm="auto", check_finite=Tr
         eps2 = d2[:, k - 1] * (1 - _RADIUS_MARGIN)
         nx = _core.count_within(xc, eps2, True, algorithm)
         ny = _core.count_within(yc, eps2, True, algorithm)
-        val = _digamma_int(k) + _digamma_int(n) - _fmean(_digamma_int(nx + 1) + _digamma_int(ny + 1))
+        val = (
+            _digamma_int(k) + _digamma_int(n) - _fmean(_digamma_int(nx + 1) + _digamma_int(ny + 1))
+        )
     else:
         ex2, ey2 = _ksg2_radii(xc, yc, k, algorithm)
         nx = _core.count_within(xc, ex2 * (1 + _RADIUS_MARGIN), False, algorithm)
         ny = _core.count_within(yc, ey2 * (1 + _RADIUS_MARGIN), False, algorithm)
-        val = (_digamma_int(k) - 1.0 / k + _digamma_int(n)
-               - _fmean(_digamma_int(nx) + _digamma_int(ny)))
+        val = (
+            _digamma_int(k)
+            - 1.0 / k
+            + _digamma_int(n)
+            - _fmean(_digamma_int(nx) + _digamma_int(ny))
+        )
     return float(val / lb)
 
 
@@ -741,8 +832,7 @@ def _ksg2_radii(xc, yc, k, algorithm):
     distances (O(r·n·(dx + dy)) time for r tied rows, O(2**20) extra memory)."""
     n = len(xc)
     # Points at joint distance zero (duplicates in both blocks) are never neighbours.
-    _, inv, counts = np.unique(np.hstack([xc, yc]), axis=0, return_inverse=True,
-                               return_counts=True)
+    _, inv, counts = np.unique(np.hstack([xc, yc]), axis=0, return_inverse=True, return_counts=True)
     positive = n - counts[inv.ravel()]  # points at positive joint distance, per row
     if k + 1 <= positive.min():
         d2, idx = _core.knn_sq_dists(xc, xc, k + 1, True, yc, yc, algorithm=algorithm)
@@ -759,7 +849,7 @@ def _ksg2_radii(xc, yc, k, algorithm):
         tied = np.flatnonzero(positive > k)
     step = max(1, _TIE_TILE_ELEMENTS // max(n, 1))
     for s0 in range(0, len(tied), step):
-        rows = tied[s0:s0 + step]
+        rows = tied[s0 : s0 + step]
         dx2 = _sq_dists_to_all(xc, rows)
         dy2 = _sq_dists_to_all(yc, rows)
         j2 = np.maximum(dx2, dy2)
@@ -780,8 +870,9 @@ del _fn
 def _as_list(x, name):
     if isinstance(x, (list, tuple)):
         return list(x)
-    raise TypeError(f"{name} must be a list of arrays or a list of dicts of arrays; "
-                    f"got {type(x).__name__}")
+    raise TypeError(
+        f"{name} must be a list of arrays or a list of dicts of arrays; got {type(x).__name__}"
+    )
 
 
 def _merge_arrays(ps, fs, w, floor, key):
@@ -791,9 +882,13 @@ def _merge_arrays(ps, fs, w, floor, key):
     shape = arrs[0].shape
     for i, (a, f) in enumerate(zip(arrs, fis)):
         if a.shape != shape:
-            raise ValueError(f"params[{i}]{label} has shape {a.shape}; params[0]{label} has {shape}")
+            raise ValueError(
+                f"params[{i}]{label} has shape {a.shape}; params[0]{label} has {shape}"
+            )
         if f.shape != shape:
-            raise ValueError(f"fishers[{i}]{label} has shape {f.shape}; expected {shape} like its parameter")
+            raise ValueError(
+                f"fishers[{i}]{label} has shape {f.shape}; expected {shape} like its parameter"
+            )
         if f.size and f.min() < 0:
             raise ValueError(f"fishers[{i}]{label} has negative entries; a diagonal Fisher is >= 0")
     dtype = np.float32 if all(a.dtype == np.float32 for a in arrs) else np.float64
@@ -819,7 +914,9 @@ def _merge_arrays(ps, fs, w, floor, key):
 
 
 def _check_floor(floor, upper):
-    if isinstance(floor, (bool, np.bool_)) or not isinstance(floor, (numbers.Real, np.floating, np.integer)):
+    if isinstance(floor, (bool, np.bool_)) or not isinstance(
+        floor, (numbers.Real, np.floating, np.integer)
+    ):
         raise TypeError(f"floor must be a non-negative number; got {type(floor).__name__}")
     fl = float(floor)
     ok = math.isfinite(fl) and fl >= 0 and (upper is None or fl <= upper)
@@ -861,14 +958,18 @@ def fisher_merge(params, fishers, weights=None, floor=1e-6):
     if not ps:
         raise ValueError("params is empty; pass at least one model")
     if len(fs) != len(ps):
-        raise ValueError(f"fishers has {len(fs)} entries but params has {len(ps)}; pass one per model")
+        raise ValueError(
+            f"fishers has {len(fs)} entries but params has {len(ps)}; pass one per model"
+        )
     fl = _check_floor(floor, upper=None)
     if weights is None:
         w = np.ones(len(ps))
     else:
         w = as_float_array(weights, "weights").astype(np.float64).ravel()
         if w.shape != (len(ps),):
-            raise ValueError(f"weights must have one entry per model ({len(ps)}); got shape {w.shape}")
+            raise ValueError(
+                f"weights must have one entry per model ({len(ps)}); got shape {w.shape}"
+            )
         if (w < 0).any() or not w.max() > 0:
             raise ValueError("weights must be non-negative with a positive sum")
         # Only ratios matter: divided by the largest, weights near 1e308 (whose sum
@@ -881,8 +982,10 @@ def fisher_merge(params, fishers, weights=None, floor=1e-6):
                 raise ValueError(f"params[{i}] must be a dict with the keys of params[0]")
             if not isinstance(f, dict) or set(f) != set(keys):
                 raise ValueError(f"fishers[{i}] must be a dict with the keys of params[0]")
-        return {key: _merge_arrays([p[key] for p in ps], [f[key] for f in fs], w, fl, key)
-                for key in keys}
+        return {
+            key: _merge_arrays([p[key] for p in ps], [f[key] for f in fs], w, fl, key)
+            for key in keys
+        }
     return _merge_arrays(ps, fs, w, fl, None)
 
 
@@ -906,13 +1009,16 @@ def fisher_weighted_svd(W, fisher, rank, axis=0, floor=1e-8):
     Returns
     -------
     (A, B) : ndarrays of shapes (m, rank) and (rank, n), float32 for float32 W.
-    Memory: one SVD of an m × n matrix (NumPy/LAPACK).
+    Memory: float64 copies of W and fisher, the weighted W, and one SVD of an m × n
+    matrix (NumPy/LAPACK).
     """
     w = as_float_array(W, "W")
     if w.ndim != 2:
         raise ValueError(f"W must be a 2-D matrix; got shape {w.shape}")
     if axis not in (0, 1, -1, -2):
-        raise ValueError(f"axis must be 0 (weights per row) or 1 (weights per column); got {axis!r}")
+        raise ValueError(
+            f"axis must be 0 (weights per row) or 1 (weights per column); got {axis!r}"
+        )
     ax = axis % 2
     f = as_float_array(fisher, "fisher").astype(np.float64)
     fmax = float(f.max()) if f.size else 0.0
@@ -923,8 +1029,10 @@ def fisher_weighted_svd(W, fisher, rank, axis=0, floor=1e-8):
     elif f.shape == (w.shape[ax],):
         s = f
     else:
-        raise ValueError(f"fisher must have W's shape {w.shape} or shape ({w.shape[ax]},) "
-                         f"(summed along the other axis); got {f.shape}")
+        raise ValueError(
+            f"fisher must have W's shape {w.shape} or shape ({w.shape[ax]},) "
+            f"(summed along the other axis); got {f.shape}"
+        )
     if s.size and s.min() < 0:
         raise ValueError("fisher must be non-negative")
     r = check_int(rank, "rank", minimum=1)

@@ -566,9 +566,9 @@ fn expm1_excess_ratio(x: f64) -> f64 {
 /// T(e) = Σ_j [p e^(e·d) - q - (1 + e)(p - q)] / e with d = ln(p/q), for 0 < |e| <= 0.5:
 /// the tilted sum behind the Rényi (e = α - 1) and Amari (e = (α - 1)/2) divergences. Each
 /// term equals kl_term(p, q) + p·d·(e^(ed) - 1 - ed)/(ed), so T → KL(p‖q) as e → 0 with
-/// full relative precision (the direct form loses everything at |e| ~ 1e-16). Terms are
-/// >= 0. Returns inf where the exact value is infinite (q = 0 < p with e > 0) and may return
-/// inf where an exponential overflows (callers then fall back to log space).
+/// full relative precision (the direct form loses everything at |e| ~ 1e-16). No term is
+/// negative. Returns inf where the exact value is infinite (q = 0 < p with e > 0) and may
+/// return inf where an exponential overflows (callers then fall back to log space).
 fn tilted_kl<M: Fma>(e: f64, log: bool, px: &[f64], py: &[f64], lx: &[f64], ly: &[f64]) -> f64 {
     let mut s = 0.0;
     for j in 0..px.len() {
