@@ -359,6 +359,20 @@ def test_ksg2_is_permutation_invariant_under_ties(algorithm):
     assert abs(divest.knn_mi(x[perm], y[perm], k=3, variant=1, algorithm=algorithm) - b1) < 1e-12
 
 
+@pytest.mark.parametrize("max_k", [0, 8, 4096])
+def test_ksg2_tie_search_paths_agree(monkeypatch, max_k):
+    # max_k = 0: every tied row by the tiled brute-force scan; 8: widened kNN searches
+    # first, then the scan; 4096: widened searches only.
+    monkeypatch.setattr(divest.divergence, "_TIE_MAX_K", max_k)
+    rng = np.random.default_rng(12)
+    n = 90
+    x = rng.integers(0, 4, size=(n, 1)).astype(float)
+    y = (x + rng.integers(0, 4, size=(n, 1))).astype(float)
+    for k in (1, 3, 6):
+        got = divest.knn_mi(x, y, k=k, variant=2)
+        assert abs(got - _ksg2_bruteforce(x, y, k)) < 1e-12, (max_k, k)
+
+
 def test_ksg2_ties_in_two_dimensions_match_bruteforce():
     rng = np.random.default_rng(11)
     n = 60

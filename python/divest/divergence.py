@@ -812,6 +812,10 @@ def knn_mi(x, y, k=3, variant=1, *, base=None, algorithm="auto", check_finite=Tr
 
 #: Rows per tile when KSG-2 resolves ties at the joint radius by brute force.
 _TIE_TILE_ELEMENTS = 1 << 20
+#: Neighbours per chunk, and the most neighbours per row, when KSG-2 widens its search
+#: over rows with ties at the joint radius.
+_TIE_CHUNK_ELEMENTS = 1 << 22
+_TIE_MAX_K = 4096
 
 
 def _sq_dists_to_all(a, rows):
@@ -827,9 +831,11 @@ def _ksg2_radii(xc, yc, k, algorithm):
     neighbour set by values, with all points tied at the radius included, makes the result
     independent of the order of the rows (breaking ties by index does not).
 
-    Cost: one joint kNN search for k + 1 neighbours; for the rows where the (k + 1)-th
-    neighbour ties the k-th, a brute-force scan of all n points in tiles of about 2**20
-    distances (O(r·n·(dx + dy)) time for r tied rows, O(2**20) extra memory)."""
+    Cost: one joint kNN search for k + 1 neighbours. The r rows where the (k + 1)-th
+    neighbour ties the k-th are searched again for 2(k + 1), 4(k + 1), ... neighbours until
+    the last one lies beyond the radius (in chunks of at most about 2**22 neighbours);
+    rows whose ties run past 4096 neighbours are finished by a brute-force scan of all n
+    points in tiles of about 2**20 distances (O(n·(dx + dy)) time per such row)."""
     n = len(xc)
     # Points at joint distance zero (duplicates in both blocks) are never neighbours.
     _, inv, counts = np.unique(np.hstack([xc, yc]), axis=0, return_inverse=True, return_counts=True)
@@ -847,6 +853,39 @@ def _ksg2_radii(xc, yc, k, algorithm):
         ey2 = np.max(((yc[:, None, :] - yc[idx]) ** 2).sum(-1), axis=1)
         # Rows with exactly k points at positive distance have no further candidates.
         tied = np.flatnonzero(positive > k)
+    thr2 = eps2 * (1 + _RADIUS_MARGIN)
+    kk = 2 * (k + 1)
+    while tied.size and kk <= _TIE_MAX_K:
+        kq = min(kk, int(positive[tied].min()))
+        step = max(1, _TIE_CHUNK_ELEMENTS // kq)
+        done = []
+        for s0 in range(0, len(tied), step):
+            rows = tied[s0 : s0 + step]
+            # same=False: the point itself (distance 0) is skipped like any duplicate.
+            d2t, idt = _core.knn_sq_dists(
+                np.ascontiguousarray(xc[rows]),
+                xc,
+                kq,
+                False,
+                np.ascontiguousarray(yc[rows]),
+                yc,
+                algorithm=algorithm,
+            )
+            t = thr2[rows]
+            fin = (d2t[:, -1] > t) | (positive[rows] <= kq)
+            rf = rows[fin]
+            if rf.size:
+                inside = d2t[fin] <= t[fin][:, None]
+                idf = idt[fin]
+                dx2 = ((xc[rf][:, None, :] - xc[idf]) ** 2).sum(-1)
+                dy2 = ((yc[rf][:, None, :] - yc[idf]) ** 2).sum(-1)
+                ex2[rf] = np.max(np.where(inside, dx2, 0.0), axis=1)
+                ey2[rf] = np.max(np.where(inside, dy2, 0.0), axis=1)
+                done.append(rf)
+        if done:
+            tied = np.setdiff1d(tied, np.concatenate(done), assume_unique=True)
+        if kq == kk:
+            kk *= 2
     step = max(1, _TIE_TILE_ELEMENTS // max(n, 1))
     for s0 in range(0, len(tied), step):
         rows = tied[s0 : s0 + step]
