@@ -154,6 +154,14 @@ def test_renyi_against_mpmath_near_and_away_from_one(alpha):
         close(divest.renyi(np.log(p), np.log(q), alpha, log_input=True), want, 1e-12)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.2, 0.5, 0.9, 1 - 1e-12, 1.0, 2.0])
+def test_renyi_of_a_point_mass_is_minus_log_q(alpha):
+    # p = δ_0: D_α = −ln q_0 for every order; Σ p^α q^(1−α) = q_0^(1−α) is far below 1.
+    for q0 in (4.9e-14, 1e-200, 3e-5):
+        q = np.array([q0, 1 - q0])
+        close(divest.renyi([1.0, 0.0], q, alpha), -math.log(q0), 1e-14)
+
+
 def test_renyi_tends_to_kl_with_variance_correction():
     p = np.array([0.2, 0.8])
     q = np.array([0.5, 0.5])
@@ -452,3 +460,47 @@ def test_empty_and_single_sample_are_value_errors():
     # One point per sample: the V-statistic and CS divergence exist.
     v = divest.mmd([[0.0]], [[1.0]], sigma=1.0, unbiased=False)
     close(v, 2 - 2 * math.exp(-0.5), 1e-14)
+
+
+# ------------------------------------------------------------------ property tests
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+_MASS = st.one_of(
+    st.just(0.0),
+    st.sampled_from([5e-324, 1e-310, 1e-200, 1e-100]),
+    st.floats(1e-6, 1.0),
+)
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(
+    st.integers(1, 6).flatmap(
+        lambda k: st.tuples(
+            st.lists(_MASS, min_size=k, max_size=k), st.lists(_MASS, min_size=k, max_size=k)
+        )
+    )
+)
+def test_discrete_family_properties(pq):
+    p, q = (np.array(v) for v in pq)
+    hypothesis.assume(p.sum() > 0 and q.sum() > 0)
+    p, q = p / p.sum(), q / q.sum()
+    hypothesis.assume(abs(p.sum() - 1) < 1e-9 and abs(q.sum() - 1) < 1e-9)
+    for f in divest.divergence.F_DIVERGENCES:
+        kw = {"alpha": 0.4} if f == "alpha" else {}
+        v = divest.f_divergence(p, q, f, normalize=True, **kw)
+        assert not math.isnan(v) and v >= 0, (f, v)
+        assert divest.f_divergence(p, p, f, normalize=True, **kw) == 0.0, f
+    for sym in ("js", "hellinger", "tv", "jeffreys", "triangular"):
+        a = divest.f_divergence(p, q, sym, normalize=True)
+        b = divest.f_divergence(q, p, sym, normalize=True)
+        assert a == b or abs(a - b) <= 1e-12 * max(a, b), sym
+    # The Rényi divergence is non-decreasing in its order, through α = 1.
+    orders = [0.0, 0.5, 1 - 1e-12, 1.0, 1 + 1e-12, 2.0, 10.0, math.inf]
+    vals = [divest.renyi(p, q, a, normalize=True) for a in orders]
+    for a, v in zip(orders, vals):
+        assert not math.isnan(v) and v >= 0, (a, v)
+        assert divest.renyi(p, p, a, normalize=True) == 0.0
+    for lo, hi in zip(vals, vals[1:]):
+        assert hi == math.inf if lo == math.inf else hi >= lo - 1e-9 * max(1.0, lo), vals

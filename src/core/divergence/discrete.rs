@@ -634,6 +634,44 @@ fn renyi_log_space<M: Fma>(
     (zmax + acc.ln() / e).max(0.0)
 }
 
+/// Rényi divergence of order α < 1 from ln S, S = Σ p^α q^(1-α) summed by log-sum-exp of
+/// m_j = ln p_j + (α - 1) ln(p_j/q_j): for rows where S is far below 1, so that forming
+/// S - 1 first would lose the relative precision of S. Disjoint supports give inf.
+fn renyi_below_one<M: Fma>(
+    alpha: f64,
+    log: bool,
+    px: &[f64],
+    py: &[f64],
+    lx: &[f64],
+    ly: &[f64],
+) -> f64 {
+    let e = alpha - 1.0;
+    let m = |j: usize| -> Option<f64> {
+        let (lp, lq) = logs(log, px, py, lx, ly, j);
+        if lp == f64::NEG_INFINITY || lq == f64::NEG_INFINITY {
+            None // p^α q^(1-α) = 0 for 0 < α < 1
+        } else {
+            Some(lp + e * log_ratio::<M>(log, px[j], py[j], lp, lq))
+        }
+    };
+    let mut mx = f64::NEG_INFINITY;
+    for j in 0..px.len() {
+        if let Some(v) = m(j) {
+            mx = mx.max(v);
+        }
+    }
+    if mx == f64::NEG_INFINITY {
+        return f64::INFINITY;
+    }
+    let mut acc = 0.0;
+    for j in 0..px.len() {
+        if let Some(v) = m(j) {
+            acc += (v - mx).exp();
+        }
+    }
+    ((mx + acc.ln()) / e).max(0.0)
+}
+
 fn renyi_value<M: Fma>(
     alpha: f64,
     log: bool,
@@ -644,15 +682,18 @@ fn renyi_value<M: Fma>(
 ) -> f64 {
     let n = px.len();
     if alpha == 0.0 {
-        // -ln Σ_{p>0} q = -ln(1 - Σ_{p=0} q).
-        let mut z = 0.0;
+        // -ln Σ_{p>0} q = -ln(1 - Σ_{p=0} q), whichever sum is smaller (no cancellation).
+        let (mut z, mut w) = (0.0, 0.0);
         for j in 0..n {
             let (lp, _) = logs(log, px, py, lx, ly, j);
             if lp == f64::NEG_INFINITY {
                 z += py[j];
+            } else {
+                w += py[j];
             }
         }
-        return (-(-z).ln_1p()).max(0.0);
+        let r = if w < 0.5 { -w.ln() } else { -(-z).ln_1p() };
+        return r.max(0.0);
     }
     if alpha == f64::INFINITY {
         let mut m = f64::NEG_INFINITY;
@@ -688,6 +729,10 @@ fn renyi_value<M: Fma>(
             };
         }
         let x = (e * t).max(-1.0);
+        if x < -0.5 {
+            // Σ p^α q^(1-α) is far below 1: ln of the sum itself, not ln(1 + (S - 1)).
+            return renyi_below_one::<M>(alpha, log, px, py, lx, ly);
+        }
         let r = if x == 0.0 { t } else { x.ln_1p() / x * t };
         return if r > 0.0 { r } else { 0.0 };
     }
@@ -725,6 +770,9 @@ fn renyi_value<M: Fma>(
     if !s.is_finite() {
         // Σ p^α q^(1-α) overflowed (only possible for α > 1): redo the row in log space.
         return renyi_log_space::<M>(alpha, log, px, py, lx, ly);
+    }
+    if s < -0.5 {
+        return renyi_below_one::<M>(alpha, log, px, py, lx, ly);
     }
     let r = s.ln_1p() / (alpha - 1.0);
     if r > 0.0 {
