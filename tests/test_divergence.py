@@ -60,8 +60,9 @@ def test_kl_and_js_match_scipy_on_batches_with_zeros():
     np.testing.assert_allclose(divest.kl(p, q), rel_entr(p, q).sum(-1), rtol=1e-13)
     np.testing.assert_allclose(divest.kl(p, q, base=2), entropy(p, q, base=2, axis=-1), rtol=1e-13)
     np.testing.assert_allclose(divest.js_distance(p, q), jensenshannon(p, q, axis=-1), rtol=1e-13)
-    np.testing.assert_allclose(divest.js_distance(p, q, base=2),
-                               jensenshannon(p, q, base=2, axis=-1), rtol=1e-13)
+    np.testing.assert_allclose(
+        divest.js_distance(p, q, base=2), jensenshannon(p, q, base=2, axis=-1), rtol=1e-13
+    )
     np.testing.assert_allclose(divest.js(p, q), jensenshannon(p, q, axis=-1) ** 2, rtol=1e-12)
     # q with zeros where p > 0 gives inf, like rel_entr.
     assert divest.kl([0.5, 0.5], [1.0, 0.0]) == np.inf
@@ -80,10 +81,13 @@ def test_axis_keepdims_and_broadcasting():
     one = dirichlet(rng, (), 6)
     np.testing.assert_allclose(divest.tv(one, q[0]), 0.5 * np.abs(one - q[0]).sum(-1), rtol=1e-13)
     pt = np.moveaxis(p * np.ones((3, 4, 6)), -1, 0)  # (6, 3, 4), not contiguous along axis 0
-    np.testing.assert_allclose(divest.kl(pt, np.moveaxis(q * np.ones((3, 4, 6)), -1, 0), axis=0),
-                               want, rtol=1e-13)
+    np.testing.assert_allclose(
+        divest.kl(pt, np.moveaxis(q * np.ones((3, 4, 6)), -1, 0), axis=0), want, rtol=1e-13
+    )
     assert divest.kl(p, q, keepdims=True).shape == (3, 4, 1)
-    assert divest.kl(pt, np.moveaxis(q * np.ones((3, 4, 6)), -1, 0), axis=0, keepdims=True).shape == (1, 3, 4)
+    assert divest.kl(
+        pt, np.moveaxis(q * np.ones((3, 4, 6)), -1, 0), axis=0, keepdims=True
+    ).shape == (1, 3, 4)
     assert isinstance(divest.kl(one, one), float)
 
 
@@ -96,11 +100,17 @@ def test_poisson_closed_forms():
         assert divest.renyi(p, q, al, normalize=True) == pytest.approx(want, rel=1e-11)
     h2 = 1 - math.exp(-0.5 * (math.sqrt(a) - math.sqrt(b)) ** 2)
     assert divest.hellinger(p, q, normalize=True) == pytest.approx(math.sqrt(h2), rel=1e-12)
-    assert divest.chi2(p, q, normalize=True) == pytest.approx(math.exp((a - b) ** 2 / b) - 1, rel=1e-11)
+    assert divest.chi2(p, q, normalize=True) == pytest.approx(
+        math.exp((a - b) ** 2 / b) - 1, rel=1e-11
+    )
     # The same through log-probabilities and logits (shifted by an arbitrary constant).
     lp, lq = np.log(p), np.log(q)
-    assert divest.kl(lp, lq, log_input=True, normalize=True) == pytest.approx(a * math.log(a / b) - a + b, rel=1e-12)
-    assert divest.kl(lp + 3.0, lq - 40.0, from_logits=True) == pytest.approx(a * math.log(a / b) - a + b, rel=1e-12)
+    assert divest.kl(lp, lq, log_input=True, normalize=True) == pytest.approx(
+        a * math.log(a / b) - a + b, rel=1e-12
+    )
+    assert divest.kl(lp + 3.0, lq - 40.0, from_logits=True) == pytest.approx(
+        a * math.log(a / b) - a + b, rel=1e-12
+    )
 
 
 def test_hand_values():
@@ -114,7 +124,8 @@ def test_hand_values():
     assert divest.renyi(q, p, 0) == 0.0  # supp p ⊂ supp q
     assert divest.renyi([0.0, 0.3, 0.7], [0.2, 0.4, 0.4], np.inf) == pytest.approx(math.log(1.75))
     assert divest.f_divergence([0.2, 0.8], [0.5, 0.5], "triangular") == pytest.approx(
-        0.09 / 0.7 + 0.09 / 1.3)
+        0.09 / 0.7 + 0.09 / 1.3
+    )
 
 
 def test_f_divergences_match_definitions_and_named_functions():
@@ -127,13 +138,18 @@ def test_f_divergences_match_definitions_and_named_functions():
         np.testing.assert_allclose(got, f_numpy(name, p, q, **kw), rtol=1e-11, err_msg=name)
         assert np.all(divest.f_divergence(p, p, name, **kw) == 0.0)
     for al in (-3.0, 2.5):
-        np.testing.assert_allclose(divest.f_divergence(p, q, "alpha", alpha=al),
-                                   f_numpy("alpha", p, q, al), rtol=1e-11)
-    np.testing.assert_allclose(divest.f_divergence(p, q, "alpha", alpha=1), divest.kl(p, q), rtol=1e-13)
-    np.testing.assert_allclose(divest.f_divergence(p, q, "alpha", alpha=0),
-                               4 * divest.hellinger(p, q) ** 2, rtol=1e-12)
-    np.testing.assert_allclose(divest.f_divergence(p, q, "jeffreys"),
-                               divest.kl(p, q) + divest.kl(q, p), rtol=1e-12)
+        np.testing.assert_allclose(
+            divest.f_divergence(p, q, "alpha", alpha=al), f_numpy("alpha", p, q, al), rtol=1e-11
+        )
+    np.testing.assert_allclose(
+        divest.f_divergence(p, q, "alpha", alpha=1), divest.kl(p, q), rtol=1e-13
+    )
+    np.testing.assert_allclose(
+        divest.f_divergence(p, q, "alpha", alpha=0), 4 * divest.hellinger(p, q) ** 2, rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        divest.f_divergence(p, q, "jeffreys"), divest.kl(p, q) + divest.kl(q, p), rtol=1e-12
+    )
     np.testing.assert_allclose(divest.renyi(p, q, 1), divest.kl(p, q), rtol=1e-13)
     np.testing.assert_allclose(divest.renyi(p, q, 0.999999), divest.kl(p, q), rtol=1e-5)
 
@@ -175,8 +191,12 @@ def test_logits_match_numpy_softmax_reference_and_float32():
     z2 = rng.standard_normal((64, 3000)) * 3
     lp, lq = log_softmax(z1, -1), log_softmax(z2, -1)
     p, q = np.exp(lp), np.exp(lq)
-    np.testing.assert_allclose(divest.kl(z1, z2, from_logits=True), (p * (lp - lq)).sum(-1), rtol=1e-12)
-    np.testing.assert_allclose(divest.kl(lp, lq, log_input=True), (p * (lp - lq)).sum(-1), rtol=1e-12)
+    np.testing.assert_allclose(
+        divest.kl(z1, z2, from_logits=True), (p * (lp - lq)).sum(-1), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        divest.kl(lp, lq, log_input=True), (p * (lp - lq)).sum(-1), rtol=1e-12
+    )
     np.testing.assert_allclose(divest.js(z1, z2, from_logits=True), divest.js(p, q), rtol=1e-12)
     np.testing.assert_allclose(divest.tv(z1, z2, from_logits=True), divest.tv(p, q), rtol=1e-12)
     np.testing.assert_allclose(divest.chi2(lp, lq, log_input=True), divest.chi2(p, q), rtol=1e-11)
@@ -200,9 +220,11 @@ def test_threads_give_identical_results_and_inputs_are_untouched():
         b = divest.js(p, q)
     assert np.array_equal(a, b)
     assert np.array_equal(p, p0) and np.array_equal(q, q0)
-    np.testing.assert_allclose(divest.js(p[:, ::2] * 2, q[:, ::2] * 2, normalize=True),
-                               divest.js(np.ascontiguousarray(p[:, ::2]), q[:, ::2], normalize=True),
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        divest.js(p[:, ::2] * 2, q[:, ::2] * 2, normalize=True),
+        divest.js(np.ascontiguousarray(p[:, ::2]), q[:, ::2], normalize=True),
+        rtol=1e-14,
+    )
 
 
 def test_discrete_bad_inputs():
@@ -248,7 +270,9 @@ def test_discrete_bad_inputs():
 def brute_kernel_sums(x, y, sigma, kernel, exclude):
     def k(a, b):
         d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-        return np.exp(-0.5 * d2 / sigma**2) if kernel == "gaussian" else np.exp(-np.sqrt(d2) / sigma)
+        return (
+            np.exp(-0.5 * d2 / sigma**2) if kernel == "gaussian" else np.exp(-np.sqrt(d2) / sigma)
+        )
 
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     if exclude:
@@ -285,8 +309,12 @@ def test_mmd_gaussian_closed_form():
     v = sig**2 + s1**2 + s2**2
     exy = (sig**2 / v) ** (d / 2) * np.exp(-mu @ mu / (2 * v))
     want = exx + eyy - 2 * exy
-    vals = [divest.mmd(rng.standard_normal((1500, d)) * s1, rng.standard_normal((1500, d)) * s2 + mu, sig)
-            for _ in range(4)]
+    vals = [
+        divest.mmd(
+            rng.standard_normal((1500, d)) * s1, rng.standard_normal((1500, d)) * s2 + mu, sig
+        )
+        for _ in range(4)
+    ]
     assert np.mean(vals) == pytest.approx(want, abs=0.01)
 
 
@@ -295,7 +323,9 @@ def test_cs_divergence_brute_force_and_gaussian_closed_form():
     x = rng.standard_normal((400, 3))
     y = rng.standard_normal((250, 3)) + 0.5
     sx, sy, sxy = brute_kernel_sums(x, y, 0.9, "gaussian", False)
-    assert divest.cs_divergence(x, y, 0.9) == pytest.approx(np.log(sx) + np.log(sy) - 2 * np.log(sxy), rel=1e-10)
+    assert divest.cs_divergence(x, y, 0.9) == pytest.approx(
+        np.log(sx) + np.log(sy) - 2 * np.log(sxy), rel=1e-10
+    )
     assert divest.cs_divergence(x, x, 0.9) == 0.0
 
     # Closed form between the smoothed Gaussians N(mu_i, (s_i² + σ²/2) I).
@@ -306,10 +336,14 @@ def test_cs_divergence_brute_force_and_gaussian_closed_form():
     d, sig = 2, 0.6
     m1, m2, s1, s2 = np.zeros(d), np.array([1.0, -0.5]), 1.0, 0.8
     v1, v2 = s1**2 + sig**2 / 2, s2**2 + sig**2 / 2
-    want = (log_gauss_overlap(m1, v1, m1, v1, d) + log_gauss_overlap(m2, v2, m2, v2, d)
-            - 2 * log_gauss_overlap(m1, v1, m2, v2, d))
-    got = divest.cs_divergence(rng.standard_normal((4000, d)) * s1 + m1,
-                               rng.standard_normal((4000, d)) * s2 + m2, sig)
+    want = (
+        log_gauss_overlap(m1, v1, m1, v1, d)
+        + log_gauss_overlap(m2, v2, m2, v2, d)
+        - 2 * log_gauss_overlap(m1, v1, m2, v2, d)
+    )
+    got = divest.cs_divergence(
+        rng.standard_normal((4000, d)) * s1 + m1, rng.standard_normal((4000, d)) * s2 + m2, sig
+    )
     assert got == pytest.approx(want, rel=0.05)
 
 
@@ -324,7 +358,9 @@ def test_median_heuristic_and_kernel_bad_inputs():
     assert divest.mmd(x, y) == pytest.approx(divest.mmd(x, y, sigma), rel=1e-12)
     assert divest.cs_divergence(x, y) == pytest.approx(divest.cs_divergence(x, y, sigma), rel=1e-12)
     big = rng.standard_normal((1500, 2))
-    assert divest.divergence.median_sigma(big, big[:10]) == divest.divergence.median_sigma(big, big[:10])
+    assert divest.divergence.median_sigma(big, big[:10]) == divest.divergence.median_sigma(
+        big, big[:10]
+    )
     with pytest.raises(ValueError, match="dimension"):
         divest.mmd(x, rng.standard_normal((5, 3)), 1.0)
     with pytest.raises(ValueError, match="sigma"):
@@ -362,7 +398,9 @@ def test_knn_entropy_and_kl_match_brute_force_formulas():
     want = digamma(n) - digamma(k) + log_cd + d * np.mean(np.log(brute_kth(x, x, k, True)))
     assert divest.knn_entropy(x, k) == pytest.approx(want, rel=1e-12)
     assert divest.knn_entropy(x, k, base=2) == pytest.approx(want / np.log(2), rel=1e-12)
-    want = d * np.mean(np.log(brute_kth(x, y, k, False) / brute_kth(x, x, k, True))) + np.log(180 / 249)
+    want = d * np.mean(np.log(brute_kth(x, y, k, False) / brute_kth(x, x, k, True))) + np.log(
+        180 / 249
+    )
     assert divest.knn_kl(x, y, k) == pytest.approx(want, rel=1e-11)
 
 
@@ -451,7 +489,6 @@ def test_knn_duplicates_and_bad_inputs():
         divest.knn_kl(x, rng.standard_normal((10, 3)))
 
 
-
 def _knn_cases(rng, d, n=400):
     yield rng.standard_normal((n, d)), rng.standard_normal((n + 37, d)) * 1.3 + 0.2
     # Few distinct values: many duplicates and tied distances, including on the radii.
@@ -461,7 +498,9 @@ def _knn_cases(rng, d, n=400):
 @pytest.mark.parametrize("d", [1, 2, 5, 8, 20])
 def test_knn_kd_tree_is_identical_to_brute_force(d):
     rng = np.random.default_rng(40 + d)
-    levels = ["scalar"] + ([divest._core.simd_detected()] if divest._core.simd_detected() != "scalar" else [])
+    levels = ["scalar"] + (
+        [divest._core.simd_detected()] if divest._core.simd_detected() != "scalar" else []
+    )
     try:
         for level in levels:
             divest._core.set_simd_level(level)
@@ -474,11 +513,14 @@ def test_knn_kd_tree_is_identical_to_brute_force(d):
                         b = divest._core.knn_sq_dists(xc, cols, k, same, algorithm="brute")
                         np.testing.assert_array_equal(a[0], b[0])
                         np.testing.assert_array_equal(a[1], b[1])
-                    r2 = np.ascontiguousarray(a[0][:, -1])  # radii exactly equal to neighbour distances
+                    r2 = np.ascontiguousarray(
+                        a[0][:, -1]
+                    )  # radii exactly equal to neighbour distances
                     for strict in (True, False):
                         np.testing.assert_array_equal(
                             divest._core.count_within(xc, r2, strict, "kd_tree"),
-                            divest._core.count_within(xc, r2, strict, "brute"))
+                            divest._core.count_within(xc, r2, strict, "brute"),
+                        )
                     if k == 3:
                         kw = [dict(algorithm=m) for m in ("kd_tree", "brute", "auto")]
                         assert len({divest.knn_entropy(x, k, **w) for w in kw}) == 1
@@ -502,13 +544,17 @@ def test_fisher_merge_properties_and_hand_value():
     ps = [rng.standard_normal((4, 3)) for _ in range(3)]
     same_f = [np.full((4, 3), 2.5)] * 3
     np.testing.assert_allclose(divest.fisher_merge(ps, same_f), np.mean(ps, axis=0), rtol=1e-13)
-    np.testing.assert_allclose(divest.fisher_merge(ps, same_f, weights=[1, 2, 1]),
-                               (ps[0] + 2 * ps[1] + ps[2]) / 4, rtol=1e-13)
+    np.testing.assert_allclose(
+        divest.fisher_merge(ps, same_f, weights=[1, 2, 1]),
+        (ps[0] + 2 * ps[1] + ps[2]) / 4,
+        rtol=1e-13,
+    )
     fs = [rng.random((4, 3)) for _ in range(3)]
     assert np.array_equal(divest.fisher_merge([ps[0]] * 3, fs), ps[0])
     # Hand value: (F1 θ1 + F2 θ2) / (F1 + F2) with the floor applied to a zero Fisher.
-    got = divest.fisher_merge([np.array([1.0, 1.0]), np.array([3.0, 3.0])],
-                              [np.array([1.0, 0.0]), np.array([3.0, 0.0])])
+    got = divest.fisher_merge(
+        [np.array([1.0, 1.0]), np.array([3.0, 3.0])], [np.array([1.0, 0.0]), np.array([3.0, 0.0])]
+    )
     np.testing.assert_allclose(got, [2.5, 2.0], rtol=1e-13)
     dicts = [{"w": p, "b": p[0]} for p in ps]
     fd = [{"w": f, "b": f[0]} for f in fs]
@@ -562,7 +608,9 @@ def test_extreme_magnitudes_never_nan_negative_or_out_of_range():
     p[:, 0] += 1e-300
     q[:, 0] += 1e-300
     for name in divest.divergence.F_DIVERGENCES:
-        v = divest.f_divergence(p, q, name, normalize=True, **({"alpha": 0.3} if name == "alpha" else {}))
+        v = divest.f_divergence(
+            p, q, name, normalize=True, **({"alpha": 0.3} if name == "alpha" else {})
+        )
         assert not np.isnan(v).any() and (v >= 0).all(), name
     for a in (0, 0.5, 2, np.inf):
         v = divest.renyi(p, q, a, normalize=True)
@@ -583,6 +631,12 @@ def test_sample_estimators_do_not_depend_on_thread_count():
     runs = []
     for t in (1, 2):
         with divest.threads(t):
-            runs.append((divest.mmd(x, y, 1.0), divest.cs_divergence(x, y, 1.0),
-                         divest.knn_kl(x, y, 4), divest.knn_mi(x[:, :2], x[:, 2:] + x[:, :1], 4, 2)))
+            runs.append(
+                (
+                    divest.mmd(x, y, 1.0),
+                    divest.cs_divergence(x, y, 1.0),
+                    divest.knn_kl(x, y, 4),
+                    divest.knn_mi(x[:, :2], x[:, 2:] + x[:, :1], 4, 2),
+                )
+            )
     assert runs[0] == runs[1]

@@ -329,6 +329,17 @@ fn prepare<T: Float, M: Fma>(
             ));
         }
         if s != 1.0 {
+            // A subnormal sum has no finite reciprocal, and finite entries may sum to inf:
+            // rescale by an exact power of two first (2^600 up, or 2^-600 down).
+            let s = if s < TINY || s == f64::INFINITY {
+                let f = if s < TINY { LIFT } else { 1.0 / LIFT };
+                for x in dst.iter_mut() {
+                    *x *= f;
+                }
+                simd::sum(dst)
+            } else {
+                s
+            };
             let inv = 1.0 / s;
             for x in dst.iter_mut() {
                 *x *= inv;
@@ -415,6 +426,19 @@ fn kl_sum<M: Fma>(log: bool, px: &[f64], py: &[f64], lx: &[f64], ly: &[f64], t: 
             let (a, b) = (px[j], py[j]);
             t[j] = kl_term::<M>(a, b, ln_ratio::<M>(a, b), a == 0.0, b == 0.0);
         }
+        let s = simd::sum(t);
+        if s != f64::INFINITY {
+            return s;
+        }
+        // A ratio p/q above the largest double gives an infinite term although q > 0
+        // (e.g. p = 0.5, q = 1e-310): form those ratios in log space instead. The usual
+        // path pays nothing for this; only a row whose sum came out infinite is rescanned.
+        for j in 0..t.len() {
+            let (a, b) = (px[j], py[j]);
+            if t[j] == f64::INFINITY && b > 0.0 {
+                t[j] = kl_term::<M>(a, b, a.ln() - b.ln(), a == 0.0, false);
+            }
+        }
     }
     simd::sum(t)
 }
@@ -446,7 +470,15 @@ fn chi2_sum(log: bool, px: &[f64], py: &[f64], lx: &[f64], ly: &[f64]) -> f64 {
                 f64::INFINITY
             }
         } else {
-            (p - q) * (p - q) / q
+            // d (d/q) keeps a subnormal q or d from rounding to 0 in d²; a ratio that
+            // overflows is redone in log space (inf only where the value exceeds the range).
+            let d = p - q;
+            let v = d * (d / q);
+            if v.is_finite() {
+                v
+            } else {
+                (2.0 * d.abs().ln() - q.ln()).exp()
+            }
         };
         s += v;
     }
@@ -502,18 +534,166 @@ fn alpha_sum(alpha: f64, log: bool, px: &[f64], py: &[f64], lx: &[f64], ly: &[f6
     s
 }
 
-fn renyi_value(alpha: f64, log: bool, px: &[f64], py: &[f64], lx: &[f64], ly: &[f64]) -> f64 {
+/// ln(p/q) for p, q > 0: the stored log-probabilities in log mode; in probability mode
+/// [`ln_ratio`] (exact as p → q), or ln p - ln q where the ratio leaves the double range.
+#[inline(always)]
+fn log_ratio<M: Fma>(log: bool, p: f64, q: f64, lp: f64, lq: f64) -> f64 {
+    if log {
+        lp - lq
+    } else {
+        let d = ln_ratio::<M>(p, q);
+        if d.is_finite() {
+            d
+        } else {
+            p.ln() - q.ln()
+        }
+    }
+}
+
+/// (e^x - 1 - x)/x for |x| <= 0.5, by its series Σ_{m>=0} x^(m+1)/(m+2)! (tail < 1e-20).
+#[inline(always)]
+fn expm1_excess_ratio(x: f64) -> f64 {
+    let mut c = 1.0 / 6_402_373_705_728_000.0; // 1/18!
+    let mut acc = c;
+    for m in (0..16).rev() {
+        // c runs over 1/(m+2)! from 1/17! down to 1/2!.
+        c *= (m + 3) as f64;
+        acc = acc * x + c;
+    }
+    acc * x
+}
+
+/// T(e) = Σ_j [p e^(e·d) - q - (1 + e)(p - q)] / e with d = ln(p/q), for 0 < |e| <= 0.5:
+/// the tilted sum behind the Rényi (e = α - 1) and Amari (e = (α - 1)/2) divergences. Each
+/// term equals kl_term(p, q) + p·d·(e^(ed) - 1 - ed)/(ed), so T → KL(p‖q) as e → 0 with
+/// full relative precision (the direct form loses everything at |e| ~ 1e-16). No term is
+/// negative. Returns inf where the exact value is infinite (q = 0 < p with e > 0) and may
+/// return inf where an exponential overflows (callers then fall back to log space).
+fn tilted_kl<M: Fma>(e: f64, log: bool, px: &[f64], py: &[f64], lx: &[f64], ly: &[f64]) -> f64 {
+    let mut s = 0.0;
+    for j in 0..px.len() {
+        let (p, q) = (px[j], py[j]);
+        let (lp, lq) = logs(log, px, py, lx, ly, j);
+        let (pz, qz) = (lp == f64::NEG_INFINITY, lq == f64::NEG_INFINITY);
+        let v = if pz && qz {
+            0.0
+        } else if pz {
+            q
+        } else if qz {
+            if e > 0.0 {
+                return f64::INFINITY;
+            }
+            (1.0 + e) * p / -e
+        } else {
+            let d = log_ratio::<M>(log, p, q, lp, lq);
+            let x = e * d;
+            if x.abs() <= 0.5 {
+                kl_term::<M>(p, q, d, p == 0.0, q == 0.0) + p * d * expm1_excess_ratio(x)
+            } else {
+                // |d| > 1 here: the direct form has no harmful cancellation.
+                ((lp + x).exp() - q - (1.0 + e) * (p - q)) / e
+            }
+        };
+        s += if v > 0.0 { v } else { 0.0 };
+    }
+    s
+}
+
+/// Rényi divergence of order α > 1 in log space, for rows where Σ p^α q^(1-α) overflows:
+/// Z + ln Σ_j e^((α-1)(z_j - Z)) / (α - 1) with z_j = ln(p_j/q_j) + ln p_j / (α - 1) and
+/// Z = max z_j (terms with p_j = 0 vanish; q_j = 0 < p_j is handled by the caller).
+fn renyi_log_space<M: Fma>(
+    alpha: f64,
+    log: bool,
+    px: &[f64],
+    py: &[f64],
+    lx: &[f64],
+    ly: &[f64],
+) -> f64 {
+    let e = alpha - 1.0;
+    let z = |j: usize| -> Option<f64> {
+        let (lp, lq) = logs(log, px, py, lx, ly, j);
+        if lp == f64::NEG_INFINITY {
+            None
+        } else {
+            Some(log_ratio::<M>(log, px[j], py[j], lp, lq) + lp / e)
+        }
+    };
+    let mut zmax = f64::NEG_INFINITY;
+    for j in 0..px.len() {
+        if let Some(v) = z(j) {
+            zmax = zmax.max(v);
+        }
+    }
+    let mut acc = 0.0;
+    for j in 0..px.len() {
+        if let Some(v) = z(j) {
+            acc += (e * (v - zmax)).exp();
+        }
+    }
+    (zmax + acc.ln() / e).max(0.0)
+}
+
+/// Rényi divergence of order α < 1 from ln S, S = Σ p^α q^(1-α) summed by log-sum-exp of
+/// m_j = ln p_j + (α - 1) ln(p_j/q_j): for rows where S is far below 1, so that forming
+/// S - 1 first would lose the relative precision of S. Disjoint supports give inf.
+fn renyi_below_one<M: Fma>(
+    alpha: f64,
+    log: bool,
+    px: &[f64],
+    py: &[f64],
+    lx: &[f64],
+    ly: &[f64],
+) -> f64 {
+    let e = alpha - 1.0;
+    let m = |j: usize| -> Option<f64> {
+        let (lp, lq) = logs(log, px, py, lx, ly, j);
+        if lp == f64::NEG_INFINITY || lq == f64::NEG_INFINITY {
+            None // p^α q^(1-α) = 0 for 0 < α < 1
+        } else {
+            Some(lp + e * log_ratio::<M>(log, px[j], py[j], lp, lq))
+        }
+    };
+    let mut mx = f64::NEG_INFINITY;
+    for j in 0..px.len() {
+        if let Some(v) = m(j) {
+            mx = mx.max(v);
+        }
+    }
+    if mx == f64::NEG_INFINITY {
+        return f64::INFINITY;
+    }
+    let mut acc = 0.0;
+    for j in 0..px.len() {
+        if let Some(v) = m(j) {
+            acc += (v - mx).exp();
+        }
+    }
+    ((mx + acc.ln()) / e).max(0.0)
+}
+
+fn renyi_value<M: Fma>(
+    alpha: f64,
+    log: bool,
+    px: &[f64],
+    py: &[f64],
+    lx: &[f64],
+    ly: &[f64],
+) -> f64 {
     let n = px.len();
     if alpha == 0.0 {
-        // -ln Σ_{p>0} q = -ln(1 - Σ_{p=0} q).
-        let mut z = 0.0;
+        // -ln Σ_{p>0} q = -ln(1 - Σ_{p=0} q), whichever sum is smaller (no cancellation).
+        let (mut z, mut w) = (0.0, 0.0);
         for j in 0..n {
             let (lp, _) = logs(log, px, py, lx, ly, j);
             if lp == f64::NEG_INFINITY {
                 z += py[j];
+            } else {
+                w += py[j];
             }
         }
-        return (-(-z).ln_1p()).max(0.0);
+        let r = if w < 0.5 { -w.ln() } else { -(-z).ln_1p() };
+        return r.max(0.0);
     }
     if alpha == f64::INFINITY {
         let mut m = f64::NEG_INFINITY;
@@ -532,7 +712,32 @@ fn renyi_value(alpha: f64, log: bool, px: &[f64], py: &[f64], lx: &[f64], ly: &[
         }
         return m.max(0.0);
     }
+    let e = alpha - 1.0;
+    if e.abs() <= 0.5 {
+        // ln(1 + eT)/e with T = (S - 1)/e from the tilted sum: the KL limit plus its
+        // correction, exact next to α = 1.
+        let t = tilted_kl::<M>(e, log, px, py, lx, ly);
+        if t == f64::INFINITY {
+            let inf_exact = (0..n).any(|j| {
+                let (lp, lq) = logs(log, px, py, lx, ly, j);
+                lp > f64::NEG_INFINITY && lq == f64::NEG_INFINITY
+            });
+            return if inf_exact || e < 0.0 {
+                f64::INFINITY
+            } else {
+                renyi_log_space::<M>(alpha, log, px, py, lx, ly)
+            };
+        }
+        let x = (e * t).max(-1.0);
+        if x < -0.5 {
+            // Σ p^α q^(1-α) is far below 1: ln of the sum itself, not ln(1 + (S - 1)).
+            return renyi_below_one::<M>(alpha, log, px, py, lx, ly);
+        }
+        let r = if x == 0.0 { t } else { x.ln_1p() / x * t };
+        return if r > 0.0 { r } else { 0.0 };
+    }
     // S - 1 = Σ [p^α q^(1-α) - q - α (p - q)], whose terms share the sign of α - 1.
+    let mut inf_exact = false;
     let mut s = 0.0;
     for j in 0..n {
         let (p, q) = (px[j], py[j]);
@@ -544,12 +749,13 @@ fn renyi_value(alpha: f64, log: bool, px: &[f64], py: &[f64], lx: &[f64], ly: &[
             q * (alpha - 1.0)
         } else if qz {
             if alpha > 1.0 {
+                inf_exact = true;
                 f64::INFINITY
             } else {
                 -alpha * p
             }
         } else {
-            let d = lp - lq;
+            let d = log_ratio::<M>(log, p, q, lp, lq);
             if d.abs() < 1.0 {
                 q * ((alpha * d).exp_m1() - alpha * d.exp_m1())
             } else {
@@ -558,11 +764,17 @@ fn renyi_value(alpha: f64, log: bool, px: &[f64], py: &[f64], lx: &[f64], ly: &[
         };
         s += v;
     }
-    let r = if s == f64::INFINITY {
-        f64::INFINITY
-    } else {
-        s.ln_1p() / (alpha - 1.0)
-    };
+    if inf_exact {
+        return f64::INFINITY;
+    }
+    if !s.is_finite() {
+        // Σ p^α q^(1-α) overflowed (only possible for α > 1): redo the row in log space.
+        return renyi_log_space::<M>(alpha, log, px, py, lx, ly);
+    }
+    if s < -0.5 {
+        return renyi_below_one::<M>(alpha, log, px, py, lx, ly);
+    }
+    let r = s.ln_1p() / (alpha - 1.0);
     if r > 0.0 {
         r
     } else {
@@ -615,15 +827,26 @@ fn row_value<M: Fma>(
             for j in 0..t.len() {
                 let (x, y) = (p[j], q[j]);
                 let s = x + y;
-                t[j] = if s > 0.0 { (x - y) * (x - y) / s } else { 0.0 };
+                let d = x - y;
+                // |d| <= s, so d/s never overflows and d (d/s) keeps subnormal entries.
+                t[j] = if s > 0.0 { d * (d / s) } else { 0.0 };
             }
             simd::sum(t)
         }
         Measure::Alpha(1.0) => kl_sum::<M>(log, p, q, a, b, t),
         Measure::Alpha(-1.0) => kl_sum::<M>(log, q, p, b, a, t),
+        // D_α = 2/(1+α) · Σ [p^β q^(1-β) - q - β(p - q)]/(β - 1), β = (1+α)/2; near
+        // α = ±1 (β - 1 small) the tilted sum keeps full precision where the direct form
+        // cancels. D_α(p‖q) = D_{-α}(q‖p) covers α in [-2, 0).
+        Measure::Alpha(al) if (0.0..=2.0).contains(&al) => {
+            2.0 / (1.0 + al) * tilted_kl::<M>(0.5 * (al - 1.0), log, p, q, a, b)
+        }
+        Measure::Alpha(al) if (-2.0..0.0).contains(&al) => {
+            2.0 / (1.0 - al) * tilted_kl::<M>(0.5 * (-al - 1.0), log, q, p, b, a)
+        }
         Measure::Alpha(al) => alpha_sum(al, log, p, q, a, b),
         Measure::Renyi(1.0) => kl_sum::<M>(log, p, q, a, b, t),
-        Measure::Renyi(al) => renyi_value(al, log, p, q, a, b),
+        Measure::Renyi(al) => renyi_value::<M>(al, log, p, q, a, b),
     }
 }
 
@@ -796,6 +1019,35 @@ mod tests {
         )
         .unwrap();
         assert!(v.is_finite());
+    }
+
+    #[test]
+    fn ratios_beyond_the_double_range_and_renyi_orders() {
+        let s = |m| spec(m, Input::Prob);
+        let (p, q) = ([0.5, 0.5], [1e-310, 1.0 - 1e-310]);
+        let want = 0.5 * (0.5f64.ln() - 1e-310f64.ln()) + 0.5 * 0.5f64.ln();
+        for m in [Measure::Kl, Measure::Renyi(1.0), Measure::Alpha(1.0)] {
+            let got = one(&p, &q, s(m)).unwrap();
+            assert!((got - want).abs() < 1e-14 * want, "{m:?}: {got} vs {want}");
+        }
+        let got = one(
+            &[0.5, 0.5],
+            &[1e-100, 1.0 - 1e-100],
+            s(Measure::Renyi(10.0)),
+        )
+        .unwrap();
+        assert!((got - 229.488_345_765_449_08).abs() < 1e-12, "{got}");
+        // Next to order 1: KL + (α - 1) Var_p[ln p/q] / 2.
+        let (p, q) = ([0.2, 0.8], [0.5, 0.5]);
+        let d = [0.4f64.ln(), 1.6f64.ln()];
+        let kl = 0.2 * d[0] + 0.8 * d[1];
+        let var = 0.2 * d[0] * d[0] + 0.8 * d[1] * d[1] - kl * kl;
+        let e = f64::EPSILON;
+        let got = one(&p, &q, s(Measure::Renyi(1.0 + e))).unwrap();
+        assert!(
+            (got - (kl + 0.5 * e * var)).abs() < 1e-15 * kl,
+            "{got} vs {kl}"
+        );
     }
 
     #[test]
