@@ -367,6 +367,7 @@ def test_tiny_sigma_is_a_value_error_or_a_value():
             assert np.isfinite(v)
 
 
+@XFAIL18
 def test_weights_whose_sum_overflows_or_underflows():
     x = np.arange(5.0)
     ref = divest.KDE(x, bandwidth=1.0)
