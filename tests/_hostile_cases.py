@@ -145,7 +145,7 @@ def _specs():
     # divergences between distributions
     for fn in ("kl", "js", "js_distance", "hellinger", "tv", "chi2"):
         f = getattr(divest, fn)
-        add(fn, {"p": p6, "q": q6}, (lambda f: lambda p, q, base: f(p, q, base=base))(f),
+        add(fn, {"p": p6, "q": q6}, lambda p, q, base, f=f: f(p, q, base=base),
             {"base": 2.0} if fn in ("kl", "js", "js_distance") else {})
     add("renyi", {"p": p6, "q": q6}, lambda p, q, alpha: divest.renyi(p, q, alpha),
         {"alpha": 2.0})
@@ -170,7 +170,7 @@ def _specs():
     # distance covariance and energy statistics
     for fn in ("dcov", "dcov_sqr", "dcor", "dcor_sqr"):
         f = getattr(divest, fn)
-        add(fn, {"x": dcx, "y": dcy}, (lambda f: lambda x, y, exponent: f(x, y, exponent))(f),
+        add(fn, {"x": dcx, "y": dcy}, lambda x, y, exponent, f=f: f(x, y, exponent),
             {"exponent": 1.0})
     add("energy_distance", {"x": pts, "y": pts2},
         lambda x, y, exponent: divest.energy_distance(x, y, exponent), {"exponent": 1.0})
