@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import divest
+from divest import dpp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -541,6 +542,7 @@ import _thread, signal, sys, threading, time
 import numpy as np
 import divest
 from divest import dpp
+from divest import dpp
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
 rng = np.random.default_rng(0)
@@ -627,3 +629,63 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - m0) / 1024)
     assert res is not None and res[0] == 0, res
     grown = float(res[1].split()[-1])
     assert grown < 48, f"KDE.score of 100,000 2-D points grew the peak RSS by {grown:.0f} MiB"
+
+
+# ---------------------------------------------------------------------------------------
+# New defects found by the matrix (not in issue 18's list).
+
+
+def _new(what):
+    return pytest.mark.xfail(strict=True, reason=f"new defect: {what}")
+
+
+@_new("select_bandwidth accepts a complex grid (drops the imaginary part) and strings")
+def test_select_bandwidth_rejects_complex_and_string_grids():
+    x = np.random.default_rng(12).standard_normal((20, 2))
+    with pytest.raises(TypeError, match="grid"):
+        divest.select_bandwidth(x, np.array([0.5, 1.0, 2.0]) + 1j, warn_edge=False)
+    with pytest.raises(TypeError, match="grid"):
+        divest.select_bandwidth(x, np.array(["0.5", "1", "2"]), warn_edge=False)
+
+
+@_new("sinkhorn_unbalanced(reg_m=None) raises float()'s TypeError, which does not name reg_m")
+def test_sinkhorn_unbalanced_reg_m_none_names_the_argument():
+    a = np.full(3, 1 / 3)
+    with pytest.raises(TypeError, match="reg_m"):
+        divest.sinkhorn_unbalanced(a, a, np.ones((3, 3)), 0.5, None)
+
+
+@_new("jdcov(c=1e300) is NaN: c**d overflows")
+def test_jdcov_with_a_huge_c():
+    r = np.random.default_rng(13)
+    x, y, z = r.standard_normal((3, 9, 1))
+    try:
+        v = divest.jdcov(x, y, z, c=1e300)
+    except ValueError as exc:
+        assert "c" in str(exc)
+    else:
+        assert np.isfinite(v)
+
+
+@_new("least_squares_design refuses finite Phi_candidates near 1e300 as 'X contains NaN or inf'")
+def test_least_squares_design_at_1e300():
+    phi = np.random.default_rng(14).standard_normal((12, 3)) * 1e300
+    try:
+        design = dpp.least_squares_design(phi, 4, rng=0)
+    except ValueError as exc:
+        assert "Phi_candidates" in str(exc)
+    else:
+        assert len(design.indices) == 4
+
+
+@_new("sinkhorn_divergence of points near 1e300 raises the internal 'eps0 must be positive'")
+def test_sinkhorn_divergence_at_1e300():
+    r = np.random.default_rng(15)
+    x = r.standard_normal((6, 2)) * 1e300
+    y = r.standard_normal((5, 2))
+    try:
+        res = divest.sinkhorn_divergence(x, y, eps=0.5)
+    except ValueError as exc:
+        assert "eps0" not in str(exc) and ("x" in str(exc) or "eps" in str(exc)), str(exc)
+    else:
+        assert np.isfinite(res.value)
