@@ -199,6 +199,6 @@ def test_fork_while_another_thread_changes_the_thread_count_never_hangs():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fork in a threaded process: the point of the test
-        p = subprocess.run([sys.executable, "-c", _FORK_CHILD, "80"], capture_output=True,
+        p = subprocess.run([sys.executable, "-c", _FORK_CHILD, "150"], capture_output=True,
                            text=True, timeout=120)
     assert p.returncode == 0 and "OK" in p.stdout, p.stdout + p.stderr[-1000:]
