@@ -1,11 +1,11 @@
 """asv benchmarks for distance covariance and energy statistics: time and peak memory.
 
-Run with ``asv run --python=same --quick`` (uses the installed divest).
+Run with ``asv run --python=same --quick`` (uses the installed divest). The inputs are
+built by ``divest._bench.workloads`` (shared with ``python -m divest bench`` and the tour).
 """
 
-import numpy as np
-
 import divest
+from divest._bench import workloads as wl
 
 
 class Dcor1D:
@@ -14,9 +14,8 @@ class Dcor1D:
     timeout = 300
 
     def setup(self, n):
-        rng = np.random.default_rng(0)
-        self.x = rng.standard_normal(n) + 1e10
-        self.y = self.x - 1e10 + rng.standard_normal(n)
+        # Shifted far from zero: the O(n log n) path must centre exactly.
+        self.x, self.y = wl.dcov_1d(n, offset=1e10)
 
     def time_dcor(self, n):
         divest.dcor(self.x, self.y)
@@ -31,10 +30,7 @@ class DcorMultivariate:
     timeout = 300
 
     def setup(self, n_p_q):
-        n, p, q = n_p_q
-        rng = np.random.default_rng(1)
-        self.x = rng.standard_normal((n, p))
-        self.y = rng.standard_normal((n, q))
+        self.x, self.y = wl.dcov_pair(*n_p_q)
 
     def time_dcor(self, n_p_q):
         divest.dcor(self.x, self.y)
@@ -50,9 +46,7 @@ class Tests:
     timeout = 300
 
     def setup(self):
-        rng = np.random.default_rng(2)
-        self.x = rng.standard_normal((1000, 3))
-        self.y = rng.standard_normal((1000, 3))
+        self.x, self.y = wl.dcov_pair(*wl.DCOV_TEST_SHAPE, seed=wl.DCOV_TEST_SEED)
 
     def time_dcov_test_500(self):
         divest.dcov_test(self.x, self.y, n_resamples=500, rng=0)
@@ -65,9 +59,7 @@ class Energy:
     timeout = 300
 
     def setup(self):
-        rng = np.random.default_rng(3)
-        self.a = rng.standard_normal((5000, 10))
-        self.b = rng.standard_normal((5000, 10))
+        self.a, self.b = wl.energy_pair(5000)
 
     def time_energy_distance(self):
         divest.energy_distance(self.a, self.b)
@@ -80,8 +72,7 @@ class JointDcov:
     timeout = 300
 
     def setup(self):
-        rng = np.random.default_rng(4)
-        self.xs = [rng.standard_normal((3000, 2)) for _ in range(4)]
+        self.xs = wl.jdcov_samples()
 
     def time_jdcov(self):
         divest.jdcov(*self.xs)

@@ -1,11 +1,11 @@
 """asv benchmarks for divergences: time and peak memory.
 
-Run with ``asv run --python=same --quick`` (uses the installed divest).
+Run with ``asv run --python=same --quick`` (uses the installed divest). The inputs are
+built by ``divest._bench.workloads`` (shared with ``python -m divest bench`` and the tour).
 """
 
-import numpy as np
-
 import divest
+from divest._bench import workloads as wl
 
 
 class DiscreteDivergences:
@@ -14,9 +14,7 @@ class DiscreteDivergences:
     timeout = 300
 
     def setup(self, measure, dtype):
-        rng = np.random.default_rng(0)
-        self.p = rng.dirichlet(np.ones(1000), 10000).astype(dtype)
-        self.q = rng.dirichlet(np.ones(1000), 10000).astype(dtype)
+        self.p, self.q = wl.discrete_pairs(10000, 1000, dtype=dtype)
         self.f = getattr(divest, measure)
 
     def time_batch(self, measure, dtype):
@@ -32,9 +30,7 @@ class LogitsKL:
     timeout = 300
 
     def setup(self, shape):
-        rng = np.random.default_rng(1)
-        self.z1 = rng.standard_normal(shape).astype(np.float32)
-        self.z2 = rng.standard_normal(shape).astype(np.float32)
+        self.z1, self.z2 = wl.logits_pair(*shape)
 
     def time_kl_from_logits(self, shape):
         divest.kl(self.z1, self.z2, from_logits=True)
@@ -49,10 +45,7 @@ class SampleEstimators:
     timeout = 600
 
     def setup(self, n_d):
-        n, d = n_d
-        rng = np.random.default_rng(2)
-        self.x = rng.standard_normal((n, d))
-        self.y = rng.standard_normal((n, d)) + 0.2
+        self.x, self.y = wl.shifted_samples(*n_d)
 
     def time_knn_kl(self, n_d):
         divest.knn_kl(self.x, self.y, 5)

@@ -1,11 +1,11 @@
 """asv benchmarks for DPPs and volume sampling: time and peak memory.
 
-Run with ``asv run --python=same --quick`` (uses the installed divest).
+Run with ``asv run --python=same --quick`` (uses the installed divest). The inputs are
+built by ``divest._bench.workloads`` (shared with ``python -m divest bench`` and the tour).
 """
 
-import numpy as np
-
 from divest import dpp
+from divest._bench import workloads as wl
 
 
 class ProjectionDPP:
@@ -14,8 +14,7 @@ class ProjectionDPP:
     timeout = 300
 
     def setup(self, n_m, method):
-        n, m = n_m
-        self.u = np.linalg.qr(np.random.default_rng(0).standard_normal((n, m)))[0]
+        self.u = wl.dpp_basis(*n_m)
 
     def time_one_sample(self, n_m, method):
         dpp.sample_projection(self.u, method=method, rng=1)
@@ -33,9 +32,7 @@ class LEnsemble:
     timeout = 300
 
     def setup(self, n):
-        g = np.random.default_rng(2).standard_normal((n, 3))
-        d2 = np.sum((g[:, None, :] - g[None, :, :]) ** 2, axis=-1)
-        self.dpp = dpp.DPP(L=np.exp(-0.5 * d2))
+        self.dpp = dpp.DPP(L=wl.dpp_gaussian_kernel(n))
 
     def time_sample(self, n):
         self.dpp.sample(rng=3)
@@ -53,8 +50,7 @@ class VolumeSampling:
     timeout = 300
 
     def setup(self, n_d):
-        n, d = n_d
-        self.x = np.random.default_rng(4).standard_normal((n, d))
+        self.x = wl.dpp_design(*n_d)
 
     def time_volume_sample_2d(self, n_d):
         dpp.volume_sample(self.x, 2 * self.x.shape[1], rng=5)

@@ -1,11 +1,11 @@
 """asv benchmarks for KDE: time and peak memory.
 
-Run with ``asv run --python=same --quick`` (uses the installed divest).
+Run with ``asv run --python=same --quick`` (uses the installed divest). The inputs are
+built by ``divest._bench.workloads`` (shared with ``python -m divest bench`` and the tour).
 """
 
-import numpy as np
-
 import divest
+from divest._bench import workloads as wl
 
 
 class KDELogpdf:
@@ -15,11 +15,8 @@ class KDELogpdf:
 
     def setup(self, n_d, dtype):
         n, d = map(int, n_d.split("x"))
-        rng = np.random.default_rng(0)
-        self.x = rng.standard_normal((n, d)).astype(dtype)
-        self.q = rng.standard_normal((n, d)).astype(dtype)
-        bw = "scott" if d <= 16 else 1.0
-        self.kde = divest.KDE(self.x, bandwidth=bw)
+        x, self.q = wl.kde_data(n, d, dtype=dtype)
+        self.kde = divest.KDE(x, bandwidth="scott" if d <= 16 else 1.0)
 
     def time_logpdf(self, n_d, dtype):
         self.kde.logpdf(self.q)
@@ -29,14 +26,12 @@ class KDELogpdf:
 
 
 class KDEScoreAndLOO:
-    params = ["5000x16", "3000x256"]
+    params = [f"{n}x{d}" for n, d in wl.KDE_SELECT_SHAPES]
     param_names = ["n_d"]
     timeout = 300
 
     def setup(self, n_d):
-        n, d = map(int, n_d.split("x"))
-        rng = np.random.default_rng(1)
-        self.x = rng.standard_normal((n, d))
+        self.x = wl.kde_select(*map(int, n_d.split("x")))
         self.kde = divest.KDE(self.x)
 
     def time_score(self, n_d):

@@ -1,18 +1,11 @@
 """asv benchmarks for entropic optimal transport: time and peak memory.
 
-Run with ``asv run --python=same --quick`` (uses the installed divest).
+Run with ``asv run --python=same --quick`` (uses the installed divest). The inputs are
+built by ``divest._bench.workloads`` (shared with ``python -m divest bench`` and the tour).
 """
 
-import numpy as np
-
 import divest
-
-
-def _dense(n, seed=0):
-    rng = np.random.default_rng(seed)
-    x, y = rng.random((n, 2)), rng.random((n, 2))
-    c = ((x[:, None] - y[None]) ** 2).sum(-1)
-    return np.full(n, 1.0 / n), c / c.max()
+from divest._bench import workloads as wl
 
 
 class SinkhornDense:
@@ -21,12 +14,11 @@ class SinkhornDense:
     timeout = 300
 
     def setup(self, n, reg, dtype):
-        self.w, c = _dense(n)
-        self.c = c.astype(dtype)
+        self.w, _, self.c = wl.ot_dense(n, dtype=dtype)
 
     def time_sinkhorn(self, n, reg, dtype):
-        divest.sinkhorn(self.w, self.w, self.c, reg, tol=1e-9 if dtype == "float64" else 1e-6,
-                        max_iter=100000, return_plan=False)
+        tol = 1e-9 if dtype == "float64" else 1e-6
+        divest.sinkhorn(self.w, self.w, self.c, reg, tol=tol, max_iter=100000, return_plan=False)
 
     def peakmem_sinkhorn(self, n, reg, dtype):
         divest.sinkhorn(self.w, self.w, self.c, reg, tol=1e-6, max_iter=100000)
@@ -38,11 +30,7 @@ class SinkhornBatch:
     timeout = 300
 
     def setup(self, size):
-        rng = np.random.default_rng(1)
-        x, y = rng.random((1000, size, 2)), rng.random((1000, size, 2))
-        c = ((x[:, :, None] - y[:, None]) ** 2).sum(-1)
-        self.c = c / c.max(axis=(1, 2), keepdims=True)
-        self.w = np.full((1000, size), 1.0 / size)
+        self.w, self.c = wl.ot_batch(1000, size)
 
     def time_batch(self, size):
         divest.sinkhorn_batch(self.w, self.w, self.c, 0.05, tol=1e-9)
@@ -54,8 +42,7 @@ class SinkhornDivergence:
     timeout = 600
 
     def setup(self, n):
-        rng = np.random.default_rng(2)
-        self.x, self.y = rng.random((n, 3)), rng.random((n, 3))
+        self.x, self.y = wl.ot_clouds(n)
 
     def time_divergence(self, n):
         # GeomLoss's schedule (blur 0.05, scaling 0.9) without a tolerance loop.
@@ -76,8 +63,7 @@ class SinkhornDivergenceLarge:
     timeout = 900
 
     def setup(self):
-        rng = np.random.default_rng(3)
-        self.x, self.y = rng.random((20000, 3)), rng.random((20000, 3))
+        self.x, self.y = wl.ot_clouds(20000, seed=3)
 
     def peakmem_divergence_20000(self):
         divest.sinkhorn_divergence(self.x, self.y, eps=2.0)

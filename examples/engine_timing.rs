@@ -1,5 +1,9 @@
 //! Times the pairwise engine's distance paths alone and with the KDE reducer.
 //! `cargo run --release --example engine_timing -- n m d`
+//!
+//! The data mirror `divest._bench.workloads.kde_data(n, d)` (asv `KDELogpdf`, `python -m
+//! divest bench`): `n` points and `m` queries (the benchmarks take m = n), standard normal
+//! in `d` dimensions (Box-Muller on `Lcg` draws; Python's generator cannot be reproduced).
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -26,6 +30,12 @@ impl RowReducer for Nothing {
     }
 }
 
+/// A standard normal draw (Box-Muller, cosine half).
+fn normal(g: &mut Lcg) -> f64 {
+    let r = (-2.0 * (1.0 - g.unit()).ln()).sqrt();
+    r * (std::f64::consts::TAU * g.unit()).cos()
+}
+
 fn main() {
     let a: Vec<usize> = std::env::args()
         .skip(1)
@@ -33,8 +43,8 @@ fn main() {
         .collect();
     let (n, m, d) = (a[0], a[1], a[2]);
     let mut g = Lcg::new(1);
-    let x: Vec<f64> = (0..n * d).map(|_| g.unit()).collect();
-    let q: Vec<f64> = (0..m * d).map(|_| g.unit()).collect();
+    let x: Vec<f64> = (0..n * d).map(|_| normal(&mut g)).collect();
+    let q: Vec<f64> = (0..m * d).map(|_| normal(&mut g)).collect();
     let stop = AtomicBool::new(false);
     let px = Points::new(&x, n, d).unwrap();
     let pq = Points::new(&q, m, d).unwrap();

@@ -1,6 +1,11 @@
-//! Times `sinkhorn_batch`'s core on the benchmark's problems (1000 problems of 64×64,
-//! squared distances over their max, reg 0.05, tol 1e-9) with 1 and 2 threads.
-//! `cargo run --release --example ot_batch_timing [problems] [repeats]`
+//! Times `sinkhorn_batch`'s core on the benchmark's problems with 1 and 2 threads.
+//! `cargo run --release --example ot_batch_timing [problems] [repeats] [size]`
+//!
+//! The workload mirrors `divest._bench.workloads.ot_batch(nb, k)` (asv `SinkhornBatch`,
+//! `python -m divest bench`): `problems` (default 1000) problems of `size`×`size`
+//! (default 64), each two clouds uniform on the unit square, cost the squared distances
+//! over the problem's maximum, uniform weights; reg 0.05, tol 1e-9. Python's generator
+//! cannot be reproduced here: same recipe and shapes, `Lcg` draws.
 use std::borrow::Cow;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -16,7 +21,7 @@ fn main() {
         .collect();
     let nb = args.first().copied().unwrap_or(1000);
     let reps = args.get(1).copied().unwrap_or(21);
-    let k = 64;
+    let k = args.get(2).copied().unwrap_or(64);
     let mut g = Lcg::new(12345);
     let mut rnd = || g.unit();
     let mut cost = vec![0.0; nb * k * k];

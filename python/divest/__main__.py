@@ -13,7 +13,9 @@ def main(argv=None) -> int:
     tour.add_argument("--quick", action="store_true", help="smaller problems")
     tour.add_argument("--no-figure", action="store_true", help="do not save figures")
     tour.add_argument("--only", default=None, help="comma-separated families to run")
-    bench = sub.add_parser("bench", help="print divest against installed peers (benches/compare.py)")
+    bench = sub.add_parser(
+        "bench", help="print divest against installed peers (benches/compare.py)"
+    )
     bench.add_argument("--quick", action="store_true")
     bench.add_argument("--only", default=None)
     args = parser.parse_args(argv)

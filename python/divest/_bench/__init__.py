@@ -1,6 +1,8 @@
 """Comparison benchmarks: divest against every installed peer, as ratios measured in the
 same run (medians of repeats). ``python -m divest bench`` and ``benches/compare.py`` print
-them. One module per family, each exposing ``cases(quick) -> list[Case]``."""
+them. One module per family, each exposing ``cases(quick) -> list[Case]``; the inputs come
+from :mod:`divest._bench.workloads` (shared with the asv suite and the tour), and the
+timing rule is :func:`median_time` (shared with the tour)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,12 @@ class Case:
     repeat: int = 3
     check: Callable[[object, object], float] | None = None  # (divest out, peer out) -> error
     note: Callable[[], str] | None = None  # an extra line under divest's time (e.g. memory)
+
+
+def rel_error(a, b) -> float:
+    """Largest relative difference of `a` from the reference `b` (scalars or arrays)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
 
 
 def median_time(f, repeat, budget: float = 1.0):
@@ -72,8 +80,10 @@ def run_compare(quick: bool = False, only=None) -> int:
     import divest
 
     wanted = None if only is None else {s.strip() for s in only.split(",")}
-    print(f"divest {divest.__version__}: {divest.get_num_threads()} threads; "
-          "median of repeats; ratio = peer time / divest time (>1: divest faster)")
+    print(
+        f"divest {divest.__version__}: {divest.get_num_threads()} threads; "
+        "median of repeats; ratio = peer time / divest time (>1: divest faster)"
+    )
     for fam, mod in FAMILIES:
         if wanted is not None and fam not in wanted:
             continue

@@ -10,12 +10,8 @@ import numpy as np
 
 import divest
 
-from . import Case
-
-
-def _rel(a, b):
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
+from . import Case, rel_error
+from . import workloads as wl
 
 
 def numpy_logits_kl(z1, z2):
@@ -65,12 +61,14 @@ def cdist_mmd(x, y, sigma):
 
     kxx, kyy = k(x, x), k(y, y)
     n, m = len(x), len(y)
-    return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-            - 2 * k(x, y).mean())
+    return (
+        (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+        + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        - 2 * k(x, y).mean()
+    )
 
 
 def cases(quick: bool):
-    rng = np.random.default_rng(0)
     out = []
     try:
         import scipy  # noqa: F401
@@ -83,9 +81,8 @@ def cases(quick: bool):
     except ImportError:
         torch = None
 
-    n, k = (2000, 1000) if quick else (10000, 1000)
-    p = rng.dirichlet(np.ones(k), n)
-    q = rng.dirichlet(np.ones(k), n)
+    n, k = wl.size(wl.DISCRETE_ROWS, quick), 1000
+    p, q = wl.discrete_pairs(n, k)
     peers = {}
     if have_scipy:
         from scipy.special import rel_entr
@@ -95,64 +92,128 @@ def cases(quick: bool):
         peers["scipy"] = "scipy not installed"
     if torch is not None:
         tp, tq = torch.from_numpy(np.log(p)), torch.from_numpy(np.log(q))
-        peers["PyTorch kl_div (CPU, log inputs)"] = lambda: torch.nn.functional.kl_div(
-            tq, tp, reduction="none", log_target=True).sum(-1).numpy()
+        peers["PyTorch kl_div (CPU, log inputs)"] = lambda: (
+            torch.nn.functional.kl_div(tq, tp, reduction="none", log_target=True).sum(-1).numpy()
+        )
     else:
         peers["PyTorch kl_div"] = "PyTorch not installed"
-    out.append(Case(f"kl, {n} pairs of {k}-category distributions", lambda: divest.kl(p, q),
-                    peers=peers, repeat=5, check=_rel))
+    out.append(
+        Case(
+            f"kl, {n} pairs of {k}-category distributions",
+            lambda: divest.kl(p, q),
+            peers=peers,
+            repeat=5,
+            check=rel_error,
+        )
+    )
     if have_scipy:
         from scipy.spatial.distance import jensenshannon
 
         jpeers = {"scipy jensenshannon(axis=-1)": lambda: jensenshannon(p, q, axis=-1)}
     else:
         jpeers = {"scipy": "scipy not installed"}
-    out.append(Case(f"js_distance, {n} pairs of {k}-category distributions",
-                    lambda: divest.js_distance(p, q), peers=jpeers, repeat=5, check=_rel))
+    out.append(
+        Case(
+            f"js_distance, {n} pairs of {k}-category distributions",
+            lambda: divest.js_distance(p, q),
+            peers=jpeers,
+            repeat=5,
+            check=rel_error,
+        )
+    )
 
-    rows, vocab = (128, 32000) if quick else (512, 32000)
-    z1 = rng.standard_normal((rows, vocab)).astype(np.float32)
-    z2 = rng.standard_normal((rows, vocab)).astype(np.float32)
+    rows, vocab = wl.size(wl.LOGITS_ROWS, quick), 32000
+    z1, z2 = wl.logits_pair(rows, vocab)
     lpeers = {"NumPy softmax + KL (float32)": lambda: numpy_logits_kl(z1, z2)}
     if torch is not None:
         t1, t2 = torch.from_numpy(z1), torch.from_numpy(z2)
-        lpeers["PyTorch log_softmax + kl_div (CPU)"] = lambda: torch.nn.functional.kl_div(
-            torch.log_softmax(t2, -1), torch.log_softmax(t1, -1), reduction="none",
-            log_target=True).sum(-1).numpy()
-    out.append(Case(f"kl from logits, {rows} x {vocab} float32", lambda: divest.kl(z1, z2, from_logits=True),
-                    peers=lpeers, repeat=3, check=lambda a, b: _rel(a, b)))
+        lpeers["PyTorch log_softmax + kl_div (CPU)"] = lambda: (
+            torch.nn.functional.kl_div(
+                torch.log_softmax(t2, -1),
+                torch.log_softmax(t1, -1),
+                reduction="none",
+                log_target=True,
+            )
+            .sum(-1)
+            .numpy()
+        )
+    out.append(
+        Case(
+            f"kl from logits, {rows} x {vocab} float32",
+            lambda: divest.kl(z1, z2, from_logits=True),
+            peers=lpeers,
+            repeat=3,
+            check=rel_error,
+        )
+    )
 
-    nk, dk = (5000, 8) if quick else (20000, 8)
-    x = rng.standard_normal((nk, dk))
-    y = rng.standard_normal((nk, dk)) * 1.2 + 0.3
+    nk, dk = wl.size(wl.KNN_N, quick), 8
+    x, y = wl.shifted_samples(nk, dk)
     kpeers = {"scipy cKDTree kNN-KL": (lambda: ckdtree_knn_kl(x, y, 5))} if have_scipy else {}
-    out.append(Case(f"knn_kl, n=m={nk}, d={dk}, k=5", lambda: divest.knn_kl(x, y, 5), peers=kpeers,
-                    repeat=1, check=lambda a, b: abs(a - b) / abs(b)))
-    epeers = {"scipy cKDTree Kozachenko-Leonenko": (lambda: ckdtree_knn_entropy(x, 5))} if have_scipy else {}
-    out.append(Case(f"knn_entropy, n={nk}, d={dk}, k=5", lambda: divest.knn_entropy(x, 5), peers=epeers,
-                    repeat=3, check=lambda a, b: abs(a - b) / abs(b)))
-    u = rng.standard_normal(nk)
-    v = u + rng.standard_normal(nk)
+    out.append(
+        Case(
+            f"knn_kl, n=m={nk}, d={dk}, k=5",
+            lambda: divest.knn_kl(x, y, 5),
+            peers=kpeers,
+            repeat=1,
+            check=rel_error,
+        )
+    )
+    epeers = (
+        {"scipy cKDTree Kozachenko-Leonenko": (lambda: ckdtree_knn_entropy(x, 5))}
+        if have_scipy
+        else {}
+    )
+    out.append(
+        Case(
+            f"knn_entropy, n={nk}, d={dk}, k=5",
+            lambda: divest.knn_entropy(x, 5),
+            peers=epeers,
+            repeat=3,
+            check=rel_error,
+        )
+    )
+    u, v = wl.correlated_normal(nk)
     try:
         from sklearn.feature_selection import mutual_info_regression
 
         # scikit-learn adds small noise and standardises: timing only (no value check).
-        mpeers = {"scikit-learn mutual_info_regression (timing only)": lambda: mutual_info_regression(
-            u[:, None], v, n_neighbors=3, random_state=0)}
+        mpeers = {
+            "scikit-learn mutual_info_regression (timing only)": lambda: mutual_info_regression(
+                u[:, None], v, n_neighbors=3, random_state=0
+            )
+        }
     except ImportError:
         mpeers = {"scikit-learn": "scikit-learn not installed"}
-    out.append(Case(f"knn_mi (KSG-1), n={nk}, 1-D x and y, k=3", lambda: divest.knn_mi(u, v, 3),
-                    peers=mpeers, repeat=3))
+    out.append(
+        Case(
+            f"knn_mi (KSG-1), n={nk}, 1-D x and y, k=3",
+            lambda: divest.knn_mi(u, v, 3),
+            peers=mpeers,
+            repeat=3,
+        )
+    )
 
-    nc, dc = (2000, 8) if quick else (5000, 8)
-    xc = rng.standard_normal((nc, dc))
-    yc = rng.standard_normal((nc, dc)) + 0.2
+    nc, dc = wl.size(wl.KERNEL_N, quick), 8
+    xc, yc = wl.shifted_samples(nc, dc)
     sigma = divest.divergence.median_sigma(xc, yc)
     if have_scipy:
-        out.append(Case(f"cs_divergence, n=m={nc}, d={dc}", lambda: divest.cs_divergence(xc, yc, sigma),
-                        peers={"NumPy/scipy cdist reference": lambda: cdist_cs(xc, yc, sigma)},
-                        repeat=3, check=lambda a, b: abs(a - b) / abs(b)))
-        out.append(Case(f"mmd (unbiased), n=m={nc}, d={dc}", lambda: divest.mmd(xc, yc, sigma),
-                        peers={"NumPy/scipy cdist reference": lambda: cdist_mmd(xc, yc, sigma)},
-                        repeat=3, check=lambda a, b: abs(a - b) / abs(b)))
+        out.append(
+            Case(
+                f"cs_divergence, n=m={nc}, d={dc}",
+                lambda: divest.cs_divergence(xc, yc, sigma),
+                peers={"NumPy/scipy cdist reference": lambda: cdist_cs(xc, yc, sigma)},
+                repeat=3,
+                check=rel_error,
+            )
+        )
+        out.append(
+            Case(
+                f"mmd (unbiased), n=m={nc}, d={dc}",
+                lambda: divest.mmd(xc, yc, sigma),
+                peers={"NumPy/scipy cdist reference": lambda: cdist_mmd(xc, yc, sigma)},
+                repeat=3,
+                check=rel_error,
+            )
+        )
     return out

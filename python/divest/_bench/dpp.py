@@ -11,6 +11,7 @@ import numpy as np
 from divest import dpp
 
 from . import Case
+from . import workloads as wl
 
 
 def _one_blas_thread():
@@ -22,7 +23,7 @@ def _one_blas_thread():
         return contextlib.nullcontext()
 
 
-def _dppy():
+def finite_dpp():
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -32,7 +33,7 @@ def _dppy():
         return None
 
 
-def _dppy_call(f):
+def dppy_call(f):
     def run():
         with _one_blas_thread(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -41,8 +42,16 @@ def _dppy_call(f):
     return run
 
 
-def _orthonormal(n, m, seed):
-    return np.linalg.qr(np.random.default_rng(seed).standard_normal((n, m)))[0]
+MISSING = "DPPy not installed (pip install dppy)"
+
+
+def _projection_peer(FiniteDPP, u, rs):
+    """DPPy's projection sampler on the basis `u`: (peers dict, the FiniteDPP or None)."""
+    if FiniteDPP is None:
+        return {"DPPy": MISSING}, None
+    fd = FiniteDPP("correlation", projection=True, K_eig_dec=(np.ones(u.shape[1]), u))
+    run = dppy_call(lambda: fd.sample_exact(mode="GS_bis", random_state=rs))
+    return {"DPPy sample_exact(mode='GS_bis')": run}, fd
 
 
 def cases(quick: bool):
@@ -53,75 +62,105 @@ def cases(quick: bool):
 
 
 def _cases(quick: bool):
-    FiniteDPP = _dppy()
-    missing = "DPPy not installed (pip install dppy)"
+    FiniteDPP = finite_dpp()
     rs = np.random.RandomState(0)
     out = []
 
     n, m = 5000, 100
-    u = _orthonormal(n, m, 0)
-    peers = {}
-    if FiniteDPP is not None:
-        fd = FiniteDPP("correlation", projection=True, K_eig_dec=(np.ones(m), u))
-        peers["DPPy sample_exact(mode='GS_bis')"] = _dppy_call(
-            lambda: fd.sample_exact(mode="GS_bis", random_state=rs))
-    else:
-        peers["DPPy"] = missing
-    out.append(Case(f"projection DPP, N={n}, m={m}, one sample, method='chain'",
-                    lambda: dpp.sample_projection(u, method="chain", rng=1), peers=peers,
-                    repeat=21))
-    out.append(Case(f"projection DPP, N={n}, m={m}, one sample, method='rejection'",
-                    lambda: dpp.sample_projection(u, method="rejection", rng=1), peers=peers,
-                    repeat=21))
+    u = wl.dpp_basis(n, m)
+    peers, fd = _projection_peer(FiniteDPP, u, rs)
+    out.append(
+        Case(
+            f"projection DPP, N={n}, m={m}, one sample, method='chain'",
+            lambda: dpp.sample_projection(u, method="chain", rng=1),
+            peers=peers,
+            repeat=21,
+        )
+    )
+    out.append(
+        Case(
+            f"projection DPP, N={n}, m={m}, one sample, method='rejection'",
+            lambda: dpp.sample_projection(u, method="rejection", rng=1),
+            peers=peers,
+            repeat=21,
+        )
+    )
     b = 8 if quick else 32
     peers_b = {}
-    if FiniteDPP is not None:
-        peers_b[f"DPPy GS_bis, {b} samples in a loop"] = _dppy_call(
-            lambda: [fd.sample_exact(mode="GS_bis", random_state=rs) for _ in range(b)])
+    if fd is not None:
+        peers_b[f"DPPy GS_bis, {b} samples in a loop"] = dppy_call(
+            lambda: [fd.sample_exact(mode="GS_bis", random_state=rs) for _ in range(b)]
+        )
     else:
-        peers_b["DPPy"] = missing
-    out.append(Case(f"projection DPP, N={n}, m={m}, {b} samples, method='chain' (in parallel)",
-                    lambda: dpp.sample_projection(u, b, method="chain", rng=1), peers=peers_b,
-                    repeat=3))
+        peers_b["DPPy"] = MISSING
+    out.append(
+        Case(
+            f"projection DPP, N={n}, m={m}, {b} samples, method='chain' (in parallel)",
+            lambda: dpp.sample_projection(u, b, method="chain", rng=1),
+            peers=peers_b,
+            repeat=3,
+        )
+    )
     ns = 200 if quick else 1000
-    out.append(Case(f"projection DPP, N={n}, m={m}, {ns} samples, method='auto'",
-                    lambda: dpp.sample_projection(u, ns, rng=1),
-                    peers={"divest method='chain'":
-                           lambda: dpp.sample_projection(u, ns, method="chain", rng=1)},
-                    repeat=3))
+    out.append(
+        Case(
+            f"projection DPP, N={n}, m={m}, {ns} samples, method='auto'",
+            lambda: dpp.sample_projection(u, ns, rng=1),
+            peers={
+                "divest method='chain'": lambda: dpp.sample_projection(u, ns, method="chain", rng=1)
+            },
+            repeat=3,
+        )
+    )
 
     n2 = 10000
-    u2 = _orthonormal(n2, m, 1)
-    peers2 = {}
-    if FiniteDPP is not None:
-        fd2 = FiniteDPP("correlation", projection=True, K_eig_dec=(np.ones(m), u2))
-        peers2["DPPy sample_exact(mode='GS_bis')"] = _dppy_call(
-            lambda: fd2.sample_exact(mode="GS_bis", random_state=rs))
-    else:
-        peers2["DPPy"] = missing
-    out.append(Case(f"projection DPP, N={n2}, m={m}, one sample, method='rejection'",
-                    lambda: dpp.sample_projection(u2, method="rejection", rng=1), peers=peers2,
-                    repeat=21))
+    u2 = wl.dpp_basis(n2, m)
+    peers2, _ = _projection_peer(FiniteDPP, u2, rs)
+    out.append(
+        Case(
+            f"projection DPP, N={n2}, m={m}, one sample, method='rejection'",
+            lambda: dpp.sample_projection(u2, method="rejection", rng=1),
+            peers=peers2,
+            repeat=21,
+        )
+    )
 
-    n3 = 1000 if quick else 2000
-    g = np.random.default_rng(2).standard_normal((n3, 3))
-    L = np.exp(-0.5 * np.sum((g[:, None, :] - g[None, :, :]) ** 2, axis=-1))
-    d = dpp.DPP(L=L)
+    n3 = wl.size(wl.DPP_LENSEMBLE_N, quick)
+    d = dpp.DPP(L=wl.dpp_gaussian_kernel(n3))
     peers3, peers4 = {}, {}
     if FiniteDPP is not None:
         fl = FiniteDPP("likelihood", L_eig_dec=(d.eigenvalues, d.eigenvectors))
-        peers3["DPPy sample_exact(mode='GS')"] = _dppy_call(
-            lambda: fl.sample_exact(mode="GS", random_state=rs))
-        peers4["DPPy sample_exact_k_dpp(size=50, mode='GS')"] = _dppy_call(
-            lambda: fl.sample_exact_k_dpp(size=50, mode="GS", random_state=rs))
+        peers3["DPPy sample_exact(mode='GS')"] = dppy_call(
+            lambda: fl.sample_exact(mode="GS", random_state=rs)
+        )
+        peers4["DPPy sample_exact_k_dpp(size=50, mode='GS')"] = dppy_call(
+            lambda: fl.sample_exact_k_dpp(size=50, mode="GS", random_state=rs)
+        )
     else:
-        peers3["DPPy"] = peers4["DPPy"] = missing
-    out.append(Case(f"L-ensemble (Gaussian kernel), N={n3}, E|Y|={d.expected_size():.0f}, "
-                    "one sample after the eigendecomposition",
-                    lambda: d.sample(rng=3), peers=peers3, repeat=21))
-    out.append(Case(f"k-DPP, N={n3}, k=50, one sample after the eigendecomposition",
-                    lambda: d.sample_k(50, rng=3), peers=peers4, repeat=21))
-    x = np.random.default_rng(4).standard_normal((n, 20))
-    out.append(Case(f"volume sampling, N={n}, d=20, k=40 (no peer offers it)",
-                    lambda: dpp.volume_sample(x, 40, rng=5), repeat=21))
+        peers3["DPPy"] = peers4["DPPy"] = MISSING
+    out.append(
+        Case(
+            f"L-ensemble (Gaussian kernel), N={n3}, E|Y|={d.expected_size():.0f}, "
+            "one sample after the eigendecomposition",
+            lambda: d.sample(rng=3),
+            peers=peers3,
+            repeat=21,
+        )
+    )
+    out.append(
+        Case(
+            f"k-DPP, N={n3}, k=50, one sample after the eigendecomposition",
+            lambda: d.sample_k(50, rng=3),
+            peers=peers4,
+            repeat=21,
+        )
+    )
+    x = wl.dpp_design(n, 20)
+    out.append(
+        Case(
+            f"volume sampling, N={n}, d=20, k=40 (no peer offers it)",
+            lambda: dpp.volume_sample(x, 40, rng=5),
+            repeat=21,
+        )
+    )
     return out

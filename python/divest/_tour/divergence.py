@@ -7,7 +7,9 @@ import numpy as np
 
 import divest
 
-from . import optional, timed
+from .._bench import median_time, rel_error
+from .._bench import workloads as wl
+from . import optional
 
 
 def run(report, quick=False, figures=True):
@@ -16,23 +18,22 @@ def run(report, quick=False, figures=True):
     distance = optional("scipy.spatial.distance")
 
     report.header("Divergences")
-    n, k = (2000, 1000) if quick else (10000, 1000)
-    p = rng.dirichlet(np.ones(k), n)
-    q = rng.dirichlet(np.ones(k), n)
+    n, k = wl.size(wl.DISCRETE_ROWS, quick), 1000
+    p, q = wl.discrete_pairs(n, k)
     report.line(f"a batch of {n} pairs of {k}-category distributions")
-    t, v = timed(lambda: divest.kl(p, q), repeat=3)
+    t, v = median_time(lambda: divest.kl(p, q), 5)
     peers = []
     if special is not None:
-        ts, ref = timed(lambda: special.rel_entr(p, q).sum(-1), repeat=3)
+        ts, ref = median_time(lambda: special.rel_entr(p, q).sum(-1), 3)
         peers.append(("scipy rel_entr(p, q).sum(-1)", ts, ""))
-        report.check(np.max(np.abs(v - ref) / ref) < 1e-12, "kl equals scipy's rel_entr sum")
+        report.check(rel_error(v, ref) < 1e-12, "kl equals scipy's rel_entr sum")
     report.timing("kl", t, peers)
-    t, v = timed(lambda: divest.js_distance(p, q), repeat=3)
+    t, v = median_time(lambda: divest.js_distance(p, q), 5)
     peers = []
     if distance is not None:
-        ts, ref = timed(lambda: distance.jensenshannon(p, q, axis=-1), repeat=3)
+        ts, ref = median_time(lambda: distance.jensenshannon(p, q, axis=-1), 3)
         peers.append(("scipy jensenshannon", ts, ""))
-        report.check(np.max(np.abs(v - ref) / ref) < 1e-12, "js_distance equals scipy's jensenshannon")
+        report.check(rel_error(v, ref) < 1e-12, "js_distance equals scipy's jensenshannon")
     report.timing("js_distance", t, peers)
     a = rng.random((20000, 10))
     b = a + 1e-12 * rng.random((20000, 10))
@@ -43,32 +44,35 @@ def run(report, quick=False, figures=True):
     if distance is not None:
         with np.errstate(all="ignore"):
             note = f" (scipy: {int(np.isnan(distance.jensenshannon(a, b, axis=-1)).sum())} NaN)"
-    report.check(not np.isnan(js).any() and (js >= 0).all(),
-                 f"20,000 nearly identical pairs: no NaN, none negative{note}")
+    report.check(
+        not np.isnan(js).any() and (js >= 0).all(),
+        f"20,000 nearly identical pairs: no NaN, none negative{note}",
+    )
     report.check(np.isfinite(divest.js([0, 1], [5e-324, 1])), "js([0, 1], [5e-324, 1]) is finite")
 
-    rows = 128 if quick else 512
-    z1 = rng.standard_normal((rows, 32000)).astype(np.float32)
-    z2 = rng.standard_normal((rows, 32000)).astype(np.float32)
-    t, v = timed(lambda: divest.kl(z1, z2, from_logits=True), repeat=3)
-    report.line(f"KL between softmaxes of {rows} x 32000 float32 logits, in log space")
+    rows, vocab = wl.size(wl.LOGITS_ROWS, quick), 32000
+    z1, z2 = wl.logits_pair(rows, vocab)
+    t, v = median_time(lambda: divest.kl(z1, z2, from_logits=True), 3)
+    report.line(f"KL between softmaxes of {rows} x {vocab} float32 logits, in log space")
     report.timing("kl(from_logits=True)", t)
 
-    nm = 2000 if quick else 5000
+    nm = wl.size(wl.KERNEL_N, quick)
     rho = 0.8
-    u = rng.standard_normal(nm)
-    w = rho * u + np.sqrt(1 - rho**2) * rng.standard_normal(nm)
+    u, w = wl.correlated_normal(nm, rho)
     want = -0.5 * np.log(1 - rho**2)
-    t, mi = timed(lambda: divest.knn_mi(u, w, k=5), repeat=1)
-    report.check(abs(mi - want) < 0.05,
-                 f"KSG mutual information of a bivariate normal (rho = {rho}, n = {nm}): "
-                 f"{mi:.4f} vs closed form {want:.4f}")
+    t, mi = median_time(lambda: divest.knn_mi(u, w, k=5), 1)
+    report.check(
+        abs(mi - want) < 0.05,
+        f"KSG mutual information of a bivariate normal (rho = {rho}, n = {nm}): "
+        f"{mi:.4f} vs closed form {want:.4f}",
+    )
     report.timing("knn_mi", t)
-    x = rng.standard_normal((nm, 2))
-    h = divest.knn_entropy(x, k=3)
-    report.check(abs(h - np.log(2 * np.pi * np.e)) < 0.05,
-                 f"Kozachenko-Leonenko entropy of N(0, I_2): {h:.4f} vs {np.log(2 * np.pi * np.e):.4f}")
-    y = rng.standard_normal((nm, 8)) + 0.3
-    x8 = rng.standard_normal((nm, 8))
-    t, cs = timed(lambda: divest.cs_divergence(x8, y), repeat=1)
+    x8, y8 = wl.shifted_samples(nm, 8)
+    h = divest.knn_entropy(x8[:, :2], k=3)
+    h_true = np.log(2 * np.pi * np.e)
+    report.check(
+        abs(h - h_true) < 0.05,
+        f"Kozachenko-Leonenko entropy of N(0, I_2): {h:.4f} vs {h_true:.4f}",
+    )
+    t, cs = median_time(lambda: divest.cs_divergence(x8, y8), 1)
     report.timing(f"cs_divergence, n = m = {nm}, d = 8 (median heuristic), value {cs:.4f}", t)
