@@ -12,6 +12,8 @@ __all__ = [
     "check_weights",
     "check_positive",
     "check_int",
+    "check_choice",
+    "check_nonnegative",
 ]
 
 
@@ -111,4 +113,27 @@ def check_int(x, name: str, minimum: int = 0) -> int:
     v = int(x)
     if v < minimum:
         raise ValueError(f"{name} must be at least {minimum}; got {v}")
+    return v
+
+
+def check_choice(x, name: str, choices):
+    """One of `choices` (strings or integers, compared by type and value, so an array or
+    a float never matches by accident)."""
+    for c in choices:
+        if type(x) is type(c) or (
+            isinstance(c, int) and isinstance(x, (numbers.Integral, np.integer))
+            and not isinstance(x, (bool, np.bool_))
+        ):
+            if x == c:
+                return c
+    raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {x!r}")
+
+
+def check_nonnegative(x, name: str) -> float:
+    """A finite number >= 0."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a non-negative number; got {type(x).__name__}")
+    v = float(x)
+    if not (np.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be non-negative and finite; got {x!r}")
     return v

@@ -28,7 +28,7 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._validate import as_float_array, as_points, check_int, check_positive
+from ._validate import as_float_array, as_points, check_choice, check_int, check_positive
 
 __all__ = [
     "kl",
@@ -399,8 +399,7 @@ def f_divergence(
     float or ndarray
         One value per pair of rows. Memory: the output, plus a few rows per thread.
     """
-    if not isinstance(f, str) or f not in F_DIVERGENCES:
-        raise ValueError(f"f must be one of {', '.join(map(repr, F_DIVERGENCES))}; got {f!r}")
+    check_choice(f, "f", F_DIVERGENCES)
     param = 0.0
     if f == "alpha":
         if alpha is None:
@@ -569,8 +568,7 @@ def mmd(x, y, sigma=None, kernel="gaussian", unbiased=True, *, check_finite=True
     to the spread of the data that every kernel value between distinct points underflows
     (½·diameter²/σ² above 1e17, or diameter/σ for the Laplacian) is a ValueError.
     """
-    if kernel not in ("gaussian", "laplacian"):
-        raise ValueError(f"kernel must be 'gaussian' or 'laplacian'; got {kernel!r}")
+    check_choice(kernel, "kernel", ("gaussian", "laplacian"))
     xc, yc, c = _two_samples(x, y, check_finite)
     n, m = len(xc), len(yc)
     if unbiased and (n < 2 or m < 2):
@@ -631,9 +629,7 @@ _ALGORITHM_DOC = """``algorithm`` is "auto" (an exact kd-tree when the total dim
 
 
 def _check_algorithm(algorithm) -> str:
-    if algorithm not in ("auto", "kd_tree", "brute"):
-        raise ValueError(f"algorithm must be 'auto', 'kd_tree' or 'brute'; got {algorithm!r}")
-    return algorithm
+    return check_choice(algorithm, "algorithm", ("auto", "kd_tree", "brute"))
 
 
 def _digamma_int(n: np.ndarray) -> np.ndarray:
@@ -777,8 +773,7 @@ def knn_mi(x, y, k=3, variant=1, *, base=None, algorithm="auto", check_finite=Tr
     """
     lb = _log_base(base)
     algorithm = _check_algorithm(algorithm)
-    if variant not in (1, 2):
-        raise ValueError(f"variant must be 1 or 2 (KSG-1 or KSG-2); got {variant!r}")
+    check_choice(variant, "variant", (1, 2))
     xa = as_points(x, "x", check_finite=check_finite)
     ya = as_points(y, "y", check_finite=check_finite)
     n = len(xa)

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _core
 from ._rng import as_generator
-from ._validate import as_points, check_int, check_weights
+from ._validate import as_points, check_choice, check_int, check_weights
 
 __all__ = ["KDE", "kde_logpdf", "select_bandwidth", "BandwidthSelection", "KERNELS"]
 
@@ -30,9 +30,7 @@ _RULES = ("scott", "silverman")
 
 
 def _check_kernel(kernel) -> str:
-    if not isinstance(kernel, str) or kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {', '.join(map(repr, KERNELS))}; got {kernel!r}")
-    return kernel
+    return check_choice(kernel, "kernel", KERNELS)
 
 
 def _log_unit_ball(d: int) -> float:
