@@ -10,7 +10,8 @@ use std::sync::atomic::AtomicBool;
 use super::projection::{cumsum, draw_cdf, par_samples, Method};
 use super::rng::Rng;
 use super::spectral::sample_dense;
-use crate::core::error::{invalid, Result};
+use crate::core::error::{checked_size, invalid, try_vec, Result};
+use crate::core::threads;
 
 /// How the k - d points beyond the DPP part are drawn.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -92,23 +93,33 @@ pub fn volume_sample(
         }
         Extra::Uniform => Vec::new(),
     };
-    let mut out = vec![0usize; n_samples * k];
-    par_samples(&mut out, k, |s, chunk| {
+    let mut out = try_vec(
+        checked_size(n_samples, k, "n_samples")?,
+        0usize,
+        "n_samples",
+    )?;
+    par_samples(&mut out, k, stop, |s, chunk| {
         let mut rng = Rng::stream(seed, s as u64);
-        let mut items = sample_dense(u, n, d, method, &mut rng, n_samples == 1, stop)?;
+        let items = sample_dense(u, n, d, method, &mut rng, n_samples == 1, stop)?;
+        let (head, rest) = chunk.split_at_mut(d);
         match extra {
             Extra::Uniform => {
+                // k <= n here, so this extra state is bounded by the input's size.
                 let more = uniform_rest(n, &items, k - d, &mut rng);
-                items.extend(more);
+                rest.copy_from_slice(&more);
             }
             Extra::Iid(_) => {
-                for _ in d..k {
-                    items.push(draw_cdf(&cdf, &mut rng));
+                // Written in place (k may be far larger than n); a long draw polls Ctrl-C.
+                for (t, slot) in rest.iter_mut().enumerate() {
+                    if t % 4096 == 4095 {
+                        threads::check(stop)?;
+                    }
+                    *slot = draw_cdf(&cdf, &mut rng);
                 }
             }
         }
-        items.sort_unstable();
-        chunk.copy_from_slice(&items);
+        head.copy_from_slice(&items);
+        chunk.sort_unstable();
         Ok(())
     })?;
     Ok(out)
