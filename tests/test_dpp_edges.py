@@ -36,18 +36,18 @@ import os, signal, threading, time
 import numpy as np
 import divest.dpp as dpp
 g = np.random.default_rng(0)
-X = g.standard_normal((2000, 150))
+X = g.standard_normal((1500, 120))
 U = np.linalg.qr(X)[0]
 """
 
 _LONG_CALLS = {
     "sample_projection": "dpp.sample_projection(U, 20_000, method='rejection', rng=0)",
     "sample_projection_auto": "dpp.sample_projection(U, 20_000, rng=0)",
-    "sample_k": "D.sample_k(150, 20_000, rng=0)",
+    "sample_k": "D.sample_k(120, 20_000, rng=0)",
     "sample": "D.sample(20_000, rng=0)",
-    "volume_sample": "dpp.volume_sample(X, 160, n_samples=20_000, rng=0)",
-    "volume_rescaled_sample": "dpp.volume_rescaled_sample(X, 160, n_samples=20_000, rng=0)",
-    "least_squares_design": "dpp.least_squares_design(X, 150 * 20_000, rng=0)",
+    "volume_sample": "dpp.volume_sample(X, 130, n_samples=20_000, rng=0)",
+    "volume_rescaled_sample": "dpp.volume_rescaled_sample(X, 130, n_samples=20_000, rng=0)",
+    "least_squares_design": "dpp.least_squares_design(X, 120 * 20_000, rng=0)",
 }
 
 
@@ -55,8 +55,8 @@ _LONG_CALLS = {
 def test_ctrl_c_stops_long_sampler(name):
     extra = ""
     if name in ("sample_k", "sample"):
-        # A rank-150 L-ensemble on 1000 items (k ln(k+1) < N: "auto" picks rejection).
-        extra = "D = dpp.DPP(L=(X[:1000] * 3) @ (X[:1000] * 3).T)\n"
+        # A rank-120 L-ensemble on 800 items (k ln(k+1) < N: "auto" picks rejection).
+        extra = "D = dpp.DPP(L=(X[:800] * 3) @ (X[:800] * 3).T)\n"
     code = _SETUP + extra + f"""
 sent = []
 def fire():

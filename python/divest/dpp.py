@@ -12,6 +12,12 @@ on ``rng`` and never on the number of threads. Many samples run in parallel.
   ``expected_size``.
 * :func:`volume_sample`, :func:`volume_rescaled_sample` — P(S) ∝ det(X_Sᵀ X_S).
 * :func:`optimal_weights`, :func:`least_squares_design`, :func:`weighted_least_squares`.
+
+Every sampler stops on Ctrl-C (KeyboardInterrupt) within a fraction of a second: the
+stop flag is polled before each sample and between the proposals of one sample. Counts
+and sizes (``n_samples``, ``k``, ``n``) are integers up to 2**63 - 1; a request whose
+output would not fit in this machine's physical memory raises MemoryError naming the
+argument before anything is allocated.
 """
 
 from __future__ import annotations
@@ -182,7 +188,11 @@ class DPP:
     eigenvalues within N·eps·max|λ| of 0 (or of 1 for K) are rounded to it.
 
     The eigendecomposition (numpy.linalg.eigh, O(N³), N² floats) is computed once here
-    and cached; every sampler reuses it. Equals DPPy's ``FiniteDPP('likelihood', L=L)``
+    and cached; every sampler reuses it. It runs on the kernel divided by a power of two
+    (exact), so entries up to 1e308 or down to subnormals neither overflow nor underflow;
+    a kernel whose eigenvalue exceeds the float64 range is a ValueError. The rounding
+    tolerance uses the input's precision (float32 kernels: float32's epsilon). Not
+    interruptible (LAPACK). Equals DPPy's ``FiniteDPP('likelihood', L=L)``
     or ``FiniteDPP('correlation', K=K)`` with ``sample_exact(mode='GS')`` and
     ``sample_exact_k_dpp`` in distribution.
     """
@@ -293,7 +303,8 @@ class DPP:
                 return np.log(lam)
             if lam.max() >= 1.0:
                 raise ValueError(
-                    "sample_k needs an L-ensemble; this K has eigenvalues equal to 1, so its "
+                    "sample_k and log_normaliser_k need an L-ensemble; this K has eigenvalues "
+                    "equal to 1, so its "
                     "L = K (I - K)⁻¹ does not exist. Build the DPP from L instead"
                 )
             return np.log(lam) - np.log1p(-lam)
@@ -356,7 +367,10 @@ def volume_sample(X, k, rng=None, *, n_samples=None):
     k - d rows chosen uniformly from the rest (Dereziński and Warmuth). For k = d the
     least-squares solution on S is unbiased: E[X_S⁻¹ y_S] = X⁺ y.
     Returns sorted int64 rows, shape (k,) or (n_samples, k). Memory: the thin QR of X
-    (N×d) and the output. No peer library offers it.
+    (N×d), the output and, per running sample, N/8 bytes for the uniform part. The
+    basis is computed on X with each column scaled by a power of two, so entries from
+    subnormal to 1e308 and columns in very different units are handled exactly. No peer
+    library offers it.
     """
     x, k = _volume_args(X, k, rescaled=False)
     ns = _n_samples(n_samples)
@@ -373,8 +387,8 @@ def volume_rescaled_sample(X, k, rng=None, *, p=None, n_samples=None):
     By Cauchy–Binet this is, exactly, a size-d projection DPP on an orthonormal basis of
     diag(√p) X plus k - d rows i.i.d. from p (Dereziński, Warmuth and Hsu), which is how it
     is drawn. Rows may repeat and k may exceed N. Returns the multiset as sorted int64
-    rows, shape (k,) or (n_samples, k). Memory: the thin QR of X and the output.
-    No peer library offers it.
+    rows, shape (k,) or (n_samples, k). Memory: the thin QR of X, the output and, per
+    running sample with k ≥ 32768, up to N counts for sorting. No peer library offers it.
     """
     x, k = _volume_args(X, k, rescaled=True)
     n = x.shape[0]
@@ -398,7 +412,9 @@ def volume_rescaled_sample(X, k, rng=None, *, p=None, n_samples=None):
 
 def optimal_weights(Phi):
     """w(x) = m / Σ_j φ_j(x)² for each row of Phi (n×m, features orthonormal in L²(μ)):
-    the inverse of the optimal sampling density k_m/m. Returns an (n,) float64 array."""
+    the inverse of the optimal sampling density k_m/m. Returns an (n,) float64 array.
+    Each row is scaled by its largest entry first, so no sum overflows or underflows;
+    a weight beyond the float64 range is a ValueError naming the row."""
     phi = _matrix(Phi, "Phi")
     # Σ φ_j² = r² Σ (φ_j / r)² with r the row's largest |φ_j|: no overflow at 1e300, no
     # underflow to zero at 1e-200.
@@ -424,8 +440,10 @@ def weighted_least_squares(Phi, y, weights=None):
 
     Phi is (n, m) with n ≥ m, y is (n,) or (n, r), weights (n,) non-negative (None: all
     one). Returns c of shape (m,) or (m, r). Raises ValueError when the weighted design
-    is rank deficient. Memory: the n×m QR factors. Equals numpy.linalg.lstsq on the
-    √w-scaled system.
+    is rank deficient, or when a coefficient exceeds the float64 range. Memory: the n×m
+    QR factors. Equals numpy.linalg.lstsq on the √w-scaled system; w is divided by its
+    maximum and each column of diag(√w) Phi by its largest entry first (the solution is
+    rescaled back), so the rank test does not depend on the features' units.
     """
     phi = _matrix(Phi, "Phi")
     n, m = phi.shape

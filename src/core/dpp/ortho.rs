@@ -63,6 +63,9 @@ pub fn orthonormal_basis(x: &[f64], n: usize, d: usize, stop: &AtomicBool) -> Re
         let tol = rel * dot(v, v).sqrt();
         for _pass in 0..2 {
             for (l, c) in coef[..j].iter_mut().enumerate() {
+                if l % 64 == 63 {
+                    threads::check(stop)?; // a column of a tall X is long work alone
+                }
                 *c = dot(&done[l * n..(l + 1) * n], v);
             }
             for (l, c) in coef[..j].iter().enumerate() {
