@@ -78,11 +78,20 @@ def _n_samples(n_samples) -> int:
 
 
 def _memory_bytes() -> int:
-    """Physical memory of this machine in bytes (a huge number when unknown)."""
+    """Physical memory of this machine in bytes, or the container's limit (cgroup v2)
+    when smaller; a huge number when unknown."""
     try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        total = int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, ValueError, OSError):
-        return 2**62
+        total = 2**62
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
 
 
 def _check_memory(nbytes: int, name: str, value: int, what: str) -> None:
