@@ -12,10 +12,18 @@ on ``rng`` and never on the number of threads. Many samples run in parallel.
   ``expected_size``.
 * :func:`volume_sample`, :func:`volume_rescaled_sample` — P(S) ∝ det(X_Sᵀ X_S).
 * :func:`optimal_weights`, :func:`least_squares_design`, :func:`weighted_least_squares`.
+
+Every sampler stops on Ctrl-C (KeyboardInterrupt) within a fraction of a second: the
+stop flag is polled before each sample and between the proposals of one sample. Counts
+and sizes (``n_samples``, ``k``, ``n``) are integers up to 2**63 - 1; a request whose
+output would not fit in this machine's physical memory raises MemoryError naming the
+argument before anything is allocated.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -53,12 +61,54 @@ def _check_method(method) -> str:
     return method
 
 
+#: Largest count accepted by any argument (the Rust side indexes with 64-bit integers).
+_MAX_COUNT = 2**63 - 1
+
+
+def _count(x, name: str, minimum: int = 0) -> int:
+    """A size or count argument: an integer in [minimum, 2**63 - 1]."""
+    v = check_int(x, name, minimum=minimum)
+    if v > _MAX_COUNT:
+        raise ValueError(f"{name} must be at most 2**63 - 1; got {v}")
+    return v
+
+
 def _n_samples(n_samples) -> int:
-    return 1 if n_samples is None else check_int(n_samples, "n_samples", minimum=0)
+    return 1 if n_samples is None else _count(n_samples, "n_samples")
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine in bytes, or the container's limit (cgroup v2)
+    when smaller; a huge number when unknown."""
+    try:
+        total = int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        total = 2**62
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def _check_memory(nbytes: int, name: str, value: int, what: str) -> None:
+    """MemoryError naming `name` when a call would allocate more than this machine's
+    physical memory (checked before anything is allocated; Python ints, no overflow)."""
+    limit = _memory_bytes()
+    if nbytes > limit:
+        raise MemoryError(
+            f"{name} = {value} would need {nbytes / 2**30:.4g} GiB for {what}, more than "
+            f"this machine's {limit / 2**30:.4g} GiB of memory; reduce {name}"
+        )
 
 
 def _matrix(x, name: str) -> np.ndarray:
-    a = as_float_array(x, name)
+    a = as_float_array(x, name, check_finite=False)
+    if a.size and not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or inf; remove those entries")
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array; got {a.ndim} dimension(s) {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
@@ -76,7 +126,8 @@ def _orthonormal_basis(x: np.ndarray, name: str) -> np.ndarray:
     try:
         return _core.dpp_orthonormal_basis(x)
     except ValueError as exc:
-        raise ValueError(str(exc).replace("X must", f"{name} must", 1)) from None
+        msg = str(exc).replace("X must", f"{name} must", 1).replace("X contains", f"{name} contains", 1)
+        raise ValueError(msg) from None
 
 
 def _check_orthonormal(u: np.ndarray, name: str, err=None) -> None:
@@ -129,6 +180,7 @@ def sample_projection(U, n_samples=None, method="auto", rng=None):
     u = _matrix(U, "U")
     method = _check_method(method)
     ns = _n_samples(n_samples)
+    _check_memory(8 * ns * u.shape[1], "n_samples", ns, f"the ({ns}, {u.shape[1]}) int64 output")
     if u.shape[1] > u.shape[0]:
         _check_orthonormal(u, "U")
     # The orthonormality check shares the sampler's pass over U (leverage scores).
@@ -145,7 +197,11 @@ class DPP:
     eigenvalues within N·eps·max|λ| of 0 (or of 1 for K) are rounded to it.
 
     The eigendecomposition (numpy.linalg.eigh, O(N³), N² floats) is computed once here
-    and cached; every sampler reuses it. Equals DPPy's ``FiniteDPP('likelihood', L=L)``
+    and cached; every sampler reuses it. It runs on the kernel divided by a power of two
+    (exact), so entries up to 1e308 or down to subnormals neither overflow nor underflow;
+    a kernel whose eigenvalue exceeds the float64 range is a ValueError. The rounding
+    tolerance uses the input's precision (float32 kernels: float32's epsilon). Not
+    interruptible (LAPACK). Equals DPPy's ``FiniteDPP('likelihood', L=L)``
     or ``FiniteDPP('correlation', K=K)`` with ``sample_exact(mode='GS')`` and
     ``sample_exact_k_dpp`` in distribution.
     """
@@ -154,19 +210,37 @@ class DPP:
         if (L is None) == (K is None):
             raise ValueError("give exactly one of L (an L-ensemble) or K (a correlation kernel)")
         name = "L" if L is not None else "K"
-        a = _matrix(L if L is not None else K, name)
+        src = L if L is not None else K
+        # Eigenvalues are only as exact as the input: float32 (or float16) kernels get
+        # their own rounding tolerance.
+        src_dtype = getattr(src, "dtype", None)
+        eps = float(np.finfo(np.float64).eps)
+        if src_dtype is not None and np.dtype(src_dtype).kind == "f":
+            eps = max(eps, float(np.finfo(src_dtype).eps))
+        a = _matrix(src, name)
         n = a.shape[0]
         if a.shape[1] != n:
             raise ValueError(f"{name} must be square; got shape {a.shape}")
         scale = float(np.max(np.abs(a))) if a.size else 0.0
+        # Work on a / 2^e with max |entry| in [0.5, 1) (exact), so that neither the
+        # symmetry test nor the eigensolver overflows or underflows at 1e308 or 1e-310.
+        e2 = math.frexp(scale)[1] if scale > 0 else 0
+        a = np.ldexp(a, -e2)
         asym = float(np.max(np.abs(a - a.T)))
-        if asym > 1e-10 * max(scale, 1e-300):
+        if asym > 1e-10 * max(float(np.max(np.abs(a))), 1e-300):
             raise ValueError(
-                f"{name} must be symmetric; max |{name} - {name}ᵀ| = {asym:.3g}. "
+                f"{name} must be symmetric; max |{name} - {name}ᵀ| = {math.ldexp(asym, e2):.3g}. "
                 f"Symmetrise it, e.g. ({name} + {name}.T) / 2"
             )
         lam, vec = np.linalg.eigh(0.5 * (a + a.T))
-        tol = n * np.finfo(float).eps * max(float(np.max(np.abs(lam))), 1e-300)
+        with np.errstate(over="ignore"):
+            lam = np.ldexp(lam, e2)
+        if not np.isfinite(lam).all():
+            raise ValueError(
+                f"{name} has an eigenvalue beyond the float64 range (about 1.8e308); "
+                f"its largest entry is {scale:.3g}. Scale {name} down"
+            )
+        tol = n * eps * max(float(np.max(np.abs(lam))), 1e-300)
         if lam.min() < -max(tol, 1e-12 * max(scale, 1e-300)):
             raise ValueError(
                 f"{name} must be positive semi-definite; its smallest eigenvalue is "
@@ -221,6 +295,11 @@ class DPP:
         """
         method = _check_method(method)
         ns = _n_samples(n_samples)
+        # Per sample: its items (about the expected size), an offset, a list slot and
+        # the array object returned for it.
+        per = 8 * (math.ceil(self.expected_size()) + 1) + 8 + 112
+        _check_memory(per * ns, "n_samples", ns, f"{ns} samples of about "
+                      f"{self.expected_size():.3g} items each")
         flat, offsets = _core.dpp_sample_spectral(self.eigenvectors, self._probs, ns,
                                                   _seed(rng), method)
         out = [flat[offsets[i]:offsets[i + 1]] for i in range(ns)]
@@ -233,7 +312,8 @@ class DPP:
                 return np.log(lam)
             if lam.max() >= 1.0:
                 raise ValueError(
-                    "sample_k needs an L-ensemble; this K has eigenvalues equal to 1, so its "
+                    "sample_k and log_normaliser_k need an L-ensemble; this K has eigenvalues "
+                    "equal to 1, so its "
                     "L = K (I - K)⁻¹ does not exist. Build the DPP from L instead"
                 )
             return np.log(lam) - np.log1p(-lam)
@@ -248,13 +328,14 @@ class DPP:
         (k+1)×(N+1) table and, per sample, an N×k copy of eigenvectors.
         Equals DPPy's ``FiniteDPP.sample_exact_k_dpp(size=k)`` in distribution.
         """
-        k = check_int(k, "k", minimum=0)
+        k = _count(k, "k")
         method = _check_method(method)
         if k > self.rank:
             raise ValueError(f"k = {k} exceeds the rank {self.rank} of the kernel; "
                              f"a k-DPP needs k <= {self.rank}")
-        ll, table = self._esp(k)
         ns = _n_samples(n_samples)
+        _check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
+        ll, table = self._esp(k)
         out = _core.dpp_sample_k(self.eigenvectors, ll, table, k, ns, _seed(rng), method)
         return out[0] if n_samples is None else out
 
@@ -268,15 +349,18 @@ class DPP:
         return cache[k]
 
     def log_normaliser_k(self, k) -> float:
-        """log e_k(λ), the k-DPP normalising constant (log space, never overflows)."""
-        k = check_int(k, "k", minimum=0)
+        """log e_k(λ), the k-DPP normalising constant (log space, never overflows);
+        -inf when k exceeds the rank (no set of k items has positive probability)."""
+        k = _count(k, "k")
+        if k > self.rank:
+            return -math.inf
         return float(self._esp(k)[1][k, -1])
 
 
 def _volume_args(X, k, rescaled: bool):
     x = _matrix(X, "X")
     n, d = x.shape
-    k = check_int(k, "k", minimum=1)
+    k = _count(k, "k", minimum=1)
     if k < d:
         raise ValueError(f"k must be at least d = {d}, the number of columns of X; got k = {k}")
     if not rescaled and k > n:
@@ -292,11 +376,15 @@ def volume_sample(X, k, rng=None, *, n_samples=None):
     k - d rows chosen uniformly from the rest (Dereziński and Warmuth). For k = d the
     least-squares solution on S is unbiased: E[X_S⁻¹ y_S] = X⁺ y.
     Returns sorted int64 rows, shape (k,) or (n_samples, k). Memory: the thin QR of X
-    (N×d) and the output. No peer library offers it.
+    (N×d), the output and, per running sample, N/8 bytes for the uniform part. The
+    basis is computed on X with each column scaled by a power of two, so entries from
+    subnormal to 1e308 and columns in very different units are handled exactly. No peer
+    library offers it.
     """
     x, k = _volume_args(X, k, rescaled=False)
-    q = _orthonormal_basis(x, "X")
     ns = _n_samples(n_samples)
+    _check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
+    q = _orthonormal_basis(x, "X")
     out = _core.dpp_volume_sample(q, k, ns, _seed(rng))
     return out[0] if n_samples is None else out
 
@@ -308,35 +396,51 @@ def volume_rescaled_sample(X, k, rng=None, *, p=None, n_samples=None):
     By Cauchy–Binet this is, exactly, a size-d projection DPP on an orthonormal basis of
     diag(√p) X plus k - d rows i.i.d. from p (Dereziński, Warmuth and Hsu), which is how it
     is drawn. Rows may repeat and k may exceed N. Returns the multiset as sorted int64
-    rows, shape (k,) or (n_samples, k). Memory: the thin QR of X and the output.
-    No peer library offers it.
+    rows, shape (k,) or (n_samples, k). Memory: the thin QR of X, the output and, per
+    running sample with k ≥ 32768, up to N counts for sorting. No peer library offers it.
     """
     x, k = _volume_args(X, k, rescaled=True)
     n = x.shape[0]
+    ns = _n_samples(n_samples)
+    _check_memory(8 * k, "k", k, f"one sample of {k} int64 items")
+    _check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
     if p is None:
         pw = np.full(n, 1.0 / n)
     else:
         pw = as_float_array(p, "p").astype(np.float64, copy=False)
         if pw.shape != (n,):
             raise ValueError(f"p must have shape ({n},), one weight per row of X; got {pw.shape}")
-        if (pw < 0).any() or not pw.sum() > 0:
+        if (pw < 0).any() or not pw.max() > 0:
             raise ValueError("p must be non-negative and not all zero")
+        pw = pw / pw.max()  # first to [0, 1]: a sum of weights near 1e308 cannot overflow
         pw = pw / pw.sum()
     q = _orthonormal_basis(x * np.sqrt(pw)[:, None], "X")
-    ns = _n_samples(n_samples)
     out = _core.dpp_volume_sample(q, k, ns, _seed(rng), np.ascontiguousarray(pw))
     return out[0] if n_samples is None else out
 
 
 def optimal_weights(Phi):
     """w(x) = m / Σ_j φ_j(x)² for each row of Phi (n×m, features orthonormal in L²(μ)):
-    the inverse of the optimal sampling density k_m/m. Returns an (n,) float64 array."""
+    the inverse of the optimal sampling density k_m/m. Returns an (n,) float64 array.
+    Each row is scaled by its largest entry first, so no sum overflows or underflows;
+    a weight beyond the float64 range is a ValueError naming the row."""
     phi = _matrix(Phi, "Phi")
-    s = np.einsum("ij,ij->i", phi, phi)
-    if not (s > 0).all():
-        i = int(np.argmin(s))
+    # Σ φ_j² = r² Σ (φ_j / r)² with r the row's largest |φ_j|: no overflow at 1e300, no
+    # underflow to zero at 1e-200.
+    r = np.max(np.abs(phi), axis=1)
+    if not (r > 0).all():
+        i = int(np.argmin(r))
         raise ValueError(f"Phi row {i} is zero: the optimal weight m / Σ φ_j² is infinite there")
-    return phi.shape[1] / s
+    t = np.einsum("ij,ij->i", phi / r[:, None], phi / r[:, None])
+    with np.errstate(over="ignore"):
+        w = phi.shape[1] / t / r / r
+    if not np.isfinite(w).all():
+        i = int(np.argmin(r))
+        raise ValueError(
+            f"Phi row {i} is so small (largest |φ_j| = {r[i]:.3g}) that its optimal weight "
+            "m / Σ φ_j² exceeds the float64 range; rescale Phi"
+        )
+    return w
 
 
 def weighted_least_squares(Phi, y, weights=None):
@@ -345,8 +449,10 @@ def weighted_least_squares(Phi, y, weights=None):
 
     Phi is (n, m) with n ≥ m, y is (n,) or (n, r), weights (n,) non-negative (None: all
     one). Returns c of shape (m,) or (m, r). Raises ValueError when the weighted design
-    is rank deficient. Memory: the n×m QR factors. Equals numpy.linalg.lstsq on the
-    √w-scaled system.
+    is rank deficient, or when a coefficient exceeds the float64 range. Memory: the n×m
+    QR factors. Equals numpy.linalg.lstsq on the √w-scaled system; w is divided by its
+    maximum and each column of diag(√w) Phi by its largest entry first (the solution is
+    rescaled back), so the rank test does not depend on the features' units.
     """
     phi = _matrix(Phi, "Phi")
     n, m = phi.shape
@@ -364,15 +470,40 @@ def weighted_least_squares(Phi, y, weights=None):
             raise ValueError(f"weights must be non-negative; got minimum {w.min()!r}")
     if n < m:
         raise ValueError(f"need at least m = {m} rows for {m} coefficients; got n = {n}")
-    sw = np.sqrt(w)
+    rank_msg = ("the weighted design diag(√w) Phi is rank deficient; "
+                "sample more points or drop features")
+    # Scalings that leave the solution unchanged or change it by a known factor, so that
+    # nothing overflows or underflows for entries from 1e-310 to 1e308 and the rank test
+    # does not depend on the features' units: w / max w (the minimiser is the same),
+    # each column of diag(√w) Phi by its largest entry (c = c' / scale), and b by its
+    # largest entry.
+    wmax = float(w.max())
+    if not wmax > 0:
+        raise ValueError(rank_msg)
+    sw = np.sqrt(w / wmax)
     a = phi * sw[:, None]
+    colmax = np.max(np.abs(a), axis=0)
+    if not (colmax > 0).all():
+        raise ValueError(rank_msg)
+    a = a / colmax
     b = yy * (sw if yy.ndim == 1 else sw[:, None])
+    bmax = float(np.max(np.abs(b))) if b.size else 0.0
+    if bmax > 0:
+        b = b / bmax
     q, r = np.linalg.qr(a)
     diag = np.abs(np.diag(r))
     if not diag.min() > max(n, m) * np.finfo(float).eps * max(diag.max(), 1e-300):
-        raise ValueError("the weighted design diag(√w) Phi is rank deficient; "
-                         "sample more points or drop features")
-    return _back_substitute(r, q.T @ b)
+        raise ValueError(rank_msg)
+    c = _back_substitute(r, q.T @ b)
+    scale = colmax if c.ndim == 1 else colmax[:, None]
+    with np.errstate(over="ignore", under="ignore"):
+        c = (c / scale) * bmax if bmax > 0 else c / scale
+    if not np.isfinite(c).all():
+        raise ValueError(
+            "the least-squares coefficients exceed the float64 range (about 1.8e308); "
+            "rescale Phi or y"
+        )
+    return c
 
 
 def _back_substitute(r: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -418,7 +549,9 @@ def least_squares_design(Phi_candidates, n, method="dpp", rng=None):
     """
     phi = _matrix(Phi_candidates, "Phi_candidates")
     n_cand, m = phi.shape
-    n = check_int(n, "n", minimum=1)
+    n = _count(n, "n", minimum=1)
+    # The indices and weights (int64 and float64), plus NumPy's draw buffers.
+    _check_memory(24 * n, "n", n, f"a design of {n} points")
     if not isinstance(method, str) or method not in _DESIGNS:
         raise ValueError(f"method must be one of {', '.join(map(repr, _DESIGNS))}; got {method!r}")
     if n < m:

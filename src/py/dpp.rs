@@ -8,6 +8,8 @@ use pyo3::prelude::*;
 
 use super::common::{run, slice, to_py};
 use crate::core::dpp::{self, Extra, Method};
+use crate::core::error::try_vec;
+use crate::core::Error;
 
 /// Ragged samples: all items back to back, and the n_samples + 1 offsets.
 type Ragged<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
@@ -18,6 +20,7 @@ fn index_matrix(
     rows: usize,
     cols: usize,
 ) -> PyResult<Bound<'_, PyArray2<i64>>> {
+    // usize and i64 share a layout: this collect reuses v's buffer (no second copy).
     let v: Vec<i64> = v.into_iter().map(|x| x as i64).collect();
     let a = Array2::from_shape_vec((rows, cols), v)
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
@@ -41,10 +44,12 @@ fn dpp_sample_projection<'py>(
     let method = Method::parse(method).map_err(to_py)?;
     let (n, m) = (u.shape()[0], u.shape()[1]);
     let us = slice(&u)?;
-    let work = n_samples
-        .saturating_mul(n)
+    // The leverage pass (n m) plus, per sample, n m² (chain) or about m³ ln m (rejection);
+    // the larger bound keeps every call that could take long under the Ctrl-C watcher.
+    let per_sample = n.saturating_add(m).saturating_mul(m).saturating_mul(m);
+    let work = n
         .saturating_mul(m)
-        .saturating_mul(m);
+        .saturating_add(n_samples.saturating_mul(per_sample));
     match check_tol {
         None => {
             let out = run(py, work, |stop| {
@@ -79,16 +84,35 @@ fn dpp_sample_spectral<'py>(
     let vs = slice(&v)?;
     let p = probs.as_slice()?;
     let size: f64 = p.iter().sum();
-    let work = (n_samples as f64 * n as f64 * (size + 1.0) * (size + 1.0)).min(1e18) as usize;
+    let size = if size.is_finite() {
+        size.max(0.0)
+    } else {
+        mm as f64
+    };
+    // Per sample: the gathered n×|J| copy, its leverage scores and the sampler, and the
+    // draw of mm eigenvectors.
+    let per_sample = n as f64 * (size + 1.0) * (size + 1.0) + mm as f64;
+    let work = (n_samples as f64 * per_sample).min(1e18) as usize;
     let samples = run(py, work, |stop| {
         dpp::sample_spectral(vs, n, mm, p, n_samples, seed, method, stop)
     })?;
-    let mut offsets = Vec::with_capacity(samples.len() + 1);
-    offsets.push(0i64);
-    let mut flat = Vec::new();
-    for s in samples {
-        flat.extend(s.into_iter().map(|x| x as i64));
-        offsets.push(flat.len() as i64);
+    let total = samples
+        .iter()
+        .try_fold(0usize, |a, s| a.checked_add(s.len()))
+        .ok_or_else(|| {
+            to_py(Error::OutOfMemory(
+                "n_samples: the samples' total size overflows".into(),
+            ))
+        })?;
+    let mut offsets = try_vec(samples.len() + 1, 0i64, "n_samples").map_err(to_py)?;
+    let mut flat = try_vec(total, 0i64, "n_samples").map_err(to_py)?;
+    let mut at = 0usize;
+    for (i, s) in samples.into_iter().enumerate() {
+        for (dst, x) in flat[at..at + s.len()].iter_mut().zip(&s) {
+            *dst = *x as i64;
+        }
+        at += s.len();
+        offsets[i + 1] = at as i64;
     }
     Ok((
         PyArray1::from_vec(py, flat),
@@ -116,10 +140,11 @@ fn dpp_sample_k<'py>(
     let vs = slice(&v)?;
     let ll = log_lambda.as_slice()?;
     let tb = slice(&table)?;
-    let work = n_samples
-        .saturating_mul(n)
-        .saturating_mul(k + 1)
-        .saturating_mul(k + 1);
+    // Per sample: the n×k gather, leverage scores and the projection sampler, and the
+    // eigenvector selection over mm.
+    let k1 = k.saturating_add(1);
+    let per_sample = n.saturating_mul(k1).saturating_mul(k1).saturating_add(mm);
+    let work = n_samples.saturating_mul(per_sample);
     let out = run(py, work, |stop| {
         dpp::sample_k_dpp(vs, n, mm, ll, tb, k, n_samples, seed, method, stop)
     })?;
@@ -135,8 +160,9 @@ fn dpp_log_esp<'py>(
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let ll = log_lambda.as_slice()?;
     let w = ll.len() + 1;
-    let work = w.saturating_mul(k + 1);
-    let e = run(py, work, |_| Ok(dpp::log_esp(ll, k)))?;
+    // Each entry is a log-add (an exp and a log1p): count it as a few operations.
+    let work = w.saturating_mul(k.saturating_add(1)).saturating_mul(8);
+    let e = run(py, work, |stop| dpp::log_esp(ll, k, stop))?;
     let a = Array2::from_shape_vec((k + 1, w), e)
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     Ok(PyArray2::from_owned_array(py, a))
@@ -160,7 +186,13 @@ fn dpp_volume_sample<'py>(
     let us = slice(&u)?;
     let ps = p.as_ref().map(|a| a.as_slice()).transpose()?;
     let extra = ps.map_or(Extra::Uniform, Extra::Iid);
-    let work = n_samples.saturating_mul(n).saturating_mul(d * d + k);
+    // Per sample: leverage scores (n d), the size-d projection sampler (up to n d²) and
+    // the k - d further draws.
+    let per_sample = n
+        .saturating_mul(d)
+        .saturating_mul(d.saturating_add(1))
+        .saturating_add(k);
+    let work = n_samples.saturating_mul(per_sample);
     let out = run(py, work, |stop| {
         dpp::volume_sample(us, n, d, k, n_samples, seed, extra, method, stop)
     })?;
@@ -172,8 +204,8 @@ fn dpp_volume_sample<'py>(
 fn dpp_orthonormality_error<'py>(py: Python<'py>, u: PyReadonlyArray2<'py, f64>) -> PyResult<f64> {
     let (n, m) = (u.shape()[0], u.shape()[1]);
     let us = slice(&u)?;
-    run(py, n.saturating_mul(m).saturating_mul(m.min(64)), |_| {
-        dpp::orthonormality_error(us, n, m)
+    run(py, n.saturating_mul(m).saturating_mul(m.min(64)), |stop| {
+        dpp::orthonormality_error_until(us, n, m, stop)
     })
 }
 

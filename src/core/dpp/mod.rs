@@ -11,6 +11,9 @@ pub mod spectral;
 pub mod volume;
 
 pub use ortho::orthonormal_basis;
-pub use projection::{orthonormality_error, sample_projection, sample_projection_checked, Method};
+pub use projection::{
+    orthonormality_error, orthonormality_error_until, sample_projection, sample_projection_checked,
+    Method,
+};
 pub use spectral::{log_esp, sample_k_dpp, sample_spectral};
 pub use volume::{volume_sample, Extra};

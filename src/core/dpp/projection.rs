@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::panels::{row_norms_at, Panels, PANEL};
 use super::rng::Rng;
-use crate::core::error::{invalid, Result};
+use crate::core::error::{checked_size, invalid, try_vec, Result};
 use crate::core::simd::{self, finish_lanes, Fma, LANES};
 use crate::core::threads;
 
@@ -177,18 +177,35 @@ simd::simd_fn!(fn probe_at => probe_body(rows: &[f64], m: usize, x: &[f64], z: &
 /// from four fixed Gaussian-like probes x as max |UᵀU x - x| / max |x| (one parallel pass
 /// over U, 8 n m multiply-adds, blocks combined in a fixed order).
 pub fn orthonormality_error(u: &[f64], n: usize, m: usize) -> Result<f64> {
-    Ok(check_pass(u, n, m, false)?.1)
+    orthonormality_error_until(u, n, m, &AtomicBool::new(false))
+}
+
+/// [`orthonormality_error`] that returns `Err(Cancelled)` once `stop` is raised (polled
+/// between blocks of rows).
+pub fn orthonormality_error_until(u: &[f64], n: usize, m: usize, stop: &AtomicBool) -> Result<f64> {
+    Ok(check_pass(u, n, m, false, stop)?.1)
 }
 
 /// Leverage scores and [`orthonormality_error`] together: with the probes, the row norms
 /// are taken in the same pass over U (one read of U instead of two).
-pub fn leverage_checked(u: &[f64], n: usize, m: usize) -> Result<(Vec<f64>, f64)> {
-    let (lev, err) = check_pass(u, n, m, true)?;
+pub fn leverage_checked(
+    u: &[f64],
+    n: usize,
+    m: usize,
+    stop: &AtomicBool,
+) -> Result<(Vec<f64>, f64)> {
+    let (lev, err) = check_pass(u, n, m, true, stop)?;
     Ok((lev.unwrap_or_else(|| leverage(u, n, m)), err))
 }
 
 /// The orthonormality error, and the leverage scores when `norms` and the probes run.
-fn check_pass(u: &[f64], n: usize, m: usize, norms: bool) -> Result<(Option<Vec<f64>>, f64)> {
+fn check_pass(
+    u: &[f64],
+    n: usize,
+    m: usize,
+    norms: bool,
+    stop: &AtomicBool,
+) -> Result<(Option<Vec<f64>>, f64)> {
     if u.len() != n * m {
         return Err(invalid!("U has {} values, expected {n}*{m}", u.len()));
     }
@@ -238,6 +255,7 @@ fn check_pass(u: &[f64], n: usize, m: usize, norms: bool) -> Result<(Option<Vec<
         (0..blocks)
             .into_par_iter()
             .map(|b| {
+                threads::check(stop)?;
                 let rows = &u[b * PROBE_ROWS * m..((b + 1) * PROBE_ROWS).min(n) * m];
                 let mut z = vec![0.0f64; PROBES * m];
                 probe_at(level, rows, m, &x, &mut z);
@@ -246,10 +264,10 @@ fn check_pass(u: &[f64], n: usize, m: usize, norms: bool) -> Result<(Option<Vec<
                 if norms {
                     row_norms_at(level, rows, m, &mut nb);
                 }
-                (z, nb)
+                Ok((z, nb))
             })
-            .collect()
-    })?;
+            .collect::<Result<Vec<_>>>()
+    })??;
     let mut z = vec![0.0f64; PROBES * m];
     let mut lev = Vec::with_capacity(if norms { n } else { 0 });
     for (p, nb) in &partial {
@@ -432,7 +450,10 @@ fn chain_scheduled(
         // Far more proposals than expected: the stale mass is mostly rounding noise or
         // items found to lie in the span; update everything and retry.
         let cap = 64 + 16 * ratio.min(1e6).ceil() as usize;
-        for _ in 0..cap {
+        for t in 0..cap {
+            if t % 1024 == 1023 {
+                threads::check(stop)?;
+            }
             let k = draw_cdf(&cdf, rng);
             let dk = d[k];
             if taken[k] || dk <= 0.0 {
@@ -513,9 +534,9 @@ pub(crate) fn rejection_one(
     let cap = 200 * (m as u64 + 1) * (m as u64 + 10);
     while basis.len() < m {
         tries += 1;
-        if tries.is_multiple_of(4096) {
-            threads::check(stop)?;
-        }
+        // Every proposal costs at least O(m): an uncontended relaxed load is free beside it,
+        // and a single long sample (large m) still stops at once.
+        threads::check(stop)?;
         if tries > cap {
             return Err(rank_error(m));
         }
@@ -580,7 +601,7 @@ pub fn sample_projection_checked(
     stop: &AtomicBool,
 ) -> Result<(Vec<usize>, f64)> {
     check_shape(u, n, m)?;
-    let (lev, err) = leverage_checked(u, n, m)?;
+    let (lev, err) = leverage_checked(u, n, m, stop)?;
     // NaN errors (non-finite U) fail the check too.
     if err.is_nan() || err > tol {
         return Ok((Vec::new(), err));
@@ -614,11 +635,15 @@ fn sample_with(
     method: Method,
     stop: &AtomicBool,
 ) -> Result<Vec<usize>> {
-    let mut out = vec![0usize; n_samples * m];
+    let mut out = try_vec(
+        checked_size(n_samples, m, "n_samples")?,
+        0usize,
+        "n_samples",
+    )?;
     match method.resolve(n, m) {
         Method::Rejection => {
             let cdf = cumsum(&lev);
-            par_samples(&mut out, m, |s, chunk| {
+            par_samples(&mut out, m, stop, |s, chunk| {
                 let mut rng = Rng::stream(seed, s as u64);
                 rejection_one(u, m, &lev, &cdf, &mut rng, chunk, stop)
             })?;
@@ -626,7 +651,7 @@ fn sample_with(
         _ => {
             // One sample splits its residual updates over the pool; many run side by side.
             let parallel = n_samples == 1;
-            par_samples(&mut out, m, |s, chunk| {
+            par_samples(&mut out, m, stop, |s, chunk| {
                 let mut rng = Rng::stream(seed, s as u64);
                 chain_one(u, n, m, &lev, &mut rng, chunk, parallel, stop)
             })?;
@@ -643,6 +668,7 @@ fn sample_with(
 pub(crate) fn par_samples<T: Send>(
     out: &mut [T],
     width: usize,
+    stop: &AtomicBool,
     f: impl Fn(usize, &mut [T]) -> Result<()> + Sync,
 ) -> Result<()> {
     use rayon::prelude::*;
@@ -652,7 +678,12 @@ pub(crate) fn par_samples<T: Send>(
     threads::install(|| {
         out.par_chunks_mut(width)
             .enumerate()
-            .try_for_each(|(s, chunk)| f(s, chunk))
+            .try_for_each(|(s, chunk)| {
+                // Checked before every sample: a sample is short, so Ctrl-C stops the
+                // whole call at once even when no single sample polls the flag.
+                threads::check(stop)?;
+                f(s, chunk)
+            })
     })?
 }
 
@@ -856,6 +887,67 @@ mod tests {
                 assert!(s.windows(2).all(|w| w[0] < w[1]));
             }
         }
+    }
+
+    #[test]
+    fn absurd_counts_fail_and_stop_flag_is_polled() {
+        use crate::core::dpp::{log_esp, sample_k_dpp, sample_spectral, volume_sample, Extra};
+        use crate::core::Error;
+        let (n, m) = (40, 4);
+        let u = orthonormal(n, m, 8);
+        let stop = AtomicBool::new(false);
+        for method in [Method::Chain, Method::Rejection] {
+            // 2^62 samples of 4 items: the count wrapped to 0 before.
+            let e = sample_projection(&u, n, m, 1 << 62, 0, method, &stop).unwrap_err();
+            assert!(
+                matches!(e, Error::OutOfMemory(ref s) if s.contains("n_samples")),
+                "{e:?}"
+            );
+            let e = sample_projection(&u, n, m, 1 << 40, 0, method, &stop).unwrap_err();
+            assert!(matches!(e, Error::OutOfMemory(_)), "{e:?}");
+        }
+        let e = volume_sample(&u, n, m, 6, 1 << 62, 0, Extra::Uniform, Method::Auto, &stop);
+        assert!(matches!(e, Err(Error::OutOfMemory(_))));
+        let p = vec![0.5; m];
+        let e = sample_spectral(&u, n, m, &p, 1 << 60, 0, Method::Auto, &stop);
+        assert!(matches!(e, Err(Error::OutOfMemory(_))));
+        let ll = vec![0.0; m];
+        assert!(log_esp(&ll, usize::MAX, &stop).is_err());
+        assert!(log_esp(&ll, 1 << 60, &stop).is_err());
+        let t = log_esp(&ll, 2, &stop).unwrap();
+        let e = sample_k_dpp(&u, n, m, &ll, &t, 2, 1 << 62, 0, Method::Auto, &stop);
+        assert!(matches!(e, Err(Error::OutOfMemory(_))));
+        // A raised flag stops every sampler before it does any sampling work.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for method in [Method::Chain, Method::Rejection] {
+            let e = sample_projection(&u, n, m, 1000, 0, method, &stop).unwrap_err();
+            assert_eq!(e, Error::Cancelled);
+            let e = sample_k_dpp(&u, n, m, &ll, &t, 2, 1000, 0, method, &stop).unwrap_err();
+            assert_eq!(e, Error::Cancelled);
+            let e = sample_spectral(&u, n, m, &p, 1000, 0, method, &stop).unwrap_err();
+            assert_eq!(e, Error::Cancelled);
+            let e = volume_sample(&u, n, m, 6, 1000, 0, Extra::Uniform, method, &stop);
+            assert_eq!(e.unwrap_err(), Error::Cancelled);
+            let e = volume_sample(&u, n, m, 6, 1000, 0, Extra::Iid(&lev1(n)), method, &stop);
+            assert_eq!(e.unwrap_err(), Error::Cancelled);
+            // One sample alone polls the flag too (rejection between proposals, the chain
+            // rule between steps).
+            let mut rng = Rng::stream(1, 0);
+            let lev = leverage(&u, n, m);
+            let cdf = cumsum(&lev);
+            let mut out = vec![0usize; m];
+            let e = if method == Method::Rejection {
+                rejection_one(&u, m, &lev, &cdf, &mut rng, &mut out, &stop)
+            } else {
+                chain_one(&u, n, m, &lev, &mut rng, &mut out, false, &stop)
+            };
+            assert_eq!(e.unwrap_err(), Error::Cancelled);
+        }
+        assert_eq!(log_esp(&ll, 2, &stop).unwrap_err(), Error::Cancelled);
+    }
+
+    fn lev1(n: usize) -> Vec<f64> {
+        vec![1.0; n]
     }
 
     #[test]

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::projection::{chain_one, cumsum, leverage, rejection_one, Method};
 use super::rng::Rng;
-use crate::core::error::{invalid, Result};
+use crate::core::error::{checked_size, invalid, try_vec, Result};
 use crate::core::threads;
 
 /// Samples the projection DPP spanned by the columns `cols` of V (n×mm row-major,
@@ -93,13 +93,17 @@ pub fn sample_spectral(
     if probs.iter().any(|p| !(0.0..=1.0).contains(p)) {
         return Err(invalid!("eigenvector probabilities must lie in [0, 1]"));
     }
-    let one = |s: usize| {
+    // One slot per sample, reserved up front: an absurd n_samples is an error, not an abort.
+    let mut out: Vec<Vec<usize>> = try_vec(n_samples, Vec::new(), "n_samples")?;
+    let one = |(s, slot): (usize, &mut Vec<usize>)| {
         threads::check(stop)?;
         let mut rng = Rng::stream(seed, s as u64);
         let cols: Vec<usize> = (0..mm).filter(|&j| rng.uniform() < probs[j]).collect();
-        sample_columns(v, n, mm, &cols, method, &mut rng, n_samples == 1, stop)
+        *slot = sample_columns(v, n, mm, &cols, method, &mut rng, n_samples == 1, stop)?;
+        Ok(())
     };
-    threads::install(|| (0..n_samples).into_par_iter().map(one).collect())?
+    threads::install(|| out.par_iter_mut().enumerate().try_for_each(one))??;
+    Ok(out)
 }
 
 #[inline]
@@ -117,19 +121,24 @@ fn log_add(a: f64, b: f64) -> f64 {
 /// Logarithms of the elementary symmetric polynomials of the eigenvalues whose logs are
 /// `log_lambda`: a (k+1)×(mm+1) row-major table, entry (l, t) = log e_l(λ_1, …, λ_t).
 /// Computed in log space so that no kernel's spectrum overflows; -inf where e_l = 0.
-pub fn log_esp(log_lambda: &[f64], k: usize) -> Vec<f64> {
+/// Fails (never aborts) when the table cannot be allocated; stops on `stop`.
+pub fn log_esp(log_lambda: &[f64], k: usize, stop: &AtomicBool) -> Result<Vec<f64>> {
     let mm = log_lambda.len();
     let w = mm + 1;
-    let mut e = vec![f64::NEG_INFINITY; (k + 1) * w];
+    let rows = k
+        .checked_add(1)
+        .ok_or_else(|| invalid!("k = {k} is too large"))?;
+    let mut e = try_vec(checked_size(rows, w, "k")?, f64::NEG_INFINITY, "k")?;
     e[..w].fill(0.0);
     for l in 1..=k {
+        threads::check(stop)?;
         for t in 1..=mm {
             let skip = e[l * w + t - 1];
             let take = log_lambda[t - 1] + e[(l - 1) * w + t - 1];
             e[l * w + t] = log_add(skip, take);
         }
     }
-    e
+    Ok(e)
 }
 
 /// Samples of the k-DPP with L = V diag(λ) Vᵀ (`log_lambda` = log λ, -inf for zero
@@ -150,12 +159,6 @@ pub fn sample_k_dpp(
     stop: &AtomicBool,
 ) -> Result<Vec<usize>> {
     check_v(v, n, mm, log_lambda.len())?;
-    if table.len() != (k + 1) * (mm + 1) {
-        return Err(invalid!(
-            "the log-ESP table must be ({k}+1)×({mm}+1); got {} values",
-            table.len()
-        ));
-    }
     if log_lambda.iter().any(|x| x.is_nan() || *x == f64::INFINITY) {
         return Err(invalid!("log eigenvalues must be finite or -inf"));
     }
@@ -165,13 +168,24 @@ pub fn sample_k_dpp(
             "k = {k} exceeds the rank {rank} of the kernel; choose k <= {rank}"
         ));
     }
+    // k <= rank <= mm: the product cannot overflow.
+    if table.len() != (k + 1) * (mm + 1) {
+        return Err(invalid!(
+            "the log-ESP table must be ({k}+1)×({mm}+1); got {} values",
+            table.len()
+        ));
+    }
     if k == 0 {
         return Ok(Vec::new());
     }
     let e = table;
     let w = mm + 1;
-    let mut out = vec![0usize; n_samples * k];
-    super::projection::par_samples(&mut out, k, |s, chunk| {
+    let mut out = try_vec(
+        checked_size(n_samples, k, "n_samples")?,
+        0usize,
+        "n_samples",
+    )?;
+    super::projection::par_samples(&mut out, k, stop, |s, chunk| {
         let mut rng = Rng::stream(seed, s as u64);
         let mut cols = Vec::with_capacity(k);
         let mut l = k;
@@ -210,7 +224,7 @@ mod tests {
     fn log_esp_matches_direct() {
         let lam = [0.5f64, 2.0, 3.0, 0.0, 7.0];
         let ll: Vec<f64> = lam.iter().map(|x| x.ln()).collect();
-        let e = log_esp(&ll, 3);
+        let e = log_esp(&ll, 3, &AtomicBool::new(false)).unwrap();
         let w = lam.len() + 1;
         // e_2 of all five, directly.
         let mut e2 = 0.0;
@@ -228,7 +242,7 @@ mod tests {
         assert!((e[3 * w + 5].exp() - e3).abs() < 1e-12 * e3);
         // Huge and tiny eigenvalues: no overflow.
         let ll = [700.0f64, 710.0, -700.0, 705.0];
-        let e = log_esp(&ll, 3);
+        let e = log_esp(&ll, 3, &AtomicBool::new(false)).unwrap();
         assert!(e[3 * 5 + 4].is_finite());
         assert!((e[3 * 5 + 4] - 2115.0).abs() < 1e-9);
     }
@@ -243,7 +257,7 @@ mod tests {
             2,
             2,
             &ll,
-            &log_esp(&ll, 2),
+            &log_esp(&ll, 2, &stop).unwrap(),
             2,
             1,
             0,
@@ -256,7 +270,7 @@ mod tests {
             2,
             2,
             &ll,
-            &log_esp(&ll, 1),
+            &log_esp(&ll, 1, &stop).unwrap(),
             1,
             3,
             0,

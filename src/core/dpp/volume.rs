@@ -4,13 +4,13 @@
 //! For volume-rescaled sampling from a measure p on the rows, U must be an orthonormal
 //! basis of diag(√p) X; the caller forms it.
 
-use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 
 use super::projection::{cumsum, draw_cdf, par_samples, Method};
 use super::rng::Rng;
 use super::spectral::sample_dense;
-use crate::core::error::{invalid, Result};
+use crate::core::error::{checked_size, invalid, try_vec, Error, Result};
+use crate::core::threads;
 
 /// How the k - d points beyond the DPP part are drawn.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,32 +22,76 @@ pub enum Extra<'a> {
     Iid(&'a [f64]),
 }
 
-/// `r` distinct items drawn uniformly from {0..n} minus the sorted `taken` (Floyd).
-fn uniform_rest(n: usize, taken: &[usize], r: usize, rng: &mut Rng) -> Vec<usize> {
+/// `r` distinct items drawn uniformly from {0..n} minus the sorted `taken`, in increasing
+/// order: Floyd's algorithm on a bitmap of the free ranks, then one ordered pass that maps
+/// rank t to the t-th free item. O(n/64 + r) time and n/8 bytes; polls `stop`.
+fn uniform_rest(
+    n: usize,
+    taken: &[usize],
+    r: usize,
+    rng: &mut Rng,
+    stop: &AtomicBool,
+) -> Result<Vec<usize>> {
     let pool = n - taken.len();
-    let mut set = HashSet::with_capacity(2 * r);
-    let mut ranks = Vec::with_capacity(r);
-    for j in pool - r..pool {
+    let mut bits = try_vec(pool.div_ceil(64), 0u64, "k")?;
+    for (c, j) in (pool - r..pool).enumerate() {
+        if c % 4096 == 4095 {
+            threads::check(stop)?;
+        }
         let t = rng.below(j + 1);
-        let pick = if set.contains(&t) { j } else { t };
-        set.insert(pick);
-        ranks.push(pick);
+        let pick = if (bits[t / 64] >> (t % 64)) & 1 == 1 {
+            j
+        } else {
+            t
+        };
+        bits[pick / 64] |= 1 << (pick % 64);
     }
-    // Rank t among the free items is the item t + (number of taken items at or before it).
-    ranks
-        .into_iter()
-        .map(|t| {
-            let mut idx = t;
-            for &x in taken {
-                if x <= idx {
-                    idx += 1;
-                } else {
-                    break;
-                }
+    let mut out = Vec::new();
+    out.try_reserve_exact(r)
+        .map_err(|_| Error::OutOfMemory(format!("k = {r} extra items could not be allocated")))?;
+    let mut ti = 0; // taken items before the current one
+    for (w, &word) in bits.iter().enumerate() {
+        if w % 4096 == 4095 {
+            threads::check(stop)?;
+        }
+        let mut b = word;
+        while b != 0 {
+            let t = w * 64 + b.trailing_zeros() as usize;
+            b &= b - 1;
+            // Rank t is item t + (number of taken items at or before that item).
+            while ti < taken.len() && taken[ti] <= t + ti {
+                ti += 1;
             }
-            idx
-        })
-        .collect()
+            out.push(t + ti);
+        }
+    }
+    Ok(out)
+}
+
+/// Sorts the items (all below n) of one sample: by counting when the sample is long and
+/// n is not much larger (O(n + k), polling `stop`), else by comparison.
+fn sort_items(items: &mut [usize], n: usize, stop: &AtomicBool) -> Result<()> {
+    let k = items.len();
+    if k < 1 << 15 || n > 4 * k {
+        items.sort_unstable();
+        return Ok(());
+    }
+    let mut counts = try_vec(n, 0usize, "k")?;
+    for (c, &x) in items.iter().enumerate() {
+        if c % 65536 == 65535 {
+            threads::check(stop)?;
+        }
+        counts[x] += 1;
+    }
+    let mut at = 0;
+    for (x, &c) in counts.iter().enumerate() {
+        if x % 65536 == 65535 {
+            threads::check(stop)?;
+        }
+        items[at..at + c].fill(x);
+        at += c;
+    }
+    Ok(())
 }
 
 /// `n_samples` samples of size k from U (n×d, orthonormal columns spanning X's columns).
@@ -92,23 +136,42 @@ pub fn volume_sample(
         }
         Extra::Uniform => Vec::new(),
     };
-    let mut out = vec![0usize; n_samples * k];
-    par_samples(&mut out, k, |s, chunk| {
+    let mut out = try_vec(
+        checked_size(n_samples, k, "n_samples")?,
+        0usize,
+        "n_samples",
+    )?;
+    par_samples(&mut out, k, stop, |s, chunk| {
         let mut rng = Rng::stream(seed, s as u64);
-        let mut items = sample_dense(u, n, d, method, &mut rng, n_samples == 1, stop)?;
+        let items = sample_dense(u, n, d, method, &mut rng, n_samples == 1, stop)?;
         match extra {
             Extra::Uniform => {
-                let more = uniform_rest(n, &items, k - d, &mut rng);
-                items.extend(more);
-            }
-            Extra::Iid(_) => {
-                for _ in d..k {
-                    items.push(draw_cdf(&cdf, &mut rng));
+                // k <= n here, so this extra state is bounded by the input's size. Both
+                // parts are sorted: merge them.
+                let more = uniform_rest(n, &items, k - d, &mut rng, stop)?;
+                let (mut a, mut b) = (items.iter().peekable(), more.iter().peekable());
+                for slot in chunk.iter_mut() {
+                    let take_a = match (a.peek(), b.peek()) {
+                        (Some(x), Some(y)) => x <= y,
+                        (Some(_), None) => true,
+                        _ => false,
+                    };
+                    *slot = *if take_a { a.next() } else { b.next() }.unwrap_or(&0);
                 }
             }
+            Extra::Iid(_) => {
+                // Written in place (k may be far larger than n); a long draw polls Ctrl-C.
+                let (head, rest) = chunk.split_at_mut(d);
+                head.copy_from_slice(&items);
+                for (t, slot) in rest.iter_mut().enumerate() {
+                    if t % 4096 == 4095 {
+                        threads::check(stop)?;
+                    }
+                    *slot = draw_cdf(&cdf, &mut rng);
+                }
+                sort_items(chunk, n, stop)?;
+            }
         }
-        items.sort_unstable();
-        chunk.copy_from_slice(&items);
         Ok(())
     })?;
     Ok(out)
@@ -121,11 +184,12 @@ mod tests {
     #[test]
     fn uniform_rest_is_uniform_and_avoids_taken() {
         let mut rng = Rng::stream(3, 0);
+        let stop = AtomicBool::new(false);
         let taken = [1usize, 4];
         let mut counts = [0usize; 7];
         for _ in 0..50_000 {
-            let r = uniform_rest(7, &taken, 2, &mut rng);
-            assert_ne!(r[0], r[1]);
+            let r = uniform_rest(7, &taken, 2, &mut rng, &stop).unwrap();
+            assert!(r[0] < r[1]);
             for x in r {
                 assert!(x < 7 && !taken.contains(&x));
                 counts[x] += 1;
@@ -139,6 +203,33 @@ mod tests {
                 assert!((*c as f64 - 20_000.0).abs() < 600.0, "{counts:?}");
             }
         }
+    }
+
+    #[test]
+    fn uniform_rest_pairs_are_uniform_and_counting_sort_sorts() {
+        // All C(5, 3) triples of the free items of {0..7} \ {0, 6} equally likely.
+        let mut rng = Rng::stream(4, 0);
+        let stop = AtomicBool::new(false);
+        let mut counts = std::collections::HashMap::new();
+        let reps = 60_000;
+        for _ in 0..reps {
+            let r = uniform_rest(7, &[0, 6], 3, &mut rng, &stop).unwrap();
+            assert!(r.windows(2).all(|w| w[0] < w[1]) && r.iter().all(|&x| x != 0 && x != 6));
+            *counts.entry(r).or_insert(0usize) += 1;
+        }
+        assert_eq!(counts.len(), 10);
+        let e = reps as f64 / 10.0;
+        let chi2: f64 = counts.values().map(|&o| (o as f64 - e).powi(2) / e).sum();
+        assert!(chi2 < 33.7, "{chi2}"); // 9 degrees of freedom, 1e-4 quantile
+                                        // Every rank of a full draw (r = pool) maps to a distinct free item.
+        let all = uniform_rest(200, &[3, 100, 199], 197, &mut rng, &stop).unwrap();
+        let want: Vec<usize> = (0..200).filter(|x| ![3, 100, 199].contains(x)).collect();
+        assert_eq!(all, want);
+        let mut v: Vec<usize> = (0..100_000).map(|i| (i * 7919) % 1000).collect();
+        let mut w = v.clone();
+        sort_items(&mut v, 1000, &stop).unwrap();
+        w.sort_unstable();
+        assert_eq!(v, w);
     }
 
     #[test]
