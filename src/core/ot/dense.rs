@@ -101,10 +101,14 @@ impl Problem<'_> {
     /// Checks shapes and values (the Python layer checks first, with nicer messages).
     pub fn validate(&self) -> Result<()> {
         self.validate_but_cost()?;
-        if self.cost.iter().any(|c| !c.is_finite()) {
-            return Err(not_finite());
+        let mut big = 0.0f64;
+        for &c in self.cost {
+            if !c.is_finite() {
+                return Err(not_finite());
+            }
+            big = big.max(c.abs());
         }
-        Ok(())
+        check_resolution(self.eps, big)
     }
 
     /// [`Problem::validate`] without the scan of the costs (for callers that check their
@@ -144,6 +148,28 @@ impl Problem<'_> {
         }
         Ok(())
     }
+}
+
+/// Rejects an ε below the float64 resolution of costs of largest magnitude `cmax`.
+///
+/// Costs near `cmax` are stored to within `ulp(cmax) ≈ 2.2e-16·cmax`, and so are the
+/// potentials built from them; the plan's exponents `(f_i + g_j − C_ij)/ε` then carry
+/// rounding errors of `2.2e-16·cmax/ε`, more than 1 (a factor e on every entry) below
+/// `ε = 2.2e-16·cmax`: the result would be noise, whatever the solver does.
+pub fn check_resolution(eps: f64, cmax: f64) -> Result<()> {
+    let floor = f64::EPSILON * cmax;
+    if eps < floor {
+        return Err(invalid!(
+            "reg = {eps:e} is below the float64 resolution of this cost: its largest \
+             magnitude is {cmax:e}, so costs (and the potentials) are only known to \
+             {floor:.3e} (2.2e-16 x max|cost|), and the plan's exponents \
+             (f_i + g_j - cost_ij)/reg would carry rounding errors above 1: the result \
+             would be noise. The smallest meaningful reg for this cost is {floor:.3e}; \
+             use at least that (for a balanced problem, subtracting a constant from the \
+             cost does not change the plan and may lower max|cost|)"
+        ));
+    }
+    Ok(())
 }
 
 /// Iteration controls.
@@ -1698,6 +1724,7 @@ fn solve_small(
     if !finite {
         return Err(not_finite());
     }
+    check_resolution(p.eps, cmax.abs().max(cmin.abs()))?;
     if !(p.rho_a.is_infinite() && p.rho_b.is_infinite()) || opts.scaling.is_some() {
         return Ok(None);
     }
@@ -1915,12 +1942,19 @@ pub fn solve_batch<'c>(
                     rho_a: rho,
                     rho_b: rho,
                 };
+                // Errors about this problem's reg name the problem.
+                let name = |e: crate::core::error::Error| match e {
+                    crate::core::error::Error::InvalidArgument(msg) if msg.starts_with("reg") => {
+                        invalid!("problem {k}: {msg}")
+                    }
+                    e => e,
+                };
                 if o.method != Method::Log {
-                    if let Some(done) = solve_small(&p, &o, ws, want_plan, stop)? {
+                    if let Some(done) = solve_small(&p, &o, ws, want_plan, stop).map_err(name)? {
                         return Ok(done);
                     }
                 }
-                let s = solve(&p, None, &o, stop)?;
+                let s = solve(&p, None, &o, stop).map_err(name)?;
                 let fin = finish(&p, &s.f, &s.g, want_plan, false, stop)?;
                 Ok((s, fin))
             })
