@@ -335,3 +335,57 @@ def test_long_solves_stop_on_ctrl_c_whatever_the_problem_size():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
     for line in out.stdout.split()[:-1]:
         assert float(line) < 3.0  # the timer fires at 0.5 s
+
+
+def test_extreme_magnitudes_of_reg_costs_masses_and_init():
+    rng = np.random.default_rng(11)
+    C = rng.random((4, 5)) * 3
+    a = rng.random(4) + 0.1
+    a /= a.sum()
+    b = rng.random(5) + 0.1
+    b /= b.sum()
+    ref = divest.sinkhorn(a, b, C, 0.5, tol=1e-12)
+    refu = divest.sinkhorn_unbalanced(a, b, C, 0.5, 2.0, tol=1e-12)
+    # The problem scaled by 2^k (costs, reg, reg_m): the same plan, costs times 2^k.
+    # (k = -1060 makes reg and the costs subnormal: compare with the rounded values.)
+    for k in (-1060, -1000, 1000):
+        if k == -1060:
+            Ck, rk = np.ldexp(C, k), math.ldexp(0.5, k)
+            ref = divest.sinkhorn(a, b, np.ldexp(Ck, -k), math.ldexp(rk, -k), tol=1e-12)
+        else:
+            ref = divest.sinkhorn(a, b, C, 0.5, tol=1e-12)
+        r = divest.sinkhorn(a, b, np.ldexp(C, k), math.ldexp(0.5, k), tol=1e-12)
+        np.testing.assert_allclose(r.plan, ref.plan, rtol=1e-12)
+        assert r.cost == pytest.approx(math.ldexp(ref.cost, k), rel=1e-12)
+        np.testing.assert_allclose(r.f, np.ldexp(ref.f, k), rtol=1e-9)
+        if k != -1060:
+            u = divest.sinkhorn_unbalanced(a, b, np.ldexp(C, k), math.ldexp(0.5, k),
+                                           math.ldexp(2.0, k), tol=1e-12)
+            np.testing.assert_allclose(u.plan, refu.plan, rtol=1e-10)
+            assert u.cost == pytest.approx(math.ldexp(refu.cost, k), rel=1e-10)
+        bt = divest.sinkhorn_batch(a[None], b[None], np.ldexp(C, k), math.ldexp(0.5, k),
+                                   tol=1e-12, return_plan=True)
+        np.testing.assert_allclose(bt.plan[0], ref.plan, rtol=1e-10)
+        assert bt.cost[0] == pytest.approx(math.ldexp(ref.cost, k), rel=1e-10)
+    # reg so large that the result would be rounding noise: a clear error.
+    for call in (lambda: divest.sinkhorn(a, b, C, 1e300),
+                 lambda: divest.sinkhorn_unbalanced(a, b, C, 1e20, 1.0),
+                 lambda: divest.sinkhorn_batch(a[None], b[None], C, 1e300)):
+        with pytest.raises(ValueError, match="reg = .* too large"):
+            call()
+    ref = divest.sinkhorn(a, b, C, 0.5, tol=1e-12)
+    ok = divest.sinkhorn(a, b, C, 1e6 * C.max(), tol=1e-12)
+    assert ok.cost == pytest.approx(a @ C @ b, rel=1e-6)
+    # Total masses whose product leaves float64: an error naming a and b, not NaN or inf.
+    for M in (1e200, 1e307):
+        for call in (lambda: divest.sinkhorn(a * M, b * M, C, 0.5),
+                     lambda: divest.sinkhorn_unbalanced(a * M, b * M, C, 0.5, 1.0),
+                     lambda: divest.sinkhorn_batch(a[None] * M, b[None] * M, C, 0.5)):
+            with pytest.raises(ValueError, match="a.* and b.* have total masses"):
+                call()
+    r = divest.sinkhorn(a * 1e100, b * 1e100, C, 0.5, tol=1e-12 * 1e100)
+    np.testing.assert_allclose(r.plan, ref.plan * 1e100, rtol=1e-9)
+    # A warm start with huge opposite offsets (the same balanced iterate as (f, g)).
+    w = divest.sinkhorn(a, b, C, 0.5, tol=1e-12, init=(ref.f + 1e300, ref.g - 1e300))
+    assert w.cost == pytest.approx(ref.cost, rel=1e-12)
+    np.testing.assert_allclose(w.plan, ref.plan, rtol=1e-9)

@@ -155,6 +155,35 @@ def _omega(omega) -> float:
     return w
 
 
+def _check_masses(sa, sb, name_a, name_b):
+    if not sa * sb <= 1e300:
+        raise ValueError(
+            f"{name_a} and {name_b} have total masses {float(sa):.3g} and {float(sb):.3g}: the "
+            f"entropic cost contains reg·Σ {name_a}⊗{name_b} = reg·{float(sa):.3g}·"
+            f"{float(sb):.3g}, beyond float64. Normalise the weights (the balanced plan "
+            "scales linearly with the mass)"
+        )
+
+
+def _rescale(c, reg, reg_m, init):
+    """Extreme reg or costs (below 2^-960 or above 2^960): solve the problem scaled by a
+    power of two, exactly equivalent (the plan depends on C/reg and reg_m/reg only;
+    potentials and costs scale back). Copies the cost then. Returns the scaled c, reg,
+    reg_m, init and the exponent k to multiply results by 2^k."""
+    if 2.0**-960 <= reg <= 2.0**960:
+        # (Costs beyond 2^960 are then below the resolution error of the solver.)
+        return c, reg, reg_m, init, 0
+    cmax = max(float(c.max()), -float(c.min()))
+    if not (np.finfo(np.float64).eps * cmax <= reg <= 1e12 * cmax):
+        return c, reg, reg_m, init, 0  # the solver's errors, in the user's units
+    k = math.frexp(reg)[1]
+    c = np.ldexp(c.astype(np.float64), -k)
+    if init is not None:
+        init = (np.ldexp(init[0], -k), np.ldexp(init[1], -k))
+    return c, math.ldexp(reg, -k), reg_m if math.isinf(reg_m) else math.ldexp(reg_m, -k), \
+        init, k
+
+
 def _balanced_masses(a, b, name_b="b"):
     sa, sb = a.sum(), b.sum()
     if abs(sa - sb) > 1e-6 * max(sa, sb):
@@ -203,23 +232,33 @@ def _solve_dense(a, b, cost, reg, reg_m, max_iter, tol, method, scaling, init, r
     a = _weights(a, n, "a")
     b = _weights(b, m, "b")
     reg = check_positive(reg, "reg")
+    _check_masses(a.sum(), b.sum(), "a", "b")
     if math.isinf(reg_m):
         b = _balanced_masses(a, b)
     max_iter = _max_iter(max_iter)
     tol = _tol(tol)
+    init = _init(init, n, m)
+    if init is not None and math.isinf(reg_m):
+        # (f + t, g − t) is the same balanced iterate: centre the pair, so that huge
+        # opposite offsets do not cancel in the costs.
+        t = 0.5 * (init[0].mean() - init[1].mean())
+        init = (init[0] - t, init[1] + t)
+    dt = c.dtype
+    c, reg, reg_m, init, k = _rescale(c, reg, reg_m, init)
     out = _core.sinkhorn_dense(a, b, c, reg, reg_m, max_iter, tol, _method(method),
-                               _scaling(scaling), _omega(omega), _init(init, n, m),
-                               bool(return_plan))
+                               _scaling(scaling), _omega(omega), init, bool(return_plan))
     converged = bool(out["marginal_error"] <= tol)
     if not converged:
         _warn(what, out["n_iter"], out["marginal_error"], tol)
-    dt = c.dtype
+    plan = out["plan"]
+    if plan is not None and plan.dtype != dt:
+        plan = plan.astype(dt)
     return SinkhornResult(
-        plan=out["plan"],
-        cost=float(out["cost"]),
-        linear_cost=float(out["linear_cost"]),
-        f=out["f"].astype(dt, copy=False),
-        g=out["g"].astype(dt, copy=False),
+        plan=plan,
+        cost=math.ldexp(float(out["cost"]), k),
+        linear_cost=math.ldexp(float(out["linear_cost"]), k),
+        f=np.ldexp(out["f"], k).astype(dt, copy=False),
+        g=np.ldexp(out["g"], k).astype(dt, copy=False),
         n_iter=int(out["n_iter"]),
         converged=converged,
         marginal_error=float(out["marginal_error"]),
@@ -246,7 +285,13 @@ def sinkhorn(a, b, cost, reg, *, max_iter=1000, tol=1e-9, method="auto", init=No
         ε > 0, at least the float64 resolution of the cost, ``2.2e-16·max|C|``: below
         it the plan's exponents ``(f_i + g_j − C_ij)/ε`` carry rounding errors above 1
         (costs near max|C| are only stored to that precision), so the result would be
-        noise, and a ValueError says so (for every solver of this module).
+        noise, and a ValueError says so (for every solver of this module). Likewise
+        above ``1e12·max|C|``, where the plan is ``a⊗b`` to float64 precision and the
+        potentials and ``cost`` would carry rounding errors of ``2e-16·reg``. Within
+        those bounds any magnitude works: a ``reg`` beyond ``2^±960`` is handled by
+        solving the problem scaled by a power of two (exact; the cost is then copied).
+        The product of the total masses must be at most 1e300 (``cost`` contains
+        ``reg·Σa·Σb``).
     max_iter : int
         Most iterations (counts above 2**63 − 1 mean no limit; Ctrl-C stops any solve).
     tol : float
@@ -414,6 +459,8 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
     reg_m = float(reg_m)
     if not reg_m > 0:
         raise ValueError(f"reg_m must be positive (or inf); got {reg_m!r}")
+    k = int(np.argmax(sa * sb))
+    _check_masses(sa[k], sb[k], f"a[{k}]", f"b[{k}]")
     if math.isinf(reg_m):
         bad = np.abs(sa - sb) > 1e-6 * np.maximum(sa, sb)
         if bad.any():
@@ -427,6 +474,8 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
     max_iter = _max_iter(max_iter)
     tol = _tol(tol)
     scaling = _scaling(scaling)
+    dt = c.dtype
+    c, reg, reg_m, _, kexp = _rescale(c, reg, reg_m, None)
     c2 = np.ascontiguousarray(c.reshape(-1, m))
     out = _core.sinkhorn_batch_dense(np.ascontiguousarray(A), np.ascontiguousarray(Bw), c2,
                                      shared, reg, reg_m, max_iter, tol, _method(method),
@@ -443,14 +492,15 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
             _convergence_warning(),
             stacklevel=2,
         )
-    dt = c.dtype
     plan = out["plan"]
+    if plan is not None and plan.dtype != dt:
+        plan = plan.astype(dt)
     return SinkhornResult(
         plan=None if plan is None else plan.reshape(nb, n, m),
-        cost=out["cost"],
-        linear_cost=out["linear_cost"],
-        f=out["f"].astype(dt, copy=False),
-        g=out["g"].astype(dt, copy=False),
+        cost=np.ldexp(out["cost"], kexp),
+        linear_cost=np.ldexp(out["linear_cost"], kexp),
+        f=np.ldexp(out["f"], kexp).astype(dt, copy=False),
+        g=np.ldexp(out["g"], kexp).astype(dt, copy=False),
         n_iter=out["n_iter"],
         converged=converged,
         marginal_error=err,

@@ -155,7 +155,9 @@ impl Problem<'_> {
 /// Costs near `cmax` are stored to within `ulp(cmax) ≈ 2.2e-16·cmax`, and so are the
 /// potentials built from them; the plan's exponents `(f_i + g_j − C_ij)/ε` then carry
 /// rounding errors of `2.2e-16·cmax/ε`, more than 1 (a factor e on every entry) below
-/// `ε = 2.2e-16·cmax`: the result would be noise, whatever the solver does.
+/// `ε = 2.2e-16·cmax`: the result would be noise, whatever the solver does. Above
+/// `ε = 1e12·cmax` the log-sum-exps, of order ε, leave rounding errors of `2e-16·ε`
+/// in the potentials and costs, more than `1e-4·cmax`: rejected too.
 pub fn check_resolution(eps: f64, cmax: f64) -> Result<()> {
     let floor = f64::EPSILON * cmax;
     if eps < floor {
@@ -167,6 +169,15 @@ pub fn check_resolution(eps: f64, cmax: f64) -> Result<()> {
              would be noise. The smallest meaningful reg for this cost is {floor:.3e}; \
              use at least that (for a balanced problem, subtracting a constant from the \
              cost does not change the plan and may lower max|cost|)"
+        ));
+    }
+    if eps > 1e12 * cmax && cmax > 0.0 {
+        return Err(invalid!(
+            "reg = {eps:e} is too large for this cost (largest magnitude {cmax:e}): above \
+             1e12 x max|cost| the plan is a⊗b to float64 precision, and the potentials and \
+             the entropic cost would be rounding noise (their errors are about \
+             2e-16 x reg). Use reg <= {:.3e}",
+            1e12 * cmax
         ));
     }
     Ok(())
