@@ -595,9 +595,10 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     Conversion to GeomLoss: ``SamplesLoss("sinkhorn", p=2, blur=σ, scaling=s)`` uses the
     cost ``|x − y|²/2`` and ``ε = σ²``. Its value equals ``sinkhorn_divergence(x, y,
     eps=2 * σ**2, p=2, scaling=s).value / 2`` (halving the cost halves the value and ε).
-    With ``p=1`` GeomLoss uses ``|x − y|`` and ``ε = σ``: ``eps=σ`` directly, but its
-    distances are clamped below at 1e-4 (``sqrt(max(|x − y|², 1e-8))``, to keep the
-    gradient finite), so its cost is ``max(|x − y|, 1e-4)``: it differs from divest's
+    With ``p=1`` GeomLoss uses ``|x − y|`` and ``ε = σ``: ``eps=σ`` directly, but the
+    tensorized backend of its 0.2.x releases clamps distances below at 1e-4
+    (``sqrt(max(|x − y|², 1e-8))``, to keep the gradient finite), so its cost is
+    ``max(|x − y|, 1e-4)``: it differs from divest's
     when points are closer than 1e-4 (for coinciding clouds divest gives exactly 0).
     GeomLoss does not clamp the value; divest returns ``max(value, 0)`` (S_ε ≥ 0 and
     OT_ε ≥ 0 for probability weights; a negative sum is rounding, of order
