@@ -391,3 +391,24 @@ def test_extreme_magnitudes_of_reg_costs_masses_and_init():
     w = divest.sinkhorn(a, b, C, 0.5, tol=1e-12, init=(ref.f + 1e300, ref.g - 1e300))
     assert w.cost == pytest.approx(ref.cost, rel=1e-12)
     np.testing.assert_allclose(w.plan, ref.plan, rtol=1e-9)
+
+
+def test_unbalanced_reg_m_beyond_float64_resolution_is_the_balanced_problem():
+    rng = np.random.default_rng(12)
+    C = rng.random((4, 5)) * 3
+    a = rng.random(4) + 0.1
+    a /= a.sum()
+    b = rng.random(5) + 0.1
+    b /= b.sum()
+    bal = divest.sinkhorn(a, b, C, 0.1, tol=1e-12)
+    for reg_m in (1e20, 1e300):
+        u = divest.sinkhorn_unbalanced(a, b, C, 0.1, reg_m, tol=1e-12)
+        assert u.cost == pytest.approx(bal.cost, rel=1e-12)
+        np.testing.assert_allclose(u.plan, bal.plan, rtol=1e-10)
+        ub = divest.sinkhorn_batch(a[None], b[None], C, 0.1, reg_m=reg_m, tol=1e-12)
+        assert ub.cost[0] == pytest.approx(bal.cost, rel=1e-10)
+        with pytest.raises(ValueError, match="reg_m = .* masses differ"):
+            divest.sinkhorn_unbalanced(a, 2 * b, C, 0.1, reg_m)
+    # Just below the switch the unbalanced solver runs and agrees to O(reg²/reg_m).
+    u = divest.sinkhorn_unbalanced(a, b, C, 0.1, 1e12, tol=1e-12)
+    assert u.cost == pytest.approx(bal.cost, rel=1e-9)

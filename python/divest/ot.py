@@ -165,6 +165,26 @@ def _check_masses(sa, sb, name_a, name_b):
         )
 
 
+def _hard_reg_m(reg_m, reg, sa, sb):
+    """reg_m ≥ 2^53·reg: λ = reg_m/(reg_m + reg) is 1 in float64, so the iterations are the
+    balanced ones, and the penalty reg_m·KL(P1|a) of the noise in the marginals would swamp
+    the cost. Solve the balanced problem then (exact to O(reg²/reg_m)); masses that differ
+    are an error (that problem's cost is of order reg_m·(mass gap)²/mass)."""
+    if math.isinf(reg_m) or reg_m < 2.0**53 * reg:
+        return reg_m
+    bad = np.abs(sa - sb) > 1e-6 * np.maximum(sa, sb)
+    if bad.any():
+        k = int(np.argmax(bad))
+        where = "" if len(sa) == 1 else f" (problem {k})"
+        raise ValueError(
+            f"reg_m = {reg_m!r} is at least 2^53 times reg = {reg!r}: float64 cannot tell "
+            "the marginal penalty from a hard constraint, and the total masses differ"
+            f"{where} ({sa[k]!r} and {sb[k]!r}), so the result would be rounding noise. Use "
+            "a smaller reg_m, or normalise the masses"
+        )
+    return math.inf
+
+
 def _rescale(c, reg, reg_m, init):
     """Extreme reg or costs (below 2^-960 or above 2^960): solve the problem scaled by a
     power of two, exactly equivalent (the plan depends on C/reg and reg_m/reg only;
@@ -233,6 +253,7 @@ def _solve_dense(a, b, cost, reg, reg_m, max_iter, tol, method, scaling, init, r
     b = _weights(b, m, "b")
     reg = check_positive(reg, "reg")
     _check_masses(a.sum(), b.sum(), "a", "b")
+    reg_m = _hard_reg_m(reg_m, reg, np.array([a.sum()]), np.array([b.sum()]))
     if math.isinf(reg_m):
         b = _balanced_masses(a, b)
     max_iter = _max_iter(max_iter)
@@ -362,7 +383,9 @@ def sinkhorn_unbalanced(a, b, cost, reg, reg_m, *, max_iter=1000, tol=1e-9, meth
     ``P1 = a·exp(−f/reg_m)``, ``Pᵀ1 = b·exp(−g/reg_m)``) is at most ``tol``.
 
     Parameters and memory are as for :func:`sinkhorn`, plus ``reg_m > 0`` (a float; the
-    same penalty on both marginals).
+    same penalty on both marginals). ``reg_m ≥ 2^53·reg`` is a hard constraint in float64
+    (``reg_m/(reg_m + reg)`` rounds to 1): the balanced problem is solved then (its
+    solution is within O(reg²/reg_m)), and masses that differ raise a ValueError.
     """
     reg_m = float(reg_m) if not isinstance(reg_m, bool) else reg_m
     if isinstance(reg_m, bool) or not (reg_m > 0):
@@ -461,6 +484,7 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
         raise ValueError(f"reg_m must be positive (or inf); got {reg_m!r}")
     k = int(np.argmax(sa * sb))
     _check_masses(sa[k], sb[k], f"a[{k}]", f"b[{k}]")
+    reg_m = _hard_reg_m(reg_m, reg, sa, sb)
     if math.isinf(reg_m):
         bad = np.abs(sa - sb) > 1e-6 * np.maximum(sa, sb)
         if bad.any():

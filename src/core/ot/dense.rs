@@ -1175,12 +1175,23 @@ pub fn finish(
     let (ma, mb): (f64, f64) = (p.a.iter().sum(), p.b.iter().sum());
     let kl_plan = (rf + cg - lin) / eps - mass + ma * mb;
     let mut cost = lin + eps * kl_plan;
+    // KL(r|w) = Σ w φ(r/w − 1), φ(u) = (1+u) ln(1+u) − u: the series near u = 0, where the
+    // direct form cancels (its rounding, times a large reg_m, would swamp the cost).
     let kl = |r: &[f64], w: &[f64]| -> f64 {
         r.iter()
             .zip(w)
             .map(|(&ri, &wi)| {
-                let t = if ri > 0.0 { ri * (ri / wi).ln() } else { 0.0 };
-                t - ri + wi
+                if wi == 0.0 {
+                    return ri;
+                }
+                let u = (ri - wi) / wi;
+                if u.abs() < 1e-3 {
+                    let u2 = u * u;
+                    wi * u2 * (0.5 - u / 6.0 + u2 / 12.0 - u2 * u / 20.0)
+                } else {
+                    let t = if ri > 0.0 { ri * (ri / wi).ln() } else { 0.0 };
+                    t - ri + wi
+                }
             })
             .sum()
     };
