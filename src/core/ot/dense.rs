@@ -2140,6 +2140,53 @@ mod tests {
     }
 
     #[test]
+    fn reg_outside_the_cost_resolution_is_rejected_on_every_path() {
+        let (a, b, c) = problem_data(6, 5, 3);
+        let cmax = c.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let stop = AtomicBool::new(false);
+        let o = Options {
+            max_iter: 3,
+            ..Default::default()
+        };
+        for (eps, ok) in [
+            (f64::EPSILON * cmax * 0.99, false),
+            (f64::EPSILON * cmax * 1.01, true),
+            (1e12 * cmax * 0.99, true),
+            (1e12 * cmax * 1.01, false),
+        ] {
+            let p = Problem {
+                a: &a,
+                b: &b,
+                cost: &c,
+                eps,
+                rho_a: f64::INFINITY,
+                rho_b: f64::INFINITY,
+            };
+            assert_eq!(solve(&p, None, &o, &stop).is_ok(), ok, "eps {eps}");
+            let get = |_k: usize| std::borrow::Cow::Borrowed(&c[..]);
+            let r = solve_batch(&a, &b, 6, 5, 1, &get, eps, f64::INFINITY, &o, false, &stop);
+            match r {
+                Ok(_) => assert!(ok),
+                Err(e) => {
+                    assert!(!ok);
+                    assert!(e.to_string().starts_with("problem 0: reg = "), "{e}");
+                }
+            }
+        }
+        // All-zero costs: no resolution limit.
+        let z = vec![0.0; 30];
+        let p = Problem {
+            a: &a,
+            b: &b,
+            cost: &z,
+            eps: 1e-300,
+            rho_a: f64::INFINITY,
+            rho_b: f64::INFINITY,
+        };
+        assert!(solve(&p, None, &o, &stop).is_ok());
+    }
+
+    #[test]
     fn stop_flag_cancels() {
         let (a, b, c) = problem_data(10, 10, 1);
         let p = Problem {
