@@ -412,3 +412,15 @@ def test_unbalanced_reg_m_beyond_float64_resolution_is_the_balanced_problem():
     # Just below the switch the unbalanced solver runs and agrees to O(reg²/reg_m).
     u = divest.sinkhorn_unbalanced(a, b, C, 0.1, 1e12, tol=1e-12)
     assert u.cost == pytest.approx(bal.cost, rel=1e-9)
+
+
+def test_convergence_warnings_point_at_the_caller():
+    C = np.random.default_rng(13).random((4, 5))
+    for call in (lambda: divest.sinkhorn(None, None, C, 0.01, max_iter=1),
+                 lambda: divest.sinkhorn_unbalanced(None, None, C, 0.01, 1.0, max_iter=1),
+                 lambda: divest.sinkhorn_batch(np.full((1, 4), 0.25), np.full((1, 5), 0.2), C,
+                                               0.01, max_iter=1),
+                 lambda: divest.sinkhorn_divergence(C, C + 1, eps=0.01, tol=0.0, max_iter=1)):
+        with pytest.warns(divest.ConvergenceWarning) as rec:
+            call()
+        assert rec[0].filename == __file__

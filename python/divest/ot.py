@@ -230,12 +230,18 @@ def _init(init, n, m):
     return np.ascontiguousarray(f0), np.ascontiguousarray(g0)
 
 
-def _warn(what, n_iter, err, tol):
+def _warn(what, n_iter, err, tol, loop_met=False, stacklevel=3):
+    if loop_met:
+        why = (f"the solver's running estimate met tol after {n_iter} iterations, but the "
+               f"returned plan's marginal error, recomputed exactly, is {err:.6g} > tol "
+               f"{tol:.6g} (rounding): use a slightly larger tol.")
+    else:
+        why = (f"marginal error {err:.3g} > tol {tol:.3g} after {n_iter} iterations. "
+               "Increase max_iter, use scaling=0.5 (ε-scaling), or a larger reg.")
     warnings.warn(
-        f"{what} did not converge: marginal error {err:.3g} > tol {tol:.3g} after {n_iter} "
-        "iterations. Increase max_iter, use scaling=0.5 (ε-scaling), or a larger reg.",
+        f"{what} did not converge: {why}",
         _convergence_warning(),
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 
@@ -270,7 +276,8 @@ def _solve_dense(a, b, cost, reg, reg_m, max_iter, tol, method, scaling, init, r
                                _scaling(scaling), _omega(omega), init, bool(return_plan))
     converged = bool(out["marginal_error"] <= tol)
     if not converged:
-        _warn(what, out["n_iter"], out["marginal_error"], tol)
+        # (user → sinkhorn → _solve_dense → _warn)
+        _warn(what, out["n_iter"], out["marginal_error"], tol, bool(out["loop_converged"]), 4)
     plan = out["plan"]
     if plan is not None and plan.dtype != dt:
         plan = plan.astype(dt)
