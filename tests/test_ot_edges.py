@@ -420,7 +420,8 @@ def test_convergence_warnings_point_at_the_caller():
                  lambda: divest.sinkhorn_unbalanced(None, None, C, 0.01, 1.0, max_iter=1),
                  lambda: divest.sinkhorn_batch(np.full((1, 4), 0.25), np.full((1, 5), 0.2), C,
                                                0.01, max_iter=1),
-                 lambda: divest.sinkhorn_divergence(C, C + 1, eps=0.01, tol=0.0, max_iter=1)):
+                 lambda: divest.sinkhorn_divergence(C, C[:3] ** 2, eps=0.01, tol=0.0,
+                                                    max_iter=1)):
         with pytest.warns(divest.ConvergenceWarning) as rec:
             call()
         assert rec[0].filename == __file__
