@@ -61,6 +61,7 @@ def sinkhorn_batch_dense(
     method: str,
     omega: float,
     return_plan: bool,
+    scaling: float | None = None,
 ) -> dict: ...
 def sinkhorn_divergence_clouds(
     x: NDArray[np.floating],

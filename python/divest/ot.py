@@ -10,7 +10,11 @@ problem, so that the plan is::
 
     P_ij = a_i · b_j · exp((f_i + g_j − C_ij) / ε)
 
-and, at convergence of a balanced problem, ``cost = ⟨a, f⟩ + ⟨b, g⟩``. They stay finite
+and, at convergence of a balanced problem of total mass ``m = Σa = Σb``,
+``cost = ⟨a, f⟩ + ⟨b, g⟩ + ε·(m² − m)``: the generalised KL's mass terms contribute
+``ε·(Σ a⊗b − Σ P) = ε·(m² − m)``, so ``cost = ⟨a, f⟩ + ⟨b, g⟩`` only for probability
+weights (m = 1). GeomLoss's ``ot.solve`` reports ``⟨a, f⟩ + ⟨b, g⟩`` as its value, so it
+differs from ``cost`` by ``ε·(m² − m)`` for other masses. The potentials stay finite
 where a weight is zero (they are the soft c-transforms there), so nothing turns into NaN.
 
 Relation to POT's potentials: ``ot.bregman.sinkhorn_log(a, b, M, reg, log=True)`` returns
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -112,6 +117,11 @@ def _cost(cost) -> np.ndarray:
     return np.ascontiguousarray(c)
 
 
+def _max_iter(max_iter, minimum: int = 1) -> int:
+    # Counts beyond 2**63 - 1 mean "no limit" (the solve stops on tol or Ctrl-C).
+    return min(check_int(max_iter, "max_iter", minimum), sys.maxsize)
+
+
 def _tol(tol) -> float:
     if isinstance(tol, bool) or not isinstance(tol, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"tol must be a non-negative number; got {type(tol).__name__}")
@@ -145,6 +155,55 @@ def _omega(omega) -> float:
     return w
 
 
+def _check_masses(sa, sb, name_a, name_b):
+    if not sa * sb <= 1e300:
+        raise ValueError(
+            f"{name_a} and {name_b} have total masses {float(sa):.3g} and {float(sb):.3g}: the "
+            f"entropic cost contains reg·Σ {name_a}⊗{name_b} = reg·{float(sa):.3g}·"
+            f"{float(sb):.3g}, beyond float64. Normalise the weights (the balanced plan "
+            "scales linearly with the mass)"
+        )
+
+
+def _hard_reg_m(reg_m, reg, sa, sb):
+    """reg_m ≥ 2^53·reg: λ = reg_m/(reg_m + reg) is 1 in float64, so the iterations are the
+    balanced ones, and the penalty reg_m·KL(P1|a) of the noise in the marginals would swamp
+    the cost. Solve the balanced problem then (exact to O(reg²/reg_m)); masses that differ
+    are an error (that problem's cost is of order reg_m·(mass gap)²/mass)."""
+    if math.isinf(reg_m) or reg_m < 2.0**53 * reg:
+        return reg_m
+    bad = np.abs(sa - sb) > 1e-6 * np.maximum(sa, sb)
+    if bad.any():
+        k = int(np.argmax(bad))
+        where = "" if len(sa) == 1 else f" (problem {k})"
+        raise ValueError(
+            f"reg_m = {reg_m!r} is at least 2^53 times reg = {reg!r}: float64 cannot tell "
+            "the marginal penalty from a hard constraint, and the total masses differ"
+            f"{where} ({sa[k]!r} and {sb[k]!r}), so the result would be rounding noise. Use "
+            "a smaller reg_m, or normalise the masses"
+        )
+    return math.inf
+
+
+def _rescale(c, reg, reg_m, init):
+    """Extreme reg or costs (below 2^-960 or above 2^960): solve the problem scaled by a
+    power of two, exactly equivalent (the plan depends on C/reg and reg_m/reg only;
+    potentials and costs scale back). Copies the cost then. Returns the scaled c, reg,
+    reg_m, init and the exponent k to multiply results by 2^k."""
+    if 2.0**-960 <= reg <= 2.0**960:
+        # (Costs beyond 2^960 are then below the resolution error of the solver.)
+        return c, reg, reg_m, init, 0
+    cmax = max(float(c.max()), -float(c.min()))
+    if not (np.finfo(np.float64).eps * cmax <= reg <= 1e12 * cmax):
+        return c, reg, reg_m, init, 0  # the solver's errors, in the user's units
+    k = math.frexp(reg)[1]
+    c = np.ldexp(c.astype(np.float64), -k)
+    if init is not None:
+        init = (np.ldexp(init[0], -k), np.ldexp(init[1], -k))
+    return c, math.ldexp(reg, -k), reg_m if math.isinf(reg_m) else math.ldexp(reg_m, -k), \
+        init, k
+
+
 def _balanced_masses(a, b, name_b="b"):
     sa, sb = a.sum(), b.sum()
     if abs(sa - sb) > 1e-6 * max(sa, sb):
@@ -171,12 +230,18 @@ def _init(init, n, m):
     return np.ascontiguousarray(f0), np.ascontiguousarray(g0)
 
 
-def _warn(what, n_iter, err, tol):
+def _warn(what, n_iter, err, tol, loop_met=False, stacklevel=3):
+    if loop_met:
+        why = (f"the solver's running estimate met tol after {n_iter} iterations, but the "
+               f"returned plan's marginal error, recomputed exactly, is {err:.6g} > tol "
+               f"{tol:.6g} (rounding): use a slightly larger tol.")
+    else:
+        why = (f"marginal error {err:.3g} > tol {tol:.3g} after {n_iter} iterations. "
+               "Increase max_iter, use scaling=0.5 (ε-scaling), or a larger reg.")
     warnings.warn(
-        f"{what} did not converge: marginal error {err:.3g} > tol {tol:.3g} after {n_iter} "
-        "iterations. Increase max_iter, use scaling=0.5 (ε-scaling), or a larger reg.",
+        f"{what} did not converge: {why}",
         _convergence_warning(),
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 
@@ -193,23 +258,35 @@ def _solve_dense(a, b, cost, reg, reg_m, max_iter, tol, method, scaling, init, r
     a = _weights(a, n, "a")
     b = _weights(b, m, "b")
     reg = check_positive(reg, "reg")
+    _check_masses(a.sum(), b.sum(), "a", "b")
+    reg_m = _hard_reg_m(reg_m, reg, np.array([a.sum()]), np.array([b.sum()]))
     if math.isinf(reg_m):
         b = _balanced_masses(a, b)
-    max_iter = check_int(max_iter, "max_iter", 1)
+    max_iter = _max_iter(max_iter)
     tol = _tol(tol)
+    init = _init(init, n, m)
+    if init is not None and math.isinf(reg_m):
+        # (f + t, g − t) is the same balanced iterate: centre the pair, so that huge
+        # opposite offsets do not cancel in the costs.
+        t = 0.5 * (init[0].mean() - init[1].mean())
+        init = (init[0] - t, init[1] + t)
+    dt = c.dtype
+    c, reg, reg_m, init, k = _rescale(c, reg, reg_m, init)
     out = _core.sinkhorn_dense(a, b, c, reg, reg_m, max_iter, tol, _method(method),
-                               _scaling(scaling), _omega(omega), _init(init, n, m),
-                               bool(return_plan))
+                               _scaling(scaling), _omega(omega), init, bool(return_plan))
     converged = bool(out["marginal_error"] <= tol)
     if not converged:
-        _warn(what, out["n_iter"], out["marginal_error"], tol)
-    dt = c.dtype
+        # (user → sinkhorn → _solve_dense → _warn)
+        _warn(what, out["n_iter"], out["marginal_error"], tol, bool(out["loop_converged"]), 4)
+    plan = out["plan"]
+    if plan is not None and plan.dtype != dt:
+        plan = plan.astype(dt)
     return SinkhornResult(
-        plan=out["plan"],
-        cost=float(out["cost"]),
-        linear_cost=float(out["linear_cost"]),
-        f=out["f"].astype(dt, copy=False),
-        g=out["g"].astype(dt, copy=False),
+        plan=plan,
+        cost=math.ldexp(float(out["cost"]), k),
+        linear_cost=math.ldexp(float(out["linear_cost"]), k),
+        f=np.ldexp(out["f"], k).astype(dt, copy=False),
+        g=np.ldexp(out["g"], k).astype(dt, copy=False),
         n_iter=int(out["n_iter"]),
         converged=converged,
         marginal_error=float(out["marginal_error"]),
@@ -233,9 +310,18 @@ def sinkhorn(a, b, cost, reg, *, max_iter=1000, tol=1e-9, method="auto", init=No
     cost : array-like (n, m)
         Finite costs. float32 gives float32 ``plan``, ``f`` and ``g`` (work is in float64).
     reg : float
-        ε > 0.
+        ε > 0, at least the float64 resolution of the cost, ``2.2e-16·max|C|``: below
+        it the plan's exponents ``(f_i + g_j − C_ij)/ε`` carry rounding errors above 1
+        (costs near max|C| are only stored to that precision), so the result would be
+        noise, and a ValueError says so (for every solver of this module). Likewise
+        above ``1e12·max|C|``, where the plan is ``a⊗b`` to float64 precision and the
+        potentials and ``cost`` would carry rounding errors of ``2e-16·reg``. Within
+        those bounds any magnitude works: a ``reg`` beyond ``2^±960`` is handled by
+        solving the problem scaled by a power of two (exact; the cost is then copied).
+        The product of the total masses must be at most 1e300 (``cost`` contains
+        ``reg·Σa·Σb``).
     max_iter : int
-        Most iterations.
+        Most iterations (counts above 2**63 − 1 mean no limit; Ctrl-C stops any solve).
     tol : float
         Tolerance on ``Σ|P1 − a| + Σ|Pᵀ1 − b|``.
     method : {"auto", "log", "kernel"}
@@ -260,7 +346,16 @@ def sinkhorn(a, b, cost, reg, *, max_iter=1000, tol=1e-9, method="auto", init=No
         from it and switches to ω = 2/(1 + √(1 − θ)) + 0.03 (erring above the optimum
         costs less than below it; capped at 1.9). Whenever the marginal error sets no
         new minimum for 25 iterations, ω returns to 1 for good, so convergence is that
-        of plain Sinkhorn at worst. ``omega=1`` is plain Sinkhorn (POT's iterates).
+        of plain Sinkhorn at worst. ``omega=1`` is plain Sinkhorn: POT's update rule
+        (``u ← a/(K v)``, ``v ← b/(Kᵀ u)`` with ``K = e^{−C/ε}``, in divest's potentials),
+        but not POT's iterates: divest starts from ``g = 0`` (``v = b``) and updates the
+        rows first, so after k iterations its columns are exact, while ``ot.sinkhorn``
+        starts from ``u = 1/n, v = 1/m`` and updates ``v`` first (exact rows). The
+        plans agree at convergence, not before. Exactly:
+        ``sinkhorn(a, b, C, reg, omega=1, tol=0, max_iter=k).plan`` equals
+        ``ot.sinkhorn(b, a, C.T, reg, numItermax=k, stopThr=0,
+        warmstart=(np.log(b), np.zeros(n))).T`` (POT on the transposed problem, started
+        from divest's ``v = b``).
 
     Returns
     -------
@@ -295,7 +390,9 @@ def sinkhorn_unbalanced(a, b, cost, reg, reg_m, *, max_iter=1000, tol=1e-9, meth
     ``P1 = a·exp(−f/reg_m)``, ``Pᵀ1 = b·exp(−g/reg_m)``) is at most ``tol``.
 
     Parameters and memory are as for :func:`sinkhorn`, plus ``reg_m > 0`` (a float; the
-    same penalty on both marginals).
+    same penalty on both marginals). ``reg_m ≥ 2^53·reg`` is a hard constraint in float64
+    (``reg_m/(reg_m + reg)`` rounds to 1): the balanced problem is solved then (its
+    solution is within O(reg²/reg_m)), and masses that differ raise a ValueError.
     """
     reg_m = float(reg_m) if not isinstance(reg_m, bool) else reg_m
     if isinstance(reg_m, bool) or not (reg_m > 0):
@@ -305,7 +402,8 @@ def sinkhorn_unbalanced(a, b, cost, reg, reg_m, *, max_iter=1000, tol=1e-9, meth
 
 
 def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
-                   method="auto", return_plan=False, omega=None) -> SinkhornResult:
+                   method="auto", return_plan=False, omega=None,
+                   scaling=None) -> SinkhornResult:
     """Many independent Sinkhorn problems at once, in parallel (one task per problem).
 
     Balanced problems (``reg_m=inf``, ``method`` not ``"log"``) whose cost range is at most
@@ -313,8 +411,10 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
     ``exp(−(C − min C)/reg)``, with buffers reused across the problems of a task, the
     marginal check read off the row products, and the over-relaxation safeguard of
     :func:`sinkhorn`. It computes the iterates of :func:`sinkhorn` from zero potentials;
-    if a sum leaves the safe range, or the cost range is wider, the problem runs the
-    general (stabilised, log-domain-fallback) solver instead.
+    if a sum leaves the safe range, or the cost range is wider, or ``scaling`` is given,
+    the problem runs the general (stabilised, log-domain-fallback) solver instead. At
+    small ``reg`` (say 1e-3 on costs of range 30) plain iterations converge too slowly
+    for ``max_iter``: pass ``scaling=0.5``.
 
     Parameters
     ----------
@@ -330,6 +430,13 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
         :func:`sinkhorn_unbalanced`.
     max_iter, tol, method, omega
         As for :func:`sinkhorn`; each problem stops on its own tolerance.
+    scaling : float in (0, 1) or None
+        ε-scaling, as for :func:`sinkhorn` and applied to each problem on its own: one
+        iteration at each ε = max|C_k|·scaling^j above ``reg`` (``C_k`` that problem's
+        cost), then the solve at ``reg``; the ε-scaling iterations count in ``n_iter``.
+        None (default): no ε-scaling, as for :func:`sinkhorn`. With a ``scaling`` every
+        problem runs the general solver (not the small-problem path), so problem k
+        equals ``sinkhorn(a[k], b[k], cost[k], reg, scaling=scaling)``.
     return_plan : bool
         Also return the (B, n, m) plans.
 
@@ -382,6 +489,9 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
     reg_m = float(reg_m)
     if not reg_m > 0:
         raise ValueError(f"reg_m must be positive (or inf); got {reg_m!r}")
+    k = int(np.argmax(sa * sb))
+    _check_masses(sa[k], sb[k], f"a[{k}]", f"b[{k}]")
+    reg_m = _hard_reg_m(reg_m, reg, sa, sb)
     if math.isinf(reg_m):
         bad = np.abs(sa - sb) > 1e-6 * np.maximum(sa, sb)
         if bad.any():
@@ -392,12 +502,15 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
             )
         if (sa != sb).any():  # (a factor of exactly 1 elsewhere: no copy needed then)
             Bw = Bw * (sa / sb)[:, None]
-    max_iter = check_int(max_iter, "max_iter", 1)
+    max_iter = _max_iter(max_iter)
     tol = _tol(tol)
+    scaling = _scaling(scaling)
+    dt = c.dtype
+    c, reg, reg_m, _, kexp = _rescale(c, reg, reg_m, None)
     c2 = np.ascontiguousarray(c.reshape(-1, m))
     out = _core.sinkhorn_batch_dense(np.ascontiguousarray(A), np.ascontiguousarray(Bw), c2,
                                      shared, reg, reg_m, max_iter, tol, _method(method),
-                                     _omega(omega), bool(return_plan))
+                                     _omega(omega), bool(return_plan), scaling)
     err = out["marginal_error"]
     converged = err <= tol
     if not converged.all():
@@ -405,18 +518,20 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
         warnings.warn(
             f"sinkhorn_batch: {int((~converged).sum())} of {nb} problems did not converge "
             f"(problem {k}: marginal error {err[k]:.3g} > tol {tol:.3g} after "
-            f"{int(out['n_iter'][k])} iterations). Increase max_iter or reg.",
+            f"{int(out['n_iter'][k])} iterations). Increase max_iter, use scaling=0.5 "
+            "(ε-scaling) or a larger reg.",
             _convergence_warning(),
             stacklevel=2,
         )
-    dt = c.dtype
     plan = out["plan"]
+    if plan is not None and plan.dtype != dt:
+        plan = plan.astype(dt)
     return SinkhornResult(
         plan=None if plan is None else plan.reshape(nb, n, m),
-        cost=out["cost"],
-        linear_cost=out["linear_cost"],
-        f=out["f"].astype(dt, copy=False),
-        g=out["g"].astype(dt, copy=False),
+        cost=np.ldexp(out["cost"], kexp),
+        linear_cost=np.ldexp(out["linear_cost"], kexp),
+        f=np.ldexp(out["f"], kexp).astype(dt, copy=False),
+        g=np.ldexp(out["g"], kexp).astype(dt, copy=False),
         n_iter=out["n_iter"],
         converged=converged,
         marginal_error=err,
@@ -462,6 +577,28 @@ class SinkhornDivergence:
     marginal_error: float
 
 
+def _limit_p2(x, y, a, b, debias, err, tol):
+    """The ε → ∞ limit for p = 2 (ε > 1e9·D², where it is within 1e-9 relative): the plans
+    are a⊗b, ``OT_∞(a, b) = ⟨a⊗b, C⟩ = Va + Vb + |μa − μb|²`` and
+    ``S_∞ = |μa − μb|²``; the potentials are the first-order ones,
+    ``f_i = ⟨b, C(x_i, ·)⟩ − ½⟨a⊗b, C⟩`` (and alike), and the gradient is exact for them."""
+    mua, mub = a @ x, b @ y
+    dx2, dy2 = ((x - mua) ** 2).sum(1), ((y - mub) ** 2).sum(1)
+    xb2, ya2 = ((x - mub) ** 2).sum(1), ((y - mua) ** 2).sum(1)
+    va, vb, dm = float(a @ dx2), float(b @ dy2), float(((mua - mub) ** 2).sum())
+    half = 0.5 * (va + vb + dm)
+    f, g = xb2 + vb - half, ya2 + va - half  # cross potentials
+    if debias:
+        # Self potentials: p_i = ⟨a, C(x_i, ·)⟩ − ½⟨a⊗a, C⟩ = |x_i − μa|², likewise q.
+        out = {"value": dm, "f": f, "g": g, "p": dx2, "q": dy2,
+               "grad": 2.0 * a[:, None] * (mua - mub)[None, :]}
+    else:
+        out = {"value": va + vb + dm, "f": f, "g": g,
+               "grad": 2.0 * a[:, None] * (x - mub)}
+    out.update(n_iter=0, marginal_error=err, converged=tol is not None and err <= tol)
+    return out
+
+
 def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=True,
                         max_iter=1000, tol=None, grad=True) -> SinkhornDivergence:
     """Debiased Sinkhorn divergence between two weighted point clouds, costs on the fly.
@@ -489,7 +626,34 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     Conversion to GeomLoss: ``SamplesLoss("sinkhorn", p=2, blur=σ, scaling=s)`` uses the
     cost ``|x − y|²/2`` and ``ε = σ²``. Its value equals ``sinkhorn_divergence(x, y,
     eps=2 * σ**2, p=2, scaling=s).value / 2`` (halving the cost halves the value and ε).
-    With ``p=1`` GeomLoss uses ``|x − y|`` and ``ε = σ``: ``eps=σ`` directly.
+    With ``p=1`` GeomLoss uses ``|x − y|`` and ``ε = σ``: ``eps=σ`` directly, but the
+    tensorized backend of its 0.2.x releases clamps distances below at 1e-4
+    (``sqrt(max(|x − y|², 1e-8))``, to keep the gradient finite), so its cost is
+    ``max(|x − y|, 1e-4)``: it differs from divest's
+    when points are closer than 1e-4 (for coinciding clouds divest gives exactly 0).
+    GeomLoss does not clamp the value; divest returns ``max(value, 0)`` (S_ε ≥ 0 and
+    OT_ε ≥ 0 for probability weights; a negative sum is rounding, of order
+    ``ε·1e-16``, or the truncated schedule).
+
+    Relation to POT: ``ot.bregman.empirical_sinkhorn_divergence(x, y, reg, a, b)``
+    (``metric="sqeuclidean"``, p = 2, ``reg = eps``) solves the same three problems
+    but debiases their *linear* costs: it returns
+    ``max(0, ⟨C_xy, P_xy⟩ − ½⟨C_xx, P_xx⟩ − ½⟨C_yy, P_yy⟩)``, not the entropic
+    ``OT_ε`` values divest uses, so the two numbers differ (by the KL terms). To get
+    POT's number, solve the three dense problems with :func:`sinkhorn` and combine their
+    ``linear_cost``.
+
+    Edge cases: clouds whose points all coincide give exactly 0, zero potentials and a
+    zero gradient; clouds of extreme scale (D beyond 2^±60) are rescaled by a power of
+    two internally (exactly: ``S_ε(sx, sy) = s^p·S_{ε/s^p}(x, y)``). ``eps`` below
+    ``1e-300·D^p`` is computed as ``1e-300·D^p`` (the same value in float64). Above
+    ``ε = 1e9·D^p`` every term is within 1e-9 (relative) of its ε → ∞ limit, which
+    float64 log-sum-exps cannot resolve (their absolute error is about ``ε·1e-16``):
+    for ``p=2`` the limit is returned (``S_∞ = |μ_a − μ_b|²``, ``OT_∞ = V_a + V_b +
+    |μ_a − μ_b|²`` with the weighted means and variances, its first-order potentials
+    and gradient; ``n_iter = 0``, ``marginal_error`` the bound ``2·D²/ε``); for ``p=1``
+    a ValueError says so (the limit is half the energy distance). Results whose scale
+    exceeds float64 (``D^p`` beyond 1e308) raise a ValueError.
 
     Parameters
     ----------
@@ -536,6 +700,8 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     n, m = x.shape[0], y.shape[0]
     a = _weights(a, n, "a")
     b = _weights(b, m, "b")
+    # Scale by the largest weight first: the sum of huge weights may overflow.
+    a, b = a / a.max(), b / b.max()
     a, b = a / a.sum(), b / b.sum()
     eps = check_positive(eps, "eps")
     if isinstance(p, bool) or p not in (1, 2):
@@ -543,31 +709,85 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     s = check_positive(scaling, "scaling")
     if not s < 1:
         raise ValueError(f"scaling must be in (0, 1); got {scaling!r}")
-    max_iter = check_int(max_iter, "max_iter", 0)
+    max_iter = _max_iter(max_iter, 0)
     tol = None if tol is None else _tol(tol)
-    # The cost is translation invariant: centre both clouds (better distances for d > 8).
-    shift = np.concatenate([x, y]).mean(axis=0, dtype=np.float64)
-    xc = np.ascontiguousarray(x - shift.astype(x.dtype))
-    yc = np.ascontiguousarray(y - shift.astype(y.dtype))
-    lo = np.minimum(xc.min(0), yc.min(0)).astype(np.float64)
-    hi = np.maximum(xc.max(0), yc.max(0)).astype(np.float64)
-    diameter = float(np.sqrt(((hi - lo) ** 2).sum()))
-    # GeomLoss starts at D^p in its units; its cost for p = 2 is half of ours.
-    eps0 = max(diameter, 1e-300) ** p * (2.0 if p == 2 else 1.0)
-    out = _core.sinkhorn_divergence_clouds(xc, yc, a, b, int(p), eps, eps0, s, bool(debias),
-                                           max_iter, tol, bool(grad))
+    dt = x.dtype
+    # The cost is translation invariant: centre both clouds (better distances for d > 8),
+    # on the midpoint of the bounding box (unlike the mean, it cannot overflow).
+    lo = np.minimum(x.min(0), y.min(0)).astype(np.float64)
+    hi = np.maximum(x.max(0), y.max(0)).astype(np.float64)
+    shift = lo / 2 + hi / 2
+    w = hi / 2 - lo / 2  # half-widths
+    wmax = float(w.max())
+    if wmax == 0.0:
+        # Every point coincides: every cost is 0, so OT_ε = 0 with zero potentials.
+        return SinkhornDivergence(
+            value=0.0, f=np.zeros(n, dtype=dt), g=np.zeros(m, dtype=dt),
+            grad=np.zeros(x.shape, dtype=dt) if grad else None, n_iter=0,
+            converged=None if tol is None else True, marginal_error=0.0,
+        )
+    # Bounding-box diagonal D = 2·wmax·r. Extreme scales: work on the clouds scaled by
+    # s = 2^-e2 (exact), S_ε(x, y) = s^-p·S_{ε·s^p}(s·x, s·y), potentials likewise, the
+    # gradient by s^(1-p).
+    r = float(np.sqrt(((w / wmax) ** 2).sum()))
+    e2 = 0 if 2.0**-60 <= 2.0 * wmax <= 2.0**60 else math.frexp(wmax)[1]
+    sc = math.ldexp(1.0, -e2)
+    dsc = 2.0 * math.ldexp(wmax, -e2) * r  # D·s
+    with np.errstate(over="ignore", under="ignore"):
+        eps_s = float(np.ldexp(eps, -e2 * p))
+    far = not eps_s <= 1e9 * dsc**p
+    if far and p == 1:
+        raise ValueError(
+            f"eps = {eps!r} is too large for these clouds (bounding-box diagonal D = "
+            f"{dsc:.3g}·2^{e2}): above 1e9·D every OT_ε term is within 1e-9 (relative) "
+            "of its ε → ∞ limit, which float64 log-sum-exps cannot resolve. Use a smaller "
+            "eps; the limit of the debiased value is half the energy distance "
+            "(divest.energy_distance(x, y) / 2 for uniform weights)"
+        )
+    eps_s = max(eps_s, 1e-300 * dsc**p)
+    x64, y64 = x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)
+    if sc <= 1.0:
+        xc, yc = x64 * sc - shift * sc, y64 * sc - shift * sc
+    else:
+        xc, yc = (x64 - shift) * sc, (y64 - shift) * sc
+    xc = np.ascontiguousarray(xc.astype(dt, copy=False))
+    yc = np.ascontiguousarray(yc.astype(dt, copy=False))
+    if far:
+        out = _limit_p2(xc, yc, a, b, bool(debias), 2.0 * dsc**2 / eps_s, tol)
+    else:
+        # GeomLoss starts at D^p in its units; its cost for p = 2 is half of ours.
+        eps0 = dsc**p * (2.0 if p == 2 else 1.0)
+        out = _core.sinkhorn_divergence_clouds(xc, yc, a, b, int(p), eps_s, eps0, s,
+                                               bool(debias), max_iter, tol, bool(grad))
+    if not grad:
+        out["grad"] = None
     if tol is not None and not out["converged"]:
         _warn("sinkhorn_divergence", out["n_iter"], out["marginal_error"], tol)
-    dt = x.dtype
     f, g = out["f"], out["g"]
     if debias:
         f, g = f - out["p"], g - out["q"]
     gr = out["grad"]
+    value = max(float(out["value"]), 0.0)
+    if e2:
+        with np.errstate(over="ignore"):
+            value = float(np.ldexp(value, e2 * p))
+            f, g = np.ldexp(f, e2 * p), np.ldexp(g, e2 * p)
+            gr = None if gr is None else np.ldexp(gr, e2 * (p - 1))
+    with np.errstate(over="ignore"):
+        f, g = f.astype(dt, copy=False), g.astype(dt, copy=False)
+        gr = None if gr is None else gr.astype(dt, copy=False)
+    if not (math.isfinite(value) and np.isfinite(f).all() and np.isfinite(g).all()
+            and (gr is None or np.isfinite(gr).all())):
+        raise ValueError(
+            f"x and y span a bounding-box diagonal D = {dsc:.3g}·2^{e2}: the costs "
+            f"|x - y|^{p} and the results reach D^{p}, beyond the range of {dt}; rescale "
+            "the clouds (S_ε(s·x, s·y) = s^p·S_{ε/s^p}(x, y))"
+        )
     return SinkhornDivergence(
-        value=float(out["value"]),
-        f=f.astype(dt, copy=False),
-        g=g.astype(dt, copy=False),
-        grad=None if gr is None else gr.astype(dt, copy=False),
+        value=value,
+        f=f,
+        g=g,
+        grad=gr,
         n_iter=int(out["n_iter"]),
         converged=None if tol is None else bool(out["converged"]),
         marginal_error=float(out["marginal_error"]),

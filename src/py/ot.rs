@@ -64,6 +64,20 @@ fn options(
     })
 }
 
+/// Operations of a dense solve, for [`run`]: one pass over the n×m cost per iteration
+/// (each ε of a scaling schedule adds at most one; the schedule has at most 10^4), with
+/// n + m more for the potentials, so that tiny problems with a huge `max_iter` still get
+/// the interrupt watcher.
+fn solve_work(n: usize, m: usize, max_iter: usize, scaling: Option<f64>) -> usize {
+    let iters = max_iter
+        .saturating_add(if scaling.is_some() { 10_000 } else { 0 })
+        .saturating_add(2);
+    n.saturating_mul(m)
+        .saturating_add(n)
+        .saturating_add(m)
+        .saturating_mul(iters)
+}
+
 /// One dense problem. Returns a dict with plan (or None), f, g, n_iter, converged,
 /// marginal_error, cost, linear_cost, mass.
 #[pyfunction]
@@ -101,7 +115,7 @@ fn sinkhorn_dense<'py>(
         rho_a: reg_m,
         rho_b: reg_m,
     };
-    let work = n.saturating_mul(m).saturating_mul(max_iter.min(1000) + 1);
+    let work = solve_work(n, m, max_iter, scaling);
     let (s, fin) = run(py, work, |stop| {
         let s = dense::solve(&p, init_s, &opts, stop)?;
         let fin = dense::finish(&p, &s.f, &s.g, return_plan, true, stop)?;
@@ -126,7 +140,7 @@ fn sinkhorn_dense<'py>(
 
 /// B dense problems: a (B, n), b (B, m), cost (B*n, m) or shared (n, m).
 #[pyfunction]
-#[pyo3(signature = (a, b, cost, shared, reg, reg_m, max_iter, tol, method, omega, return_plan))]
+#[pyo3(signature = (a, b, cost, shared, reg, reg_m, max_iter, tol, method, omega, return_plan, scaling=None))]
 #[allow(clippy::too_many_arguments)]
 fn sinkhorn_batch_dense<'py>(
     py: Python<'py>,
@@ -141,6 +155,7 @@ fn sinkhorn_batch_dense<'py>(
     method: &str,
     omega: f64,
     return_plan: bool,
+    scaling: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let c = Arr2::extract(cost, "cost")?;
     let (nb, n) = {
@@ -156,7 +171,8 @@ fn sinkhorn_batch_dense<'py>(
         ));
     }
     let (av, bv) = (slice(&a)?, slice(&b)?);
-    let opts = options(max_iter, tol, method, None, omega)?;
+    let opts = options(max_iter, tol, method, scaling, omega)?;
+    let work = nb.saturating_mul(solve_work(n, m, max_iter, scaling));
     let f32_in = is_f32(&c);
     let out = match &c {
         Arr2::F64(x) => {
@@ -168,7 +184,6 @@ fn sinkhorn_batch_dense<'py>(
                     Cow::Borrowed(&cs[k * n * m..(k + 1) * n * m])
                 }
             };
-            let work = nb.saturating_mul(n * m).saturating_mul(100);
             run(py, work, |stop| {
                 dense::solve_batch(av, bv, n, m, nb, &get, reg, reg_m, &opts, return_plan, stop)
             })?
@@ -192,7 +207,6 @@ fn sinkhorn_batch_dense<'py>(
                     )
                 }
             };
-            let work = nb.saturating_mul(n * m).saturating_mul(100);
             run(py, work, |stop| {
                 dense::solve_batch(av, bv, n, m, nb, &get, reg, reg_m, &opts, return_plan, stop)
             })?
@@ -263,10 +277,22 @@ fn sinkhorn_divergence_clouds<'py>(
         tol,
         grad,
     };
+    // One pass is about (n + m)²·(d + 8) operations; there are 4 per ε of the schedule,
+    // about 12 more, and with `tol` up to 4 per iteration at the target ε (so that tiny
+    // clouds with a huge `max_iter` still get the interrupt watcher).
+    let passes = clouds::schedule(eps0, eps, scaling, p)
+        .len()
+        .saturating_add(4)
+        .saturating_mul(4)
+        .saturating_add(if tol.is_some() {
+            max_iter.saturating_mul(4)
+        } else {
+            0
+        });
     let work = (n + m)
         .saturating_mul(n + m)
         .saturating_mul(d + 8)
-        .saturating_mul(30);
+        .saturating_mul(passes);
     let out = match (&xa, &ya) {
         (Arr2::F64(u), Arr2::F64(v)) => {
             let (xs, ys) = (slice(u)?, slice(v)?);

@@ -101,10 +101,14 @@ impl Problem<'_> {
     /// Checks shapes and values (the Python layer checks first, with nicer messages).
     pub fn validate(&self) -> Result<()> {
         self.validate_but_cost()?;
-        if self.cost.iter().any(|c| !c.is_finite()) {
-            return Err(not_finite());
+        let mut big = 0.0f64;
+        for &c in self.cost {
+            if !c.is_finite() {
+                return Err(not_finite());
+            }
+            big = big.max(c.abs());
         }
-        Ok(())
+        check_resolution(self.eps, big)
     }
 
     /// [`Problem::validate`] without the scan of the costs (for callers that check their
@@ -144,6 +148,39 @@ impl Problem<'_> {
         }
         Ok(())
     }
+}
+
+/// Rejects an ε below the float64 resolution of costs of largest magnitude `cmax`.
+///
+/// Costs near `cmax` are stored to within `ulp(cmax) ≈ 2.2e-16·cmax`, and so are the
+/// potentials built from them; the plan's exponents `(f_i + g_j − C_ij)/ε` then carry
+/// rounding errors of `2.2e-16·cmax/ε`, more than 1 (a factor e on every entry) below
+/// `ε = 2.2e-16·cmax`: the result would be noise, whatever the solver does. Above
+/// `ε = 1e12·cmax` the log-sum-exps, of order ε, leave rounding errors of `2e-16·ε`
+/// in the potentials and costs, more than `1e-4·cmax`: rejected too.
+pub fn check_resolution(eps: f64, cmax: f64) -> Result<()> {
+    let floor = f64::EPSILON * cmax;
+    if eps < floor {
+        return Err(invalid!(
+            "reg = {eps:e} is below the float64 resolution of this cost: its largest \
+             magnitude is {cmax:e}, so costs (and the potentials) are only known to \
+             {floor:.3e} (2.2e-16 x max|cost|), and the plan's exponents \
+             (f_i + g_j - cost_ij)/reg would carry rounding errors above 1: the result \
+             would be noise. The smallest meaningful reg for this cost is {floor:.3e}; \
+             use at least that (for a balanced problem, subtracting a constant from the \
+             cost does not change the plan and may lower max|cost|)"
+        ));
+    }
+    if eps > 1e12 * cmax && cmax > 0.0 {
+        return Err(invalid!(
+            "reg = {eps:e} is too large for this cost (largest magnitude {cmax:e}): above \
+             1e12 x max|cost| the plan is a⊗b to float64 precision, and the potentials and \
+             the entropic cost would be rounding noise (their errors are about \
+             2e-16 x reg). Use reg <= {:.3e}",
+            1e12 * cmax
+        ));
+    }
+    Ok(())
 }
 
 /// Iteration controls.
@@ -1138,12 +1175,23 @@ pub fn finish(
     let (ma, mb): (f64, f64) = (p.a.iter().sum(), p.b.iter().sum());
     let kl_plan = (rf + cg - lin) / eps - mass + ma * mb;
     let mut cost = lin + eps * kl_plan;
+    // KL(r|w) = Σ w φ(r/w − 1), φ(u) = (1+u) ln(1+u) − u: the series near u = 0, where the
+    // direct form cancels (its rounding, times a large reg_m, would swamp the cost).
     let kl = |r: &[f64], w: &[f64]| -> f64 {
         r.iter()
             .zip(w)
             .map(|(&ri, &wi)| {
-                let t = if ri > 0.0 { ri * (ri / wi).ln() } else { 0.0 };
-                t - ri + wi
+                if wi == 0.0 {
+                    return ri;
+                }
+                let u = (ri - wi) / wi;
+                if u.abs() < 1e-3 {
+                    let u2 = u * u;
+                    wi * u2 * (0.5 - u / 6.0 + u2 / 12.0 - u2 * u / 20.0)
+                } else {
+                    let t = if ri > 0.0 { ri * (ri / wi).ln() } else { 0.0 };
+                    t - ri + wi
+                }
             })
             .sum()
     };
@@ -1698,6 +1746,7 @@ fn solve_small(
     if !finite {
         return Err(not_finite());
     }
+    check_resolution(p.eps, cmax.abs().max(cmin.abs()))?;
     if !(p.rho_a.is_infinite() && p.rho_b.is_infinite()) || opts.scaling.is_some() {
         return Ok(None);
     }
@@ -1915,12 +1964,19 @@ pub fn solve_batch<'c>(
                     rho_a: rho,
                     rho_b: rho,
                 };
+                // Errors about this problem's reg name the problem.
+                let name = |e: crate::core::error::Error| match e {
+                    crate::core::error::Error::InvalidArgument(msg) if msg.starts_with("reg") => {
+                        invalid!("problem {k}: {msg}")
+                    }
+                    e => e,
+                };
                 if o.method != Method::Log {
-                    if let Some(done) = solve_small(&p, &o, ws, want_plan, stop)? {
+                    if let Some(done) = solve_small(&p, &o, ws, want_plan, stop).map_err(name)? {
                         return Ok(done);
                     }
                 }
-                let s = solve(&p, None, &o, stop)?;
+                let s = solve(&p, None, &o, stop).map_err(name)?;
                 let fin = finish(&p, &s.f, &s.g, want_plan, false, stop)?;
                 Ok((s, fin))
             })
@@ -2081,6 +2137,53 @@ mod tests {
             let r: f64 = fin.plan[i * m..(i + 1) * m].iter().sum();
             assert!((r - a[i] * (-s.f[i] / 0.5).exp()).abs() < 1e-11);
         }
+    }
+
+    #[test]
+    fn reg_outside_the_cost_resolution_is_rejected_on_every_path() {
+        let (a, b, c) = problem_data(6, 5, 3);
+        let cmax = c.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let stop = AtomicBool::new(false);
+        let o = Options {
+            max_iter: 3,
+            ..Default::default()
+        };
+        for (eps, ok) in [
+            (f64::EPSILON * cmax * 0.99, false),
+            (f64::EPSILON * cmax * 1.01, true),
+            (1e12 * cmax * 0.99, true),
+            (1e12 * cmax * 1.01, false),
+        ] {
+            let p = Problem {
+                a: &a,
+                b: &b,
+                cost: &c,
+                eps,
+                rho_a: f64::INFINITY,
+                rho_b: f64::INFINITY,
+            };
+            assert_eq!(solve(&p, None, &o, &stop).is_ok(), ok, "eps {eps}");
+            let get = |_k: usize| std::borrow::Cow::Borrowed(&c[..]);
+            let r = solve_batch(&a, &b, 6, 5, 1, &get, eps, f64::INFINITY, &o, false, &stop);
+            match r {
+                Ok(_) => assert!(ok),
+                Err(e) => {
+                    assert!(!ok);
+                    assert!(e.to_string().starts_with("problem 0: reg = "), "{e}");
+                }
+            }
+        }
+        // All-zero costs: no resolution limit.
+        let z = vec![0.0; 30];
+        let p = Problem {
+            a: &a,
+            b: &b,
+            cost: &z,
+            eps: 1e-300,
+            rho_a: f64::INFINITY,
+            rho_b: f64::INFINITY,
+        };
+        assert!(solve(&p, None, &o, &stop).is_ok());
     }
 
     #[test]
