@@ -22,3 +22,10 @@ def as_generator(rng) -> np.random.Generator:
     raise TypeError(
         f"rng must be None, an int seed or a numpy.random.Generator; got {type(rng).__name__}"
     )
+
+
+def seed(rng, bits: int = 64) -> int:
+    """One integer seed of `bits` bits drawn from `rng` (None, an int seed or a
+    Generator): the only way a Python generator reaches the Rust samplers, which derive
+    a counter-based stream per task from it."""
+    return int(as_generator(rng).integers(0, 2**bits, dtype=np.uint64))

@@ -29,8 +29,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
-from ._rng import as_generator
-from ._validate import as_float_array, check_int
+from ._rng import as_generator, seed
+from ._validate import as_float_array, check_choice, check_int
 
 __all__ = [
     "sample_projection",
@@ -49,16 +49,10 @@ _METHODS = ("auto", "chain", "rejection")
 ORTHONORMAL_TOL = 1e-6
 
 
-def _seed(rng) -> int:
-    """One 64-bit seed from rng; the Rust side derives a stream per sample index."""
-    gen = as_generator(rng)
-    return int(gen.integers(0, 2**64, dtype=np.uint64))
 
 
 def _check_method(method) -> str:
-    if not isinstance(method, str) or method not in _METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}; got {method!r}")
-    return method
+    return check_choice(method, "method", _METHODS)
 
 
 #: Largest count accepted by any argument (the Rust side indexes with 64-bit integers).
@@ -184,7 +178,7 @@ def sample_projection(U, n_samples=None, method="auto", rng=None):
     if u.shape[1] > u.shape[0]:
         _check_orthonormal(u, "U")
     # The orthonormality check shares the sampler's pass over U (leverage scores).
-    out, err = _core.dpp_sample_projection(u, ns, _seed(rng), method, ORTHONORMAL_TOL)
+    out, err = _core.dpp_sample_projection(u, ns, seed(rng), method, ORTHONORMAL_TOL)
     _check_orthonormal(u, "U", err)
     return out[0] if n_samples is None else out
 
@@ -301,7 +295,7 @@ class DPP:
         _check_memory(per * ns, "n_samples", ns, f"{ns} samples of about "
                       f"{self.expected_size():.3g} items each")
         flat, offsets = _core.dpp_sample_spectral(self.eigenvectors, self._probs, ns,
-                                                  _seed(rng), method)
+                                                  seed(rng), method)
         out = [flat[offsets[i]:offsets[i + 1]] for i in range(ns)]
         return out[0] if n_samples is None else out
 
@@ -336,7 +330,7 @@ class DPP:
         ns = _n_samples(n_samples)
         _check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
         ll, table = self._esp(k)
-        out = _core.dpp_sample_k(self.eigenvectors, ll, table, k, ns, _seed(rng), method)
+        out = _core.dpp_sample_k(self.eigenvectors, ll, table, k, ns, seed(rng), method)
         return out[0] if n_samples is None else out
 
     def _esp(self, k: int):
@@ -385,7 +379,7 @@ def volume_sample(X, k, rng=None, *, n_samples=None):
     ns = _n_samples(n_samples)
     _check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
     q = _orthonormal_basis(x, "X")
-    out = _core.dpp_volume_sample(q, k, ns, _seed(rng))
+    out = _core.dpp_volume_sample(q, k, ns, seed(rng))
     return out[0] if n_samples is None else out
 
 
@@ -415,7 +409,7 @@ def volume_rescaled_sample(X, k, rng=None, *, p=None, n_samples=None):
         pw = pw / pw.max()  # first to [0, 1]: a sum of weights near 1e308 cannot overflow
         pw = pw / pw.sum()
     q = _orthonormal_basis(x * np.sqrt(pw)[:, None], "X")
-    out = _core.dpp_volume_sample(q, k, ns, _seed(rng), np.ascontiguousarray(pw))
+    out = _core.dpp_volume_sample(q, k, ns, seed(rng), np.ascontiguousarray(pw))
     return out[0] if n_samples is None else out
 
 
@@ -552,8 +546,7 @@ def least_squares_design(Phi_candidates, n, method="dpp", rng=None):
     n = _count(n, "n", minimum=1)
     # The indices and weights (int64 and float64), plus NumPy's draw buffers.
     _check_memory(24 * n, "n", n, f"a design of {n} points")
-    if not isinstance(method, str) or method not in _DESIGNS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, _DESIGNS))}; got {method!r}")
+    check_choice(method, "method", _DESIGNS)
     if n < m:
         raise ValueError(f"n must be at least m = {m} (the number of features); got n = {n}")
     q = _orthonormal_basis(phi, "Phi_candidates")
@@ -563,7 +556,7 @@ def least_squares_design(Phi_candidates, n, method="dpp", rng=None):
     gen = as_generator(rng)
     if method == "dpp":
         reps, rest = divmod(n, m)
-        idx = _core.dpp_sample_projection(q, reps, _seed(gen), "auto").reshape(-1)
+        idx = _core.dpp_sample_projection(q, reps, seed(gen), "auto").reshape(-1)
         if rest:
             # Each DPP adds m I and each point i.i.d. from k_m/m adds I to E[Σ w ψψᵀ], so
             # the weighted Gram matrix stays unbiased (E = n I), as in volume-rescaled
@@ -572,7 +565,7 @@ def least_squares_design(Phi_candidates, n, method="dpp", rng=None):
     elif method == "volume_rescaled":
         # Volume-rescaled sampling from ρ = k_m/m of the weighted features √w ψ: as
         # w ρ = μ, its DPP part is the DPP of Q, and the rest is i.i.d. from ρ.
-        idx = _core.dpp_volume_sample(q, n, 1, _seed(gen), np.ascontiguousarray(lev / m))[0]
+        idx = _core.dpp_volume_sample(q, n, 1, seed(gen), np.ascontiguousarray(lev / m))[0]
     elif method == "iid_optimal":
         idx = gen.choice(n_cand, size=n, p=lev / lev.sum())
     else:

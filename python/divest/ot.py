@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._validate import as_float_array, as_points, check_int, check_positive
+from ._results import ConvergenceWarning
+from ._validate import as_float_array, as_points, check_choice, check_int, check_positive
 
 __all__ = [
     "SinkhornResult",
@@ -132,9 +133,7 @@ def _tol(tol) -> float:
 
 
 def _method(method) -> str:
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}; got {method!r}")
-    return method
+    return check_choice(method, "method", _METHODS)
 
 
 def _scaling(scaling):
@@ -240,15 +239,9 @@ def _warn(what, n_iter, err, tol, loop_met=False, stacklevel=3):
                "Increase max_iter, use scaling=0.5 (ε-scaling), or a larger reg.")
     warnings.warn(
         f"{what} did not converge: {why}",
-        _convergence_warning(),
+        ConvergenceWarning,
         stacklevel=stacklevel,
     )
-
-
-def _convergence_warning():
-    from . import ConvergenceWarning
-
-    return ConvergenceWarning
 
 
 def _solve_dense(a, b, cost, reg, reg_m, max_iter, tol, method, scaling, init, return_plan,
@@ -520,7 +513,7 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
             f"(problem {k}: marginal error {err[k]:.3g} > tol {tol:.3g} after "
             f"{int(out['n_iter'][k])} iterations). Increase max_iter, use scaling=0.5 "
             "(ε-scaling) or a larger reg.",
-            _convergence_warning(),
+            ConvergenceWarning,
             stacklevel=2,
         )
     plan = out["plan"]
@@ -704,8 +697,7 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     a, b = a / a.max(), b / b.max()
     a, b = a / a.sum(), b / b.sum()
     eps = check_positive(eps, "eps")
-    if isinstance(p, bool) or p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2 (cost |x - y|^p); got {p!r}")
+    p = check_choice(p, "p", (1, 2))
     s = check_positive(scaling, "scaling")
     if not s < 1:
         raise ValueError(f"scaling must be in (0, 1); got {scaling!r}")
