@@ -116,9 +116,9 @@ def check_int(x, name: str, minimum: int = 0) -> int:
     return v
 
 
-def check_choice(x, name: str, choices):
+def check_choice(x, name: str, choices, hint: str = ""):
     """One of `choices` (strings or integers, compared by type and value, so an array or
-    a float never matches by accident)."""
+    a float never matches by accident). `hint` is added to the message, in parentheses."""
     for c in choices:
         if type(x) is type(c) or (
             isinstance(c, int) and isinstance(x, (numbers.Integral, np.integer))
@@ -126,7 +126,10 @@ def check_choice(x, name: str, choices):
         ):
             if x == c:
                 return c
-    raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {x!r}")
+    names = list(map(repr, choices))
+    which = " or ".join(names) if len(names) == 2 else "one of " + ", ".join(names)
+    hint = f" ({hint})" if hint else ""
+    raise ValueError(f"{name} must be {which}{hint}; got {x!r}")
 
 
 def check_nonnegative(x, name: str) -> float:

@@ -773,7 +773,7 @@ def knn_mi(x, y, k=3, variant=1, *, base=None, algorithm="auto", check_finite=Tr
     """
     lb = _log_base(base)
     algorithm = _check_algorithm(algorithm)
-    check_choice(variant, "variant", (1, 2))
+    check_choice(variant, "variant", (1, 2), "KSG-1 or KSG-2")
     xa = as_points(x, "x", check_finite=check_finite)
     ya = as_points(y, "y", check_finite=check_finite)
     n = len(xa)

@@ -697,7 +697,7 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     a, b = a / a.max(), b / b.max()
     a, b = a / a.sum(), b / b.sum()
     eps = check_positive(eps, "eps")
-    p = check_choice(p, "p", (1, 2))
+    p = check_choice(p, "p", (1, 2), "cost |x - y|^p")
     s = check_positive(scaling, "scaling")
     if not s < 1:
         raise ValueError(f"scaling must be in (0, 1); got {scaling!r}")
