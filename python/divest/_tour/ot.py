@@ -37,7 +37,7 @@ def run(report, quick=False, figures=True):
     report.timing("sinkhorn", t, peers)
 
     # A demonstration, no peer: Gaussian clouds, a large eps.
-    m = 1000 if quick else 4000
+    m = 1000 if quick else 2000
     xa = rng.standard_normal((m, 3))
     xb = rng.standard_normal((m, 3)) * 0.8 + 0.5
     t0, fast = median_time(lambda: divest.sinkhorn_divergence(xa, xb, eps=0.1), 1)
