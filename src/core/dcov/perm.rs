@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::sums::Acc;
 use super::{centred, centred_products, offsets, row_sums, PowMap, SqrtMap};
-use crate::core::error::{invalid, Result};
+use crate::core::error::{invalid, try_vec, Result};
 use crate::core::pairwise::reduce::{KernelRows, PairMap, RowStats};
 use crate::core::pairwise::{reduce_rows_with, Float, Points};
 use crate::core::simd::{self, simd_fn, Fma};
@@ -152,18 +152,23 @@ fn stored_test<F: PairMap>(
     let level = simd::level();
     let id: Vec<u32> = (0..n as u32).collect();
     let statistic = perm_gather(level, &a, &b, &[id], n)[0] / nf;
-    let groups = threads::install(|| {
-        (0..n_resamples.div_ceil(GROUP))
-            .into_par_iter()
-            .map(|g| {
+    // Written in place: no per-group vectors to collect, and one fallible allocation.
+    let mut null = try_vec(n_resamples, 0.0f64, "n_resamples")?;
+    threads::install(|| {
+        null.par_chunks_mut(GROUP)
+            .enumerate()
+            .try_for_each(|(g, out)| -> Result<()> {
                 threads::check(stop)?;
-                let rs = (g * GROUP) as u64..((g + 1) * GROUP).min(n_resamples) as u64;
-                let perms: Vec<Vec<u32>> = rs.map(|r| permutation(n, seed, r)).collect();
-                Ok(perm_gather(level, &a, &b, &perms, n))
+                let r0 = (g * GROUP) as u64;
+                let perms: Vec<Vec<u32>> = (0..out.len() as u64)
+                    .map(|r| permutation(n, seed, r0 + r))
+                    .collect();
+                for (o, v) in out.iter_mut().zip(perm_gather(level, &a, &b, &perms, n)) {
+                    *o = v / nf;
+                }
+                Ok(())
             })
-            .collect::<Result<Vec<Vec<f64>>>>()
     })??;
-    let null = groups.into_iter().flatten().map(|v| v / nf).collect();
     Ok(PermOutput { statistic, null })
 }
 
@@ -216,11 +221,13 @@ pub fn dcov_test<T: Float>(
         Ok(centred_products(&[px, pyp], &[&ox, op], alpha, false, vec![(0, 1)], stop)?[0] / nf)
     };
     let statistic = stat(&yc, &oy)?;
-    let mut null = Vec::with_capacity(n_resamples);
+    let mut null = try_vec(n_resamples, 0.0f64, "n_resamples")?;
+    null.clear();
     let mut yp = vec![0.0; yc.len()];
     let mut op = vec![0.0; n];
     let q = y.d;
     for r in 0..n_resamples as u64 {
+        threads::check(stop)?;
         let p = permutation(n, seed, r);
         for (i, &pi) in p.iter().enumerate() {
             let pi = pi as usize;
@@ -351,17 +358,15 @@ pub fn energy_test<T: Float>(
             }
         })?;
         let statistic = energy_stat(&group_sums_stored(&dm, n, &base, k), sizes);
-        let null = threads::install(|| {
-            (0..n_resamples as u64)
-                .into_par_iter()
-                .map(|r| {
+        let mut null = try_vec(n_resamples, 0.0f64, "n_resamples")?;
+        threads::install(|| {
+            null.par_iter_mut()
+                .enumerate()
+                .try_for_each(|(r, out)| -> Result<()> {
                     threads::check(stop)?;
-                    Ok(energy_stat(
-                        &group_sums_stored(&dm, n, &relabel(r), k),
-                        sizes,
-                    ))
+                    *out = energy_stat(&group_sums_stored(&dm, n, &relabel(r as u64), k), sizes);
+                    Ok(())
                 })
-                .collect::<Result<Vec<f64>>>()
         })??;
         return Ok(PermOutput { statistic, null });
     }
@@ -373,8 +378,10 @@ pub fn energy_test<T: Float>(
         }
     };
     let statistic = energy_stat(&sums(&base)?, sizes);
-    let mut null = Vec::with_capacity(n_resamples);
+    let mut null = try_vec(n_resamples, 0.0f64, "n_resamples")?;
+    null.clear();
     for r in 0..n_resamples as u64 {
+        threads::check(stop)?;
         null.push(energy_stat(&sums(&relabel(r))?, sizes));
     }
     Ok(PermOutput { statistic, null })
