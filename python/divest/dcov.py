@@ -158,6 +158,16 @@ def _times_pow2(v, e: float):
 
 
 def _stats(x, y, exponent, unbiased, method="auto"):
+    """(dCov²(x, y), dCov²(x, x), dCov²(y, y)) at the caller's scale."""
+    (cov, vx, vy), e = _scaled_stats(x, y, exponent, unbiased, method)
+    a = _check_exponent(exponent)
+    ex, ey = _exp2(_samples([("x", x)])[0]), _exp2(_samples([("y", y)])[0])
+    return _times_pow2(cov, e), _times_pow2(vx, 2 * a * ex), _times_pow2(vy, 2 * a * ey)
+
+
+def _scaled_stats(x, y, exponent, unbiased, method="auto"):
+    """The statistics of x / 2**kx and y / 2**ky, and e = α (kx + ky): dCov²(x, y) is
+    2**e times the first."""
     exponent = _check_exponent(exponent)
     unbiased = _check_bool(unbiased, "unbiased")
     xa, ya = _samples([("x", x), ("y", y)], min_n=4 if unbiased else 1)
@@ -195,7 +205,7 @@ def dcov_sqr(x, y, exponent=1.0, unbiased=False, *, return_grad=False):
     exponent 1 take an exact O(n log n) path.
     """
     if not return_grad:
-        s, e = _stats(x, y, exponent, unbiased)
+        s, e = _scaled_stats(x, y, exponent, unbiased)
         return float(_times_pow2(s[0], e))
     exponent = _check_exponent(exponent)
     unbiased = _check_bool(unbiased, "unbiased")
@@ -205,7 +215,8 @@ def dcov_sqr(x, y, exponent=1.0, unbiased=False, *, return_grad=False):
     e = exponent * (kx + ky)
     value = float(_times_pow2(_core.dcov_stats(xa, ya, exponent, unbiased, "auto")[0], e))
     g = _times_pow2(_core.dcov_sqr_grad(xa, ya, exponent, unbiased), e - kx)
-    g = g.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # beyond float32's range the gradient is ±inf
+        g = g.astype(dtype, copy=False)
     return value, g.reshape(np.shape(x)) if np.ndim(x) == 1 else g
 
 
@@ -215,7 +226,7 @@ def dcov(x, y, exponent=1.0):
 
     Memory: O(n (p + q)); no n×n matrix.
     """
-    s, e = _stats(x, y, exponent, False)
+    s, e = _scaled_stats(x, y, exponent, False)
     return float(_times_pow2(math.sqrt(max(float(s[0]), 0.0)), e / 2))
 
 
@@ -235,7 +246,7 @@ def dcor_sqr(x, y, exponent=1.0, unbiased=False):
 
     Memory: O(n (p + q)); no n×n matrix.
     """
-    return _cor_sqr(_stats(x, y, exponent, unbiased)[0])
+    return _cor_sqr(_scaled_stats(x, y, exponent, unbiased)[0])
 
 
 def dcor(x, y, exponent=1.0):
@@ -244,7 +255,7 @@ def dcor(x, y, exponent=1.0):
 
     Memory: O(n (p + q)); no n×n matrix.
     """
-    return math.sqrt(min(max(_cor_sqr(_stats(x, y, exponent, False)[0]), 0.0), 1.0))
+    return math.sqrt(min(max(_cor_sqr(_scaled_stats(x, y, exponent, False)[0]), 0.0), 1.0))
 
 
 def partial_dcor(x, y, z, exponent=1.0):
@@ -507,7 +518,8 @@ def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0, return_grad=Fals
     if not return_grad:
         return float(_times_pow2(_core.jdcov(arrs, c, exponent, unbiased, scale), e))
     value, g = _core.jdcov_grad(arrs, c, exponent, unbiased, scale)
-    g = _times_pow2(g, e - e0).astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # beyond float32's range the gradient is ±inf
+        g = _times_pow2(g, e - e0).astype(dtype, copy=False)
     value = float(_times_pow2(value, e))
     return value, g.reshape(np.shape(xs[0])) if np.ndim(xs[0]) == 1 else g
 
