@@ -366,8 +366,8 @@ def dcov_test(x, y, method="permutation", n_resamples=999, rng=None, exponent=1.
     moments; Székely & Rizzo 2013). It is accurate for high-dimensional x and y (tens of
     coordinates or more); for low-dimensional data the test is anti-conservative (with
     p = q = 1 its rejection rate at α = 0.05 under independence is about 0.07), so use
-    the permutation test there. A sample with no positive bias-corrected distance
-    variance (constant) raises ValueError: the statistic is undefined.
+    the permutation test there. A constant sample (zero bias-corrected distance
+    variance) raises ValueError: the statistic is undefined.
 
     Magnitudes: the samples are rescaled internally by powers of two, so the p-value is
     the same for x and s·x, and the statistic scales by |s|^α (permutation) or not at
@@ -399,11 +399,11 @@ def dcov_test(x, y, method="permutation", n_resamples=999, rng=None, exponent=1.
         n = xa.shape[0]
         cov, vx, vy = _core.dcov_stats(xa, ya, exponent, True, "auto")
         for name, var in (("x", vx), ("y", vy)):
-            if not var > 0:
+            if var == 0.0:
                 raise ValueError(
-                    f"{name} has no positive bias-corrected distance variance (a constant "
-                    f"or nearly constant sample); the t-test is undefined. Use "
-                    f"method='permutation', which reports p = 1 for a constant sample."
+                    f"{name} has zero bias-corrected distance variance (a constant sample); "
+                    f"the t statistic is undefined there. Use method='permutation', which "
+                    f"reports p = 1 for a constant sample."
                 )
         r = _cor_sqr((cov, vx, vy))
         if not math.isfinite(r):

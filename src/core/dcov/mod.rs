@@ -19,7 +19,7 @@ pub mod sums;
 
 use std::sync::atomic::AtomicBool;
 
-use super::error::{invalid, Result};
+use super::error::{invalid, try_vec, Result};
 use super::pairwise::multi::{reduce_pairs_multi, MultiReducer};
 use super::pairwise::reduce::{KernelRows, PairMap, RowStats};
 use super::pairwise::{reduce_rows_with, Float, Points, COL_TILE};
@@ -104,7 +104,7 @@ pub fn check_exponent(alpha: f64) -> Result<()> {
 
 /// Row-major f64 copy of `p` with the column means removed (distances are unchanged; the
 /// GEMM identity and the 1-D sums lose far less precision on centred data).
-pub fn centred<T: Float>(p: Points<'_, T>) -> Vec<f64> {
+pub fn centred<T: Float>(p: Points<'_, T>) -> Result<Vec<f64>> {
     let (n, d) = (p.n, p.d);
     let mut mean = vec![0.0f64; d];
     for i in 0..n {
@@ -115,13 +115,14 @@ pub fn centred<T: Float>(p: Points<'_, T>) -> Vec<f64> {
     for m in &mut mean {
         *m /= n.max(1) as f64;
     }
-    let mut out = Vec::with_capacity(n * d);
-    for i in 0..n {
-        for (m, x) in mean.iter().zip(p.row(i)) {
-            out.push(x.to_f64() - m);
+    // A float64 copy as large as the input: a fallible allocation (MemoryError, no abort).
+    let mut out = try_vec(n * d, 0.0f64, "a float64 copy of the sample")?;
+    for (i, o) in out.chunks_exact_mut(d.max(1)).enumerate().take(n) {
+        for ((v, m), x) in o.iter_mut().zip(&mean).zip(p.row(i)) {
+            *v = x.to_f64() - m;
         }
     }
-    out
+    Ok(out)
 }
 
 /// Row sums Σ_j |x_i − x_j|^α of centred f64 points (pass 1).
@@ -383,8 +384,8 @@ pub fn dcov_stats<T: Float>(
         }
         _ => {}
     }
-    let xc = centred(x);
-    let yc = centred(y);
+    let xc = centred(x)?;
+    let yc = centred(y)?;
     let px = Points::new(&xc, n, x.d)?;
     let py = Points::new(&yc, n, y.d)?;
     let rx = row_sums(px, alpha, stop)?;
@@ -426,7 +427,10 @@ pub fn u_products3<T: Float>(
         ));
     }
     check_n(n, true)?;
-    let cs: Vec<Vec<f64>> = [x, y, z].iter().map(|p| centred(*p)).collect();
+    let cs: Vec<Vec<f64>> = [x, y, z]
+        .iter()
+        .map(|p| centred(*p))
+        .collect::<Result<_>>()?;
     let ds = [x.d, y.d, z.d];
     let pts: Vec<Points<'_, f64>> = cs
         .iter()
@@ -561,7 +565,7 @@ impl JointPrep {
             ));
         }
         check_n(n, unbiased)?;
-        let cs: Vec<Vec<f64>> = xs.iter().map(|p| centred(*p)).collect();
+        let cs: Vec<Vec<f64>> = xs.iter().map(|p| centred(*p)).collect::<Result<_>>()?;
         let dims: Vec<usize> = xs.iter().map(|p| p.d).collect();
         let pts: Vec<Points<'_, f64>> = cs
             .iter()
@@ -713,7 +717,7 @@ fn cross_sum(x: Points<'_, f64>, y: Points<'_, f64>, alpha: f64, stop: &AtomicBo
 }
 
 /// Centred f64 copies of two samples, shifted by the same vector (their pooled mean).
-fn pooled_centred<T: Float>(x: Points<'_, T>, y: Points<'_, T>) -> (Vec<f64>, Vec<f64>) {
+fn pooled_centred<T: Float>(x: Points<'_, T>, y: Points<'_, T>) -> Result<(Vec<f64>, Vec<f64>)> {
     let d = x.d;
     let mut mean = vec![0.0f64; d];
     for p in [x, y] {
@@ -727,12 +731,16 @@ fn pooled_centred<T: Float>(x: Points<'_, T>, y: Points<'_, T>) -> (Vec<f64>, Ve
     for m in &mut mean {
         *m /= tot;
     }
-    let shift = |p: Points<'_, T>| -> Vec<f64> {
-        (0..p.n)
-            .flat_map(|i| p.row(i).iter().zip(&mean).map(|(v, m)| v.to_f64() - m))
-            .collect()
+    let shift = |p: Points<'_, T>| -> Result<Vec<f64>> {
+        let mut out = try_vec(p.n * d, 0.0f64, "a float64 copy of the sample")?;
+        for (i, o) in out.chunks_exact_mut(d.max(1)).enumerate().take(p.n) {
+            for ((w, m), v) in o.iter_mut().zip(&mean).zip(p.row(i)) {
+                *w = v.to_f64() - m;
+            }
+        }
+        Ok(out)
     };
-    (shift(x), shift(y))
+    Ok((shift(x)?, shift(y)?))
 }
 
 /// Energy distance 2 E|X−Y|^α − E|X−X'|^α − E|Y−Y'|^α between two samples; V statistic
@@ -760,7 +768,7 @@ pub fn energy_distance<T: Float>(
             "energy distance needs at least {need} observation(s) in each sample; got {n} and {m}"
         ));
     }
-    let (xc, yc) = pooled_centred(x, y);
+    let (xc, yc) = pooled_centred(x, y)?;
     let px = Points::new(&xc, n, x.d)?;
     let py = Points::new(&yc, m, y.d)?;
     let sxy = cross_sum(px, py, alpha, stop)?;

@@ -195,8 +195,8 @@ pub fn dcov_test<T: Float>(
             "a permutation test needs at least 2 observations; got {n}"
         ));
     }
-    let xc = centred(x);
-    let yc = centred(y);
+    let xc = centred(x)?;
+    let yc = centred(y)?;
     let px = Points::new(&xc, n, x.d)?;
     let py = Points::new(&yc, n, y.d)?;
     let nf = n as f64;
@@ -334,7 +334,7 @@ pub fn energy_test<T: Float>(
     for (g, &s) in sizes.iter().enumerate() {
         base.extend(std::iter::repeat_n(g as u32, s));
     }
-    let zc = centred(z);
+    let zc = centred(z)?;
     let pz = Points::new(&zc, n, z.d)?;
     let relabel = |r: u64| -> Vec<u32> {
         let p = permutation(n, seed, r);
