@@ -394,6 +394,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn absurd_counts_fail_cleanly_and_the_stop_flag_is_polled() {
+        use crate::core::error::Error;
+        let stop = AtomicBool::new(false);
+        let x = lcg(4, 40);
+        let (px, py) = (
+            Points::new(&x[..20], 20, 1).unwrap(),
+            Points::new(&x[20..], 20, 1).unwrap(),
+        );
+        let pz = Points::new(&x, 40, 1).unwrap();
+        let huge = usize::MAX / 16;
+        let e = dcov_test(px, py, 1.0, huge, 1, &stop).unwrap_err();
+        assert!(matches!(e, Error::OutOfMemory(ref m) if m.contains("n_resamples")));
+        let e = energy_test(pz, &[20, 20], 1.0, huge, 1, &stop).unwrap_err();
+        assert!(matches!(e, Error::OutOfMemory(ref m) if m.contains("n_resamples")));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(matches!(
+            dcov_test(px, py, 1.0, 1000, 1, &stop),
+            Err(Error::Cancelled)
+        ));
+        assert!(matches!(
+            energy_test(pz, &[20, 20], 1.0, 1000, 1, &stop),
+            Err(Error::Cancelled)
+        ));
+    }
+
+    #[test]
     fn permutations_are_permutations_and_seeded() {
         let p = permutation(100, 7, 3);
         let mut s = p.clone();
