@@ -218,6 +218,7 @@ calls = [
     lambda: divest.jdcov_test(x, y, n_resamples=10**12, rng=0),
     lambda: divest.dcov_test(np.arange(2000.0), np.arange(2000.0), n_resamples=10**9),
     lambda: divest.dcov_test(x, y, n_resamples=2**70),
+    lambda: divest.energy_test(*np.arange(3000.0)[:, None, None], n_resamples=10**5),
 ]
 for f in calls:
     try:
@@ -232,7 +233,7 @@ def test_absurd_resample_counts_are_rejected():
     out = subprocess.run([sys.executable, "-c", CHILD_REJECT], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split("\n")[:-1] == ["ValueError True"] * 6, out.stdout
+    assert out.stdout.split("\n")[:-1] == ["ValueError True"] * 7, out.stdout
 
 
 CHILD_INTERRUPT = r"""

@@ -21,7 +21,7 @@ before the kernels run (an exact operation) and the known factor is restored: dC
 by |s|^α per argument, the energy distance by |s|^α, and dcor, partial dcor and the test
 p-values are invariant. So subnormal inputs and inputs up to 1e308 give the right value in
 float32 and float64; a result whose true size exceeds the float64 range is ±inf. Inputs
-inside the window are passed unchanged.
+inside the window are passed unchanged; a rescaled sample costs one extra copy of it.
 """
 
 from __future__ import annotations
@@ -435,8 +435,8 @@ def energy_test(*samples, n_resamples=999, rng=None, exponent=1.0):
 
     The pooled sample is rescaled by one power of two internally (the p-value does not
     depend on a common scale; the statistic scales by |s|^α). ``n_resamples`` has the
-    ceilings of :func:`dcov_test` with n the pooled size N; Ctrl-C stops the test within
-    a second.
+    ceilings of :func:`dcov_test`, counting k·N² distance evaluations per resample for k
+    samples of N points in all; Ctrl-C stops the test within a second.
 
     Memory: with N ≤ 2048 pooled points one N×N float64 matrix; beyond that O(N d),
     recomputing distances per permutation.
@@ -448,7 +448,7 @@ def energy_test(*samples, n_resamples=999, rng=None, exponent=1.0):
     arrs = _samples([(f"samples[{i}]", s) for i, s in enumerate(samples)], same_n=False,
                     same_d=True)
     pooled = np.ascontiguousarray(np.concatenate(arrs, axis=0))
-    n_resamples = _check_resamples(n_resamples, pooled.shape[0])
+    n_resamples = _check_resamples(n_resamples, pooled.shape[0], per_pair=len(arrs))
     k = _exp2(pooled)
     pooled = _shift(pooled, k)
     sizes = [a.shape[0] for a in arrs]

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::sums::Acc;
 use super::{centred, centred_products, offsets, row_sums, PowMap, SqrtMap};
-use crate::core::error::{invalid, try_vec, Result};
+use crate::core::error::{checked_size, invalid, try_vec, Result};
 use crate::core::pairwise::reduce::{KernelRows, PairMap, RowStats};
 use crate::core::pairwise::{reduce_rows_with, Float, Points};
 use crate::core::simd::{self, simd_fn, Fma};
@@ -257,12 +257,14 @@ fn energy_stat(s: &[f64], sizes: &[usize]) -> f64 {
 }
 
 /// Group-pair sums from a stored distance matrix and a labelling (one-hot weights).
-fn group_sums_stored(dm: &[f64], n: usize, labels: &[u32], k: usize) -> Vec<f64> {
-    let mut onehot = vec![0.0f64; k * n];
+fn group_sums_stored(dm: &[f64], n: usize, labels: &[u32], k: usize) -> Result<Vec<f64>> {
+    let kn = checked_size(k, n, "the number of samples")?;
+    let mut onehot = try_vec(kn, 0.0f64, "the number of samples")?;
     for (j, &l) in labels.iter().enumerate() {
         onehot[l as usize * n + j] = 1.0;
     }
-    let mut s = vec![Acc::default(); k * k];
+    let kk = checked_size(k, k, "the number of samples")?;
+    let mut s = try_vec(kk, Acc::default(), "the number of samples")?;
     for i in 0..n {
         let g = labels[i] as usize;
         let row = &dm[i * n + i + 1..(i + 1) * n];
@@ -273,7 +275,7 @@ fn group_sums_stored(dm: &[f64], n: usize, labels: &[u32], k: usize) -> Vec<f64>
             s[h * k + g].add(v);
         }
     }
-    s.iter().map(|a| a.value()).collect()
+    Ok(s.iter().map(|a| a.value()).collect())
 }
 
 /// Group-pair sums recomputed through the engine (k passes of weighted row sums).
@@ -285,8 +287,10 @@ fn group_sums_engine<F: PairMap + Copy>(
     stop: &AtomicBool,
 ) -> Result<Vec<f64>> {
     let n = z.n;
-    let mut s = vec![Acc::default(); k * k];
+    let kk = checked_size(k, k, "the number of samples")?;
+    let mut s = try_vec(kk, Acc::default(), "the number of samples")?;
     for h in 0..k {
+        threads::check(stop)?;
         let w: Vec<f64> = labels
             .iter()
             .map(|&l| if l as usize == h { 1.0 } else { 0.0 })
@@ -357,14 +361,14 @@ pub fn energy_test<T: Float>(
                 fill(&mut dm, &|a, b| dist(&f, a, b))
             }
         })?;
-        let statistic = energy_stat(&group_sums_stored(&dm, n, &base, k), sizes);
+        let statistic = energy_stat(&group_sums_stored(&dm, n, &base, k)?, sizes);
         let mut null = try_vec(n_resamples, 0.0f64, "n_resamples")?;
         threads::install(|| {
             null.par_iter_mut()
                 .enumerate()
                 .try_for_each(|(r, out)| -> Result<()> {
                     threads::check(stop)?;
-                    *out = energy_stat(&group_sums_stored(&dm, n, &relabel(r as u64), k), sizes);
+                    *out = energy_stat(&group_sums_stored(&dm, n, &relabel(r as u64), k)?, sizes);
                     Ok(())
                 })
         })??;
