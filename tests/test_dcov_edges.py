@@ -296,3 +296,60 @@ def test_t_test_docstring_states_its_low_dimensional_size():
     # about 0.067 (0.0669 in 10^4 other runs); binomial sd 0.004 at 0.05, so the bound
     # is 2 sd above a correct size of 0.05 (the seed is fixed: deterministic).
     assert 0.058 < rej / reps < 0.08, rej / reps
+
+
+def _jdcov_exact(xs, c, unbiased):
+    """JdCov² of the float64 distance matrices, centred and combined in exact rationals
+    (so the centred matrices sum to exactly zero, as they do in the definition)."""
+    from fractions import Fraction
+
+    n = len(xs[0])
+    mats = []
+    for x in xs:
+        x = np.asarray(x, float).reshape(n, -1)
+        a = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+        a = [[Fraction(float(v)) for v in row] for row in a]
+        r = [sum(row) for row in a]
+        t = sum(r)
+        if unbiased:
+            u = [[Fraction(0) if i == j else
+                  a[i][j] - r[i] / (n - 2) - r[j] / (n - 2) + t / ((n - 1) * (n - 2))
+                  for j in range(n)] for i in range(n)]
+        else:
+            u = [[a[i][j] - r[i] / n - r[j] / n + t / n**2 for j in range(n)]
+                 for i in range(n)]
+        mats.append([[-v for v in row] for row in u])
+    c = Fraction(c)
+    tot = Fraction(0)
+    for i in range(n):
+        for j in range(n):
+            p = Fraction(1)
+            for m in mats:
+                p *= m[i][j] + c
+            tot += p
+    d = len(xs)
+    # Documented estimators: all n² pairs, the U version with its zero diagonal.
+    if unbiased:
+        return float(tot / (n * (n - 3)) - c**d * Fraction(n, n - 3))
+    return float(tot / n**2 - c**d)
+
+
+@pytest.mark.parametrize("c", [1.0, 1e8, 1e300])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_jdcov_large_c_has_no_cancellation(c, unbiased):
+    # Π(Û + c) − c^d used to lose every digit for c ≫ Û (and be NaN at c = 1e300, where
+    # c^d overflows); the value is Σ_{m≥2} c^(d−m) e_m, which exists.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((9, 2))
+    y = np.abs(x[:, :1]) + 0.3 * rng.standard_normal((9, 1))
+    z = rng.standard_normal(9)
+    want = _jdcov_exact([x, y, z], c, unbiased)
+    got = divest.jdcov(x, y, z, c=c, unbiased=unbiased)
+    assert math.isfinite(got)
+    assert abs(got - want) <= 1e-9 * abs(want), (got, want)
+
+
+def test_jdcov_mixed_magnitudes_error_names_the_samples():
+    x, y, z = _xyz(n=10)
+    with pytest.raises(ValueError, match=r"^xs\[1\] .*xs\[0\]"):
+        divest.jdcov(x * 1e200, y * 1e-200, z)

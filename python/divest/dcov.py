@@ -477,7 +477,11 @@ def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0, return_grad=Fals
     restored exactly. With c > 0 and d ≥ 3 it is not homogeneous per sample: all samples
     share one factor 2^K and c becomes c·2^(−αK) (exact), which works when the samples'
     magnitudes are within a factor 2^128 of each other; beyond that ValueError. A value
-    whose true size exceeds the float64 range is returned as inf.
+    whose true size exceeds the float64 range is returned as inf. The kernel sums
+    Σ_{m≥2} c^(d−m) e_m(Û_1, …, Û_d) per pair (e_m the elementary symmetric polynomials),
+    the expansion of Π_k (Û_k + c) without its constant and linear terms, which sum to
+    the subtracted c^d and to 0 exactly: a c large against the data (even 1e300) neither
+    cancels nor overflows where the value does not.
 
     Parameters
     ----------
@@ -529,7 +533,8 @@ def _jdcov_units(arrs, c: float, exponent: float, scale: bool):
     jdcov(arrs; c) = 2**e · jdcov(arrays; c') and xs[0] divided by 2**k0.
 
     JdCov² = Σ_{|S|≥2} c^(d−|S|) mean(Π_{k∈S} Û_k) (the terms with fewer than two factors
-    cancel because centred matrices sum to zero), so it is homogeneous of degree α in each
+    cancel because centred matrices sum to zero; the kernel sums exactly these terms, so a
+    large c loses nothing to cancellation), so it is homogeneous of degree α in each
     sample when c = 0, when d = 2 (any c), and it is invariant with ``scale=True``; with
     c > 0 and d ≥ 3 only a common factor 2^K for all samples with c' = c·2^(−αK) keeps it
     exact."""
@@ -543,10 +548,11 @@ def _jdcov_units(arrs, c: float, exponent: float, scale: bool):
     # A common factor: every sample's exponent (0 inside the window) is taken as is.
     ks = [math.frexp(float(np.max(np.abs(a))))[1] if np.any(a) else 0 for a in arrs]
     if max(ks) - min(ks) > 2 * _SAFE:
+        lo, hi = ks.index(min(ks)), ks.index(max(ks))
         raise ValueError(
-            "jdcov with c > 0 and three or more samples is not scale-equivariant per sample, "
-            f"and the magnitudes of xs differ by a factor of about 2^{max(ks) - min(ks)}, "
-            "beyond what float64 can combine accurately; rescale the samples to comparable "
+            f"xs[{lo}] (largest magnitude about 2^{ks[lo]}) and xs[{hi}] (about 2^{ks[hi]}) "
+            "differ too much in magnitude for jdcov with c > 0 and three or more samples, "
+            "which is not scale-equivariant per sample; rescale the samples to comparable "
             "magnitudes, or use scale=True or c=0"
         )
     kc = (max(ks) + min(ks)) // 2

@@ -467,6 +467,8 @@ pub struct JointState {
     /// The block's sum.
     pub acc: Acc,
     p: Vec<f64>,
+    /// Elementary symmetric polynomials e_1..e_d of the factors, COL_TILE each.
+    e: Vec<f64>,
 }
 
 impl<F: PairMap> MultiReducer for Joint<'_, F> {
@@ -478,6 +480,7 @@ impl<F: PairMap> MultiReducer for Joint<'_, F> {
         JointState {
             acc: Acc::default(),
             p: vec![0.0; COL_TILE],
+            e: vec![0.0; COL_TILE * self.c.len()],
         }
     }
     #[inline(always)]
@@ -490,28 +493,70 @@ impl<F: PairMap> MultiReducer for Joint<'_, F> {
         nc: usize,
         d2: &[Vec<f64>],
     ) {
+        // Π_k (u_k + c) − c^d − c^(d−1) e_1 = Σ_{m≥2} c^(d−m) e_m(u): the terms of degree
+        // 0 and 1 add up to exactly c^d n² (V) or c^d n(n − 1) (U) and 0 over all pairs
+        // (centred matrices sum to zero), so they are left out instead of being
+        // cancelled in floating point (which loses everything when c is large against
+        // the u_k, and overflows when c^d does). e_m by the usual recurrence, the sum by
+        // Horner in c (no c^(d−m) that could overflow against a zero e_m).
+        let d = self.c.len();
         for i in 0..nr {
             let gi = r0 + i;
             let lo = (gi + 1).saturating_sub(c0).min(nc);
-            let p = &mut st.p[lo..nc];
-            p.fill(1.0);
+            let len = nc - lo;
+            let e = &mut st.e[..d * COL_TILE];
+            for em in e.chunks_exact_mut(COL_TILE) {
+                em[..len].fill(0.0);
+            }
             for (k, ck) in self.c.iter().enumerate() {
                 let (ci, w) = (ck[gi], self.w[k]);
                 let cc = &ck[c0 + lo..c0 + nc];
                 let drow = &d2[k][i * COL_TILE + lo..i * COL_TILE + nc];
-                for j in 0..p.len() {
-                    let u = (ci + cc[j]) - self.f.value(drow[j]);
-                    p[j] *= M::ma(u, w, self.cc);
+                let u = &mut st.p[..len];
+                for j in 0..len {
+                    u[j] = ((ci + cc[j]) - self.f.value(drow[j])) * w;
+                }
+                // e_m (chunk m − 1) += u e_{m−1}, m from k + 1 down to 1 (e_0 = 1).
+                for m in (1..=(k + 1).min(d)).rev() {
+                    let (lower, upper) = e.split_at_mut((m - 1) * COL_TILE);
+                    let em = &mut upper[..len];
+                    if m == 1 {
+                        for j in 0..len {
+                            em[j] += u[j];
+                        }
+                    } else {
+                        let prev = &lower[(m - 2) * COL_TILE..(m - 2) * COL_TILE + len];
+                        for j in 0..len {
+                            em[j] = M::ma(u[j], prev[j], em[j]);
+                        }
+                    }
                 }
             }
-            if lo < nc {
+            if len > 0 {
+                // Σ_{m≥2} c^(d−m) e_m by Horner: ((e_2 c + e_3) c + …) c + e_d.
+                let p = &mut st.p[..len];
+                p.copy_from_slice(&e[COL_TILE..COL_TILE + len]);
+                for m in 3..=d {
+                    let em = &e[(m - 1) * COL_TILE..(m - 1) * COL_TILE + len];
+                    for j in 0..len {
+                        p[j] = M::ma(p[j], self.cc, em[j]);
+                    }
+                }
                 st.acc.add(2.0 * crate::core::simd::sum(p));
             }
             if self.diag && gi >= c0 && gi < c0 + nc {
                 // a_ii = 0, so −A_ii = 2 c_i.
-                let mut t = 1.0;
+                let mut es = vec![0.0f64; d + 1];
+                es[0] = 1.0;
                 for (k, ck) in self.c.iter().enumerate() {
-                    t *= 2.0 * ck[gi] * self.w[k] + self.cc;
+                    let u = 2.0 * ck[gi] * self.w[k];
+                    for m in (1..=(k + 1).min(d)).rev() {
+                        es[m] += u * es[m - 1];
+                    }
+                }
+                let mut t = es[2];
+                for em in &es[3..] {
+                    t = t * self.cc + em;
                 }
                 st.acc.add(t);
             }
@@ -656,15 +701,9 @@ impl JointPrep {
             };
             with(&pts, red, stop)?
         };
-        let n = self.n;
-        let nf = n as f64;
-        let f = norm_factor(n, unbiased);
-        let cd = c.powi(self.cs.len() as i32);
-        Ok(if unbiased {
-            total * f + cd * (1.0 - nf) / (nf - 3.0)
-        } else {
-            total * f - cd
-        })
+        // The constant and linear terms are left out of the pass (see `Joint::tile`), so
+        // nothing is subtracted here.
+        Ok(total * norm_factor(self.n, unbiased))
     }
 }
 
