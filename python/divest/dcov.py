@@ -14,6 +14,14 @@ Conventions follow Székely, Rizzo & Bakirov (2007) and Székely & Rizzo (2014),
 (``unbiased=True``) U-centres and divides by n(n − 3), needs n ≥ 4 and may be negative.
 When a sample is constant its distance variance is 0 and every distance correlation with
 it is defined as 0 (as in ``dcor``), never NaN.
+
+Magnitudes: a sample (one common factor per argument; per-column scaling is not a
+symmetry) whose largest magnitude lies outside [2^-64, 2^64] is divided by a power of two
+before the kernels run (an exact operation) and the known factor is restored: dCov² scales
+by |s|^α per argument, the energy distance by |s|^α, and dcor, partial dcor and the test
+p-values are invariant. So subnormal inputs and inputs up to 1e308 give the right value in
+float32 and float64; a result whose true size exceeds the float64 range is ±inf. Inputs
+inside the window are passed unchanged; a rescaled sample costs one extra copy of it.
 """
 
 from __future__ import annotations
@@ -89,11 +97,83 @@ def _samples(named, *, same_n: bool = True, same_d: bool = False, min_n: int = 1
     return [np.ascontiguousarray(a, dtype=dtype) for a in arrs]
 
 
+# Magnitude handling. Every statistic here is a homogeneous function of each argument:
+# scaling a sample by s multiplies its distances by |s|, so dCov² scales by |s|^α per
+# argument, the energy distance by |s|^α, and dcor, the test p-values and the t statistic
+# do not change. A sample whose largest magnitude lies outside [2^-SAFE, 2^SAFE] is
+# divided by a power of two near that magnitude (exact: only the exponent changes), the
+# statistic is computed on order-one numbers, and the factor is put back at the end.
+# Within the window the inputs are passed unchanged, so ordinary results are bitwise what
+# they were.
+_SAFE = 64
+
+
+def _unit(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """(a / 2**k, k) with 2**(k-1) <= max|a| < 2**k when max|a| is outside the safe window;
+    (a, 0) otherwise (also for an all-zero array)."""
+    k = _exp2(a)
+    if k == 0:
+        return a, 0
+    return _shift(a, k), k
+
+
+def _exp2(*arrs) -> int:
+    """The binary exponent of the largest magnitude over `arrs` when it lies outside the
+    safe window, else 0."""
+    m = max(float(np.max(np.abs(a))) for a in arrs)
+    if m == 0.0:
+        return 0
+    k = math.frexp(m)[1]
+    return k if abs(k) > _SAFE else 0
+
+
+def _shift(a: np.ndarray, k: int) -> np.ndarray:
+    """a / 2**k exactly (same dtype, C-contiguous, a new array)."""
+    if k == 0:
+        return a
+    out = np.ldexp(a, np.int32(-k))
+    return np.ascontiguousarray(out, dtype=a.dtype)
+
+
+def _times_pow2(v, e: float):
+    """v * 2**e for a float or an array, without intermediate overflow; a value whose
+    true size exceeds the float64 range becomes ±inf, one below it 0."""
+    if e == 0:
+        return v
+    i = math.floor(e)
+    f = 2.0 ** (e - i)
+    if isinstance(v, np.ndarray):
+        with np.errstate(over="ignore", under="ignore"):
+            return np.ldexp(v * f, np.int32(max(min(i, 1 << 20), -(1 << 20))))
+    v = float(v)
+    if v == 0.0 or not math.isfinite(v):
+        return v
+    m, ev = math.frexp(v * f)
+    ev += i
+    if ev > 1024:
+        return math.copysign(math.inf, v)
+    if ev < -1100:
+        return math.copysign(0.0, v)
+    return math.ldexp(m, ev)
+
+
 def _stats(x, y, exponent, unbiased, method="auto"):
+    """(dCov²(x, y), dCov²(x, x), dCov²(y, y)) at the caller's scale."""
+    (cov, vx, vy), e = _scaled_stats(x, y, exponent, unbiased, method)
+    a = _check_exponent(exponent)
+    ex, ey = _exp2(_samples([("x", x)])[0]), _exp2(_samples([("y", y)])[0])
+    return _times_pow2(cov, e), _times_pow2(vx, 2 * a * ex), _times_pow2(vy, 2 * a * ey)
+
+
+def _scaled_stats(x, y, exponent, unbiased, method="auto"):
+    """The statistics of x / 2**kx and y / 2**ky, and e = α (kx + ky): dCov²(x, y) is
+    2**e times the first."""
     exponent = _check_exponent(exponent)
     unbiased = _check_bool(unbiased, "unbiased")
     xa, ya = _samples([("x", x), ("y", y)], min_n=4 if unbiased else 1)
-    return _core.dcov_stats(xa, ya, exponent, unbiased, method)
+    (xa, kx), (ya, ky) = _unit(xa), _unit(ya)
+    cov, vx, vy = _core.dcov_stats(xa, ya, exponent, unbiased, method)
+    return (cov, vx, vy), exponent * (kx + ky)
 
 
 def dcov_sqr(x, y, exponent=1.0, unbiased=False, *, return_grad=False):
@@ -125,12 +205,18 @@ def dcov_sqr(x, y, exponent=1.0, unbiased=False, *, return_grad=False):
     exponent 1 take an exact O(n log n) path.
     """
     if not return_grad:
-        return float(_stats(x, y, exponent, unbiased)[0])
+        s, e = _scaled_stats(x, y, exponent, unbiased)
+        return float(_times_pow2(s[0], e))
     exponent = _check_exponent(exponent)
     unbiased = _check_bool(unbiased, "unbiased")
     xa, ya = _samples([("x", x), ("y", y)], min_n=4 if unbiased else 1)
-    value = float(_core.dcov_stats(xa, ya, exponent, unbiased, "auto")[0])
-    g = _core.dcov_sqr_grad(xa, ya, exponent, unbiased).astype(xa.dtype, copy=False)
+    dtype = xa.dtype
+    (xa, kx), (ya, ky) = _unit(xa), _unit(ya)
+    e = exponent * (kx + ky)
+    value = float(_times_pow2(_core.dcov_stats(xa, ya, exponent, unbiased, "auto")[0], e))
+    g = _times_pow2(_core.dcov_sqr_grad(xa, ya, exponent, unbiased), e - kx)
+    with np.errstate(over="ignore"):  # beyond float32's range the gradient is ±inf
+        g = g.astype(dtype, copy=False)
     return value, g.reshape(np.shape(x)) if np.ndim(x) == 1 else g
 
 
@@ -140,7 +226,8 @@ def dcov(x, y, exponent=1.0):
 
     Memory: O(n (p + q)); no n×n matrix.
     """
-    return math.sqrt(max(float(_stats(x, y, exponent, False)[0]), 0.0))
+    s, e = _scaled_stats(x, y, exponent, False)
+    return float(_times_pow2(math.sqrt(max(float(s[0]), 0.0)), e / 2))
 
 
 def _cor_sqr(s) -> float:
@@ -159,7 +246,7 @@ def dcor_sqr(x, y, exponent=1.0, unbiased=False):
 
     Memory: O(n (p + q)); no n×n matrix.
     """
-    return _cor_sqr(_stats(x, y, exponent, unbiased))
+    return _cor_sqr(_scaled_stats(x, y, exponent, unbiased)[0])
 
 
 def dcor(x, y, exponent=1.0):
@@ -168,7 +255,7 @@ def dcor(x, y, exponent=1.0):
 
     Memory: O(n (p + q)); no n×n matrix.
     """
-    return math.sqrt(min(max(_cor_sqr(_stats(x, y, exponent, False)), 0.0), 1.0))
+    return math.sqrt(min(max(_cor_sqr(_scaled_stats(x, y, exponent, False)[0]), 0.0), 1.0))
 
 
 def partial_dcor(x, y, z, exponent=1.0):
@@ -183,6 +270,7 @@ def partial_dcor(x, y, z, exponent=1.0):
     """
     exponent = _check_exponent(exponent)
     xa, ya, za = _samples([("x", x), ("y", y), ("z", z)], min_n=4)
+    xa, ya, za = (_unit(a)[0] for a in (xa, ya, za))
     aa, bb, cc, ab, ac, bc = _core.dcov_u_products3(xa, ya, za, exponent)
 
     def r(u, v, w):
@@ -191,7 +279,11 @@ def partial_dcor(x, y, z, exponent=1.0):
 
     r_xy, r_xz, r_yz = r(ab, aa, bb), r(ac, aa, cc), r(bc, bb, cc)
     den = math.sqrt(1.0 - r_xz**2) * math.sqrt(1.0 - r_yz**2)
-    return float((r_xy - r_xz * r_yz) / den) if den > 0 else 0.0
+    if not den > 0:
+        return 0.0
+    # Rounding in the three correlations can push the quotient just past ±1 when x and y
+    # are nearly collinear given z; the population value cannot leave [-1, 1].
+    return float(min(max((r_xy - r_xz * r_yz) / den, -1.0), 1.0))
 
 
 def energy_distance(x, y, exponent=1.0, unbiased=False):
@@ -209,7 +301,9 @@ def energy_distance(x, y, exponent=1.0, unbiased=False):
     unbiased = _check_bool(unbiased, "unbiased")
     xa, ya = _samples([("x", x), ("y", y)], same_n=False, same_d=True,
                       min_n=2 if unbiased else 1)
-    return float(_core.energy_distance(xa, ya, exponent, unbiased))
+    k = _exp2(xa, ya)  # one common factor: the statistic mixes x-y distances
+    value = _core.energy_distance(_shift(xa, k), _shift(ya, k), exponent, unbiased)
+    return float(_times_pow2(value, exponent * k))
 
 
 def _seed(rng) -> int:
@@ -217,7 +311,41 @@ def _seed(rng) -> int:
 
 
 def _perm_pvalue(stat, null) -> float:
+    # A NaN statistic compares false with everything and would get the smallest p-value.
+    if not (math.isfinite(stat) and np.isfinite(null).all()):
+        raise ValueError(
+            "the test statistic is not finite for these samples (the inputs may exceed the "
+            "float64 range); no p-value is reported. Rescale the samples."
+        )
     return float((1 + np.count_nonzero(null >= stat)) / (1 + null.size))
+
+
+# Ceilings for resampling counts. n_resamples is at most 10**8: the null distribution alone
+# is then 800 MB of float64, and even at n = 2 that many resamples take minutes. Each
+# resample of an n-observation test evaluates about n² pairwise distances; a call whose
+# total n² (n_resamples + 1) exceeds 10**15 would run for days even on many cores (about
+# 10**9 to 10**10 distances per second), so it is rejected up front instead of hanging.
+MAX_RESAMPLES = 10**8
+MAX_RESAMPLE_WORK = 10**15
+
+
+def _check_resamples(n_resamples, n: int, per_pair: int = 1) -> int:
+    r = check_int(n_resamples, "n_resamples", 1)
+    if r > MAX_RESAMPLES:
+        raise ValueError(
+            f"n_resamples must be at most {MAX_RESAMPLES:.0e} (the null distribution alone "
+            f"would need {8 * r / 2**30:.3g} GiB); got {r}. Use fewer resamples: 10**4 "
+            "resamples resolve p-values to about 0.01 relative precision at p = 0.05."
+        )
+    work = n * n * (r + 1) * per_pair
+    if work > MAX_RESAMPLE_WORK:
+        most = max(MAX_RESAMPLE_WORK // (n * n * per_pair) - 1, 0)
+        raise ValueError(
+            f"n_resamples={r} with {n} observations needs about {work:.1e} distance "
+            f"evaluations, beyond the {MAX_RESAMPLE_WORK:.0e} this call accepts (days of "
+            f"computing); use at most {most} resamples, or subsample the data"
+        )
+    return r
 
 
 def dcov_test(x, y, method="permutation", n_resamples=999, rng=None, exponent=1.0):
@@ -230,9 +358,28 @@ def dcov_test(x, y, method="permutation", n_resamples=999, rng=None, exponent=1.
 
     ``method="t"``: the distance correlation t-test of Székely & Rizzo (2013): with
     R* the bias-corrected dcor² (:func:`dcor_sqr` with ``unbiased=True``) and
-    v = n(n − 3)/2, T = sqrt(v − 1) R* / sqrt(1 − R*²) has a Student t distribution
-    with v − 1 degrees of freedom under independence; p = P(t ≥ T). Equals
+    v = n(n − 3)/2, T = sqrt(v − 1) R* / sqrt(1 − R*²) and p = P(t ≥ T) for a Student t
+    variable with v − 1 degrees of freedom. Equals
     ``dcor.independence.distance_correlation_t_test``. Needs n ≥ 4 and SciPy.
+    The t distribution is not exact: it is the limit under independence as the
+    dimensions p and q grow (with n fixed, for exchangeable coordinates with finite
+    moments; Székely & Rizzo 2013). It is accurate for high-dimensional x and y (tens of
+    coordinates or more); for low-dimensional data the test is anti-conservative (with
+    p = q = 1 its rejection rate at α = 0.05 under independence is about 0.07 for n from
+    30 to 100; with p = q = 30 it is close to 0.05), so use the permutation test there. A constant sample (zero bias-corrected distance
+    variance) raises ValueError: the statistic is undefined.
+
+    Magnitudes: the samples are rescaled internally by powers of two, so the p-value is
+    the same for x and s·x, and the statistic scales by |s|^α (permutation) or not at
+    all (t), down to subnormal and up to 1e308 inputs. A constant sample gives the
+    permutation statistic 0 and p = 1. A statistic that is not finite raises ValueError,
+    never a p-value.
+
+    ``n_resamples`` must be at most 10**8 (:data:`MAX_RESAMPLES`; the null distribution
+    alone is then 800 MB) and n² (n_resamples + 1) at most 10**15
+    (:data:`MAX_RESAMPLE_WORK`): each resample costs about n² distance evaluations, and
+    beyond that budget a call runs for days; such counts raise ValueError naming
+    ``n_resamples``. Ctrl-C stops a running test within a second (KeyboardInterrupt).
 
     Returns :class:`divest.TestResult` (``null_distribution`` is None for the t-test).
 
@@ -248,18 +395,34 @@ def dcov_test(x, y, method="permutation", n_resamples=999, rng=None, exponent=1.
         except ImportError:  # pragma: no cover
             raise ImportError("dcov_test(method='t') needs SciPy: pip install scipy") from None
         xa, ya = _samples([("x", x), ("y", y)], min_n=4)
+        (xa, _), (ya, _) = _unit(xa), _unit(ya)
         n = xa.shape[0]
-        r = _cor_sqr(_core.dcov_stats(xa, ya, exponent, True, "auto"))
+        cov, vx, vy = _core.dcov_stats(xa, ya, exponent, True, "auto")
+        for name, var in (("x", vx), ("y", vy)):
+            if var == 0.0:
+                raise ValueError(
+                    f"{name} has zero bias-corrected distance variance (a constant sample); "
+                    f"the t statistic is undefined there. Use method='permutation', which "
+                    f"reports p = 1 for a constant sample."
+                )
+        r = _cor_sqr((cov, vx, vy))
+        if not math.isfinite(r):
+            raise ValueError("the bias-corrected distance correlation is not finite for "
+                             "these samples; no p-value is reported")
         v = n * (n - 3) / 2.0
         if r * r >= 1.0:
             tstat = math.copysign(math.inf, r)
         else:
             tstat = math.sqrt(v - 1) * r / math.sqrt(1.0 - r * r)
         return TestResult(float(tstat), float(student_t.sf(tstat, v - 1)), None)
-    n_resamples = check_int(n_resamples, "n_resamples", 1)
+    check_int(n_resamples, "n_resamples", 1)
     xa, ya = _samples([("x", x), ("y", y)], min_n=2)
+    n_resamples = _check_resamples(n_resamples, xa.shape[0])
+    (xa, kx), (ya, ky) = _unit(xa), _unit(ya)
     stat, null = _core.dcov_perm_test(xa, ya, exponent, n_resamples, _seed(rng))
-    return TestResult(float(stat), _perm_pvalue(stat, null), null)
+    p = _perm_pvalue(stat, null)
+    e = exponent * (kx + ky)
+    return TestResult(float(_times_pow2(stat, e)), p, _times_pow2(null, e))
 
 
 def energy_test(*samples, n_resamples=999, rng=None, exponent=1.0):
@@ -270,19 +433,29 @@ def energy_test(*samples, n_resamples=999, rng=None, exponent=1.0):
     sample run in parallel, reproducible from ``rng`` whatever the thread count;
     p = (1 + #{T* ≥ T}) / (1 + R). Returns :class:`divest.TestResult`.
 
+    The pooled sample is rescaled by one power of two internally (the p-value does not
+    depend on a common scale; the statistic scales by |s|^α). ``n_resamples`` has the
+    ceilings of :func:`dcov_test`, counting k·N² distance evaluations per resample for k
+    samples of N points in all; Ctrl-C stops the test within a second.
+
     Memory: with N ≤ 2048 pooled points one N×N float64 matrix; beyond that O(N d),
     recomputing distances per permutation.
     """
     if len(samples) < 2:
         raise ValueError(f"energy_test needs at least two samples; got {len(samples)}")
     exponent = _check_exponent(exponent)
-    n_resamples = check_int(n_resamples, "n_resamples", 1)
+    check_int(n_resamples, "n_resamples", 1)
     arrs = _samples([(f"samples[{i}]", s) for i, s in enumerate(samples)], same_n=False,
                     same_d=True)
     pooled = np.ascontiguousarray(np.concatenate(arrs, axis=0))
+    n_resamples = _check_resamples(n_resamples, pooled.shape[0], per_pair=len(arrs))
+    k = _exp2(pooled)
+    pooled = _shift(pooled, k)
     sizes = [a.shape[0] for a in arrs]
     stat, null = _core.energy_perm_test(pooled, sizes, exponent, n_resamples, _seed(rng))
-    return TestResult(float(stat), _perm_pvalue(stat, null), null)
+    p = _perm_pvalue(stat, null)
+    return TestResult(float(_times_pow2(stat, exponent * k)), p,
+                      _times_pow2(null, exponent * k))
 
 
 def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0, return_grad=False):
@@ -297,6 +470,18 @@ def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0, return_grad=Fals
     ``Jdcov.sq.US`` estimator), which makes the statistic invariant to scaling each
     variable. For two variables it equals :func:`dcov_sqr` (V or U) whatever c is.
     A constant variable gets factor 0 under ``scale=True``.
+
+    Magnitudes: samples outside about [2^-64, 2^64] are rescaled by powers of two. The
+    statistic is homogeneous of degree α in each sample when c = 0 or d = 2, and
+    invariant with ``scale=True``; then each sample is rescaled on its own and the factor
+    restored exactly. With c > 0 and d ≥ 3 it is not homogeneous per sample: all samples
+    share one factor 2^K and c becomes c·2^(−αK) (exact), which works when the samples'
+    magnitudes are within a factor 2^128 of each other; beyond that ValueError. A value
+    whose true size exceeds the float64 range is returned as inf. The kernel sums
+    Σ_{m≥2} c^(d−m) e_m(Û_1, …, Û_d) per pair (e_m the elementary symmetric polynomials),
+    the expansion of Π_k (Û_k + c) without its constant and linear terms, which sum to
+    the subtracted c^d and to 0 exactly: a c large against the data (even 1e300) neither
+    cancels nor overflows where the value does not.
 
     Parameters
     ----------
@@ -332,11 +517,52 @@ def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0, return_grad=Fals
         raise ValueError(f"c must be a non-negative finite number; got {c!r}")
     return_grad = _check_bool(return_grad, "return_grad")
     arrs = _samples([(f"xs[{i}]", a) for i, a in enumerate(xs)], min_n=4 if unbiased else 1)
+    dtype = arrs[0].dtype
+    arrs, c, e, e0 = _jdcov_units(arrs, float(c), exponent, scale)
     if not return_grad:
-        return float(_core.jdcov(arrs, float(c), exponent, unbiased, scale))
-    value, g = _core.jdcov_grad(arrs, float(c), exponent, unbiased, scale)
-    g = g.astype(arrs[0].dtype, copy=False)
-    return float(value), g.reshape(np.shape(xs[0])) if np.ndim(xs[0]) == 1 else g
+        return float(_times_pow2(_core.jdcov(arrs, c, exponent, unbiased, scale), e))
+    value, g = _core.jdcov_grad(arrs, c, exponent, unbiased, scale)
+    with np.errstate(over="ignore"):  # beyond float32's range the gradient is ±inf
+        g = _times_pow2(g, e - e0).astype(dtype, copy=False)
+    value = float(_times_pow2(value, e))
+    return value, g.reshape(np.shape(xs[0])) if np.ndim(xs[0]) == 1 else g
+
+
+def _jdcov_units(arrs, c: float, exponent: float, scale: bool):
+    """Rescaled samples for :func:`jdcov`: (arrays, c', e, k0) with
+    jdcov(arrs; c) = 2**e · jdcov(arrays; c') and xs[0] divided by 2**k0.
+
+    JdCov² = Σ_{|S|≥2} c^(d−|S|) mean(Π_{k∈S} Û_k) (the terms with fewer than two factors
+    cancel because centred matrices sum to zero; the kernel sums exactly these terms, so a
+    large c loses nothing to cancellation), so it is homogeneous of degree α in each
+    sample when c = 0, when d = 2 (any c), and it is invariant with ``scale=True``; with
+    c > 0 and d ≥ 3 only a common factor 2^K for all samples with c' = c·2^(−αK) keeps it
+    exact."""
+    ks = [_exp2(a) for a in arrs]
+    if not any(ks):
+        return arrs, c, 0.0, 0
+    d = len(arrs)
+    if scale or c == 0.0 or d == 2:
+        out = [_shift(a, k) for a, k in zip(arrs, ks)]
+        return out, c, (0.0 if scale else exponent * sum(ks)), ks[0]
+    # A common factor: every sample's exponent (0 inside the window) is taken as is.
+    ks = [math.frexp(float(np.max(np.abs(a))))[1] if np.any(a) else 0 for a in arrs]
+    if max(ks) - min(ks) > 2 * _SAFE:
+        lo, hi = ks.index(min(ks)), ks.index(max(ks))
+        raise ValueError(
+            f"xs[{lo}] (largest magnitude about 2^{ks[lo]}) and xs[{hi}] (about 2^{ks[hi]}) "
+            "differ too much in magnitude for jdcov with c > 0 and three or more samples, "
+            "which is not scale-equivariant per sample; rescale the samples to comparable "
+            "magnitudes, or use scale=True or c=0"
+        )
+    kc = (max(ks) + min(ks)) // 2
+    c2 = _times_pow2(c, -exponent * kc)
+    if not math.isfinite(c2):
+        raise ValueError(
+            f"c={c!r} is too large relative to the magnitude of the samples (about 2^{kc}) "
+            "for a float64 evaluation of jdcov; rescale the samples or reduce c"
+        )
+    return [_shift(a, kc) for a in arrs], c2, exponent * kc * d, kc
 
 
 def ccdcov(y, *attrs, unbiased=True, exponent=1.0, return_grad=False):
@@ -373,13 +599,17 @@ def jdcov_test(*xs, n_resamples=199, rng=None, c=1.0, unbiased=True, scale=False
     order, so the result does not depend on the thread count. Returns
     :class:`divest.TestResult` with statistic ``jdcov(*xs, ...)``.
 
+    ``n_resamples`` has the ceilings of :func:`dcov_test`, counting d·n² distance
+    evaluations per resample; Ctrl-C stops the test between (and within) resamples.
+
     Memory: O(n Σ p_k) per resample; no n×n matrix. Time: R + 1 evaluations of
     :func:`jdcov`.
     """
     if len(xs) < 2:
         raise ValueError(f"jdcov_test needs at least two samples; got {len(xs)}")
-    n_resamples = check_int(n_resamples, "n_resamples", 1)
+    check_int(n_resamples, "n_resamples", 1)
     arrs = _samples([(f"xs[{i}]", a) for i, a in enumerate(xs)], min_n=4 if unbiased else 1)
+    n_resamples = _check_resamples(n_resamples, arrs[0].shape[0], per_pair=len(arrs))
     kw = dict(c=c, unbiased=unbiased, scale=scale, exponent=exponent)
     stat = jdcov(*arrs, **kw)
     gen = as_generator(rng)
@@ -388,7 +618,16 @@ def jdcov_test(*xs, n_resamples=199, rng=None, c=1.0, unbiased=True, scale=False
     for r in range(n_resamples):
         perm = [arrs[0]] + [np.ascontiguousarray(a[gen.permutation(n)]) for a in arrs[1:]]
         null[r] = jdcov(*perm, **kw)
-    return TestResult(stat, _perm_pvalue(stat, null), null)
+    return TestResult(stat, _jdcov_pvalue(stat, null), null)
+
+
+def _jdcov_pvalue(stat, null) -> float:
+    # jdcov scales every value by the same positive factor, which may overflow; the
+    # ordering of finite values is what counts.
+    if math.isnan(stat) or np.isnan(null).any():
+        raise ValueError("the jdcov statistic is NaN for these samples; no p-value is "
+                         "reported")
+    return float((1 + np.count_nonzero(null >= stat)) / (1 + null.size))
 
 
 def ccdcov_test(y, *attrs, n_resamples=999, rng=None, exponent=1.0):

@@ -129,7 +129,9 @@ fn dcov_perm_test<'py>(
 ) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
     let (xa, ya) = (Arr2::extract(x, "x")?, Arr2::extract(y, "y")?);
     let ((n, p), (m, q)) = (xa.shape(), ya.shape());
-    let work = n.saturating_mul(n).saturating_mul(n_resamples + p + q + 1);
+    let work = n
+        .saturating_mul(n)
+        .saturating_mul(n_resamples.saturating_add(p + q + 1));
     let out = with_slices!(&xa, &ya, |xs, ys| {
         run(py, work, |stop| {
             perm::dcov_test(
@@ -158,7 +160,9 @@ fn energy_perm_test<'py>(
 ) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
     let za = Arr2::extract(z, "z")?;
     let (n, d) = za.shape();
-    let work = n.saturating_mul(n).saturating_mul(n_resamples + d + 1);
+    let work = n
+        .saturating_mul(n)
+        .saturating_mul(n_resamples.saturating_add(d + 1));
     let out = with_slice!(&za, |zs| {
         run(py, work, |stop| {
             perm::energy_test(

@@ -343,8 +343,8 @@ pub fn dcov_sqr_grad<T: Float>(
     }
     let (n, p) = (x.n, x.d);
     check_n(n, unbiased)?;
-    let xc = centred(x);
-    let yc = centred(y);
+    let xc = centred(x)?;
+    let yc = centred(y)?;
     let px = Points::new(&xc, n, p)?;
     let py = Points::new(&yc, n, y.d)?;
     let cy = offsets(&row_sums(py, alpha, stop)?, unbiased);

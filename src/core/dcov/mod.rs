@@ -19,7 +19,7 @@ pub mod sums;
 
 use std::sync::atomic::AtomicBool;
 
-use super::error::{invalid, Result};
+use super::error::{invalid, try_vec, Result};
 use super::pairwise::multi::{reduce_pairs_multi, MultiReducer};
 use super::pairwise::reduce::{KernelRows, PairMap, RowStats};
 use super::pairwise::{reduce_rows_with, Float, Points, COL_TILE};
@@ -104,7 +104,7 @@ pub fn check_exponent(alpha: f64) -> Result<()> {
 
 /// Row-major f64 copy of `p` with the column means removed (distances are unchanged; the
 /// GEMM identity and the 1-D sums lose far less precision on centred data).
-pub fn centred<T: Float>(p: Points<'_, T>) -> Vec<f64> {
+pub fn centred<T: Float>(p: Points<'_, T>) -> Result<Vec<f64>> {
     let (n, d) = (p.n, p.d);
     let mut mean = vec![0.0f64; d];
     for i in 0..n {
@@ -115,13 +115,14 @@ pub fn centred<T: Float>(p: Points<'_, T>) -> Vec<f64> {
     for m in &mut mean {
         *m /= n.max(1) as f64;
     }
-    let mut out = Vec::with_capacity(n * d);
-    for i in 0..n {
-        for (m, x) in mean.iter().zip(p.row(i)) {
-            out.push(x.to_f64() - m);
+    // A float64 copy as large as the input: a fallible allocation (MemoryError, no abort).
+    let mut out = try_vec(n * d, 0.0f64, "a float64 copy of the sample")?;
+    for (i, o) in out.chunks_exact_mut(d.max(1)).enumerate().take(n) {
+        for ((v, m), x) in o.iter_mut().zip(&mean).zip(p.row(i)) {
+            *v = x.to_f64() - m;
         }
     }
-    out
+    Ok(out)
 }
 
 /// Row sums Σ_j |x_i − x_j|^α of centred f64 points (pass 1).
@@ -383,8 +384,8 @@ pub fn dcov_stats<T: Float>(
         }
         _ => {}
     }
-    let xc = centred(x);
-    let yc = centred(y);
+    let xc = centred(x)?;
+    let yc = centred(y)?;
     let px = Points::new(&xc, n, x.d)?;
     let py = Points::new(&yc, n, y.d)?;
     let rx = row_sums(px, alpha, stop)?;
@@ -426,7 +427,10 @@ pub fn u_products3<T: Float>(
         ));
     }
     check_n(n, true)?;
-    let cs: Vec<Vec<f64>> = [x, y, z].iter().map(|p| centred(*p)).collect();
+    let cs: Vec<Vec<f64>> = [x, y, z]
+        .iter()
+        .map(|p| centred(*p))
+        .collect::<Result<_>>()?;
     let ds = [x.d, y.d, z.d];
     let pts: Vec<Points<'_, f64>> = cs
         .iter()
@@ -463,6 +467,8 @@ pub struct JointState {
     /// The block's sum.
     pub acc: Acc,
     p: Vec<f64>,
+    /// Elementary symmetric polynomials e_1..e_d of the factors, COL_TILE each.
+    e: Vec<f64>,
 }
 
 impl<F: PairMap> MultiReducer for Joint<'_, F> {
@@ -474,6 +480,7 @@ impl<F: PairMap> MultiReducer for Joint<'_, F> {
         JointState {
             acc: Acc::default(),
             p: vec![0.0; COL_TILE],
+            e: vec![0.0; COL_TILE * self.c.len()],
         }
     }
     #[inline(always)]
@@ -486,28 +493,70 @@ impl<F: PairMap> MultiReducer for Joint<'_, F> {
         nc: usize,
         d2: &[Vec<f64>],
     ) {
+        // Π_k (u_k + c) − c^d − c^(d−1) e_1 = Σ_{m≥2} c^(d−m) e_m(u): the terms of degree
+        // 0 and 1 add up to exactly c^d n² (V) or c^d n(n − 1) (U) and 0 over all pairs
+        // (centred matrices sum to zero), so they are left out instead of being
+        // cancelled in floating point (which loses everything when c is large against
+        // the u_k, and overflows when c^d does). e_m by the usual recurrence, the sum by
+        // Horner in c (no c^(d−m) that could overflow against a zero e_m).
+        let d = self.c.len();
         for i in 0..nr {
             let gi = r0 + i;
             let lo = (gi + 1).saturating_sub(c0).min(nc);
-            let p = &mut st.p[lo..nc];
-            p.fill(1.0);
+            let len = nc - lo;
+            let e = &mut st.e[..d * COL_TILE];
+            for em in e.chunks_exact_mut(COL_TILE) {
+                em[..len].fill(0.0);
+            }
             for (k, ck) in self.c.iter().enumerate() {
                 let (ci, w) = (ck[gi], self.w[k]);
                 let cc = &ck[c0 + lo..c0 + nc];
                 let drow = &d2[k][i * COL_TILE + lo..i * COL_TILE + nc];
-                for j in 0..p.len() {
-                    let u = (ci + cc[j]) - self.f.value(drow[j]);
-                    p[j] *= M::ma(u, w, self.cc);
+                let u = &mut st.p[..len];
+                for j in 0..len {
+                    u[j] = ((ci + cc[j]) - self.f.value(drow[j])) * w;
+                }
+                // e_m (chunk m − 1) += u e_{m−1}, m from k + 1 down to 1 (e_0 = 1).
+                for m in (1..=(k + 1).min(d)).rev() {
+                    let (lower, upper) = e.split_at_mut((m - 1) * COL_TILE);
+                    let em = &mut upper[..len];
+                    if m == 1 {
+                        for j in 0..len {
+                            em[j] += u[j];
+                        }
+                    } else {
+                        let prev = &lower[(m - 2) * COL_TILE..(m - 2) * COL_TILE + len];
+                        for j in 0..len {
+                            em[j] = M::ma(u[j], prev[j], em[j]);
+                        }
+                    }
                 }
             }
-            if lo < nc {
+            if len > 0 {
+                // Σ_{m≥2} c^(d−m) e_m by Horner: ((e_2 c + e_3) c + …) c + e_d.
+                let p = &mut st.p[..len];
+                p.copy_from_slice(&e[COL_TILE..COL_TILE + len]);
+                for m in 3..=d {
+                    let em = &e[(m - 1) * COL_TILE..(m - 1) * COL_TILE + len];
+                    for j in 0..len {
+                        p[j] = M::ma(p[j], self.cc, em[j]);
+                    }
+                }
                 st.acc.add(2.0 * crate::core::simd::sum(p));
             }
             if self.diag && gi >= c0 && gi < c0 + nc {
                 // a_ii = 0, so −A_ii = 2 c_i.
-                let mut t = 1.0;
+                let mut es = vec![0.0f64; d + 1];
+                es[0] = 1.0;
                 for (k, ck) in self.c.iter().enumerate() {
-                    t *= 2.0 * ck[gi] * self.w[k] + self.cc;
+                    let u = 2.0 * ck[gi] * self.w[k];
+                    for m in (1..=(k + 1).min(d)).rev() {
+                        es[m] += u * es[m - 1];
+                    }
+                }
+                let mut t = es[2];
+                for em in &es[3..] {
+                    t = t * self.cc + em;
                 }
                 st.acc.add(t);
             }
@@ -561,7 +610,7 @@ impl JointPrep {
             ));
         }
         check_n(n, unbiased)?;
-        let cs: Vec<Vec<f64>> = xs.iter().map(|p| centred(*p)).collect();
+        let cs: Vec<Vec<f64>> = xs.iter().map(|p| centred(*p)).collect::<Result<_>>()?;
         let dims: Vec<usize> = xs.iter().map(|p| p.d).collect();
         let pts: Vec<Points<'_, f64>> = cs
             .iter()
@@ -652,15 +701,9 @@ impl JointPrep {
             };
             with(&pts, red, stop)?
         };
-        let n = self.n;
-        let nf = n as f64;
-        let f = norm_factor(n, unbiased);
-        let cd = c.powi(self.cs.len() as i32);
-        Ok(if unbiased {
-            total * f + cd * (1.0 - nf) / (nf - 3.0)
-        } else {
-            total * f - cd
-        })
+        // The constant and linear terms are left out of the pass (see `Joint::tile`), so
+        // nothing is subtracted here.
+        Ok(total * norm_factor(self.n, unbiased))
     }
 }
 
@@ -713,7 +756,7 @@ fn cross_sum(x: Points<'_, f64>, y: Points<'_, f64>, alpha: f64, stop: &AtomicBo
 }
 
 /// Centred f64 copies of two samples, shifted by the same vector (their pooled mean).
-fn pooled_centred<T: Float>(x: Points<'_, T>, y: Points<'_, T>) -> (Vec<f64>, Vec<f64>) {
+fn pooled_centred<T: Float>(x: Points<'_, T>, y: Points<'_, T>) -> Result<(Vec<f64>, Vec<f64>)> {
     let d = x.d;
     let mut mean = vec![0.0f64; d];
     for p in [x, y] {
@@ -727,12 +770,16 @@ fn pooled_centred<T: Float>(x: Points<'_, T>, y: Points<'_, T>) -> (Vec<f64>, Ve
     for m in &mut mean {
         *m /= tot;
     }
-    let shift = |p: Points<'_, T>| -> Vec<f64> {
-        (0..p.n)
-            .flat_map(|i| p.row(i).iter().zip(&mean).map(|(v, m)| v.to_f64() - m))
-            .collect()
+    let shift = |p: Points<'_, T>| -> Result<Vec<f64>> {
+        let mut out = try_vec(p.n * d, 0.0f64, "a float64 copy of the sample")?;
+        for (i, o) in out.chunks_exact_mut(d.max(1)).enumerate().take(p.n) {
+            for ((w, m), v) in o.iter_mut().zip(&mean).zip(p.row(i)) {
+                *w = v.to_f64() - m;
+            }
+        }
+        Ok(out)
     };
-    (shift(x), shift(y))
+    Ok((shift(x)?, shift(y)?))
 }
 
 /// Energy distance 2 E|X−Y|^α − E|X−X'|^α − E|Y−Y'|^α between two samples; V statistic
@@ -760,7 +807,7 @@ pub fn energy_distance<T: Float>(
             "energy distance needs at least {need} observation(s) in each sample; got {n} and {m}"
         ));
     }
-    let (xc, yc) = pooled_centred(x, y);
+    let (xc, yc) = pooled_centred(x, y)?;
     let px = Points::new(&xc, n, x.d)?;
     let py = Points::new(&yc, m, y.d)?;
     let sxy = cross_sum(px, py, alpha, stop)?;

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::sums::Acc;
 use super::{centred, centred_products, offsets, row_sums, PowMap, SqrtMap};
-use crate::core::error::{invalid, Result};
+use crate::core::error::{checked_size, invalid, try_vec, Result};
 use crate::core::pairwise::reduce::{KernelRows, PairMap, RowStats};
 use crate::core::pairwise::{reduce_rows_with, Float, Points};
 use crate::core::simd::{self, simd_fn, Fma};
@@ -152,18 +152,23 @@ fn stored_test<F: PairMap>(
     let level = simd::level();
     let id: Vec<u32> = (0..n as u32).collect();
     let statistic = perm_gather(level, &a, &b, &[id], n)[0] / nf;
-    let groups = threads::install(|| {
-        (0..n_resamples.div_ceil(GROUP))
-            .into_par_iter()
-            .map(|g| {
+    // Written in place: no per-group vectors to collect, and one fallible allocation.
+    let mut null = try_vec(n_resamples, 0.0f64, "n_resamples")?;
+    threads::install(|| {
+        null.par_chunks_mut(GROUP)
+            .enumerate()
+            .try_for_each(|(g, out)| -> Result<()> {
                 threads::check(stop)?;
-                let rs = (g * GROUP) as u64..((g + 1) * GROUP).min(n_resamples) as u64;
-                let perms: Vec<Vec<u32>> = rs.map(|r| permutation(n, seed, r)).collect();
-                Ok(perm_gather(level, &a, &b, &perms, n))
+                let r0 = (g * GROUP) as u64;
+                let perms: Vec<Vec<u32>> = (0..out.len() as u64)
+                    .map(|r| permutation(n, seed, r0 + r))
+                    .collect();
+                for (o, v) in out.iter_mut().zip(perm_gather(level, &a, &b, &perms, n)) {
+                    *o = v / nf;
+                }
+                Ok(())
             })
-            .collect::<Result<Vec<Vec<f64>>>>()
     })??;
-    let null = groups.into_iter().flatten().map(|v| v / nf).collect();
     Ok(PermOutput { statistic, null })
 }
 
@@ -190,8 +195,8 @@ pub fn dcov_test<T: Float>(
             "a permutation test needs at least 2 observations; got {n}"
         ));
     }
-    let xc = centred(x);
-    let yc = centred(y);
+    let xc = centred(x)?;
+    let yc = centred(y)?;
     let px = Points::new(&xc, n, x.d)?;
     let py = Points::new(&yc, n, y.d)?;
     let nf = n as f64;
@@ -216,11 +221,13 @@ pub fn dcov_test<T: Float>(
         Ok(centred_products(&[px, pyp], &[&ox, op], alpha, false, vec![(0, 1)], stop)?[0] / nf)
     };
     let statistic = stat(&yc, &oy)?;
-    let mut null = Vec::with_capacity(n_resamples);
+    let mut null = try_vec(n_resamples, 0.0f64, "n_resamples")?;
+    null.clear();
     let mut yp = vec![0.0; yc.len()];
     let mut op = vec![0.0; n];
     let q = y.d;
     for r in 0..n_resamples as u64 {
+        threads::check(stop)?;
         let p = permutation(n, seed, r);
         for (i, &pi) in p.iter().enumerate() {
             let pi = pi as usize;
@@ -250,12 +257,14 @@ fn energy_stat(s: &[f64], sizes: &[usize]) -> f64 {
 }
 
 /// Group-pair sums from a stored distance matrix and a labelling (one-hot weights).
-fn group_sums_stored(dm: &[f64], n: usize, labels: &[u32], k: usize) -> Vec<f64> {
-    let mut onehot = vec![0.0f64; k * n];
+fn group_sums_stored(dm: &[f64], n: usize, labels: &[u32], k: usize) -> Result<Vec<f64>> {
+    let kn = checked_size(k, n, "the number of samples")?;
+    let mut onehot = try_vec(kn, 0.0f64, "the number of samples")?;
     for (j, &l) in labels.iter().enumerate() {
         onehot[l as usize * n + j] = 1.0;
     }
-    let mut s = vec![Acc::default(); k * k];
+    let kk = checked_size(k, k, "the number of samples")?;
+    let mut s = try_vec(kk, Acc::default(), "the number of samples")?;
     for i in 0..n {
         let g = labels[i] as usize;
         let row = &dm[i * n + i + 1..(i + 1) * n];
@@ -266,7 +275,7 @@ fn group_sums_stored(dm: &[f64], n: usize, labels: &[u32], k: usize) -> Vec<f64>
             s[h * k + g].add(v);
         }
     }
-    s.iter().map(|a| a.value()).collect()
+    Ok(s.iter().map(|a| a.value()).collect())
 }
 
 /// Group-pair sums recomputed through the engine (k passes of weighted row sums).
@@ -278,8 +287,10 @@ fn group_sums_engine<F: PairMap + Copy>(
     stop: &AtomicBool,
 ) -> Result<Vec<f64>> {
     let n = z.n;
-    let mut s = vec![Acc::default(); k * k];
+    let kk = checked_size(k, k, "the number of samples")?;
+    let mut s = try_vec(kk, Acc::default(), "the number of samples")?;
     for h in 0..k {
+        threads::check(stop)?;
         let w: Vec<f64> = labels
             .iter()
             .map(|&l| if l as usize == h { 1.0 } else { 0.0 })
@@ -327,7 +338,7 @@ pub fn energy_test<T: Float>(
     for (g, &s) in sizes.iter().enumerate() {
         base.extend(std::iter::repeat_n(g as u32, s));
     }
-    let zc = centred(z);
+    let zc = centred(z)?;
     let pz = Points::new(&zc, n, z.d)?;
     let relabel = |r: u64| -> Vec<u32> {
         let p = permutation(n, seed, r);
@@ -350,18 +361,16 @@ pub fn energy_test<T: Float>(
                 fill(&mut dm, &|a, b| dist(&f, a, b))
             }
         })?;
-        let statistic = energy_stat(&group_sums_stored(&dm, n, &base, k), sizes);
-        let null = threads::install(|| {
-            (0..n_resamples as u64)
-                .into_par_iter()
-                .map(|r| {
+        let statistic = energy_stat(&group_sums_stored(&dm, n, &base, k)?, sizes);
+        let mut null = try_vec(n_resamples, 0.0f64, "n_resamples")?;
+        threads::install(|| {
+            null.par_iter_mut()
+                .enumerate()
+                .try_for_each(|(r, out)| -> Result<()> {
                     threads::check(stop)?;
-                    Ok(energy_stat(
-                        &group_sums_stored(&dm, n, &relabel(r), k),
-                        sizes,
-                    ))
+                    *out = energy_stat(&group_sums_stored(&dm, n, &relabel(r as u64), k)?, sizes);
+                    Ok(())
                 })
-                .collect::<Result<Vec<f64>>>()
         })??;
         return Ok(PermOutput { statistic, null });
     }
@@ -373,8 +382,10 @@ pub fn energy_test<T: Float>(
         }
     };
     let statistic = energy_stat(&sums(&base)?, sizes);
-    let mut null = Vec::with_capacity(n_resamples);
+    let mut null = try_vec(n_resamples, 0.0f64, "n_resamples")?;
+    null.clear();
     for r in 0..n_resamples as u64 {
+        threads::check(stop)?;
         null.push(energy_stat(&sums(&relabel(r))?, sizes));
     }
     Ok(PermOutput { statistic, null })
@@ -385,6 +396,32 @@ mod tests {
     use super::super::tests::lcg;
     use super::super::{dcov_stats, energy_distance, Method};
     use super::*;
+
+    #[test]
+    fn absurd_counts_fail_cleanly_and_the_stop_flag_is_polled() {
+        use crate::core::error::Error;
+        let stop = AtomicBool::new(false);
+        let x = lcg(4, 40);
+        let (px, py) = (
+            Points::new(&x[..20], 20, 1).unwrap(),
+            Points::new(&x[20..], 20, 1).unwrap(),
+        );
+        let pz = Points::new(&x, 40, 1).unwrap();
+        let huge = usize::MAX / 16;
+        let e = dcov_test(px, py, 1.0, huge, 1, &stop).unwrap_err();
+        assert!(matches!(e, Error::OutOfMemory(ref m) if m.contains("n_resamples")));
+        let e = energy_test(pz, &[20, 20], 1.0, huge, 1, &stop).unwrap_err();
+        assert!(matches!(e, Error::OutOfMemory(ref m) if m.contains("n_resamples")));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(matches!(
+            dcov_test(px, py, 1.0, 1000, 1, &stop),
+            Err(Error::Cancelled)
+        ));
+        assert!(matches!(
+            energy_test(pz, &[20, 20], 1.0, 1000, 1, &stop),
+            Err(Error::Cancelled)
+        ));
+    }
 
     #[test]
     fn permutations_are_permutations_and_seeded() {
