@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _core
 from ._results import TestResult
-from ._rng import as_generator
+from ._rng import as_generator, seed
 from ._validate import as_points, check_int
 
 __all__ = [
@@ -306,8 +306,6 @@ def energy_distance(x, y, exponent=1.0, unbiased=False):
     return float(_times_pow2(value, exponent * k))
 
 
-def _seed(rng) -> int:
-    return int(as_generator(rng).integers(0, 2**63, dtype=np.int64))
 
 
 def _perm_pvalue(stat, null) -> float:
@@ -419,7 +417,7 @@ def dcov_test(x, y, method="permutation", n_resamples=999, rng=None, exponent=1.
     xa, ya = _samples([("x", x), ("y", y)], min_n=2)
     n_resamples = _check_resamples(n_resamples, xa.shape[0])
     (xa, kx), (ya, ky) = _unit(xa), _unit(ya)
-    stat, null = _core.dcov_perm_test(xa, ya, exponent, n_resamples, _seed(rng))
+    stat, null = _core.dcov_perm_test(xa, ya, exponent, n_resamples, seed(rng, bits=63))
     p = _perm_pvalue(stat, null)
     e = exponent * (kx + ky)
     return TestResult(float(_times_pow2(stat, e)), p, _times_pow2(null, e))
@@ -452,7 +450,7 @@ def energy_test(*samples, n_resamples=999, rng=None, exponent=1.0):
     k = _exp2(pooled)
     pooled = _shift(pooled, k)
     sizes = [a.shape[0] for a in arrs]
-    stat, null = _core.energy_perm_test(pooled, sizes, exponent, n_resamples, _seed(rng))
+    stat, null = _core.energy_perm_test(pooled, sizes, exponent, n_resamples, seed(rng, bits=63))
     p = _perm_pvalue(stat, null)
     return TestResult(float(_times_pow2(stat, exponent * k)), p,
                       _times_pow2(null, exponent * k))
