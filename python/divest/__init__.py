@@ -53,6 +53,7 @@ from .divergence import (
     renyi,
     tv,
 )
+from ._kdegrid import GridResult, isj_bandwidth, kde_grid
 from .kde import KDE, BandwidthSelection, kde_logpdf, select_bandwidth
 from .ot import (
     SinkhornDivergence,
@@ -73,6 +74,9 @@ __all__ = [
     "dpp",
     "kde_logpdf",
     "select_bandwidth",
+    "kde_grid",
+    "GridResult",
+    "isj_bandwidth",
     "get_num_threads",
     "set_num_threads",
     "threads",

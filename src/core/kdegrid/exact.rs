@@ -5,7 +5,7 @@
 //!   Σw, Σw·v, Σw·v² (v = (x − a)/h about an anchor grid point a) or, for the cosine,
 //!   Σw·cos(πv/2) and Σw·sin(πv/2); moving to another grid point is a change of centre
 //!   (binomial or angle-addition formulas). The anchor is reset (moments recomputed from
-//!   the window) whenever the centre has moved 4 bandwidths or the window has lost 7/8 of
+//!   the window) whenever the centre has moved one bandwidth or the window has lost 7/8 of
 //!   its mass, so rounding never grows beyond a few ε of the current window's mass. Where
 //!   the kernel sum cancels (value < 1e-3 of the window mass: all points near the support
 //!   edge) the point is summed directly. Cost O(n + m) after the sort.
@@ -184,7 +184,7 @@ fn compact(
         let mass = left.a0 + right.a0;
         max_mass = max_mass.max(mass);
         let mut b = (g - anchor) * inv_h;
-        if b.abs() > 4.0 || mass < 0.125 * max_mass {
+        if b.abs() > 1.0 || mass < 0.125 * max_mass {
             anchor = g;
             b = 0.0;
             let (l, r) = rebuild(lo, mid.max(lo), hi, anchor);

@@ -192,23 +192,46 @@ pub fn binned_1d(
     // is index `reach`, so its value is full[pad + i + reach].
     let start = pad + reach;
     let sums: Vec<f64> = full[start..start + grid.m].to_vec();
-    let err = second_difference_error(&sums);
+    // The epanechnikov and cosine profiles have a slope jump J (2 and π/2 per bandwidth)
+    // at the support's edge. A kink at fraction a of a bin holding mass μ adds
+    // (J/h)·δ·μ·a(1−a)/2 to the binning error, while S″ (hence Δ²S/12) counts it as
+    // (J/h)·δ·μ/12; the signed difference is added before taking the magnitude.
+    let jump = match kernel {
+        Kernel::Epanechnikov => 2.0,
+        Kernel::Cosine => std::f64::consts::FRAC_PI_2,
+        _ => 0.0,
+    };
+    let m = grid.m;
+    let mut err = vec![0.0; m];
+    if m >= 3 {
+        for i in 1..m - 1 {
+            err[i] = (sums[i + 1] - 2.0 * sums[i] + sums[i - 1]) / 12.0;
+        }
+        err[0] = err[1];
+        err[m - 1] = err[m - 2];
+    }
+    if jump > 0.0 {
+        let off = h / grid.delta;
+        let coef = jump * grid.delta / h;
+        let kink = |pos: f64| -> f64 {
+            if !(pos >= 0.0) {
+                return 0.0;
+            }
+            let k = pos as usize;
+            let a = pos - k as f64;
+            let mass = 0.5
+                * (bins.get(k).copied().unwrap_or(0.0) + bins.get(k + 1).copied().unwrap_or(0.0));
+            mass * (0.5 * a * (1.0 - a) - 1.0 / 12.0)
+        };
+        for (i, e) in err.iter_mut().enumerate() {
+            let c = (pad + i) as f64;
+            *e += coef * (kink(c - off) + kink(c + off));
+        }
+    }
+    for e in err.iter_mut() {
+        *e = e.abs();
+    }
     Ok(Binned { sums, err })
-}
-
-/// |S_{i+1} − 2S_i + S_{i−1}| / 12, copied from the neighbour at the two ends.
-pub fn second_difference_error(s: &[f64]) -> Vec<f64> {
-    let m = s.len();
-    let mut e = vec![0.0; m];
-    if m < 3 {
-        return e;
-    }
-    for i in 1..m - 1 {
-        e[i] = (s[i + 1] - 2.0 * s[i] + s[i - 1]).abs() / 12.0;
-    }
-    e[0] = e[1];
-    e[m - 1] = e[m - 2];
-    e
 }
 
 #[cfg(test)]
