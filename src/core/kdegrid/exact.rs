@@ -337,8 +337,10 @@ fn gaussian(
                 continue;
             }
             let k = pos.round() as usize;
-            let yk = grid.lo + (k as f64 - kpad as f64) * dc;
-            let t = (xi - yk) * inv_h;
+            // u = x − (lo + K·dc) in double-double, so the centre's rounding does not
+            // enter (dc = cs·e and the table's offsets are exact multiples of e).
+            let kk = (cs as f64) * (k as f64 - kpad as f64);
+            let t = exact_offset(xi, grid.lo, kk, e) * inv_h;
             let mut c = wi * (-0.5 * t * t).exp();
             pw[0] = c;
             for (p, slot) in pw.iter_mut().enumerate().take(np).skip(1) {
@@ -385,23 +387,36 @@ fn gaussian(
             }
         }
     }
-    // Table T[j][p] = (d/h)^p e^{−(d/h)²/2}, d = (j − jmax)·e.
+    // Table T[j][p] = (d/h)^p e^{−(d/h)²/2}, d = (j − jmax)·e, and the derivative table
+    // D[j][q] = T_{q+1} − q·T_{q−1}, so that S′ = −(1/h)·Σ m_q D_q.
     let nt = 2 * jmax + 1;
     let mut table = try_vec(nt * np, 0.0f64, "n_points")?;
+    let mut dtab = try_vec(nt * np, 0.0f64, "n_points")?;
+    let mut tp = vec![0.0f64; np + 1];
     for j in 0..nt {
         let d = (j as f64 - jmax as f64) * e * inv_h;
         let mut c = (-0.5 * d * d).exp();
-        for p in 0..np {
-            table[j * np + p] = c;
+        for v in tp.iter_mut() {
+            *v = c;
             c *= d;
         }
+        for q in 0..np {
+            table[j * np + q] = tp[q];
+            let below = if q > 0 { q as f64 * tp[q - 1] } else { 0.0 };
+            dtab[j * np + q] = tp[q + 1] - below;
+        }
     }
-    // Output i sits at unit os·i; centre k at unit cs·(k − kpad).
+    // Output i sits at unit os·i; centre k at unit cs·(k − kpad). The grid point itself
+    // is the rounded lo + i·δ, γ_i away from the lattice point lo + os·i·e; the first-order
+    // correction γ_i·S′ (|γ_i| ~ ε|g|) keeps the sum exact at the rounded point.
     let eval = |i: usize| -> f64 {
+        let gi = grid.at(i);
+        let gamma = exact_offset(gi, grid.lo, (os * i) as f64, e);
         let ui = (os * i) as i64;
         let kmin = (ui - jmax as i64).div_euclid(cs as i64) + kpad as i64;
         let kmax = (ui + jmax as i64).div_euclid(cs as i64) + kpad as i64;
         let mut acc = 0.0;
+        let mut dacc = 0.0;
         for k in kmin.max(0)..=kmax.min(nc as i64 - 1) {
             let j = ui - cs as i64 * (k - kpad as i64) + jmax as i64;
             if j < 0 || j >= nt as i64 {
@@ -409,13 +424,16 @@ fn gaussian(
             }
             let mk = &mo[k as usize * np..(k as usize + 1) * np];
             let tj = &table[j as usize * np..(j as usize + 1) * np];
-            let mut s = 0.0;
-            for (a, b) in mk.iter().zip(tj) {
+            let dj = &dtab[j as usize * np..(j as usize + 1) * np];
+            let (mut s, mut sd) = (0.0, 0.0);
+            for ((a, b), c) in mk.iter().zip(tj).zip(dj) {
                 s += a * b;
+                sd += a * c;
             }
             acc += s;
+            dacc += sd;
         }
-        acc
+        acc - gamma * inv_h * dacc
     };
     let mut sums = try_vec(m, f64::NAN, "n_points")?;
     threads::install(|| {
@@ -455,6 +473,19 @@ fn gaussian(
         }
     }
     Ok(Exact { sums, log_sums })
+}
+
+/// (x − lo) − k·e to about one rounding of the result (the two subtractions and the
+/// product in double-double), for x within a few e of lo + k·e.
+#[inline]
+fn exact_offset(x: f64, lo: f64, k: f64, e: f64) -> f64 {
+    // two_sum(x, −lo)
+    let s = x - lo;
+    let bb = s - x;
+    let se = (x - (s - bb)) + (-lo - bb);
+    let p = k * e;
+    let pe = k.mul_add(e, -p);
+    (s - p) + (se - pe)
 }
 
 /// log Σ w e^{−(g−x)²/2h²} over the sorted data within r_c of g, with
