@@ -20,6 +20,7 @@ Threads: :func:`set_num_threads`, :func:`get_num_threads`, :func:`threads`, or t
 """
 
 from . import dpp
+from ._kdegrid import GridResult, isj_bandwidth, kde_grid
 from ._results import ConvergenceWarning, TestResult
 from ._threads import get_num_threads, set_num_threads, threads
 from .dcov import (
@@ -53,7 +54,6 @@ from .divergence import (
     renyi,
     tv,
 )
-from ._kdegrid import GridResult, isj_bandwidth, kde_grid
 from .kde import KDE, BandwidthSelection, kde_logpdf, select_bandwidth
 from .ot import (
     SinkhornDivergence,

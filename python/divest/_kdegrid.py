@@ -89,7 +89,7 @@ def _check_extent(extent, d: int):
         e = e[None, :]
     if e.shape != (d, 2):
         raise ValueError(
-            f"extent must be (low, high){' per dimension, shape (%d, 2)' % d if d > 1 else ''}; "
+            f"extent must be (low, high){f' per dimension, shape ({d}, 2)' if d > 1 else ''}; "
             f"got {extent!r}"
         )
     if not np.all(np.isfinite(e)):

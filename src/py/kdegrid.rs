@@ -27,11 +27,17 @@ fn kde_grid_binned_1d<'py>(
     let kernel = Kernel::parse(kernel).map_err(to_py)?;
     let grid = Grid1::new(lo, delta, m).map_err(to_py)?;
     let (xs, ws) = (x.as_slice()?, w.as_slice()?);
-    let work = xs.len().saturating_mul(4).saturating_add(m.saturating_mul(64));
+    let work = xs
+        .len()
+        .saturating_mul(4)
+        .saturating_add(m.saturating_mul(64));
     let b = run(py, work, |stop| {
         kdegrid::binned_1d(xs, ws, kernel, h, grid, stop)
     })?;
-    Ok((PyArray1::from_vec(py, b.sums), PyArray1::from_vec(py, b.err)))
+    Ok((
+        PyArray1::from_vec(py, b.sums),
+        PyArray1::from_vec(py, b.err),
+    ))
 }
 
 /// Exact unnormalised sums and their logs on the grid (only where `mask` is true when
@@ -57,7 +63,10 @@ fn kde_grid_exact_1d<'py>(
         Some(a) => Some(a.as_slice()?),
         None => None,
     };
-    let work = xs.len().saturating_mul(16).saturating_add(m.saturating_mul(4096));
+    let work = xs
+        .len()
+        .saturating_mul(16)
+        .saturating_add(m.saturating_mul(4096));
     let e = run(py, work, |stop| {
         exact::exact_1d(xs, ws, kernel, h, grid, mk, stop)
     })?;

@@ -109,7 +109,7 @@ pub fn sort_weighted(x: &[f64], w: &[f64], stop: &AtomicBool) -> Result<(Vec<f64
             (a.min(p.0), b.max(p.0))
         });
     let nbk = (n / 4).max(1);
-    if n < 64 || !(mx > mn) || !((mx - mn).is_finite()) {
+    if n < 64 || mx <= mn || !(mx - mn).is_finite() {
         pts.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     } else {
         let scale = (nbk as f64 - 1.0) / (mx - mn);

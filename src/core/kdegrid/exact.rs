@@ -210,7 +210,7 @@ fn compact(
                 left.c * cb + left.s * sb
             }
         };
-        *o = if kernel != Kernel::Tophat && !(val > 1e-3 * mass) {
+        *o = if kernel != Kernel::Tophat && (val <= 1e-3 * mass || val.is_nan()) {
             // Cancellation (every point near the support edge): sum directly.
             (lo..hi)
                 .map(|j| ws[j] * profile(kernel, ((xs[j] - g) * inv_h).abs()))
@@ -456,7 +456,7 @@ fn gaussian(
     let wsum: f64 = w.iter().sum();
     let dropped = wsum * (-0.5 * GAUSS_R * GAUSS_R).exp();
     let tails: Vec<usize> = (0..m)
-        .filter(|&i| mask.is_none_or(|mk| mk[i]) && !(sums[i] * 1e-15 >= dropped))
+        .filter(|&i| mask.is_none_or(|mk| mk[i]) && (sums[i] * 1e-15 < dropped || sums[i].is_nan()))
         .collect();
     if !tails.is_empty() {
         let (xs, ws) = sort_weighted(x, w, stop)?;

@@ -153,10 +153,10 @@ pub struct Binned {
 /// kernel's reach on both sides (so data outside the grid still contribute), then one
 /// convolution with the kernel sampled at the grid spacing.
 ///
-/// The error of linear binning at a grid point is −(δ²/2)·Σ_j w_j t_j(1−t_j) K_h″(g − x_j)
-/// + O(δ³) with t_j the fractional bin position; with t spread over [0, 1] its mean
-/// t(1−t) is 1/6, so the error is about (δ²/12)·|S″|, which the second differences of the
-/// output estimate: err_i = |S_{i+1} − 2S_i + S_{i−1}| / 12.
+/// The error of linear binning at a grid point is, to leading order in δ,
+/// (δ²/2)·Σ_j w_j t_j(1−t_j) K_h″(g − x_j) with t_j the fractional bin position; with t
+/// spread over [0, 1] the mean of t(1−t) is 1/6, so the error is about (δ²/12)·|S″|, which
+/// the second differences of the output estimate: err_i = |S_{i+1} − 2S_i + S_{i−1}| / 12.
 ///
 /// Allocates O(m + 2·reach) for the bins and O(FFT size) for the convolution.
 pub fn binned_1d(
@@ -169,7 +169,7 @@ pub fn binned_1d(
 ) -> Result<Binned> {
     check_data(x, w, h)?;
     let reach_f = (support_radius(kernel) * h / grid.delta).ceil();
-    if !(reach_f < 1e9) {
+    if reach_f >= 1e9 || reach_f.is_nan() {
         return Err(Error::OutOfMemory(format!(
             "the bandwidth spans {reach_f:.3e} grid steps, too many to sample the kernel; \
              use fewer n_points or a narrower extent"
@@ -214,7 +214,7 @@ pub fn binned_1d(
         let off = h / grid.delta;
         let coef = jump * grid.delta / h;
         let kink = |pos: f64| -> f64 {
-            if !(pos >= 0.0) {
+            if pos < 0.0 || pos.is_nan() {
                 return 0.0;
             }
             let k = pos as usize;
