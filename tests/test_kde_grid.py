@@ -227,6 +227,54 @@ def test_bad_dimension_and_types():
         divest.kde_grid(mixture(10), n_points=10.5)
 
 
+# --- 2-D and 3-D ----------------------------------------------------------------------------
+
+
+def correlated(n, d, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    x[:, 1] = 0.6 * x[:, 0] + 0.5 * x[:, 1]
+    return x
+
+
+@pytest.mark.parametrize(
+    "d, bandwidth, n_points",
+    [(2, [0.3, 0.2], (64, 80)), (2, "scott", (60, 50)), (3, [0.4, 0.5, 0.6], (20, 24, 28))],
+)
+def test_binned_nd_error_estimate_within_2x(d, bandwidth, n_points):
+    x = correlated(2000, d, seed=d)
+    kde = divest.KDE(x, bandwidth=bandwidth)
+    b = kde.grid(n_points)
+    e = kde.grid(n_points, method="exact")
+    assert b.method == "binned" and b.values.shape == tuple(n_points)
+    for ga, gb in zip(b.grid, e.grid):
+        np.testing.assert_array_equal(ga, gb)
+    # the exact path is KDE.pdf on the mesh
+    mesh = np.stack([g.ravel() for g in np.meshgrid(*e.grid, indexing="ij")], axis=1)
+    np.testing.assert_allclose(e.values.ravel(), kde.pdf(mesh), rtol=1e-13)
+    true = np.max(np.abs(b.values - e.values))
+    assert 0.5 * true <= b.error <= 2.0 * true
+
+
+def test_nd_user_extent_log_and_bad_input():
+    x = correlated(500, 2)
+    kde = divest.KDE(x, bandwidth=[0.3, 0.3])
+    r = kde.grid((30, 20), extent=[(0.0, 0.5), (-0.2, 0.1)])
+    assert r.grid[0][0] == 0.0 and r.grid[1][0] == -0.2
+    mesh = np.stack([g.ravel() for g in np.meshgrid(*r.grid, indexing="ij")], axis=1)
+    ref = kde.pdf(mesh).reshape(30, 20)
+    assert np.max(np.abs(r.values - ref)) <= 2 * r.error
+    lg = kde.grid((30, 20), extent=[(-40, 40), (-40, 40)], log=True)
+    mesh = np.stack([g.ravel() for g in np.meshgrid(*lg.grid, indexing="ij")], axis=1)
+    np.testing.assert_allclose(lg.values.ravel(), kde.logpdf(mesh), rtol=1e-13)
+    with pytest.raises(ValueError, match="binned.*gaussian"):
+        divest.KDE(x, kernel="epanechnikov").grid(16, method="binned")
+    with pytest.raises(ValueError, match="extent"):
+        kde.grid(16, extent=[(0, 1), (1, 0)])
+    with pytest.raises(ValueError, match="n_points"):
+        kde.grid((16, 16, 16))
+
+
 # --- ISJ -------------------------------------------------------------------------------------
 
 
