@@ -108,6 +108,14 @@ def test_exact_gaussian_many_points_and_coarse_grid():
         assert np.all(close(r.values[sub], ref, 1e-12, 0))
 
 
+def test_exact_gaussian_grid_much_finer_than_the_bandwidth():
+    # 4096 points over 1e-4 bandwidths: the offset table is computed per point.
+    x = mixture(1000, seed=10)
+    r = divest.kde_grid(x, bandwidth=1.0, n_points=4096, extent=(0.3, 0.3001), method="exact")
+    ref = np.exp(brute_log(x, r.grid[::64], 1.0, "gaussian"))
+    assert np.all(close(r.values[::64], ref, 1e-12, 0))
+
+
 @pytest.mark.parametrize("offset, h", [(1000.0, 0.05), (-3e4, 0.01)])
 def test_exact_gaussian_far_from_the_origin(offset, h):
     # |g|/h up to 3e6: the rounded grid points lo + i·δ are off the ideal lattice by

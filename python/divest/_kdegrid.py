@@ -189,7 +189,8 @@ def _grid_1d(kde, m: int, extent, method: str, log: bool) -> GridResult:
         nfft = 1 << max(1, math.ceil(math.log2(m + 4 * pad + 2)))
         need = 8.0 * (4 * m + 3 * pad) + 32.0 * nfft
     else:
-        centres = (m + 2 * 12 * h / delta) if kernel == "gaussian" else m
+        # The Gaussian's centre spacing lies in [h/24, h/12] whatever δ is.
+        centres = ((m - 1) * delta + 26 * h) / (h / 24) + 4 if kernel == "gaussian" else m
         need = 8.0 * 6 * m + 16.0 * x.size + 8.0 * 16 * centres * (1 + (os.cpu_count() or 1))
     _check_memory(need, m)
     log_norm = kde._log_norm + kde._log_det

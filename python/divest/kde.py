@@ -371,7 +371,7 @@ class KDE:
         """The density on a regular grid, binned or exact, with an error estimate.
 
         See :func:`divest.kde_grid` for the parameters, accuracy and memory; returns a
-        :class:`divest.GridResult`. 1-D data so far.
+        :class:`divest.GridResult`. Data of dimension 1, 2 or 3.
         """
         from ._kdegrid import grid_of
 

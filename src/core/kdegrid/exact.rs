@@ -388,12 +388,11 @@ fn gaussian(
         }
     }
     // Table T[j][p] = (d/h)^p e^{−(d/h)²/2}, d = (j − jmax)·e, and the derivative table
-    // D[j][q] = T_{q+1} − q·T_{q−1}, so that S′ = −(1/h)·Σ m_q D_q.
+    // D[j][q] = T_{q+1} − q·T_{q−1}, so that S′ = −(1/h)·Σ m_q D_q. When the grid is much
+    // finer than the bandwidth the offsets (in units of δ) are too many to tabulate and
+    // each grid point computes its ~290 entries itself.
     let nt = 2 * jmax + 1;
-    let mut table = try_vec(nt * np, 0.0f64, "n_points")?;
-    let mut dtab = try_vec(nt * np, 0.0f64, "n_points")?;
-    let mut tp = vec![0.0f64; np + 1];
-    for j in 0..nt {
+    let fill = |j: usize, t: &mut [f64], dt: &mut [f64], tp: &mut [f64]| {
         let d = (j as f64 - jmax as f64) * e * inv_h;
         let mut c = (-0.5 * d * d).exp();
         for v in tp.iter_mut() {
@@ -401,9 +400,20 @@ fn gaussian(
             c *= d;
         }
         for q in 0..np {
-            table[j * np + q] = tp[q];
+            t[q] = tp[q];
             let below = if q > 0 { q as f64 * tp[q - 1] } else { 0.0 };
-            dtab[j * np + q] = tp[q + 1] - below;
+            dt[q] = tp[q + 1] - below;
+        }
+    };
+    let tabulate = nt <= (1 << 16).max(4 * m);
+    let (mut table, mut dtab) = (Vec::new(), Vec::new());
+    if tabulate {
+        table = try_vec(nt * np, 0.0f64, "n_points")?;
+        dtab = try_vec(nt * np, 0.0f64, "n_points")?;
+        let mut tp = vec![0.0f64; np + 1];
+        for j in 0..nt {
+            let (a, b) = (j * np, (j + 1) * np);
+            fill(j, &mut table[a..b], &mut dtab[a..b], &mut tp);
         }
     }
     // Output i sits at unit os·i; centre k at unit cs·(k − kpad). The grid point itself
@@ -417,14 +427,20 @@ fn gaussian(
         let kmax = (ui + jmax as i64).div_euclid(cs as i64) + kpad as i64;
         let mut acc = 0.0;
         let mut dacc = 0.0;
+        let (mut lt, mut ld, mut ltp) = (vec![0.0; np], vec![0.0; np], vec![0.0; np + 1]);
         for k in kmin.max(0)..=kmax.min(nc as i64 - 1) {
             let j = ui - cs as i64 * (k - kpad as i64) + jmax as i64;
             if j < 0 || j >= nt as i64 {
                 continue;
             }
             let mk = &mo[k as usize * np..(k as usize + 1) * np];
-            let tj = &table[j as usize * np..(j as usize + 1) * np];
-            let dj = &dtab[j as usize * np..(j as usize + 1) * np];
+            let (tj, dj): (&[f64], &[f64]) = if tabulate {
+                let (a, b) = (j as usize * np, (j as usize + 1) * np);
+                (&table[a..b], &dtab[a..b])
+            } else {
+                fill(j as usize, &mut lt, &mut ld, &mut ltp);
+                (&lt, &ld)
+            };
             let (mut s, mut sd) = (0.0, 0.0);
             for ((a, b), c) in mk.iter().zip(tj).zip(dj) {
                 s += a * b;
