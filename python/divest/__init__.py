@@ -23,6 +23,7 @@ Threads: :func:`set_num_threads` (the process default, at most :data:`MAX_THREAD
 from importlib import metadata as _metadata
 
 from . import dpp
+from ._kdegrid import GridResult, isj_bandwidth, kde_grid
 from ._results import ConvergenceWarning, TestResult
 from ._threads import MAX_THREADS, get_num_threads, set_num_threads, threads
 from .dcov import (
@@ -80,6 +81,9 @@ __all__ = [
     "kde_logpdf",
     "select_bandwidth",
     "MAX_THREADS",
+    "kde_grid",
+    "GridResult",
+    "isj_bandwidth",
     "get_num_threads",
     "set_num_threads",
     "threads",

@@ -160,3 +160,23 @@ def jdcov_grad(
 def count_within(
     x: NDArray[np.floating], r2: NDArray[np.float64], strict: bool, algorithm: str = "auto"
 ) -> NDArray[np.int64]: ...
+def kde_grid_binned_1d(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64],
+    kernel: str,
+    h: float,
+    lo: float,
+    delta: float,
+    m: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+def kde_grid_exact_1d(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64],
+    kernel: str,
+    h: float,
+    lo: float,
+    delta: float,
+    m: int,
+    mask: NDArray[np.bool_] | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+def isj_bandwidth_1d(x: NDArray[np.float64], w: NDArray[np.float64], neff: float) -> float: ...

@@ -304,6 +304,9 @@ class KDE:
         self._mean = w @ xs
         self._x = x
         self.selection = None
+        if isinstance(bandwidth, str) and bandwidth == "isj":  # issue 11: 1-D ISJ selector
+            from ._kdegrid import isj_bandwidth
+            bandwidth = isj_bandwidth(x, weights=w, check_finite=False)
         if isinstance(bandwidth, str) and bandwidth == "loo":
             sel = select_bandwidth(x, kernel=kernel, weights=w, check_finite=False)
             factor = sel.factor * _rule_factor("scott", self.neff, d)
@@ -497,6 +500,16 @@ class KDE:
     def __repr__(self) -> str:
         return (f"KDE(n={self.n}, d={self.d}, kernel={self.kernel!r}, "
                 f"bandwidth={self.rule or 'user'}, dtype={np.dtype(self.dtype).name})")
+
+    def grid(self, n_points=4096, extent=None, method="auto", log=False):
+        """The density on a regular grid, binned or exact, with an error estimate.
+
+        See :func:`divest.kde_grid` for the parameters, accuracy and memory; returns a
+        :class:`divest.GridResult`. Data of dimension 1, 2 or 3.
+        """
+        from ._kdegrid import grid_of
+
+        return grid_of(self, n_points=n_points, extent=extent, method=method, log=log)
 
 
 def _radial_sample(kernel: str, d: int, size: int, gen: np.random.Generator) -> np.ndarray:

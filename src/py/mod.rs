@@ -6,6 +6,7 @@ mod dcov;
 mod divergence;
 mod dpp;
 mod kde;
+mod kdegrid;
 mod ot;
 mod threads;
 
@@ -15,6 +16,7 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     threads::register(m)?;
     kde::register(m)?;
+    kdegrid::register(m)?;
     ot::register(m)?;
     dpp::register(m)?;
     divergence::register(m)?;

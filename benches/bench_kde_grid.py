@@ -1,0 +1,42 @@
+"""asv benchmarks for densities on grids (issue 11): 1-D n = 10⁶ on 4096 points, binned
+and exact, and the ISJ bandwidth.
+
+Run with ``asv run --python=same --quick`` (uses the installed divest).
+"""
+
+import numpy as np
+
+import divest
+
+
+class KDEGrid1D:
+    params = (["gaussian-binned", "gaussian-binned-weighted", "gaussian-exact",
+               "epanechnikov-exact", "cosine-exact", "exponential-exact"],)
+    param_names = ["case"]
+    timeout = 300
+
+    def setup(self, case):
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal(1_000_000)
+        parts = case.split("-")
+        self.kernel, self.method = parts[0], parts[1]
+        w = rng.random(self.x.size) if parts[-1] == "weighted" else None
+        self.kde = divest.KDE(self.x, bandwidth="silverman", kernel=self.kernel, weights=w)
+
+    def time_grid(self, case):
+        self.kde.grid(4096, method=self.method)
+
+    def peakmem_grid(self, case):
+        self.kde.grid(4096, method=self.method)
+
+
+class ISJ:
+    timeout = 300
+
+    def setup(self):
+        rng = np.random.default_rng(1)
+        self.x = np.where(rng.random(1_000_000) < 0.5, rng.normal(-2, 0.5, 1_000_000),
+                          rng.normal(1, 1, 1_000_000))
+
+    def time_isj_1e6(self):
+        divest.isj_bandwidth(self.x)

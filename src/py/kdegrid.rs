@@ -1,0 +1,97 @@
+//! Bindings of the 1-D grid KDE (`core::kdegrid`). Inputs are validated by
+//! `divest/_kdegrid.py`; the core re-checks what could make it misbehave.
+
+use numpy::{PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+
+use super::common::{run, to_py};
+use crate::core::kde::Kernel;
+use crate::core::kdegrid::{self, exact, isj, Grid1};
+
+type Pair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
+
+/// Binned unnormalised sums on the grid lo + i·delta (i < m) and their pointwise
+/// binning-error estimates.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn kde_grid_binned_1d<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray1<'py, f64>,
+    w: PyReadonlyArray1<'py, f64>,
+    kernel: &str,
+    h: f64,
+    lo: f64,
+    delta: f64,
+    m: usize,
+) -> PyResult<Pair<'py>> {
+    let kernel = Kernel::parse(kernel).map_err(to_py)?;
+    let grid = Grid1::new(lo, delta, m).map_err(to_py)?;
+    let (xs, ws) = (x.as_slice()?, w.as_slice()?);
+    let work = xs
+        .len()
+        .saturating_mul(4)
+        .saturating_add(m.saturating_mul(64));
+    let b = run(py, work, |stop| {
+        kdegrid::binned_1d(xs, ws, kernel, h, grid, stop)
+    })?;
+    Ok((
+        PyArray1::from_vec(py, b.sums),
+        PyArray1::from_vec(py, b.err),
+    ))
+}
+
+/// Exact unnormalised sums and their logs on the grid (only where `mask` is true when
+/// given; NaN elsewhere).
+#[pyfunction]
+#[pyo3(signature = (x, w, kernel, h, lo, delta, m, mask=None))]
+#[allow(clippy::too_many_arguments)]
+fn kde_grid_exact_1d<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray1<'py, f64>,
+    w: PyReadonlyArray1<'py, f64>,
+    kernel: &str,
+    h: f64,
+    lo: f64,
+    delta: f64,
+    m: usize,
+    mask: Option<PyReadonlyArray1<'py, bool>>,
+) -> PyResult<Pair<'py>> {
+    let kernel = Kernel::parse(kernel).map_err(to_py)?;
+    let grid = Grid1::new(lo, delta, m).map_err(to_py)?;
+    let (xs, ws) = (x.as_slice()?, w.as_slice()?);
+    let mk = match &mask {
+        Some(a) => Some(a.as_slice()?),
+        None => None,
+    };
+    let work = xs
+        .len()
+        .saturating_mul(16)
+        .saturating_add(m.saturating_mul(4096));
+    let e = run(py, work, |stop| {
+        exact::exact_1d(xs, ws, kernel, h, grid, mk, stop)
+    })?;
+    Ok((
+        PyArray1::from_vec(py, e.sums),
+        PyArray1::from_vec(py, e.log_sums),
+    ))
+}
+
+/// Improved Sheather–Jones bandwidth of 1-D weighted data.
+#[pyfunction]
+fn isj_bandwidth_1d(
+    py: Python<'_>,
+    x: PyReadonlyArray1<'_, f64>,
+    w: PyReadonlyArray1<'_, f64>,
+    neff: f64,
+) -> PyResult<f64> {
+    let (xs, ws) = (x.as_slice()?, w.as_slice()?);
+    let work = xs.len().saturating_mul(4);
+    run(py, work, |stop| isj::isj_1d(xs, ws, neff, stop))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(kde_grid_binned_1d, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_grid_exact_1d, m)?)?;
+    m.add_function(wrap_pyfunction!(isj_bandwidth_1d, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,337 @@
+"""KDE on grids (issue 11): exact paths against direct sums, binned error estimates against
+the true error, log-densities in the tails, the ISJ bandwidth against closed-form AMISE
+bandwidths of Gaussian mixtures, and bad input."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+import divest
+from divest.kde import KERNELS, log_kernel_norm
+
+SMOOTH = ("gaussian", "epanechnikov", "cosine")
+KINKED = ("tophat", "linear", "exponential")
+
+
+def brute_log(x, grid, h, kernel, w=None):
+    """Direct log-sum in extended precision (80-bit long double where the platform has it),
+    from the differences g − x themselves (no whitening), normalised."""
+    x = np.asarray(x, dtype=np.longdouble)
+    g = np.asarray(grid, dtype=np.longdouble)
+    w = np.full(x.size, 1.0 / x.size) if w is None else np.asarray(w) / np.sum(w)
+    out = np.empty(g.size)
+    for s in range(0, g.size, 256):
+        u = np.abs(g[s:s + 256, None] - x[None, :]) / np.longdouble(h)
+        with np.errstate(divide="ignore"):
+            if kernel == "gaussian":
+                lk = -0.5 * u * u
+            elif kernel == "exponential":
+                lk = -u
+            elif kernel == "tophat":
+                lk = np.where(u < 1, np.longdouble(0), -np.inf)
+            elif kernel == "epanechnikov":
+                lk = np.log(np.where(u < 1, 1 - u * u, 0))
+            elif kernel == "linear":
+                lk = np.log(np.where(u < 1, 1 - u, 0))
+            else:
+                lk = np.log(np.where(u < 1, np.cos(np.pi * u.astype(np.float64) / 2), 0))
+            lk = lk + np.log(w.astype(np.longdouble))[None, :]
+            mx = np.max(lk, axis=1)
+            safe = np.where(np.isfinite(mx), mx, 0)
+            lse = safe + np.log(np.sum(np.exp(lk - safe[:, None]), axis=1))
+        out[s:s + 256] = np.where(np.isfinite(mx), lse, -np.inf).astype(np.float64)
+    return out - log_kernel_norm(kernel, 1) - math.log(h)
+
+
+def mixture(n, seed=0):
+    rng = np.random.default_rng(seed)
+    c = rng.random(n) < 0.6
+    return np.where(c, rng.normal(-1.0, 0.6, n), rng.normal(2.0, 1.0, n))
+
+
+def close(got, ref, rtol, floor):
+    """|got − ref| ≤ rtol·ref + floor·max(ref) (the floor covers values that are
+    rounding noise in every method, e.g. a point exactly on a compact support's edge)."""
+    return np.abs(got - ref) <= rtol * np.abs(ref) + floor * np.max(np.abs(ref))
+
+
+# --- exact ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("h", [0.05, 0.4])
+def test_exact_equals_direct_sum(kernel, weighted, h):
+    x = mixture(1500, seed=1)
+    w = np.random.default_rng(2).random(x.size) if weighted else None
+    kde = divest.KDE(x, bandwidth=h, kernel=kernel, weights=w)
+    r = kde.grid(400, method="exact")
+    assert r.method == "exact" and r.n_exact == 400
+    ref = np.exp(brute_log(x, r.grid, h, kernel, w))
+    assert np.all(close(r.values, ref, 1e-12, 1e-14))
+    # divest's own direct evaluation (whitened coordinates, so its own rounding).
+    assert np.all(close(r.values, kde.pdf(r.grid), 1e-12, 1e-14))
+    lg = kde.grid(400, method="exact", log=True)
+    lref = brute_log(x, lg.grid, h, kernel, w)
+    fin = np.isfinite(lref) & (np.exp(lref) > 1e-12 * ref.max())
+    assert np.all(np.abs(lg.values[fin] - lref[fin]) < 1e-11)
+    assert np.array_equal(np.isneginf(lg.values), np.isneginf(lref))
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "exponential"])
+def test_exact_log_is_exact_in_far_tails(kernel):
+    # Two points, grid out to 300 bandwidths: the density underflows in float64 but the
+    # log-density has a closed form.
+    x = np.array([0.0, 1.0])
+    r = divest.kde_grid(x, bandwidth=1.0, kernel=kernel, n_points=2001, extent=(-1000, 1000),
+                        method="exact", log=True)
+    g = r.grid
+    if kernel == "gaussian":
+        lk = np.stack([-0.5 * g**2, -0.5 * (g - 1) ** 2])
+    else:
+        lk = np.stack([-np.abs(g), -np.abs(g - 1)])
+    ref = logsumexp(lk, axis=0) + math.log(0.5) - log_kernel_norm(kernel, 1)
+    assert np.all(np.abs(r.values - ref) <= 1e-12 * np.maximum(1, np.abs(ref)))
+    assert r.values.min() < -800  # beyond float64's underflow of the density
+
+
+def test_exact_gaussian_many_points_and_coarse_grid():
+    # Coarse grid (spacing > bandwidth) and fine grid (spacing << bandwidth) both take
+    # the lattice path with different refinements.
+    x = mixture(5000, seed=3)
+    for h, m in [(0.01, 200), (2.0, 4000)]:
+        r = divest.kde_grid(x, bandwidth=h, n_points=m, method="exact")
+        sub = slice(0, m, max(1, m // 200))
+        ref = np.exp(brute_log(x, r.grid[sub], h, "gaussian"))
+        assert np.all(close(r.values[sub], ref, 1e-12, 0))
+
+
+def test_exact_gaussian_grid_much_finer_than_the_bandwidth():
+    # 4096 points over 1e-4 bandwidths: the offset table is computed per point.
+    x = mixture(1000, seed=10)
+    r = divest.kde_grid(x, bandwidth=1.0, n_points=4096, extent=(0.3, 0.3001), method="exact")
+    ref = np.exp(brute_log(x, r.grid[::64], 1.0, "gaussian"))
+    assert np.all(close(r.values[::64], ref, 1e-12, 0))
+
+
+@pytest.mark.parametrize("offset, h", [(1000.0, 0.05), (-3e4, 0.01)])
+def test_exact_gaussian_far_from_the_origin(offset, h):
+    # |g|/h up to 3e6: the rounded grid points lo + i·δ are off the ideal lattice by
+    # ~ε|g|, which must not show up as ε|g|/h relative errors.
+    x = mixture(2000, seed=9) + offset
+    r = divest.kde_grid(x, bandwidth=h, n_points=1500, method="exact")
+    sub = slice(0, 1500, 7)
+    ref = np.exp(brute_log(x, r.grid[sub], h, "gaussian"))
+    ok = ref > 1e-250
+    assert np.all(close(r.values[sub][ok], ref[ok], 1e-12, 0))
+
+
+# --- binned ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", SMOOTH)
+def test_binned_error_estimate_within_2x_of_true_error(kernel):
+    x = mixture(20000, seed=4)
+    kde = divest.KDE(x, bandwidth=0.25, kernel=kernel)
+    b = kde.grid(1024, method="binned")
+    assert b.method == "binned" and b.n_exact == 0
+    e = kde.grid(1024, method="exact")
+    np.testing.assert_array_equal(b.grid, e.grid)
+    true = np.max(np.abs(b.values - e.values))
+    assert true > 0
+    assert 0.5 * true <= b.error <= 2.0 * true
+    # and the binned values are accurate to the (small) estimate everywhere
+    assert true < 2e-4 * e.values.max()
+
+
+def test_binned_weighted_and_default_extent_holds_the_mass():
+    x = mixture(50000, seed=5)
+    w = np.random.default_rng(6).random(x.size)
+    r = divest.kde_grid(x, bandwidth="silverman", weights=w, n_points=2048)
+    mass = np.sum(r.values) * r.spacing  # trapezoid = sum since both ends are ~0
+    assert abs(mass - 1) < 1e-9
+    assert r.values[0] < 1e-15 * r.values.max() and r.values[-1] < 1e-15 * r.values.max()
+    e = divest.kde_grid(x, bandwidth="silverman", weights=w, n_points=2048, method="exact")
+    assert np.max(np.abs(r.values - e.values)) <= 2 * r.error
+
+
+@pytest.mark.parametrize("method", ["binned", "exact"])
+def test_user_extent_inside_the_data_is_honoured(method):
+    x = mixture(5000, seed=7)
+    h = 0.2
+    r = divest.kde_grid(x, bandwidth=h, n_points=101, extent=(0.5, 1.0), method=method)
+    assert r.grid[0] == 0.5 and abs(r.grid[-1] - 1.0) < 1e-15
+    ref = np.exp(brute_log(x, r.grid, h, "gaussian"))
+    tol = 1e-12 * ref if method == "exact" else 2 * r.error
+    assert np.all(np.abs(r.values - ref) <= tol)
+
+
+@pytest.mark.parametrize("kernel", SMOOTH)
+def test_log_binned_within_1e6_nats_everywhere(kernel):
+    x = mixture(2000, seed=8)
+    kde = divest.KDE(x, kernel=kernel)
+    r = kde.grid(1024, log=True)
+    ref = brute_log(x, r.grid, math.sqrt(kde.bandwidth[0, 0]), kernel)
+    fin = np.isfinite(ref)
+    assert np.array_equal(np.isfinite(r.values), fin)
+    assert np.max(np.abs(r.values[fin] - ref[fin])) < 1e-6
+    assert r.error < 1e-6
+
+
+def test_auto_never_bins_kinked_kernels():
+    x = mixture(500)
+    for kernel in KINKED:
+        assert divest.kde_grid(x, kernel=kernel, n_points=64).method == "exact"
+        with pytest.raises(ValueError, match="method='binned'.*kink"):
+            divest.kde_grid(x, kernel=kernel, n_points=64, method="binned")
+    assert divest.kde_grid(x, n_points=64).method == "binned"
+    for kernel in ("epanechnikov", "cosine"):  # exact is O(n + m) for them: not binned
+        assert divest.kde_grid(x, kernel=kernel, n_points=64).method == "exact"
+
+
+def test_one_shot_equals_method_and_inputs_untouched():
+    x = mixture(1000)
+    w = np.random.default_rng(0).random(1000)
+    x0, w0 = x.copy(), w.copy()
+    a = divest.kde_grid(x, bandwidth=0.3, weights=w, n_points=300, method="exact")
+    b = divest.KDE(x, bandwidth=0.3, weights=w).grid(300, method="exact")
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(w, w0)
+    with pytest.raises(AttributeError):
+        a.values = None  # frozen
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(extent=(1.0, 1.0)), "extent"),
+        (dict(extent=(2.0, 1.0)), "extent"),
+        (dict(extent=(0.0, np.inf)), "extent"),
+        (dict(extent=(0.0, 1.0, 2.0)), "extent"),
+        (dict(n_points=1), "n_points"),
+        (dict(n_points=10**13), "n_points.*GiB"),
+        (dict(method="fft"), "method"),
+        (dict(kernel="tophat", method="binned"), "kernel"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    x = mixture(100)
+    kw = dict(n_points=16)
+    kw.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        divest.kde_grid(x, **kw)
+
+
+def test_bad_dimension_and_types():
+    with pytest.raises(ValueError, match="dimension 1, 2 or 3"):
+        divest.KDE(np.random.default_rng(0).standard_normal((50, 4))).grid(8)
+    with pytest.raises(TypeError, match="n_points"):
+        divest.kde_grid(mixture(10), n_points=10.5)
+
+
+# --- 2-D and 3-D ----------------------------------------------------------------------------
+
+
+def correlated(n, d, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    x[:, 1] = 0.6 * x[:, 0] + 0.5 * x[:, 1]
+    return x
+
+
+@pytest.mark.parametrize(
+    "d, bandwidth, n_points",
+    [(2, [0.3, 0.2], (64, 80)), (2, "scott", (60, 50)), (3, [0.4, 0.5, 0.6], (20, 24, 28))],
+)
+def test_binned_nd_error_estimate_within_2x(d, bandwidth, n_points):
+    x = correlated(2000, d, seed=d)
+    kde = divest.KDE(x, bandwidth=bandwidth)
+    b = kde.grid(n_points)
+    e = kde.grid(n_points, method="exact")
+    assert b.method == "binned" and b.values.shape == tuple(n_points)
+    for ga, gb in zip(b.grid, e.grid):
+        np.testing.assert_array_equal(ga, gb)
+    # the exact path is KDE.pdf on the mesh
+    mesh = np.stack([g.ravel() for g in np.meshgrid(*e.grid, indexing="ij")], axis=1)
+    np.testing.assert_allclose(e.values.ravel(), kde.pdf(mesh), rtol=1e-13)
+    true = np.max(np.abs(b.values - e.values))
+    assert 0.5 * true <= b.error <= 2.0 * true
+
+
+def test_nd_user_extent_log_and_bad_input():
+    x = correlated(500, 2)
+    kde = divest.KDE(x, bandwidth=[0.3, 0.3])
+    r = kde.grid((30, 20), extent=[(0.0, 0.5), (-0.2, 0.1)])
+    assert r.grid[0][0] == 0.0 and r.grid[1][0] == -0.2
+    mesh = np.stack([g.ravel() for g in np.meshgrid(*r.grid, indexing="ij")], axis=1)
+    ref = kde.pdf(mesh).reshape(30, 20)
+    assert np.max(np.abs(r.values - ref)) <= 2 * r.error
+    lg = kde.grid((30, 20), extent=[(-40, 40), (-40, 40)], log=True)
+    mesh = np.stack([g.ravel() for g in np.meshgrid(*lg.grid, indexing="ij")], axis=1)
+    np.testing.assert_allclose(lg.values.ravel(), kde.logpdf(mesh), rtol=1e-13)
+    with pytest.raises(ValueError, match="binned.*gaussian"):
+        divest.KDE(x, kernel="epanechnikov").grid(16, method="binned")
+    with pytest.raises(ValueError, match="extent"):
+        kde.grid(16, extent=[(0, 1), (1, 0)])
+    with pytest.raises(ValueError, match="n_points"):
+        kde.grid((16, 16, 16))
+
+
+# --- ISJ -------------------------------------------------------------------------------------
+
+
+def amise_bandwidth(ws, mus, sds, n):
+    """AMISE-optimal Gaussian-kernel bandwidth (R(K)/(n·R(f″)))^(1/5) for a Gaussian
+    mixture, with R(f″) = Σ_ij w_i w_j φ⁗(μ_i − μ_j; σ_i² + σ_j²) in closed form."""
+    rf = 0.0
+    for wi, mi, si in zip(ws, mus, sds):
+        for wj, mj, sj in zip(ws, mus, sds):
+            s = si * si + sj * sj
+            d = mi - mj
+            phi = math.exp(-d * d / (2 * s)) / math.sqrt(2 * math.pi * s)
+            rf += wi * wj * phi * (d**4 - 6 * d * d * s + 3 * s * s) / s**4
+    return (1 / (2 * math.sqrt(math.pi)) / (n * rf)) ** 0.2
+
+
+@pytest.mark.parametrize(
+    "ws, mus, sds",
+    [([1.0], [0.0], [1.0]), ([0.5, 0.5], [-1.5, 1.5], [0.5, 1.0]), ([0.7, 0.3], [0, 3], [1, 0.3])],
+)
+def test_isj_close_to_amise_optimal(ws, mus, sds):
+    n = 200_000
+    rng = np.random.default_rng(11)
+    c = rng.choice(len(ws), size=n, p=ws)
+    x = rng.normal(np.array(mus)[c], np.array(sds)[c])
+    target = amise_bandwidth(ws, mus, sds, n)
+    h = divest.isj_bandwidth(x)
+    assert abs(h / target - 1) < 0.08, (h, target)
+
+
+def test_isj_scale_equivariant_and_weights():
+    x = mixture(3000, seed=12)
+    h = divest.isj_bandwidth(x)
+    for a, b in [(1e-3, 5.0), (1e4, -7.0), (-2.0, 0.0)]:
+        assert divest.isj_bandwidth(a * x + b) == pytest.approx(abs(a) * h, rel=1e-9)
+    # unit weights change nothing; zero weights drop points
+    assert divest.isj_bandwidth(x, weights=np.ones(x.size)) == pytest.approx(h, rel=1e-12)
+    w = np.r_[np.ones(2000), np.zeros(1000)]
+    assert divest.isj_bandwidth(x, weights=w) == pytest.approx(
+        divest.isj_bandwidth(x[:2000]), rel=1e-12)
+    # the KDE option
+    kde = divest.KDE(x, bandwidth="isj")
+    assert kde.bandwidth[0, 0] == pytest.approx(h * h, rel=1e-12)
+
+
+def test_isj_bad_input():
+    with pytest.raises(ValueError, match="1-D"):
+        divest.isj_bandwidth(np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="spread"):
+        divest.isj_bandwidth(np.ones(10))
+    with pytest.raises(ValueError, match="at least 2"):
+        divest.isj_bandwidth([1.0])
