@@ -192,7 +192,6 @@ print("OK", flush=True)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.xfail(strict=True, reason="issue 18: being fixed on another branch")
 def test_fork_while_another_thread_changes_the_thread_count_never_hangs():
     import subprocess
     import warnings

@@ -15,7 +15,6 @@ import math
 import warnings
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -585,7 +584,6 @@ def test_energy_statistics_at_extreme_but_safe_scales(seed, s):
                rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18: being fixed on another branch")
 @EXTREME
 @given(st.integers(0, 2**32 - 1), st.sampled_from([1e-170, 1e160, 1e200]))
 def test_energy_statistics_at_the_edges_of_the_range(seed, s):
@@ -607,7 +605,6 @@ def test_normalized_divergences_at_extreme_masses(pq, s):
         _close(f(p * s, q * s, normalize=True), f(p, q), rtol=1e-9, atol=1e-13)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18: being fixed on another branch")
 @EXTREME
 @given(prob_pairs(), st.sampled_from([1e-310, 1e-315, 5e-320]))
 def test_kl_with_a_tiny_q_matches_rel_entr(pq, tiny):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -14,6 +15,8 @@ __all__ = [
     "check_int",
     "check_choice",
     "check_nonnegative",
+    "check_count",
+    "check_memory",
 ]
 
 
@@ -140,3 +143,43 @@ def check_nonnegative(x, name: str) -> float:
     if not (np.isfinite(v) and v >= 0):
         raise ValueError(f"{name} must be non-negative and finite; got {x!r}")
     return v
+
+
+#: Largest count accepted by any argument (the Rust side indexes with 64-bit integers).
+MAX_COUNT = 2**63 - 1
+
+
+def check_count(x, name: str, minimum: int = 0) -> int:
+    """A size or count argument: an integer in [minimum, 2**63 - 1]."""
+    v = check_int(x, name, minimum=minimum)
+    if v > MAX_COUNT:
+        raise ValueError(f"{name} must be at most 2**63 - 1; got {v}")
+    return v
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine in bytes, or the container's limit (cgroup v2)
+    when smaller; a huge number when unknown."""
+    try:
+        total = int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        total = 2**62
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def check_memory(nbytes: int, name: str, value: int, what: str) -> None:
+    """MemoryError naming `name` when a call would allocate more than this machine's
+    physical memory (checked before anything is allocated; Python ints, no overflow)."""
+    limit = _memory_bytes()
+    if nbytes > limit:
+        raise MemoryError(
+            f"{name} = {value} would need {nbytes / 2**30:.4g} GiB for {what}, more than "
+            f"this machine's {limit / 2**30:.4g} GiB of memory; reduce {name}"
+        )

@@ -520,7 +520,7 @@ def _kernel_scale(s, sigma, kernel, xc, yc) -> float:
         top = 0.5 * diam2 * inv * inv if kernel == "gaussian" else math.sqrt(diam2) * inv
     if not top <= _MAX_LOG_KERNEL:
         raise ValueError(
-            f"sigma = {sigma!r} is too small for these data: relative to their spread it is "
+            f"sigma = {sigma!r} is too small for the data x and y: relative to their spread it is "
             "so small that every kernel value between distinct points underflows to 0; pass "
             "a larger sigma (or sigma=None for the median heuristic)"
         )

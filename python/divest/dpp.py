@@ -23,14 +23,13 @@ argument before anything is allocated.
 from __future__ import annotations
 
 import math
-import os
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _core
 from ._rng import as_generator, seed
-from ._validate import as_float_array, check_choice, check_int
+from ._validate import as_float_array, check_choice, check_count, check_memory
 
 __all__ = [
     "sample_projection",
@@ -55,48 +54,8 @@ def _check_method(method) -> str:
     return check_choice(method, "method", _METHODS)
 
 
-#: Largest count accepted by any argument (the Rust side indexes with 64-bit integers).
-_MAX_COUNT = 2**63 - 1
-
-
-def _count(x, name: str, minimum: int = 0) -> int:
-    """A size or count argument: an integer in [minimum, 2**63 - 1]."""
-    v = check_int(x, name, minimum=minimum)
-    if v > _MAX_COUNT:
-        raise ValueError(f"{name} must be at most 2**63 - 1; got {v}")
-    return v
-
-
 def _n_samples(n_samples) -> int:
-    return 1 if n_samples is None else _count(n_samples, "n_samples")
-
-
-def _memory_bytes() -> int:
-    """Physical memory of this machine in bytes, or the container's limit (cgroup v2)
-    when smaller; a huge number when unknown."""
-    try:
-        total = int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        total = 2**62
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        if limit.isdigit():
-            total = min(total, int(limit))
-    except OSError:
-        pass
-    return total
-
-
-def _check_memory(nbytes: int, name: str, value: int, what: str) -> None:
-    """MemoryError naming `name` when a call would allocate more than this machine's
-    physical memory (checked before anything is allocated; Python ints, no overflow)."""
-    limit = _memory_bytes()
-    if nbytes > limit:
-        raise MemoryError(
-            f"{name} = {value} would need {nbytes / 2**30:.4g} GiB for {what}, more than "
-            f"this machine's {limit / 2**30:.4g} GiB of memory; reduce {name}"
-        )
+    return 1 if n_samples is None else check_count(n_samples, "n_samples")
 
 
 def _matrix(x, name: str) -> np.ndarray:
@@ -174,7 +133,7 @@ def sample_projection(U, n_samples=None, method="auto", rng=None):
     u = _matrix(U, "U")
     method = _check_method(method)
     ns = _n_samples(n_samples)
-    _check_memory(8 * ns * u.shape[1], "n_samples", ns, f"the ({ns}, {u.shape[1]}) int64 output")
+    check_memory(8 * ns * u.shape[1], "n_samples", ns, f"the ({ns}, {u.shape[1]}) int64 output")
     if u.shape[1] > u.shape[0]:
         _check_orthonormal(u, "U")
     # The orthonormality check shares the sampler's pass over U (leverage scores).
@@ -292,7 +251,7 @@ class DPP:
         # Per sample: its items (about the expected size), an offset, a list slot and
         # the array object returned for it.
         per = 8 * (math.ceil(self.expected_size()) + 1) + 8 + 112
-        _check_memory(per * ns, "n_samples", ns, f"{ns} samples of about "
+        check_memory(per * ns, "n_samples", ns, f"{ns} samples of about "
                       f"{self.expected_size():.3g} items each")
         flat, offsets = _core.dpp_sample_spectral(self.eigenvectors, self._probs, ns,
                                                   seed(rng), method)
@@ -322,13 +281,13 @@ class DPP:
         (k+1)×(N+1) table and, per sample, an N×k copy of eigenvectors.
         Equals DPPy's ``FiniteDPP.sample_exact_k_dpp(size=k)`` in distribution.
         """
-        k = _count(k, "k")
+        k = check_count(k, "k")
         method = _check_method(method)
         if k > self.rank:
             raise ValueError(f"k = {k} exceeds the rank {self.rank} of the kernel; "
                              f"a k-DPP needs k <= {self.rank}")
         ns = _n_samples(n_samples)
-        _check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
+        check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
         ll, table = self._esp(k)
         out = _core.dpp_sample_k(self.eigenvectors, ll, table, k, ns, seed(rng), method)
         return out[0] if n_samples is None else out
@@ -345,7 +304,7 @@ class DPP:
     def log_normaliser_k(self, k) -> float:
         """log e_k(λ), the k-DPP normalising constant (log space, never overflows);
         -inf when k exceeds the rank (no set of k items has positive probability)."""
-        k = _count(k, "k")
+        k = check_count(k, "k")
         if k > self.rank:
             return -math.inf
         return float(self._esp(k)[1][k, -1])
@@ -354,7 +313,7 @@ class DPP:
 def _volume_args(X, k, rescaled: bool):
     x = _matrix(X, "X")
     n, d = x.shape
-    k = _count(k, "k", minimum=1)
+    k = check_count(k, "k", minimum=1)
     if k < d:
         raise ValueError(f"k must be at least d = {d}, the number of columns of X; got k = {k}")
     if not rescaled and k > n:
@@ -377,7 +336,7 @@ def volume_sample(X, k, rng=None, *, n_samples=None):
     """
     x, k = _volume_args(X, k, rescaled=False)
     ns = _n_samples(n_samples)
-    _check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
+    check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
     q = _orthonormal_basis(x, "X")
     out = _core.dpp_volume_sample(q, k, ns, seed(rng))
     return out[0] if n_samples is None else out
@@ -396,8 +355,8 @@ def volume_rescaled_sample(X, k, rng=None, *, p=None, n_samples=None):
     x, k = _volume_args(X, k, rescaled=True)
     n = x.shape[0]
     ns = _n_samples(n_samples)
-    _check_memory(8 * k, "k", k, f"one sample of {k} int64 items")
-    _check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
+    check_memory(8 * k, "k", k, f"one sample of {k} int64 items")
+    check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
     if p is None:
         pw = np.full(n, 1.0 / n)
     else:
@@ -543,9 +502,9 @@ def least_squares_design(Phi_candidates, n, method="dpp", rng=None):
     """
     phi = _matrix(Phi_candidates, "Phi_candidates")
     n_cand, m = phi.shape
-    n = _count(n, "n", minimum=1)
+    n = check_count(n, "n", minimum=1)
     # The indices and weights (int64 and float64), plus NumPy's draw buffers.
-    _check_memory(24 * n, "n", n, f"a design of {n} points")
+    check_memory(24 * n, "n", n, f"a design of {n} points")
     check_choice(method, "method", _DESIGNS)
     if n < m:
         raise ValueError(f"n must be at least m = {m} (the number of features); got n = {n}")

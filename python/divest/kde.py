@@ -19,7 +19,14 @@ import numpy as np
 
 from . import _core
 from ._rng import as_generator
-from ._validate import as_points, check_choice, check_int, check_weights
+from ._validate import (
+    as_float_array,
+    as_points,
+    check_choice,
+    check_count,
+    check_memory,
+    check_weights,
+)
 
 __all__ = ["KDE", "kde_logpdf", "select_bandwidth", "BandwidthSelection", "KERNELS"]
 
@@ -486,7 +493,8 @@ class KDE:
         radius of density ∝ r^(d−1) K(r), mapped through L. ``rng``: None, an int seed or a
         numpy Generator.
         """
-        size = self.n if size is None else check_int(size, "size", minimum=0)
+        size = self.n if size is None else check_count(size, "size")
+        check_memory(size * (self.d + 2) * 8, "size", size, "the samples and their indices")
         gen = as_generator(rng)
         idx = gen.choice(self.n, size=size, p=self.weights)
         u = _radial_sample(self.kernel, self.d, size, gen)
@@ -573,7 +581,10 @@ def select_bandwidth(data, grid=None, *, kernel="gaussian", weights=None, base="
     if np.count_nonzero(w) < 2:
         raise ValueError("select_bandwidth needs at least 2 data points with positive weight")
     # A copy: the result must not alias the caller's array.
-    factors = _default_grid() if grid is None else np.array(grid, dtype=np.float64).ravel()
+    if grid is None:
+        factors = _default_grid()
+    else:
+        factors = as_float_array(grid, "grid", check_finite=False).astype(np.float64).ravel()
     if factors.size == 0 or not np.all(np.isfinite(factors)) or not np.all(factors > 0):
         raise ValueError("grid must be a non-empty array of positive, finite factors")
     if isinstance(base, str) and base == "loo":

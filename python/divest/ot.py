@@ -387,8 +387,15 @@ def sinkhorn_unbalanced(a, b, cost, reg, reg_m, *, max_iter=1000, tol=1e-9, meth
     (``reg_m/(reg_m + reg)`` rounds to 1): the balanced problem is solved then (its
     solution is within O(reg²/reg_m)), and masses that differ raise a ValueError.
     """
-    reg_m = float(reg_m) if not isinstance(reg_m, bool) else reg_m
-    if isinstance(reg_m, bool) or not (reg_m > 0):
+    if isinstance(reg_m, (bool, np.bool_)) or not isinstance(
+        reg_m, (numbers.Real, np.floating, np.integer)
+    ):
+        raise TypeError(
+            f"reg_m must be a positive number (or inf for the balanced problem); "
+            f"got {type(reg_m).__name__}"
+        )
+    reg_m = float(reg_m)
+    if not (reg_m > 0):
         raise ValueError(f"reg_m must be positive (or inf for the balanced problem); got {reg_m!r}")
     return _solve_dense(a, b, cost, reg, reg_m, max_iter, tol, method, scaling, init,
                         return_plan, omega, "sinkhorn_unbalanced")
