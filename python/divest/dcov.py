@@ -203,6 +203,11 @@ def dcov_sqr(x, y, exponent=1.0, unbiased=False, *, return_grad=False):
 
     Memory: O(n (p + q)) (float64 copies of the samples); no n×n matrix. 1-D samples with
     exponent 1 take an exact O(n log n) path.
+
+    References
+    ----------
+    G. J. Székely, M. L. Rizzo and N. K. Bakirov, "Measuring and testing dependence by correlation of distances", Ann. Statist. 35(6), 2007.
+    G. J. Székely and M. L. Rizzo, "Partial distance correlation with methods for dissimilarities", Ann. Statist. 42(6), 2014 (the U statistic).
     """
     if not return_grad:
         s, e = _scaled_stats(x, y, exponent, unbiased)
@@ -254,6 +259,10 @@ def dcor(x, y, exponent=1.0):
     [0, 1]; 0 when either sample is constant. Equals ``dcor.distance_correlation``.
 
     Memory: O(n (p + q)); no n×n matrix.
+
+    References
+    ----------
+    G. J. Székely, M. L. Rizzo and N. K. Bakirov, Ann. Statist. 35(6), 2007.
     """
     return math.sqrt(min(max(_cor_sqr(_scaled_stats(x, y, exponent, False)[0]), 0.0), 1.0))
 
@@ -267,6 +276,10 @@ def partial_dcor(x, y, z, exponent=1.0):
     0 when x or y is fully explained by z (zero denominator). Needs n ≥ 4.
 
     Memory: O(n (p + q + r)); no n×n matrix.
+
+    References
+    ----------
+    G. J. Székely and M. L. Rizzo, Ann. Statist. 42(6), 2014.
     """
     exponent = _check_exponent(exponent)
     xa, ya, za = _samples([("x", x), ("y", y), ("z", z)], min_n=4)
@@ -296,6 +309,10 @@ def energy_distance(x, y, exponent=1.0, unbiased=False):
     ``dcor.energy_distance(..., estimation_stat="u_statistic")``.
 
     Memory: O((n + m) d); no n×m matrix.
+
+    References
+    ----------
+    G. J. Székely and M. L. Rizzo, "Energy statistics: a class of statistics based on distances", J. Stat. Plann. Inference 143(8), 2013.
     """
     exponent = _check_exponent(exponent)
     unbiased = _check_bool(unbiased, "unbiased")
@@ -383,6 +400,10 @@ def dcov_test(x, y, method="permutation", n_resamples=999, rng=None, exponent=1.
 
     Memory: permutation test with n ≤ 2048: two n×n float64 matrices (64 MiB at
     n = 2048); larger n: O(n (p + q)), recomputing distances per permutation.
+
+    References
+    ----------
+    G. J. Székely and M. L. Rizzo, "The distance correlation t-test of independence in high dimension", J. Multivariate Anal. 117, 2013.
     """
     if method not in ("permutation", "t"):
         raise ValueError(f"method must be 'permutation' or 't'; got {method!r}")

@@ -567,6 +567,10 @@ def mmd(x, y, sigma=None, kernel="gaussian", unbiased=True, *, check_finite=True
     large that every kernel value is 1 to double precision gives 0.0; a σ so small relative
     to the spread of the data that every kernel value between distinct points underflows
     (½·diameter²/σ² above 1e17, or diameter/σ for the Laplacian) is a ValueError.
+
+    References
+    ----------
+    A. Gretton, K. M. Borgwardt, M. J. Rasch, B. Schölkopf and A. Smola, "A kernel two-sample test", JMLR 13, 2012.
     """
     check_choice(kernel, "kernel", ("gaussian", "laplacian"))
     xc, yc, c = _two_samples(x, y, check_finite)
@@ -599,6 +603,10 @@ def cs_divergence(x, y, sigma=None, *, check_finite=True) -> float:
     ``sigma=None`` uses :func:`median_sigma`. Identical samples give exactly 0. Memory
     O((n + m)·d) through the pairwise engine (three log-sum-exp passes, on a few float64
     copies of the samples). Magnitudes and the range of σ are handled as in :func:`mmd`.
+
+    References
+    ----------
+    R. Jenssen, J. C. Principe, D. Erdogmus and T. Eltoft, "The Cauchy-Schwarz divergence and Parzen windowing", J. Franklin Inst. 343(6), 2006.
     """
     xc, yc, c = _two_samples(x, y, check_finite)
     scale = _kernel_scale(_sigma(sigma, xc, yc, c), sigma, "gaussian", xc, yc)
@@ -688,6 +696,10 @@ def knn_entropy(x, k=3, *, base=None, algorithm="auto", check_finite=True) -> fl
     {alg}
 
     {dup}
+
+    References
+    ----------
+    L. F. Kozachenko and N. N. Leonenko, "Sample estimate of the entropy of a random vector", Probl. Inf. Transm. 23, 1987.
     """
     lb = _log_base(base)
     algorithm = _check_algorithm(algorithm)
@@ -721,6 +733,10 @@ def knn_kl(x, y, k=3, *, base=None, algorithm="auto", check_finite=True) -> floa
     {alg}
 
     {dup} The same rule applies to y (a y point equal to x_i is not its neighbour).
+
+    References
+    ----------
+    Q. Wang, S. R. Kulkarni and S. Verdú, "Divergence estimation for multidimensional densities via k-nearest-neighbor distances", IEEE Trans. Inf. Theory 55(5), 2009.
     """
     lb = _log_base(base)
     algorithm = _check_algorithm(algorithm)
@@ -770,6 +786,10 @@ def knn_mi(x, y, k=3, variant=1, *, base=None, algorithm="auto", check_finite=Tr
 
     {dup} (Only points equal in both x and y are duplicates in the joint space; the
     marginal counts include marginal duplicates.)
+
+    References
+    ----------
+    A. Kraskov, H. Stögbauer and P. Grassberger, "Estimating mutual information", Phys. Rev. E 69, 066138, 2004.
     """
     lb = _log_base(base)
     algorithm = _check_algorithm(algorithm)

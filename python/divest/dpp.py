@@ -129,6 +129,10 @@ def sample_projection(U, n_samples=None, method="auto", rng=None):
     (for "chain": residuals and their cumulative sums). Equals DPPy's
     ``FiniteDPP('correlation', projection=True, K_eig_dec=(ones, U)).sample_exact(mode='GS')``
     in distribution.
+
+    References
+    ----------
+    A. Kulesza and B. Taskar, Found. Trends Mach. Learn. 5(2-3), 2012.
     """
     u = _matrix(U, "U")
     method = _check_method(method)
@@ -157,6 +161,11 @@ class DPP:
     interruptible (LAPACK). Equals DPPy's ``FiniteDPP('likelihood', L=L)``
     or ``FiniteDPP('correlation', K=K)`` with ``sample_exact(mode='GS')`` and
     ``sample_exact_k_dpp`` in distribution.
+
+    References
+    ----------
+    A. Kulesza and B. Taskar, "Determinantal point processes for machine learning", Found. Trends Mach. Learn. 5(2-3), 2012.
+    J. B. Hough, M. Krishnapur, Y. Peres and B. Virág, "Determinantal processes and independence", Probab. Surveys 3, 2006.
     """
 
     def __init__(self, L=None, K=None):
@@ -333,6 +342,10 @@ def volume_sample(X, k, rng=None, *, n_samples=None):
     basis is computed on X with each column scaled by a power of two, so entries from
     subnormal to 1e308 and columns in very different units are handled exactly. No peer
     library offers it.
+
+    References
+    ----------
+    A. Deshpande, L. Rademacher, S. Vempala and G. Wang, "Matrix approximation and projective clustering via volume sampling", Theory Comput. 2, 2006.
     """
     x, k = _volume_args(X, k, rescaled=False)
     ns = _n_samples(n_samples)
@@ -351,6 +364,10 @@ def volume_rescaled_sample(X, k, rng=None, *, p=None, n_samples=None):
     is drawn. Rows may repeat and k may exceed N. Returns the multiset as sorted int64
     rows, shape (k,) or (n_samples, k). Memory: the thin QR of X, the output and, per
     running sample with k ≥ 32768, up to N counts for sorting. No peer library offers it.
+
+    References
+    ----------
+    M. Dereziński, M. K. Warmuth and D. Hsu, "Unbiased estimators for random design regression", JMLR 23, 2022.
     """
     x, k = _volume_args(X, k, rescaled=True)
     n = x.shape[0]

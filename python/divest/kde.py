@@ -291,6 +291,11 @@ class KDE:
     to ``data`` (used by ``resample``; do not modify it afterwards); each
     evaluation allocates O(m·d) for the whitened queries plus one 64×256 distance tile
     per thread. No n×m matrix is ever formed.
+
+    References
+    ----------
+    D. W. Scott, Multivariate Density Estimation, Wiley, 1992 (Scott's rule).
+    B. W. Silverman, Density Estimation for Statistics and Data Analysis, Chapman and Hall, 1986 (Silverman's rule).
     """
 
     def __init__(self, data, bandwidth="scott", kernel="gaussian", weights=None, *,
