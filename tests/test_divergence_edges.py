@@ -465,7 +465,8 @@ def test_empty_and_single_sample_are_value_errors():
 
 # ------------------------------------------------------------------ property tests
 
-hypothesis = pytest.importorskip("hypothesis")
+import hypothesis  # noqa: E402  (a declared test dependency)
+
 st = hypothesis.strategies
 
 _MASS = st.one_of(

@@ -155,7 +155,7 @@ def _omega(omega) -> float:
 
 
 def _check_masses(sa, sb, name_a, name_b):
-    if not sa * sb <= 1e300:
+    if not float(sa) * float(sb) <= 1e300:
         raise ValueError(
             f"{name_a} and {name_b} have total masses {float(sa):.3g} and {float(sb):.3g}: the "
             f"entropic cost contains reg·Σ {name_a}⊗{name_b} = reg·{float(sa):.3g}·"
@@ -503,7 +503,8 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
     reg_m = float(reg_m)
     if not reg_m > 0:
         raise ValueError(f"reg_m must be positive (or inf); got {reg_m!r}")
-    k = int(np.argmax(sa * sb))
+    with np.errstate(over="ignore"):  # an overflowing product is what _check_masses reports
+        k = int(np.argmax(sa * sb))
     _check_masses(sa[k], sb[k], f"a[{k}]", f"b[{k}]")
     reg_m = _hard_reg_m(reg_m, reg, sa, sb)
     if math.isinf(reg_m):
