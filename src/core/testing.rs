@@ -1,5 +1,10 @@
 //! Test support shared by the core's tests and the timing examples: one seeded
-//! generator and the list of SIMD levels this CPU can run. Not part of the API.
+//! generator, the usual test problems drawn from it, and the list of SIMD levels this
+//! CPU can run. Not part of the API.
+//!
+//! Every builder here reproduces, bit for bit, the numbers the test modules drew with
+//! their own copies of the generator before these were gathered here, so that no test
+//! changed its data when it moved.
 
 use super::simd::{detected, Level};
 
@@ -35,6 +40,24 @@ impl Lcg {
     pub fn sym(&mut self) -> f64 {
         self.unit() * 2.0 - 1.0
     }
+
+    /// One of the integers `0..levels` (from the state's high bits); few distinct
+    /// values make duplicates and ties on purpose. `levels` must be positive.
+    #[inline]
+    pub fn level(&mut self, levels: u64) -> u64 {
+        (self.next_u64() >> 33) % levels
+    }
+
+    /// The sum of `k` draws of [`Lcg::unit`], added left to right: a bell on [0, k)
+    /// with mean k/2 (roughly normal from k = 3).
+    #[inline]
+    pub fn unit_sum(&mut self, k: usize) -> f64 {
+        let mut a = 0.0;
+        for _ in 0..k {
+            a += self.unit();
+        }
+        a
+    }
 }
 
 /// `n` draws uniform on [0, 1) from `Lcg::new(seed)`.
@@ -49,10 +72,29 @@ pub fn sym_vec(seed: u64, n: usize) -> Vec<f64> {
     (0..n).map(|_| g.sym()).collect()
 }
 
+/// `n` draws uniform on [-scale, scale) from `Lcg::new(seed)` (each [`Lcg::sym`] times
+/// `scale`).
+pub fn scaled_vec(seed: u64, n: usize, scale: f64) -> Vec<f64> {
+    let mut g = Lcg::new(seed);
+    (0..n).map(|_| g.sym() * scale).collect()
+}
+
+/// `n` coordinates with ties everywhere: each is one of the `levels` values
+/// -1.5, -0.5, 0.5, ... drawn by [`Lcg::level`]. `levels == 0` means no ties: the same
+/// numbers as [`sym_vec`].
+pub fn tied_vec(seed: u64, n: usize, levels: u64) -> Vec<f64> {
+    if levels == 0 {
+        return sym_vec(seed, n);
+    }
+    let mut g = Lcg::new(seed);
+    (0..n).map(|_| g.level(levels) as f64 - 1.5).collect()
+}
+
+/// Every SIMD level, whether or not this CPU can run it.
+pub const ALL_LEVELS: [Level; 3] = [Level::Scalar, Level::Avx2, Level::Avx512];
+
 /// The SIMD levels this CPU can run, from the portable one up: every SIMD body is
 /// tested against the scalar one over this list.
 pub fn simd_levels() -> impl Iterator<Item = Level> {
-    [Level::Scalar, Level::Avx2, Level::Avx512]
-        .into_iter()
-        .filter(|&l| l <= detected())
+    ALL_LEVELS.into_iter().filter(|&l| l <= detected())
 }
