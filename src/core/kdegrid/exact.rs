@@ -531,15 +531,9 @@ fn gauss_log_window(xs: &[f64], ws: &[f64], g: f64, h: f64, extra: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::direct;
     use super::*;
     use crate::core::testing::Lcg;
-
-    fn direct(x: &[f64], w: &[f64], kernel: Kernel, h: f64, g: f64) -> f64 {
-        x.iter()
-            .zip(w)
-            .map(|(&xi, &wi)| wi * profile(kernel, (g - xi).abs() / h))
-            .sum()
-    }
 
     fn data(n: usize) -> (Vec<f64>, Vec<f64>) {
         let mut g = Lcg::new(12345);

@@ -235,11 +235,12 @@ pub fn binned_1d(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::testing::Lcg;
 
-    fn direct(x: &[f64], w: &[f64], kernel: Kernel, h: f64, g: f64) -> f64 {
+    /// The density sum at `g` written out: Σ_j w_j K(|g − x_j| / h).
+    pub fn direct(x: &[f64], w: &[f64], kernel: Kernel, h: f64, g: f64) -> f64 {
         x.iter()
             .zip(w)
             .map(|(&xi, &wi)| wi * profile(kernel, (g - xi).abs() / h))
