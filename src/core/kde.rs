@@ -377,7 +377,7 @@ pub fn kde_loo_grid<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testing::scaled_vec;
+    use crate::core::testing::{scaled_vec, sq_dist};
 
     const KERNELS: [Kernel; 6] = [
         Kernel::Gaussian,
@@ -412,10 +412,7 @@ mod tests {
                 let s: f64 = (0..n)
                     .filter(|&j| !(skip_self && i == j))
                     .map(|j| {
-                        let r = (0..d)
-                            .map(|t| (q[i * d + t] - x[j * d + t]).powi(2))
-                            .sum::<f64>()
-                            .sqrt();
+                        let r = sq_dist(q, i, x, j, d).sqrt();
                         lw[j].exp() * profile(k, r)
                     })
                     .sum();

@@ -90,6 +90,13 @@ pub fn tied_vec(seed: u64, n: usize, levels: u64) -> Vec<f64> {
     (0..n).map(|_| g.level(levels) as f64 - 1.5).collect()
 }
 
+/// The squared Euclidean distance between row `i` of `a` and row `j` of `b` (rows of
+/// `d` values), summed in coordinate order: the written-out reference the pairwise
+/// kernels are checked against.
+pub fn sq_dist(a: &[f64], i: usize, b: &[f64], j: usize, d: usize) -> f64 {
+    (0..d).map(|k| (a[i * d + k] - b[j * d + k]).powi(2)).sum()
+}
+
 /// Every SIMD level, whether or not this CPU can run it.
 pub const ALL_LEVELS: [Level; 3] = [Level::Scalar, Level::Avx2, Level::Avx512];
 

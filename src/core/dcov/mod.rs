@@ -825,7 +825,7 @@ pub fn energy_distance<T: Float>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::core::testing::sym_vec;
+    use crate::core::testing::{sq_dist, sym_vec};
 
     /// Full-matrix reference: (Σ A B, Σ A A, Σ B B) with V or U centring.
     pub fn naive(x: &[f64], p: usize, y: &[f64], q: usize, alpha: f64, unbiased: bool) -> [f64; 3] {
@@ -834,7 +834,7 @@ pub(crate) mod tests {
             let mut m = vec![0.0; n * n];
             for i in 0..n {
                 for j in 0..n {
-                    let s: f64 = (0..d).map(|k| (v[i * d + k] - v[j * d + k]).powi(2)).sum();
+                    let s = sq_dist(v, i, v, j, d);
                     m[i * n + j] = s.sqrt().powf(alpha);
                 }
             }
@@ -960,10 +960,7 @@ pub(crate) mod tests {
                     let dist: Vec<f64> = (0..n * n)
                         .map(|t| {
                             let (i, j) = (t / n, t % n);
-                            (0..*d)
-                                .map(|k| (v[i * d + k] - v[j * d + k]).powi(2))
-                                .sum::<f64>()
-                                .sqrt()
+                            sq_dist(v, i, v, j, *d).sqrt()
                         })
                         .collect();
                     let r: Vec<f64> = (0..n)
@@ -1050,8 +1047,7 @@ pub(crate) mod tests {
                             if skip && i == j {
                                 continue;
                             }
-                            let r: f64 =
-                                (0..d).map(|k| (a[i * d + k] - b[j * d + k]).powi(2)).sum();
+                            let r = sq_dist(a, i, b, j, d);
                             s += r.sqrt().powf(alpha);
                             c += 1.0;
                         }

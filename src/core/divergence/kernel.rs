@@ -101,7 +101,7 @@ pub fn self_sq_dists<T: Float>(x: Points<'_, T>, stop: &AtomicBool) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testing::sym_vec;
+    use crate::core::testing::{sq_dist, sym_vec};
 
     #[test]
     fn log_sums_match_naive() {
@@ -123,7 +123,7 @@ mod tests {
                 let mut want = 0.0;
                 for i in 0..n {
                     for j in 0..m {
-                        let d2: f64 = (0..d).map(|k| (x[i * d + k] - y[j * d + k]).powi(2)).sum();
+                        let d2 = sq_dist(&x, i, &y, j, d);
                         want += kf(d2);
                     }
                 }
@@ -133,8 +133,7 @@ mod tests {
                 for i in 0..n {
                     for j in 0..n {
                         if i != j {
-                            let d2: f64 =
-                                (0..d).map(|k| (x[i * d + k] - x[j * d + k]).powi(2)).sum();
+                            let d2 = sq_dist(&x, i, &x, j, d);
                             want += kf(d2);
                         }
                     }

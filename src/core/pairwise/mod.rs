@@ -529,7 +529,7 @@ pub fn reduce_rows_with<T: Float, R: RowReducer>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testing::{simd_levels, sym_vec};
+    use crate::core::testing::{simd_levels, sq_dist, sym_vec};
 
     #[test]
     fn distances_match_naive_on_both_paths_and_all_levels() {
@@ -567,7 +567,7 @@ mod tests {
                 let got = &per_level[0];
                 for i in 0..n {
                     for j in 0..m {
-                        let want: f64 = (0..d).map(|k| (x[i * d + k] - y[j * d + k]).powi(2)).sum();
+                        let want = sq_dist(&x, i, &y, j, d);
                         let g = got[i * m + j];
                         assert!((g - want).abs() <= 1e-12 * (1.0 + want), "{g} vs {want}");
                     }

@@ -171,7 +171,7 @@ pub fn reduce_pairs_multi<T: Float, R: MultiReducer>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testing::sym_vec;
+    use crate::core::testing::{sq_dist, sym_vec};
 
     /// Sums d2_0 * d2_1 over all pairs, or over j > i (doubled) plus the diagonal.
     struct Cross {
@@ -225,9 +225,7 @@ mod tests {
             let mut want = 0.0;
             for i in 0..n {
                 for j in 0..n {
-                    let a: f64 = (0..p).map(|k| (x[i * p + k] - x[j * p + k]).powi(2)).sum();
-                    let b: f64 = (0..q).map(|k| (y[i * q + k] - y[j * q + k]).powi(2)).sum();
-                    want += a * b;
+                    want += sq_dist(&x, i, &x, j, p) * sq_dist(&y, i, &y, j, q);
                 }
             }
             for upper in [false, true] {

@@ -169,7 +169,7 @@ impl RowReducer for CountWithin<'_> {
 mod tests {
     use super::*;
     use crate::core::pairwise::{reduce_rows_with, Points};
-    use crate::core::testing::Lcg;
+    use crate::core::testing::{sq_dist, Lcg};
     use std::sync::atomic::AtomicBool;
 
     #[test]
@@ -194,11 +194,7 @@ mod tests {
         for i in 0..n {
             let mut all: Vec<f64> = (0..n)
                 .filter(|&j| j != i)
-                .map(|j| {
-                    (0..d)
-                        .map(|t| (x[i * d + t] - x[j * d + t]).powi(2))
-                        .sum::<f64>()
-                })
+                .map(|j| sq_dist(&x, i, &x, j, d))
                 .filter(|v| *v > 0.0)
                 .collect();
             all.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -218,12 +214,7 @@ mod tests {
         for i in 0..n {
             let want = (0..n)
                 .filter(|&j| j != i)
-                .filter(|&j| {
-                    (0..d)
-                        .map(|t| (x[i * d + t] - x[j * d + t]).powi(2))
-                        .sum::<f64>()
-                        <= r2[i]
-                })
+                .filter(|&j| sq_dist(&x, i, &x, j, d) <= r2[i])
                 .count() as u64;
             assert_eq!(c[i], want);
         }
