@@ -1,13 +1,11 @@
 //! Times the vectorised exp at each SIMD level. `cargo run --release --example exp_timing`
-use divest::core::simd::{detected, exp_slice_at, Level};
+use divest::core::simd::exp_slice_at;
+use divest::core::testing::simd_levels;
 use std::time::Instant;
 
 fn main() {
     let base: Vec<f64> = (0..4096).map(|i| -(i as f64) * 0.01).collect();
-    for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
-        if lvl > detected() {
-            continue;
-        }
+    for lvl in simd_levels() {
         let mut v = base.clone();
         let t = Instant::now();
         for _ in 0..10000 {

@@ -377,6 +377,7 @@ pub fn kde_loo_grid<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::testing::{scaled_vec, sq_dist};
 
     const KERNELS: [Kernel; 6] = [
         Kernel::Gaussian,
@@ -404,18 +405,6 @@ mod tests {
         }
     }
 
-    fn lcg(seed: u64, n: usize, scale: f64) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
-
     fn naive(x: &[f64], lw: &[f64], q: &[f64], d: usize, k: Kernel, skip_self: bool) -> Vec<f64> {
         let n = x.len() / d;
         (0..q.len() / d)
@@ -423,10 +412,7 @@ mod tests {
                 let s: f64 = (0..n)
                     .filter(|&j| !(skip_self && i == j))
                     .map(|j| {
-                        let r = (0..d)
-                            .map(|t| (q[i * d + t] - x[j * d + t]).powi(2))
-                            .sum::<f64>()
-                            .sqrt();
+                        let r = sq_dist(q, i, x, j, d).sqrt();
                         lw[j].exp() * profile(k, r)
                     })
                     .sum();
@@ -440,9 +426,9 @@ mod tests {
         let stop = AtomicBool::new(false);
         for d in [1usize, 3, 30] {
             let (n, m) = (300, 70);
-            let x = lcg(11, n * d, 0.6);
-            let q = lcg(12, m * d, 0.6);
-            let lw: Vec<f64> = lcg(13, n, 1.0);
+            let x = scaled_vec(11, n * d, 0.6);
+            let q = scaled_vec(12, m * d, 0.6);
+            let lw: Vec<f64> = scaled_vec(13, n, 1.0);
             for k in KERNELS {
                 let out = kde_eval(
                     Points::new(&x, n, d).unwrap(),
@@ -499,8 +485,8 @@ mod tests {
         let stop = AtomicBool::new(false);
         let d = 3;
         let (n, m) = (120, 9);
-        let x = lcg(21, n * d, 0.5);
-        let q = lcg(22, m * d, 0.3);
+        let x = scaled_vec(21, n * d, 0.5);
+        let q = scaled_vec(22, m * d, 0.3);
         let lw = vec![0.0; n];
         for k in [
             Kernel::Gaussian,
@@ -547,8 +533,8 @@ mod tests {
         let stop = AtomicBool::new(false);
         let d = 2;
         let n = 260;
-        let x = lcg(31, n * d, 1.0);
-        let lw = lcg(32, n, 0.5);
+        let x = scaled_vec(31, n * d, 1.0);
+        let lw = scaled_vec(32, n, 0.5);
         let factors = [0.2, 0.5, 1.0, 3.0];
         for k in KERNELS {
             let got =

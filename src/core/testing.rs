@@ -1,5 +1,10 @@
 //! Test support shared by the core's tests and the timing examples: one seeded
-//! generator and the list of SIMD levels this CPU can run. Not part of the API.
+//! generator, the usual test problems drawn from it, and the list of SIMD levels this
+//! CPU can run. Not part of the API.
+//!
+//! Every builder here reproduces, bit for bit, the numbers the test modules drew with
+//! their own copies of the generator before these were gathered here, so that no test
+//! changed its data when it moved.
 
 use super::simd::{detected, Level};
 
@@ -35,6 +40,24 @@ impl Lcg {
     pub fn sym(&mut self) -> f64 {
         self.unit() * 2.0 - 1.0
     }
+
+    /// One of the integers `0..levels` (from the state's high bits); few distinct
+    /// values make duplicates and ties on purpose. `levels` must be positive.
+    #[inline]
+    pub fn level(&mut self, levels: u64) -> u64 {
+        (self.next_u64() >> 33) % levels
+    }
+
+    /// The sum of `k` draws of [`Lcg::unit`], added left to right: a bell on [0, k)
+    /// with mean k/2 (roughly normal from k = 3).
+    #[inline]
+    pub fn unit_sum(&mut self, k: usize) -> f64 {
+        let mut a = 0.0;
+        for _ in 0..k {
+            a += self.unit();
+        }
+        a
+    }
 }
 
 /// `n` draws uniform on [0, 1) from `Lcg::new(seed)`.
@@ -49,10 +72,85 @@ pub fn sym_vec(seed: u64, n: usize) -> Vec<f64> {
     (0..n).map(|_| g.sym()).collect()
 }
 
+/// `n` draws uniform on [-scale, scale) from `Lcg::new(seed)` (each [`Lcg::sym`] times
+/// `scale`).
+pub fn scaled_vec(seed: u64, n: usize, scale: f64) -> Vec<f64> {
+    let mut g = Lcg::new(seed);
+    (0..n).map(|_| g.sym() * scale).collect()
+}
+
+/// `n` coordinates with ties everywhere: each is one of the `levels` values
+/// -1.5, -0.5, 0.5, ... drawn by [`Lcg::level`]. `levels == 0` means no ties: the same
+/// numbers as [`sym_vec`].
+pub fn tied_vec(seed: u64, n: usize, levels: u64) -> Vec<f64> {
+    if levels == 0 {
+        return sym_vec(seed, n);
+    }
+    let mut g = Lcg::new(seed);
+    (0..n).map(|_| g.level(levels) as f64 - 1.5).collect()
+}
+
+/// The squared Euclidean distance between row `i` of `a` and row `j` of `b` (rows of
+/// `d` values), summed in coordinate order: the written-out reference the pairwise
+/// kernels are checked against.
+pub fn sq_dist(a: &[f64], i: usize, b: &[f64], j: usize, d: usize) -> f64 {
+    (0..d).map(|k| (a[i * d + k] - b[j * d + k]).powi(2)).sum()
+}
+
+/// Every SIMD level, whether or not this CPU can run it.
+pub const ALL_LEVELS: [Level; 3] = [Level::Scalar, Level::Avx2, Level::Avx512];
+
 /// The SIMD levels this CPU can run, from the portable one up: every SIMD body is
 /// tested against the scalar one over this list.
 pub fn simd_levels() -> impl Iterator<Item = Level> {
-    [Level::Scalar, Level::Avx2, Level::Avx512]
-        .into_iter()
-        .filter(|&l| l <= detected())
+    ALL_LEVELS.into_iter().filter(|&l| l <= detected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The draws are pinned: the tests' tolerances were set on these numbers, so a
+    /// change to the generator or to a builder's arithmetic must fail here first. The
+    /// expected bits come from the formulas written out in Python floats.
+    #[test]
+    fn draws_are_pinned_bit_for_bit() {
+        let mut g = Lcg::new(1);
+        let s: Vec<u64> = (0..3).map(|_| g.next_u64()).collect();
+        assert_eq!(
+            s,
+            [0x6c576fac43fd007c, 0x826886b3864a1b1b, 0xa5fae1992097aa0e]
+        );
+        let bits = |v: Vec<f64>| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
+        assert_eq!(
+            bits(sym_vec(5, 3)),
+            [0x3fe367d0185d94be, 0xbfe70645b11cddcc, 0x3fe48321dd3a4b12]
+        );
+        assert_eq!(
+            bits(scaled_vec(21, 3, 0.3)),
+            [0xbfbb274adf73663d, 0x3fb9204536fce89d, 0x3f7651288d3b2819]
+        );
+        assert_eq!(tied_vec(8, 6, 4), [-1.5, -1.5, -1.5, 1.5, 0.5, 1.5]);
+        assert_eq!(bits(tied_vec(5, 3, 0)), bits(sym_vec(5, 3)));
+        let mut g = Lcg::new(12345);
+        assert_eq!(
+            bits(vec![g.unit_sum(3), g.unit_sum(3)]),
+            [0x3ff42b5e364eb43a, 0x3ffb8ca8d5fd93a6]
+        );
+        assert_eq!(
+            unit_vec(5, 3),
+            sym_vec(5, 3)
+                .iter()
+                .map(|x| (x + 1.0) / 2.0)
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn levels_start_at_scalar_and_stop_at_the_cpu() {
+        let l: Vec<Level> = simd_levels().collect();
+        assert_eq!(l[0], Level::Scalar);
+        assert_eq!(*l.last().unwrap(), detected());
+        assert!(l.windows(2).all(|w| w[0] < w[1]));
+    }
 }

@@ -534,17 +534,21 @@ pub fn dcov_stats(x: &[f64], y: &[f64], unbiased: bool, stop: &AtomicBool) -> Re
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{lcg, naive};
+    use super::super::tests::naive;
     use super::super::{dcov_stats as generic, norm_factor, Method};
     use super::*;
     use crate::core::pairwise::Points;
+    use crate::core::testing::sym_vec;
 
     #[test]
     fn matches_full_matrices_with_ties_and_all_sizes() {
         let stop = AtomicBool::new(false);
         for &n in &[4usize, 5, 31, 32, 33, 64, 100, 257, 1000] {
-            let x: Vec<f64> = lcg(n as u64, n).iter().map(|v| (v * 5.0).round()).collect();
-            let y: Vec<f64> = lcg(n as u64 + 9, n)
+            let x: Vec<f64> = sym_vec(n as u64, n)
+                .iter()
+                .map(|v| (v * 5.0).round())
+                .collect();
+            let y: Vec<f64> = sym_vec(n as u64 + 9, n)
                 .iter()
                 .zip(&x)
                 .map(|(v, u)| v + 0.3 * u)
@@ -568,8 +572,8 @@ mod tests {
     fn precise_on_shifted_and_scaled_data() {
         let stop = AtomicBool::new(false);
         let n = 3000;
-        let z = lcg(11, n);
-        let w = lcg(12, n);
+        let z = sym_vec(11, n);
+        let w = sym_vec(12, n);
         for &(offset, scale) in &[
             (1e10, 1.0),
             (1e10, 1e8),
@@ -609,11 +613,11 @@ mod tests {
     fn integer_data_are_exact() {
         let stop = AtomicBool::new(false);
         let n = 200usize;
-        let x: Vec<i64> = lcg(5, n)
+        let x: Vec<i64> = sym_vec(5, n)
             .iter()
             .map(|v| (v * 1e6).round() as i64 + 3_000_000_000)
             .collect();
-        let y: Vec<i64> = lcg(6, n)
+        let y: Vec<i64> = sym_vec(6, n)
             .iter()
             .zip(&x)
             .map(|(v, u)| (v * 1e3).round() as i64 + u / 1000)
@@ -645,13 +649,13 @@ mod tests {
 
     #[test]
     fn radix_sort_matches_a_comparison_sort() {
-        let mut v: Vec<f64> = lcg(3, 5000)
+        let mut v: Vec<f64> = sym_vec(3, 5000)
             .iter()
             .map(|x| (x * 40.0).round() - 7.0)
             .collect();
         v.extend_from_slice(&[0.0, -0.0, 1e300, -1e300, f64::INFINITY, f64::NEG_INFINITY]);
-        v.extend(lcg(4, 3000).iter().map(|x| x * 1e-5 - 3e-6));
-        v.extend(lcg(5, 200).iter().map(|x| x * 1e20));
+        v.extend(sym_vec(4, 3000).iter().map(|x| x * 1e-5 - 3e-6));
+        v.extend(sym_vec(5, 200).iter().map(|x| x * 1e20));
         let got = sorted(&v);
         let mut want: Vec<(f64, u32)> = v.iter().enumerate().map(|(i, &x)| (x, i as u32)).collect();
         want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -670,8 +674,12 @@ mod tests {
     fn threads_do_not_change_results() {
         let stop = AtomicBool::new(false);
         let n = 100_000;
-        let x = lcg(1, n);
-        let y: Vec<f64> = lcg(2, n).iter().zip(&x).map(|(a, b)| a + b * b).collect();
+        let x = sym_vec(1, n);
+        let y: Vec<f64> = sym_vec(2, n)
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| a + b * b)
+            .collect();
         let a = dcov_stats(&x, &y, false, &stop).unwrap();
         threads::set_num_threads(1).unwrap();
         let b = dcov_stats(&x, &y, false, &stop).unwrap();
@@ -682,8 +690,8 @@ mod tests {
 
 #[cfg(test)]
 mod plain_check {
-    use super::super::tests::lcg;
     use super::*;
+    use crate::core::testing::sym_vec;
 
     /// Plain sums on short runs change S_ab by far less than the compensated sums' own
     /// rounding (measured: below 1e-17 relative up to n = 10⁶; all-plain: about 1e-14).
@@ -692,8 +700,8 @@ mod plain_check {
         let stop = AtomicBool::new(false);
         let n = 60_000;
         for &(off, sc, dep) in &[(0.0, 1.0, 1.0), (1e10, 1.0, 0.0), (-1e10, 1e8, 0.0)] {
-            let z = lcg(11, n);
-            let w = lcg(12, n);
+            let z = sym_vec(11, n);
+            let w = sym_vec(12, n);
             let x: Vec<f64> = z.iter().map(|v| off + sc * v).collect();
             let y: Vec<f64> = w
                 .iter()

@@ -445,9 +445,9 @@ fn joint_grad<F: PairMap + Copy>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::lcg;
     use super::super::{dcov_stats, jdcov, Method};
     use super::*;
+    use crate::core::testing::sym_vec;
 
     fn fd_check(val: &dyn Fn(&[f64]) -> f64, x: &[f64], g: &[f64], what: &str) {
         for t in [0usize, 7, x.len() / 2 + 1, x.len() - 1] {
@@ -469,8 +469,8 @@ mod tests {
     fn gradient_matches_finite_differences() {
         let stop = AtomicBool::new(false);
         let (n, p, q) = (40, 2, 3);
-        let x = lcg(31, n * p);
-        let y: Vec<f64> = lcg(32, n * q)
+        let x = sym_vec(31, n * p);
+        let y: Vec<f64> = sym_vec(32, n * q)
             .iter()
             .enumerate()
             .map(|(i, v)| v + x[i % (n * p)])
@@ -506,13 +506,13 @@ mod tests {
     fn jdcov_gradient_matches_finite_differences_and_two_sample_dcov() {
         let stop = AtomicBool::new(false);
         let n = 45;
-        let x = lcg(41, n * 2);
-        let y: Vec<f64> = lcg(42, n)
+        let x = sym_vec(41, n * 2);
+        let y: Vec<f64> = sym_vec(42, n)
             .iter()
             .enumerate()
             .map(|(i, v)| v + x[2 * i] * x[2 * i + 1])
             .collect();
-        let z: Vec<f64> = lcg(43, n * 3)
+        let z: Vec<f64> = sym_vec(43, n * 3)
             .iter()
             .enumerate()
             .map(|(i, v)| v * (1.0 + y[i / 3].abs()))

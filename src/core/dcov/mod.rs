@@ -825,18 +825,7 @@ pub fn energy_distance<T: Float>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    pub fn lcg(seed: u64, n: usize) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::core::testing::{sq_dist, sym_vec};
 
     /// Full-matrix reference: (Σ A B, Σ A A, Σ B B) with V or U centring.
     pub fn naive(x: &[f64], p: usize, y: &[f64], q: usize, alpha: f64, unbiased: bool) -> [f64; 3] {
@@ -845,7 +834,7 @@ pub(crate) mod tests {
             let mut m = vec![0.0; n * n];
             for i in 0..n {
                 for j in 0..n {
-                    let s: f64 = (0..d).map(|k| (v[i * d + k] - v[j * d + k]).powi(2)).sum();
+                    let s = sq_dist(v, i, v, j, d);
                     m[i * n + j] = s.sqrt().powf(alpha);
                 }
             }
@@ -887,8 +876,8 @@ pub(crate) mod tests {
             (300, 20, 1, 0.5),
             (131, 3, 17, 1.5),
         ] {
-            let x = lcg(7, n * p);
-            let y: Vec<f64> = lcg(8, n * q)
+            let x = sym_vec(7, n * p);
+            let y: Vec<f64> = sym_vec(8, n * q)
                 .iter()
                 .enumerate()
                 .map(|(i, v)| v + x[i % x.len()])
@@ -920,8 +909,8 @@ pub(crate) mod tests {
     fn results_do_not_depend_on_threads() {
         let stop = AtomicBool::new(false);
         let (n, p) = (700, 3);
-        let x = lcg(1, n * p);
-        let y = lcg(2, n * 2);
+        let x = sym_vec(1, n * p);
+        let y = sym_vec(2, n * 2);
         let run = || {
             dcov_stats(
                 Points::new(&x, n, p).unwrap(),
@@ -944,13 +933,13 @@ pub(crate) mod tests {
     fn jdcov_of_two_samples_is_dcov_and_matches_full_matrices() {
         let stop = AtomicBool::new(false);
         let n = 90;
-        let x = lcg(21, n * 2);
-        let y: Vec<f64> = lcg(22, n)
+        let x = sym_vec(21, n * 2);
+        let y: Vec<f64> = sym_vec(22, n)
             .iter()
             .enumerate()
             .map(|(i, v)| v + x[2 * i] * x[2 * i])
             .collect();
-        let z: Vec<f64> = lcg(23, n * 3)
+        let z: Vec<f64> = sym_vec(23, n * 3)
             .iter()
             .enumerate()
             .map(|(i, v)| v * y[i / 3])
@@ -971,10 +960,7 @@ pub(crate) mod tests {
                     let dist: Vec<f64> = (0..n * n)
                         .map(|t| {
                             let (i, j) = (t / n, t % n);
-                            (0..*d)
-                                .map(|k| (v[i * d + k] - v[j * d + k]).powi(2))
-                                .sum::<f64>()
-                                .sqrt()
+                            sq_dist(v, i, v, j, *d).sqrt()
                         })
                         .collect();
                     let r: Vec<f64> = (0..n)
@@ -1026,7 +1012,7 @@ pub(crate) mod tests {
     #[test]
     fn bad_inputs_are_errors() {
         let stop = AtomicBool::new(false);
-        let x = lcg(1, 10);
+        let x = sym_vec(1, 10);
         let p = Points::new(&x, 10, 1).unwrap();
         let q = Points::new(&x[..9], 9, 1).unwrap();
         assert!(dcov_stats(p, q, 1.0, false, Method::Auto, &stop).is_err());
@@ -1041,8 +1027,8 @@ pub(crate) mod tests {
     fn energy_distance_matches_naive() {
         let stop = AtomicBool::new(false);
         let (n, m, d) = (50, 37, 3);
-        let x = lcg(3, n * d);
-        let y: Vec<f64> = lcg(4, m * d).iter().map(|v| v * 1.5 + 0.2).collect();
+        let x = sym_vec(3, n * d);
+        let y: Vec<f64> = sym_vec(4, m * d).iter().map(|v| v * 1.5 + 0.2).collect();
         for alpha in [1.0, 0.7] {
             for unbiased in [false, true] {
                 let got = energy_distance(
@@ -1061,8 +1047,7 @@ pub(crate) mod tests {
                             if skip && i == j {
                                 continue;
                             }
-                            let r: f64 =
-                                (0..d).map(|k| (a[i * d + k] - b[j * d + k]).powi(2)).sum();
+                            let r = sq_dist(a, i, b, j, d);
                             s += r.sqrt().powf(alpha);
                             c += 1.0;
                         }

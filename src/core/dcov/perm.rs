@@ -393,15 +393,15 @@ pub fn energy_test<T: Float>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::lcg;
     use super::super::{dcov_stats, energy_distance, Method};
     use super::*;
+    use crate::core::testing::sym_vec;
 
     #[test]
     fn absurd_counts_fail_cleanly_and_the_stop_flag_is_polled() {
         use crate::core::error::Error;
         let stop = AtomicBool::new(false);
-        let x = lcg(4, 40);
+        let x = sym_vec(4, 40);
         let (px, py) = (
             Points::new(&x[..20], 20, 1).unwrap(),
             Points::new(&x[20..], 20, 1).unwrap(),
@@ -437,8 +437,8 @@ mod tests {
     fn observed_statistics_match_direct_formulas() {
         let stop = AtomicBool::new(false);
         let (n, p) = (60, 2);
-        let x = lcg(1, n * p);
-        let y: Vec<f64> = lcg(2, n)
+        let x = sym_vec(1, n * p);
+        let y: Vec<f64> = sym_vec(2, n)
             .iter()
             .enumerate()
             .map(|(i, v)| v + x[2 * i].powi(2))
@@ -464,7 +464,7 @@ mod tests {
         assert!((t.null[7] - n as f64 * vp.cov).abs() < 1e-12 * t.statistic);
 
         let (n1, n2) = (30, 25);
-        let z: Vec<f64> = lcg(3, (n1 + n2) * p);
+        let z: Vec<f64> = sym_vec(3, (n1 + n2) * p);
         let pz = Points::new(&z, n1 + n2, p).unwrap();
         let e = energy_test(pz, &[n1, n2], 1.0, 10, 1, &stop).unwrap();
         let ed = energy_distance(

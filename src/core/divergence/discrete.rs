@@ -853,6 +853,7 @@ fn row_value<M: Fma>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::testing::{simd_levels, Lcg};
 
     fn spec(measure: Measure, input: Input) -> Spec {
         Spec {
@@ -1062,16 +1063,10 @@ mod tests {
             Measure::Renyi(2.0),
         ];
         for k in [1usize, 7, 8, 9, 33, 1001] {
-            let mut s = 99u64 + k as u64;
-            let mut r = || {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 11) as f64 / (1u64 << 53) as f64
-            };
+            let mut g = Lcg::new(99 + k as u64);
             let rows = 5;
-            let p: Vec<f64> = (0..rows * k).map(|_| r() * 3.0 - 1.0).collect();
-            let q: Vec<f64> = (0..rows * k).map(|_| r() * 3.0 - 1.5).collect();
+            let p: Vec<f64> = (0..rows * k).map(|_| g.unit() * 3.0 - 1.0).collect();
+            let q: Vec<f64> = (0..rows * k).map(|_| g.unit() * 3.0 - 1.5).collect();
             for input in [Input::Prob, Input::Logits] {
                 let (pa, qa): (Vec<f64>, Vec<f64>) = if input == Input::Prob {
                     (
@@ -1096,10 +1091,7 @@ mod tests {
                         spec,
                     };
                     let mut per_level = Vec::new();
-                    for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
-                        if lvl > simd::detected() {
-                            continue;
-                        }
+                    for lvl in simd_levels() {
                         let mut out = vec![0.0; rows];
                         run_block(lvl, &ctx, 0, &mut out, &mut Bufs::new(k)).unwrap();
                         per_level.push(out);
@@ -1128,12 +1120,9 @@ mod tests {
         let (n, k) = (300, 37);
         let mut p = vec![0.0; n * k];
         let mut q = vec![0.0; n * k];
-        let mut s = 12345u64;
+        let mut g = Lcg::new(12345);
         for i in 0..n * k {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            p[i] = 0.01 + (s >> 11) as f64 / (1u64 << 53) as f64;
+            p[i] = 0.01 + g.unit();
             q[i] = p[i] * (1.0 + 1e-12 * ((i % 7) as f64 - 3.0));
         }
         let stop = AtomicBool::new(false);

@@ -101,26 +101,15 @@ pub fn self_sq_dists<T: Float>(x: Points<'_, T>, stop: &AtomicBool) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pts(seed: u64, n: usize, d: usize) -> Vec<f64> {
-        let mut s = seed;
-        (0..n * d)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::core::testing::{sq_dist, sym_vec};
 
     #[test]
     fn log_sums_match_naive() {
         let stop = AtomicBool::new(false);
         for d in [2usize, 12] {
             let (n, m) = (130, 300);
-            let x = pts(1, n, d);
-            let y = pts(2, m, d);
+            let x = sym_vec(1, n * d);
+            let y = sym_vec(2, m * d);
             let px = Points::new(&x, n, d).unwrap();
             let py = Points::new(&y, m, d).unwrap();
             for (kern, kf) in [
@@ -134,7 +123,7 @@ mod tests {
                 let mut want = 0.0;
                 for i in 0..n {
                     for j in 0..m {
-                        let d2: f64 = (0..d).map(|k| (x[i * d + k] - y[j * d + k]).powi(2)).sum();
+                        let d2 = sq_dist(&x, i, &y, j, d);
                         want += kf(d2);
                     }
                 }
@@ -144,8 +133,7 @@ mod tests {
                 for i in 0..n {
                     for j in 0..n {
                         if i != j {
-                            let d2: f64 =
-                                (0..d).map(|k| (x[i * d + k] - x[j * d + k]).powi(2)).sum();
+                            let d2 = sq_dist(&x, i, &x, j, d);
                             want += kf(d2);
                         }
                     }
@@ -153,7 +141,7 @@ mod tests {
                 assert!((got - want.ln()).abs() < 1e-12, "{kern:?} d={d} loo");
             }
         }
-        let x = pts(3, 10, 2);
+        let x = sym_vec(3, 10 * 2);
         let p = Points::new(&x, 10, 2).unwrap();
         assert!(pair_log_sum(p, p, PairKernel::Gaussian, 0.0, false, &stop).is_err());
         let dd = self_sq_dists(p, &stop).unwrap();

@@ -167,19 +167,14 @@ pub fn count_within<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::testing::Lcg;
 
     #[test]
     fn joint_knn_matches_naive_and_errors() {
         let n = 200;
-        let mut s = 3u64;
-        let mut r = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 11) as f64 / (1u64 << 53) as f64
-        };
-        let x: Vec<f64> = (0..n).map(|_| r()).collect();
-        let y: Vec<f64> = (0..2 * n).map(|_| r()).collect();
+        let mut g = Lcg::new(3);
+        let x: Vec<f64> = (0..n).map(|_| g.unit()).collect();
+        let y: Vec<f64> = (0..2 * n).map(|_| g.unit()).collect();
         let stop = AtomicBool::new(false);
         let px = Points::new(&x, n, 1).unwrap();
         let jt = Joint {

@@ -260,6 +260,7 @@ simd::simd_fn!(pub(crate) fn row_norms_at => row_norms_body(u: &[f64], m: usize,
 mod tests {
     use super::*;
     use crate::core::dpp::rng::Rng;
+    use crate::core::testing::simd_levels;
 
     fn random(len: usize, seed: u64) -> Vec<f64> {
         let mut r = Rng::stream(seed, 0);
@@ -300,10 +301,7 @@ mod tests {
                 })
                 .collect();
             let norms: Vec<f64> = u.chunks(m).map(norm_sq).collect();
-            for level in [Level::Scalar, Level::Avx2, Level::Avx512] {
-                if level > simd::detected() {
-                    continue;
-                }
+            for level in simd_levels() {
                 let mut got = vec![0.0; n];
                 panels.sq_rows(level, &u, &mut got);
                 for (g, w) in got.iter().zip(&want) {

@@ -531,27 +531,14 @@ fn gauss_log_window(xs: &[f64], ws: &[f64], g: f64, h: f64, extra: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::direct;
     use super::*;
-
-    fn direct(x: &[f64], w: &[f64], kernel: Kernel, h: f64, g: f64) -> f64 {
-        x.iter()
-            .zip(w)
-            .map(|(&xi, &wi)| wi * profile(kernel, (g - xi).abs() / h))
-            .sum()
-    }
+    use crate::core::testing::Lcg;
 
     fn data(n: usize) -> (Vec<f64>, Vec<f64>) {
-        let mut s = 12345u64;
-        let mut next = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64) / ((1u64 << 53) as f64)
-        };
-        let x: Vec<f64> = (0..n)
-            .map(|_| (next() + next() + next() - 1.5) * 3.0)
-            .collect();
-        let mut w: Vec<f64> = (0..n).map(|_| next()).collect();
+        let mut g = Lcg::new(12345);
+        let x: Vec<f64> = (0..n).map(|_| (g.unit_sum(3) - 1.5) * 3.0).collect();
+        let mut w: Vec<f64> = (0..n).map(|_| g.unit()).collect();
         let t: f64 = w.iter().sum();
         w.iter_mut().for_each(|v| *v /= t);
         (x, w)

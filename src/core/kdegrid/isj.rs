@@ -132,20 +132,13 @@ pub fn isj_1d(x: &[f64], w: &[f64], neff: f64, stop: &AtomicBool) -> Result<f64>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::testing::Lcg;
 
     #[test]
     fn isj_scales_with_the_data() {
         let stop = AtomicBool::new(false);
-        let mut s = 99u64;
-        let mut next = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64) / ((1u64 << 53) as f64)
-        };
-        let x: Vec<f64> = (0..5000)
-            .map(|_| next() + next() + next() + next())
-            .collect();
+        let mut g = Lcg::new(99);
+        let x: Vec<f64> = (0..5000).map(|_| g.unit_sum(4)).collect();
         let w = vec![1.0; x.len()];
         let h1 = isj_1d(&x, &w, 5000.0, &stop).unwrap();
         let x2: Vec<f64> = x.iter().map(|v| 7.0 * v - 3.0).collect();

@@ -235,10 +235,12 @@ pub fn binned_1d(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::core::testing::Lcg;
 
-    fn direct(x: &[f64], w: &[f64], kernel: Kernel, h: f64, g: f64) -> f64 {
+    /// The density sum at `g` written out: Σ_j w_j K(|g − x_j| / h).
+    pub fn direct(x: &[f64], w: &[f64], kernel: Kernel, h: f64, g: f64) -> f64 {
         x.iter()
             .zip(w)
             .map(|(&xi, &wi)| wi * profile(kernel, (g - xi).abs() / h))
@@ -246,20 +248,9 @@ mod tests {
     }
 
     fn sample(n: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
-        let mut s = seed;
-        let mut next = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64) / ((1u64 << 53) as f64)
-        };
-        let x: Vec<f64> = (0..n)
-            .map(|_| {
-                let u: f64 = next() + next() + next() - 1.5;
-                u * 2.0
-            })
-            .collect();
-        let mut w: Vec<f64> = (0..n).map(|_| 0.5 + next()).collect();
+        let mut g = Lcg::new(seed);
+        let x: Vec<f64> = (0..n).map(|_| (g.unit_sum(3) - 1.5) * 2.0).collect();
+        let mut w: Vec<f64> = (0..n).map(|_| 0.5 + g.unit()).collect();
         let t: f64 = w.iter().sum();
         w.iter_mut().for_each(|v| *v /= t);
         (x, w)

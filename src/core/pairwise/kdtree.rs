@@ -631,23 +631,8 @@ mod tests {
     use super::*;
     use crate::core::pairwise::reduce_rows_with;
     use crate::core::pairwise::topk::{CountWithin, Joint, TopK};
-
-    fn lcg(seed: u64, n: usize, levels: u64) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                if levels > 0 {
-                    // Few distinct values: duplicates and tied distances everywhere.
-                    ((s >> 33) % levels) as f64 - 1.5
-                } else {
-                    ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-                }
-            })
-            .collect()
-    }
+    // `levels > 0`: few distinct values, so duplicates and tied distances everywhere.
+    use crate::core::testing::tied_vec;
 
     fn brute<T: Float>(
         rows: Points<'_, T>,
@@ -692,8 +677,8 @@ mod tests {
         for &d in &[1usize, 2, 5, 8, 20] {
             for &levels in &[0u64, 4] {
                 let (n, m) = (600, 450);
-                let x = lcg(d as u64 + levels, n * d, levels);
-                let y = lcg(100 + d as u64, m * d, levels);
+                let x = tied_vec(d as u64 + levels, n * d, levels);
+                let y = tied_vec(100 + d as u64, m * d, levels);
                 let px = Points::new(&x, n, d).unwrap();
                 let py = Points::new(&y, m, d).unwrap();
                 for &k in &[1usize, 3, 10] {
@@ -730,8 +715,8 @@ mod tests {
     fn joint_knn_equals_brute_force_and_f32_too() {
         for &(dx, dy, levels) in &[(1usize, 1usize, 0u64), (1, 1, 5), (2, 3, 0), (3, 2, 3)] {
             let n = 700;
-            let x = lcg(7 + dx as u64, n * dx, levels);
-            let u = lcg(9 + dy as u64, n * dy, levels);
+            let x = tied_vec(7 + dx as u64, n * dx, levels);
+            let u = tied_vec(9 + dy as u64, n * dy, levels);
             let px = Points::new(&x, n, dx).unwrap();
             let jt = Joint {
                 rows: &u,
@@ -745,7 +730,7 @@ mod tests {
                 );
             }
         }
-        let x32: Vec<f32> = lcg(5, 500 * 3, 0).iter().map(|&v| v as f32).collect();
+        let x32: Vec<f32> = tied_vec(5, 500 * 3, 0).iter().map(|&v| v as f32).collect();
         let p = Points::new(&x32, 500, 3).unwrap();
         assert_eq!(tree_knn(p, p, 4, true, None), brute(p, p, 4, true, None));
     }
@@ -753,7 +738,7 @@ mod tests {
     #[test]
     fn threads_stop_and_bad_input() {
         let (n, d) = (1000, 3);
-        let x = lcg(11, n * d, 0);
+        let x = tied_vec(11, n * d, 0);
         let px = Points::new(&x, n, d).unwrap();
         let a = tree_knn(px, px, 5, true, None);
         threads::set_num_threads(1).unwrap();
@@ -794,24 +779,17 @@ mod tests {
 #[cfg(test)]
 mod timing {
     use super::*;
+    use crate::core::testing::Lcg;
 
     #[test]
     #[ignore]
     fn time_knn_d8() {
         let (n, d) = (20000, 8);
-        let mut s = 1u64;
-        let mut g = || {
-            // Sum of uniforms: roughly Gaussian.
-            let mut a = 0.0;
-            for _ in 0..4 {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                a += (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-            }
-            a
-        };
-        let x: Vec<f64> = (0..n * d).map(|_| g()).collect();
+        let mut g = Lcg::new(1);
+        // Sum of centred uniforms: roughly Gaussian.
+        let x: Vec<f64> = (0..n * d)
+            .map(|_| (0..4).fold(0.0, |a, _| a + (g.unit() - 0.5)))
+            .collect();
         let px = Points::new(&x, n, d).unwrap();
         let stop = AtomicBool::new(false);
         threads::set_num_threads(1).unwrap();

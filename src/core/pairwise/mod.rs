@@ -529,18 +529,7 @@ pub fn reduce_rows_with<T: Float, R: RowReducer>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(seed: u64, n: usize) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::core::testing::{simd_levels, sq_dist, sym_vec};
 
     #[test]
     fn distances_match_naive_on_both_paths_and_all_levels() {
@@ -552,17 +541,14 @@ mod tests {
             (65, 257, 40),
             (2, 31, 3),
         ] {
-            let x = lcg(1, n * d);
-            let y = lcg(2, m * d);
+            let x = sym_vec(1, n * d);
+            let y = sym_vec(2, m * d);
             let px = Points::new(&x, n, d).unwrap();
             let py = Points::new(&y, m, d).unwrap();
             let red = reduce::CollectRows { m };
             for (direct, pack) in [(true, false), (false, false), (false, true)] {
                 let mut per_level = Vec::new();
-                for lvl in [Level::Scalar, Level::Avx2, Level::Avx512] {
-                    if lvl > simd::detected() {
-                        continue;
-                    }
+                for lvl in simd_levels() {
                     let cols = Cols::new(py, direct, pack);
                     let nb = n.div_ceil(if direct { ROW_BLOCK } else { ROW_BLOCK_GEMM });
                     let got: Vec<f64> = (0..nb)
@@ -581,7 +567,7 @@ mod tests {
                 let got = &per_level[0];
                 for i in 0..n {
                     for j in 0..m {
-                        let want: f64 = (0..d).map(|k| (x[i * d + k] - y[j * d + k]).powi(2)).sum();
+                        let want = sq_dist(&x, i, &y, j, d);
                         let g = got[i * m + j];
                         assert!((g - want).abs() <= 1e-12 * (1.0 + want), "{g} vs {want}");
                     }
@@ -593,8 +579,8 @@ mod tests {
     #[test]
     fn threads_do_not_change_results_and_stop_works() {
         let (n, m, d) = (200, 300, 3);
-        let x = lcg(3, n * d);
-        let y = lcg(4, m * d);
+        let x = sym_vec(3, n * d);
+        let y = sym_vec(4, m * d);
         let red = reduce::CollectRows { m };
         let stop = AtomicBool::new(false);
         let run = || {

@@ -171,6 +171,7 @@ pub fn reduce_pairs_multi<T: Float, R: MultiReducer>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::testing::{sq_dist, sym_vec};
 
     /// Sums d2_0 * d2_1 over all pairs, or over j > i (doubled) plus the diagonal.
     struct Cross {
@@ -211,24 +212,12 @@ mod tests {
         }
     }
 
-    fn lcg(seed: u64, n: usize) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
     #[test]
     fn upper_and_full_walks_match_naive_on_both_paths() {
         let stop = AtomicBool::new(false);
         for &(n, p, q) in &[(1, 1, 1), (70, 2, 3), (300, 20, 1), (513, 3, 40)] {
-            let x = lcg(1, n * p);
-            let y = lcg(2, n * q);
+            let x = sym_vec(1, n * p);
+            let y = sym_vec(2, n * q);
             let sets = [
                 Points::new(&x, n, p).unwrap(),
                 Points::new(&y, n, q).unwrap(),
@@ -236,9 +225,7 @@ mod tests {
             let mut want = 0.0;
             for i in 0..n {
                 for j in 0..n {
-                    let a: f64 = (0..p).map(|k| (x[i * p + k] - x[j * p + k]).powi(2)).sum();
-                    let b: f64 = (0..q).map(|k| (y[i * q + k] - y[j * q + k]).powi(2)).sum();
-                    want += a * b;
+                    want += sq_dist(&x, i, &x, j, p) * sq_dist(&y, i, &y, j, q);
                 }
             }
             for upper in [false, true] {
@@ -250,8 +237,8 @@ mod tests {
                 );
             }
         }
-        let x = lcg(1, 10);
-        let y = lcg(1, 12);
+        let x = sym_vec(1, 10);
+        let y = sym_vec(1, 12);
         let bad = [
             Points::new(&x, 10, 1).unwrap(),
             Points::new(&y, 12, 1).unwrap(),

@@ -169,20 +169,14 @@ impl RowReducer for CountWithin<'_> {
 mod tests {
     use super::*;
     use crate::core::pairwise::{reduce_rows_with, Points};
+    use crate::core::testing::{sq_dist, Lcg};
     use std::sync::atomic::AtomicBool;
 
     #[test]
     fn topk_and_counts_match_sorting() {
         let (n, d, k) = (300, 2, 4);
-        let mut s = 7u64;
-        let mut x: Vec<f64> = (0..n * d)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 44) as f64
-            })
-            .collect();
+        let mut g = Lcg::new(7);
+        let mut x: Vec<f64> = (0..n * d).map(|_| (g.next_u64() >> 44) as f64).collect();
         // A duplicate of point 0.
         x[2] = x[0];
         x[3] = x[1];
@@ -200,11 +194,7 @@ mod tests {
         for i in 0..n {
             let mut all: Vec<f64> = (0..n)
                 .filter(|&j| j != i)
-                .map(|j| {
-                    (0..d)
-                        .map(|t| (x[i * d + t] - x[j * d + t]).powi(2))
-                        .sum::<f64>()
-                })
+                .map(|j| sq_dist(&x, i, &x, j, d))
                 .filter(|v| *v > 0.0)
                 .collect();
             all.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -224,12 +214,7 @@ mod tests {
         for i in 0..n {
             let want = (0..n)
                 .filter(|&j| j != i)
-                .filter(|&j| {
-                    (0..d)
-                        .map(|t| (x[i * d + t] - x[j * d + t]).powi(2))
-                        .sum::<f64>()
-                        <= r2[i]
-                })
+                .filter(|&j| sq_dist(&x, i, &x, j, d) <= r2[i])
                 .count() as u64;
             assert_eq!(c[i], want);
         }

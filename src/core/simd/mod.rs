@@ -414,6 +414,7 @@ pub fn exp_slice_at(level: Level, v: &mut [f64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::testing::{simd_levels, ALL_LEVELS};
 
     #[test]
     fn exp_matches_std() {
@@ -439,10 +440,7 @@ mod tests {
             let mut scalar = base.clone();
             exp_slice_at(Level::Scalar, &mut scalar);
             let mut fused = Vec::new();
-            for lvl in [Level::Avx2, Level::Avx512] {
-                if lvl > detected() {
-                    continue;
-                }
+            for lvl in simd_levels().filter(|&l| l != Level::Scalar) {
                 let mut v = base.clone();
                 exp_slice_at(lvl, &mut v);
                 for (a, b) in v.iter().zip(&scalar) {
@@ -476,7 +474,7 @@ mod tests {
 
     #[test]
     fn level_names_round_trip() {
-        for l in [Level::Scalar, Level::Avx2, Level::Avx512] {
+        for l in ALL_LEVELS {
             assert_eq!(Level::parse(l.name()).unwrap(), l);
         }
         assert!(Level::parse("sse9").is_err());
