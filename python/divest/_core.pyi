@@ -107,7 +107,7 @@ def sinkhorn_divergence_clouds(
 def dpp_sample_projection(
     u: NDArray[np.float64], n_samples: int, seed: int, method: str = "auto",
     check_tol: float | None = None,
-) -> NDArray[np.int64] | tuple[NDArray[np.int64], float]: ...
+) -> tuple[NDArray[np.int64], float | None]: ...
 def dpp_sample_spectral(
     v: NDArray[np.float64], probs: NDArray[np.float64], n_samples: int, seed: int,
     method: str = "auto",
