@@ -266,8 +266,19 @@ def _solve_dense(a, b, cost, reg, reg_m, max_iter, tol, method, scaling, init, r
     dt = c.dtype
     c, reg, reg_m, init, k = _rescale(c, reg, reg_m, init)
     plan, f, g, cost_v, lin, n_iter, loop_met, err = _core.sinkhorn_dense(
-        a, b, c, reg, reg_m, max_iter, tol, _method(method), _scaling(scaling), _omega(omega),
-        init, bool(return_plan))
+        a,
+        b,
+        c,
+        reg,
+        reg_m,
+        max_iter,
+        tol,
+        _method(method),
+        _scaling(scaling),
+        _omega(omega),
+        init,
+        bool(return_plan),
+    )
     converged = bool(err <= tol)
     if not converged:
         # (user → sinkhorn → _solve_dense → _warn)
@@ -502,8 +513,19 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
     c, reg, reg_m, _, kexp = _rescale(c, reg, reg_m, None)
     c2 = np.ascontiguousarray(c.reshape(-1, m))
     plan, f, g, cost_v, lin, n_iter, err = _core.sinkhorn_batch_dense(
-        np.ascontiguousarray(A), np.ascontiguousarray(Bw), c2, shared, reg, reg_m, max_iter,
-        tol, _method(method), _omega(omega), bool(return_plan), scaling)
+        np.ascontiguousarray(A),
+        np.ascontiguousarray(Bw),
+        c2,
+        shared,
+        reg,
+        reg_m,
+        max_iter,
+        tol,
+        _method(method),
+        _omega(omega),
+        bool(return_plan),
+        scaling,
+    )
     converged = err <= tol
     if not converged.all():
         k = int(np.argmax(~converged))
