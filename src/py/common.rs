@@ -42,7 +42,7 @@ const WATCH_THRESHOLD: usize = 4_000_000;
 /// comparison or copied value, about eight per `exp`, `ln` or log-add, summed over every
 /// pass the kernel makes (including, for iterative solvers, as many iterations as the
 /// limit allows). It is a stand-in for the running time and decides one thing: at
-/// [`WATCH_THRESHOLD`] or above, the call runs under the interrupt watcher. Callers
+/// `WATCH_THRESHOLD` or above, the call runs under the interrupt watcher. Callers
 /// compute it with saturating arithmetic and round up: too large costs one thread spawn
 /// (tens of microseconds), too small leaves a long call deaf to Ctrl-C.
 ///
@@ -57,14 +57,13 @@ const WATCH_THRESHOLD: usize = 4_000_000;
 /// while the kernel reads it through `&[T]`. That is a data race, which Rust's memory
 /// model leaves undefined, exactly as it is for two NumPy operations racing on one array;
 /// nothing here can prevent it short of copying every input. What bounds its effect in
-/// divest: every offset into an input buffer (safe indexing or the SIMD kernels' raw
-/// pointers) is computed from the shapes, which cannot change during the call, never
-/// from the values read; the one input whose values are indices (`divergence_rows`'
-/// row indices) is validated and then read again through bounds-checked indexing, so a
-/// changed index either selects another valid row or panics, which becomes a
-/// `RuntimeError`. In practice the caller gets results computed from a mixture of old and
-/// new values; code that writes an array while passing it to divest must synchronise
-/// itself, as it must with NumPy.
+/// divest: the offsets that unsafe code uses (the SIMD kernels' raw pointers) come from the
+/// shapes, which cannot change during the call, never from values read; where a value
+/// decides an index (`divergence_rows`' row indices, a grid bin, a kd-tree split), the
+/// index goes through bounds-checked indexing, so a value changed after it was checked
+/// selects another valid entry or panics, which becomes a `RuntimeError`. In practice the
+/// caller gets results computed from a mixture of old and new values; code that writes an
+/// array while passing it to divest must synchronise itself, as it must with NumPy.
 pub fn run<R: Send>(
     py: Python<'_>,
     work: usize,
