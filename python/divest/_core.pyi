@@ -48,7 +48,16 @@ def sinkhorn_dense(
     omega: float,
     init: tuple[NDArray[np.float64], NDArray[np.float64]] | None,
     return_plan: bool,
-) -> dict: ...
+) -> tuple[
+    NDArray[np.floating] | None,  # plan
+    NDArray[np.float64],  # f
+    NDArray[np.float64],  # g
+    float,  # cost
+    float,  # linear_cost
+    int,  # n_iter
+    bool,  # loop_converged
+    float,  # marginal_error
+]: ...
 def sinkhorn_batch_dense(
     a: NDArray[np.float64],
     b: NDArray[np.float64],
@@ -62,7 +71,15 @@ def sinkhorn_batch_dense(
     omega: float,
     return_plan: bool,
     scaling: float | None = None,
-) -> dict: ...
+) -> tuple[
+    NDArray[np.floating] | None,  # plan (B*n, m)
+    NDArray[np.float64],  # f (B, n)
+    NDArray[np.float64],  # g (B, m)
+    NDArray[np.float64],  # cost (B,)
+    NDArray[np.float64],  # linear_cost (B,)
+    NDArray[np.int64],  # n_iter (B,)
+    NDArray[np.float64],  # marginal_error (B,)
+]: ...
 def sinkhorn_divergence_clouds(
     x: NDArray[np.floating],
     y: NDArray[np.floating],
@@ -76,11 +93,21 @@ def sinkhorn_divergence_clouds(
     max_iter: int,
     tol: float | None,
     grad: bool,
-) -> dict: ...
+) -> tuple[
+    float,  # value
+    NDArray[np.float64],  # f
+    NDArray[np.float64],  # g
+    NDArray[np.float64] | None,  # p (None without debias)
+    NDArray[np.float64] | None,  # q (None without debias)
+    NDArray[np.float64] | None,  # grad
+    int,  # n_iter
+    bool,  # converged
+    float,  # marginal_error
+]: ...
 def dpp_sample_projection(
     u: NDArray[np.float64], n_samples: int, seed: int, method: str = "auto",
     check_tol: float | None = None,
-) -> NDArray[np.int64] | tuple[NDArray[np.int64], float]: ...
+) -> tuple[NDArray[np.int64], float | None]: ...
 def dpp_sample_spectral(
     v: NDArray[np.float64], probs: NDArray[np.float64], n_samples: int, seed: int,
     method: str = "auto",

@@ -532,7 +532,7 @@ def least_squares_design(Phi_candidates, n, method="dpp", rng=None):
     gen = as_generator(rng)
     if method == "dpp":
         reps, rest = divmod(n, m)
-        idx = _core.dpp_sample_projection(q, reps, seed(gen), "auto").reshape(-1)
+        idx = _core.dpp_sample_projection(q, reps, seed(gen), "auto")[0].reshape(-1)
         if rest:
             # Each DPP adds m I and each point i.i.d. from k_m/m adds I to E[Σ w ψψᵀ], so
             # the weighted Gram matrix stays unbiased (E = n I), as in volume-rescaled

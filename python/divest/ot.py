@@ -265,24 +265,35 @@ def _solve_dense(a, b, cost, reg, reg_m, max_iter, tol, method, scaling, init, r
         init = (init[0] - t, init[1] + t)
     dt = c.dtype
     c, reg, reg_m, init, k = _rescale(c, reg, reg_m, init)
-    out = _core.sinkhorn_dense(a, b, c, reg, reg_m, max_iter, tol, _method(method),
-                               _scaling(scaling), _omega(omega), init, bool(return_plan))
-    converged = bool(out["marginal_error"] <= tol)
+    plan, f, g, cost_v, lin, n_iter, loop_met, err = _core.sinkhorn_dense(
+        a,
+        b,
+        c,
+        reg,
+        reg_m,
+        max_iter,
+        tol,
+        _method(method),
+        _scaling(scaling),
+        _omega(omega),
+        init,
+        bool(return_plan),
+    )
+    converged = bool(err <= tol)
     if not converged:
         # (user → sinkhorn → _solve_dense → _warn)
-        _warn(what, out["n_iter"], out["marginal_error"], tol, bool(out["loop_converged"]), 4)
-    plan = out["plan"]
+        _warn(what, n_iter, err, tol, bool(loop_met), 4)
     if plan is not None and plan.dtype != dt:
         plan = plan.astype(dt)
     return SinkhornResult(
         plan=plan,
-        cost=math.ldexp(float(out["cost"]), k),
-        linear_cost=math.ldexp(float(out["linear_cost"]), k),
-        f=np.ldexp(out["f"], k).astype(dt, copy=False),
-        g=np.ldexp(out["g"], k).astype(dt, copy=False),
-        n_iter=int(out["n_iter"]),
+        cost=math.ldexp(float(cost_v), k),
+        linear_cost=math.ldexp(float(lin), k),
+        f=np.ldexp(f, k).astype(dt, copy=False),
+        g=np.ldexp(g, k).astype(dt, copy=False),
+        n_iter=int(n_iter),
         converged=converged,
-        marginal_error=float(out["marginal_error"]),
+        marginal_error=float(err),
     )
 
 
@@ -523,31 +534,40 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
     dt = c.dtype
     c, reg, reg_m, _, kexp = _rescale(c, reg, reg_m, None)
     c2 = np.ascontiguousarray(c.reshape(-1, m))
-    out = _core.sinkhorn_batch_dense(np.ascontiguousarray(A), np.ascontiguousarray(Bw), c2,
-                                     shared, reg, reg_m, max_iter, tol, _method(method),
-                                     _omega(omega), bool(return_plan), scaling)
-    err = out["marginal_error"]
+    plan, f, g, cost_v, lin, n_iter, err = _core.sinkhorn_batch_dense(
+        np.ascontiguousarray(A),
+        np.ascontiguousarray(Bw),
+        c2,
+        shared,
+        reg,
+        reg_m,
+        max_iter,
+        tol,
+        _method(method),
+        _omega(omega),
+        bool(return_plan),
+        scaling,
+    )
     converged = err <= tol
     if not converged.all():
         k = int(np.argmax(~converged))
         warnings.warn(
             f"sinkhorn_batch: {int((~converged).sum())} of {nb} problems did not converge "
             f"(problem {k}: marginal error {err[k]:.3g} > tol {tol:.3g} after "
-            f"{int(out['n_iter'][k])} iterations). Increase max_iter, use scaling=0.5 "
+            f"{int(n_iter[k])} iterations). Increase max_iter, use scaling=0.5 "
             "(ε-scaling) or a larger reg.",
             ConvergenceWarning,
             stacklevel=2,
         )
-    plan = out["plan"]
     if plan is not None and plan.dtype != dt:
         plan = plan.astype(dt)
     return SinkhornResult(
         plan=None if plan is None else plan.reshape(nb, n, m),
-        cost=np.ldexp(out["cost"], kexp),
-        linear_cost=np.ldexp(out["linear_cost"], kexp),
-        f=np.ldexp(out["f"], kexp).astype(dt, copy=False),
-        g=np.ldexp(out["g"], kexp).astype(dt, copy=False),
-        n_iter=out["n_iter"],
+        cost=np.ldexp(cost_v, kexp),
+        linear_cost=np.ldexp(lin, kexp),
+        f=np.ldexp(f, kexp).astype(dt, copy=False),
+        g=np.ldexp(g, kexp).astype(dt, copy=False),
+        n_iter=n_iter,
         converged=converged,
         marginal_error=err,
     )
@@ -593,7 +613,8 @@ class SinkhornDivergence:
 
 
 def _limit_p2(x, y, a, b, debias, err, tol):
-    """The ε → ∞ limit for p = 2 (ε > 1e9·D², where it is within 1e-9 relative): the plans
+    """The ε → ∞ limit for p = 2 (ε > 1e9·D², where it is within 1e-9 relative), as the
+    tuple ``_core.sinkhorn_divergence_clouds`` returns: the plans
     are a⊗b, ``OT_∞(a, b) = ⟨a⊗b, C⟩ = Va + Vb + |μa − μb|²`` and
     ``S_∞ = |μa − μb|²``; the potentials are the first-order ones,
     ``f_i = ⟨b, C(x_i, ·)⟩ − ½⟨a⊗b, C⟩`` (and alike), and the gradient is exact for them."""
@@ -603,15 +624,13 @@ def _limit_p2(x, y, a, b, debias, err, tol):
     va, vb, dm = float(a @ dx2), float(b @ dy2), float(((mua - mub) ** 2).sum())
     half = 0.5 * (va + vb + dm)
     f, g = xb2 + vb - half, ya2 + va - half  # cross potentials
+    converged = tol is not None and err <= tol
     if debias:
         # Self potentials: p_i = ⟨a, C(x_i, ·)⟩ − ½⟨a⊗a, C⟩ = |x_i − μa|², likewise q.
-        out = {"value": dm, "f": f, "g": g, "p": dx2, "q": dy2,
-               "grad": 2.0 * a[:, None] * (mua - mub)[None, :]}
-    else:
-        out = {"value": va + vb + dm, "f": f, "g": g,
-               "grad": 2.0 * a[:, None] * (x - mub)}
-    out.update(n_iter=0, marginal_error=err, converged=tol is not None and err <= tol)
-    return out
+        gr = 2.0 * a[:, None] * (mua - mub)[None, :]
+        return dm, f, g, dx2, dy2, gr, 0, converged, err
+    gr = 2.0 * a[:, None] * (x - mub)
+    return va + vb + dm, f, g, None, None, gr, 0, converged, err
 
 
 def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=True,
@@ -778,15 +797,14 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
         eps0 = dsc**p * (2.0 if p == 2 else 1.0)
         out = _core.sinkhorn_divergence_clouds(xc, yc, a, b, int(p), eps_s, eps0, s,
                                                bool(debias), max_iter, tol, bool(grad))
+    value, f, g, fs, gs, gr, n_iter, conv, err = out
     if not grad:
-        out["grad"] = None
-    if tol is not None and not out["converged"]:
-        _warn("sinkhorn_divergence", out["n_iter"], out["marginal_error"], tol)
-    f, g = out["f"], out["g"]
+        gr = None
+    if tol is not None and not conv:
+        _warn("sinkhorn_divergence", n_iter, err, tol)
     if debias:
-        f, g = f - out["p"], g - out["q"]
-    gr = out["grad"]
-    value = max(float(out["value"]), 0.0)
+        f, g = f - fs, g - gs
+    value = max(float(value), 0.0)
     if e2:
         with np.errstate(over="ignore"):
             value = float(np.ldexp(value, e2 * p))
@@ -807,7 +825,7 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
         f=f,
         g=g,
         grad=gr,
-        n_iter=int(out["n_iter"]),
-        converged=None if tol is None else bool(out["converged"]),
-        marginal_error=float(out["marginal_error"]),
+        n_iter=int(n_iter),
+        converged=None if tol is None else bool(conv),
+        marginal_error=float(err),
     )

@@ -1,17 +1,19 @@
 //! Distance covariance and energy statistics bindings. Inputs are validated by
 //! `divest/dcov.py`, which passes 2-D C-contiguous arrays of one dtype.
 
-use numpy::ndarray::Array2;
 use numpy::{PyArray1, PyArray2};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 
-use super::common::{run, slice, to_py, with_slice, with_slices, Arr2};
+use super::common::{array2, run, to_py, with_points, with_slice, with_slices, Arr2};
 use crate::core::dcov::{self, grad, perm, Method};
 use crate::core::pairwise::Points;
 
-fn same_dtype() -> PyErr {
-    PyTypeError::new_err("all samples must have the same dtype (float32 or float64)")
+/// The arrays of a list argument `name`, each C-contiguous float32 or float64.
+fn extract_all<'py>(xs: &[Bound<'py, PyAny>], name: &str) -> PyResult<Vec<Arr2<'py>>> {
+    xs.iter()
+        .enumerate()
+        .map(|(i, a)| Arr2::extract(a, &format!("{name}[{i}]")))
+        .collect()
 }
 
 /// (dCov²(x, y), dCov²(x, x), dCov²(y, y)), V or U statistics.
@@ -54,40 +56,17 @@ fn dcov_u_products3(
     z: &Bound<'_, PyAny>,
     exponent: f64,
 ) -> PyResult<[f64; 6]> {
-    let (xa, ya, za) = (
+    let arrs = [
         Arr2::extract(x, "x")?,
         Arr2::extract(y, "y")?,
         Arr2::extract(z, "z")?,
-    );
-    let ((n, p), (m, q), (l, r)) = (xa.shape(), ya.shape(), za.shape());
-    let work = n.saturating_mul(n).saturating_mul(p + q + r + 12);
-    match (&xa, &ya, &za) {
-        (Arr2::F64(a), Arr2::F64(b), Arr2::F64(c)) => {
-            let (xs, ys, zs) = (slice(a)?, slice(b)?, slice(c)?);
-            run(py, work, |stop| {
-                dcov::u_products3(
-                    Points::new(xs, n, p)?,
-                    Points::new(ys, m, q)?,
-                    Points::new(zs, l, r)?,
-                    exponent,
-                    stop,
-                )
-            })
-        }
-        (Arr2::F32(a), Arr2::F32(b), Arr2::F32(c)) => {
-            let (xs, ys, zs) = (slice(a)?, slice(b)?, slice(c)?);
-            run(py, work, |stop| {
-                dcov::u_products3(
-                    Points::new(xs, n, p)?,
-                    Points::new(ys, m, q)?,
-                    Points::new(zs, l, r)?,
-                    exponent,
-                    stop,
-                )
-            })
-        }
-        _ => Err(same_dtype()),
-    }
+    ];
+    let dsum: usize = arrs.iter().map(|a| a.shape().1).sum();
+    let n = arrs[0].shape().0;
+    let work = n.saturating_mul(n).saturating_mul(dsum + 12);
+    with_points!(&arrs, |pts| run(py, work, |stop| {
+        dcov::u_products3(pts[0], pts[1], pts[2], exponent, stop)
+    }))
 }
 
 /// Energy distance between two samples (V or U statistic).
@@ -189,39 +168,13 @@ fn jdcov(
     unbiased: bool,
     scale: bool,
 ) -> PyResult<f64> {
-    let arrs: Vec<Arr2<'_>> = xs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| Arr2::extract(a, &format!("xs[{i}]")))
-        .collect::<PyResult<_>>()?;
+    let arrs = extract_all(&xs, "xs")?;
     let n = arrs.first().map_or(0, |a| a.shape().0);
     let dsum: usize = arrs.iter().map(|a| a.shape().1).sum();
     let work = n.saturating_mul(n).saturating_mul(dsum + 8 * arrs.len());
-    if arrs.iter().all(|a| matches!(a, Arr2::F64(_))) {
-        let mut pts = Vec::with_capacity(arrs.len());
-        for a in &arrs {
-            if let Arr2::F64(v) = a {
-                let (n, d) = a.shape();
-                pts.push(Points::new(slice(v)?, n, d).map_err(to_py)?);
-            }
-        }
-        run(py, work, |stop| {
-            dcov::jdcov(&pts, c, exponent, unbiased, scale, stop)
-        })
-    } else if arrs.iter().all(|a| matches!(a, Arr2::F32(_))) {
-        let mut pts = Vec::with_capacity(arrs.len());
-        for a in &arrs {
-            if let Arr2::F32(v) = a {
-                let (n, d) = a.shape();
-                pts.push(Points::new(slice(v)?, n, d).map_err(to_py)?);
-            }
-        }
-        run(py, work, |stop| {
-            dcov::jdcov(&pts, c, exponent, unbiased, scale, stop)
-        })
-    } else {
-        Err(same_dtype())
-    }
+    with_points!(&arrs, |pts| run(py, work, |stop| {
+        dcov::jdcov(&pts, c, exponent, unbiased, scale, stop)
+    }))
 }
 
 /// (JdCov², ∂ JdCov² / ∂xs[0]) of two or more samples of one dtype; the gradient is an
@@ -236,44 +189,16 @@ fn jdcov_grad<'py>(
     unbiased: bool,
     scale: bool,
 ) -> PyResult<(f64, Bound<'py, PyArray2<f64>>)> {
-    let arrs: Vec<Arr2<'_>> = xs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| Arr2::extract(a, &format!("xs[{i}]")))
-        .collect::<PyResult<_>>()?;
+    let arrs = extract_all(&xs, "xs")?;
     let (n, p) = arrs.first().map_or((0, 1), |a| a.shape());
     let dsum: usize = arrs.iter().map(|a| a.shape().1).sum();
     let work = n
         .saturating_mul(n)
         .saturating_mul(3 * dsum + 24 * arrs.len());
-    let (v, g) = if arrs.iter().all(|a| matches!(a, Arr2::F64(_))) {
-        let mut pts = Vec::with_capacity(arrs.len());
-        for a in &arrs {
-            if let Arr2::F64(v) = a {
-                let (n, d) = a.shape();
-                pts.push(Points::new(slice(v)?, n, d).map_err(to_py)?);
-            }
-        }
-        run(py, work, |stop| {
-            grad::jdcov_grad(&pts, c, exponent, unbiased, scale, stop)
-        })?
-    } else if arrs.iter().all(|a| matches!(a, Arr2::F32(_))) {
-        let mut pts = Vec::with_capacity(arrs.len());
-        for a in &arrs {
-            if let Arr2::F32(v) = a {
-                let (n, d) = a.shape();
-                pts.push(Points::new(slice(v)?, n, d).map_err(to_py)?);
-            }
-        }
-        run(py, work, |stop| {
-            grad::jdcov_grad(&pts, c, exponent, unbiased, scale, stop)
-        })?
-    } else {
-        return Err(same_dtype());
-    };
-    let a =
-        Array2::from_shape_vec((n, p), g).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    Ok((v, PyArray2::from_owned_array(py, a)))
+    let (v, g) = with_points!(&arrs, |pts| run(py, work, |stop| {
+        grad::jdcov_grad(&pts, c, exponent, unbiased, scale, stop)
+    })?);
+    Ok((v, array2(py, g, n, p)?))
 }
 
 /// ∂ dCov²(x, y) / ∂x, an (n, p) float64 array.
@@ -300,9 +225,7 @@ fn dcov_sqr_grad<'py>(
             )
         })?
     });
-    let a =
-        Array2::from_shape_vec((n, p), g).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    Ok(PyArray2::from_owned_array(py, a))
+    array2(py, g, n, p)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

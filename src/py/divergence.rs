@@ -1,12 +1,11 @@
 //! Divergence bindings. Inputs are validated, broadcast and laid out by
 //! `divest/divergence.py`; rows are checked (signs, sums) in the core.
 
-use numpy::ndarray::Array2;
 use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
-use super::common::{run, slice, to_py, with_slice, with_slices, Arr2};
+use super::common::{array2, run, slice, to_py, with_slice, with_slices, Arr2};
 use crate::core::divergence::discrete::{self, Batch, Input, Measure, Spec};
 use crate::core::divergence::kernel::{self, PairKernel};
 use crate::core::divergence::knn;
@@ -41,14 +40,8 @@ fn divergence_rows<'py>(
     let b = Arr2::extract(q, "q")?;
     let (rp, k) = a.shape();
     let (rq, kq) = b.shape();
-    let pi = match &pidx {
-        Some(x) => Some(x.as_slice()?),
-        None => None,
-    };
-    let qi = match &qidx {
-        Some(x) => Some(x.as_slice()?),
-        None => None,
-    };
+    let pi = pidx.as_ref().map(|x| x.as_slice()).transpose()?;
+    let qi = qidx.as_ref().map(|x| x.as_slice()).transpose()?;
     let work = n_out.saturating_mul(k).saturating_mul(8);
     let v = with_slices!(&a, &b, |xs, ys| {
         run(py, work, |stop| {
@@ -91,24 +84,14 @@ fn kernel_log_sums<'py>(
     let (n, d) = a.shape();
     let (m, dy) = b.shape();
     let work = (n + m).saturating_mul(n + m).saturating_mul(d + 8);
-    macro_rules! go {
-        ($xa:expr, $ya:expr) => {{
-            let (xs, ys) = (slice($xa)?, slice($ya)?);
-            run(py, work, |stop| {
-                let px = Points::new(xs, n, d)?;
-                let py_ = Points::new(ys, m, dy)?;
-                let lxx = kernel::pair_log_sum(px, px, kern, scale, exclude_self, stop)?;
-                let lyy = kernel::pair_log_sum(py_, py_, kern, scale, exclude_self, stop)?;
-                let lxy = kernel::pair_log_sum(px, py_, kern, scale, false, stop)?;
-                Ok((lxx, lyy, lxy))
-            })
-        }};
-    }
-    match (&a, &b) {
-        (Arr2::F64(xa), Arr2::F64(ya)) => go!(xa, ya),
-        (Arr2::F32(xa), Arr2::F32(ya)) => go!(xa, ya),
-        _ => Err(PyTypeError::new_err("x and y must have the same dtype")),
-    }
+    with_slices!(&a, &b, |xs, ys| run(py, work, |stop| {
+        let px = Points::new(xs, n, d)?;
+        let py_ = Points::new(ys, m, dy)?;
+        let lxx = kernel::pair_log_sum(px, px, kern, scale, exclude_self, stop)?;
+        let lyy = kernel::pair_log_sum(py_, py_, kern, scale, exclude_self, stop)?;
+        let lxy = kernel::pair_log_sum(px, py_, kern, scale, false, stop)?;
+        Ok((lxx, lyy, lxy))
+    }))
 }
 
 /// All squared distances of a (small) point set against itself: an (n, n) array.
@@ -125,13 +108,7 @@ fn self_sq_dists<'py>(
             kernel::self_sq_dists(Points::new(xs, n, d)?, stop)
         })?
     });
-    let arr = Array2::from_shape_vec((n, n), v)
-        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
-    Ok(PyArray2::from_owned_array(py, arr))
-}
-
-fn shape_err(e: numpy::ndarray::ShapeError) -> PyErr {
-    pyo3::exceptions::PyRuntimeError::new_err(e.to_string())
+    array2(py, v, n, n)
 }
 
 type KnnOut<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i64>>);
@@ -180,11 +157,8 @@ fn knn_sq_dists<'py>(
             )
         })?
     });
-    let idx: Vec<i64> = idx.into_iter().map(|v| v as i64).collect();
-    let d2 = PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), d2).map_err(shape_err)?);
-    let idx =
-        PyArray2::from_owned_array(py, Array2::from_shape_vec((n, k), idx).map_err(shape_err)?);
-    Ok((d2, idx))
+    let idx = idx.into_iter().map(|v| v as i64).collect();
+    Ok((array2(py, d2, n, k)?, array2(py, idx, n, k)?))
 }
 
 /// Per point of `x`, how many other points lie within squared radius `r2[i]` (strictly

@@ -1,12 +1,10 @@
 //! DPP and volume-sampling bindings. Inputs are validated (and orthonormalised or
 //! eigendecomposed) by `divest/dpp.py`; indices come back as int64.
 
-use numpy::ndarray::Array2;
 use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-use super::common::{run, slice, to_py};
+use super::common::{array2, run, slice, to_py};
 use crate::core::dpp::{self, Extra, Method};
 use crate::core::error::try_vec;
 use crate::core::Error;
@@ -21,16 +19,13 @@ fn index_matrix(
     cols: usize,
 ) -> PyResult<Bound<'_, PyArray2<i64>>> {
     // usize and i64 share a layout: this collect reuses v's buffer (no second copy).
-    let v: Vec<i64> = v.into_iter().map(|x| x as i64).collect();
-    let a = Array2::from_shape_vec((rows, cols), v)
-        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    Ok(PyArray2::from_owned_array(py, a))
+    array2(py, v.into_iter().map(|x| x as i64).collect(), rows, cols)
 }
 
-/// n_samples×m sorted samples of the projection DPP with kernel U Uᵀ (U float64, C order).
-/// With `check_tol`, U's orthonormality error is measured in the pass that computes the
-/// leverage scores and returned with the samples, which are empty when it exceeds the
-/// tolerance: `(samples, error)`.
+/// `(samples, error)`: n_samples×m sorted samples of the projection DPP with kernel U Uᵀ
+/// (U float64, C order). With `check_tol`, U's orthonormality error is measured in the
+/// pass that computes the leverage scores and returned as `error`, and the samples are
+/// empty (0×m) when it exceeds the tolerance; without it `error` is None.
 #[pyfunction]
 #[pyo3(signature = (u, n_samples, seed, method="auto", check_tol=None))]
 fn dpp_sample_projection<'py>(
@@ -40,7 +35,7 @@ fn dpp_sample_projection<'py>(
     seed: u64,
     method: &str,
     check_tol: Option<f64>,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<(Bound<'py, PyArray2<i64>>, Option<f64>)> {
     let method = Method::parse(method).map_err(to_py)?;
     let (n, m) = (u.shape()[0], u.shape()[1]);
     let us = slice(&u)?;
@@ -55,15 +50,14 @@ fn dpp_sample_projection<'py>(
             let out = run(py, work, |stop| {
                 dpp::sample_projection(us, n, m, n_samples, seed, method, stop)
             })?;
-            Ok(index_matrix(py, out, n_samples, m)?.into_any())
+            Ok((index_matrix(py, out, n_samples, m)?, None))
         }
         Some(tol) => {
             let (out, err) = run(py, work, |stop| {
                 dpp::sample_projection_checked(us, n, m, n_samples, seed, method, tol, stop)
             })?;
             let rows = if out.is_empty() { 0 } else { n_samples };
-            let samples = index_matrix(py, out, rows, m)?;
-            Ok((samples, err).into_pyobject(py)?.into_any())
+            Ok((index_matrix(py, out, rows, m)?, Some(err)))
         }
     }
 }
@@ -163,9 +157,7 @@ fn dpp_log_esp<'py>(
     // Each entry is a log-add (an exp and a log1p): count it as a few operations.
     let work = w.saturating_mul(k.saturating_add(1)).saturating_mul(8);
     let e = run(py, work, |stop| dpp::log_esp(ll, k, stop))?;
-    let a = Array2::from_shape_vec((k + 1, w), e)
-        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    Ok(PyArray2::from_owned_array(py, a))
+    array2(py, e, k + 1, w)
 }
 
 /// n_samples×k sorted volume samples (p=None: U an orthonormal basis of X's columns) or
@@ -219,9 +211,7 @@ fn dpp_orthonormal_basis<'py>(
     let xs = slice(&x)?;
     let work = n.saturating_mul(d).saturating_mul(d).saturating_mul(4);
     let q = run(py, work, |stop| dpp::orthonormal_basis(xs, n, d, stop))?;
-    let a =
-        Array2::from_shape_vec((n, d), q).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    Ok(PyArray2::from_owned_array(py, a))
+    array2(py, q, n, d)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

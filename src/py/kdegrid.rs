@@ -59,10 +59,7 @@ fn kde_grid_exact_1d<'py>(
     let kernel = Kernel::parse(kernel).map_err(to_py)?;
     let grid = Grid1::new(lo, delta, m).map_err(to_py)?;
     let (xs, ws) = (x.as_slice()?, w.as_slice()?);
-    let mk = match &mask {
-        Some(a) => Some(a.as_slice()?),
-        None => None,
-    };
+    let mk = mask.as_ref().map(|a| a.as_slice()).transpose()?;
     let work = xs
         .len()
         .saturating_mul(16)

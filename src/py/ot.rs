@@ -4,48 +4,57 @@
 
 use std::borrow::Cow;
 
-use numpy::ndarray::Array2;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
-use super::common::{run, slice, to_py, Arr2};
+use super::common::{array2, array2_like, run, slice, to_py, widen, with_slice, with_slices, Arr2};
 use crate::core::ot::clouds;
 use crate::core::ot::dense::{self, Method, Options, Problem};
 use crate::core::pairwise::Points;
 
-/// The cost as f64 (borrowed when it already is).
-fn cost_f64<'a>(c: &'a Arr2<'_>) -> PyResult<Cow<'a, [f64]>> {
-    Ok(match c {
-        Arr2::F64(x) => Cow::Borrowed(slice(x)?),
-        Arr2::F32(x) => Cow::Owned(slice(x)?.iter().map(|&v| v as f64).collect()),
-    })
-}
+type Arr1<'py> = Bound<'py, PyArray1<f64>>;
 
-fn is_f32(c: &Arr2<'_>) -> bool {
-    matches!(c, Arr2::F32(_))
-}
+/// `sinkhorn_dense`: (plan or None, f, g, cost, linear_cost, n_iter, loop_converged,
+/// marginal_error).
+type DenseOut<'py> = (
+    Option<Bound<'py, PyAny>>,
+    Arr1<'py>,
+    Arr1<'py>,
+    f64,
+    f64,
+    usize,
+    bool,
+    f64,
+);
 
-fn matrix<'py>(
-    py: Python<'py>,
-    v: Vec<f64>,
-    rows: usize,
-    cols: usize,
-    f32_out: bool,
-) -> PyResult<Bound<'py, PyAny>> {
-    let wrap = |e: numpy::ndarray::ShapeError| PyRuntimeError::new_err(e.to_string());
-    Ok(if f32_out {
-        let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        PyArray2::from_owned_array(py, Array2::from_shape_vec((rows, cols), v32).map_err(wrap)?)
-            .into_any()
-    } else {
-        PyArray2::from_owned_array(py, Array2::from_shape_vec((rows, cols), v).map_err(wrap)?)
-            .into_any()
-    })
-}
+/// `sinkhorn_batch_dense`: (plan (B·n, m) or None, f (B, n), g (B, m), and per problem
+/// cost, linear_cost, n_iter, marginal_error).
+type BatchOut<'py> = (
+    Option<Bound<'py, PyAny>>,
+    Bound<'py, PyArray2<f64>>,
+    Bound<'py, PyArray2<f64>>,
+    Arr1<'py>,
+    Arr1<'py>,
+    Bound<'py, PyArray1<i64>>,
+    Arr1<'py>,
+);
+
+/// `sinkhorn_divergence_clouds`: (value, f, g, p and q or None without debiasing, grad or
+/// None, n_iter, converged, marginal_error).
+type CloudsOut<'py> = (
+    f64,
+    Arr1<'py>,
+    Arr1<'py>,
+    Option<Arr1<'py>>,
+    Option<Arr1<'py>>,
+    Option<Bound<'py, PyArray2<f64>>>,
+    usize,
+    bool,
+    f64,
+);
 
 fn options(
     max_iter: usize,
@@ -78,8 +87,7 @@ fn solve_work(n: usize, m: usize, max_iter: usize, scaling: Option<f64>) -> usiz
         .saturating_mul(iters)
 }
 
-/// One dense problem. Returns a dict with plan (or None), f, g, n_iter, converged,
-/// marginal_error, cost, linear_cost, mass.
+/// One dense problem; the plan has the cost's dtype, the rest is float64.
 #[pyfunction]
 #[pyo3(signature = (a, b, cost, reg, reg_m, max_iter, tol, method, scaling, omega, init, return_plan))]
 #[allow(clippy::too_many_arguments)]
@@ -97,45 +105,49 @@ fn sinkhorn_dense<'py>(
     omega: f64,
     init: Option<(PyReadonlyArray1<'py, f64>, PyReadonlyArray1<'py, f64>)>,
     return_plan: bool,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<DenseOut<'py>> {
     let c = Arr2::extract(cost, "cost")?;
     let (n, m) = c.shape();
-    let cf = cost_f64(&c)?;
     let (av, bv) = (a.as_slice()?, b.as_slice()?);
     let opts = options(max_iter, tol, method, scaling, omega)?;
     let init_s = match &init {
         Some((f0, g0)) => Some((f0.as_slice()?, g0.as_slice()?)),
         None => None,
     };
-    let p = Problem {
-        a: av,
-        b: bv,
-        cost: &cf,
-        eps: reg,
-        rho_a: reg_m,
-        rho_b: reg_m,
-    };
     let work = solve_work(n, m, max_iter, scaling);
-    let (s, fin) = run(py, work, |stop| {
-        let s = dense::solve(&p, init_s, &opts, stop)?;
-        let fin = dense::finish(&p, &s.f, &s.g, return_plan, true, stop)?;
-        Ok((s, fin))
-    })?;
-    let d = PyDict::new(py);
-    if return_plan {
-        d.set_item("plan", matrix(py, fin.plan, n, m, is_f32(&c))?)?;
-    } else {
-        d.set_item("plan", py.None())?;
-    }
-    d.set_item("f", s.f.into_pyarray(py))?;
-    d.set_item("g", s.g.into_pyarray(py))?;
-    d.set_item("n_iter", s.n_iter)?;
-    d.set_item("loop_converged", s.converged)?;
-    d.set_item("marginal_error", fin.marginal_error)?;
-    d.set_item("cost", fin.cost)?;
-    d.set_item("linear_cost", fin.linear_cost)?;
-    d.set_item("mass", fin.mass)?;
-    Ok(d)
+    let (s, fin, plan) = with_slice!(&c, |cs| {
+        let cf = widen(cs);
+        let p = Problem {
+            a: av,
+            b: bv,
+            cost: &cf,
+            eps: reg,
+            rho_a: reg_m,
+            rho_b: reg_m,
+        };
+        let (s, mut fin) = run(py, work, |stop| {
+            let s = dense::solve(&p, init_s, &opts, stop)?;
+            let fin = dense::finish(&p, &s.f, &s.g, return_plan, true, stop)?;
+            Ok((s, fin))
+        })?;
+        let plan = if return_plan {
+            let v = std::mem::take(&mut fin.plan);
+            Some(array2_like(py, cs, v, n, m)?.into_any())
+        } else {
+            None
+        };
+        (s, fin, plan)
+    });
+    Ok((
+        plan,
+        s.f.into_pyarray(py),
+        s.g.into_pyarray(py),
+        fin.cost,
+        fin.linear_cost,
+        s.n_iter,
+        s.converged,
+        fin.marginal_error,
+    ))
 }
 
 /// B dense problems: a (B, n), b (B, m), cost (B*n, m) or shared (n, m).
@@ -156,7 +168,7 @@ fn sinkhorn_batch_dense<'py>(
     omega: f64,
     return_plan: bool,
     scaling: Option<f64>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<BatchOut<'py>> {
     let c = Arr2::extract(cost, "cost")?;
     let (nb, n) = {
         let s = a.shape();
@@ -166,85 +178,64 @@ fn sinkhorn_batch_dense<'py>(
     let (cr, cm) = c.shape();
     let expect_rows = if shared { n } else { nb * n };
     if cr != expect_rows || cm != m || b.shape()[0] != nb {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "batch shapes do not match",
-        ));
+        return Err(PyValueError::new_err("batch shapes do not match"));
     }
     let (av, bv) = (slice(&a)?, slice(&b)?);
     let opts = options(max_iter, tol, method, scaling, omega)?;
     let work = nb.saturating_mul(solve_work(n, m, max_iter, scaling));
-    let f32_in = is_f32(&c);
-    let out = match &c {
-        Arr2::F64(x) => {
-            let cs = slice(x)?;
-            let get = |k: usize| -> Cow<'_, [f64]> {
-                if shared {
-                    Cow::Borrowed(cs)
-                } else {
-                    Cow::Borrowed(&cs[k * n * m..(k + 1) * n * m])
-                }
-            };
-            run(py, work, |stop| {
-                dense::solve_batch(av, bv, n, m, nb, &get, reg, reg_m, &opts, return_plan, stop)
-            })?
-        }
-        Arr2::F32(x) => {
-            let cs = slice(x)?;
-            let shared64: Vec<f64> = if shared {
-                cs.iter().map(|&v| v as f64).collect()
+    let (out, plan) = with_slice!(&c, |cs| {
+        // A shared cost is widened once; otherwise problem k's block when it is solved.
+        let whole = if shared {
+            widen(cs)
+        } else {
+            Cow::Borrowed(&[][..])
+        };
+        let get = |k: usize| -> Cow<'_, [f64]> {
+            if shared {
+                Cow::Borrowed(&whole[..])
             } else {
-                Vec::new()
-            };
-            let get = |k: usize| -> Cow<'_, [f64]> {
-                if shared {
-                    Cow::Borrowed(&shared64[..])
-                } else {
-                    Cow::Owned(
-                        cs[k * n * m..(k + 1) * n * m]
-                            .iter()
-                            .map(|&v| v as f64)
-                            .collect(),
-                    )
-                }
-            };
-            run(py, work, |stop| {
-                dense::solve_batch(av, bv, n, m, nb, &get, reg, reg_m, &opts, return_plan, stop)
-            })?
-        }
-    };
+                widen(&cs[k * n * m..(k + 1) * n * m])
+            }
+        };
+        let mut out = run(py, work, |stop| {
+            dense::solve_batch(av, bv, n, m, nb, &get, reg, reg_m, &opts, return_plan, stop)
+        })?;
+        let plan = if return_plan {
+            let mut plans = Vec::with_capacity(nb * n * m);
+            for (_, fin) in &mut out {
+                // Taken (not appended) so that each block is freed once copied.
+                plans.extend(std::mem::take(&mut fin.plan));
+            }
+            Some(array2_like(py, cs, plans, nb * n, m)?.into_any())
+        } else {
+            None
+        };
+        (out, plan)
+    });
     let mut f = Vec::with_capacity(nb * n);
     let mut g = Vec::with_capacity(nb * m);
-    let mut plans = Vec::with_capacity(if return_plan { nb * n * m } else { 0 });
-    let (mut it, mut conv, mut err, mut cost_v, mut lin) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut it, mut err, mut cost_v, mut lin) = (vec![], vec![], vec![], vec![]);
     for (s, fin) in out {
         f.extend(s.f);
         g.extend(s.g);
         it.push(s.n_iter as i64);
-        conv.push(s.converged);
         err.push(fin.marginal_error);
         cost_v.push(fin.cost);
         lin.push(fin.linear_cost);
-        plans.extend(fin.plan);
     }
-    let d = PyDict::new(py);
-    d.set_item("f", matrix(py, f, nb, n, false)?)?;
-    d.set_item("g", matrix(py, g, nb, m, false)?)?;
-    d.set_item("n_iter", PyArray1::from_vec(py, it))?;
-    d.set_item("loop_converged", PyArray1::from_vec(py, conv))?;
-    d.set_item("marginal_error", PyArray1::from_vec(py, err))?;
-    d.set_item("cost", PyArray1::from_vec(py, cost_v))?;
-    d.set_item("linear_cost", PyArray1::from_vec(py, lin))?;
-    if return_plan {
-        d.set_item("plan", matrix(py, plans, nb * n, m, f32_in)?)?;
-    } else {
-        d.set_item("plan", py.None())?;
-    }
-    Ok(d)
+    Ok((
+        plan,
+        array2(py, f, nb, n)?,
+        array2(py, g, nb, m)?,
+        PyArray1::from_vec(py, cost_v),
+        PyArray1::from_vec(py, lin),
+        PyArray1::from_vec(py, it),
+        PyArray1::from_vec(py, err),
+    ))
 }
 
 /// Debiased Sinkhorn divergence between clouds x (n, d) and y (m, d) of one dtype; weights
-/// sum to one. Returns a dict with value, f, g, p, q, grad (or None), n_iter, converged,
-/// marginal_error.
+/// sum to one. Everything returned is float64.
 #[pyfunction]
 #[pyo3(signature = (x, y, a, b, p, eps, eps0, scaling, debias, max_iter, tol, grad))]
 #[allow(clippy::too_many_arguments)]
@@ -262,7 +253,7 @@ fn sinkhorn_divergence_clouds<'py>(
     max_iter: usize,
     tol: Option<f64>,
     grad: bool,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<CloudsOut<'py>> {
     let xa = Arr2::extract(x, "x")?;
     let ya = Arr2::extract(y, "y")?;
     let ((n, d), (m, dy)) = (xa.shape(), ya.shape());
@@ -293,54 +284,34 @@ fn sinkhorn_divergence_clouds<'py>(
         .saturating_mul(n + m)
         .saturating_mul(d + 8)
         .saturating_mul(passes);
-    let out = match (&xa, &ya) {
-        (Arr2::F64(u), Arr2::F64(v)) => {
-            let (xs, ys) = (slice(u)?, slice(v)?);
-            run(py, work, |stop| {
-                clouds::divergence(
-                    Points::new(xs, n, d)?,
-                    Points::new(ys, m, dy)?,
-                    av,
-                    bv,
-                    &opts,
-                    stop,
-                )
-            })?
-        }
-        (Arr2::F32(u), Arr2::F32(v)) => {
-            let (xs, ys) = (slice(u)?, slice(v)?);
-            run(py, work, |stop| {
-                clouds::divergence(
-                    Points::new(xs, n, d)?,
-                    Points::new(ys, m, dy)?,
-                    av,
-                    bv,
-                    &opts,
-                    stop,
-                )
-            })?
-        }
-        _ => {
-            return Err(pyo3::exceptions::PyTypeError::new_err(
-                "x and y must have the same dtype",
-            ))
-        }
-    };
-    let dct = PyDict::new(py);
-    dct.set_item("value", out.value)?;
-    dct.set_item("f", out.f.into_pyarray(py))?;
-    dct.set_item("g", out.g.into_pyarray(py))?;
-    dct.set_item("p", out.p.into_pyarray(py))?;
-    dct.set_item("q", out.q.into_pyarray(py))?;
-    if grad {
-        dct.set_item("grad", matrix(py, out.grad, n, d, false)?)?;
+    let out = with_slices!(&xa, &ya, |xs, ys| {
+        run(py, work, |stop| {
+            clouds::divergence(
+                Points::new(xs, n, d)?,
+                Points::new(ys, m, dy)?,
+                av,
+                bv,
+                &opts,
+                stop,
+            )
+        })?
+    });
+    let grad = if grad {
+        Some(array2(py, out.grad, n, d)?)
     } else {
-        dct.set_item("grad", py.None())?;
-    }
-    dct.set_item("n_iter", out.n_iter)?;
-    dct.set_item("converged", out.converged)?;
-    dct.set_item("marginal_error", out.error)?;
-    Ok(dct)
+        None
+    };
+    Ok((
+        out.value,
+        out.f.into_pyarray(py),
+        out.g.into_pyarray(py),
+        debias.then(|| out.p.into_pyarray(py)),
+        debias.then(|| out.q.into_pyarray(py)),
+        grad,
+        out.n_iter,
+        out.converged,
+        out.error,
+    ))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
