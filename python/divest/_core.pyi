@@ -180,3 +180,11 @@ def kde_grid_exact_1d(
     mask: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
 def isj_bandwidth_1d(x: NDArray[np.float64], w: NDArray[np.float64], neff: float) -> float: ...
+def kde_points_exact_1d(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64],
+    kernel: str,
+    h: float,
+    q: NDArray[np.float64],
+    max_centres: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None: ...
