@@ -188,3 +188,10 @@ def kde_points_exact_1d(
     q: NDArray[np.float64],
     max_centres: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None: ...
+def kde_linear_bin_nd(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64],
+    lo: list[float],
+    delta: list[float],
+    nb: list[int],
+) -> NDArray[np.float64]: ...
