@@ -335,3 +335,99 @@ def test_isj_bad_input():
         divest.isj_bandwidth(np.ones(10))
     with pytest.raises(ValueError, match="at least 2"):
         divest.isj_bandwidth([1.0])
+
+
+# --- logpdf / pdf at arbitrary 1-D points (sorted sweeps) ----------------------------------
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_logpdf_1d_sorted_equals_engine_and_direct_sum(kernel, weighted):
+    x = mixture(3000, seed=21)
+    rng = np.random.default_rng(22)
+    w = rng.random(x.size) if weighted else None
+    kde = divest.KDE(x, bandwidth=0.3, kernel=kernel, weights=w)
+    # Unsorted queries with duplicates, in the bulk and out to 150 bandwidths (far tails:
+    # the density underflows for the Gaussian, the log-density must not).
+    q = np.concatenate([rng.uniform(-4, 6, 500), rng.uniform(-45, 45, 100), [1.0, 1.0]])
+    rng.shuffle(q)
+    q0 = q.copy()
+    fast = kde._logpdf_1d_sorted(q, True)
+    assert fast is not None  # n·m above the threshold: the sorted path ran
+    lp = kde.logpdf(q)
+    assert np.array_equal(lp, fast) and np.array_equal(q, q0)
+    eng, _ = kde.logpdf(q, return_ess=True)  # return_ess: always the pairwise engine
+    ref = brute_log(x, q, 0.3, kernel, w)
+    assert np.array_equal(np.isneginf(lp), np.isneginf(ref))
+    assert np.array_equal(np.isneginf(eng), np.isneginf(ref))
+    fin = np.isfinite(ref)
+    tol = 1e-12 * np.maximum(1.0, np.abs(ref[fin]))
+    assert np.all(np.abs(lp[fin] - ref[fin]) <= tol)
+    assert np.all(np.abs(lp[fin] - eng[fin]) <= 2 * tol)
+    if kernel in ("gaussian", "exponential"):
+        assert fin.all() and ref.min() < (-1000 if kernel == "gaussian" else -100)
+    assert np.array_equal(kde.pdf(q), np.exp(lp))
+
+
+def test_logpdf_1d_sorted_falls_back_where_it_should():
+    x = mixture(3000, seed=23)
+    kde = divest.KDE(x, bandwidth=0.2)
+    assert kde._logpdf_1d_sorted(np.linspace(-3, 3, 10), True) is None  # small n·m
+    q32 = np.linspace(-3, 3, 1000, dtype=np.float32)
+    k32 = divest.KDE(x.astype(np.float32), bandwidth=0.2)
+    assert k32._logpdf_1d_sorted(q32, True) is None  # float32 results: the engine
+    assert k32.logpdf(q32).dtype == np.float32
+    assert kde._logpdf_1d_sorted(q32, True) is not None  # float64 data: float64 results
+    # Data and queries spanning 1e9 bandwidths: the Gaussian's centre lattice would not
+    # fit, so the engine is used (same values).
+    wide = np.concatenate([x, x + 1e9])
+    kw = divest.KDE(wide, bandwidth=1.0)
+    qw = np.concatenate([np.linspace(-3, 3, 300), 1e9 + np.linspace(-3, 3, 300)])
+    assert kw._logpdf_1d_sorted(qw, True) is None
+    # Queries so far out that the squared distance overflows: the engine's answer.
+    qf = np.concatenate([np.linspace(-3, 3, 400), [1e308, -1e308, 1e200]])
+    np.testing.assert_array_equal(kde.logpdf(qf)[-3:], -np.inf)
+    np.testing.assert_allclose(kw.logpdf(qw), kw.logpdf(qw, return_ess=True)[0], rtol=1e-13)
+
+
+# --- 2-D / 3-D linear binning (Rust) --------------------------------------------------------
+
+
+def numpy_linear_bin(x, w, lo, delta, nb):
+    """Reference: 2^d corner weights accumulated with np.bincount."""
+    d = x.shape[1]
+    posf = (x - lo) / delta
+    inside = np.all((posf >= 0) & (posf <= nb - 1), axis=1) & (w > 0)
+    posf, wi = posf[inside], w[inside]
+    k = np.minimum(np.floor(posf).astype(np.int64), nb - 2)
+    t = posf - k
+    bins = np.zeros(int(np.prod(nb)))
+    strides = np.array([int(np.prod(nb[a + 1:])) for a in range(d)], dtype=np.int64)
+    for corner in range(1 << d):
+        bit = np.array([(corner >> a) & 1 for a in range(d)])
+        cw = wi * np.prod(np.where(bit == 1, t, 1 - t), axis=1)
+        bins += np.bincount((k + bit) @ strides, weights=cw, minlength=bins.size)
+    return bins
+
+
+@pytest.mark.parametrize("d, n", [(2, 5000), (3, 5000), (2, 300_000)])
+def test_linear_bin_nd_equals_numpy_reference(d, n):
+    from divest import _core
+
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(n, d)) * 1.5
+    w = rng.random(n)
+    w[::17] = 0.0
+    nb = np.array([40, 33, 21][:d])
+    lo = np.full(d, -3.0)
+    delta = 6.0 / (nb - 1)
+    x[0] = lo + (nb - 1) * delta  # on the last bin: kept, all weight there
+    x[1] = lo - 1e-9  # just outside: dropped
+    x0, w0 = x.copy(), w.copy()
+    got = _core.kde_linear_bin_nd(x, w, list(lo), list(delta), [int(v) for v in nb])
+    ref = numpy_linear_bin(x, w, lo, delta, nb)
+    assert np.array_equal(x, x0) and np.array_equal(w, w0)
+    assert np.all(np.abs(got - ref) <= 1e-13 * ref.max())
+    assert got.sum() == pytest.approx(ref.sum(), rel=1e-13) and ref.sum() < w.sum()
+    with pytest.raises(ValueError, match="2 bins"):
+        _core.kde_linear_bin_nd(x, w, list(lo), list(delta), [1] * d)

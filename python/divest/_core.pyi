@@ -207,3 +207,18 @@ def kde_grid_exact_1d(
     mask: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
 def isj_bandwidth_1d(x: NDArray[np.float64], w: NDArray[np.float64], neff: float) -> float: ...
+def kde_points_exact_1d(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64],
+    kernel: str,
+    h: float,
+    q: NDArray[np.float64],
+    max_centres: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None: ...
+def kde_linear_bin_nd(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64],
+    lo: list[float],
+    delta: list[float],
+    nb: list[int],
+) -> NDArray[np.float64]: ...

@@ -296,18 +296,9 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
     # Linear binning onto the padded lattice: each point splits its weight over the 2^d
     # corners of its cell; points beyond the padding are out of the kernel's reach.
     lo_b = ext[:, 0] - pad * delta
-    posf = (x - lo_b) / delta
-    inside = np.all((posf >= 0) & (posf <= nb - 1), axis=1) & (w > 0)
-    posf, wi = posf[inside], w[inside]
-    k = np.minimum(np.floor(posf).astype(np.int64), nb - 2)
-    t = posf - k
-    bins = np.zeros(int(np.prod(nb)))
-    strides = np.array([int(np.prod(nb[a + 1:])) for a in range(d)], dtype=np.int64)
-    for corner in range(1 << d):
-        bit = np.array([(corner >> a) & 1 for a in range(d)])
-        cw = wi * np.prod(np.where(bit == 1, t, 1 - t), axis=1)
-        idx = (k + bit) @ strides
-        bins += np.bincount(idx, weights=cw, minlength=bins.size)
+    bins = _core.kde_linear_bin_nd(np.ascontiguousarray(x), np.ascontiguousarray(w),
+                                   [float(v) for v in lo_b], [float(v) for v in delta],
+                                   [int(v) for v in nb])
     bins = bins.reshape(tuple(int(v) for v in nb))
     hmat = kde.bandwidth
     diagonal = np.count_nonzero(hmat - np.diag(np.diag(hmat))) == 0

@@ -90,5 +90,55 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kde_grid_binned_1d, m)?)?;
     m.add_function(wrap_pyfunction!(kde_grid_exact_1d, m)?)?;
     m.add_function(wrap_pyfunction!(isj_bandwidth_1d, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_points_exact_1d, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_linear_bin_nd, m)?)?;
     Ok(())
+}
+
+/// Exact unnormalised sums and their logs at arbitrary 1-D points `q` (any order), or
+/// None for a Gaussian whose centre lattice would need more than `max_centres` centres.
+#[pyfunction]
+fn kde_points_exact_1d<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray1<'py, f64>,
+    w: PyReadonlyArray1<'py, f64>,
+    kernel: &str,
+    h: f64,
+    q: PyReadonlyArray1<'py, f64>,
+    max_centres: usize,
+) -> PyResult<Option<Pair<'py>>> {
+    let kernel = Kernel::parse(kernel).map_err(to_py)?;
+    let (xs, ws, qs) = (x.as_slice()?, w.as_slice()?, q.as_slice()?);
+    let work = xs
+        .len()
+        .saturating_mul(16)
+        .saturating_add(qs.len().saturating_mul(4096));
+    let e = run(py, work, |stop| {
+        exact::exact_points_1d(xs, ws, kernel, h, qs, max_centres, stop)
+    })?;
+    Ok(e.map(|e| {
+        (
+            PyArray1::from_vec(py, e.sums),
+            PyArray1::from_vec(py, e.log_sums),
+        )
+    }))
+}
+
+/// Linear binning of (n, d) points (d = 2 or 3, C-contiguous) onto the lattice
+/// lo + k·delta, k < nb per axis; returns the flat row-major bins.
+#[pyfunction]
+fn kde_linear_bin_nd<'py>(
+    py: Python<'py>,
+    x: numpy::PyReadonlyArray2<'py, f64>,
+    w: PyReadonlyArray1<'py, f64>,
+    lo: Vec<f64>,
+    delta: Vec<f64>,
+    nb: Vec<usize>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let (xs, ws) = (x.as_slice()?, w.as_slice()?);
+    let work = xs.len().saturating_mul(8);
+    let bins = run(py, work, |stop| {
+        kdegrid::binning::linear_bin_nd(xs, ws, &lo, &delta, &nb, stop)
+    })?;
+    Ok(PyArray1::from_vec(py, bins))
 }

@@ -83,6 +83,114 @@ pub fn linear_bin(
     Ok(bins)
 }
 
+fn bin_chunk_nd(x: &[f64], w: &[f64], lo: &[f64], delta: &[f64], nb: &[usize], bins: &mut [f64]) {
+    let d = lo.len();
+    let mut strides = [0usize; 3];
+    let mut acc = 1usize;
+    for a in (0..d).rev() {
+        strides[a] = acc;
+        acc *= nb[a];
+    }
+    let (mut k, mut t) = ([0usize; 3], [0.0f64; 3]);
+    'points: for (row, &wi) in x.chunks_exact(d).zip(w) {
+        if wi.is_nan() || wi <= 0.0 {
+            continue;
+        }
+        for a in 0..d {
+            let pos = (row[a] - lo[a]) / delta[a];
+            // Points beyond the padded lattice are out of the kernel's reach: dropped.
+            if !(pos >= 0.0 && pos <= (nb[a] - 1) as f64) {
+                continue 'points;
+            }
+            let ka = (pos as usize).min(nb[a] - 2);
+            k[a] = ka;
+            t[a] = pos - ka as f64;
+        }
+        for corner in 0..(1usize << d) {
+            let mut f = 1.0;
+            let mut idx = 0usize;
+            for a in 0..d {
+                let bit = (corner >> a) & 1;
+                f *= if bit == 1 { t[a] } else { 1.0 - t[a] };
+                idx += (k[a] + bit) * strides[a];
+            }
+            bins[idx] += wi * f;
+        }
+    }
+}
+
+/// Linear binning in d = 2 or 3 dimensions onto the lattice lo_a + k_a·delta_a,
+/// k_a < nb_a (each nb_a >= 2), row-major (the last axis fastest): a point splits its
+/// weight over the 2^d corners of its cell, w·Π_a (t_a or 1 − t_a). `x` holds n rows of
+/// d coordinates. Points outside the lattice or with zero weight are dropped. Allocates
+/// the Π nb_a bins (and one copy per thread when the data outnumber the bins 8 to 1).
+pub fn linear_bin_nd(
+    x: &[f64],
+    w: &[f64],
+    lo: &[f64],
+    delta: &[f64],
+    nb: &[usize],
+    stop: &AtomicBool,
+) -> Result<Vec<f64>> {
+    let d = lo.len();
+    if !(2..=3).contains(&d) || delta.len() != d || nb.len() != d || x.len() != w.len() * d {
+        return Err(crate::core::error::invalid!(
+            "binning needs 2 or 3 dimensions with one lo, delta and size per axis and n·d \
+             coordinates"
+        ));
+    }
+    if nb.iter().any(|&v| v < 2)
+        || delta.iter().any(|v| !(v.is_finite() && *v > 0.0))
+        || lo.iter().any(|v| !v.is_finite())
+    {
+        return Err(crate::core::error::invalid!(
+            "the bin lattice needs at least 2 bins per axis and a finite positive spacing"
+        ));
+    }
+    let total = nb
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| {
+            crate::core::error::Error::OutOfMemory("the bin lattice is too large".into())
+        })?;
+    let mut bins = try_vec(total, 0.0f64, "n_points")?;
+    let n = w.len();
+    let nthreads = threads::num_threads();
+    let ch = CHUNK / 4;
+    if nthreads == 1 || n < 4 * ch || total > n / 8 {
+        for (xc, wc) in x.chunks(ch * d).zip(w.chunks(ch)) {
+            check_stop(stop)?;
+            bin_chunk_nd(xc, wc, lo, delta, nb, &mut bins);
+        }
+        return Ok(bins);
+    }
+    let parts = nthreads.min(n.div_ceil(ch));
+    let per = n.div_ceil(parts);
+    let partial: Vec<Result<Vec<f64>>> = threads::install(|| {
+        (0..parts)
+            .into_par_iter()
+            .map(|p| {
+                let a = p * per;
+                let b = ((p + 1) * per).min(n);
+                let mut local = try_vec(total, 0.0f64, "n_points")?;
+                for s in (a..b).step_by(ch) {
+                    check_stop(stop)?;
+                    let e = (s + ch).min(b);
+                    bin_chunk_nd(&x[s * d..e * d], &w[s..e], lo, delta, nb, &mut local);
+                }
+                Ok(local)
+            })
+            .collect()
+    })?;
+    for part in partial {
+        let part = part?;
+        for (b, v) in bins.iter_mut().zip(&part) {
+            *b += v;
+        }
+    }
+    Ok(bins)
+}
+
 /// The data sorted ascending with their weights, zero weights dropped: a bucket pass
 /// (about four points per bucket, monotone bucket index) then insertion sort within
 /// buckets, so O(n) expected time for data without extreme clusters (O(n log n) worst
