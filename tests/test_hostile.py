@@ -32,10 +32,6 @@ for _names, _case, _why in [
     (["knn_kl"], "y=huge", _MAG),
     (["knn_kl"], "x=subnormal", _MAG),
     # Found by this matrix, open.
-    (["kde_grid"], "data=huge", "open: kde_grid's default extent overflows for data near 1e300"),
-    (["kde_grid"], "data=subnormal",
-     "open: kde_grid's default extent has no usable spacing for subnormal data"),
-    (["isj_bandwidth"], "x=one", "open: isj_bandwidth's message for one point does not name x"),
 ]:
     for _n in _names:
         KNOWN[(_n, _case)] = _why

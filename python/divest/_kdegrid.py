@@ -138,6 +138,12 @@ def grid_of(kde, n_points=4096, extent=None, method="auto", log=False) -> GridRe
     if not isinstance(log, (bool, np.bool_)):
         raise TypeError(f"log must be True or False; got {log!r}")
     pts = _check_n_points(n_points, kde.d)
+    if kde._scale != 1.0:
+        raise ValueError(
+            "grid needs data whose magnitudes lie between 2^-400 and 2^400 (about 1e-120 "
+            "to 1e120); these data are outside. Rescale the data by a power of two s first "
+            "(the density of x / s on grid / s is s^d times that of x on grid)"
+        )
     kernel = kde.kernel
     if method == "binned" and kernel in _KINKED:
         raise ValueError(
@@ -439,7 +445,7 @@ def isj_bandwidth(x, weights=None, *, check_finite=True) -> float:
         )
     n = a.shape[0]
     if n < 2:
-        raise ValueError("isj_bandwidth needs at least 2 data points")
+        raise ValueError(f"x must have at least 2 data points for isj_bandwidth; got {n}")
     w = check_weights(weights, n)
     neff = float(1.0 / np.sum(w**2))
     xs = np.ascontiguousarray(a[:, 0], dtype=np.float64)
