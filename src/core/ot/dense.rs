@@ -24,10 +24,10 @@ use std::sync::atomic::AtomicBool;
 
 use rayon::prelude::*;
 
-use crate::core::divergence::vmath::ln_core;
 use crate::core::error::{invalid, Result};
 use crate::core::simd::rows::{self, GROUP_ROWS, PAIR_ROWS};
 use crate::core::simd::simd_fn;
+use crate::core::simd::vmath::ln_core;
 use crate::core::simd::{self, Fma, Level, SimdTask};
 use crate::core::threads;
 
