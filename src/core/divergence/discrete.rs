@@ -13,9 +13,9 @@ use std::sync::atomic::AtomicBool;
 
 use rayon::prelude::*;
 
-use super::vmath::{kl_term, ln_ratio, ln_ratio_inv, LIFT, TINY};
 use crate::core::error::{invalid, Result};
 use crate::core::pairwise::Float;
+use crate::core::simd::vmath::{kl_term, ln_ratio, ln_ratio_inv, LIFT, TINY};
 use crate::core::simd::{self, Fma, Level, SimdTask};
 use crate::core::threads;
 

@@ -5,4 +5,3 @@
 pub mod discrete;
 pub mod kernel;
 pub mod knn;
-pub(crate) mod vmath;

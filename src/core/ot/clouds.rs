@@ -411,18 +411,7 @@ pub fn divergence<T: Float>(
 mod tests {
     use super::*;
     use crate::core::ot::dense::{self, Options, Problem};
-
-    fn lcg(seed: u64, n: usize) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 11) as f64 / (1u64 << 53) as f64
-            })
-            .collect()
-    }
+    use crate::core::testing::unit_vec;
 
     fn dense_ot(x: &[f64], y: &[f64], d: usize, a: &[f64], b: &[f64], p: u8, eps: f64) -> f64 {
         let (n, m) = (a.len(), b.len());
@@ -456,8 +445,8 @@ mod tests {
     #[test]
     fn divergence_matches_dense_solves() {
         let (n, m, d) = (70, 50, 3);
-        let x = lcg(1, n * d);
-        let y: Vec<f64> = lcg(2, m * d).iter().map(|v| v * 0.8 + 0.3).collect();
+        let x = unit_vec(1, n * d);
+        let y: Vec<f64> = unit_vec(2, m * d).iter().map(|v| v * 0.8 + 0.3).collect();
         let a = vec![1.0 / n as f64; n];
         let b = vec![1.0 / m as f64; m];
         let stop = AtomicBool::new(false);

@@ -17,6 +17,7 @@ pub mod dgemm;
 mod expsum;
 mod minmax;
 pub mod rows;
+pub mod vmath;
 pub use expsum::{lin_exp_into, lin_exp_sum};
 pub use minmax::min_max_finite;
 

@@ -1,9 +1,10 @@
-//! Branch-free logarithms that the loop vectoriser turns into SIMD code, and the series
-//! that keep divergences exact for nearly identical inputs.
+//! Branch-free logarithms that the loop vectoriser turns into SIMD code (used by the
+//! divergences and by OT), and the series that keep divergences exact for nearly
+//! identical inputs.
 
 use std::f64::consts::{FRAC_1_SQRT_2, SQRT_2};
 
-use crate::core::simd::Fma;
+use super::Fma;
 
 const LN2_HI: f64 = 0.693_147_180_369_123_8;
 const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
