@@ -789,13 +789,10 @@ mod tests {
     fn arbitrary_points_match_the_direct_sum() {
         let (x, w) = data(3000);
         let stop = AtomicBool::new(false);
-        let mut s = 99u64;
+        let mut g = crate::core::testing::Lcg::new(99);
         let q: Vec<f64> = (0..800)
             .map(|i| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let u = ((s >> 11) as f64) / ((1u64 << 53) as f64);
+                let u = g.unit();
                 if i % 50 == 0 {
                     (u - 0.5) * 200.0
                 } else {
