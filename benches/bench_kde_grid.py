@@ -10,8 +10,16 @@ import divest
 
 
 class KDEGrid1D:
-    params = (["gaussian-binned", "gaussian-binned-weighted", "gaussian-exact",
-               "epanechnikov-exact", "cosine-exact", "exponential-exact"],)
+    params = (
+        [
+            "gaussian-binned",
+            "gaussian-binned-weighted",
+            "gaussian-exact",
+            "epanechnikov-exact",
+            "cosine-exact",
+            "exponential-exact",
+        ],
+    )
     param_names = ["case"]
     timeout = 300
 
@@ -35,8 +43,9 @@ class ISJ:
 
     def setup(self):
         rng = np.random.default_rng(1)
-        self.x = np.where(rng.random(1_000_000) < 0.5, rng.normal(-2, 0.5, 1_000_000),
-                          rng.normal(1, 1, 1_000_000))
+        self.x = np.where(
+            rng.random(1_000_000) < 0.5, rng.normal(-2, 0.5, 1_000_000), rng.normal(1, 1, 1_000_000)
+        )
 
     def time_isj_1e6(self):
         divest.isj_bandwidth(self.x)

@@ -61,7 +61,8 @@ JOBS = _jobs()
 def _same(r1, r2):
     f1, f2 = flatten(r1), flatten(r2)
     return len(f1) == len(f2) and all(
-        a.shape == b.shape and np.array_equal(a, b, equal_nan=True) for a, b in zip(f1, f2))
+        a.shape == b.shape and np.array_equal(a, b, equal_nan=True) for a, b in zip(f1, f2)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,7 @@ def _run_threads(targets):
                 fn()
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(repr(exc))
+
         return run
 
     ts = [threading.Thread(target=wrap(t)) for t in targets]
@@ -100,6 +102,7 @@ def test_eight_threads_get_the_serial_results_bitwise(serial):
             for name in order:
                 if not _same(JOBS[name](), serial[name]):
                     mismatches.append((i, name))
+
         return run
 
     with divest.threads(2):
@@ -128,6 +131,7 @@ def test_changing_the_thread_count_in_one_thread_does_not_break_another(serial):
                         mismatches.append(name)
             finally:
                 stop.set()
+
         return run
 
     try:
@@ -198,6 +202,7 @@ def test_fork_while_another_thread_changes_the_thread_count_never_hangs():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fork in a threaded process: the point of the test
-        p = subprocess.run([sys.executable, "-c", _FORK_CHILD, "150"], capture_output=True,
-                           text=True, timeout=120)
+        p = subprocess.run(
+            [sys.executable, "-c", _FORK_CHILD, "150"], capture_output=True, text=True, timeout=120
+        )
     assert p.returncode == 0 and "OK" in p.stdout, p.stdout + p.stderr[-1000:]

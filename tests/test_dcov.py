@@ -61,13 +61,23 @@ def test_matches_dcor(n, p, q, exponent):
     else:
         kw = {}
     checks = [
-        (divest.dcov_sqr(x, y, exponent), dcor.distance_covariance_sqr(x, y, exponent=exponent, **kw)),
-        (divest.dcov_sqr(x, y, exponent, unbiased=True),
-         dcor.u_distance_covariance_sqr(x, y, exponent=exponent, **kw)),
+        (
+            divest.dcov_sqr(x, y, exponent),
+            dcor.distance_covariance_sqr(x, y, exponent=exponent, **kw),
+        ),
+        (
+            divest.dcov_sqr(x, y, exponent, unbiased=True),
+            dcor.u_distance_covariance_sqr(x, y, exponent=exponent, **kw),
+        ),
         (divest.dcov(x, y, exponent), dcor.distance_covariance(x, y, exponent=exponent, **kw)),
-        (divest.dcor_sqr(x, y, exponent), dcor.distance_correlation_sqr(x, y, exponent=exponent, **kw)),
-        (divest.dcor_sqr(x, y, exponent, unbiased=True),
-         dcor.u_distance_correlation_sqr(x, y, exponent=exponent, **kw)),
+        (
+            divest.dcor_sqr(x, y, exponent),
+            dcor.distance_correlation_sqr(x, y, exponent=exponent, **kw),
+        ),
+        (
+            divest.dcor_sqr(x, y, exponent, unbiased=True),
+            dcor.u_distance_correlation_sqr(x, y, exponent=exponent, **kw),
+        ),
         (divest.dcor(x, y, exponent), dcor.distance_correlation(x, y, exponent=exponent, **kw)),
     ]
     for got, want in checks:
@@ -89,17 +99,30 @@ def test_partial_dcor_and_energy_distance_match_dcor():
     x, y = data(rng, 150, 3, 2)
     z = x[:, :1] + 0.5 * rng.standard_normal((150, 1))
     assert rel(divest.partial_dcor(x, y, z), dcor.partial_distance_correlation(x, y, z)) < 1e-10
-    assert rel(divest.partial_dcor(x, y, z, exponent=1.0), dcor.partial_distance_correlation(x, y, z)) < 1e-10
+    assert (
+        rel(divest.partial_dcor(x, y, z, exponent=1.0), dcor.partial_distance_correlation(x, y, z))
+        < 1e-10
+    )
     u = rng.standard_normal((120, 3))
     v = rng.standard_normal((90, 3)) * 1.3 + 0.2
     for e in (1.0, 0.6):
-        assert rel(divest.energy_distance(u, v, exponent=e), dcor.energy_distance(u, v, exponent=e)) < 1e-10
-        assert rel(divest.energy_distance(u, v, exponent=e, unbiased=True),
-                   dcor.energy_distance(u, v, exponent=e, estimation_stat="u_statistic")) < 1e-10
+        assert (
+            rel(divest.energy_distance(u, v, exponent=e), dcor.energy_distance(u, v, exponent=e))
+            < 1e-10
+        )
+        assert (
+            rel(
+                divest.energy_distance(u, v, exponent=e, unbiased=True),
+                dcor.energy_distance(u, v, exponent=e, estimation_stat="u_statistic"),
+            )
+            < 1e-10
+        )
 
 
-@pytest.mark.parametrize("offset,scale", [(0.0, 1.0), (1e10, 1.0), (1e10, 1e8), (-1e10, 1e-3),
-                                          (1e6, 1e-8), (0.0, 1e-8), (3.0, 1e8)])
+@pytest.mark.parametrize(
+    "offset,scale",
+    [(0.0, 1.0), (1e10, 1.0), (1e10, 1e8), (-1e10, 1e-3), (1e6, 1e-8), (0.0, 1e-8), (3.0, 1e8)],
+)
 def test_one_d_fast_path_is_precise_on_shifted_data(offset, scale):
     rng = np.random.default_rng(5)
     n = 2000
@@ -124,14 +147,19 @@ def test_one_d_fast_path_matches_dcor_well_conditioned():
     x = rng.standard_normal(5000)
     y = x**2 + rng.standard_normal(5000)
     assert rel(divest.dcor_sqr(x, y), dcor.distance_correlation_sqr(x, y, method="naive")) < 1e-10
-    assert rel(divest.dcov_sqr(x, y, unbiased=True),
-               dcor.u_distance_covariance_sqr(x, y, method="naive")) < 1e-10
+    assert (
+        rel(
+            divest.dcov_sqr(x, y, unbiased=True),
+            dcor.u_distance_covariance_sqr(x, y, method="naive"),
+        )
+        < 1e-10
+    )
 
 
 def test_integer_inputs_are_exact():
     rng = np.random.default_rng(7)
     n = 120
-    x = rng.integers(-10**6, 10**6, n) + 3 * 10**9
+    x = rng.integers(-(10**6), 10**6, n) + 3 * 10**9
     y = rng.integers(-1000, 1000, n) + x // 1000
     xi, yi = [int(v) for v in x], [int(v) for v in y]
     a = [[abs(p - q) for q in xi] for p in xi]
@@ -140,8 +168,10 @@ def test_integer_inputs_are_exact():
     sab = sum(a[i][j] * b[i][j] for i in range(n) for j in range(n))
     ab = sum(p * q for p, q in zip(ra, rb))
     v = Fraction(n * n * sab - 2 * n * ab + sum(ra) * sum(rb), n**4)
-    u = Fraction((n - 1) * (n - 2) * sab - 2 * (n - 1) * ab + sum(ra) * sum(rb),
-                 n * (n - 1) * (n - 2) * (n - 3))
+    u = Fraction(
+        (n - 1) * (n - 2) * sab - 2 * (n - 1) * ab + sum(ra) * sum(rb),
+        n * (n - 1) * (n - 2) * (n - 3),
+    )
     assert divest.dcov_sqr(x, y) == pytest.approx(float(v), rel=3e-16)
     assert divest.dcov_sqr(x, y, unbiased=True) == pytest.approx(float(u), rel=3e-16)
     # The engine path on the same integers (exact differences, no GEMM) agrees closely.
@@ -156,9 +186,21 @@ def test_dtypes_layouts_and_threads():
     assert divest.dcov_sqr(np.asfortranarray(x), y[::1]) == want
     assert divest.dcov_sqr(x.tolist(), y) == want
     x32, y32 = x.astype(np.float32), y.astype(np.float32)
-    assert rel(divest.dcov_sqr(x32, y32), dcor.distance_covariance_sqr(x32.astype(float), y32.astype(float))) < 1e-10
+    assert (
+        rel(
+            divest.dcov_sqr(x32, y32),
+            dcor.distance_covariance_sqr(x32.astype(float), y32.astype(float)),
+        )
+        < 1e-10
+    )
     xi = rng.integers(0, 5, (100, 2))
-    assert rel(divest.dcov_sqr(xi, xi[:, ::-1]), dcor.distance_covariance_sqr(xi.astype(float), xi[:, ::-1].astype(float))) < 1e-10
+    assert (
+        rel(
+            divest.dcov_sqr(xi, xi[:, ::-1]),
+            dcor.distance_covariance_sqr(xi.astype(float), xi[:, ::-1].astype(float)),
+        )
+        < 1e-10
+    )
     xc = x.copy()
     divest.dcov_sqr(xc, y)
     assert np.array_equal(xc, x)
@@ -209,7 +251,9 @@ def test_permutation_test_is_reproducible_and_matches_definition():
     r1 = divest.dcov_test(x, y, n_resamples=200, rng=42)
     with divest.threads(1):
         r2 = divest.dcov_test(x, y, n_resamples=200, rng=42)
-    assert r1.statistic == r2.statistic and np.array_equal(r1.null_distribution, r2.null_distribution)
+    assert r1.statistic == r2.statistic and np.array_equal(
+        r1.null_distribution, r2.null_distribution
+    )
     assert r1.statistic == pytest.approx(80 * dcor.distance_covariance_sqr(x, y), rel=1e-12)
     ref = dcor.independence.distance_covariance_test(x, y, num_resamples=10, random_state=0)
     assert r1.statistic == pytest.approx(float(ref.statistic), rel=1e-12)
@@ -218,8 +262,10 @@ def test_permutation_test_is_reproducible_and_matches_definition():
     # Each permuted statistic is n·dCov² of a permutation of y: its values are a
     # rearrangement-invariant set (mean close to the expectation under permutation).
     assert divest.dcov_test(x, y, n_resamples=50, rng=1).null_distribution.shape == (50,)
-    assert not np.array_equal(divest.dcov_test(x, y, n_resamples=50, rng=2).null_distribution,
-                              divest.dcov_test(x, y, n_resamples=50, rng=1).null_distribution)
+    assert not np.array_equal(
+        divest.dcov_test(x, y, n_resamples=50, rng=2).null_distribution,
+        divest.dcov_test(x, y, n_resamples=50, rng=1).null_distribution,
+    )
     strong = divest.dcov_test(x[:, 0], x[:, 0] ** 2, n_resamples=99, rng=0)
     assert strong.pvalue == 0.01
 
@@ -238,8 +284,11 @@ def test_permutation_pvalues_are_uniform_under_independence():
     assert 0.03 < np.mean(np.array(ps) <= 0.1) < 0.17
     pe = []
     for _ in range(200):
-        pe.append(divest.energy_test(rng.standard_normal((15, 2)), rng.standard_normal((12, 2)),
-                                     n_resamples=99, rng=rng).pvalue)
+        pe.append(
+            divest.energy_test(
+                rng.standard_normal((15, 2)), rng.standard_normal((12, 2)), n_resamples=99, rng=rng
+            ).pvalue
+        )
     assert stats.kstest(pe, "uniform").pvalue > 0.001
 
 
@@ -265,7 +314,11 @@ def test_t_test_matches_reference_formula_and_dcor():
 @needs_dcor
 def test_energy_test_matches_dcor_statistic():
     rng = np.random.default_rng(13)
-    a, b, c = rng.standard_normal((30, 2)), rng.standard_normal((20, 2)) + 0.5, rng.standard_normal((25, 2))
+    a, b, c = (
+        rng.standard_normal((30, 2)),
+        rng.standard_normal((20, 2)) + 0.5,
+        rng.standard_normal((25, 2)),
+    )
     res = divest.energy_test(a, b, c, n_resamples=199, rng=3)
     ref = dcor.homogeneity.energy_test(a, b, c, num_resamples=5, random_state=0)
     assert res.statistic == pytest.approx(float(ref.statistic), rel=1e-10)
@@ -316,7 +369,11 @@ def test_jdcov_matches_definition_and_reduces_to_dcov(unbiased, scale):
     rng = np.random.default_rng(15)
     n = 120
     z = rng.standard_normal((n, 3))
-    xs = [z[:, 0], z[:, 1], np.c_[np.sign(z[:, 0] * z[:, 1]) * np.abs(z[:, 2]), rng.standard_normal(n)]]
+    xs = [
+        z[:, 0],
+        z[:, 1],
+        np.c_[np.sign(z[:, 0] * z[:, 1]) * np.abs(z[:, 2]), rng.standard_normal(n)],
+    ]
     for c in (0.5, 1.0, 2.0):
         got = divest.jdcov(*xs, c=c, unbiased=unbiased, scale=scale)
         assert rel(got, naive_jdcov(xs, c, unbiased, scale)) < 1e-10
@@ -335,8 +392,13 @@ def test_ccdcov_is_dcov_with_concatenated_attributes():
     a1, a2 = rng.integers(0, 2, 100), rng.standard_normal((100, 2)) + y[:, None] ** 2
     want = dcor.u_distance_covariance_sqr(y, np.c_[a1, a2].astype(float))
     assert rel(divest.ccdcov(y, a1, a2), want) < 1e-10
-    assert rel(divest.ccdcov(y, a1, a2, unbiased=False),
-               dcor.distance_covariance_sqr(y, np.c_[a1, a2].astype(float))) < 1e-10
+    assert (
+        rel(
+            divest.ccdcov(y, a1, a2, unbiased=False),
+            dcor.distance_covariance_sqr(y, np.c_[a1, a2].astype(float)),
+        )
+        < 1e-10
+    )
     assert rel(divest.ccdcov(y, a2), divest.dcov_sqr(y, a2, unbiased=True)) < 1e-12
     with pytest.raises(ValueError, match="at least one attribute"):
         divest.ccdcov(y)
@@ -385,8 +447,10 @@ def test_joint_independence_tests():
     assert res.pvalue == 0.01 and res.statistic == divest.jdcov(z[:, 0], z[:, 1], w, scale=True)
     again = divest.jdcov_test(z[:, 0], z[:, 1], w, n_resamples=99, rng=0, scale=True)
     assert np.array_equal(res.null_distribution, again.null_distribution)
-    ps = [divest.jdcov_test(*rng.standard_normal((3, 20)), n_resamples=49, rng=rng).pvalue
-          for _ in range(150)]
+    ps = [
+        divest.jdcov_test(*rng.standard_normal((3, 20)), n_resamples=49, rng=rng).pvalue
+        for _ in range(150)
+    ]
     assert stats.kstest(ps, "uniform").pvalue > 0.001
     y = z[:, 0] + 0.1 * rng.standard_normal(n)
     cc = divest.ccdcov_test(y, z[:, :1], z[:, 1], n_resamples=99, rng=1)
@@ -450,8 +514,9 @@ def test_jdcov_gradient_matches_dense_reference_and_finite_differences(unbiased,
     n = 40
     x, y, z = jdcov_inputs(rng, n)
     c = 0.7
-    val, g = divest.jdcov(x, y, z, c=c, unbiased=unbiased, scale=scale, exponent=exponent,
-                          return_grad=True)
+    val, g = divest.jdcov(
+        x, y, z, c=c, unbiased=unbiased, scale=scale, exponent=exponent, return_grad=True
+    )
     assert val == divest.jdcov(x, y, z, c=c, unbiased=unbiased, scale=scale, exponent=exponent)
     assert rel(val, naive_jdcov([x, y, z], c, unbiased, scale, exponent)) < 1e-10
     want = dense_jdcov_grad([x, y, z], c, unbiased, scale, exponent)
@@ -463,8 +528,10 @@ def test_jdcov_gradient_matches_dense_reference_and_finite_differences(unbiased,
         xp, xm = x.copy(), x.copy()
         xp[k, col] += h
         xm[k, col] -= h
-        fd = (naive_jdcov([xp, y, z], c, unbiased, scale, exponent)
-              - naive_jdcov([xm, y, z], c, unbiased, scale, exponent)) / (2 * h)
+        fd = (
+            naive_jdcov([xp, y, z], c, unbiased, scale, exponent)
+            - naive_jdcov([xm, y, z], c, unbiased, scale, exponent)
+        ) / (2 * h)
         assert abs(fd - g[k, col]) < 1e-6 * (1 + abs(fd)), (k, col, fd, g[k, col])
 
 
@@ -484,8 +551,9 @@ def test_jdcov_and_ccdcov_gradient_shapes_dtypes_and_special_cases():
         _, gd = divest.dcov_sqr(x, z, unbiased=unbiased, return_grad=True)
         assert np.max(np.abs(gj - gd)) < 1e-10 * np.max(np.abs(gd))
     # float32 in, float32 out; scale invariance of the statistic carries to the gradient.
-    _, g32 = divest.jdcov(x.astype(np.float32), y.astype(np.float32), z.astype(np.float32),
-                          return_grad=True)
+    _, g32 = divest.jdcov(
+        x.astype(np.float32), y.astype(np.float32), z.astype(np.float32), return_grad=True
+    )
     assert g32.dtype == np.float32
     _, ga = divest.jdcov(x, y, z, scale=True, return_grad=True)
     _, gb = divest.jdcov(x * 10.0, y * 3.0, z, scale=True, return_grad=True)

@@ -63,36 +63,47 @@ def test_scale_equivariance_at_extreme_magnitudes(s, p, a):
     ls = math.log(s)
     xs = x * s
     for unbiased in (False, True):
-        close_scaled(divest.dcov_sqr(xs, y, a, unbiased), divest.dcov_sqr(x, y, a, unbiased),
-                     a * ls)
-        close_scaled(divest.dcov_sqr(xs, y * s, a, unbiased),
-                     divest.dcov_sqr(x, y, a, unbiased), 2 * a * ls)
-        close_scaled(divest.dcor_sqr(xs, y, a, unbiased), divest.dcor_sqr(x, y, a, unbiased),
-                     0.0)
-        close_scaled(divest.energy_distance(xs, y[:30, None] * s if p == 1 else xs[:30] * 0.5,
-                                            a, unbiased),
-                     divest.energy_distance(x, y[:30, None] if p == 1 else x[:30] * 0.5,
-                                            a, unbiased),
-                     a * ls)
+        close_scaled(
+            divest.dcov_sqr(xs, y, a, unbiased), divest.dcov_sqr(x, y, a, unbiased), a * ls
+        )
+        close_scaled(
+            divest.dcov_sqr(xs, y * s, a, unbiased), divest.dcov_sqr(x, y, a, unbiased), 2 * a * ls
+        )
+        close_scaled(divest.dcor_sqr(xs, y, a, unbiased), divest.dcor_sqr(x, y, a, unbiased), 0.0)
+        close_scaled(
+            divest.energy_distance(xs, y[:30, None] * s if p == 1 else xs[:30] * 0.5, a, unbiased),
+            divest.energy_distance(x, y[:30, None] if p == 1 else x[:30] * 0.5, a, unbiased),
+            a * ls,
+        )
     close_scaled(divest.dcov(xs, y, a), divest.dcov(x, y, a), a * ls / 2)
     close_scaled(divest.dcor(xs, y, a), divest.dcor(x, y, a), 0.0)
     close_scaled(divest.dcor(xs, y * s, a), divest.dcor(x, y, a), 0.0)
     close_scaled(divest.partial_dcor(xs, y, z * s, a), divest.partial_dcor(x, y, z, a), 0.0)
-    close_scaled(divest.ccdcov(y, xs, z * s, exponent=a), divest.ccdcov(y, x, z, exponent=a),
-                 a * ls)
+    close_scaled(
+        divest.ccdcov(y, xs, z * s, exponent=a), divest.ccdcov(y, x, z, exponent=a), a * ls
+    )
     # jdcov: per sample for d = 2, c = 0 or scale=True; one common factor (c rescaled) else.
     close_scaled(divest.jdcov(xs, y, exponent=a), divest.jdcov(x, y, exponent=a), a * ls)
-    close_scaled(divest.jdcov(xs, y, z * s, c=0.0, exponent=a),
-                 divest.jdcov(x, y, z, c=0.0, exponent=a), 2 * a * ls)
-    close_scaled(divest.jdcov(xs, y, z * s, scale=True, exponent=a),
-                 divest.jdcov(x, y, z, scale=True, exponent=a), 0.0)
+    close_scaled(
+        divest.jdcov(xs, y, z * s, c=0.0, exponent=a),
+        divest.jdcov(x, y, z, c=0.0, exponent=a),
+        2 * a * ls,
+    )
+    close_scaled(
+        divest.jdcov(xs, y, z * s, scale=True, exponent=a),
+        divest.jdcov(x, y, z, scale=True, exponent=a),
+        0.0,
+    )
     # c > 0, three samples scaled by one t (the value scales by t^(3α) with c by t^α); t
     # is s^(1/3) so that the true value stays inside the float64 range.
     t = s ** (1 / 3)
     ct = 2.0 ** (a * math.frexp(t)[1])  # a c of the data's size, so no term is negligible
-    close_scaled(divest.jdcov(x * t, y * t, z * t, c=ct, exponent=a),
-                 divest.jdcov(x, y, z, c=ct / t**a, exponent=a), 3 * a * math.log(t),
-                 rtol=1e-10)
+    close_scaled(
+        divest.jdcov(x * t, y * t, z * t, c=ct, exponent=a),
+        divest.jdcov(x, y, z, c=ct / t**a, exponent=a),
+        3 * a * math.log(t),
+        rtol=1e-10,
+    )
 
 
 @pytest.mark.parametrize("s", SCALES)
@@ -120,13 +131,19 @@ def test_subnormal_inputs_in_float64_and_float32():
         assert np.all(np.abs(xs[xs != 0]) < np.finfo(dtype).tiny * 2**10)
         back = np.ldexp(xs.astype(np.float64), k)  # the same numbers, exactly, near 1
         yd = y.astype(dtype)
-        close_scaled(divest.dcor(xs, yd), divest.dcor(back, yd.astype(np.float64)), 0.0,
-                     rtol=1e-9)
-        close_scaled(divest.dcov_sqr(xs, yd), divest.dcov_sqr(back, yd.astype(np.float64)),
-                     -k * math.log(2), rtol=1e-9)
-        close_scaled(divest.energy_distance(xs, xs[:12]),
-                     divest.energy_distance(back, back[:12]), -k * math.log(2),
-                     rtol=1e-9)
+        close_scaled(divest.dcor(xs, yd), divest.dcor(back, yd.astype(np.float64)), 0.0, rtol=1e-9)
+        close_scaled(
+            divest.dcov_sqr(xs, yd),
+            divest.dcov_sqr(back, yd.astype(np.float64)),
+            -k * math.log(2),
+            rtol=1e-9,
+        )
+        close_scaled(
+            divest.energy_distance(xs, xs[:12]),
+            divest.energy_distance(back, back[:12]),
+            -k * math.log(2),
+            rtol=1e-9,
+        )
 
 
 @pytest.mark.parametrize("s", [1e30, 1e-30, 3e38])
@@ -137,8 +154,9 @@ def test_float32_extremes_match_float64(s):
     x64, y64 = x32.astype(np.float64), y32.astype(np.float64)
     for f in (divest.dcor, divest.dcov, divest.dcov_sqr):
         assert math.isclose(f(x32, y32), f(x64, y64), rel_tol=1e-12)
-    assert math.isclose(divest.energy_distance(x32, x32[:10]),
-                        divest.energy_distance(x64, x64[:10]), rel_tol=1e-12)
+    assert math.isclose(
+        divest.energy_distance(x32, x32[:10]), divest.energy_distance(x64, x64[:10]), rel_tol=1e-12
+    )
 
 
 def test_dcor_at_1e150_is_not_zero():
@@ -230,8 +248,9 @@ for f in calls:
 
 
 def test_absurd_resample_counts_are_rejected():
-    out = subprocess.run([sys.executable, "-c", CHILD_REJECT], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD_REJECT], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[:-1] == ["ValueError True"] * 7, out.stdout
 
@@ -261,8 +280,12 @@ print("after", r.pvalue, flush=True)
 
 @pytest.mark.parametrize("which", ["dcov", "dcov_big", "energy", "jdcov"])
 def test_resampling_stops_on_ctrl_c(which):
-    proc = subprocess.Popen([sys.executable, "-c", CHILD_INTERRUPT, which],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD_INTERRUPT, which],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(1.0)
@@ -289,8 +312,7 @@ def test_t_test_docstring_states_its_low_dimensional_size():
     rng = np.random.default_rng(11)
     reps = 3000
     rej = sum(
-        divest.dcov_test(rng.standard_normal(30), rng.standard_normal(30), method="t").pvalue
-        < 0.05
+        divest.dcov_test(rng.standard_normal(30), rng.standard_normal(30), method="t").pvalue < 0.05
         for _ in range(reps)
     )
     # about 0.067 (0.0669 in 10^4 other runs); binomial sd 0.004 at 0.05, so the bound
@@ -312,12 +334,17 @@ def _jdcov_exact(xs, c, unbiased):
         r = [sum(row) for row in a]
         t = sum(r)
         if unbiased:
-            u = [[Fraction(0) if i == j else
-                  a[i][j] - r[i] / (n - 2) - r[j] / (n - 2) + t / ((n - 1) * (n - 2))
-                  for j in range(n)] for i in range(n)]
+            u = [
+                [
+                    Fraction(0)
+                    if i == j
+                    else a[i][j] - r[i] / (n - 2) - r[j] / (n - 2) + t / ((n - 1) * (n - 2))
+                    for j in range(n)
+                ]
+                for i in range(n)
+            ]
         else:
-            u = [[a[i][j] - r[i] / n - r[j] / n + t / n**2 for j in range(n)]
-                 for i in range(n)]
+            u = [[a[i][j] - r[i] / n - r[j] / n + t / n**2 for j in range(n)] for i in range(n)]
         mats.append([[-v for v in row] for row in u])
     c = Fraction(c)
     tot = Fraction(0)

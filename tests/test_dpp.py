@@ -309,7 +309,9 @@ def test_k_dpp_matches_enumeration(method):
     L = random_psd(8, 8, 21, scale=0.7)
     k = 3
     z = sum(np.linalg.det(L[np.ix_(s, s)]) for s in itertools.combinations(range(8), k))
-    probs = {s: float(np.linalg.det(L[np.ix_(s, s)])) / z for s in itertools.combinations(range(8), k)}
+    probs = {
+        s: float(np.linalg.det(L[np.ix_(s, s)])) / z for s in itertools.combinations(range(8), k)
+    }
     d = dpp.DPP(L=L)
     np.testing.assert_allclose(d.log_normaliser_k(k), np.log(z), rtol=1e-12)
     s = d.sample_k(k, 30000, method=method, rng=4)
@@ -406,8 +408,10 @@ def test_dpp_bad_inputs():
 def volume_probs(x, k):
     """P(S) ∝ det(X_Sᵀ X_S), normalised by brute force over all k-subsets."""
     n = x.shape[0]
-    w = {s: max(float(np.linalg.det(x[list(s)].T @ x[list(s)])), 0.0)
-         for s in itertools.combinations(range(n), k)}
+    w = {
+        s: max(float(np.linalg.det(x[list(s)].T @ x[list(s)])), 0.0)
+        for s in itertools.combinations(range(n), k)
+    }
     z = sum(w.values())
     return {s: v / z for s, v in w.items()}
 
@@ -476,8 +480,10 @@ def test_volume_sampling_least_squares_is_unbiased():
     exact = sum(p * np.linalg.solve(x[list(s)], y[list(s)]) for s, p in probs.items() if p > 0)
     np.testing.assert_allclose(exact, target, rtol=1e-10, atol=1e-12)
     # ... whereas uniform subsets give a biased answer (the check can fail) ...
-    uni = np.mean([np.linalg.solve(x[list(s)], y[list(s)])
-                   for s in itertools.combinations(range(n), d)], axis=0)
+    uni = np.mean(
+        [np.linalg.solve(x[list(s)], y[list(s)]) for s in itertools.combinations(range(n), d)],
+        axis=0,
+    )
     assert np.max(np.abs(uni - target)) > 0.05
     # ... and divest's samples agree with it within their standard error.
     s = dpp.volume_sample(x, d, n_samples=20000, rng=5)
@@ -571,8 +577,14 @@ def test_least_squares_design_distributions():
     phi = rng.standard_normal((8, 3)) * np.linspace(0.5, 2, 8)[:, None]
     q = np.linalg.qr(phi)[0]
     probs = projection_probs(q)
-    idx = np.array([dpp.least_squares_design(phi @ np.array([[1, 2, 0], [0, 1, 3], [0, 0, 1.0]]),
-                                             3, rng=r).indices for r in range(3000)])
+    idx = np.array(
+        [
+            dpp.least_squares_design(
+                phi @ np.array([[1, 2, 0], [0, 1, 3], [0, 0, 1.0]]), 3, rng=r
+            ).indices
+            for r in range(3000)
+        ]
+    )
     assert g_test(as_sets(np.sort(idx, axis=1)), probs) > ALPHA
     d = dpp.least_squares_design(phi, 6, method="dpp", rng=0)
     assert d.indices.shape == (6,) and d.weights.shape == (6,)
@@ -610,8 +622,13 @@ def test_dpp_design_with_a_remainder():
     # The remainder is not a DPP point: against the uniform law it is rejected.
     assert g_test([(int(i),) for i in idx[:, 6]], {(i,): 1 / 8 for i in range(8)}) < 1e-6
     # Weighted Gram matrix (1/n) Σ w ψψᵀ, ψ = √N q: unbiased for the identity.
-    grams = np.array([(d.weights[:, None, None] * 8 * q[d.indices, :, None]
-                       * q[d.indices, None, :]).sum(0) / 7 for d in designs])
+    grams = np.array(
+        [
+            (d.weights[:, None, None] * 8 * q[d.indices, :, None] * q[d.indices, None, :]).sum(0)
+            / 7
+            for d in designs
+        ]
+    )
     se = grams.std(axis=0) / np.sqrt(len(grams))
     assert np.all(np.abs(grams.mean(axis=0) - np.eye(3)) < 5 * se + 1e-12)
     np.testing.assert_allclose(designs[0].weights, 3 / (8 * lev[designs[0].indices]), rtol=1e-12)
@@ -625,12 +642,16 @@ def test_volume_rescaled_design_matches_enumeration():
     lev = np.einsum("ij,ij->i", q, q)
     psi_w = q / np.sqrt(lev)[:, None]  # √w ψ up to a constant factor
     probs = rescaled_probs(psi_w, 3, lev / 2)
-    idx = [tuple(sorted(dpp.least_squares_design(phi, 3, method="volume_rescaled", rng=r).indices))
-           for r in range(6000)]
+    idx = [
+        tuple(sorted(dpp.least_squares_design(phi, 3, method="volume_rescaled", rng=r).indices))
+        for r in range(6000)
+    ]
     assert g_test(idx, probs) > ALPHA
     # iid from ρ with the same n is a different distribution: rejected.
-    iid = [tuple(sorted(dpp.least_squares_design(phi, 3, method="iid_optimal", rng=r).indices))
-           for r in range(6000)]
+    iid = [
+        tuple(sorted(dpp.least_squares_design(phi, 3, method="iid_optimal", rng=r).indices))
+        for r in range(6000)
+    ]
     assert g_test(iid, probs) < 1e-6
 
 

@@ -22,8 +22,13 @@ def run_child(code: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(divest.__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -57,7 +62,10 @@ def test_ctrl_c_stops_long_sampler(name):
     if name in ("sample_k", "sample"):
         # A rank-120 L-ensemble on 800 items (k ln(k+1) < N: "auto" picks rejection).
         extra = "D = dpp.DPP(L=(X[:800] * 3) @ (X[:800] * 3).T)\n"
-    code = _SETUP + extra + f"""
+    code = (
+        _SETUP
+        + extra
+        + f"""
 sent = []
 def fire():
     time.sleep(1.0)
@@ -74,6 +82,7 @@ s = dpp.sample_projection(U[:, :3], 4, rng=1)
 assert s.shape == (4, 3), s.shape
 print("AFTER OK", flush=True)
 """
+    )
     try:
         r = run_child(code, timeout=60)
     except subprocess.TimeoutExpired:
@@ -97,18 +106,33 @@ _COUNT_CALLS = {
     "DPP.sample_k.n_samples": ("n_samples", "D.sample_k(2, V, rng=0)", (None, 2)),
     "DPP.sample_k.k": ("k", "D.sample_k(V, 3, rng=0)", (3, None)),
     "DPP.log_normaliser_k.k": ("k", "D.log_normaliser_k(V)", "scalar"),
-    "volume_sample.n_samples": ("n_samples", "dpp.volume_sample(X, 4, n_samples=V, rng=0)",
-                                (None, 4)),
+    "volume_sample.n_samples": (
+        "n_samples",
+        "dpp.volume_sample(X, 4, n_samples=V, rng=0)",
+        (None, 4),
+    ),
     "volume_sample.k": ("k", "dpp.volume_sample(X, V, n_samples=2, rng=0)", (2, None)),
     "volume_rescaled_sample.n_samples": (
-        "n_samples", "dpp.volume_rescaled_sample(X, 4, n_samples=V, rng=0)", (None, 4)),
+        "n_samples",
+        "dpp.volume_rescaled_sample(X, 4, n_samples=V, rng=0)",
+        (None, 4),
+    ),
     "volume_rescaled_sample.k": (
-        "k", "dpp.volume_rescaled_sample(X, V, n_samples=2, rng=0)", (2, None)),
+        "k",
+        "dpp.volume_rescaled_sample(X, V, n_samples=2, rng=0)",
+        (2, None),
+    ),
     "least_squares_design.n": ("n", "dpp.least_squares_design(X, V, rng=0).indices", None),
     "least_squares_design.n.vr": (
-        "n", "dpp.least_squares_design(X, V, method='volume_rescaled', rng=0).indices", None),
+        "n",
+        "dpp.least_squares_design(X, V, method='volume_rescaled', rng=0).indices",
+        None,
+    ),
     "least_squares_design.n.iid": (
-        "n", "dpp.least_squares_design(X, V, method='iid_optimal', rng=0).indices", None),
+        "n",
+        "dpp.least_squares_design(X, V, method='iid_optimal', rng=0).indices",
+        None,
+    ),
 }
 
 _VALUES = [0, -1, 2**62, 2**64, 10**10]
@@ -140,7 +164,7 @@ print("RESULT", json.dumps(out))
     r = run_child(code, timeout=120)
     assert r.returncode == 0, f"{case}: child died (rc {r.returncode}): {r.stderr[-2000:]}"
     line = [s for s in r.stdout.splitlines() if s.startswith("RESULT ")][0]
-    results = json.loads(line[len("RESULT "):])
+    results = json.loads(line[len("RESULT ") :])
     for v, res in zip(_VALUES, results):
         if res[0] == "ok":
             shape = res[1]
@@ -183,9 +207,11 @@ def test_sample_k_zero_and_empty_requests():
 # Extreme magnitudes and layouts: the same answer as the well-scaled problem, or a
 # ValueError naming the argument.
 
+
 def _volume_probs_exact(x, k):
     """Exact volume-sampling probabilities by enumeration (float64 on a unit-scaled X)."""
     from itertools import combinations
+
     n, _ = x.shape
     sets = list(combinations(range(n), k))
     w = np.array([np.linalg.det(x[list(s)].T @ x[list(s)]) for s in sets])
@@ -263,18 +289,21 @@ def test_weighted_least_squares_extreme_scales():
     s = np.array([1e300, 1e-300, 1.0])
     got = dpp.weighted_least_squares(phi * s, y, w)
     np.testing.assert_allclose(got * s, ref, rtol=1e-10)
-    np.testing.assert_allclose(dpp.weighted_least_squares(phi, y * 1e-300, w) * 1e300, ref,
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        dpp.weighted_least_squares(phi, y * 1e-300, w) * 1e300, ref, rtol=1e-10
+    )
     np.testing.assert_allclose(dpp.weighted_least_squares(phi, y, w * 1e300), ref, rtol=1e-10)
     np.testing.assert_allclose(dpp.weighted_least_squares(phi, y, w * 1e-310), ref, rtol=1e-8)
-    np.testing.assert_allclose(dpp.weighted_least_squares(phi * 1e-300, y * 1e-300, w), ref,
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        dpp.weighted_least_squares(phi * 1e-300, y * 1e-300, w), ref, rtol=1e-10
+    )
     with pytest.raises(ValueError, match="float64 range"):
         dpp.weighted_least_squares(phi * 1e-310, y * 1e300, w)
 
 
 def _l_probs(L):
     from itertools import combinations
+
     n = L.shape[0]
     sets = [s for r in range(n + 1) for s in combinations(range(n), r)]
     det = np.array([np.linalg.det(L[np.ix_(s, s)]) if s else 1.0 for s in sets])
@@ -289,11 +318,13 @@ def test_dpp_extreme_scale_kernel(scale):
     x = g.standard_normal((6, 3))
     L = x @ x.T
     d0, d1 = dpp.DPP(L=L), dpp.DPP(L=L * scale)
-    np.testing.assert_allclose(d1.eigenvalues, d0.eigenvalues * scale,
-                               rtol=1e-9, atol=1e-12 * scale * d0.eigenvalues.max())
+    np.testing.assert_allclose(
+        d1.eigenvalues, d0.eigenvalues * scale, rtol=1e-9, atol=1e-12 * scale * d0.eigenvalues.max()
+    )
     for k in (1, 2, 3):
         assert d1.log_normaliser_k(k) == pytest.approx(
-            d0.log_normaliser_k(k) + k * math.log(scale), rel=1e-12)
+            d0.log_normaliser_k(k) + k * math.log(scale), rel=1e-12
+        )
     s = d1.sample_k(2, 10, rng=0)
     assert s.shape == (10, 2)
 
@@ -320,8 +351,9 @@ def test_dpp_float32_kernel_matches_float64():
     d32 = dpp.DPP(L=L.astype(np.float32))
     d64 = dpp.DPP(L=L)
     assert d32.rank == 3
-    np.testing.assert_allclose(np.sort(d32.eigenvalues)[-3:], np.sort(d64.eigenvalues)[-3:],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        np.sort(d32.eigenvalues)[-3:], np.sort(d64.eigenvalues)[-3:], rtol=1e-5
+    )
     assert d32.sample_k(3, rng=0).shape == (3,)
     # A float32 kernel whose negative eigenvalue is real is still rejected.
     bad = L.copy()

@@ -52,7 +52,10 @@ def run_matrix(name):
     while True:
         proc = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "_hostile_cases.py"), name, str(first)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_child_env(),
         )
         try:
             out, err = proc.communicate(timeout=CASE_TIMEOUT)
@@ -129,10 +132,10 @@ def test_pandas_inputs_give_the_array_results():
     q /= q.sum()
     assert divest.dcor(pd.DataFrame(x), pd.Series(y[:, 0])) == divest.dcor(x, y[:, 0])
     assert divest.kl(pd.Series(p), pd.Series(q)) == divest.kl(p, q)
-    np.testing.assert_array_equal(divest.KDE(pd.DataFrame(x)).logpdf(pd.DataFrame(x[:3])),
-                                  divest.KDE(x).logpdf(x[:3]))
-    assert divest.energy_distance(pd.DataFrame(x), pd.DataFrame(y)) == \
-        divest.energy_distance(x, y)
+    np.testing.assert_array_equal(
+        divest.KDE(pd.DataFrame(x)).logpdf(pd.DataFrame(x[:3])), divest.KDE(x).logpdf(x[:3])
+    )
+    assert divest.energy_distance(pd.DataFrame(x), pd.DataFrame(y)) == divest.energy_distance(x, y)
 
 
 # ---------------------------------------------------------------------------------------
@@ -145,8 +148,13 @@ XFAIL18 = pytest.mark.xfail(strict=True, reason="issue 18: open")
 def _child(code, timeout=60.0):
     """Runs `code` in a fresh interpreter: (exit status, stdout, stderr); None on timeout."""
     try:
-        p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                           text=True, timeout=timeout, env=_child_env())
+        p = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_child_env(),
+        )
     except subprocess.TimeoutExpired:
         return None
     return p.returncode, p.stdout, p.stderr
@@ -159,8 +167,8 @@ def _assert_clean_refusal(code, names=(), timeout=60.0, allow_memory=True):
 import numpy as np, divest
 from divest import dpp
 try:
-{textwrap.indent(textwrap.dedent(code), '    ')}
-except (ValueError, TypeError{', MemoryError' if allow_memory else ''}) as exc:
+{textwrap.indent(textwrap.dedent(code), "    ")}
+except (ValueError, TypeError{", MemoryError" if allow_memory else ""}) as exc:
     print("REFUSED", type(exc).__name__, exc)
 else:
     print("ACCEPTED")
@@ -176,27 +184,45 @@ else:
 
 def _huge_count_cases():
     return {
-        "volume_sample n_samples": ("X = np.random.default_rng(0).standard_normal((8, 3))\n"
-                                    "dpp.volume_sample(X, 4, n_samples=10**10)", ["n_samples"]),
-        "volume_rescaled_sample k": ("X = np.random.default_rng(0).standard_normal((8, 3))\n"
-                                     "dpp.volume_rescaled_sample(X, 10**12)", ["k"]),
+        "volume_sample n_samples": (
+            "X = np.random.default_rng(0).standard_normal((8, 3))\n"
+            "dpp.volume_sample(X, 4, n_samples=10**10)",
+            ["n_samples"],
+        ),
+        "volume_rescaled_sample k": (
+            "X = np.random.default_rng(0).standard_normal((8, 3))\n"
+            "dpp.volume_rescaled_sample(X, 10**12)",
+            ["k"],
+        ),
         "sample_projection n_samples": (
             "U = np.linalg.qr(np.random.default_rng(0).standard_normal((8, 3)))[0]\n"
-            "dpp.sample_projection(U, 10**10)", ["n_samples"]),
+            "dpp.sample_projection(U, 10**10)",
+            ["n_samples"],
+        ),
         "sample_projection 2**62": (
             "U = np.linalg.qr(np.random.default_rng(0).standard_normal((8, 3)))[0]\n"
-            "dpp.sample_projection(U, 2**62)", ["n_samples"]),
-        "DPP.sample n_samples": ("d = dpp.DPP(L=np.eye(6))\nd.sample(10**10, rng=0)",
-                                 ["n_samples"]),
-        "DPP.sample_k n_samples": ("d = dpp.DPP(L=np.eye(6))\nd.sample_k(2, 10**10, rng=0)",
-                                   ["n_samples"]),
+            "dpp.sample_projection(U, 2**62)",
+            ["n_samples"],
+        ),
+        "DPP.sample n_samples": (
+            "d = dpp.DPP(L=np.eye(6))\nd.sample(10**10, rng=0)",
+            ["n_samples"],
+        ),
+        "DPP.sample_k n_samples": (
+            "d = dpp.DPP(L=np.eye(6))\nd.sample_k(2, 10**10, rng=0)",
+            ["n_samples"],
+        ),
         "least_squares_design n": (
             "P = np.random.default_rng(0).standard_normal((8, 3))\n"
-            "dpp.least_squares_design(P, 10**12, method='volume_rescaled', rng=0)", ["n"]),
+            "dpp.least_squares_design(P, 10**12, method='volume_rescaled', rng=0)",
+            ["n"],
+        ),
         "KDE.resample size": ("divest.KDE(np.arange(5.0)).resample(10**13, rng=0)", ["size"]),
-        "dcov_test n_resamples": ("x = np.random.default_rng(0).random((30, 2))\n"
-                                  "divest.dcov_test(x, x, n_resamples=10**12)",
-                                  ["n_resamples"]),
+        "dcov_test n_resamples": (
+            "x = np.random.default_rng(0).random((30, 2))\n"
+            "divest.dcov_test(x, x, n_resamples=10**12)",
+            ["n_resamples"],
+        ),
     }
 
 
@@ -218,7 +244,8 @@ _HUGE_COUNT_BROKEN: set[str] = set()
 def test_set_num_threads_absurd_is_refused():
     # A million threads is no machine's pool: refuse it (or cap it) rather than hang the
     # next call. The child must finish well within the timeout either way.
-    res = _child("""
+    res = _child(
+        """
 import numpy as np, divest
 try:
     divest.set_num_threads(10**6)
@@ -230,7 +257,9 @@ else:
     divest.dcor(x, x[:, :1])
     assert divest.get_num_threads() <= 65536, divest.get_num_threads()
     print("CAPPED")
-""", timeout=8)
+""",
+        timeout=8,
+    )
     assert res is not None, "set_num_threads(10**6) then a call hung"
     rc, out, err = res
     assert rc == 0, err[-800:]
@@ -352,18 +381,20 @@ def test_dcor_is_scale_invariant_at_extreme_magnitudes():
     for s in (1e150, 1e-170):
         np.testing.assert_allclose(divest.dcor(x * s, y), want, rtol=1e-9)
         # dCov² is linear in the distances of x, so dCov scales by sqrt(s).
-        np.testing.assert_allclose(divest.dcov(x * s, y), np.sqrt(s) * divest.dcov(x, y),
-                                   rtol=1e-9)
-        np.testing.assert_allclose(divest.energy_distance(x * s, z * s),
-                                   s * divest.energy_distance(x, z), rtol=1e-9)
+        np.testing.assert_allclose(divest.dcov(x * s, y), np.sqrt(s) * divest.dcov(x, y), rtol=1e-9)
+        np.testing.assert_allclose(
+            divest.energy_distance(x * s, z * s), s * divest.energy_distance(x, z), rtol=1e-9
+        )
 
 
 def test_permutation_test_never_reports_a_pvalue_for_a_nan_statistic():
     r = np.random.default_rng(1)
     x = r.standard_normal((30, 2)) * 1e200
     y = r.standard_normal((30, 1))
-    for test in (lambda: divest.dcov_test(x, y, n_resamples=19, rng=0),
-                 lambda: divest.energy_test(x, x[::-1] + 1e200, n_resamples=19, rng=0)):
+    for test in (
+        lambda: divest.dcov_test(x, y, n_resamples=19, rng=0),
+        lambda: divest.energy_test(x, x[::-1] + 1e200, n_resamples=19, rng=0),
+    ):
         try:
             res = test()
         except ValueError:
@@ -377,9 +408,11 @@ def test_knn_and_kde_at_huge_scales_never_raise_overflowerror():
     x = r.standard_normal((50, 2))
     y = r.standard_normal((40, 2)) + 0.3
     for s in (1e160, 1e300):
-        for call in (lambda s=s: divest.knn_entropy(x * s),
-                     lambda s=s: divest.knn_kl(x * s, y * s),
-                     lambda s=s: divest.KDE(x, bandwidth=s).logpdf(x[:3])):
+        for call in (
+            lambda s=s: divest.knn_entropy(x * s),
+            lambda s=s: divest.knn_kl(x * s, y * s),
+            lambda s=s: divest.KDE(x, bandwidth=s).logpdf(x[:3]),
+        ):
             try:
                 v = call()
             except ValueError:
@@ -441,7 +474,7 @@ def test_sinkhorn_batch_has_eps_scaling():
     assert "scaling" in inspect.signature(divest.sinkhorn_batch).parameters
     r = np.random.default_rng(6)
     n = 20
-    x = r.random((2, n, 1)) * 30 ** 0.5
+    x = r.random((2, n, 1)) * 30**0.5
     cost = (x - x.transpose(0, 2, 1)) ** 2
     a = np.full((2, n), 1.0 / n)
     res = divest.sinkhorn_batch(a, a, cost, 1e-3, scaling=0.9, max_iter=10_000, tol=1e-6)
@@ -475,7 +508,6 @@ def test_knn_mi_variant2_is_row_order_invariant_under_ties():
     for _ in range(5):
         perm = r.permutation(60)
         assert divest.knn_mi(x[perm], y[perm], k=3, variant=2) == pytest.approx(want, rel=1e-12)
-
 
 
 _INTERRUPT_CHILD = r"""
@@ -522,14 +554,21 @@ def test_rejection_samplers_stop_on_ctrl_c():
     # Each call is minutes of work; Ctrl-C after 0.5 s must stop it within a few seconds
     # (a generous bound: the standard is one second). One child runs them in turn.
     try:
-        p = subprocess.run([sys.executable, "-c", _INTERRUPT_CHILD, *_LONG_DPP_CALLS],
-                           capture_output=True, text=True, timeout=12, env=_child_env())
+        p = subprocess.run(
+            [sys.executable, "-c", _INTERRUPT_CHILD, *_LONG_DPP_CALLS],
+            capture_output=True,
+            text=True,
+            timeout=12,
+            env=_child_env(),
+        )
         out = p.stdout
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         done = [ln.split()[0] for ln in out.splitlines()]
-        pytest.fail(f"ignored Ctrl-C: {[c for c in _LONG_DPP_CALLS if c not in done][:1]}; "
-                    f"before that: {out!r}")
+        pytest.fail(
+            f"ignored Ctrl-C: {[c for c in _LONG_DPP_CALLS if c not in done][:1]}; "
+            f"before that: {out!r}"
+        )
     assert p.returncode == 0, out + p.stderr[-1000:]
     for line in out.splitlines():
         name, took = line.split()
@@ -553,7 +592,8 @@ def test_sinkhorn_reg_below_the_cost_resolution_is_a_clear_error():
 def test_kde_score_memory_is_o_of_m_d():
     # 100,000 2-D queries: the output is 1.6 MB; tiles may add a few MB. The peak RSS
     # growth is measured in a child (issue 18: about 2 KiB per query point).
-    res = _child("""
+    res = _child(
+        """
 import resource
 import numpy as np, divest
 r = np.random.default_rng(0)
@@ -563,7 +603,9 @@ kde.score(q[:10])
 m0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kde.score(q)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - m0) / 1024)
-""", timeout=60)
+""",
+        timeout=60,
+    )
     assert res is not None and res[0] == 0, res
     grown = float(res[1].split()[-1])
     assert grown < 48, f"KDE.score of 100,000 2-D points grew the peak RSS by {grown:.0f} MiB"

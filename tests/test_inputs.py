@@ -12,14 +12,16 @@ def test_layouts_and_integer_inputs_give_the_same_answer():
     x = RNG.standard_normal((300, 5))
     q = RNG.standard_normal((50, 5))
     ref = divest.KDE(x).logpdf(q)
-    np.testing.assert_allclose(divest.KDE(np.asfortranarray(x)).logpdf(np.asfortranarray(q)), ref,
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        divest.KDE(np.asfortranarray(x)).logpdf(np.asfortranarray(q)), ref, rtol=1e-13
+    )
     big = np.zeros((300, 10))
     big[:, ::2] = x
     np.testing.assert_allclose(divest.KDE(big[:, ::2]).logpdf(q[::1]), ref, rtol=1e-13)
     xi = RNG.integers(-5, 5, size=(200, 2))
-    np.testing.assert_allclose(divest.KDE(xi).logpdf(xi[:10]),
-                               divest.KDE(xi.astype(float)).logpdf(xi[:10].astype(float)))
+    np.testing.assert_allclose(
+        divest.KDE(xi).logpdf(xi[:10]), divest.KDE(xi.astype(float)).logpdf(xi[:10].astype(float))
+    )
     assert divest.KDE(x.tolist()).logpdf(q.tolist()).dtype == np.float64
 
 
@@ -40,15 +42,18 @@ def test_inputs_are_never_modified():
         np.testing.assert_array_equal(a, c)
 
 
-@pytest.mark.parametrize("bad,exc,match", [
-    (np.zeros((0, 2)), ValueError, "empty"),
-    (np.array([[1.0, np.nan]]), ValueError, "NaN or inf"),
-    (np.array([[1.0, np.inf], [0.0, 1.0]]), ValueError, "NaN or inf"),
-    (np.ones((2, 2), dtype=complex), TypeError, "complex"),
-    (np.array([["a", "b"]]), TypeError, "real numbers"),
-    (np.zeros((2, 2, 2)), ValueError, "shape"),
-    (3.0, ValueError, "scalar"),
-])
+@pytest.mark.parametrize(
+    "bad,exc,match",
+    [
+        (np.zeros((0, 2)), ValueError, "empty"),
+        (np.array([[1.0, np.nan]]), ValueError, "NaN or inf"),
+        (np.array([[1.0, np.inf], [0.0, 1.0]]), ValueError, "NaN or inf"),
+        (np.ones((2, 2), dtype=complex), TypeError, "complex"),
+        (np.array([["a", "b"]]), TypeError, "real numbers"),
+        (np.zeros((2, 2, 2)), ValueError, "shape"),
+        (3.0, ValueError, "scalar"),
+    ],
+)
 def test_bad_data(bad, exc, match):
     with pytest.raises(exc, match=match):
         divest.KDE(bad, bandwidth=1.0)

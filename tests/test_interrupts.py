@@ -28,8 +28,8 @@ LONG = {
     "sinkhorn_divergence": lambda: divest.sinkhorn_divergence(X3, X3 + 0.1, eps=1e-3),
     "select_bandwidth": lambda: divest.select_bandwidth(X8, warn_edge=False),
     "knn_entropy (brute force)": lambda: divest.knn_entropy(
-        np.repeat(X8, 4, axis=0)[:, :8] + 1e-3 * R.standard_normal((240000, 8)),
-        algorithm="brute"),
+        np.repeat(X8, 4, axis=0)[:, :8] + 1e-3 * R.standard_normal((240000, 8)), algorithm="brute"
+    ),
 }
 
 

@@ -40,6 +40,7 @@ def brute_logpdf(x, q, h, kernel="gaussian", w=None):
 
 # --- scipy ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("d", [1, 2, 5, 12])
 @pytest.mark.parametrize("rule", ["scott", "silverman"])
 @pytest.mark.parametrize("weighted", [False, True])
@@ -74,13 +75,17 @@ def test_kde_logpdf_function_and_explicit_matrix_bandwidth():
     x = RNG.standard_normal((300, 3))
     h = np.array([[0.5, 0.1, 0.0], [0.1, 0.3, 0.05], [0.0, 0.05, 0.2]])
     q = RNG.standard_normal((40, 3))
-    np.testing.assert_allclose(divest.kde_logpdf(x, q, bandwidth=h), brute_logpdf(x, q, h), rtol=1e-11)
+    np.testing.assert_allclose(
+        divest.kde_logpdf(x, q, bandwidth=h), brute_logpdf(x, q, h), rtol=1e-11
+    )
     sd = np.array([0.3, 0.6, 0.9])
-    np.testing.assert_allclose(divest.kde_logpdf(x, q, bandwidth=sd),
-                               brute_logpdf(x, q, np.diag(sd**2)), rtol=1e-11)
+    np.testing.assert_allclose(
+        divest.kde_logpdf(x, q, bandwidth=sd), brute_logpdf(x, q, np.diag(sd**2)), rtol=1e-11
+    )
 
 
 # --- scikit-learn, d <= 3 where its trees are exact ------------------------------------
+
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("d", [1, 2, 3])
@@ -108,6 +113,7 @@ def test_matches_sklearn_low_dimension(kernel, d):
 
 
 # --- exact references in high dimension ------------------------------------------------
+
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("d", [17, 64, 300])
@@ -143,8 +149,9 @@ def test_kernel_normalisation_integrates_to_one():
         for d in (1, 2):
             kde = divest.KDE(np.zeros((1, d)), bandwidth=0.7, kernel=kernel)
             if d == 1:
-                val, _ = integrate.quad(lambda t, k=kde: k.pdf(np.array([t]))[0], -12, 12, points=[0.0],
-                                        limit=200)
+                val, _ = integrate.quad(
+                    lambda t, k=kde: k.pdf(np.array([t]))[0], -12, 12, points=[0.0], limit=200
+                )
             else:
                 g = np.linspace(-8, 8, 801)
                 xx, yy = np.meshgrid(g, g)
@@ -152,8 +159,11 @@ def test_kernel_normalisation_integrates_to_one():
                 val = p.sum() * (g[1] - g[0]) ** 2
             assert abs(val - 1) < 2e-3, (kernel, d, val)
     # and in higher d through the radial integral, against scipy.integrate.quad
-    for kernel, prof in [("cosine", lambda r: np.cos(np.pi * r / 2)), ("linear", lambda r: 1 - r),
-                         ("epanechnikov", lambda r: 1 - r * r)]:
+    for kernel, prof in [
+        ("cosine", lambda r: np.cos(np.pi * r / 2)),
+        ("linear", lambda r: 1 - r),
+        ("epanechnikov", lambda r: 1 - r * r),
+    ]:
         for d in (3, 7, 40):
             area = 2 * math.pi ** (d / 2) / math.gamma(d / 2)
             rad, _ = integrate.quad(lambda r, d=d, prof=prof: r ** (d - 1) * prof(r), 0, 1)
@@ -173,6 +183,7 @@ def test_expected_kde_of_gaussian_data_is_gaussian():
 
 
 # --- float32, effective sample size, score, leave-one-out ------------------------------
+
 
 def test_float32_stays_float32_and_is_accurate():
     x = RNG.standard_normal((800, 6))
@@ -198,8 +209,9 @@ def test_float32_on_both_distance_paths(d):
     got = k32.logpdf(q.astype(np.float32))
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, ref, rtol=5e-5, atol=1e-4)
-    np.testing.assert_allclose(k32.loo_logpdf(), divest.KDE(x, bandwidth=h).loo_logpdf(),
-                               rtol=5e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        k32.loo_logpdf(), divest.KDE(x, bandwidth=h).loo_logpdf(), rtol=5e-5, atol=1e-4
+    )
 
 
 def test_effective_sample_size():
@@ -262,11 +274,12 @@ def test_loo_logpdf(kernel):
     want = np.empty(250)
     for i in range(250):
         keep = np.arange(250) != i
-        want[i] = brute_logpdf(x[keep], x[i:i + 1], np.eye(3) * h * h, kernel, w[keep])[0]
+        want[i] = brute_logpdf(x[keep], x[i : i + 1], np.eye(3) * h * h, kernel, w[keep])[0]
     np.testing.assert_allclose(got, want, rtol=1e-10)
 
 
 # --- bandwidth selection ---------------------------------------------------------------
+
 
 def test_select_bandwidth_curve_equals_separate_passes():
     x = RNG.standard_normal((600, 2)) @ np.array([[1.0, 0.3], [0.0, 0.5]])
@@ -302,6 +315,7 @@ def test_select_bandwidth_finds_the_likelihood_optimum_and_warns_on_edges():
 
 # --- resampling ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_resample_follows_the_estimate_1d(kernel):
     x = np.array([-2.0, -1.5, 0.0, 0.4, 2.5])
@@ -314,12 +328,15 @@ def test_resample_follows_the_estimate_1d(kernel):
     assert res.pvalue > 1e-3, res
 
 
-@pytest.mark.parametrize("kernel,cdf", [
-    ("tophat", lambda r, d: r**d),
-    ("epanechnikov", lambda r, d: ((d + 2) * r**d - d * r ** (d + 2)) / 2),
-    ("exponential", lambda r, d: stats.gamma(d).cdf(r)),
-    ("gaussian", lambda r, d: stats.chi(d).cdf(r)),
-])
+@pytest.mark.parametrize(
+    "kernel,cdf",
+    [
+        ("tophat", lambda r, d: r**d),
+        ("epanechnikov", lambda r, d: ((d + 2) * r**d - d * r ** (d + 2)) / 2),
+        ("exponential", lambda r, d: stats.gamma(d).cdf(r)),
+        ("gaussian", lambda r, d: stats.chi(d).cdf(r)),
+    ],
+)
 def test_resample_radial_law_in_3d(kernel, cdf):
     d = 3
     h = np.array([[0.5, 0.2, 0.0], [0.2, 0.4, 0.1], [0.0, 0.1, 0.3]])
@@ -352,6 +369,10 @@ def test_zero_weights_on_the_nearest_points(d):
     wn = w / w.sum()
     r2 = ((q[:, None, :] - x[None]) ** 2).sum(-1) / h**2
     with np.errstate(divide="ignore"):
-        want = logsumexp(np.log(wn)[None] - 0.5 * r2, axis=1) - d * np.log(h) - 0.5 * d * np.log(2 * np.pi)
+        want = (
+            logsumexp(np.log(wn)[None] - 0.5 * r2, axis=1)
+            - d * np.log(h)
+            - 0.5 * d * np.log(2 * np.pi)
+        )
     assert np.all(want < -1000)
     np.testing.assert_allclose(got, want, rtol=1e-12)

@@ -62,8 +62,9 @@ def test_extreme_data_are_scale_equivariant(d, exponent):
     x0, q0 = xc / c, qc / c
     ref = divest.KDE(x0)
     kde = divest.KDE(xc)
-    np.testing.assert_allclose(kde.logpdf(qc), ref.logpdf(q0) - d * exponent * math.log(2),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        kde.logpdf(qc), ref.logpdf(q0) - d * exponent * math.log(2), rtol=1e-12
+    )
     s = kde.score(qc)
     assert not np.isnan(s).any()
     if exponent > 0:
@@ -125,8 +126,9 @@ def test_weights_whose_sum_overflows_or_underflows(scale):
     rtol = 1e-12 if scale > 1e-300 else 1e-2  # subnormal weights carry few digits
     np.testing.assert_allclose(lp, want.logpdf(x[:5]), rtol=rtol)
     both = np.full(50, 1.7e308)  # each finite, sum overflows
-    np.testing.assert_allclose(divest.KDE(x, weights=both).logpdf(x[:5]),
-                               divest.KDE(x).logpdf(x[:5]), rtol=1e-13)
+    np.testing.assert_allclose(
+        divest.KDE(x, weights=both).logpdf(x[:5]), divest.KDE(x).logpdf(x[:5]), rtol=1e-13
+    )
     assert divest.KDE(x, weights=both).neff == pytest.approx(50, rel=1e-12)
 
 
@@ -163,7 +165,7 @@ def test_score_in_passes_is_bitwise_the_single_pass():
     q = RNG.standard_normal((13000, 2))  # three passes of 6144 rows
     kde = divest.KDE(x, bandwidth=0.4)
     whole = kde.score(q)
-    parts = np.concatenate([kde.score(q[i:i + 1000]) for i in range(0, len(q), 1000)])
+    parts = np.concatenate([kde.score(q[i : i + 1000]) for i in range(0, len(q), 1000)])
     np.testing.assert_array_equal(whole, parts)
 
 
@@ -187,14 +189,16 @@ def test_score_memory_does_not_grow_per_query():
         assert np.isfinite(s).all()
         print((after - before) / 1024.0)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
     extra_mib = float(out.stdout.strip())
     assert extra_mib < 100, f"score of 400k queries added {extra_mib:.0f} MiB"
 
 
-@pytest.mark.parametrize("kernel", ["gaussian", "tophat", "epanechnikov", "exponential",
-                                    "linear", "cosine"])
+@pytest.mark.parametrize(
+    "kernel", ["gaussian", "tophat", "epanechnikov", "exponential", "linear", "cosine"]
+)
 def test_no_nan_on_awkward_finite_inputs(kernel):
     x = RNG.standard_normal((30, 2))
     cases = {
@@ -225,8 +229,7 @@ def test_data_spanning_the_whole_float_range():
     f = 3 ** (-1 / 5)
     h = 1.7e308 * f
     # the two outer points sit 1/f bandwidths from 0
-    want = (math.log((1 + 2 * math.exp(-0.5 / f**2)) / 3) - math.log(h)
-            - 0.5 * math.log(2 * math.pi))
+    want = math.log((1 + 2 * math.exp(-0.5 / f**2)) / 3) - math.log(h) - 0.5 * math.log(2 * math.pi)
     np.testing.assert_allclose(kde.logpdf([0.0]), want, rtol=1e-12)
     assert not np.isnan(kde.resample(5, rng=0)).any()  # ±inf where a draw leaves the range
     assert divest.KDE(x, bandwidth=1e308).logpdf([0.0])[0] < 0

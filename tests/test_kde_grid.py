@@ -23,7 +23,7 @@ def brute_log(x, grid, h, kernel, w=None):
     w = np.full(x.size, 1.0 / x.size) if w is None else np.asarray(w) / np.sum(w)
     out = np.empty(g.size)
     for s in range(0, g.size, 256):
-        u = np.abs(g[s:s + 256, None] - x[None, :]) / np.longdouble(h)
+        u = np.abs(g[s : s + 256, None] - x[None, :]) / np.longdouble(h)
         with np.errstate(divide="ignore"):
             if kernel == "gaussian":
                 lk = -0.5 * u * u
@@ -41,7 +41,7 @@ def brute_log(x, grid, h, kernel, w=None):
             mx = np.max(lk, axis=1)
             safe = np.where(np.isfinite(mx), mx, 0)
             lse = safe + np.log(np.sum(np.exp(lk - safe[:, None]), axis=1))
-        out[s:s + 256] = np.where(np.isfinite(mx), lse, -np.inf).astype(np.float64)
+        out[s : s + 256] = np.where(np.isfinite(mx), lse, -np.inf).astype(np.float64)
     return out - log_kernel_norm(kernel, 1) - math.log(h)
 
 
@@ -85,8 +85,15 @@ def test_exact_log_is_exact_in_far_tails(kernel):
     # Two points, grid out to 300 bandwidths: the density underflows in float64 but the
     # log-density has a closed form.
     x = np.array([0.0, 1.0])
-    r = divest.kde_grid(x, bandwidth=1.0, kernel=kernel, n_points=2001, extent=(-1000, 1000),
-                        method="exact", log=True)
+    r = divest.kde_grid(
+        x,
+        bandwidth=1.0,
+        kernel=kernel,
+        n_points=2001,
+        extent=(-1000, 1000),
+        method="exact",
+        log=True,
+    )
     g = r.grid
     if kernel == "gaussian":
         lk = np.stack([-0.5 * g**2, -0.5 * (g - 1) ** 2])
@@ -322,7 +329,8 @@ def test_isj_scale_equivariant_and_weights():
     assert divest.isj_bandwidth(x, weights=np.ones(x.size)) == pytest.approx(h, rel=1e-12)
     w = np.r_[np.ones(2000), np.zeros(1000)]
     assert divest.isj_bandwidth(x, weights=w) == pytest.approx(
-        divest.isj_bandwidth(x[:2000]), rel=1e-12)
+        divest.isj_bandwidth(x[:2000]), rel=1e-12
+    )
     # the KDE option
     kde = divest.KDE(x, bandwidth="isj")
     assert kde.bandwidth[0, 0] == pytest.approx(h * h, rel=1e-12)
@@ -402,7 +410,7 @@ def numpy_linear_bin(x, w, lo, delta, nb):
     k = np.minimum(np.floor(posf).astype(np.int64), nb - 2)
     t = posf - k
     bins = np.zeros(int(np.prod(nb)))
-    strides = np.array([int(np.prod(nb[a + 1:])) for a in range(d)], dtype=np.int64)
+    strides = np.array([int(np.prod(nb[a + 1 :])) for a in range(d)], dtype=np.int64)
     for corner in range(1 << d):
         bit = np.array([(corner >> a) & 1 for a in range(d)])
         cw = wi * np.prod(np.where(bit == 1, t, 1 - t), axis=1)

@@ -41,8 +41,9 @@ def test_matches_pot_sinkhorn(method, omega):
     np.testing.assert_allclose(res.plan, p_pot, rtol=1e-8, atol=1e-14)
     p_log, llog = ot.bregman.sinkhorn_log(a, b, c, reg, stopThr=1e-13, numItermax=100000, log=True)
     np.testing.assert_allclose(res.plan, p_log, rtol=1e-8, atol=1e-14)
-    assert res.linear_cost == pytest.approx(float(ot.sinkhorn2(a, b, c, reg, stopThr=1e-13,
-                                                                numItermax=100000)), rel=1e-10)
+    assert res.linear_cost == pytest.approx(
+        float(ot.sinkhorn2(a, b, c, reg, stopThr=1e-13, numItermax=100000)), rel=1e-10
+    )
     # Potentials: f = reg (log_u - ln a), up to a constant shift.
     f_pot = reg * (llog["log_u"] - np.log(a))
     g_pot = reg * (llog["log_v"] - np.log(b))
@@ -185,13 +186,18 @@ def test_unbalanced_matches_pot(reg_m):
     reg = 0.05
     res = divest.sinkhorn_unbalanced(a, b, c, reg, reg_m, tol=1e-12, max_iter=20000)
     assert res.converged
-    p, log = ot.unbalanced.sinkhorn_unbalanced(a, b, c, reg, reg_m, reg_type="kl",
-                                               stopThr=1e-15, numItermax=200000, log=True)
+    p, log = ot.unbalanced.sinkhorn_unbalanced(
+        a, b, c, reg, reg_m, reg_type="kl", stopThr=1e-15, numItermax=200000, log=True
+    )
     np.testing.assert_allclose(res.plan, p, rtol=1e-8, atol=1e-15)
     assert res.linear_cost == pytest.approx(float(log["cost"]), rel=1e-9)
     mass = res.plan.sum()
-    pot_total = res.cost - reg * (a.sum() * b.sum() - mass) - reg_m * (a.sum() - mass) \
+    pot_total = (
+        res.cost
+        - reg * (a.sum() * b.sum() - mass)
+        - reg_m * (a.sum() - mass)
         - reg_m * (b.sum() - mass)
+    )
     assert pot_total == pytest.approx(float(log["total_cost"]), rel=1e-8, abs=1e-9 * reg_m)
     np.testing.assert_allclose(np.exp(res.f / reg), np.exp(log["logu"]), rtol=1e-7)
     # Optimality conditions of the KL-relaxed problem.
@@ -248,8 +254,11 @@ def test_batch_unbalanced_and_errors():
     with pytest.raises(ValueError, match="shape"):
         divest.sinkhorn_batch(a, b, rng.random((2, 5, 4)), 0.1, reg_m=1.0)
     # The weight checks read the row sums and minima first; the messages are unchanged.
-    for bad, match in ((np.nan, "a contains NaN or inf"), (np.inf, "a contains NaN or inf"),
-                       (-0.5, "must be non-negative")):
+    for bad, match in (
+        (np.nan, "a contains NaN or inf"),
+        (np.inf, "a contains NaN or inf"),
+        (-0.5, "must be non-negative"),
+    ):
         ab = a.copy()
         ab[1, 2] = bad
         with pytest.raises(ValueError, match=match):
@@ -307,6 +316,7 @@ def test_divergence_matches_dense_pot(p, d):
     assert res.value == pytest.approx(want, rel=1e-8, abs=1e-10)
     assert res.value >= 0
     assert a @ res.f + b @ res.g == pytest.approx(res.value, rel=1e-8)
+
     # Gradient: Σ_j P_ij ∇_x C(x_i, y_j) − Σ_k P^{aa}_ik ∇_x C(x_i, x_k).
     def expect(plan, pts):
         diff = x[:, None, :] - pts[None, :, :]
@@ -344,8 +354,9 @@ def test_divergence_float32_duplicates_and_undebiased():
     x = np.vstack([x, x[:5]])
     y = rng.random((35, 3)) + 0.2
     r64 = divest.sinkhorn_divergence(x, y, eps=1e-3, tol=1e-7, max_iter=20000)
-    r32 = divest.sinkhorn_divergence(x.astype(np.float32), y.astype(np.float32), eps=1e-3,
-                                     tol=1e-5, max_iter=20000)
+    r32 = divest.sinkhorn_divergence(
+        x.astype(np.float32), y.astype(np.float32), eps=1e-3, tol=1e-5, max_iter=20000
+    )
     assert r32.grad.dtype == np.float32 and r32.f.dtype == np.float32
     assert np.isfinite(r32.grad).all() and np.isfinite(r64.grad).all()
     assert r32.value == pytest.approx(r64.value, rel=1e-3)
@@ -383,8 +394,9 @@ def test_divergence_bad_inputs():
     with pytest.raises(ValueError, match="NaN"):
         divest.sinkhorn_divergence(np.full((3, 2), np.nan), x, eps=0.1)
     with pytest.warns(divest.ConvergenceWarning):
-        divest.sinkhorn_divergence(np.random.default_rng(0).random((20, 2)), x, eps=1e-3,
-                                   max_iter=1, tol=1e-9)
+        divest.sinkhorn_divergence(
+            np.random.default_rng(0).random((20, 2)), x, eps=1e-3, max_iter=1, tol=1e-9
+        )
     with pytest.raises(ValueError, match="tol"):
         divest.sinkhorn_divergence(x, x, eps=0.1, tol=-1.0)
 
@@ -418,8 +430,12 @@ def _geomloss_schedule_reference(x, y, a, b, eps, p, scaling):
             ft, gt = sm(e, cxy, lb + g / e), sm(e, cxy.T, la + f / e)
             fat, gbt = sm(e, cxx, la + fa / e), sm(e, cyy, lb + gb / e)
             f, g, fa, gb = (f + ft) / 2, (g + gt) / 2, (fa + fat) / 2, (gb + gbt) / 2
-        f, g, fa, gb = (sm(e, cxy, lb + g / e), sm(e, cxy.T, la + f / e),
-                        sm(e, cxx, la + fa / e), sm(e, cyy, lb + gb / e))
+        f, g, fa, gb = (
+            sm(e, cxy, lb + g / e),
+            sm(e, cxy.T, la + f / e),
+            sm(e, cxx, la + fa / e),
+            sm(e, cyy, lb + gb / e),
+        )
     return a @ (f - fa) + b @ (g - gb), (f, g, fa, gb), (cxy, cxx, cyy)
 
 
@@ -443,8 +459,11 @@ def test_divergence_default_is_geomloss_schedule_with_honest_error(p):
         pxy = a[:, None] * b[None] * np.exp((f[:, None] + g[None] - cxy) / eps)
         pxx = a[:, None] * a[None] * np.exp((fa[:, None] + fa[None] - cxx) / eps)
         pyy = b[:, None] * b[None] * np.exp((gb[:, None] + gb[None] - cyy) / eps)
-    errs = [_plan_marginal_error(pxy, a, b), _plan_marginal_error(pxx, a, a),
-            _plan_marginal_error(pyy, b, b)]
+    errs = [
+        _plan_marginal_error(pxy, a, b),
+        _plan_marginal_error(pxx, a, a),
+        _plan_marginal_error(pyy, b, b),
+    ]
     assert res.marginal_error == pytest.approx(max(errs), rel=1e-8)
     assert res.marginal_error > 1e-6  # the schedule alone does not converge here
     # Continuing to a tolerance converges, and the schedule's value is within its accuracy.
@@ -470,8 +489,7 @@ def test_ctrl_c_interrupts_long_sinkhorn():
         timer.start()
         with pytest.raises(KeyboardInterrupt):
             # tol=0 never stops by itself: minutes of work without the interrupt.
-            divest.sinkhorn(a, b, c, 1e-3, tol=0.0, max_iter=10**7, method="log",
-                            return_plan=False)
+            divest.sinkhorn(a, b, c, 1e-3, tol=0.0, max_iter=10**7, method="log", return_plan=False)
         elapsed = time.perf_counter() - t0
     finally:
         timer.cancel()
@@ -504,8 +522,9 @@ r = divest.sinkhorn_divergence(x, y, eps=0.5, debias=False, grad=True)
 assert np.isfinite(r.grad).all()
 print(hwm() - before)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     extra_mb = float(out.stdout.split()[-1])
     assert extra_mb < 20, f"{extra_mb:.1f} MB of extra memory"
 
@@ -525,8 +544,9 @@ def test_batch_small_path_and_fallback_match_pot(omega):
     scale = np.array([0.5, 1, 2, 4, 6, 8, 10, 12])[:, None, None]
     c = rng.random((nb, n, m)) * scale + 3.0
     reg = 0.05
-    res = divest.sinkhorn_batch(a, b, c, reg, tol=2e-12, max_iter=100000, omega=omega,
-                                return_plan=True)
+    res = divest.sinkhorn_batch(
+        a, b, c, reg, tol=2e-12, max_iter=100000, omega=omega, return_plan=True
+    )
     assert res.converged.all() and (res.marginal_error <= 2e-12).all()
     for k in range(nb):
         p_log = ot.bregman.sinkhorn_log(a[k], b[k], c[k], reg, stopThr=1e-13, numItermax=200000)
@@ -535,7 +555,9 @@ def test_batch_small_path_and_fallback_match_pot(omega):
         one = divest.sinkhorn(a[k], b[k], c[k], reg, tol=2e-12, max_iter=100000, omega=omega)
         assert res.cost[k] == pytest.approx(one.cost, rel=1e-11)
         # Plans of the returned potentials: P = a b exp((f + g − C)/reg).
-        plan = a[k][:, None] * b[k][None] * np.exp((res.f[k][:, None] + res.g[k][None] - c[k]) / reg)
+        plan = (
+            a[k][:, None] * b[k][None] * np.exp((res.f[k][:, None] + res.g[k][None] - c[k]) / reg)
+        )
         np.testing.assert_allclose(plan, res.plan[k], rtol=1e-9, atol=1e-300)
 
 
@@ -550,8 +572,7 @@ def test_automatic_omega_is_never_much_slower_than_plain(reg):
     a, b = rng.random(120) + 0.1, np.full(100, 1 / 100)
     a /= a.sum()
     auto = divest.sinkhorn(a, b, c, reg, tol=1e-9, max_iter=100000, return_plan=False)
-    plain = divest.sinkhorn(a, b, c, reg, tol=1e-9, max_iter=100000, return_plan=False,
-                            omega=1.0)
+    plain = divest.sinkhorn(a, b, c, reg, tol=1e-9, max_iter=100000, return_plan=False, omega=1.0)
     assert auto.converged and plain.converged
     assert auto.n_iter <= plain.n_iter + 2
     if reg <= 0.01:

@@ -40,8 +40,16 @@ def test_divergence_coinciding_points_give_exact_zero(p, debias):
     x = np.tile([3.0, -2.0, 1e-3], (5, 1))
     y = np.tile([3.0, -2.0, 1e-3], (7, 1))
     for dt in (np.float64, np.float32):
-        r = divest.sinkhorn_divergence(x.astype(dt), y.astype(dt), np.arange(1.0, 6.0),
-                                       None, eps=1e-3, p=p, debias=debias, tol=1e-9)
+        r = divest.sinkhorn_divergence(
+            x.astype(dt),
+            y.astype(dt),
+            np.arange(1.0, 6.0),
+            None,
+            eps=1e-3,
+            p=p,
+            debias=debias,
+            tol=1e-9,
+        )
         assert r.value == 0.0 and r.converged is True
         assert np.array_equal(r.grad, np.zeros_like(x)) and r.grad.dtype == dt
         assert np.array_equal(r.f, np.zeros(5)) and np.array_equal(r.g, np.zeros(7))
@@ -96,12 +104,17 @@ def test_divergence_extreme_scales_are_exact_rescalings():
     for p, k in [(1, 1000), (1, -1000), (2, 480), (2, -480)]:
         ref = divest.sinkhorn_divergence(x, y, eps=0.05, p=p, tol=1e-10, max_iter=10000)
         sx, sy = np.ldexp(x, k), np.ldexp(y, k)
-        r = divest.sinkhorn_divergence(sx, sy, eps=math.ldexp(0.05, k * p), p=p, tol=1e-10,
-                                       max_iter=10000)
+        r = divest.sinkhorn_divergence(
+            sx, sy, eps=math.ldexp(0.05, k * p), p=p, tol=1e-10, max_iter=10000
+        )
         assert np.isfinite(r.value) and r.converged
         assert r.value == pytest.approx(math.ldexp(ref.value, k * p), rel=1e-9)
-        np.testing.assert_allclose(r.grad, np.ldexp(ref.grad, k * (p - 1)), rtol=1e-7,
-                                   atol=1e-9 * np.abs(np.ldexp(ref.grad, k * (p - 1))).max())
+        np.testing.assert_allclose(
+            r.grad,
+            np.ldexp(ref.grad, k * (p - 1)),
+            rtol=1e-7,
+            atol=1e-9 * np.abs(np.ldexp(ref.grad, k * (p - 1))).max(),
+        )
     # Costs beyond float64: a clear error naming the clouds, not inf or NaN.
     with pytest.raises(ValueError, match="rescale the clouds"):
         divest.sinkhorn_divergence(x * 1e300, y * 1e300, eps=1e300, p=2)
@@ -172,8 +185,7 @@ def test_batch_scaling_converges_at_small_reg_and_matches_single_solves():
     with pytest.warns(divest.ConvergenceWarning):
         plain = divest.sinkhorn_batch(A, Bw, C, reg, max_iter=10_000)
     assert not plain.converged.any()
-    res = divest.sinkhorn_batch(A, Bw, C, reg, scaling=0.9, max_iter=10_000,
-                                return_plan=True)
+    res = divest.sinkhorn_batch(A, Bw, C, reg, scaling=0.9, max_iter=10_000, return_plan=True)
     assert res.converged.all() and (res.marginal_error <= 1e-9).all()
     for k in range(B):
         one = divest.sinkhorn(A[k], Bw[k], C[k], reg, scaling=0.9, max_iter=10_000)
@@ -182,15 +194,25 @@ def test_batch_scaling_converges_at_small_reg_and_matches_single_solves():
         assert res.cost[k] == pytest.approx(one.cost, rel=1e-12)
         assert res.n_iter[k] == one.n_iter
         # POT's ε-scaling solver, where it reports convergence.
-        P, log = ot.bregman.sinkhorn_epsilon_scaling(A[k], Bw[k], C[k], reg, numItermax=200,
-                                                     epsilon0=1e4, stopThr=1e-11, log=True)
+        P, log = ot.bregman.sinkhorn_epsilon_scaling(
+            A[k], Bw[k], C[k], reg, numItermax=200, epsilon0=1e4, stopThr=1e-11, log=True
+        )
         if log["err"][-1] < 1e-10:
             np.testing.assert_allclose(res.plan[k], P, atol=1e-8)
     # Shared cost, float32 and the log method take the same option.
-    r32 = _quiet(divest.sinkhorn_batch, A, Bw, C[0].astype(np.float32), reg, scaling=0.9,
-                 max_iter=10_000, method="log")
-    one = _quiet(divest.sinkhorn, A[1], Bw[1], C[0], reg, scaling=0.9, max_iter=10_000,
-                 method="log")
+    r32 = _quiet(
+        divest.sinkhorn_batch,
+        A,
+        Bw,
+        C[0].astype(np.float32),
+        reg,
+        scaling=0.9,
+        max_iter=10_000,
+        method="log",
+    )
+    one = _quiet(
+        divest.sinkhorn, A[1], Bw[1], C[0], reg, scaling=0.9, max_iter=10_000, method="log"
+    )
     assert r32.cost[1] == pytest.approx(one.cost, rel=1e-6)
     with pytest.raises(ValueError, match="scaling"):
         divest.sinkhorn_batch(A, Bw, C, reg, scaling=1.5)
@@ -259,10 +281,17 @@ def test_omega_one_iterates_are_pots_on_the_transposed_problem(k):
     b /= b.sum()
     reg = 0.1
     for method in ("kernel", "log"):
-        r = _quiet(divest.sinkhorn, a, b, C, reg, omega=1, tol=0.0, max_iter=k,
-                   method=method)
-        pt = ot.sinkhorn(b, a, C.T, reg, numItermax=k, stopThr=0.0,
-                         warmstart=(np.log(b), np.zeros(n)), warn=False)
+        r = _quiet(divest.sinkhorn, a, b, C, reg, omega=1, tol=0.0, max_iter=k, method=method)
+        pt = ot.sinkhorn(
+            b,
+            a,
+            C.T,
+            reg,
+            numItermax=k,
+            stopThr=0.0,
+            warmstart=(np.log(b), np.zeros(n)),
+            warn=False,
+        )
         np.testing.assert_allclose(r.plan, pt.T, rtol=1e-12, atol=1e-15)
         # ... and not ot.sinkhorn's own iterates on (a, b, C) (they differ before convergence).
         p0 = ot.sinkhorn(a, b, C, reg, numItermax=k, stopThr=0.0, warn=False)
@@ -300,8 +329,7 @@ def test_dense_layouts_dtypes_and_shapes():
     # max_iter beyond 64 bits is accepted (no limit), not an OverflowError.
     r = divest.sinkhorn(None, None, C, 0.5, max_iter=10**30)
     assert r.converged
-    r = divest.sinkhorn_batch(np.full((2, 4), 0.25), np.full((2, 5), 0.2), C, 0.5,
-                              max_iter=10**30)
+    r = divest.sinkhorn_batch(np.full((2, 4), 0.25), np.full((2, 5), 0.2), C, 0.5, max_iter=10**30)
     assert r.converged.all()
 
 
@@ -337,8 +365,7 @@ def test_long_solves_stop_on_ctrl_c_whatever_the_problem_size():
                 print(f"{time.perf_counter() - t0:.2f}")
         print("ok")
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
     for line in out.stdout.split()[:-1]:
         assert float(line) < 3.0  # the timer fires at 0.5 s
@@ -366,18 +393,22 @@ def test_extreme_magnitudes_of_reg_costs_masses_and_init():
         assert r.cost == pytest.approx(math.ldexp(ref.cost, k), rel=1e-12)
         np.testing.assert_allclose(r.f, np.ldexp(ref.f, k), rtol=1e-9)
         if k != -1060:
-            u = divest.sinkhorn_unbalanced(a, b, np.ldexp(C, k), math.ldexp(0.5, k),
-                                           math.ldexp(2.0, k), tol=1e-12)
+            u = divest.sinkhorn_unbalanced(
+                a, b, np.ldexp(C, k), math.ldexp(0.5, k), math.ldexp(2.0, k), tol=1e-12
+            )
             np.testing.assert_allclose(u.plan, refu.plan, rtol=1e-10)
             assert u.cost == pytest.approx(math.ldexp(refu.cost, k), rel=1e-10)
-        bt = divest.sinkhorn_batch(a[None], b[None], np.ldexp(C, k), math.ldexp(0.5, k),
-                                   tol=1e-12, return_plan=True)
+        bt = divest.sinkhorn_batch(
+            a[None], b[None], np.ldexp(C, k), math.ldexp(0.5, k), tol=1e-12, return_plan=True
+        )
         np.testing.assert_allclose(bt.plan[0], ref.plan, rtol=1e-10)
         assert bt.cost[0] == pytest.approx(math.ldexp(ref.cost, k), rel=1e-10)
     # reg so large that the result would be rounding noise: a clear error.
-    for call in (lambda: divest.sinkhorn(a, b, C, 1e300),
-                 lambda: divest.sinkhorn_unbalanced(a, b, C, 1e20, 1.0),
-                 lambda: divest.sinkhorn_batch(a[None], b[None], C, 1e300)):
+    for call in (
+        lambda: divest.sinkhorn(a, b, C, 1e300),
+        lambda: divest.sinkhorn_unbalanced(a, b, C, 1e20, 1.0),
+        lambda: divest.sinkhorn_batch(a[None], b[None], C, 1e300),
+    ):
         with pytest.raises(ValueError, match="reg = .* too large"):
             call()
     ref = divest.sinkhorn(a, b, C, 0.5, tol=1e-12)
@@ -423,12 +454,14 @@ def test_unbalanced_reg_m_beyond_float64_resolution_is_the_balanced_problem():
 
 def test_convergence_warnings_point_at_the_caller():
     C = np.random.default_rng(13).random((4, 5))
-    for call in (lambda: divest.sinkhorn(None, None, C, 0.01, max_iter=1),
-                 lambda: divest.sinkhorn_unbalanced(None, None, C, 0.01, 1.0, max_iter=1),
-                 lambda: divest.sinkhorn_batch(np.full((1, 4), 0.25), np.full((1, 5), 0.2), C,
-                                               0.01, max_iter=1),
-                 lambda: divest.sinkhorn_divergence(C, C[:3] ** 2, eps=0.01, tol=0.0,
-                                                    max_iter=1)):
+    for call in (
+        lambda: divest.sinkhorn(None, None, C, 0.01, max_iter=1),
+        lambda: divest.sinkhorn_unbalanced(None, None, C, 0.01, 1.0, max_iter=1),
+        lambda: divest.sinkhorn_batch(
+            np.full((1, 4), 0.25), np.full((1, 5), 0.2), C, 0.01, max_iter=1
+        ),
+        lambda: divest.sinkhorn_divergence(C, C[:3] ** 2, eps=0.01, tol=0.0, max_iter=1),
+    ):
         with pytest.warns(divest.ConvergenceWarning) as rec:
             call()
         assert rec[0].filename == __file__

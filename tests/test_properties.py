@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 import divest
 from divest import dpp
 
-FAST = settings(max_examples=15, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SEED = st.integers(0, 2**32 - 1)
 SCALE = st.sampled_from([1e-3, 0.1, 1.0, 7.0, 1e3])
 
@@ -88,12 +87,16 @@ def test_divergences_agree_with_scipy_and_closed_forms(pq):
     _close(divest.js(p, q), jensenshannon(p, q) ** 2, rtol=1e-10, atol=1e-15)
     _close(divest.tv(p, q), 0.5 * np.abs(p - q).sum(), rtol=1e-12)
     _close(divest.chi2(p, q), ((p - q) ** 2 / q).sum(), rtol=1e-12)
-    _close(divest.hellinger(p, q), np.sqrt(0.5 * ((np.sqrt(p) - np.sqrt(q)) ** 2).sum()),
-           rtol=1e-10)
+    _close(
+        divest.hellinger(p, q), np.sqrt(0.5 * ((np.sqrt(p) - np.sqrt(q)) ** 2).sum()), rtol=1e-10
+    )
     for alpha in (0.5, 2.0, 3.0):
-        _close(divest.renyi(p, q, alpha),
-               np.log((p**alpha * q ** (1 - alpha)).sum()) / (alpha - 1), rtol=1e-10,
-               atol=1e-14)
+        _close(
+            divest.renyi(p, q, alpha),
+            np.log((p**alpha * q ** (1 - alpha)).sum()) / (alpha - 1),
+            rtol=1e-10,
+            atol=1e-14,
+        )
     # Named f-divergences equal the dedicated functions.
     _close(divest.f_divergence(p, q, "kl"), divest.kl(p, q), rtol=1e-10)
     _close(divest.f_divergence(p, q, "reverse_kl"), divest.kl(q, p), rtol=1e-10)
@@ -120,8 +123,9 @@ def test_logits_and_normalize_paths_agree(pq, s):
     want = divest.kl(p, q)
     _close(divest.kl(p * s, q * s, normalize=True), want, rtol=1e-10, atol=1e-14)
     _close(divest.kl(np.log(p), np.log(q), log_input=True), want, rtol=1e-9, atol=1e-14)
-    _close(divest.kl(np.log(p) + 3.0, np.log(q) - 2.0, from_logits=True), want, rtol=1e-9,
-           atol=1e-14)
+    _close(
+        divest.kl(np.log(p) + 3.0, np.log(q) - 2.0, from_logits=True), want, rtol=1e-9, atol=1e-14
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -146,8 +150,10 @@ def test_mmd_and_cs_properties(xy):
     x, y, s, r = xy
     sigma = 1.3 * s
     c = r.standard_normal(x.shape[1]) * 10 * s
-    for f in (lambda a, b, **k: divest.mmd(a, b, sigma, **k),
-              lambda a, b, **k: divest.cs_divergence(a, b, sigma)):
+    for f in (
+        lambda a, b, **k: divest.mmd(a, b, sigma, **k),
+        lambda a, b, **k: divest.cs_divergence(a, b, sigma),
+    ):
         v = f(x, y)
         _close(f(y, x), v, rtol=1e-9, atol=1e-12)
         _close(f(x + c, y + c), v, rtol=1e-6, atol=1e-9)
@@ -205,15 +211,17 @@ def _dcov2(x, y, unbiased=False):
     a, b = _dist(x, x), _dist(y, y)
     n = len(x)
     if not unbiased:
+
         def c(m):
             return m - m.mean(0) - m.mean(1)[:, None] + m.mean()
+
         return float((c(a) * c(b)).mean())
 
     def u(m):
-        out = (m - m.sum(0) / (n - 2) - m.sum(1)[:, None] / (n - 2)
-               + m.sum() / ((n - 1) * (n - 2)))
+        out = m - m.sum(0) / (n - 2) - m.sum(1)[:, None] / (n - 2) + m.sum() / ((n - 1) * (n - 2))
         np.fill_diagonal(out, 0.0)
         return out
+
     return float((u(a) * u(b)).sum() / (n * (n - 3)))
 
 
@@ -239,11 +247,14 @@ def test_dcor_symmetry_range_invariances_and_oracle(xy):
     _close(divest.dcov_sqr(x, y), vxy, rtol=1e-9, atol=1e-14 * s)
     assert divest.dcov_sqr(x, y) >= 0
     if n >= 4:
-        _close(divest.dcov_sqr(x, y, unbiased=True), _dcov2(x, y, unbiased=True),
-               rtol=1e-8, atol=1e-12 * s)
+        _close(
+            divest.dcov_sqr(x, y, unbiased=True),
+            _dcov2(x, y, unbiased=True),
+            rtol=1e-8,
+            atol=1e-12 * s,
+        )
     # dCov² scales with the product of the scales (exponent 1).
-    _close(divest.dcov_sqr(x * 3.0, y * 5.0), 15.0 * divest.dcov_sqr(x, y), rtol=1e-9,
-           atol=1e-14)
+    _close(divest.dcov_sqr(x * 3.0, y * 5.0), 15.0 * divest.dcov_sqr(x, y), rtol=1e-9, atol=1e-14)
 
 
 @FAST
@@ -257,10 +268,13 @@ def test_energy_distance_properties_and_oracle(xy):
     _close(divest.energy_distance(x * 2.5, y * 2.5), 2.5 * v, rtol=1e-9, atol=1e-12 * s)
     c = r.standard_normal(x.shape[1]) * s
     _close(divest.energy_distance(x + c, y + c), v, rtol=1e-7, atol=1e-9 * s)
-    _close(divest.energy_distance(x[::-1], y[r.permutation(len(y))]), v, rtol=1e-10,
-           atol=1e-13 * s)
-    _close(v, 2 * _dist(x, y).mean() - _dist(x, x).mean() - _dist(y, y).mean(), rtol=1e-9,
-           atol=1e-12 * s)
+    _close(divest.energy_distance(x[::-1], y[r.permutation(len(y))]), v, rtol=1e-10, atol=1e-13 * s)
+    _close(
+        v,
+        2 * _dist(x, y).mean() - _dist(x, x).mean() - _dist(y, y).mean(),
+        rtol=1e-9,
+        atol=1e-12 * s,
+    )
 
 
 @FAST
@@ -275,14 +289,17 @@ def test_partial_dcor_jdcov_ccdcov_relations(xy):
     _close(divest.partial_dcor(y, x, z), v, rtol=1e-9, atol=1e-12)
     # Two variables: JdCov and CCdCov are dCov² (V or U).
     # (JdCov forms Π(Û + c) − c^d: its rounding is relative to c = 1, not to dCov².)
-    _close(divest.jdcov(x, y, unbiased=False), divest.dcov_sqr(x, y), rtol=1e-9,
-           atol=1e-13)
+    _close(divest.jdcov(x, y, unbiased=False), divest.dcov_sqr(x, y), rtol=1e-9, atol=1e-13)
     if n >= 4:
-        _close(divest.ccdcov(y, x), divest.dcov_sqr(y, x, unbiased=True), rtol=1e-9,
-               atol=1e-13 * s * s)
-        _close(divest.ccdcov(y, x[:, :1], z), divest.dcov_sqr(y, np.column_stack([x[:, :1], z]),
-                                                              unbiased=True),
-               rtol=1e-9, atol=1e-13 * max(s, 1.0) ** 2)
+        _close(
+            divest.ccdcov(y, x), divest.dcov_sqr(y, x, unbiased=True), rtol=1e-9, atol=1e-13 * s * s
+        )
+        _close(
+            divest.ccdcov(y, x[:, :1], z),
+            divest.dcov_sqr(y, np.column_stack([x[:, :1], z]), unbiased=True),
+            rtol=1e-9,
+            atol=1e-13 * max(s, 1.0) ** 2,
+        )
 
 
 @settings(max_examples=5, deadline=None)
@@ -325,22 +342,35 @@ def test_kde_shift_scale_permutation_and_scipy(xq):
     want = divest.KDE(x).logpdf(q)
     c = r.standard_normal(d) * 3 * s
     _close(divest.KDE(x + c).logpdf(q + c), want, rtol=1e-7, atol=1e-7)
-    _close(divest.KDE(x * 3.0).logpdf(q * 3.0), want - d * math.log(3.0), rtol=1e-9,
-           atol=1e-9)
+    _close(divest.KDE(x * 3.0).logpdf(q * 3.0), want - d * math.log(3.0), rtol=1e-9, atol=1e-9)
     _close(divest.KDE(x[r.permutation(len(x))]).logpdf(q), want, rtol=1e-10, atol=1e-10)
     for rule in ("scott", "silverman"):
-        _close(divest.KDE(x, bandwidth=rule).logpdf(q),
-               gaussian_kde(x.T, bw_method=rule).logpdf(q.T), rtol=1e-8, atol=1e-8)
+        _close(
+            divest.KDE(x, bandwidth=rule).logpdf(q),
+            gaussian_kde(x.T, bw_method=rule).logpdf(q.T),
+            rtol=1e-8,
+            atol=1e-8,
+        )
     w = r.random(len(x)) + 0.1
-    _close(divest.KDE(x, weights=w).logpdf(q), gaussian_kde(x.T, weights=w).logpdf(q.T),
-           rtol=1e-8, atol=1e-8)
-    _close(divest.KDE(x, weights=w * 1e5).logpdf(q), divest.KDE(x, weights=w).logpdf(q),
-           rtol=1e-12, atol=1e-12)
+    _close(
+        divest.KDE(x, weights=w).logpdf(q),
+        gaussian_kde(x.T, weights=w).logpdf(q.T),
+        rtol=1e-8,
+        atol=1e-8,
+    )
+    _close(
+        divest.KDE(x, weights=w * 1e5).logpdf(q),
+        divest.KDE(x, weights=w).logpdf(q),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 @FAST
-@given(kde_data(), st.sampled_from(["gaussian", "epanechnikov", "tophat", "exponential",
-                                    "linear", "cosine"]))
+@given(
+    kde_data(),
+    st.sampled_from(["gaussian", "epanechnikov", "tophat", "exponential", "linear", "cosine"]),
+)
 def test_kde_kernels_float32_and_consistency(xq, kernel):
     x, q, s, r = xq
     kde = divest.KDE(x, kernel=kernel)
@@ -352,7 +382,8 @@ def test_kde_kernels_float32_and_consistency(xq, kernel):
     lp32 = k32.logpdf(q.astype(np.float32))
     assert lp32.dtype == np.float32
     ref = divest.KDE(x.astype(np.float32).astype(np.float64), kernel=kernel).logpdf(
-        q.astype(np.float32).astype(np.float64))
+        q.astype(np.float32).astype(np.float64)
+    )
     fin = np.isfinite(ref)
     assert np.array_equal(fin, np.isfinite(lp32))
     _close(lp32[fin], ref[fin], rtol=1e-4, atol=1e-4)
@@ -408,8 +439,7 @@ def test_sinkhorn_transpose_shift_permutation_and_pot(prob):
     pi, pj = r.permutation(len(a)), r.permutation(len(b))
     pr = divest.sinkhorn(a[pi], b[pj], cost[np.ix_(pi, pj)], reg, tol=1e-12, max_iter=20000)
     _close(pr.plan, res.plan[np.ix_(pi, pj)], rtol=1e-7, atol=1e-10)
-    want = ot.sinkhorn(a, b, cost, reg, method="sinkhorn_log", stopThr=1e-13,
-                       numItermax=100000)
+    want = ot.sinkhorn(a, b, cost, reg, method="sinkhorn_log", stopThr=1e-13, numItermax=100000)
     _close(res.plan, want, rtol=1e-6, atol=1e-9)
     _close(res.linear_cost, float((want * cost).sum()), rtol=1e-7, atol=1e-10)
 
@@ -437,13 +467,17 @@ def test_sinkhorn_divergence_symmetric_nonnegative_translation_invariant(xy):
     for p in (1, 2):
         v = divest.sinkhorn_divergence(x, y, eps=0.5, p=p).value
         assert v >= -1e-9
-        _close(divest.sinkhorn_divergence(y, x, eps=0.5, p=p).value, v, rtol=1e-6,
-               atol=1e-9)
+        _close(divest.sinkhorn_divergence(y, x, eps=0.5, p=p).value, v, rtol=1e-6, atol=1e-9)
         c = r.standard_normal(x.shape[1])
-        _close(divest.sinkhorn_divergence(x + c, y + c, eps=0.5, p=p).value, v, rtol=1e-6,
-               atol=1e-8)
-        _close(divest.sinkhorn_divergence(x[::-1], y[r.permutation(len(y))], eps=0.5,
-                                          p=p).value, v, rtol=1e-6, atol=1e-9)
+        _close(
+            divest.sinkhorn_divergence(x + c, y + c, eps=0.5, p=p).value, v, rtol=1e-6, atol=1e-8
+        )
+        _close(
+            divest.sinkhorn_divergence(x[::-1], y[r.permutation(len(y))], eps=0.5, p=p).value,
+            v,
+            rtol=1e-6,
+            atol=1e-9,
+        )
     same = divest.sinkhorn_divergence(x, x, eps=0.5, p=1).value
     assert abs(same) <= 1e-9
 
@@ -548,13 +582,21 @@ def test_fisher_merge_and_svd(seed, k, n):
     hi = np.max(params, axis=0)
     assert np.all(merged >= lo - 1e-12) and np.all(merged <= hi + 1e-12)
     perm = r.permutation(k)
-    _close(divest.fisher_merge([params[i] for i in perm], [fishers[i] for i in perm]), merged,
-           rtol=1e-10, atol=1e-12)
+    _close(
+        divest.fisher_merge([params[i] for i in perm], [fishers[i] for i in perm]),
+        merged,
+        rtol=1e-10,
+        atol=1e-12,
+    )
     f = np.array(fishers)
     _close(merged, (f * np.array(params)).sum(0) / f.sum(0), rtol=1e-9, atol=1e-12)
     # Equal Fishers: the plain average.
-    _close(divest.fisher_merge(params, [np.ones(n)] * k), np.mean(params, axis=0), rtol=1e-10,
-           atol=1e-12)
+    _close(
+        divest.fisher_merge(params, [np.ones(n)] * k),
+        np.mean(params, axis=0),
+        rtol=1e-10,
+        atol=1e-12,
+    )
     W = r.standard_normal((n + 2, n + 1))
     F = r.random(W.shape) + 0.1
     A, B = divest.fisher_weighted_svd(W, F, min(W.shape))
@@ -580,8 +622,12 @@ def test_energy_statistics_at_extreme_but_safe_scales(seed, s):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _close(divest.dcor(x * s, y), divest.dcor(x, y), rtol=1e-9, atol=1e-12)
-        _close(divest.energy_distance(x * s, z * s) / s, divest.energy_distance(x, z),
-               rtol=1e-9, atol=1e-12)
+        _close(
+            divest.energy_distance(x * s, z * s) / s,
+            divest.energy_distance(x, z),
+            rtol=1e-9,
+            atol=1e-12,
+        )
 
 
 @EXTREME
@@ -592,8 +638,12 @@ def test_energy_statistics_at_the_edges_of_the_range(seed, s):
     y = x[:, :1] + r.standard_normal((15, 1))
     z = r.standard_normal((12, 2))
     _close(divest.dcor(x * s, y), divest.dcor(x, y), rtol=1e-9, atol=1e-12)
-    _close(divest.energy_distance(x * s, z * s) / s, divest.energy_distance(x, z), rtol=1e-9,
-           atol=1e-12)
+    _close(
+        divest.energy_distance(x * s, z * s) / s,
+        divest.energy_distance(x, z),
+        rtol=1e-9,
+        atol=1e-12,
+    )
 
 
 @EXTREME

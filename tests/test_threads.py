@@ -21,8 +21,13 @@ RNG = np.random.default_rng(99)
 def _all_outputs(x, q):
     kde = divest.KDE(x)
     lp, ess = kde.logpdf(q, return_ess=True)
-    return [lp, ess, kde.score(q), kde.loo_logpdf(),
-            divest.select_bandwidth(x, np.geomspace(0.3, 2, 5), warn_edge=False).loglik]
+    return [
+        lp,
+        ess,
+        kde.score(q),
+        kde.loo_logpdf(),
+        divest.select_bandwidth(x, np.geomspace(0.3, 2, 5), warn_edge=False).loglik,
+    ]
 
 
 @pytest.mark.parametrize("d", [3, 40])
@@ -52,8 +57,9 @@ def test_threads_context_restores_and_validates():
 def test_environment_variable_sets_thread_count():
     code = "import divest; print(divest.get_num_threads())"
     env = dict(os.environ, DIVEST_NUM_THREADS="3")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "3"
 
 
@@ -161,8 +167,9 @@ def test_thread_count_is_capped_with_a_clear_error():
     assert divest.get_num_threads() == before
     code = "import divest; print(divest.get_num_threads())"
     env = dict(os.environ, DIVEST_NUM_THREADS="1000000")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "4096"
 
 

@@ -105,22 +105,37 @@ def sinkhorn_divergence_clouds(
     float,  # marginal_error
 ]: ...
 def dpp_sample_projection(
-    u: NDArray[np.float64], n_samples: int, seed: int, method: str = "auto",
+    u: NDArray[np.float64],
+    n_samples: int,
+    seed: int,
+    method: str = "auto",
     check_tol: float | None = None,
 ) -> tuple[NDArray[np.int64], float | None]: ...
 def dpp_sample_spectral(
-    v: NDArray[np.float64], probs: NDArray[np.float64], n_samples: int, seed: int,
+    v: NDArray[np.float64],
+    probs: NDArray[np.float64],
+    n_samples: int,
+    seed: int,
     method: str = "auto",
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]: ...
 def dpp_sample_k(
-    v: NDArray[np.float64], log_lambda: NDArray[np.float64], table: NDArray[np.float64],
-    k: int, n_samples: int, seed: int, method: str = "auto",
+    v: NDArray[np.float64],
+    log_lambda: NDArray[np.float64],
+    table: NDArray[np.float64],
+    k: int,
+    n_samples: int,
+    seed: int,
+    method: str = "auto",
 ) -> NDArray[np.int64]: ...
 def dpp_log_esp(log_lambda: NDArray[np.float64], k: int) -> NDArray[np.float64]: ...
 def dpp_orthonormality_error(u: NDArray[np.float64]) -> float: ...
 def dpp_volume_sample(
-    u: NDArray[np.float64], k: int, n_samples: int, seed: int,
-    p: NDArray[np.float64] | None = None, method: str = "auto",
+    u: NDArray[np.float64],
+    k: int,
+    n_samples: int,
+    seed: int,
+    p: NDArray[np.float64] | None = None,
+    method: str = "auto",
 ) -> NDArray[np.int64]: ...
 def dpp_orthonormal_basis(x: NDArray[np.float64]) -> NDArray[np.float64]: ...
 def divergence_rows(

@@ -176,7 +176,7 @@ def _grid_1d(kde, m: int, extent, method: str, log: bool) -> GridResult:
         margin = reach * h * (1 + 1e-6)
         lo, hi = float(pos.min()) - margin, float(pos.max()) + margin
     else:
-        (lo, hi), = _check_extent(extent, 1)
+        ((lo, hi),) = _check_extent(extent, 1)
         lo, hi = float(lo), float(hi)
     delta = (hi - lo) / (m - 1)
     if not (delta > 0 and math.isfinite(delta)):
@@ -234,8 +234,9 @@ def _grid_1d(kde, m: int, extent, method: str, log: bool) -> GridResult:
     errors[keep] = bound[keep] / sums[keep]  # relative error ≈ error in nats
     n_exact = int(redo.sum())
     if n_exact:
-        _, log_sums = _core.kde_grid_exact_1d(x, w, kernel, h, lo, delta, m,
-                                              np.ascontiguousarray(redo))
+        _, log_sums = _core.kde_grid_exact_1d(
+            x, w, kernel, h, lo, delta, m, np.ascontiguousarray(redo)
+        )
         values[redo] = log_sums[redo] - log_norm
         errors[redo] = _EXACT_RTOL
     return GridResult(grid, values, float(errors.max()), errors, "binned", log, n_exact)
@@ -297,14 +298,17 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
         else:
             values = kde.pdf(mesh).reshape(shape)
             errors = _EXACT_RTOL * values
-        return GridResult(axes, values, float(errors.max()), errors, "exact", log,
-                          int(values.size))
+        return GridResult(axes, values, float(errors.max()), errors, "exact", log, int(values.size))
     # Linear binning onto the padded lattice: each point splits its weight over the 2^d
     # corners of its cell; points beyond the padding are out of the kernel's reach.
     lo_b = ext[:, 0] - pad * delta
-    bins = _core.kde_linear_bin_nd(np.ascontiguousarray(x), np.ascontiguousarray(w),
-                                   [float(v) for v in lo_b], [float(v) for v in delta],
-                                   [int(v) for v in nb])
+    bins = _core.kde_linear_bin_nd(
+        np.ascontiguousarray(x),
+        np.ascontiguousarray(w),
+        [float(v) for v in lo_b],
+        [float(v) for v in delta],
+        [int(v) for v in nb],
+    )
     bins = bins.reshape(tuple(int(v) for v in nb))
     hmat = kde.bandwidth
     diagonal = np.count_nonzero(hmat - np.diag(np.diag(hmat))) == 0
@@ -315,8 +319,9 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
             out = _fft_convolve_axis(out, np.exp(-0.5 * j * j), a)
     else:
         # The kernel sampled on the offset box, through the whitening L⁻¹ (Mahalanobis r).
-        offs = np.meshgrid(*[np.arange(-lk[a], lk[a] + 1) * delta[a] for a in range(d)],
-                           indexing="ij")
+        offs = np.meshgrid(
+            *[np.arange(-lk[a], lk[a] + 1) * delta[a] for a in range(d)], indexing="ij"
+        )
         z = np.stack([o.ravel() for o in offs], axis=1) @ kde._chol_inv.T
         r = np.sqrt(np.sum(z * z, axis=1))
         if kernel == "gaussian":
@@ -329,8 +334,9 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
         full = [bins.shape[a] + kv.shape[a] - 1 for a in range(d)]
         nfft = [1 << max(1, (v - 1).bit_length()) for v in full]
         ax = tuple(range(d))
-        out = np.fft.irfftn(np.fft.rfftn(bins, nfft, axes=ax) * np.fft.rfftn(kv, nfft, axes=ax),
-                            nfft, axes=ax)
+        out = np.fft.irfftn(
+            np.fft.rfftn(bins, nfft, axes=ax) * np.fft.rfftn(kv, nfft, axes=ax), nfft, axes=ax
+        )
     # Grid point i sits at bin pad + i; the kernel centre is offset lk.
     sl = tuple(slice(int(pad[a] + lk[a]), int(pad[a] + lk[a] + m[a])) for a in range(d))
     sums = out[sl]
@@ -348,8 +354,18 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
     return GridResult(axes, values, float(errors.max()), errors, "binned", log, 0)
 
 
-def kde_grid(data, bandwidth="scott", kernel="gaussian", weights=None, *, n_points=4096,
-             extent=None, method="auto", log=False, check_finite=True) -> GridResult:
+def kde_grid(
+    data,
+    bandwidth="scott",
+    kernel="gaussian",
+    weights=None,
+    *,
+    n_points=4096,
+    extent=None,
+    method="auto",
+    log=False,
+    check_finite=True,
+) -> GridResult:
     """Kernel density estimate of 1-, 2- or 3-D data on a regular grid.
 
     Equivalent to ``KDE(data, bandwidth, kernel, weights).grid(n_points, extent, method,
@@ -415,8 +431,7 @@ def kde_grid(data, bandwidth="scott", kernel="gaussian", weights=None, *, n_poin
     """
     from .kde import KDE
 
-    kde = KDE(data, bandwidth=bandwidth, kernel=kernel, weights=weights,
-              check_finite=check_finite)
+    kde = KDE(data, bandwidth=bandwidth, kernel=kernel, weights=weights, check_finite=check_finite)
     return grid_of(kde, n_points=n_points, extent=extent, method=method, log=log)
 
 

@@ -101,7 +101,9 @@ def check_weights(weights, n: int, name: str = "weights") -> np.ndarray:
 
 def check_positive(x, name: str) -> float:
     """A finite, strictly positive scalar."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
+    if isinstance(x, (bool, np.bool_)) or not isinstance(
+        x, (numbers.Real, np.floating, np.integer)
+    ):
         raise TypeError(f"{name} must be a positive number; got {type(x).__name__}")
     v = float(x)
     if not (np.isfinite(v) and v > 0):
@@ -124,7 +126,8 @@ def check_choice(x, name: str, choices, hint: str = ""):
     a float never matches by accident). `hint` is added to the message, in parentheses."""
     for c in choices:
         if type(x) is type(c) or (
-            isinstance(c, int) and isinstance(x, (numbers.Integral, np.integer))
+            isinstance(c, int)
+            and isinstance(x, (numbers.Integral, np.integer))
             and not isinstance(x, (bool, np.bool_))
         ):
             if x == c:
@@ -137,7 +140,9 @@ def check_choice(x, name: str, choices, hint: str = ""):
 
 def check_nonnegative(x, name: str) -> float:
     """A finite number >= 0."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
+    if isinstance(x, (bool, np.bool_)) or not isinstance(
+        x, (numbers.Real, np.floating, np.integer)
+    ):
         raise TypeError(f"{name} must be a non-negative number; got {type(x).__name__}")
     v = float(x)
     if not (np.isfinite(v) and v >= 0):

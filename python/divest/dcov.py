@@ -316,13 +316,10 @@ def energy_distance(x, y, exponent=1.0, unbiased=False):
     """
     exponent = _check_exponent(exponent)
     unbiased = _check_bool(unbiased, "unbiased")
-    xa, ya = _samples([("x", x), ("y", y)], same_n=False, same_d=True,
-                      min_n=2 if unbiased else 1)
+    xa, ya = _samples([("x", x), ("y", y)], same_n=False, same_d=True, min_n=2 if unbiased else 1)
     k = _exp2(xa, ya)  # one common factor: the statistic mixes x-y distances
     value = _core.energy_distance(_shift(xa, k), _shift(ya, k), exponent, unbiased)
     return float(_times_pow2(value, exponent * k))
-
-
 
 
 def _perm_pvalue(stat, null) -> float:
@@ -426,8 +423,10 @@ def dcov_test(x, y, method="permutation", n_resamples=999, rng=None, exponent=1.
                 )
         r = _cor_sqr((cov, vx, vy))
         if not math.isfinite(r):
-            raise ValueError("the bias-corrected distance correlation is not finite for "
-                             "these samples; no p-value is reported")
+            raise ValueError(
+                "the bias-corrected distance correlation is not finite for "
+                "these samples; no p-value is reported"
+            )
         v = n * (n - 3) / 2.0
         if r * r >= 1.0:
             tstat = math.copysign(math.inf, r)
@@ -464,8 +463,9 @@ def energy_test(*samples, n_resamples=999, rng=None, exponent=1.0):
         raise ValueError(f"energy_test needs at least two samples; got {len(samples)}")
     exponent = _check_exponent(exponent)
     check_int(n_resamples, "n_resamples", 1)
-    arrs = _samples([(f"samples[{i}]", s) for i, s in enumerate(samples)], same_n=False,
-                    same_d=True)
+    arrs = _samples(
+        [(f"samples[{i}]", s) for i, s in enumerate(samples)], same_n=False, same_d=True
+    )
     pooled = np.ascontiguousarray(np.concatenate(arrs, axis=0))
     n_resamples = _check_resamples(n_resamples, pooled.shape[0], per_pair=len(arrs))
     k = _exp2(pooled)
@@ -473,8 +473,7 @@ def energy_test(*samples, n_resamples=999, rng=None, exponent=1.0):
     sizes = [a.shape[0] for a in arrs]
     stat, null = _core.energy_perm_test(pooled, sizes, exponent, n_resamples, seed(rng, bits=63))
     p = _perm_pvalue(stat, null)
-    return TestResult(float(_times_pow2(stat, exponent * k)), p,
-                      _times_pow2(null, exponent * k))
+    return TestResult(float(_times_pow2(stat, exponent * k)), p, _times_pow2(null, exponent * k))
 
 
 def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0, return_grad=False):
@@ -530,7 +529,9 @@ def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0, return_grad=Fals
     exponent = _check_exponent(exponent)
     unbiased = _check_bool(unbiased, "unbiased")
     scale = _check_bool(scale, "scale")
-    if isinstance(c, (bool, np.bool_)) or not isinstance(c, (numbers.Real, np.floating, np.integer)):
+    if isinstance(c, (bool, np.bool_)) or not isinstance(
+        c, (numbers.Real, np.floating, np.integer)
+    ):
         raise TypeError(f"c must be a non-negative number; got {type(c).__name__}")
     if not (math.isfinite(float(c)) and float(c) >= 0):
         raise ValueError(f"c must be a non-negative finite number; got {c!r}")
@@ -599,8 +600,9 @@ def ccdcov(y, *attrs, unbiased=True, exponent=1.0, return_grad=False):
     if len(attrs) < 1:
         raise ValueError("ccdcov needs y and at least one attribute")
     unbiased = _check_bool(unbiased, "unbiased")
-    arrs = _samples([("y", y)] + [(f"attrs[{i}]", a) for i, a in enumerate(attrs)],
-                    min_n=4 if unbiased else 1)
+    arrs = _samples(
+        [("y", y)] + [(f"attrs[{i}]", a) for i, a in enumerate(attrs)], min_n=4 if unbiased else 1
+    )
     z = np.ascontiguousarray(np.concatenate(arrs[1:], axis=1))
     if not return_grad:
         return dcov_sqr(arrs[0], z, exponent=exponent, unbiased=unbiased)
@@ -608,8 +610,7 @@ def ccdcov(y, *attrs, unbiased=True, exponent=1.0, return_grad=False):
     return value, g.reshape(np.shape(y)) if np.ndim(y) == 1 else g
 
 
-def jdcov_test(*xs, n_resamples=199, rng=None, c=1.0, unbiased=True, scale=False,
-               exponent=1.0):
+def jdcov_test(*xs, n_resamples=199, rng=None, c=1.0, unbiased=True, scale=False, exponent=1.0):
     """Permutation test of mutual independence of d ≥ 2 samples based on :func:`jdcov`.
 
     Each resample permutes the rows of every sample but the first independently (which
@@ -644,8 +645,7 @@ def _jdcov_pvalue(stat, null) -> float:
     # jdcov scales every value by the same positive factor, which may overflow; the
     # ordering of finite values is what counts.
     if math.isnan(stat) or np.isnan(null).any():
-        raise ValueError("the jdcov statistic is NaN for these samples; no p-value is "
-                         "reported")
+        raise ValueError("the jdcov statistic is NaN for these samples; no p-value is reported")
     return float((1 + np.count_nonzero(null >= stat)) / (1 + null.size))
 
 

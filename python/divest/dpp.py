@@ -48,8 +48,6 @@ _METHODS = ("auto", "chain", "rejection")
 ORTHONORMAL_TOL = 1e-6
 
 
-
-
 def _check_method(method) -> str:
     return check_choice(method, "method", _METHODS)
 
@@ -79,7 +77,11 @@ def _orthonormal_basis(x: np.ndarray, name: str) -> np.ndarray:
     try:
         return _core.dpp_orthonormal_basis(x)
     except ValueError as exc:
-        msg = str(exc).replace("X must", f"{name} must", 1).replace("X contains", f"{name} contains", 1)
+        msg = (
+            str(exc)
+            .replace("X must", f"{name} must", 1)
+            .replace("X contains", f"{name} contains", 1)
+        )
         raise ValueError(msg) from None
 
 
@@ -205,8 +207,7 @@ class DPP:
         tol = n * eps * max(float(np.max(np.abs(lam))), 1e-300)
         if lam.min() < -max(tol, 1e-12 * max(scale, 1e-300)):
             raise ValueError(
-                f"{name} must be positive semi-definite; its smallest eigenvalue is "
-                f"{lam.min():.3g}"
+                f"{name} must be positive semi-definite; its smallest eigenvalue is {lam.min():.3g}"
             )
         lam = np.where(lam < tol, 0.0, lam)
         if name == "K":
@@ -260,11 +261,16 @@ class DPP:
         # Per sample: its items (about the expected size), an offset, a list slot and
         # the array object returned for it.
         per = 8 * (math.ceil(self.expected_size()) + 1) + 8 + 112
-        check_memory(per * ns, "n_samples", ns, f"{ns} samples of about "
-                      f"{self.expected_size():.3g} items each")
-        flat, offsets = _core.dpp_sample_spectral(self.eigenvectors, self._probs, ns,
-                                                  seed(rng), method)
-        out = [flat[offsets[i]:offsets[i + 1]] for i in range(ns)]
+        check_memory(
+            per * ns,
+            "n_samples",
+            ns,
+            f"{ns} samples of about {self.expected_size():.3g} items each",
+        )
+        flat, offsets = _core.dpp_sample_spectral(
+            self.eigenvectors, self._probs, ns, seed(rng), method
+        )
+        out = [flat[offsets[i] : offsets[i + 1]] for i in range(ns)]
         return out[0] if n_samples is None else out
 
     def _log_lambda_l(self) -> np.ndarray:
@@ -293,8 +299,10 @@ class DPP:
         k = check_count(k, "k")
         method = _check_method(method)
         if k > self.rank:
-            raise ValueError(f"k = {k} exceeds the rank {self.rank} of the kernel; "
-                             f"a k-DPP needs k <= {self.rank}")
+            raise ValueError(
+                f"k = {k} exceeds the rank {self.rank} of the kernel; "
+                f"a k-DPP needs k <= {self.rank}"
+            )
         ns = _n_samples(n_samples)
         check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
         ll, table = self._esp(k)
@@ -428,8 +436,9 @@ def weighted_least_squares(Phi, y, weights=None):
     n, m = phi.shape
     yy = as_float_array(y, "y").astype(np.float64, copy=False)
     if yy.ndim not in (1, 2) or yy.shape[0] != n:
-        raise ValueError(f"y must have shape ({n},) or ({n}, r), one value per row of Phi; "
-                         f"got {yy.shape}")
+        raise ValueError(
+            f"y must have shape ({n},) or ({n}, r), one value per row of Phi; got {yy.shape}"
+        )
     if weights is None:
         w = np.ones(n)
     else:
@@ -440,8 +449,9 @@ def weighted_least_squares(Phi, y, weights=None):
             raise ValueError(f"weights must be non-negative; got minimum {w.min()!r}")
     if n < m:
         raise ValueError(f"need at least m = {m} rows for {m} coefficients; got n = {n}")
-    rank_msg = ("the weighted design diag(√w) Phi is rank deficient; "
-                "sample more points or drop features")
+    rank_msg = (
+        "the weighted design diag(√w) Phi is rank deficient; sample more points or drop features"
+    )
     # Scalings that leave the solution unchanged or change it by a known factor, so that
     # nothing overflows or underflows for entries from 1e-310 to 1e308 and the rank test
     # does not depend on the features' units: w / max w (the minimiser is the same),
@@ -481,7 +491,7 @@ def _back_substitute(r: np.ndarray, b: np.ndarray) -> np.ndarray:
     x = np.array(b, dtype=np.float64, copy=True)
     for i in range(m - 1, -1, -1):
         if i + 1 < m:
-            x[i] -= r[i, i + 1:] @ x[i + 1:]
+            x[i] -= r[i, i + 1 :] @ x[i + 1 :]
         x[i] /= r[i, i]
     return x
 

@@ -298,8 +298,9 @@ class KDE:
     B. W. Silverman, Density Estimation for Statistics and Data Analysis, Chapman and Hall, 1986 (Silverman's rule).
     """
 
-    def __init__(self, data, bandwidth="scott", kernel="gaussian", weights=None, *,
-                 check_finite=True):
+    def __init__(
+        self, data, bandwidth="scott", kernel="gaussian", weights=None, *, check_finite=True
+    ):
         x = as_points(data, "data", check_finite=check_finite)
         self.kernel = _check_kernel(kernel)
         n, d = x.shape
@@ -318,6 +319,7 @@ class KDE:
         self.selection = None
         if isinstance(bandwidth, str) and bandwidth == "isj":  # issue 11: 1-D ISJ selector
             from ._kdegrid import isj_bandwidth
+
             bandwidth = isj_bandwidth(x, weights=w, check_finite=False)
         if isinstance(bandwidth, str) and bandwidth == "loo":
             sel = select_bandwidth(x, kernel=kernel, weights=w, check_finite=False)
@@ -428,8 +430,7 @@ class KDE:
         queries (2m), and for the Gaussian ≤ 14 moments per h/12 of the data's range."""
         p = as_points(points, "points", d=1, check_finite=check_finite)
         m = p.shape[0]
-        if (np.result_type(self.dtype, p.dtype) != np.float64
-                or self.n * m < self._SORTED_MIN_WORK):
+        if np.result_type(self.dtype, p.dtype) != np.float64 or self.n * m < self._SORTED_MIN_WORK:
             return None
         q = np.ascontiguousarray(p[:, 0], dtype=np.float64)
         if not np.all(np.isfinite(q)):
@@ -547,8 +548,10 @@ class KDE:
         return out.astype(self.dtype, copy=False)
 
     def __repr__(self) -> str:
-        return (f"KDE(n={self.n}, d={self.d}, kernel={self.kernel!r}, "
-                f"bandwidth={self.rule or 'user'}, dtype={np.dtype(self.dtype).name})")
+        return (
+            f"KDE(n={self.n}, d={self.d}, kernel={self.kernel!r}, "
+            f"bandwidth={self.rule or 'user'}, dtype={np.dtype(self.dtype).name})"
+        )
 
     def grid(self, n_points=4096, extent=None, method="auto", log=False):
         """The density on a regular grid, binned or exact, with an error estimate.
@@ -587,21 +590,36 @@ def _radial_sample(kernel: str, d: int, size: int, gen: np.random.Generator) -> 
             cand = gen.random(batch) ** (1.0 / d)
             keep = cand[gen.random(batch) < accept(cand)]
             take = min(keep.size, size - filled)
-            r[filled:filled + take] = keep[:take]
+            r[filled : filled + take] = keep[:take]
             filled += take
     return direction * r[:, None]
 
 
-def kde_logpdf(data, points, bandwidth="scott", kernel="gaussian", weights=None, *,
-               return_ess=False, check_finite=True):
+def kde_logpdf(
+    data,
+    points,
+    bandwidth="scott",
+    kernel="gaussian",
+    weights=None,
+    *,
+    return_ess=False,
+    check_finite=True,
+):
     """One-shot ``KDE(data, bandwidth, kernel, weights).logpdf(points)``."""
-    kde = KDE(data, bandwidth=bandwidth, kernel=kernel, weights=weights,
-              check_finite=check_finite)
+    kde = KDE(data, bandwidth=bandwidth, kernel=kernel, weights=weights, check_finite=check_finite)
     return kde.logpdf(points, return_ess=return_ess, check_finite=check_finite)
 
 
-def select_bandwidth(data, grid=None, *, kernel="gaussian", weights=None, base="scott",
-                     check_finite=True, warn_edge=True) -> BandwidthSelection:
+def select_bandwidth(
+    data,
+    grid=None,
+    *,
+    kernel="gaussian",
+    weights=None,
+    base="scott",
+    check_finite=True,
+    warn_edge=True,
+) -> BandwidthSelection:
     """Bandwidth maximising the leave-one-out (LOO) likelihood over a grid of factors.
 
     The candidate bandwidths are ``factor**2 * H0`` with H0 the ``base`` bandwidth (a rule
@@ -655,5 +673,6 @@ def select_bandwidth(data, grid=None, *, kernel="gaussian", weights=None, base="
     f = float(factors[best])
     with np.errstate(over="ignore", under="ignore"):
         bw = kde0.bandwidth * f * f
-    return BandwidthSelection(bandwidth=bw, factor=f, grid=factors,
-                              loglik=loglik, base=kde0.bandwidth)
+    return BandwidthSelection(
+        bandwidth=bw, factor=f, grid=factors, loglik=loglik, base=kde0.bandwidth
+    )

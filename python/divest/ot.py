@@ -199,8 +199,7 @@ def _rescale(c, reg, reg_m, init):
     c = np.ldexp(c.astype(np.float64), -k)
     if init is not None:
         init = (np.ldexp(init[0], -k), np.ldexp(init[1], -k))
-    return c, math.ldexp(reg, -k), reg_m if math.isinf(reg_m) else math.ldexp(reg_m, -k), \
-        init, k
+    return c, math.ldexp(reg, -k), reg_m if math.isinf(reg_m) else math.ldexp(reg_m, -k), init, k
 
 
 def _balanced_masses(a, b, name_b="b"):
@@ -225,18 +224,24 @@ def _init(init, n, m):
     f0 = as_float_array(f0, "init f").astype(np.float64).ravel()
     g0 = as_float_array(g0, "init g").astype(np.float64).ravel()
     if f0.shape[0] != n or g0.shape[0] != m:
-        raise ValueError(f"init potentials must have lengths ({n}, {m}); got ({f0.shape[0]}, {g0.shape[0]})")
+        raise ValueError(
+            f"init potentials must have lengths ({n}, {m}); got ({f0.shape[0]}, {g0.shape[0]})"
+        )
     return np.ascontiguousarray(f0), np.ascontiguousarray(g0)
 
 
 def _warn(what, n_iter, err, tol, loop_met=False, stacklevel=3):
     if loop_met:
-        why = (f"the solver's running estimate met tol after {n_iter} iterations, but the "
-               f"returned plan's marginal error, recomputed exactly, is {err:.6g} > tol "
-               f"{tol:.6g} (rounding): use a slightly larger tol.")
+        why = (
+            f"the solver's running estimate met tol after {n_iter} iterations, but the "
+            f"returned plan's marginal error, recomputed exactly, is {err:.6g} > tol "
+            f"{tol:.6g} (rounding): use a slightly larger tol."
+        )
     else:
-        why = (f"marginal error {err:.3g} > tol {tol:.3g} after {n_iter} iterations. "
-               "Increase max_iter, use scaling=0.5 (ε-scaling), or a larger reg.")
+        why = (
+            f"marginal error {err:.3g} > tol {tol:.3g} after {n_iter} iterations. "
+            "Increase max_iter, use scaling=0.5 (ε-scaling), or a larger reg."
+        )
     warnings.warn(
         f"{what} did not converge: {why}",
         ConvergenceWarning,
@@ -244,8 +249,9 @@ def _warn(what, n_iter, err, tol, loop_met=False, stacklevel=3):
     )
 
 
-def _solve_dense(a, b, cost, reg, reg_m, max_iter, tol, method, scaling, init, return_plan,
-                 omega, what):
+def _solve_dense(
+    a, b, cost, reg, reg_m, max_iter, tol, method, scaling, init, return_plan, omega, what
+):
     c = _cost(cost)
     n, m = c.shape
     a = _weights(a, n, "a")
@@ -297,8 +303,20 @@ def _solve_dense(a, b, cost, reg, reg_m, max_iter, tol, method, scaling, init, r
     )
 
 
-def sinkhorn(a, b, cost, reg, *, max_iter=1000, tol=1e-9, method="auto", init=None,
-             return_plan=True, scaling=None, omega=None) -> SinkhornResult:
+def sinkhorn(
+    a,
+    b,
+    cost,
+    reg,
+    *,
+    max_iter=1000,
+    tol=1e-9,
+    method="auto",
+    init=None,
+    return_plan=True,
+    scaling=None,
+    omega=None,
+) -> SinkhornResult:
     """Entropic optimal transport between histograms ``a`` and ``b`` for a dense cost.
 
     Solves ``min ⟨C, P⟩ + reg·KL(P | a⊗b)`` over plans P with ``P1 = a``, ``Pᵀ1 = b``
@@ -376,12 +394,38 @@ def sinkhorn(a, b, cost, reg, *, max_iter=1000, tol=1e-9, method="auto", init=No
     M. Cuturi, "Sinkhorn distances: lightspeed computation of optimal transport", NeurIPS 2013.
     B. Schmitzer, "Stabilized sparse scaling algorithms for entropy regularized transport problems", SIAM J. Sci. Comput. 41(3), 2019.
     """
-    return _solve_dense(a, b, cost, reg, math.inf, max_iter, tol, method, scaling, init,
-                        return_plan, omega, "sinkhorn")
+    return _solve_dense(
+        a,
+        b,
+        cost,
+        reg,
+        math.inf,
+        max_iter,
+        tol,
+        method,
+        scaling,
+        init,
+        return_plan,
+        omega,
+        "sinkhorn",
+    )
 
 
-def sinkhorn_unbalanced(a, b, cost, reg, reg_m, *, max_iter=1000, tol=1e-9, method="auto",
-                        init=None, return_plan=True, scaling=None, omega=None) -> SinkhornResult:
+def sinkhorn_unbalanced(
+    a,
+    b,
+    cost,
+    reg,
+    reg_m,
+    *,
+    max_iter=1000,
+    tol=1e-9,
+    method="auto",
+    init=None,
+    return_plan=True,
+    scaling=None,
+    omega=None,
+) -> SinkhornResult:
     """Unbalanced entropic optimal transport: marginal constraints relaxed by KL penalties.
 
     Solves ``min_P ⟨C, P⟩ + reg·KL(P | a⊗b) + reg_m·KL(P1 | a) + reg_m·KL(Pᵀ1 | b)``
@@ -418,13 +462,37 @@ def sinkhorn_unbalanced(a, b, cost, reg, reg_m, *, max_iter=1000, tol=1e-9, meth
     reg_m = float(reg_m)
     if not (reg_m > 0):
         raise ValueError(f"reg_m must be positive (or inf for the balanced problem); got {reg_m!r}")
-    return _solve_dense(a, b, cost, reg, reg_m, max_iter, tol, method, scaling, init,
-                        return_plan, omega, "sinkhorn_unbalanced")
+    return _solve_dense(
+        a,
+        b,
+        cost,
+        reg,
+        reg_m,
+        max_iter,
+        tol,
+        method,
+        scaling,
+        init,
+        return_plan,
+        omega,
+        "sinkhorn_unbalanced",
+    )
 
 
-def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
-                   method="auto", return_plan=False, omega=None,
-                   scaling=None) -> SinkhornResult:
+def sinkhorn_batch(
+    a,
+    b,
+    cost,
+    reg,
+    *,
+    reg_m=math.inf,
+    max_iter=1000,
+    tol=1e-9,
+    method="auto",
+    return_plan=False,
+    omega=None,
+    scaling=None,
+) -> SinkhornResult:
     """Many independent Sinkhorn problems at once, in parallel (one task per problem).
 
     Balanced problems (``reg_m=inf``, ``method`` not ``"log"``) whose cost range is at most
@@ -486,7 +554,9 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
     A = as_float_array(a, "a", check_finite=False).astype(np.float64, copy=False)
     Bw = as_float_array(b, "b", check_finite=False).astype(np.float64, copy=False)
     if A.ndim != 2 or Bw.ndim != 2:
-        raise ValueError(f"a and b must have shapes (B, n) and (B, m); got {A.shape} and {Bw.shape}")
+        raise ValueError(
+            f"a and b must have shapes (B, n) and (B, m); got {A.shape} and {Bw.shape}"
+        )
     nb, n = A.shape
     m = Bw.shape[1]
     if Bw.shape[0] != nb:
@@ -496,7 +566,9 @@ def sinkhorn_batch(a, b, cost, reg, *, reg_m=math.inf, max_iter=1000, tol=1e-9,
     shared = c.ndim == 2
     want = (n, m) if shared else (nb, n, m)
     if c.shape != want:
-        raise ValueError(f"cost must have shape {(nb, n, m)} or {(n, m)} to match a and b; got {c.shape}")
+        raise ValueError(
+            f"cost must have shape {(nb, n, m)} or {(n, m)} to match a and b; got {c.shape}"
+        )
     # Finiteness of the costs is checked in Rust, in the pass that finds each problem's cost
     # range (same message): a NumPy pass over (B, n, m) would cost as much as a few solves.
     sa, sb = A.sum(axis=1), Bw.sum(axis=1)
@@ -633,8 +705,9 @@ def _limit_p2(x, y, a, b, debias, err, tol):
     return va + vb + dm, f, g, None, None, gr, 0, converged, err
 
 
-def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=True,
-                        max_iter=1000, tol=None, grad=True) -> SinkhornDivergence:
+def sinkhorn_divergence(
+    x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=True, max_iter=1000, tol=None, grad=True
+) -> SinkhornDivergence:
     """Debiased Sinkhorn divergence between two weighted point clouds, costs on the fly.
 
     ``S_ε = OT_ε(a,b) − ½ OT_ε(a,a) − ½ OT_ε(b,b)`` with ``OT_ε = min ⟨C,P⟩ + ε KL(P|a⊗b)``
@@ -760,9 +833,13 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     if wmax == 0.0:
         # Every point coincides: every cost is 0, so OT_ε = 0 with zero potentials.
         return SinkhornDivergence(
-            value=0.0, f=np.zeros(n, dtype=dt), g=np.zeros(m, dtype=dt),
-            grad=np.zeros(x.shape, dtype=dt) if grad else None, n_iter=0,
-            converged=None if tol is None else True, marginal_error=0.0,
+            value=0.0,
+            f=np.zeros(n, dtype=dt),
+            g=np.zeros(m, dtype=dt),
+            grad=np.zeros(x.shape, dtype=dt) if grad else None,
+            n_iter=0,
+            converged=None if tol is None else True,
+            marginal_error=0.0,
         )
     # Bounding-box diagonal D = 2·wmax·r. Extreme scales: work on the clouds scaled by
     # s = 2^-e2 (exact), S_ε(x, y) = s^-p·S_{ε·s^p}(s·x, s·y), potentials likewise, the
@@ -795,8 +872,9 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     else:
         # GeomLoss starts at D^p in its units; its cost for p = 2 is half of ours.
         eps0 = dsc**p * (2.0 if p == 2 else 1.0)
-        out = _core.sinkhorn_divergence_clouds(xc, yc, a, b, int(p), eps_s, eps0, s,
-                                               bool(debias), max_iter, tol, bool(grad))
+        out = _core.sinkhorn_divergence_clouds(
+            xc, yc, a, b, int(p), eps_s, eps0, s, bool(debias), max_iter, tol, bool(grad)
+        )
     value, f, g, fs, gs, gr, n_iter, conv, err = out
     if not grad:
         gr = None
@@ -813,8 +891,12 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=T
     with np.errstate(over="ignore"):
         f, g = f.astype(dt, copy=False), g.astype(dt, copy=False)
         gr = None if gr is None else gr.astype(dt, copy=False)
-    if not (math.isfinite(value) and np.isfinite(f).all() and np.isfinite(g).all()
-            and (gr is None or np.isfinite(gr).all())):
+    if not (
+        math.isfinite(value)
+        and np.isfinite(f).all()
+        and np.isfinite(g).all()
+        and (gr is None or np.isfinite(gr).all())
+    ):
         raise ValueError(
             f"x and y span a bounding-box diagonal D = {dsc:.3g}·2^{e2}: the costs "
             f"|x - y|^{p} and the results reach D^{p}, beyond the range of {dt}; rescale "

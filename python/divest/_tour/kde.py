@@ -125,8 +125,12 @@ def _grids(report, rng, figures):
     lab = rng.random(m1) < 0.5
     x1 = np.where(lab, rng.normal(-2.0, 0.5, m1), rng.normal(1.0, 1.0, m1))
     ext = (-5.0, 5.0)
-    truth = lambda g: (0.5 * np.exp(-0.5 * ((g + 2) / 0.5) ** 2) / (0.5 * np.sqrt(2 * np.pi))  # noqa: E731
-                       + 0.5 * np.exp(-0.5 * (g - 1) ** 2) / np.sqrt(2 * np.pi))
+
+    def truth(g):
+        return 0.5 * np.exp(-0.5 * ((g + 2) / 0.5) ** 2) / (0.5 * np.sqrt(2 * np.pi)) + (
+            0.5 * np.exp(-0.5 * (g - 1) ** 2) / np.sqrt(2 * np.pi)
+        )
+
     fits = {}
     for bw in ("isj", "silverman"):
         kde = divest.KDE(x1, bandwidth=bw)
@@ -150,20 +154,38 @@ def _grids(report, rng, figures):
         a.plot(g, truth(g), "k:", lw=1.5, label="true density")
         for bw, colour in (("isj", "C3"), ("silverman", "C0")):
             h, r, ise = fits[bw]
-            a.plot(r.grid, r.values, color=colour,
-                   label=f"{bw.upper() if bw == 'isj' else 'Silverman'}, h = {h:.3f}")
+            a.plot(
+                r.grid,
+                r.values,
+                color=colour,
+                label=f"{bw.upper() if bw == 'isj' else 'Silverman'}, h = {h:.3f}",
+            )
         a.set_xlim(*ext)
         a.legend(fontsize=8)
         a.set_title(f"1-D KDE on a {g.size}-point grid (n = {m1})")
         b = ax[1]
         gx, gy = r2.grid
-        b.imshow(r2.values.T, origin="lower", extent=(gx[0], gx[-1], gy[0], gy[-1]),
-                 aspect="auto", cmap="viridis")
+        b.imshow(
+            r2.values.T,
+            origin="lower",
+            extent=(gx[0], gx[-1], gy[0], gy[-1]),
+            aspect="auto",
+            cmap="viridis",
+        )
         peak = float(r2.values.max())
-        b.contour(gx, gy, r2.values.T, levels=peak * np.array([0.02, 0.1, 0.3, 0.5, 0.7, 0.9]),
-                  colors="w", linewidths=0.6)
-        b.set_title(f"2-D KDE, {gx.size}x{gy.size} binned grid, est. error "
-                    f"{r2.error / r2.values.max():.0e} of the peak", fontsize=10)
+        b.contour(
+            gx,
+            gy,
+            r2.values.T,
+            levels=peak * np.array([0.02, 0.1, 0.3, 0.5, 0.7, 0.9]),
+            colors="w",
+            linewidths=0.6,
+        )
+        b.set_title(
+            f"2-D KDE, {gx.size}x{gy.size} binned grid, est. error "
+            f"{r2.error / r2.values.max():.0e} of the peak",
+            fontsize=10,
+        )
         return fig
 
     save_figure(report, "tour_kde_grid.png", draw)
