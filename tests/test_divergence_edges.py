@@ -506,3 +506,23 @@ def test_discrete_family_properties(pq):
         assert divest.renyi(p, p, a, normalize=True) == 0.0
     for lo, hi in zip(vals, vals[1:]):
         assert hi == math.inf if lo == math.inf else hi >= lo - 1e-9 * max(1.0, lo), vals
+
+
+def test_knn_kl_samples_of_very_different_magnitudes():
+    # x near 1, y near 1e10 (no overflow anywhere: a brute-force oracle works), then y near
+    # 1e300 (the x-to-y distances scale by 1e290 more: d·ln(1e290) more nats).
+    from scipy.spatial.distance import cdist
+
+    r = np.random.default_rng(5)
+    x = r.standard_normal((200, 2))
+    y = r.standard_normal((250, 2)) * 1e10
+    k, (n, d), m = 3, x.shape, len(y)
+    dx = cdist(x, x)
+    np.fill_diagonal(dx, np.inf)
+    rho = np.sort(dx, 1)[:, k - 1]
+    nu = np.sort(cdist(x, y), 1)[:, k - 1]
+    want = d * np.mean(np.log(nu / rho)) + np.log(m / (n - 1))
+    got = divest.knn_kl(x, y, k)
+    assert abs(got - want) <= 1e-12 * abs(want)
+    far = divest.knn_kl(x, y * 1e290, k)
+    assert abs(far - (want + d * math.log(1e290))) <= 1e-12 * abs(far)

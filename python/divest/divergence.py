@@ -726,9 +726,11 @@ def knn_kl(x, y, k=3, *, base=None, algorithm="auto", check_finite=True) -> floa
     to its k-th nearest neighbour among the other x, and ν_k(i) to its k-th nearest among
     y. A divergence (consistent for KL; the estimate itself may be slightly negative). In
     nats or units of ``base``. Equals the usual scipy cKDTree implementation of the same
-    formula. x and y are divided by one power of two (the estimate does not change), so
-    data near 1e300 or subnormal data give the unit-scale estimate. Memory
-    O((n + m)·d + n·k): float64 copies of x and y, the neighbour distances and indices.
+    formula. The ρ are computed on x divided by a power of two of its own magnitude and
+    the ν on x and y divided by one of both (exact; the logs of the units are added
+    back), so data near 1e300, subnormal data, and samples of very different magnitudes
+    give the right estimate. Memory O((n + m)·d + n·k): two float64 copies of x, one of
+    y, the neighbour distances and indices.
 
     {alg}
 
@@ -742,15 +744,23 @@ def knn_kl(x, y, k=3, *, base=None, algorithm="auto", check_finite=True) -> floa
     algorithm = _check_algorithm(algorithm)
     xa = as_points(x, "x", check_finite=check_finite)
     ya = as_points(y, "y", d=xa.shape[1], check_finite=check_finite)
-    (xc, yc), _ = _knn_scaled(xa, ya)  # one scale for both: the estimate is unchanged
+    # The distances within x in x's own units, those from x to y in the units of both
+    # (powers of two, exact): samples of very different magnitudes (x near 1, y near
+    # 1e300) keep their neighbour distances; the units' logs are added back.
+    (xc, yc), log_c = _knn_scaled(xa, ya)
+    (xo,), log_cx = _knn_scaled(xa)
     n, d = xc.shape
     m = len(yc)
     k = _check_k(k, n, "x")
     if k > m:
         raise ValueError(f"k must be at most the number of points in y ({m}); got k = {k}")
-    rho2, _ = _core.knn_sq_dists(xc, xc, k, True, algorithm=algorithm)
+    rho2, _ = _core.knn_sq_dists(xo, xo, k, True, algorithm=algorithm)
     nu2, _ = _core.knn_sq_dists(xc, yc, k, False, algorithm=algorithm)
-    val = 0.5 * d * _fmean(np.log(nu2[:, k - 1]) - np.log(rho2[:, k - 1])) + math.log(m / (n - 1))
+    val = (
+        0.5 * d * _fmean(np.log(nu2[:, k - 1]) - np.log(rho2[:, k - 1]))
+        + d * (log_c - log_cx)
+        + math.log(m / (n - 1))
+    )
     return float(val / lb)
 
 
