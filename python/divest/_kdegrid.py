@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from ._validate import as_points, check_int, check_weights
+from ._validate import as_points, check_bool, check_choice, check_int, check_weights
 
 __all__ = ["GridResult", "kde_grid", "isj_bandwidth"]
 
@@ -133,10 +133,8 @@ def grid_of(kde, n_points=4096, extent=None, method="auto", log=False) -> GridRe
             f"grid needs data of dimension 1, 2 or 3 (a grid in {kde.d} dimensions is too "
             "large to be useful); evaluate KDE.logpdf at chosen points instead"
         )
-    if not isinstance(method, str) or method not in _METHODS:
-        raise ValueError(f"method must be 'auto', 'binned' or 'exact'; got {method!r}")
-    if not isinstance(log, (bool, np.bool_)):
-        raise TypeError(f"log must be True or False; got {log!r}")
+    method = check_choice(method, "method", _METHODS)
+    log = check_bool(log, "log")
     pts = _check_n_points(n_points, kde.d)
     if kde._scale != 1.0:
         raise ValueError(

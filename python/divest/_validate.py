@@ -16,6 +16,7 @@ __all__ = [
     "check_choice",
     "check_nonnegative",
     "check_count",
+    "check_bool",
     "check_memory",
 ]
 
@@ -188,3 +189,10 @@ def check_memory(nbytes: int, name: str, value: int, what: str) -> None:
             f"{name} = {value} would need {nbytes / 2**30:.4g} GiB for {what}, more than "
             f"this machine's {limit / 2**30:.4g} GiB of memory; reduce {name}"
         )
+
+
+def check_bool(v, name: str) -> bool:
+    """True or False (NumPy booleans included); anything else is a TypeError."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {type(v).__name__}")
+    return bool(v)

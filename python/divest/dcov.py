@@ -34,7 +34,7 @@ import numpy as np
 from . import _core
 from ._results import TestResult
 from ._rng import as_generator, seed
-from ._validate import as_points, check_int
+from ._validate import as_points, check_bool, check_int, check_nonnegative
 
 __all__ = [
     "dcov_sqr",
@@ -61,12 +61,6 @@ def _check_exponent(exponent) -> float:
     if not (0.0 < a < 2.0):
         raise ValueError(f"exponent must be in the open interval (0, 2); got {exponent!r}")
     return a
-
-
-def _check_bool(v, name: str) -> bool:
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False; got {type(v).__name__}")
-    return bool(v)
 
 
 def _samples(named, *, same_n: bool = True, same_d: bool = False, min_n: int = 1):
@@ -169,7 +163,7 @@ def _scaled_stats(x, y, exponent, unbiased, method="auto"):
     """The statistics of x / 2**kx and y / 2**ky, and e = α (kx + ky): dCov²(x, y) is
     2**e times the first."""
     exponent = _check_exponent(exponent)
-    unbiased = _check_bool(unbiased, "unbiased")
+    unbiased = check_bool(unbiased, "unbiased")
     xa, ya = _samples([("x", x), ("y", y)], min_n=4 if unbiased else 1)
     (xa, kx), (ya, ky) = _unit(xa), _unit(ya)
     cov, vx, vy = _core.dcov_stats(xa, ya, exponent, unbiased, method)
@@ -213,7 +207,7 @@ def dcov_sqr(x, y, exponent=1.0, unbiased=False, *, return_grad=False):
         s, e = _scaled_stats(x, y, exponent, unbiased)
         return float(_times_pow2(s[0], e))
     exponent = _check_exponent(exponent)
-    unbiased = _check_bool(unbiased, "unbiased")
+    unbiased = check_bool(unbiased, "unbiased")
     xa, ya = _samples([("x", x), ("y", y)], min_n=4 if unbiased else 1)
     dtype = xa.dtype
     (xa, kx), (ya, ky) = _unit(xa), _unit(ya)
@@ -315,7 +309,7 @@ def energy_distance(x, y, exponent=1.0, unbiased=False):
     G. J. Székely and M. L. Rizzo, "Energy statistics: a class of statistics based on distances", J. Stat. Plann. Inference 143(8), 2013.
     """
     exponent = _check_exponent(exponent)
-    unbiased = _check_bool(unbiased, "unbiased")
+    unbiased = check_bool(unbiased, "unbiased")
     xa, ya = _samples([("x", x), ("y", y)], same_n=False, same_d=True, min_n=2 if unbiased else 1)
     k = _exp2(xa, ya)  # one common factor: the statistic mixes x-y distances
     value = _core.energy_distance(_shift(xa, k), _shift(ya, k), exponent, unbiased)
@@ -527,15 +521,10 @@ def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0, return_grad=Fals
     if len(xs) < 2:
         raise ValueError(f"jdcov needs at least two samples; got {len(xs)}")
     exponent = _check_exponent(exponent)
-    unbiased = _check_bool(unbiased, "unbiased")
-    scale = _check_bool(scale, "scale")
-    if isinstance(c, (bool, np.bool_)) or not isinstance(
-        c, (numbers.Real, np.floating, np.integer)
-    ):
-        raise TypeError(f"c must be a non-negative number; got {type(c).__name__}")
-    if not (math.isfinite(float(c)) and float(c) >= 0):
-        raise ValueError(f"c must be a non-negative finite number; got {c!r}")
-    return_grad = _check_bool(return_grad, "return_grad")
+    unbiased = check_bool(unbiased, "unbiased")
+    scale = check_bool(scale, "scale")
+    check_nonnegative(c, "c")
+    return_grad = check_bool(return_grad, "return_grad")
     arrs = _samples([(f"xs[{i}]", a) for i, a in enumerate(xs)], min_n=4 if unbiased else 1)
     dtype = arrs[0].dtype
     arrs, c, e, e0 = _jdcov_units(arrs, float(c), exponent, scale)
@@ -599,7 +588,7 @@ def ccdcov(y, *attrs, unbiased=True, exponent=1.0, return_grad=False):
     """
     if len(attrs) < 1:
         raise ValueError("ccdcov needs y and at least one attribute")
-    unbiased = _check_bool(unbiased, "unbiased")
+    unbiased = check_bool(unbiased, "unbiased")
     arrs = _samples(
         [("y", y)] + [(f"attrs[{i}]", a) for i, a in enumerate(attrs)], min_n=4 if unbiased else 1
     )

@@ -40,7 +40,14 @@ import numpy as np
 
 from . import _core
 from ._results import ConvergenceWarning
-from ._validate import as_float_array, as_points, check_choice, check_int, check_positive
+from ._validate import (
+    as_float_array,
+    as_points,
+    check_choice,
+    check_int,
+    check_nonnegative,
+    check_positive,
+)
 
 __all__ = [
     "SinkhornResult",
@@ -124,12 +131,7 @@ def _max_iter(max_iter, minimum: int = 1) -> int:
 
 
 def _tol(tol) -> float:
-    if isinstance(tol, bool) or not isinstance(tol, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"tol must be a non-negative number; got {type(tol).__name__}")
-    t = float(tol)
-    if not (t >= 0 and math.isfinite(t)):
-        raise ValueError(f"tol must be non-negative and finite; got {tol!r}")
-    return t
+    return check_nonnegative(tol, "tol")
 
 
 def _method(method) -> str:
