@@ -79,25 +79,32 @@ def as_points(x, name: str, *, d: int | None = None, check_finite: bool = True) 
     return a
 
 
-def check_weights(weights, n: int, name: str = "weights") -> np.ndarray:
-    """Non-negative finite weights of length n, normalised to sum to one (float64)."""
+def check_weights(
+    weights, n: int, name: str = "weights", *, normalize: bool = True, of: str = "data point"
+) -> np.ndarray:
+    """Non-negative finite weights of length n (float64), one per `of`: normalised to sum
+    to one, or with ``normalize=False`` kept as given (a C-contiguous float64 copy) for
+    calls whose masses matter (unbalanced transport)."""
     if weights is None:
         return np.full(n, 1.0 / n)
     w = as_float_array(weights, name, check_finite=True).astype(np.float64, copy=False)
     if w.ndim != 1 or w.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},), one per data point; got {w.shape}")
+        raise ValueError(f"{name} must have shape ({n},), one per {of}; got {w.shape}")
     if (w < 0).any():
         raise ValueError(f"{name} must be non-negative; got minimum {w.min()!r}")
     with np.errstate(over="ignore"):
         total = w.sum()
-    if total > 0 and not 2.0**-960 < total < np.inf:
+    if normalize and total > 0 and not 2.0**-960 < total < np.inf:
         # The sum overflows (or is too small to divide by exactly): scale by the largest
         # weight first, an exact-enough rescaling that keeps every ratio.
         w = w / w.max()
         total = w.sum()
     if not total > 0:
-        raise ValueError(f"{name} must not all be zero")
-    return w / total
+        raise ValueError(
+            f"{name} must not sum to zero (the weights must not all be zero); give at least "
+            "one positive weight"
+        )
+    return w / total if normalize else np.ascontiguousarray(w)
 
 
 def check_positive(x, name: str) -> float:

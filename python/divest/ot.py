@@ -47,6 +47,7 @@ from ._validate import (
     check_int,
     check_nonnegative,
     check_positive,
+    check_weights,
 )
 
 __all__ = [
@@ -101,17 +102,8 @@ class SinkhornResult:
     marginal_error: Any
 
 
-def _weights(w, n: int, name: str) -> np.ndarray:
-    if w is None:
-        return np.full(n, 1.0 / n)
-    a = as_float_array(w, name).astype(np.float64)
-    if a.ndim != 1 or a.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},) to match the cost; got {a.shape}")
-    if (a < 0).any():
-        raise ValueError(f"{name} must be non-negative; got minimum {a.min()!r}")
-    if not a.sum() > 0:
-        raise ValueError(f"{name} must not sum to zero; give at least one positive weight")
-    return np.ascontiguousarray(a)
+def _weights(w, n: int, name: str, of: str) -> np.ndarray:
+    return check_weights(w, n, name, normalize=False, of=of)
 
 
 def _cost(cost) -> np.ndarray:
@@ -256,8 +248,8 @@ def _solve_dense(
 ):
     c = _cost(cost)
     n, m = c.shape
-    a = _weights(a, n, "a")
-    b = _weights(b, m, "b")
+    a = _weights(a, n, "a", "row of the cost")
+    b = _weights(b, m, "b", "column of the cost")
     reg = check_positive(reg, "reg")
     _check_masses(a.sum(), b.sum(), "a", "b")
     reg_m = _hard_reg_m(reg_m, reg, np.array([a.sum()]), np.array([b.sum()]))
@@ -812,8 +804,8 @@ def sinkhorn_divergence(
         dt = np.result_type(x.dtype, y.dtype)
         x, y = x.astype(dt), y.astype(dt)
     n, m = x.shape[0], y.shape[0]
-    a = _weights(a, n, "a")
-    b = _weights(b, m, "b")
+    a = _weights(a, n, "a", "point of x")
+    b = _weights(b, m, "b", "point of y")
     # Scale by the largest weight first: the sum of huge weights may overflow.
     a, b = a / a.max(), b / b.max()
     a, b = a / a.sum(), b / b.sum()
