@@ -132,7 +132,11 @@ pub(crate) fn check_data(x: &[f64], w: &[f64], h: f64) -> Result<()> {
     if !(h.is_finite() && h > 0.0) {
         return Err(invalid!("bandwidth must be positive and finite; got {h}"));
     }
-    if x.iter().any(|v| !v.is_finite()) || w.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+    // One vectorised pass over each (the data are large, and `any` does not vectorise).
+    let level = crate::core::simd::level();
+    let (_, _, x_finite) = crate::core::simd::min_max(level, x);
+    let (w_min, _, w_finite) = crate::core::simd::min_max(level, w);
+    if !(x_finite && w_finite && w_min >= 0.0) {
         return Err(invalid!(
             "data must be finite and weights finite and non-negative"
         ));

@@ -37,6 +37,11 @@ pub fn min_max_finite<M: Fma>(v: &[f64]) -> (f64, f64, bool) {
     (lo, hi, finite)
 }
 
+super::simd_fn!(
+    /// [`min_max_finite`] on the best path `level` allows: (min, max, every entry finite).
+    pub fn min_max => min_max_finite(v: &[f64]) -> (f64, f64, bool)
+);
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn mm512(v: &[f64]) -> (f64, f64, bool) {

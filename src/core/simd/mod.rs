@@ -19,7 +19,7 @@ mod minmax;
 pub mod rows;
 pub mod vmath;
 pub use expsum::{lin_exp_into, lin_exp_sum};
-pub use minmax::min_max_finite;
+pub use minmax::{min_max, min_max_finite};
 
 /// Instruction-set level a kernel runs at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -294,15 +294,7 @@ simd_fn!(
     pub(super) fn scale_step => scale_body(x: &[f64], s: &[f64], w: f64, wt: &[f64], xn: &mut [f64], wx: &mut [f64], scratch: &mut [f64], after: bool) -> (f64, bool)
 );
 
-#[inline(always)]
-#[allow(clippy::extra_unused_type_parameters)] // The dispatch macro instantiates it per level.
-fn minmax_body<M: Fma>(c: &[f64]) -> (f64, f64, bool) {
-    simd::min_max_finite::<M>(c)
-}
-simd_fn!(
-    /// (min, max) of `c`, and whether every entry is finite.
-    pub(super) fn min_max => minmax_body(c: &[f64]) -> (f64, f64, bool)
-);
+pub(super) use simd::min_max;
 
 /// Rows per group of the small-problem path's fused sweep (and lanes per chunk).
 pub(super) const GROUP: usize = simd::LANES;
