@@ -96,6 +96,11 @@ def _box_points(kde, arr, name):
 def integrate_box(kde, low, high):
     """Probability of the boxes [low, high] under the estimate; see KDE.integrate_box."""
     _check_box_kernel(kde, "integrate_box")
+    # One box (scalars in 1-D, (d,) vectors in d ≥ 2) gives a float, as scipy's.
+    single = all(np.ndim(v) == (0 if kde.d == 1 else 1) for v in (low, high))
+    if kde.d == 1:
+        low = np.reshape(low, -1) if np.ndim(low) == 0 else low
+        high = np.reshape(high, -1) if np.ndim(high) == 0 else high
     lo = _box_points(kde, low, "low")
     hi = _box_points(kde, high, "high")
     if lo.shape != hi.shape:
@@ -108,7 +113,8 @@ def integrate_box(kde, low, high):
                 f"low and high must have the same number of boxes; got {lo.shape[0]} and "
                 f"{hi.shape[0]}"
             )
-    return _box_prob(kde, lo, hi)
+    out = _box_prob(kde, lo, hi)
+    return float(out[0]) if single and out.shape[0] == 1 else out
 
 
 def _box_prob(kde, lo, hi):
