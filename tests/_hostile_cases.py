@@ -137,7 +137,7 @@ def _specs():
         {"given": 0.3},
     )
     # ±inf are legitimate box corners (scipy's integrate_box takes them too).
-    add("KDE.cdf", {"points": q_pts}, lambda points: kde_diag.cdf(points), skip=("inf",))
+    add("KDE.cdf", {"points": q_pts}, lambda points: kde.cdf(points), skip=("inf",))
     add(
         "KDE.integrate_box",
         {"low": q_pts - 1.0, "high": q_pts + 0.5},

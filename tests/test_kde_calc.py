@@ -243,3 +243,72 @@ def test_ppf_median_of_symmetric_data_is_fast_and_exact():
     kde = divest.KDE(np.array([-1.0, 1.0]), bandwidth=0.5)
     assert abs(kde.ppf(0.5)) < 1e-14
     assert kde.ppf(0.5 * (1 + math.erf(1 / math.sqrt(2)))) > 1.0
+
+
+# ---- full bandwidth in 2-D (bivariate normal CDF) -------------------------------------
+
+
+@pytest.mark.parametrize("rho", [-0.9999, -0.95, -0.93, -0.5, 0.0, 0.5, 0.92, 0.93, 0.9999])
+def test_full_2d_orthant_closed_form(rho):
+    # One data point: P(X ≤ x0, Y ≤ y0) = 1/4 + asin(ρ)/(2π) for any variances.
+    h = np.array([[0.5, rho * math.sqrt(0.5 * 2.0)], [rho * math.sqrt(0.5 * 2.0), 2.0]])
+    kde = divest.KDE(np.array([[0.3, -0.7]]), bandwidth=h)
+    got = kde.cdf(np.array([[0.3, -0.7]]))[0]
+    # The answer moves by 1/(2π√(1−ρ²)) per unit of ρ: allow ρ's rounding through H.
+    tol = 2e-16 + 1e-15 / math.sqrt(1 - rho * rho)
+    assert got == pytest.approx(0.25 + math.asin(rho) / (2 * math.pi), abs=tol)
+
+
+@pytest.mark.parametrize("rho", [-0.999, -0.95, -0.6, 0.2, 0.93, 0.99, 0.999999])
+def test_full_2d_cdf_matches_quadrature(rho):
+    # P(X ≤ u, Y ≤ v) = ∫_{-∞}^{u} φ(z) Φ((v − ρz)/√(1−ρ²)) dz for a unit-variance kernel.
+    a = math.sqrt((1 - rho) * (1 + rho))
+    kde = divest.KDE(np.zeros((1, 2)), bandwidth=np.array([[1.0, rho], [rho, 1.0]]))
+    r = np.random.default_rng(8)
+    pts = r.uniform(-4, 4, (12, 2))
+    got = kde.cdf(pts)
+    for (u, v), g in zip(pts, got):
+
+        def f(z, v=v):
+            return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) * special.ndtr((v - rho * z) / a)
+
+        kink = v / rho if rho != 0 else None
+        edges = [-40.0] + ([kink] if kink is not None and -40 < kink < u else []) + [u]
+        want = sum(
+            integrate.quad(f, lo, hi, epsabs=1e-16, epsrel=1e-13, limit=400)[0]
+            for lo, hi in zip(edges[:-1], edges[1:])
+        )
+        assert g == pytest.approx(want, abs=2e-15)
+
+
+def test_full_2d_box_matches_scipy():
+    r = np.random.default_rng(2)
+    x = r.standard_normal((40, 2)) @ np.array([[1.0, 0.9], [0.0, 0.4]])
+    w = r.random(40) + 0.1
+    kde = divest.KDE(x, weights=w)
+    sk = st.gaussian_kde(x.T, weights=w)
+    lo, hi = np.array([-1.0, -0.5]), np.array([0.7, 1.2])
+    assert kde.integrate_box(lo, hi) == pytest.approx(sk.integrate_box(lo, hi), abs=1e-5)
+    wn = w / w.sum()
+    q = r.standard_normal((4, 2))
+    for qi, g in zip(q, kde.cdf(q)):
+        want = sum(
+            wi * st.multivariate_normal(xi, kde.bandwidth, abseps=1e-14, releps=1e-14).cdf(qi)
+            for wi, xi in zip(wn, x)
+        )
+        assert g == pytest.approx(want, abs=1e-13)
+    inf = np.inf
+    edge = kde.cdf(np.array([[inf, inf], [inf, 0.3], [-inf, 1.0], [0.2, inf]]))
+    np.testing.assert_allclose(edge[:3], [1.0, kde.marginal(1).cdf([0.3])[0], 0.0], atol=1e-15)
+    assert edge[3] == pytest.approx(kde.marginal(0).cdf([0.2])[0], abs=1e-15)
+    boxes = kde.integrate_box(np.array([[-inf, -inf], [0.0, 0.0]]), np.array([[inf, inf], [1, 1]]))
+    assert boxes[0] == pytest.approx(1.0, abs=1e-15) and 0 < boxes[1] < 1
+
+
+def test_full_2d_far_corners_are_limits_not_nan():
+    r = np.random.default_rng(9)
+    x = r.standard_normal((20, 2)) @ np.array([[1.0, 0.95], [0.0, 0.2]])
+    kde = divest.KDE(x)
+    got = kde.cdf(np.array([[1e300, 1e300], [-1e300, 0.0], [1e300, 0.3], [0.1, -1e300]]))
+    want = [1.0, 0.0, kde.marginal(1).cdf([0.3])[0], 0.0]
+    np.testing.assert_allclose(got, want, atol=1e-15)
