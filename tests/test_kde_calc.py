@@ -312,3 +312,24 @@ def test_full_2d_far_corners_are_limits_not_nan():
     got = kde.cdf(np.array([[1e300, 1e300], [-1e300, 0.0], [1e300, 0.3], [0.1, -1e300]]))
     want = [1.0, 0.0, kde.marginal(1).cdf([0.3])[0], 0.0]
     np.testing.assert_allclose(got, want, atol=1e-15)
+
+
+@pytest.mark.parametrize("kernel", ["tophat", "epanechnikov", "linear", "cosine"])
+def test_ppf_in_a_gap_of_the_support(kernel):
+    # cdf is flat (0.5) on [-4, 4]: the quantile is the smallest x with cdf(x) >= q.
+    kde = divest.KDE(np.array([-5.0, 5.0]), bandwidth=1.0, kernel=kernel)
+    got = kde.ppf([0.5, 0.25, 0.75])
+    assert got[1] == pytest.approx(-5.0, abs=1e-12) and got[2] == pytest.approx(5.0, abs=1e-12)
+    assert got[0] == pytest.approx(-4.0, abs=1e-7)  # the density vanishes at the edge
+    assert abs(kde.cdf(got[:1])[0] - 0.5) <= 1e-12
+    if kernel == "tophat":
+        assert got[0] == -4.0
+
+
+def test_ppf_many_points_accuracy():
+    r = np.random.default_rng(10)
+    x = np.concatenate([r.standard_normal(3000), 8 + 0.1 * r.standard_normal(500)])
+    for kernel in ("gaussian", "epanechnikov", "exponential"):
+        kde = divest.KDE(x, kernel=kernel)
+        q = np.array([1e-6, 0.01, 0.3, 0.857, 0.86, 0.999, 1 - 1e-9])
+        np.testing.assert_allclose(kde.cdf(kde.ppf(q)), q, rtol=0, atol=1e-12)

@@ -25,8 +25,17 @@ _CHUNK_TERMS = 1 << 20
 
 
 def _phi_c(t: np.ndarray) -> np.ndarray:
-    """Upper tail of the standard normal, 1 − Φ(t), with full relative accuracy."""
-    return 0.5 * _erfc(np.asarray(t, dtype=np.float64) * _SQRT1_2).astype(np.float64)
+    """Upper tail of the standard normal, 1 − Φ(t), with full relative accuracy.
+
+    math.erfc runs only where |t| < 40: beyond, the tail (Φ(−40) ≈ 4e-350) is below the
+    smallest double and the value is exactly 0 or 1."""
+    t = np.asarray(t, dtype=np.float64)
+    out = (t < 0).astype(np.float64)
+    mid = np.abs(t) < 40.0
+    if mid.all():
+        return 0.5 * _erfc(t * _SQRT1_2).astype(np.float64)
+    out[mid] = 0.5 * _erfc(t[mid] * _SQRT1_2).astype(np.float64)
+    return out
 
 
 # Lower-tail CDF F(t) of the 1-D unit-bandwidth kernels (scikit-learn's profiles,
@@ -56,10 +65,12 @@ def _interval_prob(kernel: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """P(a < U < b) for the unit kernel, a ≤ b elementwise (±inf allowed), computed from
     the lower tails where b ≤ 0 and from the upper tails where a ≥ 0, so that tail
     probabilities keep their relative accuracy."""
-    with np.errstate(invalid="ignore"):
-        lower = _cdf_lower(kernel, b) - _cdf_lower(kernel, a)
-        upper = _cdf_lower(kernel, -a) - _cdf_lower(kernel, -b)
-    out = np.where(a >= 0, upper, lower)
+    a, b = np.broadcast_arrays(a, b)
+    out = np.empty(a.shape)
+    up = a >= 0  # both ends in the upper half: difference of upper tails
+    lo = ~up
+    out[lo] = _cdf_lower(kernel, b[lo]) - _cdf_lower(kernel, a[lo])
+    out[up] = _cdf_lower(kernel, -a[up]) - _cdf_lower(kernel, -b[up])
     return np.maximum(out, 0.0)
 
 
@@ -304,31 +315,48 @@ def ppf(kde, q):
 
 
 def _bisect(kde, q):
-    """Smallest-bracket bisection on the monotone cdf, to adjacent doubles."""
+    """Safeguarded Newton on the monotone cdf: a Newton step from the bracket's last
+    point when it lands inside the bracket [a, b] with cdf(a) < q ≤ cdf(b), else the
+    midpoint. Stops when |cdf − q| ≤ 4e-16 where the density is positive (a flat stretch
+    of a compact kernel is bisected to its left end, the smallest x with cdf(x) ≥ q), or
+    when the bracket is a few ulps or 1e-15 bandwidths wide (the density is at most about
+    1/h, so the probability is then within about 1e-15)."""
     x = kde._x[kde.weights > 0, 0].astype(np.float64) / kde._scale
     h = float(kde._chol[0, 0])
     reach = {"gaussian": 40.0, "exponential": 746.0}.get(kde.kernel, 1.0)
+    big = np.finfo(float).max
     with np.errstate(over="ignore"):
-        a = np.full(q.shape, float(x.min()) - reach * h)
-        b = np.full(q.shape, float(x.max()) + reach * h)
-    a = np.where(np.isfinite(a), a, -np.finfo(float).max)
-    b = np.where(np.isfinite(b), b, np.finfo(float).max)
-    lo_box = np.full((q.size, 1), -np.inf)
-    # Stop at a width of a few ulps or 1e-15 bandwidths: the density is at most about
-    # 1/h, so the probability is then off by about 1e-15. At most ~110 halvings.
+        a = np.full(q.shape, max(float(x.min()) - reach * h, -big))
+        b = np.full(q.shape, min(float(x.max()) + reach * h, big))
+    cur = 0.5 * a + 0.5 * b
+    done = np.zeros(q.shape, dtype=bool)
     tiny = 1e-15 * h
+    lo_box = np.full((q.size, 1), -np.inf)
     for _ in range(400):
-        mid = 0.5 * a + 0.5 * b
-        width = b - a
-        active = (mid > a) & (mid < b) & (width > 4e-16 * np.abs(mid) + tiny)
-        if not active.any():
+        idx = np.flatnonzero(~done)
+        if idx.size == 0:
             break
-        idx = np.flatnonzero(active)
-        c = _box_prob(kde, lo_box[idx], mid[idx, None])
+        xi = cur[idx]
+        c = _box_prob(kde, lo_box[idx], xi[:, None])
         below = c < q[idx]
-        a[idx[below]] = mid[idx[below]]
-        b[idx[~below]] = mid[idx[~below]]
-    return b * kde._scale
+        a[idx[below]] = xi[below]
+        b[idx[~below]] = xi[~below]
+        # Density in internal units (the engine's log-sum-exp, normalised for h).
+        with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+            dens = kde.pdf(xi * kde._scale, check_finite=False) * kde._scale
+            step = xi - (c - q[idx]) / dens
+        ai, bi = a[idx], b[idx]
+        width = bi - ai
+        close = (np.abs(c - q[idx]) <= 4e-16) & (dens > 0)
+        mid = 0.5 * ai + 0.5 * bi
+        narrow = (width <= 4e-16 * np.abs(xi) + tiny) | ~((mid > ai) & (mid < bi))
+        conv = close | narrow
+        ok = np.isfinite(step) & (step > ai) & (step < bi)
+        nxt = np.where(ok, step, mid)
+        # Converged on the value: this point; on the bracket: its upper end (cdf ≥ q).
+        cur[idx] = np.where(close, xi, np.where(narrow, bi, nxt))
+        done[idx[conv]] = True
+    return cur * kde._scale
 
 
 def _sub_kde(kde, x, w, chol_int, scale_old):
