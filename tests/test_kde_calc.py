@@ -333,3 +333,29 @@ def test_ppf_many_points_accuracy():
         kde = divest.KDE(x, kernel=kernel)
         q = np.array([1e-6, 0.01, 0.3, 0.857, 0.86, 0.999, 1 - 1e-9])
         np.testing.assert_allclose(kde.cdf(kde.ppf(q)), q, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("s", [1e300, 1e-300])
+def test_extreme_scales_are_equivariant(s):
+    r = np.random.default_rng(11)
+    x = r.standard_normal((30, 2)) @ np.array([[1.0, 0.5], [0.0, 1.0]])
+    q = r.standard_normal((5, 2))
+    k, ks = divest.KDE(x), divest.KDE(x * s)
+    shift = math.log(s)
+    np.testing.assert_allclose(
+        ks.marginal(1).logpdf(q[:, 1] * s) + shift, k.marginal(1).logpdf(q[:, 1]), atol=1e-11
+    )
+    np.testing.assert_allclose(
+        ks.conditional({0: 0.3 * s}).logpdf(q[:, 1] * s) + shift,
+        k.conditional({0: 0.3}).logpdf(q[:, 1]),
+        atol=1e-11,
+    )
+    np.testing.assert_allclose(ks.cdf(q * s), k.cdf(q), atol=1e-14)
+    k1, k1s = divest.KDE(x[:, 0]), divest.KDE(x[:, 0] * s)
+    np.testing.assert_allclose(k1s.ppf([0.1, 0.5, 0.9]) / s, k1.ppf([0.1, 0.5, 0.9]), rtol=1e-13)
+
+
+def test_empty_and_reversed_boxes_have_probability_zero():
+    kde = divest.KDE(np.random.default_rng(12).standard_normal((20, 2)), bandwidth=0.5)
+    got = kde.integrate_box(np.array([[0.0, 0.0], [1.0, -1.0]]), np.array([[0.0, 1.0], [0.5, 1.0]]))
+    assert np.array_equal(got, [0.0, 0.0])

@@ -592,8 +592,10 @@ class KDE:
         kernel with a diagonal bandwidth in any d, and for every kernel in 1-D. A full
         Gaussian bandwidth in 2-D uses the bivariate normal CDF (Drezner–Wesolowsky /
         Genz, 20-point Gauss–Legendre; about 1e-15 absolute, not relative in the
-        tails); in d ≥ 3 it raises ValueError (not implemented). Memory: query chunks
-        of about 2^20/n rows, never n×m."""
+        tails); in d ≥ 3 it raises ValueError (not implemented). A box with any
+        high ≤ low has probability 0 (scipy's ``integrate_box_1d`` would return the
+        negative of the reversed interval). Memory: query chunks of about 2^20/n rows,
+        never n×m."""
         from ._kdecalc import integrate_box
 
         return integrate_box(self, low, high)
