@@ -102,6 +102,7 @@ def _specs():
     Phi = r.standard_normal((12, 3))
     yv = r.standard_normal(12)
     kde = divest.KDE(pts)
+    kde1d_ppf = divest.KDE(pts[:, 0], bandwidth=0.4)
     dppL = dpp.DPP(L=L6)
 
     S = []
@@ -122,6 +123,28 @@ def _specs():
     add("KDE.logpdf", {"points": q_pts}, lambda points: kde.logpdf(points, return_ess=True))
     add("KDE.pdf", {"points": q_pts}, lambda points: kde.pdf(points))
     add("KDE.score", {"points": q_pts}, lambda points: kde.score(points))
+    kde_diag = divest.KDE(pts, bandwidth=np.array([0.5, 0.8]))
+    add(
+        "KDE.marginal",
+        {"data": pts},
+        lambda data, dims: divest.KDE(data).marginal(dims).logpdf(q_pts[:, :1]),
+        {"dims": 1},
+    )
+    add(
+        "KDE.conditional",
+        {"data": pts},
+        lambda data, given: divest.KDE(data).conditional({1: given}).logpdf(q_pts[:, :1]),
+        {"given": 0.3},
+    )
+    # ±inf are legitimate box corners (scipy's integrate_box takes them too).
+    add("KDE.cdf", {"points": q_pts}, lambda points: kde.cdf(points), skip=("inf",))
+    add(
+        "KDE.integrate_box",
+        {"low": q_pts - 1.0, "high": q_pts + 0.5},
+        lambda low, high: kde_diag.integrate_box(low, high),
+        skip=("inf",),
+    )
+    add("KDE.ppf", {"q": np.array([0.1, 0.5, 0.9])}, lambda q: kde1d_ppf.ppf(q))
     add("KDE.loo_logpdf", {"data": pts}, lambda data: divest.KDE(data).loo_logpdf())
     add(
         "KDE.resample",
@@ -384,6 +407,11 @@ NAMES = (
     "KDE.logpdf",
     "KDE.pdf",
     "KDE.score",
+    "KDE.marginal",
+    "KDE.conditional",
+    "KDE.cdf",
+    "KDE.integrate_box",
+    "KDE.ppf",
     "KDE.loo_logpdf",
     "KDE.resample",
     "KDE.covariance",

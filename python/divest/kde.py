@@ -563,6 +563,61 @@ class KDE:
 
         return grid_of(self, n_points=n_points, extent=extent, method=method, log=log)
 
+    # Integrals, marginals, conditionals, quantiles (issue 11): see divest._kdecalc.
+
+    def marginal(self, dims):
+        """The KDE of the variables ``dims`` (an int or a sequence of distinct ints in
+        [-d, d)), as scipy's ``gaussian_kde.marginal``: same data columns and weights,
+        the bandwidth's sub-matrix. Exact for the Gaussian kernel (any bandwidth); other
+        kernels raise ValueError unless ``dims`` is every dimension. Memory: a copy of the
+        selected columns (n·k values) and their whitened copy."""
+        from ._kdecalc import marginal
+
+        return marginal(self, dims)
+
+    def conditional(self, given):
+        """The conditional density of the other variables given ``{dim: value, ...}``, a
+        weighted Gaussian KDE: weights w_i·N(value; x_i,g, H_gg) (in log space,
+        normalised), centres x_i,r + H_rg H_gg⁻¹(value − x_i,g), bandwidth the Schur
+        complement H_rr − H_rg H_gg⁻¹ H_gr. Exact for the Gaussian kernel only (else
+        ValueError). Memory: O(n·d). scipy has no equivalent."""
+        from ._kdecalc import conditional
+
+        return conditional(self, given)
+
+    def integrate_box(self, low, high):
+        """Probability of the box(es) [low, high] (each (d,) or (m, d); ±inf allowed),
+        as scipy's ``integrate_box_1d`` / ``integrate_box``; one box gives a float.
+        Exact (closed forms, tails kept to full relative accuracy) for the Gaussian
+        kernel with a diagonal bandwidth in any d, and for every kernel in 1-D. A full
+        Gaussian bandwidth in 2-D uses the bivariate normal CDF (Drezner–Wesolowsky /
+        Genz, 20-point Gauss–Legendre; about 1e-15 absolute, not relative in the
+        tails); in d ≥ 3 it raises ValueError (not implemented). A box with any
+        high ≤ low has probability 0 (scipy's ``integrate_box_1d`` would return the
+        negative of the reversed interval). Memory: query chunks of about 2^20/n rows,
+        never n×m."""
+        from ._kdecalc import integrate_box
+
+        return integrate_box(self, low, high)
+
+    def cdf(self, points):
+        """P(X ≤ points) componentwise, ``integrate_box(-inf, points)``; same support,
+        accuracy and memory as :meth:`integrate_box`. Shape (m,)."""
+        from ._kdecalc import cdf
+
+        return cdf(self, points)
+
+    def ppf(self, q):
+        """Quantiles of a 1-D KDE: the smallest x with cdf(x) ≥ q (q in [0, 1], any
+        shape; a float for a scalar), by safeguarded Newton on the monotone cdf (Newton
+        steps inside a shrinking bracket, else bisection) to about 1e-15 in probability
+        (1e-12 asserted in the tests). q = 0 / 1 give -inf / inf for the Gaussian and
+        exponential kernels, the support's ends for the compact kernels. scipy has no
+        equivalent. Memory: as :meth:`cdf`, per step (typically 5 to 30 steps)."""
+        from ._kdecalc import ppf
+
+        return ppf(self, q)
+
 
 def _radial_sample(kernel: str, d: int, size: int, gen: np.random.Generator) -> np.ndarray:
     """`size` draws from the unit-bandwidth kernel in R^d."""
