@@ -161,6 +161,17 @@ def grid_of(kde, n_points=4096, extent=None, method="auto", log=False) -> GridRe
     return _grid_1d(kde, pts[0], extent, method, bool(log))
 
 
+def _data_range_1d(kde, x, w) -> tuple[float, float]:
+    """(min, max) of the positively weighted data, computed once per KDE object (two
+    passes over the data; the masked copy is made only when some weight is zero)."""
+    cached = getattr(kde, "_grid_range", None)
+    if cached is None:
+        pos = x if float(w.min()) > 0 else x[w > 0]
+        cached = (float(pos.min()), float(pos.max()))
+        kde._grid_range = cached
+    return cached
+
+
 def _grid_1d(kde, m: int, extent, method: str, log: bool) -> GridResult:
     kernel = kde.kernel
     h = float(math.sqrt(kde.bandwidth[0, 0]))
@@ -168,11 +179,11 @@ def _grid_1d(kde, m: int, extent, method: str, log: bool) -> GridResult:
     w = np.ascontiguousarray(kde.weights, dtype=np.float64)
     reach = _REACH.get(kernel, 1.0)
     if extent is None:
-        pos = x[w > 0]
+        lo, hi = _data_range_1d(kde, x, w)
         # A hair beyond the reach, so no extreme point sits on a compact support's edge
         # (where the value would be rounding noise).
         margin = reach * h * (1 + 1e-6)
-        lo, hi = float(pos.min()) - margin, float(pos.max()) + margin
+        lo, hi = lo - margin, hi + margin
     else:
         ((lo, hi),) = _check_extent(extent, 1)
         lo, hi = float(lo), float(hi)
