@@ -41,34 +41,48 @@ pub fn linear_bin(
     nb: usize,
     stop: &AtomicBool,
 ) -> Result<Vec<f64>> {
-    let mut bins = try_vec(nb, 0.0f64, "n_points")?;
     if nb == 0 {
-        return Ok(bins);
+        return Ok(Vec::new());
     }
     let inv = 1.0 / delta;
-    let n = x.len();
+    accumulate(x.len(), nb, CHUNK, stop, |s, e, bins| {
+        bin_chunk(&x[s..e], &w[s..e], lo, inv, bins)
+    })
+}
+
+/// Runs `bin(start, end, bins)` over the points `0..n` in chunks of `ch` and returns the
+/// sum of what it added to `nbins` zeroed bins: serially into one array, or, when the
+/// points outnumber the bins 8 to 1 and several threads are allowed, into one array per
+/// thread added up in a fixed order (results do not depend on timing). Checks the stop
+/// flag between chunks. Allocates `nbins` values per thread.
+fn accumulate(
+    n: usize,
+    nbins: usize,
+    ch: usize,
+    stop: &AtomicBool,
+    bin: impl Fn(usize, usize, &mut [f64]) + Sync,
+) -> Result<Vec<f64>> {
+    let mut bins = try_vec(nbins, 0.0f64, "n_points")?;
     let nthreads = threads::num_threads();
     // Per-thread bins only pay off when the data outnumber the bins.
-    if nthreads == 1 || n < 4 * CHUNK || nb > n / 8 {
-        for (xc, wc) in x.chunks(CHUNK).zip(w.chunks(CHUNK)) {
+    if nthreads == 1 || n < 4 * ch || nbins > n / 8 {
+        for s in (0..n).step_by(ch) {
             check_stop(stop)?;
-            bin_chunk(xc, wc, lo, inv, &mut bins);
+            bin(s, (s + ch).min(n), &mut bins);
         }
         return Ok(bins);
     }
-    let parts = nthreads.min(n.div_ceil(CHUNK));
+    let parts = nthreads.min(n.div_ceil(ch));
     let per = n.div_ceil(parts);
     let partial: Vec<Result<Vec<f64>>> = threads::install(|| {
         (0..parts)
             .into_par_iter()
             .map(|p| {
-                let a = p * per;
-                let b = ((p + 1) * per).min(n);
-                let mut local = try_vec(nb, 0.0f64, "n_points")?;
-                for s in (a..b).step_by(CHUNK) {
+                let (a, b) = (p * per, ((p + 1) * per).min(n));
+                let mut local = try_vec(nbins, 0.0f64, "n_points")?;
+                for s in (a..b).step_by(ch) {
                     check_stop(stop)?;
-                    let e = (s + CHUNK).min(b);
-                    bin_chunk(&x[s..e], &w[s..e], lo, inv, &mut local);
+                    bin(s, (s + ch).min(b), &mut local);
                 }
                 Ok(local)
             })
@@ -153,42 +167,9 @@ pub fn linear_bin_nd(
         .ok_or_else(|| {
             crate::core::error::Error::OutOfMemory("the bin lattice is too large".into())
         })?;
-    let mut bins = try_vec(total, 0.0f64, "n_points")?;
-    let n = w.len();
-    let nthreads = threads::num_threads();
-    let ch = CHUNK / 4;
-    if nthreads == 1 || n < 4 * ch || total > n / 8 {
-        for (xc, wc) in x.chunks(ch * d).zip(w.chunks(ch)) {
-            check_stop(stop)?;
-            bin_chunk_nd(xc, wc, lo, delta, nb, &mut bins);
-        }
-        return Ok(bins);
-    }
-    let parts = nthreads.min(n.div_ceil(ch));
-    let per = n.div_ceil(parts);
-    let partial: Vec<Result<Vec<f64>>> = threads::install(|| {
-        (0..parts)
-            .into_par_iter()
-            .map(|p| {
-                let a = p * per;
-                let b = ((p + 1) * per).min(n);
-                let mut local = try_vec(total, 0.0f64, "n_points")?;
-                for s in (a..b).step_by(ch) {
-                    check_stop(stop)?;
-                    let e = (s + ch).min(b);
-                    bin_chunk_nd(&x[s * d..e * d], &w[s..e], lo, delta, nb, &mut local);
-                }
-                Ok(local)
-            })
-            .collect()
-    })?;
-    for part in partial {
-        let part = part?;
-        for (b, v) in bins.iter_mut().zip(&part) {
-            *b += v;
-        }
-    }
-    Ok(bins)
+    accumulate(w.len(), total, CHUNK / 4, stop, |s, e, bins| {
+        bin_chunk_nd(&x[s * d..e * d], &w[s..e], lo, delta, nb, bins)
+    })
 }
 
 /// The data sorted ascending with their weights, zero weights dropped: a bucket pass

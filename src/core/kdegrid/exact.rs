@@ -486,20 +486,16 @@ fn gaussian(
     let tails: Vec<usize> = (0..m)
         .filter(|&i| mask.is_none_or(|mk| mk[i]) && (sums[i] * 1e-15 < dropped || sums[i].is_nan()))
         .collect();
-    if !tails.is_empty() {
-        let (xs, ws) = sort_weighted(x, w, stop)?;
-        let wmin = ws.iter().cloned().fold(f64::INFINITY, f64::min);
-        let wtot: f64 = ws.iter().sum();
-        let extra = 2.0 * h * h * ((wtot / wmin).ln() + 37.0);
-        for (c, &i) in tails.iter().enumerate() {
-            if c % 64 == 0 {
-                check_stop(stop)?;
-            }
-            let l = gauss_log_window(&xs, &ws, grid.at(i), h, extra);
-            log_sums[i] = l;
-            sums[i] = l.exp();
-        }
-    }
+    redo_tails(
+        x,
+        w,
+        h,
+        &tails,
+        |i| grid.at(i),
+        &mut sums,
+        &mut log_sums,
+        stop,
+    )?;
     Ok(Exact { sums, log_sums })
 }
 
@@ -671,21 +667,40 @@ fn gaussian_points(
     let tails: Vec<usize> = (0..m)
         .filter(|&i| sums[i] * 1e-15 < dropped || sums[i].is_nan())
         .collect();
-    if !tails.is_empty() {
-        let (xs, ws) = sort_weighted(x, w, stop)?;
-        let wmin = ws.iter().cloned().fold(f64::INFINITY, f64::min);
-        let wtot: f64 = ws.iter().sum();
-        let extra = 2.0 * h * h * ((wtot / wmin).ln() + 37.0);
-        for (c, &i) in tails.iter().enumerate() {
-            if c % 64 == 0 {
-                check_stop(stop)?;
-            }
-            let l = gauss_log_window(&xs, &ws, gs[i], h, extra);
-            log_sums[i] = l;
-            sums[i] = l.exp();
-        }
-    }
+    redo_tails(x, w, h, &tails, |i| gs[i], &mut sums, &mut log_sums, stop)?;
     Ok(Some(Exact { sums, log_sums }))
+}
+
+/// Recomputes the Gaussian sums at the points `at(i)`, i in `tails` (where the lattice's
+/// dropped terms are not negligible), in log space over the sorted data. Allocates the
+/// sorted data (2n values) when there is a tail point.
+#[allow(clippy::too_many_arguments)]
+fn redo_tails(
+    x: &[f64],
+    w: &[f64],
+    h: f64,
+    tails: &[usize],
+    at: impl Fn(usize) -> f64,
+    sums: &mut [f64],
+    log_sums: &mut [f64],
+    stop: &AtomicBool,
+) -> Result<()> {
+    if tails.is_empty() {
+        return Ok(());
+    }
+    let (xs, ws) = sort_weighted(x, w, stop)?;
+    let wmin = ws.iter().cloned().fold(f64::INFINITY, f64::min);
+    let wtot: f64 = ws.iter().sum();
+    let extra = 2.0 * h * h * ((wtot / wmin).ln() + 37.0);
+    for (c, &i) in tails.iter().enumerate() {
+        if c % 64 == 0 {
+            check_stop(stop)?;
+        }
+        let l = gauss_log_window(&xs, &ws, at(i), h, extra);
+        log_sums[i] = l;
+        sums[i] = l.exp();
+    }
+    Ok(())
 }
 
 /// (x − lo) − k·e to about one rounding of the result (the two subtractions and the
