@@ -25,12 +25,13 @@ class Dcor1D:
 
 
 class DcorMultivariate:
-    params = [(5000, 10, 5), (20000, 5, 3)]
+    # Strings, not tuples: asv reads a list of tuples as several parameter axes.
+    params = ["5000x10x5", "20000x5x3"]
     param_names = ["n_p_q"]
     timeout = 300
 
     def setup(self, n_p_q):
-        self.x, self.y = wl.dcov_pair(*n_p_q)
+        self.x, self.y = wl.dcov_pair(*map(int, n_p_q.split("x")))
 
     def time_dcor(self, n_p_q):
         divest.dcor(self.x, self.y)
@@ -49,6 +50,9 @@ class Tests:
         self.x, self.y = wl.dcov_pair(*wl.DCOV_TEST_SHAPE, seed=wl.DCOV_TEST_SEED)
 
     def time_dcov_test_500(self):
+        divest.dcov_test(self.x, self.y, n_resamples=500, rng=0)
+
+    def peakmem_dcov_test_500(self):
         divest.dcov_test(self.x, self.y, n_resamples=500, rng=0)
 
     def time_energy_test_200(self):

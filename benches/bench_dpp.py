@@ -45,14 +45,17 @@ class LEnsemble:
 
 
 class VolumeSampling:
-    params = [(5000, 20), (20000, 50)]
+    params = ["5000x20", "20000x50"]  # strings: asv reads a list of tuples as several axes
     param_names = ["n_d"]
     timeout = 300
 
     def setup(self, n_d):
-        self.x = wl.dpp_design(*n_d)
+        self.x = wl.dpp_design(*map(int, n_d.split("x")))
 
     def time_volume_sample_2d(self, n_d):
+        dpp.volume_sample(self.x, 2 * self.x.shape[1], rng=5)
+
+    def peakmem_volume_sample_2d(self, n_d):
         dpp.volume_sample(self.x, 2 * self.x.shape[1], rng=5)
 
     def time_volume_rescaled_4d(self, n_d):
