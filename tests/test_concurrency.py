@@ -206,3 +206,37 @@ def test_fork_while_another_thread_changes_the_thread_count_never_hangs():
             [sys.executable, "-c", _FORK_CHILD, "150"], capture_output=True, text=True, timeout=120
         )
     assert p.returncode == 0 and "OK" in p.stdout, p.stdout + p.stderr[-1000:]
+
+
+_EXIT_WITH_DAEMON = r"""
+import threading, time
+import numpy as np
+import divest
+
+y = np.random.default_rng(1).standard_normal((600, 2))
+started = threading.Event()
+
+def worker():
+    while True:
+        started.set()
+        divest.energy_distance(y, y[::-1] + 0.1)
+
+for _ in range(2):
+    threading.Thread(target=worker, daemon=True).start()
+started.wait()
+time.sleep(0.05)
+print("OK", flush=True)
+"""
+
+
+def test_interpreter_exit_while_daemon_threads_are_inside_divest_does_not_crash():
+    # CPython < 3.14 ends a daemon thread that wakes during shutdown with pthread_exit, a
+    # forced unwind through divest's frames. A wheel linked with a second, static unwinder
+    # crashed here (signal 11) every time; the unwinder must be the system's libgcc_s.
+    import subprocess
+
+    for _ in range(3):
+        p = subprocess.run(
+            [sys.executable, "-c", _EXIT_WITH_DAEMON], capture_output=True, text=True, timeout=120
+        )
+        assert p.returncode == 0 and "OK" in p.stdout, (p.returncode, p.stderr[-1000:])
