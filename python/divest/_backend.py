@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 
-__all__ = ["is_device", "on_gpu", "gpu", "gpu_available", "GPUUnavailableError"]
+__all__ = ["is_device", "on_gpu", "route", "gpu", "gpu_available", "GPUUnavailableError"]
 
 
 class GPUUnavailableError(RuntimeError):
@@ -27,7 +27,7 @@ _probe: tuple[bool, str] | None = None  # (usable, reason when not)
 
 
 def _kind(a) -> str | None:
-    """"cupy" for a CuPy array, "torch" for a PyTorch tensor on a CUDA device, else None.
+    """ "cupy" for a CuPy array, "torch" for a PyTorch tensor on a CUDA device, else None.
     Reads only the type's module name (and a tensor's ``is_cuda``): imports nothing."""
     mod = type(a).__module__ or ""
     if mod == "cupy" or mod.startswith("cupy."):
@@ -107,3 +107,9 @@ def gpu():
     from . import _gpu
 
     return _gpu
+
+
+def route(*arrays):
+    """The GPU module when the arrays are device arrays (see :func:`on_gpu`), else None:
+    the one-line hook at the top of each public function."""
+    return gpu() if on_gpu(*arrays) else None

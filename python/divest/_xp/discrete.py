@@ -44,7 +44,7 @@ def discrete_rows(xp, p, q, measure, kind="prob", normalize=False):
         out = 0.5 * xp.sum(xp.abs(pp - qq), axis=-1)
     elif measure == "hellinger":
         dd = xp.sqrt(pp) - xp.sqrt(qq)
-        out = xp.sqrt(0.5 * xp.sum(dd * dd, axis=-1))
+        out = 0.5 * xp.sum(dd * dd, axis=-1)  # squared: the caller takes the root
     else:
         raise ValueError(f"unknown measure {measure!r}")
     return xp.maximum(out, xp.zeros_like(out))

@@ -65,7 +65,9 @@ def lse_pairs(xp, q, x, h, coef, *, p=2, grad=False, tile_q=None, tile_x=None, e
                 else:
                     rr = xp.sqrt(d2)
                     pos = rr > 0
-                    inv = xp.where(pos, 1.0 / xp.where(pos, rr, xp.ones_like(rr)), xp.zeros_like(rr))
+                    inv = xp.where(
+                        pos, 1.0 / xp.where(pos, rr, xp.ones_like(rr)), xp.zeros_like(rr)
+                    )
                     g = diff * xp.expand_dims(inv, axis=2)
                 acc = acc * xp.expand_dims(scale, axis=1) + xp.sum(
                     xp.expand_dims(e, axis=2) * g, axis=1

@@ -34,9 +34,7 @@ def sinkhorn_batch_log(xp, a, b, c, reg, max_iter, tol):
     inv = 1.0 / reg
     for _ in range(int(max_iter)):
         f_new = -reg * _lse(xp, xp.expand_dims(lb + g * inv, axis=1) - c * inv, axis=2)
-        g_new = -reg * _lse(
-            xp, xp.expand_dims(la + f_new * inv, axis=2) - c * inv, axis=1
-        )
+        g_new = -reg * _lse(xp, xp.expand_dims(la + f_new * inv, axis=2) - c * inv, axis=1)
         act = xp.expand_dims(active, axis=1)
         f = xp.where(act, f_new, f)
         g = xp.where(act, g_new, g)
@@ -48,11 +46,7 @@ def sinkhorn_batch_log(xp, a, b, c, reg, max_iter, tol):
         active = active & (err > tol)
         if not bool(xp.any(active)):
             break
-    lp = (
-        xp.expand_dims(la + f * inv, axis=2)
-        + xp.expand_dims(lb + g * inv, axis=1)
-        - c * inv
-    )
+    lp = xp.expand_dims(la + f * inv, axis=2) + xp.expand_dims(lb + g * inv, axis=1) - c * inv
     plan = xp.exp(lp)
     lin = xp.sum(xp.sum(plan * c, axis=2), axis=1)
     fg = xp.expand_dims(f, axis=2) + xp.expand_dims(g, axis=1)
@@ -75,17 +69,61 @@ def eps_schedule(p, diameter, eps, scaling):
 
 
 def sinkhorn_divergence_xp(
-    xp, x, y, a, b, *, p, eps, scaling, diameter, debias=True, grad=True, tile=None
+    xp,
+    x,
+    y,
+    a,
+    b,
+    *,
+    p,
+    eps,
+    scaling,
+    diameter,
+    debias=True,
+    grad=True,
+    tol=None,
+    max_iter=0,
+    tile=None,
+    lse=lse_pairs,
+    log_weights=None,
 ):
     """GeomLoss's annealed symmetric Sinkhorn loop on two clouds, each softmin one
-    :func:`lse_pairs` pass (no n×m matrix). Returns (value, f, g, f_aa, g_bb, grad, n_upd)
-    with the cross potentials f, g and the self ones; grad = ∇_x of the value
-    (a_i Σ_j π_ij ∇C(x_i, y_j) − a_i Σ_k π_ik ∇C(x_i, x_k) from the final potentials)."""
-    la, lb = safe_log(xp, a), safe_log(xp, b)
+    ``lse`` pass (:func:`lse_pairs` or a fused kernel with its signature; no n×m matrix).
+
+    At each ε of :func:`eps_schedule` the cross potentials (f on x, g on y) and, with
+    ``debias``, the self potentials are averaged with their c-transforms; a final
+    extrapolation at ``eps`` replaces each by its transform. With ``tol`` the averaged
+    updates continue at ``eps`` (at most ``max_iter``) until every problem's L1 marginal
+    violation is at most ``tol``. Returns (value, f, g, f_aa, g_bb, grad, n_updates,
+    marginal_error, converged); grad = ∇_x value = a_i Σ_j π_ij ∇C(x_i, y_j)
+    − a_i Σ_k π_ik ∇C(x_i, x_k) from the final potentials (π the row-normalised plans)."""
+    if log_weights is None:
+        la, lb = safe_log(xp, a), safe_log(xp, b)
+    else:
+        la, lb = log_weights
     kw = dict(p=p, tile_q=tile, tile_x=tile)
 
     def softmin(e, q, pts, logw, pot):
-        return -e * lse_pairs(xp, q, pts, logw + pot / e, 1.0 / e, **kw)
+        return -e * lse(xp, q, pts, logw + pot / e, 1.0 / e, **kw)
+
+    def marginal_error(e, f, g, fa, gb):
+        rx = a * xp.exp(f / e + lse(xp, x, y, lb + g / e, 1.0 / e, **kw))
+        cy = b * xp.exp(g / e + lse(xp, y, x, la + f / e, 1.0 / e, **kw))
+        err = xp.sum(xp.abs(rx - a)) + xp.sum(xp.abs(cy - b))
+        if fa is not None:
+            ra = a * xp.exp(fa / e + lse(xp, x, x, la + fa / e, 1.0 / e, **kw))
+            rb = b * xp.exp(gb / e + lse(xp, y, y, lb + gb / e, 1.0 / e, **kw))
+            err = xp.maximum(
+                err, xp.maximum(2.0 * xp.sum(xp.abs(ra - a)), 2.0 * xp.sum(xp.abs(rb - b)))
+            )
+        return float(err)
+
+    def averaged(e, f, g, fa, gb):
+        ft, gt = softmin(e, x, y, lb, g), softmin(e, y, x, la, f)
+        if fa is not None:
+            fat, gbt = softmin(e, x, x, la, fa), softmin(e, y, y, lb, gb)
+            fa, gb = 0.5 * (fa + fat), 0.5 * (gb + gbt)
+        return 0.5 * (f + ft), 0.5 * (g + gt), fa, gb
 
     sched = eps_schedule(p, diameter, eps, scaling)
     e0 = sched[0]
@@ -97,25 +135,30 @@ def sinkhorn_divergence_xp(
     gb = softmin(e0, y, y, lb, zy) if debias else None
     n_upd = 1
     for e in sched:
-        ft, gt = softmin(e, x, y, lb, g), softmin(e, y, x, la, f)
-        if debias:
-            fat, gbt = softmin(e, x, x, la, fa), softmin(e, y, y, lb, gb)
-            fa, gb = 0.5 * (fa + fat), 0.5 * (gb + gbt)
-        f, g = 0.5 * (f + ft), 0.5 * (g + gt)
+        f, g, fa, gb = averaged(e, f, g, fa, gb)
         n_upd += 1
     e = sched[-1]
     f, g = softmin(e, x, y, lb, g), softmin(e, y, x, la, f)
     if debias:
         fa, gb = softmin(e, x, x, la, fa), softmin(e, y, y, lb, gb)
     n_upd += 1
+    err = marginal_error(e, f, g, fa, gb)
+    if tol is not None:
+        done = 0
+        while err > tol and done < max_iter:
+            f, g, fa, gb = averaged(e, f, g, fa, gb)
+            n_upd += 1
+            done += 1
+            err = marginal_error(e, f, g, fa, gb)
+    converged = tol is not None and err <= tol
     value = xp.sum(a * f) + xp.sum(b * g)
     if debias:
         value = value - xp.sum(a * fa) - xp.sum(b * gb)
     gr = None
     if grad:
-        _, mxy = lse_pairs(xp, x, y, lb + g / e, 1.0 / e, grad=True, **kw)
+        _, mxy = lse(xp, x, y, lb + g / e, 1.0 / e, grad=True, **kw)
         gr = xp.expand_dims(a, axis=1) * mxy
         if debias:
-            _, mxx = lse_pairs(xp, x, x, la + fa / e, 1.0 / e, grad=True, **kw)
+            _, mxx = lse(xp, x, x, la + fa / e, 1.0 / e, grad=True, **kw)
             gr = gr - xp.expand_dims(a, axis=1) * mxx
-    return value, f, g, fa, gb, gr, n_upd
+    return value, f, g, fa, gb, gr, n_upd, err, converged

@@ -384,7 +384,7 @@ __global__ void discrete_rows(const T* __restrict__ p, const T* __restrict__ q, 
     if (threadIdx.x == 0) {
         T v = acc;
         if (measure == 1 || measure == 2) v = T(0.5) * acc;
-        if (measure == 3) v = sq(T(0.5) * acc);
+        if (measure == 3) v = T(0.5) * acc;  // squared; the caller takes the root
         out[r] = v > T(0) ? v : T(0);
     }
 }
