@@ -31,14 +31,16 @@ def discrete_rows(xp, p, q, measure, kind="prob", normalize=False):
     pp, qq = xp.exp(lp), xp.exp(lq)
     zero = xp.zeros_like(lp)
     if measure == "kl":
-        t = xp.where(pp > 0, pp * (lp - lq), zero)
+        on = pp > 0  # 0·log 0 = 0; where p > 0 = q the term is +inf
+        t = xp.where(on, pp * (xp.where(on, lp, zero) - xp.where(on, lq, zero)), zero)
         out = xp.sum(t, axis=-1)
     elif measure == "js":
-        hi = xp.maximum(lp, lq)
-        hs = xp.where(hi == -math.inf, zero, hi)
-        lm = hs + xp.log(xp.exp(lp - hs) + xp.exp(lq - hs)) - math.log(2.0)
-        tp = xp.where(pp > 0, pp * (lp - lm), zero)
-        tq = xp.where(qq > 0, qq * (lq - lm), zero)
+        on = (pp > 0) | (qq > 0)
+        hi = xp.where(on, xp.maximum(lp, lq), zero)
+        s = xp.where(on, xp.exp(lp - hi) + xp.exp(lq - hi), xp.ones_like(hi))
+        lm = hi + xp.log(s) - math.log(2.0)
+        tp = xp.where(pp > 0, pp * (xp.where(pp > 0, lp, zero) - lm), zero)
+        tq = xp.where(qq > 0, qq * (xp.where(qq > 0, lq, zero) - lm), zero)
         out = 0.5 * xp.sum(tp + tq, axis=-1)
     elif measure == "tv":
         out = 0.5 * xp.sum(xp.abs(pp - qq), axis=-1)
