@@ -667,6 +667,7 @@ def kde_logpdf(
     check_finite=True,
 ):
     """One-shot ``KDE(data, bandwidth, kernel, weights).logpdf(points)``."""
+    _backend.on_gpu(data, points, weights)  # a host/device mix: TypeError before any work
     kde = KDE(data, bandwidth=bandwidth, kernel=kernel, weights=weights, check_finite=check_finite)
     return kde.logpdf(points, return_ess=return_ess, check_finite=check_finite)
 
