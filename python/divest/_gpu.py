@@ -86,6 +86,12 @@ def _smem_tile(d: int, itemsize: int, extra: int = 1, budget: int = 40 * 1024) -
     return max(1, min(1024, budget // (itemsize * (d + extra))))
 
 
+def _fits(width: int, dtype) -> bool:
+    """Whether one point of ``width`` values fits the kernels' shared-memory tile (40 KiB);
+    wider points (d in the thousands) take the xp path."""
+    return width * np.dtype(dtype).itemsize <= 40 * 1024
+
+
 def _i64(v: int):
     return np.int64(v)
 
@@ -215,7 +221,7 @@ def _lse(q, x, h, coef, p=2, grad=False, exclude_self=False):
     xp = _ns()
     dt = q.dtype
     h = h.astype(dt)
-    if not _fused_on():
+    if not _fused_on() or not _fits(q.shape[1] + 1, dt):
         return lse_pairs(xp, q, x, h, coef, p=p, grad=grad, exclude_self=exclude_self)
     m, d = q.shape
     n = x.shape[0]
@@ -253,7 +259,7 @@ def _psum(x, y, wx, wy, kernel, param, exclude_self=False):
     """pair_sum (float64 0-d array) on the fused kernel (or the xp algorithm)."""
     xp = _ns()
     dt = x.dtype
-    if not _fused_on():
+    if not _fused_on() or not _fits(x.shape[1], dt):
         return pair_sum(xp, x, y, wx, wy, kernel, param, exclude_self=exclude_self)
     n, d = x.shape
     m = y.shape[0]
@@ -282,7 +288,7 @@ def _psum(x, y, wx, wy, kernel, param, exclude_self=False):
 def _dcov_sums(x, y, alpha):
     xp = _ns()
     x, y = _same_dtype(x, y)
-    if not _fused_on():
+    if not _fused_on() or not _fits(x.shape[1] + y.shape[1], x.dtype):
         return dcov_sums(xp, x, y, alpha)
     dt = x.dtype
     n, p = x.shape
