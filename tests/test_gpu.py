@@ -45,7 +45,7 @@ def _h(a):
 RNG = np.random.default_rng(0)
 
 
-@pytest.mark.parametrize("d", [1, 3, 17, 64])
+@pytest.mark.parametrize("d", [1, 3, 17, 64, 70])  # 70: the run-time-d kernel
 def test_lse_kernel_kde_logpdf_and_score(fused_and_xp, d):
     x = RNG.normal(size=(1000, d))
     q = RNG.normal(size=(700, d))
@@ -120,6 +120,18 @@ def test_sum_kernel_energy_mmd_cs_dcov(fused_and_xp, unbiased):
         a, b = fused_and_xp(fn)
         assert float(a) == pytest.approx(float(b), rel=1e-11), name
         assert float(a) == pytest.approx(want, rel=1e-9, abs=1e-13), name
+
+
+def test_sum_kernel_runtime_dimension(fused_and_xp):
+    x = RNG.normal(size=(300, 70))  # beyond the compiled dimensions: the run-time-d kernel
+    y = RNG.normal(size=(200, 70))
+    a, b = fused_and_xp(lambda: divest.energy_distance(cp.asarray(x), cp.asarray(y)))
+    assert float(a) == pytest.approx(float(b), rel=1e-11)
+    assert float(a) == pytest.approx(divest.energy_distance(x, y), rel=1e-9)
+
+
+def test_every_kernel_instance_compiles_on_this_device():
+    _gpu._kernels()
 
 
 def test_batch_sinkhorn_kernel(fused_and_xp):

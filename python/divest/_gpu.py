@@ -26,11 +26,11 @@ from ._results import ConvergenceWarning
 from ._xp.discrete import discrete_rows
 from ._xp.pairs import dcov_from_sums, dcov_sums, lse_pairs, pair_sum
 from ._xp.sinkhorn import sinkhorn_batch_log, sinkhorn_divergence_xp
+from .cuda import fixed_dim
 
 _xp_ns = None  # the array namespace (CuPy, or NumPy in tests)
 _fused = True  # use the CUDA kernels (False: the xp algorithms only)
 _lock = threading.Lock()
-_module = None
 _BLOCK = 256
 
 
@@ -57,25 +57,47 @@ def _fused_on() -> bool:
 
 
 def _kernels():
-    """The compiled module (every kernel, float and double), built once per process."""
-    global _module
+    """One module with every kernel instance, compiled at once (the cold-start figure of
+    the benchmarks; the calls themselves compile only the instances they use)."""
+    import cupy
+
+    from . import cuda as src
+
+    return cupy.RawModule(
+        code=src.source(), options=src.NVRTC_OPTIONS, name_expressions=src.name_expressions()
+    ).get_function(src.name_expressions()[0])
+
+
+_modules: dict = {}
+
+
+def _fn(name: str, dtype, D: int | None = None):
+    """The kernel instance ``name<type>`` or ``name<type, D>``, compiled with NVRTC on first
+    use and cached for the process (CuPy also caches the binary on disk)."""
+    t = "float" if np.dtype(dtype) == np.float32 else "double"
+    expr = f"{name}<{t}>" if D is None else f"{name}<{t}, {D}>"
     with _lock:
-        if _module is None:
+        mod = _modules.get(expr)
+        if mod is None:
             import cupy
 
             from . import cuda as src
 
-            _module = cupy.RawModule(
-                code=src.source(),
-                options=src.NVRTC_OPTIONS,
-                name_expressions=src.name_expressions(),
+            mod = cupy.RawModule(
+                code=src.source(), options=src.NVRTC_OPTIONS, name_expressions=[expr]
             )
-        return _module
+            _modules[expr] = mod
+    return mod.get_function(expr)
 
 
-def _fn(name: str, dtype):
-    t = "float" if np.dtype(dtype) == np.float32 else "double"
-    return _kernels().get_function(f"{name}<{t}>")
+def _pad(a, D: int):
+    """The points with zero coordinates appended up to D (no distance changes)."""
+    xp = _ns()
+    if a.shape[1] == D:
+        return xp.ascontiguousarray(a)
+    out = xp.zeros((a.shape[0], D), dtype=a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
 
 
 def _scalar(dtype, v):
@@ -226,6 +248,27 @@ def _lse(q, x, h, coef, p=2, grad=False, exclude_self=False):
     m, d = q.shape
     n = x.shape[0]
     it = np.dtype(dt).itemsize
+    D = fixed_dim(d)
+    if D is not None:
+        tile = _smem_tile(D, it)
+        out = xp.empty((m,), dtype=dt)
+        gout = xp.empty((m, D), dtype=dt) if grad else None
+        args = (
+            _pad(q, D),
+            _pad(x, D),
+            xp.ascontiguousarray(h),
+            _scalar(dt, coef),
+            _scalar(dt, p),
+            _i64(m),
+            _i64(n),
+            np.int32(tile),
+            np.int32(1 if exclude_self else 0),
+            out,
+            gout if grad else _null(),
+        )
+        grid = ((m + _BLOCK - 1) // _BLOCK,)
+        _fn("lse_pairs_fixed", dt, D)(grid, (_BLOCK,), args, shared_mem=tile * (D + 1) * it)
+        return (out, gout[:, :d]) if grad else out
     tile = _smem_tile(d, it)
     out = xp.empty((m,), dtype=dt)
     gout = xp.empty((m, d), dtype=dt) if grad else None
@@ -264,9 +307,27 @@ def _psum(x, y, wx, wy, kernel, param, exclude_self=False):
     n, d = x.shape
     m = y.shape[0]
     it = np.dtype(dt).itemsize
-    tile = _smem_tile(d, it, extra=0)
     blocks = (n + _BLOCK - 1) // _BLOCK
     partial = xp.empty((blocks,), dtype=xp.float64)
+    D = fixed_dim(d)
+    if D is not None:
+        tile = _smem_tile(D, it, extra=0)
+        args = (
+            _pad(x, D),
+            _pad(y, D),
+            _null() if wx is None else xp.ascontiguousarray(wx.astype(dt)),
+            _null() if wy is None else xp.ascontiguousarray(wy.astype(dt)),
+            np.int32(_KERNEL_CODE[kernel]),
+            _scalar(dt, param),
+            _i64(n),
+            _i64(m),
+            np.int32(tile),
+            np.int32(1 if exclude_self else 0),
+            partial,
+        )
+        _fn("pair_sum_fixed", dt, D)((blocks,), (_BLOCK,), args, shared_mem=tile * D * it)
+        return xp.sum(partial)
+    tile = _smem_tile(d, it, extra=0)
     args = (
         xp.ascontiguousarray(x),
         xp.ascontiguousarray(y),

@@ -25,9 +25,25 @@ DTYPES = ("float", "double")
 NVRTC_OPTIONS = ("--std=c++14", "-default-device")
 
 
+#: Kernels with a compile-time dimension, and the dimensions compiled (points are padded
+#: with zero coordinates up to the next one; wider points use the run-time-d kernels).
+FIXED_KERNELS = ("lse_pairs_fixed", "pair_sum_fixed")
+FIXED_DIMS = (1, 2, 3, 4, 8, 16, 32, 64)
+
+
+def fixed_dim(d: int) -> int | None:
+    """The compiled dimension that holds d coordinates, or None beyond the largest."""
+    for D in FIXED_DIMS:
+        if d <= D:
+            return D
+    return None
+
+
 def name_expressions() -> list[str]:
-    """Every ``kernel<type>`` instance to compile."""
-    return [f"{k}<{t}>" for k in KERNELS for t in DTYPES]
+    """Every kernel instance (``kernel<type>`` and ``kernel<type, D>``)."""
+    out = [f"{k}<{t}>" for k in KERNELS for t in DTYPES]
+    out += [f"{k}<{t}, {D}>" for k in FIXED_KERNELS for t in DTYPES for D in FIXED_DIMS]
+    return out
 
 
 def source() -> str:

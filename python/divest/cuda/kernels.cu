@@ -135,6 +135,122 @@ __global__ void lse_pairs(const T* q, const T* x, const T* h, T coef, T p, i64 m
     lse_pairs_body<T>(q, x, h, coef, p, m, n, d, tile, exclude_self, out, gout);
 }
 
+// The same reducer for a compile-time dimension D (the caller pads the points with zero
+// coordinates up to D, which changes no distance): the query row and the gradient
+// accumulator live in registers and the distance loop is unrolled; each shared-memory read
+// is a broadcast to the whole warp.
+template <typename T, int D>
+__global__ void lse_pairs_fixed(const T* __restrict__ q, const T* __restrict__ x,
+                                const T* __restrict__ h, T coef, T p, i64 m, i64 n, int tile,
+                                int exclude_self, T* __restrict__ out, T* __restrict__ gout) {
+    extern __shared__ unsigned char smem_raw[];
+    T* sx = reinterpret_cast<T*>(smem_raw);
+    T* sh = sx + (i64)tile * D;
+    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    const bool live = i < m;
+    const T ninf = -Lim<T>::inf();
+    T qr[D], acc[D];
+#pragma unroll
+    for (int k = 0; k < D; ++k) {
+        qr[k] = live ? q[i * D + k] : T(0);
+        acc[k] = T(0);
+    }
+    T mx = ninf, s = T(0);
+    for (i64 j0 = 0; j0 < n; j0 += tile) {
+        const i64 cnt = (n - j0 < tile) ? (n - j0) : tile;
+        __syncthreads();
+        for (i64 t = threadIdx.x; t < cnt * D; t += blockDim.x) sx[t] = x[j0 * D + t];
+        for (i64 t = threadIdx.x; t < cnt; t += blockDim.x) sh[t] = h[j0 + t];
+        __syncthreads();
+        if (!live) continue;
+        for (int jj = 0; jj < (int)cnt; ++jj) {
+            const T hj = sh[jj];
+            if (hj == ninf || (exclude_self && j0 + jj == i)) continue;
+            const T* xj = sx + (i64)jj * D;
+            T d2 = T(0);
+#pragma unroll
+            for (int k = 0; k < D; ++k) {
+                const T df = qr[k] - xj[k];
+                d2 += df * df;
+            }
+            const T lgt = hj - coef * dist_pow(d2, p);
+            if (lgt == ninf) continue;
+            T w;
+            if (lgt > mx) {
+                const T sc = (mx == ninf) ? T(0) : ex(mx - lgt);
+                s = s * sc + T(1);
+                if (gout) {
+#pragma unroll
+                    for (int k = 0; k < D; ++k) acc[k] *= sc;
+                }
+                mx = lgt;
+                w = T(1);
+            } else {
+                w = ex(lgt - mx);
+                s += w;
+            }
+            if (gout) {
+                T f = T(2);
+                if (p != T(2)) f = d2 > T(0) ? T(1) / sq(d2) : T(0);
+                const T wf = w * f;
+#pragma unroll
+                for (int k = 0; k < D; ++k) acc[k] += wf * (qr[k] - xj[k]);
+            }
+        }
+    }
+    if (!live) return;
+    out[i] = (s > T(0)) ? mx + lg(s) : ninf;
+    if (gout) {
+        const T inv = (s > T(0)) ? T(1) / s : T(0);
+#pragma unroll
+        for (int k = 0; k < D; ++k) gout[i * D + k] = acc[k] * inv;
+    }
+}
+
+// The tiled sum reducer for a compile-time (zero-padded) dimension D.
+template <typename T, int D>
+__global__ void pair_sum_fixed(const T* __restrict__ x, const T* __restrict__ y,
+                               const T* __restrict__ wx, const T* __restrict__ wy, int kernel,
+                               T param, i64 n, i64 m, int tile, int exclude_self,
+                               double* __restrict__ partial) {
+    extern __shared__ unsigned char smem_raw[];
+    T* sy = reinterpret_cast<T*>(smem_raw);
+    __shared__ double red[32];
+    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    const bool live = i < n;
+    T xr[D];
+#pragma unroll
+    for (int k = 0; k < D; ++k) xr[k] = live ? x[i * D + k] : T(0);
+    double acc = 0.0;
+    for (i64 j0 = 0; j0 < m; j0 += tile) {
+        const i64 cnt = (m - j0 < tile) ? (m - j0) : tile;
+        __syncthreads();
+        for (i64 t = threadIdx.x; t < cnt * D; t += blockDim.x) sy[t] = y[j0 * D + t];
+        __syncthreads();
+        if (!live) continue;
+        T row = T(0);
+        for (int jj = 0; jj < (int)cnt; ++jj) {
+            if (exclude_self && j0 + jj == i) continue;
+            const T* yj = sy + (i64)jj * D;
+            T d2 = T(0);
+#pragma unroll
+            for (int k = 0; k < D; ++k) {
+                const T df = xr[k] - yj[k];
+                d2 += df * df;
+            }
+            T kv;
+            if (kernel == 0) kv = dist_pow(d2, param);
+            else if (kernel == 1) kv = ex(T(-0.5) * param * d2);
+            else kv = ex(-param * sq(d2));
+            row += wy ? kv * wy[j0 + jj] : kv;
+        }
+        acc += (double)row;
+    }
+    if (live && wx) acc *= (double)wx[i];
+    acc = block_sum<double>(live ? acc : 0.0, red);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
 // ------------------------------------------------------------------- 3. tiled sum reducer
 // partial[block] = sum over this block's rows i and all j of wx_i wy_j k(|x_i - y_j|),
 // accumulated in double (per thread, then over the block). kernel: 0 power (|r|^param),
