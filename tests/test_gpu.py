@@ -154,6 +154,21 @@ def test_batch_sinkhorn_kernel(fused_and_xp):
     np.testing.assert_array_equal(_h(rf.n_iter), _h(rx.n_iter))  # same iterates
 
 
+def test_dense_sinkhorn_row_and_column_kernels(fused_and_xp):
+    c = RNG.random((700, 500))  # one large problem: the row/column kernels
+    a = RNG.random(700)
+    a[3] = 0
+    a /= a.sum()
+    want = divest.sinkhorn(a, None, c, 0.05, tol=1e-11)
+    rf, rx = fused_and_xp(
+        lambda: divest.sinkhorn(cp.asarray(a), None, cp.asarray(c), 0.05, tol=1e-10)
+    )
+    for r in (rf, rx):
+        np.testing.assert_allclose(_h(r.plan), want.plan, atol=1e-10)
+        assert float(r.cost) == pytest.approx(want.cost, rel=1e-8)
+    assert rf.n_iter == rx.n_iter
+
+
 def test_dense_sinkhorn_on_device():
     c = RNG.random((300, 200))
     want = divest.sinkhorn(None, None, c, 0.05, tol=1e-11)

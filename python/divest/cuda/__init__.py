@@ -17,7 +17,15 @@ __all__ = ["is_available", "KERNELS", "source", "SOURCE_PATH", "NVRTC_OPTIONS"]
 SOURCE_PATH = Path(__file__).with_name("kernels.cu")
 
 #: Template kernels and their instances (float and double each).
-KERNELS = ("lse_pairs", "pair_sum", "dcov_sums", "sinkhorn_batch", "discrete_rows")
+KERNELS = (
+    "lse_pairs",
+    "pair_sum",
+    "dcov_sums",
+    "sinkhorn_batch",
+    "lse_rows",
+    "lse_cols",
+    "discrete_rows",
+)
 DTYPES = ("float", "double")
 
 #: NVRTC options: C++14, IEEE division and square roots, no fused multiply-add

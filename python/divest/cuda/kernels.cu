@@ -433,6 +433,56 @@ __global__ void sinkhorn_batch(const T* __restrict__ a, const T* __restrict__ b,
     }
 }
 
+// Dense Sinkhorn on one large cost C (n x m, row-major), one half-step per launch and no
+// n x m temporary: out_i = -reg * log sum_j exp(v_j - C_ij / reg).
+// Rows: one warp per row, each lane an online log-sum-exp over a strided part of the row
+// (coalesced reads), merged across the warp.
+template <typename T>
+__global__ void lse_rows(const T* __restrict__ C, const T* __restrict__ v, i64 n, i64 m, T reg,
+                         T* __restrict__ out) {
+    const i64 row = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (row >= n) return;  // whole warps leave together
+    const T ninf = -Lim<T>::inf();
+    const T inv = T(1) / reg;
+    T mx = ninf, s = T(0);
+    for (i64 j = lane; j < m; j += 32) {
+        const T val = v[j] - C[row * m + j] * inv;
+        if (val == ninf) continue;
+        if (val > mx) { s = s * (mx == ninf ? T(0) : ex(mx - val)) + T(1); mx = val; }
+        else s += ex(val - mx);
+    }
+    for (int o = 16; o > 0; o >>= 1) {  // merge (max, sum) pairs across the warp
+        const T om = __shfl_down_sync(0xffffffffu, mx, o);
+        const T os = __shfl_down_sync(0xffffffffu, s, o);
+        const T nm = fmax(mx, om);
+        if (nm != ninf) {
+            s = (mx == ninf ? T(0) : s * ex(mx - nm)) + (om == ninf ? T(0) : os * ex(om - nm));
+            mx = nm;
+        }
+    }
+    if (lane == 0) out[row] = (s > T(0)) ? -reg * (mx + lg(s)) : Lim<T>::inf();
+}
+
+// Columns: one thread per column, an online log-sum-exp down the column (consecutive
+// threads read consecutive addresses).
+template <typename T>
+__global__ void lse_cols(const T* __restrict__ C, const T* __restrict__ u, i64 n, i64 m, T reg,
+                         T* __restrict__ out) {
+    const i64 j = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= m) return;
+    const T ninf = -Lim<T>::inf();
+    const T inv = T(1) / reg;
+    T mx = ninf, s = T(0);
+    for (i64 i = 0; i < n; ++i) {
+        const T val = u[i] - C[i * m + j] * inv;
+        if (val == ninf) continue;
+        if (val > mx) { s = s * (mx == ninf ? T(0) : ex(mx - val)) + T(1); mx = val; }
+        else s += ex(val - mx);
+    }
+    out[j] = (s > T(0)) ? -reg * (mx + lg(s)) : Lim<T>::inf();
+}
+
 // -------------------------------------------------------------- 5. discrete divergences
 // One block per row of K categories (rows of p and q, each row contiguous). kind: 0
 // probabilities, 1 logits, 2 log-probabilities; normalize: divide each row by its total
