@@ -167,3 +167,16 @@ def test_host_calls_never_probe(monkeypatch):
         assert _backend._probe is None
     finally:
         _backend._reset_probe()
+
+
+def test_kernel_source_ships_and_every_kernel_is_instantiated():
+    import re
+
+    src = divest.cuda.source()  # package data: fails if the wheel lacks kernels.cu
+    globals_ = set(re.findall(r"__global__\s+void\s+(\w+)\s*\(", src))
+    assert globals_ == set(divest.cuda.KERNELS) | set(divest.cuda.FIXED_KERNELS)
+    names = divest.cuda.name_expressions()
+    assert len(names) == len(set(names))
+    for k in globals_:
+        assert f"{k}<float" in " ".join(names) and f"{k}<double" in " ".join(names)
+    assert [divest.cuda.fixed_dim(d) for d in (1, 3, 5, 64, 65)] == [1, 3, 8, 64, None]

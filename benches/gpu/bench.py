@@ -95,6 +95,8 @@ def run(args):
         r.update(extra)
         cases[name] = r
         print(name, json.dumps(r), flush=True)
+        with open(args.out, "w") as f:  # after every case: a timeout keeps what was measured
+            json.dump(res, f, indent=1)
 
     # KDE logpdf, d = 64 and d = 3.
     for d in (64, 3):
