@@ -65,6 +65,16 @@ def test_lse_kernel_kde_logpdf_and_score(fused_and_xp, d):
     np.testing.assert_allclose(_h(sf), host.score(q), rtol=1e-8, atol=1e-8)
 
 
+@pytest.mark.parametrize("gemm", ["0", "1"])
+def test_lse_gemm_and_register_routes(monkeypatch, gemm):
+    monkeypatch.setenv("DIVEST_GPU_GEMM", gemm)
+    x = RNG.normal(size=(9000, 24))  # more than one 8192 tile each way
+    q = RNG.normal(size=(8300, 24))
+    got = divest.KDE(cp.asarray(x)).logpdf(cp.asarray(q[::1]))
+    want = divest.KDE(x).logpdf(q[:500])
+    np.testing.assert_allclose(_h(got)[:500], want, rtol=1e-9, atol=1e-9)
+
+
 def test_lse_kernel_float32_within_1e3_nats_of_rust():
     x = RNG.normal(size=(5000, 64)).astype(np.float32)
     q = RNG.normal(size=(500, 64)).astype(np.float32)

@@ -280,3 +280,23 @@ def test_sinkhorn_divergence_xp_matches_rust(xp, p):
     assert math.isclose(err, want.marginal_error, rel_tol=1e-7)
     np.testing.assert_allclose(_np(f) - _np(fa), want.f, atol=1e-10)
     np.testing.assert_allclose(_np(gr), want.grad, atol=1e-10)
+
+
+def test_lse_pairs_gemm_route_matches_rust(xp, dtype):
+    from divest._xp.pairs import lse_pairs_gemm
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(45, 16)).astype(dtype)
+    q = rng.normal(size=(31, 16)).astype(dtype)
+    w = rng.random(45)
+    w[7] = 0.0
+    kde = divest.KDE(x, bandwidth=1.5, weights=w)
+    xw = ((x.astype(np.float64) - kde._mean) / 1.5).astype(dtype)
+    qw = ((q.astype(np.float64) - kde._mean) / 1.5).astype(dtype)
+    with np.errstate(divide="ignore"):
+        logw = np.log(kde.weights).astype(dtype)
+    lse = lse_pairs_gemm(xp, _to(xp, qw), _to(xp, xw), _to(xp, logw), 0.5, tile_q=8, tile_x=13)
+    got = _np(lse) - (log_kernel_norm("gaussian", 16) + 16 * math.log(1.5))
+    # ‖q‖² + ‖x‖² − 2q·x cancels: about eps·‖q‖² per distance, so a looser float32 bound.
+    t = 1e-9 if dtype == np.float64 else 1e-3
+    np.testing.assert_allclose(got, kde.logpdf(q), rtol=t, atol=t)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -104,6 +105,16 @@ def run(args):
         q = rng.standard_normal((big, d), dtype=f32)
         kde = divest.KDE(x, bandwidth=0.5)
         add(f"kde_logpdf_n{big}_d{d}", lambda kde=kde, q=q: kde.logpdf(q), pairs=big * big)
+        if d >= 16:  # the route without cuBLAS tiles, for comparison
+
+            def register_route(kde=kde, q=q):
+                os.environ["DIVEST_GPU_GEMM"] = "0"
+                try:
+                    return kde.logpdf(q)
+                finally:
+                    os.environ.pop("DIVEST_GPU_GEMM", None)
+
+            add(f"kde_logpdf_register_kernel_n{big}_d{d}", register_route, pairs=big * big)
         add(f"naive_cupy_kde_logpdf_n{big}_d{d}", lambda x=x, q=q: naive_kde_logpdf(x, q, 0.5))
         if "error" not in cases.get(f"kde_logpdf_n{big}_d{d}", {"error": 1}):
             c = cases[f"kde_logpdf_n{big}_d{d}"]

@@ -248,6 +248,8 @@ def _lse(q, x, h, coef, p=2, grad=False, exclude_self=False):
     m, d = q.shape
     n = x.shape[0]
     it = np.dtype(dt).itemsize
+    if p == 2 and not grad and not exclude_self and _use_gemm(d):
+        return _lse_gemm(q, x, h, coef)
     D = fixed_dim(d)
     if D is not None:
         tile = _smem_tile(D, it)
@@ -289,6 +291,59 @@ def _lse(q, x, h, coef, p=2, grad=False, exclude_self=False):
     )
     _fn("lse_pairs", dt)(grid, (_BLOCK,), args, shared_mem=tile * (d + 1) * it)
     return (out, gout) if grad else out
+
+
+#: Smallest dimension for the cuBLAS-tile route of the log-sum-exp (``DIVEST_GPU_GEMM``:
+#: "0" never, "1" always, unset: from this dimension on).
+GEMM_MIN_D = 16
+_GEMM_TILE = 8192
+
+
+def _use_gemm(d: int) -> bool:
+    # TensorFloat-32 must stay off: ‖q‖² + ‖x‖² − 2q·x cancels. CuPy uses TF32 in matmul
+    # only when CUPY_TF32=1; then the difference kernels run instead.
+    if os.environ.get("CUPY_TF32", "0") not in ("", "0"):
+        return False
+    mode = os.environ.get("DIVEST_GPU_GEMM", "")
+    return mode == "1" or (mode != "0" and d >= GEMM_MIN_D)
+
+
+def _lse_gemm(q, x, h, coef):
+    """The log-sum-exp of KDE through cuBLAS tiles: G = Q Xᵀ per (8192 × 8192) tile pair
+    (``cupy.matmul``, FP32/FP64 without TF32), then the ``lse_merge_gemm`` epilogue turns
+    G into distances and merges them into each row's running maximum and sum. Memory: one
+    tile of G (256 MiB in float32) plus the norms and the (m,) accumulators."""
+    xp = _ns()
+    dt = q.dtype
+    m, n = q.shape[0], x.shape[0]
+    qn = xp.ascontiguousarray(xp.sum(q * q, axis=1))
+    xn = xp.ascontiguousarray(xp.sum(x * x, axis=1))
+    mx = xp.full((m,), -math.inf, dtype=dt)
+    s = xp.zeros((m,), dtype=dt)
+    merge = _fn("lse_merge_gemm", dt)
+    C = _scalar(dt, coef)
+    for i0 in range(0, m, _GEMM_TILE):
+        i1 = min(i0 + _GEMM_TILE, m)
+        rows = i1 - i0
+        for j0 in range(0, n, _GEMM_TILE):
+            j1 = min(j0 + _GEMM_TILE, n)
+            g = xp.ascontiguousarray(xp.matmul(q[i0:i1], x[j0:j1].T))
+            merge(
+                ((rows * 32 + _BLOCK - 1) // _BLOCK,),
+                (_BLOCK,),
+                (
+                    g,
+                    qn[i0:i1],
+                    xn[j0:j1],
+                    h[j0:j1],
+                    C,
+                    _i64(rows),
+                    _i64(j1 - j0),
+                    mx[i0:i1],
+                    s[i0:i1],
+                ),
+            )
+    return xp.where(s > 0, mx + xp.log(xp.where(s > 0, s, 1.0)), -math.inf).astype(dt)
 
 
 def _null():

@@ -66,6 +66,25 @@ for dt, sfx, tol in [(np.float64, "f64", 1e-11), (np.float32, "f32", 2e-4)]:
         close(f"lse_pairs_fixed<3> exclude_self {sfx} p={p}", out, want, tol)
         close(f"lse_pairs_fixed<3> grad {sfx} p={p}", g3, wgrad, tol * 10)
 
+    # 2. cuBLAS-tile epilogue: two column tiles merged into the running (max, sum) per row
+    m, n, d = 41, 53, 16
+    q = rng.normal(size=(m, d)).astype(dt)
+    x = rng.normal(size=(n, d)).astype(dt)
+    h = rng.normal(size=n).astype(dt)
+    h[[1, 30]] = -np.inf
+    want = lse_pairs(np, q, x, h, 0.05)
+    qn = (q * q).sum(1)
+    mx, s = np.full(m, -np.inf, dtype=dt), np.zeros(m, dtype=dt)
+    for j0, j1 in [(0, 30), (30, n)]:
+        G = np.ascontiguousarray(q @ x[j0:j1].T)
+        xn = np.ascontiguousarray((x[j0:j1] * x[j0:j1]).sum(1))
+        hh = np.ascontiguousarray(h[j0:j1])
+        lib[f"emu_lse_merge_gemm_{sfx}"](
+            ptr(G), ptr(qn), ptr(xn), ptr(hh), scal(dt, 0.05), LL(m), LL(j1 - j0), ptr(mx),
+            ptr(s), ctypes.c_uint(128),
+        )  # fmt: skip
+    close(f"lse_merge_gemm {sfx}", mx + np.log(s), want, tol * 10)
+
     # 3. tiled sums: run-time d and compiled D = 8 (points zero-padded from 6)
     n, m, d = 77, 50, 6
     x = rng.normal(size=(n, d)).astype(dt)

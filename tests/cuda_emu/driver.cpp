@@ -20,6 +20,13 @@ typedef long long LL;
             lse_pairs_fixed<T, 3>(q, x, h, coef, p, m, n, tile, ex_, out, gout);              \
         });                                                                                   \
     }                                                                                         \
+    extern "C" void emu_lse_merge_gemm_##S(const T* G, const T* qn, const T* xn, const T* h,  \
+                                           T coef, LL rows, LL cols, T* mx, T* s,             \
+                                           unsigned block) {                                  \
+        emu_launch((unsigned)((rows * 32 + block - 1) / block), block, 0, [=] {               \
+            lse_merge_gemm<T>(G, qn, xn, h, coef, rows, cols, mx, s);                         \
+        });                                                                                   \
+    }                                                                                         \
     extern "C" void emu_pair_sum_##S(const T* x, const T* y, const T* wx, const T* wy, int k, \
                                      T param, LL n, LL m, LL d, int tile, int ex_,            \
                                      double* partial, unsigned block, size_t smem) {          \

@@ -19,6 +19,7 @@ SOURCE_PATH = Path(__file__).with_name("kernels.cu")
 #: Template kernels and their instances (float and double each).
 KERNELS = (
     "lse_pairs",
+    "lse_merge_gemm",
     "pair_sum",
     "dcov_sums",
     "sinkhorn_batch",

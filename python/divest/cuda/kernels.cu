@@ -251,6 +251,50 @@ __global__ void pair_sum_fixed(const T* __restrict__ x, const T* __restrict__ y,
     if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
+// 2. The epilogue of a cuBLAS tile (for d >= 16): G = Q X^T (rows x cols, row-major) holds
+// the inner products of a block of queries and a block of data; with the squared norms qn,
+// xn it gives the squared distances max(qn_i + xn_j - 2 G_ij, 0), and each row's terms
+// h_j - coef d2 are merged into that row's running log-sum-exp (mx, s): one warp per row,
+// lanes strided over the columns (coalesced), merged across the warp, then into (mx, s).
+template <typename T>
+__global__ void lse_merge_gemm(const T* __restrict__ G, const T* __restrict__ qn,
+                               const T* __restrict__ xn, const T* __restrict__ h, T coef,
+                               i64 rows, i64 cols, T* __restrict__ mxo, T* __restrict__ so) {
+    const i64 row = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;  // whole warps leave together
+    const T ninf = -Lim<T>::inf();
+    const T qi = qn[row];
+    T mx = ninf, s = T(0);
+    for (i64 j = lane; j < cols; j += 32) {
+        const T hj = h[j];
+        if (hj == ninf) continue;
+        T d2 = qi + xn[j] - T(2) * G[row * cols + j];
+        d2 = d2 > T(0) ? d2 : T(0);
+        const T val = hj - coef * d2;
+        if (val == ninf) continue;
+        if (val > mx) { s = s * (mx == ninf ? T(0) : ex(mx - val)) + T(1); mx = val; }
+        else s += ex(val - mx);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const T om = __shfl_down_sync(0xffffffffu, mx, o);
+        const T os = __shfl_down_sync(0xffffffffu, s, o);
+        const T nm = fmax(mx, om);
+        if (nm != ninf) {
+            s = (mx == ninf ? T(0) : s * ex(mx - nm)) + (om == ninf ? T(0) : os * ex(om - nm));
+            mx = nm;
+        }
+    }
+    if (lane == 0) {
+        const T pm = mxo[row], ps = so[row];
+        const T nm = fmax(pm, mx);
+        if (nm != ninf) {
+            so[row] = (pm == ninf ? T(0) : ps * ex(pm - nm)) + (mx == ninf ? T(0) : s * ex(mx - nm));
+            mxo[row] = nm;
+        }
+    }
+}
+
 // ------------------------------------------------------------------- 3. tiled sum reducer
 // partial[block] = sum over this block's rows i and all j of wx_i wy_j k(|x_i - y_j|),
 // accumulated in double (per thread, then over the block). kernel: 0 power (|r|^param),
