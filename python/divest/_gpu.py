@@ -806,19 +806,27 @@ def divergence(p, q, measure, axis, keepdims, base, from_logits, log_input, norm
         raise ValueError(
             f"p and q do not broadcast: batch shapes {pm.shape[:-1]} and {qm.shape[:-1]}"
         ) from None
-    pr = xp.ascontiguousarray(xp.broadcast_to(pm, batch + (k,)).astype(dtype)).reshape(-1, k)
-    qr = xp.ascontiguousarray(xp.broadcast_to(qm, batch + (k,)).astype(dtype)).reshape(-1, k)
+    pr = xp.ascontiguousarray(xp.broadcast_to(pm, batch + (k,)).astype(dtype, copy=False))
+    qr = xp.ascontiguousarray(xp.broadcast_to(qm, batch + (k,)).astype(dtype, copy=False))
+    pr, qr = pr.reshape(-1, k), qr.reshape(-1, k)
     rows = pr.shape[0]
-    # Validation in two device reductions: finiteness / signs, then the row totals.
-    if kind == "prob":
+    fused = _fused_on() and rows > 0
+    bad_msg = (
+        "p and q must be finite and non-negative probabilities"
+        if kind == "prob"
+        else "p and q contain NaN or +inf; log inputs must be < inf"
+    )
+    # Validation: the kernel flags invalid rows in the same pass (NaN log totals); the xp
+    # path checks signs and finiteness with two reductions.
+    if not fused and kind == "prob":
         bad = xp.any(~xp.isfinite(pr) | (pr < 0)) | xp.any(~xp.isfinite(qr) | (qr < 0))
         if bool(bad):
-            raise ValueError("p and q must be finite and non-negative probabilities")
-    else:
+            raise ValueError(bad_msg)
+    elif not fused:
         bad = xp.any(xp.isnan(pr) | (pr == math.inf)) | xp.any(xp.isnan(qr) | (qr == math.inf))
         if bool(bad):
-            raise ValueError("p and q contain NaN or +inf; log inputs must be < inf")
-    if _fused_on() and rows > 0:
+            raise ValueError(bad_msg)
+    if fused:
         out = xp.empty((rows,), dtype=dtype)
         logtot = xp.empty((rows, 2), dtype=dtype)
         args = (
@@ -833,6 +841,8 @@ def divergence(p, q, measure, axis, keepdims, base, from_logits, log_input, norm
             logtot,
         )
         _fn("discrete_rows", dtype)((rows,), (_BLOCK,), args)
+        if bool(xp.any(xp.isnan(logtot))):
+            raise ValueError(bad_msg)
     else:
         out = discrete_rows(xp, pr, qr, measure, kind, normalize)
         logtot = None
@@ -879,6 +889,9 @@ def _sinkhorn_core(A, Bw, c, shared, reg, max_iter, tol):
     dt = c.dtype
     it = np.dtype(dt).itemsize
     smem = 2 * (n + m) * it
+    cache = smem + n * m * it <= 44 * 1024
+    if cache:
+        smem += n * m * it
     if _fused_on() and nb == 1 and n * m > 128 * 128:
         return _sinkhorn_dense(A[0], Bw[0], c if c.ndim == 2 else c[0], reg, max_iter, tol)
     if _fused_on() and smem <= 44 * 1024:
@@ -896,6 +909,7 @@ def _sinkhorn_core(A, Bw, c, shared, reg, max_iter, tol):
             _scalar(dt, reg),
             _i64(max_iter),
             _scalar(dt, tol),
+            np.int32(1 if cache else 0),
             f,
             g,
             iters,

@@ -141,16 +141,17 @@ for dt, sfx, tol in [(np.float64, "f64", 1e-11), (np.float32, "f32", 2e-4)]:
     c = rng.random((nb, n, m)).astype(dt)
     stol = 1e-10 if dt == np.float64 else 1e-5
     fw, gw, itw, errw, *_ = sinkhorn_batch_log(np, a, b, c, 0.2, 500, stol)
-    f, g = np.empty((nb, n), dtype=dt), np.empty((nb, m), dtype=dt)
-    its, err = np.empty(nb, dtype=np.int64), np.empty(nb, dtype=dt)
-    lib[f"emu_sinkhorn_batch_{sfx}"](
-        ptr(a), ptr(b), ptr(c), LL(n * m), LL(nb), LL(n), LL(m), scal(dt, 0.2), LL(500),
-        scal(dt, stol), ptr(f), ptr(g), ptr(its), ptr(err), ctypes.c_uint(64),
-        SZ(2 * (n + m) * it),
-    )  # fmt: skip
-    close(f"sinkhorn_batch f {sfx}", f, fw, tol * 100)
-    close(f"sinkhorn_batch g {sfx}", g, gw, tol * 100)
-    close(f"sinkhorn_batch n_iter {sfx}", its, itw, 0.0 if dt == np.float64 else 0.2)
+    for cache in (0, 1):  # the cost read from global memory, or staged in shared memory
+        f, g = np.empty((nb, n), dtype=dt), np.empty((nb, m), dtype=dt)
+        its, err = np.empty(nb, dtype=np.int64), np.empty(nb, dtype=dt)
+        lib[f"emu_sinkhorn_batch_{sfx}"](
+            ptr(a), ptr(b), ptr(c), LL(n * m), LL(nb), LL(n), LL(m), scal(dt, 0.2), LL(500),
+            scal(dt, stol), Int(cache), ptr(f), ptr(g), ptr(its), ptr(err), ctypes.c_uint(64),
+            SZ((2 * (n + m) + cache * n * m) * it),
+        )  # fmt: skip
+        close(f"sinkhorn_batch f cache={cache} {sfx}", f, fw, tol * 100)
+        close(f"sinkhorn_batch g cache={cache} {sfx}", g, gw, tol * 100)
+        close(f"sinkhorn_batch n_iter {sfx}", its, itw, 0.0 if dt == np.float64 else 0.2)
 
     # dense half-steps: a warp per row, a thread per column
     n, m = 37, 29
@@ -194,6 +195,15 @@ for dt, sfx, tol in [(np.float64, "f64", 1e-11), (np.float32, "f32", 2e-4)]:
             close(f"discrete_rows {meas} {kind} {sfx}", out, want, tol * 10)
             if kind != "logits":
                 close(f"discrete_rows log totals {kind} {sfx}", lt, np.zeros((rows, 2)), tol * 10)
+        # an invalid entry (negative probability, NaN or +inf log input) flags its row
+        bad = pr.copy()
+        bad[2, 7] = -0.1 if kind == "prob" else np.inf
+        bad[4, 0] = np.nan
+        lib[f"emu_discrete_rows_{sfx}"](
+            ptr(bad), ptr(qr), LL(rows), LL(K), Int(code), Int(0), Int(0), ptr(out), ptr(lt),
+            ctypes.c_uint(128),
+        )  # fmt: skip
+        close(f"discrete_rows flags {kind} {sfx}", np.isnan(lt[:, 0]), [0, 0, 1, 0, 1], 0)
 
 if failures:
     sys.exit(f"{len(failures)} mismatches: {failures}")

@@ -50,10 +50,12 @@ typedef long long LL;
     }                                                                                         \
     extern "C" void emu_sinkhorn_batch_##S(const T* a, const T* b, const T* c, LL stride,     \
                                            LL nb, LL n, LL m, T reg, LL max_iter, T tol,      \
-                                           T* f, T* g, LL* it, T* err, unsigned block,       \
+                                           int cache, T* f, T* g, LL* it, T* err,            \
+                                           unsigned block,                                    \
                                            size_t smem) {                                     \
         emu_launch((unsigned)nb, block, smem, [=] {                                           \
-            sinkhorn_batch<T>(a, b, c, stride, n, m, reg, max_iter, tol, f, g, it, err);      \
+            sinkhorn_batch<T>(a, b, c, stride, n, m, reg, max_iter, tol, cache, f, g, it,     \
+                              err);                                                           \
         });                                                                                   \
     }                                                                                         \
     extern "C" void emu_lse_rows_##S(const T* c, const T* v, LL n, LL m, T reg, T* out,       \

@@ -399,11 +399,12 @@ __global__ void dcov_sums(const T* __restrict__ x, const T* __restrict__ y, T al
 // One block per problem k: a (B, n), b (B, m), cost (B, n, m) (cost_stride 0: one shared
 // cost). Log-domain half-steps from g = 0, rows first; after each iteration the L1 row
 // violation (columns are exact) is reduced over the block and the problem stops on its own
-// tolerance. Shared memory: f (n), g (m), log a (n), log b (m). Writes f, g, n_iter, err.
+// tolerance. Shared memory: f (n), g (m), log a (n), log b (m), and with cache_cost the
+// n x m cost itself (read once from global memory). Writes f, g, n_iter, err.
 template <typename T>
 __global__ void sinkhorn_batch(const T* __restrict__ a, const T* __restrict__ b,
                                const T* __restrict__ cost, i64 cost_stride, i64 n, i64 m,
-                               T reg, i64 max_iter, T tol, T* __restrict__ fo,
+                               T reg, i64 max_iter, T tol, int cache_cost, T* __restrict__ fo,
                                T* __restrict__ go, i64* __restrict__ iters,
                                T* __restrict__ erro) {
     extern __shared__ unsigned char smem_raw[];
@@ -414,6 +415,11 @@ __global__ void sinkhorn_batch(const T* __restrict__ a, const T* __restrict__ b,
     __shared__ T red[32];
     const i64 k = blockIdx.x;
     const T* C = cost + k * cost_stride;
+    if (cache_cost) {  // the problem's cost fits in shared memory after the vectors
+        T* cc = lb + m;
+        for (i64 t = threadIdx.x; t < n * m; t += blockDim.x) cc[t] = C[t];
+        C = cc;
+    }
     const T* ak = a + k * n;
     const T* bk = b + k * m;
     const T ninf = -Lim<T>::inf();
@@ -533,6 +539,18 @@ __global__ void lse_cols(const T* __restrict__ C, const T* __restrict__ u, i64 n
 // (in log space). measure: 0 kl, 1 js, 2 tv, 3 hellinger. Also writes each row's log total
 // before normalisation for p and q (the caller checks |log total| against its tolerance).
 template <typename T>
+__device__ __forceinline__ void online_add(T& mx, T& s, T v) {
+    const T ninf = -Lim<T>::inf();
+    if (v == ninf) return;
+    if (v > mx) {
+        s = s * (mx == ninf ? T(0) : ex(mx - v)) + T(1);
+        mx = v;
+    } else {
+        s += ex(v - mx);
+    }
+}
+
+template <typename T>
 __device__ T to_log(T v, int kind) {
     if (kind == 0) return v > T(0) ? lg(v) : -Lim<T>::inf();
     return v;
@@ -547,26 +565,29 @@ __global__ void discrete_rows(const T* __restrict__ p, const T* __restrict__ q, 
     if (r >= rows) return;
     const T* pr = p + r * K;
     const T* qr = q + r * K;
-    const T ninf = -Lim<T>::inf();
-    T mp = ninf, mq = ninf;
+    const T ninf = -Lim<T>::inf(), pinf = Lim<T>::inf();
+    // One pass: an online log-sum-exp of each row of p and q, and the validity of every
+    // entry (probabilities finite and >= 0; log inputs not NaN and not +inf).
+    T mp = ninf, mq = ninf, tp = T(0), tq = T(0), bad = T(0);
     for (i64 k = threadIdx.x; k < K; k += blockDim.x) {
-        mp = fmax(mp, to_log(pr[k], kind));
-        mq = fmax(mq, to_log(qr[k], kind));
+        const T vp = pr[k], vq = qr[k];
+        if (kind == 0) {
+            if (!(vp >= T(0)) || !(vq >= T(0)) || vp == pinf || vq == pinf) bad = T(1);
+        } else if (vp != vp || vq != vq || vp == pinf || vq == pinf) {
+            bad = T(1);
+        }
+        online_add(mp, tp, to_log(vp, kind));
+        online_add(mq, tq, to_log(vq, kind));
     }
-    mp = block_max<T>(mp, red);
-    mq = block_max<T>(mq, red);
-    const T sp = (mp == ninf) ? T(0) : mp, sq_ = (mq == ninf) ? T(0) : mq;
-    T tp = T(0), tq = T(0);
-    for (i64 k = threadIdx.x; k < K; k += blockDim.x) {
-        tp += ex(to_log(pr[k], kind) - sp);
-        tq += ex(to_log(qr[k], kind) - sq_);
-    }
-    tp = block_sum<T>(tp, red);
-    tq = block_sum<T>(tq, red);
-    const T lzp = sp + lg(tp), lzq = sq_ + lg(tq);
-    if (threadIdx.x == 0) {
-        logtot[2 * r] = lzp;
-        logtot[2 * r + 1] = lzq;
+    const T bp = block_max<T>(mp, red), bq = block_max<T>(mq, red);
+    tp = block_sum<T>((mp == ninf) ? T(0) : tp * ex(mp - bp), red);
+    tq = block_sum<T>((mq == ninf) ? T(0) : tq * ex(mq - bq), red);
+    bad = block_sum<T>(bad, red);
+    const T nan = pinf - pinf;
+    const T lzp = (bp == ninf) ? ninf : bp + lg(tp), lzq = (bq == ninf) ? ninf : bq + lg(tq);
+    if (threadIdx.x == 0) {  // the caller checks these: NaN flags an invalid row
+        logtot[2 * r] = bad > T(0) ? nan : lzp;
+        logtot[2 * r + 1] = bad > T(0) ? nan : lzq;
     }
     const bool norm = (kind == 1) || normalize;
     const T cp = norm ? lzp : T(0), cq = norm ? lzq : T(0);
