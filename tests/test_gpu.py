@@ -75,6 +75,13 @@ def test_lse_gemm_and_register_routes(monkeypatch, gemm):
     np.testing.assert_allclose(_h(got)[:500], want, rtol=1e-9, atol=1e-9)
 
 
+def test_lse_kernel_leave_one_out(fused_and_xp):
+    x = RNG.normal(size=(800, 3))
+    a, b = fused_and_xp(lambda: divest.KDE(cp.asarray(x)).loo_logpdf())
+    np.testing.assert_allclose(_h(a), _h(b), rtol=1e-12)
+    np.testing.assert_allclose(_h(a), divest.KDE(x).loo_logpdf(), rtol=1e-10)
+
+
 def test_lse_kernel_float32_within_1e3_nats_of_rust():
     x = RNG.normal(size=(5000, 64)).astype(np.float32)
     q = RNG.normal(size=(500, 64)).astype(np.float32)

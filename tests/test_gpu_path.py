@@ -60,6 +60,20 @@ def test_kde_logpdf_and_score(dtype, bandwidth):
     )
 
 
+def test_kde_loo_and_host_only_methods():
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(25, 2))
+    w = rng.random(25)
+    dev = _kde(x, weights=w)
+    assert isinstance(dev, divest.KDE)
+    np.testing.assert_allclose(
+        dev.loo_logpdf(), divest.KDE(x, weights=w).loo_logpdf(), rtol=1e-12, atol=1e-12
+    )
+    for name, args in [("resample", (3,)), ("cdf", (x,)), ("marginal", ([0],))]:
+        with pytest.raises(ValueError, match=f"KDE.{name} is not available for a KDE built"):
+            getattr(dev, name)(*args)
+
+
 def test_kde_full_bandwidth_matrix():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(30, 2))

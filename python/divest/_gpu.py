@@ -453,6 +453,7 @@ def kde_init(kde, data, bandwidth, kernel, weights, check_finite):
     n, d = x.shape
     w = _weights(weights, n, "weights", "data point")
     kde._gpu = True
+    kde.__class__ = _gpu_kde_class(type(kde))
     kde._io_torch = io.torch
     kde.kernel, kde.n, kde.d, kde.dtype = kernel, n, d, np.dtype(x.dtype)
     kde.weights = w
@@ -503,6 +504,52 @@ def kde_init(kde, data, bandwidth, kernel, weights, check_finite):
             "bandwidth is too small for the spread of the data: the data measured in "
             "bandwidths overflow the float range; use a larger bandwidth or rescale the data"
         )
+
+
+_GPU_KDE_CLASSES: dict = {}
+
+
+def _gpu_kde_class(base):
+    """A subclass of the KDE class (still a ``KDE``) whose host-only methods say so instead
+    of failing somewhere inside NumPy, and whose ``loo_logpdf`` runs on the device."""
+    with _lock:
+        cls = _GPU_KDE_CLASSES.get(base)
+        if cls is not None:
+            return cls
+
+        def host_only(name):
+            def method(self, *args, **kwargs):
+                raise ValueError(
+                    f"KDE.{name} is not available for a KDE built from GPU arrays (only "
+                    "logpdf, pdf, score and loo_logpdf are); build it from NumPy data"
+                )
+
+            method.__name__ = name
+            return method
+
+        ns = {
+            n: host_only(n)
+            for n in ("resample", "grid", "marginal", "conditional", "integrate_box", "cdf", "ppf")
+        }
+        ns["loo_logpdf"] = kde_loo_logpdf
+        ns["__doc__"] = base.__doc__
+        cls = type(base.__name__, (base,), ns)
+        _GPU_KDE_CLASSES[base] = cls
+        return cls
+
+
+def kde_loo_logpdf(kde):
+    """Leave-one-out log-density at each data point on the device (one pass of the fused
+    log-sum-exp with the diagonal excluded)."""
+    xp = _ns()
+    if int(xp.count_nonzero(kde.weights)) < 2:
+        raise ValueError("leave-one-out needs at least 2 data points with positive weight")
+    xw = _kde_white_data(kde, kde.dtype)
+    lse = _lse(xw, xw, kde._logw, 0.5, exclude_self=True).astype(xp.float64)
+    out = lse - xp.log1p(-kde.weights) - (kde._log_norm + kde._log_det)
+    io = _Io()
+    io.torch = kde._io_torch
+    return io.out(out.astype(kde.dtype))
 
 
 def _kde_whiten(kde, p, dtype):
