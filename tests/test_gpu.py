@@ -285,5 +285,8 @@ def test_compute_sanitizer_small_cases(tmp_path):
         env=env,
         timeout=600,
     )
+    text = out.stdout + out.stderr
+    if "Device not supported" in text:  # e.g. under gVisor
+        pytest.skip("compute-sanitizer does not support this device here")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    assert "ERROR SUMMARY: 0 errors" in out.stdout
+    assert "ERROR SUMMARY: 0 errors" in text
