@@ -122,3 +122,6 @@ __all__ = [
     "ccdcov_test",
     "__version__",
 ]
+
+# issue 13: divest.cuda (the CUDA kernels' source, is_available()); imports no CuPy.
+from . import cuda as cuda  # noqa: E402

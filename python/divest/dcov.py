@@ -31,7 +31,7 @@ import numbers
 
 import numpy as np
 
-from . import _core
+from . import _backend, _core
 from ._results import TestResult
 from ._rng import as_generator, seed
 from ._validate import as_points, check_bool, check_int, check_nonnegative
@@ -203,6 +203,8 @@ def dcov_sqr(x, y, exponent=1.0, unbiased=False, *, return_grad=False):
     G. J. Székely, M. L. Rizzo and N. K. Bakirov, "Measuring and testing dependence by correlation of distances", Ann. Statist. 35(6), 2007.
     G. J. Székely and M. L. Rizzo, "Partial distance correlation with methods for dissimilarities", Ann. Statist. 42(6), 2014 (the U statistic).
     """
+    if (g := _backend.route(x, y)) is not None:
+        return g.dcov_sqr(x, y, exponent, unbiased, return_grad)
     if not return_grad:
         s, e = _scaled_stats(x, y, exponent, unbiased)
         return float(_times_pow2(s[0], e))
@@ -245,6 +247,8 @@ def dcor_sqr(x, y, exponent=1.0, unbiased=False):
 
     Memory: O(n (p + q)); no n×n matrix.
     """
+    if (g := _backend.route(x, y)) is not None:
+        return g.dcor_sqr(x, y, exponent, unbiased)
     return _cor_sqr(_scaled_stats(x, y, exponent, unbiased)[0])
 
 
@@ -258,6 +262,8 @@ def dcor(x, y, exponent=1.0):
     ----------
     G. J. Székely, M. L. Rizzo and N. K. Bakirov, Ann. Statist. 35(6), 2007.
     """
+    if (g := _backend.route(x, y)) is not None:
+        return g.dcor(x, y, exponent)
     return math.sqrt(min(max(_cor_sqr(_scaled_stats(x, y, exponent, False)[0]), 0.0), 1.0))
 
 
@@ -308,6 +314,8 @@ def energy_distance(x, y, exponent=1.0, unbiased=False):
     ----------
     G. J. Székely and M. L. Rizzo, "Energy statistics: a class of statistics based on distances", J. Stat. Plann. Inference 143(8), 2013.
     """
+    if (g := _backend.route(x, y)) is not None:
+        return g.energy_distance(x, y, exponent, unbiased)
     exponent = _check_exponent(exponent)
     unbiased = check_bool(unbiased, "unbiased")
     xa, ya = _samples([("x", x), ("y", y)], same_n=False, same_d=True, min_n=2 if unbiased else 1)

@@ -27,7 +27,7 @@ import numbers
 
 import numpy as np
 
-from . import _core
+from . import _backend, _core
 from ._validate import as_float_array, as_points, check_choice, check_int, check_positive
 
 __all__ = [
@@ -218,6 +218,8 @@ def kl(
         One value per pair of rows, with the broadcast batch shape (float32 when both
         inputs are float32). Memory: the output, plus a few rows of floats per thread.
     """
+    if (g := _backend.route(p, q)) is not None:
+        return g.divergence(p, q, "kl", axis, keepdims, base, from_logits, log_input, normalize)
     return _batched(p, q, "kl", 0.0, axis, keepdims, from_logits, log_input, normalize, base)
 
 
@@ -237,6 +239,8 @@ def js(
     float or ndarray
         One value per pair of rows. Memory: the output, plus a few rows per thread.
     """
+    if (g := _backend.route(p, q)) is not None:
+        return g.divergence(p, q, "js", axis, keepdims, base, from_logits, log_input, normalize)
     return _batched(p, q, "js", 0.0, axis, keepdims, from_logits, log_input, normalize, base)
 
 
@@ -253,6 +257,10 @@ def js_distance(
     float or ndarray
         One value per pair of rows. Memory: the output, plus a few rows per thread.
     """
+    if (g := _backend.route(p, q)) is not None:
+        return g.divergence(
+            p, q, "js", axis, keepdims, base, from_logits, log_input, normalize, sqrt=True
+        )
     return _batched(
         p, q, "js", 0.0, axis, keepdims, from_logits, log_input, normalize, base, sqrt=True
     )
@@ -271,6 +279,10 @@ def hellinger(
     float or ndarray
         One value per pair of rows. Memory: the output, plus a few rows per thread.
     """
+    if (g := _backend.route(p, q)) is not None:
+        return g.divergence(
+            p, q, "hellinger", axis, keepdims, base, from_logits, log_input, normalize, sqrt=True
+        )
     return _batched(
         p, q, "hellinger", 0.0, axis, keepdims, from_logits, log_input, normalize, base, sqrt=True
     )
@@ -288,6 +300,8 @@ def tv(
     float or ndarray
         One value per pair of rows. Memory: the output, plus a few rows per thread.
     """
+    if (g := _backend.route(p, q)) is not None:
+        return g.divergence(p, q, "tv", axis, keepdims, base, from_logits, log_input, normalize)
     return _batched(p, q, "tv", 0.0, axis, keepdims, from_logits, log_input, normalize, base)
 
 
@@ -572,6 +586,8 @@ def mmd(x, y, sigma=None, kernel="gaussian", unbiased=True, *, check_finite=True
     ----------
     A. Gretton, K. M. Borgwardt, M. J. Rasch, B. Schölkopf and A. Smola, "A kernel two-sample test", JMLR 13, 2012.
     """
+    if (g := _backend.route(x, y)) is not None:
+        return g.mmd(x, y, sigma, kernel, unbiased, check_finite)
     check_choice(kernel, "kernel", ("gaussian", "laplacian"))
     xc, yc, c = _two_samples(x, y, check_finite)
     n, m = len(xc), len(yc)
@@ -608,6 +624,8 @@ def cs_divergence(x, y, sigma=None, *, check_finite=True) -> float:
     ----------
     R. Jenssen, J. C. Principe, D. Erdogmus and T. Eltoft, "The Cauchy-Schwarz divergence and Parzen windowing", J. Franklin Inst. 343(6), 2006.
     """
+    if (g := _backend.route(x, y)) is not None:
+        return g.cs_divergence(x, y, sigma, check_finite)
     xc, yc, c = _two_samples(x, y, check_finite)
     scale = _kernel_scale(_sigma(sigma, xc, yc, c), sigma, "gaussian", xc, yc)
     if _same(xc, yc) or scale < 1e-290:

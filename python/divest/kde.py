@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
+from . import _backend, _core
 from ._rng import as_generator
 from ._validate import (
     as_float_array,
@@ -301,6 +301,8 @@ class KDE:
     def __init__(
         self, data, bandwidth="scott", kernel="gaussian", weights=None, *, check_finite=True
     ):
+        if (g := _backend.route(data, weights)) is not None:
+            return g.kde_init(self, data, bandwidth, kernel, weights, check_finite)
         x = as_points(data, "data", check_finite=check_finite)
         self.kernel = _check_kernel(kernel)
         n, d = x.shape
@@ -403,6 +405,8 @@ class KDE:
         about 1e154 bandwidths away). Returns float32 when data and points are float32,
         else float64. Memory: O(m·d).
         """
+        if (g := _backend.route(self._x, points)) is not None:
+            return g.kde_logpdf(self, points, return_ess, check_finite)
         if self.d == 1 and not return_ess:  # issue 11: sorted data and windows in 1-D
             fast = self._logpdf_1d_sorted(points, check_finite)
             if fast is not None:
@@ -471,6 +475,8 @@ class KDE:
         of 6144 rows, about 13 MiB of accumulators), plus a float64 copy of the data for
         float32 inputs. No per-query buffer beyond O(d).
         """
+        if (g := _backend.route(self._x, points)) is not None:
+            return g.kde_score(self, points, check_finite)
         p, dtype, xw, qw, far = self._prepare(points, check_finite)
         lse, _, s = _core.kde_eval(xw, self._logw, qw, self.kernel, score=True)
         bad = far | ~np.isfinite(s).all(axis=1)
@@ -661,6 +667,7 @@ def kde_logpdf(
     check_finite=True,
 ):
     """One-shot ``KDE(data, bandwidth, kernel, weights).logpdf(points)``."""
+    _backend.on_gpu(data, points, weights)  # a host/device mix: TypeError before any work
     kde = KDE(data, bandwidth=bandwidth, kernel=kernel, weights=weights, check_finite=check_finite)
     return kde.logpdf(points, return_ess=return_ess, check_finite=check_finite)
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _backend, _core
 from ._results import ConvergenceWarning
 from ._validate import (
     as_float_array,
@@ -388,6 +388,10 @@ def sinkhorn(
     M. Cuturi, "Sinkhorn distances: lightspeed computation of optimal transport", NeurIPS 2013.
     B. Schmitzer, "Stabilized sparse scaling algorithms for entropy regularized transport problems", SIAM J. Sci. Comput. 41(3), 2019.
     """
+    if (gpu := _backend.route(a, b, cost)) is not None:
+        return gpu.sinkhorn(
+            a, b, cost, reg, max_iter, tol, method, init, return_plan, scaling, omega
+        )
     return _solve_dense(
         a,
         b,
@@ -540,6 +544,10 @@ def sinkhorn_batch(
     ----------
     M. Cuturi, NeurIPS 2013; B. Schmitzer, SIAM J. Sci. Comput. 41(3), 2019.
     """
+    if (gpu := _backend.route(a, b, cost)) is not None:
+        return gpu.sinkhorn_batch(
+            a, b, cost, reg, reg_m, max_iter, tol, method, return_plan, omega, scaling
+        )
     c = as_float_array(cost, "cost", check_finite=False)
     if c.ndim not in (2, 3):
         raise ValueError(f"cost must have shape (B, n, m) or (n, m); got {c.shape}")
@@ -798,6 +806,8 @@ def sinkhorn_divergence(
     J. Feydy, T. Séjourné, F.-X. Vialard, S. Amari, A. Trouvé and G. Peyré, "Interpolating between optimal transport and MMD using Sinkhorn divergences", AISTATS 2019.
     A. Genevay, G. Peyré and M. Cuturi, "Learning generative models with Sinkhorn divergences", AISTATS 2018.
     """
+    if (gpu := _backend.route(x, y, a, b)) is not None:
+        return gpu.sinkhorn_divergence(x, y, a, b, eps, p, scaling, debias, max_iter, tol, grad)
     x = as_points(x, "x")
     y = as_points(y, "y", d=x.shape[1])
     if x.dtype != y.dtype:
