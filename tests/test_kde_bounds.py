@@ -103,8 +103,10 @@ def test_periodic_is_the_wrapped_normal_fourier_series():
     def wrapped(t):
         tot = mpmath.mpf(1)
         for n in range(1, 60):
-            tot += 2 * mpmath.exp(-2 * mpmath.pi**2 * n**2 * h**2 / L**2) * mpmath.cos(
-                2 * mpmath.pi * n * (t - mu) / L
+            tot += (
+                2
+                * mpmath.exp(-2 * mpmath.pi**2 * n**2 * h**2 / L**2)
+                * mpmath.cos(2 * mpmath.pi * n * (t - mu) / L)
             )
         return float(tot / L)
 
@@ -124,7 +126,9 @@ def test_periodic_long_image_sum_many_points_and_exponential():
     kde = KDE(x, bandwidth=0.5, bounds=(-math.pi, math.pi), boundary="periodic")
     want = _gauss_image_sum(q, x, np.full(120, 1 / 120), 0.5, maps)
     np.testing.assert_allclose(kde.pdf(q), want, rtol=1e-12)
-    kx = KDE(x, bandwidth=0.5, kernel="exponential", bounds=(-math.pi, math.pi), boundary="periodic")
+    kx = KDE(
+        x, bandwidth=0.5, kernel="exponential", bounds=(-math.pi, math.pi), boundary="periodic"
+    )
     want = np.zeros(q.shape)
     for s, t in maps:
         want += np.exp(-np.abs(s * q[:, None] + t - x[None, :]) / 0.5).mean(axis=1) / (2 * 0.5)
@@ -314,7 +318,9 @@ def test_resample_2d_inside():
     s = kde.resample(20000, rng=np.random.default_rng(0))
     assert np.all((s[:, 0] >= 0) & (s[:, 0] <= 1))
     assert np.all((s[:, 1] >= 0) & (s[:, 1] <= 2 * math.pi))
-    per = KDE(x[:, :2], bandwidth=[0.4, 1.0], bounds=[(0, 1), (0, 2 * math.pi)], boundary="periodic")
+    per = KDE(
+        x[:, :2], bandwidth=[0.4, 1.0], bounds=[(0, 1), (0, 2 * math.pi)], boundary="periodic"
+    )
     s = per.resample(20000, rng=1)
     assert np.all((s >= 0) & (s <= [1, 2 * math.pi]))
 

@@ -97,7 +97,9 @@ def parse_bounds(bounds, d: int, boundary: str) -> np.ndarray:
             if v is None:
                 out[j, s] = -math.inf if s == 0 else math.inf
             elif isinstance(v, (complex, np.complexfloating)) or not _is_real(v):
-                raise TypeError(f"bounds must hold real numbers or None; got {v!r} in dimension {j}")
+                raise TypeError(
+                    f"bounds must hold real numbers or None; got {v!r} in dimension {j}"
+                )
             else:
                 fv = float(v)
                 if math.isnan(fv):
@@ -105,8 +107,7 @@ def parse_bounds(bounds, d: int, boundary: str) -> np.ndarray:
                 out[j, s] = fv
         if not out[j, 0] < out[j, 1]:
             raise ValueError(
-                f"bounds must have low < high; got ({out[j, 0]!r}, {out[j, 1]!r}) for "
-                f"dimension {j}"
+                f"bounds must have low < high; got ({out[j, 0]!r}, {out[j, 1]!r}) for dimension {j}"
             )
         with np.errstate(over="ignore"):
             width = out[j, 1] - out[j, 0]
@@ -235,14 +236,22 @@ class Fold:
                 if self.boundary == "reflect" and s < 0:
                     # First reflections: |2a − q − x|² − |q − x|² = 4(x − a)(q − a).
                     a = t / 2.0
-                    c = np.maximum(c, 2.0 * np.abs(x0 - a if a <= x0 else x1 - a) * np.abs(q - a) / (h * h))
+                    c = np.maximum(
+                        c, 2.0 * np.abs(x0 - a if a <= x0 else x1 - a) * np.abs(q - a) / (h * h)
+                    )
             else:
                 c = u - v
         return np.where(np.isnan(c), np.inf, np.maximum(c, 0.0))
 
-    def images(self, q: np.ndarray):
+    def images(self, q: np.ndarray, floor=None, log_norm=0.0, skip_identity=False):
         """Yields (signs (d,), image queries (k, d), row indices (k,)) for every image
-        combination that matters for some query; q (m, d) inside the domain."""
+        combination that matters for some query; q (m, d) inside the domain.
+
+        Two tests drop an image for a query; either suffices. The term-wise bound
+        Σ_j max(c_j, 0) > threshold (see ``cost``), and, when ``floor`` (a lower bound on
+        the log-density at each query, e.g. the identity image's log-density) is given,
+        the absolute bound: the image's log-density is at most log K(u) − ``log_norm``
+        with u its whitened distance to the data's bounding box."""
         d = q.shape[1]
         per_dim = []
         for j in range(d):
@@ -251,7 +260,8 @@ class Fold:
                 c = self.cost(j, s, t, q[:, j])
                 if np.all(c > self.threshold):
                     continue
-                rows.append((s, t, c))
+                u = self.dist(j, s, t, q[:, j]) if floor is not None else None
+                rows.append((s, t, c, u))
             per_dim.append(rows)
         n = math.prod(len(r) for r in per_dim)
         if n > _MAX_IMAGES:
@@ -261,16 +271,35 @@ class Fold:
                 "is then nearly uniform there: use a smaller bandwidth"
             )
         for combo in product(*per_dim):
+            if skip_identity and all(c[0] == 1.0 and c[1] == 0.0 for c in combo):
+                continue
             total = np.zeros(q.shape[0])
-            for _, _, c in combo:
-                total = total + c
-            idx = np.flatnonzero(total <= self.threshold)
+            for c in combo:
+                total = total + c[2]
+            keep = total <= self.threshold
+            if floor is not None and self.kernel in ("gaussian", "exponential"):
+                u2 = np.zeros(q.shape[0])
+                for c in combo:
+                    u2 = u2 + c[3] * c[3]
+                with np.errstate(over="ignore", invalid="ignore"):
+                    lk = -0.5 * u2 if self.kernel == "gaussian" else -np.sqrt(u2)
+                    keep &= ~(lk - log_norm < floor - self.threshold)
+            idx = np.flatnonzero(keep)
             if idx.size == 0:
                 continue
             signs = np.array([c[0] for c in combo])
             shifts = np.array([c[1] for c in combo])
             with np.errstate(over="ignore", invalid="ignore"):
                 yield signs, q[idx] * signs + shifts, idx
+
+    def dist(self, j: int, s: float, t: float, q: np.ndarray) -> np.ndarray:
+        """Distance (in bandwidths) of the image s·q + t to the data's range in dim j."""
+        if not self.bounded[j]:
+            return np.zeros(q.shape)
+        with np.errstate(over="ignore", invalid="ignore"):
+            img = s * q + t
+            u = np.maximum(np.maximum(self.xmin[j] - img, img - self.xmax[j]), 0.0) / self.h[j]
+        return np.where(np.isnan(u), np.inf, u)
 
     def inside(self, q: np.ndarray) -> np.ndarray:
         return np.all((q >= self.b[:, 0]) & (q <= self.b[:, 1]), axis=1)
@@ -310,6 +339,19 @@ def _prepare(kde, points, check_finite):
     return p, np.result_type(kde.dtype, p.dtype)
 
 
+def _logaddexp_at(acc, idx, vals):
+    """acc[idx] = logaddexp(acc[idx], vals) with repeated indices (max-shifted sums)."""
+    top = acc.copy()
+    np.maximum.at(top, idx, vals)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    tot = np.where(np.isfinite(acc), np.exp(acc - safe), 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.add.at(tot, idx, np.where(np.isfinite(vals), np.exp(vals - safe[idx]), 0.0))
+    with np.errstate(divide="ignore"):
+        res = np.log(tot) + safe
+    acc[:] = np.where(top == np.inf, np.inf, res)
+
+
 def logpdf(kde, points, return_ess=False, check_finite=True):
     """Folded log-density; -inf outside the domain."""
     p, dtype = _prepare(kde, points, check_finite)
@@ -323,18 +365,32 @@ def logpdf(kde, points, return_ess=False, check_finite=True):
     rows = np.flatnonzero(inside)
     base = kde._base
     if qi.shape[0]:
-        for _, img, idx in fold.images(qi):
+        # The identity image first (a floor for pruning), then every other image in one
+        # call of the unbounded estimate (one sort of the data in the 1-D fast path).
+        def ev(pts):  # the 1-D fast path serves only calls without the ESS
             if return_ess:
-                lp, ess = base.logpdf(img, return_ess=True, check_finite=False)
-                lp = lp.astype(np.float64)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    lq = np.where(ess > 0, 2.0 * lp - np.log(ess), -np.inf)
-                r = rows[idx]
-                log_sq[r] = np.logaddexp(log_sq[r], lq)
-            else:
-                lp = base.logpdf(img, check_finite=False).astype(np.float64)
-            r = rows[idx]
-            out[r] = np.logaddexp(out[r], lp)
+                return base.logpdf(pts, return_ess=True, check_finite=False)
+            return base.logpdf(pts, check_finite=False), None
+
+        floor, e0 = ev(qi)
+        floor = floor.astype(np.float64)
+        log_norm = base._log_norm + base._log_det
+        parts = list(fold.images(qi, floor, log_norm, skip_identity=True))
+        idx_all = np.concatenate([np.arange(qi.shape[0])] + [p[2] for p in parts])
+        if parts:
+            img = np.concatenate([p[1] for p in parts])
+            lp, ess = ev(img)
+            lp = np.concatenate([floor, lp.astype(np.float64)])
+            ess = np.concatenate([e0, ess]) if return_ess else None
+        else:
+            lp, ess = floor, e0
+        r = rows[idx_all]
+        # Unbuffered accumulation: an index may repeat (several images of one query).
+        _logaddexp_at(out, r, lp)
+        if return_ess:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lq = np.where(ess > 0, 2.0 * lp - np.log(ess), -np.inf)
+            _logaddexp_at(log_sq, r, lq)
     if return_ess:
         with np.errstate(invalid="ignore", over="ignore"):
             ess = np.where(np.isfinite(out), np.exp(2.0 * out - log_sq), 0.0)
@@ -354,8 +410,15 @@ def score(kde, points, check_finite=True):
     base = kde._base
     terms = []
     qi = q[inside]
+    # Where every image's density underflows, the score of the identity image (the
+    # unbounded estimate's far-field limit) is used.
+    ident = np.zeros((qi.shape[0], d))
     if qi.shape[0]:
-        for signs, img, idx in fold.images(qi):
+        floor = base.logpdf(qi, check_finite=False).astype(np.float64)
+        ident = base.score(qi, check_finite=False).astype(np.float64)
+        terms.append((np.arange(qi.shape[0]), floor, ident))
+        log_norm = base._log_norm + base._log_det
+        for signs, img, idx in fold.images(qi, floor, log_norm, skip_identity=True):
             lp = base.logpdf(img, check_finite=False).astype(np.float64)
             sc = base.score(img, check_finite=False).astype(np.float64) * signs
             terms.append((idx, lp, sc))
@@ -372,7 +435,7 @@ def score(kde, points, check_finite=True):
         den[idx] += wgt
     out = np.zeros((m, d))
     with np.errstate(invalid="ignore", divide="ignore"):
-        val = np.where(den[:, None] > 0, num / np.where(den > 0, den, 1.0)[:, None], 0.0)
+        val = np.where(den[:, None] > 0, num / np.where(den > 0, den, 1.0)[:, None], ident)
     out[rows] = np.nan_to_num(val, nan=0.0)
     return out.astype(dtype)
 
@@ -446,7 +509,9 @@ def grid(kde, n_points, extent, method, log):
     b = fold.b
     if extent is None:
         reach = _REACH.get(kde.kernel, 1.0) * fold.h * (1 + 1e-6)
-        ext = np.stack([np.maximum(fold.xmin - reach, b[:, 0]), np.minimum(fold.xmax + reach, b[:, 1])], 1)
+        ext = np.stack(
+            [np.maximum(fold.xmin - reach, b[:, 0]), np.minimum(fold.xmax + reach, b[:, 1])], 1
+        )
         ext[:, 1] = np.maximum(ext[:, 1], np.nextafter(ext[:, 0], np.inf))
     else:
         ext = _check_extent(extent, d)

@@ -182,4 +182,3 @@ def unsupported(what: str) -> ValueError:
         "the estimate has no density on the full space. Use degenerate='regularize' or an "
         "explicit bandwidth for it"
     )
-

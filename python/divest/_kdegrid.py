@@ -447,8 +447,15 @@ def kde_grid(
     """
     from .kde import KDE
 
-    kde = KDE(data, bandwidth=bandwidth, kernel=kernel, weights=weights, check_finite=check_finite,
-              bounds=bounds, boundary=boundary)
+    kde = KDE(
+        data,
+        bandwidth=bandwidth,
+        kernel=kernel,
+        weights=weights,
+        check_finite=check_finite,
+        bounds=bounds,
+        boundary=boundary,
+    )
     if kde._fold is not None:  # bounds (issue 11): the folded grid, divest._kdebounds
         return kde.grid(n_points=n_points, extent=extent, method=method, log=log)
     return grid_of(kde, n_points=n_points, extent=extent, method=method, log=log)

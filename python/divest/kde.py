@@ -417,9 +417,7 @@ class KDE:
             self.selection = sel
         else:
             try:
-                h, chol, factor, rule = _bandwidth_factor(
-                    bandwidth, xs, w, self.neff, self._scale
-                )
+                h, chol, factor, rule = _bandwidth_factor(bandwidth, xs, w, self.neff, self._scale)
             except _SingularCovariance:
                 if self.degenerate == "raise":
                     raise
