@@ -497,7 +497,7 @@ def support(kde, lo_s, hi_s):
 def grid(kde, n_points, extent, method, log):
     """Folded grid: the unbounded grid on each image of the (domain-clipped) grid, which
     is again a regular grid of the same spacing (reversed for a reflection), summed."""
-    from ._kdegrid import GridResult, _check_extent, _check_n_points, _REACH, grid_of
+    from ._kdegrid import _REACH, GridResult, _check_extent, _check_n_points, grid_of
     from ._validate import check_bool
 
     d = kde.d
