@@ -519,3 +519,38 @@ def test_regular_data_ignore_degenerate():
     base = KDE(x).logpdf(q)
     for opt in ("hull", "regularize"):
         np.testing.assert_array_equal(KDE(x, degenerate=opt).logpdf(q), base)
+
+
+def test_degenerate_with_loo_is_a_clear_error():
+    a = np.random.default_rng(27).standard_normal(30)
+    x = np.column_stack([a, 2 * a])
+    with pytest.raises(ValueError, match="not to bandwidth='loo'"):
+        KDE(x, bandwidth="loo", degenerate="hull")
+
+
+def test_kde_logpdf_one_shot_takes_bounds_and_degenerate():
+    x = np.random.default_rng(28).random(50)
+    q = np.linspace(0, 1, 7)
+    np.testing.assert_array_equal(
+        divest.kde_logpdf(x, q, bounds=(0, 1)), KDE(x, bounds=(0, 1)).logpdf(q)
+    )
+    y = np.column_stack([x, np.zeros(50)])
+    qq = np.column_stack([q, np.zeros(7)])
+    np.testing.assert_array_equal(
+        divest.kde_logpdf(y, qq, degenerate="hull"), KDE(y, degenerate="hull").logpdf(qq)
+    )
+
+
+def test_bounded_inputs_are_not_modified_and_float32_stays_float32():
+    x = np.random.default_rng(29).random((40, 2)).astype(np.float32)
+    b = np.array([[0.0, 1.0], [0.0, np.inf]])
+    xc, bc = x.copy(), b.copy()
+    kde = KDE(x, bounds=b)
+    q = x[:5]
+    assert kde.logpdf(q).dtype == np.float32
+    assert kde.resample(3, rng=0).dtype == np.float32
+    np.testing.assert_array_equal(x, xc)
+    np.testing.assert_array_equal(b, bc)
+    np.testing.assert_allclose(
+        kde.logpdf(q), KDE(x.astype(np.float64), bounds=b).logpdf(q.astype(np.float64)), rtol=1e-5
+    )

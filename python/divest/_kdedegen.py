@@ -87,7 +87,9 @@ def describe(xs, w, cov=None) -> str:
     lam, v = _principal(z, w)
     if lam.size:
         small = np.flatnonzero(lam <= _RANK_RTOL * max(lam[0], 1e-300))
-        if small.size == 0:
+        if small.size == 0 and not parts:
+            # Singular by the rule's Cholesky test but not by this threshold: the
+            # direction of least variance is the culprit.
             small = np.array([lam.size - 1])
         combos = []
         for i in small[:3]:
@@ -95,7 +97,7 @@ def describe(xs, w, cov=None) -> str:
             coef = coef / np.max(np.abs(coef))
             combos.append(_fmt_combo(coef, nc))
         more = f" (and {small.size - 3} more)" if small.size > 3 else ""
-        if npos > d or const.sum() < d:
+        if small.size:
             parts.append(
                 "Nearly constant combination(s) of the columns: "
                 + "; ".join(c + " ≈ const" for c in combos)

@@ -128,7 +128,7 @@ def _singular_msg(rule: str, d: int, xs=None, w=None, cov=None) -> str:
         f"to unit variance), so bandwidth={rule!r} is undefined.{detail} Pass "
         "degenerate='hull' (the density on the data's affine hull) or "
         "degenerate='regularize' (a regularised covariance), or a scalar or 1-D "
-        "per-dimension bandwidth"
+        "per-dimension bandwidth."
     )
 
 
@@ -409,6 +409,15 @@ class KDE:
 
             bandwidth = isj_bandwidth(x, weights=w, check_finite=False)
         if isinstance(bandwidth, str) and bandwidth == "loo":
+            if self.degenerate != "raise" and n >= 2:
+                try:
+                    _bandwidth_factor("scott", xs, w, self.neff, self._scale)
+                except _SingularCovariance:
+                    raise ValueError(
+                        f"degenerate={self.degenerate!r} applies to the rules 'scott' and "
+                        "'silverman', not to bandwidth='loo' (its base covariance is "
+                        "singular for these data); use bandwidth='scott' or 'silverman'"
+                    ) from None
             sel = select_bandwidth(x, kernel=kernel, weights=w, check_finite=False)
             factor = sel.factor * _rule_factor("scott", self.neff, d)
             rule = "loo"
@@ -874,9 +883,22 @@ def kde_logpdf(
     *,
     return_ess=False,
     check_finite=True,
+    bounds=None,
+    boundary="reflect",
+    degenerate="raise",
 ):
-    """One-shot ``KDE(data, bandwidth, kernel, weights).logpdf(points)``."""
-    kde = KDE(data, bandwidth=bandwidth, kernel=kernel, weights=weights, check_finite=check_finite)
+    """One-shot ``KDE(data, bandwidth, kernel, weights, bounds=..., boundary=...,
+    degenerate=...).logpdf(points)``."""
+    kde = KDE(
+        data,
+        bandwidth=bandwidth,
+        kernel=kernel,
+        weights=weights,
+        check_finite=check_finite,
+        bounds=bounds,
+        boundary=boundary,
+        degenerate=degenerate,
+    )
     return kde.logpdf(points, return_ess=return_ess, check_finite=check_finite)
 
 
