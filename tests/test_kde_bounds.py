@@ -554,3 +554,14 @@ def test_bounded_inputs_are_not_modified_and_float32_stays_float32():
     np.testing.assert_allclose(
         kde.logpdf(q), KDE(x.astype(np.float64), bounds=b).logpdf(q.astype(np.float64)), rtol=1e-5
     )
+
+
+def test_a_bandwidth_far_wider_than_the_interval_is_a_clear_error():
+    x = np.random.default_rng(30).random(20)
+    with pytest.raises(ValueError, match="bandwidth.*wide relative to"):
+        KDE(x, bandwidth=1e4, bounds=(0, 1))
+    # Wide but manageable: the estimate is then nearly uniform (value 1 on [0, 1]).
+    kde = KDE(x, bandwidth=20.0, bounds=(0, 1))
+    np.testing.assert_allclose(kde.pdf(np.linspace(0, 1, 5)), 1.0, rtol=1e-3)
+    kp = KDE(x, bandwidth=20.0, bounds=(0, 1), boundary="periodic")
+    np.testing.assert_allclose(kp.pdf(np.linspace(0, 1, 5)), 1.0, rtol=1e-12)

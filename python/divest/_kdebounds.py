@@ -203,6 +203,13 @@ class Fold:
                 reach = 1.0 + _MARGIN * hr
             else:
                 reach = hr
+            if reach > _MAX_IMAGES:
+                raise ValueError(
+                    f"the bandwidth ({self.h[j]:.3g} in dimension {j}) is so wide relative to "
+                    f"the bounds' width ({width:.3g}) that more than {_MAX_IMAGES} images "
+                    "would be needed; the estimate is then uniform to within rounding "
+                    "there: use a smaller bandwidth"
+                )
             if boundary == "reflect":
                 kmax = int(math.ceil(reach / 2.0)) + 1
                 maps = [(1.0, 2.0 * k * width) for k in range(-kmax, kmax + 1)]
@@ -534,37 +541,77 @@ def grid(kde, n_points, extent, method, log):
             "images are needed; use a smaller bandwidth"
         )
     shape = tuple(int(v) for v in m)
-    acc = np.full(shape, -np.inf) if log else np.zeros(shape)
-    err = np.zeros(shape)
-    n_exact = 0
-    used = None
+    # The identity image on the whole grid, then each other image on the smallest
+    # sub-grid holding every point where it matters (the same tests as for points:
+    # term-wise cost, and the absolute bound against the identity's value), so far
+    # image grids (which the unbounded grid would evaluate in its tails) are skipped.
+    ident = grid_of(
+        kde._base,
+        n_points=pts if d > 1 else pts[0],
+        extent=ext if d > 1 else ext[0],
+        method=method,
+        log=log,
+    )
+    acc = np.array(ident.values, dtype=np.float64).reshape(shape)
+    err = np.array(np.broadcast_to(np.asarray(ident.errors), shape), dtype=np.float64)
+    n_exact = ident.n_exact
+    used = ident.method
+    with np.errstate(divide="ignore"):
+        floor = acc if log else np.log(acc)
+    log_norm = kde._base._log_norm + kde._base._log_det
     for combo in product(*per_dim):
-        img_ext = []
-        flips = []
+        if all(s == 1.0 and t == 0.0 for s, t in combo):
+            continue
+        total = np.zeros(shape)
+        u2 = np.zeros(shape)
         for a, (s, t) in enumerate(combo):
-            e0, e1 = s * ext[a, 0] + t, s * ext[a, 1] + t
-            img_ext.append((min(e0, e1), max(e0, e1)))
+            sh = [1] * d
+            sh[a] = -1
+            c = np.where(inside_axes[a], fold.cost(a, s, t, axes[a]), np.inf)
+            u = fold.dist(a, s, t, axes[a])
+            total = total + c.reshape(sh)
+            u2 = u2 + (u * u).reshape(sh)
+        keep = total <= fold.threshold
+        if kde.kernel in ("gaussian", "exponential"):
+            with np.errstate(over="ignore", invalid="ignore"):
+                lk = -0.5 * u2 if kde.kernel == "gaussian" else -np.sqrt(u2)
+                keep &= ~(lk - log_norm < floor - fold.threshold)
+        if not keep.any():
+            continue
+        sub_ext, sl, flips, sizes = [], [], [], []
+        for a, (s, t) in enumerate(combo):
+            other = tuple(i for i in range(d) if i != a)
+            hit = np.flatnonzero(keep.any(axis=other) if other else keep)
+            i0, i1 = int(hit[0]), int(hit[-1])
+            if i1 == i0:
+                i1, i0 = (i1 + 1, i0) if i1 + 1 < shape[a] else (i1, i0 - 1)
+            e0, e1 = s * axes[a][i0] + t, s * axes[a][i1] + t
+            sub_ext.append((min(e0, e1), max(e0, e1)))
+            sl.append(slice(i0, i1 + 1))
             flips.append(s < 0)
+            sizes.append(i1 - i0 + 1)
         r = grid_of(
             kde._base,
-            n_points=pts if d > 1 else pts[0],
-            extent=img_ext if d > 1 else img_ext[0],
+            n_points=sizes if d > 1 else sizes[0],
+            extent=sub_ext if d > 1 else sub_ext[0],
             method=method,
             log=log,
         )
-        vals, errs = np.asarray(r.values), np.broadcast_to(np.asarray(r.errors), shape)
+        sub = tuple(sizes)
+        vals = np.asarray(r.values, dtype=np.float64).reshape(sub)
+        errs = np.broadcast_to(np.asarray(r.errors, dtype=np.float64), sub)
         for a, f in enumerate(flips):
             if f:
                 vals = np.flip(vals, axis=a)
                 errs = np.flip(errs, axis=a)
+        sl = tuple(sl)
         if log:
-            acc = np.logaddexp(acc, vals)
-            err = np.maximum(err, errs)
+            acc[sl] = np.logaddexp(acc[sl], vals)
+            err[sl] = np.maximum(err[sl], errs)
         else:
-            acc = acc + vals
-            err = err + errs
+            acc[sl] = acc[sl] + vals
+            err[sl] = err[sl] + errs
         n_exact += r.n_exact
-        used = r.method
     mask = np.ones(shape, dtype=bool)
     for a in range(d):
         sh = [1] * d
