@@ -565,3 +565,48 @@ def test_a_bandwidth_far_wider_than_the_interval_is_a_clear_error():
     np.testing.assert_allclose(kde.pdf(np.linspace(0, 1, 5)), 1.0, rtol=1e-3)
     kp = KDE(x, bandwidth=20.0, bounds=(0, 1), boundary="periodic")
     np.testing.assert_allclose(kp.pdf(np.linspace(0, 1, 5)), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "exponential", "epanechnikov", "cosine"])
+@pytest.mark.parametrize("boundary", ["reflect", "periodic"])
+def test_2d_radial_kernels_against_brute_force_images(kernel, boundary):
+    from divest.kde import log_kernel_norm
+
+    r = np.random.default_rng(31)
+    x = np.column_stack([r.random(40), r.random(40) * 2])
+    q = np.column_stack([r.random(30), r.random(30) * 2])
+    h = np.array([0.3, 0.5])
+    L = np.array([1.0, 2.0])
+    K = 12  # beyond: below e^-40 of the density for every kernel here
+    if boundary == "reflect":
+        maps = [
+            [(1, 2 * k * L[j]) for k in range(-K, K + 1)]
+            + [(-1, 2 * k * L[j]) for k in range(-K, K + 1)]
+            for j in range(2)
+        ]
+    else:
+        maps = [[(1, k * L[j]) for k in range(-K, K + 1)] for j in range(2)]
+    prof = {
+        "exponential": lambda t: np.exp(-t),
+        "epanechnikov": lambda t: np.maximum(1 - t * t, 0),
+        "gaussian": lambda t: np.exp(-0.5 * t * t),
+        "cosine": lambda t: np.where(t < 1, np.cos(np.pi * t / 2), 0),
+    }[kernel]
+    want = np.zeros(30)
+    for s0, t0 in maps[0]:
+        z0 = (s0 * q[:, 0, None] + t0 - x[None, :, 0]) / h[0]
+        for s1, t1 in maps[1]:
+            z1 = (s1 * q[:, 1, None] + t1 - x[None, :, 1]) / h[1]
+            want += prof(np.sqrt(z0 * z0 + z1 * z1)).mean(1)
+    want /= math.exp(log_kernel_norm(kernel, 2)) * h[0] * h[1]
+    kde = KDE(x, bandwidth=h, kernel=kernel, bounds=[(0, 1), (0, 2)], boundary=boundary)
+    np.testing.assert_allclose(kde.pdf(q), want, rtol=1e-13)
+    if kernel == "gaussian":
+        assert kde.integrate_box([0, 0], [1, 2]) == pytest.approx(1.0, abs=1e-14)
+        # A sub-box by 2-D Gauss-Legendre of the density.
+        gx, gw = np.polynomial.legendre.leggauss(60)
+        u, v = 0.25 * gx + 0.25, 0.5 * gx + 0.5
+        uu, vv = np.meshgrid(u, v, indexing="ij")
+        dens = kde.pdf(np.column_stack([uu.ravel(), vv.ravel()])).reshape(60, 60)
+        quad2 = float(gw @ dens @ gw) * 0.25 * 0.5
+        assert kde.cdf(np.array([[0.5, 1.0]]))[0] == pytest.approx(quad2, abs=1e-12)
