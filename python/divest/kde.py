@@ -126,7 +126,7 @@ def _singular_msg(rule: str, d: int, xs=None, w=None, cov=None) -> str:
     return (
         f"the weighted data covariance is singular (rank < {d}, after scaling each column "
         f"to unit variance), so bandwidth={rule!r} is undefined.{detail} Pass "
-        "degenerate='hull' (the density on the data's affine hull) or "
+        "KDE(..., degenerate='hull') (the density on the data's affine hull) or "
         "degenerate='regularize' (a regularised covariance), or a scalar or 1-D "
         "per-dimension bandwidth."
     )
@@ -309,7 +309,10 @@ class KDE:
         (else ValueError). The estimate is then a density on the box, integrating to 1
         there, 0 outside: every method (``logpdf``, ``pdf``, ``score``, ``grid``,
         ``resample``, ``cdf``, ``integrate_box``, ``ppf``, ``marginal``,
-        ``conditional``) uses the same folded density; ``loo_logpdf`` raises.
+        ``conditional``) uses the same folded density, with the same kernel
+        restrictions as without bounds (``marginal``/``conditional`` and box
+        probabilities in d ≥ 2 need the Gaussian kernel); ``loo_logpdf`` raises. A
+        ``marginal`` or ``conditional`` keeps the bounds of its remaining dimensions.
     boundary : {"reflect", "periodic"}
         "reflect": the kernel mass beyond a bound is reflected back (the image sum
         Σ_g K_H(q − g x_i) over the reflections at the bounds and their compositions; for
@@ -322,7 +325,10 @@ class KDE:
         (their off-diagonal covariance entries are set to 0; "loo" selects its factor
         without the bounds), and an explicit matrix that correlates a bounded dimension
         is a ValueError. Memory: no image copy of the data; the queries' images are
-        evaluated instead (module ``divest._kdebounds``).
+        evaluated instead (module ``divest._kdebounds``): an evaluation allocates the
+        image queries that pass the pruning (at most #images·m·d values, about 2·m·d
+        on a half-line) plus O(m) accumulators; ``resample`` folds its (size, d) draws
+        in one float64 copy; a grid allocates one sub-grid per image that matters.
     degenerate : {"raise", "hull", "regularize"}
         What a rule bandwidth does when the data covariance is singular (a constant
         column, collinear columns, d ≥ n). "raise" (default): a ValueError naming the
