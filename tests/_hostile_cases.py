@@ -157,7 +157,15 @@ def _specs():
     # KDE with bounds (issue 11): ±inf are legitimate open sides, so "inf" is skipped.
     def _bounded(data, bounds):
         k = divest.KDE(data, bounds=bounds)
-        return k.logpdf(q_pts), k.score(q_pts), k.resample(5, rng=0), k.cdf(q_pts)
+        p = divest.KDE(data, bounds=bounds, boundary="periodic")
+        return (
+            k.logpdf(q_pts),
+            k.score(q_pts),
+            k.resample(5, rng=0),
+            k.cdf(q_pts),
+            p.logpdf(q_pts),
+            p.resample(5, rng=0),
+        )
 
     add(
         "KDE(bounds)",
