@@ -610,3 +610,19 @@ def test_2d_radial_kernels_against_brute_force_images(kernel, boundary):
         dens = kde.pdf(np.column_stack([uu.ravel(), vv.ravel()])).reshape(60, 60)
         quad2 = float(gw @ dens @ gw) * 0.25 * 0.5
         assert kde.cdf(np.array([[0.5, 1.0]]))[0] == pytest.approx(quad2, abs=1e-12)
+
+
+def test_zero_weights_and_periodic_ppf():
+    r = np.random.default_rng(32)
+    x = r.random(30)
+    w = r.random(30)
+    w[:5] = 0.0
+    kde = KDE(x, bandwidth=0.1, weights=w, bounds=(0, 1), boundary="periodic")
+    ref = KDE(x[5:], bandwidth=0.1, weights=w[5:], bounds=(0, 1), boundary="periodic")
+    q = np.linspace(0, 1, 11)
+    np.testing.assert_allclose(kde.logpdf(q), ref.logpdf(q), rtol=1e-13)
+    p = np.array([0.1, 0.5, 0.9])
+    v = kde.ppf(p)
+    assert np.all((v >= 0) & (v <= 1))
+    np.testing.assert_allclose(kde.cdf(v), p, atol=1e-12)
+    assert kde.ppf(0.0) == 0.0 and kde.ppf(1.0) == 1.0

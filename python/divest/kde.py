@@ -320,6 +320,8 @@ class KDE:
         until they are below 1e-19 of the density). On Uniform(0, 1) data the value at a
         bound is then close to 1, not 1/2. "periodic": each bounded dimension is a circle
         of period high − low (angles; both bounds must be finite); the kernel is wrapped.
+        Queries outside the bounds have density 0 in both modes (wrap angles into
+        [low, high] first, e.g. ``low + np.mod(q - low, high - low)``).
         The fold is exact for a bandwidth whose bounded rows and columns are diagonal:
         the rules ("scott", "silverman", "loo") decorrelate the bounded dimensions
         (their off-diagonal covariance entries are set to 0; "loo" selects its factor
