@@ -626,3 +626,15 @@ def test_zero_weights_and_periodic_ppf():
     assert np.all((v >= 0) & (v <= 1))
     np.testing.assert_allclose(kde.cdf(v), p, atol=1e-12)
     assert kde.ppf(0.0) == 0.0 and kde.ppf(1.0) == 1.0
+
+
+@pytest.mark.parametrize("bounds", [(0, None), (0, 1)])
+def test_binned_grid_error_estimate_tracks_the_true_error(bounds):
+    r = np.random.default_rng(33)
+    x = r.exponential(0.5, 100_000)
+    x = x[x <= 1.0]
+    kde = KDE(x, bandwidth=0.03, bounds=bounds)
+    gb = kde.grid(2048, method="binned")
+    ge = kde.grid(2048, method="exact")
+    true = float(np.max(np.abs(gb.values - ge.values)))
+    assert 0.5 * true <= gb.error <= 2.0 * true

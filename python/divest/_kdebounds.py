@@ -559,6 +559,7 @@ def grid(kde, n_points, extent, method, log):
     with np.errstate(divide="ignore"):
         floor = acc if log else np.log(acc)
     log_norm = kde._base._log_norm + kde._base._log_det
+    n_images = 1
     for combo in product(*per_dim):
         if all(s == 1.0 and t == 0.0 for s, t in combo):
             continue
@@ -612,6 +613,21 @@ def grid(kde, n_points, extent, method, log):
             acc[sl] = acc[sl] + vals
             err[sl] = err[sl] + errs
         n_exact += r.n_exact
+        n_images += 1
+    if used == "binned" and not log and n_images > 1:
+        # The binning errors of the images add up to (δ²/12)·(folded f)″, and near a
+        # reflecting bound the images' large second differences cancel in the sum:
+        # estimate from the folded values' own second differences (as the unbounded
+        # grid does), not by adding the images' estimates (10x to 100x too large).
+        est = np.zeros(shape)
+        for a in range(d):
+            if shape[a] < 3:
+                continue
+            d2 = np.diff(acc, 2, axis=a)
+            pad_w = [(0, 0)] * d
+            pad_w[a] = (1, 1)
+            est += np.abs(np.pad(d2, pad_w, mode="edge")) / 12.0
+        err = est + 1e-14 * n_images * float(np.max(np.abs(acc)))
     mask = np.ones(shape, dtype=bool)
     for a in range(d):
         sh = [1] * d
