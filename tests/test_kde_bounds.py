@@ -369,10 +369,29 @@ def test_bounds_with_a_full_bandwidth_that_correlates_them_raises():
     assert np.isfinite(kde.logpdf(x3)).all()
 
 
-def test_loo_logpdf_raises_with_bounds():
-    kde = KDE(np.random.default_rng(1).random(10), bounds=(0, 1))
-    with pytest.raises(ValueError, match="bounds"):
-        kde.loo_logpdf()
+@pytest.mark.parametrize(
+    "bounds, boundary, maps",
+    [
+        ((0, None), "reflect", [(1, 0), (-1, 0)]),
+        ((0, 1), "reflect", _interval_maps(0.0, 1.0, 20)),
+        ((0, 1), "periodic", [(1.0, float(k)) for k in range(-20, 21)]),
+    ],
+)
+def test_loo_logpdf_leaves_out_every_own_image(bounds, boundary, maps):
+    r = np.random.default_rng(35)
+    x = r.beta(0.6, 1.5, 50)
+    w = r.random(50) + 0.1
+    w /= w.sum()
+    h = 0.2
+    kde = KDE(x, bandwidth=h, weights=w, bounds=bounds, boundary=boundary)
+    want = np.zeros(50)
+    for s, t in maps:
+        z = (s * x[:, None] + t - x[None, :]) / h
+        k = np.exp(-0.5 * z * z) / (h * SQ2PI)
+        np.fill_diagonal(k, 0.0)
+        want += k @ w
+    want /= 1 - w
+    np.testing.assert_allclose(kde.loo_logpdf(), np.log(want), rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------

@@ -251,8 +251,8 @@ class Fold:
         return np.where(np.isnan(c), np.inf, np.maximum(c, 0.0))
 
     def images(self, q: np.ndarray, floor=None, log_norm=0.0, skip_identity=False):
-        """Yields (signs (d,), image queries (k, d), row indices (k,)) for every image
-        combination that matters for some query; q (m, d) inside the domain.
+        """Yields (signs (d,), image queries (k, d), row indices (k,), shifts (d,)) for
+        every image combination that matters for some query; q (m, d) inside the domain.
 
         Two tests drop an image for a query; either suffices. The term-wise bound
         Σ_j max(c_j, 0) > threshold (see ``cost``), and, when ``floor`` (a lower bound on
@@ -297,7 +297,7 @@ class Fold:
             signs = np.array([c[0] for c in combo])
             shifts = np.array([c[1] for c in combo])
             with np.errstate(over="ignore", invalid="ignore"):
-                yield signs, q[idx] * signs + shifts, idx
+                yield signs, q[idx] * signs + shifts, idx, shifts
 
     def dist(self, j: int, s: float, t: float, q: np.ndarray) -> np.ndarray:
         """Distance (in bandwidths) of the image s·q + t to the data's range in dim j."""
@@ -429,7 +429,7 @@ def score(kde, points, check_finite=True):
         ident = base.score(qi, check_finite=False).astype(np.float64)
         terms.append((np.arange(qi.shape[0]), floor, ident))
         log_norm = base._log_norm + base._log_det
-        for signs, img, idx in fold.images(qi, floor, log_norm, skip_identity=True):
+        for signs, img, idx, _ in fold.images(qi, floor, log_norm, skip_identity=True):
             lp = base.logpdf(img, check_finite=False).astype(np.float64)
             sc = base.score(img, check_finite=False).astype(np.float64) * signs
             terms.append((idx, lp, sc))
@@ -715,3 +715,37 @@ def conditional(kde, given, base_conditional, base_marginal):
     else:
         new = base_marginal(tmp, rest)
     return restrict(new, fold, rest)
+
+
+def loo_logpdf(kde):
+    """Leave-one-out log-density of a bounded KDE at its data points: for each x_i,
+    log Σ_g Σ_{j≠i} ŵ_j K_H(g x_i − x_j), every image of x_i's own kernel left out too.
+    One pairwise pass per image combination that matters for some point, with the
+    engine's index-aligned self-exclusion (the image queries are the data's images, in
+    order). Memory: O(n·d) per combination."""
+    from . import _core
+
+    if np.count_nonzero(kde.weights) < 2:
+        raise ValueError("leave-one-out needs at least 2 data points with positive weight")
+    base = kde._base
+    fold = kde._fold
+    x = kde._x.astype(np.float64)
+    xw = base._white_data(np.float64)
+    floor = base.loo_logpdf().astype(np.float64)  # the identity image
+    acc = floor + np.log1p(-kde.weights) + (base._log_norm + base._log_det)
+    log_norm = base._log_norm + base._log_det
+    with np.errstate(divide="ignore"):
+        floor_full = acc - log_norm
+    for signs, _, idx, shifts in fold.images(x, floor_full, log_norm, skip_identity=True):
+        with np.errstate(over="ignore", invalid="ignore"):
+            qw = base._whiten(x * signs + shifts, np.float64)
+        far = ~np.isfinite(qw).all(axis=1)
+        qw[far] = 0.0
+        lse, _, _ = _core.kde_eval(
+            xw, base._logw, np.ascontiguousarray(qw), kde.kernel, exclude_self=True
+        )
+        lse = np.where(far, -np.inf, lse)
+        acc[idx] = np.logaddexp(acc[idx], lse[idx])
+    with np.errstate(divide="ignore"):
+        out = acc - np.log1p(-kde.weights) - log_norm
+    return out.astype(kde.dtype, copy=False)

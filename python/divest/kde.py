@@ -311,7 +311,7 @@ class KDE:
         ``resample``, ``cdf``, ``integrate_box``, ``ppf``, ``marginal``,
         ``conditional``) uses the same folded density, with the same kernel
         restrictions as without bounds (``marginal``/``conditional`` and box
-        probabilities in d ≥ 2 need the Gaussian kernel); ``loo_logpdf`` raises. A
+        probabilities in d ≥ 2 need the Gaussian kernel). A
         ``marginal`` or ``conditional`` keeps the bounds of its remaining dimensions.
     boundary : {"reflect", "periodic"}
         "reflect": the kernel mass beyond a bound is reflected back (the image sum
@@ -707,12 +707,9 @@ class KDE:
     def loo_logpdf(self):
         """Leave-one-out log-density at each data point, log Σ_{j≠i} ŵ_j K_H(x_i − x_j)
         with ŵ_j = w_j / (1 − w_i) renormalised over the other points. Shape (n,).
-        Not available with ``bounds`` (ValueError)."""
-        if self._fold is not None:
-            raise ValueError(
-                "loo_logpdf is not implemented for a KDE with bounds (each point's own "
-                "reflected images would have to be left out too); fit without bounds"
-            )
+        With ``bounds``: the folded density without any image of x_i's own kernel."""
+        if self._fold is not None:  # every image of the point's own kernel left out
+            return _kdebounds.loo_logpdf(self)
         if self._hull is not None:
             return self._base.loo_logpdf() - self._hull.log_vol
         if np.count_nonzero(self.weights) < 2:
