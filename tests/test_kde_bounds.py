@@ -680,3 +680,33 @@ def test_sorted_1d_path_agrees_with_brute_force(bounds, boundary):
     # The two-pass route (with the ESS, which the sorted path does not give) agrees.
     lp, _ = kde.logpdf(q, return_ess=True)
     np.testing.assert_allclose(lp, np.log(want), rtol=1e-11)
+
+
+def test_per_dimension_boundary_angle_and_radius():
+    r = np.random.default_rng(36)
+    ang = r.vonmises(2.0, 1.0, 60) + math.pi  # in [0, 2π]
+    rad = r.exponential(1.0, 60)
+    x = np.column_stack([ang, rad])
+    h = np.array([0.6, 0.3])
+    kde = KDE(
+        x, bandwidth=h, bounds=[(0, 2 * math.pi), (0, None)], boundary=["periodic", "reflect"]
+    )
+    q = np.column_stack([r.random(40) * 2 * math.pi, r.random(40) * 3])
+    want = np.zeros(40)
+    for k in range(-6, 7):
+        z0 = (q[:, 0, None] + 2 * math.pi * k - x[None, :, 0]) / h[0]
+        for s1 in (1, -1):
+            z1 = (s1 * q[:, 1, None] - x[None, :, 1]) / h[1]
+            want += np.exp(-0.5 * (z0 * z0 + z1 * z1)).mean(1) / (2 * math.pi * h[0] * h[1])
+    np.testing.assert_allclose(kde.pdf(q), want, rtol=1e-12)
+    assert kde.integrate_box([0, 0], [2 * math.pi, np.inf]) == pytest.approx(1.0, abs=1e-13)
+    s = kde.resample(5000, rng=2)
+    assert np.all((s[:, 0] >= 0) & (s[:, 0] <= 2 * math.pi) & (s[:, 1] >= 0))
+    m = kde.marginal(1)
+    assert m.boundary == "reflect"
+    ref = KDE(rad, bandwidth=h[1], bounds=(0, None))
+    np.testing.assert_allclose(m.logpdf(q[:, 1]), ref.logpdf(q[:, 1]), rtol=1e-12)
+    with pytest.raises(ValueError, match="boundary"):
+        KDE(x, bounds=[(0, 7), (0, None)], boundary=["periodic"])
+    with pytest.raises(ValueError, match="periodic bounds must be finite"):
+        KDE(x, bounds=[(0, 7), (0, None)], boundary=["periodic", "periodic"])

@@ -54,7 +54,21 @@ def _is_real(v) -> bool:
     )
 
 
-def parse_bounds(bounds, d: int, boundary: str) -> np.ndarray:
+def check_boundary(boundary, d: int):
+    """A boundary mode per dimension from a string or a sequence of d strings."""
+    from ._validate import check_choice
+
+    if isinstance(boundary, (list, tuple)):
+        if len(boundary) != d:
+            raise ValueError(
+                f"boundary must be 'reflect', 'periodic' or one of them per dimension ({d}); "
+                f"got {len(boundary)} entries"
+            )
+        return tuple(check_choice(b, "boundary", BOUNDARIES) for b in boundary)
+    return (check_choice(boundary, "boundary", BOUNDARIES),) * d
+
+
+def parse_bounds(bounds, d: int, boundary) -> np.ndarray:
     """(d, 2) float array of (low, high), ±inf for an open side. ValueError/TypeError
     naming ``bounds``."""
     hint = (
@@ -116,8 +130,9 @@ def parse_bounds(bounds, d: int, boundary: str) -> np.ndarray:
                 f"bounds {tuple(out[j])} for dimension {j} are too wide for double "
                 "precision (high − low overflows); rescale the data"
             )
-    if boundary == "periodic":
-        for j in range(d):
+    modes = check_boundary(boundary, d)
+    for j in range(d):
+        if modes[j] == "periodic":
             lo, hi = out[j]
             if np.isfinite(out[j]).any() and not np.isfinite(out[j]).all():
                 raise ValueError(
@@ -173,9 +188,10 @@ def diagonalise(h: np.ndarray, bounded: np.ndarray) -> np.ndarray:
 class Fold:
     """The image maps of a bounded KDE; see the module docstring."""
 
-    def __init__(self, kde, b: np.ndarray, boundary: str):
+    def __init__(self, kde, b: np.ndarray, boundary):
         self.b = b
         self.boundary = boundary
+        self.modes = check_boundary(boundary, kde.d)
         self.bounded = np.isfinite(b).any(axis=1)
         self.kernel = kde.kernel
         d = kde.d
@@ -191,7 +207,8 @@ class Fold:
             if not self.bounded[j]:
                 self.maps.append([(1.0, 0.0)])
                 continue
-            if boundary == "reflect" and not (math.isfinite(lo) and math.isfinite(hi)):
+            mode = self.modes[j]
+            if mode == "reflect" and not (math.isfinite(lo) and math.isfinite(hi)):
                 a = lo if math.isfinite(lo) else hi
                 self.maps.append([(1.0, 0.0), (-1.0, 2.0 * a)])
                 continue
@@ -210,7 +227,7 @@ class Fold:
                     "would be needed; the estimate is then uniform to within rounding "
                     "there: use a smaller bandwidth"
                 )
-            if boundary == "reflect":
+            if mode == "reflect":
                 kmax = int(math.ceil(reach / 2.0)) + 1
                 maps = [(1.0, 2.0 * k * width) for k in range(-kmax, kmax + 1)]
                 maps += [(-1.0, 2.0 * lo + 2.0 * k * width) for k in range(-kmax, kmax + 1)]
@@ -234,13 +251,13 @@ class Fold:
             u = np.maximum(np.maximum(x0 - img, img - x1), 0.0) / h
             if self.kernel in _COMPACT:
                 return np.where(u < 1.0, 0.0, np.inf)
-            if self.boundary == "periodic":
+            if self.modes[j] == "periodic":
                 v = np.full(q.shape, 0.5 * (hi - lo) / h)
             else:
                 v = np.maximum(np.abs(q - x0), np.abs(q - x1)) / h
             if self.kernel == "gaussian":
                 c = 0.5 * (u - v) * (u + v)
-                if self.boundary == "reflect" and s < 0:
+                if self.modes[j] == "reflect" and s < 0:
                     # First reflections: |2a − q − x|² − |q − x|² = 4(x − a)(q − a).
                     a = t / 2.0
                     c = np.maximum(
@@ -317,7 +334,7 @@ class Fold:
         for j in np.flatnonzero(self.bounded):
             lo, hi = self.b[j]
             col = out[:, j]
-            if self.boundary == "periodic":
+            if self.modes[j] == "periodic":
                 col = lo + np.mod(col - lo, hi - lo)
             elif math.isfinite(lo) and math.isfinite(hi):
                 width = hi - lo
@@ -653,9 +670,11 @@ def restrict(kde_new, fold, dims):
     kde_new._fold = None
     kde_new._base = None
     kde_new._base = make_base(kde_new)
-    kde_new._fold = Fold(kde_new, b, fold.boundary)
+    modes = tuple(fold.modes[j] for j in dims)
+    boundary = modes[0] if len(set(modes)) == 1 else modes
+    kde_new._fold = Fold(kde_new, b, boundary)
     kde_new.bounds = b.copy()
-    kde_new.boundary = fold.boundary
+    kde_new.boundary = boundary
     return kde_new
 
 

@@ -313,7 +313,8 @@ class KDE:
         restrictions as without bounds (``marginal``/``conditional`` and box
         probabilities in d ≥ 2 need the Gaussian kernel). A
         ``marginal`` or ``conditional`` keeps the bounds of its remaining dimensions.
-    boundary : {"reflect", "periodic"}
+    boundary : {"reflect", "periodic"} or a sequence of them, one per dimension
+        (e.g. ``["periodic", "reflect"]`` for an angle and a radius).
         "reflect": the kernel mass beyond a bound is reflected back (the image sum
         Σ_g K_H(q − g x_i) over the reflections at the bounds and their compositions; for
         two finite bounds as many images as the kernel's reach needs, for the Gaussian
@@ -392,7 +393,8 @@ class KDE:
         self.kernel = _check_kernel(kernel)
         self._fold = self._base = self._hull = None
         self.bounds = None
-        self.boundary = check_choice(boundary, "boundary", _kdebounds.BOUNDARIES)
+        _kdebounds.check_boundary(boundary, x.shape[1])
+        self.boundary = tuple(boundary) if isinstance(boundary, (list, tuple)) else boundary
         self.degenerate = check_choice(degenerate, "degenerate", _DEGENERATE)
         if bounds is not None:
             bounds = _kdebounds.parse_bounds(bounds, x.shape[1], self.boundary)
