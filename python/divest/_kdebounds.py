@@ -196,10 +196,10 @@ class Fold:
         self.kernel = kde.kernel
         d = kde.d
         self.h = np.sqrt(np.diag(kde.bandwidth)).astype(np.float64)
-        keep = kde.weights > 0
-        x = kde._x[keep].astype(np.float64)
-        self.xmin = x.min(axis=0)
-        self.xmax = x.max(axis=0)
+        # The positively weighted data's range (a masked copy only if a weight is 0).
+        x = kde._x if float(kde.weights.min()) > 0 else kde._x[kde.weights > 0]
+        self.xmin = x.min(axis=0).astype(np.float64)
+        self.xmax = x.max(axis=0).astype(np.float64)
         # Candidate maps (s, t): q ↦ s·q + t, per dimension.
         self.maps = []
         for j in range(d):
