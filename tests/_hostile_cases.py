@@ -153,6 +153,26 @@ def _specs():
         {"size": 5},
     )
     add("KDE.covariance", {"data": pts}, lambda data: divest.KDE(data).covariance)
+
+    # KDE with bounds (issue 11): ±inf are legitimate open sides, so "inf" is skipped.
+    def _bounded(data, bounds):
+        k = divest.KDE(data, bounds=bounds)
+        p = divest.KDE(data, bounds=bounds, boundary="periodic")
+        return (
+            k.logpdf(q_pts),
+            k.score(q_pts),
+            k.resample(5, rng=0),
+            k.cdf(q_pts),
+            p.logpdf(q_pts),
+            p.resample(5, rng=0),
+        )
+
+    add(
+        "KDE(bounds)",
+        {"data": pts, "bounds": np.array([[-1.5, 2.0], [-2.0, 1.5]])},
+        _bounded,
+        skip=("inf",),
+    )
     add(
         "kde_logpdf",
         {"data": pts, "points": q_pts},
@@ -415,6 +435,7 @@ NAMES = (
     "KDE.loo_logpdf",
     "KDE.resample",
     "KDE.covariance",
+    "KDE(bounds)",
     "kde_logpdf",
     "select_bandwidth",
     "kde_grid",

@@ -244,6 +244,10 @@ def integrate_box(kde, low, high):
 
 
 def _box_prob(kde, lo, hi):
+    if getattr(kde, "_fold", None) is not None:  # bounds: sum over images (_kdebounds)
+        from ._kdebounds import box_prob
+
+        return box_prob(kde, lo, hi, _box_prob)
     keep = kde.weights > 0
     w = kde.weights[keep]
     x = kde._x[keep].astype(np.float64)
@@ -306,6 +310,10 @@ def ppf(kde, q):
     flat = qa.ravel()
     out = np.empty(flat.shape)
     lo_s, hi_s = _support(kde)
+    if getattr(kde, "_fold", None) is not None:
+        from ._kdebounds import support
+
+        lo_s, hi_s = support(kde, lo_s, hi_s)
     out[flat == 0] = lo_s
     out[flat == 1] = hi_s
     inner = (flat > 0) & (flat < 1)
@@ -430,11 +438,20 @@ def marginal(kde, dims):
     ls = kde._chol[idx]
     chol = np.linalg.cholesky(ls @ ls.T)
     x = np.ascontiguousarray(kde._x[:, idx])
-    return _sub_kde(kde, x, kde.weights.copy(), chol, kde._scale)
+    new = _sub_kde(kde, x, kde.weights.copy(), chol, kde._scale)
+    if getattr(kde, "_fold", None) is not None:  # bounds: the fold of the kept dims
+        from ._kdebounds import restrict
+
+        restrict(new, kde._fold, idx)
+    return new
 
 
 def conditional(kde, given):
     """The conditional KDE of the other variables; see KDE.conditional."""
+    if getattr(kde, "_fold", None) is not None:  # bounds: folded weights (_kdebounds)
+        from ._kdebounds import conditional as folded
+
+        return folded(kde, given, conditional, marginal)
     if kde.kernel != "gaussian":
         raise ValueError(
             f"conditional is exact only for kernel='gaussian'; the conditionals of a "

@@ -374,6 +374,8 @@ def kde_grid(
     method="auto",
     log=False,
     check_finite=True,
+    bounds=None,
+    boundary="reflect",
 ) -> GridResult:
     """Kernel density estimate of 1-, 2- or 3-D data on a regular grid.
 
@@ -437,10 +439,25 @@ def kde_grid(
     it) and the Gaussian keeps about 14 moments per lattice centre per thread. A grid
     that would need more than half the machine's memory is refused with a ValueError
     saying how much it needs.
+
+    ``bounds`` and ``boundary`` are as for :class:`divest.KDE`: the grid of a bounded
+    estimate sums the unbounded grids on the images of the grid (each again a regular
+    grid of the same spacing), so every method keeps its accuracy; points outside the
+    bounds are 0 (-inf under ``log``), and the default extent stops at the bounds.
     """
     from .kde import KDE
 
-    kde = KDE(data, bandwidth=bandwidth, kernel=kernel, weights=weights, check_finite=check_finite)
+    kde = KDE(
+        data,
+        bandwidth=bandwidth,
+        kernel=kernel,
+        weights=weights,
+        check_finite=check_finite,
+        bounds=bounds,
+        boundary=boundary,
+    )
+    if kde._fold is not None:  # bounds (issue 11): the folded grid, divest._kdebounds
+        return kde.grid(n_points=n_points, extent=extent, method=method, log=log)
     return grid_of(kde, n_points=n_points, extent=extent, method=method, log=log)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _backend, _core
+from . import _backend, _core, _kdebounds
 from ._rng import as_generator
 from ._validate import (
     as_float_array,
@@ -34,6 +34,7 @@ __all__ = ["KDE", "kde_logpdf", "select_bandwidth", "BandwidthSelection", "KERNE
 KERNELS = ("gaussian", "tophat", "epanechnikov", "exponential", "linear", "cosine")
 
 _RULES = ("scott", "silverman")
+_DEGENERATE = ("raise", "hull", "regularize")
 
 
 def _check_kernel(kernel) -> str:
@@ -112,11 +113,22 @@ def _data_scale(x: np.ndarray) -> float:
     return 1.0
 
 
-def _singular_msg(rule: str, d: int) -> str:
+class _SingularCovariance(ValueError):
+    """The rule's covariance is singular (a ValueError; ``KDE(degenerate=...)`` catches it)."""
+
+
+def _singular_msg(rule: str, d: int, xs=None, w=None, cov=None) -> str:
+    detail = ""
+    if xs is not None:
+        from ._kdedegen import describe
+
+        detail = " " + describe(xs, w, cov)
     return (
         f"the weighted data covariance is singular (rank < {d}, after scaling each column "
-        f"to unit variance), so bandwidth={rule!r} is undefined; pass a scalar or a 1-D "
-        "per-dimension bandwidth instead"
+        f"to unit variance), so bandwidth={rule!r} is undefined.{detail} Pass "
+        "KDE(..., degenerate='hull') (the density on the data's affine hull) or "
+        "degenerate='regularize' (a regularised covariance), or a scalar or 1-D "
+        "per-dimension bandwidth."
     )
 
 
@@ -151,13 +163,19 @@ def _bandwidth_factor(bandwidth, xs: np.ndarray, w: np.ndarray, neff: float, sca
         # The rank test runs on the correlation matrix, so it does not depend on the units
         # of each column (scipy accepts columns whose scales differ by 1e8; so do we).
         sd = np.sqrt(np.diag(cov))
-        if not np.all(sd > 0):
-            raise ValueError(_singular_msg(bandwidth, d))
+        # A constant column has variance 0, but its weighted mean can round, leaving a
+        # variance of rounding noise (~1e-32 relative) that the correlation test misses.
+        const = np.ptp(xs[w > 0], axis=0) == 0
+        if const.any() or not np.all(sd > 0):
+            raise _SingularCovariance(_singular_msg(bandwidth, d, xs, w, cov))
         corr = cov / sd[:, None] / sd[None, :]
-        c = _cholesky(corr, _singular_msg(bandwidth, d))
+        try:
+            c = np.linalg.cholesky(corr)
+        except np.linalg.LinAlgError:
+            c = np.full_like(corr, np.nan)
         cd = np.diag(c)
         if not np.all(np.isfinite(c)) or not np.all(cd > 1e-7):
-            raise ValueError(_singular_msg(bandwidth, d))
+            raise _SingularCovariance(_singular_msg(bandwidth, d, xs, w, cov))
         chol = factor * (sd[:, None] * c)
         with np.errstate(over="ignore", under="ignore"):
             h = cov * factor**2 if scale == 1.0 else (cov * scale) * (scale * factor**2)
@@ -208,6 +226,21 @@ def _bandwidth_factor(bandwidth, xs: np.ndarray, w: np.ndarray, neff: float, sca
             raise ValueError(msg if np.all(np.isfinite(chol)) else small)
         return h, chol, None, None
     raise ValueError(f"bandwidth must be a scalar, 1-D or 2-D; got {b.ndim} dimensions")
+
+
+def _regularized_factor(rule, xs, w, neff, scale):
+    """The rule with the regularised covariance of ``divest._kdedegen.regularized``."""
+    from ._kdedegen import regularized
+
+    n, d = xs.shape
+    factor = _rule_factor(rule, neff, d)
+    cov = regularized(xs, w)
+    if not np.all(np.isfinite(cov)):
+        raise ValueError("the data covariance is not finite; check the data")
+    chol = factor * np.linalg.cholesky(cov)
+    with np.errstate(over="ignore", under="ignore"):
+        h = cov * factor**2 if scale == 1.0 else (cov * scale) * (scale * factor**2)
+    return h, chol, factor, rule
 
 
 @dataclass(frozen=True)
@@ -269,6 +302,47 @@ class KDE:
         effective sample size 1/Σw², as in scipy.
     check_finite : bool
         Reject NaN and inf (default True).
+    bounds : sequence of (low, high), optional
+        Bounded and periodic data: one (low, high) pair per dimension (a single pair for
+        1-D data), ``None`` for an open side or an unbounded dimension, e.g.
+        ``bounds=[(0, None), (0, 1)]``. Every data point must lie inside the closed box
+        (else ValueError). The estimate is then a density on the box, integrating to 1
+        there, 0 outside: every method (``logpdf``, ``pdf``, ``score``, ``grid``,
+        ``resample``, ``cdf``, ``integrate_box``, ``ppf``, ``marginal``,
+        ``conditional``) uses the same folded density, with the same kernel
+        restrictions as without bounds (``marginal``/``conditional`` and box
+        probabilities in d ≥ 2 need the Gaussian kernel). A
+        ``marginal`` or ``conditional`` keeps the bounds of its remaining dimensions.
+    boundary : {"reflect", "periodic"} or a sequence of them, one per dimension
+        (e.g. ``["periodic", "reflect"]`` for an angle and a radius).
+        "reflect": the kernel mass beyond a bound is reflected back (the image sum
+        Σ_g K_H(q − g x_i) over the reflections at the bounds and their compositions; for
+        two finite bounds as many images as the kernel's reach needs, for the Gaussian
+        until they are below 1e-19 of the density). On Uniform(0, 1) data the value at a
+        bound is then close to 1, not 1/2. "periodic": each bounded dimension is a circle
+        of period high − low (angles; both bounds must be finite); the kernel is wrapped.
+        Queries outside the bounds have density 0 in both modes (wrap angles into
+        [low, high] first, e.g. ``low + np.mod(q - low, high - low)``).
+        The fold is exact for a bandwidth whose bounded rows and columns are diagonal:
+        the rules ("scott", "silverman", "loo") decorrelate the bounded dimensions
+        (their off-diagonal covariance entries are set to 0; "loo" selects its factor
+        without the bounds), and an explicit matrix that correlates a bounded dimension
+        is a ValueError. Memory: no image copy of the data; the queries' images are
+        evaluated instead (module ``divest._kdebounds``): an evaluation allocates the
+        image queries that pass the pruning (at most #images·m·d values, about 2·m·d
+        on a half-line) plus O(m) accumulators; ``resample`` folds its (size, d) draws
+        in one float64 copy; a grid allocates one sub-grid per image that matters.
+    degenerate : {"raise", "hull", "regularize"}
+        What a rule bandwidth does when the data covariance is singular (a constant
+        column, collinear columns, d ≥ n). "raise" (default): a ValueError naming the
+        degenerate columns or combinations. "regularize": the rule's covariance Σ +
+        1e-3·diag(var) (a constant column borrows the geometric mean of the other
+        variances), a proper density on the full space. "hull": the density on the
+        data's affine hull with respect to its k-dimensional volume (x = μ + A y, the
+        rule applied to the hull coordinates y; ``logpdf`` is -inf off the hull,
+        ``resample`` stays on it, ``score`` is the gradient along it; ``grid``, ``cdf``,
+        ``integrate_box``, ``ppf``, ``marginal`` and ``conditional`` raise). Ignored
+        when the covariance is regular or the bandwidth explicit.
 
     Attributes
     ----------
@@ -298,13 +372,41 @@ class KDE:
     B. W. Silverman, Density Estimation for Statistics and Data Analysis, Chapman and Hall, 1986 (Silverman's rule).
     """
 
+    # Set by the constructor; class defaults for KDEs built by divest._kdecalc.
+    _fold = _base = _hull = bounds = None
+    boundary = "reflect"
+    degenerate = "raise"
+
     def __init__(
-        self, data, bandwidth="scott", kernel="gaussian", weights=None, *, check_finite=True
+        self,
+        data,
+        bandwidth="scott",
+        kernel="gaussian",
+        weights=None,
+        *,
+        check_finite=True,
+        bounds=None,
+        boundary="reflect",
+        degenerate="raise",
     ):
         if (g := _backend.route(data, weights)) is not None:
+            if bounds is not None or degenerate != "raise":
+                raise ValueError(
+                    "bounds= and degenerate= are not available for GPU arrays; pass NumPy "
+                    "arrays (cupy.asnumpy(data)) to use them"
+                )
             return g.kde_init(self, data, bandwidth, kernel, weights, check_finite)
         x = as_points(data, "data", check_finite=check_finite)
         self.kernel = _check_kernel(kernel)
+        self._fold = self._base = self._hull = None
+        self.bounds = None
+        _kdebounds.check_boundary(boundary, x.shape[1])
+        self.boundary = tuple(boundary) if isinstance(boundary, (list, tuple)) else boundary
+        self.degenerate = check_choice(degenerate, "degenerate", _DEGENERATE)
+        if bounds is not None:
+            bounds = _kdebounds.parse_bounds(bounds, x.shape[1], self.boundary)
+            _kdebounds.check_inside(x, bounds)
+            self.bounds = bounds
         n, d = x.shape
         self.n, self.d = n, d
         self.dtype = x.dtype
@@ -324,6 +426,15 @@ class KDE:
 
             bandwidth = isj_bandwidth(x, weights=w, check_finite=False)
         if isinstance(bandwidth, str) and bandwidth == "loo":
+            if self.degenerate != "raise" and n >= 2:
+                try:
+                    _bandwidth_factor("scott", xs, w, self.neff, self._scale)
+                except _SingularCovariance:
+                    raise ValueError(
+                        f"degenerate={self.degenerate!r} applies to the rules 'scott' and "
+                        "'silverman', not to bandwidth='loo' (its base covariance is "
+                        "singular for these data); use bandwidth='scott' or 'silverman'"
+                    ) from None
             sel = select_bandwidth(x, kernel=kernel, weights=w, check_finite=False)
             factor = sel.factor * _rule_factor("scott", self.neff, d)
             rule = "loo"
@@ -331,10 +442,42 @@ class KDE:
             h, chol = sel.bandwidth, chol0 * sel.factor
             self.selection = sel
         else:
-            h, chol, factor, rule = _bandwidth_factor(bandwidth, xs, w, self.neff, self._scale)
+            try:
+                h, chol, factor, rule = _bandwidth_factor(bandwidth, xs, w, self.neff, self._scale)
+            except _SingularCovariance:
+                if self.degenerate == "raise":
+                    raise
+                if self.degenerate == "regularize":
+                    h, chol, factor, rule = _regularized_factor(
+                        bandwidth, xs, w, self.neff, self._scale
+                    )
+                else:
+                    if bounds is not None:
+                        raise ValueError(
+                            "degenerate='hull' cannot be combined with bounds; use "
+                            "degenerate='regularize' or an explicit bandwidth"
+                        ) from None
+                    self._init_hull(x, bandwidth, w, check_finite)
+                    return
         self.factor = factor
         self.rule = rule
+        if self.bounds is not None:
+            bounded = np.isfinite(self.bounds).any(axis=1)
+            if rule is not None and bounded.any():
+                # The rules' covariance, with the bounded dimensions decorrelated so the
+                # reflections stay isometries of the kernel (see divest._kdebounds).
+                h = _kdebounds.diagonalise(h, bounded)
+                chol = np.linalg.cholesky(_kdebounds.diagonalise(chol @ chol.T, bounded))
+            _kdebounds.check_bandwidth(h, bounded)
+            if self._scale != 1.0:
+                raise ValueError(
+                    "bounds need data whose magnitudes lie between 2^-400 and 2^400 (about "
+                    "1e-120 to 1e120); rescale the data and the bounds by a power of two"
+                )
         self._set_bandwidth(h, chol)
+        if self.bounds is not None and np.isfinite(self.bounds).any():
+            self._base = _kdebounds.make_base(self)
+            self._fold = _kdebounds.Fold(self, self.bounds, self.boundary)
 
     def _set_bandwidth(self, h: np.ndarray, chol: np.ndarray) -> None:
         """H (for display) and its Cholesky factor in internal units, L / scale."""
@@ -358,6 +501,19 @@ class KDE:
                 "bandwidths overflow double (or, for float32 data, single) precision; use a "
                 "larger bandwidth or rescale the data"
             )
+
+    def _init_hull(self, x, bandwidth, w, check_finite):
+        """degenerate='hull': a KDE of the coordinates on the data's affine hull (see
+        divest._kdedegen); this object delegates to it."""
+        from ._kdedegen import Hull
+
+        hull = Hull(x, w)
+        y = hull.coords(x)
+        base = KDE(y, bandwidth=bandwidth, kernel=self.kernel, weights=w, check_finite=False)
+        self._hull, self._base = hull, base
+        self.factor, self.rule = base.factor, base.rule
+        self.bandwidth = hull.a @ base.bandwidth @ hull.a.T
+        self._log_norm, self._log_det = base._log_norm, base._log_det + hull.log_vol
 
     @property
     def covariance(self) -> np.ndarray:
@@ -404,9 +560,18 @@ class KDE:
         smallest double (a Gaussian log-density below about -1.8e308, i.e. a point more than
         about 1e154 bandwidths away). Returns float32 when data and points are float32,
         else float64. Memory: O(m·d).
+
+        With ``bounds``: the reflected or wrapped density, -inf outside the bounds; the
+        unbounded estimate is evaluated at the images of the queries (see
+        :class:`KDE`, "Bounded and periodic data"). With ``degenerate='hull'``: the density
+        on the affine hull, -inf off it.
         """
         if (g := _backend.route(self._x, points)) is not None:
             return g.kde_logpdf(self, points, return_ess, check_finite)
+        if self._fold is not None:
+            return _kdebounds.logpdf(self, points, return_ess, check_finite)
+        if self._hull is not None:
+            return self._hull_logpdf(points, return_ess, check_finite)
         if self.d == 1 and not return_ess:  # issue 11: sorted data and windows in 1-D
             fast = self._logpdf_1d_sorted(points, check_finite)
             if fast is not None:
@@ -474,9 +639,24 @@ class KDE:
         Memory: the (m, d) result plus a bounded buffer (the queries are scored in passes
         of 6144 rows, about 13 MiB of accumulators), plus a float64 copy of the data for
         float32 inputs. No per-query buffer beyond O(d).
+
+        With ``bounds``: the gradient of the folded log-density (Σ_g f₀(gq) J_g s₀(gq) /
+        Σ_g f₀(gq) over the images g, J_g their signs); its normal component vanishes on a
+        reflecting boundary; 0 outside the bounds. With ``degenerate='hull'``: the
+        gradient along the hull (0 off it).
         """
         if (g := _backend.route(self._x, points)) is not None:
             return g.kde_score(self, points, check_finite)
+        if self._fold is not None:
+            return _kdebounds.score(self, points, check_finite)
+        if self._hull is not None:
+            p = as_points(points, "points", d=self.d, check_finite=check_finite)
+            on = self._hull.on_hull(p)
+            out = np.zeros(p.shape)
+            if on.any():
+                s_y = self._base.score(self._hull.coords(p[on]), check_finite=False)
+                out[on] = self._hull.gradient(np.asarray(s_y, dtype=np.float64))
+            return out.astype(np.result_type(self.dtype, p.dtype), copy=False)
         p, dtype, xw, qw, far = self._prepare(points, check_finite)
         lse, _, s = _core.kde_eval(xw, self._logw, qw, self.kernel, score=True)
         bad = far | ~np.isfinite(s).all(axis=1)
@@ -522,9 +702,29 @@ class KDE:
                     out[i] = np.ldexp(unit @ ci, ci_exp - e_scale)
         return out
 
+    def _hull_logpdf(self, points, return_ess, check_finite):
+        p = as_points(points, "points", d=self.d, check_finite=check_finite)
+        dtype = np.result_type(self.dtype, p.dtype)
+        on = self._hull.on_hull(p)
+        out = np.full(p.shape[0], -np.inf)
+        ess = np.zeros(p.shape[0])
+        if on.any():
+            y = self._hull.coords(p[on])
+            lp, e = self._base.logpdf(y, return_ess=True, check_finite=False)
+            out[on] = lp - self._hull.log_vol
+            ess[on] = e
+        if return_ess:
+            return out.astype(dtype), ess.astype(dtype)
+        return out.astype(dtype)
+
     def loo_logpdf(self):
         """Leave-one-out log-density at each data point, log Σ_{j≠i} ŵ_j K_H(x_i − x_j)
-        with ŵ_j = w_j / (1 − w_i) renormalised over the other points. Shape (n,)."""
+        with ŵ_j = w_j / (1 − w_i) renormalised over the other points. Shape (n,).
+        With ``bounds``: the folded density without any image of x_i's own kernel."""
+        if self._fold is not None:  # every image of the point's own kernel left out
+            return _kdebounds.loo_logpdf(self)
+        if self._hull is not None:
+            return self._base.loo_logpdf() - self._hull.log_vol
         if np.count_nonzero(self.weights) < 2:
             raise ValueError("leave-one-out needs at least 2 data points with positive weight")
         xw = self._white_data(self.dtype)
@@ -540,7 +740,18 @@ class KDE:
         Gaussian noise with covariance H, or for the other kernels a uniform direction and a
         radius of density ∝ r^(d−1) K(r), mapped through L. ``rng``: None, an int seed or a
         numpy Generator.
+
+        With ``bounds``: the draws are folded onto the bounds (reflected at a reflecting
+        boundary, wrapped modulo the period), which samples the bounded estimate exactly;
+        every sample lies inside the closed bounds. With ``degenerate='hull'``: samples on
+        the hull.
         """
+        if self._fold is not None:
+            size = self.n if size is None else check_count(size, "size")
+            return _kdebounds.resample(self, size, rng)
+        if self._hull is not None:
+            y = self._base.resample(size, rng=rng)
+            return self._hull.points(np.asarray(y, dtype=np.float64)).astype(self.dtype)
         size = self.n if size is None else check_count(size, "size")
         check_memory(size * (self.d + 2) * 8, "size", size, "the samples and their indices")
         gen = as_generator(rng)
@@ -567,6 +778,10 @@ class KDE:
         """
         from ._kdegrid import grid_of
 
+        if self._hull is not None:
+            raise _kdedegen_unsupported("grid")
+        if self._fold is not None:  # bounds: the grid folded (divest._kdebounds)
+            return _kdebounds.grid(self, n_points, extent, method, log)
         return grid_of(self, n_points=n_points, extent=extent, method=method, log=log)
 
     # Integrals, marginals, conditionals, quantiles (issue 11): see divest._kdecalc.
@@ -579,6 +794,9 @@ class KDE:
         selected columns (n·k values) and their whitened copy."""
         from ._kdecalc import marginal
 
+        if self._hull is not None:
+            raise _kdedegen_unsupported("marginal")
+
         return marginal(self, dims)
 
     def conditional(self, given):
@@ -588,6 +806,9 @@ class KDE:
         complement H_rr − H_rg H_gg⁻¹ H_gr. Exact for the Gaussian kernel only (else
         ValueError). Memory: O(n·d). scipy has no equivalent."""
         from ._kdecalc import conditional
+
+        if self._hull is not None:
+            raise _kdedegen_unsupported("conditional")
 
         return conditional(self, given)
 
@@ -604,12 +825,18 @@ class KDE:
         never n×m."""
         from ._kdecalc import integrate_box
 
+        if self._hull is not None:
+            raise _kdedegen_unsupported("integrate_box")
+
         return integrate_box(self, low, high)
 
     def cdf(self, points):
         """P(X ≤ points) componentwise, ``integrate_box(-inf, points)``; same support,
         accuracy and memory as :meth:`integrate_box`. Shape (m,)."""
         from ._kdecalc import cdf
+
+        if self._hull is not None:
+            raise _kdedegen_unsupported("cdf")
 
         return cdf(self, points)
 
@@ -622,7 +849,16 @@ class KDE:
         equivalent. Memory: as :meth:`cdf`, per step (typically 5 to 30 steps)."""
         from ._kdecalc import ppf
 
+        if self._hull is not None:
+            raise _kdedegen_unsupported("ppf")
+
         return ppf(self, q)
+
+
+def _kdedegen_unsupported(what):
+    from ._kdedegen import unsupported
+
+    return unsupported(what)
 
 
 def _radial_sample(kernel: str, d: int, size: int, gen: np.random.Generator) -> np.ndarray:
@@ -665,10 +901,23 @@ def kde_logpdf(
     *,
     return_ess=False,
     check_finite=True,
+    bounds=None,
+    boundary="reflect",
+    degenerate="raise",
 ):
-    """One-shot ``KDE(data, bandwidth, kernel, weights).logpdf(points)``."""
+    """One-shot ``KDE(data, bandwidth, kernel, weights, bounds=..., boundary=...,
+    degenerate=...).logpdf(points)``."""
     _backend.on_gpu(data, points, weights)  # a host/device mix: TypeError before any work
-    kde = KDE(data, bandwidth=bandwidth, kernel=kernel, weights=weights, check_finite=check_finite)
+    kde = KDE(
+        data,
+        bandwidth=bandwidth,
+        kernel=kernel,
+        weights=weights,
+        check_finite=check_finite,
+        bounds=bounds,
+        boundary=boundary,
+        degenerate=degenerate,
+    )
     return kde.logpdf(points, return_ess=return_ess, check_finite=check_finite)
 
 
