@@ -177,10 +177,20 @@ def energy_distance(
     x: NDArray[np.floating], y: NDArray[np.floating], exponent: float = 1.0, unbiased: bool = False
 ) -> float: ...
 def dcov_perm_test(
-    x: NDArray[np.floating], y: NDArray[np.floating], exponent: float, n_resamples: int, seed: int
+    x: NDArray[np.floating],
+    y: NDArray[np.floating],
+    exponent: float,
+    n_resamples: int,
+    seed: int,
+    first: int = 0,
 ) -> tuple[float, NDArray[np.float64]]: ...
 def energy_perm_test(
-    z: NDArray[np.floating], sizes: list[int], exponent: float, n_resamples: int, seed: int
+    z: NDArray[np.floating],
+    sizes: list[int],
+    exponent: float,
+    n_resamples: int,
+    seed: int,
+    first: int = 0,
 ) -> tuple[float, NDArray[np.float64]]: ...
 def jdcov(
     xs: list[NDArray[np.floating]],

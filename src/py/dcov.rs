@@ -96,8 +96,10 @@ fn energy_distance(
 }
 
 /// Distance covariance permutation test: (n·dCov²_V, permutation statistics).
+/// `first`: index of the first resample (resample r always draws stream (seed, r), so
+/// ranges of resamples computed apart concatenate to the null of one call).
 #[pyfunction]
-#[pyo3(signature = (x, y, exponent, n_resamples, seed))]
+#[pyo3(signature = (x, y, exponent, n_resamples, seed, first=0))]
 fn dcov_perm_test<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
@@ -105,6 +107,7 @@ fn dcov_perm_test<'py>(
     exponent: f64,
     n_resamples: usize,
     seed: u64,
+    first: u64,
 ) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
     let (xa, ya) = (Arr2::extract(x, "x")?, Arr2::extract(y, "y")?);
     let ((n, p), (m, q)) = (xa.shape(), ya.shape());
@@ -113,10 +116,11 @@ fn dcov_perm_test<'py>(
         .saturating_mul(n_resamples.saturating_add(p + q + 1));
     let out = with_slices!(&xa, &ya, |xs, ys| {
         run(py, work, |stop| {
-            perm::dcov_test(
+            perm::dcov_test_from(
                 Points::new(xs, n, p)?,
                 Points::new(ys, m, q)?,
                 exponent,
+                first,
                 n_resamples,
                 seed,
                 stop,
@@ -126,9 +130,10 @@ fn dcov_perm_test<'py>(
     Ok((out.statistic, PyArray1::from_vec(py, out.null)))
 }
 
-/// k-sample energy permutation test on pooled points grouped by `sizes`.
+/// k-sample energy permutation test on pooled points grouped by `sizes`; `first` as for
+/// `dcov_perm_test`.
 #[pyfunction]
-#[pyo3(signature = (z, sizes, exponent, n_resamples, seed))]
+#[pyo3(signature = (z, sizes, exponent, n_resamples, seed, first=0))]
 fn energy_perm_test<'py>(
     py: Python<'py>,
     z: &Bound<'py, PyAny>,
@@ -136,6 +141,7 @@ fn energy_perm_test<'py>(
     exponent: f64,
     n_resamples: usize,
     seed: u64,
+    first: u64,
 ) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
     let za = Arr2::extract(z, "z")?;
     let (n, d) = za.shape();
@@ -144,10 +150,11 @@ fn energy_perm_test<'py>(
         .saturating_mul(n_resamples.saturating_add(d + 1));
     let out = with_slice!(&za, |zs| {
         run(py, work, |stop| {
-            perm::energy_test(
+            perm::energy_test_from(
                 Points::new(zs, n, d)?,
                 &sizes,
                 exponent,
+                first,
                 n_resamples,
                 seed,
                 stop,
