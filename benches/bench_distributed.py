@@ -51,22 +51,27 @@ def main(argv=None):
     with LocalCluster(
         n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster, Client(cluster):
+        # The Dask arrays are generated on the worker and persisted there (no data in the
+        # graph); the in-memory side gets a NumPy copy of the same values.
+        drng = da.random.default_rng(0)
         # KDE: 10^6 queries against 256 points in 2-D, 8 query blocks.
         x = rng.normal(size=(256, 2))
-        q = rng.normal(size=(10**6 // s, 2))
-        qd = da.from_array(q, chunks=(len(q) // 8 + 1, 2)).persist()
+        m = 10**6 // s
+        qd = drng.normal(size=(m, 2), chunks=(m // 8 + 1, 2)).persist()
+        q = qd.compute()
         model = divest.KDE(x)
-        t_mem = best(lambda: model.logpdf(q))
-        t_dask = best(lambda: dd.kde_logpdf(model, qd).compute())
+        t_mem = best(lambda q=q: model.logpdf(q))
+        t_dask = best(lambda qd=qd: dd.kde_logpdf(model, qd).compute())
         rows.append(("kde_logpdf, 10^6 queries x 256 points, 2-D", t_mem, t_dask))
+        del q, qd
         # kl: 10^6 x 100 float64 rows, 8 blocks of rows.
-        p = rng.random((10**6 // s, 100)) + 1e-3
-        p /= p.sum(1, keepdims=True)
-        r = p[::-1].copy()
-        pd = da.from_array(p, chunks=(len(p) // 8 + 1, 100)).persist()
-        rd = da.from_array(r, chunks=(len(p) // 8 + 1, 100)).persist()
-        t_mem = best(lambda: divest.kl(p, r))
-        t_dask = best(lambda: dd.kl(pd, rd).compute())
+        m = 10**6 // s
+        pd = drng.random((m, 100), chunks=(m // 8 + 1, 100)) + 1e-3
+        pd = (pd / pd.sum(1, keepdims=True)).persist()
+        rd = pd[::-1].rechunk(pd.chunks).persist()
+        p, r = pd.compute(), rd.compute()
+        t_mem = best(lambda p=p, r=r: divest.kl(p, r))
+        t_dask = best(lambda pd=pd, rd=rd: dd.kl(pd, rd).compute())
         rows.append(("kl, 10^6 x 100 float64", t_mem, t_dask))
         del p, r, pd, rd
         # dcov_test: n = 200, 10^4 resamples, 8 tasks.
@@ -86,7 +91,6 @@ def main(argv=None):
     # Weak scaling: the work doubles with the workers (one core each).
     print("\nweak scaling (worker processes, 1 Dask thread and DIVEST_NUM_THREADS=1 each):")
     print(f"{'case':40s} {'1 worker s':>11s} {'2 workers s':>12s} {'eff':>5s}  load avg")
-    qk = rng.normal(size=(2 * 200_000 // s, 2))
     xx = rng.normal(size=(300, 2))
     yy = xx[:, :1] + rng.normal(size=(300, 1))
     res = {}
@@ -99,15 +103,15 @@ def main(argv=None):
             env={"DIVEST_NUM_THREADS": "1"},
         ) as cluster, Client(cluster) as c:
             dd.configure_workers(c, 1)
-            qn = qk[: len(qk) * nw // 2]
-            qd = da.from_array(qn, chunks=(len(qn) // (4 * nw), 2)).persist()
+            mq = 200_000 * nw // s
+            qd = da.random.default_rng(1).normal(size=(mq, 2), chunks=(mq // (4 * nw), 2)).persist()
             model = divest.KDE(x)
             dd.kde_logpdf(model, qd[:10]).compute()  # warm up the workers
             t_kde = best(lambda qd=qd, model=model: dd.kde_logpdf(model, qd).compute(), 2)
             R = 2000 * nw // s
             t_dcov = best(
-                lambda R=R: dd.dcov_test(
-                    xx, yy, n_resamples=R, rng=1, resamples_per_task=R // (4 * nw)
+                lambda R=R, per=R // (4 * nw): dd.dcov_test(
+                    xx, yy, n_resamples=R, rng=1, resamples_per_task=per
                 ).compute(),
                 2,
             )

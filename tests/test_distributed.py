@@ -329,3 +329,66 @@ def test_worker_processes_pickle_and_threads():
         assert_same_test(got, divest.dcov_test(x, y, n_resamples=20, rng=1))
         got = dd.kde_logpdf(x, da.from_array(x, chunks=(7, 2))).compute()
         same_bits(got, divest.kde_logpdf(x, x))
+
+
+# ------------------------------------------------------------- sums over pairs
+
+
+def close(got, want, rel=1e-13):
+    assert abs(got - want) <= rel * abs(want), (got, want)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_energy_distance_block_pairs(client, unbiased):
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(23, 3))
+    y = rng.normal(size=(31, 3)) + 0.5
+    xd = da.from_array(x, chunks=(UNEVEN, 3))
+    yd = da.from_array(y, chunks=((31,), 3))
+    for e in (1.0, 0.5):
+        got = dd.energy_distance(xd, yd, exponent=e, unbiased=unbiased)
+        assert isinstance(got, da.Array) and got.ndim == 0
+        close(float(got.compute()), divest.energy_distance(x, y, exponent=e, unbiased=unbiased))
+    # magnitudes far outside the safe window are rescaled by the same power of two
+    close(float(dd.energy_distance(xd * 1e200, y * 1e200).compute()),
+          divest.energy_distance(x * 1e200, y * 1e200))  # fmt: skip
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian"])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_mmd_block_pairs(client, kernel, unbiased):
+    rng = np.random.default_rng(16)
+    x = rng.normal(size=(23, 2))
+    y = rng.normal(size=(17, 2)) * 1.5 + 1.0
+    xd = da.from_array(x, chunks=(UNEVEN, 2))
+    yd = da.from_array(y, chunks=((5, 12), 2))
+    for sigma in (None, 0.8):
+        want = divest.mmd(x, y, sigma=sigma, kernel=kernel, unbiased=unbiased)
+        got = float(dd.mmd(xd, yd, sigma=sigma, kernel=kernel, unbiased=unbiased).compute())
+        close(got, want, 1e-12)
+
+
+def test_mmd_median_subsample_and_cs(client):
+    rng = np.random.default_rng(17)
+    x = rng.normal(size=(700, 2))
+    y = rng.normal(size=(600, 2)) + 0.3
+    xd = da.from_array(x, chunks=((300, 0, 400), 2))
+    yd = da.from_array(y, chunks=(250, 2))
+    close(float(dd.mmd(xd, yd).compute()), divest.mmd(x, y), 1e-12)
+    close(float(dd.cs_divergence(xd, yd).compute()), divest.cs_divergence(x, y), 1e-12)
+    # identical samples: exactly 0, as in memory
+    assert float(dd.cs_divergence(xd, x).compute()) == divest.cs_divergence(x, x) == 0.0
+
+
+def test_pair_sums_bad_input(client):
+    x = np.random.default_rng(1).normal(size=(10, 2))
+    with pytest.raises(ValueError, match="same dimension"):
+        dd.energy_distance(x, np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"rechunk\(\{1: -1\}\)"):
+        dd.mmd(da.from_array(x, chunks=(5, 1)), x)
+    with pytest.raises(ValueError, match="sigma"):
+        dd.mmd(x, x + 1, sigma=-1.0)
+    bad = x.copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        dd.energy_distance(da.from_array(bad, chunks=(5, 2)), x).compute()

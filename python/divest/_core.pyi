@@ -153,6 +153,9 @@ def divergence_rows(
 def kernel_log_sums(
     x: NDArray[np.floating], y: NDArray[np.floating], kernel: str, scale: float, exclude_self: bool
 ) -> tuple[float, float, float]: ...
+def kernel_pair_log_sum(
+    x: NDArray[np.floating], y: NDArray[np.floating], kernel: str, scale: float, exclude_self: bool
+) -> float: ...
 def self_sq_dists(x: NDArray[np.floating]) -> NDArray[np.float64]: ...
 def knn_sq_dists(
     x: NDArray[np.floating],
@@ -176,6 +179,7 @@ def dcov_u_products3(
 def energy_distance(
     x: NDArray[np.floating], y: NDArray[np.floating], exponent: float = 1.0, unbiased: bool = False
 ) -> float: ...
+def energy_pair_sum(x: NDArray[np.float64], y: NDArray[np.float64], exponent: float) -> float: ...
 def dcov_perm_test(
     x: NDArray[np.floating],
     y: NDArray[np.floating],

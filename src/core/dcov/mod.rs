@@ -822,6 +822,30 @@ pub fn energy_distance<T: Float>(
     Ok(2.0 * (sxy / (nf * mf)) - sxx / dx - syy / dy)
 }
 
+/// Σ_ij |x_i − y_j|^α over all pairs of two point sets taken as they are (no centring):
+/// one block pair's partial sum of a distributed energy distance, whose caller shifts
+/// every block by one common vector first (as [`energy_distance`] shifts by the pooled
+/// mean). Empty sets give 0.
+pub fn energy_pair_sum(
+    x: Points<'_, f64>,
+    y: Points<'_, f64>,
+    alpha: f64,
+    stop: &AtomicBool,
+) -> Result<f64> {
+    check_exponent(alpha)?;
+    if x.d != y.d {
+        return Err(invalid!(
+            "x and y must have the same dimension; got {} and {}",
+            x.d,
+            y.d
+        ));
+    }
+    if x.n == 0 || y.n == 0 {
+        return Ok(0.0);
+    }
+    cross_sum(x, y, alpha, stop)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1060,5 +1084,48 @@ pub(crate) mod tests {
                 assert!((got - want).abs() < 1e-12 * want.abs(), "{got} vs {want}");
             }
         }
+    }
+
+    #[test]
+    fn energy_pair_sums_of_blocks_add_up_to_the_energy_distance() {
+        let stop = AtomicBool::new(false);
+        let (n, m, d) = (37, 23, 3);
+        let x = sym_vec(21, n * d);
+        let y: Vec<f64> = sym_vec(22, m * d).iter().map(|v| v + 0.3).collect();
+        let want = energy_distance(
+            Points::new(&x, n, d).unwrap(),
+            Points::new(&y, m, d).unwrap(),
+            1.5,
+            false,
+            &stop,
+        )
+        .unwrap();
+        // The pooled mean, then block sums over the pairs of blocks of 10 rows.
+        let mut mean = vec![0.0; d];
+        for r in x.chunks(d).chain(y.chunks(d)) {
+            for k in 0..d {
+                mean[k] += r[k] / (n + m) as f64;
+            }
+        }
+        let shift = |v: &[f64]| -> Vec<f64> {
+            v.chunks(d).flat_map(|r| r.iter().zip(&mean).map(|(a, b)| a - b)).collect()
+        };
+        let (xs, ys) = (shift(&x), shift(&y));
+        let sum = |a: &[f64], b: &[f64]| -> f64 {
+            let mut t = 0.0;
+            for ca in a.chunks(10 * d) {
+                for cb in b.chunks(10 * d) {
+                    let pa = Points::new(ca, ca.len() / d, d).unwrap();
+                    let pb = Points::new(cb, cb.len() / d, d).unwrap();
+                    t += energy_pair_sum(pa, pb, 1.5, &stop).unwrap();
+                }
+            }
+            t
+        };
+        let (nf, mf) = (n as f64, m as f64);
+        let got = 2.0 * sum(&xs, &ys) / (nf * mf) - sum(&xs, &xs) / (nf * nf) - sum(&ys, &ys) / (mf * mf);
+        assert!((got - want).abs() < 1e-12 * want.abs(), "{got} vs {want}");
+        let empty = Points::new(&x[..0], 0, d).unwrap();
+        assert_eq!(energy_pair_sum(empty, Points::new(&x, n, d).unwrap(), 1.0, &stop).unwrap(), 0.0);
     }
 }
