@@ -22,9 +22,12 @@ UNEVEN = (7, 0, 10, 6)  # 23 rows: uneven chunks with an empty one
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-    ) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
@@ -318,9 +321,12 @@ def test_worker_processes_pickle_and_threads():
     p, q = probs(rng, (23, 5)), probs(rng, (23, 5))
     x = rng.normal(size=(20, 2))
     y = rng.normal(size=(20, 1))
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         dd.configure_workers(c, 1)
         assert list(c.run(divest.get_num_threads).values()) == [1]
         got = dd.kl(da.from_array(p, chunks=(UNEVEN, 5)), q).compute()

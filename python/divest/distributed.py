@@ -144,8 +144,7 @@ def _points(x, name: str):
     _whole(a, 1, name, "the coordinates")
     if any(math.isnan(c) for c in a.chunks[0]):
         raise ValueError(
-            f"{name} has unknown chunk sizes; compute them first with "
-            f"{name}.compute_chunk_sizes()"
+            f"{name} has unknown chunk sizes; compute them first with {name}.compute_chunk_sizes()"
         )
     return a
 
@@ -176,7 +175,9 @@ def _realign(obj):
     items = vars(obj)
     bad = [k for k, v in items.items() if isinstance(v, np.ndarray) and not v.flags.aligned]
     cache = items.get("_white")
-    if not bad and not (isinstance(cache, dict) and any(not v.flags.aligned for v in cache.values())):
+    if not bad and not (
+        isinstance(cache, dict) and any(not v.flags.aligned for v in cache.values())
+    ):
         return obj
     out = copy.copy(obj)
     for k in bad:
@@ -280,49 +281,72 @@ _DIV_DOC = """Distributed :func:`divest.{name}`: the same arguments; ``p`` and `
     blocks and the output rows."""
 
 
-def kl(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False):  # noqa: E501
+def kl(
+    p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False
+):  # noqa: E501
     return _batched(
         _div.kl, p, q, axis, keepdims, base=base, from_logits=from_logits,
         log_input=log_input, normalize=normalize,
     )  # fmt: skip
 
 
-def js(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False):  # noqa: E501
+def js(
+    p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False
+):  # noqa: E501
     return _batched(
         _div.js, p, q, axis, keepdims, base=base, from_logits=from_logits,
         log_input=log_input, normalize=normalize,
     )  # fmt: skip
 
 
-def js_distance(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False):  # noqa: E501
+def js_distance(
+    p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False
+):  # noqa: E501
     return _batched(
         _div.js_distance, p, q, axis, keepdims, base=base, from_logits=from_logits,
         log_input=log_input, normalize=normalize,
     )  # fmt: skip
 
 
-def hellinger(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False):  # noqa: E501
+def hellinger(
+    p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False
+):  # noqa: E501
     return _batched(
         _div.hellinger, p, q, axis, keepdims, base=base, from_logits=from_logits,
         log_input=log_input, normalize=normalize,
     )  # fmt: skip
 
 
-def tv(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False):  # noqa: E501
+def tv(
+    p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False
+):  # noqa: E501
     return _batched(
         _div.tv, p, q, axis, keepdims, base=base, from_logits=from_logits,
         log_input=log_input, normalize=normalize,
     )  # fmt: skip
 
 
-def chi2(p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False):  # noqa: E501
+def chi2(
+    p, q, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False
+):  # noqa: E501
     return _batched(
         _div.chi2, p, q, axis, keepdims, base=base, from_logits=from_logits,
         log_input=log_input, normalize=normalize,
     )  # fmt: skip
 
 
-def renyi(p, q, alpha, axis=-1, keepdims=False, base=None, *, from_logits=False, log_input=False, normalize=False):  # noqa: E501
+def renyi(
+    p,
+    q,
+    alpha,
+    axis=-1,
+    keepdims=False,
+    base=None,
+    *,
+    from_logits=False,
+    log_input=False,
+    normalize=False,
+):  # noqa: E501
     a = _div._check_alpha(alpha, "alpha")
     if a < 0:
         raise ValueError(f"alpha must be >= 0 for the Rényi divergence; got {alpha!r}")
@@ -332,7 +356,19 @@ def renyi(p, q, alpha, axis=-1, keepdims=False, base=None, *, from_logits=False,
     )  # fmt: skip
 
 
-def f_divergence(p, q, f, axis=-1, keepdims=False, base=None, *, alpha=None, from_logits=False, log_input=False, normalize=False):  # noqa: E501
+def f_divergence(
+    p,
+    q,
+    f,
+    axis=-1,
+    keepdims=False,
+    base=None,
+    *,
+    alpha=None,
+    from_logits=False,
+    log_input=False,
+    normalize=False,
+):  # noqa: E501
     return _batched(
         _div.f_divergence, p, q, axis, keepdims, f=f, base=base, alpha=alpha,
         from_logits=from_logits, log_input=log_input, normalize=normalize,
@@ -536,8 +572,10 @@ def kde_logpdf(
         return _kde_data_chunked(data, points, bandwidth, kernel, weights, check_finite)
     if isinstance(data, _kde.KDE):
         model = data
-        if not (isinstance(bandwidth, str) and bandwidth == "scott") or kernel != "gaussian" or (
-            weights is not None
+        if (
+            not (isinstance(bandwidth, str) and bandwidth == "scott")
+            or kernel != "gaussian"
+            or (weights is not None)
         ):
             raise ValueError(
                 "pass either a fitted KDE as data, or data with bandwidth, kernel and weights, "
@@ -549,7 +587,9 @@ def kde_logpdf(
         )
     pts = _points(points, "points")
     if pts.shape[1] != model.d:
-        raise ValueError(f"points must have {model.d} coordinates like the data; got {pts.shape[1]}")
+        raise ValueError(
+            f"points must have {model.d} coordinates like the data; got {pts.shape[1]}"
+        )
     dtype = np.result_type(model.dtype, _float_dtype(pts))
     m = pts.shape[0]
     use_sorted = model.d == 1 and dtype == np.float64 and model.n * m >= model._SORTED_MIN_WORK
@@ -757,7 +797,9 @@ def _knn_entropy_block(ref, lo, hi, k, algorithm):
     xc = _al(ref[0][0])
     if hi == lo:
         return np.empty(0)
-    d2, _ = _div._core.knn_sq_dists(np.ascontiguousarray(xc[lo:hi]), xc, k, False, algorithm=algorithm)
+    d2, _ = _div._core.knn_sq_dists(
+        np.ascontiguousarray(xc[lo:hi]), xc, k, False, algorithm=algorithm
+    )
     return np.log(d2[:, k - 1])
 
 
@@ -837,9 +879,7 @@ def knn_kl(x, y, k=3, *, base=None, algorithm="auto", check_finite=True):
     xa = _points(x, "x")
     ya = _points(y, "y")
     if ya.shape[1] != xa.shape[1]:
-        raise ValueError(
-            f"y must have {xa.shape[1]} coordinates like x; got {ya.shape[1]}"
-        )
+        raise ValueError(f"y must have {xa.shape[1]} coordinates like x; got {ya.shape[1]}")
     n, m = xa.shape[0], ya.shape[0]
     k = _div._check_k(k, n, "x")
     if k > m:
@@ -1121,7 +1161,9 @@ def _tree(fn, items):
     """A balanced tree of delayed `fn(a, b)` over `items` (at least one)."""
     items = list(items)
     while len(items) > 1:
-        nxt = [dask.delayed(fn, pure=True)(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)]
+        nxt = [
+            dask.delayed(fn, pure=True)(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)
+        ]
         if len(items) % 2:
             nxt.append(items[-1])
         items = nxt
@@ -1263,7 +1305,9 @@ def _mmd_scale(xs, ys, sub_x, sub_y, sigma, kernel, units, c1):
     else:
         s = _div.check_positive(sigma, "sigma") / c[0] / c[1]
     # The in-memory check reads the largest row norm; blocks give it block by block.
-    r2 = max(float(np.max(np.einsum("ij,ij->i", a, a, dtype=np.float64))) for a in xs + ys if len(a))
+    r2 = max(
+        float(np.max(np.einsum("ij,ij->i", a, a, dtype=np.float64))) for a in xs + ys if len(a)
+    )
     inv = 1.0 / s if s > 0 else math.inf
     diam2 = 4.0 * r2
     if diam2 == 0:
@@ -1335,8 +1379,14 @@ def _kernel_divergence(x, y, sigma, kernel, unbiased, check_finite, kind):
         _div.check_positive(sigma, "sigma")
     dtype = _float_dtype(xa, ya)
     dl = dask.delayed
-    xb = [dl(_checked_finite, pure=True)(b, "x", check_finite) for b in xa.to_delayed().ravel().tolist()]
-    yb = [dl(_checked_finite, pure=True)(b, "y", check_finite) for b in ya.to_delayed().ravel().tolist()]
+    xb = [
+        dl(_checked_finite, pure=True)(b, "x", check_finite)
+        for b in xa.to_delayed().ravel().tolist()
+    ]
+    yb = [
+        dl(_checked_finite, pure=True)(b, "y", check_finite)
+        for b in ya.to_delayed().ravel().tolist()
+    ]
     units = dl(_mmd_units, pure=True)([dl(_moments, pure=True)(b) for b in xb + yb], n + m, dtype)
     tops = [dl(_mmd_centred_stats, pure=True)(b, units) for b in xb + yb]
     c1 = dl(_mmd_scale_c1, pure=True)(tops)
@@ -1346,14 +1396,22 @@ def _kernel_divergence(x, y, sigma, kernel, unbiased, check_finite, kind):
     if sigma is None:
         total = n + m
         if total > _div.MEDIAN_SUBSAMPLE:
-            idx = np.sort(np.random.default_rng(0).choice(total, _div.MEDIAN_SUBSAMPLE, replace=False))
+            idx = np.sort(
+                np.random.default_rng(0).choice(total, _div.MEDIAN_SUBSAMPLE, replace=False)
+            )
             sx = _subsample_rows(xa, idx[idx < n])
             sy = _subsample_rows(ya, idx[idx >= n] - n)
-            sub_x = [dl(_mmd_block, pure=True)(b, units, c1, dtype) for b in sx] or [np.empty((0, xa.shape[1]))]
-            sub_y = [dl(_mmd_block, pure=True)(b, units, c1, dtype) for b in sy] or [np.empty((0, xa.shape[1]))]
+            sub_x = [dl(_mmd_block, pure=True)(b, units, c1, dtype) for b in sx] or [
+                np.empty((0, xa.shape[1]))
+            ]
+            sub_y = [dl(_mmd_block, pure=True)(b, units, c1, dtype) for b in sy] or [
+                np.empty((0, xa.shape[1]))
+            ]
     scale = dl(_mmd_scale, pure=True)(xs, ys, sub_x, sub_y, sigma, kernel, units, c1)
     if xa.shape == ya.shape and xa.chunks == ya.chunks:
-        same = dl(_all_equal, pure=True)(*[dl(np.array_equal, pure=True)(a, b) for a, b in zip(xs, ys)])
+        same = dl(_all_equal, pure=True)(
+            *[dl(np.array_equal, pure=True)(a, b) for a, b in zip(xs, ys)]
+        )
     else:
         same = False
 
@@ -1374,7 +1432,9 @@ def _kernel_divergence(x, y, sigma, kernel, unbiased, check_finite, kind):
 def _checked_finite(b, name, check_finite):
     b = _al(np.asarray(b))
     if check_finite and b.size and not np.isfinite(b).all():
-        raise ValueError(f"{name} contains NaN or inf; remove those entries or pass check_finite=False")
+        raise ValueError(
+            f"{name} contains NaN or inf; remove those entries or pass check_finite=False"
+        )
     return b
 
 

@@ -110,7 +110,12 @@ fn energy_pair_sum(
     let ((n, p), (m, q)) = ((x.shape()[0], x.shape()[1]), (y.shape()[0], y.shape()[1]));
     let work = n.saturating_mul(m).saturating_mul(p + 8);
     run(py, work, |stop| {
-        dcov::energy_pair_sum(Points::new(xs, n, p)?, Points::new(ys, m, q)?, exponent, stop)
+        dcov::energy_pair_sum(
+            Points::new(xs, n, p)?,
+            Points::new(ys, m, q)?,
+            exponent,
+            stop,
+        )
     })
 }
 

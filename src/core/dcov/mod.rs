@@ -1108,7 +1108,9 @@ pub(crate) mod tests {
             }
         }
         let shift = |v: &[f64]| -> Vec<f64> {
-            v.chunks(d).flat_map(|r| r.iter().zip(&mean).map(|(a, b)| a - b)).collect()
+            v.chunks(d)
+                .flat_map(|r| r.iter().zip(&mean).map(|(a, b)| a - b))
+                .collect()
         };
         let (xs, ys) = (shift(&x), shift(&y));
         let sum = |a: &[f64], b: &[f64]| -> f64 {
@@ -1123,9 +1125,13 @@ pub(crate) mod tests {
             t
         };
         let (nf, mf) = (n as f64, m as f64);
-        let got = 2.0 * sum(&xs, &ys) / (nf * mf) - sum(&xs, &xs) / (nf * nf) - sum(&ys, &ys) / (mf * mf);
+        let got =
+            2.0 * sum(&xs, &ys) / (nf * mf) - sum(&xs, &xs) / (nf * nf) - sum(&ys, &ys) / (mf * mf);
         assert!((got - want).abs() < 1e-12 * want.abs(), "{got} vs {want}");
         let empty = Points::new(&x[..0], 0, d).unwrap();
-        assert_eq!(energy_pair_sum(empty, Points::new(&x, n, d).unwrap(), 1.0, &stop).unwrap(), 0.0);
+        assert_eq!(
+            energy_pair_sum(empty, Points::new(&x, n, d).unwrap(), 1.0, &stop).unwrap(),
+            0.0
+        );
     }
 }
