@@ -203,7 +203,7 @@ def _offsets(chunks):
 
 def _divergence_block(pb, qb, fn, out_dtype, kw):
     out = fn(_al(pb), _al(qb), axis=-1, **kw)
-    return np.asarray(out, dtype=out_dtype).reshape(pb.shape[:-1])
+    return np.asarray(out, dtype=out_dtype).reshape(pb.shape[:-1] + (1,))
 
 
 def _batched(fn, p, q, axis, keepdims, **kw):
@@ -262,9 +262,11 @@ def _batched(fn, p, q, axis, keepdims, **kw):
         out_dtype=dtype,
         kw=kw,
         dtype=dtype,
-        drop_axis=nd - 1,
-        meta=np.empty((0,) * (nd - 1), dtype=dtype),
-    )
+        # The category axis is kept with length 1 and dropped by indexing: map_blocks'
+        # drop_axis would concatenate (copy) every input block first.
+        chunks=pm.chunks[:-1] + ((1,),),
+        meta=np.empty((0,) * nd, dtype=dtype),
+    )[..., 0]
     if keepdims:
         out = da.expand_dims(out, ax)
     return out
@@ -494,7 +496,7 @@ def _kde_queries_block(pts, model, sorted_range, return_ess, check_finite):
     pts, model = _al(pts), _realign(model)
     if pts.shape[0] == 0:
         dt = np.result_type(model.dtype, pts.dtype if pts.dtype == np.float32 else np.float64)
-        return np.empty((0, 2) if return_ess else (0,), dtype=dt)
+        return np.empty((0, 2) if return_ess else (0, 1), dtype=dt)
     if model.d == 1 and not return_ess:
         # The in-memory call on all m queries chose between the sorted sweep and the
         # pairwise engine from n·m; each block follows that one choice. The sweep's
@@ -507,11 +509,11 @@ def _kde_queries_block(pts, model, sorted_range, return_ess, check_finite):
             model._SORTED_MIN_WORK = 0
             q = np.concatenate([np.asarray(pts, dtype=np.float64).reshape(-1), sorted_range])
             out = model.logpdf(q, check_finite=check_finite)
-            return out[:-2]
+            return out[:-2, None]
     out = model.logpdf(pts, return_ess=return_ess, check_finite=check_finite)
     if return_ess:
         return np.stack(out, axis=1)
-    return out
+    return out[:, None]
 
 
 def _block_range(b):
@@ -611,13 +613,12 @@ def kde_logpdf(
         return_ess,
         check_finite,
         dtype=dtype,
-        drop_axis=1 if not return_ess else None,
-        chunks=(pts.chunks[0],) if not return_ess else (pts.chunks[0], (2,)),
-        meta=np.empty((0,) if not return_ess else (0, 2), dtype=dtype),
+        chunks=(pts.chunks[0], (2,) if return_ess else (1,)),
+        meta=np.empty((0, 2 if return_ess else 1), dtype=dtype),
     )
     if return_ess:
         return out[:, 0], out[:, 1]
-    return out
+    return out[:, 0]
 
 
 # ------------------------------------------------------------------ KDE, data chunked
@@ -705,12 +706,12 @@ def _kde_block_model(xb, wb, h, W, kernel, check_finite):
 
 def _kde_partial(pts, block, dtype):
     if block is None or pts.shape[0] == 0:
-        return np.full(pts.shape[0], -np.inf, dtype=dtype)
+        return np.full((pts.shape[0], 1), -np.inf, dtype=dtype)
     model, logfrac = block
     model, pts = _realign(model), _al(pts)
     # return_ess=True takes the pairwise engine in every dimension (no sorted sweep).
     lp = model.logpdf(pts, return_ess=True, check_finite=False)[0]
-    return (lp.astype(np.float64) + logfrac).astype(dtype, copy=False)
+    return (lp.astype(np.float64) + logfrac).astype(dtype, copy=False)[:, None]
 
 
 def _kde_data_chunked(data, points, bandwidth, kernel, weights, check_finite):
@@ -760,9 +761,8 @@ def _kde_data_chunked(data, points, bandwidth, kernel, weights, check_finite):
                 block,
                 dtype,
                 dtype=dtype,
-                drop_axis=1,
-                chunks=(pts.chunks[0],),
-                meta=np.empty((0,), dtype=dtype),
+                chunks=(pts.chunks[0], (1,)),
+                meta=np.empty((0, 1), dtype=dtype),
             )
         )
     while len(parts) > 1:  # a balanced tree of pairwise log-sum-exps
@@ -770,7 +770,7 @@ def _kde_data_chunked(data, points, bandwidth, kernel, weights, check_finite):
         if len(parts) % 2:
             nxt.append(parts[-1])
         parts = nxt
-    return parts[0].astype(dtype)
+    return parts[0][:, 0].astype(dtype)
 
 
 def _getitem(obj, key):
