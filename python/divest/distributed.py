@@ -157,6 +157,8 @@ def _broadcast_value(value, prefix: str):
 
 def _gather(a):
     """A Delayed of the whole (n, ...) array `a` concatenated in memory (one task)."""
+    if a.ndim > 1:  # blocks are then concatenated along the rows only
+        a = a.rechunk({i: -1 for i in range(1, a.ndim)})
     blocks = a.to_delayed().ravel().tolist()
     return dask.delayed(_concat_rows, pure=True)(*blocks)
 
