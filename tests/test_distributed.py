@@ -405,3 +405,23 @@ def test_pair_sums_bad_input(client):
     bad[0, 0] = np.inf
     with pytest.raises(ValueError, match="NaN or inf"):
         dd.energy_distance(da.from_array(bad, chunks=(5, 2)), x).compute()
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_dcov_block_pairs(client, unbiased):
+    rng = np.random.default_rng(18)
+    x = rng.normal(size=(23, 3))
+    y = np.column_stack([x[:, 0] ** 2, x[:, 1]]) + rng.normal(size=(23, 2))
+    xd = da.from_array(x, chunks=(UNEVEN, 3))
+    yd = da.from_array(y, chunks=(UNEVEN, 2))
+    for e in (1.0, 0.6):
+        got = float(dd.dcov_sqr(xd, yd, exponent=e, unbiased=unbiased).compute())
+        close(got, divest.dcov_sqr(x, y, exponent=e, unbiased=unbiased))
+        got = float(dd.dcor_sqr(xd, y, exponent=e, unbiased=unbiased).compute())
+        close(got, divest.dcor_sqr(x, y, exponent=e, unbiased=unbiased))
+    close(float(dd.dcor(xd, yd).compute()), divest.dcor(x, y))
+    close(float(dd.dcov(x * 1e100, yd).compute()), divest.dcov(x * 1e100, y))
+    with pytest.raises(ValueError, match="chunked alike"):
+        dd.dcov_sqr(xd, da.from_array(y, chunks=(12, 2)))
+    with pytest.raises(ValueError, match="same number of observations"):
+        dd.dcor(x, y[:5])

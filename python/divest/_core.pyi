@@ -180,6 +180,24 @@ def energy_distance(
     x: NDArray[np.floating], y: NDArray[np.floating], exponent: float = 1.0, unbiased: bool = False
 ) -> float: ...
 def energy_pair_sum(x: NDArray[np.float64], y: NDArray[np.float64], exponent: float) -> float: ...
+def dcov_cross_row_sums(
+    rows: NDArray[np.float64], cols: NDArray[np.float64], exponent: float, same: bool
+) -> NDArray[np.float64]: ...
+def dcov_block_products(
+    xi: NDArray[np.float64],
+    xj: NDArray[np.float64],
+    yi: NDArray[np.float64],
+    yj: NDArray[np.float64],
+    rxi: NDArray[np.float64],
+    rxj: NDArray[np.float64],
+    ryi: NDArray[np.float64],
+    ryj: NDArray[np.float64],
+    totals: tuple[float, float],
+    n: int,
+    exponent: float,
+    unbiased: bool,
+    same: bool,
+) -> tuple[float, float, float]: ...
 def dcov_perm_test(
     x: NDArray[np.floating],
     y: NDArray[np.floating],

@@ -75,6 +75,10 @@ __all__ = [
     "dcov_test",
     "energy_test",
     "energy_distance",
+    "dcov_sqr",
+    "dcov",
+    "dcor_sqr",
+    "dcor",
     "mmd",
     "cs_divergence",
     "ccdcov_test",
@@ -1461,6 +1465,151 @@ def cs_divergence(x, y, sigma=None, *, check_finite=True):
     log-sums, tree of ``logaddexp``); within 1e-13 of the in-memory value relative to the
     log kernel sums it is formed from. Returns a 0-d Dask array."""
     return _kernel_divergence(x, y, sigma, "gaussian", False, check_finite, "cs")
+
+
+# ------------------------------------------------------- distance covariance (blocks)
+
+
+def _dcov_row_pair(xi, xj, yi, yj, exponent, same):
+    core = _dcov._core
+    if xi.shape[0] == 0 or xj.shape[0] == 0:
+        return np.zeros(xi.shape[0]), np.zeros(yi.shape[0])
+    return (
+        core.dcov_cross_row_sums(xi, xj, exponent, same),
+        core.dcov_cross_row_sums(yi, yj, exponent, same),
+    )
+
+
+def _pair_add(a, b):
+    return a[0] + b[0], a[1] + b[1]
+
+
+def _row_totals(rows):
+    return math.fsum(float(np.sum(r[0])) for r in rows), math.fsum(
+        float(np.sum(r[1])) for r in rows
+    )
+
+
+def _dcov_pair_products(xi, xj, yi, yj, ri, rj, totals, n, exponent, unbiased, same, weight):
+    if xi.shape[0] == 0 or xj.shape[0] == 0:
+        return np.zeros(3)
+    s = _dcov._core.dcov_block_products(
+        xi, xj, yi, yj, ri[0], rj[0], ri[1], rj[1], totals, n, exponent, unbiased, same
+    )
+    return weight * np.array(s)
+
+
+def _dcov_block_finish(tot, ux, uy, n, exponent, unbiased, what):
+    f = 1.0 / (n * (n - 3.0)) if unbiased else 1.0 / (n * float(n))
+    cov, vx, vy = (float(v) * f for v in tot)
+    kx, ky = ux[0], uy[0]
+    if what == "dcov_sqr":
+        return np.float64(_dcov._times_pow2(cov, exponent * (kx + ky)))
+    if what == "dcov":
+        return np.float64(_dcov._times_pow2(math.sqrt(max(cov, 0.0)), exponent * (kx + ky) / 2))
+    r = _dcov._cor_sqr((cov, vx, vy))
+    if what == "dcor_sqr":
+        return np.float64(r)
+    return np.float64(math.sqrt(min(max(r, 0.0), 1.0)))
+
+
+def _dcov_blocks(x, y, exponent, unbiased, what):
+    exponent = _dcov._check_exponent(exponent)
+    unbiased = _dcov.check_bool(unbiased, "unbiased")
+    xa, ya = _points(x, "x"), _points(y, "y")
+    n = xa.shape[0]
+    if ya.shape[0] != n:
+        raise ValueError(
+            f"x and y must have the same number of observations (rows); got {n} and {ya.shape[0]}"
+        )
+    if isinstance(x, da.Array) != isinstance(y, da.Array):  # NumPy takes the Dask chunks
+        if isinstance(x, da.Array):
+            ya = ya.rechunk({0: xa.chunks[0]})
+        else:
+            xa = xa.rechunk({0: ya.chunks[0]})
+    _same_chunks(xa, ya, [0], "x", "y")
+    if unbiased and n < 4:
+        raise ValueError(f"unbiased (U) statistics need at least 4 observations; got {n}")
+    if n < 1:
+        raise ValueError("at least one observation is needed; got 0")
+    dl = dask.delayed
+    xb = [dl(_checked_block, pure=True)(b, "x") for b in xa.to_delayed().ravel().tolist()]
+    yb = [dl(_checked_block, pure=True)(b, "y") for b in ya.to_delayed().ravel().tolist()]
+    ux = dl(_energy_units, pure=True)([dl(_moments, pure=True)(b) for b in xb], n)
+    uy = dl(_energy_units, pure=True)([dl(_moments, pure=True)(b) for b in yb], n)
+    kx, mx = dl(_getitem, pure=True)(ux, 0), dl(_getitem, pure=True)(ux, 1)
+    ky, my = dl(_getitem, pure=True)(uy, 0), dl(_getitem, pure=True)(uy, 1)
+    xs = [dl(_energy_shift, pure=True)(b, kx, mx) for b in xb]
+    ys = [dl(_energy_shift, pure=True)(b, ky, my) for b in yb]
+    nb = len(xs)
+    rows = [
+        _tree(
+            _pair_add,
+            [
+                dl(_dcov_row_pair, pure=True)(xs[i], xs[j], ys[i], ys[j], exponent, i == j)
+                for j in range(nb)
+            ],
+        )
+        for i in range(nb)
+    ]
+    totals = dl(_row_totals, pure=True)(rows)
+    parts = [
+        dl(_dcov_pair_products, pure=True)(
+            xs[i],
+            xs[j],
+            ys[i],
+            ys[j],
+            rows[i],
+            rows[j],
+            totals,
+            n,
+            exponent,
+            unbiased,
+            i == j,
+            w,
+        )  # fmt: skip
+        for i, j, w in _block_pairs(xs, xs, True)
+    ]
+    out = dl(_dcov_block_finish, pure=True)(_tree(_add, parts), ux, uy, n, exponent, unbiased, what)
+    return da.from_delayed(out, shape=(), dtype=np.float64)
+
+
+_DCOV_DOC = """Distributed :func:`divest.{name}` of multivariate samples, as sums over pairs of row
+    blocks, in O(n) memory per task.
+
+    ``x`` (n, p) and ``y`` (n, q): Dask arrays chunked alike along the rows (the same
+    observations; NumPy is accepted and takes the other's chunks). A first blockwise pass
+    gives each sample's power-of-two scale and mean; then each pair of row blocks is one
+    task in two rounds: the row sums Σ_j |x_i − x_j|^α the centring needs (new core entry
+    point ``dcov_cross_row_sums``), then (Σ A·B, Σ A·A, Σ B·B) over the pair with the
+    centred distances formed from those row sums (``dcov_block_products``), added by a
+    tree. Within 1e-13 relative of the in-memory value where that value is not a small
+    difference of large centred products (near-independent samples at large n), where the
+    error is about 1e-13 of Σ|A·B|/n². 1-D samples with exponent 1 are better computed
+    in memory: the exact O(n log n) path does n = 10⁸ in about a minute. Tasks: 2·B² for
+    B blocks (half of them in the second round); choose blocks so a pair takes seconds.
+    Returns a 0-d Dask array."""
+
+
+def dcov_sqr(x, y, exponent=1.0, unbiased=False):
+    return _dcov_blocks(x, y, exponent, unbiased, "dcov_sqr")
+
+
+def dcov(x, y, exponent=1.0):
+    return _dcov_blocks(x, y, exponent, False, "dcov")
+
+
+def dcor_sqr(x, y, exponent=1.0, unbiased=False):
+    return _dcov_blocks(x, y, exponent, unbiased, "dcor_sqr")
+
+
+def dcor(x, y, exponent=1.0):
+    return _dcov_blocks(x, y, exponent, False, "dcor")
+
+
+for _fn in (dcov_sqr, dcov, dcor_sqr, dcor):
+    _fn.__doc__ = _DCOV_DOC.format(name=_fn.__name__)
+del _fn
 
 
 # --------------------------------------------------------------------------- threads

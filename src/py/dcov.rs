@@ -119,6 +119,99 @@ fn energy_pair_sum(
     })
 }
 
+/// Row sums Σ_j |r_i − c_j|^α of float64 row points against column points (`same`: the
+/// same block, diagonal skipped): one block pair of a distributed dCov's first pass.
+#[pyfunction]
+#[pyo3(signature = (rows, cols, exponent, same))]
+fn dcov_cross_row_sums<'py>(
+    py: Python<'py>,
+    rows: numpy::PyReadonlyArray2<'py, f64>,
+    cols: numpy::PyReadonlyArray2<'py, f64>,
+    exponent: f64,
+    same: bool,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    use numpy::PyUntypedArrayMethods;
+    let (rs, cs) = (rows.as_slice()?, cols.as_slice()?);
+    let ((n, p), (m, q)) = (
+        (rows.shape()[0], rows.shape()[1]),
+        (cols.shape()[0], cols.shape()[1]),
+    );
+    let work = n.saturating_mul(m).saturating_mul(p + 8);
+    let out = run(py, work, |stop| {
+        dcov::cross_row_sums(
+            Points::new(rs, n, p)?,
+            Points::new(cs, m, q)?,
+            exponent,
+            same,
+            stop,
+        )
+    })?;
+    Ok(PyArray1::from_vec(py, out))
+}
+
+/// (Σ A·B, Σ A·A, Σ B·B) over one block pair (I, J) of a distributed dCov: float64 points
+/// of x and y in each block, their row sums against the whole samples, the totals of all
+/// row sums and n.
+#[pyfunction]
+#[pyo3(signature = (xi, xj, yi, yj, rxi, rxj, ryi, ryj, totals, n, exponent, unbiased, same))]
+#[allow(clippy::too_many_arguments)]
+fn dcov_block_products<'py>(
+    py: Python<'py>,
+    xi: numpy::PyReadonlyArray2<'py, f64>,
+    xj: numpy::PyReadonlyArray2<'py, f64>,
+    yi: numpy::PyReadonlyArray2<'py, f64>,
+    yj: numpy::PyReadonlyArray2<'py, f64>,
+    rxi: numpy::PyReadonlyArray1<'py, f64>,
+    rxj: numpy::PyReadonlyArray1<'py, f64>,
+    ryi: numpy::PyReadonlyArray1<'py, f64>,
+    ryj: numpy::PyReadonlyArray1<'py, f64>,
+    totals: (f64, f64),
+    n: usize,
+    exponent: f64,
+    unbiased: bool,
+    same: bool,
+) -> PyResult<(f64, f64, f64)> {
+    use numpy::PyUntypedArrayMethods;
+    let shape = |a: &numpy::PyReadonlyArray2<'py, f64>| (a.shape()[0], a.shape()[1]);
+    let (sxi, sxj, syi, syj) = (shape(&xi), shape(&xj), shape(&yi), shape(&yj));
+    let (dxi, dxj, dyi, dyj) = (
+        xi.as_slice()?,
+        xj.as_slice()?,
+        yi.as_slice()?,
+        yj.as_slice()?,
+    );
+    let (rxi, rxj, ryi, ryj) = (
+        rxi.as_slice()?,
+        rxj.as_slice()?,
+        ryi.as_slice()?,
+        ryj.as_slice()?,
+    );
+    let work = sxi
+        .0
+        .saturating_mul(sxj.0)
+        .saturating_mul(sxi.1 + syi.1 + 8);
+    let s = run(py, work, |stop| {
+        fn blk<'a>(
+            data: &'a [f64],
+            rows: &'a [f64],
+            (k, d): (usize, usize),
+        ) -> crate::core::error::Result<dcov::CentredBlock<'a>> {
+            Points::new(data, k, d).map(|p| dcov::CentredBlock { p, rows })
+        }
+        dcov::dcov_block_products(
+            (blk(dxi, rxi, sxi)?, blk(dxj, rxj, sxj)?),
+            (blk(dyi, ryi, syi)?, blk(dyj, ryj, syj)?),
+            totals,
+            n,
+            exponent,
+            unbiased,
+            same,
+            stop,
+        )
+    })?;
+    Ok((s[0], s[1], s[2]))
+}
+
 /// Distance covariance permutation test: (n·dCov²_V, permutation statistics).
 /// `first`: index of the first resample (resample r always draws stream (seed, r), so
 /// ranges of resamples computed apart concatenate to the null of one call).
@@ -265,6 +358,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(energy_distance, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_perm_test, m)?)?;
     m.add_function(wrap_pyfunction!(energy_pair_sum, m)?)?;
+    m.add_function(wrap_pyfunction!(dcov_cross_row_sums, m)?)?;
+    m.add_function(wrap_pyfunction!(dcov_block_products, m)?)?;
     m.add_function(wrap_pyfunction!(energy_perm_test, m)?)?;
     m.add_function(wrap_pyfunction!(jdcov, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_sqr_grad, m)?)?;
