@@ -425,3 +425,14 @@ def test_dcov_block_pairs(client, unbiased):
         dd.dcov_sqr(xd, da.from_array(y, chunks=(12, 2)))
     with pytest.raises(ValueError, match="same number of observations"):
         dd.dcor(x, y[:5])
+
+
+def test_kde_data_chunked_float32_and_numpy_weights(client):
+    rng = np.random.default_rng(19)
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    q = rng.normal(size=(9, 2)).astype(np.float32)
+    w = rng.random(40)
+    want = divest.kde_logpdf(x, q, weights=w)
+    got = dd.kde_logpdf(da.from_array(x, chunks=(15, 2)), q, weights=w).compute()
+    assert got.dtype == want.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -712,12 +712,13 @@ def _kde_block_model(xb, wb, h, W, kernel, check_finite):
 
 def _kde_partial(pts, block, dtype):
     if block is None or pts.shape[0] == 0:
-        return np.full((pts.shape[0], 1), -np.inf, dtype=dtype)
+        return np.full((pts.shape[0], 1), -np.inf)
     model, logfrac = block
     model, pts = _realign(model), _al(pts)
     # return_ess=True takes the pairwise engine in every dimension (no sorted sweep).
     lp = model.logpdf(pts, return_ess=True, check_finite=False)[0]
-    return (lp.astype(np.float64) + logfrac).astype(dtype, copy=False)[:, None]
+    # Partials stay float64 until the tree is done (float32 only in the result).
+    return (lp.astype(np.float64) + logfrac)[:, None]
 
 
 def _kde_data_chunked(data, points, bandwidth, kernel, weights, check_finite):
@@ -766,9 +767,9 @@ def _kde_data_chunked(data, points, bandwidth, kernel, weights, check_finite):
                 pts,
                 block,
                 dtype,
-                dtype=dtype,
+                dtype=np.float64,
                 chunks=(pts.chunks[0], (1,)),
-                meta=np.empty((0, 1), dtype=dtype),
+                meta=np.empty((0, 1)),
             )
         )
     while len(parts) > 1:  # a balanced tree of pairwise log-sum-exps
