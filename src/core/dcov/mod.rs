@@ -1337,7 +1337,9 @@ pub(crate) mod tests {
             let blk = |v: &[f64], d: usize, b: usize| -> Vec<f64> {
                 v[bounds[b] * d..bounds[b + 1] * d].to_vec()
             };
-            let pts = |v: &Vec<f64>, d: usize| Points::new(v, v.len() / d, d).unwrap();
+            fn pts(v: &[f64], d: usize) -> Points<'_, f64> {
+                Points::new(v, v.len() / d, d).unwrap()
+            }
             let nb = bounds.len() - 1;
             let (xb, yb): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
                 (0..nb).map(|b| (blk(&xc, p, b), blk(&yc, q, b))).unzip();
