@@ -153,6 +153,9 @@ def divergence_rows(
 def kernel_log_sums(
     x: NDArray[np.floating], y: NDArray[np.floating], kernel: str, scale: float, exclude_self: bool
 ) -> tuple[float, float, float]: ...
+def kernel_pair_log_sum(
+    x: NDArray[np.floating], y: NDArray[np.floating], kernel: str, scale: float, exclude_self: bool
+) -> float: ...
 def self_sq_dists(x: NDArray[np.floating]) -> NDArray[np.float64]: ...
 def knn_sq_dists(
     x: NDArray[np.floating],
@@ -176,11 +179,40 @@ def dcov_u_products3(
 def energy_distance(
     x: NDArray[np.floating], y: NDArray[np.floating], exponent: float = 1.0, unbiased: bool = False
 ) -> float: ...
+def energy_pair_sum(x: NDArray[np.float64], y: NDArray[np.float64], exponent: float) -> float: ...
+def dcov_cross_row_sums(
+    rows: NDArray[np.float64], cols: NDArray[np.float64], exponent: float, same: bool
+) -> NDArray[np.float64]: ...
+def dcov_block_products(
+    xi: NDArray[np.float64],
+    xj: NDArray[np.float64],
+    yi: NDArray[np.float64],
+    yj: NDArray[np.float64],
+    rxi: NDArray[np.float64],
+    rxj: NDArray[np.float64],
+    ryi: NDArray[np.float64],
+    ryj: NDArray[np.float64],
+    totals: tuple[float, float],
+    n: int,
+    exponent: float,
+    unbiased: bool,
+    same: bool,
+) -> tuple[float, float, float]: ...
 def dcov_perm_test(
-    x: NDArray[np.floating], y: NDArray[np.floating], exponent: float, n_resamples: int, seed: int
+    x: NDArray[np.floating],
+    y: NDArray[np.floating],
+    exponent: float,
+    n_resamples: int,
+    seed: int,
+    first: int = 0,
 ) -> tuple[float, NDArray[np.float64]]: ...
 def energy_perm_test(
-    z: NDArray[np.floating], sizes: list[int], exponent: float, n_resamples: int, seed: int
+    z: NDArray[np.floating],
+    sizes: list[int],
+    exponent: float,
+    n_resamples: int,
+    seed: int,
+    first: int = 0,
 ) -> tuple[float, NDArray[np.float64]]: ...
 def jdcov(
     xs: list[NDArray[np.floating]],

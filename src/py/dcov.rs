@@ -95,9 +95,128 @@ fn energy_distance(
     })
 }
 
-/// Distance covariance permutation test: (n·dCov²_V, permutation statistics).
+/// Σ_ij |x_i − y_j|^α over all pairs of two float64 point sets as given (one block pair of a
+/// distributed energy distance; the caller centres the blocks on one common vector).
 #[pyfunction]
-#[pyo3(signature = (x, y, exponent, n_resamples, seed))]
+#[pyo3(signature = (x, y, exponent))]
+fn energy_pair_sum(
+    py: Python<'_>,
+    x: numpy::PyReadonlyArray2<'_, f64>,
+    y: numpy::PyReadonlyArray2<'_, f64>,
+    exponent: f64,
+) -> PyResult<f64> {
+    use numpy::PyUntypedArrayMethods;
+    let (xs, ys) = (x.as_slice()?, y.as_slice()?);
+    let ((n, p), (m, q)) = ((x.shape()[0], x.shape()[1]), (y.shape()[0], y.shape()[1]));
+    let work = n.saturating_mul(m).saturating_mul(p + 8);
+    run(py, work, |stop| {
+        dcov::energy_pair_sum(
+            Points::new(xs, n, p)?,
+            Points::new(ys, m, q)?,
+            exponent,
+            stop,
+        )
+    })
+}
+
+/// Row sums Σ_j |r_i − c_j|^α of float64 row points against column points (`same`: the
+/// same block, diagonal skipped): one block pair of a distributed dCov's first pass.
+#[pyfunction]
+#[pyo3(signature = (rows, cols, exponent, same))]
+fn dcov_cross_row_sums<'py>(
+    py: Python<'py>,
+    rows: numpy::PyReadonlyArray2<'py, f64>,
+    cols: numpy::PyReadonlyArray2<'py, f64>,
+    exponent: f64,
+    same: bool,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    use numpy::PyUntypedArrayMethods;
+    let (rs, cs) = (rows.as_slice()?, cols.as_slice()?);
+    let ((n, p), (m, q)) = (
+        (rows.shape()[0], rows.shape()[1]),
+        (cols.shape()[0], cols.shape()[1]),
+    );
+    let work = n.saturating_mul(m).saturating_mul(p + 8);
+    let out = run(py, work, |stop| {
+        dcov::cross_row_sums(
+            Points::new(rs, n, p)?,
+            Points::new(cs, m, q)?,
+            exponent,
+            same,
+            stop,
+        )
+    })?;
+    Ok(PyArray1::from_vec(py, out))
+}
+
+/// (Σ A·B, Σ A·A, Σ B·B) over one block pair (I, J) of a distributed dCov: float64 points
+/// of x and y in each block, their row sums against the whole samples, the totals of all
+/// row sums and n.
+#[pyfunction]
+#[pyo3(signature = (xi, xj, yi, yj, rxi, rxj, ryi, ryj, totals, n, exponent, unbiased, same))]
+#[allow(clippy::too_many_arguments)]
+fn dcov_block_products<'py>(
+    py: Python<'py>,
+    xi: numpy::PyReadonlyArray2<'py, f64>,
+    xj: numpy::PyReadonlyArray2<'py, f64>,
+    yi: numpy::PyReadonlyArray2<'py, f64>,
+    yj: numpy::PyReadonlyArray2<'py, f64>,
+    rxi: numpy::PyReadonlyArray1<'py, f64>,
+    rxj: numpy::PyReadonlyArray1<'py, f64>,
+    ryi: numpy::PyReadonlyArray1<'py, f64>,
+    ryj: numpy::PyReadonlyArray1<'py, f64>,
+    totals: (f64, f64),
+    n: usize,
+    exponent: f64,
+    unbiased: bool,
+    same: bool,
+) -> PyResult<(f64, f64, f64)> {
+    use numpy::PyUntypedArrayMethods;
+    let shape = |a: &numpy::PyReadonlyArray2<'py, f64>| (a.shape()[0], a.shape()[1]);
+    let (sxi, sxj, syi, syj) = (shape(&xi), shape(&xj), shape(&yi), shape(&yj));
+    let (dxi, dxj, dyi, dyj) = (
+        xi.as_slice()?,
+        xj.as_slice()?,
+        yi.as_slice()?,
+        yj.as_slice()?,
+    );
+    let (rxi, rxj, ryi, ryj) = (
+        rxi.as_slice()?,
+        rxj.as_slice()?,
+        ryi.as_slice()?,
+        ryj.as_slice()?,
+    );
+    let work = sxi
+        .0
+        .saturating_mul(sxj.0)
+        .saturating_mul(sxi.1 + syi.1 + 8);
+    let s = run(py, work, |stop| {
+        fn blk<'a>(
+            data: &'a [f64],
+            rows: &'a [f64],
+            (k, d): (usize, usize),
+        ) -> crate::core::error::Result<dcov::CentredBlock<'a>> {
+            Points::new(data, k, d).map(|p| dcov::CentredBlock { p, rows })
+        }
+        dcov::dcov_block_products(
+            (blk(dxi, rxi, sxi)?, blk(dxj, rxj, sxj)?),
+            (blk(dyi, ryi, syi)?, blk(dyj, ryj, syj)?),
+            totals,
+            n,
+            exponent,
+            unbiased,
+            same,
+            stop,
+        )
+    })?;
+    Ok((s[0], s[1], s[2]))
+}
+
+/// Distance covariance permutation test: (n·dCov²_V, permutation statistics).
+/// `first`: index of the first resample (resample r always draws stream (seed, r), so
+/// ranges of resamples computed apart concatenate to the null of one call).
+#[pyfunction]
+#[pyo3(signature = (x, y, exponent, n_resamples, seed, first=0))]
 fn dcov_perm_test<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
@@ -105,6 +224,7 @@ fn dcov_perm_test<'py>(
     exponent: f64,
     n_resamples: usize,
     seed: u64,
+    first: u64,
 ) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
     let (xa, ya) = (Arr2::extract(x, "x")?, Arr2::extract(y, "y")?);
     let ((n, p), (m, q)) = (xa.shape(), ya.shape());
@@ -113,10 +233,11 @@ fn dcov_perm_test<'py>(
         .saturating_mul(n_resamples.saturating_add(p + q + 1));
     let out = with_slices!(&xa, &ya, |xs, ys| {
         run(py, work, |stop| {
-            perm::dcov_test(
+            perm::dcov_test_from(
                 Points::new(xs, n, p)?,
                 Points::new(ys, m, q)?,
                 exponent,
+                first,
                 n_resamples,
                 seed,
                 stop,
@@ -126,9 +247,10 @@ fn dcov_perm_test<'py>(
     Ok((out.statistic, PyArray1::from_vec(py, out.null)))
 }
 
-/// k-sample energy permutation test on pooled points grouped by `sizes`.
+/// k-sample energy permutation test on pooled points grouped by `sizes`; `first` as for
+/// `dcov_perm_test`.
 #[pyfunction]
-#[pyo3(signature = (z, sizes, exponent, n_resamples, seed))]
+#[pyo3(signature = (z, sizes, exponent, n_resamples, seed, first=0))]
 fn energy_perm_test<'py>(
     py: Python<'py>,
     z: &Bound<'py, PyAny>,
@@ -136,6 +258,7 @@ fn energy_perm_test<'py>(
     exponent: f64,
     n_resamples: usize,
     seed: u64,
+    first: u64,
 ) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
     let za = Arr2::extract(z, "z")?;
     let (n, d) = za.shape();
@@ -144,10 +267,11 @@ fn energy_perm_test<'py>(
         .saturating_mul(n_resamples.saturating_add(d + 1));
     let out = with_slice!(&za, |zs| {
         run(py, work, |stop| {
-            perm::energy_test(
+            perm::energy_test_from(
                 Points::new(zs, n, d)?,
                 &sizes,
                 exponent,
+                first,
                 n_resamples,
                 seed,
                 stop,
@@ -233,6 +357,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dcov_u_products3, m)?)?;
     m.add_function(wrap_pyfunction!(energy_distance, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_perm_test, m)?)?;
+    m.add_function(wrap_pyfunction!(energy_pair_sum, m)?)?;
+    m.add_function(wrap_pyfunction!(dcov_cross_row_sums, m)?)?;
+    m.add_function(wrap_pyfunction!(dcov_block_products, m)?)?;
     m.add_function(wrap_pyfunction!(energy_perm_test, m)?)?;
     m.add_function(wrap_pyfunction!(jdcov, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_sqr_grad, m)?)?;

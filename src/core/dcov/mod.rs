@@ -822,6 +822,204 @@ pub fn energy_distance<T: Float>(
     Ok(2.0 * (sxy / (nf * mf)) - sxx / dx - syy / dy)
 }
 
+/// Σ_ij |x_i − y_j|^α over all pairs of two point sets taken as they are (no centring):
+/// one block pair's partial sum of a distributed energy distance, whose caller shifts
+/// every block by one common vector first (as [`energy_distance`] shifts by the pooled
+/// mean). Empty sets give 0.
+pub fn energy_pair_sum(
+    x: Points<'_, f64>,
+    y: Points<'_, f64>,
+    alpha: f64,
+    stop: &AtomicBool,
+) -> Result<f64> {
+    check_exponent(alpha)?;
+    if x.d != y.d {
+        return Err(invalid!(
+            "x and y must have the same dimension; got {} and {}",
+            x.d,
+            y.d
+        ));
+    }
+    if x.n == 0 || y.n == 0 {
+        return Ok(0.0);
+    }
+    cross_sum(x, y, alpha, stop)
+}
+
+/// Row sums Σ_{j} |r_i − c_j|^α of the points `rows` against the points `cols` (one block
+/// pair of a distributed dCov's first pass; `same`: the two blocks are the same rows, whose
+/// zero diagonal is skipped as [`row_sums`] skips it).
+pub fn cross_row_sums(
+    rows: Points<'_, f64>,
+    cols: Points<'_, f64>,
+    alpha: f64,
+    same: bool,
+    stop: &AtomicBool,
+) -> Result<Vec<f64>> {
+    fn with<F: PairMap>(
+        f: F,
+        rows: Points<'_, f64>,
+        cols: Points<'_, f64>,
+        same: bool,
+        stop: &AtomicBool,
+    ) -> Result<Vec<f64>> {
+        let w = vec![1.0; cols.n];
+        let red = KernelRows {
+            f,
+            scales: &[1.0],
+            w: &w,
+            exclude_self: same,
+            sumsq: false,
+            mean: None,
+            d: rows.d,
+        };
+        let st = reduce_rows_with(rows, cols, &red, stop, Some(rows.d <= DIRECT_MAX_D))?;
+        Ok(RowStats::from_states(1, st).sum)
+    }
+    check_exponent(alpha)?;
+    if rows.d != cols.d || (same && rows.n != cols.n) {
+        return Err(invalid!(
+            "row and column blocks must have the same dimension (and, when the same, size)"
+        ));
+    }
+    if rows.n == 0 || cols.n == 0 {
+        return Ok(vec![0.0; rows.n]);
+    }
+    if alpha == 1.0 {
+        with(SqrtMap, rows, cols, same, stop)
+    } else {
+        with(PowMap { half: 0.5 * alpha }, rows, cols, same, stop)
+    }
+}
+
+/// The centring offsets of the rows of one block, from their row sums and the total of
+/// all n row sums (as [`offsets`] computes them for the whole sample).
+fn block_offsets(rows: &[f64], total: f64, n: usize, unbiased: bool) -> Vec<f64> {
+    let n = n as f64;
+    if unbiased {
+        let g = total / (2.0 * (n - 1.0) * (n - 2.0));
+        rows.iter().map(|&r| r / (n - 2.0) - g).collect()
+    } else {
+        let g = total / (2.0 * n * n);
+        rows.iter().map(|&r| r / n - g).collect()
+    }
+}
+
+/// One sample's block of a distributed dCov: its points and the row sums of those points
+/// against the whole sample.
+#[derive(Clone, Copy)]
+pub struct CentredBlock<'a> {
+    /// Points (centred f64, as for the whole sample).
+    pub p: Points<'a, f64>,
+    /// Σ_j |p_i − x_j|^α over all n points of the sample, per row.
+    pub rows: &'a [f64],
+}
+
+/// (Σ A·B, Σ A·A, Σ B·B) over the rows i of block I and j of block J, with the centred
+/// distances A_ij = |x_i − x_j|^α − c_i − c_j and B alike (offsets c from the row sums
+/// and `totals` = (Σ row sums of x, of y) over all `n` observations, V or U). With
+/// `same` (I = J) the diagonal contributes A_ii B_ii = 4 c_i c'_i (V) or nothing (U).
+/// Summed over all ordered block pairs this is the Σ A B of [`dcov_stats`]; memory
+/// O(|I| + |J|).
+#[allow(clippy::too_many_arguments)]
+pub fn dcov_block_products(
+    x: (CentredBlock<'_>, CentredBlock<'_>),
+    y: (CentredBlock<'_>, CentredBlock<'_>),
+    totals: (f64, f64),
+    n: usize,
+    alpha: f64,
+    unbiased: bool,
+    same: bool,
+    stop: &AtomicBool,
+) -> Result<[f64; 3]> {
+    use crate::core::threads;
+    use rayon::prelude::*;
+    check_exponent(alpha)?;
+    let (xi, xj) = x;
+    let (yi, yj) = y;
+    let ok = xi.p.n == yi.p.n
+        && xj.p.n == yj.p.n
+        && xi.p.d == xj.p.d
+        && yi.p.d == yj.p.d
+        && xi.rows.len() == xi.p.n
+        && xj.rows.len() == xj.p.n
+        && yi.rows.len() == yi.p.n
+        && yj.rows.len() == yj.p.n
+        && (!same || xi.p.n == xj.p.n);
+    if !ok {
+        return Err(invalid!(
+            "dcov blocks of x and y do not match in size or dimension"
+        ));
+    }
+    let cxi = block_offsets(xi.rows, totals.0, n, unbiased);
+    let cxj = block_offsets(xj.rows, totals.0, n, unbiased);
+    let cyi = block_offsets(yi.rows, totals.1, n, unbiased);
+    let cyj = block_offsets(yj.rows, totals.1, n, unbiased);
+    fn body<F: PairMap>(f: &F, a: &[f64], b: &[f64]) -> f64 {
+        let s: f64 = a.iter().zip(b).map(|(u, v)| (u - v) * (u - v)).sum();
+        f.value(s)
+    }
+    fn run<F: PairMap>(
+        f: F,
+        x: (Points<'_, f64>, Points<'_, f64>),
+        y: (Points<'_, f64>, Points<'_, f64>),
+        c: [&[f64]; 4],
+        unbiased: bool,
+        same: bool,
+        stop: &AtomicBool,
+    ) -> Result<[f64; 3]> {
+        let [cxi, cxj, cyi, cyj] = c;
+        let rows: Vec<[f64; 3]> = threads::install(|| {
+            (0..x.0.n)
+                .into_par_iter()
+                .map(|i| -> Result<[f64; 3]> {
+                    threads::check(stop)?;
+                    let mut s = [0.0f64; 3];
+                    for j in 0..x.1.n {
+                        let (a, b) = if same && i == j {
+                            if unbiased {
+                                continue;
+                            }
+                            (-2.0 * cxi[i], -2.0 * cyi[i])
+                        } else {
+                            (
+                                (body(&f, x.0.row(i), x.1.row(j)) - cxi[i]) - cxj[j],
+                                (body(&f, y.0.row(i), y.1.row(j)) - cyi[i]) - cyj[j],
+                            )
+                        };
+                        s[0] += a * b;
+                        s[1] += a * a;
+                        s[2] += b * b;
+                    }
+                    Ok(s)
+                })
+                .collect::<Result<Vec<_>>>()
+        })??;
+        let mut acc = [Acc::default(), Acc::default(), Acc::default()];
+        for r in &rows {
+            for (a, v) in acc.iter_mut().zip(r) {
+                a.add(*v);
+            }
+        }
+        Ok([acc[0].value(), acc[1].value(), acc[2].value()])
+    }
+    let c = [&cxi[..], &cxj[..], &cyi[..], &cyj[..]];
+    let (px, py) = ((xi.p, xj.p), (yi.p, yj.p));
+    if alpha == 1.0 {
+        run(SqrtMap, px, py, c, unbiased, same, stop)
+    } else {
+        run(
+            PowMap { half: 0.5 * alpha },
+            px,
+            py,
+            c,
+            unbiased,
+            same,
+            stop,
+        )
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1058,6 +1256,147 @@ pub(crate) mod tests {
                     - mean(&x, n, &x, n, unbiased)
                     - mean(&y, m, &y, m, unbiased);
                 assert!((got - want).abs() < 1e-12 * want.abs(), "{got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn energy_pair_sums_of_blocks_add_up_to_the_energy_distance() {
+        let stop = AtomicBool::new(false);
+        let (n, m, d) = (37, 23, 3);
+        let x = sym_vec(21, n * d);
+        let y: Vec<f64> = sym_vec(22, m * d).iter().map(|v| v + 0.3).collect();
+        let want = energy_distance(
+            Points::new(&x, n, d).unwrap(),
+            Points::new(&y, m, d).unwrap(),
+            1.5,
+            false,
+            &stop,
+        )
+        .unwrap();
+        // The pooled mean, then block sums over the pairs of blocks of 10 rows.
+        let mut mean = vec![0.0; d];
+        for r in x.chunks(d).chain(y.chunks(d)) {
+            for k in 0..d {
+                mean[k] += r[k] / (n + m) as f64;
+            }
+        }
+        let shift = |v: &[f64]| -> Vec<f64> {
+            v.chunks(d)
+                .flat_map(|r| r.iter().zip(&mean).map(|(a, b)| a - b))
+                .collect()
+        };
+        let (xs, ys) = (shift(&x), shift(&y));
+        let sum = |a: &[f64], b: &[f64]| -> f64 {
+            let mut t = 0.0;
+            for ca in a.chunks(10 * d) {
+                for cb in b.chunks(10 * d) {
+                    let pa = Points::new(ca, ca.len() / d, d).unwrap();
+                    let pb = Points::new(cb, cb.len() / d, d).unwrap();
+                    t += energy_pair_sum(pa, pb, 1.5, &stop).unwrap();
+                }
+            }
+            t
+        };
+        let (nf, mf) = (n as f64, m as f64);
+        let got =
+            2.0 * sum(&xs, &ys) / (nf * mf) - sum(&xs, &xs) / (nf * nf) - sum(&ys, &ys) / (mf * mf);
+        assert!((got - want).abs() < 1e-12 * want.abs(), "{got} vs {want}");
+        let empty = Points::new(&x[..0], 0, d).unwrap();
+        assert_eq!(
+            energy_pair_sum(empty, Points::new(&x, n, d).unwrap(), 1.0, &stop).unwrap(),
+            0.0
+        );
+    }
+
+    #[test]
+    fn dcov_block_pairs_add_up_to_dcov_stats() {
+        let stop = AtomicBool::new(false);
+        let (n, p, q) = (41, 3, 2);
+        let x = sym_vec(31, n * p);
+        let y: Vec<f64> = sym_vec(32, n * q)
+            .iter()
+            .enumerate()
+            .map(|(k, v)| v + 0.5 * x[(k / q) * p])
+            .collect();
+        for (alpha, unbiased) in [(1.0, false), (1.0, true), (0.7, false), (1.3, true)] {
+            let want = dcov_stats(
+                Points::new(&x, n, p).unwrap(),
+                Points::new(&y, n, q).unwrap(),
+                alpha,
+                unbiased,
+                Method::Auto,
+                &stop,
+            )
+            .unwrap();
+            let (xc, yc) = (
+                centred(Points::new(&x, n, p).unwrap()).unwrap(),
+                centred(Points::new(&y, n, q).unwrap()).unwrap(),
+            );
+            let bounds = [0usize, 10, 10, 25, 41]; // blocks of 10, 0, 15, 16 rows
+            let blk = |v: &[f64], d: usize, b: usize| -> Vec<f64> {
+                v[bounds[b] * d..bounds[b + 1] * d].to_vec()
+            };
+            fn pts(v: &[f64], d: usize) -> Points<'_, f64> {
+                Points::new(v, v.len() / d, d).unwrap()
+            }
+            let nb = bounds.len() - 1;
+            let (xb, yb): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
+                (0..nb).map(|b| (blk(&xc, p, b), blk(&yc, q, b))).unzip();
+            let rows = |v: &[Vec<f64>], d: usize| -> Vec<Vec<f64>> {
+                (0..nb)
+                    .map(|i| {
+                        let mut r = vec![0.0; v[i].len() / d];
+                        for j in 0..nb {
+                            let s =
+                                cross_row_sums(pts(&v[i], d), pts(&v[j], d), alpha, i == j, &stop)
+                                    .unwrap();
+                            for (a, b) in r.iter_mut().zip(s) {
+                                *a += b;
+                            }
+                        }
+                        r
+                    })
+                    .collect()
+            };
+            let (rx, ry) = (rows(&xb, p), rows(&yb, q));
+            let tx: f64 = rx.iter().flatten().sum();
+            let ty: f64 = ry.iter().flatten().sum();
+            let mut tot = [0.0; 3];
+            for i in 0..nb {
+                for j in 0..nb {
+                    fn cb<'a>(v: &'a [f64], d: usize, r: &'a [f64]) -> CentredBlock<'a> {
+                        CentredBlock {
+                            p: Points::new(v, v.len() / d, d).unwrap(),
+                            rows: r,
+                        }
+                    }
+                    let s = dcov_block_products(
+                        (cb(&xb[i], p, &rx[i]), cb(&xb[j], p, &rx[j])),
+                        (cb(&yb[i], q, &ry[i]), cb(&yb[j], q, &ry[j])),
+                        (tx, ty),
+                        n,
+                        alpha,
+                        unbiased,
+                        i == j,
+                        &stop,
+                    )
+                    .unwrap();
+                    for (t, v) in tot.iter_mut().zip(s) {
+                        *t += v;
+                    }
+                }
+            }
+            let f = norm_factor(n, unbiased);
+            for (got, want) in [
+                (tot[0] * f, want.cov),
+                (tot[1] * f, want.var_x),
+                (tot[2] * f, want.var_y),
+            ] {
+                assert!(
+                    (got - want).abs() < 1e-12 * want.abs(),
+                    "{alpha} {unbiased}: {got} vs {want}"
+                );
             }
         }
     }

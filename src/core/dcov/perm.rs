@@ -143,6 +143,7 @@ fn stored_test<F: PairMap>(
     py: Points<'_, f64>,
     n_resamples: usize,
     seed: u64,
+    first: u64,
     stop: &AtomicBool,
 ) -> Result<PermOutput> {
     let n = px.n;
@@ -159,7 +160,7 @@ fn stored_test<F: PairMap>(
             .enumerate()
             .try_for_each(|(g, out)| -> Result<()> {
                 threads::check(stop)?;
-                let r0 = (g * GROUP) as u64;
+                let r0 = first + (g * GROUP) as u64;
                 let perms: Vec<Vec<u32>> = (0..out.len() as u64)
                     .map(|r| permutation(n, seed, r0 + r))
                     .collect();
@@ -177,6 +178,21 @@ pub fn dcov_test<T: Float>(
     x: Points<'_, T>,
     y: Points<'_, T>,
     alpha: f64,
+    n_resamples: usize,
+    seed: u64,
+    stop: &AtomicBool,
+) -> Result<PermOutput> {
+    dcov_test_from(x, y, alpha, 0, n_resamples, seed, stop)
+}
+
+/// [`dcov_test`] for the resamples `first..first + n_resamples` only: resample r draws
+/// `permutation(n, seed, r)` whatever `first` is, so splitting 0..R into ranges (one per
+/// task or machine) gives exactly the null distribution of one call, bit for bit.
+pub fn dcov_test_from<T: Float>(
+    x: Points<'_, T>,
+    y: Points<'_, T>,
+    alpha: f64,
+    first: u64,
     n_resamples: usize,
     seed: u64,
     stop: &AtomicBool,
@@ -202,7 +218,7 @@ pub fn dcov_test<T: Float>(
     let nf = n as f64;
     if n <= STORE_MAX {
         return if alpha == 1.0 {
-            stored_test(&SqrtMap, px, py, n_resamples, seed, stop)
+            stored_test(&SqrtMap, px, py, n_resamples, seed, first, stop)
         } else {
             stored_test(
                 &PowMap { half: 0.5 * alpha },
@@ -210,6 +226,7 @@ pub fn dcov_test<T: Float>(
                 py,
                 n_resamples,
                 seed,
+                first,
                 stop,
             )
         };
@@ -226,7 +243,7 @@ pub fn dcov_test<T: Float>(
     let mut yp = vec![0.0; yc.len()];
     let mut op = vec![0.0; n];
     let q = y.d;
-    for r in 0..n_resamples as u64 {
+    for r in first..first + n_resamples as u64 {
         threads::check(stop)?;
         let p = permutation(n, seed, r);
         for (i, &pi) in p.iter().enumerate() {
@@ -322,6 +339,20 @@ pub fn energy_test<T: Float>(
     seed: u64,
     stop: &AtomicBool,
 ) -> Result<PermOutput> {
+    energy_test_from(z, sizes, alpha, 0, n_resamples, seed, stop)
+}
+
+/// [`energy_test`] for the resamples `first..first + n_resamples` only (the same streams
+/// as one call over 0..R, so ranges split across tasks give the same null, bit for bit).
+pub fn energy_test_from<T: Float>(
+    z: Points<'_, T>,
+    sizes: &[usize],
+    alpha: f64,
+    first: u64,
+    n_resamples: usize,
+    seed: u64,
+    stop: &AtomicBool,
+) -> Result<PermOutput> {
     super::check_exponent(alpha)?;
     let k = sizes.len();
     if k < 2 || sizes.contains(&0) {
@@ -368,7 +399,10 @@ pub fn energy_test<T: Float>(
                 .enumerate()
                 .try_for_each(|(r, out)| -> Result<()> {
                     threads::check(stop)?;
-                    *out = energy_stat(&group_sums_stored(&dm, n, &relabel(r as u64), k)?, sizes);
+                    *out = energy_stat(
+                        &group_sums_stored(&dm, n, &relabel(first + r as u64), k)?,
+                        sizes,
+                    );
                     Ok(())
                 })
         })??;
@@ -384,7 +418,7 @@ pub fn energy_test<T: Float>(
     let statistic = energy_stat(&sums(&base)?, sizes);
     let mut null = try_vec(n_resamples, 0.0f64, "n_resamples")?;
     null.clear();
-    for r in 0..n_resamples as u64 {
+    for r in first..first + n_resamples as u64 {
         threads::check(stop)?;
         null.push(energy_stat(&sums(&relabel(r))?, sizes));
     }
@@ -493,5 +527,34 @@ mod tests {
         )
         .unwrap();
         assert!((energy_stat(&engine, &[n1, n2]) - want).abs() < 1e-12 * want.abs());
+    }
+
+    #[test]
+    fn resample_ranges_concatenate_to_the_full_null_bitwise() {
+        let stop = AtomicBool::new(false);
+        // n = 30 takes the stored-matrix paths, n = 2050 the recomputing ones.
+        for (n, r) in [(30usize, 21usize), (STORE_MAX + 2, 3)] {
+            let x = sym_vec(7, 2 * n);
+            let y = sym_vec(8, n);
+            let (px, py) = (
+                Points::new(&x, n, 2).unwrap(),
+                Points::new(&y, n, 1).unwrap(),
+            );
+            let full = dcov_test(px, py, 1.0, r, 42, &stop).unwrap();
+            let ef = energy_test(px, &[n / 2, n - n / 2], 0.5, r, 42, &stop).unwrap();
+            let (mut got, mut eg) = (Vec::new(), Vec::new());
+            for (a, b) in [(0, 1), (1, r / 2), (r / 2, r / 2), (r / 2, r)] {
+                let part = dcov_test_from(px, py, 1.0, a as u64, b - a, 42, &stop).unwrap();
+                assert_eq!(part.statistic.to_bits(), full.statistic.to_bits());
+                got.extend(part.null);
+                let sizes = [n / 2, n - n / 2];
+                let e = energy_test_from(px, &sizes, 0.5, a as u64, b - a, 42, &stop).unwrap();
+                assert_eq!(e.statistic.to_bits(), ef.statistic.to_bits());
+                eg.extend(e.null);
+            }
+            let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&full.null));
+            assert_eq!(bits(&eg), bits(&ef.null));
+        }
     }
 }

@@ -1,0 +1,135 @@
+"""divest.distributed: overhead against the in-memory call, and weak scaling.
+
+    python benches/bench_distributed.py [--quick]
+
+Not an asv benchmark (it starts its own clusters); asv imports this module and finds
+nothing to run. Prints one table:
+
+* overhead: the Dask path on an in-process LocalCluster (one worker, one Dask thread, the
+  divest pool at its default size, so both sides use every core) against the in-memory
+  call on the same data: KDE at 10^6 queries, kl on 10^6 x 100, dcov_test with 10^4
+  resamples (best of 3 each);
+* weak scaling: 1 then 2 worker processes with one Dask thread and one divest thread
+  each (DIVEST_NUM_THREADS=1 in their environment), the work doubled with the workers;
+  efficiency = t(1 worker) / t(2 workers). The load average is printed with it: on a
+  loaded machine the figure says little about a quiet one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+
+def best(f, repeat=3):
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f()
+        out.append(time.perf_counter() - t0)
+    return min(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a tenth of the sizes")
+    a = ap.parse_args(argv)
+    import dask.array as da
+    import numpy as np
+    from distributed import Client, LocalCluster
+
+    import divest
+    import divest.distributed as dd
+    from divest._core import simd_level
+
+    s = 10 if a.quick else 1
+    rng = np.random.default_rng(0)
+    print(
+        f"divest {divest.__version__}, SIMD {simd_level()}, {os.cpu_count()} cores, "
+        f"divest threads {divest.get_num_threads()}, load average {os.getloadavg()}"
+    )
+    rows = []
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
+        # The Dask arrays are generated on the worker and persisted there (no data in the
+        # graph); the in-memory side gets a NumPy copy of the same values.
+        drng = da.random.default_rng(0)
+        # KDE: 10^6 queries against 256 points in 2-D, 8 query blocks.
+        x = rng.normal(size=(256, 2))
+        m = 10**6 // s
+        qd = drng.normal(size=(m, 2), chunks=(m // 8 + 1, 2)).persist()
+        q = qd.compute()
+        model = divest.KDE(x)
+        t_mem = best(lambda q=q: model.logpdf(q))
+        t_dask = best(lambda qd=qd: dd.kde_logpdf(model, qd).compute())
+        rows.append(("kde_logpdf, 10^6 queries x 256 points, 2-D", t_mem, t_dask))
+        del q, qd
+        # kl: 10^6 x 100 float64 rows, 8 blocks of rows.
+        m = 10**6 // s
+        pd = drng.random((m, 100), chunks=(m // 8 + 1, 100)) + 1e-3
+        pd = (pd / pd.sum(1, keepdims=True)).persist()
+        rd = drng.random((m, 100), chunks=(m // 8 + 1, 100)) + 1e-3
+        rd = (rd / rd.sum(1, keepdims=True)).persist()
+        p, r = pd.compute(), rd.compute()
+        t_mem = best(lambda p=p, r=r: divest.kl(p, r))
+        t_dask = best(lambda pd=pd, rd=rd: dd.kl(pd, rd).compute())
+        rows.append(("kl, 10^6 x 100 float64", t_mem, t_dask))
+        del p, r, pd, rd
+        # dcov_test: n = 200, 10^4 resamples, the default split (tasks of about 2 s of one
+        # core: here a single task; 8 tasks of 1250 cost about 1.25x on this machine).
+        xx = rng.normal(size=(200, 3))
+        yy = xx[:, :1] + rng.normal(size=(200, 1))
+        R = 10**4 // s
+        t_mem = best(lambda: divest.dcov_test(xx, yy, n_resamples=R, rng=1))
+        t_dask = best(lambda: dd.dcov_test(xx, yy, n_resamples=R, rng=1).compute())
+        rows.append(("dcov_test, n = 200, 10^4 resamples", t_mem, t_dask))
+    print("\noverhead (in-process LocalCluster, 1 worker x 1 Dask thread):")
+    print(f"{'case':48s} {'in-memory s':>12s} {'dask s':>9s} {'ratio':>6s}")
+    for name, tm, td in rows:
+        print(f"{name:48s} {tm:12.3f} {td:9.3f} {td / tm:6.2f}")
+
+    # Weak scaling: the work doubles with the workers (one core each).
+    print("\nweak scaling (worker processes, 1 Dask thread and DIVEST_NUM_THREADS=1 each):")
+    print(f"{'case':40s} {'1 worker s':>11s} {'2 workers s':>12s} {'eff':>5s}  load avg")
+    xx = rng.normal(size=(300, 2))
+    yy = xx[:, :1] + rng.normal(size=(300, 1))
+    res = {}
+    for nw in (1, 2):
+        with (
+            LocalCluster(
+                n_workers=nw,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                env={"DIVEST_NUM_THREADS": "1"},
+            ) as cluster,
+            Client(cluster) as c,
+        ):
+            dd.configure_workers(c, 1)
+            mq = 200_000 * nw // s
+            qd = da.random.default_rng(1).normal(size=(mq, 2), chunks=(mq // (4 * nw), 2)).persist()
+            model = divest.KDE(x)
+            dd.kde_logpdf(model, qd[:10]).compute()  # warm up the workers
+            t_kde = best(lambda qd=qd, model=model: dd.kde_logpdf(model, qd).compute(), 2)
+            R = 2000 * nw // s
+            t_dcov = best(
+                lambda R=R, per=R // (4 * nw): dd.dcov_test(
+                    xx, yy, n_resamples=R, rng=1, resamples_per_task=per
+                ).compute(),
+                2,
+            )
+            res[nw] = (t_kde, t_dcov, os.getloadavg()[0])
+    for i, name in enumerate(
+        ("kde_logpdf, 2x10^5 queries per worker", "dcov_test, n = 300, 2000 per worker")
+    ):
+        t1, t2 = res[1][i], res[2][i]
+        print(f"{name:40s} {t1:11.3f} {t2:12.3f} {t1 / t2:5.2f}  {res[1][2]:.1f} / {res[2][2]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

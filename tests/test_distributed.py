@@ -1,0 +1,438 @@
+"""divest.distributed against the in-memory calls on the same data (bitwise where the work
+splits by rows or resamples, 1e-13 relative where partial sums are combined), on a shared
+in-process LocalCluster, plus one cluster with worker processes (pickling)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dask")
+pytest.importorskip("distributed")
+
+import dask.array as da  # noqa: E402
+from dask.delayed import Delayed  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+
+import divest  # noqa: E402
+import divest.distributed as dd  # noqa: E402
+
+UNEVEN = (7, 0, 10, 6)  # 23 rows: uneven chunks with an empty one
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
+
+
+def same_bits(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, want.shape)
+    assert got.tobytes() == want.tobytes(), np.max(np.abs(got - want))
+
+
+def probs(rng, shape):
+    p = rng.random(shape) + 1e-3
+    return p / p.sum(-1, keepdims=True)
+
+
+# ------------------------------------------------------------------- divergences
+
+DIVS = [
+    ("kl", {}),
+    ("js", {"base": 2}),
+    ("js_distance", {}),
+    ("hellinger", {}),
+    ("tv", {}),
+    ("chi2", {}),
+    ("renyi", {"alpha": 0.7}),
+    ("f_divergence", {"f": "jeffreys"}),
+]
+
+
+@pytest.mark.parametrize("name,kw", DIVS)
+@pytest.mark.parametrize("chunks", [UNEVEN, (23,)])
+def test_batched_divergences_bitwise(client, name, kw, chunks):
+    rng = np.random.default_rng(1)
+    p, q = probs(rng, (23, 5)), probs(rng, (23, 5))
+    pd = da.from_array(p, chunks=(chunks, 5))
+    qd = da.from_array(q, chunks=(chunks, 5))
+    got = getattr(dd, name)(pd, qd, **kw)
+    assert isinstance(got, da.Array)
+    same_bits(got.compute(), getattr(divest, name)(p, q, **kw))
+
+
+def test_divergence_axis_keepdims_logits_float32_and_broadcast(client):
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(6, 4, 9)).astype(np.float32)
+    w = rng.normal(size=(6, 4, 9)).astype(np.float32)
+    zd = da.from_array(z, chunks=((6,), (4,), (2, 0, 7)))
+    wd = da.from_array(w, chunks=((6,), (4,), (2, 0, 7)))
+    got = dd.kl(zd, wd, axis=0, keepdims=True, from_logits=True).compute()
+    same_bits(got, divest.kl(z, w, axis=0, keepdims=True, from_logits=True))
+    # one distribution q broadcast against every row of p
+    p = probs(rng, (23, 5))
+    q = probs(rng, (5,))
+    got = dd.kl(da.from_array(p, chunks=(UNEVEN, 5)), q).compute()
+    same_bits(got, divest.kl(p, q))
+    # 1-D inputs: a 0-d result
+    same_bits(dd.js(p[0], q).compute(), np.asarray(divest.js(p[0], q)))
+
+
+def test_divergence_numpy_inputs_are_accepted(client):
+    rng = np.random.default_rng(3)
+    p, q = probs(rng, (40, 6)), probs(rng, (40, 6))
+    same_bits(dd.hellinger(p, q).compute(), divest.hellinger(p, q))
+
+
+def test_divergence_bad_chunking_and_input(client):
+    rng = np.random.default_rng(4)
+    p, q = probs(rng, (10, 6)), probs(rng, (10, 6))
+    split = da.from_array(p, chunks=(5, 3))
+    with pytest.raises(ValueError, match=r"axis 1 .*rechunk\(\{1: -1\}\)"):
+        dd.kl(split, da.from_array(q, chunks=(5, 6)))
+    with pytest.raises(ValueError, match="chunked alike"):
+        dd.kl(da.from_array(p, chunks=(5, 6)), da.from_array(q, chunks=(4, 6)))
+    with pytest.raises(TypeError, match="real numbers"):
+        dd.kl(da.from_array(p.astype(complex), chunks=(5, 6)), q)
+    with pytest.raises(ValueError, match="same number of categories"):
+        dd.kl(p, q[:, :4])
+    # Bad values are the in-memory call's errors, raised when computed.
+    bad = p.copy()
+    bad[3, 0] = -1.0
+    with pytest.raises(ValueError, match="non-negative|negative"):
+        dd.kl(da.from_array(bad, chunks=(5, 6)), q).compute()
+
+
+# ---------------------------------------------------------------- sinkhorn_batch
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_sinkhorn_batch_bitwise(client, shared):
+    rng = np.random.default_rng(5)
+    nb, n, m = 9, 4, 5
+    a, b = probs(rng, (nb, n)), probs(rng, (nb, m))
+    cost = rng.random((n, m)) if shared else rng.random((nb, n, m))
+    want = divest.sinkhorn_batch(a, b, cost, 0.1, return_plan=True)
+    ch = (4, 0, 5)
+    ad = da.from_array(a, chunks=(ch, n))
+    bd = da.from_array(b, chunks=(ch, m))
+    cd = da.from_array(cost, chunks=(2, 3)) if shared else da.from_array(cost, chunks=(ch, n, m))
+    got = dd.sinkhorn_batch(ad, bd, cd, 0.1, return_plan=True)
+    for f in ("cost", "linear_cost", "f", "g", "n_iter", "converged", "marginal_error", "plan"):
+        same_bits(getattr(got, f).compute(), getattr(want, f))
+    # a NumPy cost (shared or per problem) is sent once, not per task
+    got = dd.sinkhorn_batch(ad, bd, cost, 0.1)
+    assert got.plan is None
+    same_bits(got.f.compute(), want.f)
+
+
+def test_sinkhorn_batch_bad_chunks(client):
+    a = np.full((4, 3), 1 / 3)
+    with pytest.raises(ValueError, match="chunked alike"):
+        dd.sinkhorn_batch(
+            da.from_array(a, chunks=(2, 3)), da.from_array(a, chunks=(3, 3)), np.ones((3, 3)), 1.0
+        )
+    with pytest.raises(ValueError, match="rechunk"):
+        dd.sinkhorn_batch(da.from_array(a, chunks=(2, 1)), a, np.ones((3, 3)), 1.0)
+
+
+# ------------------------------------------------------------------------ KDE
+
+
+def test_kde_queries_chunked_bitwise(client):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(50, 2))
+    q = rng.normal(size=(23, 2)) * 2
+    for kernel in ("gaussian", "epanechnikov"):
+        want = divest.kde_logpdf(x, q, kernel=kernel)
+        got = dd.kde_logpdf(x, da.from_array(q, chunks=(UNEVEN, 2)), kernel=kernel)
+        assert isinstance(got, da.Array)
+        same_bits(got.compute(), want)
+    lp, ess = dd.kde_logpdf(x, da.from_array(q, chunks=(UNEVEN, 2)), return_ess=True)
+    wl, we = divest.kde_logpdf(x, q, return_ess=True)
+    same_bits(lp.compute(), wl)
+    same_bits(ess.compute(), we)
+    model = divest.KDE(x, bandwidth=0.4)
+    same_bits(dd.kde_logpdf(model, q).compute(), model.logpdf(q))
+
+
+def test_kde_queries_1d_follow_the_sorted_choice(client):
+    # n·m >= 2^20: the in-memory call sorts and sweeps; every block must do the same.
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=2000)
+    q = rng.normal(size=600)
+    want = divest.kde_logpdf(x, q)
+    got = dd.kde_logpdf(x, da.from_array(q, chunks=((100, 0, 500),))).compute()
+    same_bits(got, want)
+
+
+@pytest.mark.parametrize(
+    "bandwidth,kernel,weighted",
+    [
+        ("scott", "gaussian", False),
+        ("silverman", "gaussian", True),
+        (0.3, "epanechnikov", True),
+        (np.array([[0.2, 0.05], [0.05, 0.3]]), "gaussian", False),
+    ],
+)
+def test_kde_data_chunked_within_1e13(client, bandwidth, kernel, weighted):
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(60, 2)) * [1.0, 3.0] + [5.0, -2.0]
+    w = rng.random(60) if weighted else None
+    q = rng.normal(size=(23, 2)) * [1.0, 3.0] + [5.0, -2.0]
+    want = divest.kde_logpdf(x, q, bandwidth=bandwidth, kernel=kernel, weights=w)
+    xd = da.from_array(x, chunks=((20, 0, 25, 15), 2))
+    wd = None if w is None else da.from_array(w, chunks=((20, 0, 25, 15),))
+    got = dd.kde_logpdf(xd, da.from_array(q, chunks=(UNEVEN, 2)), bandwidth, kernel, wd).compute()
+    fin = np.isfinite(want)
+    assert np.array_equal(fin, np.isfinite(got))
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-13, atol=0)
+    assert not fin.all() or kernel == "gaussian"
+
+
+def test_kde_data_chunked_single_chunk_and_1d(client):
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=40)
+    q = np.linspace(-3, 3, 11)
+    want = divest.kde_logpdf(x, q)
+    got = dd.kde_logpdf(da.from_array(x, chunks=40), q).compute()
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+
+
+def test_kde_bad_input(client):
+    x = da.from_array(np.random.default_rng(1).normal(size=(20, 2)), chunks=(10, 2))
+    q = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="not available with the data chunked"):
+        dd.kde_logpdf(x, q, bandwidth="loo")
+    with pytest.raises(ValueError, match="return_ess"):
+        dd.kde_logpdf(x, q, return_ess=True)
+    with pytest.raises(ValueError, match="chunked alike"):
+        dd.kde_logpdf(x, q, weights=da.ones(20, chunks=7))
+    with pytest.raises(ValueError, match=r"rechunk\(\{1: -1\}\)"):
+        dd.kde_logpdf(x.rechunk((10, 1)), q)
+    with pytest.raises(ValueError, match="coordinates"):
+        dd.kde_logpdf(np.random.default_rng(2).normal(size=(9, 3)), q)
+
+
+# ------------------------------------------------------------------------ kNN
+
+
+def test_knn_estimators_bitwise(client):
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(23, 2))
+    y = rng.normal(size=(31, 2)) + 0.5
+    xd = da.from_array(x, chunks=(UNEVEN, 2))
+    for alg in ("auto", "brute"):
+        got = dd.knn_entropy(xd, k=3, algorithm=alg)
+        assert isinstance(got, da.Array) and got.ndim == 0
+        same_bits(got.compute(), np.float64(divest.knn_entropy(x, k=3, algorithm=alg)))
+        got = dd.knn_kl(xd, y, k=2, base=2, algorithm=alg).compute()
+        same_bits(got, np.float64(divest.knn_kl(x, y, k=2, base=2, algorithm=alg)))
+    same_bits(dd.knn_entropy(x).compute(), np.float64(divest.knn_entropy(x)))
+
+
+def test_knn_bad_input(client):
+    x = np.random.default_rng(1).normal(size=(10, 2))
+    with pytest.raises(ValueError, match="k must be smaller"):
+        dd.knn_entropy(x, k=10)
+    with pytest.raises(ValueError, match="coordinates"):
+        dd.knn_kl(x, np.zeros((5, 3)))
+    bad = x.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        dd.knn_entropy(da.from_array(bad, chunks=(5, 2))).compute()
+
+
+# ------------------------------------------------------------- resampling tests
+
+
+def assert_same_test(got, want):
+    assert isinstance(got, divest.TestResult)
+    same_bits(np.float64(got.statistic), np.float64(want.statistic))
+    same_bits(np.float64(got.pvalue), np.float64(want.pvalue))
+    same_bits(got.null_distribution, want.null_distribution)
+
+
+def test_dcov_and_ccdcov_tests_split_by_resamples_bitwise(client):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(30, 2))
+    y = x[:, :1] ** 2 + rng.normal(size=(30, 1))
+    z = rng.normal(size=30)
+    xd = da.from_array(x, chunks=((10, 0, 20), 2))
+    # column chunks are fine for the tests: the samples are assembled whole
+    got = dd.dcov_test(
+        da.from_array(x, chunks=(7, 1)), y, n_resamples=50, rng=3, resamples_per_task=7
+    )
+    assert isinstance(got, Delayed)
+    assert_same_test(got.compute(), divest.dcov_test(x, y, n_resamples=50, rng=3))
+    got = dd.dcov_test(x, y, n_resamples=20, rng=4, exponent=0.5).compute()  # one task
+    assert_same_test(got, divest.dcov_test(x, y, n_resamples=20, rng=4, exponent=0.5))
+    got = dd.ccdcov_test(xd, y, z, n_resamples=30, rng=5, resamples_per_task=8).compute()
+    assert_same_test(got, divest.ccdcov_test(x, y, z, n_resamples=30, rng=5))
+    gt = dd.dcov_test(xd, y, method="t").compute()
+    wt = divest.dcov_test(x, y, method="t")
+    assert (gt.statistic, gt.pvalue) == (wt.statistic, wt.pvalue)
+
+
+def test_generator_is_advanced_like_the_in_memory_call(client):
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(12, 1)), rng.normal(size=(12, 1))
+    g1, g2 = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(2):
+        got = dd.dcov_test(x, y, n_resamples=9, rng=g1, resamples_per_task=4).compute()
+        assert_same_test(got, divest.dcov_test(x, y, n_resamples=9, rng=g2))
+
+
+def test_energy_test_split_bitwise(client):
+    rng = np.random.default_rng(12)
+    s = [rng.normal(size=(n, 2)) + i for i, n in enumerate((9, 12, 7))]
+    parts = [da.from_array(s[0], chunks=((4, 0, 5), 2)), s[1], s[2]]
+    got = dd.energy_test(*parts, n_resamples=41, rng=6, resamples_per_task=10).compute()
+    assert_same_test(got, divest.energy_test(*s, n_resamples=41, rng=6))
+
+
+def test_jdcov_test_split_bitwise(client):
+    rng = np.random.default_rng(13)
+    xs = [rng.normal(size=(15, 1)) for _ in range(3)]
+    want = divest.jdcov_test(*xs, n_resamples=17, rng=7)
+    got = dd.jdcov_test(*xs, n_resamples=17, rng=7, resamples_per_task=5).compute()
+    assert_same_test(got, want)
+
+
+def test_resampling_bad_input(client):
+    x = np.zeros((10, 1)) + np.arange(10)[:, None]
+    with pytest.raises(ValueError, match="n_resamples"):
+        dd.dcov_test(x, x, n_resamples=0)
+    with pytest.raises(ValueError, match="resamples_per_task"):
+        dd.dcov_test(x, x, resamples_per_task=0)
+    with pytest.raises(ValueError, match="method"):
+        dd.dcov_test(x, x, method="exact")
+    with pytest.raises(ValueError, match="exponent"):
+        dd.energy_test(x, x, exponent=2.5)
+    with pytest.raises(ValueError, match="same number of observations"):
+        dd.dcov_test(x, x[:5], n_resamples=3).compute()
+
+
+# ----------------------------------------------------------- worker processes
+
+
+def test_worker_processes_pickle_and_threads():
+    rng = np.random.default_rng(14)
+    p, q = probs(rng, (23, 5)), probs(rng, (23, 5))
+    x = rng.normal(size=(20, 2))
+    y = rng.normal(size=(20, 1))
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        dd.configure_workers(c, 1)
+        assert list(c.run(divest.get_num_threads).values()) == [1]
+        got = dd.kl(da.from_array(p, chunks=(UNEVEN, 5)), q).compute()
+        same_bits(got, divest.kl(p, q))
+        got = dd.dcov_test(x, y, n_resamples=20, rng=1, resamples_per_task=6).compute()
+        assert_same_test(got, divest.dcov_test(x, y, n_resamples=20, rng=1))
+        got = dd.kde_logpdf(x, da.from_array(x, chunks=(7, 2))).compute()
+        same_bits(got, divest.kde_logpdf(x, x))
+
+
+# ------------------------------------------------------------- sums over pairs
+
+
+def close(got, want, rel=1e-13):
+    assert abs(got - want) <= rel * abs(want), (got, want)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_energy_distance_block_pairs(client, unbiased):
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(23, 3))
+    y = rng.normal(size=(31, 3)) + 0.5
+    xd = da.from_array(x, chunks=(UNEVEN, 3))
+    yd = da.from_array(y, chunks=((31,), 3))
+    for e in (1.0, 0.5):
+        got = dd.energy_distance(xd, yd, exponent=e, unbiased=unbiased)
+        assert isinstance(got, da.Array) and got.ndim == 0
+        close(float(got.compute()), divest.energy_distance(x, y, exponent=e, unbiased=unbiased))
+    # magnitudes far outside the safe window are rescaled by the same power of two
+    close(float(dd.energy_distance(xd * 1e200, y * 1e200).compute()),
+          divest.energy_distance(x * 1e200, y * 1e200))  # fmt: skip
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian"])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_mmd_block_pairs(client, kernel, unbiased):
+    rng = np.random.default_rng(16)
+    x = rng.normal(size=(23, 2))
+    y = rng.normal(size=(17, 2)) * 1.5 + 1.0
+    xd = da.from_array(x, chunks=(UNEVEN, 2))
+    yd = da.from_array(y, chunks=((5, 12), 2))
+    for sigma in (None, 0.8):
+        want = divest.mmd(x, y, sigma=sigma, kernel=kernel, unbiased=unbiased)
+        got = float(dd.mmd(xd, yd, sigma=sigma, kernel=kernel, unbiased=unbiased).compute())
+        close(got, want, 1e-12)
+
+
+def test_mmd_median_subsample_and_cs(client):
+    rng = np.random.default_rng(17)
+    x = rng.normal(size=(700, 2))
+    y = rng.normal(size=(600, 2)) + 0.3
+    xd = da.from_array(x, chunks=((300, 0, 400), 2))
+    yd = da.from_array(y, chunks=(250, 2))
+    close(float(dd.mmd(xd, yd).compute()), divest.mmd(x, y), 1e-12)
+    close(float(dd.cs_divergence(xd, yd).compute()), divest.cs_divergence(x, y), 1e-12)
+    # identical samples: exactly 0, as in memory
+    assert float(dd.cs_divergence(xd, x).compute()) == divest.cs_divergence(x, x) == 0.0
+
+
+def test_pair_sums_bad_input(client):
+    x = np.random.default_rng(1).normal(size=(10, 2))
+    with pytest.raises(ValueError, match="same dimension"):
+        dd.energy_distance(x, np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"rechunk\(\{1: -1\}\)"):
+        dd.mmd(da.from_array(x, chunks=(5, 1)), x)
+    with pytest.raises(ValueError, match="sigma"):
+        dd.mmd(x, x + 1, sigma=-1.0)
+    bad = x.copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        dd.energy_distance(da.from_array(bad, chunks=(5, 2)), x).compute()
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_dcov_block_pairs(client, unbiased):
+    rng = np.random.default_rng(18)
+    x = rng.normal(size=(23, 3))
+    y = np.column_stack([x[:, 0] ** 2, x[:, 1]]) + rng.normal(size=(23, 2))
+    xd = da.from_array(x, chunks=(UNEVEN, 3))
+    yd = da.from_array(y, chunks=(UNEVEN, 2))
+    for e in (1.0, 0.6):
+        got = float(dd.dcov_sqr(xd, yd, exponent=e, unbiased=unbiased).compute())
+        close(got, divest.dcov_sqr(x, y, exponent=e, unbiased=unbiased))
+        got = float(dd.dcor_sqr(xd, y, exponent=e, unbiased=unbiased).compute())
+        close(got, divest.dcor_sqr(x, y, exponent=e, unbiased=unbiased))
+    close(float(dd.dcor(xd, yd).compute()), divest.dcor(x, y))
+    close(float(dd.dcov(x * 1e100, yd).compute()), divest.dcov(x * 1e100, y))
+    with pytest.raises(ValueError, match="chunked alike"):
+        dd.dcov_sqr(xd, da.from_array(y, chunks=(12, 2)))
+    with pytest.raises(ValueError, match="same number of observations"):
+        dd.dcor(x, y[:5])
+
+
+def test_kde_data_chunked_float32_and_numpy_weights(client):
+    rng = np.random.default_rng(19)
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    q = rng.normal(size=(9, 2)).astype(np.float32)
+    w = rng.random(40)
+    want = divest.kde_logpdf(x, q, weights=w)
+    got = dd.kde_logpdf(da.from_array(x, chunks=(15, 2)), q, weights=w).compute()
+    assert got.dtype == want.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6)
