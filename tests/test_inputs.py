@@ -110,3 +110,20 @@ def test_check_finite_false_lets_nan_through_without_crashing():
     x = RNG.standard_normal((20, 2))
     out = divest.KDE(x, bandwidth=1.0).logpdf(np.array([[np.nan, 0.0]]), check_finite=False)
     assert out.shape == (1,)
+
+
+def test_misaligned_arrays_are_read_like_aligned_ones():
+    # A float64 buffer at an odd byte offset (np.frombuffer, unpickled network data) used
+    # to be refused with "array must be C-contiguous".
+    raw = bytearray(8 * 12 + 1)
+    a = np.frombuffer(raw, dtype=np.float64, offset=1, count=12)
+    assert not a.flags.aligned
+    w = np.random.default_rng(3).random(12) + 0.1
+    a[:] = w / w.sum()
+    b = np.ascontiguousarray(a[::-1])
+    assert divest.kl(a, b) == divest.kl(a.copy(), b)
+    pts = np.frombuffer(raw, dtype=np.float64, offset=1, count=12).reshape(6, 2)
+    assert np.array_equal(divest.KDE(pts).logpdf(pts), divest.KDE(pts.copy()).logpdf(pts.copy()))
+    assert divest.energy_distance(pts, pts[::-1] + 1) == divest.energy_distance(
+        pts.copy(), pts[::-1] + 1
+    )

@@ -42,6 +42,10 @@ def as_float_array(x, name: str, *, check_finite: bool = True) -> np.ndarray:
             f"{name} must be an array of real numbers; got dtype {a.dtype}. "
             "Convert it with np.asarray(..., dtype=float)."
         )
+    if not a.flags.aligned:
+        # Misaligned buffers (np.frombuffer at an odd offset, some unpickled arrays) cannot
+        # be read in place by the Rust kernels; an aligned copy can.
+        a = a.copy()
     if check_finite and a.size and not np.isfinite(a).all():
         raise ValueError(
             f"{name} contains NaN or inf; remove those entries or pass check_finite=False"
