@@ -382,6 +382,49 @@ def _specs():
         lambda Phi_candidates, n: dpp.least_squares_design(Phi_candidates, n, rng=0),
         {"n": 4},
     )
+    # kernel tests (issue 17)
+    add(
+        "mmd_test",
+        {"x": pts, "y": pts2},
+        lambda x, y, n_resamples: divest.mmd_test(x, y, n_resamples=n_resamples, rng=0),
+        {"n_resamples": 19},
+    )
+    add(
+        "hsic",
+        {"x": dcx, "y": dcy},
+        lambda x, y, bandwidth: divest.hsic(x, y, bandwidth=bandwidth),
+        {"bandwidth": 1.0},
+    )
+    add(
+        "hsic_test",
+        {"x": dcx, "y": dcy},
+        lambda x, y, n_resamples: divest.hsic_test(x, y, n_resamples=n_resamples, rng=0),
+        {"n_resamples": 19},
+    )
+    add(
+        "dhsic",
+        {"xs[0]": dcx, "xs[1]": dcy, "xs[2]": dcz},
+        lambda bandwidth, **kw: divest.dhsic(
+            kw["xs[0]"], kw["xs[1]"], kw["xs[2]"], bandwidth=bandwidth
+        ),
+        {"bandwidth": 1.0},
+    )
+    add(
+        "dhsic_test",
+        {"xs[0]": dcx, "xs[1]": dcy},
+        lambda n_resamples, **kw: divest.dhsic_test(
+            kw["xs[0]"], kw["xs[1]"], n_resamples=n_resamples, rng=0
+        ),
+        {"n_resamples": 19},
+    )
+    add(
+        "partial_dcor_test",
+        {"x": dcx, "y": dcy, "z": dcz},
+        lambda x, y, z, n_resamples: divest.partial_dcor_test(
+            x, y, z, n_resamples=n_resamples, rng=0
+        ),
+        {"n_resamples": 19},
+    )
     return {s.name: s for s in S}
 
 
@@ -469,6 +512,12 @@ NAMES = (
     "dpp.optimal_weights",
     "dpp.weighted_least_squares",
     "dpp.least_squares_design",
+    "mmd_test",
+    "hsic",
+    "hsic_test",
+    "dhsic",
+    "dhsic_test",
+    "partial_dcor_test",
 )
 
 

@@ -122,3 +122,22 @@ __all__ = [
     "ccdcov_test",
     "__version__",
 ]
+
+# Kernel tests with permutation p-values (issue 17).
+from .kerntest import (  # noqa: E402
+    dhsic,
+    dhsic_test,
+    hsic,
+    hsic_test,
+    mmd_test,
+    partial_dcor_test,
+)
+
+__all__ += [
+    "mmd_test",
+    "hsic",
+    "hsic_test",
+    "dhsic",
+    "dhsic_test",
+    "partial_dcor_test",
+]

@@ -7,6 +7,7 @@ mod divergence;
 mod dpp;
 mod kde;
 mod kdegrid;
+mod kerntest;
 mod ot;
 mod threads;
 
@@ -21,5 +22,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     dpp::register(m)?;
     divergence::register(m)?;
     dcov::register(m)?;
+    kerntest::register(m)?;
     Ok(())
 }
