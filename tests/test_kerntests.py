@@ -79,22 +79,22 @@ def test_mmd_statistic_matches_formula_and_divest_mmd(kernel, unbiased):
     assert t.pvalue == (1 + np.sum(t.null_distribution >= t.statistic)) / 21
 
 
-def _hsic_b(k, l):
+def _hsic_b(k, lm):
     n = len(k)
     h = np.eye(n) - 1.0 / n
-    return np.trace(k @ h @ l @ h) / n**2
+    return np.trace(k @ h @ lm @ h) / n**2
 
 
-def _hsic_u(k, l):
+def _hsic_u(k, lm):
     n = len(k)
-    k, l = k.copy(), l.copy()
+    k, lm = k.copy(), lm.copy()
     np.fill_diagonal(k, 0)
-    np.fill_diagonal(l, 0)
+    np.fill_diagonal(lm, 0)
     one = np.ones(n)
     return (
-        np.trace(k @ l)
-        + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
-        - 2.0 / (n - 2) * (one @ k @ l @ one)
+        np.trace(k @ lm)
+        + (one @ k @ one) * (one @ lm @ one) / ((n - 1) * (n - 2))
+        - 2.0 / (n - 2) * (one @ k @ lm @ one)
     ) / (n * (n - 3))
 
 
@@ -104,13 +104,15 @@ def test_hsic_matches_exact_formulas(kernel):
     x = rng.standard_normal((40, 2))
     y = x[:, :1] ** 2 + 0.5 * rng.standard_normal((40, 1))
     f = _gauss if kernel == "gaussian" else _lap
-    k, l = f(x, _med(x)), f(y, _med(y))
-    assert divest.hsic(x, y, kernel=kernel) == pytest.approx(_hsic_b(k, l), rel=1e-10)
-    assert divest.hsic(x, y, kernel=kernel, unbiased=True) == pytest.approx(_hsic_u(k, l), rel=1e-9)
+    k, lm = f(x, _med(x)), f(y, _med(y))
+    assert divest.hsic(x, y, kernel=kernel) == pytest.approx(_hsic_b(k, lm), rel=1e-10)
+    assert divest.hsic(x, y, kernel=kernel, unbiased=True) == pytest.approx(
+        _hsic_u(k, lm), rel=1e-9
+    )
     # Explicit bandwidths, one per sample.
-    k, l = f(x, 0.7), f(y, 2.0)
+    k, lm = f(x, 0.7), f(y, 2.0)
     assert divest.hsic(x, y, kernel=kernel, bandwidth=(0.7, 2.0)) == pytest.approx(
-        _hsic_b(k, l), rel=1e-10
+        _hsic_b(k, lm), rel=1e-10
     )
 
 
