@@ -425,6 +425,29 @@ def _specs():
         ),
         {"n_resamples": 19},
     )
+    # exact 1-D and sliced transport (issue 17)
+    add(
+        "wasserstein_1d",
+        {"u": pts[:, 0], "v": pts2[:, 1], "u_weights": r.random(12) + 0.1},
+        lambda u, v, u_weights, p: divest.wasserstein_1d(u, v, u_weights, p=p),
+        {"p": 2.0},
+    )
+    add(
+        "sliced_wasserstein",
+        {"x": pts, "y": pts2},
+        lambda x, y, n_projections: divest.sliced_wasserstein(
+            x, y, n_projections=n_projections, rng=0
+        ),
+        {"n_projections": 8},
+    )
+    add(
+        "max_sliced_wasserstein",
+        {"x": pts, "y": pts2},
+        lambda x, y, n_projections: divest.max_sliced_wasserstein(
+            x, y, n_projections=n_projections, rng=0, n_iter=5
+        ),
+        {"n_projections": 8},
+    )
     return {s.name: s for s in S}
 
 
@@ -518,6 +541,9 @@ NAMES = (
     "dhsic",
     "dhsic_test",
     "partial_dcor_test",
+    "wasserstein_1d",
+    "sliced_wasserstein",
+    "max_sliced_wasserstein",
 )
 
 

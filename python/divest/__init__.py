@@ -141,3 +141,8 @@ __all__ += [
     "dhsic_test",
     "partial_dcor_test",
 ]
+
+# Exact 1-D and sliced transport (issue 17).
+from .transport import max_sliced_wasserstein, sliced_wasserstein, wasserstein_1d  # noqa: E402
+
+__all__ += ["wasserstein_1d", "sliced_wasserstein", "max_sliced_wasserstein"]

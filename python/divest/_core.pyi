@@ -276,3 +276,19 @@ def kern_pdcor_test(
     first: int,
     seed: int,
 ) -> tuple[float, NDArray[np.float64]]: ...
+def ot_wasserstein_1d(
+    u: NDArray[np.float64],
+    v: NDArray[np.float64],
+    wu: NDArray[np.float64] | None,
+    wv: NDArray[np.float64] | None,
+    p: float,
+) -> float: ...
+def ot_sliced(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    a: NDArray[np.float64] | None,
+    b: NDArray[np.float64] | None,
+    thetas: NDArray[np.float64],
+    p: float,
+    with_grad: bool,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...

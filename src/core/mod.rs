@@ -11,6 +11,7 @@ pub mod linalg;
 pub mod ot;
 pub mod pairwise;
 pub mod simd;
+pub mod sliced;
 #[doc(hidden)]
 pub mod testing;
 pub mod threads;

@@ -9,6 +9,7 @@ mod kde;
 mod kdegrid;
 mod kerntest;
 mod ot;
+mod sliced;
 mod threads;
 
 use pyo3::prelude::*;
@@ -23,5 +24,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     divergence::register(m)?;
     dcov::register(m)?;
     kerntest::register(m)?;
+    sliced::register(m)?;
     Ok(())
 }
