@@ -113,9 +113,7 @@ def test_max_sliced_matches_brute_force_in_2d():
             x, y, p=p, n_projections=16, rng=1, return_direction=True
         )
         assert np.linalg.norm(th) == pytest.approx(1.0)
-        assert got == pytest.approx(
-            divest.wasserstein_1d(x @ th, y @ th, p=p), rel=1e-12
-        )
+        assert got == pytest.approx(divest.wasserstein_1d(x @ th, y @ th, p=p), rel=1e-12)
         assert got >= brute * (1 - 1e-6)
         assert got <= brute * (1 + 1e-3)
 

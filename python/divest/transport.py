@@ -31,9 +31,7 @@ MAX_PROJECTIONS = 10**8
 
 
 def _check_p(p) -> float:
-    if isinstance(p, (bool, np.bool_)) or not isinstance(
-        p, (int, float, np.integer, np.floating)
-    ):
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)):
         raise TypeError(f"p must be a number >= 1; got {type(p).__name__}")
     v = float(p)
     if not (math.isfinite(v) and v >= 1.0):
@@ -167,7 +165,7 @@ def max_sliced_wasserstein(
     The search starts from the best of ``n_projections`` random directions (or the rows
     of ``projections``, normalised) and improves the best few (at most 8) by projected
     gradient ascent on the sphere for up to ``n_iter`` steps, each step accepted only if
-    it increases W_p (the gradient of W_p^p for the fixed optimal 1-D coupling; adaptive
+    it increases W_p (the gradient of W_p for the fixed optimal 1-D coupling; adaptive
     step). The result is the exact W_p of the direction found, hence a lower bound of the
     maximum that is typically the maximum itself (the objective is non-convex; more
     projections make a global optimum likelier). ``n_iter=0`` returns the maximum over
