@@ -61,11 +61,11 @@ class Sliced:
         divest.sliced_wasserstein(self.x, self.y, n_projections=200, rng=0)
 
 
-def _best(f, reps=3):
+def _best(f, *args, rounds=3, **kw):
     t = []
-    for _ in range(reps):
+    for _ in range(rounds):
         t0 = time.perf_counter()
-        f()
+        f(*args, **kw)
         t.append(time.perf_counter() - t0)
     return min(t)
 
@@ -77,22 +77,22 @@ def main():
         from hyppo.ksample import MMD
     except ImportError:
         Hsic = MMD = None
+    B = 200
     for n in (200, 500):
         x, y = _pair(n, 3)
-        B = 200
-        t_d = _best(lambda: divest.hsic_test(x, y, n_resamples=B, rng=0))
+        t_d = _best(divest.hsic_test, x, y, n_resamples=B, rng=0)
         line = f"hsic_test n={n} B={B}: divest {t_d * 1e3:.1f} ms"
         if Hsic is not None:
             Hsic().test(x, y, reps=5, auto=False)  # numba warm-up
-            t_h = _best(lambda: Hsic().test(x, y, reps=B, auto=False, workers=1), reps=1)
+            t_h = _best(Hsic().test, x, y, rounds=1, reps=B, auto=False, workers=1)
             line += f", hyppo {t_h * 1e3:.1f} ms (x{t_h / t_d:.1f})"
         print(line)
         y2 = np.random.default_rng(5).standard_normal((n, 3))
-        t_d = _best(lambda: divest.mmd_test(x, y2, n_resamples=B, rng=0))
+        t_d = _best(divest.mmd_test, x, y2, n_resamples=B, rng=0)
         line = f"mmd_test n=m={n} B={B}: divest {t_d * 1e3:.1f} ms"
         if MMD is not None:
             MMD().test(x, y2, reps=5, auto=False)
-            t_h = _best(lambda: MMD().test(x, y2, reps=B, auto=False, workers=1), reps=1)
+            t_h = _best(MMD().test, x, y2, rounds=1, reps=B, auto=False, workers=1)
             line += f", hyppo {t_h * 1e3:.1f} ms (x{t_h / t_d:.1f})"
         print(line)
     try:
@@ -104,10 +104,10 @@ def main():
         x, y = rng.standard_normal((n, d)), rng.standard_normal((n, d)) + 0.1
         th = rng.standard_normal((200, d))
         th /= np.linalg.norm(th, axis=1, keepdims=True)
-        t_d = _best(lambda: divest.sliced_wasserstein(x, y, projections=th))
+        t_d = _best(divest.sliced_wasserstein, x, y, projections=th)
         line = f"sliced_wasserstein n={n} d={d} L=200: divest {t_d * 1e3:.1f} ms"
         if ot is not None:
-            t_p = _best(lambda: ot.sliced_wasserstein_distance(x, y, projections=th.T))
+            t_p = _best(ot.sliced_wasserstein_distance, x, y, projections=th.T)
             line += f", POT {t_p * 1e3:.1f} ms (x{t_p / t_d:.1f})"
         print(line)
 
