@@ -309,3 +309,28 @@ def test_constant_sample_gives_zero_and_p_one():
     assert abs(t.statistic) < 1e-15 and t.pvalue == 1.0
     t = divest.partial_dcor_test(x, c, x, n_resamples=20, rng=0)
     assert t.statistic == 0.0 and t.pvalue == 1.0
+
+
+def test_resample_ranges_concatenate_for_every_test():
+    # Resamples first..first+count of one seed are the same values whichever call
+    # computes them (so a test can be split across processes or machines).
+    rng = np.random.default_rng(10)
+    x, y, z = (
+        rng.standard_normal((15, 2)),
+        rng.standard_normal((15, 1)),
+        rng.standard_normal((15, 1)),
+    )
+    pooled = np.ascontiguousarray(np.vstack([x[:, :1], y]))
+    calls = [
+        lambda b, f: _core.kern_mmd_test(pooled, 15, "gaussian", 1.0, True, b, f, 42),
+        lambda b, f: _core.kern_hsic_test(x, y, "laplacian", 1.0, 2.0, True, b, f, 42),
+        lambda b, f: _core.kern_dhsic_test([x, y, z], "gaussian", [1.0, 1.0, 1.0], b, f, 42),
+        lambda b, f: _core.kern_pdcor_test(x, y, z, 1.0, b, f, 42),
+    ]
+    for call in calls:
+        stat, full = call(30, 0)
+        s2, part = call(10, 20)
+        assert s2 == stat
+        assert np.array_equal(full[20:], part)
+        with divest.threads(1):
+            assert np.array_equal(call(30, 0)[1], full)
