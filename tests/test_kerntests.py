@@ -334,3 +334,43 @@ def test_resample_ranges_concatenate_for_every_test():
         assert np.array_equal(full[20:], part)
         with divest.threads(1):
             assert np.array_equal(call(30, 0)[1], full)
+
+
+def _gretton_gamma(k, lm):
+    # Transcription of the moments of Gretton's hsicTestGamma reference code.
+    n = len(k)
+    h = np.eye(n) - 1.0 / n
+    kc, lc = h @ k @ h, h @ lm @ h
+    stat = np.sum(kc.T * lc) / n
+    v = (kc * lc / 6) ** 2
+    v = (v.sum() - np.trace(v)) / n / (n - 1)
+    v = v * 72 * (n - 4) * (n - 5) / n / (n - 1) / (n - 2) / (n - 3)
+    k0, l0 = k - np.diag(np.diag(k)), lm - np.diag(np.diag(lm))
+    mux, muy = k0.sum() / n / (n - 1), l0.sum() / n / (n - 1)
+    m = (1 + mux * muy - mux - muy) / n
+    return stat, stats.gamma.sf(stat, m**2 / v, scale=v * n / m)
+
+
+def test_hsic_gamma_matches_reference_moments_and_is_roughly_calibrated():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((50, 2))
+    y = x[:, :1] * 0.3 + rng.standard_normal((50, 1))
+    stat, p = _gretton_gamma(_gauss(x, 1.1), _gauss(y, 0.8))
+    t = divest.hsic_test(x, y, bandwidth=(1.1, 0.8), method="gamma")
+    assert t.statistic * 50 == pytest.approx(stat, rel=1e-10)
+    assert t.pvalue == pytest.approx(p, rel=1e-8)
+    assert t.null_distribution is None
+    g = np.random.default_rng(12)
+    ps = np.array(
+        [
+            divest.hsic_test(
+                g.standard_normal((60, 1)), g.standard_normal((60, 1)), method="gamma"
+            ).pvalue
+            for _ in range(300)
+        ]
+    )
+    assert 0.02 <= np.mean(ps <= 0.05) <= 0.09
+    with pytest.raises(ValueError, match="unbiased"):
+        divest.hsic_test(x, y, unbiased=True, method="gamma")
+    with pytest.raises(ValueError, match="method"):
+        divest.hsic_test(x, y, method="asymptotic")

@@ -292,3 +292,10 @@ def ot_sliced(
     p: float,
     with_grad: bool,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+def kern_hsic_gamma(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    kernel_name: str,
+    sx: float,
+    sy: float,
+) -> tuple[float, float, float, float]: ...

@@ -111,6 +111,24 @@ fn kern_hsic_test<'py>(
     Ok((out.statistic, PyArray1::from_vec(py, out.null)))
 }
 
+/// Moments of the gamma approximation of the biased HSIC null.
+#[pyfunction]
+#[pyo3(signature = (x, y, kernel_name, sx, sy))]
+fn kern_hsic_gamma<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+    y: PyReadonlyArray2<'py, f64>,
+    kernel_name: &str,
+    sx: f64,
+    sy: f64,
+) -> PyResult<(f64, f64, f64, f64)> {
+    let (px, py_) = (pts(&x, "x")?, pts(&y, "y")?);
+    let (kx, ky) = (kernel(kernel_name, sx)?, kernel(kernel_name, sy)?);
+    run(py, work(px.n, px.d + py_.d, 4), |stop| {
+        kerntest::hsic_gamma_moments(px, py_, kx, ky, stop)
+    })
+}
+
 /// dHSIC of d ≥ 2 samples and its permutation null.
 #[pyfunction]
 #[pyo3(signature = (xs, kernel_name, params, n_resamples, first, seed))]
@@ -183,6 +201,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kern_mmd_test, m)?)?;
     m.add_function(wrap_pyfunction!(kern_hsic_test, m)?)?;
     m.add_function(wrap_pyfunction!(kern_dhsic_test, m)?)?;
+    m.add_function(wrap_pyfunction!(kern_hsic_gamma, m)?)?;
     m.add_function(wrap_pyfunction!(kern_pdcor_test, m)?)?;
     Ok(())
 }
