@@ -374,3 +374,19 @@ def test_hsic_gamma_matches_reference_moments_and_is_roughly_calibrated():
         divest.hsic_test(x, y, unbiased=True, method="gamma")
     with pytest.raises(ValueError, match="method"):
         divest.hsic_test(x, y, method="asymptotic")
+
+
+def test_recomputed_rows_path_beyond_the_stored_size():
+    # n > 2048: kernel rows are recomputed per resample instead of stored.
+    rng = np.random.default_rng(13)
+    n = 2100
+    x, y = rng.standard_normal((n, 1)), rng.standard_normal((n, 1))
+    k, lm = _gauss(x, 0.9), _gauss(y, 1.3)
+
+    def centre(a):
+        return a - a.mean(0) - a.mean(1)[:, None] + a.mean()
+
+    want = np.sum(centre(k) * centre(lm)) / n**2
+    t = divest.hsic_test(x, y, bandwidth=(0.9, 1.3), n_resamples=2, rng=0)
+    assert t.statistic == pytest.approx(want, rel=1e-9)
+    assert t.null_distribution.shape == (2,)
