@@ -402,6 +402,72 @@ def _specs():
         lambda Phi_candidates, n: dpp.least_squares_design(Phi_candidates, n, rng=0),
         {"n": 4},
     )
+    # kernel tests (issue 17)
+    add(
+        "mmd_test",
+        {"x": pts, "y": pts2},
+        lambda x, y, n_resamples: divest.mmd_test(x, y, n_resamples=n_resamples, rng=0),
+        {"n_resamples": 19},
+    )
+    add(
+        "hsic",
+        {"x": dcx, "y": dcy},
+        lambda x, y, bandwidth: divest.hsic(x, y, bandwidth=bandwidth),
+        {"bandwidth": 1.0},
+    )
+    add(
+        "hsic_test",
+        {"x": dcx, "y": dcy},
+        lambda x, y, n_resamples: divest.hsic_test(x, y, n_resamples=n_resamples, rng=0),
+        {"n_resamples": 19},
+    )
+    add(
+        "dhsic",
+        {"xs[0]": dcx, "xs[1]": dcy, "xs[2]": dcz},
+        lambda bandwidth, **kw: divest.dhsic(
+            kw["xs[0]"], kw["xs[1]"], kw["xs[2]"], bandwidth=bandwidth
+        ),
+        {"bandwidth": 1.0},
+    )
+    add(
+        "dhsic_test",
+        {"xs[0]": dcx, "xs[1]": dcy},
+        lambda n_resamples, **kw: divest.dhsic_test(
+            kw["xs[0]"], kw["xs[1]"], n_resamples=n_resamples, rng=0
+        ),
+        {"n_resamples": 19},
+    )
+    add(
+        "partial_dcor_test",
+        {"x": dcx, "y": dcy, "z": dcz},
+        lambda x, y, z, n_resamples: divest.partial_dcor_test(
+            x, y, z, n_resamples=n_resamples, rng=0
+        ),
+        {"n_resamples": 19},
+    )
+    # exact 1-D and sliced transport (issue 17)
+    add(
+        "wasserstein_1d",
+        {"u": pts[:, 0], "v": pts2[:, 1], "u_weights": r.random(12) + 0.1},
+        lambda u, v, u_weights, p: divest.wasserstein_1d(u, v, u_weights, p=p),
+        {"p": 2.0},
+    )
+    add(
+        "sliced_wasserstein",
+        {"x": pts, "y": pts2},
+        lambda x, y, n_projections: divest.sliced_wasserstein(
+            x, y, n_projections=n_projections, rng=0
+        ),
+        {"n_projections": 8},
+    )
+    add(
+        "max_sliced_wasserstein",
+        {"x": pts, "y": pts2},
+        lambda x, y, n_projections: divest.max_sliced_wasserstein(
+            x, y, n_projections=n_projections, rng=0, n_iter=5
+        ),
+        {"n_projections": 8},
+    )
     return {s.name: s for s in S}
 
 
@@ -490,6 +556,15 @@ NAMES = (
     "dpp.optimal_weights",
     "dpp.weighted_least_squares",
     "dpp.least_squares_design",
+    "mmd_test",
+    "hsic",
+    "hsic_test",
+    "dhsic",
+    "dhsic_test",
+    "partial_dcor_test",
+    "wasserstein_1d",
+    "sliced_wasserstein",
+    "max_sliced_wasserstein",
 )
 
 

@@ -30,6 +30,17 @@ LONG = {
     "knn_entropy (brute force)": lambda: divest.knn_entropy(
         np.repeat(X8, 4, axis=0)[:, :8] + 1e-3 * R.standard_normal((240000, 8)), algorithm="brute"
     ),
+    "hsic (median heuristic)": lambda: divest.hsic(X8, Y8),
+    "hsic_test (recomputed rows)": lambda: divest.hsic_test(
+        X8[:5000], Y8[:5000], bandwidth=1.0, n_resamples=999
+    ),
+    "mmd_test (recomputed rows)": lambda: divest.mmd_test(
+        X8[:3000], Y8[:3000], bandwidth=1.0, n_resamples=999
+    ),
+    "partial_dcor_test": lambda: divest.partial_dcor_test(
+        X8[:2000], Y8[:2000], X3[:2000], n_resamples=100000
+    ),
+    "sliced_wasserstein": lambda: divest.sliced_wasserstein(X8, Y8, n_projections=100000),
 }
 
 

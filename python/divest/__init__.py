@@ -125,3 +125,27 @@ __all__ = [
 
 # issue 13: divest.cuda (the CUDA kernels' source, is_available()); imports no CuPy.
 from . import cuda as cuda  # noqa: E402
+
+# Kernel tests with permutation p-values (issue 17).
+from .kerntest import (  # noqa: E402
+    dhsic,
+    dhsic_test,
+    hsic,
+    hsic_test,
+    mmd_test,
+    partial_dcor_test,
+)
+
+__all__ += [
+    "mmd_test",
+    "hsic",
+    "hsic_test",
+    "dhsic",
+    "dhsic_test",
+    "partial_dcor_test",
+]
+
+# Exact 1-D and sliced transport (issue 17).
+from .transport import max_sliced_wasserstein, sliced_wasserstein, wasserstein_1d  # noqa: E402
+
+__all__ += ["wasserstein_1d", "sliced_wasserstein", "max_sliced_wasserstein"]

@@ -269,3 +269,65 @@ def kde_linear_bin_nd(
     delta: list[float],
     nb: list[int],
 ) -> NDArray[np.float64]: ...
+def kern_median_distance(x: NDArray[np.float64]) -> float: ...
+def kern_mmd_test(
+    z: NDArray[np.float64],
+    n: int,
+    kernel_name: str,
+    param: float,
+    unbiased: bool,
+    n_resamples: int,
+    first: int,
+    seed: int,
+) -> tuple[float, NDArray[np.float64]]: ...
+def kern_hsic_test(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    kernel_name: str,
+    sx: float,
+    sy: float,
+    unbiased: bool,
+    n_resamples: int,
+    first: int,
+    seed: int,
+) -> tuple[float, NDArray[np.float64]]: ...
+def kern_dhsic_test(
+    xs: list[NDArray[np.float64]],
+    kernel_name: str,
+    params: list[float],
+    n_resamples: int,
+    first: int,
+    seed: int,
+) -> tuple[float, NDArray[np.float64]]: ...
+def kern_pdcor_test(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    z: NDArray[np.float64],
+    exponent: float,
+    n_resamples: int,
+    first: int,
+    seed: int,
+) -> tuple[float, NDArray[np.float64]]: ...
+def ot_wasserstein_1d(
+    u: NDArray[np.float64],
+    v: NDArray[np.float64],
+    wu: NDArray[np.float64] | None,
+    wv: NDArray[np.float64] | None,
+    p: float,
+) -> float: ...
+def ot_sliced(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    a: NDArray[np.float64] | None,
+    b: NDArray[np.float64] | None,
+    thetas: NDArray[np.float64],
+    p: float,
+    with_grad: bool,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+def kern_hsic_gamma(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    kernel_name: str,
+    sx: float,
+    sy: float,
+) -> tuple[float, float, float, float]: ...

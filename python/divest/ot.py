@@ -540,10 +540,31 @@ def sinkhorn_batch(
     (twice, transposed, on the small-problem path); plus the (B, n, m) plans when asked
     for.
 
+    Ragged batches: ``a``, ``b`` and ``cost`` may be lists of per-problem arrays of
+    different sizes (a[k] (n_k,), b[k] (m_k,), cost[k] (n_k, m_k)). Problems of one size
+    are then solved together as one batch, the size groups one after the other, and
+    ``f``, ``g`` and ``plan`` are lists (the other fields (B,) arrays, in problem order);
+    problem k equals ``sinkhorn_batch`` on it alone. An empty problem (n_k = 0 or m_k = 0)
+    is a ValueError naming it. Memory: one stacked copy of each size group.
+
     References
     ----------
     M. Cuturi, NeurIPS 2013; B. Schmitzer, SIAM J. Sci. Comput. 41(3), 2019.
     """
+    if _is_ragged(a, b, cost):
+        return _sinkhorn_batch_ragged(
+            a,
+            b,
+            cost,
+            reg,
+            reg_m=reg_m,
+            max_iter=max_iter,
+            tol=tol,
+            method=method,
+            return_plan=return_plan,
+            omega=omega,
+            scaling=scaling,
+        )
     if (gpu := _backend.route(a, b, cost)) is not None:
         return gpu.sinkhorn_batch(
             a, b, cost, reg, reg_m, max_iter, tol, method, return_plan, omega, scaling
@@ -645,6 +666,109 @@ def sinkhorn_batch(
         converged=converged,
         marginal_error=err,
     )
+
+
+def _is_ragged(a, b, cost) -> bool:
+    """True when a, b or cost is a list or tuple of per-problem arrays whose sizes differ
+    (a list of equal-size problems takes the dense path unchanged)."""
+    if not any(isinstance(v, (list, tuple)) for v in (a, b, cost)):
+        return False
+    for v in (a, b, cost):
+        if isinstance(v, (list, tuple)) and len(v) > 0:
+            try:
+                shapes = {np.shape(e) for e in v}
+            except Exception:  # pragma: no cover - odd objects go to the dense path
+                return False
+            if len(shapes) > 1:
+                return True
+    return False
+
+
+def _sinkhorn_batch_ragged(a, b, cost, reg, **kw) -> SinkhornResult:
+    """sinkhorn_batch over problems of different sizes: lists a[k] (n_k,), b[k] (m_k,),
+    cost[k] (n_k, m_k). Problems of one size are solved together as one dense batch (in
+    parallel), the groups one after the other; results come back in problem order."""
+    for name, v in (("a", a), ("b", b), ("cost", cost)):
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(
+                f"a ragged batch (problems of different sizes) needs a, b and cost as lists "
+                f"of per-problem arrays; {name} is a {type(v).__name__}"
+            )
+    nb = len(a)
+    if len(b) != nb or len(cost) != nb:
+        raise ValueError(
+            f"a, b and cost must list the same number of problems; got {nb}, {len(b)} "
+            f"and {len(cost)}"
+        )
+    if nb == 0:
+        raise ValueError("the batch is empty; pass at least one problem")
+    A, Bw, C = [], [], []
+    for k in range(nb):
+        ak = as_float_array(a[k], f"a[{k}]", check_finite=False)
+        bk = as_float_array(b[k], f"b[{k}]", check_finite=False)
+        if ak.ndim != 1 or bk.ndim != 1:
+            raise ValueError(
+                f"a[{k}] and b[{k}] must be 1-D weight vectors; got shapes {ak.shape} and "
+                f"{bk.shape}"
+            )
+        if ak.shape[0] == 0 or bk.shape[0] == 0:
+            raise ValueError(
+                f"problem {k} of the ragged batch is empty (a[{k}] has {ak.shape[0]} and "
+                f"b[{k}] has {bk.shape[0]} weights); every problem needs at least one point "
+                "on each side: drop it from the batch"
+            )
+        ck = as_float_array(cost[k], f"cost[{k}]", check_finite=False)
+        if ck.shape != (ak.shape[0], bk.shape[0]):
+            raise ValueError(
+                f"cost[{k}] must have shape {(ak.shape[0], bk.shape[0])} to match a[{k}] and "
+                f"b[{k}]; got {ck.shape}"
+            )
+        A.append(_weights(ak, ak.shape[0], f"a[{k}]", "row"))
+        Bw.append(_weights(bk, bk.shape[0], f"b[{k}]", "column"))
+        C.append(ck)
+    groups: dict = {}
+    for k in range(nb):
+        groups.setdefault(C[k].shape, []).append(k)
+    out: list = [None] * nb
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for shape, ks in groups.items():
+            try:
+                r = sinkhorn_batch(
+                    np.stack([A[k] for k in ks]),
+                    np.stack([Bw[k] for k in ks]),
+                    np.stack([C[k] for k in ks]),
+                    reg,
+                    **kw,
+                )
+            except ValueError as e:
+                raise ValueError(
+                    f"{e} (indices within the group of problems of size {shape[0]}x"
+                    f"{shape[1]}, which are problems {ks} of the ragged batch)"
+                ) from None
+            for i, k in enumerate(ks):
+                out[k] = (r, i)
+    res = SinkhornResult(
+        plan=None if not kw.get("return_plan") else [r.plan[i] for r, i in out],
+        cost=np.array([r.cost[i] for r, i in out]),
+        linear_cost=np.array([r.linear_cost[i] for r, i in out]),
+        f=[r.f[i] for r, i in out],
+        g=[r.g[i] for r, i in out],
+        n_iter=np.array([r.n_iter[i] for r, i in out]),
+        converged=np.array([r.converged[i] for r, i in out], dtype=bool),
+        marginal_error=np.array([r.marginal_error[i] for r, i in out]),
+    )
+    if not res.converged.all():
+        k = int(np.argmax(~res.converged))
+        warnings.warn(
+            f"sinkhorn_batch: {int((~res.converged).sum())} of {nb} problems did not converge "
+            f"(problem {k}: marginal error {res.marginal_error[k]:.3g} after "
+            f"{int(res.n_iter[k])} iterations). Increase max_iter, use scaling=0.5 "
+            "(ε-scaling) or a larger reg.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return res
 
 
 @dataclass(frozen=True)

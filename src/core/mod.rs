@@ -6,10 +6,12 @@ pub mod dpp;
 pub mod error;
 pub mod kde;
 pub mod kdegrid;
+pub mod kerntest;
 pub mod linalg;
 pub mod ot;
 pub mod pairwise;
 pub mod simd;
+pub mod sliced;
 #[doc(hidden)]
 pub mod testing;
 pub mod threads;

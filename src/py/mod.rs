@@ -7,7 +7,9 @@ mod divergence;
 mod dpp;
 mod kde;
 mod kdegrid;
+mod kerntest;
 mod ot;
+mod sliced;
 mod threads;
 
 use pyo3::prelude::*;
@@ -21,5 +23,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     dpp::register(m)?;
     divergence::register(m)?;
     dcov::register(m)?;
+    kerntest::register(m)?;
+    sliced::register(m)?;
     Ok(())
 }
