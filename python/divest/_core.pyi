@@ -204,7 +204,7 @@ def count_within(
 ) -> NDArray[np.int64]: ...
 def kde_grid_binned_1d(
     x: NDArray[np.float64],
-    w: NDArray[np.float64],
+    w: NDArray[np.float64] | None,
     kernel: str,
     h: float,
     lo: float,
@@ -221,7 +221,9 @@ def kde_grid_exact_1d(
     m: int,
     mask: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
-def isj_bandwidth_1d(x: NDArray[np.float64], w: NDArray[np.float64], neff: float) -> float: ...
+def isj_bandwidth_1d(
+    x: NDArray[np.float64], w: NDArray[np.float64] | None, neff: float
+) -> float: ...
 def kde_points_exact_1d(
     x: NDArray[np.float64],
     w: NDArray[np.float64],
@@ -237,3 +239,14 @@ def kde_linear_bin_nd(
     delta: list[float],
     nb: list[int],
 ) -> NDArray[np.float64]: ...
+def kde_grid_binned_nd(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64] | None,
+    lo: list[float],
+    delta: list[float],
+    m: list[int],
+    hsd: list[float],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+def kde_stats_1d(
+    x: NDArray[np.float64], w: NDArray[np.float64] | None = None, wu: float = 1.0
+) -> tuple[float, float, float, float, float, float, float, float, int, bool]: ...

@@ -253,6 +253,11 @@ class KDE:
           ``gaussian_kde(X.T).logpdf(Q.T)``). The covariance is called singular (a
           ValueError) when its correlation matrix is: the test does not depend on the
           units of each column.
+        * "isj" (1-D): the Improved Sheather–Jones bandwidth (:func:`divest.isj_bandwidth`).
+        * "plugin" (2-D and 3-D): a full bandwidth matrix minimising the estimated
+          asymptotic MISE, with the fourth-order density functionals estimated from the
+          data by a two-stage sphered pilot (as R's ``ks::Hpi``); weighted data use
+          weighted moments and n_eff. Gaussian kernel theory; see ``divest._kdeplugin``.
         * "loo": the factor times Scott's bandwidth that maximises the leave-one-out
           likelihood (see :func:`select_bandwidth`).
         * a number h: isotropic kernel of standard deviation h in data units, as
@@ -321,6 +326,11 @@ class KDE:
             from ._kdegrid import isj_bandwidth
 
             bandwidth = isj_bandwidth(x, weights=w, check_finite=False)
+        plugin = isinstance(bandwidth, str) and bandwidth == "plugin"
+        if plugin:  # issue 11: multivariate plug-in bandwidth matrix
+            from ._kdeplugin import plugin_bandwidth
+
+            bandwidth = plugin_bandwidth(x, w)
         if isinstance(bandwidth, str) and bandwidth == "loo":
             sel = select_bandwidth(x, kernel=kernel, weights=w, check_finite=False)
             factor = sel.factor * _rule_factor("scott", self.neff, d)
@@ -331,7 +341,7 @@ class KDE:
         else:
             h, chol, factor, rule = _bandwidth_factor(bandwidth, xs, w, self.neff, self._scale)
         self.factor = factor
-        self.rule = rule
+        self.rule = "plugin" if plugin else rule
         self._set_bandwidth(h, chol)
 
     def _set_bandwidth(self, h: np.ndarray, chol: np.ndarray) -> None:
@@ -553,7 +563,7 @@ class KDE:
             f"bandwidth={self.rule or 'user'}, dtype={np.dtype(self.dtype).name})"
         )
 
-    def grid(self, n_points=4096, extent=None, method="auto", log=False):
+    def grid(self, n_points=4096, extent=None, method="auto", log=False, rtol=None):
         """The density on a regular grid, binned or exact, with an error estimate.
 
         See :func:`divest.kde_grid` for the parameters, accuracy and memory; returns a
@@ -561,7 +571,7 @@ class KDE:
         """
         from ._kdegrid import grid_of
 
-        return grid_of(self, n_points=n_points, extent=extent, method=method, log=log)
+        return grid_of(self, n_points=n_points, extent=extent, method=method, log=log, rtol=rtol)
 
     # Integrals, marginals, conditionals, quantiles (issue 11): see divest._kdecalc.
 
