@@ -204,7 +204,7 @@ def _refine(run, pts, rtol) -> GridResult:
         if ok:
             break
         ratio = res.error / (rtol if res.log else rtol * max(peak, 1e-300))
-        r_new = max(2 * r, math.ceil(r * math.sqrt(ratio) * 1.2))
+        r_new = max(2 * r, math.ceil(r * math.sqrt(ratio) * 1.02))
         if r_new > _MAX_REFINE:
             raise ValueError(
                 f"rtol={rtol!r} would need the grid spacing refined {r_new}x (more than "

@@ -43,7 +43,7 @@ fn bin_chunk_pairs(
     match w {
         Some(w) => {
             for (&xi, &wi) in x.iter().zip(w) {
-                wrong |= !(wi >= 0.0 && wi < f64::INFINITY);
+                wrong |= !(0.0..f64::INFINITY).contains(&wi);
                 let pos = (xi - lo) * inv;
                 if !(pos >= 0.0 && pos <= last) {
                     wrong |= !xi.is_finite();
@@ -179,7 +179,7 @@ fn bin_chunk_nd(
         let wi = match w {
             Some(w) => {
                 let v = w[i];
-                wrong |= !(v >= 0.0 && v < f64::INFINITY);
+                wrong |= !(0.0..f64::INFINITY).contains(&v);
                 v
             }
             None => wu,

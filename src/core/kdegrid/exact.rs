@@ -139,7 +139,7 @@ fn compact_cells(
     let qf = (h / delta).floor();
     // The tophat's jump makes points at exactly h from a grid point matter; the sorted
     // sweep decides them by the same comparison as the direct sum.
-    if !(qf >= 1.0 && qf < 1e7) || kernel == Kernel::Tophat {
+    if !(1.0..1e7).contains(&qf) || kernel == Kernel::Tophat {
         return Ok(None);
     }
     let q = qf as usize;
@@ -474,7 +474,7 @@ fn compact(
 /// relative accuracy (1 − r² with r = a/h rounded would lose it).
 #[inline]
 fn profile_dist(kernel: Kernel, a: f64, h: f64) -> f64 {
-    if !(a < h) {
+    if a >= h || a.is_nan() {
         return 0.0;
     }
     match kernel {

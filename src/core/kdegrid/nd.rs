@@ -65,7 +65,7 @@ pub fn bin_products(
             let wi = match w {
                 Some(w) => {
                     let v = w[i];
-                    wrong |= !(v >= 0.0 && v < f64::INFINITY);
+                    wrong |= !(0.0..f64::INFINITY).contains(&v);
                     v
                 }
                 None => wu,
@@ -88,10 +88,10 @@ pub fn bin_products(
             }
             // prod[S] = w·Π_{a∈S} t_a, S a bit set over the axes.
             prod[0] = wi;
-            for a in 0..d {
+            for (a, &ta) in t[..d].iter().enumerate() {
                 let b = 1usize << a;
                 for sset in 0..b {
-                    prod[sset | b] = prod[sset] * t[a];
+                    prod[sset | b] = prod[sset] * ta;
                 }
             }
             let dst = &mut acc[idx * nsub..idx * nsub + nsub];
@@ -230,7 +230,7 @@ pub fn binned_nd(
         || delta.len() != d
         || m.len() != d
         || hsd.len() != d
-        || x.len() % d != 0
+        || !x.len().is_multiple_of(d)
         || x.is_empty()
     {
         return Err(invalid!(
@@ -264,7 +264,7 @@ pub fn binned_nd(
             ));
         }
         let r = (ND_REACH * hsd[a] / delta[a]).ceil();
-        if !(r < 1e7) {
+        if r >= 1e7 || r.is_nan() {
             return Err(Error::OutOfMemory(format!(
                 "the bandwidth spans {r:.3e} grid steps, too many to sample the kernel; use \
                  fewer n_points or a narrower extent"
