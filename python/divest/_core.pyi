@@ -248,5 +248,8 @@ def kde_grid_binned_nd(
     hsd: list[float],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
 def kde_stats_1d(
-    x: NDArray[np.float64], w: NDArray[np.float64] | None = None, wu: float = 1.0
+    x: NDArray[np.float64],
+    w: NDArray[np.float64] | None = None,
+    wu: float = 1.0,
+    spread: bool = True,
 ) -> tuple[float, float, float, float, float, float, float, float, int, bool]: ...

@@ -237,7 +237,7 @@ def _data_range_1d(kde, x, w) -> tuple[float, float, bool]:
     computed once per KDE object by one pass over the data and the weights."""
     cached = getattr(kde, "_grid_range", None)
     if cached is None:
-        st = _core.kde_stats_1d(x, w)
+        st = _core.kde_stats_1d(x, w, 1.0, False)
         wmin, wmax = float(w.min()), float(w.max())
         cached = (st[2], st[3], wmin == wmax)
         kde._grid_range = cached
@@ -371,7 +371,7 @@ def _one_shot_1d(data, bandwidth, kernel, weights, n_points, extent, method, log
     x = np.ascontiguousarray(data.reshape(-1), dtype=np.float64)
     n = x.size
     w = None if weights is None else check_weights(weights, n)
-    st = _core.kde_stats_1d(x, w, 1.0 / n)
+    st = _core.kde_stats_1d(x, w, 1.0 / n, rule in ("scott", "silverman"))
     mn, mx, lo, hi, sw, _mean, m2, sw2, npos, ok = st
     top = max(abs(mn), abs(mx))
     if not ok or top > 2.0**400 or 0.0 < top < 2.0**-400 or not sw > 0:

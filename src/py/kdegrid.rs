@@ -43,20 +43,22 @@ fn kde_grid_binned_1d<'py>(
 
 /// One pass over 1-D data (optional weights; None: every weight `wu`): (min, max,
 /// min and max of the positively weighted points, Σw, weighted mean, Σw(x − mean)², Σw²,
-/// number of positively weighted points, all finite and weights non-negative).
+/// number of positively weighted points, all finite and weights non-negative); with
+/// `spread` false the mean and M2 are not computed (0).
 #[pyfunction]
-#[pyo3(signature = (x, w=None, wu=1.0))]
+#[pyo3(signature = (x, w=None, wu=1.0, spread=true))]
 #[allow(clippy::type_complexity)]
 fn kde_stats_1d(
     py: Python<'_>,
     x: PyReadonlyArray1<'_, f64>,
     w: Option<PyReadonlyArray1<'_, f64>>,
     wu: f64,
+    spread: bool,
 ) -> PyResult<(f64, f64, f64, f64, f64, f64, f64, f64, usize, bool)> {
     let xs = x.as_slice()?;
     let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
     let work = xs.len().saturating_mul(4);
-    let s = run(py, work, |stop| kdegrid::stats_1d(xs, ws, wu, stop))?;
+    let s = run(py, work, |stop| kdegrid::stats_1d(xs, ws, wu, spread, stop))?;
     Ok((
         s.min, s.max, s.min_pos, s.max_pos, s.sum_w, s.mean, s.m2, s.sum_w2, s.n_pos, s.ok,
     ))

@@ -202,7 +202,16 @@ impl Stats1 {
     }
 }
 
-fn stats_chunk(x: &[f64], w: Option<&[f64]>, wu: f64) -> Stats1 {
+/// Σ of a slice with four accumulators (vectorises; a fixed order, so reproducible).
+fn sum4(it: impl Iterator<Item = f64>) -> f64 {
+    let mut acc = [0.0f64; 4];
+    for (i, v) in it.enumerate() {
+        acc[i & 3] += v;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+fn stats_chunk(x: &[f64], w: Option<&[f64]>, wu: f64, spread: bool) -> Stats1 {
     let mut s = Stats1::empty();
     let level = crate::core::simd::level();
     let (mn, mx, fin) = crate::core::simd::min_max(level, x);
@@ -216,10 +225,12 @@ fn stats_chunk(x: &[f64], w: Option<&[f64]>, wu: f64) -> Stats1 {
             s.n_pos = if wu > 0.0 { x.len() } else { 0 };
             s.sum_w = wu * x.len() as f64;
             s.sum_w2 = wu * wu * x.len() as f64;
-            let mean = x.iter().sum::<f64>() / x.len() as f64;
-            let m2: f64 = x.iter().map(|&v| (v - mean) * (v - mean)).sum();
-            s.mean = mean;
-            s.m2 = wu * m2;
+            if spread {
+                let mean = sum4(x.iter().copied()) / x.len() as f64;
+                let m2 = sum4(x.iter().map(|&v| (v - mean) * (v - mean)));
+                s.mean = mean;
+                s.m2 = wu * m2;
+            }
         }
         Some(w) => {
             let (wmin, _, wfin) = crate::core::simd::min_max(level, w);
@@ -245,7 +256,7 @@ fn stats_chunk(x: &[f64], w: Option<&[f64]>, wu: f64) -> Stats1 {
                     }
                 }
             }
-            if sw > 0.0 {
+            if sw > 0.0 && spread {
                 let mean = sx / sw;
                 s.mean = mean;
                 s.m2 = x
@@ -262,7 +273,14 @@ fn stats_chunk(x: &[f64], w: Option<&[f64]>, wu: f64) -> Stats1 {
 /// [`Stats1`] of 1-D data with optional weights (`None`: every weight `wu`), in chunks
 /// that stay in cache (two passes each for the spread) merged in a fixed order, so the
 /// result does not depend on the thread count's timing. Allocates one record per chunk.
-pub fn stats_1d(x: &[f64], w: Option<&[f64]>, wu: f64, stop: &AtomicBool) -> Result<Stats1> {
+/// With `spread` false the mean and M2 are skipped (left 0): the range and checks only.
+pub fn stats_1d(
+    x: &[f64],
+    w: Option<&[f64]>,
+    wu: f64,
+    spread: bool,
+    stop: &AtomicBool,
+) -> Result<Stats1> {
     use rayon::prelude::*;
     if let Some(w) = w {
         if w.len() != x.len() {
@@ -280,7 +298,7 @@ pub fn stats_1d(x: &[f64], w: Option<&[f64]>, wu: f64, stop: &AtomicBool) -> Res
             .into_par_iter()
             .map(|c| {
                 let (a, b) = (c * CH, ((c + 1) * CH).min(x.len()));
-                stats_chunk(&x[a..b], w.map(|w| &w[a..b]), wu)
+                stats_chunk(&x[a..b], w.map(|w| &w[a..b]), wu, spread)
             })
             .collect()
     })?;
