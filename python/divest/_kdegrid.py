@@ -616,12 +616,16 @@ def kde_grid(
 
     Notes
     -----
-    Memory: the binned path allocates the padded bins and two complex FFT buffers of the
-    next power of two above m + 4·reach/δ (32 bytes each entry); the exact path sorts a
-    copy of the data (16 bytes per point; not for the Gaussian unless tail points need
-    it) and the Gaussian keeps about 14 moments per lattice centre per thread. A grid
-    that would need more than half the machine's memory is refused with a ValueError
-    saying how much it needs.
+    Memory: the 1-D binned path allocates the padded bins (two values per bin per
+    thread while binning) and two complex FFT buffers of the next power of two above
+    m + 4·reach/δ (32 bytes each entry); the exact path for the epanechnikov, linear and
+    cosine kernels keeps 9 moments per grid cell per thread when δ ≤ h (no copy of the
+    data), otherwise it sorts a copy of the data (16 bytes per point; for the Gaussian
+    only when tail points need it), and the Gaussian keeps about 14 moments per lattice
+    centre per thread. 2-D/3-D binned with a diagonal bandwidth: the padded lattice
+    (per thread while binning) and two arrays of at most its size for the axis passes;
+    ``rtol`` multiplies the grid by r per axis. A grid that would need more than half
+    the machine's memory is refused with a ValueError saying how much it needs.
     """
     from .kde import KDE
 
