@@ -110,7 +110,7 @@ pub fn linear_bin_checked(
 
 /// Runs `bin(start, end, bins)` over the points `0..n` in chunks of `ch` and returns the
 /// sum of what it added to `nbins` zeroed bins: serially into one array, or, when the
-/// points outnumber the bins 8 to 1 and several threads are allowed, into one array per
+/// points outnumber the bins 2 to 1 and several threads are allowed, into one array per
 /// thread added up in a fixed order (results do not depend on timing). Checks the stop
 /// flag between chunks. Allocates `nbins` values per thread.
 pub(crate) fn accumulate(
@@ -122,8 +122,9 @@ pub(crate) fn accumulate(
 ) -> Result<Vec<f64>> {
     let mut bins = try_vec(nbins, 0.0f64, "n_points")?;
     let nthreads = threads::num_threads();
-    // Per-thread bins only pay off when the data outnumber the bins.
-    if nthreads == 1 || n < 4 * ch || nbins > n / 8 {
+    // Per-thread bins pay off while the data outnumber the bins 2 to 1: merging costs
+    // one add per bin, binning several scattered adds per point.
+    if nthreads == 1 || n < 4 * ch || nbins > n / 2 {
         for s in (0..n).step_by(ch) {
             check_stop(stop)?;
             bin(s, (s + ch).min(n), &mut bins);
@@ -255,7 +256,7 @@ pub fn linear_bin_nd_checked(
 /// k_a < nb_a (each nb_a >= 2), row-major (the last axis fastest): a point splits its
 /// weight over the 2^d corners of its cell, w·Π_a (t_a or 1 − t_a). `x` holds n rows of
 /// d coordinates. Points outside the lattice or with zero weight are dropped. Allocates
-/// the Π nb_a bins (and one copy per thread when the data outnumber the bins 8 to 1).
+/// the Π nb_a bins (and one copy per thread when the data outnumber the bins 2 to 1).
 pub fn linear_bin_nd(
     x: &[f64],
     w: &[f64],
