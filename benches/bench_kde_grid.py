@@ -1,5 +1,6 @@
 """asv benchmarks for densities on grids (issue 11): 1-D n = 10⁶ on 4096 points, binned
-and exact, and the ISJ bandwidth.
+(from a KDE and one-shot) and exact, the ISJ bandwidth, 2-D n = 10⁶ on 512 × 512 points
+(with and without ``rtol``) and the 2-D plug-in bandwidth matrix.
 
 Run with ``asv run --python=same --quick`` (uses the installed divest).
 """
@@ -38,6 +39,21 @@ class KDEGrid1D:
         self.kde.grid(4096, method=self.method)
 
 
+class KDEGridOneShot:
+    """``kde_grid`` on raw 1-D data: validation, bandwidth rule and grid in one call."""
+
+    params = (["0.05", "silverman", "isj"],)
+    param_names = ["bandwidth"]
+    timeout = 300
+
+    def setup(self, bandwidth):
+        self.x = np.random.default_rng(0).standard_normal(1_000_000)
+        self.bw = float(bandwidth) if bandwidth[0].isdigit() else bandwidth
+
+    def time_one_shot(self, bandwidth):
+        divest.kde_grid(self.x, bandwidth=self.bw, n_points=4096)
+
+
 class ISJ:
     timeout = 300
 
@@ -71,3 +87,21 @@ class KDEGrid2D:
 
     def peakmem_grid(self, bandwidth):
         self.kde.grid((512, 512), method="binned")
+
+    def time_grid_rtol(self, bandwidth):
+        if bandwidth == "diagonal":
+            self.kde.grid((512, 512), method="binned", rtol=5e-5)
+
+
+class PluginBandwidth:
+    """The 2-D and 3-D plug-in bandwidth matrix (bandwidth="plugin"), n = 10⁵."""
+
+    params = ([2, 3],)
+    param_names = ["d"]
+    timeout = 300
+
+    def setup(self, d):
+        self.x = np.random.default_rng(3).standard_normal((100_000, d))
+
+    def time_plugin(self, d):
+        divest.KDE(self.x, bandwidth="plugin")

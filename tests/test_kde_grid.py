@@ -439,3 +439,107 @@ def test_linear_bin_nd_equals_numpy_reference(d, n):
     assert got.sum() == pytest.approx(ref.sum(), rel=1e-13) and ref.sum() < w.sum()
     with pytest.raises(ValueError, match="2 bins"):
         _core.kde_linear_bin_nd(x, w, list(lo), list(delta), [1] * d)
+
+
+# --- fast paths (issue 11 speed work) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("bandwidth", ["scott", "silverman", "isj", 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_one_shot_fast_path_equals_kde_path(bandwidth, weighted):
+    # The 1-D one-shot skips building a KDE; its rules must give the KDE's bandwidth.
+    x = mixture(3000, seed=5)
+    w = np.random.default_rng(1).random(x.size) if weighted else None
+    a = divest.kde_grid(x, bandwidth=bandwidth, weights=w, n_points=257)
+    kde = divest.KDE(x, bandwidth=bandwidth, weights=w)
+    b = kde.grid(257)
+    np.testing.assert_allclose(a.grid, b.grid, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-11, atol=1e-13 * b.values.max())
+    c = divest.kde_grid(x, bandwidth=bandwidth, weights=w, n_points=257, method="exact")
+    ref = kde.pdf(c.grid)
+    assert np.all(close(c.values, ref, 1e-11, 1e-14))
+
+
+def test_one_shot_bad_data_still_named():
+    x = mixture(100)
+    x[3] = np.nan
+    with pytest.raises(ValueError, match="data"):
+        divest.kde_grid(x, n_points=16)
+    with pytest.raises(ValueError, match="weights"):
+        divest.kde_grid(mixture(100), weights=-np.ones(100), n_points=16)
+    with pytest.raises(ValueError, match="at least 2"):
+        divest.kde_grid(np.array([1.0]), bandwidth="scott", n_points=16)
+
+
+@pytest.mark.parametrize("kernel", ["epanechnikov", "cosine", "linear", "tophat"])
+def test_exact_compact_cells_edge_cases(kernel):
+    # A point whose window holds only data near its support edge (the cell formulas
+    # cancel there and it is summed directly), a grid coarser than the bandwidth (the
+    # sorted sweep), and a grid with h an exact multiple of the spacing.
+    x = np.concatenate([mixture(400, seed=8), [6.0]])
+    for h, extent, m in [(0.5, (6.4999999, 9.0), 300), (0.05, (-4, 7), 50), (0.25, (-4, 7), 45)]:
+        r = divest.kde_grid(
+            x, bandwidth=h, kernel=kernel, n_points=m, extent=extent, method="exact"
+        )
+        ref = np.exp(brute_log(x, r.grid, h, kernel))
+        if kernel == "cosine":
+            # brute_log's float64 cos loses digits next to the edge; sin(π/2·(1 − u)) in
+            # extended precision keeps them.
+            u = np.abs(r.grid[:, None].astype(np.longdouble) - x[None, :]) / np.longdouble(h)
+            k = np.where(u < 1, np.sin(np.longdouble(np.pi) / 2 * (1 - u)), 0)
+            ref = (k.sum(1) / x.size).astype(np.float64) / (
+                h * math.exp(log_kernel_norm(kernel, 1))
+            )
+        assert np.all(close(r.values, ref, 1e-12, 1e-14)), (h, extent)
+
+
+def test_binned_2d_weighted_separable_matches_exact_and_3d():
+    rng = np.random.default_rng(4)
+    x = correlated(1500, 2, seed=4)
+    w = rng.random(1500)
+    kde = divest.KDE(x, bandwidth=[0.35, 0.25], weights=w)
+    b = kde.grid((70, 60))
+    e = kde.grid((70, 60), method="exact")
+    true = np.max(np.abs(b.values - e.values))
+    assert 0.5 * true <= b.error <= 2.0 * true
+    # The separable path does not depend on the thread count (fixed-order sums).
+    with divest.threads(1):
+        b1 = kde.grid((70, 60))
+    np.testing.assert_allclose(b1.values, b.values, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_rtol_refines_until_the_estimate_meets_it(d):
+    x = mixture(4000, seed=6) if d == 1 else correlated(3000, 2, seed=6)
+    kde = divest.KDE(x, bandwidth=0.15 if d == 1 else [0.25, 0.2])
+    pts = 200 if d == 1 else (40, 36)
+    coarse = kde.grid(pts)
+    rtol = coarse.error / coarse.values.max() / 20
+    r = kde.grid(pts, rtol=rtol)
+    assert r.values.shape == coarse.values.shape and r.method == "binned"
+    assert r.error <= rtol * r.values.max()
+    e = kde.grid(pts, method="exact")
+    if d == 1:
+        np.testing.assert_allclose(r.grid, e.grid, rtol=1e-12, atol=1e-12)
+        ref = kde.pdf(r.grid)
+    else:
+        mesh = np.stack([g.ravel() for g in np.meshgrid(*r.grid, indexing="ij")], axis=1)
+        ref = kde.pdf(mesh).reshape(r.values.shape)
+    true = np.max(np.abs(r.values - ref))
+    assert true <= 2 * rtol * r.values.max() and 0.5 * true <= r.error <= 2.0 * true
+    # one-shot and KDE paths agree; exact needs no refinement
+    if d == 1:
+        o = divest.kde_grid(x, bandwidth=0.15, n_points=pts, rtol=rtol)
+        np.testing.assert_allclose(o.values, r.values, rtol=1e-12, atol=1e-15)
+    assert kde.grid(pts, method="exact", rtol=1e-9).n_exact == np.prod(pts)
+
+
+def test_rtol_bad_input():
+    x = mixture(200)
+    for bad, exc in [(0.0, ValueError), (-1.0, ValueError), (np.nan, ValueError), ("a", TypeError)]:
+        with pytest.raises(exc, match="rtol"):
+            divest.kde_grid(x, n_points=32, rtol=bad)
+    with pytest.raises(ValueError, match="rtol.*exact"):
+        divest.kde_grid(x, n_points=32, rtol=1e-15)
+    with pytest.raises(ValueError, match="rtol.*refined"):
+        divest.kde_grid(x, bandwidth=0.2, n_points=8, rtol=1e-11)

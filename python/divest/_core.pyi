@@ -236,7 +236,7 @@ def count_within(
 ) -> NDArray[np.int64]: ...
 def kde_grid_binned_1d(
     x: NDArray[np.float64],
-    w: NDArray[np.float64],
+    w: NDArray[np.float64] | None,
     kernel: str,
     h: float,
     lo: float,
@@ -253,7 +253,9 @@ def kde_grid_exact_1d(
     m: int,
     mask: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
-def isj_bandwidth_1d(x: NDArray[np.float64], w: NDArray[np.float64], neff: float) -> float: ...
+def isj_bandwidth_1d(
+    x: NDArray[np.float64], w: NDArray[np.float64] | None, neff: float
+) -> float: ...
 def kde_points_exact_1d(
     x: NDArray[np.float64],
     w: NDArray[np.float64],
@@ -331,3 +333,17 @@ def kern_hsic_gamma(
     sx: float,
     sy: float,
 ) -> tuple[float, float, float, float]: ...
+def kde_grid_binned_nd(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64] | None,
+    lo: list[float],
+    delta: list[float],
+    m: list[int],
+    hsd: list[float],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+def kde_stats_1d(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64] | None = None,
+    wu: float = 1.0,
+    spread: bool = True,
+) -> tuple[float, float, float, float, float, float, float, float, int, bool]: ...

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from ._validate import as_points, check_bool, check_choice, check_int, check_weights
+from ._validate import as_float_array, as_points, check_bool, check_choice, check_int, check_weights
+from .kde import KERNELS as _KERNELS
+from .kde import log_kernel_norm
 
 __all__ = ["GridResult", "kde_grid", "isj_bandwidth"]
 
@@ -126,23 +128,16 @@ def _check_memory(nbytes: float, n_points) -> None:
         )
 
 
-def grid_of(kde, n_points=4096, extent=None, method="auto", log=False) -> GridResult:
-    """Implementation of :meth:`divest.KDE.grid` (see :func:`kde_grid`)."""
-    if kde.d > 3:
+def _check_args(kernel: str, d: int, n_points, method, log):
+    """Validated (points per axis, method, log) for a grid of a d-dimensional estimate."""
+    if d > 3:
         raise ValueError(
-            f"grid needs data of dimension 1, 2 or 3 (a grid in {kde.d} dimensions is too "
+            f"grid needs data of dimension 1, 2 or 3 (a grid in {d} dimensions is too "
             "large to be useful); evaluate KDE.logpdf at chosen points instead"
         )
     method = check_choice(method, "method", _METHODS)
-    log = check_bool(log, "log")
-    pts = _check_n_points(n_points, kde.d)
-    if kde._scale != 1.0:
-        raise ValueError(
-            "grid needs data whose magnitudes lie between 2^-400 and 2^400 (about 1e-120 "
-            "to 1e120); these data are outside. Rescale the data by a power of two s first "
-            "(the density of x / s on grid / s is s^d times that of x on grid)"
-        )
-    kernel = kde.kernel
+    log = bool(check_bool(log, "log"))
+    pts = _check_n_points(n_points, d)
     if method == "binned" and kernel in _KINKED:
         raise ValueError(
             f"method='binned' cannot be accurate for kernel={kernel!r}: its profile has a "
@@ -150,36 +145,124 @@ def grid_of(kde, n_points=4096, extent=None, method="auto", log=False) -> GridRe
             "is first order in the spacing and the second-difference error estimate does "
             "not hold; use method='exact' (or 'auto')"
         )
+    if d > 1 and method == "binned" and kernel != "gaussian":
+        raise ValueError(
+            f"method='binned' in {d}-D is only for kernel='gaussian': the "
+            f"{kernel!r} profile's slope jumps at the support's edge, which linear "
+            "binning smears and the error estimate misses there; use method='exact'"
+        )
+    return pts, method, log
+
+
+def grid_of(kde, n_points=4096, extent=None, method="auto", log=False, rtol=None) -> GridResult:
+    """Implementation of :meth:`divest.KDE.grid` (see :func:`kde_grid`)."""
+    pts, method, log = _check_args(kde.kernel, kde.d, n_points, method, log)
+    rtol = _check_rtol(rtol)
+    if log and rtol is not None and rtol < _LOG_RTOL:
+        method = "exact"  # kept binned log values are only guaranteed to 1e-7 nats
+    if kde._scale != 1.0:
+        raise ValueError(_SCALE_MSG)
     if kde.d > 1:
-        if method == "binned" and kernel != "gaussian":
+        return _refine(lambda p: _grid_nd(kde, p, extent, method, log), pts, rtol)
+    return _refine(lambda p: _grid_1d(kde, p[0], extent, method, log), pts, rtol)
+
+
+#: Largest refinement of the grid spacing ``rtol`` may ask for, per axis.
+_MAX_REFINE = 64
+
+
+def _check_rtol(rtol):
+    if rtol is None:
+        return None
+    if isinstance(rtol, (bool, np.bool_)) or not isinstance(
+        rtol, (float, int, np.floating, np.integer)
+    ):
+        raise TypeError(f"rtol must be None or a positive number; got {type(rtol).__name__}")
+    r = float(rtol)
+    if not (math.isfinite(r) and r > 0):
+        raise ValueError(f"rtol must be positive and finite; got {rtol!r}")
+    if r < _EXACT_RTOL:
+        raise ValueError(
+            f"rtol={rtol!r} is below the exact path's accuracy ({_EXACT_RTOL:g} relative); "
+            f"use rtol >= {_EXACT_RTOL:g}"
+        )
+    return r
+
+
+def _refine(run, pts, rtol) -> GridResult:
+    """``run(points per axis)`` on the requested grid; with ``rtol``, binned results are
+    recomputed on grids r times finer (same extent; r from the estimate's δ² scaling)
+    until the estimated error is below rtol·max f̂, and sampled back every r-th point."""
+    res = run(pts)
+    if rtol is None or res.method == "exact":
+        return res
+    r = 1
+    for _ in range(6):
+        peak = float(np.max(np.exp(res.values))) if res.log else float(np.max(res.values))
+        # log=True: errors are in nats (relative), so compare them with rtol directly.
+        ok = res.error <= rtol if res.log else res.error <= rtol * peak
+        if ok:
+            break
+        ratio = res.error / (rtol if res.log else rtol * max(peak, 1e-300))
+        r_new = max(2 * r, math.ceil(r * math.sqrt(ratio) * 1.02))
+        if r_new > _MAX_REFINE:
             raise ValueError(
-                f"method='binned' in {kde.d}-D is only for kernel='gaussian': the "
-                f"{kernel!r} profile's slope jumps at the support's edge, which linear "
-                "binning smears and the error estimate misses there; use method='exact'"
+                f"rtol={rtol!r} would need the grid spacing refined {r_new}x (more than "
+                f"{_MAX_REFINE}x; the binned estimate is {res.error:.3g} against a peak of "
+                f"{peak:.3g}); use method='exact', a larger rtol or more n_points"
             )
-        return _grid_nd(kde, pts, extent, method, bool(log))
-    return _grid_1d(kde, pts[0], extent, method, bool(log))
+        r = r_new
+        res = run([(p - 1) * r + 1 for p in pts])
+    else:  # pragma: no cover - the δ² scaling reaches any rtol in a few steps
+        raise ValueError(f"rtol={rtol!r} was not reached; use method='exact'")
+    if r == 1:
+        return res
+    sl = tuple(slice(None, None, r) for _ in pts)
+    values = np.ascontiguousarray(res.values[sl])
+    errors = np.ascontiguousarray(res.errors[sl])
+    grid = tuple(g[::r] for g in res.grid) if isinstance(res.grid, tuple) else res.grid[::r]
+    n_exact = int(res.n_exact and np.count_nonzero(errors == _EXACT_RTOL))
+    return GridResult(grid, values, float(errors.max()), errors, res.method, res.log, n_exact)
 
 
-def _data_range_1d(kde, x, w) -> tuple[float, float]:
-    """(min, max) of the positively weighted data, computed once per KDE object (two
-    passes over the data; the masked copy is made only when some weight is zero)."""
+_SCALE_MSG = (
+    "grid needs data whose magnitudes lie between 2^-400 and 2^400 (about 1e-120 "
+    "to 1e120); these data are outside. Rescale the data by a power of two s first "
+    "(the density of x / s on grid / s is s^d times that of x on grid)"
+)
+
+
+def _data_range_1d(kde, x, w) -> tuple[float, float, bool]:
+    """(min, max) of the positively weighted data and whether all weights are equal,
+    computed once per KDE object by one pass over the data and the weights."""
     cached = getattr(kde, "_grid_range", None)
     if cached is None:
-        pos = x if float(w.min()) > 0 else x[w > 0]
-        cached = (float(pos.min()), float(pos.max()))
+        st = _core.kde_stats_1d(x, w, 1.0, False)
+        wmin, wmax = float(w.min()), float(w.max())
+        cached = (st[2], st[3], wmin == wmax)
         kde._grid_range = cached
     return cached
 
 
 def _grid_1d(kde, m: int, extent, method: str, log: bool) -> GridResult:
-    kernel = kde.kernel
-    h = float(math.sqrt(kde.bandwidth[0, 0]))
     x = np.ascontiguousarray(kde._x[:, 0], dtype=np.float64)
     w = np.ascontiguousarray(kde.weights, dtype=np.float64)
+    lo, hi, uniform = _data_range_1d(kde, x, w)
+    h = float(math.sqrt(kde.bandwidth[0, 0]))
+    log_norm = kde._log_norm + kde._log_det
+    return _grid_1d_arrays(
+        x, None if uniform else w, kde.kernel, h, log_norm, (lo, hi), m, extent, method, log
+    )
+
+
+def _grid_1d_arrays(
+    x, w, kernel: str, h: float, log_norm: float, data_range, m: int, extent, method, log
+) -> GridResult:
+    """The 1-D grid from the data ``x``, normalised weights ``w`` (None: all 1/n), the
+    kernel's standard deviation ``h`` and the range of the positively weighted data."""
     reach = _REACH.get(kernel, 1.0)
     if extent is None:
-        lo, hi = _data_range_1d(kde, x, w)
+        lo, hi = data_range
         # A hair beyond the reach, so no extreme point sits on a compact support's edge
         # (where the value would be rounding noise).
         margin = reach * h * (1 + 1e-6)
@@ -202,16 +285,17 @@ def _grid_1d(kde, m: int, extent, method: str, log: bool) -> GridResult:
     pad = math.ceil(reach * h / delta) + 1
     if method == "binned":
         nfft = 1 << max(1, math.ceil(math.log2(m + 4 * pad + 2)))
-        need = 8.0 * (4 * m + 3 * pad) + 32.0 * nfft
+        need = 8.0 * (6 * m + 5 * pad) + 32.0 * nfft
     else:
         # The Gaussian's centre spacing lies in [h/24, h/12] whatever δ is.
         centres = ((m - 1) * delta + 26 * h) / (h / 24) + 4 if kernel == "gaussian" else m
         need = 8.0 * 6 * m + 16.0 * x.size + 8.0 * 16 * centres * (1 + (os.cpu_count() or 1))
     _check_memory(need, m)
-    log_norm = kde._log_norm + kde._log_det
     grid = lo + np.arange(m, dtype=np.float64) * delta
+    if method == "exact" or (log and m > 0):
+        wfull = w if w is not None else np.full(x.size, 1.0 / x.size)
     if method == "exact":
-        sums, log_sums = _core.kde_grid_exact_1d(x, w, kernel, h, lo, delta, m)
+        sums, log_sums = _core.kde_grid_exact_1d(x, wfull, kernel, h, lo, delta, m)
         if log:
             values = log_sums - log_norm
             errors = np.full(m, _EXACT_RTOL)
@@ -224,8 +308,11 @@ def _grid_1d(kde, m: int, extent, method: str, log: bool) -> GridResult:
     floor = 1e-14 * float(np.max(np.abs(sums)))
     if not log:
         scale = math.exp(-log_norm)
-        values = np.maximum(sums, 0.0) * scale
-        errors = (err + floor) * scale
+        values = np.maximum(sums, 0.0)
+        values *= scale
+        errors = err
+        errors += floor
+        errors *= scale
         return GridResult(grid, values, float(errors.max()), errors, "binned", log, 0)
     # Rigorous pointwise bound for the Gaussian: the binning error is
     # (δ²/2)·Σ w t(1−t) K″ with |K″| ≤ (u² + 1)K/h² and Σ w (u² + 1) K = h²S″ + 2S, so
@@ -244,23 +331,113 @@ def _grid_1d(kde, m: int, extent, method: str, log: bool) -> GridResult:
     n_exact = int(redo.sum())
     if n_exact:
         _, log_sums = _core.kde_grid_exact_1d(
-            x, w, kernel, h, lo, delta, m, np.ascontiguousarray(redo)
+            x, wfull, kernel, h, lo, delta, m, np.ascontiguousarray(redo)
         )
         values[redo] = log_sums[redo] - log_norm
         errors[redo] = _EXACT_RTOL
     return GridResult(grid, values, float(errors.max()), errors, "binned", log, n_exact)
 
 
-def _fft_convolve_axis(a: np.ndarray, k: np.ndarray, axis: int) -> np.ndarray:
-    """Full linear convolution of ``a`` with the 1-D kernel ``k`` along ``axis``."""
-    n = a.shape[axis] + k.size - 1
-    nfft = 1 << max(1, (n - 1).bit_length())
-    fa = np.fft.rfft(a, nfft, axis=axis)
-    shape = [1] * a.ndim
-    shape[axis] = -1
-    fa *= np.fft.rfft(k, nfft).reshape(shape)
-    out = np.fft.irfft(fa, nfft, axis=axis)
-    return np.take(out, np.arange(n), axis=axis)
+def _one_shot_1d(data, bandwidth, kernel, weights, n_points, extent, method, log, rtol):
+    """:func:`kde_grid` for 1-D float64 data without building a :class:`KDE`: one pass
+    over the data (range, weighted mean and spread, finiteness) replaces the KDE's
+    validation copies, whitening and log-weights. Returns None whenever anything is
+    unusual (the general path then runs and raises the proper error)."""
+    try:
+        data = as_float_array(data, "data", check_finite=False)
+    except (TypeError, ValueError):
+        return None
+    if not (data.ndim == 1 or (data.ndim == 2 and data.shape[1] == 1)) or data.size < 2:
+        return None
+    if not (isinstance(kernel, str) and kernel in _KERNELS):
+        return None
+    rule = None
+    if isinstance(bandwidth, str):
+        if bandwidth not in ("scott", "silverman", "isj"):
+            return None
+        rule = bandwidth
+    elif isinstance(bandwidth, (float, int, np.floating, np.integer)) and not isinstance(
+        bandwidth, (bool, np.bool_)
+    ):
+        h = float(bandwidth)
+        if not (math.isfinite(h) and h > 0):
+            return None
+    else:
+        return None
+    pts, method, log = _check_args(kernel, 1, n_points, method, log)
+    rtol = _check_rtol(rtol)
+    if log and rtol is not None and rtol < _LOG_RTOL:
+        method = "exact"
+    x = np.ascontiguousarray(data.reshape(-1), dtype=np.float64)
+    n = x.size
+    w = None if weights is None else check_weights(weights, n)
+    st = _core.kde_stats_1d(x, w, 1.0 / n, rule in ("scott", "silverman"))
+    mn, mx, lo, hi, sw, _mean, m2, sw2, npos, ok = st
+    top = max(abs(mn), abs(mx))
+    if not ok or top > 2.0**400 or 0.0 < top < 2.0**-400 or not sw > 0:
+        return None
+    neff = 1.0 / sw2
+    if rule == "isj":
+        if npos < 2 or not hi > lo:
+            return None
+        h = float(_core.isj_bandwidth_1d(x, w, float(n) if w is None else neff))
+    elif rule is not None:
+        if npos < 2:
+            return None
+        var = m2 / (sw - sw2 / sw)
+        if not (var > 0 and math.isfinite(var)):
+            return None
+        factor = neff ** (-0.2) if rule == "scott" else (neff * 0.75) ** (-0.2)
+        h = math.sqrt(var) * factor
+    if not (h > 0 and math.isfinite(h)) or not abs(mx - mn) / h < 1e300:
+        return None
+    log_norm = log_kernel_norm(kernel, 1) + math.log(h)
+    return _refine(
+        lambda p: _grid_1d_arrays(x, w, kernel, h, log_norm, (lo, hi), p[0], extent, method, log),
+        pts,
+        rtol,
+    )
+
+
+def _data_range_nd(kde, x, w):
+    """(min, max) per axis of the positively weighted data and whether all weights are
+    equal, computed once per KDE object (no masked copy when every weight is positive)."""
+    cached = getattr(kde, "_grid_range", None)
+    if cached is None:
+        wmin, wmax = float(w.min()), float(w.max())
+        pos = x if wmin > 0 else x[w > 0]
+        cached = (pos.min(0), pos.max(0), wmin == wmax)
+        kde._grid_range = cached
+    return cached
+
+
+def _grid_nd_separable(kde, x, w, ext, m, delta, hsd) -> GridResult:
+    """Binned Gaussian with a diagonal bandwidth in 2-D/3-D, all in Rust (product binning,
+    one direct 1-D convolution per axis computed only at the grid points)."""
+    d = kde.d
+    reach = np.ceil(7.0 * hsd / delta) + 1
+    nb = m + 2 * reach
+    cells = float(np.prod(nb, dtype=np.float64))
+    threads = max(1, min(os.cpu_count() or 1, 64))
+    need = 8.0 * (cells * (2**d) * (threads + 1) + 2 * cells + 2 * float(np.prod(m)))
+    _check_memory(need, tuple(int(v) for v in m))
+    _, _, uniform = _data_range_nd(kde, x, w)
+    sums, err = _core.kde_grid_binned_nd(
+        np.ascontiguousarray(x),
+        None if uniform else np.ascontiguousarray(w),
+        [float(v) for v in ext[:, 0]],
+        [float(v) for v in delta],
+        [int(v) for v in m],
+        [float(v) for v in hsd],
+    )
+    shape = tuple(int(v) for v in m)
+    axes = tuple(ext[a, 0] + np.arange(m[a], dtype=np.float64) * delta[a] for a in range(d))
+    scale = math.exp(-(kde._log_norm + kde._log_det))
+    values = np.maximum(sums, 0.0).reshape(shape)
+    values *= scale
+    errors = err.reshape(shape)
+    errors *= scale
+    return GridResult(axes, values, float(errors.max()), errors, "binned", False, 0)
 
 
 def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
@@ -275,8 +452,8 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
     hsd = np.sqrt(np.diag(kde.bandwidth))  # the kernel's reach per axis, in bandwidths
     reach = _REACH.get(kernel, 1.0) * hsd
     if extent is None:
-        pos = x[w > 0]
-        ext = np.stack([pos.min(0) - reach * (1 + 1e-6), pos.max(0) + reach * (1 + 1e-6)], 1)
+        pmin, pmax, _ = _data_range_nd(kde, x, w)
+        ext = np.stack([pmin - reach * (1 + 1e-6), pmax + reach * (1 + 1e-6)], 1)
     else:
         ext = _check_extent(extent, d)
     m = np.array(pts)
@@ -287,6 +464,10 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
         method = "binned" if kernel == "gaussian" else "exact"
     if log:
         method = "exact"
+    hmat = kde.bandwidth
+    diagonal = np.count_nonzero(hmat - np.diag(np.diag(hmat))) == 0
+    if method == "binned" and kernel == "gaussian" and diagonal:
+        return _grid_nd_separable(kde, x, w, ext, m, delta, hsd)
     lk = np.ceil(reach / delta).astype(np.int64)
     pad = lk + 1
     nb = m + 2 * pad
@@ -319,33 +500,24 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
         [int(v) for v in nb],
     )
     bins = bins.reshape(tuple(int(v) for v in nb))
-    hmat = kde.bandwidth
-    diagonal = np.count_nonzero(hmat - np.diag(np.diag(hmat))) == 0
-    if kernel == "gaussian" and diagonal:
-        out = bins
-        for a in range(d):
-            j = np.arange(-lk[a], lk[a] + 1) * delta[a] / hsd[a]
-            out = _fft_convolve_axis(out, np.exp(-0.5 * j * j), a)
+    # Full bandwidth: the kernel sampled on the offset box, through the whitening L⁻¹
+    # (Mahalanobis r), and one d-dimensional FFT convolution.
+    offs = np.meshgrid(*[np.arange(-lk[a], lk[a] + 1) * delta[a] for a in range(d)], indexing="ij")
+    z = np.stack([o.ravel() for o in offs], axis=1) @ kde._chol_inv.T
+    r = np.sqrt(np.sum(z * z, axis=1))
+    if kernel == "gaussian":
+        kv = np.exp(-0.5 * r * r)
+    elif kernel == "epanechnikov":
+        kv = np.where(r < 1, 1 - r * r, 0.0)
     else:
-        # The kernel sampled on the offset box, through the whitening L⁻¹ (Mahalanobis r).
-        offs = np.meshgrid(
-            *[np.arange(-lk[a], lk[a] + 1) * delta[a] for a in range(d)], indexing="ij"
-        )
-        z = np.stack([o.ravel() for o in offs], axis=1) @ kde._chol_inv.T
-        r = np.sqrt(np.sum(z * z, axis=1))
-        if kernel == "gaussian":
-            kv = np.exp(-0.5 * r * r)
-        elif kernel == "epanechnikov":
-            kv = np.where(r < 1, 1 - r * r, 0.0)
-        else:
-            kv = np.where(r < 1, np.cos(0.5 * np.pi * r), 0.0)
-        kv = kv.reshape(offs[0].shape)
-        full = [bins.shape[a] + kv.shape[a] - 1 for a in range(d)]
-        nfft = [1 << max(1, (v - 1).bit_length()) for v in full]
-        ax = tuple(range(d))
-        out = np.fft.irfftn(
-            np.fft.rfftn(bins, nfft, axes=ax) * np.fft.rfftn(kv, nfft, axes=ax), nfft, axes=ax
-        )
+        kv = np.where(r < 1, np.cos(0.5 * np.pi * r), 0.0)
+    kv = kv.reshape(offs[0].shape)
+    full = [bins.shape[a] + kv.shape[a] - 1 for a in range(d)]
+    nfft = [1 << max(1, (v - 1).bit_length()) for v in full]
+    ax = tuple(range(d))
+    out = np.fft.irfftn(
+        np.fft.rfftn(bins, nfft, axes=ax) * np.fft.rfftn(kv, nfft, axes=ax), nfft, axes=ax
+    )
     # Grid point i sits at bin pad + i; the kernel centre is offset lk.
     sl = tuple(slice(int(pad[a] + lk[a]), int(pad[a] + lk[a] + m[a])) for a in range(d))
     sums = out[sl]
@@ -373,6 +545,7 @@ def kde_grid(
     extent=None,
     method="auto",
     log=False,
+    rtol=None,
     check_finite=True,
     bounds=None,
     boundary="reflect",
@@ -387,7 +560,10 @@ def kde_grid(
     ----------
     data, bandwidth, kernel, weights
         As for :class:`divest.KDE` (``bandwidth="isj"`` selects the Improved
-        Sheather–Jones bandwidth, :func:`isj_bandwidth`).
+        Sheather–Jones bandwidth, :func:`isj_bandwidth`; ``"plugin"`` the 2-D/3-D
+        plug-in bandwidth matrix). For 1-D float64 data with a number, "scott",
+        "silverman" or "isj", no :class:`KDE` is built: one pass over the data gives
+        the rule's bandwidth and the range (the same bandwidth to about 1e-15).
     n_points : int
         Number of grid points (>= 2), both ends of ``extent`` included.
     extent : (low, high), optional
@@ -409,6 +585,13 @@ def kde_grid(
           are recomputed in log space so that the dropped terms stay below 1e-16 relative).
         * "auto": "binned" for the Gaussian, "exact" for the other kernels (their exact
           path costs O(n + m) after an O(n) bucket sort, so binning gains little).
+    rtol : float, optional
+        Target for the estimated error relative to the peak: binned values are recomputed
+        on grids r times finer (same extent; r chosen from the δ² scaling of the error,
+        at most 64) until ``error <= rtol * values.max()`` (``error <= rtol`` nats with
+        ``log=True``), then sampled at the requested points. Exact results already meet
+        any rtol ≥ 1e-12; a smaller rtol is refused, and one that would need more than a
+        64× refinement raises a ValueError suggesting ``method="exact"``.
     log : bool
         Return log-densities. They are accurate everywhere, far tails included: a binned
         Gaussian value is kept only where a rigorous bound on its relative binning error,
@@ -419,9 +602,11 @@ def kde_grid(
 
     In 2-D and 3-D (``n_points`` an int or one size per axis, ``extent`` one (low, high)
     per axis): "binned" is for the Gaussian kernel only; with a diagonal bandwidth it runs
-    one 1-D FFT convolution per axis (no padded d-dimensional FFT), with a full bandwidth
-    one d-dimensional FFT convolution with the kernel sampled on the grid offsets; its
-    error estimate is |Σ_a Δ²_a S|/12 over the axes. "exact" (and ``log=True``) evaluates
+    in Rust: linear binning, then one direct 1-D convolution per axis (kernel truncated at
+    7 standard deviations, every dropped term below 2.3e-11 of its weight) evaluated only
+    at the grid points (no padded d-dimensional FFT); with a full bandwidth one
+    d-dimensional FFT convolution with the kernel sampled on the grid offsets; its error
+    estimate is |Σ_a Δ²_a S|/12 over the axes. "exact" (and ``log=True``) evaluates
     :meth:`KDE.pdf` / :meth:`KDE.logpdf` at the mesh points (direct sums, O(n·m), memory
     O(m·d) for the mesh). The binned peer is KDEpy's ``FFTKDE`` in 2-D.
 
@@ -433,20 +618,29 @@ def kde_grid(
 
     Notes
     -----
-    Memory: the binned path allocates the padded bins and two complex FFT buffers of the
-    next power of two above m + 4·reach/δ (32 bytes each entry); the exact path sorts a
-    copy of the data (16 bytes per point; not for the Gaussian unless tail points need
-    it) and the Gaussian keeps about 14 moments per lattice centre per thread. A grid
-    that would need more than half the machine's memory is refused with a ValueError
-    saying how much it needs.
+    Memory: the 1-D binned path allocates the padded bins (two values per bin per
+    thread while binning) and two complex FFT buffers of the next power of two above
+    m + 4·reach/δ (32 bytes each entry); the exact path for the epanechnikov, linear and
+    cosine kernels keeps 9 moments per grid cell per thread when δ ≤ h (no copy of the
+    data), otherwise it sorts a copy of the data (16 bytes per point; for the Gaussian
+    only when tail points need it), and the Gaussian keeps about 14 moments per lattice
+    centre per thread. 2-D/3-D binned with a diagonal bandwidth: the padded lattice
+    (per thread while binning) and two arrays of at most its size for the axis passes;
+    ``rtol`` multiplies the grid by r per axis. A grid that would need more than half
+    the machine's memory is refused with a ValueError saying how much it needs.
 
     ``bounds`` and ``boundary`` are as for :class:`divest.KDE`: the grid of a bounded
     estimate sums the unbounded grids on the images of the grid (each again a regular
     grid of the same spacing), so every method keeps its accuracy; points outside the
     bounds are 0 (-inf under ``log``), and the default extent stops at the bounds.
+    ``rtol`` is not available with bounds.
     """
     from .kde import KDE
 
+    if bounds is None:
+        fast = _one_shot_1d(data, bandwidth, kernel, weights, n_points, extent, method, log, rtol)
+        if fast is not None:
+            return fast
     kde = KDE(
         data,
         bandwidth=bandwidth,
@@ -457,8 +651,8 @@ def kde_grid(
         boundary=boundary,
     )
     if kde._fold is not None:  # bounds (issue 11): the folded grid, divest._kdebounds
-        return kde.grid(n_points=n_points, extent=extent, method=method, log=log)
-    return grid_of(kde, n_points=n_points, extent=extent, method=method, log=log)
+        return kde.grid(n_points=n_points, extent=extent, method=method, log=log, rtol=rtol)
+    return grid_of(kde, n_points=n_points, extent=extent, method=method, log=log, rtol=rtol)
 
 
 def isj_bandwidth(x, weights=None, *, check_finite=True) -> float:
@@ -478,7 +672,8 @@ def isj_bandwidth(x, weights=None, *, check_finite=True) -> float:
     Raises ValueError for fewer than 2 points, data with no spread, or when no fixed
     point exists (very few or heavily tied data).
     """
-    a = as_points(x, "x", check_finite=check_finite)
+    # Finiteness is checked in the Rust pass; the Python check only words the error.
+    a = as_points(x, "x", check_finite=False)
     if a.shape[1] != 1:
         raise ValueError(
             f"isj_bandwidth needs 1-D data; got {a.shape[1]} dimensions (ISJ is a 1-D "
@@ -487,7 +682,15 @@ def isj_bandwidth(x, weights=None, *, check_finite=True) -> float:
     n = a.shape[0]
     if n < 2:
         raise ValueError(f"x must have at least 2 data points for isj_bandwidth; got {n}")
-    w = check_weights(weights, n)
-    neff = float(1.0 / np.sum(w**2))
+    if weights is None:
+        w, neff = None, float(n)
+    else:
+        w = np.ascontiguousarray(check_weights(weights, n), dtype=np.float64)
+        neff = float(1.0 / np.dot(w, w))
     xs = np.ascontiguousarray(a[:, 0], dtype=np.float64)
-    return float(_core.isj_bandwidth_1d(xs, np.ascontiguousarray(w, dtype=np.float64), neff))
+    try:
+        return float(_core.isj_bandwidth_1d(xs, w, neff))
+    except ValueError:
+        if check_finite:
+            as_points(x, "x", check_finite=True)  # the standard message for NaN / inf
+        raise

@@ -286,6 +286,11 @@ class KDE:
           ``gaussian_kde(X.T).logpdf(Q.T)``). The covariance is called singular (a
           ValueError) when its correlation matrix is: the test does not depend on the
           units of each column.
+        * "isj" (1-D): the Improved Sheather–Jones bandwidth (:func:`divest.isj_bandwidth`).
+        * "plugin" (2-D and 3-D): a full bandwidth matrix minimising the estimated
+          asymptotic MISE, with the fourth-order density functionals estimated from the
+          data by a two-stage sphered pilot (as R's ``ks::Hpi``); weighted data use
+          weighted moments and n_eff. Gaussian kernel theory; see ``divest._kdeplugin``.
         * "loo": the factor times Scott's bandwidth that maximises the leave-one-out
           likelihood (see :func:`select_bandwidth`).
         * a number h: isotropic kernel of standard deviation h in data units, as
@@ -425,6 +430,11 @@ class KDE:
             from ._kdegrid import isj_bandwidth
 
             bandwidth = isj_bandwidth(x, weights=w, check_finite=False)
+        plugin = isinstance(bandwidth, str) and bandwidth == "plugin"
+        if plugin:  # issue 11: multivariate plug-in bandwidth matrix
+            from ._kdeplugin import plugin_bandwidth
+
+            bandwidth = plugin_bandwidth(x, w)
         if isinstance(bandwidth, str) and bandwidth == "loo":
             if self.degenerate != "raise" and n >= 2:
                 try:
@@ -460,10 +470,10 @@ class KDE:
                     self._init_hull(x, bandwidth, w, check_finite)
                     return
         self.factor = factor
-        self.rule = rule
+        self.rule = "plugin" if plugin else rule
         if self.bounds is not None:
             bounded = np.isfinite(self.bounds).any(axis=1)
-            if rule is not None and bounded.any():
+            if (rule is not None or plugin) and bounded.any():
                 # The rules' covariance, with the bounded dimensions decorrelated so the
                 # reflections stay isometries of the kernel (see divest._kdebounds).
                 h = _kdebounds.diagonalise(h, bounded)
@@ -770,7 +780,7 @@ class KDE:
             f"bandwidth={self.rule or 'user'}, dtype={np.dtype(self.dtype).name})"
         )
 
-    def grid(self, n_points=4096, extent=None, method="auto", log=False):
+    def grid(self, n_points=4096, extent=None, method="auto", log=False, rtol=None):
         """The density on a regular grid, binned or exact, with an error estimate.
 
         See :func:`divest.kde_grid` for the parameters, accuracy and memory; returns a
@@ -781,8 +791,13 @@ class KDE:
         if self._hull is not None:
             raise _kdedegen_unsupported("grid")
         if self._fold is not None:  # bounds: the grid folded (divest._kdebounds)
+            if rtol is not None:
+                raise ValueError(
+                    "rtol is not available for a KDE with bounds; pass a finer n_points and "
+                    "read the estimate from the result's error"
+                )
             return _kdebounds.grid(self, n_points, extent, method, log)
-        return grid_of(self, n_points=n_points, extent=extent, method=method, log=log)
+        return grid_of(self, n_points=n_points, extent=extent, method=method, log=log, rtol=rtol)
 
     # Integrals, marginals, conditionals, quantiles (issue 11): see divest._kdecalc.
 

@@ -11,13 +11,13 @@ use crate::core::kdegrid::{self, exact, isj, Grid1};
 type Pair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
 
 /// Binned unnormalised sums on the grid lo + i·delta (i < m) and their pointwise
-/// binning-error estimates.
+/// binning-error estimates. `w = None`: every point weighs 1/n.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn kde_grid_binned_1d<'py>(
     py: Python<'py>,
     x: PyReadonlyArray1<'py, f64>,
-    w: PyReadonlyArray1<'py, f64>,
+    w: Option<PyReadonlyArray1<'py, f64>>,
     kernel: &str,
     h: f64,
     lo: f64,
@@ -26,17 +26,41 @@ fn kde_grid_binned_1d<'py>(
 ) -> PyResult<Pair<'py>> {
     let kernel = Kernel::parse(kernel).map_err(to_py)?;
     let grid = Grid1::new(lo, delta, m).map_err(to_py)?;
-    let (xs, ws) = (x.as_slice()?, w.as_slice()?);
+    let xs = x.as_slice()?;
+    let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
     let work = xs
         .len()
         .saturating_mul(4)
         .saturating_add(m.saturating_mul(64));
     let b = run(py, work, |stop| {
-        kdegrid::binned_1d(xs, ws, kernel, h, grid, stop)
+        kdegrid::binned_1d_opt(xs, ws, kernel, h, grid, stop)
     })?;
     Ok((
         PyArray1::from_vec(py, b.sums),
         PyArray1::from_vec(py, b.err),
+    ))
+}
+
+/// One pass over 1-D data (optional weights; None: every weight `wu`): (min, max,
+/// min and max of the positively weighted points, Σw, weighted mean, Σw(x − mean)², Σw²,
+/// number of positively weighted points, all finite and weights non-negative); with
+/// `spread` false the mean and M2 are not computed (0).
+#[pyfunction]
+#[pyo3(signature = (x, w=None, wu=1.0, spread=true))]
+#[allow(clippy::type_complexity)]
+fn kde_stats_1d(
+    py: Python<'_>,
+    x: PyReadonlyArray1<'_, f64>,
+    w: Option<PyReadonlyArray1<'_, f64>>,
+    wu: f64,
+    spread: bool,
+) -> PyResult<(f64, f64, f64, f64, f64, f64, f64, f64, usize, bool)> {
+    let xs = x.as_slice()?;
+    let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
+    let work = xs.len().saturating_mul(4);
+    let s = run(py, work, |stop| kdegrid::stats_1d(xs, ws, wu, spread, stop))?;
+    Ok((
+        s.min, s.max, s.min_pos, s.max_pos, s.sum_w, s.mean, s.m2, s.sum_w2, s.n_pos, s.ok,
     ))
 }
 
@@ -73,17 +97,18 @@ fn kde_grid_exact_1d<'py>(
     ))
 }
 
-/// Improved Sheather–Jones bandwidth of 1-D weighted data.
+/// Improved Sheather–Jones bandwidth of 1-D data (`w = None`: equal weights).
 #[pyfunction]
 fn isj_bandwidth_1d(
     py: Python<'_>,
     x: PyReadonlyArray1<'_, f64>,
-    w: PyReadonlyArray1<'_, f64>,
+    w: Option<PyReadonlyArray1<'_, f64>>,
     neff: f64,
 ) -> PyResult<f64> {
-    let (xs, ws) = (x.as_slice()?, w.as_slice()?);
+    let xs = x.as_slice()?;
+    let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
     let work = xs.len().saturating_mul(4);
-    run(py, work, |stop| isj::isj_1d(xs, ws, neff, stop))
+    run(py, work, |stop| isj::isj_1d_opt(xs, ws, neff, stop))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -92,6 +117,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(isj_bandwidth_1d, m)?)?;
     m.add_function(wrap_pyfunction!(kde_points_exact_1d, m)?)?;
     m.add_function(wrap_pyfunction!(kde_linear_bin_nd, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_stats_1d, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_grid_binned_nd, m)?)?;
     Ok(())
 }
 
@@ -141,4 +168,35 @@ fn kde_linear_bin_nd<'py>(
         kdegrid::binning::linear_bin_nd(xs, ws, &lo, &delta, &nb, stop)
     })?;
     Ok(PyArray1::from_vec(py, bins))
+}
+
+/// Binned Gaussian sums with a diagonal bandwidth on a 2-D or 3-D grid (lo, delta, m, hsd
+/// per axis; `w = None`: weights 1/n); returns the flat row-major sums and their
+/// pointwise error estimates.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn kde_grid_binned_nd<'py>(
+    py: Python<'py>,
+    x: numpy::PyReadonlyArray2<'py, f64>,
+    w: Option<PyReadonlyArray1<'py, f64>>,
+    lo: Vec<f64>,
+    delta: Vec<f64>,
+    m: Vec<usize>,
+    hsd: Vec<f64>,
+) -> PyResult<Pair<'py>> {
+    let d = numpy::PyUntypedArrayMethods::shape(&*x)[1];
+    let xs = x.as_slice()?;
+    let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
+    let cells = m.iter().fold(1usize, |a, &b| a.saturating_mul(b));
+    let work = xs
+        .len()
+        .saturating_mul(8)
+        .saturating_add(cells.saturating_mul(64));
+    let b = run(py, work, |stop| {
+        kdegrid::nd::binned_nd(xs, d, ws, &lo, &delta, &m, &hsd, stop)
+    })?;
+    Ok((
+        PyArray1::from_vec(py, b.sums),
+        PyArray1::from_vec(py, b.err),
+    ))
 }

@@ -17,6 +17,7 @@ import numpy as np
 #: Families in order: (name, module). Add a family by adding a line here.
 FAMILIES = [
     ("kde", "divest._bench.kde"),
+    ("kdegrid", "divest._bench.kdegrid"),
     ("ot", "divest._bench.ot"),
     ("dpp", "divest._bench.dpp"),
     ("divergence", "divest._bench.divergence"),

@@ -11,28 +11,9 @@ use crate::core::threads;
 /// Points per parallel chunk of the binning pass.
 const CHUNK: usize = 1 << 16;
 
-fn bin_chunk(x: &[f64], w: &[f64], lo: f64, inv: f64, bins: &mut [f64]) {
-    let last = (bins.len() - 1) as f64;
-    for (&xi, &wi) in x.iter().zip(w) {
-        let pos = (xi - lo) * inv;
-        // Points beyond the first or last bin are out of every kernel's reach: dropped.
-        if !(pos >= 0.0 && pos <= last) {
-            continue;
-        }
-        let k = pos as usize; // floor, pos >= 0
-        let t = pos - k as f64;
-        if k + 1 < bins.len() {
-            bins[k] += wi * (1.0 - t);
-            bins[k + 1] += wi * t;
-        } else {
-            bins[k] += wi;
-        }
-    }
-}
-
 /// Linear binning: a point at fractional position k + t (t ∈ [0, 1)) of the bin lattice
 /// lo + k·delta, k = 0..nb, gives w(1 − t) to bin k and w·t to bin k + 1. Points outside
-/// [lo, lo + (nb − 1)·delta] are dropped. Allocates nb values per thread.
+/// [lo, lo + (nb − 1)·delta] are dropped. Allocates 2·nb values per thread.
 pub fn linear_bin(
     x: &[f64],
     w: &[f64],
@@ -41,21 +22,98 @@ pub fn linear_bin(
     nb: usize,
     stop: &AtomicBool,
 ) -> Result<Vec<f64>> {
+    Ok(linear_bin_checked(x, Some(w), 0.0, lo, delta, nb, stop)?.0)
+}
+
+/// One scatter per point: `acc[2k] += w`, `acc[2k + 1] += w·t`; bin k then holds
+/// acc[2k] − acc[2k+1] + acc[2k−1] (the same sums as w(1 − t) and w·t, one cache line
+/// touched instead of two). Notes in `bad` a non-finite coordinate or a negative or
+/// non-finite weight (checked in the same pass, so no separate validation pass). Without
+/// weights it counts points (the caller scales by the common weight).
+fn bin_chunk_pairs(
+    x: &[f64],
+    w: Option<&[f64]>,
+    lo: f64,
+    inv: f64,
+    acc: &mut [f64],
+    bad: &AtomicBool,
+) {
+    let last = (acc.len() / 2 - 1) as f64;
+    let mut wrong = false;
+    match w {
+        Some(w) => {
+            for (&xi, &wi) in x.iter().zip(w) {
+                wrong |= !(0.0..f64::INFINITY).contains(&wi);
+                let pos = (xi - lo) * inv;
+                if !(pos >= 0.0 && pos <= last) {
+                    wrong |= !xi.is_finite();
+                    continue;
+                }
+                let k = pos as usize; // floor, pos >= 0; k = last only when t = 0
+                let t = pos - k as f64;
+                let a = &mut acc[2 * k..2 * k + 2];
+                a[0] += wi;
+                a[1] += wi * t;
+            }
+        }
+        None => {
+            for &xi in x {
+                let pos = (xi - lo) * inv;
+                if !(pos >= 0.0 && pos <= last) {
+                    wrong |= !xi.is_finite();
+                    continue;
+                }
+                let k = pos as usize;
+                let t = pos - k as f64;
+                let a = &mut acc[2 * k..2 * k + 2];
+                a[0] += 1.0;
+                a[1] += t;
+            }
+        }
+    }
+    if wrong {
+        bad.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// [`linear_bin`] with the data checks folded into the same pass: `w = None` means every
+/// weight equals `wu`. Returns the bins and whether every coordinate was finite and every
+/// weight finite and non-negative (when not, the bins are meaningless). Allocates 2·nb
+/// values per thread and nb for the result.
+pub fn linear_bin_checked(
+    x: &[f64],
+    w: Option<&[f64]>,
+    wu: f64,
+    lo: f64,
+    delta: f64,
+    nb: usize,
+    stop: &AtomicBool,
+) -> Result<(Vec<f64>, bool)> {
     if nb == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), true));
     }
     let inv = 1.0 / delta;
-    accumulate(x.len(), nb, CHUNK, stop, |s, e, bins| {
-        bin_chunk(&x[s..e], &w[s..e], lo, inv, bins)
-    })
+    let bad = AtomicBool::new(false);
+    let nb2 = crate::core::error::checked_size(nb, 2, "n_points")?;
+    let acc = accumulate(x.len(), nb2, CHUNK, stop, |s, e, acc| {
+        bin_chunk_pairs(&x[s..e], w.map(|w| &w[s..e]), lo, inv, acc, &bad)
+    })?;
+    let scale = if w.is_some() { 1.0 } else { wu };
+    let mut bins = try_vec(nb, 0.0f64, "n_points")?;
+    let mut carry = 0.0;
+    for (k, b) in bins.iter_mut().enumerate() {
+        *b = scale * ((acc[2 * k] - acc[2 * k + 1]) + carry);
+        carry = acc[2 * k + 1];
+    }
+    Ok((bins, !bad.load(std::sync::atomic::Ordering::Relaxed)))
 }
 
 /// Runs `bin(start, end, bins)` over the points `0..n` in chunks of `ch` and returns the
 /// sum of what it added to `nbins` zeroed bins: serially into one array, or, when the
-/// points outnumber the bins 8 to 1 and several threads are allowed, into one array per
+/// points outnumber the bins 2 to 1 and several threads are allowed, into one array per
 /// thread added up in a fixed order (results do not depend on timing). Checks the stop
 /// flag between chunks. Allocates `nbins` values per thread.
-fn accumulate(
+pub(crate) fn accumulate(
     n: usize,
     nbins: usize,
     ch: usize,
@@ -64,8 +122,9 @@ fn accumulate(
 ) -> Result<Vec<f64>> {
     let mut bins = try_vec(nbins, 0.0f64, "n_points")?;
     let nthreads = threads::num_threads();
-    // Per-thread bins only pay off when the data outnumber the bins.
-    if nthreads == 1 || n < 4 * ch || nbins > n / 8 {
+    // Per-thread bins pay off while the data outnumber the bins 2 to 1: merging costs
+    // one add per bin, binning several scattered adds per point.
+    if nthreads == 1 || n < 4 * ch || nbins > n / 2 {
         for s in (0..n).step_by(ch) {
             check_stop(stop)?;
             bin(s, (s + ch).min(n), &mut bins);
@@ -97,7 +156,17 @@ fn accumulate(
     Ok(bins)
 }
 
-fn bin_chunk_nd(x: &[f64], w: &[f64], lo: &[f64], delta: &[f64], nb: &[usize], bins: &mut [f64]) {
+#[allow(clippy::too_many_arguments)]
+fn bin_chunk_nd(
+    x: &[f64],
+    w: Option<&[f64]>,
+    wu: f64,
+    lo: &[f64],
+    delta: &[f64],
+    nb: &[usize],
+    bins: &mut [f64],
+    bad: &AtomicBool,
+) {
     let d = lo.len();
     let mut strides = [0usize; 3];
     let mut acc = 1usize;
@@ -105,20 +174,30 @@ fn bin_chunk_nd(x: &[f64], w: &[f64], lo: &[f64], delta: &[f64], nb: &[usize], b
         strides[a] = acc;
         acc *= nb[a];
     }
+    let mut wrong = false;
     let (mut k, mut t) = ([0usize; 3], [0.0f64; 3]);
-    'points: for (row, &wi) in x.chunks_exact(d).zip(w) {
-        if wi.is_nan() || wi <= 0.0 {
-            continue;
-        }
+    'points: for (i, row) in x.chunks_exact(d).enumerate() {
+        let wi = match w {
+            Some(w) => {
+                let v = w[i];
+                wrong |= !(0.0..f64::INFINITY).contains(&v);
+                v
+            }
+            None => wu,
+        };
         for a in 0..d {
             let pos = (row[a] - lo[a]) / delta[a];
             // Points beyond the padded lattice are out of the kernel's reach: dropped.
             if !(pos >= 0.0 && pos <= (nb[a] - 1) as f64) {
+                wrong |= !row[a].is_finite();
                 continue 'points;
             }
             let ka = (pos as usize).min(nb[a] - 2);
             k[a] = ka;
             t[a] = pos - ka as f64;
+        }
+        if wi.is_nan() || wi <= 0.0 {
+            continue;
         }
         for corner in 0..(1usize << d) {
             let mut f = 1.0;
@@ -131,13 +210,53 @@ fn bin_chunk_nd(x: &[f64], w: &[f64], lo: &[f64], delta: &[f64], nb: &[usize], b
             bins[idx] += wi * f;
         }
     }
+    if wrong {
+        bad.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// [`linear_bin_nd`] with optional weights (`None`: every weight `wu`) and the data
+/// checks in the same pass: returns the bins and whether every coordinate was finite and
+/// every weight finite and non-negative. `x` holds rows of d coordinates.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_bin_nd_checked(
+    x: &[f64],
+    d: usize,
+    w: Option<&[f64]>,
+    wu: f64,
+    lo: &[f64],
+    delta: &[f64],
+    nb: &[usize],
+    stop: &AtomicBool,
+) -> Result<(Vec<f64>, bool)> {
+    let total = nb
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| {
+            crate::core::error::Error::OutOfMemory("the bin lattice is too large".into())
+        })?;
+    let bad = AtomicBool::new(false);
+    let n = x.len() / d;
+    let bins = accumulate(n, total, CHUNK / 4, stop, |s, e, bins| {
+        bin_chunk_nd(
+            &x[s * d..e * d],
+            w.map(|w| &w[s..e]),
+            wu,
+            lo,
+            delta,
+            nb,
+            bins,
+            &bad,
+        )
+    })?;
+    Ok((bins, !bad.load(std::sync::atomic::Ordering::Relaxed)))
 }
 
 /// Linear binning in d = 2 or 3 dimensions onto the lattice lo_a + k_a·delta_a,
 /// k_a < nb_a (each nb_a >= 2), row-major (the last axis fastest): a point splits its
 /// weight over the 2^d corners of its cell, w·Π_a (t_a or 1 − t_a). `x` holds n rows of
 /// d coordinates. Points outside the lattice or with zero weight are dropped. Allocates
-/// the Π nb_a bins (and one copy per thread when the data outnumber the bins 8 to 1).
+/// the Π nb_a bins (and one copy per thread when the data outnumber the bins 2 to 1).
 pub fn linear_bin_nd(
     x: &[f64],
     w: &[f64],
@@ -167,8 +286,18 @@ pub fn linear_bin_nd(
         .ok_or_else(|| {
             crate::core::error::Error::OutOfMemory("the bin lattice is too large".into())
         })?;
+    let bad = AtomicBool::new(false);
     accumulate(w.len(), total, CHUNK / 4, stop, |s, e, bins| {
-        bin_chunk_nd(&x[s * d..e * d], &w[s..e], lo, delta, nb, bins)
+        bin_chunk_nd(
+            &x[s * d..e * d],
+            Some(&w[s..e]),
+            0.0,
+            lo,
+            delta,
+            nb,
+            bins,
+            &bad,
+        )
     })
 }
 

@@ -73,13 +73,247 @@ pub fn exact_1d(
             exponential(&xs, &ws, h, &gs, stop)
         }
         _ => {
-            let (xs, ws) = sort_weighted(x, w, stop)?;
-            let gs = grid_points(grid)?;
-            let sums = compact(&xs, &ws, kernel, h, &gs, stop)?;
+            let sums = match compact_cells(x, w, kernel, h, grid, stop)? {
+                Some(s) => s,
+                None => {
+                    let (xs, ws) = sort_weighted(x, w, stop)?;
+                    let gs = grid_points(grid)?;
+                    compact(&xs, &ws, kernel, h, &gs, stop)?
+                }
+            };
             let log_sums = sums.iter().map(|s| s.ln()).collect();
             Ok(Exact { sums, log_sums })
         }
     }
+}
+
+/// Reciprocals 1/((2k+1)(2k+2)) and 1/((2k+2)(2k+3)) of the cosine and sine series'
+/// successive term ratios.
+const CS_RECIP: [(f64, f64); 16] = {
+    let mut t = [(0.0, 0.0); 16];
+    let mut k = 0;
+    while k < 16 {
+        let a = (2 * k + 1) as f64 * (2 * k + 2) as f64;
+        let b = (2 * k + 2) as f64 * (2 * k + 3) as f64;
+        t[k] = (1.0 / a, 1.0 / b);
+        k += 1;
+    }
+    t
+};
+
+/// Taylor series of (cos φ, sin φ) for 0 ≤ φ ≤ π/2, `nt` ≤ 16 terms of each (chosen by
+/// the caller so the first dropped term is below 1e-17), by Horner's rule.
+#[inline]
+fn cos_sin_small(phi: f64, nt: usize) -> (f64, f64) {
+    let p2 = phi * phi;
+    let (mut c, mut s) = (0.0f64, 0.0f64);
+    for &(rc, rs) in CS_RECIP[..nt].iter().rev() {
+        c = 1.0 - p2 * c * rc;
+        s = 1.0 - p2 * s * rs;
+    }
+    (c, s * phi)
+}
+
+/// Exact sums of a compact kernel on the grid without sorting: the data are accumulated
+/// per grid cell [g_k, g_k + δ) into moments about the cell's left end (Σw, Σw·v, Σw·v²
+/// with v = (x − g_k)/h, or Σw, Σw·cos(πv/2), Σw·sin(πv/2) for the cosine), once for
+/// the whole cell and once for the parts the window edges cut (the edges fall at the
+/// same fractions f and 1 − f of a cell for every grid point, f = h/δ − ⌊h/δ⌋). Each grid
+/// point then combines the 2⌊h/δ⌋ + 2 cells in its window with its distance to them
+/// (binomial or angle-addition formulas, terms bounded by a few times the cell's mass,
+/// since δ ≤ h). Points whose value is below 1e-2 of the window's mass (all mass near
+/// the support's edge, where those formulas cancel) are summed directly from the few
+/// points of their window, sorted. Cost O(n + m·h/δ); returns None (the caller sorts
+/// and sweeps) when δ > h or when m·h/δ is large against n. Allocates 9 values per cell
+/// per thread.
+fn compact_cells(
+    x: &[f64],
+    w: &[f64],
+    kernel: Kernel,
+    h: f64,
+    grid: Grid1,
+    stop: &AtomicBool,
+) -> Result<Option<Vec<f64>>> {
+    let m = grid.m;
+    let delta = grid.delta;
+    let qf = (h / delta).floor();
+    // The tophat's jump makes points at exactly h from a grid point matter; the sorted
+    // sweep decides them by the same comparison as the direct sum.
+    if !(1.0..1e7).contains(&qf) || kernel == Kernel::Tophat {
+        return Ok(None);
+    }
+    let q = qf as usize;
+    let work = (m as f64) * (2.0 * qf + 2.0);
+    if work > (8.0 * x.len() as f64).max((1u64 << 22) as f64) {
+        return Ok(None);
+    }
+    let p = q + 2; // cells before grid point 0
+    let nc = m + 2 * p;
+    let hf = h - qf * delta; // the window's right edge cuts a cell at hf from its start
+    let left_cut = delta - hf; // and its left edge at δ − hf
+    let cosine = kernel == Kernel::Cosine;
+    let inv_h = 1.0 / h;
+    let inv_d = 1.0 / delta;
+    // Terms of the small-angle series for φ ≤ πδ/(2h) ≤ π/2.
+    let phi_max = FRAC_PI_2 * delta * inv_h;
+    let mut nt = 1usize;
+    let mut term = phi_max;
+    while term > 1e-17 && nt < 30 {
+        term *= phi_max / (nt as f64 + 1.0);
+        nt += 1;
+    }
+    let nt = (nt.div_ceil(2) + 1).min(16); // (π/2)^30/30! < 1e-17
+                                           // Cell index and the offset from its left end (exact to rounding of x − g_k).
+    let locate = |xi: f64| -> Option<(usize, f64)> {
+        let pos = (xi - grid.lo) * inv_d + p as f64;
+        if !(pos >= 0.0 && pos < nc as f64) {
+            return None;
+        }
+        // Offsets from the cell's start as the grid's own points are rounded,
+        // lo + k·δ (the subtraction is exact when x is near it).
+        let start = |c: usize| grid.lo + (c as f64 - p as f64) * delta;
+        let mut c = pos as usize;
+        let mut u = xi - start(c);
+        if u < 0.0 {
+            if c == 0 {
+                return None;
+            }
+            c -= 1;
+            u = xi - start(c);
+        } else if u >= delta {
+            c += 1;
+            if c >= nc {
+                return None;
+            }
+            u = xi - start(c);
+        }
+        Some((c, u))
+    };
+    // Each cell is split at hf and δ − hf into three sub-cells [0, b1), [b1, b2), [b2, δ),
+    // three moments each; every point touches one sub-cell (one cache line).
+    const ST: usize = 9;
+    let (b1, b2) = (hf.min(left_cut), hf.max(left_cut));
+    let nbins = crate::core::error::checked_size(nc, ST, "n_points")?;
+    let sub = super::binning::accumulate(x.len(), nbins, 1 << 15, stop, |s, e, mo| {
+        for (&xi, &wi) in x[s..e].iter().zip(&w[s..e]) {
+            if wi == 0.0 {
+                continue;
+            }
+            let Some((c, u)) = locate(xi) else { continue };
+            let v = u * inv_h;
+            let (m1, m2) = if cosine {
+                let (cs, sn) = cos_sin_small(FRAC_PI_2 * v, nt);
+                (wi * cs, wi * sn)
+            } else {
+                (wi * v, wi * v * v)
+            };
+            let k = c * ST + 3 * (usize::from(u >= b1) + usize::from(u >= b2));
+            let slot = &mut mo[k..k + 3];
+            slot[0] += wi;
+            slot[1] += m1;
+            slot[2] += m2;
+        }
+    })?;
+    // Per cell: [whole cell; part at or beyond δ − hf (the left edge's cell); part below
+    // hf (the right edge's cell)].
+    let left_from = if left_cut == b1 { 1 } else { 2 };
+    let right_to = if hf == b2 { 2 } else { 1 };
+    let mut mom = try_vec(nbins, 0.0f64, "n_points")?;
+    for (dst, src) in mom.chunks_exact_mut(ST).zip(sub.chunks_exact(ST)) {
+        for k in 0..3 {
+            let part = |a: usize, b: usize| (a..b).map(|t| src[3 * t + k]).sum::<f64>();
+            dst[k] = part(0, 3);
+            dst[3 + k] = part(left_from, 3);
+            dst[6 + k] = part(0, right_to);
+        }
+    }
+    check_stop(stop)?;
+    // Coefficients per cell offset j = −q−1..=q (cell start − g = j·δ): the contribution
+    // is α·m0 + β·m1 + γ·m2.
+    let nj = 2 * q + 2;
+    let mut coef = try_vec(3 * nj, 0.0f64, "n_points")?;
+    for t in 0..nj {
+        let j = t as f64 - (q as f64 + 1.0);
+        let d = j * delta * inv_h;
+        let (a, b, g) = match kernel {
+            Kernel::Epanechnikov => ((1.0 - d) * (1.0 + d), -2.0 * d, -1.0),
+            Kernel::Linear => {
+                let sg = if j >= 0.0 { 1.0 } else { -1.0 };
+                (1.0 - sg * d, -sg, 0.0)
+            }
+            Kernel::Cosine => {
+                let (sn, cs) = (FRAC_PI_2 * d).sin_cos();
+                (0.0, cs, -sn)
+            }
+            _ => (1.0, 0.0, 0.0), // not reached: the tophat takes the sorted sweep
+        };
+        coef[3 * t] = a;
+        coef[3 * t + 1] = b;
+        coef[3 * t + 2] = g;
+    }
+    let mut out = try_vec(m, 0.0f64, "n_points")?;
+    let mut flagged = try_vec(m, false, "n_points")?;
+    const GCH: usize = 256;
+    threads::install(|| {
+        out.par_chunks_mut(GCH)
+            .zip(flagged.par_chunks_mut(GCH))
+            .enumerate()
+            .for_each(|(b, (oc, fc))| {
+                for (r, (o, f)) in oc.iter_mut().zip(fc.iter_mut()).enumerate() {
+                    let i = b * GCH + r;
+                    let c0 = i + p - q - 1; // the cell at offset j = −q−1
+                    let (mut val, mut mass) = (0.0f64, 0.0f64);
+                    for t in 1..nj - 1 {
+                        let cell = &mom[(c0 + t) * ST..(c0 + t) * ST + 3];
+                        let k = &coef[3 * t..3 * t + 3];
+                        val += k[0] * cell[0] + k[1] * cell[1] + k[2] * cell[2];
+                        mass += cell[0];
+                    }
+                    let lc = &mom[c0 * ST + 3..c0 * ST + 6];
+                    val += coef[0] * lc[0] + coef[1] * lc[1] + coef[2] * lc[2];
+                    let t = nj - 1;
+                    let rc = &mom[(c0 + t) * ST + 6..(c0 + t) * ST + 9];
+                    val += coef[3 * t] * rc[0] + coef[3 * t + 1] * rc[1] + coef[3 * t + 2] * rc[2];
+                    mass += lc[0] + rc[0];
+                    if mass == 0.0 {
+                        *o = 0.0;
+                    } else if val > 1e-2 * mass {
+                        *o = val;
+                    } else {
+                        *f = true;
+                    }
+                }
+            });
+    })?;
+    check_stop(stop)?;
+    if flagged.iter().any(|&f| f) {
+        // The few points in the flagged windows, sorted, then the sliding-window sums
+        // (which sum directly where they cancel) at the flagged grid points.
+        let mut need = try_vec(nc, false, "n_points")?;
+        for (i, _) in flagged.iter().enumerate().filter(|(_, &f)| f) {
+            let c0 = i + p - q - 1;
+            need[c0..c0 + nj].iter_mut().for_each(|v| *v = true);
+        }
+        let (mut xs, mut ws) = (Vec::new(), Vec::new());
+        for (&xi, &wi) in x.iter().zip(w) {
+            if wi > 0.0 {
+                if let Some((c, _)) = locate(xi) {
+                    if need[c] {
+                        xs.push(xi);
+                        ws.push(wi);
+                    }
+                }
+            }
+        }
+        let (xs, ws) = sort_weighted(&xs, &ws, stop)?;
+        let idx: Vec<usize> = (0..m).filter(|&i| flagged[i]).collect();
+        let gs: Vec<f64> = idx.iter().map(|&i| grid.at(i)).collect();
+        let sums = compact(&xs, &ws, kernel, h, &gs, stop)?;
+        for (&i, s) in idx.iter().zip(sums) {
+            out[i] = s;
+        }
+    }
+    Ok(Some(out))
 }
 
 #[derive(Clone, Copy, Default)]
@@ -226,13 +460,30 @@ fn compact(
         *o = if kernel != Kernel::Tophat && (val <= 1e-3 * mass || val.is_nan()) {
             // Cancellation (every point near the support edge): sum directly.
             (lo..hi)
-                .map(|j| ws[j] * profile(kernel, ((xs[j] - g) * inv_h).abs()))
+                .map(|j| ws[j] * profile_dist(kernel, (xs[j] - g).abs(), h))
                 .sum()
         } else {
             val
         };
     }
     Ok(out)
+}
+
+/// The compact profiles at distance `a` = |x − g| (exact when x is near g) and
+/// bandwidth h, written with h − a so that values near the support's edge keep their
+/// relative accuracy (1 − r² with r = a/h rounded would lose it).
+#[inline]
+fn profile_dist(kernel: Kernel, a: f64, h: f64) -> f64 {
+    if a >= h || a.is_nan() {
+        return 0.0;
+    }
+    match kernel {
+        Kernel::Tophat => 1.0,
+        Kernel::Epanechnikov => ((h - a) / h) * ((h + a) / h),
+        Kernel::Linear => (h - a) / h,
+        Kernel::Cosine => (FRAC_PI_2 * ((h - a) / h)).sin(),
+        _ => profile(kernel, a / h),
+    }
 }
 
 /// log of L(g) = Σ_{x ≤ g (or < g if strict)} w e^{−(g−x)/h} at ascending points `gs`.
@@ -711,9 +962,23 @@ fn exact_offset(x: f64, lo: f64, k: f64, e: f64) -> f64 {
     let s = x - lo;
     let bb = s - x;
     let se = (x - (s - bb)) + (-lo - bb);
-    let p = k * e;
-    let pe = k.mul_add(e, -p);
+    let (p, pe) = two_prod(k, e);
     (s - p) + (se - pe)
+}
+
+/// Dekker's exact product a·b = p + e (no fused multiply-add: without a target feature
+/// `f64::mul_add` is a slow software routine).
+#[inline]
+fn two_prod(a: f64, b: f64) -> (f64, f64) {
+    const SPLIT: f64 = 134_217_729.0; // 2^27 + 1
+    let p = a * b;
+    let ca = SPLIT * a;
+    let ah = ca - (ca - a);
+    let al = a - ah;
+    let cb = SPLIT * b;
+    let bh = cb - (cb - b);
+    let bl = b - bh;
+    (p, ((ah * bh - p) + ah * bl + al * bh) + al * bl)
 }
 
 /// log Σ w e^{−(g−x)²/2h²} over the sorted data within r_c of g, with

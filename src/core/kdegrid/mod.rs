@@ -16,6 +16,7 @@ pub mod binning;
 pub mod convolve;
 pub mod exact;
 pub mod isj;
+pub mod nd;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -144,6 +145,167 @@ pub(crate) fn check_data(x: &[f64], w: &[f64], h: f64) -> Result<()> {
     Ok(())
 }
 
+/// One pass over 1-D data for a grid: ranges, the weighted mean and spread, and checks.
+#[derive(Clone, Copy, Debug)]
+pub struct Stats1 {
+    /// Smallest and largest coordinate of all points.
+    pub min: f64,
+    pub max: f64,
+    /// Smallest and largest coordinate of the points with positive weight.
+    pub min_pos: f64,
+    pub max_pos: f64,
+    /// Σw, the weighted mean Σw·x/Σw and Σw(x − mean)².
+    pub sum_w: f64,
+    pub mean: f64,
+    pub m2: f64,
+    /// Σw² and the number of points with positive weight.
+    pub sum_w2: f64,
+    pub n_pos: usize,
+    /// Every coordinate finite, every weight finite and non-negative.
+    pub ok: bool,
+}
+
+impl Stats1 {
+    fn empty() -> Stats1 {
+        Stats1 {
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            min_pos: f64::INFINITY,
+            max_pos: f64::NEG_INFINITY,
+            sum_w: 0.0,
+            mean: 0.0,
+            m2: 0.0,
+            sum_w2: 0.0,
+            n_pos: 0,
+            ok: true,
+        }
+    }
+
+    /// Chan et al.'s pairwise update of (Σw, mean, M2).
+    fn merge(mut self, o: Stats1) -> Stats1 {
+        let w = self.sum_w + o.sum_w;
+        if o.sum_w > 0.0 {
+            let d = o.mean - self.mean;
+            let f = o.sum_w / w;
+            self.mean += d * f;
+            self.m2 += o.m2 + d * d * self.sum_w * f;
+        }
+        self.sum_w = w;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.min_pos = self.min_pos.min(o.min_pos);
+        self.max_pos = self.max_pos.max(o.max_pos);
+        self.sum_w2 += o.sum_w2;
+        self.n_pos += o.n_pos;
+        self.ok &= o.ok;
+        self
+    }
+}
+
+/// Σ of a slice with four accumulators (vectorises; a fixed order, so reproducible).
+fn sum4(it: impl Iterator<Item = f64>) -> f64 {
+    let mut acc = [0.0f64; 4];
+    for (i, v) in it.enumerate() {
+        acc[i & 3] += v;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+fn stats_chunk(x: &[f64], w: Option<&[f64]>, wu: f64, spread: bool) -> Stats1 {
+    let mut s = Stats1::empty();
+    let level = crate::core::simd::level();
+    let (mn, mx, fin) = crate::core::simd::min_max(level, x);
+    s.min = mn;
+    s.max = mx;
+    s.ok = fin;
+    match w {
+        None => {
+            s.min_pos = mn;
+            s.max_pos = mx;
+            s.n_pos = if wu > 0.0 { x.len() } else { 0 };
+            s.sum_w = wu * x.len() as f64;
+            s.sum_w2 = wu * wu * x.len() as f64;
+            if spread {
+                let mean = sum4(x.iter().copied()) / x.len() as f64;
+                let m2 = sum4(x.iter().map(|&v| (v - mean) * (v - mean)));
+                s.mean = mean;
+                s.m2 = wu * m2;
+            }
+        }
+        Some(w) => {
+            let (wmin, _, wfin) = crate::core::simd::min_max(level, w);
+            s.ok &= wfin && wmin >= 0.0;
+            let (mut sw, mut sx, mut sw2) = (0.0, 0.0, 0.0);
+            for (&v, &wi) in x.iter().zip(w) {
+                sw += wi;
+                sx += wi * v;
+                sw2 += wi * wi;
+            }
+            s.sum_w = sw;
+            s.sum_w2 = sw2;
+            if wmin > 0.0 {
+                s.min_pos = mn;
+                s.max_pos = mx;
+                s.n_pos = x.len();
+            } else {
+                for (&v, &wi) in x.iter().zip(w) {
+                    if wi > 0.0 {
+                        s.min_pos = s.min_pos.min(v);
+                        s.max_pos = s.max_pos.max(v);
+                        s.n_pos += 1;
+                    }
+                }
+            }
+            if sw > 0.0 && spread {
+                let mean = sx / sw;
+                s.mean = mean;
+                s.m2 = x
+                    .iter()
+                    .zip(w)
+                    .map(|(&v, &wi)| wi * (v - mean) * (v - mean))
+                    .sum();
+            }
+        }
+    }
+    s
+}
+
+/// [`Stats1`] of 1-D data with optional weights (`None`: every weight `wu`), in chunks
+/// that stay in cache (two passes each for the spread) merged in a fixed order, so the
+/// result does not depend on the thread count's timing. Allocates one record per chunk.
+/// With `spread` false the mean and M2 are skipped (left 0): the range and checks only.
+pub fn stats_1d(
+    x: &[f64],
+    w: Option<&[f64]>,
+    wu: f64,
+    spread: bool,
+    stop: &AtomicBool,
+) -> Result<Stats1> {
+    use rayon::prelude::*;
+    if let Some(w) = w {
+        if w.len() != x.len() {
+            return Err(invalid!(
+                "weights have length {} but there are {} data points",
+                w.len(),
+                x.len()
+            ));
+        }
+    }
+    const CH: usize = 1 << 15;
+    let nch = x.len().div_ceil(CH);
+    let parts: Vec<Stats1> = super::threads::install(|| {
+        (0..nch)
+            .into_par_iter()
+            .map(|c| {
+                let (a, b) = (c * CH, ((c + 1) * CH).min(x.len()));
+                stats_chunk(&x[a..b], w.map(|w| &w[a..b]), wu, spread)
+            })
+            .collect()
+    })?;
+    check_stop(stop)?;
+    Ok(parts.into_iter().fold(Stats1::empty(), Stats1::merge))
+}
+
 /// Result of [`binned_1d`].
 #[derive(Clone, Debug)]
 pub struct Binned {
@@ -171,7 +333,34 @@ pub fn binned_1d(
     grid: Grid1,
     stop: &AtomicBool,
 ) -> Result<Binned> {
-    check_data(x, w, h)?;
+    binned_1d_opt(x, Some(w), kernel, h, grid, stop)
+}
+
+/// [`binned_1d`] with optional weights (`None`: every point weighs 1/n). The data checks
+/// (finite coordinates, finite non-negative weights) run inside the binning pass.
+pub fn binned_1d_opt(
+    x: &[f64],
+    w: Option<&[f64]>,
+    kernel: Kernel,
+    h: f64,
+    grid: Grid1,
+    stop: &AtomicBool,
+) -> Result<Binned> {
+    if let Some(w) = w {
+        if x.len() != w.len() {
+            return Err(invalid!(
+                "weights have length {} but there are {} data points",
+                w.len(),
+                x.len()
+            ));
+        }
+    }
+    if x.is_empty() {
+        return Err(invalid!("data must contain at least one point"));
+    }
+    if !(h.is_finite() && h > 0.0) {
+        return Err(invalid!("bandwidth must be positive and finite; got {h}"));
+    }
     let reach_f = (support_radius(kernel) * h / grid.delta).ceil();
     if reach_f >= 1e9 || reach_f.is_nan() {
         return Err(Error::OutOfMemory(format!(
@@ -183,7 +372,13 @@ pub fn binned_1d(
     let pad = reach + 1;
     let nb = grid.m + 2 * pad;
     let lo_b = grid.lo - pad as f64 * grid.delta;
-    let bins = binning::linear_bin(x, w, lo_b, grid.delta, nb, stop)?;
+    let (bins, ok) =
+        binning::linear_bin_checked(x, w, 1.0 / x.len() as f64, lo_b, grid.delta, nb, stop)?;
+    if !ok {
+        return Err(invalid!(
+            "data must be finite and weights finite and non-negative"
+        ));
+    }
     let mut ker = try_vec(2 * reach + 1, 0.0f64, "n_points")?;
     for (j, k) in ker.iter_mut().enumerate() {
         let d = (j as f64 - reach as f64) * grid.delta / h;
