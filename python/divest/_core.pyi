@@ -237,3 +237,41 @@ def kde_linear_bin_nd(
     delta: list[float],
     nb: list[int],
 ) -> NDArray[np.float64]: ...
+
+# divest.torch backward passes (src/py/grads.rs)
+def divergence_rows_grad(
+    p: NDArray[np.floating],
+    q: NDArray[np.floating],
+    coef: NDArray[np.float64],
+    measure: str,
+    param: float,
+    input: str,
+    normalize: bool,
+    tol: float,
+    want_p: bool,
+    want_q: bool,
+) -> tuple[NDArray[np.floating] | None, NDArray[np.floating] | None]: ...
+def sinkhorn_divergence_clouds_grads(
+    x: NDArray[np.floating],
+    y: NDArray[np.floating],
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    p: int,
+    eps: float,
+    eps0: float,
+    scaling: float,
+    debias: bool,
+    max_iter: int,
+    tol: float | None,
+) -> tuple[
+    float,  # value
+    NDArray[np.float64],  # f
+    NDArray[np.float64],  # g
+    NDArray[np.float64] | None,  # p (None without debias)
+    NDArray[np.float64] | None,  # q (None without debias)
+    NDArray[np.float64],  # grad with respect to x
+    int,  # n_iter
+    bool,  # converged
+    float,  # marginal_error
+    NDArray[np.float64],  # grad with respect to y
+]: ...

@@ -5,6 +5,7 @@ mod common;
 mod dcov;
 mod divergence;
 mod dpp;
+mod grads;
 mod kde;
 mod kdegrid;
 mod ot;
@@ -21,5 +22,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     dpp::register(m)?;
     divergence::register(m)?;
     dcov::register(m)?;
+    grads::register(m)?;
     Ok(())
 }

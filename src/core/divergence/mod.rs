@@ -5,3 +5,4 @@
 pub mod discrete;
 pub mod kernel;
 pub mod knn;
+pub mod grad;

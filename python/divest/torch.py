@@ -1,0 +1,489 @@
+"""divest's divergences and statistics as differentiable PyTorch losses.
+
+Import it explicitly (``import divest.torch``); ``import divest`` never imports torch. Each
+function takes and returns torch tensors, works inside autograd and under
+``torch.compile`` (every kernel is a ``torch.library.custom_op`` with an autograd formula
+and a fake implementation, so the compiled graph has no breaks), and has the name,
+arguments and meaning of its NumPy counterpart in :mod:`divest`.
+
+Inputs and devices
+------------------
+* CPU tensors of float32 or float64 go to divest's Rust kernels without a copy when they
+  are contiguous (``.numpy()`` on the detached tensor shares its memory); other layouts
+  are copied once. Results keep the input dtype (float32 and float64 mixed give float64).
+* float16 and bfloat16 inputs raise a ``TypeError`` (cast with ``.float()``): the kernels
+  work in float32 or float64 and a silent cast would hide the precision the caller chose.
+* CUDA (or any non-CPU) tensors raise a ``ValueError`` naming ``.cpu()``: divest has no
+  GPU path yet, and a silent device-to-host copy would hide the cost.
+* Gradients of gradients (double backward) raise a ``RuntimeError``.
+* Kernels run on divest's thread pool with the GIL released, like the NumPy API.
+"""
+
+import math
+import numbers
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import _core
+from . import divergence as _div
+
+__all__ = [
+    "kl",
+    "js",
+    "js_distance",
+    "hellinger",
+    "tv",
+    "chi2",
+    "renyi",
+    "f_divergence",
+]
+
+_FLOATS = (torch.float32, torch.float64)
+_REDUCTIONS = ("none", "sum", "mean", "batchmean")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _tensor(t, name: str) -> Tensor:
+    """Checks that ``t`` is a CPU float32/float64 tensor (TypeError/ValueError naming it)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor; got {type(t).__name__} "
+            f"(use the NumPy functions of divest for arrays, or torch.as_tensor({name}))"
+        )
+    if t.device.type != "cpu":
+        raise ValueError(
+            f"{name} is on device {t.device}; divest.torch runs on the CPU and has no GPU "
+            f"path yet: pass {name}.cpu() (divest never copies between devices silently)"
+        )
+    if t.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"{name} has dtype {t.dtype}; divest.torch computes in float32 or float64: "
+            f"pass {name}.float()"
+        )
+    if t.dtype not in _FLOATS:
+        raise TypeError(
+            f"{name} must be a float32 or float64 tensor; got {t.dtype} (pass {name}.double())"
+        )
+    return t
+
+
+def _np(t: Tensor) -> np.ndarray:
+    """The tensor's values as a C-contiguous NumPy array (no copy when contiguous)."""
+    return t.detach().contiguous().numpy()
+
+
+def _dtype(*ts: Tensor) -> torch.dtype:
+    return torch.float32 if all(t.dtype == torch.float32 for t in ts) else torch.float64
+
+
+def _no_double_backward(name: str):
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"divest.torch.{name}: gradients of gradients (double backward, "
+            "create_graph=True) are not implemented; differentiate once, or write the "
+            "loss in plain torch operations"
+        )
+
+    return backward
+
+
+# ---------------------------------------------------------------- discrete divergences
+
+
+@torch.library.custom_op("divest::divergence_rows", mutates_args=())
+def _div_rows(
+    p: Tensor,
+    q: Tensor,
+    measure: str,
+    param: float,
+    kind: str,
+    normalize: bool,
+    tol: float,
+    scale: float,
+    sqrt: bool,
+) -> Tensor:
+    out = _core.divergence_rows(
+        _np(p), _np(q), None, None, p.shape[0], measure, param, kind, normalize, tol
+    )
+    if scale != 1.0:
+        out *= scale
+    if sqrt:
+        np.sqrt(out, out=out)
+    return torch.from_numpy(out).to(p.dtype)
+
+
+@_div_rows.register_fake
+def _(p, q, measure, param, kind, normalize, tol, scale, sqrt):
+    return p.new_empty(p.shape[0])
+
+
+@torch.library.custom_op("divest::divergence_rows_grad", mutates_args=())
+def _div_rows_grad(
+    p: Tensor,
+    q: Tensor,
+    coef: Tensor,
+    measure: str,
+    param: float,
+    kind: str,
+    normalize: bool,
+    tol: float,
+    want_p: bool,
+    want_q: bool,
+) -> Tuple[Tensor, Tensor]:
+    gp, gq = _core.divergence_rows_grad(
+        _np(p),
+        _np(q),
+        _np(coef),
+        measure,
+        param,
+        kind,
+        normalize,
+        tol,
+        want_p,
+        want_q,
+    )
+    gp = torch.from_numpy(gp) if want_p else p.new_zeros(0)
+    gq = torch.from_numpy(gq) if want_q else q.new_zeros(0)
+    return gp, gq
+
+
+@_div_rows_grad.register_fake
+def _(p, q, coef, measure, param, kind, normalize, tol, want_p, want_q):
+    return (
+        torch.empty_like(p) if want_p else p.new_empty(0),
+        torch.empty_like(q) if want_q else q.new_empty(0),
+    )
+
+
+def _div_setup(ctx, inputs, output):
+    p, q, measure, param, kind, normalize, tol, scale, sqrt = inputs
+    ctx.save_for_backward(p, q, output)
+    ctx.args = (measure, param, kind, normalize, tol, scale, sqrt)
+
+
+def _div_backward(ctx, grad):
+    p, q, out = ctx.saved_tensors
+    measure, param, kind, normalize, tol, scale, sqrt = ctx.args
+    want_p, want_q = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if not (want_p or want_q):
+        return (None,) * 9
+    g = grad.to(torch.float64) * scale
+    if sqrt:
+        # d√D = dD / (2√D); at D = 0 (the minimum) the gradient of D itself is 0.
+        o = out.to(torch.float64)
+        g = torch.where(o > 0, g / (2.0 * o), torch.zeros_like(g))
+    g = torch.where(grad == 0, torch.zeros_like(g), g)
+    gp, gq = _div_rows_grad(
+        p, q, g.contiguous(), measure, param, kind, normalize, tol, want_p, want_q
+    )
+    return (gp if want_p else None, gq if want_q else None) + (None,) * 7
+
+
+_div_rows.register_autograd(_div_backward, setup_context=_div_setup)
+_div_rows_grad.register_autograd(
+    _no_double_backward("divergence backward"),
+    setup_context=lambda ctx, inputs, output: None,
+)
+
+
+def _reduce(v: Tensor, reduction, k: int, name: str = "reduction") -> Tensor:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name} must be one of {_REDUCTIONS}; got {reduction!r}")
+    if reduction == "none":
+        return v
+    if reduction == "sum":
+        return v.sum()
+    if reduction == "batchmean":
+        return v.sum() / max(v.numel(), 1)
+    return v.sum() / max(v.numel() * k, 1)
+
+
+def _discrete(
+    p,
+    q,
+    measure: str,
+    param: float,
+    axis,
+    keepdims,
+    base,
+    from_logits,
+    log_input,
+    normalize,
+    temperature,
+    reduction,
+    sqrt=False,
+):
+    p = _tensor(p, "p")
+    q = _tensor(q, "q")
+    kind = _div._input_kind(from_logits, log_input)
+    if base is not None and measure not in _div._LOGARITHMIC:
+        raise ValueError(f"base applies to logarithmic divergences only; {measure!r} has no base")
+    lb = _div._log_base(base)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
+    if not isinstance(normalize, (bool, np.bool_)):
+        raise TypeError(f"normalize must be a bool; got {type(normalize).__name__}")
+    dt = _dtype(p, q)
+    p, q = p.to(dt), q.to(dt)
+    if p.ndim == 0 or q.ndim == 0:
+        raise ValueError("p and q must be at least 1-D: distributions along `axis`")
+    if temperature is not None:
+        if not from_logits:
+            raise ValueError("temperature applies to logits only: pass from_logits=True")
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+            raise TypeError(
+                f"temperature must be a positive number; got {type(temperature).__name__}"
+            )
+        t = float(temperature)
+        if not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
+        if t != 1.0:
+            p, q = p / t, q / t
+    nd = max(p.ndim, q.ndim)
+    ax = _div._check_axis(axis, nd)
+    p = p.reshape((1,) * (nd - p.ndim) + tuple(p.shape))
+    q = q.reshape((1,) * (nd - q.ndim) + tuple(q.shape))
+    k = p.shape[ax]
+    if q.shape[ax] != k:
+        raise ValueError(
+            f"p and q must have the same number of categories along axis {axis}; "
+            f"got {k} and {q.shape[ax]}"
+        )
+    if k == 0:
+        raise ValueError("p and q have no categories along axis; distributions need at least one")
+    pm, qm = p.movedim(ax, -1), q.movedim(ax, -1)
+    try:
+        batch = tuple(torch.broadcast_shapes(pm.shape[:-1], qm.shape[:-1]))
+    except RuntimeError:
+        raise ValueError(
+            f"p and q do not broadcast: batch shapes {tuple(pm.shape[:-1])} and "
+            f"{tuple(qm.shape[:-1])} (categories along axis {axis})"
+        ) from None
+    pm = pm.expand(batch + (k,)).reshape(-1, k).contiguous()
+    qm = qm.expand(batch + (k,)).reshape(-1, k).contiguous()
+    tol = _div.SUM_TOL[np.dtype(np.float32 if dt == torch.float32 else np.float64)]
+    v = _div_rows(pm, qm, measure, float(param), kind, bool(normalize), tol, 1.0 / lb, sqrt)
+    v = v.reshape(batch)
+    if keepdims:
+        v = v.unsqueeze(ax)
+    return _reduce(v, reduction, k)
+
+
+_TORCH_DOC = """
+    Torch arguments (in addition to those of the NumPy function)
+    ----------------------------------------------------------
+    temperature : float or None
+        With ``from_logits=True``: divide both logits by it first (distillation's T; the
+        customary T² factor is left to the caller).
+    reduction : {"none", "sum", "mean", "batchmean"}
+        torch's convention: "none" returns one value per pair of rows (the batch shape),
+        "sum" their sum, "batchmean" their mean (the true divergence per row, as torch's
+        ``kl_div(..., reduction="batchmean")`` for 2-D inputs), "mean" the sum divided by
+        the number of *elements* (rows × categories, as torch's ``kl_div``).
+
+    Gradients flow to ``p`` and ``q`` (both), computed in Rust from the rows as the
+    forward pass read them: the gradient of D(p̂, q̂) where p̂ is the softmax of logits or
+    log-probabilities, or p / Σp for probabilities (so it is orthogonal to a change of
+    scale of the row, or of a constant added to logits). Identical inputs give exactly 0
+    and exactly zero gradients (square roots included); a zero probability contributes no
+    NaN: from logits every gradient is finite wherever the value is, and with
+    probabilities only the derivative with respect to an entry that is exactly 0 can be
+    infinite (-inf for KL's p ln p and Hellinger's √p, whose slope at 0 is unbounded).
+    Memory: the value per row; the backward pass allocates the two gradients and
+    recomputes the row normalisation (no input-sized temporaries besides).
+"""
+
+
+def _wrap_doc(fn, np_fn):
+    fn.__doc__ = (np_fn.__doc__ or "").split("\n    Parameters")[0].rstrip() + (
+        "\n\n    Same arguments and meaning as :func:`divest." + np_fn.__name__ + "`; see there."
+        + _TORCH_DOC
+    )
+    return fn
+
+
+def kl(
+    p,
+    q,
+    axis=-1,
+    keepdims=False,
+    base=None,
+    *,
+    from_logits=False,
+    log_input=False,
+    normalize=False,
+    temperature=None,
+    reduction="none",
+):
+    return _discrete(
+        p, q, "kl", 0.0, axis, keepdims, base, from_logits, log_input, normalize,
+        temperature, reduction,
+    )  # fmt: skip
+
+
+def js(
+    p,
+    q,
+    axis=-1,
+    keepdims=False,
+    base=None,
+    *,
+    from_logits=False,
+    log_input=False,
+    normalize=False,
+    temperature=None,
+    reduction="none",
+):
+    return _discrete(
+        p, q, "js", 0.0, axis, keepdims, base, from_logits, log_input, normalize,
+        temperature, reduction,
+    )  # fmt: skip
+
+
+def js_distance(
+    p,
+    q,
+    axis=-1,
+    keepdims=False,
+    base=None,
+    *,
+    from_logits=False,
+    log_input=False,
+    normalize=False,
+    temperature=None,
+    reduction="none",
+):
+    return _discrete(
+        p, q, "js", 0.0, axis, keepdims, base, from_logits, log_input, normalize,
+        temperature, reduction, sqrt=True,
+    )  # fmt: skip
+
+
+def hellinger(
+    p,
+    q,
+    axis=-1,
+    keepdims=False,
+    base=None,
+    *,
+    from_logits=False,
+    log_input=False,
+    normalize=False,
+    temperature=None,
+    reduction="none",
+):
+    return _discrete(
+        p, q, "hellinger", 0.0, axis, keepdims, base, from_logits, log_input, normalize,
+        temperature, reduction, sqrt=True,
+    )  # fmt: skip
+
+
+def tv(
+    p,
+    q,
+    axis=-1,
+    keepdims=False,
+    base=None,
+    *,
+    from_logits=False,
+    log_input=False,
+    normalize=False,
+    temperature=None,
+    reduction="none",
+):
+    return _discrete(
+        p, q, "tv", 0.0, axis, keepdims, base, from_logits, log_input, normalize,
+        temperature, reduction,
+    )  # fmt: skip
+
+
+def chi2(
+    p,
+    q,
+    axis=-1,
+    keepdims=False,
+    base=None,
+    *,
+    from_logits=False,
+    log_input=False,
+    normalize=False,
+    temperature=None,
+    reduction="none",
+):
+    return _discrete(
+        p, q, "chi2", 0.0, axis, keepdims, base, from_logits, log_input, normalize,
+        temperature, reduction,
+    )  # fmt: skip
+
+
+def renyi(
+    p,
+    q,
+    alpha,
+    axis=-1,
+    keepdims=False,
+    base=None,
+    *,
+    from_logits=False,
+    log_input=False,
+    normalize=False,
+    temperature=None,
+    reduction="none",
+):
+    a = _div._check_alpha(alpha, "alpha")
+    if a < 0:
+        raise ValueError(f"alpha must be >= 0 for the Rényi divergence; got {alpha!r}")
+    return _discrete(
+        p, q, "renyi", a, axis, keepdims, base, from_logits, log_input, normalize,
+        temperature, reduction,
+    )  # fmt: skip
+
+
+def f_divergence(
+    p,
+    q,
+    f,
+    axis=-1,
+    keepdims=False,
+    base=None,
+    *,
+    alpha=None,
+    from_logits=False,
+    log_input=False,
+    normalize=False,
+    temperature=None,
+    reduction="none",
+):
+    _div.check_choice(f, "f", _div.F_DIVERGENCES)
+    param = 0.0
+    if f == "alpha":
+        if alpha is None:
+            raise ValueError("f='alpha' needs the order: pass alpha=...")
+        param = _div._check_alpha(alpha, "alpha")
+        if not math.isfinite(param):
+            raise ValueError(f"alpha must be finite; got {alpha!r}")
+    elif alpha is not None:
+        raise ValueError(f"alpha applies to f='alpha' only; got f={f!r}")
+    return _discrete(
+        p, q, f, param, axis, keepdims, base, from_logits, log_input, normalize,
+        temperature, reduction,
+    )  # fmt: skip
+
+
+for _fn, _np_fn in (
+    (kl, _div.kl),
+    (js, _div.js),
+    (js_distance, _div.js_distance),
+    (hellinger, _div.hellinger),
+    (tv, _div.tv),
+    (chi2, _div.chi2),
+    (renyi, _div.renyi),
+    (f_divergence, _div.f_divergence),
+):
+    _wrap_doc(_fn, _np_fn)
+del _fn, _np_fn

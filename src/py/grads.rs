@@ -1,0 +1,171 @@
+//! Bindings for the backward passes of `divest.torch` (gradients that the NumPy API does
+//! not return). Inputs are laid out by `divest/torch.py`.
+
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
+use pyo3::prelude::*;
+
+use super::common::{array2, run, to_py, with_slices, Arr2};
+use crate::core::divergence::discrete::{Batch, Input, Measure, Spec};
+use crate::core::divergence::grad;
+use crate::core::ot::clouds;
+use crate::core::pairwise::Points;
+
+fn opt_array<'py, T: numpy::Element>(
+    py: Python<'py>,
+    v: Vec<T>,
+    n: usize,
+    k: usize,
+    want: bool,
+) -> PyResult<Option<Bound<'py, PyArray2<T>>>> {
+    if want {
+        Ok(Some(array2(py, v, n, k)?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Gradients of Σ_r coef[r]·D(p_r, q_r) with respect to `p` and `q` (C-contiguous
+/// (rows, k) arrays of one dtype; the gradients come back in that dtype, None where not
+/// wanted).
+#[pyfunction]
+#[pyo3(signature = (p, q, coef, measure, param, input, normalize, tol, want_p, want_q))]
+#[allow(clippy::too_many_arguments)]
+fn divergence_rows_grad<'py>(
+    py: Python<'py>,
+    p: &Bound<'py, PyAny>,
+    q: &Bound<'py, PyAny>,
+    coef: PyReadonlyArray1<'py, f64>,
+    measure: &str,
+    param: f64,
+    input: &str,
+    normalize: bool,
+    tol: f64,
+    want_p: bool,
+    want_q: bool,
+) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+    let spec = Spec {
+        measure: Measure::parse(measure, param).map_err(to_py)?,
+        input: Input::parse(input).map_err(to_py)?,
+        normalize,
+        tol,
+    };
+    let a = Arr2::extract(p, "p")?;
+    let b = Arr2::extract(q, "q")?;
+    let (rp, k) = a.shape();
+    let (rq, kq) = b.shape();
+    let c = coef.as_slice()?;
+    let work = rp.saturating_mul(k).saturating_mul(16);
+    with_slices!(&a, &b, |xs, ys| {
+        let (gp, gq) = run(py, work, |stop| {
+            grad::divergence_rows_grad(
+                Batch { data: xs, rows: rp, k },
+                Batch { data: ys, rows: rq, k: kq },
+                spec,
+                c,
+                (want_p, want_q),
+                stop,
+            )
+        })?;
+        let gp = opt_array(py, gp, rp, k, want_p)?;
+        let gq = opt_array(py, gq, rq, kq, want_q)?;
+        Ok((
+            gp.into_pyobject(py)?.into_any().unbind(),
+            gq.into_pyobject(py)?.into_any().unbind(),
+        ))
+    })
+}
+
+type Arr1<'py> = Bound<'py, PyArray1<f64>>;
+
+/// `sinkhorn_divergence_clouds_grads`: as `sinkhorn_divergence_clouds` with `grad=True`
+/// (value, f, g, p and q or None, grad_x, n_iter, converged, marginal_error), then grad_y.
+type GradsOut<'py> = (
+    f64,
+    Arr1<'py>,
+    Arr1<'py>,
+    Option<Arr1<'py>>,
+    Option<Arr1<'py>>,
+    Bound<'py, PyArray2<f64>>,
+    usize,
+    bool,
+    f64,
+    Bound<'py, PyArray2<f64>>,
+);
+
+/// The Sinkhorn divergence between clouds with its gradients with respect to both clouds
+/// (the y gradient from the statistics of the y-row check passes).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn sinkhorn_divergence_clouds_grads<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    a: PyReadonlyArray1<'py, f64>,
+    b: PyReadonlyArray1<'py, f64>,
+    p: u8,
+    eps: f64,
+    eps0: f64,
+    scaling: f64,
+    debias: bool,
+    max_iter: usize,
+    tol: Option<f64>,
+) -> PyResult<GradsOut<'py>> {
+    let xa = Arr2::extract(x, "x")?;
+    let ya = Arr2::extract(y, "y")?;
+    let ((n, d), (m, dy)) = (xa.shape(), ya.shape());
+    let (av, bv) = (a.as_slice()?, b.as_slice()?);
+    let opts = clouds::DivOptions {
+        p,
+        eps,
+        eps0,
+        scaling,
+        debias,
+        max_iter,
+        tol,
+        grad: true,
+    };
+    let passes = clouds::schedule(eps0, eps, scaling, p)
+        .len()
+        .saturating_add(6)
+        .saturating_mul(4)
+        .saturating_add(if tol.is_some() {
+            max_iter.saturating_mul(4)
+        } else {
+            0
+        });
+    let work = (n + m)
+        .saturating_mul(n + m)
+        .saturating_mul(d + 8)
+        .saturating_mul(passes);
+    let (out, gy) = with_slices!(&xa, &ya, |xs, ys| {
+        run(py, work, |stop| {
+            clouds::divergence_grads(
+                Points::new(xs, n, d)?,
+                Points::new(ys, m, dy)?,
+                av,
+                bv,
+                &opts,
+                true,
+                stop,
+            )
+        })?
+    });
+    Ok((
+        out.value,
+        out.f.into_pyarray(py),
+        out.g.into_pyarray(py),
+        debias.then(|| out.p.into_pyarray(py)),
+        debias.then(|| out.q.into_pyarray(py)),
+        array2(py, out.grad, n, d)?,
+        out.n_iter,
+        out.converged,
+        out.error,
+        array2(py, gy, m, dy)?,
+    ))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(sinkhorn_divergence_clouds_grads, m)?)?;
+    m.add_function(wrap_pyfunction!(divergence_rows_grad, m)?)?;
+    Ok(())
+}
