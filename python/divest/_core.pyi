@@ -275,3 +275,9 @@ def sinkhorn_divergence_clouds_grads(
     float,  # marginal_error
     NDArray[np.float64],  # grad with respect to y
 ]: ...
+def kernel_row_grads(
+    x: NDArray[np.floating], y: NDArray[np.floating], kernel: str, scale: float, log_norm: float
+) -> NDArray[np.float64]: ...
+def energy_row_grads(
+    x: NDArray[np.floating], y: NDArray[np.floating], alpha: float
+) -> NDArray[np.float64]: ...

@@ -7,6 +7,8 @@ use pyo3::prelude::*;
 use super::common::{array2, run, to_py, with_slices, Arr2};
 use crate::core::divergence::discrete::{Batch, Input, Measure, Spec};
 use crate::core::divergence::grad;
+use crate::core::divergence::kernel::PairKernel;
+use crate::core::divergence::sample_grad;
 use crate::core::ot::clouds;
 use crate::core::pairwise::Points;
 
@@ -164,7 +166,55 @@ fn sinkhorn_divergence_clouds_grads<'py>(
     ))
 }
 
+/// Rows of exp(-log_norm)·Σ_j ∇_{x_i} k(x_i, y_j) (an (n, d) float64 array).
+#[pyfunction]
+fn kernel_row_grads<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    kernel: &str,
+    scale: f64,
+    log_norm: f64,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let kern = PairKernel::parse(kernel).map_err(to_py)?;
+    let a = Arr2::extract(x, "x")?;
+    let b = Arr2::extract(y, "y")?;
+    let ((n, d), (m, dy)) = (a.shape(), b.shape());
+    let work = n.saturating_mul(m).saturating_mul(d + 8);
+    let g = with_slices!(&a, &b, |xs, ys| run(py, work, |stop| {
+        sample_grad::kernel_row_grads(
+            Points::new(xs, n, d)?,
+            Points::new(ys, m, dy)?,
+            kern,
+            scale,
+            log_norm,
+            stop,
+        )
+    })?);
+    array2(py, g, n, d)
+}
+
+/// Rows of Σ_j α|x_i − y_j|^(α−2)(x_i − y_j) (an (n, d) float64 array).
+#[pyfunction]
+fn energy_row_grads<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    alpha: f64,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let a = Arr2::extract(x, "x")?;
+    let b = Arr2::extract(y, "y")?;
+    let ((n, d), (m, dy)) = (a.shape(), b.shape());
+    let work = n.saturating_mul(m).saturating_mul(d + 8);
+    let g = with_slices!(&a, &b, |xs, ys| run(py, work, |stop| {
+        sample_grad::energy_row_grads(Points::new(xs, n, d)?, Points::new(ys, m, dy)?, alpha, stop)
+    })?);
+    array2(py, g, n, d)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(kernel_row_grads, m)?)?;
+    m.add_function(wrap_pyfunction!(energy_row_grads, m)?)?;
     m.add_function(wrap_pyfunction!(sinkhorn_divergence_clouds_grads, m)?)?;
     m.add_function(wrap_pyfunction!(divergence_rows_grad, m)?)?;
     Ok(())

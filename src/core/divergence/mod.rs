@@ -6,3 +6,4 @@ pub mod discrete;
 pub mod kernel;
 pub mod knn;
 pub mod grad;
+pub mod sample_grad;

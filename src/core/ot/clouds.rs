@@ -102,16 +102,35 @@ fn log_sums<T: Float>(
     mean: Option<&[f64]>,
     stop: &AtomicBool,
 ) -> Result<RowStats> {
+    row_stats(rows, cols, h, map, 1.0, false, mean, stop)
+}
+
+/// One [`KernelRows`] pass of `map` at one `scale` with column log-weights (or weights)
+/// `h`, skipping (i, i) when `exclude_self`; with `mean`, the rows run in chunks that keep
+/// the per-block mean buffers under 4 MB whatever n is (results do not depend on it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn row_stats<T: Float, P: PairMap>(
+    rows: Points<'_, T>,
+    cols: Points<'_, T>,
+    h: &[f64],
+    map: P,
+    scale: f64,
+    exclude_self: bool,
+    mean: Option<&[f64]>,
+    stop: &AtomicBool,
+) -> Result<RowStats> {
+    let scales = [scale];
     let red = KernelRows {
         f: map,
-        scales: &[1.0],
+        scales: &scales,
         w: h,
-        exclude_self: false,
+        exclude_self,
         sumsq: false,
         mean,
         d: rows.d,
     };
-    if mean.is_none() {
+    if mean.is_none() || exclude_self {
+        // (Chunks would shift the diagonal: leave-one-out passes run whole.)
         return Ok(RowStats::from_states(
             1,
             reduce_rows(rows, cols, &red, stop)?,
