@@ -1018,3 +1018,227 @@ def energy_distance(x, y, exponent=1.0, unbiased=False):
 
 
 __all__ += ["mmd", "cs_divergence", "energy_distance"]
+
+
+# ------------------------------------------------------------------ distance covariance
+
+
+@torch.library.custom_op("divest::dcov_sqr", mutates_args=())
+def _dcov(
+    x: Tensor, y: Tensor, exponent: float, unbiased: bool, want_x: bool, want_y: bool
+) -> Tuple[Tensor, Tensor, Tensor]:
+    from .dcov import dcov_sqr as _np_dcov
+
+    xa, ya = _np(x), _np(y)
+    gx, gy = x.new_zeros(0), y.new_zeros(0)
+    if want_x:
+        v, g = _np_dcov(xa, ya, exponent, unbiased, return_grad=True)
+        gx = torch.from_numpy(np.ascontiguousarray(g)).to(x.dtype).reshape(x.shape)
+    if want_y:
+        v, g = _np_dcov(ya, xa, exponent, unbiased, return_grad=True)
+        gy = torch.from_numpy(np.ascontiguousarray(g)).to(y.dtype).reshape(y.shape)
+    if not (want_x or want_y):
+        v = _np_dcov(xa, ya, exponent, unbiased)
+    return torch.tensor(v, dtype=x.dtype), gx, gy
+
+
+@_dcov.register_fake
+def _(x, y, exponent, unbiased, want_x, want_y):
+    return (
+        x.new_empty(()),
+        torch.empty_like(x) if want_x else x.new_empty(0),
+        torch.empty_like(y) if want_y else y.new_empty(0),
+    )
+
+
+def _dcov_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1], output[2])
+
+
+def _dcov_backward(ctx, go, *_):
+    gx, gy = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    return (
+        go * gx if need[0] and gx.numel() else None,
+        go * gy if need[1] and gy.numel() else None,
+    ) + (None,) * 4
+
+
+_dcov.register_autograd(_dcov_backward, setup_context=_dcov_setup)
+
+
+def _obs(t, name: str) -> Tensor:
+    t = _tensor(t, name)
+    if t.ndim not in (1, 2) or t.shape[0] == 0:
+        raise ValueError(
+            f"{name} must be a non-empty (n,) or (n, p) tensor of observations; "
+            f"got shape {tuple(t.shape)}"
+        )
+    return t
+
+
+def _pair(x, y):
+    x = _obs(x, "x")
+    y = _obs(y, "y")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            "x and y must have the same number of observations (rows); "
+            f"got {x.shape[0]} and {y.shape[0]}"
+        )
+    dt = _dtype(x, y)
+    return x.to(dt), y.to(dt)
+
+
+def _exp(exponent) -> float:
+    from .dcov import _check_exponent
+
+    return _check_exponent(exponent)
+
+
+def _flag(v, name: str) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; got {type(v).__name__}")
+    return bool(v)
+
+
+def _dcov_t(x: Tensor, y: Tensor, a: float, unbiased: bool) -> Tensor:
+    need = torch.is_grad_enabled()
+    return _dcov(x, y, a, unbiased, need and x.requires_grad, need and y.requires_grad)[0]
+
+
+def dcov_sqr(x, y, exponent=1.0, unbiased=False):
+    """Squared distance covariance, as :func:`divest.dcov_sqr`, differentiable with
+    respect to ``x`` and ``y``.
+
+    The gradients are divest's Rust ones (``return_grad=True``: one extra pass of the
+    pairwise engine per sample that requires grad, O(n·(p + q)) memory, no n×n matrix),
+    computed in the forward call when an input requires grad and kept for the backward.
+    Pairs of coincident points contribute 0 (symmetric subgradient).
+    """
+    x, y = _pair(x, y)
+    return _dcov_t(x, y, _exp(exponent), _flag(unbiased, "unbiased"))
+
+
+def dcor_sqr(x, y, exponent=1.0, unbiased=False):
+    """Squared distance correlation, as :func:`divest.dcor_sqr` (V, or the bias-corrected
+    U version with ``unbiased=True``), differentiable with respect to ``x`` and ``y``:
+    dCov²(x, y) / √(dCov²(x, x)·dCov²(y, y)) composed from :func:`dcov_sqr` (three
+    statistics and their gradients, O(n·(p + q)) memory). 0, with zero gradients, when a
+    sample is constant.
+    """
+    x, y = _pair(x, y)
+    a, u = _exp(exponent), _flag(unbiased, "unbiased")
+    c = _dcov_t(x, y, a, u)
+    vx = _dcov_t(x, x, a, u)
+    vy = _dcov_t(y, y, a, u)
+    den2 = (vx * vy).abs()
+    ok = den2 > 0
+    safe = torch.where(ok, den2, torch.ones_like(den2))
+    return torch.where(ok, c / safe.sqrt(), torch.zeros_like(c))
+
+
+def dcor(x, y, exponent=1.0):
+    """Distance correlation √(V dcor²), as :func:`divest.dcor`, differentiable with
+    respect to ``x`` and ``y``; at 0 (independence, or a constant sample) the gradient is 0.
+    """
+    r = dcor_sqr(x, y, exponent, False)
+    ok = r > 0
+    return torch.where(ok, torch.where(ok, r, torch.ones_like(r)).sqrt(), torch.zeros_like(r))
+
+
+@torch.library.custom_op("divest::jdcov", mutates_args=())
+def _jdcov(
+    xs: List[Tensor], c: float, unbiased: bool, scale: bool, exponent: float, want: List[bool]
+) -> Tuple[Tensor, List[Tensor]]:
+    from .dcov import jdcov as _np_jdcov
+
+    arrs = [_np(t) for t in xs]
+    grads = []
+    v = None
+    for k, w in enumerate(want):
+        if w:
+            # JdCov² is symmetric in its arguments: put sample k first.
+            order = [arrs[k]] + arrs[:k] + arrs[k + 1 :]
+            v, g = _np_jdcov(
+                *order, c=c, unbiased=unbiased, scale=scale, exponent=exponent, return_grad=True
+            )
+            grads.append(torch.from_numpy(np.ascontiguousarray(g)).to(xs[k].dtype).reshape(xs[k].shape))
+        else:
+            grads.append(xs[k].new_zeros(0))
+    if v is None:
+        v = _np_jdcov(*arrs, c=c, unbiased=unbiased, scale=scale, exponent=exponent)
+    return torch.tensor(v, dtype=xs[0].dtype), grads
+
+
+@_jdcov.register_fake
+def _(xs, c, unbiased, scale, exponent, want):
+    return xs[0].new_empty(()), [
+        torch.empty_like(t) if w else t.new_empty(0) for t, w in zip(xs, want)
+    ]
+
+
+def _jdcov_setup(ctx, inputs, output):
+    ctx.save_for_backward(*output[1])
+
+
+def _jdcov_backward(ctx, go, _gg):
+    grads = ctx.saved_tensors
+    return (
+        [go * g if g.numel() else None for g in grads],
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+_jdcov.register_autograd(_jdcov_backward, setup_context=_jdcov_setup)
+
+
+def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0):
+    """Joint distance covariance JdCov², as :func:`divest.jdcov`, differentiable with
+    respect to every sample (divest's Rust gradient, one call per sample that requires
+    grad, each O(n Σ p_k) memory). For fairness penalties with several protected
+    attributes, pass the model's output and the attributes.
+    """
+    if len(xs) < 2:
+        raise ValueError(f"jdcov needs at least two samples; got {len(xs)}")
+    ts = [_obs(t, f"xs[{i}]") for i, t in enumerate(xs)]
+    n0 = ts[0].shape[0]
+    for i, t in enumerate(ts):
+        if t.shape[0] != n0:
+            raise ValueError(
+                f"xs[0] and xs[{i}] must have the same number of observations (rows); "
+                f"got {n0} and {t.shape[0]}"
+            )
+    dt = _dtype(*ts)
+    ts = [t.to(dt) for t in ts]
+    from ._validate import check_nonnegative
+
+    cv = float(check_nonnegative(c, "c"))
+    need = torch.is_grad_enabled()
+    want = [bool(need and t.requires_grad) for t in ts]
+    return _jdcov(ts, cv, _flag(unbiased, "unbiased"), _flag(scale, "scale"), _exp(exponent), want)[0]
+
+
+def ccdcov(y, *attrs, unbiased=True, exponent=1.0):
+    """Concatenated distance covariance dCov²(y, [a_1, …, a_m]), as :func:`divest.ccdcov`,
+    differentiable with respect to ``y`` and every attribute (the :func:`dcov_sqr`
+    gradients of y and of the concatenation, split back by autograd).
+    """
+    if len(attrs) < 1:
+        raise ValueError("ccdcov needs y and at least one attribute")
+    y = _obs(y, "y")
+    ts = [_obs(a, f"attrs[{i}]") for i, a in enumerate(attrs)]
+    for i, t in enumerate(ts):
+        if t.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"y and attrs[{i}] must have the same number of observations (rows); "
+                f"got {y.shape[0]} and {t.shape[0]}"
+            )
+    z = torch.cat([t.reshape(t.shape[0], -1) for t in ts], dim=1)
+    return dcov_sqr(y, z, exponent, unbiased)
+
+
+__all__ += ["dcov_sqr", "dcor_sqr", "dcor", "jdcov", "ccdcov"]
