@@ -92,6 +92,44 @@ def _no_double_backward(name: str):
     return backward
 
 
+# Pure-Python checks for the wrappers: torch.compile traces the wrappers, and NumPy calls
+# on Python numbers (np.isfinite in divest's NumPy-side checks) would become graph breaks.
+
+
+def _real(v, name: str, what: str) -> float:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.floating)):
+        raise TypeError(f"{name} must be {what}; got {type(v).__name__}")
+    return float(v)
+
+
+def _log_base(base) -> float:
+    if base is None:
+        return 1.0
+    b = _real(base, "base", "a number greater than 1")
+    if not (math.isfinite(b) and b > 1):
+        raise ValueError(
+            f"base must be a finite number greater than 1 (2 for bits, 10 for bans); got {base!r}"
+        )
+    return math.log(b)
+
+
+def _alpha(alpha, name: str = "alpha") -> float:
+    a = _real(alpha, name, "a real number")
+    if math.isnan(a):
+        raise ValueError(f"{name} must not be NaN")
+    return a
+
+
+def _nonneg(v, name: str) -> float:
+    x = _real(v, name, "a non-negative number")
+    if not (math.isfinite(x) and x >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0; got {v!r}")
+    return x
+
+
+_SUM_TOL = {torch.float32: 1e-4, torch.float64: 1e-6}
+
+
 # ---------------------------------------------------------------- discrete divergences
 
 
@@ -223,7 +261,7 @@ def _discrete(
     kind = _div._input_kind(from_logits, log_input)
     if base is not None and measure not in _div._LOGARITHMIC:
         raise ValueError(f"base applies to logarithmic divergences only; {measure!r} has no base")
-    lb = _div._log_base(base)
+    lb = _log_base(base)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
     if not isinstance(normalize, (bool, np.bool_)):
@@ -266,7 +304,7 @@ def _discrete(
         ) from None
     pm = pm.expand(batch + (k,)).reshape(-1, k).contiguous()
     qm = qm.expand(batch + (k,)).reshape(-1, k).contiguous()
-    tol = _div.SUM_TOL[np.dtype(np.float32 if dt == torch.float32 else np.float64)]
+    tol = _SUM_TOL[dt]
     v = _div_rows(pm, qm, measure, float(param), kind, bool(normalize), tol, 1.0 / lb, sqrt)
     v = v.reshape(batch)
     if keepdims:
@@ -435,7 +473,7 @@ def renyi(
     temperature=None,
     reduction="none",
 ):
-    a = _div._check_alpha(alpha, "alpha")
+    a = _alpha(alpha)
     if a < 0:
         raise ValueError(f"alpha must be >= 0 for the Rényi divergence; got {alpha!r}")
     return _discrete(
@@ -464,7 +502,7 @@ def f_divergence(
     if f == "alpha":
         if alpha is None:
             raise ValueError("f='alpha' needs the order: pass alpha=...")
-        param = _div._check_alpha(alpha, "alpha")
+        param = _alpha(alpha)
         if not math.isfinite(param):
             raise ValueError(f"alpha must be finite; got {alpha!r}")
     elif alpha is not None:
@@ -1214,9 +1252,7 @@ def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0):
             )
     dt = _dtype(*ts)
     ts = [t.to(dt) for t in ts]
-    from ._validate import check_nonnegative
-
-    cv = float(check_nonnegative(c, "c"))
+    cv = _nonneg(c, "c")
     need = torch.is_grad_enabled()
     want = [bool(need and t.requires_grad) for t in ts]
     return _jdcov(ts, cv, _flag(unbiased, "unbiased"), _flag(scale, "scale"), _exp(exponent), want)[0]
