@@ -98,6 +98,27 @@ impl PairMap for EnergySlope {
     }
 }
 
+/// [`EnergySlope`] at α = 1 (the usual case): 1/|x − y|, a select the loop vectorises.
+#[derive(Clone, Copy)]
+struct UnitSlope;
+
+impl PairMap for UnitSlope {
+    const LOG: bool = false;
+    #[inline(always)]
+    fn value(&self, _d2: f64) -> f64 {
+        0.0
+    }
+    #[inline(always)]
+    fn mean_factor(&self, d2: f64) -> f64 {
+        let r = 1.0 / d2.sqrt();
+        if d2 > 0.0 {
+            r
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Rows of `Σ_j ∇_{x_i} |x_i − y_j|^α = Σ_j α |x_i − y_j|^(α−2) (x_i − y_j)` (row-major n×d).
 pub fn energy_row_grads<T: Float>(
     x: Points<'_, T>,
@@ -115,7 +136,11 @@ pub fn energy_row_grads<T: Float>(
         alpha,
         half_m1: 0.5 * alpha - 1.0,
     };
-    let st = row_stats(x, y, &w, map, 1.0, false, Some(&cols), stop)?;
+    let st = if alpha == 1.0 {
+        row_stats(x, y, &w, UnitSlope, 1.0, false, Some(&cols), stop)?
+    } else {
+        row_stats(x, y, &w, map, 1.0, false, Some(&cols), stop)?
+    };
     Ok(combine(x, &st, |_| 1.0))
 }
 
