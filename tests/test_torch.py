@@ -12,9 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from torch.autograd import gradcheck  # noqa: E402
+
 import divest  # noqa: E402
 import divest.torch as dt  # noqa: E402
-from torch.autograd import gradcheck  # noqa: E402
 
 F64 = torch.float64
 MEASURES = ["kl", "reverse_kl", "js", "hellinger", "tv", "chi2", "neyman_chi2", "triangular",
@@ -45,7 +46,9 @@ def test_f_divergence_gradcheck_logits_probs_logs(f, logits):
     assert gradcheck(lambda a, b: dt.f_divergence(a, b, f, normalize=True), (p, q))
     lp = torch.log_softmax(x, -1).detach().requires_grad_()
     lq = torch.log_softmax(y, -1).detach().requires_grad_()
-    assert gradcheck(lambda a, b: dt.f_divergence(a, b, f, log_input=True, normalize=True), (lp, lq))
+    assert gradcheck(
+        lambda a, b: dt.f_divergence(a, b, f, log_input=True, normalize=True), (lp, lq)
+    )
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0, 2.0, 7.0, math.inf])
@@ -181,8 +184,12 @@ def test_reductions_axis_keepdims_broadcast_dtype():
     assert dt.kl(x, y, axis=0, keepdims=True, from_logits=True).shape == (1, 2, 3)
     s = dt.kl(x, y, axis=0, from_logits=True, reduction="sum")
     torch.testing.assert_close(s, v.sum())
-    torch.testing.assert_close(dt.kl(x, y, axis=0, from_logits=True, reduction="batchmean"), v.mean())
-    torch.testing.assert_close(dt.kl(x, y, axis=0, from_logits=True, reduction="mean"), v.sum() / 30)
+    torch.testing.assert_close(
+        dt.kl(x, y, axis=0, from_logits=True, reduction="batchmean"), v.mean()
+    )
+    torch.testing.assert_close(
+        dt.kl(x, y, axis=0, from_logits=True, reduction="mean"), v.sum() / 30
+    )
     s.backward()
     assert x.grad.shape == x.shape and y.grad.shape == y.shape
     assert x.grad.dtype == torch.float32
@@ -292,7 +299,7 @@ def test_cs_and_energy_gradcheck():
     assert gradcheck(lambda a, b: dt.cs_divergence(a, b, sigma=0.9), (x, y))
     for alpha in (0.5, 1.0, 1.5):
         for u in (False, True):
-            assert gradcheck(lambda a, b: dt.energy_distance(a, b, alpha, u), (x, y))
+            assert gradcheck(lambda a, b, al=alpha, u=u: dt.energy_distance(a, b, al, u), (x, y))
 
 
 def test_sample_discrepancies_match_plain_torch_cdist():
@@ -300,7 +307,7 @@ def test_sample_discrepancies_match_plain_torch_cdist():
     s = 1.1
 
     def k(u, v):
-        return torch.exp(-torch.cdist(u, v) ** 2 / (2 * s * s))
+        return torch.exp(-(torch.cdist(u, v) ** 2) / (2 * s * s))
 
     def mmd_ref(a, b):
         n, m = len(a), len(b)
@@ -352,10 +359,13 @@ def test_dcov_family_gradcheck_and_values():
     z = torch.randn(9, 3, dtype=F64, generator=g).requires_grad_()
     for u in (False, True):
         for al in (1.0, 1.5):
-            assert gradcheck(lambda a, b: dt.dcov_sqr(a, b, al, u), (x, y))
-            assert gradcheck(lambda a, b: dt.dcor_sqr(a, b, al, u), (x, y))
+            assert gradcheck(lambda a, b, al=al, u=u: dt.dcov_sqr(a, b, al, u), (x, y))
+            assert gradcheck(lambda a, b, al=al, u=u: dt.dcor_sqr(a, b, al, u), (x, y))
         for sc in (False, True):
-            assert gradcheck(lambda a, b, c: dt.jdcov(a, b, c, c=0.5, unbiased=u, scale=sc), (x, y, z))
+            assert gradcheck(
+                lambda a, b, c, u=u, sc=sc: dt.jdcov(a, b, c, c=0.5, unbiased=u, scale=sc),
+                (x, y, z),
+            )
     assert gradcheck(lambda a, b: dt.dcor(a, b), (x, y))
     assert gradcheck(lambda a, b, c: dt.ccdcov(a, b, c), (x, y, z))
     xn, yn, zn = (t.detach().numpy() for t in (x, y, z))

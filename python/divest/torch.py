@@ -21,7 +21,7 @@ Inputs and devices
 
 import math
 import numbers
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import torch
@@ -172,7 +172,7 @@ def _div_rows_grad(
     tol: float,
     want_p: bool,
     want_q: bool,
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     gp, gq = _core.divergence_rows_grad(
         _np(p),
         _np(q),
@@ -339,7 +339,9 @@ _TORCH_DOC = """
 
 def _wrap_doc(fn, np_fn):
     fn.__doc__ = (np_fn.__doc__ or "").split("\n    Parameters")[0].rstrip() + (
-        "\n\n    Same arguments and meaning as :func:`divest." + np_fn.__name__ + "`; see there."
+        "\n\n    Same arguments and meaning as :func:`divest."
+        + np_fn.__name__
+        + "`; see there."
         + _TORCH_DOC
     )
     return fn
@@ -543,7 +545,7 @@ def _sdiv(
     max_iter: int,
     tol: Optional[float],
     grad_y: bool,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     from .ot import _sinkhorn_divergence
 
     r, gy = _sinkhorn_divergence(
@@ -619,7 +621,9 @@ def _weights_t(w, n: int, name: str, dtype) -> Tensor:
         return torch.full((n,), 1.0 / n, dtype=torch.float64)
     w = _tensor(w, name)
     if w.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), one weight per point; got {tuple(w.shape)}")
+        raise ValueError(
+            f"{name} must have shape ({n},), one weight per point; got {tuple(w.shape)}"
+        )
     return w.to(torch.float64)
 
 
@@ -681,7 +685,7 @@ def _sk_dense(
     omega: Optional[float],
     batch: bool,
     want_plan: bool,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     from . import ot
 
     if batch:
@@ -846,7 +850,7 @@ __all__ += ["sinkhorn_divergence", "sinkhorn", "sinkhorn_batch"]
 @torch.library.custom_op("divest::kernel_discrepancy", mutates_args=())
 def _kdisc(
     x: Tensor, y: Tensor, which: str, sigma: Optional[float], kernel: str, unbiased: bool
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     xc, yc, c = _div._two_samples(_np(x), _np(y), True)
     n, m = len(xc), len(yc)
     if which == "mmd" and unbiased and (n < 2 or m < 2):
@@ -888,7 +892,7 @@ def _(x, y, which, sigma, kernel, unbiased):
 @torch.library.custom_op("divest::kernel_discrepancy_grad", mutates_args=())
 def _kdisc_grad(
     x: Tensor, y: Tensor, aux: Tensor, kernel: str, want_x: bool, want_y: bool
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     scale, lxx, lyy, lxy, cc, zero = aux.tolist()
     gx, gy = x.new_zeros(0), y.new_zeros(0)
     if zero:
@@ -992,7 +996,7 @@ def _(x, y, exponent, unbiased):
 @torch.library.custom_op("divest::energy_distance_grad", mutates_args=())
 def _energy_grad(
     x: Tensor, y: Tensor, exponent: float, unbiased: bool, want_x: bool, want_y: bool
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     xa, ya = _np(x).astype(np.float64), _np(y).astype(np.float64)
     mean = (xa.sum(0) + ya.sum(0)) / (len(xa) + len(ya))
     xa = np.ascontiguousarray(xa - mean)
@@ -1064,7 +1068,7 @@ __all__ += ["mmd", "cs_divergence", "energy_distance"]
 @torch.library.custom_op("divest::dcov_sqr", mutates_args=())
 def _dcov(
     x: Tensor, y: Tensor, exponent: float, unbiased: bool, want_x: bool, want_y: bool
-) -> Tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     from .dcov import dcov_sqr as _np_dcov
 
     xa, ya = _np(x), _np(y)
@@ -1186,8 +1190,8 @@ def dcor(x, y, exponent=1.0):
 
 @torch.library.custom_op("divest::jdcov", mutates_args=())
 def _jdcov(
-    xs: List[Tensor], c: float, unbiased: bool, scale: bool, exponent: float, want: List[bool]
-) -> Tuple[Tensor, List[Tensor]]:
+    xs: list[Tensor], c: float, unbiased: bool, scale: bool, exponent: float, want: list[bool]
+) -> tuple[Tensor, list[Tensor]]:
     from .dcov import jdcov as _np_jdcov
 
     arrs = [_np(t) for t in xs]
@@ -1200,7 +1204,9 @@ def _jdcov(
             v, g = _np_jdcov(
                 *order, c=c, unbiased=unbiased, scale=scale, exponent=exponent, return_grad=True
             )
-            grads.append(torch.from_numpy(np.ascontiguousarray(g)).to(xs[k].dtype).reshape(xs[k].shape))
+            grads.append(
+                torch.from_numpy(np.ascontiguousarray(g)).to(xs[k].dtype).reshape(xs[k].shape)
+            )
         else:
             grads.append(xs[k].new_zeros(0))
     if v is None:
@@ -1255,7 +1261,9 @@ def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0):
     cv = _nonneg(c, "c")
     need = torch.is_grad_enabled()
     want = [bool(need and t.requires_grad) for t in ts]
-    return _jdcov(ts, cv, _flag(unbiased, "unbiased"), _flag(scale, "scale"), _exp(exponent), want)[0]
+    return _jdcov(ts, cv, _flag(unbiased, "unbiased"), _flag(scale, "scale"), _exp(exponent), want)[
+        0
+    ]
 
 
 def ccdcov(y, *attrs, unbiased=True, exponent=1.0):

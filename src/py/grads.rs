@@ -60,8 +60,16 @@ fn divergence_rows_grad<'py>(
     with_slices!(&a, &b, |xs, ys| {
         let (gp, gq) = run(py, work, |stop| {
             grad::divergence_rows_grad(
-                Batch { data: xs, rows: rp, k },
-                Batch { data: ys, rows: rq, k: kq },
+                Batch {
+                    data: xs,
+                    rows: rp,
+                    k,
+                },
+                Batch {
+                    data: ys,
+                    rows: rq,
+                    k: kq,
+                },
                 spec,
                 c,
                 (want_p, want_q),

@@ -219,11 +219,8 @@ fn block<T: Float, M: Fma>(
             continue;
         }
         // (probabilities, log-probabilities) of each row.
-        let (pp, pl, qp, ql): (&[f64], &[f64], &[f64], &[f64]) = if log {
-            (ea, a, eb, b)
-        } else {
-            (a, a, b, b)
-        };
+        let (pp, pl, qp, ql): (&[f64], &[f64], &[f64], &[f64]) =
+            if log { (ea, a, eb, b) } else { (a, a, b, b) };
         // G in hp/hq for probabilities, H in log mode; (Σ H_p, Σ H_q).
         let (shp, shq) = derivs::<M>(spec.measure, log, pp, pl, qp, ql, hp, hq);
         if log {

@@ -177,7 +177,10 @@ mod tests {
             let g = kernel_row_grads(px, py, PairKernel::Gaussian, s, 0.5, &stop).unwrap();
             let want = naive(&x, &y, d, |d2| -s * (-0.5 * s * d2).exp() * (-0.5f64).exp());
             for (a, b) in g.iter().zip(&want) {
-                assert!((a - b).abs() < 1e-11 * (1.0 + b.abs()), "gauss d={d}: {a} {b}");
+                assert!(
+                    (a - b).abs() < 1e-11 * (1.0 + b.abs()),
+                    "gauss d={d}: {a} {b}"
+                );
             }
             let g = kernel_row_grads(px, py, PairKernel::Laplacian, s, 0.0, &stop).unwrap();
             let want = naive(&x, &y, d, |d2| {
@@ -185,13 +188,19 @@ mod tests {
                 -s * (-r).exp() / r
             });
             for (a, b) in g.iter().zip(&want) {
-                assert!((a - b).abs() < 1e-11 * (1.0 + b.abs()), "lap d={d}: {a} {b}");
+                assert!(
+                    (a - b).abs() < 1e-11 * (1.0 + b.abs()),
+                    "lap d={d}: {a} {b}"
+                );
             }
             for alpha in [1.0, 0.5, 1.5] {
                 let g = energy_row_grads(px, py, alpha, &stop).unwrap();
                 let want = naive(&x, &y, d, |d2| alpha * d2.powf(0.5 * alpha - 1.0));
                 for (a, b) in g.iter().zip(&want) {
-                    assert!((a - b).abs() < 1e-10 * (1.0 + b.abs()), "energy d={d}: {a} {b}");
+                    assert!(
+                        (a - b).abs() < 1e-10 * (1.0 + b.abs()),
+                        "energy d={d}: {a} {b}"
+                    );
                 }
             }
         }
