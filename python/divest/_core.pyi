@@ -281,3 +281,6 @@ def kernel_row_grads(
 def energy_row_grads(
     x: NDArray[np.floating], y: NDArray[np.floating], alpha: float
 ) -> NDArray[np.float64]: ...
+def gauss_moments(
+    x: NDArray[np.floating], y: NDArray[np.floating], lw: NDArray[np.float64], second: bool
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64] | None]: ...

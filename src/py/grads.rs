@@ -220,7 +220,45 @@ fn energy_row_grads<'py>(
     array2(py, g, n, d)
 }
 
+type Moments<'py> = (
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray2<f64>>,
+    Option<Bound<'py, PyArray2<f64>>>,
+);
+
+/// (ln Σ_j exp(lw_j − ‖x_i − y_j‖²/2), E_r[y], E_r[y²] or None) per row of x.
+#[pyfunction]
+fn gauss_moments<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    lw: PyReadonlyArray1<'py, f64>,
+    second: bool,
+) -> PyResult<Moments<'py>> {
+    let a = Arr2::extract(x, "x")?;
+    let b = Arr2::extract(y, "y")?;
+    let ((n, d), (m, dy)) = (a.shape(), b.shape());
+    let w = lw.as_slice()?;
+    let work = n.saturating_mul(m).saturating_mul(d + 8);
+    let (lse, m1, m2) = with_slices!(&a, &b, |xs, ys| run(py, work, |stop| {
+        sample_grad::gauss_moments(
+            Points::new(xs, n, d)?,
+            Points::new(ys, m, dy)?,
+            w,
+            second,
+            stop,
+        )
+    })?);
+    let m2 = if second {
+        Some(array2(py, m2, n, d)?)
+    } else {
+        None
+    };
+    Ok((lse.into_pyarray(py), array2(py, m1, n, d)?, m2))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(gauss_moments, m)?)?;
     m.add_function(wrap_pyfunction!(kernel_row_grads, m)?)?;
     m.add_function(wrap_pyfunction!(energy_row_grads, m)?)?;
     m.add_function(wrap_pyfunction!(sinkhorn_divergence_clouds_grads, m)?)?;

@@ -288,7 +288,7 @@ fn derivs<M: Fma>(
         }
     };
     if let Measure::Renyi(alpha) = measure {
-        return renyi::<M>(alpha, log, (pp, pl, qp, ql), &lr, gp, gq);
+        return renyi(alpha, log, (pp, pl, qp, ql), &lr, gp, gq);
     }
     let (mut shp, mut shq) = (0.0, 0.0);
     for j in 0..k {
@@ -296,7 +296,7 @@ fn derivs<M: Fma>(
         let (g1, g2, h1, h2) = if p == q || (log && pl[j] == ql[j]) {
             (0.0, 0.0, 0.0, 0.0)
         } else {
-            elem::<M>(measure, p, q, lr(j))
+            elem(measure, p, q, lr(j))
         };
         shp += h1;
         shq += h2;
@@ -313,7 +313,7 @@ fn derivs<M: Fma>(
 
 /// (G_p, G_q, H_p, H_q) of one pair of entries p ≠ q, with l = ln(p/q).
 #[inline(always)]
-fn elem<M: Fma>(measure: Measure, p: f64, q: f64, l: f64) -> (f64, f64, f64, f64) {
+fn elem(measure: Measure, p: f64, q: f64, l: f64) -> (f64, f64, f64, f64) {
     match measure {
         Measure::Kl => {
             let t = if q > 0.0 { p / q } else { f64::INFINITY };
@@ -396,7 +396,7 @@ fn elem<M: Fma>(measure: Measure, p: f64, q: f64, l: f64) -> (f64, f64, f64, f64
 /// Rényi rows: with w_j = p̂_j^α q̂_j^(1-α) / S (the escort distribution),
 /// H_p = α/(α-1) w and H_q = -w; the limits α = 0, 1 and ∞ are taken.
 #[allow(clippy::too_many_arguments)]
-fn renyi<M: Fma>(
+fn renyi(
     alpha: f64,
     log: bool,
     rows: (&[f64], &[f64], &[f64], &[f64]),
@@ -410,12 +410,10 @@ fn renyi<M: Fma>(
         let (mut a, mut b) = (0.0, 0.0);
         for j in 0..k {
             let (p, q) = (pp[j], qp[j]);
-            let (g1, g2, h1, h2) = if p == q && (log || p > 0.0) {
-                (0.0, 0.0, 0.0, 0.0)
-            } else if p == 0.0 && q == 0.0 {
+            let (g1, g2, h1, h2) = if p == q {
                 (0.0, 0.0, 0.0, 0.0)
             } else {
-                elem::<M>(Measure::Kl, p, q, lr(j))
+                elem(Measure::Kl, p, q, lr(j))
             };
             a += h1;
             b += h2;
@@ -428,7 +426,7 @@ fn renyi<M: Fma>(
         let l = lr(j);
         // Outside the support of p̂ (l = -inf, or NaN for 0/0) the term vanishes (α > 0)
         // or is left out of the sum (α = 0).
-        if !(l > f64::NEG_INFINITY) {
+        if l.is_nan() || l == f64::NEG_INFINITY {
             return f64::NEG_INFINITY;
         }
         let lq = if log { ql[j] } else { qp[j].ln() };
@@ -449,24 +447,24 @@ fn renyi<M: Fma>(
     if alpha == f64::INFINITY {
         // D = max_{p>0} ln(p/q): the gradient sits on the arg max.
         let mut best = (f64::NEG_INFINITY, 0usize);
-        for j in 0..k {
-            if pp[j] > 0.0 || log {
+        for (j, &p) in pp.iter().enumerate() {
+            if p > 0.0 || log {
                 let l = lr(j);
                 if l > best.0 {
                     best = (l, j);
                 }
             }
         }
-        for j in 0..k {
+        for (j, (a, b)) in gp.iter_mut().zip(gq.iter_mut()).enumerate() {
             let w = if j == best.1 { 1.0 } else { 0.0 };
-            gp[j] = w;
-            gq[j] = -w;
+            *a = w;
+            *b = -w;
         }
     } else {
         let mut mx = f64::NEG_INFINITY;
-        for j in 0..k {
-            gq[j] = lw(j);
-            mx = mx.max(gq[j]);
+        for (j, v) in gq.iter_mut().enumerate() {
+            *v = lw(j);
+            mx = mx.max(*v);
         }
         let mut s = 0.0;
         for v in gq.iter_mut() {

@@ -60,10 +60,20 @@ pub fn kernel_row_grads<T: Float>(
     let cols = y.to_f64_vec();
     let w = vec![0.0f64; y.n];
     let st = match kernel {
-        PairKernel::Gaussian => row_stats(x, y, &w, GaussianMap, scale, false, Some(&cols), stop)?,
-        PairKernel::Laplacian => {
-            row_stats(x, y, &w, ExponentialMap, scale, false, Some(&cols), stop)?
+        PairKernel::Gaussian => {
+            row_stats(x, y, &w, GaussianMap, scale, false, Some(&cols), x.d, stop)?
         }
+        PairKernel::Laplacian => row_stats(
+            x,
+            y,
+            &w,
+            ExponentialMap,
+            scale,
+            false,
+            Some(&cols),
+            x.d,
+            stop,
+        )?,
     };
     Ok(combine(x, &st, |i| {
         if st.shift[i] == f64::NEG_INFINITY {
@@ -137,11 +147,62 @@ pub fn energy_row_grads<T: Float>(
         half_m1: 0.5 * alpha - 1.0,
     };
     let st = if alpha == 1.0 {
-        row_stats(x, y, &w, UnitSlope, 1.0, false, Some(&cols), stop)?
+        row_stats(x, y, &w, UnitSlope, 1.0, false, Some(&cols), x.d, stop)?
     } else {
-        row_stats(x, y, &w, map, 1.0, false, Some(&cols), stop)?
+        row_stats(x, y, &w, map, 1.0, false, Some(&cols), x.d, stop)?
     };
     Ok(combine(x, &st, |_| 1.0))
+}
+
+/// Gaussian responsibilities' moments: for each row i, with r_ij ∝ exp(lw_j − ‖x_i − y_j‖²/2)
+/// (unit bandwidth: whiten first), returns (ln Σ_j exp(lw_j − ‖x_i − y_j‖²/2) (n),
+/// E_r[y] (n×d), and with `second` E_r[y²] per coordinate (n×d; empty otherwise)). Rows
+/// whose sum is empty get −inf and zero moments. One engine pass, O((n + m)·d) memory.
+pub fn gauss_moments<T: Float>(
+    x: Points<'_, T>,
+    y: Points<'_, T>,
+    lw: &[f64],
+    second: bool,
+    stop: &AtomicBool,
+) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    check(x.d, y.d)?;
+    if lw.len() != y.n {
+        return Err(invalid!("one log-weight per column is needed"));
+    }
+    let d = x.d;
+    let md = if second { 2 * d } else { d };
+    let mut cols = vec![0.0; y.n * md];
+    for j in 0..y.n {
+        for (k, v) in y.row(j).iter().enumerate() {
+            let v = v.to_f64();
+            cols[j * md + k] = v;
+            if second {
+                cols[j * md + d + k] = v * v;
+            }
+        }
+    }
+    let st = row_stats(x, y, lw, GaussianMap, 1.0, false, Some(&cols), md, stop)?;
+    let mut lse = vec![f64::NEG_INFINITY; x.n];
+    let mut m1 = vec![0.0; x.n * d];
+    let mut m2 = if second {
+        vec![0.0; x.n * d]
+    } else {
+        Vec::new()
+    };
+    for i in 0..x.n {
+        if st.wsum[i].is_nan() || st.wsum[i] <= 0.0 {
+            continue;
+        }
+        lse[i] = st.log_sum(i);
+        let inv = 1.0 / st.wsum[i];
+        for k in 0..d {
+            m1[i * d + k] = st.wacc[i * md + k] * inv;
+            if second {
+                m2[i * d + k] = st.wacc[i * md + d + k] * inv;
+            }
+        }
+    }
+    Ok((lse, m1, m2))
 }
 
 #[cfg(test)]

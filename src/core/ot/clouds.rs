@@ -102,12 +102,13 @@ fn log_sums<T: Float>(
     mean: Option<&[f64]>,
     stop: &AtomicBool,
 ) -> Result<RowStats> {
-    row_stats(rows, cols, h, map, 1.0, false, mean, stop)
+    row_stats(rows, cols, h, map, 1.0, false, mean, rows.d, stop)
 }
 
 /// One [`KernelRows`] pass of `map` at one `scale` with column log-weights (or weights)
-/// `h`, skipping (i, i) when `exclude_self`; with `mean`, the rows run in chunks that keep
-/// the per-block mean buffers under 4 MB whatever n is (results do not depend on it).
+/// `h`, skipping (i, i) when `exclude_self`; with `mean` (one `mean_d`-vector per column)
+/// the rows run in chunks that keep the per-block mean buffers under 4 MB whatever n is
+/// (results do not depend on it).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn row_stats<T: Float, P: PairMap>(
     rows: Points<'_, T>,
@@ -117,6 +118,7 @@ pub(crate) fn row_stats<T: Float, P: PairMap>(
     scale: f64,
     exclude_self: bool,
     mean: Option<&[f64]>,
+    mean_d: usize,
     stop: &AtomicBool,
 ) -> Result<RowStats> {
     let scales = [scale];
@@ -127,7 +129,7 @@ pub(crate) fn row_stats<T: Float, P: PairMap>(
         exclude_self,
         sumsq: false,
         mean,
-        d: rows.d,
+        d: mean_d,
     };
     if mean.is_none() || exclude_self {
         // (Chunks would shift the diagonal: leave-one-out passes run whole.)
