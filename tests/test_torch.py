@@ -385,6 +385,36 @@ def test_dcor_of_constant_sample_is_zero_with_zero_gradient():
     assert v.item() == 0.0 and not torch.isnan(x.grad).any() and not torch.isnan(y.grad).any()
 
 
+# ------------------------------------------------------------------------------------ KDE
+
+
+def test_kde_gradcheck_values_and_score():
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(12, 2, dtype=F64, generator=g).requires_grad_()
+    q = torch.randn(7, 2, dtype=F64, generator=g).requires_grad_()
+    h = torch.tensor([0.7, 1.3], dtype=F64, requires_grad=True)
+    hs = torch.tensor(0.8, dtype=F64, requires_grad=True)
+    assert gradcheck(lambda a, b, c: dt.kde_logpdf(a, b, c), (x, q, h))
+    assert gradcheck(lambda a, b, c: dt.kde_logpdf(a, b, c), (x, q, hs))
+    xn, qn = x.detach().numpy(), q.detach().numpy()
+    k = dt.KDE(x, h)
+    v = k.logpdf(q)
+    np.testing.assert_allclose(
+        v.detach().numpy(), divest.KDE(xn, np.array([0.7, 1.3])).logpdf(qn), rtol=1e-13
+    )
+    (gq,) = torch.autograd.grad(v.sum(), q)
+    np.testing.assert_allclose(
+        gq.numpy(), divest.KDE(xn, np.array([0.7, 1.3])).score(qn), rtol=1e-10, atol=1e-12
+    )
+    x1 = torch.randn(30, dtype=F64, generator=g)
+    got = dt.kde_logpdf(x1, q[:, 0], "silverman").detach().numpy()
+    np.testing.assert_allclose(got, divest.kde_logpdf(x1.numpy(), qn[:, 0], "silverman"))
+    with pytest.raises(ValueError, match="full covariance"):
+        dt.KDE(x, "scott")
+    with pytest.raises(ValueError, match="bandwidth"):
+        dt.kde_logpdf(x, q, torch.ones(3, dtype=F64))
+
+
 # ----------------------------------------------------------------- compile, errors, import
 
 
