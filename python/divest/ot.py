@@ -888,7 +888,7 @@ def _sinkhorn_divergence(x, y, a, b, eps, p, scaling, debias, max_iter, tol, gra
     if not grad:
         gr = None
     if tol is not None and not conv:
-        _warn("sinkhorn_divergence", n_iter, err, tol)
+        _warn("sinkhorn_divergence", n_iter, err, tol, stacklevel=4)  # via the public wrapper
     if debias:
         f, g = f - fs, g - gs
     value = max(float(value), 0.0)
