@@ -347,3 +347,50 @@ def kde_stats_1d(
     wu: float = 1.0,
     spread: bool = True,
 ) -> tuple[float, float, float, float, float, float, float, float, int, bool]: ...
+
+# divest.torch backward passes (src/py/grads.rs)
+def divergence_rows_grad(
+    p: NDArray[np.floating],
+    q: NDArray[np.floating],
+    coef: NDArray[np.float64],
+    measure: str,
+    param: float,
+    input: str,
+    normalize: bool,
+    tol: float,
+    want_p: bool,
+    want_q: bool,
+) -> tuple[NDArray[np.floating] | None, NDArray[np.floating] | None]: ...
+def sinkhorn_divergence_clouds_grads(
+    x: NDArray[np.floating],
+    y: NDArray[np.floating],
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    p: int,
+    eps: float,
+    eps0: float,
+    scaling: float,
+    debias: bool,
+    max_iter: int,
+    tol: float | None,
+) -> tuple[
+    float,  # value
+    NDArray[np.float64],  # f
+    NDArray[np.float64],  # g
+    NDArray[np.float64] | None,  # p (None without debias)
+    NDArray[np.float64] | None,  # q (None without debias)
+    NDArray[np.float64],  # grad with respect to x
+    int,  # n_iter
+    bool,  # converged
+    float,  # marginal_error
+    NDArray[np.float64],  # grad with respect to y
+]: ...
+def kernel_row_grads(
+    x: NDArray[np.floating], y: NDArray[np.floating], kernel: str, scale: float, log_norm: float
+) -> NDArray[np.float64]: ...
+def energy_row_grads(
+    x: NDArray[np.floating], y: NDArray[np.floating], alpha: float
+) -> NDArray[np.float64]: ...
+def gauss_moments(
+    x: NDArray[np.floating], y: NDArray[np.floating], lw: NDArray[np.float64], second: bool
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64] | None]: ...

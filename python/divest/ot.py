@@ -932,6 +932,13 @@ def sinkhorn_divergence(
     """
     if (gpu := _backend.route(x, y, a, b)) is not None:
         return gpu.sinkhorn_divergence(x, y, a, b, eps, p, scaling, debias, max_iter, tol, grad)
+    return _sinkhorn_divergence(x, y, a, b, eps, p, scaling, debias, max_iter, tol, grad, False)[0]
+
+
+def _sinkhorn_divergence(x, y, a, b, eps, p, scaling, debias, max_iter, tol, grad, grad_y):
+    """:func:`sinkhorn_divergence`, and with ``grad_y`` (and ``grad``) also the gradient
+    with respect to y, returned second (None otherwise): for ``divest.torch``."""
+    grad_y = bool(grad_y and grad)
     x = as_points(x, "x")
     y = as_points(y, "y", d=x.shape[1])
     if x.dtype != y.dtype:
@@ -968,7 +975,7 @@ def sinkhorn_divergence(
             n_iter=0,
             converged=None if tol is None else True,
             marginal_error=0.0,
-        )
+        ), (np.zeros(y.shape, dtype=dt) if grad_y else None)
     # Bounding-box diagonal D = 2·wmax·r. Extreme scales: work on the clouds scaled by
     # s = 2^-e2 (exact), S_ε(x, y) = s^-p·S_{ε·s^p}(s·x, s·y), potentials likewise, the
     # gradient by s^(1-p).
@@ -995,19 +1002,27 @@ def sinkhorn_divergence(
         xc, yc = (x64 - shift) * sc, (y64 - shift) * sc
     xc = np.ascontiguousarray(xc.astype(dt, copy=False))
     yc = np.ascontiguousarray(yc.astype(dt, copy=False))
+    gy = None
     if far:
         out = _limit_p2(xc, yc, a, b, bool(debias), 2.0 * dsc**2 / eps_s, tol)
+        if grad_y:
+            gy = _limit_p2(yc, xc, b, a, bool(debias), 1.0, None)[5]
     else:
         # GeomLoss starts at D^p in its units; its cost for p = 2 is half of ours.
         eps0 = dsc**p * (2.0 if p == 2 else 1.0)
-        out = _core.sinkhorn_divergence_clouds(
-            xc, yc, a, b, int(p), eps_s, eps0, s, bool(debias), max_iter, tol, bool(grad)
-        )
+        if grad_y:
+            *out, gy = _core.sinkhorn_divergence_clouds_grads(
+                xc, yc, a, b, int(p), eps_s, eps0, s, bool(debias), max_iter, tol
+            )
+        else:
+            out = _core.sinkhorn_divergence_clouds(
+                xc, yc, a, b, int(p), eps_s, eps0, s, bool(debias), max_iter, tol, bool(grad)
+            )
     value, f, g, fs, gs, gr, n_iter, conv, err = out
     if not grad:
         gr = None
     if tol is not None and not conv:
-        _warn("sinkhorn_divergence", n_iter, err, tol)
+        _warn("sinkhorn_divergence", n_iter, err, tol, stacklevel=4)  # via the public wrapper
     if debias:
         f, g = f - fs, g - gs
     value = max(float(value), 0.0)
@@ -1016,14 +1031,17 @@ def sinkhorn_divergence(
             value = float(np.ldexp(value, e2 * p))
             f, g = np.ldexp(f, e2 * p), np.ldexp(g, e2 * p)
             gr = None if gr is None else np.ldexp(gr, e2 * (p - 1))
+            gy = None if gy is None else np.ldexp(gy, e2 * (p - 1))
     with np.errstate(over="ignore"):
         f, g = f.astype(dt, copy=False), g.astype(dt, copy=False)
         gr = None if gr is None else gr.astype(dt, copy=False)
+        gy = None if gy is None else gy.astype(dt, copy=False)
     if not (
         math.isfinite(value)
         and np.isfinite(f).all()
         and np.isfinite(g).all()
         and (gr is None or np.isfinite(gr).all())
+        and (gy is None or np.isfinite(gy).all())
     ):
         raise ValueError(
             f"x and y span a bounding-box diagonal D = {dsc:.3g}·2^{e2}: the costs "
@@ -1038,4 +1056,4 @@ def sinkhorn_divergence(
         n_iter=int(n_iter),
         converged=None if tol is None else bool(conv),
         marginal_error=float(err),
-    )
+    ), gy

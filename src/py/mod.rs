@@ -5,6 +5,7 @@ mod common;
 mod dcov;
 mod divergence;
 mod dpp;
+mod grads;
 mod kde;
 mod kdegrid;
 mod kerntest;
@@ -25,5 +26,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     dcov::register(m)?;
     kerntest::register(m)?;
     sliced::register(m)?;
+    grads::register(m)?;
     Ok(())
 }

@@ -283,7 +283,7 @@ fn block<T: Float, M: Fma>(
 /// Loads, validates and normalises one row into `dst` (probabilities, or log-probabilities
 /// in the log modes, with the probabilities in `scratch`).
 #[inline(always)]
-fn prepare<T: Float, M: Fma>(
+pub(super) fn prepare<T: Float, M: Fma>(
     src: &[T],
     dst: &mut [f64],
     scratch: &mut [f64],

@@ -3,5 +3,7 @@
 //! built on the engine's reducers.
 
 pub mod discrete;
+pub mod grad;
 pub mod kernel;
 pub mod knn;
+pub mod sample_grad;

@@ -102,16 +102,37 @@ fn log_sums<T: Float>(
     mean: Option<&[f64]>,
     stop: &AtomicBool,
 ) -> Result<RowStats> {
+    row_stats(rows, cols, h, map, 1.0, false, mean, rows.d, stop)
+}
+
+/// One [`KernelRows`] pass of `map` at one `scale` with column log-weights (or weights)
+/// `h`, skipping (i, i) when `exclude_self`; with `mean` (one `mean_d`-vector per column)
+/// the rows run in chunks that keep the per-block mean buffers under 4 MB whatever n is
+/// (results do not depend on it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn row_stats<T: Float, P: PairMap>(
+    rows: Points<'_, T>,
+    cols: Points<'_, T>,
+    h: &[f64],
+    map: P,
+    scale: f64,
+    exclude_self: bool,
+    mean: Option<&[f64]>,
+    mean_d: usize,
+    stop: &AtomicBool,
+) -> Result<RowStats> {
+    let scales = [scale];
     let red = KernelRows {
         f: map,
-        scales: &[1.0],
+        scales: &scales,
         w: h,
-        exclude_self: false,
+        exclude_self,
         sumsq: false,
         mean,
-        d: rows.d,
+        d: mean_d,
     };
-    if mean.is_none() {
+    if mean.is_none() || exclude_self {
+        // (Chunks would shift the diagonal: leave-one-out passes run whole.)
         return Ok(RowStats::from_states(
             1,
             reduce_rows(rows, cols, &red, stop)?,
@@ -241,6 +262,21 @@ pub fn divergence<T: Float>(
     opts: &DivOptions,
     stop: &AtomicBool,
 ) -> Result<DivOutput> {
+    Ok(divergence_grads(x, y, a, b, opts, false, stop)?.0)
+}
+
+/// [`divergence`], plus (with `grad_y` and `opts.grad`) the gradient with respect to y
+/// (row-major m×d; empty otherwise), from the statistics of the check passes on the y
+/// rows (no extra pass unless `tol` iterations moved the potentials).
+pub fn divergence_grads<T: Float>(
+    x: Points<'_, T>,
+    y: Points<'_, T>,
+    a: &[f64],
+    b: &[f64],
+    opts: &DivOptions,
+    grad_y: bool,
+    stop: &AtomicBool,
+) -> Result<(DivOutput, Vec<f64>)> {
     if x.d != y.d {
         return Err(invalid!(
             "x and y must have the same dimension; got {} and {}",
@@ -320,12 +356,13 @@ pub fn divergence<T: Float>(
     let mut n_iter = epss.len() + 2;
     // Check: the transforms of the returned potentials give the marginal violations; the
     // x-row passes also carry the gradient's statistics.
+    let gy = opts.grad && grad_y;
     let ycols = if opts.grad {
         y.to_f64_vec()
     } else {
         Vec::new()
     };
-    let xcols = if opts.grad && deb {
+    let xcols = if (opts.grad && deb) || gy {
         x.to_f64_vec()
     } else {
         Vec::new()
@@ -333,13 +370,14 @@ pub fn divergence<T: Float>(
     let my = opts.grad.then_some(ycols.as_slice());
     let mx = (opts.grad && deb).then_some(xcols.as_slice());
     let (mut tf, mut st_xy) = transform(x, y, &lb, &g, p, eps, my, stop)?;
-    let (tg, _) = transform(y, x, &la, &f, p, eps, None, stop)?;
+    let (tg, mut st_yx) = transform(y, x, &la, &f, p, eps, gy.then_some(xcols.as_slice()), stop)?;
+    let mut st_yy = None;
     let mut e_xy = violation(a, &f, &tf, eps) + violation(b, &g, &tg, eps);
     let (mut tp, mut st_xx, mut tq) = (Vec::new(), None, Vec::new());
     let (mut e_x, mut e_y) = (0.0f64, 0.0f64);
     if deb {
         (tp, st_xx) = transform(x, x, &la, &pp, p, eps, mx, stop)?;
-        tq = transform(y, y, &lb, &qq, p, eps, None, stop)?.0;
+        (tq, st_yy) = transform(y, y, &lb, &qq, p, eps, gy.then_some(ycols.as_slice()), stop)?;
         // The symmetric plan (p, p) is off by e^{(p − T(p))/ε} on both sides.
         e_x = 2.0 * violation(a, &pp, &tp, eps);
         e_y = 2.0 * violation(b, &qq, &tq, eps);
@@ -354,6 +392,7 @@ pub fn divergence<T: Float>(
                 g = transform(y, x, &la, &f, p, eps, None, stop)?.0;
                 tf = transform(x, y, &lb, &g, p, eps, None, stop)?.0;
                 st_xy = None;
+                st_yx = None;
                 e_xy = violation(a, &f, &tf, eps);
             }
             if e_x > tol {
@@ -365,6 +404,7 @@ pub fn divergence<T: Float>(
             if e_y > tol {
                 avg(&mut qq, &tq);
                 tq = transform(y, y, &lb, &qq, p, eps, None, stop)?.0;
+                st_yy = None;
                 e_y = 2.0 * violation(b, &qq, &tq, eps);
             }
             it += 1;
@@ -394,17 +434,36 @@ pub fn divergence<T: Float>(
             grad_rows(x, st, p, &mut grad, -1.0, a);
         }
     }
-    Ok(DivOutput {
-        value,
-        f,
-        g,
-        p: pp,
-        q: qq,
-        grad,
-        n_iter,
-        error: e_xy.max(e_x).max(e_y),
-        converged,
-    })
+    let mut grad_y = Vec::new();
+    if gy {
+        if st_yx.is_none() {
+            st_yx = transform(y, x, &la, &f, p, eps, Some(&xcols), stop)?.1;
+        }
+        if deb && st_yy.is_none() {
+            st_yy = transform(y, y, &lb, &qq, p, eps, Some(&ycols), stop)?.1;
+        }
+        grad_y = vec![0.0; m * y.d];
+        if let Some(st) = &st_yx {
+            grad_rows(y, st, p, &mut grad_y, 1.0, b);
+        }
+        if let Some(st) = &st_yy {
+            grad_rows(y, st, p, &mut grad_y, -1.0, b);
+        }
+    }
+    Ok((
+        DivOutput {
+            value,
+            f,
+            g,
+            p: pp,
+            q: qq,
+            grad,
+            n_iter,
+            error: e_xy.max(e_x).max(e_y),
+            converged,
+        },
+        grad_y,
+    ))
 }
 
 #[cfg(test)]
