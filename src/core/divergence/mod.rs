@@ -5,3 +5,5 @@
 pub mod discrete;
 pub mod kernel;
 pub mod knn;
+pub mod mi_matrix;
+pub mod cmi;
