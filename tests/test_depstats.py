@@ -133,3 +133,182 @@ def test_dcor_matrix_bad_input():
         divest.dcor_matrix(np.array([[1.0, np.nan], [2.0, 3.0]]))
     with pytest.raises(TypeError, match="unbiased"):
         divest.dcor_matrix(X, unbiased="yes")
+
+
+# ---------------------------------------------------------------------------------------
+# mi_matrix and mixed discrete-continuous knn_mi
+
+
+def _gauss_columns(n, rng):
+    C = np.array(
+        [
+            [1.0, 0.6, 0.0, 0.3],
+            [0.6, 1.0, 0.2, 0.0],
+            [0.0, 0.2, 1.0, -0.5],
+            [0.3, 0.0, -0.5, 1.0],
+        ]
+    )
+    return rng.standard_normal((n, 4)) @ np.linalg.cholesky(C).T, C
+
+
+def test_mi_matrix_equals_pairwise_knn_mi():
+    rng = np.random.default_rng(11)
+    X, _ = _gauss_columns(300, rng)
+    X[:, 2] = X[:, 2] * 5 + 3
+    M = divest.mi_matrix(X, k=4)
+    assert np.array_equal(M, M.T)
+    for i in range(4):
+        for j in range(4):
+            want = divest.knn_mi(X[:, i], X[:, j], k=4)
+            assert M[i, j] == pytest.approx(want, rel=1e-12, abs=1e-13), (i, j)
+    R = divest.mi_matrix(X[:, :3], X[:, 1:], k=4)
+    assert R.shape == (3, 3)
+    assert np.allclose(R, M[:3, 1:], rtol=1e-12, atol=1e-13)
+    with divest.threads(1):
+        one = divest.mi_matrix(X, k=4)
+    assert np.array_equal(one, M)
+
+
+def test_mi_matrix_many_targets_matches_scikit_learn():
+    from sklearn.feature_selection import mutual_info_regression
+
+    rng = np.random.default_rng(12)
+    X, _ = _gauss_columns(500, rng)
+    y = X[:, 0] + 0.5 * X[:, 2] ** 2 + 0.3 * rng.standard_normal(500)
+    Xs, ys = X / X.std(0), y / y.std()
+    ours = divest.mi_matrix(Xs, ys, k=3)[:, 0]
+    sk = mutual_info_regression(X, y, n_neighbors=3, random_state=0)
+    # scikit-learn standardises, adds noise of relative size 1e-10 and clips at 0.
+    assert np.allclose(np.maximum(ours, 0), sk, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1000, 4000])
+def test_mi_matrix_gaussian_closed_form(n):
+    rng = np.random.default_rng(n)
+    X, C = _gauss_columns(n, rng)
+    M = divest.mi_matrix(X, k=5)
+    off = ~np.eye(4, dtype=bool)
+    want = -0.5 * np.log(1 - np.where(off, C, 0) ** 2)
+    # KSG's error is about 1/√n here (bias and spread); generous constant, shrinking with n.
+    assert np.max(np.abs(M - want)[off]) < 1.5 / np.sqrt(n)
+
+
+def _gao_brute(x, y, k):
+    """The mixture estimator of Gao et al. (2017) (the authors' reference code's form) by
+    its definition, all pairs."""
+    from scipy.special import digamma
+
+    n = len(x)
+    dx = np.sqrt(((x[:, None, :] - x[None]) ** 2).sum(-1))
+    dy = np.sqrt(((y[:, None, :] - y[None]) ** 2).sum(-1))
+    dz = np.maximum(dx, dy)
+    out = 0.0
+    for i in range(n):
+        others = np.delete(np.arange(n), i)
+        rho = np.sort(dz[i, others])[k - 1]
+        if rho > 0:
+            kt = k
+            nx = np.count_nonzero(dx[i] < rho * (1 - 1e-12))
+            ny = np.count_nonzero(dy[i] < rho * (1 - 1e-12))
+        else:
+            kt = np.count_nonzero(dz[i] == 0)
+            nx = np.count_nonzero(dx[i] == 0)
+            ny = np.count_nonzero(dy[i] == 0)
+        out += digamma(kt) + np.log(n) - digamma(nx) - digamma(ny)
+    return out / n
+
+
+def test_mixed_knn_mi_matches_the_definition():
+    rng = np.random.default_rng(13)
+    n = 200
+    xd = rng.integers(0, 3, (n, 1)).astype(float)
+    xc = rng.standard_normal((n, 1)) + xd
+    yc = np.column_stack([xd[:, 0] + rng.standard_normal(n), rng.standard_normal(n)])
+    yd = (rng.random((n, 1)) < 0.3).astype(float) + xd
+    for x, y in [(xd, yc), (xd, yd), (xc, yc), (np.hstack([xd, xc]), yd)]:
+        for k in (1, 3, 7):
+            got = divest.knn_mi(x, y, k, discrete_features=True)
+            assert got == pytest.approx(_gao_brute(x, y, k), rel=1e-10, abs=1e-12)
+    # The matrix form agrees on 1-D columns, whichever column is marked.
+    X = np.column_stack([xd[:, 0], xc[:, 0], yd[:, 0], yc[:, 0]])
+    M = divest.mi_matrix(X, k=3, discrete_features=[0, 2])
+    for i, j in [(0, 1), (0, 2), (2, 3), (1, 2)]:
+        want = divest.knn_mi(X[:, i], X[:, j], 3, discrete_features=True)
+        assert M[i, j] == pytest.approx(want, rel=1e-12, abs=1e-13)
+    assert M[1, 3] == pytest.approx(divest.knn_mi(X[:, 1], X[:, 3], 3), rel=1e-12)
+    mask = np.array([True, False, True, False])
+    assert np.array_equal(divest.mi_matrix(X, k=3, discrete_features=mask), M)
+    assert np.array_equal(divest.mi_matrix(X, k=3, discrete_features="auto"), M)
+
+
+def _mixture_mi(means, sigma=1.0):
+    """I(X; Y) for X uniform on len(means) values and Y | X = m ~ N(m, σ²): h(Y) − h(Y|X),
+    h(Y) by mpmath quadrature."""
+    import mpmath as mp
+
+    mp.mp.dps = 30
+    w = mp.mpf(1) / len(means)
+
+    def f(t):
+        return w * sum(mp.npdf(t, m, sigma) for m in means)
+
+    lo, hi = min(means) - 12 * sigma, max(means) + 12 * sigma
+    pts = [lo] + sorted(means) + [hi]
+    h = -mp.quad(lambda t: f(t) * mp.log(f(t)), pts)
+    return float(h - 0.5 * mp.log(2 * mp.pi * mp.e * sigma**2))
+
+
+@pytest.mark.parametrize("n", [1000, 4000])
+def test_mixed_knn_mi_discrete_uniform_gaussian_closed_form(n):
+    rng = np.random.default_rng(n + 1)
+    means = [0.0, 1.0, 3.0]
+    x = rng.integers(0, 3, n)
+    y = np.asarray(means)[x] + rng.standard_normal(n)
+    want = _mixture_mi(means)
+    got = divest.knn_mi(x, y, 5, discrete_features=True)
+    assert abs(got - want) < 1.5 / np.sqrt(n)
+    assert divest.knn_mi(x, y, 5, discrete_features="auto") == got
+    with pytest.warns(UserWarning, match="discrete_features"):
+        divest.mi_matrix(np.column_stack([x, y]), k=5)
+
+
+@pytest.mark.parametrize("n", [1000, 4000])
+def test_mixed_knn_mi_discrete_pair_closed_form(n):
+    rng = np.random.default_rng(n + 2)
+    x = rng.integers(0, 4, n)
+    y = (x + (rng.random(n) < 0.2)) % 2
+    P = np.array([[0.25 * (0.8 if b == a % 2 else 0.2) for b in range(2)] for a in range(4)])
+    want = float((P * np.log(P / (P.sum(1, keepdims=True) * P.sum(0, keepdims=True)))).sum())
+    got = divest.knn_mi(x, y, 5, discrete_features=True)
+    assert abs(got - want) < 1.5 / np.sqrt(n)
+    assert divest.mi_matrix(np.column_stack([x, y]), k=5, discrete_features=True)[0, 1] == (
+        pytest.approx(got, rel=1e-12)
+    )
+    # What the warning is about: KSG on discrete data is far off (here negative).
+    with pytest.warns(UserWarning, match="discrete_features"):
+        biased = divest.knn_mi(x, y, 5)
+    assert biased < 0
+
+
+def test_mi_bad_input():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 3))
+    with pytest.raises(ValueError, match="k"):
+        divest.mi_matrix(X, k=20)
+    with pytest.raises(ValueError, match="Y"):
+        divest.mi_matrix(X, X[:10])
+    with pytest.raises(ValueError, match="discrete_features"):
+        divest.mi_matrix(X, discrete_features=np.array([True, False]))
+    with pytest.raises(ValueError, match="discrete_features"):
+        divest.mi_matrix(X, discrete_features=[5])
+    with pytest.raises(ValueError, match="discrete_features"):
+        divest.mi_matrix(X, discrete_features="yes")
+    with pytest.raises(TypeError, match="discrete_features"):
+        divest.knn_mi(X[:, 0], X[:, 1], discrete_features=None)
+    with pytest.raises(ValueError, match="X"):
+        divest.mi_matrix(np.array([[1.0, np.inf], [2.0, 3.0], [0.0, 1.0]]), k=1)
+    # Both columns constant: no point has a neighbour at positive distance.
+    C = np.ones((10, 2))
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="discrete_features"):
+        divest.mi_matrix(C, k=2)
+    assert np.all(np.isfinite(divest.mi_matrix(C, k=2, discrete_features=True)))

@@ -77,13 +77,15 @@ def _digamma_int(m):
 
 
 def gao_mi(xc: np.ndarray, yc: np.ndarray, k: int, algorithm: str) -> float:
-    """Mixed discrete-continuous kNN mutual information (Gao, Kannan, Oh & Viswanath 2017)
-    of prepared (scaled, shifted, float64, C-contiguous) samples, in nats.
+    """Mixed discrete-continuous kNN mutual information (Gao, Kannan, Oh & Viswanath 2017,
+    in the form of the authors' reference code) of prepared (scaled, shifted, float64,
+    C-contiguous) samples, in nats.
 
-    ρ_i is the k-th smallest joint distance (max of the two blocks' Euclidean distances)
-    counting exact duplicates at distance 0; k̃_i = k when ρ_i > 0, else the number of
-    duplicates of point i; n_x, n_y count the other points within ρ_i (inclusive) in each
-    marginal; I = ⟨ψ(k̃_i) + ln n − ln(n_x + 1) − ln(n_y + 1)⟩."""
+    ρ_i is the k-th smallest joint distance (max of the two blocks' Euclidean distances) to
+    the other points, counting exact duplicates at distance 0. When ρ_i > 0, k̃_i = k and
+    n_x, n_y count the points strictly within ρ_i in each marginal; when ρ_i = 0, k̃_i, n_x,
+    n_y count the points equal to point i jointly and in each marginal. Every count
+    includes the point itself, and I = ⟨ψ(k̃_i) + ln n − ψ(n_x) − ψ(n_y)⟩."""
     from .divergence import _RADIUS_MARGIN, _fmean
 
     n = xc.shape[0]
@@ -102,11 +104,15 @@ def gao_mi(xc: np.ndarray, yc: np.ndarray, k: int, algorithm: str) -> float:
             yc,
             algorithm=algorithm,
         )
-        rho2[rows] = d2[:, -1] * (1 + _RADIUS_MARGIN)
-    kt = np.where(need > 0, k, dup)
-    nx = _core.count_within(xc, rho2, False, algorithm)
-    ny = _core.count_within(yc, rho2, False, algorithm)
-    return _fmean(_digamma_int(kt) + math.log(n) - np.log(nx + 1.0) - np.log(ny + 1.0))
+        rho2[rows] = d2[:, -1] * (1 - _RADIUS_MARGIN)
+    zero = need <= 0
+    nx = _core.count_within(xc, rho2, True, algorithm) + 1
+    ny = _core.count_within(yc, rho2, True, algorithm) + 1
+    if zero.any():
+        nx[zero] = _core.count_within(xc, np.zeros(n), False, algorithm)[zero] + 1
+        ny[zero] = _core.count_within(yc, np.zeros(n), False, algorithm)[zero] + 1
+    kt = np.where(zero, dup + 1, k)
+    return _fmean(_digamma_int(kt) + math.log(n) - _digamma_int(nx) - _digamma_int(ny))
 
 
 def _discrete_mask(discrete_features, arrs, names) -> np.ndarray:

@@ -810,12 +810,13 @@ def knn_mi(
     ``discrete_features``: False (default) runs KSG and warns (a ``UserWarning`` naming
     ``discrete_features``) when a column of x or y looks discrete (at most n/2 distinct
     values); True runs the mixed discrete-continuous estimator of Gao, Kannan, Oh and
-    Viswanath (2017) instead, right for discrete, continuous and mixed x and y: ρ_i is the
-    k-th smallest joint distance counting exact duplicates at distance 0, k̃_i = k when
-    ρ_i > 0 and the number of duplicates of point i otherwise, n_x and n_y count the other
-    points within ρ_i (inclusive) in each marginal, and
-    I = ⟨ψ(k̃_i) + ln n − ln(n_x + 1) − ln(n_y + 1)⟩ (``variant`` does not apply). "auto"
-    runs it when a column looks discrete. Integer codes of a discrete variable are used
+    Viswanath (2017) instead (in the form of the authors' reference code), right for
+    discrete, continuous and mixed x and y: ρ_i is the k-th smallest joint distance to the
+    other points counting exact duplicates at distance 0; when ρ_i > 0, k̃_i = k and n_x,
+    n_y count the points strictly within ρ_i in each marginal; when ρ_i = 0, k̃_i, n_x, n_y
+    count the points equal to point i jointly and in each marginal; every count includes
+    the point itself, and I = ⟨ψ(k̃_i) + ln n − ψ(n_x) − ψ(n_y)⟩ (``variant`` does not
+    apply). "auto" runs it when a column looks discrete. Integer codes of a discrete variable are used
     as coordinates: only equality between them matters.
 
     References

@@ -11,10 +11,12 @@
 //! Continuous pairs use KSG-1 (Kraskov et al. 2004):
 //!   I = ψ(k) + ψ(n) − ⟨ψ(n_x + 1) + ψ(n_y + 1)⟩, with strict counts within the joint radius.
 //! Pairs with a column marked discrete use the mixture estimator of Gao, Kannan, Oh and
-//! Viswanath (2017): ρ_i is the k-th smallest joint distance counting exact duplicates
-//! (distance 0); k̃_i = k when ρ_i > 0 and the number of duplicates otherwise; with
-//! n_x, n_y the numbers of other points within ρ_i (inclusive) in each marginal,
-//!   I = ⟨ψ(k̃_i) + ln n − ln(n_x + 1) − ln(n_y + 1)⟩.
+//! Viswanath (2017) in the form of the authors' reference code: ρ_i is the k-th smallest
+//! joint distance to the other points counting exact duplicates (distance 0); when
+//! ρ_i > 0, k̃_i = k and n_x, n_y count the points strictly within ρ_i in each marginal;
+//! when ρ_i = 0, k̃_i, n_x, n_y count the points equal to point i in the joint space and
+//! in each marginal (the point itself included in every count), and
+//!   I = ⟨ψ(k̃_i) + ln n − ψ(n_x) − ψ(n_y)⟩.
 
 use std::sync::atomic::AtomicBool;
 
@@ -138,14 +140,22 @@ fn pair(
     for i in 0..n {
         let (xi, yi) = (x.v[i], y.v[i]);
         if mixed {
-            let (rho2, kt) = if dup[i] >= k {
-                (0.0, dup[i])
+            // Counts include the point itself.
+            let (kt, nx, ny) = if dup[i] >= k {
+                (
+                    dup[i] + 1,
+                    count(&x.sorted, xi, 0.0, false),
+                    count(&y.sorted, yi, 0.0, false),
+                )
             } else {
-                (d2[i * kk + (k - dup[i]) - 1] * (1.0 + RADIUS_MARGIN), k)
+                let rho2 = d2[i * kk + (k - dup[i]) - 1] * (1.0 - RADIUS_MARGIN);
+                (
+                    k,
+                    count(&x.sorted, xi, rho2, true),
+                    count(&y.sorted, yi, rho2, true),
+                )
             };
-            let nx = count(&x.sorted, xi, rho2, false) - 1;
-            let ny = count(&y.sorted, yi, rho2, false) - 1;
-            acc.add(t.psi[kt] + t.ln[n] - t.ln[nx + 1] - t.ln[ny + 1]);
+            acc.add(t.psi[kt] + t.ln[n] - t.psi[nx] - t.psi[ny]);
         } else {
             let r = d2[i * kk + k - 1];
             if r == f64::INFINITY {
@@ -296,8 +306,8 @@ mod tests {
         }
     }
 
-    /// The mixture estimator on data without ties is KSG-like; on fully discrete data it is
-    /// the plug-in estimate when every cell holds more than k points.
+    /// On fully discrete data with more than k points per cell the mixture estimator is
+    /// the plug-in estimate with digammas for logarithms.
     #[test]
     fn discrete_pairs_give_the_plugin_estimate() {
         let stop = AtomicBool::new(false);
@@ -307,7 +317,7 @@ mod tests {
         let mut data = x.clone();
         data.extend(&y);
         let m = mi_matrix(&data, 2, None, n, 3, &[true, true], &[true, true], &stop).unwrap();
-        // Plug-in: ψ(n_xy) + ln n − ln(n_x) − ln(n_y), averaged (counts include the point).
+        // ψ(n_xy) + ln n − ψ(n_x) − ψ(n_y), averaged (cell counts include the point).
         let mut cell = std::collections::HashMap::new();
         for i in 0..n {
             *cell.entry((x[i] as i64, y[i] as i64)).or_insert(0usize) += 1;
@@ -318,8 +328,7 @@ mod tests {
             let nxy = cell[&(x[i] as i64, y[i] as i64)];
             let nx = x.iter().filter(|&&u| u == x[i]).count();
             let ny = y.iter().filter(|&&u| u == y[i]).count();
-            want +=
-                psi[nxy - 1] + (n as f64).ln() - (nx as f64).ln() - (ny as f64).ln();
+            want += psi[nxy] + (n as f64).ln() - psi[nx] - psi[ny];
         }
         want /= n as f64;
         assert!((m[1] - want).abs() < 1e-12, "{} vs {want}", m[1]);
