@@ -382,6 +382,32 @@ def _specs():
         lambda Phi_candidates, n: dpp.least_squares_design(Phi_candidates, n, rng=0),
         {"n": 4},
     )
+    # dependence over many variables and conditional measures (issue 17)
+    dmX = r.standard_normal((12, 3))
+    add(
+        "dcor_matrix",
+        {"X": dmX, "Y": r.standard_normal((12, 2))},
+        lambda X, Y, exponent: divest.dcor_matrix(X, Y, exponent=exponent),
+        {"exponent": 1.0},
+    )
+    add(
+        "mi_matrix",
+        {"X": dmX, "Y": r.standard_normal((12, 2))},
+        lambda X, Y, k: divest.mi_matrix(X, Y, k=k),
+        {"k": 3},
+    )
+    add(
+        "knn_cmi",
+        {"x": dcx, "y": dcy, "z": dcz},
+        lambda x, y, z, k: divest.knn_cmi(x, y, z, k),
+        {"k": 3},
+    )
+    add(
+        "cmi_test",
+        {"x": dcx, "y": dcy, "z": dcz},
+        lambda x, y, z, n_resamples: divest.cmi_test(x, y, z, n_resamples=n_resamples, rng=0),
+        {"n_resamples": 9},
+    )
     return {s.name: s for s in S}
 
 
@@ -469,6 +495,10 @@ NAMES = (
     "dpp.optimal_weights",
     "dpp.weighted_least_squares",
     "dpp.least_squares_design",
+    "dcor_matrix",
+    "mi_matrix",
+    "knn_cmi",
+    "cmi_test",
 )
 
 

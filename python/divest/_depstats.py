@@ -341,8 +341,8 @@ def cmi_test(x, y, z, *, k=3, k_perm=5, n_resamples=499, rng=None):
     from ._results import TestResult
     from ._rng import as_generator
     from ._validate import check_int
-    from .dcov import _perm_pvalue
-    from .divergence import _check_k
+    from .dcov import _check_resamples, _perm_pvalue
+    from .divergence import _check_k, _knn_scaled
 
     xc, yc, zc = _three_samples(x, y, z)
     n = xc.shape[0]
@@ -350,10 +350,13 @@ def cmi_test(x, y, z, *, k=3, k_perm=5, n_resamples=499, rng=None):
     k_perm = check_int(k_perm, "k_perm", minimum=1)
     if k_perm > n:
         raise ValueError(f"k_perm must be at most the number of observations ({n}); got {k_perm}")
-    n_resamples = check_int(n_resamples, "n_resamples", minimum=1)
+    n_resamples = _check_resamples(n_resamples, n, max(xc.shape[1] + yc.shape[1] + zc.shape[1], 1))
     check_memory(8 * n * n_resamples, "n_resamples", n_resamples, "the permutation indices")
     gen = as_generator(rng)
-    perms = _local_permutations(zc, k_perm, n_resamples, gen)
+    # Neighbours in z do not depend on z's scale: z alone, scaled to order one (with x and
+    # y far larger, z's share of the common scale could underflow).
+    (zn,), _ = _knn_scaled(as_points(z, "z"), pooled=False)
+    perms = _local_permutations(zn, k_perm, n_resamples, gen)
     stats = _core.cmi_stats(xc, yc, zc, k, perms)
     stat, null = float(stats[0]), stats[1:]
     return TestResult(stat, _perm_pvalue(stat, null), null)
