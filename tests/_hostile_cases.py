@@ -408,6 +408,7 @@ def _specs():
         lambda x, y, z, n_resamples: divest.cmi_test(x, y, z, n_resamples=n_resamples, rng=0),
         {"n_resamples": 9},
     )
+    add("dpp.greedy_map", {"L": L6}, lambda L, k: dpp.greedy_map(L, k), {"k": 3})
     return {s.name: s for s in S}
 
 
@@ -499,6 +500,7 @@ NAMES = (
     "mi_matrix",
     "knn_cmi",
     "cmi_test",
+    "dpp.greedy_map",
 )
 
 

@@ -426,3 +426,83 @@ def test_cmi_bad_input():
         divest.knn_cmi(np.full(20, np.nan), y, z)
     with pytest.raises(ValueError, match="duplicate"):
         divest.knn_cmi(np.ones(20), np.ones(20), np.ones(20))
+
+
+# ---------------------------------------------------------------------------------------
+# dpp.greedy_map
+
+
+def _greedy_oracle(L, k, thr):
+    """Greedy selection recomputing log det of every candidate set directly."""
+    S, cur = [], 0.0
+    N = L.shape[0]
+    while len(S) < k:
+        best, bj = -np.inf, None
+        for j in range(N):
+            if j in S:
+                continue
+            sign, ld = np.linalg.slogdet(L[np.ix_(S + [j], S + [j])])
+            if sign > 0 and ld > best:
+                best, bj = ld, j
+        if bj is None or best - cur < np.log(thr):
+            break
+        S.append(bj)
+        cur = best
+    return S
+
+
+def test_greedy_map_matches_exhaustive_greedy_steps():
+    from divest import dpp
+
+    rng = np.random.default_rng(60)
+    for N, r in [(8, 8), (12, 12), (15, 6)]:
+        B = rng.standard_normal((N, r)) * rng.uniform(0.5, 2.0, (N, 1))
+        L = B @ B.T + (0.05 * np.eye(N) if r == N else 0)
+        for k in (1, 3, min(r, 6)):
+            assert list(dpp.greedy_map(L, k)) == _greedy_oracle(L, k, 1e-300), (N, k)
+        # Without k: stop once no item increases det(L_S).
+        got = list(dpp.greedy_map(L))
+        assert got == _greedy_oracle(L, N, 1.0)
+        assert list(dpp.greedy_map(L, threshold=2.0)) == _greedy_oracle(L, N, 2.0)
+
+
+def test_greedy_map_is_stable_on_rank_deficient_kernels():
+    from divest import dpp
+
+    rng = np.random.default_rng(61)
+    B = rng.standard_normal((200, 5))
+    B[100:] = B[:100] * (1 + 1e-12)  # near-duplicate items
+    L = B @ B.T
+    S = dpp.greedy_map(L, 20)
+    # Rank 5: five items, then every pivot is rounding noise (the reference implementation
+    # takes square roots of negative pivots there).
+    assert len(S) == 5 and len(set(S.tolist())) == 5
+    sign, ld = np.linalg.slogdet(L[np.ix_(S, S)])
+    assert sign > 0 and np.isfinite(ld)
+    assert list(S) == _greedy_oracle(L, 5, 1e-300)
+    assert dpp.greedy_map(np.zeros((4, 4)), 2).size == 0
+    Lc = L.copy()
+    dpp.greedy_map(L, 3)
+    assert np.array_equal(L, Lc)
+
+
+def test_greedy_map_bad_input():
+    from divest import dpp
+
+    L = np.eye(4)
+    with pytest.raises(ValueError, match="k"):
+        dpp.greedy_map(L, 5)
+    with pytest.raises(ValueError, match="k"):
+        dpp.greedy_map(L, 0)
+    with pytest.raises(ValueError, match="square"):
+        dpp.greedy_map(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="symmetric"):
+        dpp.greedy_map(np.triu(np.ones((3, 3))))
+    with pytest.raises(ValueError, match="threshold"):
+        dpp.greedy_map(L, threshold=-1.0)
+    with pytest.raises(TypeError, match="threshold"):
+        dpp.greedy_map(L, threshold="x")
+    with pytest.raises(ValueError, match="L"):
+        dpp.greedy_map(np.full((2, 2), np.nan))
+    with pytest.raises(ValueError, match="negative"):
+        dpp.greedy_map(-np.eye(3))
