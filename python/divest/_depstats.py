@@ -239,8 +239,7 @@ def _three_samples(x, y, z, check_finite=True):
     for name, a in (("y", ya), ("z", za)):
         if a.shape[0] != n:
             raise ValueError(
-                f"x and {name} must be paired samples of the same length; got {n} and "
-                f"{a.shape[0]}"
+                f"x and {name} must be paired samples of the same length; got {n} and {a.shape[0]}"
             )
     # One power of two for all three (the joint max-distance, and so the estimate, is
     # unchanged) and a midrange shift per sample.

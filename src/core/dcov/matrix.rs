@@ -502,7 +502,9 @@ fn pair_cov(
     }
     let level = simd::level();
     let half = if n <= PLAIN_MAX_N {
-        Dd::from(half_sab(level, &mut sc.xs, &mut sc.ys, &mut sc.tx, &mut sc.ty))
+        Dd::from(half_sab(
+            level, &mut sc.xs, &mut sc.ys, &mut sc.tx, &mut sc.ty,
+        ))
     } else {
         fast1d::run(
             level,
@@ -552,12 +554,7 @@ struct EngineColumn {
     var: f64,
 }
 
-fn engine_column(
-    v: &[f64],
-    alpha: f64,
-    unbiased: bool,
-    stop: &AtomicBool,
-) -> Result<EngineColumn> {
+fn engine_column(v: &[f64], alpha: f64, unbiased: bool, stop: &AtomicBool) -> Result<EngineColumn> {
     let n = v.len();
     let c = centred(Points::new(v, n, 1)?)?;
     let p = Points::new(&c, n, 1)?;
@@ -608,16 +605,17 @@ where
     if q == 0 {
         return Ok(());
     }
-    out.par_chunks_mut(q)
-        .enumerate()
-        .try_for_each_init(&scratch, |sc, (i, row)| -> Result<()> {
+    out.par_chunks_mut(q).enumerate().try_for_each_init(
+        &scratch,
+        |sc, (i, row)| -> Result<()> {
             let start = if sym { i + 1 } else { 0 };
             covs(sc, i, start, &mut row[start..])?;
             for (o, vy) in row[start..].iter_mut().zip(&var_y[start..]) {
                 *o = correlation(*o, var_x[i], *vy, unbiased);
             }
             Ok(())
-        })?;
+        },
+    )?;
     if sym {
         for i in 0..q {
             out[i * q + i] = if var_x[i] > 0.0 { 1.0 } else { 0.0 };

@@ -121,7 +121,12 @@ fn statistic(
     let blocks: Vec<Vec<f64>> = (0..n.div_ceil(ROW_BLOCK))
         .into_par_iter()
         .map_init(
-            || ([vec![0.0; n], vec![0.0; n], vec![0.0; n]], Vec::with_capacity(k + 1)),
+            || {
+                (
+                    [vec![0.0; n], vec![0.0; n], vec![0.0; n]],
+                    Vec::with_capacity(k + 1),
+                )
+            },
             |(buf, top), b| -> Result<Vec<f64>> {
                 threads::check(stop)?;
                 (b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(n))
@@ -162,7 +167,9 @@ pub fn cmi_stats(
         ));
     }
     if perms.len() % n != 0 || perms.iter().any(|&p| p as usize >= n) {
-        return Err(invalid!("permutation indices must be in [0, n), n per permutation"));
+        return Err(invalid!(
+            "permutation indices must be in [0, n), n per permutation"
+        ));
     }
     let psi = digamma_table(n + 1);
     threads::install(|| -> Result<Vec<f64>> {
@@ -187,7 +194,9 @@ mod tests {
         let mut g = Lcg::new(5);
         let z: Vec<f64> = (0..2 * n).map(|_| g.unit()).collect();
         let x: Vec<f64> = (0..n).map(|i| z[2 * i] + 0.5 * g.unit()).collect();
-        let y: Vec<f64> = (0..n).map(|i| z[2 * i + 1] - x[i] + 0.5 * g.unit()).collect();
+        let y: Vec<f64> = (0..n)
+            .map(|i| z[2 * i + 1] - x[i] + 0.5 * g.unit())
+            .collect();
         let (bx, by, bz) = (
             Block { data: &x, d: 1 },
             Block { data: &y, d: 1 },
@@ -207,7 +216,9 @@ mod tests {
         {
             let mut s = 0.0;
             for i in 0..n {
-                let dz = |j: usize| (z[2 * i] - z[2 * j]).powi(2) + (z[2 * i + 1] - z[2 * j + 1]).powi(2);
+                let dz = |j: usize| {
+                    (z[2 * i] - z[2 * j]).powi(2) + (z[2 * i + 1] - z[2 * j + 1]).powi(2)
+                };
                 let dx = |j: usize| (xs[i] - xs[j]).powi(2);
                 let dy = |j: usize| (y[i] - y[j]).powi(2);
                 let mut all: Vec<f64> = (0..n)

@@ -215,7 +215,10 @@ pub fn mi_matrix(
     {
         return Err(invalid!("column data have the wrong length"));
     }
-    if x.iter().chain(y.map_or(&[][..], |(v, _)| v)).any(|v| !v.is_finite()) {
+    if x.iter()
+        .chain(y.map_or(&[][..], |(v, _)| v))
+        .any(|v| !v.is_finite())
+    {
         return Err(invalid!("the columns must be finite"));
     }
     let sym = y.is_none();
@@ -252,15 +255,7 @@ pub fn mi_matrix(
                 for (j, o) in row.iter_mut().enumerate().skip(start) {
                     threads::check(stop)?;
                     let mixed = discrete_x[i] || discrete_y[j];
-                    *o = pair(
-                        &cx[i],
-                        &cy_ref[j],
-                        k,
-                        mixed,
-                        &t,
-                        ("X", i, ny_name, j),
-                        stop,
-                    )?;
+                    *o = pair(&cx[i], &cy_ref[j], k, mixed, &t, ("X", i, ny_name, j), stop)?;
                 }
                 Ok(())
             })
@@ -334,7 +329,16 @@ mod tests {
         assert!((m[1] - want).abs() < 1e-12, "{} vs {want}", m[1]);
         assert_eq!(m[1], m[2]);
         // Continuous estimator on these columns: a clear error naming discrete_features.
-        let e = mi_matrix(&data, 2, None, n, 3, &[false, false], &[false, false], &stop);
+        let e = mi_matrix(
+            &data,
+            2,
+            None,
+            n,
+            3,
+            &[false, false],
+            &[false, false],
+            &stop,
+        );
         assert!(format!("{:?}", e.unwrap_err()).contains("discrete_features"));
     }
 }

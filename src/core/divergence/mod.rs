@@ -2,8 +2,8 @@
 //! reductions, outside the pairwise engine), and sample-based estimators (kernel and kNN)
 //! built on the engine's reducers.
 
+pub mod cmi;
 pub mod discrete;
 pub mod kernel;
 pub mod knn;
 pub mod mi_matrix;
-pub mod cmi;
