@@ -21,6 +21,7 @@ FAMILIES = [
     ("dpp", "divest._bench.dpp"),
     ("divergence", "divest._bench.divergence"),
     ("dcov", "divest._bench.dcov"),
+    ("depstats", "divest._bench.depstats"),
 ]
 
 
