@@ -506,3 +506,41 @@ def test_greedy_map_bad_input():
         dpp.greedy_map(np.full((2, 2), np.nan))
     with pytest.raises(ValueError, match="negative"):
         dpp.greedy_map(-np.eye(3))
+
+
+# ---------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+def _long_calls():
+    R = np.random.default_rng(1)
+    X = R.standard_normal((1000, 1000))
+    x, y, z = R.standard_normal((3, 1500))
+    return {
+        "dcor_matrix": lambda: divest.dcor_matrix(X),
+        "mi_matrix": lambda: divest.mi_matrix(X[:, :400]),
+        "cmi_test": lambda: divest.cmi_test(x, y, z, n_resamples=2000, rng=0),
+    }
+
+
+@pytest.mark.parametrize("name", ["dcor_matrix", "mi_matrix", "cmi_test"])
+def test_long_calls_stop_on_ctrl_c(name):
+    import _thread
+    import signal
+    import threading
+    import time
+
+    call = _long_calls()[name]
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    try:
+        t0 = time.perf_counter()
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            call()
+        elapsed = time.perf_counter() - t0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, old)
+    assert elapsed < 3.0, f"{name} took {elapsed:.2f} s to stop"
+    assert divest.dcor_matrix(np.eye(5)).shape == (5, 5)

@@ -328,9 +328,23 @@ mod tests {
         want /= n as f64;
         assert!((m[1] - want).abs() < 1e-12, "{} vs {want}", m[1]);
         assert_eq!(m[1], m[2]);
-        // Continuous estimator on these columns: a clear error naming discrete_features.
-        let e = mi_matrix(
+        // The continuous estimator on these columns is far off (negative here) ...
+        let c = mi_matrix(
             &data,
+            2,
+            None,
+            n,
+            3,
+            &[false, false],
+            &[false, false],
+            &stop,
+        );
+        assert!(c.unwrap()[1] < 0.0);
+        // ... and where no point has k neighbours at positive distance, a clear error
+        // naming discrete_features.
+        let ones = vec![1.0; 2 * n];
+        let e = mi_matrix(
+            &ones,
             2,
             None,
             n,
