@@ -589,6 +589,7 @@ fn engine_cov(
 /// Fills `out` (p × q, row-major): entry (i, j) is `cov(i, j)` turned into a correlation.
 /// With `sym` (Y is X) only j > i is computed; the diagonal is 1 for a column of positive
 /// variance and 0 for a constant one, and the lower triangle mirrors the upper one.
+#[allow(clippy::too_many_arguments)]
 fn fill<S, C>(
     out: &mut [f64],
     q: usize,

@@ -166,7 +166,7 @@ pub fn cmi_stats(
             "k must be at least 1 and smaller than the number of observations ({n}); got {k}"
         ));
     }
-    if perms.len() % n != 0 || perms.iter().any(|&p| p as usize >= n) {
+    if !perms.len().is_multiple_of(n) || perms.iter().any(|&p| p as usize >= n) {
         return Err(invalid!(
             "permutation indices must be in [0, n), n per permutation"
         ));
