@@ -86,3 +86,22 @@ class JointDcov:
 
     def peakmem_jdcov_grad_scaled(self):
         divest.jdcov(*self.xs, return_grad=True, scale=True)
+
+
+class DcorMatrix:
+    """All column pairs (issue 17)."""
+
+    params = [(1000, 200)]
+    param_names = ["n_p"]
+    timeout = 300
+
+    def setup(self, n_p):
+        import numpy as np
+
+        self.X = np.random.default_rng(0).standard_normal(n_p)
+
+    def time_dcor_matrix(self, n_p):
+        divest.dcor_matrix(self.X)
+
+    def peakmem_dcor_matrix(self, n_p):
+        divest.dcor_matrix(self.X)

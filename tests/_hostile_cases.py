@@ -468,6 +468,33 @@ def _specs():
         ),
         {"n_projections": 8},
     )
+    # dependence over many variables and conditional measures (issue 17)
+    dmX = r.standard_normal((12, 3))
+    add(
+        "dcor_matrix",
+        {"X": dmX, "Y": r.standard_normal((12, 2))},
+        lambda X, Y, exponent: divest.dcor_matrix(X, Y, exponent=exponent),
+        {"exponent": 1.0},
+    )
+    add(
+        "mi_matrix",
+        {"X": dmX, "Y": r.standard_normal((12, 2))},
+        lambda X, Y, k: divest.mi_matrix(X, Y, k=k),
+        {"k": 3},
+    )
+    add(
+        "knn_cmi",
+        {"x": dcx, "y": dcy, "z": dcz},
+        lambda x, y, z, k: divest.knn_cmi(x, y, z, k),
+        {"k": 3},
+    )
+    add(
+        "cmi_test",
+        {"x": dcx, "y": dcy, "z": dcz},
+        lambda x, y, z, n_resamples: divest.cmi_test(x, y, z, n_resamples=n_resamples, rng=0),
+        {"n_resamples": 9},
+    )
+    add("dpp.greedy_map", {"L": L6}, lambda L, k: dpp.greedy_map(L, k), {"k": 3})
     return {s.name: s for s in S}
 
 
@@ -565,6 +592,11 @@ NAMES = (
     "wasserstein_1d",
     "sliced_wasserstein",
     "max_sliced_wasserstein",
+    "dcor_matrix",
+    "mi_matrix",
+    "knn_cmi",
+    "cmi_test",
+    "dpp.greedy_map",
 )
 
 

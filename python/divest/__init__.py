@@ -23,6 +23,7 @@ Threads: :func:`set_num_threads` (the process default, at most :data:`MAX_THREAD
 from importlib import metadata as _metadata
 
 from . import dpp
+from ._depstats import cmi_test, knn_cmi, mi_matrix
 from ._kdegrid import GridResult, isj_bandwidth, kde_grid
 from ._results import ConvergenceWarning, TestResult
 from ._threads import MAX_THREADS, get_num_threads, set_num_threads, threads
@@ -30,6 +31,7 @@ from .dcov import (
     ccdcov,
     ccdcov_test,
     dcor,
+    dcor_matrix,
     dcor_sqr,
     dcov,
     dcov_sqr,
@@ -111,6 +113,10 @@ __all__ = [
     "dcov",
     "dcov_sqr",
     "dcor",
+    "dcor_matrix",
+    "mi_matrix",
+    "knn_cmi",
+    "cmi_test",
     "dcor_sqr",
     "partial_dcor",
     "energy_distance",

@@ -394,3 +394,23 @@ def energy_row_grads(
 def gauss_moments(
     x: NDArray[np.floating], y: NDArray[np.floating], lw: NDArray[np.float64], second: bool
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64] | None]: ...
+def dcor_matrix(
+    xt: NDArray[np.float64],
+    yt: NDArray[np.float64] | None = None,
+    exponent: float = 1.0,
+    unbiased: bool = False,
+) -> NDArray[np.float64]: ...
+def mi_matrix(
+    xt: NDArray[np.float64],
+    yt: NDArray[np.float64] | None,
+    k: int,
+    discrete_x: list[bool],
+    discrete_y: list[bool],
+) -> NDArray[np.float64]: ...
+def cmi_stats(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    z: NDArray[np.float64],
+    k: int,
+    perms: NDArray[np.int64] | None = None,
+) -> NDArray[np.float64]: ...

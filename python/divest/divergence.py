@@ -782,7 +782,17 @@ def knn_kl(x, y, k=3, *, base=None, algorithm="auto", check_finite=True) -> floa
     return float(val / lb)
 
 
-def knn_mi(x, y, k=3, variant=1, *, base=None, algorithm="auto", check_finite=True) -> float:
+def knn_mi(
+    x,
+    y,
+    k=3,
+    variant=1,
+    *,
+    base=None,
+    algorithm="auto",
+    check_finite=True,
+    discrete_features=False,
+) -> float:
     """Kraskov-Stögbauer-Grassberger kNN estimate of the mutual information I(X; Y).
 
     x (n, dx) and y (n, dy) are paired samples (1-D arrays are one-dimensional samples).
@@ -815,9 +825,22 @@ def knn_mi(x, y, k=3, variant=1, *, base=None, algorithm="auto", check_finite=Tr
     {dup} (Only points equal in both x and y are duplicates in the joint space; the
     marginal counts include marginal duplicates.)
 
+    ``discrete_features``: False (default) runs KSG and warns (a ``UserWarning`` naming
+    ``discrete_features``) when a column of x or y looks discrete (at most n/2 distinct
+    values); True runs the mixed discrete-continuous estimator of Gao, Kannan, Oh and
+    Viswanath (2017) instead (in the form of the authors' reference code), right for
+    discrete, continuous and mixed x and y: ρ_i is the k-th smallest joint distance to the
+    other points counting exact duplicates at distance 0; when ρ_i > 0, k̃_i = k and n_x,
+    n_y count the points strictly within ρ_i in each marginal; when ρ_i = 0, k̃_i, n_x, n_y
+    count the points equal to point i jointly and in each marginal; every count includes
+    the point itself, and I = ⟨ψ(k̃_i) + ln n − ψ(n_x) − ψ(n_y)⟩ (``variant`` does not
+    apply). "auto" runs it when a column looks discrete. Integer codes of a discrete variable are used
+    as coordinates: only equality between them matters.
+
     References
     ----------
     A. Kraskov, H. Stögbauer and P. Grassberger, "Estimating mutual information", Phys. Rev. E 69, 066138, 2004.
+    W. Gao, S. Kannan, S. Oh and P. Viswanath, "Estimating mutual information for discrete-continuous mixtures", NeurIPS 2017.
     """
     lb = _log_base(base)
     algorithm = _check_algorithm(algorithm)
@@ -829,9 +852,14 @@ def knn_mi(x, y, k=3, variant=1, *, base=None, algorithm="auto", check_finite=Tr
         raise ValueError(
             f"x and y must be paired samples of the same length; got {n} and {len(ya)}"
         )
+    from ._depstats import gao_mi, mixed_flag
+
+    mixed = mixed_flag(discrete_features, xa, ya)
     # One scale for x and y: the joint max-distance, and so the estimate, is unchanged.
     (xc, yc), _ = _knn_scaled(xa, ya, pooled=False)
     k = _check_k(k, n, "x")
+    if mixed:
+        return float(gao_mi(xc, yc, k, algorithm) / lb)
     if variant == 1:
         d2, _ = _core.knn_sq_dists(xc, xc, k, True, yc, yc, algorithm=algorithm)
         eps2 = d2[:, k - 1] * (1 - _RADIUS_MARGIN)

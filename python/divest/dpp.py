@@ -40,6 +40,7 @@ __all__ = [
     "weighted_least_squares",
     "least_squares_design",
     "Design",
+    "greedy_map",
 ]
 
 _METHODS = ("auto", "chain", "rejection")
@@ -559,3 +560,6 @@ def least_squares_design(Phi_candidates, n, method="dpp", rng=None):
         return Design(idx.astype(np.int64), np.ones(n))
     idx = idx.astype(np.int64, copy=False)
     return Design(idx, w_opt[idx])
+
+
+from ._dppmap import greedy_map  # noqa: E402  (issue 17; the module imports dpp lazily)

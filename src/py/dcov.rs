@@ -1,10 +1,10 @@
 //! Distance covariance and energy statistics bindings. Inputs are validated by
 //! `divest/dcov.py`, which passes 2-D C-contiguous arrays of one dtype.
 
-use numpy::{PyArray1, PyArray2};
+use numpy::{PyArray1, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
-use super::common::{array2, run, to_py, with_points, with_slice, with_slices, Arr2};
+use super::common::{array2, run, slice, to_py, with_points, with_slice, with_slices, Arr2};
 use crate::core::dcov::{self, grad, perm, Method};
 use crate::core::pairwise::Points;
 
@@ -352,6 +352,43 @@ fn dcov_sqr_grad<'py>(
     array2(py, g, n, p)
 }
 
+/// Distance correlations between the rows of `xt` (p, n) (the columns of the user's X)
+/// and those of `yt` (q, n), or between every pair of rows of `xt`: a (p, q) array.
+#[pyfunction]
+#[pyo3(signature = (xt, yt=None, exponent=1.0, unbiased=false))]
+fn dcor_matrix<'py>(
+    py: Python<'py>,
+    xt: PyReadonlyArray2<'py, f64>,
+    yt: Option<PyReadonlyArray2<'py, f64>>,
+    exponent: f64,
+    unbiased: bool,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let (p, n) = (xt.shape()[0], xt.shape()[1]);
+    let xs = slice(&xt)?;
+    let ys = match &yt {
+        Some(a) => {
+            if a.shape()[1] != n {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "X and Y must have the same number of observations (rows)",
+                ));
+            }
+            Some((slice(a)?, a.shape()[0]))
+        }
+        None => None,
+    };
+    let q = ys.map_or(p, |(_, q)| q);
+    let per_pair = if exponent == 1.0 {
+        n.saturating_mul(64 - n.leading_zeros() as usize + 8)
+    } else {
+        n.saturating_mul(n).saturating_mul(8)
+    };
+    let work = p.saturating_mul(q).saturating_mul(per_pair);
+    let m = run(py, work, |stop| {
+        dcov::matrix::dcor_matrix(xs, p, ys, n, exponent, unbiased, stop)
+    })?;
+    array2(py, m, p, q)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dcov_stats, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_u_products3, m)?)?;
@@ -364,5 +401,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jdcov, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_sqr_grad, m)?)?;
     m.add_function(wrap_pyfunction!(jdcov_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(dcor_matrix, m)?)?;
     Ok(())
 }

@@ -212,6 +212,104 @@ fn count_within<'py>(
     ))
 }
 
+/// kNN mutual information between the rows of `xt` (p, n) (the columns of the user's X)
+/// and those of `yt` (q, n), or between every pair of rows of `xt`: a (p, q) array.
+/// Pairs involving a row marked in `discrete_x` / `discrete_y` use the mixture estimator.
+#[pyfunction]
+#[pyo3(signature = (xt, yt, k, discrete_x, discrete_y))]
+fn mi_matrix<'py>(
+    py: Python<'py>,
+    xt: PyReadonlyArray2<'py, f64>,
+    yt: Option<PyReadonlyArray2<'py, f64>>,
+    k: usize,
+    discrete_x: Vec<bool>,
+    discrete_y: Vec<bool>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let (p, n) = (xt.shape()[0], xt.shape()[1]);
+    let xs = slice(&xt)?;
+    let ys = match &yt {
+        Some(a) => {
+            if a.shape()[1] != n {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "X and Y must have the same number of observations (rows)",
+                ));
+            }
+            Some((slice(a)?, a.shape()[0]))
+        }
+        None => None,
+    };
+    let q = ys.map_or(p, |(_, q)| q);
+    let per_pair = n.saturating_mul(k.saturating_add(64 - n.leading_zeros() as usize) * 16);
+    let work = p.saturating_mul(q).saturating_mul(per_pair);
+    let m = run(py, work, |stop| {
+        crate::core::divergence::mi_matrix::mi_matrix(
+            xs,
+            p,
+            ys,
+            n,
+            k,
+            &discrete_x,
+            &discrete_y,
+            stop,
+        )
+    })?;
+    array2(py, m, p, q)
+}
+
+/// kNN conditional mutual information of (n, dx), (n, dy), (n, dz) float64 samples for
+/// x as given and then for x permuted by each row of `perms` (B, n): 1 + B estimates.
+#[pyfunction]
+#[pyo3(signature = (x, y, z, k, perms=None))]
+fn cmi_stats<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+    y: PyReadonlyArray2<'py, f64>,
+    z: PyReadonlyArray2<'py, f64>,
+    k: usize,
+    perms: Option<PyReadonlyArray2<'py, i64>>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    use crate::core::divergence::cmi::{self, Block};
+    let n = x.shape()[0];
+    let dsum = x.shape()[1] + y.shape()[1] + z.shape()[1];
+    let idx: Vec<u32> = match &perms {
+        Some(p) => {
+            if p.shape()[1] != n {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "perms must have one row of n indices per permutation",
+                ));
+            }
+            slice(p)?
+                .iter()
+                .map(|&v| u32::try_from(v).unwrap_or(u32::MAX))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let nstat = 1 + idx.len() / n.max(1);
+    let work = n
+        .saturating_mul(n)
+        .saturating_mul(dsum + 8)
+        .saturating_mul(nstat);
+    let (xs, ys, zs) = (slice(&x)?, slice(&y)?, slice(&z)?);
+    let (dx, dy, dz) = (x.shape()[1], y.shape()[1], z.shape()[1]);
+    if y.shape()[0] != n || z.shape()[0] != n {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "x, y and z must have the same number of observations (rows)",
+        ));
+    }
+    let v = run(py, work, |stop| {
+        cmi::cmi_stats(
+            Block { data: xs, d: dx },
+            Block { data: ys, d: dy },
+            Block { data: zs, d: dz },
+            k,
+            &idx,
+            stop,
+        )
+    })?;
+    Ok(PyArray1::from_vec(py, v))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(knn_sq_dists, m)?)?;
     m.add_function(wrap_pyfunction!(count_within, m)?)?;
@@ -219,5 +317,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kernel_pair_log_sum, m)?)?;
     m.add_function(wrap_pyfunction!(kernel_log_sums, m)?)?;
     m.add_function(wrap_pyfunction!(self_sq_dists, m)?)?;
+    m.add_function(wrap_pyfunction!(mi_matrix, m)?)?;
+    m.add_function(wrap_pyfunction!(cmi_stats, m)?)?;
     Ok(())
 }

@@ -22,6 +22,7 @@ FAMILIES = [
     ("dpp", "divest._bench.dpp"),
     ("divergence", "divest._bench.divergence"),
     ("dcov", "divest._bench.dcov"),
+    ("depstats", "divest._bench.depstats"),
 ]
 
 

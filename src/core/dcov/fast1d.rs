@@ -37,7 +37,7 @@ const SMALL: usize = 16;
 const PAR_MIN: usize = 1 << 15;
 
 /// `v` minus its (lower) median.
-fn median_shifted(v: &[f64]) -> Vec<f64> {
+pub(super) fn median_shifted(v: &[f64]) -> Vec<f64> {
     if v.is_empty() {
         return Vec::new();
     }
@@ -72,7 +72,7 @@ const PASSES: usize = 6;
 /// The values sorted ascending (ties by original index), with their original indices:
 /// a stable LSD radix sort on the order-preserving keys, skipping digits that every key
 /// shares. Deterministic, and about 4× faster than a comparison sort at n = 10⁶.
-fn sorted(v: &[f64]) -> Vec<(f64, u32)> {
+pub(super) fn sorted(v: &[f64]) -> Vec<(f64, u32)> {
     let n = v.len();
     let mut a: Vec<(u64, u32)> = v
         .iter()
@@ -112,7 +112,7 @@ fn sorted(v: &[f64]) -> Vec<(f64, u32)> {
 
 /// Row sums Σ_j |v_i − v_j| (by original index) from the sorted values:
 /// (2k − n) v_(k) + (T − 2 P_k), with P_k the compensated sum of the k smaller values.
-fn row_sums(s: &[(f64, u32)]) -> Vec<f64> {
+pub(super) fn row_sums(s: &[(f64, u32)]) -> Vec<f64> {
     let n = s.len();
     let mut tot = Acc::default();
     for &(x, _) in s {
@@ -282,7 +282,7 @@ simd_fn!(
 /// m contributes about m/n of S_ab with a relative rounding error of about √m·ε from
 /// plain sums, so these levels add at most about ε·(m/n)·√m ≤ ε to S_ab's relative error;
 /// longer runs keep compensated sums.
-fn plain_max(n: usize) -> usize {
+pub(super) fn plain_max(n: usize) -> usize {
     (n / 64).min(4096)
 }
 
@@ -300,7 +300,7 @@ simd_fn!(
 /// Sorts the run (given in x order) by y and returns Σ_{j before i in x order}
 /// (x_i − x_j)|y_i − y_j| within it, with the run's [`Totals`]. `tx`, `ty` are scratch
 /// of the same length.
-fn run(
+pub(super) fn run(
     level: simd::Level,
     plain: usize,
     xs: &mut [f64],
@@ -362,14 +362,14 @@ fn run(
 }
 
 /// Ingredients of one pair of samples.
-struct Terms {
-    s_ab: Dd,
-    ab: Dd,
-    s_a: Dd,
-    s_b: Dd,
+pub(super) struct Terms {
+    pub(super) s_ab: Dd,
+    pub(super) ab: Dd,
+    pub(super) s_a: Dd,
+    pub(super) s_b: Dd,
 }
 
-fn combine(t: &Terms, n: usize, unbiased: bool) -> f64 {
+pub(super) fn combine(t: &Terms, n: usize, unbiased: bool) -> f64 {
     let nf = n as f64;
     if unbiased {
         let (n1, n2) = (Dd::from(nf - 1.0), Dd::from(nf - 2.0));
@@ -393,7 +393,7 @@ fn combine(t: &Terms, n: usize, unbiased: bool) -> f64 {
 /// Sum2/Dot2 accumulator (Ogita, Rump & Oishi): a running sum plus the plain sum of the
 /// exact rounding errors of its additions and products, about twice working precision.
 #[derive(Clone, Copy, Default)]
-struct Sum2 {
+pub(super) struct Sum2 {
     s: f64,
     c: f64,
 }
@@ -407,7 +407,7 @@ impl Sum2 {
         self.s = t;
     }
     #[inline(always)]
-    fn add_prod<M: Fma>(&mut self, a: f64, b: f64) {
+    pub(super) fn add_prod<M: Fma>(&mut self, a: f64, b: f64) {
         // The exact error of the rounded product: one fused op, or Dekker's splitting
         // (the same value either way, so the result does not depend on the SIMD level).
         let (p, e) = if M::FUSED {
@@ -419,7 +419,7 @@ impl Sum2 {
         };
         self.add(p, e);
     }
-    fn dd(self) -> Dd {
+    pub(super) fn dd(self) -> Dd {
         Dd::from(self.s).add_f64(self.c)
     }
 }
@@ -446,10 +446,13 @@ simd_fn!(
     fn moments_chunk => moments_body(x: &[f64], y: &[f64], a: &[f64], b: &[f64]) -> [Sum2; 9]
 );
 
+/// Observations per chunk of the parallel moment sums (fixed, so results do not depend on
+/// the thread count).
+pub(super) const CHUNK: usize = 1 << 15;
+
 /// The nine moments of [`moments_body`] over fixed chunks in parallel, as double-doubles
 /// combined in chunk order.
-fn moments(x: &[f64], y: &[f64], a: &[f64], b: &[f64]) -> [Dd; 9] {
-    const CHUNK: usize = 1 << 15;
+pub(super) fn moments(x: &[f64], y: &[f64], a: &[f64], b: &[f64]) -> [Dd; 9] {
     let n = x.len();
     let level = simd::level();
     let parts: Vec<[Sum2; 9]> = (0..n.div_ceil(CHUNK))

@@ -14,6 +14,7 @@
 
 pub mod fast1d;
 pub mod grad;
+pub mod matrix;
 pub mod perm;
 pub mod sums;
 

@@ -2,8 +2,10 @@
 //! reductions, outside the pairwise engine), and sample-based estimators (kernel and kNN)
 //! built on the engine's reducers.
 
+pub mod cmi;
 pub mod discrete;
 pub mod grad;
 pub mod kernel;
 pub mod knn;
 pub mod sample_grad;
+pub mod mi_matrix;
