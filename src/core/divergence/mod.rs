@@ -7,5 +7,5 @@ pub mod discrete;
 pub mod grad;
 pub mod kernel;
 pub mod knn;
-pub mod sample_grad;
 pub mod mi_matrix;
+pub mod sample_grad;
