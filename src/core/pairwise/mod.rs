@@ -9,7 +9,7 @@
 //!
 //! Distances come from a direct loop over a structure-of-arrays copy of the columns when
 //! d is small (exact differences, vectorised across columns), and from a GEMM with
-//! ‖x‖² + ‖y‖² − 2x·y, clamped at zero, when d is large: on AVX-512 the pre-packed
+//! ‖x‖² + ‖y‖² − 2x·y, clamped at zero, when d is large: on AVX2 and AVX-512 the pre-packed
 //! micro-kernels of [`simd::dgemm`], otherwise `matrixmultiply`. Callers
 //! centre the data first so the identity loses little precision.
 
@@ -246,7 +246,7 @@ struct Cols<'a, T> {
     /// GEMM path: squared norms of the columns (zero-padded to whole panels when
     /// `packed` is in use).
     norms: Vec<f64>,
-    /// GEMM path on AVX-512: the columns in k-major panels of `T::NR` points (empty
+    /// GEMM path on AVX2 and AVX-512: the columns in k-major panels of `T::NR` points (empty
     /// otherwise).
     packed: Vec<T>,
     direct: bool,
@@ -382,7 +382,7 @@ fn block_body<T: Float, R: RowReducer, M: Fma>(
     let mut st = red.init(r0, nr);
     // The packed f64 kernel: rows packed once per block into groups, padded rows
     // included in the tile (the reducer reads the first nr).
-    if M::AVX512 && !cols.packed.is_empty() {
+    if M::AVX2 && !cols.packed.is_empty() {
         use simd::dgemm::{pack, MR};
         let ng = nr.div_ceil(MR);
         let groups = pack(rdata, nr, d, MR);
@@ -487,7 +487,7 @@ fn run_block<T: Float, R: RowReducer>(
 /// blocks on divest's pool. Returns one reducer state per block of [`ROW_BLOCK`] rows, in
 /// order (blocks of [`ROW_BLOCK`] rows on the direct path, [`ROW_BLOCK_GEMM`] on the
 /// GEMM path). Extra memory: a copy of the columns (direct path, and the packed f64 GEMM
-/// path on AVX-512) or their norms, plus one `ROW_BLOCK × COL_TILE` tile per running task.
+/// path on AVX2 and AVX-512) or their norms, plus one `ROW_BLOCK × COL_TILE` tile per running task.
 pub fn reduce_rows<T: Float, R: RowReducer>(
     rows: Points<'_, T>,
     cols: Points<'_, T>,
@@ -514,7 +514,7 @@ pub fn reduce_rows_with<T: Float, R: RowReducer>(
     }
     let direct = direct.unwrap_or(rows.d <= DIRECT_MAX_D);
     let level = simd::level();
-    let cols = Cols::new(cols, direct, level == simd::Level::Avx512);
+    let cols = Cols::new(cols, direct, level >= simd::Level::Avx2);
     let n_blocks = rows
         .n
         .div_ceil(if direct { ROW_BLOCK } else { ROW_BLOCK_GEMM });

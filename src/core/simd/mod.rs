@@ -128,6 +128,9 @@ pub trait Fma: Copy + Send + Sync + 'static {
     /// Whether the path runs with AVX-512 enabled ([`Wide`]): kernels written with
     /// explicit AVX-512 intrinsics may be called.
     const AVX512: bool = false;
+    /// Whether the path runs with AVX2 and FMA enabled ([`Fused`] and [`Wide`]): kernels
+    /// written with explicit AVX2 intrinsics may be called.
+    const AVX2: bool = false;
     /// a * b + c, fused or not.
     fn ma<T: MulAdd>(a: T, b: T, c: T) -> T;
 }
@@ -155,6 +158,7 @@ impl MulAdd for f32 {
 pub struct Fused;
 impl Fma for Fused {
     const FUSED: bool = true;
+    const AVX2: bool = true;
     #[inline(always)]
     fn ma<T: MulAdd>(a: T, b: T, c: T) -> T {
         a.fused(b, c)
@@ -168,6 +172,7 @@ pub struct Wide;
 impl Fma for Wide {
     const FUSED: bool = true;
     const AVX512: bool = true;
+    const AVX2: bool = true;
     #[inline(always)]
     fn ma<T: MulAdd>(a: T, b: T, c: T) -> T {
         a.fused(b, c)
@@ -317,6 +322,19 @@ pub fn sums_sq<M: Fma>(v: &[f64]) -> (f64, f64) {
 #[inline(always)]
 pub fn finish_lanes(a: &[f64; LANES]) -> f64 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// Lanes `l < rem` set (rem clamped to 0..=4), as a mask of 64-bit lanes: the masked
+/// loads and stores of the AVX2 kernels' tails.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn lanes_below(rem: usize) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    _mm256_cmpgt_epi64(
+        _mm256_set1_epi64x(rem.min(4) as i64),
+        _mm256_setr_epi64x(0, 1, 2, 3),
+    )
 }
 
 /// Work compiled once per SIMD path. Implementations must mark `run` `#[inline(always)]`
