@@ -249,12 +249,14 @@ struct Cols<'a, T> {
     /// GEMM path on AVX2 and AVX-512: the columns in k-major panels of `T::NR` points (empty
     /// otherwise).
     packed: Vec<T>,
+    /// The level `packed` was laid out for (its block widths depend on it).
+    pack_level: Option<Level>,
     direct: bool,
 }
 
 impl<'a, T: Float> Cols<'a, T> {
-    /// `pack`: prepare the packed distance kernel (GEMM path only).
-    fn new(pts: Points<'a, T>, direct: bool, pack: bool) -> Self {
+    /// `pack`: prepare the packed distance kernel of that level (GEMM path only).
+    fn new(pts: Points<'a, T>, direct: bool, pack: Option<Level>) -> Self {
         let (n, d) = (pts.n, pts.d);
         let n_tiles = n.div_ceil(COL_TILE);
         let mut soa = Vec::new();
@@ -271,15 +273,18 @@ impl<'a, T: Float> Cols<'a, T> {
             }
         } else {
             norms = row_norms(pts.data, n, d);
-            if pack {
-                packed = simd::dgemm::pack(pts.data, n, d, T::NR);
-                norms.resize(n.div_ceil(T::NR) * T::NR, 0.0);
+            if let Some(level) = pack {
+                let n_pad = n.div_ceil(T::NR) * T::NR;
+                let w = simd::dgemm::panel_width(level, T::NR);
+                packed = simd::dgemm::pack_to(pts.data, n, d, w, n_pad);
+                norms.resize(n_pad, 0.0);
             }
         }
         Cols {
             pts,
             soa,
             norms,
+            pack_level: pack.filter(|_| !packed.is_empty()),
             packed,
             direct,
         }
@@ -382,10 +387,10 @@ fn block_body<T: Float, R: RowReducer, M: Fma>(
     let mut st = red.init(r0, nr);
     // The packed f64 kernel: rows packed once per block into groups, padded rows
     // included in the tile (the reducer reads the first nr).
-    if M::AVX2 && !cols.packed.is_empty() {
-        use simd::dgemm::{pack, MR};
+    if M::AVX2 && cols.pack_level == Some(simd::level_of::<M>()) {
+        use simd::dgemm::{group_width, pack_to, MR};
         let ng = nr.div_ceil(MR);
-        let groups = pack(rdata, nr, d, MR);
+        let groups = pack_to(rdata, nr, d, group_width(simd::level_of::<M>()), ng * MR);
         let mut qn = row_norms(rdata, nr, d);
         qn.resize(ng * MR, 0.0);
         let mut d2 = vec![0.0f64; ng * MR * COL_TILE];
@@ -514,7 +519,7 @@ pub fn reduce_rows_with<T: Float, R: RowReducer>(
     }
     let direct = direct.unwrap_or(rows.d <= DIRECT_MAX_D);
     let level = simd::level();
-    let cols = Cols::new(cols, direct, level >= simd::Level::Avx2);
+    let cols = Cols::new(cols, direct, (level >= Level::Avx2).then_some(level));
     let n_blocks = rows
         .n
         .div_ceil(if direct { ROW_BLOCK } else { ROW_BLOCK_GEMM });
@@ -549,7 +554,7 @@ mod tests {
             for (direct, pack) in [(true, false), (false, false), (false, true)] {
                 let mut per_level = Vec::new();
                 for lvl in simd_levels() {
-                    let cols = Cols::new(py, direct, pack);
+                    let cols = Cols::new(py, direct, pack.then_some(lvl));
                     let nb = n.div_ceil(if direct { ROW_BLOCK } else { ROW_BLOCK_GEMM });
                     let got: Vec<f64> = (0..nb)
                         .flat_map(|b| run_block(lvl, &px, &cols, &red, b, &stop).unwrap())

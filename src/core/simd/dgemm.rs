@@ -9,11 +9,14 @@
 //! zero, straight into the distance tile. The f32 kernel ([`dist_tile_f32`]) does the
 //! same with 12 × 32 blocks of f32 products, widened to f64 for the identity.
 //!
-//! The AVX2 kernels read the same packed layout: with 16 ymm registers, each 12 × 16
-//! (f32: 12 × 32) block is computed as four 6 × 8 (6 × 16) register blocks of 12
-//! accumulators, half a panel at a time, in depth chunks of at most 128.
+//! The AVX2 kernels have 16 ymm registers: each 12 × 16 (f32: 12 × 32) block is computed
+//! as four 6 × 8 (6 × 16) register blocks of 12 accumulators, half a panel at a time,
+//! in depth chunks of at most 256. Their operands are packed in half groups of 6 rows
+//! and half panels of 8 (16) points ([`group_width`], [`panel_width`]), so each register
+//! block streams two contiguous buffers; the counts and paddings stay those of whole
+//! groups and panels.
 
-use super::{Fma, MulAdd};
+use super::{Fma, Level, MulAdd};
 
 /// Rows per group (broadcast operand).
 pub const MR: usize = 12;
@@ -27,7 +30,12 @@ const KC: usize = 256;
 /// Packs `n` row-major points of dimension `d` into k-major blocks of `w` points,
 /// zero-padded: `ceil(n / w) · w · d` values.
 pub fn pack<T: Copy + Default>(x: &[T], n: usize, d: usize, w: usize) -> Vec<T> {
-    let nb = n.div_ceil(w);
+    pack_to(x, n, d, w, n.div_ceil(w) * w)
+}
+
+/// [`pack`], zero-padded to `n_pad` points (`n_pad >= n`, a multiple of `w`).
+pub fn pack_to<T: Copy + Default>(x: &[T], n: usize, d: usize, w: usize, n_pad: usize) -> Vec<T> {
+    let nb = n_pad.max(n).div_ceil(w);
     let mut out = vec![T::default(); nb * w * d];
     for i in 0..n {
         let (b, l) = (i / w, i % w);
@@ -39,9 +47,30 @@ pub fn pack<T: Copy + Default>(x: &[T], n: usize, d: usize, w: usize) -> Vec<T> 
     out
 }
 
+/// Points per packed block of rows that the kernels of `level` read: [`MR`], or a
+/// half group on AVX2 (the AVX2 register block has 6 rows).
+pub fn group_width(level: Level) -> usize {
+    if level == Level::Avx2 {
+        MR / 2
+    } else {
+        MR
+    }
+}
+
+/// Points per packed block of columns that the kernels of `level` read, for panels of
+/// `nr` points ([`NR`] or [`NR32`]): a half panel on AVX2.
+pub fn panel_width(level: Level, nr: usize) -> usize {
+    if level == Level::Avx2 {
+        nr / 2
+    } else {
+        nr
+    }
+}
+
 /// `out[i·ldo + j] = max(qn[i] + xn[j] − 2·Σ_k row_i[k]·col_j[k], 0)` for the rows of
-/// `ng` groups (packed by [`pack`] with `w = MR`) and the columns of `np` panels (packed
-/// with `w = NR`), padding included.
+/// `ng` groups (packed by [`pack_to`] with `w = group_width(level)` and `n_pad = ng·MR`)
+/// and the columns of `np` panels (packed with `w = panel_width(level, NR)` and
+/// `n_pad = np·NR`), padding included, where `level` is the path `M` runs on.
 ///
 /// `groups` holds `ng·MR·d` values, `panels` `np·NR·d`, `qn` `ng·MR`, `xn` `np·NR`, and
 /// `out` `ng·MR` rows of stride `ldo >= np·NR`.
@@ -370,8 +399,8 @@ fn dist_tile_f32_512(
     }
 }
 
-/// Largest depth chunk of the AVX2 kernels: a half panel (8 f64 or 16 f32 columns) and a
-/// whole group stay in a 32 KiB L1 together.
+/// Largest depth chunk of the AVX2 kernels: a half panel (8 f64 or 16 f32 points,
+/// 16 KiB) stays in L1 while half groups (12 KiB) stream by.
 const KC2: usize = 256;
 /// Rows of the AVX2 micro-kernels (half a group).
 const MH: usize = MR / 2;
@@ -412,7 +441,7 @@ fn dist_tile_avx2(
                 // `panels` and `xn` (checked by the caller).
                 let (b0p, x0, x1) = unsafe {
                     (
-                        panels.as_ptr().add(p * NR * d + k0 * NR + h * NH),
+                        panels.as_ptr().add((p * NR + h * NH) * d + k0 * NH),
                         _mm256_loadu_pd(xn.as_ptr().add(j0)),
                         _mm256_loadu_pd(xn.as_ptr().add(j0 + 4)),
                     )
@@ -421,7 +450,7 @@ fn dist_tile_avx2(
                     for v in 0..2 {
                         // SAFETY: rows v·6 .. v·6 + 6 of group g, from depth k0, lie
                         // inside `groups` (checked).
-                        let mut ap = unsafe { groups.as_ptr().add(g * MR * d + k0 * MR + v * MH) };
+                        let mut ap = unsafe { groups.as_ptr().add((g * MR + v * MH) * d + k0 * MH) };
                         let mut bp = b0p;
                         let mut lo = [_mm256_setzero_pd(); MH];
                         let mut hi = [_mm256_setzero_pd(); MH];
@@ -436,8 +465,8 @@ fn dist_tile_avx2(
                                     lo[r] = _mm256_fmadd_pd(av, b0, lo[r]);
                                     hi[r] = _mm256_fmadd_pd(av, b1, hi[r]);
                                 }
-                                ap = ap.add(MR);
-                                bp = bp.add(NR);
+                                ap = ap.add(MH);
+                                bp = bp.add(NH);
                             }
                         }
                         for r in 0..MH {
@@ -504,12 +533,12 @@ fn dist_tile_f32_avx2(
                 let j0 = p * NR32 + h * NH;
                 // SAFETY: half h of panel p, from depth k0, lies inside `panels` (checked
                 // by the caller).
-                let b0p = unsafe { panels.as_ptr().add(p * NR32 * d + k0 * NR32 + h * NH) };
+                let b0p = unsafe { panels.as_ptr().add((p * NR32 + h * NH) * d + k0 * NH) };
                 for g in 0..ng {
                     for v in 0..2 {
                         // SAFETY: rows v·6 .. v·6 + 6 of group g, from depth k0, lie
                         // inside `groups` (checked).
-                        let mut ap = unsafe { groups.as_ptr().add(g * MR * d + k0 * MR + v * MH) };
+                        let mut ap = unsafe { groups.as_ptr().add((g * MR + v * MH) * d + k0 * MH) };
                         let mut bp = b0p;
                         let mut lo = [_mm256_setzero_ps(); MH];
                         let mut hi = [_mm256_setzero_ps(); MH];
@@ -524,8 +553,8 @@ fn dist_tile_f32_avx2(
                                     lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
                                     hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
                                 }
-                                ap = ap.add(MR);
-                                bp = bp.add(NR32);
+                                ap = ap.add(MH);
+                                bp = bp.add(NH);
                             }
                         }
                         for r in 0..MH {
@@ -654,9 +683,10 @@ mod tests {
                 o
             };
             let (qn, xn) = (norms(&q, n, ng * MR), norms(&x, m, np * NR32));
-            let (groups, panels) = (pack(&q, n, d, MR), pack(&x, m, d, NR32));
             let ldo = np * NR32 + 3;
             for lvl in simd_levels() {
+                let groups = pack_to(&q, n, d, group_width(lvl), ng * MR);
+                let panels = pack_to(&x, m, d, panel_width(lvl, NR32), np * NR32);
                 let out = dispatch(
                     lvl,
                     Run32 {
@@ -710,9 +740,10 @@ mod tests {
                 o
             };
             let (qn, xn) = (norms(&q, n, ng * MR), norms(&x, m, np * NR));
-            let (groups, panels) = (pack(&q, n, d, MR), pack(&x, m, d, NR));
             let ldo = np * NR + 3;
             for lvl in simd_levels() {
+                let groups = pack_to(&q, n, d, group_width(lvl), ng * MR);
+                let panels = pack_to(&x, m, d, panel_width(lvl, NR), np * NR);
                 let out = dispatch(
                     lvl,
                     Run {

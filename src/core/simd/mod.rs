@@ -324,6 +324,17 @@ pub fn finish_lanes(a: &[f64; LANES]) -> f64 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
+/// The level whose dispatch path runs with the multiply-add flavour `M`.
+pub fn level_of<M: Fma>() -> Level {
+    if M::AVX512 {
+        Level::Avx512
+    } else if M::AVX2 {
+        Level::Avx2
+    } else {
+        Level::Scalar
+    }
+}
+
 /// Lanes `l < rem` set (rem clamped to 0..=4), as a mask of 64-bit lanes: the masked
 /// loads and stores of the AVX2 kernels' tails.
 #[cfg(target_arch = "x86_64")]
