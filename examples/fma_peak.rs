@@ -3,6 +3,7 @@
 //! packed distance kernel's rate against it.
 //! `cargo run --release --example fma_peak -- [n d reps]` (default 1000 256 8). Rates are
 //! per second of process CPU time, so a loaded machine disturbs them less than wall time.
+#[cfg(target_arch = "x86_64")]
 /// Seconds of CPU time used by this process (all threads): on a loaded machine, time
 /// spent descheduled does not count against a kernel. Falls back to wall time off Linux.
 fn cpu_seconds() -> f64 {

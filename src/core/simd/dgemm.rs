@@ -25,6 +25,7 @@ pub const NR: usize = 16;
 /// Columns per panel of the f32 kernel (two AVX-512 registers of f32).
 pub const NR32: usize = 32;
 /// Largest depth chunk of the AVX-512 kernel: a 16 × 256 panel slice is 32 KiB.
+#[cfg(target_arch = "x86_64")]
 const KC: usize = 256;
 
 /// Packs `n` row-major points of dimension `d` into k-major blocks of `w` points,
@@ -401,8 +402,10 @@ fn dist_tile_f32_512(
 
 /// Largest depth chunk of the AVX2 kernels: a half panel (8 f64 or 16 f32 points,
 /// 16 KiB) stays in L1 while half groups (12 KiB) stream by.
+#[cfg(target_arch = "x86_64")]
 const KC2: usize = 256;
 /// Rows of the AVX2 micro-kernels (half a group).
+#[cfg(target_arch = "x86_64")]
 const MH: usize = MR / 2;
 
 /// The AVX2 body of [`dist_tile`]: each 12 × 16 block of a group and a panel is computed

@@ -10,7 +10,7 @@
 //! polynomial, and the power of two built in the exponent bits (0 for terms below
 //! e^-708.4). The portable path uses [`exp`](super::exp) over a buffer.
 
-use super::{exp, finish_lanes, sum, Fma};
+use super::{exp, sum, Fma};
 
 /// Σ_j exp(c·d_j + w_j + b) over j ≠ `skip` (w_j = 0 when `w` is `None`).
 ///
@@ -62,6 +62,7 @@ pub fn lin_exp_sum<M: Fma>(
 }
 
 /// 2^(j/16), j = 0..15, correctly rounded.
+#[cfg(target_arch = "x86_64")]
 const EXP2_SIXTEENTHS: [f64; 16] = [
     1.0,
     1.044_273_782_427_413_8,
@@ -83,6 +84,7 @@ const EXP2_SIXTEENTHS: [f64; 16] = [
 
 /// Taylor coefficients of exp(f·ln2/16) in f, degree 0..6: |f| <= 1/2 leaves a
 /// remainder below 5e-16.
+#[cfg(target_arch = "x86_64")]
 const POLY: [f64; 7] = [
     1.0,
     0.043_321_698_784_996_58,
@@ -94,6 +96,7 @@ const POLY: [f64; 7] = [
 ];
 
 /// 16·log2(e): exponents in units of 1/16 of a binary order of magnitude.
+#[cfg(target_arch = "x86_64")]
 const K16: f64 = 16.0 * std::f64::consts::LOG2_E;
 
 /// The table of 2^(j/16) in two registers.
@@ -220,14 +223,16 @@ fn sum512(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
     let mut lanes = [0.0f64; 8];
     // SAFETY: lanes holds 8 f64.
     unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), acc) };
-    finish_lanes(&lanes)
+    super::finish_lanes(&lanes)
 }
 
 /// 8·log2(e): exponents in units of 1/8 of a binary order of magnitude (AVX2 path).
+#[cfg(target_arch = "x86_64")]
 const K8: f64 = 8.0 * std::f64::consts::LOG2_E;
 
 /// Taylor coefficients of exp(f·ln2/8) in f, degree 0..7: |f| <= 1/2 leaves a remainder
 /// below 4e-16.
+#[cfg(target_arch = "x86_64")]
 const POLY8: [f64; 8] = [
     1.0,
     0.086_643_397_569_993_16,
