@@ -26,7 +26,10 @@ fn cpu_seconds() -> f64 {
     }
     use std::sync::OnceLock;
     static START: OnceLock<std::time::Instant> = OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -87,7 +90,15 @@ fn main() {
             fn init(&self, _: usize, _: usize) -> f64 {
                 0.0
             }
-            fn tile<M: Fma>(&self, st: &mut f64, _: usize, _: usize, _: usize, _: usize, d2: &[f64]) {
+            fn tile<M: Fma>(
+                &self,
+                st: &mut f64,
+                _: usize,
+                _: usize,
+                _: usize,
+                _: usize,
+                d2: &[f64],
+            ) {
                 *st += d2[0];
             }
         }
@@ -139,8 +150,8 @@ fn main() {
                 best[li][1] = best[li][1].max(fmas / (cpu_seconds() - t) / 1e9);
                 let t = cpu_seconds();
                 let lw = vec![0.0; n];
-                let _ = kde_eval(px, &lw, pq, Kernel::Gaussian, KdeOptions::default(), &stop)
-                    .unwrap();
+                let _ =
+                    kde_eval(px, &lw, pq, Kernel::Gaussian, KdeOptions::default(), &stop).unwrap();
                 best[li][2] = best[li][2].max(fmas / (cpu_seconds() - t) / 1e9);
             }
         }

@@ -453,7 +453,8 @@ fn dist_tile_avx2(
                     for v in 0..2 {
                         // SAFETY: rows v·6 .. v·6 + 6 of group g, from depth k0, lie
                         // inside `groups` (checked).
-                        let mut ap = unsafe { groups.as_ptr().add((g * MR + v * MH) * d + k0 * MH) };
+                        let mut ap =
+                            unsafe { groups.as_ptr().add((g * MR + v * MH) * d + k0 * MH) };
                         let mut bp = b0p;
                         let mut lo = [_mm256_setzero_pd(); MH];
                         let mut hi = [_mm256_setzero_pd(); MH];
@@ -541,7 +542,8 @@ fn dist_tile_f32_avx2(
                     for v in 0..2 {
                         // SAFETY: rows v·6 .. v·6 + 6 of group g, from depth k0, lie
                         // inside `groups` (checked).
-                        let mut ap = unsafe { groups.as_ptr().add((g * MR + v * MH) * d + k0 * MH) };
+                        let mut ap =
+                            unsafe { groups.as_ptr().add((g * MR + v * MH) * d + k0 * MH) };
                         let mut bp = b0p;
                         let mut lo = [_mm256_setzero_ps(); MH];
                         let mut hi = [_mm256_setzero_ps(); MH];

@@ -400,7 +400,11 @@ fn sum_avx2(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
         let mut u = unsafe { _mm256_fmadd_pd(_mm256_maskload_pd(d.as_ptr().add(j), mask), cv, bv) };
         if let Some(w) = w {
             // SAFETY: as above.
-            u = _mm256_fmadd_pd(unsafe { _mm256_maskload_pd(w.as_ptr().add(j), mask) }, kv, u);
+            u = _mm256_fmadd_pd(
+                unsafe { _mm256_maskload_pd(w.as_ptr().add(j), mask) },
+                kv,
+                u,
+            );
         }
         let y = _mm256_and_pd(pow2_8(u, tlo, thi), _mm256_castsi256_pd(mask));
         acc = _mm256_add_pd(acc, y);

@@ -121,8 +121,12 @@ fn mm_avx2(v: &[f64]) -> (f64, f64, bool) {
         _mm256_storeu_pd(b.as_mut_ptr(), hi);
         _mm256_storeu_pd(c.as_mut_ptr(), nan);
     }
-    let lo = a.iter().fold(f64::INFINITY, |x, &y| if y < x { y } else { x });
-    let hi = b.iter().fold(f64::NEG_INFINITY, |x, &y| if y > x { y } else { x });
+    let lo = a
+        .iter()
+        .fold(f64::INFINITY, |x, &y| if y < x { y } else { x });
+    let hi = b
+        .iter()
+        .fold(f64::NEG_INFINITY, |x, &y| if y > x { y } else { x });
     let finite = c.iter().all(|x| x.is_finite());
     (lo, hi, finite)
 }
