@@ -190,14 +190,17 @@ fn in_place_avx2(v: &mut [f64], c: f64, b: f64) {
     use std::arch::x86_64::*;
     let n = v.len();
     let p = v.as_mut_ptr();
-    let cv = _mm256_set1_pd(c * K8);
-    let bv = _mm256_set1_pd(b * K8);
+    // c·x + b first, then the scale: b·K8 alone can overflow where c·x + b does not
+    // (the log-domain rows pass b = -shift with |shift| up to 1e308).
+    let cv = _mm256_set1_pd(c);
+    let bv = _mm256_set1_pd(b);
+    let kv = _mm256_set1_pd(K8);
     let (tlo, thi) = table8();
     let mut j = 0;
     while j + 4 <= n {
         // SAFETY: lanes j..j+4 lie inside v.
         unsafe {
-            let u = _mm256_fmadd_pd(_mm256_loadu_pd(p.add(j)), cv, bv);
+            let u = _mm256_mul_pd(_mm256_fmadd_pd(_mm256_loadu_pd(p.add(j)), cv, bv), kv);
             _mm256_storeu_pd(p.add(j), pow2_8(u, tlo, thi));
         }
         j += 4;
@@ -206,7 +209,10 @@ fn in_place_avx2(v: &mut [f64], c: f64, b: f64) {
         let mask = super::lanes_below(n - j);
         // SAFETY: the masked lanes j..n lie inside v.
         unsafe {
-            let u = _mm256_fmadd_pd(_mm256_maskload_pd(p.add(j), mask), cv, bv);
+            let u = _mm256_mul_pd(
+                _mm256_fmadd_pd(_mm256_maskload_pd(p.add(j), mask), cv, bv),
+                kv,
+            );
             _mm256_maskstore_pd(p.add(j), mask, pow2_8(u, tlo, thi));
         }
     }
@@ -569,6 +575,19 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The log-domain rows shift by their maximum, which can be near ±1e308: the
+    /// largest entry must still give exp(0) = 1 and -inf entries 0.
+    #[test]
+    fn in_place_with_a_huge_shift() {
+        // -big·8·log2(e) overflows; differences from big do not.
+        let big = -1.6e308;
+        let v = vec![big, big, f64::NEG_INFINITY, -1.79e308, big, big, big];
+        for lvl in simd_levels() {
+            let got = dispatch(lvl, InPlace(v.clone(), 1.0, -big));
+            assert_eq!(got, vec![1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0], "{lvl:?}");
         }
     }
 
