@@ -78,18 +78,37 @@ def peak_python_memory(f) -> float:
         tracemalloc.stop()
 
 
-def run_compare(quick: bool = False, only=None) -> int:
+def run_compare(quick: bool = False, only=None, levels=None) -> int:
+    """Prints every case of the families in `only` (all when None). `levels` (e.g.
+    ``"avx2,avx512"``) times divest once per SIMD level in the same run, the peers once,
+    and prints a ratio per level."""
     import divest
+    from divest import _core
 
     wanted = None if only is None else {s.strip() for s in only.split(",")}
+    lvls = None if levels is None else [s.strip() for s in levels.split(",") if s.strip()]
     print(
         f"divest {divest.__version__}: {divest.get_num_threads()} threads; "
         "median of repeats; ratio = peer time / divest time (>1: divest faster)"
     )
+    print(
+        f"SIMD level: {_core.simd_level()} (CPU supports {_core.simd_detected()}; "
+        "set DIVEST_SIMD=scalar|avx2|avx512 to cap it)"
+    )
+    if lvls is not None:
+        try:
+            for lv in lvls:
+                _core.set_simd_level(lv)
+        finally:
+            _core.set_simd_level(None)
+        print(f"divest timed at each of: {', '.join(lvls)}")
     for fam, mod in FAMILIES:
         if wanted is not None and fam not in wanted:
             continue
         for case in importlib.import_module(mod).cases(quick):
+            if lvls is not None:
+                _levels_case(fam, case, lvls)
+                continue
             td, out = median_time(case.divest, case.repeat)
             print(f"\n{fam}: {case.name}\n  {'divest':<40} {td:10.4f} s")
             if case.note is not None:
@@ -104,3 +123,30 @@ def run_compare(quick: bool = False, only=None) -> int:
                     extra = f"   max rel. difference {case.check(out, pout):.1e}"
                 print(f"  {peer:<40} {tp:10.4f} s   ratio {tp / td:7.2f}x{extra}")
     return 0
+
+
+def _levels_case(fam: str, case: Case, lvls: list) -> None:
+    """One case with divest timed at each SIMD level of `lvls` and the peers once."""
+    from divest import _core
+
+    times = {}
+    out = None
+    try:
+        for lv in lvls:
+            _core.set_simd_level(lv)
+            times[lv], out = median_time(case.divest, case.repeat)
+    finally:
+        _core.set_simd_level(None)
+    print(f"\n{fam}: {case.name}")
+    for lv in lvls:
+        print(f"  {'divest (' + lv + ')':<40} {times[lv]:10.4f} s")
+    for peer, f in case.peers.items():
+        if isinstance(f, str):
+            print(f"  {peer:<40} {'skipped':>10}   {f}")
+            continue
+        tp, pout = median_time(f, max(1, min(case.repeat, 3)))
+        extra = ""
+        if case.check is not None:
+            extra = f"   max rel. difference {case.check(out, pout):.1e}"
+        ratios = "  ".join(f"{lv} {tp / times[lv]:7.2f}x" for lv in lvls)
+        print(f"  {peer:<40} {tp:10.4f} s   ratio {ratios}{extra}")

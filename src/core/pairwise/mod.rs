@@ -9,7 +9,7 @@
 //!
 //! Distances come from a direct loop over a structure-of-arrays copy of the columns when
 //! d is small (exact differences, vectorised across columns), and from a GEMM with
-//! ‖x‖² + ‖y‖² − 2x·y, clamped at zero, when d is large: on AVX-512 the pre-packed
+//! ‖x‖² + ‖y‖² − 2x·y, clamped at zero, when d is large: on AVX2 and AVX-512 the pre-packed
 //! micro-kernels of [`simd::dgemm`], otherwise `matrixmultiply`. Callers
 //! centre the data first so the identity loses little precision.
 
@@ -246,15 +246,17 @@ struct Cols<'a, T> {
     /// GEMM path: squared norms of the columns (zero-padded to whole panels when
     /// `packed` is in use).
     norms: Vec<f64>,
-    /// GEMM path on AVX-512: the columns in k-major panels of `T::NR` points (empty
+    /// GEMM path on AVX2 and AVX-512: the columns in k-major panels of `T::NR` points (empty
     /// otherwise).
     packed: Vec<T>,
+    /// The level `packed` was laid out for (its block widths depend on it).
+    pack_level: Option<Level>,
     direct: bool,
 }
 
 impl<'a, T: Float> Cols<'a, T> {
-    /// `pack`: prepare the packed distance kernel (GEMM path only).
-    fn new(pts: Points<'a, T>, direct: bool, pack: bool) -> Self {
+    /// `pack`: prepare the packed distance kernel of that level (GEMM path only).
+    fn new(pts: Points<'a, T>, direct: bool, pack: Option<Level>) -> Self {
         let (n, d) = (pts.n, pts.d);
         let n_tiles = n.div_ceil(COL_TILE);
         let mut soa = Vec::new();
@@ -271,15 +273,18 @@ impl<'a, T: Float> Cols<'a, T> {
             }
         } else {
             norms = row_norms(pts.data, n, d);
-            if pack {
-                packed = simd::dgemm::pack(pts.data, n, d, T::NR);
-                norms.resize(n.div_ceil(T::NR) * T::NR, 0.0);
+            if let Some(level) = pack {
+                let n_pad = n.div_ceil(T::NR) * T::NR;
+                let w = simd::dgemm::panel_width(level, T::NR);
+                packed = simd::dgemm::pack_to(pts.data, n, d, w, n_pad);
+                norms.resize(n_pad, 0.0);
             }
         }
         Cols {
             pts,
             soa,
             norms,
+            pack_level: pack.filter(|_| !packed.is_empty()),
             packed,
             direct,
         }
@@ -382,10 +387,10 @@ fn block_body<T: Float, R: RowReducer, M: Fma>(
     let mut st = red.init(r0, nr);
     // The packed f64 kernel: rows packed once per block into groups, padded rows
     // included in the tile (the reducer reads the first nr).
-    if M::AVX512 && !cols.packed.is_empty() {
-        use simd::dgemm::{pack, MR};
+    if M::AVX2 && cols.pack_level == Some(simd::level_of::<M>()) {
+        use simd::dgemm::{group_width, pack_to, MR};
         let ng = nr.div_ceil(MR);
-        let groups = pack(rdata, nr, d, MR);
+        let groups = pack_to(rdata, nr, d, group_width(simd::level_of::<M>()), ng * MR);
         let mut qn = row_norms(rdata, nr, d);
         qn.resize(ng * MR, 0.0);
         let mut d2 = vec![0.0f64; ng * MR * COL_TILE];
@@ -487,7 +492,7 @@ fn run_block<T: Float, R: RowReducer>(
 /// blocks on divest's pool. Returns one reducer state per block of [`ROW_BLOCK`] rows, in
 /// order (blocks of [`ROW_BLOCK`] rows on the direct path, [`ROW_BLOCK_GEMM`] on the
 /// GEMM path). Extra memory: a copy of the columns (direct path, and the packed f64 GEMM
-/// path on AVX-512) or their norms, plus one `ROW_BLOCK × COL_TILE` tile per running task.
+/// path on AVX2 and AVX-512) or their norms, plus one `ROW_BLOCK × COL_TILE` tile per running task.
 pub fn reduce_rows<T: Float, R: RowReducer>(
     rows: Points<'_, T>,
     cols: Points<'_, T>,
@@ -514,7 +519,7 @@ pub fn reduce_rows_with<T: Float, R: RowReducer>(
     }
     let direct = direct.unwrap_or(rows.d <= DIRECT_MAX_D);
     let level = simd::level();
-    let cols = Cols::new(cols, direct, level == simd::Level::Avx512);
+    let cols = Cols::new(cols, direct, (level >= Level::Avx2).then_some(level));
     let n_blocks = rows
         .n
         .div_ceil(if direct { ROW_BLOCK } else { ROW_BLOCK_GEMM });
@@ -549,7 +554,7 @@ mod tests {
             for (direct, pack) in [(true, false), (false, false), (false, true)] {
                 let mut per_level = Vec::new();
                 for lvl in simd_levels() {
-                    let cols = Cols::new(py, direct, pack);
+                    let cols = Cols::new(py, direct, pack.then_some(lvl));
                     let nb = n.div_ceil(if direct { ROW_BLOCK } else { ROW_BLOCK_GEMM });
                     let got: Vec<f64> = (0..nb)
                         .flat_map(|b| run_block(lvl, &px, &cols, &red, b, &stop).unwrap())
@@ -570,6 +575,40 @@ mod tests {
                         let want = sq_dist(&x, i, &y, j, d);
                         let g = got[i * m + j];
                         assert!((g - want).abs() <= 1e-12 * (1.0 + want), "{g} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The packed f32 path at every level (half panels of 16 points on AVX2, whole
+    /// panels of 32 on AVX-512), with ragged row and column counts, against f64 sums.
+    #[test]
+    fn f32_packed_path_matches_naive_at_all_levels() {
+        let stop = AtomicBool::new(false);
+        for &(n, m, d) in &[(13, 45, 20), (200, 300, 40), (7, 600, 300)] {
+            let x: Vec<f32> = sym_vec(5, n * d).iter().map(|&v| v as f32).collect();
+            let y: Vec<f32> = sym_vec(6, m * d).iter().map(|&v| v as f32).collect();
+            let (xd, yd): (Vec<f64>, Vec<f64>) = (
+                x.iter().map(|&v| v as f64).collect(),
+                y.iter().map(|&v| v as f64).collect(),
+            );
+            let px = Points::new(&x, n, d).unwrap();
+            let py = Points::new(&y, m, d).unwrap();
+            let red = reduce::CollectRows { m };
+            for lvl in simd_levels() {
+                let cols = Cols::new(py, false, Some(lvl));
+                let got: Vec<f64> = (0..n.div_ceil(ROW_BLOCK_GEMM))
+                    .flat_map(|b| run_block(lvl, &px, &cols, &red, b, &stop).unwrap())
+                    .collect();
+                for i in 0..n {
+                    for j in 0..m {
+                        let want = sq_dist(&xd, i, &yd, j, d);
+                        let g = got[i * m + j];
+                        assert!(
+                            (g - want).abs() <= 1e-5 * (1.0 + want),
+                            "{lvl:?} ({i},{j}): {g} vs {want}"
+                        );
                     }
                 }
             }

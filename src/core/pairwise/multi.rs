@@ -156,7 +156,7 @@ pub fn reduce_pairs_multi<T: Float, R: MultiReducer>(
     }
     let cols: Vec<Cols<'_, T>> = sets
         .iter()
-        .map(|&p| Cols::new(p, p.d <= MULTI_DIRECT_MAX_D, false))
+        .map(|&p| Cols::new(p, p.d <= MULTI_DIRECT_MAX_D, None))
         .collect();
     let level = simd::level();
     let n_blocks = n.div_ceil(ROW_BLOCK);

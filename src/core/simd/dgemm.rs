@@ -1,5 +1,5 @@
 //! Squared distances of f64 point sets through a register-blocked product, on the
-//! AVX-512 path.
+//! AVX-512 and AVX2 paths.
 //!
 //! A general GEMM packs both operands on every call; the pairwise engine calls one per
 //! (row block, column tile), so packing cost about a fifth of the multiply at d = 256.
@@ -8,8 +8,15 @@
 //! 12 × 16 block of products in 24 registers and writes ‖q‖² + ‖x‖² − 2 q·x, clamped at
 //! zero, straight into the distance tile. The f32 kernel ([`dist_tile_f32`]) does the
 //! same with 12 × 32 blocks of f32 products, widened to f64 for the identity.
+//!
+//! The AVX2 kernels have 16 ymm registers: each 12 × 16 (f32: 12 × 32) block is computed
+//! as four 6 × 8 (6 × 16) register blocks of 12 accumulators, half a panel at a time,
+//! in depth chunks of at most 256. Their operands are packed in half groups of 6 rows
+//! and half panels of 8 (16) points ([`group_width`], [`panel_width`]), so each register
+//! block streams two contiguous buffers; the counts and paddings stay those of whole
+//! groups and panels.
 
-use super::{Fma, MulAdd};
+use super::{Fma, Level, MulAdd};
 
 /// Rows per group (broadcast operand).
 pub const MR: usize = 12;
@@ -18,12 +25,18 @@ pub const NR: usize = 16;
 /// Columns per panel of the f32 kernel (two AVX-512 registers of f32).
 pub const NR32: usize = 32;
 /// Largest depth chunk of the AVX-512 kernel: a 16 × 256 panel slice is 32 KiB.
+#[cfg(target_arch = "x86_64")]
 const KC: usize = 256;
 
 /// Packs `n` row-major points of dimension `d` into k-major blocks of `w` points,
 /// zero-padded: `ceil(n / w) · w · d` values.
 pub fn pack<T: Copy + Default>(x: &[T], n: usize, d: usize, w: usize) -> Vec<T> {
-    let nb = n.div_ceil(w);
+    pack_to(x, n, d, w, n.div_ceil(w) * w)
+}
+
+/// [`pack`], zero-padded to `n_pad` points (`n_pad >= n`, a multiple of `w`).
+pub fn pack_to<T: Copy + Default>(x: &[T], n: usize, d: usize, w: usize, n_pad: usize) -> Vec<T> {
+    let nb = n_pad.max(n).div_ceil(w);
     let mut out = vec![T::default(); nb * w * d];
     for i in 0..n {
         let (b, l) = (i / w, i % w);
@@ -35,9 +48,30 @@ pub fn pack<T: Copy + Default>(x: &[T], n: usize, d: usize, w: usize) -> Vec<T> 
     out
 }
 
+/// Points per packed block of rows that the kernels of `level` read: [`MR`], or a
+/// half group on AVX2 (the AVX2 register block has 6 rows).
+pub fn group_width(level: Level) -> usize {
+    if level == Level::Avx2 {
+        MR / 2
+    } else {
+        MR
+    }
+}
+
+/// Points per packed block of columns that the kernels of `level` read, for panels of
+/// `nr` points ([`NR`] or [`NR32`]): a half panel on AVX2.
+pub fn panel_width(level: Level, nr: usize) -> usize {
+    if level == Level::Avx2 {
+        nr / 2
+    } else {
+        nr
+    }
+}
+
 /// `out[i·ldo + j] = max(qn[i] + xn[j] − 2·Σ_k row_i[k]·col_j[k], 0)` for the rows of
-/// `ng` groups (packed by [`pack`] with `w = MR`) and the columns of `np` panels (packed
-/// with `w = NR`), padding included.
+/// `ng` groups (packed by [`pack_to`] with `w = group_width(level)` and `n_pad = ng·MR`)
+/// and the columns of `np` panels (packed with `w = panel_width(level, NR)` and
+/// `n_pad = np·NR`), padding included, where `level` is the path `M` runs on.
 ///
 /// `groups` holds `ng·MR·d` values, `panels` `np·NR·d`, `qn` `ng·MR`, `xn` `np·NR`, and
 /// `out` `ng·MR` rows of stride `ldo >= np·NR`.
@@ -61,6 +95,13 @@ pub fn dist_tile<M: Fma>(
     if M::AVX512 {
         // SAFETY: M::AVX512 holds only on the AVX-512 dispatch path; lengths checked above.
         unsafe { dist_tile_512(groups, ng, d, panels, np, qn, xn, out, ldo) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX2 {
+        // SAFETY: M::AVX2 holds only on the AVX2 and AVX-512 dispatch paths; lengths
+        // checked above.
+        unsafe { dist_tile_avx2(groups, ng, d, panels, np, qn, xn, out, ldo) };
         return;
     }
     portable::<f64, M, NR>(groups, ng, d, panels, np, qn, xn, out, ldo);
@@ -258,6 +299,13 @@ pub fn dist_tile_f32<M: Fma>(
         unsafe { dist_tile_f32_512(groups, ng, d, panels, np, qn, xn, out, ldo) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX2 {
+        // SAFETY: M::AVX2 holds only on the AVX2 and AVX-512 dispatch paths; lengths
+        // checked above.
+        unsafe { dist_tile_f32_avx2(groups, ng, d, panels, np, qn, xn, out, ldo) };
+        return;
+    }
     portable::<f32, M, NR32>(groups, ng, d, panels, np, qn, xn, out, ldo);
 }
 
@@ -343,6 +391,205 @@ fn dist_tile_f32_512(
                                 );
                             }
                             _mm512_storeu_pd(o.add(8 * h), *ch);
+                        }
+                    }
+                }
+            }
+        }
+        k0 += kc;
+    }
+}
+
+/// Largest depth chunk of the AVX2 kernels: a half panel (8 f64 or 16 f32 points,
+/// 16 KiB) stays in L1 while half groups (12 KiB) stream by.
+#[cfg(target_arch = "x86_64")]
+const KC2: usize = 256;
+/// Rows of the AVX2 micro-kernels (half a group).
+#[cfg(target_arch = "x86_64")]
+const MH: usize = MR / 2;
+
+/// The AVX2 body of [`dist_tile`]: each 12 × 16 block of a group and a panel is computed
+/// as four 6 × 8 register blocks (12 accumulators, two panel registers and one broadcast:
+/// 15 of the 16 ymm registers).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn dist_tile_avx2(
+    groups: &[f64],
+    ng: usize,
+    d: usize,
+    panels: &[f64],
+    np: usize,
+    qn: &[f64],
+    xn: &[f64],
+    out: &mut [f64],
+    ldo: usize,
+) {
+    use std::arch::x86_64::*;
+    const NH: usize = NR / 2;
+    let op = out.as_mut_ptr();
+    let two = _mm256_set1_pd(2.0);
+    let zero = _mm256_setzero_pd();
+    let kc_even = d.div_ceil(d.div_ceil(KC2));
+    let mut k0 = 0;
+    while k0 < d {
+        let kc = kc_even.min(d - k0);
+        let (first, last) = (k0 == 0, k0 + kc == d);
+        for p in 0..np {
+            // Half panels outside the groups: a half panel stays in L1 while the groups
+            // of the block go by.
+            for h in 0..2 {
+                let j0 = p * NR + h * NH;
+                // SAFETY: half h of panel p, from depth k0, and its norms lie inside
+                // `panels` and `xn` (checked by the caller).
+                let (b0p, x0, x1) = unsafe {
+                    (
+                        panels.as_ptr().add((p * NR + h * NH) * d + k0 * NH),
+                        _mm256_loadu_pd(xn.as_ptr().add(j0)),
+                        _mm256_loadu_pd(xn.as_ptr().add(j0 + 4)),
+                    )
+                };
+                for g in 0..ng {
+                    for v in 0..2 {
+                        // SAFETY: rows v·6 .. v·6 + 6 of group g, from depth k0, lie
+                        // inside `groups` (checked).
+                        let mut ap =
+                            unsafe { groups.as_ptr().add((g * MR + v * MH) * d + k0 * MH) };
+                        let mut bp = b0p;
+                        let mut lo = [_mm256_setzero_pd(); MH];
+                        let mut hi = [_mm256_setzero_pd(); MH];
+                        for _ in 0..kc {
+                            // SAFETY: each step reads 6 values of the group and 8 of the
+                            // panel, kc steps from depth k0 in all.
+                            unsafe {
+                                let b0 = _mm256_loadu_pd(bp);
+                                let b1 = _mm256_loadu_pd(bp.add(4));
+                                for r in 0..MH {
+                                    let av = _mm256_broadcast_sd(&*ap.add(r));
+                                    lo[r] = _mm256_fmadd_pd(av, b0, lo[r]);
+                                    hi[r] = _mm256_fmadd_pd(av, b1, hi[r]);
+                                }
+                                ap = ap.add(MH);
+                                bp = bp.add(NH);
+                            }
+                        }
+                        for r in 0..MH {
+                            let i = g * MR + v * MH + r;
+                            // SAFETY: row i < ng·MR and columns j0 .. j0 + 8 <= ldo (checked).
+                            unsafe {
+                                let o = op.add(i * ldo + j0);
+                                let (mut c0, mut c1) = (lo[r], hi[r]);
+                                if !first {
+                                    c0 = _mm256_add_pd(c0, _mm256_loadu_pd(o));
+                                    c1 = _mm256_add_pd(c1, _mm256_loadu_pd(o.add(4)));
+                                }
+                                if last {
+                                    let q = _mm256_broadcast_sd(&*qn.as_ptr().add(i));
+                                    c0 = _mm256_max_pd(
+                                        _mm256_fnmadd_pd(two, c0, _mm256_add_pd(q, x0)),
+                                        zero,
+                                    );
+                                    c1 = _mm256_max_pd(
+                                        _mm256_fnmadd_pd(two, c1, _mm256_add_pd(q, x1)),
+                                        zero,
+                                    );
+                                }
+                                _mm256_storeu_pd(o, c0);
+                                _mm256_storeu_pd(o.add(4), c1);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        k0 += kc;
+    }
+}
+
+/// The AVX2 body of [`dist_tile_f32`]: 6 × 16 register blocks of f32 products (a half
+/// panel), widened to f64 for the identity.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn dist_tile_f32_avx2(
+    groups: &[f32],
+    ng: usize,
+    d: usize,
+    panels: &[f32],
+    np: usize,
+    qn: &[f64],
+    xn: &[f64],
+    out: &mut [f64],
+    ldo: usize,
+) {
+    use std::arch::x86_64::*;
+    const NH: usize = NR32 / 2;
+    let op = out.as_mut_ptr();
+    let two = _mm256_set1_pd(2.0);
+    let zero = _mm256_setzero_pd();
+    let kc_even = d.div_ceil(d.div_ceil(KC2));
+    let mut k0 = 0;
+    while k0 < d {
+        let kc = kc_even.min(d - k0);
+        let (first, last) = (k0 == 0, k0 + kc == d);
+        for p in 0..np {
+            for h in 0..2 {
+                let j0 = p * NR32 + h * NH;
+                // SAFETY: half h of panel p, from depth k0, lies inside `panels` (checked
+                // by the caller).
+                let b0p = unsafe { panels.as_ptr().add((p * NR32 + h * NH) * d + k0 * NH) };
+                for g in 0..ng {
+                    for v in 0..2 {
+                        // SAFETY: rows v·6 .. v·6 + 6 of group g, from depth k0, lie
+                        // inside `groups` (checked).
+                        let mut ap =
+                            unsafe { groups.as_ptr().add((g * MR + v * MH) * d + k0 * MH) };
+                        let mut bp = b0p;
+                        let mut lo = [_mm256_setzero_ps(); MH];
+                        let mut hi = [_mm256_setzero_ps(); MH];
+                        for _ in 0..kc {
+                            // SAFETY: each step reads 6 values of the group and 16 of the
+                            // panel, kc steps from depth k0 in all.
+                            unsafe {
+                                let b0 = _mm256_loadu_ps(bp);
+                                let b1 = _mm256_loadu_ps(bp.add(8));
+                                for r in 0..MH {
+                                    let av = _mm256_broadcast_ss(&*ap.add(r));
+                                    lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
+                                    hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
+                                }
+                                ap = ap.add(MH);
+                                bp = bp.add(NH);
+                            }
+                        }
+                        for r in 0..MH {
+                            let i = g * MR + v * MH + r;
+                            let c = [
+                                _mm256_cvtps_pd(_mm256_castps256_ps128(lo[r])),
+                                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(lo[r])),
+                                _mm256_cvtps_pd(_mm256_castps256_ps128(hi[r])),
+                                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(hi[r])),
+                            ];
+                            // SAFETY: row i < ng·MR and columns j0 .. j0 + 16 <= ldo, with
+                            // their norms inside `xn` (checked by the caller).
+                            unsafe {
+                                let o = op.add(i * ldo + j0);
+                                let q = _mm256_broadcast_sd(&*qn.as_ptr().add(i));
+                                for (e, &ce) in c.iter().enumerate() {
+                                    let mut ch = ce;
+                                    if !first {
+                                        ch = _mm256_add_pd(ch, _mm256_loadu_pd(o.add(4 * e)));
+                                    }
+                                    if last {
+                                        let x = _mm256_loadu_pd(xn.as_ptr().add(j0 + 4 * e));
+                                        ch = _mm256_max_pd(
+                                            _mm256_fnmadd_pd(two, ch, _mm256_add_pd(q, x)),
+                                            zero,
+                                        );
+                                    }
+                                    _mm256_storeu_pd(o.add(4 * e), ch);
+                                }
+                            }
                         }
                     }
                 }
@@ -441,9 +688,10 @@ mod tests {
                 o
             };
             let (qn, xn) = (norms(&q, n, ng * MR), norms(&x, m, np * NR32));
-            let (groups, panels) = (pack(&q, n, d, MR), pack(&x, m, d, NR32));
             let ldo = np * NR32 + 3;
             for lvl in simd_levels() {
+                let groups = pack_to(&q, n, d, group_width(lvl), ng * MR);
+                let panels = pack_to(&x, m, d, panel_width(lvl, NR32), np * NR32);
                 let out = dispatch(
                     lvl,
                     Run32 {
@@ -497,9 +745,10 @@ mod tests {
                 o
             };
             let (qn, xn) = (norms(&q, n, ng * MR), norms(&x, m, np * NR));
-            let (groups, panels) = (pack(&q, n, d, MR), pack(&x, m, d, NR));
             let ldo = np * NR + 3;
             for lvl in simd_levels() {
+                let groups = pack_to(&q, n, d, group_width(lvl), ng * MR);
+                let panels = pack_to(&x, m, d, panel_width(lvl, NR), np * NR);
                 let out = dispatch(
                     lvl,
                     Run {

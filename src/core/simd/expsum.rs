@@ -5,9 +5,12 @@
 //! On the AVX-512 path this is written with explicit intrinsics: a 16-entry table of
 //! 2^(j/16) held in two registers (one permute per lookup) cuts the polynomial to degree
 //! 6, and `vscalefpd` applies the power of two with correct underflow, so no clamping
-//! or blending is needed. Other paths use [`exp`](super::exp) over a buffer.
+//! or blending is needed. The AVX2 path has the same design on four lanes: a table of
+//! 2^(j/8) in two registers of four (two `vpermps` and a blend per lookup), a degree-7
+//! polynomial, and the power of two built in the exponent bits (0 for terms below
+//! e^-708.4). The portable path uses [`exp`](super::exp) over a buffer.
 
-use super::{exp, finish_lanes, sum, Fma};
+use super::{exp, sum, Fma};
 
 /// Σ_j exp(c·d_j + w_j + b) over j ≠ `skip` (w_j = 0 when `w` is `None`).
 ///
@@ -31,6 +34,12 @@ pub fn lin_exp_sum<M: Fma>(
         // reported AVX-512F/DQ (see `dispatch` and `simd_fn!`).
         return unsafe { sum512(d, w, c, b, skip.unwrap_or(usize::MAX)) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX2 {
+        // SAFETY: M::AVX2 is true only on the dispatch paths that run after the CPU
+        // reported AVX2 and FMA.
+        return unsafe { sum_avx2(d, w, c, b, skip.unwrap_or(usize::MAX)) };
+    }
     let v = &mut buf[..d.len()];
     match w {
         Some(w) => {
@@ -53,6 +62,7 @@ pub fn lin_exp_sum<M: Fma>(
 }
 
 /// 2^(j/16), j = 0..15, correctly rounded.
+#[cfg(target_arch = "x86_64")]
 const EXP2_SIXTEENTHS: [f64; 16] = [
     1.0,
     1.044_273_782_427_413_8,
@@ -74,6 +84,7 @@ const EXP2_SIXTEENTHS: [f64; 16] = [
 
 /// Taylor coefficients of exp(f·ln2/16) in f, degree 0..6: |f| <= 1/2 leaves a
 /// remainder below 5e-16.
+#[cfg(target_arch = "x86_64")]
 const POLY: [f64; 7] = [
     1.0,
     0.043_321_698_784_996_58,
@@ -85,6 +96,7 @@ const POLY: [f64; 7] = [
 ];
 
 /// 16·log2(e): exponents in units of 1/16 of a binary order of magnitude.
+#[cfg(target_arch = "x86_64")]
 const K16: f64 = 16.0 * std::f64::consts::LOG2_E;
 
 /// The table of 2^(j/16) in two registers.
@@ -144,8 +156,65 @@ pub fn lin_exp_into<M: Fma>(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
         unsafe { into512(d, c, b, out) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX2 {
+        // SAFETY: as in `lin_exp_sum`.
+        unsafe { into_avx2(d, c, b, out) };
+        return;
+    }
     for (o, &x) in out.iter_mut().zip(d) {
         *o = exp::<M>(M::ma(c, x, b));
+    }
+}
+
+/// `v_j = exp(c·v_j + b)` in place, with the accuracy of [`lin_exp_into`] on the AVX2
+/// path (its table-driven exp) and of [`exp`](super::exp) on the others; terms under
+/// e^-708.4 are 0.
+#[inline(always)]
+pub fn lin_exp_in_place<M: Fma>(v: &mut [f64], c: f64, b: f64) {
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX2 && !M::AVX512 {
+        // SAFETY: M::AVX2 holds only on the paths that run after the CPU reported AVX2
+        // and FMA.
+        unsafe { in_place_avx2(v, c, b) };
+        return;
+    }
+    for x in v.iter_mut() {
+        *x = exp::<M>(M::ma(c, *x, b));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn in_place_avx2(v: &mut [f64], c: f64, b: f64) {
+    use std::arch::x86_64::*;
+    let n = v.len();
+    let p = v.as_mut_ptr();
+    // c·x + b first, then the scale: b·K8 alone can overflow where c·x + b does not
+    // (the log-domain rows pass b = -shift with |shift| up to 1e308).
+    let cv = _mm256_set1_pd(c);
+    let bv = _mm256_set1_pd(b);
+    let kv = _mm256_set1_pd(K8);
+    let (tlo, thi) = table8();
+    let mut j = 0;
+    while j + 4 <= n {
+        // SAFETY: lanes j..j+4 lie inside v.
+        unsafe {
+            let u = _mm256_mul_pd(_mm256_fmadd_pd(_mm256_loadu_pd(p.add(j)), cv, bv), kv);
+            _mm256_storeu_pd(p.add(j), pow2_8(u, tlo, thi));
+        }
+        j += 4;
+    }
+    if j < n {
+        let mask = super::lanes_below(n - j);
+        // SAFETY: the masked lanes j..n lie inside v.
+        unsafe {
+            let u = _mm256_mul_pd(
+                _mm256_fmadd_pd(_mm256_maskload_pd(p.add(j), mask), cv, bv),
+                kv,
+            );
+            _mm256_maskstore_pd(p.add(j), mask, pow2_8(u, tlo, thi));
+        }
     }
 }
 
@@ -205,7 +274,178 @@ fn sum512(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
     let mut lanes = [0.0f64; 8];
     // SAFETY: lanes holds 8 f64.
     unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), acc) };
-    finish_lanes(&lanes)
+    super::finish_lanes(&lanes)
+}
+
+/// 8·log2(e): exponents in units of 1/8 of a binary order of magnitude (AVX2 path).
+#[cfg(target_arch = "x86_64")]
+const K8: f64 = 8.0 * std::f64::consts::LOG2_E;
+
+/// Taylor coefficients of exp(f·ln2/8) in f, degree 0..7: |f| <= 1/2 leaves a remainder
+/// below 4e-16.
+#[cfg(target_arch = "x86_64")]
+const POLY8: [f64; 8] = [
+    1.0,
+    0.086_643_397_569_993_16,
+    0.003_753_539_171_235_948_8,
+    0.000_108_406_462_235_979_65,
+    2.348_176_051_667_108_6e-6,
+    4.069_079_024_178_602e-8,
+    5.875_980_527_260_44e-10,
+    7.273_070_241_956_635e-12,
+];
+
+/// The table of 2^(j/8) (the even entries of [`EXP2_SIXTEENTHS`]) in two registers of
+/// four, read as f32 pairs by `vpermps`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn table8() -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+    use std::arch::x86_64::*;
+    let t = |j: usize| EXP2_SIXTEENTHS[2 * j];
+    (
+        _mm256_castpd_ps(_mm256_setr_pd(t(0), t(1), t(2), t(3))),
+        _mm256_castpd_ps(_mm256_setr_pd(t(4), t(5), t(6), t(7))),
+    )
+}
+
+/// 2^(u/8) per lane on AVX2: exactly 0 where u < -8·1022 (exponents below about
+/// -708.4, NaN and -inf included), +inf from u = 8·1024 up.
+///
+/// u = k + f with k an integer and |f| <= 1/2; 2^(u/8) = 2^floor(k/8) · 2^((k mod 8)/8) ·
+/// 2^(f/8). The table entry comes from two `vpermd` (one per register of four) and a
+/// blend on bit 2 of k; the power of two is built in the exponent bits, and its field is
+/// 0 (the value +0) for every k below -8176, so underflow needs no compare.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn pow2_8(
+    u: std::arch::x86_64::__m256d,
+    tlo: std::arch::x86_64::__m256,
+    thi: std::arch::x86_64::__m256,
+) -> std::arch::x86_64::__m256d {
+    use std::arch::x86_64::*;
+    // Adding 1.5·2^52 rounds to an integer k and leaves the bits 0x4338… + k.
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    // k >= -8184 keeps k + 8·1023 >= 0 below; max(NaN, LO) is LO.
+    const LO: f64 = -8.0 * 1023.0;
+    const HI: f64 = 8.0 * 1024.0;
+    let u = _mm256_min_pd(_mm256_max_pd(u, _mm256_set1_pd(LO)), _mm256_set1_pd(HI));
+    let sh = _mm256_set1_pd(SHIFT);
+    let t = _mm256_add_pd(u, sh);
+    let f = _mm256_sub_pd(u, _mm256_sub_pd(t, sh));
+    let mut p = _mm256_set1_pd(POLY8[7]);
+    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[6]));
+    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[5]));
+    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[4]));
+    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[3]));
+    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[2]));
+    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[1]));
+    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[0]));
+    let tb = _mm256_castpd_si256(t);
+    // f32 indices 2·(k mod 4) and 2·(k mod 4) + 1 for the two halves of each f64 lane.
+    let idx = _mm256_add_epi32(
+        _mm256_shuffle_epi32::<0xa0>(_mm256_slli_epi64::<1>(tb)),
+        _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1),
+    );
+    let tab = _mm256_blendv_pd(
+        _mm256_castps_pd(_mm256_permutevar8x32_ps(tlo, idx)),
+        _mm256_castps_pd(_mm256_permutevar8x32_ps(thi, idx)),
+        _mm256_castsi256_pd(_mm256_slli_epi64::<61>(tb)),
+    );
+    // k + 8·1023 lies in [0, 2^14): shifted left by 49, its bits 3..13 (floor(k/8) + 1023,
+    // or 0 below the normal range) land in the exponent field and everything above bit
+    // 13 falls off.
+    let e = _mm256_and_si256(
+        _mm256_slli_epi64::<49>(_mm256_add_epi64(tb, _mm256_set1_epi64x(8 * 1023))),
+        _mm256_set1_epi64x(0x7ff0_0000_0000_0000),
+    );
+    _mm256_mul_pd(_mm256_mul_pd(p, tab), _mm256_castsi256_pd(e))
+}
+
+/// The AVX2 body of [`lin_exp_sum`]: [`pow2_8`] over four lanes, the skipped lane
+/// cleared, masked loads for the tail.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn sum_avx2(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
+    use std::arch::x86_64::*;
+    let n = d.len();
+    let cv = _mm256_set1_pd(c * K8);
+    let bv = _mm256_set1_pd(b * K8);
+    let kv = _mm256_set1_pd(K8);
+    let (tlo, thi) = table8();
+    let lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    // The lane mask of a chunk: the skipped entry cleared when it lies in the chunk.
+    let keep = |j: usize, mask: __m256i| {
+        if skip.wrapping_sub(j) < 4 {
+            let s = _mm256_cmpeq_epi64(_mm256_set1_epi64x((skip - j) as i64), lane);
+            _mm256_andnot_si256(s, mask)
+        } else {
+            mask
+        }
+    };
+    let mut acc = _mm256_setzero_pd();
+    let mut j = 0;
+    while j + 4 <= n {
+        // SAFETY: lanes j..j+4 lie inside d (and w, as long as d).
+        let mut u = unsafe { _mm256_fmadd_pd(_mm256_loadu_pd(d.as_ptr().add(j)), cv, bv) };
+        if let Some(w) = w {
+            // SAFETY: as above.
+            u = _mm256_fmadd_pd(unsafe { _mm256_loadu_pd(w.as_ptr().add(j)) }, kv, u);
+        }
+        let mut y = pow2_8(u, tlo, thi);
+        if skip.wrapping_sub(j) < 4 {
+            y = _mm256_and_pd(y, _mm256_castsi256_pd(keep(j, _mm256_set1_epi64x(-1))));
+        }
+        acc = _mm256_add_pd(acc, y);
+        j += 4;
+    }
+    if j < n {
+        let mask = keep(j, super::lanes_below(n - j));
+        // SAFETY: the masked loads touch only lanes j..n, inside d (and w).
+        let mut u = unsafe { _mm256_fmadd_pd(_mm256_maskload_pd(d.as_ptr().add(j), mask), cv, bv) };
+        if let Some(w) = w {
+            // SAFETY: as above.
+            u = _mm256_fmadd_pd(
+                unsafe { _mm256_maskload_pd(w.as_ptr().add(j), mask) },
+                kv,
+                u,
+            );
+        }
+        let y = _mm256_and_pd(pow2_8(u, tlo, thi), _mm256_castsi256_pd(mask));
+        acc = _mm256_add_pd(acc, y);
+    }
+    let mut l = [0.0f64; 4];
+    // SAFETY: l holds 4 f64.
+    unsafe { _mm256_storeu_pd(l.as_mut_ptr(), acc) };
+    (l[0] + l[2]) + (l[1] + l[3])
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn into_avx2(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
+    use std::arch::x86_64::*;
+    let n = d.len().min(out.len());
+    let cv = _mm256_set1_pd(c * K8);
+    let bv = _mm256_set1_pd(b * K8);
+    let (tlo, thi) = table8();
+    let mut j = 0;
+    while j + 4 <= n {
+        // SAFETY: lanes j..j+4 lie inside d and out.
+        unsafe {
+            let u = _mm256_fmadd_pd(_mm256_loadu_pd(d.as_ptr().add(j)), cv, bv);
+            _mm256_storeu_pd(out.as_mut_ptr().add(j), pow2_8(u, tlo, thi));
+        }
+        j += 4;
+    }
+    if j < n {
+        let mask = super::lanes_below(n - j);
+        // SAFETY: the masked lanes j..n lie inside d and out.
+        unsafe {
+            let u = _mm256_fmadd_pd(_mm256_maskload_pd(d.as_ptr().add(j), mask), cv, bv);
+            _mm256_maskstore_pd(out.as_mut_ptr().add(j), mask, pow2_8(u, tlo, thi));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +546,48 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    struct InPlace(Vec<f64>, f64, f64);
+    impl SimdTask for InPlace {
+        type Output = Vec<f64>;
+        #[inline(always)]
+        fn run<M: Fma>(mut self) -> Vec<f64> {
+            lin_exp_in_place::<M>(&mut self.0, self.1, self.2);
+            self.0
+        }
+    }
+
+    #[test]
+    fn in_place_matches_libm_including_tails_and_underflow() {
+        for n in [0usize, 3, 8, 13, 64] {
+            let d: Vec<f64> = (0..n)
+                .map(|i| -(i as f64 * 0.913).sin().abs() * 9.0)
+                .collect();
+            for (c, b) in [(1.0, -3.0), (1.0, 0.0), (80.0, 0.0), (1.0, -1e3)] {
+                for lvl in simd_levels() {
+                    let got = dispatch(lvl, InPlace(d.clone(), c, b));
+                    for (g, x) in got.iter().zip(&d) {
+                        let want = (c * x + b).exp();
+                        let tol = (2e-15 + 3e-16 * (c * x + b).abs()) * want + 1e-300;
+                        assert!((g - want).abs() <= tol, "{lvl:?} n={n}: {g} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The log-domain rows shift by their maximum, which can be near ±1e308: the
+    /// largest entry must still give exp(0) = 1 and -inf entries 0.
+    #[test]
+    fn in_place_with_a_huge_shift() {
+        // -big·8·log2(e) overflows; differences from big do not.
+        let big = -1.6e308;
+        let v = vec![big, big, f64::NEG_INFINITY, -1.79e308, big, big, big];
+        for lvl in simd_levels() {
+            let got = dispatch(lvl, InPlace(v.clone(), 1.0, -big));
+            assert_eq!(got, vec![1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0], "{lvl:?}");
         }
     }
 

@@ -1,5 +1,5 @@
 //! Minimum, maximum and finiteness of a slice in one pass. The lane-array form does not
-//! vectorise reliably, so the AVX-512 path uses intrinsics.
+//! vectorise reliably, so the AVX-512 and AVX2 paths use intrinsics.
 
 use super::{Fma, LANES};
 
@@ -11,6 +11,11 @@ pub fn min_max_finite<M: Fma>(v: &[f64]) -> (f64, f64, bool) {
     if M::AVX512 {
         // SAFETY: M::AVX512 holds only on the AVX-512 dispatch path.
         return unsafe { mm512(v) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX2 {
+        // SAFETY: M::AVX2 holds only on the AVX2 and AVX-512 dispatch paths.
+        return unsafe { mm_avx2(v) };
     }
     let mut lo = [f64::INFINITY; LANES];
     let mut hi = [f64::NEG_INFINITY; LANES];
@@ -67,6 +72,63 @@ fn mm512(v: &[f64]) -> (f64, f64, bool) {
     }
     let finite = _mm512_reduce_add_pd(nan).is_finite();
     (_mm512_reduce_min_pd(lo), _mm512_reduce_max_pd(hi), finite)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn mm_avx2(v: &[f64]) -> (f64, f64, bool) {
+    use std::arch::x86_64::*;
+    let n = v.len();
+    let p = v.as_ptr();
+    let (mut lo0, mut hi0) = (
+        _mm256_set1_pd(f64::INFINITY),
+        _mm256_set1_pd(f64::NEG_INFINITY),
+    );
+    let (mut lo1, mut hi1) = (lo0, hi0);
+    // 0·x is 0 for finite x and NaN for ±inf and NaN.
+    let (mut nan0, mut nan1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let zero = _mm256_setzero_pd();
+    let mut j = 0;
+    // min(x, acc) returns acc when x is NaN: NaN entries are ignored by the extremes.
+    while j + 8 <= n {
+        // SAFETY: lanes j..j+8 lie inside v.
+        let (x0, x1) = unsafe { (_mm256_loadu_pd(p.add(j)), _mm256_loadu_pd(p.add(j + 4))) };
+        lo0 = _mm256_min_pd(x0, lo0);
+        hi0 = _mm256_max_pd(x0, hi0);
+        nan0 = _mm256_fmadd_pd(x0, zero, nan0);
+        lo1 = _mm256_min_pd(x1, lo1);
+        hi1 = _mm256_max_pd(x1, hi1);
+        nan1 = _mm256_fmadd_pd(x1, zero, nan1);
+        j += 8;
+    }
+    while j < n {
+        let mask = super::lanes_below(n - j);
+        let mpd = _mm256_castsi256_pd(mask);
+        // SAFETY: the masked lanes j..j+rem lie inside v.
+        let x = unsafe { _mm256_maskload_pd(p.add(j), mask) };
+        lo0 = _mm256_min_pd(_mm256_blendv_pd(lo0, x, mpd), lo0);
+        hi0 = _mm256_max_pd(_mm256_blendv_pd(hi0, x, mpd), hi0);
+        nan0 = _mm256_fmadd_pd(x, zero, nan0);
+        j += 4;
+    }
+    let lo = _mm256_min_pd(lo0, lo1);
+    let hi = _mm256_max_pd(hi0, hi1);
+    let nan = _mm256_add_pd(nan0, nan1);
+    let (mut a, mut b, mut c) = ([0.0f64; 4], [0.0f64; 4], [0.0f64; 4]);
+    // SAFETY: each array holds 4 f64.
+    unsafe {
+        _mm256_storeu_pd(a.as_mut_ptr(), lo);
+        _mm256_storeu_pd(b.as_mut_ptr(), hi);
+        _mm256_storeu_pd(c.as_mut_ptr(), nan);
+    }
+    let lo = a
+        .iter()
+        .fold(f64::INFINITY, |x, &y| if y < x { y } else { x });
+    let hi = b
+        .iter()
+        .fold(f64::NEG_INFINITY, |x, &y| if y > x { y } else { x });
+    let finite = c.iter().all(|x| x.is_finite());
+    (lo, hi, finite)
 }
 
 #[cfg(test)]

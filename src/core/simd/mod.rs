@@ -18,7 +18,7 @@ mod expsum;
 mod minmax;
 pub mod rows;
 pub mod vmath;
-pub use expsum::{lin_exp_into, lin_exp_sum};
+pub use expsum::{lin_exp_in_place, lin_exp_into, lin_exp_sum};
 pub use minmax::{min_max, min_max_finite};
 
 /// Instruction-set level a kernel runs at.
@@ -128,6 +128,9 @@ pub trait Fma: Copy + Send + Sync + 'static {
     /// Whether the path runs with AVX-512 enabled ([`Wide`]): kernels written with
     /// explicit AVX-512 intrinsics may be called.
     const AVX512: bool = false;
+    /// Whether the path runs with AVX2 and FMA enabled ([`Fused`] and [`Wide`]): kernels
+    /// written with explicit AVX2 intrinsics may be called.
+    const AVX2: bool = false;
     /// a * b + c, fused or not.
     fn ma<T: MulAdd>(a: T, b: T, c: T) -> T;
 }
@@ -155,6 +158,7 @@ impl MulAdd for f32 {
 pub struct Fused;
 impl Fma for Fused {
     const FUSED: bool = true;
+    const AVX2: bool = true;
     #[inline(always)]
     fn ma<T: MulAdd>(a: T, b: T, c: T) -> T {
         a.fused(b, c)
@@ -168,6 +172,7 @@ pub struct Wide;
 impl Fma for Wide {
     const FUSED: bool = true;
     const AVX512: bool = true;
+    const AVX2: bool = true;
     #[inline(always)]
     fn ma<T: MulAdd>(a: T, b: T, c: T) -> T {
         a.fused(b, c)
@@ -285,10 +290,9 @@ pub fn sum(v: &[f64]) -> f64 {
 #[inline(always)]
 pub fn exp_shift_sums<M: Fma>(v: &mut [f64], shift: f64) -> (f64, f64) {
     // A plain elementwise loop: the loop vectoriser maps it to full-width registers
-    // (lane arrays here would be SLP-vectorised at a narrower width).
-    for x in v.iter_mut() {
-        *x = exp::<M>(*x - shift);
-    }
+    // (lane arrays here would be SLP-vectorised at a narrower width). On AVX2 the
+    // table-driven exp of `expsum` is faster than the vectorised polynomial.
+    lin_exp_in_place::<M>(v, 1.0, -shift);
     sums_sq::<M>(v)
 }
 
@@ -317,6 +321,30 @@ pub fn sums_sq<M: Fma>(v: &[f64]) -> (f64, f64) {
 #[inline(always)]
 pub fn finish_lanes(a: &[f64; LANES]) -> f64 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// The level whose dispatch path runs with the multiply-add flavour `M`.
+pub fn level_of<M: Fma>() -> Level {
+    if M::AVX512 {
+        Level::Avx512
+    } else if M::AVX2 {
+        Level::Avx2
+    } else {
+        Level::Scalar
+    }
+}
+
+/// Lanes `l < rem` set (rem clamped to 0..=4), as a mask of 64-bit lanes: the masked
+/// loads and stores of the AVX2 kernels' tails.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn lanes_below(rem: usize) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    _mm256_cmpgt_epi64(
+        _mm256_set1_epi64x(rem.min(4) as i64),
+        _mm256_setr_epi64x(0, 1, 2, 3),
+    )
 }
 
 /// Work compiled once per SIMD path. Implementations must mark `run` `#[inline(always)]`

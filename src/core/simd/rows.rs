@@ -3,8 +3,9 @@
 //! on the same rows while they are in L1, one pass over the kernel per iteration.
 //!
 //! The compiler's vectoriser handles these unreliably (it mixes widths, gathers or spills
-//! depending on the surrounding code), so the AVX-512 path is written with intrinsics;
-//! the other paths are plain loops.
+//! depending on the surrounding code), so the AVX-512 and AVX2 paths are written with
+//! intrinsics (four-lane vectors and masked tails on AVX2); the portable path is plain
+//! loops.
 
 use super::{finish_lanes, Fma, LANES};
 
@@ -29,6 +30,13 @@ pub fn dot_rows<M: Fma>(k: &[f64], stride: usize, m: usize, nr: usize, w: &[f64]
         // SAFETY: M::AVX512 holds only on the AVX-512 dispatch path; the lengths were
         // checked above.
         unsafe { dot8_512(k, stride, m, w, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX2 && nr == GROUP_ROWS {
+        // SAFETY: M::AVX2 holds only on the AVX2 and AVX-512 dispatch paths; the lengths
+        // were checked above.
+        unsafe { dot8_avx2(k, stride, m, w, out) };
         return;
     }
     for (r, o) in out.iter_mut().enumerate().take(nr) {
@@ -68,6 +76,12 @@ pub fn axpy_rows<M: Fma>(k: &[f64], stride: usize, m: usize, nr: usize, w: &[f64
         unsafe { axpy_512::<GROUP_ROWS>(k, stride, m, w, t) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX2 && nr == GROUP_ROWS {
+        // SAFETY: as in `dot_rows`.
+        unsafe { axpy_avx2::<GROUP_ROWS>(k, stride, m, w, t) };
+        return;
+    }
     for (j, o) in t.iter_mut().enumerate().take(m) {
         let mut v = *o;
         for (r, &wr) in w.iter().enumerate().take(nr) {
@@ -95,6 +109,12 @@ pub fn axpy_rows16<M: Fma>(k: &[f64], stride: usize, m: usize, w: &[f64], t: &mu
         // SAFETY: M::AVX512 holds only on the AVX-512 dispatch path; the lengths were
         // checked above.
         unsafe { axpy_512::<PAIR_ROWS>(k, stride, m, w, t) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if M::AVX2 {
+        // SAFETY: as above, for the AVX2 and AVX-512 paths.
+        unsafe { axpy_avx2::<PAIR_ROWS>(k, stride, m, w, t) };
         return;
     }
     axpy_rows::<M>(k, stride, m, GROUP_ROWS, &w[..GROUP_ROWS], t);
@@ -176,6 +196,99 @@ fn axpy_512<const R: usize>(k: &[f64], stride: usize, m: usize, w: &[f64], t: &m
             _mm512_mask_storeu_pd(tp.add(j), mask, tv);
         }
         j += 8;
+    }
+}
+
+/// The AVX2 body of [`dot_rows`] for a full group: eight accumulators of four lanes,
+/// a masked tail, and the eight horizontal sums as two transposing trees.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot8_avx2(k: &[f64], stride: usize, m: usize, w: &[f64], out: &mut [f64]) {
+    use std::arch::x86_64::*;
+    let kp = k.as_ptr();
+    let wp = w.as_ptr();
+    let mut acc = [_mm256_setzero_pd(); GROUP_ROWS];
+    let mut j = 0;
+    while j + 4 <= m {
+        // SAFETY: lanes j..j+4 lie inside w[..m] and inside each row's m values.
+        unsafe {
+            let wv = _mm256_loadu_pd(wp.add(j));
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_pd(_mm256_loadu_pd(kp.add(r * stride + j)), wv, *a);
+            }
+        }
+        j += 4;
+    }
+    if j < m {
+        let mask = super::lanes_below(m - j);
+        // SAFETY: the masked lanes j..m lie inside w and inside each row.
+        unsafe {
+            let wv = _mm256_maskload_pd(wp.add(j), mask);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let kv = _mm256_maskload_pd(kp.add(r * stride + j), mask);
+                *a = _mm256_fmadd_pd(kv, wv, *a);
+            }
+        }
+    }
+    // Rows (r, r+1) pairwise within 128-bit halves, then the halves of rows r..r+4.
+    let quad = |a: __m256d, b: __m256d, c: __m256d, e: __m256d| {
+        let ab = _mm256_hadd_pd(a, b);
+        let ce = _mm256_hadd_pd(c, e);
+        _mm256_add_pd(
+            _mm256_permute2f128_pd::<0x20>(ab, ce),
+            _mm256_permute2f128_pd::<0x31>(ab, ce),
+        )
+    };
+    let lo = quad(acc[0], acc[1], acc[2], acc[3]);
+    let hi = quad(acc[4], acc[5], acc[6], acc[7]);
+    if out.len() >= GROUP_ROWS {
+        // SAFETY: out holds at least 8 values.
+        unsafe {
+            _mm256_storeu_pd(out.as_mut_ptr(), lo);
+            _mm256_storeu_pd(out.as_mut_ptr().add(4), hi);
+        }
+    }
+}
+
+/// The AVX2 body of [`axpy_rows`] (R = 8) and [`axpy_rows16`] (R = 16): eight columns
+/// per step as two independent chains, the rows in order; a masked tail.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn axpy_avx2<const R: usize>(k: &[f64], stride: usize, m: usize, w: &[f64], t: &mut [f64]) {
+    use std::arch::x86_64::*;
+    let kp = k.as_ptr();
+    let tp = t.as_mut_ptr();
+    let wp = w.as_ptr();
+    let mut j = 0;
+    while j + 8 <= m {
+        // SAFETY: lanes j..j+8 lie inside t[..m] and inside each row's m values; w holds
+        // R values.
+        unsafe {
+            let mut t0 = _mm256_loadu_pd(tp.add(j));
+            let mut t1 = _mm256_loadu_pd(tp.add(j + 4));
+            for r in 0..R {
+                let wv = _mm256_broadcast_sd(&*wp.add(r));
+                let row = kp.add(r * stride + j);
+                t0 = _mm256_fmadd_pd(_mm256_loadu_pd(row), wv, t0);
+                t1 = _mm256_fmadd_pd(_mm256_loadu_pd(row.add(4)), wv, t1);
+            }
+            _mm256_storeu_pd(tp.add(j), t0);
+            _mm256_storeu_pd(tp.add(j + 4), t1);
+        }
+        j += 8;
+    }
+    while j < m {
+        let mask = super::lanes_below(m - j);
+        // SAFETY: the masked lanes j..min(j+4, m) lie inside t and inside each row.
+        unsafe {
+            let mut tv = _mm256_maskload_pd(tp.add(j), mask);
+            for r in 0..R {
+                let wv = _mm256_broadcast_sd(&*wp.add(r));
+                tv = _mm256_fmadd_pd(_mm256_maskload_pd(kp.add(r * stride + j), mask), wv, tv);
+            }
+            _mm256_maskstore_pd(tp.add(j), mask, tv);
+        }
+        j += 4;
     }
 }
 
