@@ -535,6 +535,8 @@ def _func_cases():
         "jdcov": (lambda t: dt.jdcov(t, attr, z), x),
         "kde_points": (lambda t: dt.kde_logpdf(x, t, 0.7).sum(), y),
         "kde_data": (lambda t: dt.kde_logpdf(t, y, 0.7).sum(), x),
+        # A bandwidth rule is evaluated on the (wrapped, under torch.func) data.
+        "kde_data_rule_1d": (lambda t: dt.kde_logpdf(t, y[:, 0], "silverman").sum(), x[:, 0]),
         "kde_bandwidth": (lambda t: dt.kde_logpdf(x, y, t).sum(), torch.tensor([0.6, 0.9], dtype=F64)),
     }  # fmt: skip
 

@@ -83,6 +83,18 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+def _host_constant(t: Tensor) -> np.ndarray:
+    """The values of ``t`` as a NumPy array, for wrapper-level constants (a bandwidth rule
+    evaluated on the data). Inside torch.func transforms the wrapper sees functorch's
+    wrapped tensors, which have no storage for ``.numpy()``; their values are then read
+    with ``tolist`` (one copy; vmap, which would need per-entry values, raises)."""
+    t = t.detach()
+    try:
+        return t.contiguous().numpy()
+    except RuntimeError:
+        return np.array(t.tolist(), dtype=np.float64)
+
+
 def _dtype(*ts: Tensor) -> torch.dtype:
     return torch.float32 if all(t.dtype == torch.float32 for t in ts) else torch.float64
 
@@ -1540,8 +1552,8 @@ def _kde_bandwidth(data: Tensor, bandwidth, weights) -> Tensor:
     if isinstance(bandwidth, str):
         from .kde import KDE as _NpKDE
 
-        w = None if weights is None else _np(weights)
-        H = _NpKDE(_np(data), bandwidth=bandwidth, weights=w).bandwidth
+        w = None if weights is None else _host_constant(weights)
+        H = _NpKDE(_host_constant(data), bandwidth=bandwidth, weights=w).bandwidth
         if np.count_nonzero(H - np.diag(np.diag(H))):
             if d > 1:
                 raise ValueError(
