@@ -505,3 +505,142 @@ def test_import_divest_does_not_import_torch():
     code = "import sys, divest; assert 'torch' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+# ----------------------------------------------------------------------------- torch.func
+
+
+def _func_cases():
+    g = torch.Generator().manual_seed(3)
+    logits_p = torch.randn(4, 6, dtype=F64, generator=g)
+    logits_q = torch.randn(4, 6, dtype=F64, generator=g)
+    x = torch.randn(7, 2, dtype=F64, generator=g)
+    y = torch.randn(6, 2, dtype=F64, generator=g) + 0.5
+    z = torch.randn(7, 3, dtype=F64, generator=g)
+    attr = torch.randn(7, 2, dtype=F64, generator=g)
+    a = torch.rand(7, dtype=F64, generator=g) + 0.5
+    cost = torch.rand(4, 3, dtype=F64, generator=g)
+    u4, u3 = torch.full((4,), 0.25, dtype=F64), torch.full((3,), 1 / 3, dtype=F64)
+    return {
+        "kl_logits": (lambda t: dt.kl(t, logits_q, from_logits=True, reduction="batchmean"),
+                      logits_p),
+        "js_logits_second": (lambda t: dt.js(logits_p, t, from_logits=True, temperature=2.0,
+                                             reduction="sum"), logits_q),
+        "sinkhorn_divergence_x": (lambda t: dt.sinkhorn_divergence(t, y, eps=0.1).value, x),
+        "sinkhorn_divergence_a": (lambda t: dt.sinkhorn_divergence(x, y, t, eps=0.1).value, a),
+        "sinkhorn_cost": (lambda t: dt.sinkhorn(u4, u3, t, 0.1).cost, cost),
+        "mmd": (lambda t: dt.mmd(t, y, sigma=1.0), x),
+        "energy_distance": (lambda t: dt.energy_distance(x, t), y),
+        "dcor": (lambda t: dt.dcor(t, z), x),
+        "jdcov": (lambda t: dt.jdcov(t, attr, z), x),
+        "kde_points": (lambda t: dt.kde_logpdf(x, t, 0.7).sum(), y),
+        "kde_data": (lambda t: dt.kde_logpdf(t, y, 0.7).sum(), x),
+        # A bandwidth rule is evaluated on the (wrapped, under torch.func) data.
+        "kde_data_rule_1d": (lambda t: dt.kde_logpdf(t, y[:, 0], "silverman").sum(), x[:, 0]),
+        "kde_bandwidth": (lambda t: dt.kde_logpdf(x, y, t).sum(), torch.tensor([0.6, 0.9], dtype=F64)),
+    }  # fmt: skip
+
+
+_FUNC_CASES = list(_func_cases())
+
+
+@pytest.mark.parametrize("case", _FUNC_CASES)
+def test_func_grad_and_jacrev_equal_eager_backward(case):
+    f, arg = _func_cases()[case]
+    leaf = arg.clone().requires_grad_()
+    value = f(leaf)
+    value.backward()
+    g, v = torch.func.grad_and_value(f)(arg)
+    assert torch.equal(v, value.detach())
+    assert leaf.grad.abs().max() > 0  # a gradient that is identically 0 would prove nothing
+    torch.testing.assert_close(g, leaf.grad, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(torch.func.grad(f)(arg), leaf.grad, rtol=1e-13, atol=1e-15)
+    # jacrev runs the backward under vmap (over the cotangents): the backward ops' rule.
+    torch.testing.assert_close(torch.func.jacrev(f)(arg), leaf.grad, rtol=1e-13, atol=1e-15)
+
+
+def test_func_grad_kl_matches_plain_torch_formula():
+    """Independent oracle: torch.func.grad of PyTorch's own log_softmax + kl_div."""
+    g = torch.Generator().manual_seed(5)
+    s = torch.randn(5, 7, dtype=F64, generator=g)
+    t = torch.randn(5, 7, dtype=F64, generator=g)
+
+    def ours(s_, t_):
+        return dt.kl(t_, s_, from_logits=True, reduction="batchmean")
+
+    def plain(s_, t_):
+        ls, lt = torch.log_softmax(s_, -1), torch.log_softmax(t_, -1)
+        return torch.nn.functional.kl_div(ls, lt, reduction="batchmean", log_target=True)
+
+    got = torch.func.grad(ours, argnums=(0, 1))(s, t)
+    want = torch.func.grad(plain, argnums=(0, 1))(s, t)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_func_jacrev_of_vector_outputs():
+    g = torch.Generator().manual_seed(6)
+    p = torch.randn(4, 5, dtype=F64, generator=g)
+    q = torch.randn(4, 5, dtype=F64, generator=g)
+    data = torch.randn(9, 2, dtype=F64, generator=g)
+    pts = torch.randn(3, 2, dtype=F64, generator=g)
+    for f, arg in (
+        (lambda t: dt.hellinger(t, q, from_logits=True), p),  # (4,) rows
+        (lambda t: dt.kde_logpdf(data, t, 0.8), pts),  # (3,) log-densities: the scores
+    ):
+        jac = torch.func.jacrev(f)(arg)
+        leaf = arg.clone().requires_grad_()
+        out = f(leaf)
+        assert jac.shape == out.shape + arg.shape
+        for i in range(out.shape[0]):
+            (row,) = torch.autograd.grad(out[i], leaf, retain_graph=True)
+            torch.testing.assert_close(jac[i], row, rtol=1e-13, atol=1e-15)
+    # The score of a Gaussian KDE with one data point at 0, bandwidth h: -x / h².
+    one = torch.zeros(1, 2, dtype=F64)
+    score = torch.func.jacrev(lambda t: dt.kde_logpdf(one, t, 0.5).sum())(pts)
+    torch.testing.assert_close(score, -pts / 0.25, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_func_vmap_raises_clear_error_and_double_grad_raises():
+    g = torch.Generator().manual_seed(7)
+    p = torch.randn(3, 4, dtype=F64, generator=g)
+    q = torch.randn(3, 4, dtype=F64, generator=g)
+    x = torch.randn(3, 5, 2, dtype=F64, generator=g)
+    y = torch.randn(5, 2, dtype=F64, generator=g)
+    with pytest.raises(RuntimeError, match=r"kl, js.*does not support torch\.vmap"):
+        torch.func.vmap(lambda r: dt.kl(r, q[0], from_logits=True))(p)
+    with pytest.raises(RuntimeError, match=r"mmd.*does not support torch\.vmap"):
+        torch.func.vmap(torch.func.grad(lambda t: dt.mmd(t, y, sigma=1.0)))(x)
+    with pytest.raises(RuntimeError, match=r"sinkhorn_divergence.*does not support"):
+        torch.func.vmap(lambda t: dt.sinkhorn_divergence(t, y, eps=0.1).value)(x)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.func.grad(
+            lambda r: torch.func.grad(lambda u: dt.kl(u, q[0], from_logits=True))(r).sum()
+        )(p[0])
+    with pytest.raises(NotImplementedError, match="jvp"):
+        torch.func.jacfwd(lambda r: dt.kl(r, q, from_logits=True))(p)
+
+
+def test_func_functional_call_training_step():
+    """A functional training step (torch.func.functional_call + grad) gives the eager
+    parameter gradients."""
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(3, 5).double()
+    xin = torch.randn(6, 3, dtype=F64)
+    teacher = torch.randn(6, 5, dtype=F64)
+    attr = torch.randn(6, 2, dtype=F64)
+
+    def loss(params):
+        out = torch.func.functional_call(lin, params, (xin,))
+        return (
+            dt.kl(teacher, out, from_logits=True, reduction="batchmean")
+            + 0.1 * dt.ccdcov(out[:, :1], attr)
+            + dt.energy_distance(out, teacher)
+        )
+
+    params = {k: v.detach() for k, v in lin.named_parameters()}
+    grads = torch.func.grad(loss)(params)
+    loss(dict(lin.named_parameters())).backward()
+    for k, p in lin.named_parameters():
+        torch.testing.assert_close(grads[k], p.grad, rtol=1e-13, atol=1e-15)

@@ -16,6 +16,12 @@ Inputs and devices
 * CUDA (or any non-CPU) tensors raise a ``ValueError`` naming ``.cpu()``: divest has no
   GPU path yet, and a silent device-to-host copy would hide the cost.
 * Gradients of gradients (double backward) raise a ``RuntimeError``.
+* ``torch.func``: ``grad``, ``grad_and_value``, ``vjp`` and ``jacrev`` work (same values
+  and gradients as eager autograd; ``jacrev`` of a vector output runs the backward once
+  per output). ``torch.vmap`` over a divest function raises a ``RuntimeError`` (no
+  batching rule: loop, or use the function's own batch of rows / ``sinkhorn_batch``), and
+  forward mode (``jvp``, ``jacfwd``, ``hessian``) raises torch's error asking for a jvp
+  formula, which divest does not define.
 * Kernels run on divest's thread pool with the GIL released, like the NumPy API.
 """
 
@@ -77,6 +83,18 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+def _host_constant(t: Tensor) -> np.ndarray:
+    """The values of ``t`` as a NumPy array, for wrapper-level constants (a bandwidth rule
+    evaluated on the data). Inside torch.func transforms the wrapper sees functorch's
+    wrapped tensors, which have no storage for ``.numpy()``; their values are then read
+    with ``tolist`` (one copy; vmap, which would need per-entry values, raises)."""
+    t = t.detach()
+    try:
+        return t.contiguous().numpy()
+    except RuntimeError:
+        return np.array(t.tolist(), dtype=np.float64)
+
+
 def _dtype(*ts: Tensor) -> torch.dtype:
     return torch.float32 if all(t.dtype == torch.float32 for t in ts) else torch.float64
 
@@ -128,6 +146,79 @@ def _nonneg(v, name: str) -> float:
 
 
 _SUM_TOL = {torch.float32: 1e-4, torch.float64: 1e-6}
+
+
+# torch.func (issue 12). torch (2.15) implements a custom op's ``register_autograd`` with
+# an autograd.Function whose forward takes ``ctx``, and torch.func's transforms refuse
+# that form even though our formulas use ``setup_context``. So each eager call goes
+# through an autograd.Function of the transformable form (forward without ctx,
+# ``setup_context``, ``backward``) that calls the custom op and reuses the op's own setup
+# and backward: the same values and gradients as before, and torch.func.grad, vjp and
+# jacrev work. The backward ops get the same wrapper (their backward raises the double
+# backward error) and a vmap rule that loops over the batch, which jacrev needs (it vmaps
+# the backward over the cotangents). torch.vmap over a forward raises a clear error, and
+# forward mode (jvp, jacfwd, hessian) raises torch's own (no jvp formula). Under
+# torch.compile the custom op is called directly, as before (Dynamo does not trace a
+# custom op inside a Function's forward, and the compiled graph does not need one).
+
+
+def _vmap_refused(label: str):
+    def vmap(info, in_dims, *args):
+        raise RuntimeError(
+            f"divest.torch ({label}) does not support torch.vmap over its inputs (the Rust "
+            "kernel has no batching rule): loop over the batch in Python, or use the "
+            "function's own batching (the discrete divergences take a batch of rows, "
+            "sinkhorn_batch a batch of problems); torch.func.grad, vjp and jacrev work"
+        )
+
+    return vmap
+
+
+def _no_setup(ctx, inputs, output):
+    pass
+
+
+def _vmap_loop(op):
+    # The backward ops' vmap rule (reached by jacrev, which vmaps the backward pass over
+    # the cotangents): one call per batch entry, stacked.
+    def vmap(info, in_dims, *args):
+        outs = []
+        for i in range(info.batch_size):
+            one = [a if d is None else a.select(d, i) for a, d in zip(args, in_dims)]
+            outs.append(op(*one))
+        res = tuple(torch.stack(col) for col in zip(*outs))
+        return res, (0,) * len(res)
+
+    return vmap
+
+
+def _transformable(op, setup, backward, label: str, batchable: bool = False):
+    """A callable that runs custom op ``op`` through an autograd.Function that torch.func
+    can transform (``batchable``: torch.vmap loops over the batch, else it raises an error
+    naming ``label``, the public functions that use the op)."""
+
+    def forward(*args):
+        return op(*args)
+
+    fn = type(
+        "_" + op._name.replace("::", "_") + "_function",
+        (torch.autograd.Function,),
+        {
+            "forward": staticmethod(forward),
+            "setup_context": staticmethod(setup),
+            "backward": staticmethod(backward),
+            "vmap": staticmethod(_vmap_loop(op) if batchable else _vmap_refused(label)),
+        },
+    )
+
+    def call(*args):
+        # torch.compile traces the custom op itself (the Function adds nothing there, and
+        # Dynamo cannot trace a custom op called from a Function's forward).
+        if torch.compiler.is_compiling():
+            return op(*args)
+        return fn.apply(*args)
+
+    return call
 
 
 # ---------------------------------------------------------------- discrete divergences
@@ -216,16 +307,29 @@ def _div_backward(ctx, grad):
         o = out.to(torch.float64)
         g = torch.where(o > 0, g / (2.0 * o), torch.zeros_like(g))
     g = torch.where(grad == 0, torch.zeros_like(g), g)
-    gp, gq = _div_rows_grad(
+    gp, gq = _div_rows_grad_fn(
         p, q, g.contiguous(), measure, param, kind, normalize, tol, want_p, want_q
     )
     return (gp if want_p else None, gq if want_q else None) + (None,) * 7
 
 
 _div_rows.register_autograd(_div_backward, setup_context=_div_setup)
+_div_rows_fn = _transformable(
+    _div_rows,
+    _div_setup,
+    _div_backward,
+    "kl, js, js_distance, hellinger, tv, chi2, renyi, f_divergence",
+)
 _div_rows_grad.register_autograd(
     _no_double_backward("divergence backward"),
     setup_context=lambda ctx, inputs, output: None,
+)
+_div_rows_grad_fn = _transformable(
+    _div_rows_grad,
+    _no_setup,
+    _no_double_backward("divergence backward"),
+    "divergence backward",
+    True,
 )
 
 
@@ -305,7 +409,7 @@ def _discrete(
     pm = pm.expand(batch + (k,)).reshape(-1, k).contiguous()
     qm = qm.expand(batch + (k,)).reshape(-1, k).contiguous()
     tol = _SUM_TOL[dt]
-    v = _div_rows(pm, qm, measure, float(param), kind, bool(normalize), tol, 1.0 / lb, sqrt)
+    v = _div_rows_fn(pm, qm, measure, float(param), kind, bool(normalize), tol, 1.0 / lb, sqrt)
     v = v.reshape(batch)
     if keepdims:
         v = v.unsqueeze(ax)
@@ -601,6 +705,7 @@ def _sdiv_backward(ctx, go, *_):
 
 
 _sdiv.register_autograd(_sdiv_backward, setup_context=_sdiv_setup)
+_sdiv_fn = _transformable(_sdiv, _sdiv_setup, _sdiv_backward, "sinkhorn_divergence")
 
 
 def _points(t, name: str, d: Optional[int] = None) -> Tensor:
@@ -655,7 +760,7 @@ def sinkhorn_divergence(
     b_t = _weights_t(b, y.shape[0], "b", dt)
     xs, ys = x.to(dt), y.to(dt)
     tol_v = None if tol is None else float(tol)
-    v, f, g, gx, gy, n_iter, err = _sdiv(
+    v, f, g, gx, gy, n_iter, err = _sdiv_fn(
         xs, ys, a_t, b_t, float(eps), int(p), float(scaling), bool(debias), int(max_iter), tol_v,
         bool(ys.requires_grad),
     )  # fmt: skip
@@ -763,6 +868,7 @@ def _sk_backward(ctx, _gplan, g_cost, g_lin, *_):
 
 
 _sk_dense.register_autograd(_sk_backward, setup_context=_sk_setup)
+_sk_dense_fn = _transformable(_sk_dense, _sk_setup, _sk_backward, "sinkhorn, sinkhorn_batch")
 
 
 def _sk_common(a, b, cost, reg, max_iter, tol, method, scaling, omega, return_plan, batch):
@@ -783,7 +889,7 @@ def _sk_common(a, b, cost, reg, max_iter, tol, method, scaling, omega, return_pl
         a = torch.full((n,), 1.0 / n, dtype=cost.dtype) if a is None else _tensor(a, "a")
         b = torch.full((m,), 1.0 / m, dtype=cost.dtype) if b is None else _tensor(b, "b")
     want_plan = bool(return_plan) or cost.requires_grad
-    plan, c, lin, f, g, n_iter, conv, err = _sk_dense(
+    plan, c, lin, f, g, n_iter, conv, err = _sk_dense_fn(
         a, b, cost, float(reg), int(max_iter), float(tol), str(method),
         None if scaling is None else float(scaling), None if omega is None else float(omega),
         batch, want_plan,
@@ -928,14 +1034,22 @@ def _kdisc_backward(ctx, go, _gaux):
     wx, wy = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if not (wx or wy):
         return (None,) * 6
-    gx, gy = _kdisc_grad(x, y, aux, ctx.kernel, wx, wy)
+    gx, gy = _kdisc_grad_fn(x, y, aux, ctx.kernel, wx, wy)
     return (go * gx if wx else None, go * gy if wy else None) + (None,) * 4
 
 
 _kdisc.register_autograd(_kdisc_backward, setup_context=_kdisc_setup)
+_kdisc_fn = _transformable(_kdisc, _kdisc_setup, _kdisc_backward, "mmd, cs_divergence")
 _kdisc_grad.register_autograd(
     _no_double_backward("kernel discrepancy backward"),
     setup_context=lambda ctx, inputs, output: None,
+)
+_kdisc_grad_fn = _transformable(
+    _kdisc_grad,
+    _no_setup,
+    _no_double_backward("kernel discrepancy backward"),
+    "kernel discrepancy backward",
+    True,
 )
 
 
@@ -968,7 +1082,7 @@ def mmd(x, y, sigma=None, kernel="gaussian", unbiased=True):
     """
     check = _div.check_choice(kernel, "kernel", ("gaussian", "laplacian"))
     x, y = _two(x, y)
-    return _kdisc(x, y, "mmd", _sigma_arg(sigma), check, bool(unbiased))[0]
+    return _kdisc_fn(x, y, "mmd", _sigma_arg(sigma), check, bool(unbiased))[0]
 
 
 def cs_divergence(x, y, sigma=None):
@@ -978,7 +1092,7 @@ def cs_divergence(x, y, sigma=None):
     constant). Identical samples give 0 and exactly zero gradients.
     """
     x, y = _two(x, y)
-    return _kdisc(x, y, "cs", _sigma_arg(sigma), "gaussian", False)[0]
+    return _kdisc_fn(x, y, "cs", _sigma_arg(sigma), "gaussian", False)[0]
 
 
 @torch.library.custom_op("divest::energy_distance", mutates_args=())
@@ -1034,14 +1148,22 @@ def _energy_backward(ctx, go):
     wx, wy = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if not (wx or wy):
         return (None,) * 4
-    gx, gy = _energy_grad(x, y, *ctx.args, wx, wy)
+    gx, gy = _energy_grad_fn(x, y, *ctx.args, wx, wy)
     return (go * gx if wx else None, go * gy if wy else None, None, None)
 
 
 _energy.register_autograd(_energy_backward, setup_context=_energy_setup)
+_energy_fn = _transformable(_energy, _energy_setup, _energy_backward, "energy_distance")
 _energy_grad.register_autograd(
     _no_double_backward("energy_distance backward"),
     setup_context=lambda ctx, inputs, output: None,
+)
+_energy_grad_fn = _transformable(
+    _energy_grad,
+    _no_setup,
+    _no_double_backward("energy_distance backward"),
+    "energy_distance backward",
+    True,
 )
 
 
@@ -1056,7 +1178,7 @@ def energy_distance(x, y, exponent=1.0, unbiased=False):
     from .dcov import _check_exponent
 
     x, y = _two(x, y)
-    return _energy(x, y, _check_exponent(exponent), bool(unbiased))
+    return _energy_fn(x, y, _check_exponent(exponent), bool(unbiased))
 
 
 __all__ += ["mmd", "cs_divergence", "energy_distance"]
@@ -1107,6 +1229,7 @@ def _dcov_backward(ctx, go, *_):
 
 
 _dcov.register_autograd(_dcov_backward, setup_context=_dcov_setup)
+_dcov_fn = _transformable(_dcov, _dcov_setup, _dcov_backward, "dcov_sqr, dcor_sqr, dcor, ccdcov")
 
 
 def _obs(t, name: str) -> Tensor:
@@ -1145,7 +1268,7 @@ def _flag(v, name: str) -> bool:
 
 def _dcov_t(x: Tensor, y: Tensor, a: float, unbiased: bool) -> Tensor:
     need = torch.is_grad_enabled()
-    return _dcov(x, y, a, unbiased, need and x.requires_grad, need and y.requires_grad)[0]
+    return _dcov_fn(x, y, a, unbiased, need and x.requires_grad, need and y.requires_grad)[0]
 
 
 def dcov_sqr(x, y, exponent=1.0, unbiased=False):
@@ -1240,6 +1363,26 @@ def _jdcov_backward(ctx, go, _gg):
 _jdcov.register_autograd(_jdcov_backward, setup_context=_jdcov_setup)
 
 
+class _JdcovFunction(torch.autograd.Function):
+    # The transformable form of _jdcov (see _transformable): the samples travel as
+    # separate arguments, since autograd.Function does not look inside lists.
+    @staticmethod
+    def forward(c, unbiased, scale, exponent, want, *xs):
+        v, grads = _jdcov(list(xs), c, unbiased, scale, exponent, want)
+        return (v, *grads)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*output[1:])
+
+    @staticmethod
+    def backward(ctx, go, *_):
+        grads = ctx.saved_tensors
+        return (None,) * 5 + tuple(go * g if g.numel() else None for g in grads)
+
+    vmap = staticmethod(_vmap_refused("jdcov"))
+
+
 def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0):
     """Joint distance covariance JdCov², as :func:`divest.jdcov`, differentiable with
     respect to every sample (divest's Rust gradient, one call per sample that requires
@@ -1261,9 +1404,10 @@ def jdcov(*xs, c=1.0, unbiased=True, scale=False, exponent=1.0):
     cv = _nonneg(c, "c")
     need = torch.is_grad_enabled()
     want = [bool(need and t.requires_grad) for t in ts]
-    return _jdcov(ts, cv, _flag(unbiased, "unbiased"), _flag(scale, "scale"), _exp(exponent), want)[
-        0
-    ]
+    u, sc, ex = _flag(unbiased, "unbiased"), _flag(scale, "scale"), _exp(exponent)
+    if torch.compiler.is_compiling():  # see _transformable
+        return _jdcov(ts, cv, u, sc, ex, want)[0]
+    return _JdcovFunction.apply(cv, u, sc, ex, want, *ts)[0]
 
 
 def ccdcov(y, *attrs, unbiased=True, exponent=1.0):
@@ -1379,13 +1523,17 @@ def _kde_backward(ctx, go, _glse):
     wx, wq, wh = ctx.needs_input_grad[:3]
     if not (wx or wq or wh):
         return None, None, None, None
-    gx, gq, gh = _kde_grad(data, points, h, logw, go.contiguous(), lse, wx, wq, wh)
+    gx, gq, gh = _kde_grad_fn(data, points, h, logw, go.contiguous(), lse, wx, wq, wh)
     return (gx if wx else None, gq if wq else None, gh if wh else None, None)
 
 
 _kde.register_autograd(_kde_backward, setup_context=_kde_setup)
+_kde_fn = _transformable(_kde, _kde_setup, _kde_backward, "kde_logpdf, KDE")
 _kde_grad.register_autograd(
     _no_double_backward("kde_logpdf backward"), setup_context=lambda ctx, inputs, output: None
+)
+_kde_grad_fn = _transformable(
+    _kde_grad, _no_setup, _no_double_backward("kde_logpdf backward"), "kde_logpdf backward", True
 )
 
 
@@ -1404,8 +1552,8 @@ def _kde_bandwidth(data: Tensor, bandwidth, weights) -> Tensor:
     if isinstance(bandwidth, str):
         from .kde import KDE as _NpKDE
 
-        w = None if weights is None else _np(weights)
-        H = _NpKDE(_np(data), bandwidth=bandwidth, weights=w).bandwidth
+        w = None if weights is None else _host_constant(weights)
+        H = _NpKDE(_host_constant(data), bandwidth=bandwidth, weights=w).bandwidth
         if np.count_nonzero(H - np.diag(np.diag(H))):
             if d > 1:
                 raise ValueError(
@@ -1445,7 +1593,7 @@ def kde_logpdf(data, points, bandwidth="scott", weights=None):
         if w.shape != (x.shape[0],):
             raise ValueError(f"weights must have shape ({x.shape[0]},); got {tuple(w.shape)}")
         logw = (w / w.sum()).log()
-    return _kde(x, q, h.to(dt_), logw)[0]
+    return _kde_fn(x, q, h.to(dt_), logw)[0]
 
 
 class KDE:
