@@ -409,8 +409,12 @@ def test_kde_gradcheck_values_and_score():
     x1 = torch.randn(30, dtype=F64, generator=g)
     got = dt.kde_logpdf(x1, q[:, 0], "silverman").detach().numpy()
     np.testing.assert_allclose(got, divest.kde_logpdf(x1.numpy(), qn[:, 0], "silverman"))
-    with pytest.raises(ValueError, match="full covariance"):
-        dt.KDE(x, "scott")
+    # a rule with a full covariance in d > 1 (test_kde_full_covariance_rule_and_matrix_bandwidth)
+    np.testing.assert_allclose(
+        dt.KDE(x, "scott").logpdf(q).detach().numpy(),
+        divest.KDE(x.detach().numpy()).logpdf(qn),
+        rtol=1e-12,
+    )
     with pytest.raises(ValueError, match="bandwidth"):
         dt.kde_logpdf(x, q, torch.ones(3, dtype=F64))
 
@@ -644,3 +648,36 @@ def test_func_functional_call_training_step():
     loss(dict(lin.named_parameters())).backward()
     for k, p in lin.named_parameters():
         torch.testing.assert_close(grads[k], p.grad, rtol=1e-13, atol=1e-15)
+
+
+def test_kde_full_covariance_rule_and_matrix_bandwidth():
+    # The default rule in d > 1 gives scipy's full covariance (as divest.KDE); the torch
+    # KDE whitens by its Cholesky factor. Oracle: the NumPy KDE and its score.
+    g = np.random.default_rng(7)
+    z = g.standard_normal((40, 2))
+    xn = np.column_stack([z[:, 0], 0.7 * z[:, 0] + 0.5 * z[:, 1]])
+    qn = g.standard_normal((6, 2))
+    ref = divest.KDE(xn)
+    x = torch.tensor(xn)
+    q = torch.tensor(qn, requires_grad=True)
+    lp = dt.KDE(x).logpdf(q)
+    np.testing.assert_allclose(lp.detach().numpy(), ref.logpdf(qn), rtol=1e-12, atol=1e-12)
+    lp.sum().backward()
+    np.testing.assert_allclose(q.grad.numpy(), ref.score(qn), rtol=1e-9, atol=1e-11)
+    # a (d, d) covariance tensor, differentiable: gradcheck through H = A Aᵀ + I
+    A = torch.tensor([[0.3, 0.1], [-0.2, 0.4]], requires_grad=True)
+
+    def f(A, xx, qq):
+        return dt.kde_logpdf(xx, qq, A @ A.T + torch.eye(2, dtype=A.dtype))
+
+    xs = torch.tensor(xn[:8], requires_grad=True)
+    qs = torch.tensor(qn[:3], requires_grad=True)
+    assert torch.autograd.gradcheck(f, (A.double(), xs, qs))
+    H = (A @ A.T + torch.eye(2)).detach().numpy()
+    np.testing.assert_allclose(
+        f(A, xs, qs).detach().numpy(),
+        divest.KDE(xn[:8], bandwidth=H).logpdf(qn[:3]),
+        rtol=1e-12,
+    )
+    with pytest.raises(ValueError, match="positive definite"):
+        dt.kde_logpdf(x, q, -torch.eye(2, dtype=torch.float64))

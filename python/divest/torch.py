@@ -1543,10 +1543,10 @@ def _kde_bandwidth(data: Tensor, bandwidth, weights) -> Tensor:
         h = _tensor(bandwidth, "bandwidth")
         if h.ndim == 0:
             return h.reshape(1).expand(d)
-        if h.shape != (d,):
+        if h.shape != (d,) and h.shape != (d, d):
             raise ValueError(
-                f"bandwidth must be a scalar or a ({d},) tensor of per-dimension standard "
-                f"deviations; got shape {tuple(h.shape)}"
+                f"bandwidth must be a scalar, a ({d},) tensor of per-dimension standard "
+                f"deviations or a ({d}, {d}) kernel covariance; got shape {tuple(h.shape)}"
             )
         return h
     if isinstance(bandwidth, str):
@@ -1554,12 +1554,8 @@ def _kde_bandwidth(data: Tensor, bandwidth, weights) -> Tensor:
 
         w = None if weights is None else _host_constant(weights)
         H = _NpKDE(_host_constant(data), bandwidth=bandwidth, weights=w).bandwidth
-        if np.count_nonzero(H - np.diag(np.diag(H))):
-            if d > 1:
-                raise ValueError(
-                    f"bandwidth={bandwidth!r} gives a full covariance; divest.torch's KDE takes "
-                    "a scalar or per-dimension bandwidth: pass torch.sqrt(torch.diag(H))"
-                )
+        if d > 1 and np.count_nonzero(H - np.diag(np.diag(H))):
+            return torch.from_numpy(np.array(H, dtype=np.float64)).to(data.dtype)
         return torch.from_numpy(np.sqrt(np.diag(H)).copy()).to(data.dtype)
     h = _real(bandwidth, "bandwidth", "a positive number, a tensor or a rule name")
     if not (h > 0 and math.isfinite(h)):
@@ -1572,9 +1568,10 @@ def kde_logpdf(data, points, bandwidth="scott", weights=None):
     and a scalar or per-dimension bandwidth, differentiable with respect to ``points`` (the
     score), ``data`` and ``bandwidth`` (a 0-d or (d,) tensor of standard deviations).
 
-    ``bandwidth`` may also be a number (constant) or a rule name ("scott", "silverman",
-    ... evaluated on the detached data, a constant for the gradient; its covariance must be
-    diagonal, which it is in 1-D). ``weights`` (n,) are constant. Every pass runs on the
+    ``bandwidth`` may also be a (d, d) tensor, the kernel covariance H (differentiable;
+    the data and points are whitened by its Cholesky factor with torch operations), a
+    number (constant) or a rule name ("scott", "silverman", ... evaluated on the detached
+    data, a constant for the gradient; a full covariance in d > 1, as the NumPy KDE's). ``weights`` (n,) are constant. Every pass runs on the
     pairwise engine's weighted-mean reducer in bandwidth units: the forward log-sum-exp,
     the responsibilities' first (points) and second (bandwidth) moments, and for the data
     one pass from the data's side per sign of the upstream gradient. Memory
@@ -1593,6 +1590,20 @@ def kde_logpdf(data, points, bandwidth="scott", weights=None):
         if w.shape != (x.shape[0],):
             raise ValueError(f"weights must have shape ({x.shape[0]},); got {tuple(w.shape)}")
         logw = (w / w.sum()).log()
+    if h.ndim == 2:
+        # A full kernel covariance H = L Lᵀ: whiten both sets with L (torch operations, so
+        # gradients reach the data, the points and H), evaluate with unit bandwidths and
+        # divide by det L. Two (·, d) whitened copies; no n×m matrix.
+        try:
+            L = torch.linalg.cholesky(h.to(dt_))
+        except RuntimeError:
+            raise ValueError(
+                "bandwidth must be a symmetric positive definite (d, d) covariance"
+            ) from None
+        xw = torch.linalg.solve_triangular(L, x.T, upper=False).T.contiguous()
+        qw = torch.linalg.solve_triangular(L, q.T, upper=False).T.contiguous()
+        unit = torch.ones(x.shape[1], dtype=dt_)
+        return _kde_fn(xw, qw, unit, logw)[0] - torch.log(torch.diagonal(L)).sum()
     return _kde_fn(x, q, h.to(dt_), logw)[0]
 
 
