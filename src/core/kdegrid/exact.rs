@@ -931,8 +931,8 @@ fn gaussian_points(
 /// query-to-centre and s the point-to-centre distance in bandwidths), every cell's term
 /// positive and scaled by e^{r0²/2}, so far queries cost O(cells) instead of O(window).
 /// Allocates the sorted data (2n values) when there is a tail point, and per level the
-/// moments of the cells spanning the wide windows (≤ 14 per cell, at most
-/// max(2^22, 16·n) values; beyond that the level's windows are summed directly).
+/// moments of the cells spanning each group of nearby wide windows (≤ 14 per cell, at
+/// most max(2^22, 16·n) values; beyond that the group's windows are summed directly).
 #[allow(clippy::too_many_arguments)]
 fn redo_tails(
     x: &[f64],
@@ -992,14 +992,37 @@ fn redo_tails(
     }
     let inv_h = 1.0 / h;
     let cap = (1usize << 22).max(16 * xs.len());
-    for (l, items) in by_level.iter().enumerate() {
-        if items.is_empty() {
-            continue;
-        }
-        check_stop(stop)?;
+    // Per level, the windows (in query order) are grouped while the gap between them is
+    // under 4096 cells, and each group gets its own run of cells.
+    let groups = by_level.iter().enumerate().flat_map(|(l, all)| {
         let c = h / GAUSS_R / (1u64 << l) as f64;
-        let ia = items.iter().map(|(_, v)| v.a).min().unwrap_or(0);
-        let ib = items.iter().map(|(_, v)| v.b).max().unwrap_or(0);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < all.len() {
+            let (mut ia, mut ib) = (all[start].1.a, all[start].1.b);
+            let mut end = start + 1;
+            while end < all.len() {
+                let v = &all[end].1;
+                let gap = if v.a >= ib {
+                    (xs[v.a] - xs[ib - 1]) / c
+                } else if v.b <= ia {
+                    (xs[ia] - xs[v.b - 1]) / c
+                } else {
+                    0.0
+                };
+                if gap.is_nan() || gap > 4096.0 {
+                    break;
+                }
+                (ia, ib) = (ia.min(v.a), ib.max(v.b));
+                end += 1;
+            }
+            out.push((c, ia, ib, &all[start..end]));
+            start = end;
+        }
+        out
+    });
+    for (c, ia, ib, items) in groups {
+        check_stop(stop)?;
         let lo = xs[ia];
         let span = (xs[ib - 1] - lo) / c;
         let nc = span.round() as usize + 1;
@@ -1225,7 +1248,10 @@ mod tests {
             let mx = lt.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e = mx + lt.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
             let got = ex.log_sums[i];
-            assert!((got - e).abs() <= 1e-12 * e.abs().max(1.0), "{gq}: {got} vs {e}");
+            assert!(
+                (got - e).abs() <= 1e-12 * e.abs().max(1.0),
+                "{gq}: {got} vs {e}"
+            );
         }
     }
 
