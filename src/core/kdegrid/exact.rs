@@ -20,7 +20,9 @@
 //!   skipped; they contribute at most e^{−72} ≈ 5e-32 (weights summing to 1). Grid points
 //!   where that bound is not below 1e-15 of the sum (far tails) are recomputed in log
 //!   space from the sorted data over a window chosen so that the dropped terms are below
-//!   1e-16 of the nearest point's term.
+//!   1e-16 of the nearest point's term; a window of more than 1024 points is summed from
+//!   Taylor moments on a finer lattice of cells (see `redo_tails`), so a far query costs
+//!   O(cells) (a few hundred at most), not O(window).
 
 use std::f64::consts::FRAC_PI_2;
 use std::sync::atomic::AtomicBool;
