@@ -398,6 +398,47 @@ def test_logpdf_1d_sorted_falls_back_where_it_should():
     np.testing.assert_allclose(kw.logpdf(qw), kw.logpdf(qw, return_ess=True)[0], rtol=1e-13)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_logpdf_1d_sorted_far_queries_over_dense_data(weighted):
+    # Queries 6 to 60 bandwidths outside dense data, and in a 30-bandwidth gap between two
+    # blocks: their log-space windows hold thousands of points, which the sweep sums from
+    # finer-lattice moments (issue 11 follow-up). Oracle: the long-double log-sum-exp of
+    # the differences themselves.
+    rng = np.random.default_rng(31)
+    h = 0.02
+    x = np.concatenate([rng.random(30000), 1.6 + rng.random(20000)])
+    w = rng.uniform(0.2, 1.0, x.size) if weighted else None
+    kde = divest.KDE(x, bandwidth=h, weights=w)
+    q = np.concatenate(
+        [
+            -h * np.array([6.0, 7.5, 9.0, 12.0, 17.0, 25.0, 40.0, 60.0]),
+            2.6 + h * np.array([6.0, 8.5, 11.0, 15.0, 30.0, 55.0]),
+            1.3 + h * np.linspace(-14.0, 14.0, 7),
+            [0.5, 2.1],  # inside, for scale
+        ]
+    )
+    rng.shuffle(q)
+    assert x.size * q.size >= kde._SORTED_MIN_WORK
+    fast = kde._logpdf_1d_sorted(q, True)
+    assert fast is not None
+    ref = brute_log(x, q, h, "gaussian", w)
+    assert np.all(np.isfinite(ref)) and ref.min() < -1500
+    assert np.all(np.abs(fast - ref) <= 1e-12 * np.maximum(1.0, np.abs(ref)))
+
+
+def test_logpdf_1d_sorted_far_queries_match_the_engine():
+    # A larger sample (5·10⁵), queries on both sides out to 80 bandwidths: equal to the
+    # pairwise engine (return_ess=True always takes it).
+    rng = np.random.default_rng(32)
+    x = rng.random(500_000)
+    kde = divest.KDE(x, bandwidth=0.05)
+    q = np.concatenate([np.linspace(-4.0, -0.3, 40), np.linspace(1.3, 3.0, 20), [0.5]])
+    lp = kde.logpdf(q)
+    assert np.array_equal(lp, kde._logpdf_1d_sorted(q, True))
+    eng = kde.logpdf(q, return_ess=True)[0]
+    assert np.all(np.abs(lp - eng) <= 2e-12 * np.maximum(1.0, np.abs(eng)))
+
+
 # --- 2-D / 3-D linear binning (Rust) --------------------------------------------------------
 
 
