@@ -91,14 +91,14 @@ class JointDcov:
 class DcorMatrix:
     """All column pairs (issue 17)."""
 
-    params = [(1000, 200)]
+    params = ["1000x200"]  # strings: asv reads a list of tuples as several axes
     param_names = ["n_p"]
     timeout = 300
 
     def setup(self, n_p):
         import numpy as np
 
-        self.X = np.random.default_rng(0).standard_normal(n_p)
+        self.X = np.random.default_rng(0).standard_normal(tuple(map(int, n_p.split("x"))))
 
     def time_dcor_matrix(self, n_p):
         divest.dcor_matrix(self.X)

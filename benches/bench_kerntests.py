@@ -45,12 +45,12 @@ class MmdTest:
 
 
 class Sliced:
-    params = [(10_000, 10), (100_000, 3)]
+    params = ["10000x10", "100000x3"]  # strings: asv reads a list of tuples as several axes
     param_names = ["n_d"]
     timeout = 300
 
     def setup(self, n_d):
-        n, d = n_d
+        n, d = map(int, n_d.split("x"))
         rng = np.random.default_rng(2)
         self.x, self.y = rng.standard_normal((n, d)), rng.standard_normal((n, d)) + 0.1
 
