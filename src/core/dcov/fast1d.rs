@@ -213,7 +213,7 @@ fn merge_body<M: Fma>(
 /// where the sums have few terms (see [`plain_max`]).
 #[inline(always)]
 #[allow(clippy::extra_unused_type_parameters)]
-fn merge_plain_body<M: Fma>(
+pub(super) fn merge_plain_body<M: Fma>(
     xs: &[f64],
     ys: &[f64],
     h: usize,

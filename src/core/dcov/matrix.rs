@@ -148,48 +148,21 @@ pub const PLAIN_MAX_N: usize = 2048;
 #[inline(always)]
 #[allow(clippy::extra_unused_type_parameters)]
 fn merge_body<M: Fma>(xs: &[f64], ys: &[f64], h: usize, tx: &mut [f64], ty: &mut [f64]) -> f64 {
-    let (xl, xr) = xs.split_at(h);
-    let (yl, yr) = ys.split_at(h);
     // Signed sums over L: every j starts with s_j = −1 and flips to +1 once y_j < y_i.
     let (mut gx, mut gy, mut gxy) = (0.0, 0.0, 0.0);
-    for (&x, &y) in xl.iter().zip(yl) {
+    for (&x, &y) in xs[..h].iter().zip(&ys[..h]) {
         gx -= x;
         gy -= y;
         gxy -= x * y;
     }
-    let mut g0 = -(h as f64);
-    let mut cr = 0.0;
-    let nr = yr.len();
-    let (mut p, mut q, mut o) = (0usize, 0usize, 0usize);
-    while p < h && q < nr {
-        let (xi, yi) = (xr[q], yr[q]);
-        let (x, y) = (xl[p], yl[p]);
-        let take = y < yi;
-        let t = take as u8 as f64;
-        g0 += 2.0 * t;
-        gx += 2.0 * x * t;
-        gy += 2.0 * y * t;
-        gxy += 2.0 * (x * y) * t;
-        let v = xi * (yi * g0 - gy) - (yi * gx - gxy);
-        cr += v * (1.0 - t);
-        let mask = 0u64.wrapping_sub(take as u64);
-        tx[o] = f64::from_bits((x.to_bits() & mask) | (xi.to_bits() & !mask));
-        ty[o] = f64::from_bits((y.to_bits() & mask) | (yi.to_bits() & !mask));
-        p += take as usize;
-        q += 1 - take as usize;
-        o += 1;
-    }
-    while q < nr {
-        let (xi, yi) = (xr[q], yr[q]);
-        cr += xi * (yi * g0 - gy) - (yi * gx - gxy);
-        tx[o] = xi;
-        ty[o] = yi;
-        q += 1;
-        o += 1;
-    }
-    tx[o..].copy_from_slice(&xl[p..]);
-    ty[o..].copy_from_slice(&yl[p..]);
-    cr
+    // The merge itself is fast1d's branch-free plain merge (an accumulator holding one
+    // term returns it exactly, so the sums are the same bits).
+    let g = [gx, gy, gxy].map(|v| {
+        let mut a = Acc::default();
+        a.add(v);
+        a
+    });
+    fast1d::merge_plain_body::<M>(xs, ys, h, tx, ty, g).value()
 }
 
 /// The state of one merge in [`merge2_body`].
