@@ -710,3 +710,166 @@ def test_per_dimension_boundary_angle_and_radius():
         KDE(x, bounds=[(0, 7), (0, None)], boundary=["periodic"])
     with pytest.raises(ValueError, match="periodic bounds must be finite"):
         KDE(x, bounds=[(0, 7), (0, None)], boundary=["periodic", "periodic"])
+
+
+# ---------------------------------------------------------------------------------------
+# bandwidth="loo" with bounds: the bounded estimate's leave-one-out likelihood.
+
+
+def _brute_loo_loglik(x, w, h0, factors, maps, logprof, norm):
+    """Σ_i w_i log p̂_{−i}(x_i) of the folded 1-D estimate for each factor, plainly (in
+    log space: log-sum-exp over the images and the other points)."""
+    out = []
+    for f in factors:
+        h = f * h0
+        with np.errstate(divide="ignore"):
+            terms = (
+                np.stack([logprof(np.abs((s * x[:, None] + t - x[None, :]) / h)) for s, t in maps])
+                + np.log(w)[None, None, :]
+            )
+        idx = np.arange(x.size)
+        terms[:, idx, idx] = -np.inf
+        top = terms.max(axis=(0, 2))
+        safe = np.where(np.isfinite(top), top, 0.0)
+        with np.errstate(divide="ignore"):
+            lse = np.log(np.exp(terms - safe[None, :, None]).sum(axis=(0, 2))) + safe
+        loo = lse - math.log(h * norm) - np.log1p(-w)
+        out.append(float(np.sum(w * loo)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize(
+    "bounds, boundary, kernel",
+    [
+        ((0, None), "reflect", "gaussian"),
+        ((0, None), "reflect", "epanechnikov"),
+        ((0, 1), "reflect", "gaussian"),
+        ((0, 1), "periodic", "gaussian"),
+    ],
+)
+def test_loo_bandwidth_maximises_the_bounded_loo_likelihood(bounds, boundary, kernel):
+    r = np.random.default_rng(37)
+    n = 80
+    if bounds[1] is None:
+        x = r.exponential(0.25, n)
+    elif boundary == "periodic":  # an angle around 0 ≡ 1: mass at both ends
+        x = np.mod(r.normal(0.0, 0.12, n), 1.0)
+    else:
+        x = r.beta(0.7, 2.0, n)
+    w = r.random(n) + 0.3
+    w /= w.sum()
+    # Scott's variance with the weights' effective size, written out.
+    neff = 1.0 / np.sum(w * w)
+    mean = w @ x
+    var = np.sum(w * (x - mean) ** 2) / (1.0 - np.sum(w * w))
+    h0 = math.sqrt(var) * neff ** (-1.0 / 5.0)
+    factors = np.geomspace(0.05, 4.0, 32)
+    if boundary == "periodic":
+        maps = [(1.0, float(k)) for k in range(-40, 41)]
+    elif bounds[1] is None:
+        maps = [(1.0, 0.0), (-1.0, 0.0)]
+    else:
+        maps = _interval_maps(0.0, 1.0, 40)
+    if kernel == "gaussian":
+        logprof, norm = (lambda t: -0.5 * t * t), SQ2PI
+    else:
+        logprof, norm = (lambda t: np.log(np.maximum(1.0 - t * t, 0.0))), 4.0 / 3.0
+    want = _brute_loo_loglik(x, w, h0, factors, maps, logprof, norm)
+    sel = divest.select_bandwidth(
+        x, kernel=kernel, weights=w, bounds=bounds, boundary=boundary, warn_edge=False
+    )
+    np.testing.assert_allclose(sel.base[0, 0], h0 * h0, rtol=1e-12)
+    fin = np.isfinite(want)
+    np.testing.assert_array_equal(np.isfinite(sel.loglik), fin)
+    np.testing.assert_allclose(sel.loglik[fin], want[fin], rtol=1e-10)
+    best = factors[int(np.argmax(want))]
+    assert sel.factor == best
+    # The unbounded selection scores other densities and picks another factor.
+    free = divest.select_bandwidth(x, kernel=kernel, weights=w, warn_edge=False)
+    assert free.factor != best
+    kde = KDE(x, bandwidth="loo", kernel=kernel, weights=w, bounds=bounds, boundary=boundary)
+    np.testing.assert_allclose(kde.bandwidth, [[(best * h0) ** 2]], rtol=1e-12)
+    assert kde.selection.factor == best
+    # The selected estimate's own LOO agrees with the selection's curve.
+    np.testing.assert_allclose(
+        float(np.sum(w * kde.loo_logpdf())), sel.loglik[np.argmax(want)], rtol=1e-10
+    )
+
+
+def test_loo_bandwidth_with_bounds_in_2d_against_loo_logpdf():
+    # Per factor, the selection's curve is Σ w_i loo_logpdf_i of the bounded KDE with that
+    # bandwidth (which test_loo_logpdf_leaves_out_every_own_image checks by brute force).
+    r = np.random.default_rng(38)
+    x = np.column_stack([r.random(50), r.standard_normal(50)])
+    grid = np.array([0.3, 0.6, 1.0, 1.7])
+    sel = divest.select_bandwidth(x, grid, bounds=[(0, 1), None], warn_edge=False)
+    for f, ll in zip(grid, sel.loglik):
+        kde = KDE(x, bandwidth=sel.base * f * f, bounds=[(0, 1), None])
+        assert float(np.mean(kde.loo_logpdf())) == pytest.approx(ll, rel=1e-10)
+    with pytest.raises(ValueError, match="bounds"):
+        divest.select_bandwidth(x, bounds=[(0.5, 1), None])
+    with pytest.raises(ValueError, match="boundary"):
+        divest.select_bandwidth(x, bounds=[(0, 1), None], boundary="wrap")
+
+
+# ---------------------------------------------------------------------------------------
+# grid(rtol=...) with bounds: refinement of the folded grid.
+
+
+@pytest.mark.parametrize(
+    "bounds, boundary, d",
+    [((0, None), "reflect", 1), ((0, 1), "reflect", 1), ((0, 1), "periodic", 1), (None, "", 2)],
+)
+def test_rtol_with_bounds_against_the_exact_bounded_grid(bounds, boundary, d):
+    r = np.random.default_rng(39)
+    if d == 1:
+        x = np.minimum(r.exponential(0.3, 5000), 1.0)
+        kde = KDE(x, bandwidth=0.05, bounds=bounds, boundary=boundary)
+        pts = 150
+    else:
+        x = np.column_stack([r.beta(0.8, 2.0, 3000), r.standard_normal(3000)])
+        kde = KDE(x, bandwidth=[0.06, 0.3], bounds=[(0, 1), None])
+        pts = (60, 40)
+    coarse = kde.grid(pts, method="binned")
+    peak = coarse.values.max()
+    rtol = coarse.error / peak / 20
+    got = kde.grid(pts, method="binned", rtol=rtol)
+    exact = kde.grid(pts, method="exact")
+    assert got.values.shape == coarse.values.shape and got.method == "binned"
+    if d == 1:
+        np.testing.assert_allclose(got.grid, exact.grid, rtol=0, atol=1e-15)
+    else:
+        for a, b in zip(got.grid, exact.grid):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-15)
+    # The exact bounded grid is the image sum (checked against brute force elsewhere).
+    true = float(np.max(np.abs(got.values - exact.values)))
+    true_coarse = float(np.max(np.abs(coarse.values - exact.values)))
+    assert got.error <= rtol * got.values.max()
+    assert true <= 2 * rtol * got.values.max()
+    assert 0.5 * true <= got.error <= 2.0 * true
+    assert true < true_coarse / 5
+    # The one-shot call refines the same way; exact grids need no refinement.
+    if d == 1:
+        one = divest.kde_grid(
+            x,
+            bandwidth=0.05,
+            n_points=pts,
+            method="binned",
+            rtol=rtol,
+            bounds=bounds,
+            boundary=boundary,
+        )
+        np.testing.assert_allclose(one.values, got.values, rtol=1e-12, atol=1e-15)
+    e2 = kde.grid(pts, method="exact", rtol=1e-9)
+    np.testing.assert_array_equal(e2.values, exact.values)
+
+
+def test_rtol_with_bounds_bad_input():
+    kde = KDE(np.random.default_rng(40).random(200), bandwidth=0.05, bounds=(0, 1))
+    for bad, exc in [(0.0, ValueError), (-1.0, ValueError), ("a", TypeError)]:
+        with pytest.raises(exc, match="rtol"):
+            kde.grid(64, rtol=bad)
+    with pytest.raises(ValueError, match="rtol.*refined"):
+        kde.grid(8, method="binned", rtol=1e-11)
+    with pytest.raises(TypeError, match="log"):
+        kde.grid(64, log="yes", rtol=1e-3)

@@ -376,6 +376,50 @@ def _logaddexp_at(acc, idx, vals):
     acc[:] = np.where(top == np.inf, np.inf, res)
 
 
+def _logpdf_1d_folded(kde, qi, dtype):
+    """1-D folded log-density at queries inside the bounds by one sorted pass over all
+    their images (``_core.kde_points_exact_1d_folded``: the images within the kernel's
+    reach sorted once, one sweep or one Gaussian centre lattice, far-tail queries redone
+    in log space), or None where the unbounded estimate would not take its sorted path
+    (float32, small n·m, a Gaussian lattice too large). The maps are those of the fold
+    that pass the term-wise bound for some query (``Fold.cost``; what is dropped is below
+    e^-45 of the density). Equal to the image-by-image evaluation to rounding."""
+    from . import _core
+
+    base = kde._base
+    m = qi.shape[0]
+    if dtype != np.float64 or kde.n * m < base._SORTED_MIN_WORK:
+        return None
+    h = float(math.sqrt(kde.bandwidth[0, 0]))
+    if not (h > 0 and math.isfinite(h)):
+        return None
+    fold = kde._fold
+    q = np.ascontiguousarray(qi[:, 0])
+    maps = [
+        (sg, t)
+        for sg, t in fold.maps[0]
+        if (sg == 1.0 and t == 0.0) or np.any(fold.cost(0, sg, t, q) <= fold.threshold)
+    ]
+    x = np.ascontiguousarray(kde._x[:, 0], dtype=np.float64)
+    w = np.ascontiguousarray(kde.weights, dtype=np.float64)
+    got = _core.kde_points_exact_1d_folded(
+        x,
+        w,
+        kde.kernel,
+        h,
+        q,
+        [float(a) for a, _ in maps],
+        [float(b) for _, b in maps],
+        4 * (kde.n + m * len(maps)) + 65536,
+    )
+    if got is None:
+        return None
+    out = got[1] - (base._log_norm + base._log_det)
+    if np.isnan(out).any():  # squared distances beyond the float range: the general path
+        return None
+    return out
+
+
 def logpdf(kde, points, return_ess=False, check_finite=True):
     """Folded log-density; -inf outside the domain."""
     p, dtype = _prepare(kde, points, check_finite)
@@ -388,6 +432,11 @@ def logpdf(kde, points, return_ess=False, check_finite=True):
     qi = q[inside]
     rows = np.flatnonzero(inside)
     base = kde._base
+    if qi.shape[0] and not return_ess and kde.d == 1:
+        fast = _logpdf_1d_folded(kde, qi, dtype)
+        if fast is not None:
+            out[rows] = fast
+            return out.astype(dtype)
     if qi.shape[0]:
         # The identity image first (a floor for pruning), then every other image in one
         # call of the unbounded estimate (one sort of the data in the 1-D fast path).
@@ -522,10 +571,53 @@ def support(kde, lo_s, hi_s):
     return max(lo_s, float(b[0])), min(hi_s, float(b[1]))
 
 
+def default_extent(kde) -> np.ndarray:
+    """The default grid extent of a bounded KDE, (d, 2): the data's range widened by the
+    kernel's reach, clipped to the bounds."""
+    from ._kdegrid import _REACH
+
+    fold = kde._fold
+    b = fold.b
+    reach = _REACH.get(kde.kernel, 1.0) * fold.h * (1 + 1e-6)
+    ext = np.stack(
+        [np.maximum(fold.xmin - reach, b[:, 0]), np.minimum(fold.xmax + reach, b[:, 1])], 1
+    )
+    ext[:, 1] = np.maximum(ext[:, 1], np.nextafter(ext[:, 0], np.inf))
+    return ext
+
+
+def grid_refined(kde, n_points, extent, method, log, rtol):
+    """``grid`` with ``rtol``: a binned folded grid is recomputed on grids r times finer
+    per axis (same extent, so every r-th point is a point of the requested grid) until
+    the folded grid's error estimate is below rtol·max f̂, as for unbounded grids
+    (``divest._kdegrid._refine``). The estimate is that of the folded values (their own
+    second differences, which include every image's curvature, see ``grid``), so the
+    refinement targets the bounded density's error, not the unbounded one's."""
+    from ._kdegrid import _LOG_RTOL, _check_n_points, _check_rtol, _refine
+    from ._validate import check_bool
+
+    rtol = _check_rtol(rtol)
+    d = kde.d
+    if rtol is None or d > 3:
+        return grid(kde, n_points, extent, method, log)
+    log = check_bool(log, "log")
+    pts = _check_n_points(n_points, d)
+    if log and rtol < _LOG_RTOL:
+        method = "exact"  # kept binned log values are only guaranteed to 1e-7 nats
+    if extent is None:
+        ext = default_extent(kde)
+        extent = [tuple(e) for e in ext] if d > 1 else tuple(ext[0])
+
+    def run(p):
+        return grid(kde, list(p) if d > 1 else p[0], extent, method, log)
+
+    return _refine(run, list(pts), rtol)
+
+
 def grid(kde, n_points, extent, method, log):
     """Folded grid: the unbounded grid on each image of the (domain-clipped) grid, which
     is again a regular grid of the same spacing (reversed for a reflection), summed."""
-    from ._kdegrid import _REACH, GridResult, _check_extent, _check_n_points, grid_of
+    from ._kdegrid import GridResult, _check_extent, _check_n_points, grid_of
     from ._validate import check_bool
 
     d = kde.d
@@ -536,11 +628,7 @@ def grid(kde, n_points, extent, method, log):
     fold = kde._fold
     b = fold.b
     if extent is None:
-        reach = _REACH.get(kde.kernel, 1.0) * fold.h * (1 + 1e-6)
-        ext = np.stack(
-            [np.maximum(fold.xmin - reach, b[:, 0]), np.minimum(fold.xmax + reach, b[:, 1])], 1
-        )
-        ext[:, 1] = np.maximum(ext[:, 1], np.nextafter(ext[:, 0], np.inf))
+        ext = default_extent(kde)
     else:
         ext = _check_extent(extent, d)
     m = np.array(pts)
@@ -768,3 +856,47 @@ def loo_logpdf(kde):
     with np.errstate(divide="ignore"):
         out = acc - np.log1p(-kde.weights) - log_norm
     return out.astype(kde.dtype, copy=False)
+
+
+def loo_grid(kde0, factors: np.ndarray) -> np.ndarray:
+    """Leave-one-out log-densities of the bounded estimate for a grid of bandwidth
+    factors: entry (i, g) is log Σ_images Σ_{j≠i} ŵ_j K_{s_g² H0}(g x_i − x_j), every image
+    of x_i's own kernel left out, for ``kde0`` a bounded KDE with bandwidth H0 (what
+    ``loo_logpdf`` gives at each factor). The images are those of a fold built at the
+    largest factor, pruned only by the term-wise bound (see ``Fold.cost``), which is
+    conservative for every smaller factor (the bound scales as 1/s² for the Gaussian, 1/s
+    for the exponential; a compact kernel's dropped image is outside its support at the
+    largest bandwidth already). One pairwise pass per image combination over all factors.
+    Memory: O(n·(d + G)) per combination; (n, G) result."""
+    from . import _core
+
+    base = kde0._base
+    d = kde0.d
+    big = copy.copy(kde0)
+    fmax = float(np.max(factors))
+    big.bandwidth = kde0.bandwidth * (fmax * fmax)
+    try:
+        fold = Fold(big, kde0._fold.b, kde0._fold.boundary)
+    except ValueError:
+        raise ValueError(
+            f"bandwidth='loo' with bounds: the largest factor in the grid ({fmax:.4g}) makes "
+            "the bandwidth so wide relative to the bounded interval(s) that too many images "
+            f"would be needed (limit {_MAX_IMAGES}); pass a grid of smaller factors"
+        ) from None
+    dtype = kde0.dtype
+    xw = base._white_data(dtype)
+    x = kde0._x.astype(np.float64)
+    acc = _core.kde_loo_grid(xw, base._logw, kde0.kernel, np.ascontiguousarray(factors))
+    for signs, _, _, shifts in fold.images(x, skip_identity=True):
+        with np.errstate(over="ignore", invalid="ignore"):
+            qw = base._whiten(x * signs + shifts, dtype)
+        far = ~np.isfinite(qw).all(axis=1)
+        qw[far] = 0.0
+        lse = _core.kde_loo_grid_at(
+            xw, base._logw, np.ascontiguousarray(qw), kde0.kernel, np.ascontiguousarray(factors)
+        )
+        lse[far] = -np.inf
+        acc = np.logaddexp(acc, lse)
+    const = base._log_norm + base._log_det + d * np.log(factors)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return acc - const[None, :] - np.log1p(-kde0.weights)[:, None]
