@@ -873,3 +873,132 @@ def test_rtol_with_bounds_bad_input():
         kde.grid(8, method="binned", rtol=1e-11)
     with pytest.raises(TypeError, match="log"):
         kde.grid(64, log="yes", rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------
+# The 1-D sorted path evaluates every image in one pass (n·m ≥ 2^20).
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "exponential", "epanechnikov", "cosine", "tophat"])
+@pytest.mark.parametrize(
+    "bounds, boundary", [((0, None), "reflect"), ((0, 3), "reflect"), ((0, 3), "periodic")]
+)
+def test_one_pass_folded_1d_path_against_brute_force_and_the_image_route(kernel, bounds, boundary):
+    from divest.kde import log_kernel_norm
+
+    r = np.random.default_rng(41)
+    n = 1300
+    x = np.minimum(r.exponential(0.2, n), 3.0)
+    w = r.random(n) + 0.2
+    w /= w.sum()
+    h = 0.05
+    # Inside the data, at the bounds, and far from every data point (tails: 40 to 58
+    # bandwidths from the data's upper end, still inside the bounds).
+    q = np.concatenate([r.random(400) * 1.5, [0.0, 3.0, 1e-9], np.linspace(2.0, 2.9, 20)])
+    q = np.tile(q, 2)
+    assert n * q.size >= 1 << 20
+    kde = KDE(x, bandwidth=h, kernel=kernel, weights=w, bounds=bounds, boundary=boundary)
+    # Images beyond these are more than 60 bandwidths from every query's data.
+    if boundary == "periodic":
+        maps = [(1.0, 3.0 * k) for k in range(-1, 2)]
+    elif bounds[1] is None:
+        maps = [(1.0, 0.0), (-1.0, 0.0)]
+    else:
+        maps = _interval_maps(0.0, 3.0, 1)
+    logprof = {
+        "gaussian": lambda t: -0.5 * t * t,
+        "exponential": lambda t: -t,
+        "epanechnikov": lambda t: np.log(np.maximum(1 - t * t, 0)),
+        "cosine": lambda t: np.log(np.where(t < 1, np.cos(np.pi * np.minimum(t, 1) / 2), 0)),
+        "tophat": lambda t: np.where(t < 1, 0.0, -np.inf),
+    }[kernel]
+    with np.errstate(divide="ignore"):
+        terms = np.concatenate(
+            [logprof(np.abs(s * q[:, None] + t - x[None, :]) / h) for s, t in maps], axis=1
+        ) + np.tile(np.log(w), len(maps))
+    top = terms.max(axis=1)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        want = np.log(np.exp(terms - safe[:, None]).sum(axis=1)) + safe
+    want = want - log_kernel_norm(kernel, 1) - math.log(h)
+    got = kde.logpdf(q)
+    fin = np.isfinite(want)
+    np.testing.assert_array_equal(np.isfinite(got), fin)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-11, atol=1e-11)
+    # The image-by-image route (taken with the ESS) gives the same values.
+    old = kde.logpdf(q, return_ess=True)[0]
+    np.testing.assert_allclose(got[fin], old[fin], rtol=1e-11, atol=1e-11)
+
+
+def test_one_pass_half_line_reflected_gaussian_closed_form():
+    # One data point at c on [0, ∞): f(q) = (φ((q − c)/h) + φ((q + c)/h))/h, repeated
+    # so that n·m is large enough for the sorted path; far queries included.
+    c, h = 0.3, 0.1
+    x = np.full(1100, c)
+    q = np.concatenate([np.linspace(0, 2, 900), [5.0, 9.0, 30.0]])
+    want = np.logaddexp(-0.5 * ((q - c) / h) ** 2, -0.5 * ((q + c) / h) ** 2) - math.log(h * SQ2PI)
+    got = KDE(x, bandwidth=h, bounds=(0, None)).logpdf(q)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# The exponential kernel in d ≥ 2: images pruned by a proven bound.
+
+
+def _exp2d_brute_logpdf(q, x, h, maps0):
+    """log of Σ_i (1/n) Σ_g e^{−|(g q − x_i)/h|} / norm, dim 0 folded by maps0, dim 1 free."""
+    from divest.kde import log_kernel_norm
+
+    terms = []
+    for s, t in maps0:
+        z0 = (s * q[:, 0, None] + t - x[None, :, 0]) / h[0]
+        z1 = (q[:, 1, None] - x[None, :, 1]) / h[1]
+        terms.append(-np.sqrt(z0 * z0 + z1 * z1))
+    t = np.concatenate(terms, axis=1)
+    top = t.max(axis=1)
+    lse = np.log(np.exp(t - top[:, None]).sum(axis=1)) + top
+    return lse - math.log(x.shape[0]) - log_kernel_norm("exponential", 2) - math.log(h[0] * h[1])
+
+
+def test_exponential_2d_keeps_an_image_the_termwise_heuristic_would_drop():
+    # Data near (35, 0), half-line [0, ∞) in dim 0, dim 1 free, unit bandwidths. At
+    # q = (25, R) the reflection −25 is 60 bandwidths from the data and the identity 10,
+    # so the per-coordinate bound u − v = 50 exceeds the 45.7-nat cut; but the kernel
+    # depends on the Euclidean distance: for R = 10⁴ the image's terms are e^{−0.175}
+    # of the identity's, not e^{−50} (and 4e-10 of it at R = 100).
+    r = np.random.default_rng(42)
+    x = np.column_stack([35.0 + 0.2 * r.random(20), 0.1 * r.standard_normal(20)])
+    h = np.array([1.0, 1.0])
+    kde = KDE(x, bandwidth=h, kernel="exponential", bounds=[(0, None), None])
+    fold = kde._fold
+    assert fold.cost(0, -1.0, 0.0, np.array([25.0]))[0] > fold.threshold
+    q = np.array([[25.0, R] for R in (0.0, 30.0, 100.0, 1e3, 1e4)] + [[0.5, 1e4], [80.0, 50.0]])
+    want = _exp2d_brute_logpdf(q, x, h, [(1.0, 0.0), (-1.0, 0.0)])
+    got = kde.logpdf(q)
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+    assert want[4] - _exp2d_brute_logpdf(q[4:5], x, h, [(1.0, 0.0)])[0] > 0.5  # not small
+    # The score and the grid (log values on an exact grid far out) use the same test.
+    g = kde.grid((9, 3), extent=[(20.0, 30.0), (9999.0, 10001.0)], method="exact", log=True)
+    mesh = np.stack([v.ravel() for v in np.meshgrid(*g.grid, indexing="ij")], axis=1)
+    np.testing.assert_allclose(
+        g.values.ravel(), _exp2d_brute_logpdf(mesh, x, h, [(1.0, 0.0), (-1.0, 0.0)]), rtol=1e-12
+    )
+    eps = 1e-6
+    fd = (kde.logpdf(q[:3] + [eps, 0]) - kde.logpdf(q[:3] - [eps, 0])) / (2 * eps)
+    np.testing.assert_allclose(kde.score(q[:3])[:, 0], fd, rtol=1e-5, atol=1e-7)
+
+
+def test_exponential_2d_periodic_deep_tail_needs_many_periods():
+    # A circle of period 10 (unit bandwidth) and a free dimension: at R = 2000 bandwidths
+    # the images up to ~400 bandwidths (40 periods) matter; the map list grows to cover
+    # them (the construction-time list holds 3).
+    r = np.random.default_rng(43)
+    x = np.column_stack([10 * r.random(15), r.standard_normal(15)])
+    h = np.array([1.0, 1.0])
+    kde = KDE(x, bandwidth=h, kernel="exponential", bounds=[(0, 10), None], boundary="periodic")
+    q = np.array([[1.0, 0.0], [5.0, 50.0], [3.0, 2000.0], [9.9, -2000.0]])
+    want = _exp2d_brute_logpdf(q, x, h, [(1.0, 10.0 * k) for k in range(-80, 81)])
+    np.testing.assert_allclose(kde.logpdf(q), want, rtol=1e-13)
+    # Far enough out, the needed list passes the 4096 limit: a clear error.
+    with pytest.raises(ValueError, match="exponential kernel"):
+        kde.logpdf(np.array([[3.0, 1e9]]))

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
-from itertools import product
+from itertools import combinations, product
 
 import numpy as np
 
@@ -196,6 +196,11 @@ class Fold:
         self.kernel = kde.kernel
         d = kde.d
         self.h = np.sqrt(np.diag(kde.bandwidth)).astype(np.float64)
+        # The exponential kernel does not factor over the coordinates: in d ≥ 2 its
+        # images are pruned by ``radial_keep`` over ``radial_maps`` (a proven bound),
+        # not by the term-wise costs.
+        self.radial = self.kernel == "exponential" and d >= 2
+        self.kmax = [0] * d
         # The positively weighted data's range (a masked copy only if a weight is 0).
         x = kde._x if float(kde.weights.min()) > 0 else kde._x[kde.weights > 0]
         self.xmin = x.min(axis=0).astype(np.float64)
@@ -227,16 +232,158 @@ class Fold:
                     "would be needed; the estimate is then uniform to within rounding "
                     "there: use a smaller bandwidth"
                 )
-            if mode == "reflect":
-                kmax = int(math.ceil(reach / 2.0)) + 1
-                maps = [(1.0, 2.0 * k * width) for k in range(-kmax, kmax + 1)]
-                maps += [(-1.0, 2.0 * lo + 2.0 * k * width) for k in range(-kmax, kmax + 1)]
-            else:
-                kmax = int(math.ceil(reach)) + 1
-                maps = [(1.0, k * width) for k in range(-kmax, kmax + 1)]
-            self.maps.append(maps)
+            kmax = int(math.ceil(reach / 2.0 if mode == "reflect" else reach)) + 1
+            self.kmax[j] = kmax
+            self.maps.append(self.maps_k(j, kmax))
         n_combo = math.prod(len(m) for m in self.maps)
         self.threshold = _MARGIN + math.log(n_combo)
+
+    def maps_k(self, j: int, kmax: int):
+        """The maps of an infinite image family (interval reflect, periodic) of dim j
+        within kmax periods (2L for reflect, L for periodic) of the identity."""
+        lo, hi = self.b[j]
+        width = hi - lo
+        if self.modes[j] == "reflect":
+            maps = [(1.0, 2.0 * k * width) for k in range(-kmax, kmax + 1)]
+            maps += [(-1.0, 2.0 * lo + 2.0 * k * width) for k in range(-kmax, kmax + 1)]
+            return maps
+        return [(1.0, k * width) for k in range(-kmax, kmax + 1)]
+
+    def _v(self, j: int, q: np.ndarray) -> np.ndarray:
+        """Upper bound (bandwidths) on a data point's distance to its reference image of
+        q in dim j: the farthest end of the data's range (reflect; the reference is the
+        identity), half a period (periodic; the reference is the nearest period)."""
+        h = self.h[j]
+        lo, hi = self.b[j]
+        if self.modes[j] == "periodic":
+            return np.full(q.shape, 0.5 * (hi - lo) / h)
+        return np.maximum(np.abs(q - self.xmin[j]), np.abs(q - self.xmax[j])) / h
+
+    def sqgap(self, j: int, s: float, t: float, q: np.ndarray) -> np.ndarray:
+        """Lower bound Δ_j ≥ 0 on b² − a² for every data point (dim j, bandwidth units),
+        a the point's distance to its reference image of q and b to the image s·q + t:
+        (u² − v²)₊ with u the image's distance to the data's range and v from ``_v``,
+        and 4(x − a')(q − a')/h² ≥ 4|x_near − a'|·|q − a'|/h² for a reflection at a'.
+        b ≥ a always holds (the reference is the nearest image), so Δ_j ≥ 0."""
+        if not self.bounded[j] or (s == 1.0 and t == 0.0 and self.modes[j] == "reflect"):
+            return np.zeros(q.shape)
+        h = self.h[j]
+        with np.errstate(over="ignore", invalid="ignore"):
+            u = self.dist(j, s, t, q)
+            v = self._v(j, q)
+            gap = (u - v) * (u + v)
+            if self.modes[j] == "reflect" and s < 0:
+                a = t / 2.0
+                x0, x1 = self.xmin[j], self.xmax[j]
+                gap = np.maximum(
+                    gap, 4.0 * abs(x0 - a if a <= x0 else x1 - a) * np.abs(q - a) / (h * h)
+                )
+        return np.where(np.isnan(gap), np.inf, np.maximum(gap, 0.0))
+
+    def radial_maps(self, q: np.ndarray, rho: np.ndarray):
+        """Per-dimension map lists for the exponential kernel in d ≥ 2 that make the
+        dropped images rigorously negligible for queries q (m, d) whose identity image's
+        kernel sum is S_id = e^{−ρ} (Σw = 1); ``radial_keep`` is the per-combination
+        test. Returns (lists, T).
+
+        Proof. For a data point with reference distance A (whitened) and image distance
+        B = √(A² + Δ), Δ ≥ D = Σ_j Δ_j (``sqgap``), and any ρ > 0:
+        e^{−B} ≤ e^{−E}·e^{−A} + e^{−√(ρ²+D)}, E = √(ρ² + D) − ρ (if A ≤ ρ, B − A
+        decreases in A; else B ≥ √(ρ² + D)). Summed over the data with weights, using
+        e^{−ρ} = S_id ≤ S (S the full folded sum) and Σ_i w_i e^{−A_i} ≤ S, one image
+        combination adds at most 2e^{−E(D)}·S. A candidate is dropped only when
+        E ≥ T or when e^{−U} ≤ e^{−T}·S_id (U its distance to the data's box), so the N
+        candidates drop at most 2N·e^{−T}·S. For the images outside the lists: an image
+        of q in dim j at distance s bandwidths from q has Δ_j ≥ (s − v)² − v² ≥ y²,
+        y = s − 2v (v from ``_v``), and E ≥ Y²/(2ρ + Y) with Y = √D, also ≥ Y − 2ρ.
+        For the combinations whose maps lie outside the lists exactly in the set B of
+        dimensions: Y ≥ max_{j∈B} y_j gives E ≥ (1/|B|)·Σ_{j∈B} y_j²/(2ρ + y_j), and
+        Y ≥ Σ_{j∈B} y_j/√|B| gives E ≥ Σ y_j/√|B| − 2ρ; either factorises over B, and
+        at most 4 images of q lie in any s-window of one period P (2 per side), so
+        Σ_{s ≥ S} e^{−φ(s)} ≤ 4e^{−φ(S)}/(1 − e^{−φ'P}) for φ convex with slope ≥ φ'
+        beyond S. The lists grow until Σ_B Π_{i∉B} N_i · min(both bounds) ≤ N·e^{−T};
+        with T = 45 + log 4N everything dropped is at most 4N·e^{−T}·S = e^{−45}·S.
+        ValueError past 4096 combinations (queries so deep in the tails of the other
+        dimensions that thousands of images matter)."""
+        rho_max = float(np.max(rho, initial=0.0))
+        if not math.isfinite(rho_max):
+            raise ValueError(
+                "the exponential kernel's density underflows at some query even in log "
+                "space; its images cannot be bounded there"
+            )
+        d = len(self.maps)
+        infinite = [j for j in range(d) if self.bounded[j] and np.isfinite(self.b[j]).all()]
+        kmax = {j: self.kmax[j] for j in infinite}
+        r = rho_max
+        info = {}
+        for j in infinite:
+            h = self.h[j]
+            info[j] = (
+                (self.b[j, 1] - self.b[j, 0]) / h,  # period in bandwidths
+                float(np.max(self._v(j, q[:, j]), initial=0.0)),
+            )
+
+        def tail(j, mode, c):
+            """Σ over the images of dim j outside its list of e^{−φ(s)}, where φ is
+            y²/(2ρ+y)/c ("q") or y/√c ("l")."""
+            period, v = info[j]
+            big_s = (2.0 * kmax[j] if self.modes[j] == "reflect" else kmax[j] + 1.0) * period
+            y = big_s - 2.0 * v
+            if y <= 0:
+                return math.inf
+            if mode == "q":
+                phi = y * y / (2.0 * r + y) / c
+                slope = (y * y + 4.0 * r * y) / (2.0 * r + y) ** 2 / c
+            else:
+                phi = y / math.sqrt(c)
+                slope = 1.0 / math.sqrt(c)
+            return 4.0 * math.exp(-phi) / -math.expm1(-slope * period)
+
+        for _ in range(64):
+            maps = [self.maps_k(j, kmax[j]) if j in kmax else self.maps[j] for j in range(d)]
+            n_combo = math.prod(len(m) for m in maps)
+            if n_combo > _MAX_IMAGES:
+                break
+            t_cut = _MARGIN + math.log(4.0 * n_combo)
+            total = 0.0
+            worst, worst_val = None, -1.0
+            for size in range(1, len(infinite) + 1):
+                for sub in combinations(infinite, size):
+                    inner = math.prod(len(maps[i]) for i in range(d) if i not in sub)
+                    bq = math.prod(tail(j, "q", size) for j in sub)
+                    bl = math.inf
+                    if 2.0 * r < 700.0:  # the linear form is useful only for small ρ
+                        bl = math.exp(2.0 * r) * math.prod(tail(j, "l", size) for j in sub)
+                    val = inner * min(bq, bl)
+                    total += val
+                    if val > worst_val:
+                        worst, worst_val = sub, val
+            if total <= n_combo * math.exp(-t_cut):
+                return maps, t_cut
+            for j in worst:  # grow the families of the largest term
+                kmax[j] = int(math.ceil(kmax[j] * 1.25)) + 1
+        raise ValueError(
+            f"with the exponential kernel some queries lie so far into the tails (log kernel "
+            f"sum down to {-rho_max:.4g}) that more than {_MAX_IMAGES} image combinations "
+            "would be needed to bound the dropped images; use the Gaussian kernel (whose "
+            "images factor over the dimensions) or queries nearer the data"
+        )
+
+    def radial_keep(self, combo, q, rho, t_cut, floor, log_norm):
+        """The exponential kernel's per-combination test in d ≥ 2 (see
+        ``radial_maps``): keep unless E(D) = √(ρ² + D) − ρ ≥ T (then the combination adds
+        at most 2e^{−T}·S) or the absolute bound e^{−U} ≤ e^{−T}·S_id holds (U the
+        image's distance to the data's bounding box)."""
+        gap = np.zeros(q.shape[0])
+        u2 = np.zeros(q.shape[0])
+        for j, (s, t) in enumerate(combo):
+            gap = gap + self.sqgap(j, s, t, q[:, j])
+            dj = self.dist(j, s, t, q[:, j])
+            u2 = u2 + dj * dj
+        with np.errstate(over="ignore", invalid="ignore"):
+            e = gap / (np.sqrt(rho * rho + gap) + rho)
+            drop = (e >= t_cut) | (-np.sqrt(u2) - log_norm < floor - t_cut)
+        return ~drop
 
     def cost(self, j: int, s: float, t: float, q: np.ndarray) -> np.ndarray:
         """Lower bound on the log-ratio of an image term to its reference term, dim j
@@ -277,6 +424,9 @@ class Fold:
         the absolute bound: the image's log-density is at most log K(u) − ``log_norm``
         with u its whitened distance to the data's bounding box."""
         d = q.shape[1]
+        if self.radial:
+            yield from self._radial_images(q, floor, log_norm, skip_identity)
+            return
         per_dim = []
         for j in range(d):
             rows = []
@@ -309,6 +459,35 @@ class Fold:
                     lk = -0.5 * u2 if self.kernel == "gaussian" else -np.sqrt(u2)
                     keep &= ~(lk - log_norm < floor - self.threshold)
             idx = np.flatnonzero(keep)
+            if idx.size == 0:
+                continue
+            signs = np.array([c[0] for c in combo])
+            shifts = np.array([c[1] for c in combo])
+            with np.errstate(over="ignore", invalid="ignore"):
+                yield signs, q[idx] * signs + shifts, idx, shifts
+
+    def _radial_images(self, q, floor, log_norm, skip_identity):
+        """``images`` for the exponential kernel in d ≥ 2 (``radial_maps``,
+        ``radial_keep``). Without ``floor`` nothing is pruned: every candidate image is
+        evaluated (exact, only slower)."""
+        if floor is None:
+            maps = self.maps
+            for combo in product(*maps):
+                if skip_identity and all(c == (1.0, 0.0) for c in combo):
+                    continue
+                signs = np.array([c[0] for c in combo])
+                shifts = np.array([c[1] for c in combo])
+                idx = np.arange(q.shape[0])
+                with np.errstate(over="ignore", invalid="ignore"):
+                    yield signs, q * signs + shifts, idx, shifts
+            return
+        with np.errstate(invalid="ignore", over="ignore"):
+            rho = np.maximum(-(np.asarray(floor, dtype=np.float64) + log_norm), 0.0)
+        maps, t_cut = self.radial_maps(q, rho)
+        for combo in product(*maps):
+            if skip_identity and all(c == (1.0, 0.0) for c in combo):
+                continue
+            idx = np.flatnonzero(self.radial_keep(combo, q, rho, t_cut, floor, log_norm))
             if idx.size == 0:
                 continue
             signs = np.array([c[0] for c in combo])
@@ -641,10 +820,11 @@ def grid(kde, n_points, extent, method, log):
         g = axes[a][inside_axes[a]]
         keep = []
         for s, t in fold.maps[a]:
-            if g.size and np.any(fold.cost(a, s, t, g) <= fold.threshold):
+            # (The exponential kernel in d ≥ 2 is pruned per point below, not by axis.)
+            if g.size and (fold.radial or np.any(fold.cost(a, s, t, g) <= fold.threshold)):
                 keep.append((s, t))
         per_dim.append(keep or [(1.0, 0.0)])
-    if math.prod(len(p) for p in per_dim) > _MAX_IMAGES:
+    if not fold.radial and math.prod(len(p) for p in per_dim) > _MAX_IMAGES:
         raise ValueError(
             "the bandwidth is so wide relative to the bounded interval(s) that too many "
             "images are needed; use a smaller bandwidth"
@@ -669,11 +849,17 @@ def grid(kde, n_points, extent, method, log):
         floor = acc if log else np.log(acc)
     log_norm = kde._base._log_norm + kde._base._log_det
     n_images = 1
+    if fold.radial:  # the exponential kernel in d ≥ 2: Fold.radial_maps / radial_keep
+        with np.errstate(invalid="ignore", over="ignore"):
+            rho = np.maximum(-(floor + log_norm), 0.0)
+        ends = np.array([[g.min() if g.size else 0.0, g.max() if g.size else 0.0] for g in axes]).T
+        per_dim, t_cut = fold.radial_maps(ends, rho[np.isfinite(rho)])
     for combo in product(*per_dim):
         if all(s == 1.0 and t == 0.0 for s, t in combo):
             continue
         total = np.zeros(shape)
         u2 = np.zeros(shape)
+        gap = np.zeros(shape)
         for a, (s, t) in enumerate(combo):
             sh = [1] * d
             sh[a] = -1
@@ -681,8 +867,17 @@ def grid(kde, n_points, extent, method, log):
             u = fold.dist(a, s, t, axes[a])
             total = total + c.reshape(sh)
             u2 = u2 + (u * u).reshape(sh)
-        keep = total <= fold.threshold
-        if kde.kernel in ("gaussian", "exponential"):
+            if fold.radial:
+                gap = gap + np.where(inside_axes[a], fold.sqgap(a, s, t, axes[a]), 0.0).reshape(sh)
+        if fold.radial:
+            with np.errstate(over="ignore", invalid="ignore"):
+                e = gap / (np.sqrt(rho * rho + gap) + rho)
+                keep = np.isfinite(total) & ~(
+                    (e >= t_cut) | (-np.sqrt(u2) - log_norm < floor - t_cut)
+                )
+        else:
+            keep = total <= fold.threshold
+        if kde.kernel in ("gaussian", "exponential") and not fold.radial:
             with np.errstate(over="ignore", invalid="ignore"):
                 lk = -0.5 * u2 if kde.kernel == "gaussian" else -np.sqrt(u2)
                 keep &= ~(lk - log_norm < floor - fold.threshold)
