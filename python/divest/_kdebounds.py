@@ -21,12 +21,21 @@ log-ratio between an image's term and the largest term of the same data point (t
 identity for "reflect", the nearest period for "periodic") follows from the data's range
 [xmin_j, xmax_j]: with u the image's distance to that range and v the farthest a data
 point can be from the reference (in bandwidths), c_j = (u² − v²)/2 for the Gaussian,
-u − v for the exponential kernel (a bound in 1-D; in d ≥ 2, where that kernel does not
-factor over the coordinates, a heuristic with the same 45-nat margin), and for the
-compact kernels c_j = ∞ exactly when u ≥ 1 (the term is 0). An image is evaluated when
-Σ_j max(c_j, 0) ≤ 45 + log(#candidates), so what is dropped is below 1e-19 of the
-density (Gaussian, any d; exponential in 1-D; compact kernels: nothing nonzero is
-dropped).
+u − v for the exponential kernel in 1-D, and for the compact kernels c_j = ∞ exactly
+when u ≥ 1 (the term is 0). An image is evaluated when Σ_j max(c_j, 0) ≤ 45 +
+log(#candidates), so what is dropped is below 1e-19 of the density (Gaussian, any d;
+exponential in 1-D; compact kernels: nothing nonzero is dropped). The exponential
+kernel in d ≥ 2 does not factor over the coordinates (far out in an unbounded
+dimension an image 50 bandwidths farther in a bounded one can weigh e^{−0.2}, not
+e^{−50}, of the identity): there ``Fold.radial_maps`` and ``Fold.radial_keep`` prune
+with a proven bound that uses the identity image's value at each query, and lengthen
+the image lists as the queries go deeper into the tails; what they drop is below
+e^{−45} of the density (the proof is in ``radial_maps``).
+
+``"loo"`` with bounds maximises the folded estimate's leave-one-out likelihood
+(``loo_grid``: one pairwise pass per image of the data over all factors). ``grid`` with
+``rtol`` refines the folded grid (``grid_refined``). In 1-D, ``logpdf`` sends every
+image of every query through one sorted pass (``_core.kde_points_exact_1d_folded``).
 
 Memory: no copy of the data; per evaluated image one (m, d) array of image queries and
 the base estimate's own work arrays, plus O(m) accumulators.
