@@ -1002,3 +1002,14 @@ def test_exponential_2d_periodic_deep_tail_needs_many_periods():
     # Far enough out, the needed list passes the 4096 limit: a clear error.
     with pytest.raises(ValueError, match="exponential kernel"):
         kde.logpdf(np.array([[3.0, 1e9]]))
+
+
+def test_loo_bandwidth_exponential_2d_with_bounds_against_loo_logpdf():
+    r = np.random.default_rng(44)
+    x = np.column_stack([r.random(40), r.exponential(1.0, 40)])
+    grid = np.array([0.4, 0.8, 1.5])
+    b = [(0, 1), (0, None)]
+    sel = divest.select_bandwidth(x, grid, kernel="exponential", bounds=b, warn_edge=False)
+    for f, ll in zip(grid, sel.loglik):
+        kde = KDE(x, bandwidth=sel.base * f * f, kernel="exponential", bounds=b)
+        assert float(np.mean(kde.loo_logpdf())) == pytest.approx(ll, rel=1e-12)

@@ -1062,6 +1062,31 @@ def loo_logpdf(kde):
     return out.astype(kde.dtype, copy=False)
 
 
+def _radial_loo_combos(kde0, factors, acc, x):
+    """The image combinations the exponential kernel in d ≥ 2 needs for the LOO
+    selection: per factor, a fold at that bandwidth and the identity's leave-one-out
+    kernel sums (``acc[:, g]``) as the floor of ``Fold.radial_keep`` (every data point
+    as a query), and the union over the factors, so each factor's dropped images are
+    within that factor's proven bound."""
+    seen = {}
+    for g, f in enumerate(factors):
+        tmp = copy.copy(kde0)
+        tmp.bandwidth = kde0.bandwidth * float(f * f)
+        try:
+            fold = Fold(tmp, kde0._fold.b, kde0._fold.boundary)
+            # Kernel units: floor + log_norm = the identity's log kernel sum.
+            for signs, _, _, shifts in fold.images(x, acc[:, g], 0.0, skip_identity=True):
+                seen[(tuple(signs), tuple(shifts))] = (signs, shifts)
+        except ValueError:
+            raise ValueError(
+                f"bandwidth='loo' with bounds and the exponential kernel: at factor {f:.4g} "
+                "some data points are so isolated that the images cannot be bounded with "
+                f"at most {_MAX_IMAGES} combinations; pass a grid of larger factors or use "
+                "the Gaussian kernel"
+            ) from None
+    return list(seen.values())
+
+
 def loo_grid(kde0, factors: np.ndarray) -> np.ndarray:
     """Leave-one-out log-densities of the bounded estimate for a grid of bandwidth
     factors: entry (i, g) is log Σ_images Σ_{j≠i} ŵ_j K_{s_g² H0}(g x_i − x_j), every image
@@ -1069,8 +1094,10 @@ def loo_grid(kde0, factors: np.ndarray) -> np.ndarray:
     ``loo_logpdf`` gives at each factor). The images are those of a fold built at the
     largest factor, pruned only by the term-wise bound (see ``Fold.cost``), which is
     conservative for every smaller factor (the bound scales as 1/s² for the Gaussian, 1/s
-    for the exponential; a compact kernel's dropped image is outside its support at the
-    largest bandwidth already). One pairwise pass per image combination over all factors.
+    for the exponential in 1-D; a compact kernel's dropped image is outside its support
+    at the largest bandwidth already); the exponential kernel in d ≥ 2 takes the union
+    over the factors of ``Fold.radial_keep``'s kept combinations
+    (``_radial_loo_combos``). One pairwise pass per image combination over all factors.
     Memory: O(n·(d + G)) per combination; (n, G) result."""
     from . import _core
 
@@ -1091,7 +1118,11 @@ def loo_grid(kde0, factors: np.ndarray) -> np.ndarray:
     xw = base._white_data(dtype)
     x = kde0._x.astype(np.float64)
     acc = _core.kde_loo_grid(xw, base._logw, kde0.kernel, np.ascontiguousarray(factors))
-    for signs, _, _, shifts in fold.images(x, skip_identity=True):
+    if fold.radial:
+        combos = _radial_loo_combos(kde0, factors, acc, x)
+    else:
+        combos = [(sg, sh) for sg, _, _, sh in fold.images(x, skip_identity=True)]
+    for signs, shifts in combos:
         with np.errstate(over="ignore", invalid="ignore"):
             qw = base._whiten(x * signs + shifts, dtype)
         far = ~np.isfinite(qw).all(axis=1)
