@@ -710,3 +710,306 @@ def test_per_dimension_boundary_angle_and_radius():
         KDE(x, bounds=[(0, 7), (0, None)], boundary=["periodic"])
     with pytest.raises(ValueError, match="periodic bounds must be finite"):
         KDE(x, bounds=[(0, 7), (0, None)], boundary=["periodic", "periodic"])
+
+
+# ---------------------------------------------------------------------------------------
+# bandwidth="loo" with bounds: the bounded estimate's leave-one-out likelihood.
+
+
+def _brute_loo_loglik(x, w, h0, factors, maps, logprof, norm):
+    """Σ_i w_i log p̂_{−i}(x_i) of the folded 1-D estimate for each factor, plainly (in
+    log space: log-sum-exp over the images and the other points)."""
+    out = []
+    for f in factors:
+        h = f * h0
+        with np.errstate(divide="ignore"):
+            terms = (
+                np.stack([logprof(np.abs((s * x[:, None] + t - x[None, :]) / h)) for s, t in maps])
+                + np.log(w)[None, None, :]
+            )
+        idx = np.arange(x.size)
+        terms[:, idx, idx] = -np.inf
+        top = terms.max(axis=(0, 2))
+        safe = np.where(np.isfinite(top), top, 0.0)
+        with np.errstate(divide="ignore"):
+            lse = np.log(np.exp(terms - safe[None, :, None]).sum(axis=(0, 2))) + safe
+        loo = lse - math.log(h * norm) - np.log1p(-w)
+        out.append(float(np.sum(w * loo)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize(
+    "bounds, boundary, kernel",
+    [
+        ((0, None), "reflect", "gaussian"),
+        ((0, None), "reflect", "epanechnikov"),
+        ((0, 1), "reflect", "gaussian"),
+        ((0, 1), "periodic", "gaussian"),
+    ],
+)
+def test_loo_bandwidth_maximises_the_bounded_loo_likelihood(bounds, boundary, kernel):
+    r = np.random.default_rng(37)
+    n = 80
+    if bounds[1] is None:
+        x = r.exponential(0.25, n)
+    elif boundary == "periodic":  # an angle around 0 ≡ 1: mass at both ends
+        x = np.mod(r.normal(0.0, 0.12, n), 1.0)
+    else:
+        x = r.beta(0.7, 2.0, n)
+    w = r.random(n) + 0.3
+    w /= w.sum()
+    # Scott's variance with the weights' effective size, written out.
+    neff = 1.0 / np.sum(w * w)
+    mean = w @ x
+    var = np.sum(w * (x - mean) ** 2) / (1.0 - np.sum(w * w))
+    h0 = math.sqrt(var) * neff ** (-1.0 / 5.0)
+    factors = np.geomspace(0.05, 4.0, 32)
+    if boundary == "periodic":
+        maps = [(1.0, float(k)) for k in range(-40, 41)]
+    elif bounds[1] is None:
+        maps = [(1.0, 0.0), (-1.0, 0.0)]
+    else:
+        maps = _interval_maps(0.0, 1.0, 40)
+    if kernel == "gaussian":
+        logprof, norm = (lambda t: -0.5 * t * t), SQ2PI
+    else:
+        logprof, norm = (lambda t: np.log(np.maximum(1.0 - t * t, 0.0))), 4.0 / 3.0
+    want = _brute_loo_loglik(x, w, h0, factors, maps, logprof, norm)
+    sel = divest.select_bandwidth(
+        x, kernel=kernel, weights=w, bounds=bounds, boundary=boundary, warn_edge=False
+    )
+    np.testing.assert_allclose(sel.base[0, 0], h0 * h0, rtol=1e-12)
+    fin = np.isfinite(want)
+    np.testing.assert_array_equal(np.isfinite(sel.loglik), fin)
+    np.testing.assert_allclose(sel.loglik[fin], want[fin], rtol=1e-10)
+    best = factors[int(np.argmax(want))]
+    assert sel.factor == best
+    # The unbounded selection scores other densities and picks another factor.
+    free = divest.select_bandwidth(x, kernel=kernel, weights=w, warn_edge=False)
+    assert free.factor != best
+    kde = KDE(x, bandwidth="loo", kernel=kernel, weights=w, bounds=bounds, boundary=boundary)
+    np.testing.assert_allclose(kde.bandwidth, [[(best * h0) ** 2]], rtol=1e-12)
+    assert kde.selection.factor == best
+    # The selected estimate's own LOO agrees with the selection's curve.
+    np.testing.assert_allclose(
+        float(np.sum(w * kde.loo_logpdf())), sel.loglik[np.argmax(want)], rtol=1e-10
+    )
+
+
+def test_loo_bandwidth_with_bounds_in_2d_against_loo_logpdf():
+    # Per factor, the selection's curve is Σ w_i loo_logpdf_i of the bounded KDE with that
+    # bandwidth (which test_loo_logpdf_leaves_out_every_own_image checks by brute force).
+    r = np.random.default_rng(38)
+    x = np.column_stack([r.random(50), r.standard_normal(50)])
+    grid = np.array([0.3, 0.6, 1.0, 1.7])
+    sel = divest.select_bandwidth(x, grid, bounds=[(0, 1), None], warn_edge=False)
+    for f, ll in zip(grid, sel.loglik):
+        kde = KDE(x, bandwidth=sel.base * f * f, bounds=[(0, 1), None])
+        assert float(np.mean(kde.loo_logpdf())) == pytest.approx(ll, rel=1e-10)
+    with pytest.raises(ValueError, match="bounds"):
+        divest.select_bandwidth(x, bounds=[(0.5, 1), None])
+    with pytest.raises(ValueError, match="boundary"):
+        divest.select_bandwidth(x, bounds=[(0, 1), None], boundary="wrap")
+
+
+# ---------------------------------------------------------------------------------------
+# grid(rtol=...) with bounds: refinement of the folded grid.
+
+
+@pytest.mark.parametrize(
+    "bounds, boundary, d",
+    [((0, None), "reflect", 1), ((0, 1), "reflect", 1), ((0, 1), "periodic", 1), (None, "", 2)],
+)
+def test_rtol_with_bounds_against_the_exact_bounded_grid(bounds, boundary, d):
+    r = np.random.default_rng(39)
+    if d == 1:
+        x = np.minimum(r.exponential(0.3, 5000), 1.0)
+        kde = KDE(x, bandwidth=0.05, bounds=bounds, boundary=boundary)
+        pts = 150
+    else:
+        x = np.column_stack([r.beta(0.8, 2.0, 3000), r.standard_normal(3000)])
+        kde = KDE(x, bandwidth=[0.06, 0.3], bounds=[(0, 1), None])
+        pts = (60, 40)
+    coarse = kde.grid(pts, method="binned")
+    peak = coarse.values.max()
+    rtol = coarse.error / peak / 20
+    got = kde.grid(pts, method="binned", rtol=rtol)
+    exact = kde.grid(pts, method="exact")
+    assert got.values.shape == coarse.values.shape and got.method == "binned"
+    if d == 1:
+        np.testing.assert_allclose(got.grid, exact.grid, rtol=0, atol=1e-15)
+    else:
+        for a, b in zip(got.grid, exact.grid):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-15)
+    # The exact bounded grid is the image sum (checked against brute force elsewhere).
+    true = float(np.max(np.abs(got.values - exact.values)))
+    true_coarse = float(np.max(np.abs(coarse.values - exact.values)))
+    assert got.error <= rtol * got.values.max()
+    assert true <= 2 * rtol * got.values.max()
+    assert 0.5 * true <= got.error <= 2.0 * true
+    assert true < true_coarse / 5
+    # The one-shot call refines the same way; exact grids need no refinement.
+    if d == 1:
+        one = divest.kde_grid(
+            x,
+            bandwidth=0.05,
+            n_points=pts,
+            method="binned",
+            rtol=rtol,
+            bounds=bounds,
+            boundary=boundary,
+        )
+        np.testing.assert_allclose(one.values, got.values, rtol=1e-12, atol=1e-15)
+    e2 = kde.grid(pts, method="exact", rtol=1e-9)
+    np.testing.assert_array_equal(e2.values, exact.values)
+
+
+def test_rtol_with_bounds_bad_input():
+    kde = KDE(np.random.default_rng(40).random(200), bandwidth=0.05, bounds=(0, 1))
+    for bad, exc in [(0.0, ValueError), (-1.0, ValueError), ("a", TypeError)]:
+        with pytest.raises(exc, match="rtol"):
+            kde.grid(64, rtol=bad)
+    with pytest.raises(ValueError, match="rtol.*refined"):
+        kde.grid(8, method="binned", rtol=1e-11)
+    with pytest.raises(TypeError, match="log"):
+        kde.grid(64, log="yes", rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------
+# The 1-D sorted path evaluates every image in one pass (n·m ≥ 2^20).
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "exponential", "epanechnikov", "cosine", "tophat"])
+@pytest.mark.parametrize(
+    "bounds, boundary", [((0, None), "reflect"), ((0, 3), "reflect"), ((0, 3), "periodic")]
+)
+def test_one_pass_folded_1d_path_against_brute_force_and_the_image_route(kernel, bounds, boundary):
+    from divest.kde import log_kernel_norm
+
+    r = np.random.default_rng(41)
+    n = 1300
+    x = np.minimum(r.exponential(0.2, n), 3.0)
+    w = r.random(n) + 0.2
+    w /= w.sum()
+    h = 0.05
+    # Inside the data, at the bounds, and far from every data point (tails: 40 to 58
+    # bandwidths from the data's upper end, still inside the bounds).
+    q = np.concatenate([r.random(400) * 1.5, [0.0, 3.0, 1e-9], np.linspace(2.0, 2.9, 20)])
+    q = np.tile(q, 2)
+    assert n * q.size >= 1 << 20
+    kde = KDE(x, bandwidth=h, kernel=kernel, weights=w, bounds=bounds, boundary=boundary)
+    # Images beyond these are more than 60 bandwidths from every query's data.
+    if boundary == "periodic":
+        maps = [(1.0, 3.0 * k) for k in range(-1, 2)]
+    elif bounds[1] is None:
+        maps = [(1.0, 0.0), (-1.0, 0.0)]
+    else:
+        maps = _interval_maps(0.0, 3.0, 1)
+    logprof = {
+        "gaussian": lambda t: -0.5 * t * t,
+        "exponential": lambda t: -t,
+        "epanechnikov": lambda t: np.log(np.maximum(1 - t * t, 0)),
+        "cosine": lambda t: np.log(np.where(t < 1, np.cos(np.pi * np.minimum(t, 1) / 2), 0)),
+        "tophat": lambda t: np.where(t < 1, 0.0, -np.inf),
+    }[kernel]
+    with np.errstate(divide="ignore"):
+        terms = np.concatenate(
+            [logprof(np.abs(s * q[:, None] + t - x[None, :]) / h) for s, t in maps], axis=1
+        ) + np.tile(np.log(w), len(maps))
+    top = terms.max(axis=1)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        want = np.log(np.exp(terms - safe[:, None]).sum(axis=1)) + safe
+    want = want - log_kernel_norm(kernel, 1) - math.log(h)
+    got = kde.logpdf(q)
+    fin = np.isfinite(want)
+    np.testing.assert_array_equal(np.isfinite(got), fin)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-11, atol=1e-11)
+    # The image-by-image route (taken with the ESS) gives the same values.
+    old = kde.logpdf(q, return_ess=True)[0]
+    np.testing.assert_allclose(got[fin], old[fin], rtol=1e-11, atol=1e-11)
+
+
+def test_one_pass_half_line_reflected_gaussian_closed_form():
+    # One data point at c on [0, ∞): f(q) = (φ((q − c)/h) + φ((q + c)/h))/h, repeated
+    # so that n·m is large enough for the sorted path; far queries included.
+    c, h = 0.3, 0.1
+    x = np.full(1100, c)
+    q = np.concatenate([np.linspace(0, 2, 900), [5.0, 9.0, 30.0]])
+    want = np.logaddexp(-0.5 * ((q - c) / h) ** 2, -0.5 * ((q + c) / h) ** 2) - math.log(h * SQ2PI)
+    got = KDE(x, bandwidth=h, bounds=(0, None)).logpdf(q)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# The exponential kernel in d ≥ 2: images pruned by a proven bound.
+
+
+def _exp2d_brute_logpdf(q, x, h, maps0):
+    """log of Σ_i (1/n) Σ_g e^{−|(g q − x_i)/h|} / norm, dim 0 folded by maps0, dim 1 free."""
+    from divest.kde import log_kernel_norm
+
+    terms = []
+    for s, t in maps0:
+        z0 = (s * q[:, 0, None] + t - x[None, :, 0]) / h[0]
+        z1 = (q[:, 1, None] - x[None, :, 1]) / h[1]
+        terms.append(-np.sqrt(z0 * z0 + z1 * z1))
+    t = np.concatenate(terms, axis=1)
+    top = t.max(axis=1)
+    lse = np.log(np.exp(t - top[:, None]).sum(axis=1)) + top
+    return lse - math.log(x.shape[0]) - log_kernel_norm("exponential", 2) - math.log(h[0] * h[1])
+
+
+def test_exponential_2d_keeps_an_image_the_termwise_heuristic_would_drop():
+    # Data near (35, 0), half-line [0, ∞) in dim 0, dim 1 free, unit bandwidths. At
+    # q = (25, R) the reflection −25 is 60 bandwidths from the data and the identity 10,
+    # so the per-coordinate bound u − v = 50 exceeds the 45.7-nat cut; but the kernel
+    # depends on the Euclidean distance: for R = 10⁴ the image's terms are e^{−0.175}
+    # of the identity's, not e^{−50} (and 4e-10 of it at R = 100).
+    r = np.random.default_rng(42)
+    x = np.column_stack([35.0 + 0.2 * r.random(20), 0.1 * r.standard_normal(20)])
+    h = np.array([1.0, 1.0])
+    kde = KDE(x, bandwidth=h, kernel="exponential", bounds=[(0, None), None])
+    fold = kde._fold
+    assert fold.cost(0, -1.0, 0.0, np.array([25.0]))[0] > fold.threshold
+    q = np.array([[25.0, R] for R in (0.0, 30.0, 100.0, 1e3, 1e4)] + [[0.5, 1e4], [80.0, 50.0]])
+    want = _exp2d_brute_logpdf(q, x, h, [(1.0, 0.0), (-1.0, 0.0)])
+    got = kde.logpdf(q)
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+    assert want[4] - _exp2d_brute_logpdf(q[4:5], x, h, [(1.0, 0.0)])[0] > 0.5  # not small
+    # The score and the grid (log values on an exact grid far out) use the same test.
+    g = kde.grid((9, 3), extent=[(20.0, 30.0), (9999.0, 10001.0)], method="exact", log=True)
+    mesh = np.stack([v.ravel() for v in np.meshgrid(*g.grid, indexing="ij")], axis=1)
+    np.testing.assert_allclose(
+        g.values.ravel(), _exp2d_brute_logpdf(mesh, x, h, [(1.0, 0.0), (-1.0, 0.0)]), rtol=1e-12
+    )
+    eps = 1e-6
+    fd = (kde.logpdf(q[:3] + [eps, 0]) - kde.logpdf(q[:3] - [eps, 0])) / (2 * eps)
+    np.testing.assert_allclose(kde.score(q[:3])[:, 0], fd, rtol=1e-5, atol=1e-7)
+
+
+def test_exponential_2d_periodic_deep_tail_needs_many_periods():
+    # A circle of period 10 (unit bandwidth) and a free dimension: at R = 2000 bandwidths
+    # the images up to ~400 bandwidths (40 periods) matter; the map list grows to cover
+    # them (the construction-time list holds 3).
+    r = np.random.default_rng(43)
+    x = np.column_stack([10 * r.random(15), r.standard_normal(15)])
+    h = np.array([1.0, 1.0])
+    kde = KDE(x, bandwidth=h, kernel="exponential", bounds=[(0, 10), None], boundary="periodic")
+    q = np.array([[1.0, 0.0], [5.0, 50.0], [3.0, 2000.0], [9.9, -2000.0]])
+    want = _exp2d_brute_logpdf(q, x, h, [(1.0, 10.0 * k) for k in range(-80, 81)])
+    np.testing.assert_allclose(kde.logpdf(q), want, rtol=1e-13)
+    # Far enough out, the needed list passes the 4096 limit: a clear error.
+    with pytest.raises(ValueError, match="exponential kernel"):
+        kde.logpdf(np.array([[3.0, 1e9]]))
+
+
+def test_loo_bandwidth_exponential_2d_with_bounds_against_loo_logpdf():
+    r = np.random.default_rng(44)
+    x = np.column_stack([r.random(40), r.exponential(1.0, 40)])
+    grid = np.array([0.4, 0.8, 1.5])
+    b = [(0, 1), (0, None)]
+    sel = divest.select_bandwidth(x, grid, kernel="exponential", bounds=b, warn_edge=False)
+    for f, ll in zip(grid, sel.loglik):
+        kde = KDE(x, bandwidth=sel.base * f * f, kernel="exponential", bounds=b)
+        assert float(np.mean(kde.loo_logpdf())) == pytest.approx(ll, rel=1e-12)

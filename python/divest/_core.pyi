@@ -35,6 +35,13 @@ def kde_loo_grid(
     kernel: str,
     factors: NDArray[np.float64],
 ) -> NDArray[np.float64]: ...
+def kde_loo_grid_at(
+    data: NDArray[np.floating],
+    logw: NDArray[np.float64],
+    points: NDArray[np.floating],
+    kernel: str,
+    factors: NDArray[np.float64],
+) -> NDArray[np.float64]: ...
 def sinkhorn_dense(
     a: NDArray[np.float64],
     b: NDArray[np.float64],
@@ -262,6 +269,16 @@ def kde_points_exact_1d(
     kernel: str,
     h: float,
     q: NDArray[np.float64],
+    max_centres: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None: ...
+def kde_points_exact_1d_folded(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64],
+    kernel: str,
+    h: float,
+    q: NDArray[np.float64],
+    scales: list[float],
+    shifts: list[float],
     max_centres: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None: ...
 def kde_linear_bin_nd(

@@ -21,12 +21,21 @@ log-ratio between an image's term and the largest term of the same data point (t
 identity for "reflect", the nearest period for "periodic") follows from the data's range
 [xmin_j, xmax_j]: with u the image's distance to that range and v the farthest a data
 point can be from the reference (in bandwidths), c_j = (u² − v²)/2 for the Gaussian,
-u − v for the exponential kernel (a bound in 1-D; in d ≥ 2, where that kernel does not
-factor over the coordinates, a heuristic with the same 45-nat margin), and for the
-compact kernels c_j = ∞ exactly when u ≥ 1 (the term is 0). An image is evaluated when
-Σ_j max(c_j, 0) ≤ 45 + log(#candidates), so what is dropped is below 1e-19 of the
-density (Gaussian, any d; exponential in 1-D; compact kernels: nothing nonzero is
-dropped).
+u − v for the exponential kernel in 1-D, and for the compact kernels c_j = ∞ exactly
+when u ≥ 1 (the term is 0). An image is evaluated when Σ_j max(c_j, 0) ≤ 45 +
+log(#candidates), so what is dropped is below 1e-19 of the density (Gaussian, any d;
+exponential in 1-D; compact kernels: nothing nonzero is dropped). The exponential
+kernel in d ≥ 2 does not factor over the coordinates (far out in an unbounded
+dimension an image 50 bandwidths farther in a bounded one can weigh e^{−0.2}, not
+e^{−50}, of the identity): there ``Fold.radial_maps`` and ``Fold.radial_keep`` prune
+with a proven bound that uses the identity image's value at each query, and lengthen
+the image lists as the queries go deeper into the tails; what they drop is below
+e^{−45} of the density (the proof is in ``radial_maps``).
+
+``"loo"`` with bounds maximises the folded estimate's leave-one-out likelihood
+(``loo_grid``: one pairwise pass per image of the data over all factors). ``grid`` with
+``rtol`` refines the folded grid (``grid_refined``). In 1-D, ``logpdf`` sends every
+image of every query through one sorted pass (``_core.kde_points_exact_1d_folded``).
 
 Memory: no copy of the data; per evaluated image one (m, d) array of image queries and
 the base estimate's own work arrays, plus O(m) accumulators.
@@ -36,7 +45,7 @@ from __future__ import annotations
 
 import copy
 import math
-from itertools import product
+from itertools import combinations, product
 
 import numpy as np
 
@@ -196,6 +205,11 @@ class Fold:
         self.kernel = kde.kernel
         d = kde.d
         self.h = np.sqrt(np.diag(kde.bandwidth)).astype(np.float64)
+        # The exponential kernel does not factor over the coordinates: in d ≥ 2 its
+        # images are pruned by ``radial_keep`` over ``radial_maps`` (a proven bound),
+        # not by the term-wise costs.
+        self.radial = self.kernel == "exponential" and d >= 2
+        self.kmax = [0] * d
         # The positively weighted data's range (a masked copy only if a weight is 0).
         x = kde._x if float(kde.weights.min()) > 0 else kde._x[kde.weights > 0]
         self.xmin = x.min(axis=0).astype(np.float64)
@@ -227,16 +241,158 @@ class Fold:
                     "would be needed; the estimate is then uniform to within rounding "
                     "there: use a smaller bandwidth"
                 )
-            if mode == "reflect":
-                kmax = int(math.ceil(reach / 2.0)) + 1
-                maps = [(1.0, 2.0 * k * width) for k in range(-kmax, kmax + 1)]
-                maps += [(-1.0, 2.0 * lo + 2.0 * k * width) for k in range(-kmax, kmax + 1)]
-            else:
-                kmax = int(math.ceil(reach)) + 1
-                maps = [(1.0, k * width) for k in range(-kmax, kmax + 1)]
-            self.maps.append(maps)
+            kmax = int(math.ceil(reach / 2.0 if mode == "reflect" else reach)) + 1
+            self.kmax[j] = kmax
+            self.maps.append(self.maps_k(j, kmax))
         n_combo = math.prod(len(m) for m in self.maps)
         self.threshold = _MARGIN + math.log(n_combo)
+
+    def maps_k(self, j: int, kmax: int):
+        """The maps of an infinite image family (interval reflect, periodic) of dim j
+        within kmax periods (2L for reflect, L for periodic) of the identity."""
+        lo, hi = self.b[j]
+        width = hi - lo
+        if self.modes[j] == "reflect":
+            maps = [(1.0, 2.0 * k * width) for k in range(-kmax, kmax + 1)]
+            maps += [(-1.0, 2.0 * lo + 2.0 * k * width) for k in range(-kmax, kmax + 1)]
+            return maps
+        return [(1.0, k * width) for k in range(-kmax, kmax + 1)]
+
+    def _v(self, j: int, q: np.ndarray) -> np.ndarray:
+        """Upper bound (bandwidths) on a data point's distance to its reference image of
+        q in dim j: the farthest end of the data's range (reflect; the reference is the
+        identity), half a period (periodic; the reference is the nearest period)."""
+        h = self.h[j]
+        lo, hi = self.b[j]
+        if self.modes[j] == "periodic":
+            return np.full(q.shape, 0.5 * (hi - lo) / h)
+        return np.maximum(np.abs(q - self.xmin[j]), np.abs(q - self.xmax[j])) / h
+
+    def sqgap(self, j: int, s: float, t: float, q: np.ndarray) -> np.ndarray:
+        """Lower bound Δ_j ≥ 0 on b² − a² for every data point (dim j, bandwidth units),
+        a the point's distance to its reference image of q and b to the image s·q + t:
+        (u² − v²)₊ with u the image's distance to the data's range and v from ``_v``,
+        and 4(x − a')(q − a')/h² ≥ 4|x_near − a'|·|q − a'|/h² for a reflection at a'.
+        b ≥ a always holds (the reference is the nearest image), so Δ_j ≥ 0."""
+        if not self.bounded[j] or (s == 1.0 and t == 0.0 and self.modes[j] == "reflect"):
+            return np.zeros(q.shape)
+        h = self.h[j]
+        with np.errstate(over="ignore", invalid="ignore"):
+            u = self.dist(j, s, t, q)
+            v = self._v(j, q)
+            gap = (u - v) * (u + v)
+            if self.modes[j] == "reflect" and s < 0:
+                a = t / 2.0
+                x0, x1 = self.xmin[j], self.xmax[j]
+                gap = np.maximum(
+                    gap, 4.0 * abs(x0 - a if a <= x0 else x1 - a) * np.abs(q - a) / (h * h)
+                )
+        return np.where(np.isnan(gap), np.inf, np.maximum(gap, 0.0))
+
+    def radial_maps(self, q: np.ndarray, rho: np.ndarray):
+        """Per-dimension map lists for the exponential kernel in d ≥ 2 that make the
+        dropped images rigorously negligible for queries q (m, d) whose identity image's
+        kernel sum is S_id = e^{−ρ} (Σw = 1); ``radial_keep`` is the per-combination
+        test. Returns (lists, T).
+
+        Proof. For a data point with reference distance A (whitened) and image distance
+        B = √(A² + Δ), Δ ≥ D = Σ_j Δ_j (``sqgap``), and any ρ > 0:
+        e^{−B} ≤ e^{−E}·e^{−A} + e^{−√(ρ²+D)}, E = √(ρ² + D) − ρ (if A ≤ ρ, B − A
+        decreases in A; else B ≥ √(ρ² + D)). Summed over the data with weights, using
+        e^{−ρ} = S_id ≤ S (S the full folded sum) and Σ_i w_i e^{−A_i} ≤ S, one image
+        combination adds at most 2e^{−E(D)}·S. A candidate is dropped only when
+        E ≥ T or when e^{−U} ≤ e^{−T}·S_id (U its distance to the data's box), so the N
+        candidates drop at most 2N·e^{−T}·S. For the images outside the lists: an image
+        of q in dim j at distance s bandwidths from q has Δ_j ≥ (s − v)² − v² ≥ y²,
+        y = s − 2v (v from ``_v``), and E ≥ Y²/(2ρ + Y) with Y = √D, also ≥ Y − 2ρ.
+        For the combinations whose maps lie outside the lists exactly in the set B of
+        dimensions: Y ≥ max_{j∈B} y_j gives E ≥ (1/|B|)·Σ_{j∈B} y_j²/(2ρ + y_j), and
+        Y ≥ Σ_{j∈B} y_j/√|B| gives E ≥ Σ y_j/√|B| − 2ρ; either factorises over B, and
+        at most 4 images of q lie in any s-window of one period P (2 per side), so
+        Σ_{s ≥ S} e^{−φ(s)} ≤ 4e^{−φ(S)}/(1 − e^{−φ'P}) for φ convex with slope ≥ φ'
+        beyond S. The lists grow until Σ_B Π_{i∉B} N_i · min(both bounds) ≤ N·e^{−T};
+        with T = 45 + log 4N everything dropped is at most 4N·e^{−T}·S = e^{−45}·S.
+        ValueError past 4096 combinations (queries so deep in the tails of the other
+        dimensions that thousands of images matter)."""
+        rho_max = float(np.max(rho, initial=0.0))
+        if not math.isfinite(rho_max):
+            raise ValueError(
+                "the exponential kernel's density underflows at some query even in log "
+                "space; its images cannot be bounded there"
+            )
+        d = len(self.maps)
+        infinite = [j for j in range(d) if self.bounded[j] and np.isfinite(self.b[j]).all()]
+        kmax = {j: self.kmax[j] for j in infinite}
+        r = rho_max
+        info = {}
+        for j in infinite:
+            h = self.h[j]
+            info[j] = (
+                (self.b[j, 1] - self.b[j, 0]) / h,  # period in bandwidths
+                float(np.max(self._v(j, q[:, j]), initial=0.0)),
+            )
+
+        def tail(j, mode, c):
+            """Σ over the images of dim j outside its list of e^{−φ(s)}, where φ is
+            y²/(2ρ+y)/c ("q") or y/√c ("l")."""
+            period, v = info[j]
+            big_s = (2.0 * kmax[j] if self.modes[j] == "reflect" else kmax[j] + 1.0) * period
+            y = big_s - 2.0 * v
+            if y <= 0:
+                return math.inf
+            if mode == "q":
+                phi = y * y / (2.0 * r + y) / c
+                slope = (y * y + 4.0 * r * y) / (2.0 * r + y) ** 2 / c
+            else:
+                phi = y / math.sqrt(c)
+                slope = 1.0 / math.sqrt(c)
+            return 4.0 * math.exp(-phi) / -math.expm1(-slope * period)
+
+        for _ in range(64):
+            maps = [self.maps_k(j, kmax[j]) if j in kmax else self.maps[j] for j in range(d)]
+            n_combo = math.prod(len(m) for m in maps)
+            if n_combo > _MAX_IMAGES:
+                break
+            t_cut = _MARGIN + math.log(4.0 * n_combo)
+            total = 0.0
+            worst, worst_val = None, -1.0
+            for size in range(1, len(infinite) + 1):
+                for sub in combinations(infinite, size):
+                    inner = math.prod(len(maps[i]) for i in range(d) if i not in sub)
+                    bq = math.prod(tail(j, "q", size) for j in sub)
+                    bl = math.inf
+                    if 2.0 * r < 700.0:  # the linear form is useful only for small ρ
+                        bl = math.exp(2.0 * r) * math.prod(tail(j, "l", size) for j in sub)
+                    val = inner * min(bq, bl)
+                    total += val
+                    if val > worst_val:
+                        worst, worst_val = sub, val
+            if total <= n_combo * math.exp(-t_cut):
+                return maps, t_cut
+            for j in worst:  # grow the families of the largest term
+                kmax[j] = int(math.ceil(kmax[j] * 1.25)) + 1
+        raise ValueError(
+            f"with the exponential kernel some queries lie so far into the tails (log kernel "
+            f"sum down to {-rho_max:.4g}) that more than {_MAX_IMAGES} image combinations "
+            "would be needed to bound the dropped images; use the Gaussian kernel (whose "
+            "images factor over the dimensions) or queries nearer the data"
+        )
+
+    def radial_keep(self, combo, q, rho, t_cut, floor, log_norm):
+        """The exponential kernel's per-combination test in d ≥ 2 (see
+        ``radial_maps``): keep unless E(D) = √(ρ² + D) − ρ ≥ T (then the combination adds
+        at most 2e^{−T}·S) or the absolute bound e^{−U} ≤ e^{−T}·S_id holds (U the
+        image's distance to the data's bounding box)."""
+        gap = np.zeros(q.shape[0])
+        u2 = np.zeros(q.shape[0])
+        for j, (s, t) in enumerate(combo):
+            gap = gap + self.sqgap(j, s, t, q[:, j])
+            dj = self.dist(j, s, t, q[:, j])
+            u2 = u2 + dj * dj
+        with np.errstate(over="ignore", invalid="ignore"):
+            e = gap / (np.sqrt(rho * rho + gap) + rho)
+            drop = (e >= t_cut) | (-np.sqrt(u2) - log_norm < floor - t_cut)
+        return ~drop
 
     def cost(self, j: int, s: float, t: float, q: np.ndarray) -> np.ndarray:
         """Lower bound on the log-ratio of an image term to its reference term, dim j
@@ -277,6 +433,9 @@ class Fold:
         the absolute bound: the image's log-density is at most log K(u) − ``log_norm``
         with u its whitened distance to the data's bounding box."""
         d = q.shape[1]
+        if self.radial:
+            yield from self._radial_images(q, floor, log_norm, skip_identity)
+            return
         per_dim = []
         for j in range(d):
             rows = []
@@ -309,6 +468,35 @@ class Fold:
                     lk = -0.5 * u2 if self.kernel == "gaussian" else -np.sqrt(u2)
                     keep &= ~(lk - log_norm < floor - self.threshold)
             idx = np.flatnonzero(keep)
+            if idx.size == 0:
+                continue
+            signs = np.array([c[0] for c in combo])
+            shifts = np.array([c[1] for c in combo])
+            with np.errstate(over="ignore", invalid="ignore"):
+                yield signs, q[idx] * signs + shifts, idx, shifts
+
+    def _radial_images(self, q, floor, log_norm, skip_identity):
+        """``images`` for the exponential kernel in d ≥ 2 (``radial_maps``,
+        ``radial_keep``). Without ``floor`` nothing is pruned: every candidate image is
+        evaluated (exact, only slower)."""
+        if floor is None:
+            maps = self.maps
+            for combo in product(*maps):
+                if skip_identity and all(c == (1.0, 0.0) for c in combo):
+                    continue
+                signs = np.array([c[0] for c in combo])
+                shifts = np.array([c[1] for c in combo])
+                idx = np.arange(q.shape[0])
+                with np.errstate(over="ignore", invalid="ignore"):
+                    yield signs, q * signs + shifts, idx, shifts
+            return
+        with np.errstate(invalid="ignore", over="ignore"):
+            rho = np.maximum(-(np.asarray(floor, dtype=np.float64) + log_norm), 0.0)
+        maps, t_cut = self.radial_maps(q, rho)
+        for combo in product(*maps):
+            if skip_identity and all(c == (1.0, 0.0) for c in combo):
+                continue
+            idx = np.flatnonzero(self.radial_keep(combo, q, rho, t_cut, floor, log_norm))
             if idx.size == 0:
                 continue
             signs = np.array([c[0] for c in combo])
@@ -376,6 +564,50 @@ def _logaddexp_at(acc, idx, vals):
     acc[:] = np.where(top == np.inf, np.inf, res)
 
 
+def _logpdf_1d_folded(kde, qi, dtype):
+    """1-D folded log-density at queries inside the bounds by one sorted pass over all
+    their images (``_core.kde_points_exact_1d_folded``: the images within the kernel's
+    reach sorted once, one sweep or one Gaussian centre lattice, far-tail queries redone
+    in log space), or None where the unbounded estimate would not take its sorted path
+    (float32, small n·m, a Gaussian lattice too large). The maps are those of the fold
+    that pass the term-wise bound for some query (``Fold.cost``; what is dropped is below
+    e^-45 of the density). Equal to the image-by-image evaluation to rounding."""
+    from . import _core
+
+    base = kde._base
+    m = qi.shape[0]
+    if dtype != np.float64 or kde.n * m < base._SORTED_MIN_WORK:
+        return None
+    h = float(math.sqrt(kde.bandwidth[0, 0]))
+    if not (h > 0 and math.isfinite(h)):
+        return None
+    fold = kde._fold
+    q = np.ascontiguousarray(qi[:, 0])
+    maps = [
+        (sg, t)
+        for sg, t in fold.maps[0]
+        if (sg == 1.0 and t == 0.0) or np.any(fold.cost(0, sg, t, q) <= fold.threshold)
+    ]
+    x = np.ascontiguousarray(kde._x[:, 0], dtype=np.float64)
+    w = np.ascontiguousarray(kde.weights, dtype=np.float64)
+    got = _core.kde_points_exact_1d_folded(
+        x,
+        w,
+        kde.kernel,
+        h,
+        q,
+        [float(a) for a, _ in maps],
+        [float(b) for _, b in maps],
+        4 * (kde.n + m * len(maps)) + 65536,
+    )
+    if got is None:
+        return None
+    out = got[1] - (base._log_norm + base._log_det)
+    if np.isnan(out).any():  # squared distances beyond the float range: the general path
+        return None
+    return out
+
+
 def logpdf(kde, points, return_ess=False, check_finite=True):
     """Folded log-density; -inf outside the domain."""
     p, dtype = _prepare(kde, points, check_finite)
@@ -388,6 +620,11 @@ def logpdf(kde, points, return_ess=False, check_finite=True):
     qi = q[inside]
     rows = np.flatnonzero(inside)
     base = kde._base
+    if qi.shape[0] and not return_ess and kde.d == 1:
+        fast = _logpdf_1d_folded(kde, qi, dtype)
+        if fast is not None:
+            out[rows] = fast
+            return out.astype(dtype)
     if qi.shape[0]:
         # The identity image first (a floor for pruning), then every other image in one
         # call of the unbounded estimate (one sort of the data in the 1-D fast path).
@@ -522,10 +759,53 @@ def support(kde, lo_s, hi_s):
     return max(lo_s, float(b[0])), min(hi_s, float(b[1]))
 
 
+def default_extent(kde) -> np.ndarray:
+    """The default grid extent of a bounded KDE, (d, 2): the data's range widened by the
+    kernel's reach, clipped to the bounds."""
+    from ._kdegrid import _REACH
+
+    fold = kde._fold
+    b = fold.b
+    reach = _REACH.get(kde.kernel, 1.0) * fold.h * (1 + 1e-6)
+    ext = np.stack(
+        [np.maximum(fold.xmin - reach, b[:, 0]), np.minimum(fold.xmax + reach, b[:, 1])], 1
+    )
+    ext[:, 1] = np.maximum(ext[:, 1], np.nextafter(ext[:, 0], np.inf))
+    return ext
+
+
+def grid_refined(kde, n_points, extent, method, log, rtol):
+    """``grid`` with ``rtol``: a binned folded grid is recomputed on grids r times finer
+    per axis (same extent, so every r-th point is a point of the requested grid) until
+    the folded grid's error estimate is below rtol·max f̂, as for unbounded grids
+    (``divest._kdegrid._refine``). The estimate is that of the folded values (their own
+    second differences, which include every image's curvature, see ``grid``), so the
+    refinement targets the bounded density's error, not the unbounded one's."""
+    from ._kdegrid import _LOG_RTOL, _check_n_points, _check_rtol, _refine
+    from ._validate import check_bool
+
+    rtol = _check_rtol(rtol)
+    d = kde.d
+    if rtol is None or d > 3:
+        return grid(kde, n_points, extent, method, log)
+    log = check_bool(log, "log")
+    pts = _check_n_points(n_points, d)
+    if log and rtol < _LOG_RTOL:
+        method = "exact"  # kept binned log values are only guaranteed to 1e-7 nats
+    if extent is None:
+        ext = default_extent(kde)
+        extent = [tuple(e) for e in ext] if d > 1 else tuple(ext[0])
+
+    def run(p):
+        return grid(kde, list(p) if d > 1 else p[0], extent, method, log)
+
+    return _refine(run, list(pts), rtol)
+
+
 def grid(kde, n_points, extent, method, log):
     """Folded grid: the unbounded grid on each image of the (domain-clipped) grid, which
     is again a regular grid of the same spacing (reversed for a reflection), summed."""
-    from ._kdegrid import _REACH, GridResult, _check_extent, _check_n_points, grid_of
+    from ._kdegrid import GridResult, _check_extent, _check_n_points, grid_of
     from ._validate import check_bool
 
     d = kde.d
@@ -536,11 +816,7 @@ def grid(kde, n_points, extent, method, log):
     fold = kde._fold
     b = fold.b
     if extent is None:
-        reach = _REACH.get(kde.kernel, 1.0) * fold.h * (1 + 1e-6)
-        ext = np.stack(
-            [np.maximum(fold.xmin - reach, b[:, 0]), np.minimum(fold.xmax + reach, b[:, 1])], 1
-        )
-        ext[:, 1] = np.maximum(ext[:, 1], np.nextafter(ext[:, 0], np.inf))
+        ext = default_extent(kde)
     else:
         ext = _check_extent(extent, d)
     m = np.array(pts)
@@ -553,10 +829,11 @@ def grid(kde, n_points, extent, method, log):
         g = axes[a][inside_axes[a]]
         keep = []
         for s, t in fold.maps[a]:
-            if g.size and np.any(fold.cost(a, s, t, g) <= fold.threshold):
+            # (The exponential kernel in d ≥ 2 is pruned per point below, not by axis.)
+            if g.size and (fold.radial or np.any(fold.cost(a, s, t, g) <= fold.threshold)):
                 keep.append((s, t))
         per_dim.append(keep or [(1.0, 0.0)])
-    if math.prod(len(p) for p in per_dim) > _MAX_IMAGES:
+    if not fold.radial and math.prod(len(p) for p in per_dim) > _MAX_IMAGES:
         raise ValueError(
             "the bandwidth is so wide relative to the bounded interval(s) that too many "
             "images are needed; use a smaller bandwidth"
@@ -581,11 +858,17 @@ def grid(kde, n_points, extent, method, log):
         floor = acc if log else np.log(acc)
     log_norm = kde._base._log_norm + kde._base._log_det
     n_images = 1
+    if fold.radial:  # the exponential kernel in d ≥ 2: Fold.radial_maps / radial_keep
+        with np.errstate(invalid="ignore", over="ignore"):
+            rho = np.maximum(-(floor + log_norm), 0.0)
+        ends = np.array([[g.min() if g.size else 0.0, g.max() if g.size else 0.0] for g in axes]).T
+        per_dim, t_cut = fold.radial_maps(ends, rho[np.isfinite(rho)])
     for combo in product(*per_dim):
         if all(s == 1.0 and t == 0.0 for s, t in combo):
             continue
         total = np.zeros(shape)
         u2 = np.zeros(shape)
+        gap = np.zeros(shape)
         for a, (s, t) in enumerate(combo):
             sh = [1] * d
             sh[a] = -1
@@ -593,8 +876,17 @@ def grid(kde, n_points, extent, method, log):
             u = fold.dist(a, s, t, axes[a])
             total = total + c.reshape(sh)
             u2 = u2 + (u * u).reshape(sh)
-        keep = total <= fold.threshold
-        if kde.kernel in ("gaussian", "exponential"):
+            if fold.radial:
+                gap = gap + np.where(inside_axes[a], fold.sqgap(a, s, t, axes[a]), 0.0).reshape(sh)
+        if fold.radial:
+            with np.errstate(over="ignore", invalid="ignore"):
+                e = gap / (np.sqrt(rho * rho + gap) + rho)
+                keep = np.isfinite(total) & ~(
+                    (e >= t_cut) | (-np.sqrt(u2) - log_norm < floor - t_cut)
+                )
+        else:
+            keep = total <= fold.threshold
+        if kde.kernel in ("gaussian", "exponential") and not fold.radial:
             with np.errstate(over="ignore", invalid="ignore"):
                 lk = -0.5 * u2 if kde.kernel == "gaussian" else -np.sqrt(u2)
                 keep &= ~(lk - log_norm < floor - fold.threshold)
@@ -768,3 +1060,78 @@ def loo_logpdf(kde):
     with np.errstate(divide="ignore"):
         out = acc - np.log1p(-kde.weights) - log_norm
     return out.astype(kde.dtype, copy=False)
+
+
+def _radial_loo_combos(kde0, factors, acc, x):
+    """The image combinations the exponential kernel in d ≥ 2 needs for the LOO
+    selection: per factor, a fold at that bandwidth and the identity's leave-one-out
+    kernel sums (``acc[:, g]``) as the floor of ``Fold.radial_keep`` (every data point
+    as a query), and the union over the factors, so each factor's dropped images are
+    within that factor's proven bound."""
+    seen = {}
+    for g, f in enumerate(factors):
+        tmp = copy.copy(kde0)
+        tmp.bandwidth = kde0.bandwidth * float(f * f)
+        try:
+            fold = Fold(tmp, kde0._fold.b, kde0._fold.boundary)
+            # Kernel units: floor + log_norm = the identity's log kernel sum.
+            for signs, _, _, shifts in fold.images(x, acc[:, g], 0.0, skip_identity=True):
+                seen[(tuple(signs), tuple(shifts))] = (signs, shifts)
+        except ValueError:
+            raise ValueError(
+                f"bandwidth='loo' with bounds and the exponential kernel: at factor {f:.4g} "
+                "some data points are so isolated that the images cannot be bounded with "
+                f"at most {_MAX_IMAGES} combinations; pass a grid of larger factors or use "
+                "the Gaussian kernel"
+            ) from None
+    return list(seen.values())
+
+
+def loo_grid(kde0, factors: np.ndarray) -> np.ndarray:
+    """Leave-one-out log-densities of the bounded estimate for a grid of bandwidth
+    factors: entry (i, g) is log Σ_images Σ_{j≠i} ŵ_j K_{s_g² H0}(g x_i − x_j), every image
+    of x_i's own kernel left out, for ``kde0`` a bounded KDE with bandwidth H0 (what
+    ``loo_logpdf`` gives at each factor). The images are those of a fold built at the
+    largest factor, pruned only by the term-wise bound (see ``Fold.cost``), which is
+    conservative for every smaller factor (the bound scales as 1/s² for the Gaussian, 1/s
+    for the exponential in 1-D; a compact kernel's dropped image is outside its support
+    at the largest bandwidth already); the exponential kernel in d ≥ 2 takes the union
+    over the factors of ``Fold.radial_keep``'s kept combinations
+    (``_radial_loo_combos``). One pairwise pass per image combination over all factors.
+    Memory: O(n·(d + G)) per combination; (n, G) result."""
+    from . import _core
+
+    base = kde0._base
+    d = kde0.d
+    big = copy.copy(kde0)
+    fmax = float(np.max(factors))
+    big.bandwidth = kde0.bandwidth * (fmax * fmax)
+    try:
+        fold = Fold(big, kde0._fold.b, kde0._fold.boundary)
+    except ValueError:
+        raise ValueError(
+            f"bandwidth='loo' with bounds: the largest factor in the grid ({fmax:.4g}) makes "
+            "the bandwidth so wide relative to the bounded interval(s) that too many images "
+            f"would be needed (limit {_MAX_IMAGES}); pass a grid of smaller factors"
+        ) from None
+    dtype = kde0.dtype
+    xw = base._white_data(dtype)
+    x = kde0._x.astype(np.float64)
+    acc = _core.kde_loo_grid(xw, base._logw, kde0.kernel, np.ascontiguousarray(factors))
+    if fold.radial:
+        combos = _radial_loo_combos(kde0, factors, acc, x)
+    else:
+        combos = [(sg, sh) for sg, _, _, sh in fold.images(x, skip_identity=True)]
+    for signs, shifts in combos:
+        with np.errstate(over="ignore", invalid="ignore"):
+            qw = base._whiten(x * signs + shifts, dtype)
+        far = ~np.isfinite(qw).all(axis=1)
+        qw[far] = 0.0
+        lse = _core.kde_loo_grid_at(
+            xw, base._logw, np.ascontiguousarray(qw), kde0.kernel, np.ascontiguousarray(factors)
+        )
+        lse[far] = -np.inf
+        acc = np.logaddexp(acc, lse)
+    const = base._log_norm + base._log_det + d * np.log(factors)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return acc - const[None, :] - np.log1p(-kde0.weights)[:, None]

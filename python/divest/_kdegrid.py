@@ -633,7 +633,8 @@ def kde_grid(
     estimate sums the unbounded grids on the images of the grid (each again a regular
     grid of the same spacing), so every method keeps its accuracy; points outside the
     bounds are 0 (-inf under ``log``), and the default extent stops at the bounds.
-    ``rtol`` is not available with bounds.
+    With ``rtol`` the folded grid is refined until its own error estimate (which
+    includes the images' curvature) is below rtol·max f̂.
     """
     from .kde import KDE
 

@@ -330,8 +330,9 @@ class KDE:
         [low, high] first, e.g. ``low + np.mod(q - low, high - low)``).
         The fold is exact for a bandwidth whose bounded rows and columns are diagonal:
         the rules ("scott", "silverman", "loo") decorrelate the bounded dimensions
-        (their off-diagonal covariance entries are set to 0; "loo" selects its factor
-        without the bounds), and an explicit matrix that correlates a bounded dimension
+        (their off-diagonal covariance entries are set to 0; "loo" maximises the
+        bounded estimate's leave-one-out likelihood, every image of a point's own kernel
+        left out), and an explicit matrix that correlates a bounded dimension
         is a ValueError. Memory: no image copy of the data; the queries' images are
         evaluated instead (module ``divest._kdebounds``): an evaluation allocates the
         image queries that pass the pruning (at most #images·m·d values, about 2·m·d
@@ -445,7 +446,14 @@ class KDE:
                         "'silverman', not to bandwidth='loo' (its base covariance is "
                         "singular for these data); use bandwidth='scott' or 'silverman'"
                     ) from None
-            sel = select_bandwidth(x, kernel=kernel, weights=w, check_finite=False)
+            sel = select_bandwidth(
+                x,
+                kernel=kernel,
+                weights=w,
+                check_finite=False,
+                bounds=self.bounds,
+                boundary=self.boundary,
+            )
             factor = sel.factor * _rule_factor("scott", self.neff, d)
             rule = "loo"
             _, chol0, _, _ = _bandwidth_factor("scott", xs, w, self.neff, self._scale)
@@ -791,12 +799,7 @@ class KDE:
         if self._hull is not None:
             raise _kdedegen_unsupported("grid")
         if self._fold is not None:  # bounds: the grid folded (divest._kdebounds)
-            if rtol is not None:
-                raise ValueError(
-                    "rtol is not available for a KDE with bounds; pass a finer n_points and "
-                    "read the estimate from the result's error"
-                )
-            return _kdebounds.grid(self, n_points, extent, method, log)
+            return _kdebounds.grid_refined(self, n_points, extent, method, log, rtol)
         return grid_of(self, n_points=n_points, extent=extent, method=method, log=log, rtol=rtol)
 
     # Integrals, marginals, conditionals, quantiles (issue 11): see divest._kdecalc.
@@ -945,6 +948,8 @@ def select_bandwidth(
     base="scott",
     check_finite=True,
     warn_edge=True,
+    bounds=None,
+    boundary="reflect",
 ) -> BandwidthSelection:
     """Bandwidth maximising the leave-one-out (LOO) likelihood over a grid of factors.
 
@@ -956,6 +961,12 @@ def select_bandwidth(
     The whole grid is evaluated in one pass over the pairs: each squared distance is
     computed once and only the kernel is re-evaluated per factor. Memory: O(n·(d + G)).
     Warns when the best factor lies on the edge of the grid.
+
+    With ``bounds`` (and ``boundary``, as for :class:`KDE`): the LOO likelihood of the
+    bounded (reflected or wrapped) estimate, each x_i scored without any image of its own
+    kernel (:meth:`KDE.loo_logpdf` at every factor); H0 is the bounded KDE's base
+    bandwidth (the rule's covariance with the bounded dimensions decorrelated). One pass
+    over the pairs per image of the data that matters at the largest factor.
     """
     x = as_points(data, "data", check_finite=check_finite)
     kernel = _check_kernel(kernel)
@@ -974,12 +985,24 @@ def select_bandwidth(
         raise ValueError("grid must be a non-empty array of positive, finite factors")
     if isinstance(base, str) and base == "loo":
         raise ValueError("base must be a rule name or an explicit bandwidth, not 'loo'")
-    kde0 = KDE(x, bandwidth=base, kernel=kernel, weights=w, check_finite=False)
-    xw = kde0._white_data(kde0.dtype)
-    lse = _core.kde_loo_grid(xw, kde0._logw, kernel, np.ascontiguousarray(factors))
-    const = kde0._log_norm + kde0._log_det + d * np.log(factors)
+    kde0 = KDE(
+        x,
+        bandwidth=base,
+        kernel=kernel,
+        weights=w,
+        check_finite=False,
+        bounds=bounds,
+        boundary=boundary,
+    )
+    if kde0._fold is not None:  # bounds: the folded estimate's LOO (divest._kdebounds)
+        loo = _kdebounds.loo_grid(kde0, factors)
+    else:
+        xw = kde0._white_data(kde0.dtype)
+        lse = _core.kde_loo_grid(xw, kde0._logw, kernel, np.ascontiguousarray(factors))
+        const = kde0._log_norm + kde0._log_det + d * np.log(factors)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loo = lse - const[None, :] - np.log1p(-w)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        loo = lse - const[None, :] - np.log1p(-w)[:, None]
         pos = w > 0
         loglik = np.sum(w[pos, None] * loo[pos], axis=0)
     loglik = np.where(np.isnan(loglik), -np.inf, loglik)

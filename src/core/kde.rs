@@ -327,6 +327,7 @@ pub fn kde_eval<T: Float>(
 fn grid_with<T: Float, F: PairMap>(
     f: F,
     data: Points<'_, T>,
+    queries: Points<'_, T>,
     logw: &[f64],
     factors: &[f64],
     stop: &AtomicBool,
@@ -344,9 +345,9 @@ fn grid_with<T: Float, F: PairMap>(
         d: data.d,
     };
     let g = factors.len();
-    let direct = (max_abs(data) > DIRECT_ABOVE).then_some(true);
-    let st = RowStats::from_states(g, reduce_rows_with(data, data, &red, stop, direct)?);
-    Ok((0..data.n * g).map(|k| st.log_sum(k) + wshift).collect())
+    let direct = (max_abs(data).max(max_abs(queries)) > DIRECT_ABOVE).then_some(true);
+    let st = RowStats::from_states(g, reduce_rows_with(queries, data, &red, stop, direct)?);
+    Ok((0..queries.n * g).map(|k| st.log_sum(k) + wshift).collect())
 }
 
 /// Leave-one-out log-sums for a grid of bandwidth factors, in one pass over the pairs.
@@ -360,17 +361,41 @@ pub fn kde_loo_grid<T: Float>(
     factors: &[f64],
     stop: &AtomicBool,
 ) -> Result<Vec<f64>> {
+    kde_loo_grid_at(data, data, logw, kernel, factors, stop)
+}
+
+/// Leave-one-out log-sums for a grid of bandwidth factors at queries matched to the data
+/// by index (for a bounded KDE, the images g·x_i of the data, in order): entry (i, g) is
+/// log Σ_{j≠i} w_j K(|q_i − x_j| / s_g). With `queries` the data this is
+/// [`kde_loo_grid`]. One pass over the pairs; memory O(n·G) plus a tile per thread.
+pub fn kde_loo_grid_at<T: Float>(
+    data: Points<'_, T>,
+    queries: Points<'_, T>,
+    logw: &[f64],
+    kernel: Kernel,
+    factors: &[f64],
+    stop: &AtomicBool,
+) -> Result<Vec<f64>> {
     check_logw(logw, data.n)?;
+    if queries.n != data.n || queries.d != data.d {
+        return Err(invalid!(
+            "leave-one-out queries must match the data row for row ({}x{} against {}x{})",
+            queries.n,
+            queries.d,
+            data.n,
+            data.d
+        ));
+    }
     if factors.is_empty() || factors.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
         return Err(invalid!("grid factors must be positive and finite"));
     }
     match kernel {
-        Kernel::Gaussian => grid_with(GaussianMap, data, logw, factors, stop),
-        Kernel::Exponential => grid_with(ExponentialMap, data, logw, factors, stop),
-        Kernel::Tophat => grid_with(TophatMap, data, logw, factors, stop),
-        Kernel::Epanechnikov => grid_with(EpanechnikovMap, data, logw, factors, stop),
-        Kernel::Linear => grid_with(LinearMap, data, logw, factors, stop),
-        Kernel::Cosine => grid_with(CosineMap, data, logw, factors, stop),
+        Kernel::Gaussian => grid_with(GaussianMap, data, queries, logw, factors, stop),
+        Kernel::Exponential => grid_with(ExponentialMap, data, queries, logw, factors, stop),
+        Kernel::Tophat => grid_with(TophatMap, data, queries, logw, factors, stop),
+        Kernel::Epanechnikov => grid_with(EpanechnikovMap, data, queries, logw, factors, stop),
+        Kernel::Linear => grid_with(LinearMap, data, queries, logw, factors, stop),
+        Kernel::Cosine => grid_with(CosineMap, data, queries, logw, factors, stop),
     }
 }
 
@@ -572,6 +597,48 @@ mod tests {
         for (p, q) in a.log_sum.iter().zip(&b) {
             assert!((p - q).abs() < 1e-5 * (1.0 + q.abs()));
         }
+    }
+
+    #[test]
+    fn loo_grid_at_image_queries_matches_naive() {
+        // Queries are the data reflected at -1 in the first coordinate (a bounded KDE's
+        // images): the pair (i, i) is left out, every other pair is summed.
+        let stop = AtomicBool::new(false);
+        let (n, d) = (150, 2);
+        let x = scaled_vec(41, n * d, 1.0);
+        let lw = scaled_vec(42, n, 0.5);
+        let mut q = x.clone();
+        for i in 0..n {
+            q[i * d] = -2.0 - x[i * d];
+        }
+        let factors = [0.3, 1.0, 4.0];
+        for k in KERNELS {
+            let got = kde_loo_grid_at(
+                Points::new(&x, n, d).unwrap(),
+                Points::new(&q, n, d).unwrap(),
+                &lw,
+                k,
+                &factors,
+                &stop,
+            )
+            .unwrap();
+            for (g, s) in factors.iter().enumerate() {
+                let xs: Vec<f64> = x.iter().map(|v| v / s).collect();
+                let qs: Vec<f64> = q.iter().map(|v| v / s).collect();
+                let want = naive(&xs, &lw, &qs, d, k, true);
+                for i in 0..n {
+                    let (a, b) = (got[i * factors.len() + g], want[i]);
+                    if b.is_finite() {
+                        assert!((a - b).abs() < 1e-10 * (1.0 + b.abs()), "{k:?}: {a} vs {b}");
+                    } else {
+                        assert_eq!(a, f64::NEG_INFINITY);
+                    }
+                }
+            }
+        }
+        let p = Points::new(&x, n, d).unwrap();
+        let short = Points::new(&x[..d * 10], 10, d).unwrap();
+        assert!(kde_loo_grid_at(p, short, &lw, Kernel::Gaussian, &[1.0], &stop).is_err());
     }
 
     #[test]

@@ -81,6 +81,38 @@ fn kde_loo_grid<'py>(
     array2(py, v, n, f.len())
 }
 
+/// Leave-one-out log-sums for a grid of bandwidth factors at queries matched to the data
+/// row for row (a bounded KDE's data images): an (n, G) array.
+#[pyfunction]
+fn kde_loo_grid_at<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+    logw: PyReadonlyArray1<'py, f64>,
+    points: &Bound<'py, PyAny>,
+    kernel: &str,
+    factors: PyReadonlyArray1<'py, f64>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let kernel = Kernel::parse(kernel).map_err(to_py)?;
+    let x = Arr2::extract(data, "data")?;
+    let q = Arr2::extract(points, "points")?;
+    let (n, d) = x.shape();
+    let (m, dq) = q.shape();
+    let lw = logw.as_slice()?;
+    let f = factors.as_slice()?;
+    let work = n.saturating_mul(m).saturating_mul(d + 8 * f.len());
+    let v = with_slices!(&x, &q, |xs, qs| run(py, work, |stop| {
+        kde::kde_loo_grid_at(
+            Points::new(xs, n, d)?,
+            Points::new(qs, m, dq)?,
+            lw,
+            kernel,
+            f,
+            stop,
+        )
+    })?);
+    array2(py, v, m, f.len())
+}
+
 /// `(x - shift) · matrixᵀ` on divest's pool, in x's dtype: whitening without NumPy's BLAS
 /// threads (which would compete with the pool).
 #[pyfunction]
@@ -132,5 +164,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(weighted_cov, m)?)?;
     m.add_function(wrap_pyfunction!(kde_eval, m)?)?;
     m.add_function(wrap_pyfunction!(kde_loo_grid, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_loo_grid_at, m)?)?;
     Ok(())
 }

@@ -116,6 +116,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kde_grid_exact_1d, m)?)?;
     m.add_function(wrap_pyfunction!(isj_bandwidth_1d, m)?)?;
     m.add_function(wrap_pyfunction!(kde_points_exact_1d, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_points_exact_1d_folded, m)?)?;
     m.add_function(wrap_pyfunction!(kde_linear_bin_nd, m)?)?;
     m.add_function(wrap_pyfunction!(kde_stats_1d, m)?)?;
     m.add_function(wrap_pyfunction!(kde_grid_binned_nd, m)?)?;
@@ -142,6 +143,45 @@ fn kde_points_exact_1d<'py>(
         .saturating_add(qs.len().saturating_mul(4096));
     let e = run(py, work, |stop| {
         exact::exact_points_1d(xs, ws, kernel, h, qs, max_centres, stop)
+    })?;
+    Ok(e.map(|e| {
+        (
+            PyArray1::from_vec(py, e.sums),
+            PyArray1::from_vec(py, e.log_sums),
+        )
+    }))
+}
+
+/// Exact unnormalised folded sums Σ_g S(s_g·q + t_g) and their logs at arbitrary 1-D
+/// points (a bounded KDE's images, `scales`/`shifts` the maps), in one sorted pass, or
+/// None for a Gaussian whose centre lattice would need more than `max_centres` centres.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn kde_points_exact_1d_folded<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray1<'py, f64>,
+    w: PyReadonlyArray1<'py, f64>,
+    kernel: &str,
+    h: f64,
+    q: PyReadonlyArray1<'py, f64>,
+    scales: Vec<f64>,
+    shifts: Vec<f64>,
+    max_centres: usize,
+) -> PyResult<Option<Pair<'py>>> {
+    let kernel = Kernel::parse(kernel).map_err(to_py)?;
+    if scales.len() != shifts.len() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "scales and shifts must have the same length",
+        ));
+    }
+    let maps: Vec<(f64, f64)> = scales.into_iter().zip(shifts).collect();
+    let (xs, ws, qs) = (x.as_slice()?, w.as_slice()?, q.as_slice()?);
+    let work = xs
+        .len()
+        .saturating_mul(16)
+        .saturating_add(qs.len().saturating_mul(maps.len()).saturating_mul(4096));
+    let e = run(py, work, |stop| {
+        exact::exact_points_1d_folded(xs, ws, kernel, h, qs, &maps, max_centres, stop)
     })?;
     Ok(e.map(|e| {
         (

@@ -18,6 +18,7 @@ import numpy as np
 FAMILIES = [
     ("kde", "divest._bench.kde"),
     ("kdegrid", "divest._bench.kdegrid"),
+    ("kdebounds", "divest._bench.kdebounds"),
     ("ot", "divest._bench.ot"),
     ("dpp", "divest._bench.dpp"),
     ("divergence", "divest._bench.divergence"),
