@@ -61,9 +61,9 @@ __all__ = [
 #: Bins per axis for the double sums.
 _BINS = {1: 4096, 2: 400, 3: 64}
 
-#: Kernel reach in standard deviations (derivatives up to order 6 times φ fall below 1e-9
-#: of their peak beyond 8).
-_REACH = 8.0
+#: Kernel reach in standard deviations (derivatives up to order 6 of φ fall below 1e-6 of
+#: their peak beyond 7).
+_REACH = 7.0
 
 _METHODS = ("plugin", "scv")
 
@@ -275,6 +275,14 @@ class _PairSums:
             auto = np.roll(auto, m - 1, axis=ax)
         self.auto = auto[(slice(0, 2 * m - 1),) * d]
         self.m = m
+        self.size = size[0]
+        # The power spectrum |B̂|² over the rfft half, each entry weighted by its number of
+        # mirror images, for sums in the frequency domain (wide kernels).
+        last = np.full(spec.shape[-1], 2.0)
+        last[0] = 1.0
+        if self.size % 2 == 0:
+            last[-1] = 1.0
+        self.power = (spec.real**2 + spec.imag**2) * last
         # Linear binning adds δ²/6 per axis to each point on average, δ²/3 to a difference.
         self.blur = np.diag(self.delta**2 / 3.0)
 
@@ -293,6 +301,33 @@ class _PairSums:
         offs = np.stack([g[keep] for g in grids], axis=1)
         return offs, a[keep]
 
+    def spectrum(self, cov_min: np.ndarray, reach: float = 7.5):
+        """Frequencies ω (M, d) and weights v with S(φ_Σ) = Σ_ν v_ν exp(−½ ωᵀΣω) for
+        every kernel at least as wide as ``cov_min`` (the sampled Gaussian's DFT is its
+        Fourier transform when its standard deviation spans a few bins and its tails do
+        not wrap around; terms below e^(−reach²/2) of the peak are dropped)."""
+        d, p = self.d, self.size
+        prec = np.linalg.inv(cov_min)
+        top = np.ceil(reach * np.sqrt(np.diag(prec)) * p * self.delta / (2 * math.pi))
+        top = np.minimum(top.astype(int), p // 2 - 1)
+        idx = [
+            np.r_[0 : t + 1, p - t : p] if i < d - 1 else np.arange(t + 1)
+            for i, t in enumerate(top)
+        ]
+        pw = self.power[np.ix_(*idx)]
+        freqs = []
+        for i, t in enumerate(top):
+            nu = np.r_[0 : t + 1, -t:0] if i < d - 1 else np.arange(t + 1)
+            freqs.append(2 * math.pi * nu / (p * self.delta[i]))
+        grids = np.meshgrid(*freqs, indexing="ij")
+        om = np.stack([gr.ravel() for gr in grids], axis=1)
+        scale = 1.0 / (float(p) ** d * float(np.prod(self.delta)))
+        return om, pw.ravel() * scale
+
+    def box_size(self, cov: np.ndarray, reach: float) -> int:
+        rk = np.minimum(np.ceil(reach * np.sqrt(np.diag(cov)) / self.delta), self.m - 1)
+        return int(np.prod(2 * rk + 1))
+
     def corrected(self, cov: np.ndarray) -> np.ndarray:
         """The covariance to evaluate so that the binned sum matches the exact one."""
         c = cov - self.blur
@@ -301,9 +336,26 @@ class _PairSums:
         return c
 
     def deriv_tensor(self, g: np.ndarray, r: int) -> np.ndarray:
-        """ψ̂_r(G) = Σ_ab w_a w_b D^r φ_G(z_a − z_b) as a full d^r tensor."""
-        offs, a = self.box(g)
-        return _gauss_deriv_tensor(offs, a, self.corrected(g), r)
+        """ψ̂_r(G) = Σ_ab w_a w_b D^r φ_G(z_a − z_b) as a full d^r tensor (r even), over
+        the offsets or, for a wide G, over frequencies: the transform of D^r φ_G is
+        (iω)^⊗r e^(−½ωᵀGω)."""
+        c = self.corrected(g)
+        om, v = self.spectrum(c, reach=9.0)
+        if om.shape[0] >= self.box_size(g, _REACH):
+            offs, a = self.box(g)
+            return _gauss_deriv_tensor(offs, a, c, r)
+        e = v * np.exp(-0.5 * np.einsum("ki,ij,kj->k", om, c, om)) * (-1) ** (r // 2)
+        d = self.d
+        vals = {}
+        for t in itertools.combinations_with_replacement(range(d), r):
+            term = e
+            for i in t:
+                term = term * om[:, i]
+            vals[t] = float(np.sum(term))
+        ten = np.empty((d,) * r)
+        for t in _tuples(d, r):
+            ten[t] = vals[tuple(sorted(t))]
+        return ten
 
 
 def _fft_size(n: int) -> int:
@@ -453,27 +505,39 @@ def _vech_form(psi4: np.ndarray) -> np.ndarray:
 
 def _scv(sums: _PairSums, g: np.ndarray, neff: float, start: np.ndarray) -> np.ndarray:
     """H minimising SCV(H) = R(K)/(n|H|^½) + S(φ_{2H+2G}) − 2S(φ_{H+2G}) (+ S(φ_{2G}),
-    constant), from ``start``, by BFGS with the analytic gradient: ∂S(φ_Σ)/∂Σ =
-    ½(Σ⁻¹ M Σ⁻¹ − S·Σ⁻¹) with M = Σ_k A(k) φ_Σ(x_k) x_k x_kᵀ (the heat equation)."""
+    constant), from ``start``, by BFGS with the analytic gradient. The sums run over the
+    offset lattice, or over frequencies when the kernels are wide (fewer terms):
+    S(φ_Σ) = Σ_k A(k) φ_Σ(x_k) with ∂S/∂Σ = ½(Σ⁻¹ M Σ⁻¹ − S·Σ⁻¹), M = Σ_k A(k) φ_Σ(x_k)
+    x_k x_kᵀ (the heat equation), or S = Σ_ν v_ν e^(−½ωᵀΣω) with ∂S/∂Σ = −½ Σ_ν v_ν
+    e^(−½ωᵀΣω) ω ωᵀ."""
     d = g.shape[0]
-    offs, a = sums.box(2 * g + 4 * start, reach=7.0)
+    box_cov = 2 * g + 3 * start
+    om, v = sums.spectrum(sums.corrected(2 * g))
+    freq = om.shape[0] < sums.box_size(box_cov, 6.5)
+    pts, a = (om, v) if freq else sums.box(box_cov, reach=6.5)
     pidx = [(i, j) for i in range(d) for j in range(i, d)]
-    prods = np.stack([offs[:, i] * offs[:, j] for i, j in pidx])
+    prods = np.stack([pts[:, i] * pts[:, j] for i, j in pidx])
     mult = np.array([1.0 if i == j else 2.0 for i, j in pidx])
     rk = (4 * math.pi) ** (-d / 2)
 
+    def moments(e):
+        mom = np.empty((d, d))
+        for (i, j), val in zip(pidx, prods @ e):
+            mom[i, j] = mom[j, i] = val
+        return mom
+
     def s_phi(cov):
         c = sums.corrected(cov)
+        if freq:
+            q = (mult * np.array([c[i, j] for i, j in pidx])) @ prods
+            e = a * np.exp(-0.5 * q)
+            return float(np.sum(e)), -0.5 * moments(e)
         ci = np.linalg.inv(c)
         q = (mult * np.array([ci[i, j] for i, j in pidx])) @ prods
         norm = (2 * math.pi) ** (-d / 2) / math.sqrt(np.linalg.det(c))
-        e = a * np.exp(-0.5 * q)
-        val = norm * float(np.sum(e))
-        mom = np.empty((d, d))
-        for (i, j), v in zip(pidx, prods @ e):
-            mom[i, j] = mom[j, i] = norm * v
-        grad = 0.5 * (ci @ mom @ ci - val * ci)
-        return val, grad
+        e = a * np.exp(-0.5 * q) * norm
+        val = float(np.sum(e))
+        return val, 0.5 * (ci @ moments(e) @ ci - val * ci)
 
     def fg(p):
         lo = np.zeros((d, d))
