@@ -265,3 +265,41 @@ def test_bad_input():
     x0 = x.copy()
     divest.KDE(x, bandwidth="scv")
     np.testing.assert_array_equal(x, x0)  # not mutated
+
+
+@pytest.mark.parametrize("method", ["plugin", "scv"])
+def test_layouts_dtypes_and_extreme_values(method):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((300, 2)) @ np.array([[1.0, 0.4], [0.0, 0.7]])
+    h = divest.KDE(x, bandwidth=method).bandwidth
+    ro = x.copy()
+    ro.setflags(write=False)
+    variants = [
+        np.asfortranarray(x),
+        np.repeat(x, 2, axis=0)[::2],
+        ro,
+        x.astype(">f8"),
+        x.tolist(),
+    ]
+    for v in variants:
+        np.testing.assert_allclose(divest.KDE(v, bandwidth=method).bandwidth, h, rtol=1e-12)
+    h32 = divest.KDE(x.astype(np.float32), bandwidth=method).bandwidth
+    np.testing.assert_allclose(h32, h, rtol=1e-4)
+    for s in (2.0**-1060, 2.0**1000):  # subnormal values and near overflow
+        kde = divest.KDE(x * s, bandwidth=method)
+        assert np.all(np.isfinite(kde.logpdf(x[:3] * s)))
+    tiny = divest.KDE(x * 2.0**-1040, bandwidth=method)
+    np.testing.assert_allclose(
+        tiny.logpdf(x[:3] * 2.0**-1040) - 2 * 1040 * math.log(2),
+        divest.KDE(x, bandwidth=method).logpdf(x[:3]),
+        rtol=1e-7,  # the scaled data are rounded at 2^-34 relative
+    )
+    bad = x.copy()
+    bad[5, 1] = np.nan
+    with pytest.raises(ValueError, match="finite|NaN"):
+        divest.KDE(bad, bandwidth=method)
+    with pytest.raises(ValueError, match="finite"):
+        divest.KDE(bad, bandwidth=method, check_finite=False)
+    # kde_grid takes the selectors too
+    r = divest.kde_grid(x, bandwidth=method, n_points=(32, 32))
+    assert r.values.shape == (32, 32)

@@ -475,8 +475,9 @@ def select_matrix(
     (d, d) matrix in data units. Raises ValueError when the data cannot support it."""
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
-    x = np.asarray(x, dtype=np.float64)
-    w = np.asarray(w, dtype=np.float64)
+    # a C-ordered native copy: the sums (and so H) then do not depend on the layout
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
     n, d = x.shape
     if d > 3:
         raise ValueError(
