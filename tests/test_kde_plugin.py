@@ -303,3 +303,14 @@ def test_layouts_dtypes_and_extreme_values(method):
     # kde_grid takes the selectors too
     r = divest.kde_grid(x, bandwidth=method, n_points=(32, 32))
     assert r.values.shape == (32, 32)
+
+
+def test_scv_falls_back_to_the_plugin_beyond_maximal_smoothing():
+    # With a handful of points the SCV criterion keeps decreasing as H grows; the
+    # selection then keeps the plug-in's H, which is below Terrell's bound.
+    rng = np.random.default_rng(5)
+    for x in (rng.standard_normal(3), rng.standard_normal((4, 2))):
+        hs = divest.KDE(x, bandwidth="scv").bandwidth
+        hp = divest.KDE(x, bandwidth="plugin").bandwidth
+        np.testing.assert_array_equal(hs, hp)
+        assert np.all(np.isfinite(hs))

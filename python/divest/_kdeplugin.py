@@ -524,9 +524,23 @@ def select_matrix(
         m = int(
             min(_BINS[d], max(32, math.ceil(float(np.max(sums.delta)) * (sums.m - 3) * 5 / sd) + 3))
         )
-        h = _scv(sums if m >= sums.m else _PairSums(z, w, m), g, neff, h)
+        hs = _scv(sums if m >= sums.m else _PairSums(z, w, m), g, neff, h)
+        # With very few points the SCV criterion can decrease without bound in H. Beyond
+        # Terrell's maximal smoothing bound no density's MISE-optimal H lies: there the
+        # plug-in's H is kept.
+        ev = np.linalg.eigvalsh(hs) if np.all(np.isfinite(hs)) else np.array([np.inf])
+        if ev.min() > 0 and ev.max() <= _oversmoothed(d, neff):
+            h = hs
     out = (t @ h @ t.T) * scale**2
     return 0.5 * (out + out.T)
+
+
+def _oversmoothed(d: int, neff: float) -> float:
+    """Terrell's (1990) maximal smoothing bound for the Gaussian kernel, in sphered units:
+    (((d+8)^((d+6)/2) π^(d/2) R(K)) / (16 (d+2) n Γ(d/2 + 4)))^(2/(d+4))."""
+    rk = (4 * math.pi) ** (-d / 2)
+    num = (d + 8) ** ((d + 6) / 2) * math.pi ** (d / 2) * rk
+    return (num / (16 * (d + 2) * neff * math.gamma(d / 2 + 4))) ** (2 / (d + 4))
 
 
 def _vech_form(psi4: np.ndarray) -> np.ndarray:
