@@ -156,7 +156,7 @@ def test_selector_converges_to_optimal(method, ws, mus, covs):
     covs = [np.asarray(c, float) for c in covs]
     d = len(mus[0])
     errs = []
-    for n in (4000, 40000) if d < 3 else (2000, 20000):
+    for n in (4000, 40000) if d < 3 else (2000, 10000):
         x, _ = sample(ws, mus, covs, n, seed=n + d)
         kde = divest.KDE(x, bandwidth=method)
         h = np.atleast_2d(kde.bandwidth)

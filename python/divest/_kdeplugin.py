@@ -565,10 +565,15 @@ def _scv(sums: _PairSums, g: np.ndarray, neff: float, start: np.ndarray) -> np.n
     x_k x_kᵀ (the heat equation), or S = Σ_ν v_ν e^(−½ωᵀΣω) with ∂S/∂Σ = −½ Σ_ν v_ν
     e^(−½ωᵀΣω) ω ωᵀ."""
     d = g.shape[0]
-    box_cov = 2 * g + 3 * start
-    om, v = sums.spectrum(sums.corrected(2 * g))
+    box_cov = 2 * g + 4 * start
+    c2g = sums.corrected(2 * g)
+    om, v = sums.spectrum(c2g, reach=7.0)
     freq = om.shape[0] < sums.box_size(box_cov, 6.5)
     pts, a = (om, v) if freq else sums.box(box_cov, reach=6.5)
+    # keep the ellipsoid inside the box (terms beyond it are below e^(−21) of the peak)
+    form, reach = (c2g, 7.0) if freq else (np.linalg.inv(box_cov), 6.5)
+    inside = np.einsum("ki,ij,kj->k", pts, form, pts) <= reach * reach
+    pts, a = pts[inside], a[inside]
     pidx = [(i, j) for i in range(d) for j in range(i, d)]
     prods = np.stack([pts[:, i] * pts[:, j] for i, j in pidx])
     mult = np.array([1.0 if i == j else 2.0 for i, j in pidx])
