@@ -314,3 +314,7 @@ def test_scv_falls_back_to_the_plugin_beyond_maximal_smoothing():
         hp = divest.KDE(x, bandwidth="plugin").bandwidth
         np.testing.assert_array_equal(hs, hp)
         assert np.all(np.isfinite(hs))
+    # ... but not on ordinary samples, bimodal ones included
+    x, _ = sample(*BIMODAL2, 2000, seed=1)
+    hs = divest.KDE(x, bandwidth="scv").bandwidth
+    assert rel(hs, divest.KDE(x, bandwidth="plugin").bandwidth) > 0.02

@@ -525,11 +525,12 @@ def select_matrix(
             min(_BINS[d], max(32, math.ceil(float(np.max(sums.delta)) * (sums.m - 3) * 5 / sd) + 3))
         )
         hs = _scv(sums if m >= sums.m else _PairSums(z, w, m), g, neff, h)
-        # With very few points the SCV criterion can decrease without bound in H. Beyond
-        # Terrell's maximal smoothing bound no density's MISE-optimal H lies: there the
+        # With very few points the SCV criterion can decrease without bound in H. A result
+        # beyond 4× Terrell's maximal smoothing bound (which bounds the scalar rule
+        # h²·Σ̂; 4× leaves room for the directions of a full H) is such a run-away: the
         # plug-in's H is kept.
         ev = np.linalg.eigvalsh(hs) if np.all(np.isfinite(hs)) else np.array([np.inf])
-        if ev.min() > 0 and ev.max() <= _oversmoothed(d, neff):
+        if ev.min() > 0 and ev.max() <= 4.0 * _oversmoothed(d, neff):
             h = hs
     out = (t @ h @ t.T) * scale**2
     return 0.5 * (out + out.T)
