@@ -559,8 +559,15 @@ def _vech_form(psi4: np.ndarray) -> np.ndarray:
 
 
 def _scv(sums: _PairSums, g: np.ndarray, neff: float, start: np.ndarray) -> np.ndarray:
-    """H minimising SCV(H) = R(K)/(n|H|^½) + S(φ_{2H+2G}) − 2S(φ_{H+2G}) (+ S(φ_{2G}),
-    constant), from ``start``, by BFGS with the analytic gradient. The sums run over the
+    """H minimising SCV(H) (see :func:`_scv_criterion`) by BFGS from ``start``."""
+    p = _bfgs(_scv_criterion(sums, g, neff, start), _to_params(start))
+    return _from_params(p, g.shape[0])
+
+
+def _scv_criterion(sums: _PairSums, g: np.ndarray, neff: float, start: np.ndarray):
+    """SCV as a function of the log-Cholesky parameters of H, returning (value,
+    gradient): SCV(H) = R(K)/(n|H|^½) + S(φ_{2H+2G}) − 2S(φ_{H+2G}) (+ S(φ_{2G}),
+    constant), for H near ``start``, with the analytic gradient. The sums run over the
     offset lattice, or over frequencies when the kernels are wide (fewer terms):
     S(φ_Σ) = Σ_k A(k) φ_Σ(x_k) with ∂S/∂Σ = ½(Σ⁻¹ M Σ⁻¹ − S·Σ⁻¹), M = Σ_k A(k) φ_Σ(x_k)
     x_k x_kᵀ (the heat equation), or S = Σ_ν v_ν e^(−½ωᵀΣω) with ∂S/∂Σ = −½ Σ_ν v_ν
@@ -617,8 +624,7 @@ def _scv(sums: _PairSums, g: np.ndarray, neff: float, start: np.ndarray) -> np.n
         gl[di] *= lo[di]  # log-diagonal
         return val, gl[np.tril_indices(d)]
 
-    p = _bfgs(fg, _to_params(start))
-    return _from_params(p, d)
+    return fg
 
 
 def _bfgs(fg, x0: np.ndarray, gtol: float = 1e-12, max_iter: int = 200) -> np.ndarray:
