@@ -294,8 +294,8 @@ class KDE:
           2010; R's ``ks::Hpi(pilot="unconstr")``).
         * "scv" (1-D to 3-D): smoothed cross-validation with an unconstrained pilot
           (Chacón and Duong 2011; ``ks::Hscv``). Both are affine equivariant; weighted
-          data use weighted moments, weighted sums and n_eff; in 1-D the matrix is a
-          standard deviation. Gaussian kernel theory; see ``divest._kdeplugin``.
+          data use weighted moments, weighted sums and n_eff; in 1-D H is the 1 × 1
+          kernel variance. Gaussian kernel theory; see ``divest._kdeplugin``.
         * "loo": the factor times Scott's bandwidth that maximises the leave-one-out
           likelihood (see :func:`select_bandwidth`).
         * a number h: isotropic kernel of standard deviation h in data units, as
