@@ -45,3 +45,20 @@ class KDEScoreAndLOO:
 
     def peakmem_select_bandwidth_32(self, n_d):
         divest.select_bandwidth(self.x, warn_edge=False)
+
+
+class BandwidthMatrix:
+    """bandwidth="plugin" / "scv" (issue 11) on the 2-D bimodal mixture of
+    divest._bench.kdebw, n = 10⁴ and 10⁵."""
+
+    params = (["plugin", "scv"], [10_000, 100_000])
+    param_names = ["method", "n"]
+    timeout = 300
+
+    def setup(self, method, n):
+        from divest._bench.kdebw import sample
+
+        self.x = sample(n, seed=n)
+
+    def time_select(self, method, n):
+        divest.KDE(self.x, bandwidth=method)

@@ -143,8 +143,9 @@ def _bandwidth_factor(bandwidth, xs: np.ndarray, w: np.ndarray, neff: float, sca
     if isinstance(bandwidth, str):
         if bandwidth not in _RULES:
             raise ValueError(
-                f"bandwidth must be 'scott', 'silverman', 'loo', a positive number, a 1-D array "
-                f"of per-dimension standard deviations or a (d, d) covariance; got {bandwidth!r}"
+                "bandwidth must be 'scott', 'silverman', 'loo', 'isj', 'plugin', 'scv', a "
+                "positive number, a 1-D array of per-dimension standard deviations or a "
+                f"(d, d) covariance; got {bandwidth!r}"
             )
         if n < 2:
             raise ValueError(
@@ -287,10 +288,14 @@ class KDE:
           ValueError) when its correlation matrix is: the test does not depend on the
           units of each column.
         * "isj" (1-D): the Improved Sheather–Jones bandwidth (:func:`divest.isj_bandwidth`).
-        * "plugin" (2-D and 3-D): a full bandwidth matrix minimising the estimated
-          asymptotic MISE, with the fourth-order density functionals estimated from the
-          data by a two-stage sphered pilot (as R's ``ks::Hpi``); weighted data use
-          weighted moments and n_eff. Gaussian kernel theory; see ``divest._kdeplugin``.
+        * "plugin" (1-D to 3-D): a full bandwidth matrix minimising the estimated
+          asymptotic MISE, with the fourth-order density functionals estimated by a
+          two-stage plug-in with unconstrained (full) pilot matrices (Chacón and Duong
+          2010; R's ``ks::Hpi(pilot="unconstr")``).
+        * "scv" (1-D to 3-D): smoothed cross-validation with an unconstrained pilot
+          (Chacón and Duong 2011; ``ks::Hscv``). Both are affine equivariant; weighted
+          data use weighted moments, weighted sums and n_eff; in 1-D H is the 1 × 1
+          kernel variance. Gaussian kernel theory; see ``divest._kdeplugin``.
         * "loo": the factor times Scott's bandwidth that maximises the leave-one-out
           likelihood (see :func:`select_bandwidth`).
         * a number h: isotropic kernel of standard deviation h in data units, as
@@ -431,11 +436,12 @@ class KDE:
             from ._kdegrid import isj_bandwidth
 
             bandwidth = isj_bandwidth(x, weights=w, check_finite=False)
-        plugin = isinstance(bandwidth, str) and bandwidth == "plugin"
-        if plugin:  # issue 11: multivariate plug-in bandwidth matrix
-            from ._kdeplugin import plugin_bandwidth
+        plugin = isinstance(bandwidth, str) and bandwidth in ("plugin", "scv")
+        if plugin:  # issue 11: plug-in / SCV bandwidth matrix, unconstrained pilots
+            from ._kdeplugin import select_matrix
 
-            bandwidth = plugin_bandwidth(x, w)
+            selector = bandwidth
+            bandwidth = select_matrix(xs, w, selector)  # internal units (data / scale)
         if isinstance(bandwidth, str) and bandwidth == "loo":
             if self.degenerate != "raise" and n >= 2:
                 try:
@@ -461,7 +467,14 @@ class KDE:
             self.selection = sel
         else:
             try:
-                h, chol, factor, rule = _bandwidth_factor(bandwidth, xs, w, self.neff, self._scale)
+                if plugin:  # the selected matrix is in internal units
+                    h, chol, factor, rule = _bandwidth_factor(bandwidth, xs, w, self.neff, 1.0)
+                    with np.errstate(over="ignore", under="ignore"):
+                        h = (h * self._scale) * self._scale
+                else:
+                    h, chol, factor, rule = _bandwidth_factor(
+                        bandwidth, xs, w, self.neff, self._scale
+                    )
             except _SingularCovariance:
                 if self.degenerate == "raise":
                     raise
@@ -478,7 +491,7 @@ class KDE:
                     self._init_hull(x, bandwidth, w, check_finite)
                     return
         self.factor = factor
-        self.rule = "plugin" if plugin else rule
+        self.rule = selector if plugin else rule
         if self.bounds is not None:
             bounded = np.isfinite(self.bounds).any(axis=1)
             if (rule is not None or plugin) and bounded.any():

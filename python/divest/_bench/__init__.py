@@ -24,6 +24,7 @@ FAMILIES = [
     ("divergence", "divest._bench.divergence"),
     ("dcov", "divest._bench.dcov"),
     ("depstats", "divest._bench.depstats"),
+    ("kdebw", "divest._bench.kdebw"),
 ]
 
 
