@@ -322,10 +322,8 @@ pub fn solve(
     Ok(solved)
 }
 
-/// Solves `B` problems in parallel, one task per problem (each serial inside).
-/// `cost(k)` gives problem k's cost; returns each solve and finish. Balanced problems
-/// (without `Method::Log`) take the small-problem path where it is safe, see
-/// `small::solve_small`; the others, and those it declines, run [`solve`] and [`finish`].
+/// Solves `B` problems of one size n×m in parallel: [`solve_ragged`] with every shape
+/// n×m (`a` is (B, n) and `b` (B, m), row-major).
 #[allow(clippy::too_many_arguments)]
 pub fn solve_batch<'c>(
     a: &[f64],
@@ -340,47 +338,154 @@ pub fn solve_batch<'c>(
     want_plan: bool,
     stop: &AtomicBool,
 ) -> Result<Vec<(Solved, Finished)>> {
-    if a.len() != nprob * n || b.len() != nprob * m {
+    if nprob.checked_mul(n) != Some(a.len()) || nprob.checked_mul(m) != Some(b.len()) {
         return Err(invalid!("batch weights have the wrong length"));
+    }
+    let shapes = crate::core::error::try_vec(nprob, (n, m), "the number of problems")?;
+    solve_ragged(a, b, &shapes, cost, eps, rho, opts, want_plan, stop)
+}
+
+/// Solves problems of any sizes in one parallel pass, each serial inside: problem k is
+/// `shapes[k]` = (n_k, m_k), its weights the next n_k entries of `a` and m_k of `b` (the
+/// problems' weights concatenated), its row-major n_k×m_k cost `cost(k)` (asked for when
+/// the problem is solved, so a gathered or widened copy lives only while it runs).
+/// Returns each problem's solve and finish, in problem order.
+///
+/// Every problem runs [`solve_one`], so its result is bitwise the one it gets alone (the
+/// task's reused buffers are resized to each problem and fully rewritten before they are
+/// read). Scheduling: the problems are taken largest first (n_k·m_k, ties in index order)
+/// from one shared counter by one task per thread (longest-processing-time list
+/// scheduling), each task reusing its small-path buffers; a problem's own buffers are
+/// O(n_k·m_k). On an error the tasks stop taking problems, and the error of the lowest
+/// failing problem index among those run is returned (its message names the problem).
+#[allow(clippy::too_many_arguments)]
+pub fn solve_ragged<'c>(
+    a: &[f64],
+    b: &[f64],
+    shapes: &[(usize, usize)],
+    cost: &(dyn Fn(usize) -> std::borrow::Cow<'c, [f64]> + Sync),
+    eps: f64,
+    rho: f64,
+    opts: &Options,
+    want_plan: bool,
+    stop: &AtomicBool,
+) -> Result<Vec<(Solved, Finished)>> {
+    use crate::core::error::{try_vec, Error};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let nprob = shapes.len();
+    // Offsets of each problem's weights.
+    let mut offs = try_vec(nprob + 1, (0usize, 0usize), "the number of problems")?;
+    for (k, &(n, m)) in shapes.iter().enumerate() {
+        let (ra, rb) = offs[k];
+        match (ra.checked_add(n), rb.checked_add(m), n.checked_mul(m)) {
+            (Some(x), Some(y), Some(_)) => offs[k + 1] = (x, y),
+            _ => return Err(invalid!("problem {k}: its size {n}x{m} overflows")),
+        }
+    }
+    if offs[nprob] != (a.len(), b.len()) {
+        return Err(invalid!(
+            "ragged batch weights have lengths ({}, {}), the shapes need {:?}",
+            a.len(),
+            b.len(),
+            offs[nprob]
+        ));
     }
     let mut o = *opts;
     o.parallel = false;
-    threads::install(|| {
-        // Runs of problems per task: the workspace (kernel buffers) is set up once per run.
-        (0..nprob)
+    // Largest first (stable: equal sizes keep their order).
+    let mut order: Vec<usize> = try_vec(nprob, 0usize, "the number of problems")?;
+    order.iter_mut().enumerate().for_each(|(i, x)| *x = i);
+    order.sort_by_key(|&k| std::cmp::Reverse(shapes[k].0 * shapes[k].1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    type Done = (Solved, Finished);
+    let parts: Vec<(Vec<(usize, Done)>, Option<(usize, Error)>)> = threads::install(|| {
+        let tasks = rayon::current_num_threads().clamp(1, nprob.max(1));
+        (0..tasks)
             .into_par_iter()
-            .with_min_len(16)
-            .map_init(small::SmallWs::default, |ws, k| {
-                threads::check(stop)?;
-                let c = cost(k);
-                let p = Problem {
-                    a: &a[k * n..(k + 1) * n],
-                    b: &b[k * m..(k + 1) * m],
-                    cost: &c,
-                    eps,
-                    rho_a: rho,
-                    rho_b: rho,
-                };
-                // Errors about this problem's reg name the problem.
-                let name = |e: crate::core::error::Error| match e {
-                    crate::core::error::Error::InvalidArgument(msg) if msg.starts_with("reg") => {
-                        invalid!("problem {k}: {msg}")
+            .with_max_len(1)
+            .map(|_| {
+                let mut ws = small::SmallWs::default();
+                let mut done = Vec::new();
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&k) = order.get(i) else { break };
+                    if let Err(e) = threads::check(stop) {
+                        failed.store(true, Ordering::Relaxed);
+                        return (done, Some((k, e)));
                     }
-                    e => e,
-                };
-                if o.method != Method::Log {
-                    if let Some(done) =
-                        small::solve_small(&p, &o, ws, want_plan, stop).map_err(name)?
-                    {
-                        return Ok(done);
+                    let (ra, rb) = offs[k];
+                    let (rn, rm) = offs[k + 1];
+                    let c = cost(k);
+                    let p = Problem {
+                        a: &a[ra..rn],
+                        b: &b[rb..rm],
+                        cost: &c,
+                        eps,
+                        rho_a: rho,
+                        rho_b: rho,
+                    };
+                    match solve_one(k, &p, &o, &mut ws, want_plan, stop) {
+                        Ok(r) => done.push((k, r)),
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            return (done, Some((k, e)));
+                        }
                     }
                 }
-                let s = solve(&p, None, &o, stop).map_err(name)?;
-                let fin = finish(&p, &s.f, &s.g, want_plan, false, stop)?;
-                Ok((s, fin))
+                (done, None)
             })
-            .collect::<Result<Vec<_>>>()
-    })?
+            .collect()
+    })?;
+    let mut first: Option<(usize, Error)> = None;
+    let mut out: Vec<Option<Done>> = Vec::new();
+    out.try_reserve_exact(nprob)
+        .map_err(|_| Error::OutOfMemory(format!("{nprob} results")))?;
+    out.resize_with(nprob, || None);
+    for (done, err) in parts {
+        for (k, r) in done {
+            out[k] = Some(r);
+        }
+        if let Some((k, e)) = err {
+            if first.as_ref().is_none_or(|(j, _)| k < *j) {
+                first = Some((k, e));
+            }
+        }
+    }
+    if let Some((_, e)) = first {
+        return Err(e);
+    }
+    out.into_iter()
+        .map(|r| r.ok_or_else(|| invalid!("a problem of the batch was not solved")))
+        .collect()
+}
+
+/// One problem of a batch (index `k`, for error messages), serial: the small-problem path
+/// where it applies (balanced, not `Method::Log`, see `small::solve_small`), else [`solve`]
+/// from zero potentials and [`finish`]. The uniform and the ragged batches both run this.
+fn solve_one(
+    k: usize,
+    p: &Problem<'_>,
+    o: &Options,
+    ws: &mut small::SmallWs,
+    want_plan: bool,
+    stop: &AtomicBool,
+) -> Result<(Solved, Finished)> {
+    // Errors about this problem's reg name the problem.
+    let name = |e: crate::core::error::Error| match e {
+        crate::core::error::Error::InvalidArgument(msg) if msg.starts_with("reg") => {
+            invalid!("problem {k}: {msg}")
+        }
+        e => e,
+    };
+    if o.method != Method::Log {
+        if let Some(done) = small::solve_small(p, o, ws, want_plan, stop).map_err(name)? {
+            return Ok(done);
+        }
+    }
+    let s = solve(p, None, o, stop).map_err(name)?;
+    let fin = finish(p, &s.f, &s.g, want_plan, false, stop)?;
+    Ok((s, fin))
 }
 
 #[cfg(test)]
