@@ -668,6 +668,76 @@ mod tests {
         assert!(solve(&p, None, &o, &stop).is_ok());
     }
 
+    /// Mixed sizes (1×1 and very unequal ones), zero weights, each method, balanced and
+    /// unbalanced: every problem of one ragged pass is bitwise the problem solved alone.
+    #[test]
+    fn ragged_pass_equals_each_problem_alone() {
+        let shapes = [(1, 1), (3, 5), (70, 2), (2, 70), (17, 17), (3, 5), (40, 33), (1, 9)];
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        let mut costs = Vec::new();
+        for (k, &(n, m)) in shapes.iter().enumerate() {
+            let (mut ak, bk, ck) = problem_data(n, m, 11 + 4 * k as u64);
+            if n > 2 {
+                ak[1] = 0.0;
+                let s: f64 = ak.iter().sum();
+                ak.iter_mut().for_each(|x| *x /= s);
+            }
+            a.extend(ak);
+            b.extend(bk);
+            costs.push(ck);
+        }
+        let stop = AtomicBool::new(false);
+        let get = |k: usize| std::borrow::Cow::Borrowed(&costs[k][..]);
+        for (method, rho, omega) in [
+            (Method::Kernel, f64::INFINITY, 1.0),
+            (Method::Kernel, f64::INFINITY, 0.0),
+            (Method::Log, f64::INFINITY, 1.0),
+            (Method::Kernel, 0.5, 1.0),
+        ] {
+            let o = Options {
+                method,
+                omega,
+                max_iter: 400,
+                ..Default::default()
+            };
+            let all = solve_ragged(&a, &b, &shapes, &get, 0.05, rho, &o, true, &stop).unwrap();
+            let (mut ra, mut rb) = (0, 0);
+            for (k, &(n, m)) in shapes.iter().enumerate() {
+                let one = |_j: usize| std::borrow::Cow::Borrowed(&costs[k][..]);
+                let (ak, bk) = (&a[ra..ra + n], &b[rb..rb + m]);
+                let alone = solve_batch(ak, bk, n, m, 1, &one, 0.05, rho, &o, true, &stop).unwrap();
+                let ((s1, f1), (s2, f2)) = (&all[k], &alone[0]);
+                assert_eq!((&s1.f, &s1.g, s1.n_iter), (&s2.f, &s2.g, s2.n_iter), "{k}");
+                assert_eq!(s1.error.to_bits(), s2.error.to_bits());
+                assert_eq!(f1.plan, f2.plan);
+                assert_eq!(f1.cost.to_bits(), f2.cost.to_bits());
+                assert_eq!(f1.marginal_error.to_bits(), f2.marginal_error.to_bits());
+                (ra, rb) = (ra + n, rb + m);
+            }
+        }
+        // Weights that do not match the shapes, and a raised stop flag.
+        let o = Options::default();
+        let short = &a[1..];
+        assert!(solve_ragged(short, &b, &shapes, &get, 0.05, 1.0, &o, false, &stop).is_err());
+        let raised = AtomicBool::new(true);
+        assert_eq!(
+            solve_ragged(&a, &b, &shapes, &get, 0.05, 1.0, &o, false, &raised).unwrap_err(),
+            crate::core::Error::Cancelled
+        );
+        // An error names the failing problem (the lowest index among those that failed).
+        let bad = |k: usize| {
+            let mut c = costs[k].clone();
+            if k == 4 || k == 6 {
+                c[0] = 1e30;
+            }
+            std::borrow::Cow::Owned(c)
+        };
+        let e = solve_ragged(&a, &b, &shapes, &bad, 1e-3, f64::INFINITY, &o, false, &stop);
+        let msg = e.unwrap_err().to_string();
+        assert!(msg.starts_with("problem 4: reg") || msg.starts_with("problem 6: reg"), "{msg}");
+    }
+
     #[test]
     fn stop_flag_cancels() {
         let (a, b, c) = problem_data(10, 10, 1);
