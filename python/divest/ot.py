@@ -695,10 +695,10 @@ def _ragged_weights(ws, name):
     float64 after the checks of :func:`sinkhorn_batch` (finite, non-negative, positive
     sum), with each problem's total. The totals are each vector's own ``sum`` (the
     summation of ``sinkhorn_batch`` on that problem alone, so masses match it bitwise)."""
-    flat = np.concatenate(ws).astype(np.float64, copy=False) if len(ws) > 1 else ws[0]
-    flat = np.ascontiguousarray(flat, dtype=np.float64)
+    ws = [w.astype(np.float64, copy=False) for w in ws]
+    flat = np.ascontiguousarray(np.concatenate(ws) if len(ws) > 1 else ws[0])
     with np.errstate(over="ignore", invalid="ignore"):
-        sums = np.array([w.sum(dtype=np.float64) for w in ws])
+        sums = np.array([w.sum() for w in ws])
     if not (np.isfinite(sums).all() and (flat.min() >= 0)):
         for k, w in enumerate(ws):
             as_float_array(w, f"{name}[{k}]")
@@ -840,9 +840,15 @@ def _sinkhorn_batch_ragged(a, b, cost, reg, **kw) -> SinkhornResult:
     if nb == 0:
         raise ValueError("the batch is empty; pass at least one problem")
     A, Bw, C = [], [], []
+    def _arr(x, name):
+        # Aligned float64 ndarrays as they are (the common case; no per-call overhead).
+        if type(x) is np.ndarray and x.dtype == np.float64 and x.flags.aligned:
+            return x
+        return as_float_array(x, name, check_finite=False)
+
     for k in range(nb):
-        ak = as_float_array(a[k], f"a[{k}]", check_finite=False)
-        bk = as_float_array(b[k], f"b[{k}]", check_finite=False)
+        ak = _arr(a[k], f"a[{k}]")
+        bk = _arr(b[k], f"b[{k}]")
         if ak.ndim != 1 or bk.ndim != 1:
             raise ValueError(
                 f"a[{k}] and b[{k}] must be 1-D weight vectors; got shapes {ak.shape} and "
@@ -854,7 +860,7 @@ def _sinkhorn_batch_ragged(a, b, cost, reg, **kw) -> SinkhornResult:
                 f"b[{k}] has {bk.shape[0]} weights); every problem needs at least one point "
                 "on each side: drop it from the batch"
             )
-        ck = as_float_array(cost[k], f"cost[{k}]", check_finite=False)
+        ck = _arr(cost[k], f"cost[{k}]")
         if ck.shape != (ak.shape[0], bk.shape[0]):
             raise ValueError(
                 f"cost[{k}] must have shape {(ak.shape[0], bk.shape[0])} to match a[{k}] and "
@@ -864,22 +870,26 @@ def _sinkhorn_batch_ragged(a, b, cost, reg, **kw) -> SinkhornResult:
         Bw.append(bk)
         C.append(ck)
     plan, f, g, cost_v, lin, n_iter, err, tol, kexp, ns, ms = _ragged_solve(A, Bw, C, None, reg, kw)
-    fo = np.concatenate(([0], np.cumsum(ns)))
-    go = np.concatenate(([0], np.cumsum(ms)))
-    po = np.concatenate(([0], np.cumsum(ns * ms)))
     dts = [c.dtype for c in C]
+    if kexp.any():
+        f, g = np.ldexp(f, np.repeat(kexp, ns)), np.ldexp(g, np.repeat(kexp, ms))
+    # Views of the concatenated results (copies only for float32 problems).
+    fs, gs = np.split(f, np.cumsum(ns)[:-1]), np.split(g, np.cumsum(ms)[:-1])
+    if plan is not None:
+        plan = [
+            p.reshape(n, m) for p, n, m in zip(np.split(plan, np.cumsum(ns * ms)[:-1]), ns, ms)
+        ]
+    if any(dt != np.float64 for dt in dts):
+        fs, gs = ([x.astype(dt, copy=False) for x, dt in zip(v, dts)] for v in (fs, gs))
+        if plan is not None:
+            plan = [p.astype(dt, copy=False) for p, dt in zip(plan, dts)]
     converged = err <= tol
     res = SinkhornResult(
-        plan=None
-        if plan is None
-        else [
-            plan[po[k] : po[k + 1]].reshape(ns[k], ms[k]).astype(dts[k], copy=False)
-            for k in range(nb)
-        ],
+        plan=plan,
         cost=np.ldexp(cost_v, kexp),
         linear_cost=np.ldexp(lin, kexp),
-        f=[np.ldexp(f[fo[k] : fo[k + 1]], kexp[k]).astype(dts[k], copy=False) for k in range(nb)],
-        g=[np.ldexp(g[go[k] : go[k + 1]], kexp[k]).astype(dts[k], copy=False) for k in range(nb)],
+        f=fs,
+        g=gs,
         n_iter=n_iter,
         converged=converged,
         marginal_error=err,
