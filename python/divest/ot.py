@@ -528,6 +528,8 @@ def sinkhorn_batch(
         equals ``sinkhorn(a[k], b[k], cost[k], reg, scaling=scaling)``.
     return_plan : bool
         Also return the (B, n, m) plans.
+    a_mask, b_mask : bool array-like (B, n) and (B, m), or None
+        Padded batches: True marks the real entries (see below).
 
     Returns
     -------
@@ -543,11 +545,27 @@ def sinkhorn_batch(
     for.
 
     Ragged batches: ``a``, ``b`` and ``cost`` may be lists of per-problem arrays of
-    different sizes (a[k] (n_k,), b[k] (m_k,), cost[k] (n_k, m_k)). Problems of one size
-    are then solved together as one batch, the size groups one after the other, and
-    ``f``, ``g`` and ``plan`` are lists (the other fields (B,) arrays, in problem order);
-    problem k equals ``sinkhorn_batch`` on it alone. An empty problem (n_k = 0 or m_k = 0)
-    is a ValueError naming it. Memory: one stacked copy of each size group.
+    different sizes (a[k] (n_k,), b[k] (m_k,), cost[k] (n_k, m_k), each cost float32 or
+    float64). All problems are then solved in one parallel pass in Rust (largest first,
+    each problem on one thread, each stopping on its own tolerance), and ``f``, ``g`` and
+    ``plan`` are lists (the other fields (B,) arrays, in problem order); problem k is
+    bitwise ``sinkhorn_batch`` on it alone (``a[k][None]``, ...), in its own cost's dtype.
+    An empty problem (n_k = 0 or m_k = 0) is a ValueError naming it. Lists whose problems
+    all have one size take the dense path above. Memory: the weights concatenated, and
+    per running problem its own buffers (its cost gathered in float64 only for float32
+    input); the costs are read where they are, never stacked.
+
+    Padded batches with masks: ``a_mask`` (B, n) and ``b_mask`` (B, m), boolean arrays
+    whose True entries mark the real points of each problem (the PyTorch/GeomLoss
+    "valid" convention, not numpy.ma's). Problem k is then ``a[k][a_mask[k]]``,
+    ``b[k][b_mask[k]]`` and ``cost[k][a_mask[k]][:, b_mask[k]]`` (cost must be the padded
+    (B, n, m) array); a missing mask means every entry of that side is real. Masked-out
+    entries are never read (the padding may hold NaN or inf). The result equals the ragged
+    call on the unpadded problems exactly; ``f`` (B, n) and ``g`` (B, m) hold NaN at
+    masked-out entries, ``plan`` (B, n, m) holds 0 there. Each problem's sub-block is
+    gathered from the padded cost when that problem is solved (no padded copy). A mask
+    row with no True entry, a mask of another shape or dtype are ValueErrors naming the
+    mask. Not offered on the GPU path or in ``divest.distributed``.
 
     References
     ----------
