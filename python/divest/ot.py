@@ -811,7 +811,7 @@ def _ragged_merge(nb, A, Bw, parts):
     ms = np.array([w.shape[0] for w in Bw], dtype=np.int64)
     per: list = [None] * nb
     tol = 0.0
-    for ks, ex, out in parts:
+    for ks, _ex, out in parts:
         p_, f_, g_, c_, l_, i_, e_, tol, _, n_, m_ = out
         fo, go, po = (np.concatenate(([0], np.cumsum(v))) for v in (n_, m_, n_ * m_))
         for j, k in enumerate(ks):
@@ -858,6 +858,7 @@ def _sinkhorn_batch_ragged(a, b, cost, reg, **kw) -> SinkhornResult:
     if nb == 0:
         raise ValueError("the batch is empty; pass at least one problem")
     A, Bw, C = [], [], []
+
     def _arr(x, name):
         # Aligned float64 ndarrays as they are (the common case; no per-call overhead).
         if type(x) is np.ndarray and x.dtype == np.float64 and x.flags.aligned:
@@ -894,9 +895,7 @@ def _sinkhorn_batch_ragged(a, b, cost, reg, **kw) -> SinkhornResult:
     # Views of the concatenated results (copies only for float32 problems).
     fs, gs = np.split(f, np.cumsum(ns)[:-1]), np.split(g, np.cumsum(ms)[:-1])
     if plan is not None:
-        plan = [
-            p.reshape(n, m) for p, n, m in zip(np.split(plan, np.cumsum(ns * ms)[:-1]), ns, ms)
-        ]
+        plan = [p.reshape(n, m) for p, n, m in zip(np.split(plan, np.cumsum(ns * ms)[:-1]), ns, ms)]
     if any(dt != np.float64 for dt in dts):
         fs, gs = ([x.astype(dt, copy=False) for x, dt in zip(v, dts)] for v in (fs, gs))
         if plan is not None:
@@ -927,7 +926,9 @@ def _mask(mask, shape, name, side):
             f"got dtype {mk.dtype}. Convert it with np.asarray(..., dtype=bool)"
         )
     if mk.shape != shape:
-        raise ValueError(f"{name} must have shape {shape} to match the padded batch; got {mk.shape}")
+        raise ValueError(
+            f"{name} must have shape {shape} to match the padded batch; got {mk.shape}"
+        )
     empty = ~mk.any(axis=1)
     if empty.any():
         k = int(np.argmax(empty))

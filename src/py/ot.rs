@@ -346,7 +346,9 @@ fn sinkhorn_ragged_dense<'py>(
         }
         (None, None) => {
             if srcs.len() != nb {
-                return Err(PyValueError::new_err("costs must list one array per problem"));
+                return Err(PyValueError::new_err(
+                    "costs must list one array per problem",
+                ));
             }
             for (k, (c, s)) in arrs.iter().zip(&shapes).enumerate() {
                 if c.shape() != *s {

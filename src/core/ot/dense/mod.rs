@@ -399,7 +399,9 @@ pub fn solve_ragged<'c>(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     type Done = (Solved, Finished);
-    let parts: Vec<(Vec<(usize, Done)>, Option<(usize, Error)>)> = threads::install(|| {
+    /// One task's solved problems (by index), and the problem it failed on.
+    type Part = (Vec<(usize, Done)>, Option<(usize, Error)>);
+    let parts: Vec<Part> = threads::install(|| {
         let tasks = rayon::current_num_threads().clamp(1, nprob.max(1));
         (0..tasks)
             .into_par_iter()
@@ -672,7 +674,16 @@ mod tests {
     /// unbalanced: every problem of one ragged pass is bitwise the problem solved alone.
     #[test]
     fn ragged_pass_equals_each_problem_alone() {
-        let shapes = [(1, 1), (3, 5), (70, 2), (2, 70), (17, 17), (3, 5), (40, 33), (1, 9)];
+        let shapes = [
+            (1, 1),
+            (3, 5),
+            (70, 2),
+            (2, 70),
+            (17, 17),
+            (3, 5),
+            (40, 33),
+            (1, 9),
+        ];
         let mut a = Vec::new();
         let mut b = Vec::new();
         let mut costs = Vec::new();
@@ -735,7 +746,10 @@ mod tests {
         };
         let e = solve_ragged(&a, &b, &shapes, &bad, 1e-3, f64::INFINITY, &o, false, &stop);
         let msg = e.unwrap_err().to_string();
-        assert!(msg.starts_with("problem 4: reg") || msg.starts_with("problem 6: reg"), "{msg}");
+        assert!(
+            msg.starts_with("problem 4: reg") || msg.starts_with("problem 6: reg"),
+            "{msg}"
+        );
     }
 
     #[test]
