@@ -264,3 +264,35 @@ def test_large_ragged_batch_is_load_balanced_and_thread_count_independent():
         assert np.array_equal(r1.f[k], r2.f[k]) and np.array_equal(r1.plan[k], r2.plan[k])
     for k in range(0, len(sizes), 17):
         _same(r2, k, _alone(a[k], b[k], c[k], 0.1, max_iter=20_000))
+
+
+def test_ragged_and_masked_batches_stop_on_ctrl_c():
+    import _thread
+    import signal
+    import threading
+    import time
+
+    a, b, c = _batch(15, sizes=[(150, 120), (90, 200), (3, 4)] * 4)
+    A, Bw, C, am, bm = _pad(a, b, c, np.random.default_rng(2), True)
+    calls = [
+        lambda: divest.sinkhorn_batch(a, b, c, 0.01, tol=0.0, max_iter=10**9),
+        lambda: divest.sinkhorn_batch(
+            A, Bw, C, 0.01, tol=0.0, max_iter=10**9, method="log", a_mask=am, b_mask=bm
+        ),
+    ]
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for call in calls:
+            timer = threading.Timer(0.5, _thread.interrupt_main)
+            t0 = time.perf_counter()
+            timer.start()
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    call()
+            finally:
+                timer.cancel()
+            assert time.perf_counter() - t0 < 3.0
+    finally:
+        signal.signal(signal.SIGINT, old)
+    r = divest.sinkhorn_batch(a[:3], b[:3], c[:3], 0.1)  # still works afterwards
+    assert r.converged.all()
