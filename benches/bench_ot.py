@@ -36,6 +36,19 @@ class SinkhornBatch:
         divest.sinkhorn_batch(self.w, self.w, self.c, 0.05, tol=1e-9)
 
 
+class SinkhornBatchRagged:
+    """1000 problems of n_k x m_k, sizes 16..128: one pass, and the size-group route."""
+
+    def setup(self):
+        self.a, self.b, self.c = wl.ot_ragged(1000)
+
+    def time_ragged_one_pass(self):
+        divest.sinkhorn_batch(self.a, self.b, self.c, 0.05, tol=1e-9)
+
+    def time_ragged_size_groups(self):
+        wl.ot_ragged_by_size(self.a, self.b, self.c, 0.05, tol=1e-9)
+
+
 class SinkhornDivergence:
     params = [1000, 5000]
     param_names = ["n"]

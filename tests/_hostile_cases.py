@@ -240,6 +240,26 @@ def _specs():
         lambda a, b, cost, reg: divest.sinkhorn_batch(a, b, cost, reg),
         {"reg": 0.5},
     )
+    # Padded batch with masks (problems 3x4 and 2x5 in (2, 4) / (2, 5) padding); the mask
+    # is True at flat index 1 of a, b and cost, where the NaN/inf variants go.
+    add(
+        "sinkhorn_batch(masked)",
+        {
+            "a": np.stack([a4, a4[::-1]]),
+            "b": np.stack([b5, b5[::-1]]),
+            "cost": np.stack([cost45, cost45.T[::-1].T]),
+            "a_mask": np.array([[True, True, True, False], [True, True, False, False]]),
+            "b_mask": np.array([[True, True, True, True, False], [True] * 5]),
+        },
+        lambda a, b, cost, a_mask, b_mask, reg: (
+            lambda r: (r.cost, r.linear_cost, r.marginal_error, r.f[a_mask], r.g[b_mask])
+        )(
+            divest.sinkhorn_batch(
+                a, b, cost, reg, a_mask=a_mask, b_mask=b_mask, reg_m=1.0, max_iter=50
+            )
+        ),
+        {"reg": 0.5},
+    )
     add(
         "sinkhorn_divergence",
         {"x": pts, "y": pts2, "a": _prob(12, r), "b": _prob(10, r)},
@@ -540,6 +560,7 @@ NAMES = (
     "sinkhorn",
     "sinkhorn_unbalanced",
     "sinkhorn_batch",
+    "sinkhorn_batch(masked)",
     "sinkhorn_divergence",
     "kl",
     "js",

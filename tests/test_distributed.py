@@ -436,3 +436,11 @@ def test_kde_data_chunked_float32_and_numpy_weights(client):
     got = dd.kde_logpdf(da.from_array(x, chunks=(15, 2)), q, weights=w).compute()
     assert got.dtype == want.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_sinkhorn_batch_masks_are_refused_with_a_clear_error():
+    a = np.full((4, 3), 1 / 3)
+    c = np.random.default_rng(0).random((4, 3, 3))
+    mask = np.ones((4, 3), bool)
+    with pytest.raises(ValueError, match="a_mask: padded batches with masks are not distributed"):
+        dd.sinkhorn_batch(a, a, c, 0.1, a_mask=mask)

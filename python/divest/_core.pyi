@@ -87,6 +87,31 @@ def sinkhorn_batch_dense(
     NDArray[np.int64],  # n_iter (B,)
     NDArray[np.float64],  # marginal_error (B,)
 ]: ...
+def sinkhorn_ragged_dense(
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    ns: NDArray[np.int64],
+    ms: NDArray[np.int64],
+    costs: list[NDArray[np.floating]],
+    rows: NDArray[np.int64] | None,
+    cols: NDArray[np.int64] | None,
+    reg: float,
+    reg_m: float,
+    max_iter: int,
+    tol: float,
+    method: str,
+    omega: float,
+    return_plan: bool,
+    scaling: float | None = None,
+) -> tuple[
+    NDArray[np.float64] | None,  # plans concatenated (sum n_k*m_k,)
+    NDArray[np.float64],  # f concatenated (sum n_k,)
+    NDArray[np.float64],  # g concatenated (sum m_k,)
+    NDArray[np.float64],  # cost (B,)
+    NDArray[np.float64],  # linear_cost (B,)
+    NDArray[np.int64],  # n_iter (B,)
+    NDArray[np.float64],  # marginal_error (B,)
+]: ...
 def sinkhorn_divergence_clouds(
     x: NDArray[np.floating],
     y: NDArray[np.floating],

@@ -415,6 +415,13 @@ def sinkhorn_batch(a, b, cost, reg, **kwargs) -> _ot.SinkhornResult:
     with ``return_plan=True``). Non-convergence is not warned about (the warning would be
     raised on a worker): check ``converged``.
     """
+    for name in ("a_mask", "b_mask"):
+        if kwargs.get(name) is not None:
+            raise ValueError(
+                f"{name}: padded batches with masks are not distributed; call "
+                "divest.sinkhorn_batch(..., a_mask=, b_mask=) in memory, or split the "
+                "problems into equal-size Dask batches"
+            )
     A = _as_dask(a, "a", whole_axes=(1,))
     Bw = _as_dask(b, "b", whole_axes=(1,))
     if A.ndim != 2 or Bw.ndim != 2:

@@ -490,6 +490,8 @@ def sinkhorn_batch(
     return_plan=False,
     omega=None,
     scaling=None,
+    a_mask=None,
+    b_mask=None,
 ) -> SinkhornResult:
     """Many independent Sinkhorn problems at once, in parallel (one task per problem).
 
@@ -526,6 +528,8 @@ def sinkhorn_batch(
         equals ``sinkhorn(a[k], b[k], cost[k], reg, scaling=scaling)``.
     return_plan : bool
         Also return the (B, n, m) plans.
+    a_mask, b_mask : bool array-like (B, n) and (B, m), or None
+        Padded batches: True marks the real entries (see below).
 
     Returns
     -------
@@ -541,16 +545,36 @@ def sinkhorn_batch(
     for.
 
     Ragged batches: ``a``, ``b`` and ``cost`` may be lists of per-problem arrays of
-    different sizes (a[k] (n_k,), b[k] (m_k,), cost[k] (n_k, m_k)). Problems of one size
-    are then solved together as one batch, the size groups one after the other, and
-    ``f``, ``g`` and ``plan`` are lists (the other fields (B,) arrays, in problem order);
-    problem k equals ``sinkhorn_batch`` on it alone. An empty problem (n_k = 0 or m_k = 0)
-    is a ValueError naming it. Memory: one stacked copy of each size group.
+    different sizes (a[k] (n_k,), b[k] (m_k,), cost[k] (n_k, m_k), each cost float32 or
+    float64). All problems are then solved in one parallel pass in Rust (largest first,
+    each problem on one thread, each stopping on its own tolerance), and ``f``, ``g`` and
+    ``plan`` are lists (the other fields (B,) arrays, in problem order); problem k is
+    bitwise ``sinkhorn_batch`` on it alone (``a[k][None]``, ...), in its own cost's dtype.
+    An empty problem (n_k = 0 or m_k = 0) is a ValueError naming it. Lists whose problems
+    all have one size take the dense path above. Memory: the weights concatenated, and
+    per running problem its own buffers (its cost gathered in float64 only for float32
+    input); the costs are read where they are, never stacked.
+
+    Padded batches with masks: ``a_mask`` (B, n) and ``b_mask`` (B, m), boolean arrays
+    whose True entries mark the real points of each problem (the PyTorch/GeomLoss
+    "valid" convention, not numpy.ma's). Problem k is then ``a[k][a_mask[k]]``,
+    ``b[k][b_mask[k]]`` and ``cost[k][a_mask[k]][:, b_mask[k]]`` (cost must be the padded
+    (B, n, m) array); a missing mask means every entry of that side is real. Masked-out
+    entries are never read (the padding may hold NaN or inf). The result equals the ragged
+    call on the unpadded problems exactly; ``f`` (B, n) and ``g`` (B, m) hold NaN at
+    masked-out entries, ``plan`` (B, n, m) holds 0 there. Each problem's sub-block is
+    gathered from the padded cost when that problem is solved (no padded copy). A mask
+    row with no True entry, a mask of another shape or dtype are ValueErrors naming the
+    mask. Not offered on the GPU path or in ``divest.distributed``.
 
     References
     ----------
     M. Cuturi, NeurIPS 2013; B. Schmitzer, SIAM J. Sci. Comput. 41(3), 2019.
     """
+    if a_mask is not None or b_mask is not None:
+        kw = dict(reg_m=reg_m, max_iter=max_iter, tol=tol, method=method,
+                  return_plan=return_plan, omega=omega, scaling=scaling)  # fmt: skip
+        return _sinkhorn_batch_masked(a, b, cost, reg, a_mask, b_mask, kw)
     if _is_ragged(a, b, cost):
         return _sinkhorn_batch_ragged(
             a,
@@ -684,10 +708,141 @@ def _is_ragged(a, b, cost) -> bool:
     return False
 
 
+def _ragged_weights(ws, name):
+    """Per-problem weight vectors (already float arrays, 1-D, non-empty) concatenated as
+    float64 after the checks of :func:`sinkhorn_batch` (finite, non-negative, positive
+    sum), with each problem's total. The totals are each vector's own ``sum`` (the
+    summation of ``sinkhorn_batch`` on that problem alone, so masses match it bitwise)."""
+    ws = [w.astype(np.float64, copy=False) for w in ws]
+    flat = np.ascontiguousarray(np.concatenate(ws) if len(ws) > 1 else ws[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = np.array([w.sum() for w in ws])
+    if not (np.isfinite(sums).all() and (flat.min() >= 0)):
+        for k, w in enumerate(ws):
+            as_float_array(w, f"{name}[{k}]")
+            if (w < 0).any():
+                raise ValueError(f"{name}[{k}] must be non-negative; got minimum {w.min()!r}")
+    if not (sums > 0).all():
+        k = int(np.argmin(sums > 0))
+        raise ValueError(
+            f"{name}[{k}] sums to zero; every problem needs positive weights on each side"
+        )
+    return flat, sums
+
+
+def _ragged_solve(A, Bw, costs, padded, reg, kw):
+    """One Rust pass over problems of any sizes. ``A``/``Bw``: per-problem float weight
+    vectors. ``costs``: per-problem (n_k, m_k) arrays, or with ``padded = (cost, rows,
+    cols)`` None (the padded (B, N, M) cost with each problem's row and column indices).
+    Returns (flat plan or None, flat f, flat g, cost, linear_cost, n_iter, err, tol,
+    exponents), plans and potentials in float64 and scaled back."""
+    nb = len(A)
+    ns = np.array([w.shape[0] for w in A], dtype=np.int64)
+    ms = np.array([w.shape[0] for w in Bw], dtype=np.int64)
+    a, sa = _ragged_weights(A, "a")
+    b, sb = _ragged_weights(Bw, "b")
+    reg = check_positive(reg, "reg")
+    reg_m = float(kw["reg_m"])
+    if not reg_m > 0:
+        raise ValueError(f"reg_m must be positive (or inf); got {reg_m!r}")
+    with np.errstate(over="ignore"):
+        k = int(np.argmax(sa * sb))
+    _check_masses(sa[k], sb[k], f"a[{k}]", f"b[{k}]")
+    reg_m = _hard_reg_m(reg_m, reg, sa, sb)
+    if math.isinf(reg_m):
+        bad = np.abs(sa - sb) > 1e-6 * np.maximum(sa, sb)
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise ValueError(
+                f"a[{k}] and b[{k}] have different total masses ({sa[k]!r} and {sb[k]!r}); "
+                "normalise them, or pass a finite reg_m (unbalanced transport)"
+            )
+        if (sa != sb).any():  # the per-problem factor of sinkhorn_batch, entry by entry
+            b = b * np.repeat(sa / sb, ms)
+    max_iter = _max_iter(kw["max_iter"])
+    tol = _tol(kw["tol"])
+    scaling = _scaling(kw["scaling"])
+    method = _method(kw["method"])
+    omega = _omega(kw["omega"])
+    want = bool(kw["return_plan"])
+    kexp = np.zeros(nb, dtype=np.int64)
+    regs = (reg, reg_m)
+    if not 2.0**-960 <= reg <= 2.0**960:
+        # Extreme reg: each problem scaled as sinkhorn_batch would scale it alone (a copy),
+        # then one pass per distinct scaled (reg, reg_m) (one, unless some costs are 0).
+        if padded is not None:
+            pc, rows, cols = padded
+            costs = [pc[k][np.ix_(rows[k], cols[k])] for k in range(nb)]
+            padded = None
+        groups: dict = {}
+        scaled = []
+        for k in range(nb):
+            c, r, rm, _, e = _rescale(costs[k], reg, reg_m, None)
+            scaled.append(c)
+            kexp[k] = e
+            groups.setdefault((r, rm), []).append(k)
+        if len(groups) > 1:
+            return _ragged_merge(
+                nb, A, Bw, [
+                    (ks, kexp[ks], _ragged_solve(
+                        [A[k] for k in ks], [Bw[k] for k in ks], [scaled[k] for k in ks],
+                        None, r, dict(kw, reg_m=rm),
+                    )) for (r, rm), ks in groups.items()
+                ],
+            )  # fmt: skip
+        costs = scaled
+        regs = next(iter(groups))
+    if padded is not None:
+        pc, rows, cols = padded
+        pc = np.ascontiguousarray(pc).reshape(-1, pc.shape[2])
+        args = ([pc], np.concatenate(rows), np.concatenate(cols))
+    else:
+        args = ([np.ascontiguousarray(c) for c in costs], None, None)
+    plan, f, g, cost_v, lin, n_iter, err = _core.sinkhorn_ragged_dense(
+        a, b, ns, ms, *args, regs[0], regs[1], max_iter, tol, method, omega, want, scaling
+    )
+    return plan, f, g, cost_v, lin, n_iter, err, tol, kexp, ns, ms
+
+
+def _ragged_merge(nb, A, Bw, parts):
+    """Merges the outputs of _ragged_solve on groups of problems (indices ``ks``, their
+    exponents ``ex``) back into problem order."""
+    ns = np.array([w.shape[0] for w in A], dtype=np.int64)
+    ms = np.array([w.shape[0] for w in Bw], dtype=np.int64)
+    per: list = [None] * nb
+    tol = 0.0
+    for ks, _ex, out in parts:
+        p_, f_, g_, c_, l_, i_, e_, tol, _, n_, m_ = out
+        fo, go, po = (np.concatenate(([0], np.cumsum(v))) for v in (n_, m_, n_ * m_))
+        for j, k in enumerate(ks):
+            pk = None if p_ is None else p_[po[j] : po[j + 1]]
+            per[k] = (pk, f_[fo[j] : fo[j + 1]], g_[go[j] : go[j + 1]], c_[j], l_[j], i_[j], e_[j])
+    plan = None if per[0][0] is None else np.concatenate([q[0] for q in per])
+    cat = [np.concatenate([q[i] for q in per]) for i in (1, 2)]
+    vals = [np.array([q[i] for q in per]) for i in (3, 4, 5, 6)]
+    kexp = np.zeros(nb, dtype=np.int64)
+    for ks, ex, _ in parts:
+        kexp[ks] = ex
+    return (plan, *cat, *vals, tol, kexp, ns, ms)
+
+
+def _ragged_warn(converged, err, n_iter, tol, nb):
+    if not converged.all():
+        k = int(np.argmax(~converged))
+        warnings.warn(
+            f"sinkhorn_batch: {int((~converged).sum())} of {nb} problems did not converge "
+            f"(problem {k}: marginal error {err[k]:.3g} > tol {tol:.3g} after "
+            f"{int(n_iter[k])} iterations). Increase max_iter, use scaling=0.5 "
+            "(ε-scaling) or a larger reg.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+
+
 def _sinkhorn_batch_ragged(a, b, cost, reg, **kw) -> SinkhornResult:
     """sinkhorn_batch over problems of different sizes: lists a[k] (n_k,), b[k] (m_k,),
-    cost[k] (n_k, m_k). Problems of one size are solved together as one dense batch (in
-    parallel), the groups one after the other; results come back in problem order."""
+    cost[k] (n_k, m_k), all solved in one Rust pass (``_core.sinkhorn_ragged_dense``);
+    results come back in problem order."""
     for name, v in (("a", a), ("b", b), ("cost", cost)):
         if not isinstance(v, (list, tuple)):
             raise ValueError(
@@ -703,9 +858,16 @@ def _sinkhorn_batch_ragged(a, b, cost, reg, **kw) -> SinkhornResult:
     if nb == 0:
         raise ValueError("the batch is empty; pass at least one problem")
     A, Bw, C = [], [], []
+
+    def _arr(x, name):
+        # Aligned float64 ndarrays as they are (the common case; no per-call overhead).
+        if type(x) is np.ndarray and x.dtype == np.float64 and x.flags.aligned:
+            return x
+        return as_float_array(x, name, check_finite=False)
+
     for k in range(nb):
-        ak = as_float_array(a[k], f"a[{k}]", check_finite=False)
-        bk = as_float_array(b[k], f"b[{k}]", check_finite=False)
+        ak = _arr(a[k], f"a[{k}]")
+        bk = _arr(b[k], f"b[{k}]")
         if ak.ndim != 1 or bk.ndim != 1:
             raise ValueError(
                 f"a[{k}] and b[{k}] must be 1-D weight vectors; got shapes {ak.shape} and "
@@ -717,58 +879,119 @@ def _sinkhorn_batch_ragged(a, b, cost, reg, **kw) -> SinkhornResult:
                 f"b[{k}] has {bk.shape[0]} weights); every problem needs at least one point "
                 "on each side: drop it from the batch"
             )
-        ck = as_float_array(cost[k], f"cost[{k}]", check_finite=False)
+        ck = _arr(cost[k], f"cost[{k}]")
         if ck.shape != (ak.shape[0], bk.shape[0]):
             raise ValueError(
                 f"cost[{k}] must have shape {(ak.shape[0], bk.shape[0])} to match a[{k}] and "
                 f"b[{k}]; got {ck.shape}"
             )
-        A.append(_weights(ak, ak.shape[0], f"a[{k}]", "row"))
-        Bw.append(_weights(bk, bk.shape[0], f"b[{k}]", "column"))
+        A.append(ak)
+        Bw.append(bk)
         C.append(ck)
-    groups: dict = {}
-    for k in range(nb):
-        groups.setdefault(C[k].shape, []).append(k)
-    out: list = [None] * nb
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for shape, ks in groups.items():
-            try:
-                r = sinkhorn_batch(
-                    np.stack([A[k] for k in ks]),
-                    np.stack([Bw[k] for k in ks]),
-                    np.stack([C[k] for k in ks]),
-                    reg,
-                    **kw,
-                )
-            except ValueError as e:
-                raise ValueError(
-                    f"{e} (indices within the group of problems of size {shape[0]}x"
-                    f"{shape[1]}, which are problems {ks} of the ragged batch)"
-                ) from None
-            for i, k in enumerate(ks):
-                out[k] = (r, i)
+    plan, f, g, cost_v, lin, n_iter, err, tol, kexp, ns, ms = _ragged_solve(A, Bw, C, None, reg, kw)
+    dts = [c.dtype for c in C]
+    if kexp.any():
+        f, g = np.ldexp(f, np.repeat(kexp, ns)), np.ldexp(g, np.repeat(kexp, ms))
+    # Views of the concatenated results (copies only for float32 problems).
+    fs, gs = np.split(f, np.cumsum(ns)[:-1]), np.split(g, np.cumsum(ms)[:-1])
+    if plan is not None:
+        plan = [p.reshape(n, m) for p, n, m in zip(np.split(plan, np.cumsum(ns * ms)[:-1]), ns, ms)]
+    if any(dt != np.float64 for dt in dts):
+        fs, gs = ([x.astype(dt, copy=False) for x, dt in zip(v, dts)] for v in (fs, gs))
+        if plan is not None:
+            plan = [p.astype(dt, copy=False) for p, dt in zip(plan, dts)]
+    converged = err <= tol
     res = SinkhornResult(
-        plan=None if not kw.get("return_plan") else [r.plan[i] for r, i in out],
-        cost=np.array([r.cost[i] for r, i in out]),
-        linear_cost=np.array([r.linear_cost[i] for r, i in out]),
-        f=[r.f[i] for r, i in out],
-        g=[r.g[i] for r, i in out],
-        n_iter=np.array([r.n_iter[i] for r, i in out]),
-        converged=np.array([r.converged[i] for r, i in out], dtype=bool),
-        marginal_error=np.array([r.marginal_error[i] for r, i in out]),
+        plan=plan,
+        cost=np.ldexp(cost_v, kexp),
+        linear_cost=np.ldexp(lin, kexp),
+        f=fs,
+        g=gs,
+        n_iter=n_iter,
+        converged=converged,
+        marginal_error=err,
     )
-    if not res.converged.all():
-        k = int(np.argmax(~res.converged))
-        warnings.warn(
-            f"sinkhorn_batch: {int((~res.converged).sum())} of {nb} problems did not converge "
-            f"(problem {k}: marginal error {res.marginal_error[k]:.3g} after "
-            f"{int(res.n_iter[k])} iterations). Increase max_iter, use scaling=0.5 "
-            "(ε-scaling) or a larger reg.",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+    _ragged_warn(converged, err, n_iter, tol, nb)
     return res
+
+
+def _mask(mask, shape, name, side):
+    """A boolean (B, n) mask of the real entries (all True for None)."""
+    if mask is None:
+        return np.ones(shape, dtype=bool)
+    mk = np.asarray(mask)
+    if mk.dtype != np.bool_:
+        raise ValueError(
+            f"{name} must be a boolean array (True marks the real {side} of each problem); "
+            f"got dtype {mk.dtype}. Convert it with np.asarray(..., dtype=bool)"
+        )
+    if mk.shape != shape:
+        raise ValueError(
+            f"{name} must have shape {shape} to match the padded batch; got {mk.shape}"
+        )
+    empty = ~mk.any(axis=1)
+    if empty.any():
+        k = int(np.argmax(empty))
+        raise ValueError(
+            f"{name}[{k}] has no True entry: problem {k} would be empty; every problem needs "
+            "at least one real point on each side (drop it from the batch)"
+        )
+    return mk
+
+
+def _sinkhorn_batch_masked(a, b, cost, reg, a_mask, b_mask, kw) -> SinkhornResult:
+    """sinkhorn_batch on padded arrays: problem k is a[k][a_mask[k]], b[k][b_mask[k]] and
+    cost[k][a_mask[k]][:, b_mask[k]]; one Rust pass reads each sub-block of the padded cost
+    in place (gathered per problem while it is solved)."""
+    c = as_float_array(cost, "cost", check_finite=False)
+    A = as_float_array(a, "a", check_finite=False)
+    Bw = as_float_array(b, "b", check_finite=False)
+    if A.ndim != 2 or Bw.ndim != 2:
+        raise ValueError(
+            f"a and b must have shapes (B, n) and (B, m); got {A.shape} and {Bw.shape}"
+        )
+    nb, n = A.shape
+    m = Bw.shape[1]
+    if Bw.shape[0] != nb:
+        raise ValueError(f"a and b must have the same batch size; got {nb} and {Bw.shape[0]}")
+    if nb == 0 or n == 0 or m == 0:
+        raise ValueError("a and b must be non-empty")
+    if c.shape != (nb, n, m):
+        raise ValueError(
+            f"with a_mask/b_mask, cost must be the padded (B, n, m) = {(nb, n, m)} array; "
+            f"got shape {c.shape}"
+        )
+    am = _mask(a_mask, (nb, n), "a_mask", "rows (points of a)")
+    bm = _mask(b_mask, (nb, m), "b_mask", "columns (points of b)")
+    rows = [np.flatnonzero(am[k]) for k in range(nb)]
+    cols = [np.flatnonzero(bm[k]) for k in range(nb)]
+    Ak = [A[k, rows[k]] for k in range(nb)]
+    Bk = [Bw[k, cols[k]] for k in range(nb)]
+    padded = (c, rows, cols)
+    plan, f, g, cost_v, lin, n_iter, err, tol, kexp, ns, ms = _ragged_solve(
+        Ak, Bk, None, padded, reg, kw
+    )
+    dt = c.dtype
+    F = np.full((nb, n), np.nan, dtype=dt)
+    G = np.full((nb, m), np.nan, dtype=dt)
+    F[am] = np.ldexp(f, np.repeat(kexp, ns))
+    G[bm] = np.ldexp(g, np.repeat(kexp, ms))
+    P = None
+    if plan is not None:
+        P = np.zeros((nb, n, m), dtype=dt)
+        P[am[:, :, None] & bm[:, None, :]] = plan
+    converged = err <= tol
+    _ragged_warn(converged, err, n_iter, tol, nb)
+    return SinkhornResult(
+        plan=P,
+        cost=np.ldexp(cost_v, kexp),
+        linear_cost=np.ldexp(lin, kexp),
+        f=F,
+        g=G,
+        n_iter=n_iter,
+        converged=converged,
+        marginal_error=err,
+    )
 
 
 @dataclass(frozen=True)

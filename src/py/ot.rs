@@ -234,6 +234,212 @@ fn sinkhorn_batch_dense<'py>(
     ))
 }
 
+/// `sinkhorn_ragged_dense`: (plans concatenated (Σ n_k·m_k,) float64 or None, f (Σ n_k,),
+/// g (Σ m_k,), and per problem cost, linear_cost, n_iter, marginal_error).
+type RaggedOut<'py> = (
+    Option<Arr1<'py>>,
+    Arr1<'py>,
+    Arr1<'py>,
+    Arr1<'py>,
+    Arr1<'py>,
+    Bound<'py, PyArray1<i64>>,
+    Arr1<'py>,
+);
+
+/// A problem's cost as stored by the caller, either precision.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    F64(&'a [f64]),
+    F32(&'a [f32]),
+}
+
+impl Src<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Src::F64(x) => x.len(),
+            Src::F32(x) => x.len(),
+        }
+    }
+    /// Entries `lo..hi` appended to `out` as f64.
+    fn push(&self, lo: usize, hi: usize, out: &mut Vec<f64>) {
+        match self {
+            Src::F64(x) => out.extend_from_slice(&x[lo..hi]),
+            Src::F32(x) => out.extend(x[lo..hi].iter().map(|&v| v as f64)),
+        }
+    }
+}
+
+fn src<'a>(c: &'a Arr2<'_>) -> PyResult<Src<'a>> {
+    Ok(match c {
+        Arr2::F64(x) => Src::F64(slice(x)?),
+        Arr2::F32(x) => Src::F32(slice(x)?),
+    })
+}
+
+fn usizes(v: &PyReadonlyArray1<'_, i64>, name: &str) -> PyResult<Vec<usize>> {
+    v.as_slice()?
+        .iter()
+        .map(|&x| usize::try_from(x))
+        .collect::<Result<_, _>>()
+        .map_err(|_| PyValueError::new_err(format!("{name} must be non-negative")))
+}
+
+/// Problems of different sizes in one pass ([`dense::solve_ragged`]). `a` and `b` are the
+/// problems' weights concatenated, `ns`/`ms` their sizes. Either `costs` lists one
+/// C-contiguous (n_k, m_k) array per problem (float32 or float64, each its own), or
+/// (masked form) `costs` holds one padded (B·N, M) array, and `rows`/`cols` give, problem
+/// after problem, the rows (within its block of N) and the columns of its real entries:
+/// each problem's sub-block is gathered when that problem is solved, nothing else is
+/// copied. Plans come back concatenated, in float64.
+#[pyfunction]
+#[pyo3(signature = (a, b, ns, ms, costs, rows, cols, reg, reg_m, max_iter, tol, method, omega, return_plan, scaling=None))]
+#[allow(clippy::too_many_arguments)]
+fn sinkhorn_ragged_dense<'py>(
+    py: Python<'py>,
+    a: PyReadonlyArray1<'py, f64>,
+    b: PyReadonlyArray1<'py, f64>,
+    ns: PyReadonlyArray1<'py, i64>,
+    ms: PyReadonlyArray1<'py, i64>,
+    costs: Vec<Bound<'py, PyAny>>,
+    rows: Option<PyReadonlyArray1<'py, i64>>,
+    cols: Option<PyReadonlyArray1<'py, i64>>,
+    reg: f64,
+    reg_m: f64,
+    max_iter: usize,
+    tol: f64,
+    method: &str,
+    omega: f64,
+    return_plan: bool,
+    scaling: Option<f64>,
+) -> PyResult<RaggedOut<'py>> {
+    let (ns, ms) = (usizes(&ns, "ns")?, usizes(&ms, "ms")?);
+    let nb = ns.len();
+    if ms.len() != nb {
+        return Err(PyValueError::new_err("ns and ms must have the same length"));
+    }
+    let shapes: Vec<(usize, usize)> = ns.iter().copied().zip(ms.iter().copied()).collect();
+    let arrs = costs
+        .iter()
+        .enumerate()
+        .map(|(k, c)| Arr2::extract(c, &format!("cost[{k}]")))
+        .collect::<PyResult<Vec<_>>>()?;
+    let srcs = arrs.iter().map(src).collect::<PyResult<Vec<_>>>()?;
+    let (av, bv) = (a.as_slice()?, b.as_slice()?);
+    // Masked form: each problem's row and column indices into the padded block.
+    let index = match (&rows, &cols) {
+        (Some(r), Some(c)) => {
+            let (r, c) = (usizes(r, "rows")?, usizes(c, "cols")?);
+            if srcs.len() != 1 || r.len() != av.len() || c.len() != bv.len() {
+                return Err(PyValueError::new_err(
+                    "the masked form takes one padded cost and one row (column) index per weight",
+                ));
+            }
+            let (cr, cm) = arrs[0].shape();
+            if nb == 0 || cr % nb != 0 {
+                return Err(PyValueError::new_err("padded cost rows must be B*N"));
+            }
+            let np = cr / nb;
+            if r.iter().any(|&i| i >= np) || c.iter().any(|&j| j >= cm) {
+                return Err(PyValueError::new_err("mask index out of range"));
+            }
+            Some((r, c, np, cm))
+        }
+        (None, None) => {
+            if srcs.len() != nb {
+                return Err(PyValueError::new_err(
+                    "costs must list one array per problem",
+                ));
+            }
+            for (k, (c, s)) in arrs.iter().zip(&shapes).enumerate() {
+                if c.shape() != *s {
+                    return Err(PyValueError::new_err(format!(
+                        "cost[{k}] has shape {:?}, expected {s:?}",
+                        c.shape()
+                    )));
+                }
+            }
+            None
+        }
+        _ => return Err(PyValueError::new_err("rows and cols go together")),
+    };
+    let opts = options(max_iter, tol, method, scaling, omega)?;
+    let work = shapes.iter().fold(0usize, |w, &(n, m)| {
+        w.saturating_add(solve_work(n, m, max_iter, scaling))
+    });
+    // Offsets of each problem's indices (masked form).
+    let mut offs = Vec::with_capacity(nb + 1);
+    offs.push((0usize, 0usize));
+    for &(n, m) in &shapes {
+        let (r, c): (usize, usize) = offs[offs.len() - 1];
+        offs.push((r.saturating_add(n), c.saturating_add(m)));
+    }
+    let get = |k: usize| -> Cow<'_, [f64]> {
+        match &index {
+            None => match srcs[k] {
+                Src::F64(x) => Cow::Borrowed(x),
+                Src::F32(x) => widen(x),
+            },
+            Some((r, c, np, cm)) => {
+                let ((r0, c0), (r1, c1)) = (offs[k], offs[k + 1]);
+                let (rk, ck) = (&r[r0..r1], &c[c0..c1]);
+                let s = srcs[0];
+                let mut v = Vec::with_capacity(rk.len() * ck.len());
+                // Columns that are one run (a prefix mask, or any contiguous one) are copied
+                // row slice by row slice; others entry by entry.
+                let run = ck.windows(2).all(|w| w[1] == w[0] + 1);
+                for &i in rk {
+                    let base = (k * np + i) * cm;
+                    if run && !ck.is_empty() {
+                        s.push(base + ck[0], base + ck[0] + ck.len(), &mut v);
+                    } else {
+                        for &j in ck {
+                            s.push(base + j, base + j + 1, &mut v);
+                        }
+                    }
+                }
+                debug_assert!(v.len() <= s.len());
+                Cow::Owned(v)
+            }
+        }
+    };
+    let mut out = run(py, work, |stop| {
+        dense::solve_ragged(av, bv, &shapes, &get, reg, reg_m, &opts, return_plan, stop)
+    })?;
+    let plan = if return_plan {
+        let total = shapes
+            .iter()
+            .fold(0usize, |t, &(n, m)| t.saturating_add(n.saturating_mul(m)));
+        let mut plans = Vec::with_capacity(total);
+        for (_, fin) in &mut out {
+            // Taken (not copied) so that each problem's plan is freed once appended.
+            plans.extend(std::mem::take(&mut fin.plan));
+        }
+        Some(PyArray1::from_vec(py, plans))
+    } else {
+        None
+    };
+    let mut f = Vec::with_capacity(av.len());
+    let mut g = Vec::with_capacity(bv.len());
+    let (mut it, mut err, mut cost_v, mut lin) = (vec![], vec![], vec![], vec![]);
+    for (s, fin) in out {
+        f.extend(s.f);
+        g.extend(s.g);
+        it.push(s.n_iter as i64);
+        err.push(fin.marginal_error);
+        cost_v.push(fin.cost);
+        lin.push(fin.linear_cost);
+    }
+    Ok((
+        plan,
+        PyArray1::from_vec(py, f),
+        PyArray1::from_vec(py, g),
+        PyArray1::from_vec(py, cost_v),
+        PyArray1::from_vec(py, lin),
+        PyArray1::from_vec(py, it),
+        PyArray1::from_vec(py, err),
+    ))
+}
+
 /// Debiased Sinkhorn divergence between clouds x (n, d) and y (m, d) of one dtype; weights
 /// sum to one. Everything returned is float64.
 #[pyfunction]
@@ -318,5 +524,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sinkhorn_divergence_clouds, m)?)?;
     m.add_function(wrap_pyfunction!(sinkhorn_dense, m)?)?;
     m.add_function(wrap_pyfunction!(sinkhorn_batch_dense, m)?)?;
+    m.add_function(wrap_pyfunction!(sinkhorn_ragged_dense, m)?)?;
     Ok(())
 }

@@ -66,6 +66,45 @@ def ot_batch(nb: int, k: int, seed: int = 1):
     return np.full((nb, k), 1.0 / k), c
 
 
+def ot_ragged(nb: int, lo: int = 16, hi: int = 128, seed: int = 3):
+    """A ragged batch: `nb` OT problems of ``n_k x m_k`` with n_k and m_k drawn uniformly
+    in ``[lo, hi]`` (independently), each the recipe of :func:`ot_dense` (squared distances
+    over the problem's maximum, uniform weights). Returns lists ``(a, b, C)``; the
+    benchmarks solve them at reg 0.05, tol 1e-9."""
+    rng = _rng(seed)
+    a, b, c = [], [], []
+    for _ in range(nb):
+        n, m = (int(v) for v in rng.integers(lo, hi + 1, size=2))
+        x, y = rng.random((n, 2)), rng.random((m, 2))
+        ck = ((x[:, None] - y[None]) ** 2).sum(-1)
+        c.append(ck / ck.max())
+        a.append(np.full(n, 1.0 / n))
+        b.append(np.full(m, 1.0 / m))
+    return a, b, c
+
+
+def ot_ragged_by_size(a, b, c, reg, **kw):
+    """The size-group route to a ragged batch (the one before the one-pass kernel): one
+    dense ``sinkhorn_batch`` per distinct size, the groups one after the other. Returns the
+    linear costs in problem order (for the benchmarks' comparison)."""
+    import divest
+
+    groups: dict = {}
+    for k, ck in enumerate(c):
+        groups.setdefault(ck.shape, []).append(k)
+    out = np.empty(len(c))
+    for ks in groups.values():
+        r = divest.sinkhorn_batch(
+            np.stack([a[k] for k in ks]),
+            np.stack([b[k] for k in ks]),
+            np.stack([c[k] for k in ks]),
+            reg,
+            **kw,
+        )
+        out[ks] = r.linear_cost
+    return out
+
+
 def ot_clouds(n: int, d: int = 3, seed: int = 2):
     """Two point clouds of `n` points uniform on the unit cube of dimension `d` (the
     Sinkhorn divergence workloads). Returns ``(x, y)``."""

@@ -322,10 +322,8 @@ pub fn solve(
     Ok(solved)
 }
 
-/// Solves `B` problems in parallel, one task per problem (each serial inside).
-/// `cost(k)` gives problem k's cost; returns each solve and finish. Balanced problems
-/// (without `Method::Log`) take the small-problem path where it is safe, see
-/// `small::solve_small`; the others, and those it declines, run [`solve`] and [`finish`].
+/// Solves `B` problems of one size n×m in parallel: [`solve_ragged`] with every shape
+/// n×m (`a` is (B, n) and `b` (B, m), row-major).
 #[allow(clippy::too_many_arguments)]
 pub fn solve_batch<'c>(
     a: &[f64],
@@ -340,47 +338,156 @@ pub fn solve_batch<'c>(
     want_plan: bool,
     stop: &AtomicBool,
 ) -> Result<Vec<(Solved, Finished)>> {
-    if a.len() != nprob * n || b.len() != nprob * m {
+    if nprob.checked_mul(n) != Some(a.len()) || nprob.checked_mul(m) != Some(b.len()) {
         return Err(invalid!("batch weights have the wrong length"));
+    }
+    let shapes = crate::core::error::try_vec(nprob, (n, m), "the number of problems")?;
+    solve_ragged(a, b, &shapes, cost, eps, rho, opts, want_plan, stop)
+}
+
+/// Solves problems of any sizes in one parallel pass, each serial inside: problem k is
+/// `shapes[k]` = (n_k, m_k), its weights the next n_k entries of `a` and m_k of `b` (the
+/// problems' weights concatenated), its row-major n_k×m_k cost `cost(k)` (asked for when
+/// the problem is solved, so a gathered or widened copy lives only while it runs).
+/// Returns each problem's solve and finish, in problem order.
+///
+/// Every problem runs [`solve_one`], so its result is bitwise the one it gets alone (the
+/// task's reused buffers are resized to each problem and fully rewritten before they are
+/// read). Scheduling: the problems are taken largest first (n_k·m_k, ties in index order)
+/// from one shared counter by one task per thread (longest-processing-time list
+/// scheduling), each task reusing its small-path buffers; a problem's own buffers are
+/// O(n_k·m_k). On an error the tasks stop taking problems, and the error of the lowest
+/// failing problem index among those run is returned (its message names the problem).
+#[allow(clippy::too_many_arguments)]
+pub fn solve_ragged<'c>(
+    a: &[f64],
+    b: &[f64],
+    shapes: &[(usize, usize)],
+    cost: &(dyn Fn(usize) -> std::borrow::Cow<'c, [f64]> + Sync),
+    eps: f64,
+    rho: f64,
+    opts: &Options,
+    want_plan: bool,
+    stop: &AtomicBool,
+) -> Result<Vec<(Solved, Finished)>> {
+    use crate::core::error::{try_vec, Error};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let nprob = shapes.len();
+    // Offsets of each problem's weights.
+    let mut offs = try_vec(nprob + 1, (0usize, 0usize), "the number of problems")?;
+    for (k, &(n, m)) in shapes.iter().enumerate() {
+        let (ra, rb) = offs[k];
+        match (ra.checked_add(n), rb.checked_add(m), n.checked_mul(m)) {
+            (Some(x), Some(y), Some(_)) => offs[k + 1] = (x, y),
+            _ => return Err(invalid!("problem {k}: its size {n}x{m} overflows")),
+        }
+    }
+    if offs[nprob] != (a.len(), b.len()) {
+        return Err(invalid!(
+            "ragged batch weights have lengths ({}, {}), the shapes need {:?}",
+            a.len(),
+            b.len(),
+            offs[nprob]
+        ));
     }
     let mut o = *opts;
     o.parallel = false;
-    threads::install(|| {
-        // Runs of problems per task: the workspace (kernel buffers) is set up once per run.
-        (0..nprob)
+    // Largest first (stable: equal sizes keep their order).
+    let mut order: Vec<usize> = try_vec(nprob, 0usize, "the number of problems")?;
+    order.iter_mut().enumerate().for_each(|(i, x)| *x = i);
+    order.sort_by_key(|&k| std::cmp::Reverse(shapes[k].0 * shapes[k].1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    type Done = (Solved, Finished);
+    /// One task's solved problems (by index), and the problem it failed on.
+    type Part = (Vec<(usize, Done)>, Option<(usize, Error)>);
+    let parts: Vec<Part> = threads::install(|| {
+        let tasks = rayon::current_num_threads().clamp(1, nprob.max(1));
+        (0..tasks)
             .into_par_iter()
-            .with_min_len(16)
-            .map_init(small::SmallWs::default, |ws, k| {
-                threads::check(stop)?;
-                let c = cost(k);
-                let p = Problem {
-                    a: &a[k * n..(k + 1) * n],
-                    b: &b[k * m..(k + 1) * m],
-                    cost: &c,
-                    eps,
-                    rho_a: rho,
-                    rho_b: rho,
-                };
-                // Errors about this problem's reg name the problem.
-                let name = |e: crate::core::error::Error| match e {
-                    crate::core::error::Error::InvalidArgument(msg) if msg.starts_with("reg") => {
-                        invalid!("problem {k}: {msg}")
+            .with_max_len(1)
+            .map(|_| {
+                let mut ws = small::SmallWs::default();
+                let mut done = Vec::new();
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&k) = order.get(i) else { break };
+                    if let Err(e) = threads::check(stop) {
+                        failed.store(true, Ordering::Relaxed);
+                        return (done, Some((k, e)));
                     }
-                    e => e,
-                };
-                if o.method != Method::Log {
-                    if let Some(done) =
-                        small::solve_small(&p, &o, ws, want_plan, stop).map_err(name)?
-                    {
-                        return Ok(done);
+                    let (ra, rb) = offs[k];
+                    let (rn, rm) = offs[k + 1];
+                    let c = cost(k);
+                    let p = Problem {
+                        a: &a[ra..rn],
+                        b: &b[rb..rm],
+                        cost: &c,
+                        eps,
+                        rho_a: rho,
+                        rho_b: rho,
+                    };
+                    match solve_one(k, &p, &o, &mut ws, want_plan, stop) {
+                        Ok(r) => done.push((k, r)),
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            return (done, Some((k, e)));
+                        }
                     }
                 }
-                let s = solve(&p, None, &o, stop).map_err(name)?;
-                let fin = finish(&p, &s.f, &s.g, want_plan, false, stop)?;
-                Ok((s, fin))
+                (done, None)
             })
-            .collect::<Result<Vec<_>>>()
-    })?
+            .collect()
+    })?;
+    let mut first: Option<(usize, Error)> = None;
+    let mut out: Vec<Option<Done>> = Vec::new();
+    out.try_reserve_exact(nprob)
+        .map_err(|_| Error::OutOfMemory(format!("{nprob} results")))?;
+    out.resize_with(nprob, || None);
+    for (done, err) in parts {
+        for (k, r) in done {
+            out[k] = Some(r);
+        }
+        if let Some((k, e)) = err {
+            if first.as_ref().is_none_or(|(j, _)| k < *j) {
+                first = Some((k, e));
+            }
+        }
+    }
+    if let Some((_, e)) = first {
+        return Err(e);
+    }
+    out.into_iter()
+        .map(|r| r.ok_or_else(|| invalid!("a problem of the batch was not solved")))
+        .collect()
+}
+
+/// One problem of a batch (index `k`, for error messages), serial: the small-problem path
+/// where it applies (balanced, not `Method::Log`, see `small::solve_small`), else [`solve`]
+/// from zero potentials and [`finish`]. The uniform and the ragged batches both run this.
+fn solve_one(
+    k: usize,
+    p: &Problem<'_>,
+    o: &Options,
+    ws: &mut small::SmallWs,
+    want_plan: bool,
+    stop: &AtomicBool,
+) -> Result<(Solved, Finished)> {
+    // Errors about this problem's reg name the problem.
+    let name = |e: crate::core::error::Error| match e {
+        crate::core::error::Error::InvalidArgument(msg) if msg.starts_with("reg") => {
+            invalid!("problem {k}: {msg}")
+        }
+        e => e,
+    };
+    if o.method != Method::Log {
+        if let Some(done) = small::solve_small(p, o, ws, want_plan, stop).map_err(name)? {
+            return Ok(done);
+        }
+    }
+    let s = solve(p, None, o, stop).map_err(name)?;
+    let fin = finish(p, &s.f, &s.g, want_plan, false, stop)?;
+    Ok((s, fin))
 }
 
 #[cfg(test)]
@@ -561,6 +668,88 @@ mod tests {
         let z = vec![0.0; 30];
         let p = balanced(&a, &b, &z, 1e-300);
         assert!(solve(&p, None, &o, &stop).is_ok());
+    }
+
+    /// Mixed sizes (1×1 and very unequal ones), zero weights, each method, balanced and
+    /// unbalanced: every problem of one ragged pass is bitwise the problem solved alone.
+    #[test]
+    fn ragged_pass_equals_each_problem_alone() {
+        let shapes = [
+            (1, 1),
+            (3, 5),
+            (70, 2),
+            (2, 70),
+            (17, 17),
+            (3, 5),
+            (40, 33),
+            (1, 9),
+        ];
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        let mut costs = Vec::new();
+        for (k, &(n, m)) in shapes.iter().enumerate() {
+            let (mut ak, bk, ck) = problem_data(n, m, 11 + 4 * k as u64);
+            if n > 2 {
+                ak[1] = 0.0;
+                let s: f64 = ak.iter().sum();
+                ak.iter_mut().for_each(|x| *x /= s);
+            }
+            a.extend(ak);
+            b.extend(bk);
+            costs.push(ck);
+        }
+        let stop = AtomicBool::new(false);
+        let get = |k: usize| std::borrow::Cow::Borrowed(&costs[k][..]);
+        for (method, rho, omega) in [
+            (Method::Kernel, f64::INFINITY, 1.0),
+            (Method::Kernel, f64::INFINITY, 0.0),
+            (Method::Log, f64::INFINITY, 1.0),
+            (Method::Kernel, 0.5, 1.0),
+        ] {
+            let o = Options {
+                method,
+                omega,
+                max_iter: 400,
+                ..Default::default()
+            };
+            let all = solve_ragged(&a, &b, &shapes, &get, 0.05, rho, &o, true, &stop).unwrap();
+            let (mut ra, mut rb) = (0, 0);
+            for (k, &(n, m)) in shapes.iter().enumerate() {
+                let one = |_j: usize| std::borrow::Cow::Borrowed(&costs[k][..]);
+                let (ak, bk) = (&a[ra..ra + n], &b[rb..rb + m]);
+                let alone = solve_batch(ak, bk, n, m, 1, &one, 0.05, rho, &o, true, &stop).unwrap();
+                let ((s1, f1), (s2, f2)) = (&all[k], &alone[0]);
+                assert_eq!((&s1.f, &s1.g, s1.n_iter), (&s2.f, &s2.g, s2.n_iter), "{k}");
+                assert_eq!(s1.error.to_bits(), s2.error.to_bits());
+                assert_eq!(f1.plan, f2.plan);
+                assert_eq!(f1.cost.to_bits(), f2.cost.to_bits());
+                assert_eq!(f1.marginal_error.to_bits(), f2.marginal_error.to_bits());
+                (ra, rb) = (ra + n, rb + m);
+            }
+        }
+        // Weights that do not match the shapes, and a raised stop flag.
+        let o = Options::default();
+        let short = &a[1..];
+        assert!(solve_ragged(short, &b, &shapes, &get, 0.05, 1.0, &o, false, &stop).is_err());
+        let raised = AtomicBool::new(true);
+        assert_eq!(
+            solve_ragged(&a, &b, &shapes, &get, 0.05, 1.0, &o, false, &raised).unwrap_err(),
+            crate::core::Error::Cancelled
+        );
+        // An error names the failing problem (the lowest index among those that failed).
+        let bad = |k: usize| {
+            let mut c = costs[k].clone();
+            if k == 4 || k == 6 {
+                c[0] = 1e30;
+            }
+            std::borrow::Cow::Owned(c)
+        };
+        let e = solve_ragged(&a, &b, &shapes, &bad, 1e-3, f64::INFINITY, &o, false, &stop);
+        let msg = e.unwrap_err().to_string();
+        assert!(
+            msg.starts_with("problem 4: reg") || msg.starts_with("problem 6: reg"),
+            "{msg}"
+        );
     }
 
     #[test]
