@@ -697,6 +697,8 @@ def _is_ragged(a, b, cost) -> bool:
     (a list of equal-size problems takes the dense path unchanged)."""
     if not any(isinstance(v, (list, tuple)) for v in (a, b, cost)):
         return False
+    if any(isinstance(v, (list, tuple)) and len(v) == 0 for v in (a, b, cost)):
+        return True  # the ragged path explains an empty batch
     for v in (a, b, cost):
         if isinstance(v, (list, tuple)) and len(v) > 0:
             try:
