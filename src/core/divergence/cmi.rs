@@ -577,9 +577,17 @@ mod tests {
         }
         want /= n as f64;
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
-        // The continuous estimator refuses such data, naming discrete_features.
-        let e = cmi_stats(bx, by, bz, 3, &[], false, Method::Tree, &stop).unwrap_err();
-        assert!(format!("{e:?}").contains("discrete_features"));
+        // The continuous estimator is far off on such data (duplicates are not
+        // neighbours), and refuses data where a point has too few distinct neighbours,
+        // naming discrete_features.
+        let c = cmi_stats(bx, by, bz, 3, &[], false, Method::Tree, &stop).unwrap()[0];
+        assert!(c < want - 1.0, "{c} vs {want}");
+        let two = vec![1.0; n];
+        let b2 = Block { data: &two, d: 1 };
+        for m in [Method::Tree, Method::Brute] {
+            let e = cmi_stats(b2, b2, b2, 3, &[], false, m, &stop).unwrap_err();
+            assert!(format!("{e:?}").contains("discrete_features"));
+        }
     }
 
     #[test]
