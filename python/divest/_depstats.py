@@ -326,17 +326,41 @@ def knn_cmi(
     return float(_core.cmi_stats(xc, yc, zc, k, None, mixed, algorithm)[0] / lb)
 
 
+def _random_tied_neighbours(zc, nb, gen):
+    """Where a point's group of equal z values has more than kk = nb.shape[1] - 1 members,
+    replaces its neighbours (nb[:, 1:], all at distance 0 and tied, chosen by index) with
+    kk other members of the group drawn uniformly at random (Floyd's subset sampling,
+    vectorised over the group's members), so that every point of a cell does not get the
+    same neighbours. O(m·kk²) per group of m members."""
+    kk = nb.shape[1] - 1
+    _, inv, cnt = np.unique(zc, axis=0, return_inverse=True, return_counts=True)
+    order = np.argsort(inv.ravel(), kind="stable")
+    starts = np.concatenate([[0], np.cumsum(cnt)])
+    for g in np.flatnonzero(cnt > kk):
+        members = order[starts[g] : starts[g + 1]]
+        m = members.size
+        pick = np.empty((m, kk), dtype=np.int64)
+        for c, j in enumerate(range(m - 1 - kk, m - 1)):
+            t = gen.integers(0, j + 1, size=m)
+            seen = (pick[:, :c] == t[:, None]).any(axis=1)
+            pick[:, c] = np.where(seen, j, t)
+        nb[members, 1:] = members[(np.arange(m)[:, None] + 1 + pick) % m]
+
+
 def _local_permutations(zc, k_perm, n_resamples, gen):
     """(n_resamples, n) int64 indices of Runge's local permutation scheme: each point i
     takes the x of a point among its k_perm nearest neighbours in z (itself included,
-    points equal to it in z included), drawn at random, without repetition where possible
-    (points visited in random order). The neighbours come from the kd-tree over z that
-    :func:`knn_cmi` counts with."""
+    points equal to it in z included: where more than k_perm - 1 points share its z
+    value, k_perm - 1 of them drawn at random), drawn at random, without repetition where
+    possible (points visited in random order). The neighbours come from the kd-tree over
+    z that :func:`knn_cmi` counts with."""
     n = zc.shape[0]
     if k_perm == 1:
         nb = np.arange(n)[:, None]
     else:
         nb = np.hstack([np.arange(n)[:, None], _core.cmi_z_neighbours(zc, k_perm - 1)])
+        if np.unique(zc, axis=0).shape[0] < n:
+            _random_tied_neighbours(zc, nb, gen)
     out = np.empty((n_resamples, n), dtype=np.int64)
     for b in range(n_resamples):
         order = gen.permutation(n)
@@ -363,7 +387,8 @@ def cmi_test(
 
     Each resample permutes x only among points that are close in z: point i takes the x
     of one of the ``k_perm`` nearest neighbours of z_i (itself included; points equal to
-    it in z are neighbours at distance 0, ties by index), drawn at random and without
+    it in z are neighbours at distance 0, and where more than k_perm - 1 points share
+    its z value, k_perm - 1 of them are drawn first from ``rng``), drawn at random and without
     repetition where possible, so the resampled data keep the dependence of X on Z and
     break that of X on Y given Z. The neighbours come from the same kd-tree over z that
     the statistic's counts use. The p-value is (1 + #{T_b ≥ T}) / (1 + B) over
