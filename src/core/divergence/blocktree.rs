@@ -11,8 +11,10 @@
 //!
 //! Built once per point set: median splits on the widest coordinate, leaves of at most
 //! [`LEAF`] points (more only when all of a leaf's points are equal), points stored
-//! row-major in tree order, a bounding box per node. Memory: the tree-ordered copy
-//! (n·d values), the permutation, and two boxes per node (about 4n/LEAF nodes · d).
+//! coordinate-major in tree order (a leaf's keys are computed for LEAF points at once,
+//! each point's arithmetic unchanged), a bounding box per node. Memory: the tree-ordered
+//! copy ((n + LEAF)·d values), the permutation, and two boxes per node (about 4n/LEAF
+//! nodes · d).
 
 use super::cmi::Block;
 
@@ -33,7 +35,8 @@ pub struct BlockTree {
     n: usize,
     d: usize,
     dims: Vec<usize>,
-    pts: Vec<f64>,
+    /// Coordinate c of tree position p at `soa[c * (n + LEAF) + p]` (padded with zeros).
+    soa: Vec<f64>,
     perm: Vec<usize>,
     nodes: Vec<Node>,
     lo: Vec<f64>,
@@ -50,24 +53,6 @@ fn pos(v: f64) -> f64 {
     }
 }
 
-/// The key between rows `q` and `r` (block dims `dims`): max over blocks of the
-/// sequentially summed squared differences.
-#[inline(always)]
-pub fn key(dims: &[usize], q: &[f64], r: &[f64]) -> f64 {
-    let mut m = 0.0f64;
-    let mut off = 0;
-    for &db in dims {
-        let mut s = 0.0;
-        for c in off..off + db {
-            let t = q[c] - r[c];
-            s += t * t;
-        }
-        m = m.max(s);
-        off += db;
-    }
-    m
-}
-
 impl BlockTree {
     /// Builds the tree over the rows formed by the blocks side by side (row i of the point
     /// set is the concatenation of every block's row `rows(b)[i]`, where `rows(b)` maps
@@ -82,7 +67,8 @@ impl BlockTree {
         for (b, map) in blocks {
             for i in 0..n {
                 let r = map.map_or(i, |m| m[i] as usize);
-                flat[i * d + off..i * d + off + b.d].copy_from_slice(&b.data[r * b.d..(r + 1) * b.d]);
+                flat[i * d + off..i * d + off + b.d]
+                    .copy_from_slice(&b.data[r * b.d..(r + 1) * b.d]);
             }
             off += b.d;
         }
@@ -90,7 +76,7 @@ impl BlockTree {
             n,
             d,
             dims,
-            pts: Vec::new(),
+            soa: Vec::new(),
             perm: (0..n).collect(),
             nodes: Vec::new(),
             lo: Vec::new(),
@@ -99,11 +85,14 @@ impl BlockTree {
         if n > 0 {
             t.split(&flat, 0, n);
         }
-        let mut pts = vec![0.0; n * d];
+        let np = n + LEAF;
+        let mut soa = vec![0.0; d * np];
         for (p, &i) in t.perm.iter().enumerate() {
-            pts[p * d..(p + 1) * d].copy_from_slice(&flat[i * d..(i + 1) * d]);
+            for c in 0..d {
+                soa[c * np + p] = flat[i * d + c];
+            }
         }
-        t.pts = pts;
+        t.soa = soa;
         t
     }
 
@@ -120,10 +109,40 @@ impl BlockTree {
         &self.perm
     }
 
-    /// The coordinates at tree position p.
+    /// Copies the coordinates at tree position p into `q` (length d).
     #[inline(always)]
-    pub fn row(&self, p: usize) -> &[f64] {
-        &self.pts[p * self.d..(p + 1) * self.d]
+    pub fn row_into(&self, p: usize, q: &mut Vec<f64>) {
+        let np = self.n + LEAF;
+        q.clear();
+        q.extend((0..self.d).map(|c| self.soa[c * np + p]));
+    }
+
+    /// Keys from `q` to tree positions `p0..p0 + LEAF` (past a leaf's end the values are
+    /// ignored), each block's squared distance summed in coordinate order from 0.0
+    /// (unfused) and the max taken over blocks, as `cmi`'s brute force does. Fixed width, so the lanes vectorise.
+    #[inline(always)]
+    fn leaf_keys(&self, q: &[f64], p0: usize, out: &mut [f64; LEAF]) {
+        let np = self.n + LEAF;
+        let mut m = [0.0f64; LEAF];
+        let mut off = 0;
+        for &db in &self.dims {
+            let mut s = [0.0f64; LEAF];
+            for (c, &qc) in q.iter().enumerate().skip(off).take(db) {
+                let col = &self.soa[c * np + p0..c * np + p0 + LEAF];
+                for l in 0..LEAF {
+                    let t = qc - col[l];
+                    s[l] += t * t;
+                }
+            }
+            for l in 0..LEAF {
+                // Keys are finite and non-negative: a plain comparison is the max.
+                if s[l] > m[l] {
+                    m[l] = s[l];
+                }
+            }
+            off += db;
+        }
+        *out = m;
     }
 
     fn split(&mut self, flat: &[f64], start: usize, end: usize) -> usize {
@@ -194,6 +213,7 @@ impl BlockTree {
     /// The k smallest keys from tree position `p` to the other points (ascending, ties by
     /// original index) and their original indices; keys equal to zero are skipped when
     /// `skip_zero`. Missing neighbours keep +inf and `usize::MAX`.
+    #[allow(clippy::too_many_arguments)]
     pub fn knn(
         &self,
         p: usize,
@@ -201,6 +221,7 @@ impl BlockTree {
         keys: &mut [f64],
         idx: &mut [usize],
         stack: &mut Vec<(usize, f64)>,
+        qbuf: &mut Vec<f64>,
     ) {
         let k = keys.len();
         keys.fill(f64::INFINITY);
@@ -209,7 +230,9 @@ impl BlockTree {
         if self.n == 0 || k == 0 {
             return;
         }
-        let q = self.row(p);
+        self.row_into(p, qbuf);
+        let q = &qbuf[..];
+        let mut buf = [0.0f64; LEAF];
         stack.push((0, self.lower(0, q)));
         while let Some((b, bound)) = stack.pop() {
             // Equal bounds may still hold a tie with a smaller index.
@@ -234,26 +257,36 @@ impl BlockTree {
                 }
                 continue;
             }
-            for s in nd.start..nd.end {
-                if s == p {
-                    continue;
+            let mut p0 = nd.start;
+            while p0 < nd.end {
+                let m = LEAF.min(nd.end - p0);
+                self.leaf_keys(q, p0, &mut buf);
+                let kth = keys[k - 1];
+                let mut any = false;
+                for &a in &buf {
+                    any |= a <= kth;
                 }
-                let v = key(&self.dims, q, self.row(s));
-                if v > keys[k - 1] || (skip_zero && v == 0.0) {
-                    continue;
+                if any {
+                    for (l, &v) in buf[..m].iter().enumerate() {
+                        let s = p0 + l;
+                        if s == p || v > keys[k - 1] || (skip_zero && v == 0.0) {
+                            continue;
+                        }
+                        let j = self.perm[s];
+                        if v == keys[k - 1] && j > idx[k - 1] {
+                            continue;
+                        }
+                        let mut t = k - 1;
+                        while t > 0 && (keys[t - 1] > v || (keys[t - 1] == v && idx[t - 1] > j)) {
+                            keys[t] = keys[t - 1];
+                            idx[t] = idx[t - 1];
+                            t -= 1;
+                        }
+                        keys[t] = v;
+                        idx[t] = j;
+                    }
                 }
-                let j = self.perm[s];
-                if v == keys[k - 1] && j > idx[k - 1] {
-                    continue;
-                }
-                let mut t = k - 1;
-                while t > 0 && (keys[t - 1] > v || (keys[t - 1] == v && idx[t - 1] > j)) {
-                    keys[t] = keys[t - 1];
-                    idx[t] = idx[t - 1];
-                    t -= 1;
-                }
-                keys[t] = v;
-                idx[t] = j;
+                p0 += m;
             }
         }
     }
@@ -267,6 +300,7 @@ impl BlockTree {
         r: f64,
         strict: bool,
         stack: &mut Vec<usize>,
+        qbuf: &mut Vec<f64>,
         mut f: impl FnMut(usize),
     ) {
         let inside = |v: f64| if strict { v < r } else { v <= r };
@@ -274,7 +308,9 @@ impl BlockTree {
         if self.n == 0 {
             return;
         }
-        let q = self.row(p);
+        self.row_into(p, qbuf);
+        let q = &qbuf[..];
+        let mut buf = [0.0f64; LEAF];
         stack.push(0);
         while let Some(b) = stack.pop() {
             if !inside(self.lower(b, q)) {
@@ -286,10 +322,16 @@ impl BlockTree {
                 stack.push(nd.left);
                 continue;
             }
-            for s in nd.start..nd.end {
-                if s != p && inside(key(&self.dims, q, self.row(s))) {
-                    f(s);
+            let mut p0 = nd.start;
+            while p0 < nd.end {
+                let m = LEAF.min(nd.end - p0);
+                self.leaf_keys(q, p0, &mut buf);
+                for (l, &v) in buf[..m].iter().enumerate() {
+                    if inside(v) && p0 + l != p {
+                        f(p0 + l);
+                    }
                 }
+                p0 += m;
             }
         }
     }

@@ -243,12 +243,19 @@ fn terms_tree(
     let kth_parts: Vec<Vec<f64>> = (0..nb)
         .into_par_iter()
         .map_init(
-            || (vec![0.0; k], vec![0usize; k], Vec::with_capacity(64)),
-            |(keys, idx, stack), b| -> Result<Vec<f64>> {
+            || {
+                (
+                    vec![0.0; k],
+                    vec![0usize; k],
+                    Vec::with_capacity(64),
+                    Vec::new(),
+                )
+            },
+            |(keys, idx, stack, qbuf), b| -> Result<Vec<f64>> {
                 threads::check(stop)?;
                 Ok((b * QUERY_BLOCK..((b + 1) * QUERY_BLOCK).min(n))
                     .map(|p| {
-                        jt.knn(p, !s.mixed, keys, idx, stack);
+                        jt.knn(p, !s.mixed, keys, idx, stack, qbuf);
                         keys[k - 1]
                     })
                     .collect())
@@ -271,8 +278,8 @@ fn terms_tree(
     let parts: Vec<Vec<(usize, f64)>> = (0..nb)
         .into_par_iter()
         .map_init(
-            || Vec::with_capacity(64),
-            |stack, b| -> Result<Vec<(usize, f64)>> {
+            || (Vec::with_capacity(64), Vec::new()),
+            |(stack, qbuf), b| -> Result<Vec<(usize, f64)>> {
                 threads::check(stop)?;
                 (b * QUERY_BLOCK..((b + 1) * QUERY_BLOCK).min(n))
                     .map(|p| {
@@ -281,7 +288,7 @@ fn terms_tree(
                         let inside = |v: f64| if strict { v < e } else { v <= e };
                         let (qx, qy) = (&xg[p * dx..(p + 1) * dx], &zt.y[p * dy..(p + 1) * dy]);
                         let mut c = Counts::default();
-                        zt.tree.within(p, e, strict, stack, |t| {
+                        zt.tree.within(p, e, strict, stack, qbuf, |t| {
                             let ax = sq_rows(qx, &xg[t * dx..(t + 1) * dx]);
                             let ay = sq_rows(qy, &zt.y[t * dy..(t + 1) * dy]);
                             c.add(inside(ax), inside(ay));
@@ -401,14 +408,14 @@ pub fn z_neighbours(z: Block<'_>, k: usize, stop: &AtomicBool) -> Result<Vec<usi
         let parts: Vec<(Vec<usize>, Vec<usize>)> = (0..nb)
             .into_par_iter()
             .map_init(
-                || (vec![0.0; k], Vec::with_capacity(64)),
-                |(keys, stack), b| -> Result<(Vec<usize>, Vec<usize>)> {
+                || (vec![0.0; k], Vec::with_capacity(64), Vec::new()),
+                |(keys, stack, qbuf), b| -> Result<(Vec<usize>, Vec<usize>)> {
                     threads::check(stop)?;
                     let ps = b * QUERY_BLOCK..((b + 1) * QUERY_BLOCK).min(n);
                     let mut idx = vec![0usize; ps.len() * k];
                     let rows: Vec<usize> = ps.clone().map(|p| t.order()[p]).collect();
                     for (r, p) in ps.enumerate() {
-                        t.knn(p, false, keys, &mut idx[r * k..(r + 1) * k], stack);
+                        t.knn(p, false, keys, &mut idx[r * k..(r + 1) * k], stack, qbuf);
                     }
                     Ok((rows, idx))
                 },

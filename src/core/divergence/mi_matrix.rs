@@ -282,7 +282,9 @@ pub fn mi_matrix(
     stop: &AtomicBool,
 ) -> Result<Vec<f64>> {
     if variant != 1 && variant != 2 {
-        return Err(invalid!("variant must be 1 (KSG-1) or 2 (KSG-2); got {variant}"));
+        return Err(invalid!(
+            "variant must be 1 (KSG-1) or 2 (KSG-2); got {variant}"
+        ));
     }
     let ksg2 = variant == 2;
     if k == 0 || k >= n {
@@ -329,7 +331,11 @@ pub fn mi_matrix(
                 .collect()
         }
         let cx = prep(x, p, n, ksg2);
-        let cy = if sym { Vec::new() } else { prep(ys, q, n, ksg2) };
+        let cy = if sym {
+            Vec::new()
+        } else {
+            prep(ys, q, n, ksg2)
+        };
         let cy_ref = if sym { &cx } else { &cy };
         out.par_chunks_mut(q)
             .enumerate()
