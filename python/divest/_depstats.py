@@ -298,7 +298,7 @@ def knn_cmi(
     ``base``. The samples are divided by one power of two and shifted by their midranges
     (exact for the estimate). Values must be finite.
 
-    ``algorithm``: "auto" (the trees when dx + dy + dz <= 16, else brute force),
+    ``algorithm``: "auto" (the trees when dx + dy + dz <= 12, else brute force),
     "kd_tree" or "brute"; all give the same value bit for bit (same distances, same
     counts, terms summed in row order). The trees: an exact kd-tree over (x, y, z) for
     the k-th neighbour (max-norm of the blocks) and one over z for the range counts, each

@@ -42,7 +42,10 @@ use crate::core::threads;
 const ROW_BLOCK: usize = 64;
 
 /// Largest total dimension dx + dy + dz at which `Method::Auto` uses the trees.
-pub const CMI_TREE_MAX_D: usize = 16;
+/// Measured with n = 5000, dx = dy = 1, k = 5 (2 loaded cores): trees 0.45 s against
+/// brute force 0.82 s at dz = 8, 0.59 s against 0.90 s at dz = 10, 1.31 s against 0.96 s
+/// at dz = 14.
+pub const CMI_TREE_MAX_D: usize = 12;
 
 /// A block of coordinates: n rows of d values, row-major.
 #[derive(Clone, Copy)]
