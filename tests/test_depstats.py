@@ -425,7 +425,8 @@ def test_cmi_bad_input():
     with pytest.raises(ValueError, match="x"):
         divest.knn_cmi(np.full(20, np.nan), y, z)
     with pytest.raises(ValueError, match="duplicate"):
-        divest.knn_cmi(np.ones(20), np.ones(20), np.ones(20))
+        with pytest.warns(UserWarning, match="discrete_features"):
+            divest.knn_cmi(np.ones(20), np.ones(20), np.ones(20))
 
 
 # ---------------------------------------------------------------------------------------

@@ -448,6 +448,7 @@ def mi_matrix(
     k: int,
     discrete_x: list[bool],
     discrete_y: list[bool],
+    variant: int = 1,
 ) -> NDArray[np.float64]: ...
 def cmi_stats(
     x: NDArray[np.float64],
@@ -455,4 +456,7 @@ def cmi_stats(
     z: NDArray[np.float64],
     k: int,
     perms: NDArray[np.int64] | None = None,
+    mixed: bool = False,
+    algorithm: str = "auto",
 ) -> NDArray[np.float64]: ...
+def cmi_z_neighbours(z: NDArray[np.float64], k: int) -> NDArray[np.int64]: ...

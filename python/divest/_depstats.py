@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from . import _core
-from ._validate import as_points, check_memory
+from ._validate import as_points, check_choice, check_memory
 
 #: A column with at most this fraction of distinct values looks discrete.
 _DISCRETE_FRACTION = 0.5
@@ -115,7 +115,7 @@ def gao_mi(xc: np.ndarray, yc: np.ndarray, k: int, algorithm: str) -> float:
     return _fmean(_digamma_int(kt) + math.log(n) - _digamma_int(nx) - _digamma_int(ny))
 
 
-def _discrete_mask(discrete_features, arrs, names) -> np.ndarray:
+def _discrete_mask(discrete_features, arrs, names, stacklevel=4) -> np.ndarray:
     """Boolean mask over the columns of the arrays, in order."""
     total = sum(a.shape[1] for a in arrs)
     if isinstance(discrete_features, str):
@@ -127,7 +127,7 @@ def _discrete_mask(discrete_features, arrs, names) -> np.ndarray:
         return np.concatenate([_looks_discrete(a) for a in arrs])
     if isinstance(discrete_features, (bool, np.bool_)):
         if not discrete_features:
-            _warn_discrete(list(zip(names, arrs)))
+            _warn_discrete(list(zip(names, arrs)), stacklevel)
         return np.full(total, bool(discrete_features))
     m = np.asarray(discrete_features)
     if m.dtype == bool:
@@ -149,7 +149,7 @@ def _discrete_mask(discrete_features, arrs, names) -> np.ndarray:
     return out
 
 
-def mi_matrix(X, Y=None, *, k=3, discrete_features=False) -> np.ndarray:
+def mi_matrix(X, Y=None, *, k=3, discrete_features=False, variant=1) -> np.ndarray:
     """kNN mutual information between every pair of columns of ``X`` (each column a 1-D
     sample), or between each column of ``X`` and each column of ``Y``, in nats.
 
@@ -166,17 +166,21 @@ def mi_matrix(X, Y=None, *, k=3, discrete_features=False) -> np.ndarray:
         Which columns are discrete (over the columns of X followed by those of Y). A pair
         with a discrete column uses the mixed discrete-continuous estimator of Gao et al.
         (2017) (what ``divest.knn_mi(..., discrete_features=True)`` computes); other
-        pairs use KSG-1 (``divest.knn_mi(..., variant=1)``). "auto" marks the columns with
+        pairs use KSG-1 or KSG-2 (``variant``). "auto" marks the columns with
         at most n/2 distinct values. With False, a column that looks discrete draws a
         ``UserWarning`` naming ``discrete_features``: KSG treats exact duplicates as
         non-neighbours and is biased by ties (and fails where a point has fewer than k
         distinct neighbours).
+    variant : 1 or 2
+        KSG-1 or KSG-2 for the continuous pairs, as in ``divest.knn_mi(x, y, k, variant)``
+        (KSG-2's joint neighbours include every point tied with the k-th, so the value
+        does not depend on the order of the rows).
 
     Returns
     -------
     ndarray, shape (p, q) (or (p, p)), float64
-        Entry (i, j) equals ``divest.knn_mi(X[:, i], Y[:, j], k)`` (or the mixture
-        estimate) to rounding (the mean is summed in another order). Without ``Y`` the
+        Entry (i, j) equals ``divest.knn_mi(X[:, i], Y[:, j], k, variant)`` (or the
+        mixture estimate) to rounding (the mean is summed in another order). Without ``Y`` the
         matrix is symmetric and its diagonal is the estimator applied to a column and
         itself (for a continuous column ψ(n) − ψ(k) + … , large: MI of a continuous
         variable with itself is infinite). Estimates are not clipped at 0.
@@ -187,11 +191,13 @@ def mi_matrix(X, Y=None, *, k=3, discrete_features=False) -> np.ndarray:
     each column is shifted by its midrange, as ``knn_mi`` does.
 
     Each column is sorted once; a pair costs one exact kd-tree kNN search in the plane and
-    two binary searches per point. Pairs run in parallel on divest's threads (the result
+    two binary searches per point (KSG-2: k + 1 neighbours, and for a point whose
+    (k + 1)-th neighbour ties the k-th, a scan of the sorted x column within the joint
+    radius). Pairs run in parallel on divest's threads (the result
     does not depend on their number), and Ctrl-C stops the call.
 
     Memory: a float64 transposed copy of X and Y and a sorted copy of each column (16
-    bytes per value), the (p, q) result, and per thread one pair's kd-tree and neighbour
+    bytes per value; KSG-2 adds the sort order, 4 bytes per value), the (p, q) result, and per thread one pair's kd-tree and neighbour
     lists (O(n·k)).
 
     References
@@ -212,6 +218,7 @@ def mi_matrix(X, Y=None, *, k=3, discrete_features=False) -> np.ndarray:
                 f"{ya.shape[0]}"
             )
     k = _check_k(k, n, "X")
+    variant = check_choice(variant, "variant", (1, 2), "KSG-1 or KSG-2")
     arrs = [xa] if ya is None else [xa, ya]
     mask = _discrete_mask(discrete_features, arrs, ["X"] if ya is None else ["X", "Y"])
     q = p if ya is None else ya.shape[1]
@@ -225,11 +232,12 @@ def mi_matrix(X, Y=None, *, k=3, discrete_features=False) -> np.ndarray:
 
     xt = prep(xa)
     if ya is None:
-        return _core.mi_matrix(xt, None, k, mask.tolist(), mask.tolist())
-    return _core.mi_matrix(xt, prep(ya), k, mask[:p].tolist(), mask[p:].tolist())
+        return _core.mi_matrix(xt, None, k, mask.tolist(), mask.tolist(), variant)
+    return _core.mi_matrix(xt, prep(ya), k, mask[:p].tolist(), mask[p:].tolist(), variant)
 
 
-def _three_samples(x, y, z, check_finite=True):
+def _three_samples(x, y, z, check_finite=True, discrete_features=False):
+    """The prepared samples and whether the mixed estimator runs."""
     from .divergence import _knn_scaled
 
     xa = as_points(x, "x", check_finite=check_finite)
@@ -241,15 +249,26 @@ def _three_samples(x, y, z, check_finite=True):
             raise ValueError(
                 f"x and {name} must be paired samples of the same length; got {n} and {a.shape[0]}"
             )
+    mixed = _cmi_mixed(discrete_features, xa, ya, za)
     # One power of two for all three (the joint max-distance, and so the estimate, is
     # unchanged) and a midrange shift per sample.
     (xc, yc, zc), _ = _knn_scaled(xa, ya, za, pooled=False)
-    return xc, yc, zc
+    return xc, yc, zc, mixed
 
 
-def knn_cmi(x, y, z, k=3, *, base=None, check_finite=True) -> float:
+def _cmi_mixed(discrete_features, xa, ya, za) -> bool:
+    """Whether :func:`knn_cmi` / :func:`cmi_test` use the mixed estimator: any column of
+    x, y or z marked by ``discrete_features`` (validated over those columns in order)."""
+    mask = _discrete_mask(discrete_features, [xa, ya, za], ["x", "y", "z"], stacklevel=6)
+    return bool(mask.any())
+
+
+def knn_cmi(
+    x, y, z, k=3, *, base=None, check_finite=True, discrete_features=False, algorithm="auto"
+) -> float:
     """kNN estimate of the conditional mutual information I(X; Y | Z) (Frenzel & Pompe
-    2007; the KSG-style estimator that Runge's CMIknn uses).
+    2007; the KSG-style estimator that Runge's CMIknn uses), or with
+    ``discrete_features``, its mixed discrete-continuous form.
 
     x (n, dx), y (n, dy) and z (n, dz) are paired samples (1-D arrays are one-dimensional).
     Distances in the joint space are max(‖x_i − x_j‖, ‖y_i − y_j‖, ‖z_i − z_j‖), Euclidean
@@ -260,43 +279,88 @@ def knn_cmi(x, y, z, k=3, *, base=None, check_finite=True) -> float:
         I = ψ(k) − ⟨ψ(n_xz + 1) + ψ(n_yz + 1) − ψ(n_z + 1)⟩.
 
     Points at joint distance zero are not neighbours (as in :func:`divest.knn_mi`); a
-    point with fewer than k distinct neighbours is an error. The estimate may be slightly
-    negative; it is not clipped. In nats or units of ``base``. The samples are divided by
-    one power of two and shifted by their midranges (exact for the estimate).
+    point with fewer than k distinct neighbours is an error naming ``discrete_features``.
 
-    Cost: brute force, O(n²·(dx + dy + dz)) time on divest's threads (the result does not
-    depend on their number). Memory: float64 copies of the samples and 3n values per
-    thread; no n×n matrix.
+    ``discrete_features``: False (default; warns, naming ``discrete_features``, when a
+    column of x, y or z has at most n/2 distinct values), True, "auto" (columns with at
+    most n/2 distinct values), or a boolean mask or integer indices over the columns of
+    x, y and z in that order. When any column is marked, the mixed estimator runs
+    (Gao et al. 2017's form, as ``knn_mi(..., discrete_features=True)``, conditioned as
+    Mesner & Shalizi 2020 do): ρ_i is the k-th smallest joint distance counting points at
+    distance 0; when ρ_i > 0, k̃_i = k and the counts are of the points strictly within
+    ρ_i; when ρ_i = 0, k̃_i and the counts are of the points equal to point i (jointly,
+    in (x, z), (y, z) and z). Every count includes the point, and
+    I = ⟨ψ(k̃_i) − ψ(n_xz) − ψ(n_yz) + ψ(n_z)⟩. It treats every column alike (only
+    equalities matter), is Frenzel–Pompe on data without ties, and on discrete data with
+    more than k points per cell the plug-in estimate with digammas for logarithms.
+
+    The estimate may be slightly negative; it is not clipped. In nats or units of
+    ``base``. The samples are divided by one power of two and shifted by their midranges
+    (exact for the estimate). Values must be finite.
+
+    ``algorithm``: "auto" (the trees when dx + dy + dz <= 12, else brute force),
+    "kd_tree" or "brute"; all give the same value bit for bit (same distances, same
+    counts, terms summed in row order). The trees: an exact kd-tree over (x, y, z) for
+    the k-th neighbour (max-norm of the blocks) and one over z for the range counts, each
+    z-neighbour's x and y distances checked directly; about O(n log n + Σ n_z) time, so
+    n = 10⁵ with dz <= 5 takes seconds. Brute force: O(n²·(dx + dy + dz)) time. Both run
+    on divest's threads; the result does not depend on their number.
+
+    Memory: float64 copies of the samples, and for the trees tree-ordered copies of
+    (x, y, z) and of z (16 bytes per value with the build's scratch) plus 2n values; brute
+    force 3n values per thread. No n×n matrix.
 
     References
     ----------
     S. Frenzel and B. Pompe, "Partial mutual information for coupling analysis of multivariate time series", Phys. Rev. Lett. 99, 204101, 2007.
     J. Runge, "Conditional independence testing based on a nearest-neighbor estimator of conditional mutual information", AISTATS 2018.
+    W. Gao, S. Kannan, S. Oh and P. Viswanath, "Estimating mutual information for discrete-continuous mixtures", NeurIPS 2017.
+    O. C. Mesner and C. R. Shalizi, "Conditional mutual information estimation for mixed, discrete and continuous data", IEEE Trans. Inf. Theory 67, 464-484, 2021.
     """
-    from .divergence import _check_k, _log_base
+    from .divergence import _check_algorithm, _check_k, _log_base
 
     lb = _log_base(base)
-    xc, yc, zc = _three_samples(x, y, z, check_finite)
+    algorithm = _check_algorithm(algorithm)
+    xc, yc, zc, mixed = _three_samples(x, y, z, check_finite, discrete_features)
     k = _check_k(k, xc.shape[0], "x")
-    return float(_core.cmi_stats(xc, yc, zc, k)[0] / lb)
+    return float(_core.cmi_stats(xc, yc, zc, k, None, mixed, algorithm)[0] / lb)
 
 
-def _local_permutations(zc, k_perm, n_resamples, gen, algorithm="auto"):
+def _random_tied_neighbours(zc, nb, gen):
+    """Where a point's group of equal z values has more than kk = nb.shape[1] - 1 members,
+    replaces its neighbours (nb[:, 1:], all at distance 0 and tied, chosen by index) with
+    kk other members of the group drawn uniformly at random (Floyd's subset sampling,
+    vectorised over the group's members), so that every point of a cell does not get the
+    same neighbours. O(m·kk²) per group of m members."""
+    kk = nb.shape[1] - 1
+    _, inv, cnt = np.unique(zc, axis=0, return_inverse=True, return_counts=True)
+    order = np.argsort(inv.ravel(), kind="stable")
+    starts = np.concatenate([[0], np.cumsum(cnt)])
+    for g in np.flatnonzero(cnt > kk):
+        members = order[starts[g] : starts[g + 1]]
+        m = members.size
+        pick = np.empty((m, kk), dtype=np.int64)
+        for c, j in enumerate(range(m - 1 - kk, m - 1)):
+            t = gen.integers(0, j + 1, size=m)
+            seen = (pick[:, :c] == t[:, None]).any(axis=1)
+            pick[:, c] = np.where(seen, j, t)
+        nb[members, 1:] = members[(np.arange(m)[:, None] + 1 + pick) % m]
+
+
+def _local_permutations(zc, k_perm, n_resamples, gen):
     """(n_resamples, n) int64 indices of Runge's local permutation scheme: each point i
-    takes the x of a point among its k_perm nearest neighbours in z (itself included),
-    drawn at random, without repetition where possible (points visited in random order)."""
+    takes the x of a point among its k_perm nearest neighbours in z (itself included,
+    points equal to it in z included: where more than k_perm - 1 points share its z
+    value, k_perm - 1 of them drawn at random), drawn at random, without repetition where
+    possible (points visited in random order). The neighbours come from the kd-tree over
+    z that :func:`knn_cmi` counts with."""
     n = zc.shape[0]
     if k_perm == 1:
         nb = np.arange(n)[:, None]
     else:
-        try:
-            _, idx = _core.knn_sq_dists(zc, zc, k_perm - 1, True, algorithm=algorithm)
-        except ValueError as e:
-            raise ValueError(
-                f"k_perm = {k_perm}: some point of z has fewer than k_perm - 1 distinct "
-                "neighbours (duplicated z values); lower k_perm"
-            ) from e
-        nb = np.hstack([np.arange(n)[:, None], idx])
+        nb = np.hstack([np.arange(n)[:, None], _core.cmi_z_neighbours(zc, k_perm - 1)])
+        if np.unique(zc, axis=0).shape[0] < n:
+            _random_tied_neighbours(zc, nb, gen)
     out = np.empty((n_resamples, n), dtype=np.int64)
     for b in range(n_resamples):
         order = gen.permutation(n)
@@ -315,23 +379,31 @@ def _local_permutations(zc, k_perm, n_resamples, gen, algorithm="auto"):
     return out
 
 
-def cmi_test(x, y, z, *, k=3, k_perm=5, n_resamples=499, rng=None):
+def cmi_test(
+    x, y, z, *, k=3, k_perm=5, n_resamples=499, rng=None, discrete_features=False, algorithm="auto"
+):
     """Conditional-independence test of X ⫫ Y | Z with the kNN CMI statistic
     (:func:`knn_cmi`) and Runge's (2018) local permutation scheme.
 
     Each resample permutes x only among points that are close in z: point i takes the x
-    of one of the ``k_perm`` nearest neighbours of z_i (itself included), drawn at random
-    and without repetition where possible, so the resampled data keep the dependence of
-    X on Z and break that of X on Y given Z. The p-value is
-    (1 + #{T_b ≥ T}) / (1 + B) over B = ``n_resamples`` resamples.
+    of one of the ``k_perm`` nearest neighbours of z_i (itself included; points equal to
+    it in z are neighbours at distance 0, and where more than k_perm - 1 points share
+    its z value, k_perm - 1 of them are drawn first from ``rng``), drawn at random and without
+    repetition where possible, so the resampled data keep the dependence of X on Z and
+    break that of X on Y given Z. The neighbours come from the same kd-tree over z that
+    the statistic's counts use. The p-value is (1 + #{T_b ≥ T}) / (1 + B) over
+    B = ``n_resamples`` resamples. ``discrete_features`` and ``algorithm`` are those of
+    :func:`knn_cmi` (with a discrete z, use k_perm at most the smallest z-cell, so that
+    points are permuted within their cell).
 
     The permutations are drawn from ``rng`` (None, an int seed or a Generator) in
     NumPy, in order, before the statistics are computed in Rust, so the result is
     reproducible from ``rng`` and does not depend on the number of threads.
 
     Returns :class:`divest.TestResult` (statistic in nats, p-value, the B resampled
-    statistics). Cost: (1 + B) brute-force estimates, O(B·n²·(dx + dy + dz)) time.
-    Memory: the (B, n) permutation indices and O(n) per thread.
+    statistics). Cost: (1 + B) estimates (see :func:`knn_cmi`; the tree over z is built
+    once, the joint tree once per resample). Memory: the (B, n) permutation indices and
+    that of one estimate.
 
     References
     ----------
@@ -341,9 +413,10 @@ def cmi_test(x, y, z, *, k=3, k_perm=5, n_resamples=499, rng=None):
     from ._rng import as_generator
     from ._validate import check_int
     from .dcov import _check_resamples, _perm_pvalue
-    from .divergence import _check_k, _knn_scaled
+    from .divergence import _check_algorithm, _check_k, _knn_scaled
 
-    xc, yc, zc = _three_samples(x, y, z)
+    algorithm = _check_algorithm(algorithm)
+    xc, yc, zc, mixed = _three_samples(x, y, z, True, discrete_features)
     n = xc.shape[0]
     k = _check_k(k, n, "x")
     k_perm = check_int(k_perm, "k_perm", minimum=1)
@@ -356,6 +429,6 @@ def cmi_test(x, y, z, *, k=3, k_perm=5, n_resamples=499, rng=None):
     # y far larger, z's share of the common scale could underflow).
     (zn,), _ = _knn_scaled(as_points(z, "z"), pooled=False)
     perms = _local_permutations(zn, k_perm, n_resamples, gen)
-    stats = _core.cmi_stats(xc, yc, zc, k, perms)
+    stats = _core.cmi_stats(xc, yc, zc, k, perms, mixed, algorithm)
     stat, null = float(stats[0]), stats[1:]
     return TestResult(stat, _perm_pvalue(stat, null), null)

@@ -214,9 +214,10 @@ fn count_within<'py>(
 
 /// kNN mutual information between the rows of `xt` (p, n) (the columns of the user's X)
 /// and those of `yt` (q, n), or between every pair of rows of `xt`: a (p, q) array.
-/// Pairs involving a row marked in `discrete_x` / `discrete_y` use the mixture estimator.
+/// Pairs involving a row marked in `discrete_x` / `discrete_y` use the mixture estimator;
+/// others KSG-1 or KSG-2 (`variant`).
 #[pyfunction]
-#[pyo3(signature = (xt, yt, k, discrete_x, discrete_y))]
+#[pyo3(signature = (xt, yt, k, discrete_x, discrete_y, variant=1))]
 fn mi_matrix<'py>(
     py: Python<'py>,
     xt: PyReadonlyArray2<'py, f64>,
@@ -224,6 +225,7 @@ fn mi_matrix<'py>(
     k: usize,
     discrete_x: Vec<bool>,
     discrete_y: Vec<bool>,
+    variant: u8,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let (p, n) = (xt.shape()[0], xt.shape()[1]);
     let xs = slice(&xt)?;
@@ -250,6 +252,7 @@ fn mi_matrix<'py>(
             k,
             &discrete_x,
             &discrete_y,
+            variant,
             stop,
         )
     })?;
@@ -258,8 +261,10 @@ fn mi_matrix<'py>(
 
 /// kNN conditional mutual information of (n, dx), (n, dy), (n, dz) float64 samples for
 /// x as given and then for x permuted by each row of `perms` (B, n): 1 + B estimates.
+/// `mixed`: the mixed discrete-continuous estimator; `algorithm`: the search.
 #[pyfunction]
-#[pyo3(signature = (x, y, z, k, perms=None))]
+#[pyo3(signature = (x, y, z, k, perms=None, mixed=false, algorithm="auto"))]
+#[allow(clippy::too_many_arguments)]
 fn cmi_stats<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f64>,
@@ -267,8 +272,11 @@ fn cmi_stats<'py>(
     z: PyReadonlyArray2<'py, f64>,
     k: usize,
     perms: Option<PyReadonlyArray2<'py, i64>>,
+    mixed: bool,
+    algorithm: &str,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     use crate::core::divergence::cmi::{self, Block};
+    let method = knn::Method::parse(algorithm).map_err(to_py)?;
     let n = x.shape()[0];
     let dsum = x.shape()[1] + y.shape()[1] + z.shape()[1];
     let idx: Vec<u32> = match &perms {
@@ -286,6 +294,7 @@ fn cmi_stats<'py>(
         None => Vec::new(),
     };
     let nstat = 1 + idx.len() / n.max(1);
+    // The brute-force cost (the trees' is far less, but the watcher is cheap).
     let work = n
         .saturating_mul(n)
         .saturating_mul(dsum + 8)
@@ -304,10 +313,35 @@ fn cmi_stats<'py>(
             Block { data: zs, d: dz },
             k,
             &idx,
+            mixed,
+            method,
             stop,
         )
     })?;
     Ok(PyArray1::from_vec(py, v))
+}
+
+/// The k nearest neighbours in z (n, dz) of every point, points equal to it included
+/// (not itself), nearest first, ties by index: an (n, k) int64 array (the kd-tree of
+/// `cmi_stats`).
+#[pyfunction]
+#[pyo3(signature = (z, k))]
+fn cmi_z_neighbours<'py>(
+    py: Python<'py>,
+    z: PyReadonlyArray2<'py, f64>,
+    k: usize,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    use crate::core::divergence::cmi::{self, Block};
+    let (n, dz) = (z.shape()[0], z.shape()[1]);
+    let zs = slice(&z)?;
+    let work = n
+        .saturating_mul(k.saturating_add(64 - n.leading_zeros() as usize))
+        .saturating_mul(dz + 4)
+        .saturating_mul(16);
+    let idx = run(py, work, |stop| {
+        cmi::z_neighbours(Block { data: zs, d: dz }, k, stop)
+    })?;
+    array2(py, idx.into_iter().map(|v| v as i64).collect(), n, k)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -319,5 +353,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(self_sq_dists, m)?)?;
     m.add_function(wrap_pyfunction!(mi_matrix, m)?)?;
     m.add_function(wrap_pyfunction!(cmi_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(cmi_z_neighbours, m)?)?;
     Ok(())
 }

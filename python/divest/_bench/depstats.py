@@ -1,5 +1,6 @@
 """Dependence over many variables (issue 17): dcor_matrix against a loop over dcor's
-fastest 1-D method, mi_matrix against scikit-learn's mutual_info_regression."""
+fastest 1-D method, mi_matrix against scikit-learn's mutual_info_regression, knn_cmi's
+kd-trees against its brute force and a cKDTree Frenzel-Pompe."""
 
 from __future__ import annotations
 
@@ -65,4 +66,61 @@ def cases(quick: bool):
             check=lambda a, b: float(np.max(np.abs(a - b))),
         )
     )
+    return out + cmi_cases(quick)
+
+
+def _fp_ckdtree(x, y, z, k):
+    """Frenzel-Pompe CMI in plain NumPy/scipy (cKDTree, the max-norm over all
+    coordinates, as Runge's CMIknn does; divest uses the Euclidean norm inside each block,
+    so for a 3-D z the two values differ slightly)."""
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma
+
+    xyz = np.column_stack([x, y, z])
+    xz, yz = np.column_stack([x, z]), np.column_stack([y, z])
+    d, _ = cKDTree(xyz).query(xyz, k + 1, p=np.inf, workers=-1)
+    eps = np.nextafter(d[:, -1], 0)  # strictly within
+
+    def count(a):
+        return cKDTree(a).query_ball_point(a, eps, p=np.inf, return_length=True, workers=-1) - 1
+
+    nxz, nyz, nz = count(xz), count(yz), count(np.asarray(z))
+    return float(digamma(k) - np.mean(digamma(nxz + 1) + digamma(nyz + 1) - digamma(nz + 1)))
+
+
+def cmi_cases(quick: bool):
+    """knn_cmi at n = 10^4 and 10^5, dim z = 3, k = 5: the kd-trees against the brute-force
+    search (the previous implementation, same value bit for bit) and a cKDTree
+    Frenzel-Pompe."""
+    try:
+        import scipy.spatial  # noqa: F401
+
+        have_scipy = True
+    except ImportError:
+        have_scipy = False
+    out = []
+    for n in (10**4,) if quick else (10**4, 10**5):
+        rng = np.random.default_rng(n)
+        z = rng.standard_normal((n, 3))
+        x = z[:, 0] + rng.standard_normal(n)
+        y = z[:, 1] + 0.5 * x + rng.standard_normal(n)
+        peers = {
+            "divest algorithm='brute' (before)": (
+                lambda x=x, y=y, z=z: divest.knn_cmi(x, y, z, 5, algorithm="brute")
+            ),
+            "scipy cKDTree Frenzel-Pompe (max-norm)": (
+                (lambda x=x, y=y, z=z: _fp_ckdtree(x, y, z, 5))
+                if have_scipy
+                else "scipy not installed"
+            ),
+        }
+        out.append(
+            Case(
+                f"knn_cmi, n={n}, dx=dy=1, dz=3, k=5",
+                lambda x=x, y=y, z=z: divest.knn_cmi(x, y, z, 5),
+                peers=peers,
+                repeat=3,
+                check=lambda a, b: abs(a - b),
+            )
+        )
     return out

@@ -9,7 +9,13 @@
 //! of `count_within` exactly).
 //!
 //! Continuous pairs use KSG-1 (Kraskov et al. 2004):
-//!   I = ψ(k) + ψ(n) − ⟨ψ(n_x + 1) + ψ(n_y + 1)⟩, with strict counts within the joint radius.
+//!   I = ψ(k) + ψ(n) − ⟨ψ(n_x + 1) + ψ(n_y + 1)⟩, with strict counts within the joint radius,
+//! or KSG-2: I = ψ(k) − 1/k + ψ(n) − ⟨ψ(n_x) + ψ(n_y)⟩, where ε_x(i) is the largest
+//! x-distance among the joint neighbours (every point at positive joint distance at most
+//! the k-th smallest, within the radius margin: points tied with the k-th are all
+//! included, as `divest.knn_mi(variant=2)` does) and n_x counts the other points with
+//! x-distance at most ε_x(i). A row whose (k + 1)-th neighbour ties the k-th scans the
+//! interval of the sorted x column within the joint radius for the whole set.
 //! Pairs with a column marked discrete use the mixture estimator of Gao, Kannan, Oh and
 //! Viswanath (2017) in the form of the authors' reference code: ρ_i is the k-th smallest
 //! joint distance to the other points counting exact duplicates (distance 0); when
@@ -46,9 +52,9 @@ pub(crate) fn digamma_table(n: usize) -> Vec<f64> {
     t
 }
 
-/// Number of entries s of the sorted column with (v − s)² below r2 (`strict`) or at most
-/// r2, v included.
-fn count(sorted: &[f64], v: f64, r2: f64, strict: bool) -> usize {
+/// Positions `lo..hi` of the entries s of the sorted column with (v − s)² below r2
+/// (`strict`) or at most r2.
+fn interval(sorted: &[f64], v: f64, r2: f64, strict: bool) -> (usize, usize) {
     let inside = |s: f64| {
         let d = v - s;
         let d2 = d * d;
@@ -62,20 +68,39 @@ fn count(sorted: &[f64], v: f64, r2: f64, strict: bool) -> usize {
     let mid = sorted.partition_point(|&s| s <= v);
     let lo = sorted[..mid].partition_point(|&s| !inside(s));
     let hi = sorted[mid..].partition_point(|&s| inside(s));
-    (mid - lo) + hi
+    (lo, mid + hi)
 }
 
-/// A prepared column: its values by index and sorted.
+/// Number of entries s of the sorted column with (v − s)² below r2 (`strict`) or at most
+/// r2, v included.
+fn count(sorted: &[f64], v: f64, r2: f64, strict: bool) -> usize {
+    let (lo, hi) = interval(sorted, v, r2, strict);
+    hi - lo
+}
+
+/// A prepared column: its values by index, sorted, and (for KSG-2) the sort order.
 pub struct Column<'a> {
     v: &'a [f64],
     sorted: Vec<f64>,
+    ord: Vec<u32>,
 }
 
 impl<'a> Column<'a> {
-    fn new(v: &'a [f64]) -> Self {
-        let mut sorted = v.to_vec();
-        sorted.sort_unstable_by(|a, b| a.total_cmp(b));
-        Column { v, sorted }
+    fn new(v: &'a [f64], with_order: bool) -> Self {
+        if with_order {
+            let mut ord: Vec<u32> = (0..v.len() as u32).collect();
+            ord.sort_unstable_by(|&a, &b| v[a as usize].total_cmp(&v[b as usize]));
+            let sorted = ord.iter().map(|&i| v[i as usize]).collect();
+            Column { v, sorted, ord }
+        } else {
+            let mut sorted = v.to_vec();
+            sorted.sort_unstable_by(|a, b| a.total_cmp(b));
+            Column {
+                v,
+                sorted,
+                ord: Vec::new(),
+            }
+        }
     }
 }
 
@@ -106,11 +131,13 @@ struct Tables {
 }
 
 /// The estimate for one pair of columns (`ci`, `cj` name them in errors).
+#[allow(clippy::too_many_arguments)]
 fn pair(
     x: &Column<'_>,
     y: &Column<'_>,
     k: usize,
     mixed: bool,
+    ksg2: bool,
     t: &Tables,
     names: (&str, usize, &str, usize),
     stop: &AtomicBool,
@@ -122,19 +149,22 @@ fn pair(
     } else {
         Vec::new()
     };
-    // Positive-distance neighbours needed: k for KSG, k − duplicates for the mixture.
+    // Positive-distance neighbours needed: k for KSG-1, k + 1 for KSG-2 (a (k + 1)-th
+    // beyond the radius proves the k nearest are the whole neighbour set), k − duplicates
+    // for the mixture.
+    let ksg2 = ksg2 && !mixed;
     let need = if mixed {
         dup.iter().map(|&d| k.saturating_sub(d)).max().unwrap_or(0)
     } else {
-        k
+        k + ksg2 as usize
     };
-    let (d2, kk) = if need > 0 {
+    let (d2, idx, kk) = if need > 0 {
         let tree = KdTree::build(px, Some((y.v, 1)))?;
         let order = tree.order().to_vec();
-        let (d2, _) = kdtree::knn(&tree, px, Some(y.v), &order, need, true, stop)?;
-        (d2, need)
+        let (d2, idx) = kdtree::knn(&tree, px, Some(y.v), &order, need, true, stop)?;
+        (d2, idx, need)
     } else {
-        (Vec::new(), 0)
+        (Vec::new(), Vec::new(), 0)
     };
     let mut acc = Acc::default();
     for i in 0..n {
@@ -169,6 +199,13 @@ fn pair(
                     names.3
                 ));
             }
+            if ksg2 {
+                let (ex2, ey2) = ksg2_radii(x, y, i, r, &d2[i * kk..(i + 1) * kk], &idx[i * kk..]);
+                let nx = count(&x.sorted, xi, ex2 * (1.0 + RADIUS_MARGIN), false) - 1;
+                let ny = count(&y.sorted, yi, ey2 * (1.0 + RADIUS_MARGIN), false) - 1;
+                acc.add(t.psi[nx] + t.psi[ny]);
+                continue;
+            }
             let eps2 = r * (1.0 - RADIUS_MARGIN);
             let nx = count(&x.sorted, xi, eps2, true) - 1;
             let ny = count(&y.sorted, yi, eps2, true) - 1;
@@ -178,16 +215,57 @@ fn pair(
     let mean = acc.value() / n as f64;
     Ok(if mixed {
         mean
+    } else if ksg2 {
+        t.psi[k] - 1.0 / k as f64 + t.psi[n] - mean
     } else {
         t.psi[k] + t.psi[n] - mean
     })
+}
+
+/// KSG-2's squared marginal radii of point `i`: the largest squared x- and y-distances
+/// over every point at positive joint squared distance at most eps2·(1 + margin). `d2`
+/// and `idx` are the row's k + 1 nearest (ascending); when the (k + 1)-th lies beyond
+/// that radius the set is the k nearest, else the sorted x column's interval within the
+/// radius is scanned.
+fn ksg2_radii(
+    x: &Column<'_>,
+    y: &Column<'_>,
+    i: usize,
+    eps2: f64,
+    d2: &[f64],
+    idx: &[usize],
+) -> (f64, f64) {
+    let (xi, yi) = (x.v[i], y.v[i]);
+    let thr = eps2 * (1.0 + RADIUS_MARGIN);
+    let k = d2.len() - 1;
+    let (mut ex2, mut ey2) = (0.0f64, 0.0f64);
+    if d2[k] > thr {
+        for &j in &idx[..k] {
+            let (dx, dy) = (xi - x.v[j], yi - y.v[j]);
+            ex2 = ex2.max(dx * dx);
+            ey2 = ey2.max(dy * dy);
+        }
+        return (ex2, ey2);
+    }
+    let (lo, hi) = interval(&x.sorted, xi, thr, false);
+    for &j in &x.ord[lo..hi] {
+        let j = j as usize;
+        let (dx, dy) = (xi - x.v[j], yi - y.v[j]);
+        let (ax, ay) = (dx * dx, dy * dy);
+        let m = ax.max(ay);
+        if m > 0.0 && m <= thr {
+            ex2 = ex2.max(ax);
+            ey2 = ey2.max(ay);
+        }
+    }
+    (ex2, ey2)
 }
 
 /// kNN mutual information between the columns of `x` (`p` columns of `n` values, each
 /// contiguous) and those of `y` (`Some((values, q))`), or between every pair of columns of
 /// `x` (`None`; the diagonal is the estimator applied to a column and itself). A pair
 /// with a column marked in `discrete_x` / `discrete_y` uses the mixture estimator, others
-/// KSG-1. Returns the p × q matrix, row-major, in nats.
+/// KSG-1 (`variant` 1) or KSG-2 (`variant` 2). Returns the p × q matrix, row-major, in nats.
 ///
 /// Memory: a sorted copy of every column (8 bytes per value), the output, and per task
 /// the kd-tree and neighbour lists of one pair (O(n·k)).
@@ -200,8 +278,15 @@ pub fn mi_matrix(
     k: usize,
     discrete_x: &[bool],
     discrete_y: &[bool],
+    variant: u8,
     stop: &AtomicBool,
 ) -> Result<Vec<f64>> {
+    if variant != 1 && variant != 2 {
+        return Err(invalid!(
+            "variant must be 1 (KSG-1) or 2 (KSG-2); got {variant}"
+        ));
+    }
+    let ksg2 = variant == 2;
     if k == 0 || k >= n {
         return Err(invalid!(
             "k must be at least 1 and smaller than the number of observations ({n}); got {k}"
@@ -239,14 +324,18 @@ pub fn mi_matrix(
         None => ("X", x),
     };
     threads::install(|| -> Result<()> {
-        fn prep(v: &[f64], k: usize, n: usize) -> Vec<Column<'_>> {
+        fn prep(v: &[f64], k: usize, n: usize, ord: bool) -> Vec<Column<'_>> {
             (0..k)
                 .into_par_iter()
-                .map(|j| Column::new(&v[j * n..(j + 1) * n]))
+                .map(|j| Column::new(&v[j * n..(j + 1) * n], ord))
                 .collect()
         }
-        let cx = prep(x, p, n);
-        let cy = if sym { Vec::new() } else { prep(ys, q, n) };
+        let cx = prep(x, p, n, ksg2);
+        let cy = if sym {
+            Vec::new()
+        } else {
+            prep(ys, q, n, ksg2)
+        };
         let cy_ref = if sym { &cx } else { &cy };
         out.par_chunks_mut(q)
             .enumerate()
@@ -255,7 +344,16 @@ pub fn mi_matrix(
                 for (j, o) in row.iter_mut().enumerate().skip(start) {
                     threads::check(stop)?;
                     let mixed = discrete_x[i] || discrete_y[j];
-                    *o = pair(&cx[i], &cy_ref[j], k, mixed, &t, ("X", i, ny_name, j), stop)?;
+                    *o = pair(
+                        &cx[i],
+                        &cy_ref[j],
+                        k,
+                        mixed,
+                        ksg2,
+                        &t,
+                        ("X", i, ny_name, j),
+                        stop,
+                    )?;
                 }
                 Ok(())
             })
@@ -311,7 +409,7 @@ mod tests {
         let y: Vec<f64> = (0..n).map(|i| ((i / 4 + i) % 2) as f64).collect();
         let mut data = x.clone();
         data.extend(&y);
-        let m = mi_matrix(&data, 2, None, n, 3, &[true, true], &[true, true], &stop).unwrap();
+        let m = mi_matrix(&data, 2, None, n, 3, &[true, true], &[true, true], 1, &stop).unwrap();
         // ψ(n_xy) + ln n − ψ(n_x) − ψ(n_y), averaged (cell counts include the point).
         let mut cell = std::collections::HashMap::new();
         for i in 0..n {
@@ -337,6 +435,7 @@ mod tests {
             3,
             &[false, false],
             &[false, false],
+            1,
             &stop,
         );
         assert!(c.unwrap()[1] < 0.0);
@@ -351,6 +450,7 @@ mod tests {
             3,
             &[false, false],
             &[false, false],
+            1,
             &stop,
         );
         assert!(format!("{:?}", e.unwrap_err()).contains("discrete_features"));

@@ -2,6 +2,7 @@
 //! reductions, outside the pairwise engine), and sample-based estimators (kernel and kNN)
 //! built on the engine's reducers.
 
+pub mod blocktree;
 pub mod cmi;
 pub mod discrete;
 pub mod grad;
