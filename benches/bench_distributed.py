@@ -1,6 +1,9 @@
 """divest.distributed: overhead against the in-memory call, and weak scaling.
 
-    python benches/bench_distributed.py [--quick]
+    python benches/bench_distributed.py [--quick] [--mode all|overhead|weak]
+
+``--mode weak`` runs the weak-scaling part alone (on a quiet machine: it prints each
+efficiency with the load average before and after each run).
 
 Not an asv benchmark (it starts its own clusters); asv imports this module and finds
 nothing to run. Prints one table:
@@ -10,7 +13,9 @@ nothing to run. Prints one table:
   call on the same data: KDE at 10^6 queries, kl on 10^6 x 100, dcov_test with 10^4
   resamples (best of 3 each);
 * weak scaling: 1 then 2 worker processes with one Dask thread and one divest thread
-  each (DIVEST_NUM_THREADS=1 in their environment), the work doubled with the workers;
+  each (DIVEST_NUM_THREADS=1 in their environment), the work doubled with the workers
+  (kde_logpdf: 2·10^6 queries per worker, dcov_test: 2·10^4 resamples per worker, four
+  tasks of seconds per worker);
   efficiency = t(1 worker) / t(2 workers). The load average is printed with it: on a
   loaded machine the figure says little about a quiet one.
 """
@@ -34,13 +39,16 @@ def best(f, repeat=3):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a tenth of the sizes")
+    ap.add_argument(
+        "--mode",
+        choices=("all", "overhead", "weak"),
+        default="all",
+        help="overhead against the in-memory calls, weak scaling, or both",
+    )
     a = ap.parse_args(argv)
-    import dask.array as da
     import numpy as np
-    from distributed import Client, LocalCluster
 
     import divest
-    import divest.distributed as dd
     from divest._core import simd_level
 
     s = 10 if a.quick else 1
@@ -49,6 +57,19 @@ def main(argv=None):
         f"divest {divest.__version__}, SIMD {simd_level()}, {os.cpu_count()} cores, "
         f"divest threads {divest.get_num_threads()}, load average {os.getloadavg()}"
     )
+    if a.mode in ("all", "overhead"):
+        overhead(a, s, rng)
+    if a.mode in ("all", "weak"):
+        weak_scaling(s, rng)
+
+
+def overhead(a, s, rng):
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    import divest
+    import divest.distributed as dd
+
     rows = []
     with (
         LocalCluster(
@@ -93,13 +114,23 @@ def main(argv=None):
     for name, tm, td in rows:
         print(f"{name:48s} {tm:12.3f} {td:9.3f} {td / tm:6.2f}")
 
-    # Weak scaling: the work doubles with the workers (one core each).
+
+def weak_scaling(s, rng):
+    """1 then 2 single-threaded worker processes, the work doubled with the workers."""
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    import divest
+    import divest.distributed as dd
+
     print("\nweak scaling (worker processes, 1 Dask thread and DIVEST_NUM_THREADS=1 each):")
     print(f"{'case':40s} {'1 worker s':>11s} {'2 workers s':>12s} {'eff':>5s}  load avg")
     xx = rng.normal(size=(300, 2))
     yy = xx[:, :1] + rng.normal(size=(300, 1))
     res = {}
+    x = rng.normal(size=(256, 2))
     for nw in (1, 2):
+        load0 = os.getloadavg()[0]
         with (
             LocalCluster(
                 n_workers=nw,
@@ -111,24 +142,27 @@ def main(argv=None):
             Client(cluster) as c,
         ):
             dd.configure_workers(c, 1)
-            mq = 200_000 * nw // s
+            mq = 2_000_000 * nw // s  # 4 tasks of about 2 s of one core per worker
             qd = da.random.default_rng(1).normal(size=(mq, 2), chunks=(mq // (4 * nw), 2)).persist()
             model = divest.KDE(x)
             dd.kde_logpdf(model, qd[:10]).compute()  # warm up the workers
             t_kde = best(lambda qd=qd, model=model: dd.kde_logpdf(model, qd).compute(), 2)
-            R = 2000 * nw // s
+            R = 20_000 * nw // s
             t_dcov = best(
                 lambda R=R, per=R // (4 * nw): dd.dcov_test(
                     xx, yy, n_resamples=R, rng=1, resamples_per_task=per
                 ).compute(),
                 2,
             )
-            res[nw] = (t_kde, t_dcov, os.getloadavg()[0])
+            res[nw] = (t_kde, t_dcov, load0, os.getloadavg()[0])
     for i, name in enumerate(
-        ("kde_logpdf, 2x10^5 queries per worker", "dcov_test, n = 300, 2000 per worker")
+        ("kde_logpdf, 2x10^6 queries per worker", "dcov_test, n = 300, 2x10^4 per worker")
     ):
         t1, t2 = res[1][i], res[2][i]
-        print(f"{name:40s} {t1:11.3f} {t2:12.3f} {t1 / t2:5.2f}  {res[1][2]:.1f} / {res[2][2]:.1f}")
+        load = f"{res[1][2]:.1f}-{res[1][3]:.1f} / {res[2][2]:.1f}-{res[2][3]:.1f}"
+        print(f"{name:40s} {t1:11.3f} {t2:12.3f} {t1 / t2:5.2f}  {load}")
+    print("(efficiency = t(1 worker) / t(2 workers), target >= 0.8 on a quiet machine; load")
+    print(" average before-after the 1-worker / 2-worker runs)")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ def dpp_sample_projection(
     seed: int,
     method: str = "auto",
     check_tol: float | None = None,
+    first: int = 0,
 ) -> tuple[NDArray[np.int64], float | None]: ...
 def dpp_sample_spectral(
     v: NDArray[np.float64],
@@ -117,6 +118,7 @@ def dpp_sample_spectral(
     n_samples: int,
     seed: int,
     method: str = "auto",
+    first: int = 0,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]: ...
 def dpp_sample_k(
     v: NDArray[np.float64],
@@ -126,6 +128,7 @@ def dpp_sample_k(
     n_samples: int,
     seed: int,
     method: str = "auto",
+    first: int = 0,
 ) -> NDArray[np.int64]: ...
 def dpp_log_esp(log_lambda: NDArray[np.float64], k: int) -> NDArray[np.float64]: ...
 def dpp_orthonormality_error(u: NDArray[np.float64]) -> float: ...
@@ -136,6 +139,7 @@ def dpp_volume_sample(
     seed: int,
     p: NDArray[np.float64] | None = None,
     method: str = "auto",
+    first: int = 0,
 ) -> NDArray[np.int64]: ...
 def dpp_orthonormal_basis(x: NDArray[np.float64]) -> NDArray[np.float64]: ...
 def divergence_rows(
@@ -414,3 +418,19 @@ def cmi_stats(
     k: int,
     perms: NDArray[np.int64] | None = None,
 ) -> NDArray[np.float64]: ...
+def sinkhorn_partial_transform(
+    x: NDArray[np.floating],
+    y: NDArray[np.floating],
+    w: NDArray[np.float64],
+    v: NDArray[np.float64],
+    p: int,
+    eps: float,
+    mean: bool,
+) -> tuple[
+    NDArray[np.float64],  # log_sum
+    NDArray[np.float64],  # shift
+    NDArray[np.float64],  # sum
+    NDArray[np.float64] | None,  # wsum (mean only)
+    NDArray[np.float64] | None,  # wacc (n, d) (mean only)
+]: ...
+def sinkhorn_schedule(eps0: float, eps: float, scaling: float, p: int) -> list[float]: ...
