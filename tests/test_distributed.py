@@ -752,3 +752,45 @@ def test_kl_and_kde_on_parquet_read_by_the_workers(client, tmp_path):
     pts = pd.rechunk({1: 2})[:, :2]
     x = rng.normal(size=(20, 2))
     same_bits(dd.kde_logpdf(x, pts).compute(), divest.kde_logpdf(x, p[:, :2]))
+
+
+# -------------------------------------------------------------- jdcov (block pairs)
+
+
+@pytest.mark.parametrize("chunks", [UNEVEN, (23,)])
+def test_jdcov_block_pairs_within_1e12(client, chunks):
+    rng = np.random.default_rng(60)
+    x = rng.normal(size=(23, 2))
+    y = x[:, :1] ** 2 + rng.normal(size=(23, 1))
+    z = rng.normal(size=(23, 3)) + x[:, 1:]
+    xd, zd = da.from_array(x, chunks=(chunks, 2)), da.from_array(z, chunks=(chunks, 3))
+    cases = [
+        dict(c=c, unbiased=ub, scale=sc) for c in (0.0, 2.5) for ub in (True, False)
+        for sc in (False, True)
+    ] + [dict(exponent=0.5), dict(c=1e6, unbiased=False)]  # fmt: skip
+    for kw in cases:
+        want = divest.jdcov(x, y, z, **kw)
+        got = dd.jdcov(xd, y, zd, **kw)
+        assert isinstance(got, da.Array) and got.shape == ()
+        assert abs(float(got.compute()) - want) <= 1e-12 * abs(want), (kw, float(got), want)
+    # two samples: dcov_sqr, as in memory
+    close(float(dd.jdcov(xd, y).compute()), divest.jdcov(x, y), 1e-12)
+    # magnitudes far from 1: the in-memory rescaling rule, from blockwise magnitudes
+    big = dd.jdcov(xd * 1e40, y * 1e35, zd * 1e45, c=1.0).compute()
+    close(float(big), divest.jdcov(x * 1e40, y * 1e35, z * 1e45, c=1.0), 1e-12)
+
+
+def test_jdcov_bad_input(client):
+    x = np.random.default_rng(61).normal(size=(10, 2))
+    with pytest.raises(ValueError, match="at least two"):
+        dd.jdcov(x)
+    with pytest.raises(ValueError, match="same number of observations"):
+        dd.jdcov(x, x[:9])
+    with pytest.raises(ValueError, match="chunked alike"):
+        dd.jdcov(da.from_array(x, chunks=5), da.from_array(x, chunks=4))
+    with pytest.raises(ValueError, match="c"):
+        dd.jdcov(x, x, c=-1.0)
+    with pytest.raises(ValueError, match="at least 4"):
+        dd.jdcov(x[:3], x[:3])
+    with pytest.raises(ValueError, match="differ too much"):
+        dd.jdcov(x * 1e150, x, x * 1e-150, c=1.0).compute()

@@ -434,3 +434,16 @@ def sinkhorn_partial_transform(
     NDArray[np.float64] | None,  # wacc (n, d) (mean only)
 ]: ...
 def sinkhorn_schedule(eps0: float, eps: float, scaling: float, p: int) -> list[float]: ...
+def jdcov_block_sum(
+    xi: list[NDArray[np.float64]],
+    xj: list[NDArray[np.float64]],
+    ri: list[NDArray[np.float64]],
+    rj: list[NDArray[np.float64]],
+    totals: list[float],
+    w: list[float],
+    c: float,
+    n: int,
+    exponent: float,
+    unbiased: bool,
+    same: bool,
+) -> float: ...
