@@ -794,3 +794,51 @@ def test_jdcov_bad_input(client):
         dd.jdcov(x[:3], x[:3])
     with pytest.raises(ValueError, match="differ too much"):
         dd.jdcov(x * 1e150, x, x * 1e-150, c=1.0).compute()
+
+
+# ------------------------------------------------------------------------- knn_mi
+
+
+@pytest.mark.parametrize("chunks", [UNEVEN, (23,)])
+def test_knn_mi_rows_bitwise(client, chunks):
+    rng = np.random.default_rng(70)
+    x = rng.normal(size=(23, 2))
+    y = x[:, :1] + 0.3 * rng.normal(size=(23, 1))
+    xd = da.from_array(x, chunks=(chunks, 2))
+    for kw in (
+        dict(k=3),
+        dict(k=2, base=2),
+        dict(k=4, algorithm="brute"),
+        dict(k=3, algorithm="kd_tree"),
+    ):
+        got = dd.knn_mi(xd, y, **kw)
+        assert isinstance(got, da.Array) and got.shape == ()
+        same_bits(got.compute(), np.float64(divest.knn_mi(x, y, **kw)))
+    # duplicated rows: counted in the marginal counts, as in memory
+    xt = np.vstack([x, x[:3]])
+    yt = np.vstack([y, y[:3] + 1.0])
+    got = dd.knn_mi(da.from_array(xt, chunks=((7, 0, 10, 9),) + ((2,))), yt, k=3)
+    same_bits(got.compute(), np.float64(divest.knn_mi(xt, yt, k=3)))
+    # KSG-2 and the mixed estimator: one task, the in-memory call
+    same_bits(dd.knn_mi(xd, y, variant=2).compute(), np.float64(divest.knn_mi(x, y, variant=2)))
+    d = np.round(y * 2)
+    same_bits(
+        dd.knn_mi(xd, d, discrete_features=True).compute(),
+        np.float64(divest.knn_mi(x, d, discrete_features=True)),
+    )
+
+
+def test_knn_mi_bad_input(client):
+    x = np.random.default_rng(71).normal(size=(10, 2))
+    with pytest.raises(ValueError, match="same number of observations"):
+        dd.knn_mi(x, x[:9])
+    with pytest.raises(ValueError, match="chunked alike"):
+        dd.knn_mi(da.from_array(x, chunks=5), da.from_array(x, chunks=4))
+    with pytest.raises(ValueError, match="k must be smaller"):
+        dd.knn_mi(x, x, k=10)
+    with pytest.raises(ValueError, match="variant"):
+        dd.knn_mi(x, x, variant=3)
+    bad = x.copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN|finite"):
+        dd.knn_mi(da.from_array(bad, chunks=5), x).compute()

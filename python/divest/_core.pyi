@@ -447,3 +447,6 @@ def jdcov_block_sum(
     unbiased: bool,
     same: bool,
 ) -> float: ...
+def count_within_rows(
+    x: NDArray[np.floating], lo: int, r2: NDArray[np.float64], strict: bool, algorithm: str = "auto"
+) -> NDArray[np.int64]: ...

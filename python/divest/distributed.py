@@ -75,6 +75,7 @@ __all__ = [
     "kde_logpdf",
     "knn_entropy",
     "knn_kl",
+    "knn_mi",
     "dcov_test",
     "energy_test",
     "energy_distance",
@@ -951,6 +952,90 @@ def knn_kl(x, y, k=3, *, base=None, algorithm="auto", check_finite=True):
         for lo, hi in zip(offs[:-1], offs[1:])
     ]
     out = dask.delayed(_knn_kl_finish, pure=True)(ref, logs, n, m, lb)
+    return da.from_delayed(out, shape=(), dtype=np.float64)
+
+
+def _knn_mi_reference(xblocks, yblocks):
+    x, y = _concat_rows(*xblocks), _concat_rows(*yblocks)
+    (xc, yc), _ = _div._knn_scaled(x, y, pooled=False)
+    return np.ascontiguousarray(xc, dtype=np.float64), np.ascontiguousarray(yc, dtype=np.float64)
+
+
+def _knn_mi_block(ref, lo, hi, k, algorithm):
+    """ψ(n_x + 1) + ψ(n_y + 1) for the rows lo..hi (KSG-1), as the in-memory call."""
+    xc, yc = _al(ref[0]), _al(ref[1])
+    if hi == lo:
+        return np.empty(0)
+    core = _div._core
+    d2, _ = core.knn_sq_dists(
+        np.ascontiguousarray(xc[lo:hi]), xc, k, False,
+        np.ascontiguousarray(yc[lo:hi]), yc, algorithm=algorithm,
+    )  # fmt: skip
+    eps2 = np.ascontiguousarray(d2[:, k - 1] * (1 - _div._RADIUS_MARGIN))
+    nx = core.count_within_rows(xc, lo, eps2, True, algorithm)
+    ny = core.count_within_rows(yc, lo, eps2, True, algorithm)
+    return _div._digamma_int(nx + 1) + _div._digamma_int(ny + 1)
+
+
+def _knn_mi_finish(terms, n, k, lb):
+    val = _div._digamma_int(k) + _div._digamma_int(n) - _div._fmean(np.concatenate(terms))
+    return np.float64(float(val / lb))
+
+
+def _knn_mi_whole(xblocks, yblocks, kw):
+    return np.float64(_div.knn_mi(_concat_rows(*xblocks), _concat_rows(*yblocks), **kw))
+
+
+def knn_mi(
+    x,
+    y,
+    k=3,
+    variant=1,
+    *,
+    base=None,
+    algorithm="auto",
+    check_finite=True,
+    discrete_features=False,
+):
+    """Distributed :func:`divest.knn_mi`.
+
+    ``x`` (n, dx) and ``y`` (n, dy): Dask arrays chunked alike along the rows (paired
+    samples; NumPy is accepted). Both are assembled once and sent once to each worker
+    (each must fit in one worker's memory).
+
+    KSG-1 (``variant=1``, ``discrete_features=False``): one task per block of rows does
+    the joint kNN search of its rows and their marginal radius counts against the whole
+    sets (a new core entry point, ``count_within_rows``, gives a block of rows the counts
+    the in-memory pass gives them); the per-row digamma terms are averaged in one final
+    task with the in-memory call's exactly rounded mean, so ``.compute()`` is
+    **bitwise** the in-memory value. The warning about columns that look discrete is not
+    raised (it would be raised on a worker): pass ``discrete_features`` explicitly, or
+    run :func:`divest.knn_mi` on a subsample to see it.
+
+    KSG-2 and the mixed estimator (``discrete_features`` True or "auto") resolve ties and
+    duplicates over the whole sample: they run as **one task**, the in-memory call on one
+    worker (bitwise; not split). Returns a 0-d Dask array."""
+    lb = _div._log_base(base)
+    algorithm = _div._check_algorithm(algorithm)
+    _div.check_choice(variant, "variant", (1, 2), "KSG-1 or KSG-2")
+    (xa, ya), n = _paired_points([("x", x), ("y", y)], 1)
+    xb = [_after_check(b, "x", check_finite) for b in xa.to_delayed().ravel().tolist()]
+    yb = [_after_check(b, "y", check_finite) for b in ya.to_delayed().ravel().tolist()]
+    if variant != 1 or discrete_features is not False:
+        kw = dict(
+            k=k, variant=variant, base=base, algorithm=algorithm, check_finite=check_finite,
+            discrete_features=discrete_features,
+        )  # fmt: skip
+        out = dask.delayed(_knn_mi_whole, pure=True)(xb, yb, kw)
+        return da.from_delayed(out, shape=(), dtype=np.float64)
+    k = _div._check_k(k, n, "x")
+    ref = dask.delayed(_knn_mi_reference, pure=True)(xb, yb)
+    offs = _offsets(xa.chunks[0])
+    terms = [
+        dask.delayed(_knn_mi_block, pure=True)(ref, lo, hi, k, algorithm)
+        for lo, hi in zip(offs[:-1], offs[1:])
+    ]
+    out = dask.delayed(_knn_mi_finish, pure=True)(terms, n, k, lb)
     return da.from_delayed(out, shape=(), dtype=np.float64)
 
 

@@ -169,6 +169,7 @@ fn dpp_log_esp<'py>(
 /// volume-rescaled multisets from the base measure p (U a basis of diag(√p) X).
 #[pyfunction]
 #[pyo3(signature = (u, k, n_samples, seed, p=None, method="auto", first=0))]
+#[allow(clippy::too_many_arguments)]
 fn dpp_volume_sample<'py>(
     py: Python<'py>,
     u: PyReadonlyArray2<'py, f64>,

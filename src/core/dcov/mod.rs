@@ -1097,7 +1097,7 @@ pub fn jdcov_block_sum(
         }
         t
     }
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     fn run<F: PairMap>(
         f: F,
         bi: &[CentredBlock<'_>],

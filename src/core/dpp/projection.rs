@@ -575,6 +575,7 @@ pub(crate) fn rejection_one(
 /// (indices modulo 2^64), so a range of samples can be drawn by any task, alone.
 /// Memory: the output, U's leverage scores, and per running sample O(n + m²) state
 /// (for the chain rule, residuals, their cumulative sums and flags for the n items).
+#[allow(clippy::too_many_arguments)]
 pub fn sample_projection(
     u: &[f64],
     n: usize,

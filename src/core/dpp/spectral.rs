@@ -78,7 +78,8 @@ fn check_v(v: &[f64], n: usize, mm: usize, what: usize) -> Result<()> {
 /// orthonormal columns, probs in [0, 1]): eigenvector j is kept with probability
 /// probs[j], then the projection DPP of the kept ones is sampled. Returns the samples
 /// (sorted items), one vector each.
-/// Sample `s` draws from the stream (seed, first + s), as in [`super::sample_projection`]. Memory: per sample, a gathered n×|J| copy of V.
+/// Sample `s` draws from the stream (seed, first + s), as in [`super::sample_projection`].
+/// Memory: per sample, a gathered n×|J| copy of V.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_spectral(
     v: &[f64],

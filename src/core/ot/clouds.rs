@@ -570,8 +570,8 @@ mod tests {
             let eps = 0.03;
             let (t, _) = transform(px, py, &lw, &v, p, eps, None, &stop).unwrap();
             let st = partial_transform(px, py, &w, &v, p, eps, false, &stop).unwrap();
-            for i in 0..n {
-                assert_eq!((-eps * st.log_sum(i)).to_bits(), t[i].to_bits());
+            for (i, ti) in t.iter().enumerate() {
+                assert_eq!((-eps * st.log_sum(i)).to_bits(), ti.to_bits());
             }
             // Two column blocks (a tile boundary and a ragged one), combined by log-sum-exp.
             for cut in [256, 301] {
@@ -580,11 +580,11 @@ mod tests {
                 let s1 = partial_transform(px, p1, &w[..cut], &v[..cut], p, eps, true, &stop);
                 let s2 = partial_transform(px, p2, &w[cut..], &v[cut..], p, eps, true, &stop);
                 let (s1, s2) = (s1.unwrap(), s2.unwrap());
-                for i in 0..n {
+                for (i, ti) in t.iter().enumerate() {
                     let (a, b) = (s1.log_sum(i), s2.log_sum(i));
                     let hi = a.max(b);
                     let l = hi + ((a - hi).exp() + (b - hi).exp()).ln();
-                    let want = -t[i] / eps;
+                    let want = -ti / eps;
                     assert!(
                         (l - want).abs() <= 1e-14 * want.abs().max(1.0),
                         "{l} vs {want}"
