@@ -1,6 +1,6 @@
 """divest.distributed: overhead against the in-memory call, and weak scaling.
 
-    python benches/bench_distributed.py [--quick] [--mode all|overhead|weak]
+    python benches/bench_distributed.py [--quick] [--mode all|overhead|weak|sinkhorn]
 
 ``--mode weak`` runs the weak-scaling part alone (on a quiet machine: it prints each
 efficiency with the load average before and after each run).
@@ -11,7 +11,8 @@ nothing to run. Prints one table:
 * overhead: the Dask path on an in-process LocalCluster (one worker, one Dask thread, the
   divest pool at its default size, so both sides use every core) against the in-memory
   call on the same data: KDE at 10^6 queries, kl on 10^6 x 100, dcov_test with 10^4
-  resamples (best of 3 each);
+  resamples (best of 3 each), and the point-cloud sinkhorn_divergence at n = m = 4000 in
+  two blocks per cloud (best of 2; run it alone with ``--mode sinkhorn``);
 * weak scaling: 1 then 2 worker processes with one Dask thread and one divest thread
   each (DIVEST_NUM_THREADS=1 in their environment), the work doubled with the workers
   (kde_logpdf: 2·10^6 queries per worker, dcov_test: 2·10^4 resamples per worker, four
@@ -41,7 +42,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a tenth of the sizes")
     ap.add_argument(
         "--mode",
-        choices=("all", "overhead", "weak"),
+        choices=("all", "overhead", "weak", "sinkhorn"),
         default="all",
         help="overhead against the in-memory calls, weak scaling, or both",
     )
@@ -61,6 +62,17 @@ def main(argv=None):
         overhead(a, s, rng)
     if a.mode in ("all", "weak"):
         weak_scaling(s, rng)
+    if a.mode == "sinkhorn":
+        from distributed import Client, LocalCluster
+
+        with (
+            LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+            ) as cluster,
+            Client(cluster),
+        ):
+            name, tm, td = sinkhorn_case(s, rng)
+        print(f"{name}: in-memory {tm:.3f} s, dask {td:.3f} s, ratio {td / tm:.2f}")
 
 
 def overhead(a, s, rng):
@@ -109,10 +121,33 @@ def overhead(a, s, rng):
         t_mem = best(lambda: divest.dcov_test(xx, yy, n_resamples=R, rng=1))
         t_dask = best(lambda: dd.dcov_test(xx, yy, n_resamples=R, rng=1).compute())
         rows.append(("dcov_test, n = 200, 10^4 resamples", t_mem, t_dask))
+        # Point-cloud Sinkhorn divergence: n = m = 4000 in 3-D, two blocks per cloud
+        # (tasks of 4·10^6 pairs, far below the seconds recommended: the overhead bound).
+        rows.append(sinkhorn_case(s, rng))
     print("\noverhead (in-process LocalCluster, 1 worker x 1 Dask thread):")
     print(f"{'case':48s} {'in-memory s':>12s} {'dask s':>9s} {'ratio':>6s}")
     for name, tm, td in rows:
         print(f"{name:48s} {tm:12.3f} {td:9.3f} {td / tm:6.2f}")
+
+
+def sinkhorn_case(s, rng, n=4000):
+    import dask.array as da
+
+    import divest
+    import divest.distributed as dd
+
+    n = n // s
+    x, y = rng.random((n, 3)), rng.random((n, 3)) * 0.8 + 0.2
+    kw = dict(eps=2 * 0.05**2)
+    t_mem = best(lambda: divest.sinkhorn_divergence(x, y, **kw), 2)
+    xd, yd = da.from_array(x, chunks=(n // 2 + 1, 3)), da.from_array(y, chunks=(n // 2 + 1, 3))
+
+    def run():
+        r = dd.sinkhorn_divergence(xd, yd, **kw)
+        da.compute(r.value, r.f, r.g, r.grad)
+
+    t_dask = best(run, 2)
+    return (f"sinkhorn_divergence, n = m = {n}, 3-D, 2 blocks each", t_mem, t_dask)
 
 
 def weak_scaling(s, rng):

@@ -1298,6 +1298,19 @@ def _block_pairs(xblocks, yblocks, same):
     return [(i, j, 1 if i == j else 2) for i in range(len(xblocks)) for j in range(i, len(xblocks))]
 
 
+def _tree_upto(fn, items, keep):
+    """:func:`_tree`'s pairing, stopped at `keep` items or fewer (a list)."""
+    items = list(items)
+    while len(items) > keep:
+        nxt = [
+            dask.delayed(fn, pure=True)(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)
+        ]
+        if len(items) % 2:
+            nxt.append(items[-1])
+        items = nxt
+    return items
+
+
 def _tree(fn, items):
     """A balanced tree of delayed `fn(a, b)` over `items` (at least one)."""
     items = list(items)
@@ -1850,12 +1863,21 @@ def _sd_merge(s1, s2):
     return ls, (h, t1 * f1 + t2 * f2, w1 * f1 + w2 * f2, a1 * f1[:, None] + a2 * f2[:, None])
 
 
-def _sd_transform(state, eps):
-    return -eps * state[0]
+def _sd_merge_all(*states):
+    out = states[0]
+    for st in states[1:]:
+        out = _sd_merge(out, st)
+    return out
 
 
-def _sd_avg(v, state, eps):
-    return 0.5 * (v + (-eps * state[0]))
+def _sd_transform(eps, *states):
+    """The transform −ε·LSE from the last (at most two) states of a row block's tree."""
+    return -eps * _sd_merge_all(*states)[0]
+
+
+def _sd_avg(v, eps, *states):
+    """The averaged update ½(v + transform), fused with the tree's last merge."""
+    return 0.5 * (v + (-eps * _sd_merge_all(*states)[0]))
 
 
 def _sd_violation(w, v, t, eps):
@@ -2133,17 +2155,22 @@ def sinkhorn_divergence(
                 dl(_sd_part, pure=True)(rb, cb, cw, pv, p, e, mean)
                 for cb, cw, pv in zip(cols.blocks, cols.w, pots_)
             ]
-            out.append(_tree(_sd_merge, parts))
+            # The tree down to two states; the last merge is fused into the task
+            # that uses them (one task fewer per row block and half-step).
+            out.append(_tree_upto(_sd_merge, parts, 2))
         return out
 
+    def merged(states):
+        return [dl(_sd_merge_all, pure=True)(*si) for si in states]
+
     def avg(v, states, e):
-        return [dl(_sd_avg, pure=True)(vi, si, e) for vi, si in zip(v, states)]
+        return [dl(_sd_avg, pure=True)(vi, e, *si) for vi, si in zip(v, states)]
 
     def avgp(v, t):
         return [dl(_sd_avg_pots, pure=True)(vi, ti) for vi, ti in zip(v, t)]
 
     def pots(states, e):
-        return [dl(_sd_transform, pure=True)(si, e) for si in states]
+        return [dl(_sd_transform, pure=True)(e, *si) for si in states]
 
     def zeros(c):
         return [np.zeros(int(k)) for k in c.chunks if k > 0]
@@ -2175,15 +2202,15 @@ def sinkhorn_divergence(
 
     # Check passes: the transforms of the returned potentials (with the gradient's
     # statistics on the x rows, as in memory).
-    st_xy = transform(X, Y, g, e, mean=grad)
-    tf = pots(st_xy, e)
+    st_xy = merged(transform(X, Y, g, e, mean=grad))
+    tf = pots([[st] for st in st_xy], e)
     tg = pots(transform(Y, X, f, e), e)
     e_xy = dl(_add, pure=True)(violation(X.w, f, tf), violation(Y.w, g, tg))
     e_x = e_y = 0.0
     st_xx = tp = tq = None
     if debias:
-        st_xx = transform(X, X, pp, e, mean=grad)
-        tp = pots(st_xx, e)
+        st_xx = merged(transform(X, X, pp, e, mean=grad))
+        tp = pots([[st] for st in st_xx], e)
         tq = pots(transform(Y, Y, qq, e), e)
         e_x, e_y = violation(X.w, pp, tp, 2.0), violation(Y.w, qq, tq, 2.0)
     if not grad:
@@ -2219,9 +2246,9 @@ def sinkhorn_divergence(
         if not converged:
             _ot._warn("sinkhorn_divergence", n_iter, max(errs), tol, stacklevel=3)
         if grad and st_xy is None:
-            st_xy = transform(X, Y, g, e, mean=True)
+            st_xy = merged(transform(X, Y, g, e, mean=True))
         if grad and debias and st_xx is None:
-            st_xx = transform(X, X, pp, e, mean=True)
+            st_xx = merged(transform(X, X, pp, e, mean=True))
     err = dl(max, pure=True)(e_xy, e_x, e_y)
     pos = dl(_sd_sum, pure=True)(
         *[dl(_sd_dot, pure=True)(wi, vi) for wi, vi in zip(X.w, f)],
