@@ -191,7 +191,10 @@ def weak_scaling(s, rng):
             )
             res[nw] = (t_kde, t_dcov, load0, os.getloadavg()[0])
     for i, name in enumerate(
-        ("kde_logpdf, 2x10^6 queries per worker", "dcov_test, n = 300, 2x10^4 per worker")
+        (
+            f"kde_logpdf, {2_000_000 // s} queries per worker",
+            f"dcov_test, n = 300, {20_000 // s} per worker",
+        )
     ):
         t1, t2 = res[1][i], res[2][i]
         load = f"{res[1][2]:.1f}-{res[1][3]:.1f} / {res[2][2]:.1f}-{res[2][3]:.1f}"
