@@ -14,12 +14,19 @@ each function). Nothing is computed when a function is called: it returns a Dask
 What ``.compute()`` returns, against the in-memory call on the same data:
 
 * work split by rows (:func:`kl` and the other batched divergences, :func:`sinkhorn_batch`,
-  :func:`kde_logpdf` over chunks of queries, :func:`knn_entropy`, :func:`knn_kl`) and by
-  resamples (:func:`dcov_test`, :func:`energy_test`, :func:`ccdcov_test`,
-  :func:`jdcov_test`): **bitwise** the same;
+  :func:`kde_logpdf` over chunks of queries, :func:`knn_entropy`, :func:`knn_kl`,
+  :func:`knn_mi`), by resamples (:func:`dcov_test`, :func:`energy_test`,
+  :func:`ccdcov_test`, :func:`jdcov_test`) and by samples (:func:`sample_projection`,
+  :func:`dpp_sample`, :func:`dpp_sample_k`, :func:`volume_sample`,
+  :func:`volume_rescaled_sample`): **bitwise** the same;
 * :func:`kde_logpdf` with the *data* chunked: partial log-sum-exps per data block combined
   by a tree of ``logaddexp``, and the bandwidth from blockwise moments: within **1e-13
-  relative** (the order of the sums differs).
+  relative** (the order of the sums differs);
+* sums over pairs of row blocks (:func:`energy_distance`, :func:`mmd`,
+  :func:`cs_divergence`, :func:`dcov_sqr` and friends, :func:`partial_dcor`,
+  :func:`jdcov`) and the point-cloud :func:`sinkhorn_divergence` (partial log-sum-exps
+  per block pair at every half-step): within the tolerance each docstring states (1e-13
+  to 1e-12), bitwise for :func:`sinkhorn_divergence` with each cloud in one chunk.
 
 Threads: each task calls one divest kernel, which runs on the worker process's divest
 pool. Size that pool to the worker's share of the cores, or the threads oversubscribe:
