@@ -77,7 +77,7 @@ fn main() {
         let c0 = cpu_seconds();
         let t0 = Instant::now();
         for s in 0..2000 {
-            sample_projection(&u2, 10_000, m, 1, s, Method::Rejection, &stop).unwrap();
+            sample_projection(&u2, 10_000, m, 1, s, 0, Method::Rejection, &stop).unwrap();
         }
         println!(
             "rejection N=10000: {:.3} ms wall, {:.3} ms cpu per sample",
@@ -101,27 +101,27 @@ fn main() {
         let one: Vec<f64> = (0..31)
             .map(|s| {
                 let t0 = Instant::now();
-                sample_projection(&u, n, m, 1, s, Method::Chain, &stop).unwrap();
+                sample_projection(&u, n, m, 1, s, 0, Method::Chain, &stop).unwrap();
                 t0.elapsed().as_secs_f64() * 1e3
             })
             .collect();
         let c0 = cpu_seconds();
         for s in 0..200 {
-            sample_projection(&u, n, m, 1, s, Method::Chain, &stop).unwrap();
+            sample_projection(&u, n, m, 1, s, 0, Method::Chain, &stop).unwrap();
         }
         let cpu_one = (cpu_seconds() - c0) / 200.0 * 1e3;
         let c0 = cpu_seconds();
         let many: Vec<f64> = (0..3)
             .map(|s| {
                 let t0 = Instant::now();
-                sample_projection(&u, n, m, 200, s, Method::Chain, &stop).unwrap();
+                sample_projection(&u, n, m, 200, s, 0, Method::Chain, &stop).unwrap();
                 t0.elapsed().as_secs_f64() * 1e3 / 200.0
             })
             .collect();
         let cpu_many = (cpu_seconds() - c0) / 600.0 * 1e3;
         let c0 = cpu_seconds();
         let t0 = Instant::now();
-        sample_projection(&u, n, m, 1000, 9, Method::Rejection, &stop).unwrap();
+        sample_projection(&u, n, m, 1000, 9, 0, Method::Rejection, &stop).unwrap();
         let rej = t0.elapsed().as_secs_f64() * 1e3 / 1000.0;
         let cpu_rej = (cpu_seconds() - c0) / 1000.0 * 1e3;
         println!("  cpu ms per sample: chain one {cpu_one:.2}, chain many {cpu_many:.2}; rejection {rej:.3} ms/sample wall, {cpu_rej:.3} cpu");

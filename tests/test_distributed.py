@@ -133,6 +133,30 @@ def test_sinkhorn_batch_bitwise(client, shared):
     same_bits(got.f.compute(), want.f)
 
 
+def test_sinkhorn_batch_non_convergence_warns_on_the_client(client):
+    import warnings
+
+    rng = np.random.default_rng(7)
+    a, b, cost = probs(rng, (6, 4)), probs(rng, (6, 5)), rng.random((6, 4, 5))
+    ad = da.from_array(a, chunks=((2, 0, 4), 4))
+    bd = da.from_array(b, chunks=((2, 0, 4), 5))
+    kw = dict(max_iter=2, tol=1e-12)
+    with pytest.warns(divest.ConvergenceWarning, match="did not converge"):
+        want = divest.sinkhorn_batch(a, b, cost, 0.01, **kw)
+    res = dd.sinkhorn_batch(ad, bd, cost, 0.01, **kw)
+    assert isinstance(res, dd.DaskSinkhornResult)
+    with pytest.warns(divest.ConvergenceWarning, match=r"6 of 6 problems .*tol 1e-12"):
+        got = res.compute()
+    assert isinstance(got, divest.SinkhornResult) and got.plan is None
+    for f in ("cost", "f", "g", "n_iter", "converged", "marginal_error"):
+        same_bits(getattr(got, f), getattr(want, f))
+    # converged problems: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ok = dd.sinkhorn_batch(ad, bd, cost, 1.0).compute()
+    assert ok.converged.all()
+
+
 def test_sinkhorn_batch_bad_chunks(client):
     a = np.full((4, 3), 1 / 3)
     with pytest.raises(ValueError, match="chunked alike"):
@@ -444,3 +468,385 @@ def test_sinkhorn_batch_masks_are_refused_with_a_clear_error():
     mask = np.ones((4, 3), bool)
     with pytest.raises(ValueError, match="a_mask: padded batches with masks are not distributed"):
         dd.sinkhorn_batch(a, a, c, 0.1, a_mask=mask)
+
+
+# ------------------------------------------------ point-cloud Sinkhorn divergence
+
+
+def sd_clouds(seed, n=23, m=17, d=2, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, d)).astype(dtype)
+    y = (0.8 * rng.random((m, d)) + 0.3).astype(dtype)
+    return x, y
+
+
+def sd_close(got, want, scale, rel):
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape
+    err = float(np.max(np.abs(got - want))) if got.size else 0.0
+    assert err <= rel * scale, (err, scale)
+
+
+def check_sd(got, want, rel):
+    """Every field of a distributed SinkhornDivergence against the in-memory one; the
+    tolerance is relative to the size of the potentials (the value is their difference)."""
+    f, g = got.f.compute(), got.g.compute()
+    scale = max(float(np.max(np.abs(want.f))), float(np.max(np.abs(want.g))), 1e-300)
+    if rel == 0:
+        same_bits(f, want.f)
+        same_bits(g, want.g)
+        if want.grad is not None:
+            same_bits(got.grad.compute(), want.grad)
+    else:
+        sd_close(f, want.f, scale, rel)
+        sd_close(g, want.g, scale, rel)
+        if want.grad is not None:
+            top = max(np.max(np.abs(want.grad)), 1e-300)
+            sd_close(got.grad.compute(), want.grad, top, max(rel, 1e-12))
+    assert f.dtype == want.f.dtype
+    # ⟨a,|f|⟩ + ⟨b,|g|⟩ bounds the terms the value is summed from (probability weights).
+    sd_close(got.value.compute(), want.value, 4 * scale, 1e-15 if rel == 0 else rel)
+    sd_close(got.marginal_error.compute(), want.marginal_error, 1.0, 1e-13 if rel == 0 else rel)
+    assert got.n_iter == want.n_iter and got.converged == want.converged
+
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("debias", [True, False])
+def test_sinkhorn_divergence_one_chunk_is_bitwise(client, p, debias):
+    x, y = sd_clouds(20)
+    kw = dict(eps=0.01, p=p, debias=debias, scaling=0.5)
+    want = divest.sinkhorn_divergence(x, y, **kw)
+    got = dd.sinkhorn_divergence(
+        da.from_array(x, chunks=(23, 2)), da.from_array(y, chunks=(17, 2)), **kw
+    )
+    assert isinstance(got.value, da.Array) and isinstance(got.f, da.Array)
+    check_sd(got, want, 0)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_sinkhorn_divergence_block_tree_within_1e13(client, p):
+    x, y = sd_clouds(21, n=300, m=280, d=3)
+    rng = np.random.default_rng(3)
+    a, b = rng.random(300) + 0.1, rng.random(280)
+    b[5] = 0.0  # a zero weight: -inf log-weight in a block
+    kw = dict(eps=0.05, p=p, scaling=0.5)
+    want = divest.sinkhorn_divergence(x, y, a, b, **kw)
+    xd = da.from_array(x, chunks=((100, 0, 37, 163), 3))
+    yd = da.from_array(y, chunks=((256, 24), 3))
+    got = dd.sinkhorn_divergence(xd, yd, da.from_array(a, chunks=((100, 0, 37, 163),)), b, **kw)
+    check_sd(got, want, 1e-13)
+    # The partials do differ from the in-memory sums (else the tolerance is untested).
+    assert got.f.compute().tobytes() != want.f.tobytes() or p == 1
+
+
+def test_sinkhorn_divergence_tol_loop_float32_and_no_grad(client):
+    x, y = sd_clouds(22, n=40, m=30)
+    kw = dict(eps=0.1, tol=1e-7, max_iter=500, scaling=0.5)
+    want = divest.sinkhorn_divergence(x, y, **kw)
+    got = dd.sinkhorn_divergence(
+        da.from_array(x, chunks=(13, 2)), da.from_array(y, chunks=(30, 2)), **kw
+    )
+    assert want.converged and got.converged is True and got.n_iter == want.n_iter
+    check_sd(got, want, 1e-13)
+    # max_iter reached: the warning is raised on the client, at the call
+    with pytest.warns(divest.ConvergenceWarning):
+        got = dd.sinkhorn_divergence(x, y, eps=0.1, tol=1e-14, max_iter=2, scaling=0.5)
+    assert got.converged is False
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    want = divest.sinkhorn_divergence(x32, y32, eps=0.1, grad=False, scaling=0.5)
+    got = dd.sinkhorn_divergence(
+        da.from_array(x32, chunks=20), y32, eps=0.1, grad=False, scaling=0.5
+    )
+    assert got.grad is None
+    check_sd(got, want, 1e-6)
+
+
+def test_sinkhorn_divergence_degenerate_and_extreme_scales(client):
+    x = np.ones((5, 2))
+    got = dd.sinkhorn_divergence(da.from_array(x, chunks=2), x, eps=0.1)
+    check_sd(got, divest.sinkhorn_divergence(x, x, eps=0.1), 0)
+    # eps beyond 1e9 D^2: the closed-form limit, computed in one task
+    xs, ys = sd_clouds(23, n=9, m=8)
+    got = dd.sinkhorn_divergence(da.from_array(xs, chunks=4), ys, eps=1e12)
+    check_sd(got, divest.sinkhorn_divergence(xs, ys, eps=1e12), 0)
+    # clouds at 1e200: rescaled by a power of two, as in memory
+    want = divest.sinkhorn_divergence(xs * 1e200, ys * 1e200, eps=1e198, p=1, scaling=0.5)
+    got = dd.sinkhorn_divergence(
+        da.from_array(xs * 1e200, chunks=4), ys * 1e200, eps=1e198, p=1, scaling=0.5
+    )
+    check_sd(got, want, 1e-13)
+
+
+def test_sinkhorn_divergence_bad_input(client):
+    x, y = sd_clouds(24)
+    with pytest.raises(ValueError, match="rechunk"):
+        dd.sinkhorn_divergence(da.from_array(x, chunks=(5, 1)), y, eps=0.1)
+    with pytest.raises(ValueError, match="same dimension"):
+        dd.sinkhorn_divergence(x, y[:, :1], eps=0.1)
+    with pytest.raises(ValueError, match="eps"):
+        dd.sinkhorn_divergence(x, y, eps=-1.0)
+    with pytest.raises(ValueError, match="scaling"):
+        dd.sinkhorn_divergence(x, y, eps=0.1, scaling=1.5)
+    with pytest.raises(ValueError, match="p"):
+        dd.sinkhorn_divergence(x, y, eps=0.1, p=3)
+    with pytest.raises(ValueError, match=r"a must have shape \(23,\)"):
+        dd.sinkhorn_divergence(x, y, np.ones(5), eps=0.1)
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN|finite"):
+        dd.sinkhorn_divergence(da.from_array(bad, chunks=5), y, eps=0.1)
+    with pytest.raises(ValueError, match="negative"):
+        dd.sinkhorn_divergence(x, y, -np.ones(23), eps=0.1).value.compute()
+    with pytest.raises(ValueError, match="empty"):
+        dd.sinkhorn_divergence(x[:0], y, eps=0.1)
+
+
+# ------------------------------------------------------------ DPP and volume sampling
+
+
+def test_dpp_samplers_split_by_sample_index_bitwise(client):
+    from divest import dpp
+
+    rng = np.random.default_rng(30)
+    u = np.linalg.qr(rng.normal(size=(60, 5)))[0]
+    for method in ("chain", "rejection"):
+        want = dpp.sample_projection(u, 11, method=method, rng=7)
+        for per in (1, 4, 11, None):
+            got = dd.sample_projection(
+                da.from_array(u, chunks=(25, 5)), 11, method=method, rng=7, samples_per_task=per
+            )
+            same_bits(got.compute(), want)
+    same_bits(dd.sample_projection(u, rng=3).compute(), dpp.sample_projection(u, rng=3))
+    L = rng.normal(size=(30, 30))
+    model = dpp.DPP(L=L @ L.T / 30)
+    want = model.sample(9, rng=5)
+    got = dd.dpp_sample(model, 9, rng=5, samples_per_task=2).compute()
+    assert len(got) == 9 and all(g.tobytes() == w.tobytes() for g, w in zip(got, want))
+    same_bits(dd.dpp_sample(model, rng=6).compute(), model.sample(rng=6))
+    same_bits(
+        dd.dpp_sample_k(model, 4, 7, rng=8, samples_per_task=3).compute(),
+        model.sample_k(4, 7, rng=8),
+    )
+    x = rng.normal(size=(50, 3))
+    for per in (1, 5):
+        same_bits(
+            dd.volume_sample(da.from_array(x, chunks=(20, 3)), 6, rng=2, n_samples=7,
+                             samples_per_task=per).compute(),
+            dpp.volume_sample(x, 6, rng=2, n_samples=7),
+        )  # fmt: skip
+    w = rng.random(50)
+    same_bits(
+        dd.volume_rescaled_sample(x, 8, rng=4, p=w, n_samples=5, samples_per_task=2).compute(),
+        dpp.volume_rescaled_sample(x, 8, rng=4, p=w, n_samples=5),
+    )
+    same_bits(dd.volume_sample(x, 4, rng=1).compute(), dpp.volume_sample(x, 4, rng=1))
+    # A Generator is advanced like the in-memory call's.
+    g1, g2 = np.random.default_rng(11), np.random.default_rng(11)
+    dd.sample_projection(u, 3, rng=g1)
+    dpp.sample_projection(u, 3, rng=g2)
+    assert g1.integers(1 << 30) == g2.integers(1 << 30)
+
+
+def test_dpp_samplers_bad_input(client):
+    from divest import dpp
+
+    u = np.linalg.qr(np.random.default_rng(31).normal(size=(20, 4)))[0]
+    with pytest.raises(ValueError, match="samples_per_task"):
+        dd.sample_projection(u, 3, samples_per_task=0)
+    with pytest.raises(ValueError, match="method"):
+        dd.sample_projection(u, 3, method="nope")
+    with pytest.raises(ValueError, match="orthonormal"):
+        dd.sample_projection(2 * u, 3).compute()
+    with pytest.raises(ValueError, match="2-D"):
+        dd.sample_projection(u[:, 0], 3)
+    with pytest.raises(TypeError, match="DPP"):
+        dd.dpp_sample(u, 3)
+    model = dpp.DPP(L=u @ u.T)
+    with pytest.raises(ValueError, match="rank"):
+        dd.dpp_sample_k(model, 5)
+    with pytest.raises(ValueError, match="at least d"):
+        dd.volume_sample(u, 2)
+    with pytest.raises(ValueError, match="at most N"):
+        dd.volume_sample(u, 21)
+    with pytest.raises(ValueError, match="p must"):
+        dd.volume_rescaled_sample(u, 5, p=-np.ones(20)).compute()
+
+
+# ------------------------------------------------------------------ partial dCor
+
+
+@pytest.mark.parametrize("chunks", [UNEVEN, (23,)])
+def test_partial_dcor_block_pairs_within_1e12(client, chunks):
+    rng = np.random.default_rng(40)
+    z = rng.normal(size=(23, 2))
+    x = z[:, :1] + 0.5 * rng.normal(size=(23, 1))
+    y = np.hstack([z[:, 1:] ** 2, x]) + rng.normal(size=(23, 2))
+    for exponent in (1.0, 0.5):
+        want = divest.partial_dcor(x, y, z, exponent=exponent)
+        got = dd.partial_dcor(
+            da.from_array(x, chunks=(chunks, 1)),
+            da.from_array(y, chunks=(chunks, 2)),
+            z,  # NumPy: takes the chunks of x
+            exponent=exponent,
+        )
+        assert isinstance(got, da.Array) and got.shape == ()
+        assert abs(float(got.compute()) - want) <= 1e-12, (float(got.compute()), want)
+    # z explains x fully: 0, as in memory
+    same = dd.partial_dcor(da.from_array(z[:, :1], chunks=(chunks, 1)), y, z[:, :1]).compute()
+    assert float(same) == divest.partial_dcor(z[:, :1], y, z[:, :1]) == 0.0
+
+
+def test_partial_dcor_bad_input(client):
+    x = np.random.default_rng(41).normal(size=(10, 2))
+    with pytest.raises(ValueError, match="same number of observations"):
+        dd.partial_dcor(x, x, x[:9])
+    with pytest.raises(ValueError, match="chunked alike"):
+        dd.partial_dcor(da.from_array(x, chunks=5), da.from_array(x, chunks=4), x)
+    with pytest.raises(ValueError, match="at least 4"):
+        dd.partial_dcor(x[:3], x[:3], x[:3])
+    with pytest.raises(ValueError, match="exponent"):
+        dd.partial_dcor(x, x, x, exponent=2.5)
+    bad = x.copy()
+    bad[2, 0] = np.inf
+    with pytest.raises(ValueError, match="z"):
+        dd.partial_dcor(x, x, bad).compute()
+
+
+# ------------------------------------------------- zarr and Parquet read on the workers
+
+
+def test_kl_and_kde_on_a_zarr_array_read_by_the_workers(client, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    rng = np.random.default_rng(50)
+    p, q = probs(rng, (41, 6)), probs(rng, (41, 6))
+    zp = zarr.open_array(
+        str(tmp_path / "p.zarr"), mode="w", shape=p.shape, chunks=(9, 6), dtype="f8"
+    )
+    zp[:] = p
+    pd = da.from_zarr(str(tmp_path / "p.zarr"))
+    assert pd.chunks[0] == (9, 9, 9, 9, 5)
+    # the graph reads the store (no copy of the data in it)
+    assert pd.nbytes > 0 and not any(isinstance(v, np.ndarray) and v.size == p.size
+                                     for v in dict(pd.__dask_graph__()).values())  # fmt: skip
+    same_bits(dd.kl(pd, q).compute(), divest.kl(p, q))
+    x = rng.normal(size=(30, 2))
+    zq = zarr.open_array(
+        str(tmp_path / "q.zarr"), mode="w", shape=(50, 2), chunks=(16, 2), dtype="f8"
+    )
+    pts = rng.normal(size=(50, 2))
+    zq[:] = pts
+    qd = da.from_zarr(str(tmp_path / "q.zarr"))
+    same_bits(dd.kde_logpdf(x, qd).compute(), divest.kde_logpdf(x, pts))
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword")  # dask on pandas 3
+def test_kl_and_kde_on_parquet_read_by_the_workers(client, tmp_path):
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("pandas")
+    import dask.dataframe as ddf
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(51)
+    p, q = probs(rng, (37, 4)), probs(rng, (37, 4))
+    path = tmp_path / "rows"
+    path.mkdir()
+    for i, (lo, hi) in enumerate([(0, 10), (10, 25), (25, 37)]):  # three files, uneven
+        table = pa.table({f"c{j}": p[lo:hi, j] for j in range(4)})
+        pq.write_table(table, path / f"part{i}.parquet")
+    pd = ddf.read_parquet(str(path)).to_dask_array(lengths=True)
+    assert pd.shape == (37, 4) and len(pd.chunks[0]) > 1
+    same_bits(dd.kl(pd, q).compute(), divest.kl(p, q))
+    pts = pd.rechunk({1: 2})[:, :2]
+    x = rng.normal(size=(20, 2))
+    same_bits(dd.kde_logpdf(x, pts).compute(), divest.kde_logpdf(x, p[:, :2]))
+
+
+# -------------------------------------------------------------- jdcov (block pairs)
+
+
+@pytest.mark.parametrize("chunks", [UNEVEN, (23,)])
+def test_jdcov_block_pairs_within_1e12(client, chunks):
+    rng = np.random.default_rng(60)
+    x = rng.normal(size=(23, 2))
+    y = x[:, :1] ** 2 + rng.normal(size=(23, 1))
+    z = rng.normal(size=(23, 3)) + x[:, 1:]
+    xd, zd = da.from_array(x, chunks=(chunks, 2)), da.from_array(z, chunks=(chunks, 3))
+    cases = [
+        dict(c=c, unbiased=ub, scale=sc) for c in (0.0, 2.5) for ub in (True, False)
+        for sc in (False, True)
+    ] + [dict(exponent=0.5), dict(c=1e6, unbiased=False)]  # fmt: skip
+    for kw in cases:
+        want = divest.jdcov(x, y, z, **kw)
+        got = dd.jdcov(xd, y, zd, **kw)
+        assert isinstance(got, da.Array) and got.shape == ()
+        assert abs(float(got.compute()) - want) <= 1e-12 * abs(want), (kw, float(got), want)
+    # two samples: dcov_sqr, as in memory
+    close(float(dd.jdcov(xd, y).compute()), divest.jdcov(x, y), 1e-12)
+    # magnitudes far from 1: the in-memory rescaling rule, from blockwise magnitudes
+    big = dd.jdcov(xd * 1e40, y * 1e35, zd * 1e45, c=1.0).compute()
+    close(float(big), divest.jdcov(x * 1e40, y * 1e35, z * 1e45, c=1.0), 1e-12)
+
+
+def test_jdcov_bad_input(client):
+    x = np.random.default_rng(61).normal(size=(10, 2))
+    with pytest.raises(ValueError, match="at least two"):
+        dd.jdcov(x)
+    with pytest.raises(ValueError, match="same number of observations"):
+        dd.jdcov(x, x[:9])
+    with pytest.raises(ValueError, match="chunked alike"):
+        dd.jdcov(da.from_array(x, chunks=5), da.from_array(x, chunks=4))
+    with pytest.raises(ValueError, match="c"):
+        dd.jdcov(x, x, c=-1.0)
+    with pytest.raises(ValueError, match="at least 4"):
+        dd.jdcov(x[:3], x[:3])
+    with pytest.raises(ValueError, match="differ too much"):
+        dd.jdcov(x * 1e150, x, x * 1e-150, c=1.0).compute()
+
+
+# ------------------------------------------------------------------------- knn_mi
+
+
+@pytest.mark.parametrize("chunks", [UNEVEN, (23,)])
+def test_knn_mi_rows_bitwise(client, chunks):
+    rng = np.random.default_rng(70)
+    x = rng.normal(size=(23, 2))
+    y = x[:, :1] + 0.3 * rng.normal(size=(23, 1))
+    xd = da.from_array(x, chunks=(chunks, 2))
+    for kw in (
+        dict(k=3),
+        dict(k=2, base=2),
+        dict(k=4, algorithm="brute"),
+        dict(k=3, algorithm="kd_tree"),
+    ):
+        got = dd.knn_mi(xd, y, **kw)
+        assert isinstance(got, da.Array) and got.shape == ()
+        same_bits(got.compute(), np.float64(divest.knn_mi(x, y, **kw)))
+    # duplicated rows: counted in the marginal counts, as in memory
+    xt = np.vstack([x, x[:3]])
+    yt = np.vstack([y, y[:3] + 1.0])
+    got = dd.knn_mi(da.from_array(xt, chunks=((7, 0, 10, 9),) + ((2,))), yt, k=3)
+    same_bits(got.compute(), np.float64(divest.knn_mi(xt, yt, k=3)))
+    # KSG-2 and the mixed estimator: one task, the in-memory call
+    same_bits(dd.knn_mi(xd, y, variant=2).compute(), np.float64(divest.knn_mi(x, y, variant=2)))
+    d = np.round(y * 2)
+    same_bits(
+        dd.knn_mi(xd, d, discrete_features=True).compute(),
+        np.float64(divest.knn_mi(x, d, discrete_features=True)),
+    )
+
+
+def test_knn_mi_bad_input(client):
+    x = np.random.default_rng(71).normal(size=(10, 2))
+    with pytest.raises(ValueError, match="same number of observations"):
+        dd.knn_mi(x, x[:9])
+    with pytest.raises(ValueError, match="chunked alike"):
+        dd.knn_mi(da.from_array(x, chunks=5), da.from_array(x, chunks=4))
+    with pytest.raises(ValueError, match="k must be smaller"):
+        dd.knn_mi(x, x, k=10)
+    with pytest.raises(ValueError, match="variant"):
+        dd.knn_mi(x, x, variant=3)
+    bad = x.copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN|finite"):
+        dd.knn_mi(da.from_array(bad, chunks=5), x).compute()

@@ -142,6 +142,7 @@ def dpp_sample_projection(
     seed: int,
     method: str = "auto",
     check_tol: float | None = None,
+    first: int = 0,
 ) -> tuple[NDArray[np.int64], float | None]: ...
 def dpp_sample_spectral(
     v: NDArray[np.float64],
@@ -149,6 +150,7 @@ def dpp_sample_spectral(
     n_samples: int,
     seed: int,
     method: str = "auto",
+    first: int = 0,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]: ...
 def dpp_sample_k(
     v: NDArray[np.float64],
@@ -158,6 +160,7 @@ def dpp_sample_k(
     n_samples: int,
     seed: int,
     method: str = "auto",
+    first: int = 0,
 ) -> NDArray[np.int64]: ...
 def dpp_log_esp(log_lambda: NDArray[np.float64], k: int) -> NDArray[np.float64]: ...
 def dpp_orthonormality_error(u: NDArray[np.float64]) -> float: ...
@@ -168,6 +171,7 @@ def dpp_volume_sample(
     seed: int,
     p: NDArray[np.float64] | None = None,
     method: str = "auto",
+    first: int = 0,
 ) -> NDArray[np.int64]: ...
 def dpp_orthonormal_basis(x: NDArray[np.float64]) -> NDArray[np.float64]: ...
 def divergence_rows(
@@ -460,3 +464,35 @@ def cmi_stats(
     algorithm: str = "auto",
 ) -> NDArray[np.float64]: ...
 def cmi_z_neighbours(z: NDArray[np.float64], k: int) -> NDArray[np.int64]: ...
+def sinkhorn_partial_transform(
+    x: NDArray[np.floating],
+    y: NDArray[np.floating],
+    w: NDArray[np.float64],
+    v: NDArray[np.float64],
+    p: int,
+    eps: float,
+    mean: bool,
+) -> tuple[
+    NDArray[np.float64],  # log_sum
+    NDArray[np.float64],  # shift
+    NDArray[np.float64],  # sum
+    NDArray[np.float64] | None,  # wsum (mean only)
+    NDArray[np.float64] | None,  # wacc (n, d) (mean only)
+]: ...
+def sinkhorn_schedule(eps0: float, eps: float, scaling: float, p: int) -> list[float]: ...
+def jdcov_block_sum(
+    xi: list[NDArray[np.float64]],
+    xj: list[NDArray[np.float64]],
+    ri: list[NDArray[np.float64]],
+    rj: list[NDArray[np.float64]],
+    totals: list[float],
+    w: list[float],
+    c: float,
+    n: int,
+    exponent: float,
+    unbiased: bool,
+    same: bool,
+) -> float: ...
+def count_within_rows(
+    x: NDArray[np.floating], lo: int, r2: NDArray[np.float64], strict: bool, algorithm: str = "auto"
+) -> NDArray[np.int64]: ...

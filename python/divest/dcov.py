@@ -556,15 +556,23 @@ def _jdcov_units(arrs, c: float, exponent: float, scale: bool):
     sample when c = 0, when d = 2 (any c), and it is invariant with ``scale=True``; with
     c > 0 and d ≥ 3 only a common factor 2^K for all samples with c' = c·2^(−αK) keeps it
     exact."""
-    ks = [_exp2(a) for a in arrs]
+    tops = [float(np.max(np.abs(a))) for a in arrs]
+    ks, c2, e = _jdcov_exps(tops, c, exponent, scale)
+    return [_shift(a, k) for a, k in zip(arrs, ks)], c2, e, ks[0]
+
+
+def _jdcov_exps(tops, c: float, exponent: float, scale: bool):
+    """:func:`_jdcov_units` from each sample's largest magnitude ``tops``: the binary
+    exponents k (sample k is divided by 2**k), c' and e. Shared with
+    :mod:`divest.distributed`, which gets ``tops`` block by block."""
+    d = len(tops)
+    ks = [_exp2(np.array([t])) for t in tops]
     if not any(ks):
-        return arrs, c, 0.0, 0
-    d = len(arrs)
+        return [0] * d, c, 0.0
     if scale or c == 0.0 or d == 2:
-        out = [_shift(a, k) for a, k in zip(arrs, ks)]
-        return out, c, (0.0 if scale else exponent * sum(ks)), ks[0]
+        return ks, c, (0.0 if scale else exponent * sum(ks))
     # A common factor: every sample's exponent (0 inside the window) is taken as is.
-    ks = [math.frexp(float(np.max(np.abs(a))))[1] if np.any(a) else 0 for a in arrs]
+    ks = [math.frexp(t)[1] if t != 0 else 0 for t in tops]
     if max(ks) - min(ks) > 2 * _SAFE:
         lo, hi = ks.index(min(ks)), ks.index(max(ks))
         raise ValueError(
@@ -580,7 +588,7 @@ def _jdcov_units(arrs, c: float, exponent: float, scale: bool):
             f"c={c!r} is too large relative to the magnitude of the samples (about 2^{kc}) "
             "for a float64 evaluation of jdcov; rescale the samples or reduce c"
         )
-    return [_shift(a, kc) for a in arrs], c2, exponent * kc * d, kc
+    return [kc] * d, c2, exponent * kc * d
 
 
 def ccdcov(y, *attrs, unbiased=True, exponent=1.0, return_grad=False):

@@ -379,10 +379,18 @@ def volume_rescaled_sample(X, k, rng=None, *, p=None, n_samples=None):
     M. Dereziński, M. K. Warmuth and D. Hsu, "Unbiased estimators for random design regression", JMLR 23, 2022.
     """
     x, k = _volume_args(X, k, rescaled=True)
-    n = x.shape[0]
     ns = _n_samples(n_samples)
     check_memory(8 * k, "k", k, f"one sample of {k} int64 items")
     check_memory(8 * ns * k, "n_samples", ns, f"the ({ns}, {k}) int64 output")
+    q, pw = _rescaled_basis(x, p)
+    out = _core.dpp_volume_sample(q, k, ns, seed(rng), pw)
+    return out[0] if n_samples is None else out
+
+
+def _rescaled_basis(x, p):
+    """The base measure p (normalised; uniform for None) and an orthonormal basis of
+    diag(√p) X, as :func:`volume_rescaled_sample` samples from them."""
+    n = x.shape[0]
     if p is None:
         pw = np.full(n, 1.0 / n)
     else:
@@ -394,8 +402,7 @@ def volume_rescaled_sample(X, k, rng=None, *, p=None, n_samples=None):
         pw = pw / pw.max()  # first to [0, 1]: a sum of weights near 1e308 cannot overflow
         pw = pw / pw.sum()
     q = _orthonormal_basis(x * np.sqrt(pw)[:, None], "X")
-    out = _core.dpp_volume_sample(q, k, ns, seed(rng), np.ascontiguousarray(pw))
-    return out[0] if n_samples is None else out
+    return q, np.ascontiguousarray(pw)
 
 
 def optimal_weights(Phi):

@@ -1056,6 +1056,47 @@ def _limit_p2(x, y, a, b, debias, err, tol):
     return va + vb + dm, f, g, None, None, gr, 0, converged, err
 
 
+def _cloud_frame(lo, hi, eps, p):
+    """The frame :func:`sinkhorn_divergence` works in, from the bounding box [lo, hi] of
+    both clouds (float64, per coordinate): ``(shift, sc, e2, dsc, eps_s, far)``, or None
+    when every point coincides. Shared with :mod:`divest.distributed`."""
+    # The cost is translation invariant: centre both clouds (better distances for d > 8),
+    # on the midpoint of the bounding box (unlike the mean, it cannot overflow).
+    shift = lo / 2 + hi / 2
+    w = hi / 2 - lo / 2  # half-widths
+    wmax = float(w.max())
+    if wmax == 0.0:
+        return None
+    # Bounding-box diagonal D = 2·wmax·r. Extreme scales: work on the clouds scaled by
+    # s = 2^-e2 (exact), S_ε(x, y) = s^-p·S_{ε·s^p}(s·x, s·y), potentials likewise, the
+    # gradient by s^(1-p).
+    r = float(np.sqrt(((w / wmax) ** 2).sum()))
+    e2 = 0 if 2.0**-60 <= 2.0 * wmax <= 2.0**60 else math.frexp(wmax)[1]
+    sc = math.ldexp(1.0, -e2)
+    dsc = 2.0 * math.ldexp(wmax, -e2) * r  # D·s
+    with np.errstate(over="ignore", under="ignore"):
+        eps_s = float(np.ldexp(eps, -e2 * p))
+    far = not eps_s <= 1e9 * dsc**p
+    if far and p == 1:
+        raise ValueError(
+            f"eps = {eps!r} is too large for these clouds (bounding-box diagonal D = "
+            f"{dsc:.3g}·2^{e2}): above 1e9·D every OT_ε term is within 1e-9 (relative) "
+            "of its ε → ∞ limit, which float64 log-sum-exps cannot resolve. Use a smaller "
+            "eps; the limit of the debiased value is half the energy distance "
+            "(divest.energy_distance(x, y) / 2 for uniform weights)"
+        )
+    eps_s = max(eps_s, 1e-300 * dsc**p)
+    return shift, sc, e2, dsc, eps_s, far
+
+
+def _cloud_centre(x, shift, sc, dt):
+    """Points ``x`` moved into the frame of :func:`_cloud_frame` (row by row, so a block
+    of rows gives the rows of the whole)."""
+    x64 = x.astype(np.float64, copy=False)
+    xc = x64 * sc - shift * sc if sc <= 1.0 else (x64 - shift) * sc
+    return np.ascontiguousarray(xc.astype(dt, copy=False))
+
+
 def sinkhorn_divergence(
     x, y, a=None, b=None, *, eps, p=2, scaling=0.9, debias=True, max_iter=1000, tol=None, grad=True
 ) -> SinkhornDivergence:
@@ -1183,14 +1224,10 @@ def _sinkhorn_divergence(x, y, a, b, eps, p, scaling, debias, max_iter, tol, gra
     max_iter = _max_iter(max_iter, 0)
     tol = None if tol is None else _tol(tol)
     dt = x.dtype
-    # The cost is translation invariant: centre both clouds (better distances for d > 8),
-    # on the midpoint of the bounding box (unlike the mean, it cannot overflow).
     lo = np.minimum(x.min(0), y.min(0)).astype(np.float64)
     hi = np.maximum(x.max(0), y.max(0)).astype(np.float64)
-    shift = lo / 2 + hi / 2
-    w = hi / 2 - lo / 2  # half-widths
-    wmax = float(w.max())
-    if wmax == 0.0:
+    frame = _cloud_frame(lo, hi, eps, p)
+    if frame is None:
         # Every point coincides: every cost is 0, so OT_ε = 0 with zero potentials.
         return SinkhornDivergence(
             value=0.0,
@@ -1201,32 +1238,8 @@ def _sinkhorn_divergence(x, y, a, b, eps, p, scaling, debias, max_iter, tol, gra
             converged=None if tol is None else True,
             marginal_error=0.0,
         ), (np.zeros(y.shape, dtype=dt) if grad_y else None)
-    # Bounding-box diagonal D = 2·wmax·r. Extreme scales: work on the clouds scaled by
-    # s = 2^-e2 (exact), S_ε(x, y) = s^-p·S_{ε·s^p}(s·x, s·y), potentials likewise, the
-    # gradient by s^(1-p).
-    r = float(np.sqrt(((w / wmax) ** 2).sum()))
-    e2 = 0 if 2.0**-60 <= 2.0 * wmax <= 2.0**60 else math.frexp(wmax)[1]
-    sc = math.ldexp(1.0, -e2)
-    dsc = 2.0 * math.ldexp(wmax, -e2) * r  # D·s
-    with np.errstate(over="ignore", under="ignore"):
-        eps_s = float(np.ldexp(eps, -e2 * p))
-    far = not eps_s <= 1e9 * dsc**p
-    if far and p == 1:
-        raise ValueError(
-            f"eps = {eps!r} is too large for these clouds (bounding-box diagonal D = "
-            f"{dsc:.3g}·2^{e2}): above 1e9·D every OT_ε term is within 1e-9 (relative) "
-            "of its ε → ∞ limit, which float64 log-sum-exps cannot resolve. Use a smaller "
-            "eps; the limit of the debiased value is half the energy distance "
-            "(divest.energy_distance(x, y) / 2 for uniform weights)"
-        )
-    eps_s = max(eps_s, 1e-300 * dsc**p)
-    x64, y64 = x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)
-    if sc <= 1.0:
-        xc, yc = x64 * sc - shift * sc, y64 * sc - shift * sc
-    else:
-        xc, yc = (x64 - shift) * sc, (y64 - shift) * sc
-    xc = np.ascontiguousarray(xc.astype(dt, copy=False))
-    yc = np.ascontiguousarray(yc.astype(dt, copy=False))
+    shift, sc, e2, dsc, eps_s, far = frame
+    xc, yc = _cloud_centre(x, shift, sc, dt), _cloud_centre(y, shift, sc, dt)
     gy = None
     if far:
         out = _limit_p2(xc, yc, a, b, bool(debias), 2.0 * dsc**2 / eps_s, tol)

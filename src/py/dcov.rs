@@ -281,6 +281,58 @@ fn energy_perm_test<'py>(
     Ok((out.statistic, PyArray1::from_vec(py, out.null)))
 }
 
+/// One block pair of a distributed JdCov² (see `dcov::jdcov_block_sum`): per sample k,
+/// float64 points of blocks I and J (`xi[k]`, `xj[k]`) and their row sums against the
+/// whole sample (`ri[k]`, `rj[k]`), the totals of all row sums, and the factors `w`.
+#[pyfunction]
+#[pyo3(signature = (xi, xj, ri, rj, totals, w, c, n, exponent, unbiased, same))]
+#[allow(clippy::too_many_arguments)]
+fn jdcov_block_sum<'py>(
+    py: Python<'py>,
+    xi: Vec<numpy::PyReadonlyArray2<'py, f64>>,
+    xj: Vec<numpy::PyReadonlyArray2<'py, f64>>,
+    ri: Vec<numpy::PyReadonlyArray1<'py, f64>>,
+    rj: Vec<numpy::PyReadonlyArray1<'py, f64>>,
+    totals: Vec<f64>,
+    w: Vec<f64>,
+    c: f64,
+    n: usize,
+    exponent: f64,
+    unbiased: bool,
+    same: bool,
+) -> PyResult<f64> {
+    if xj.len() != xi.len() || ri.len() != xi.len() || rj.len() != xi.len() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "xi, xj, ri and rj must have one entry per sample",
+        ));
+    }
+    fn blocks<'a>(
+        xs: &'a [numpy::PyReadonlyArray2<'_, f64>],
+        rs: &'a [numpy::PyReadonlyArray1<'_, f64>],
+    ) -> PyResult<Vec<dcov::CentredBlock<'a>>> {
+        xs.iter()
+            .zip(rs)
+            .map(|(x, r)| {
+                let p = Points::new(x.as_slice()?, x.shape()[0], x.shape()[1]).map_err(to_py)?;
+                Ok(dcov::CentredBlock {
+                    p,
+                    rows: r.as_slice()?,
+                })
+            })
+            .collect()
+    }
+    let (bi, bj) = (blocks(&xi, &ri)?, blocks(&xj, &rj)?);
+    let (ni, nj) = (
+        bi.first().map_or(0, |b| b.p.n),
+        bj.first().map_or(0, |b| b.p.n),
+    );
+    let dsum: usize = bi.iter().map(|b| b.p.d + 8).sum();
+    let work = ni.saturating_mul(nj).saturating_mul(dsum);
+    run(py, work, |stop| {
+        dcov::jdcov_block_sum(&bi, &bj, &totals, &w, c, n, exponent, unbiased, same, stop)
+    })
+}
+
 /// Joint distance covariance of two or more samples of one dtype.
 #[pyfunction]
 #[pyo3(signature = (xs, c=1.0, exponent=1.0, unbiased=true, scale=false))]
@@ -395,6 +447,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(energy_distance, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_perm_test, m)?)?;
     m.add_function(wrap_pyfunction!(energy_pair_sum, m)?)?;
+    m.add_function(wrap_pyfunction!(jdcov_block_sum, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_cross_row_sums, m)?)?;
     m.add_function(wrap_pyfunction!(dcov_block_products, m)?)?;
     m.add_function(wrap_pyfunction!(energy_perm_test, m)?)?;

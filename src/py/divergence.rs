@@ -212,6 +212,34 @@ fn count_within<'py>(
     ))
 }
 
+/// `count_within` for the rows `lo .. lo + len(r2)` of `x` only (one block of a
+/// distributed kNN estimator): the counts `count_within` gives those rows.
+#[pyfunction]
+#[pyo3(signature = (x, lo, r2, strict, algorithm="auto"))]
+fn count_within_rows<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    lo: usize,
+    r2: PyReadonlyArray1<'py, f64>,
+    strict: bool,
+    algorithm: &str,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let method = knn::Method::parse(algorithm).map_err(to_py)?;
+    let a = Arr2::extract(x, "x")?;
+    let (n, d) = a.shape();
+    let r = r2.as_slice()?;
+    let work = r.len().saturating_mul(n).saturating_mul(d + 2);
+    let c = with_slice!(&a, |xs| {
+        run(py, work, |stop| {
+            knn::count_within_rows(Points::new(xs, n, d)?, lo, r, strict, method, stop)
+        })?
+    });
+    Ok(PyArray1::from_vec(
+        py,
+        c.into_iter().map(|v| v as i64).collect(),
+    ))
+}
+
 /// kNN mutual information between the rows of `xt` (p, n) (the columns of the user's X)
 /// and those of `yt` (q, n), or between every pair of rows of `xt`: a (p, q) array.
 /// Pairs involving a row marked in `discrete_x` / `discrete_y` use the mixture estimator;
@@ -349,6 +377,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(count_within, m)?)?;
     m.add_function(wrap_pyfunction!(divergence_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernel_pair_log_sum, m)?)?;
+    m.add_function(wrap_pyfunction!(count_within_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernel_log_sums, m)?)?;
     m.add_function(wrap_pyfunction!(self_sq_dists, m)?)?;
     m.add_function(wrap_pyfunction!(mi_matrix, m)?)?;

@@ -1,5 +1,7 @@
 //! DPP and volume-sampling bindings. Inputs are validated (and orthonormalised or
-//! eigendecomposed) by `divest/dpp.py`; indices come back as int64.
+//! eigendecomposed) by `divest/dpp.py`; indices come back as int64. `first` (default 0)
+//! is the index of the first sample: sample s of a call draws the stream (seed, first + s),
+//! so a range of samples drawn alone equals that range of one call.
 
 use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -27,7 +29,7 @@ fn index_matrix(
 /// pass that computes the leverage scores and returned as `error`, and the samples are
 /// empty (0×m) when it exceeds the tolerance; without it `error` is None.
 #[pyfunction]
-#[pyo3(signature = (u, n_samples, seed, method="auto", check_tol=None))]
+#[pyo3(signature = (u, n_samples, seed, method="auto", check_tol=None, first=0))]
 fn dpp_sample_projection<'py>(
     py: Python<'py>,
     u: PyReadonlyArray2<'py, f64>,
@@ -35,6 +37,7 @@ fn dpp_sample_projection<'py>(
     seed: u64,
     method: &str,
     check_tol: Option<f64>,
+    first: u64,
 ) -> PyResult<(Bound<'py, PyArray2<i64>>, Option<f64>)> {
     let method = Method::parse(method).map_err(to_py)?;
     let (n, m) = (u.shape()[0], u.shape()[1]);
@@ -48,13 +51,13 @@ fn dpp_sample_projection<'py>(
     match check_tol {
         None => {
             let out = run(py, work, |stop| {
-                dpp::sample_projection(us, n, m, n_samples, seed, method, stop)
+                dpp::sample_projection(us, n, m, n_samples, seed, first, method, stop)
             })?;
             Ok((index_matrix(py, out, n_samples, m)?, None))
         }
         Some(tol) => {
             let (out, err) = run(py, work, |stop| {
-                dpp::sample_projection_checked(us, n, m, n_samples, seed, method, tol, stop)
+                dpp::sample_projection_checked(us, n, m, n_samples, seed, first, method, tol, stop)
             })?;
             let rows = if out.is_empty() { 0 } else { n_samples };
             Ok((index_matrix(py, out, rows, m)?, Some(err)))
@@ -64,7 +67,7 @@ fn dpp_sample_projection<'py>(
 
 /// Samples of the DPP with correlation kernel V diag(probs) Vᵀ: (flat items, offsets).
 #[pyfunction]
-#[pyo3(signature = (v, probs, n_samples, seed, method="auto"))]
+#[pyo3(signature = (v, probs, n_samples, seed, method="auto", first=0))]
 fn dpp_sample_spectral<'py>(
     py: Python<'py>,
     v: PyReadonlyArray2<'py, f64>,
@@ -72,6 +75,7 @@ fn dpp_sample_spectral<'py>(
     n_samples: usize,
     seed: u64,
     method: &str,
+    first: u64,
 ) -> PyResult<Ragged<'py>> {
     let method = Method::parse(method).map_err(to_py)?;
     let (n, mm) = (v.shape()[0], v.shape()[1]);
@@ -88,7 +92,7 @@ fn dpp_sample_spectral<'py>(
     let per_sample = n as f64 * (size + 1.0) * (size + 1.0) + mm as f64;
     let work = (n_samples as f64 * per_sample).min(1e18) as usize;
     let samples = run(py, work, |stop| {
-        dpp::sample_spectral(vs, n, mm, p, n_samples, seed, method, stop)
+        dpp::sample_spectral(vs, n, mm, p, n_samples, seed, first, method, stop)
     })?;
     let total = samples
         .iter()
@@ -117,7 +121,7 @@ fn dpp_sample_spectral<'py>(
 /// n_samples×k sorted samples of the k-DPP with L = V diag(exp(log_lambda)) Vᵀ;
 /// `table` is dpp_log_esp(log_lambda, k).
 #[pyfunction]
-#[pyo3(signature = (v, log_lambda, table, k, n_samples, seed, method="auto"))]
+#[pyo3(signature = (v, log_lambda, table, k, n_samples, seed, method="auto", first=0))]
 #[allow(clippy::too_many_arguments)]
 fn dpp_sample_k<'py>(
     py: Python<'py>,
@@ -128,6 +132,7 @@ fn dpp_sample_k<'py>(
     n_samples: usize,
     seed: u64,
     method: &str,
+    first: u64,
 ) -> PyResult<Bound<'py, PyArray2<i64>>> {
     let method = Method::parse(method).map_err(to_py)?;
     let (n, mm) = (v.shape()[0], v.shape()[1]);
@@ -140,7 +145,7 @@ fn dpp_sample_k<'py>(
     let per_sample = n.saturating_mul(k1).saturating_mul(k1).saturating_add(mm);
     let work = n_samples.saturating_mul(per_sample);
     let out = run(py, work, |stop| {
-        dpp::sample_k_dpp(vs, n, mm, ll, tb, k, n_samples, seed, method, stop)
+        dpp::sample_k_dpp(vs, n, mm, ll, tb, k, n_samples, seed, first, method, stop)
     })?;
     index_matrix(py, out, n_samples, k)
 }
@@ -163,7 +168,8 @@ fn dpp_log_esp<'py>(
 /// n_samples×k sorted volume samples (p=None: U an orthonormal basis of X's columns) or
 /// volume-rescaled multisets from the base measure p (U a basis of diag(√p) X).
 #[pyfunction]
-#[pyo3(signature = (u, k, n_samples, seed, p=None, method="auto"))]
+#[pyo3(signature = (u, k, n_samples, seed, p=None, method="auto", first=0))]
+#[allow(clippy::too_many_arguments)]
 fn dpp_volume_sample<'py>(
     py: Python<'py>,
     u: PyReadonlyArray2<'py, f64>,
@@ -172,6 +178,7 @@ fn dpp_volume_sample<'py>(
     seed: u64,
     p: Option<PyReadonlyArray1<'py, f64>>,
     method: &str,
+    first: u64,
 ) -> PyResult<Bound<'py, PyArray2<i64>>> {
     let method = Method::parse(method).map_err(to_py)?;
     let (n, d) = (u.shape()[0], u.shape()[1]);
@@ -186,7 +193,7 @@ fn dpp_volume_sample<'py>(
         .saturating_add(k);
     let work = n_samples.saturating_mul(per_sample);
     let out = run(py, work, |stop| {
-        dpp::volume_sample(us, n, d, k, n_samples, seed, extra, method, stop)
+        dpp::volume_sample(us, n, d, k, n_samples, seed, first, extra, method, stop)
     })?;
     index_matrix(py, out, n_samples, k)
 }

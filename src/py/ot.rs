@@ -520,10 +520,82 @@ fn sinkhorn_divergence_clouds<'py>(
     ))
 }
 
+/// `sinkhorn_partial_transform`: (log_sum, shift, sum, wsum or None, wacc (n, d) or None).
+type PartialOut<'py> = (
+    Arr1<'py>,
+    Arr1<'py>,
+    Arr1<'py>,
+    Option<Arr1<'py>>,
+    Option<Bound<'py, PyArray2<f64>>>,
+);
+
+/// One (row block, column block) task of a distributed Sinkhorn divergence: the soft-min
+/// state of the rows x (n, d) against the columns y (m, d) with column weights `w` and
+/// potential `v` at `eps` (see `clouds::partial_transform`). Everything returned is
+/// float64; `log_sum[i] = shift[i] + ln(sum[i])` (−inf for an empty sum).
+#[pyfunction]
+#[pyo3(signature = (x, y, w, v, p, eps, mean))]
+#[allow(clippy::too_many_arguments)]
+fn sinkhorn_partial_transform<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    w: PyReadonlyArray1<'py, f64>,
+    v: PyReadonlyArray1<'py, f64>,
+    p: u8,
+    eps: f64,
+    mean: bool,
+) -> PyResult<PartialOut<'py>> {
+    let xa = Arr2::extract(x, "x")?;
+    let ya = Arr2::extract(y, "y")?;
+    let ((n, d), (m, dy)) = (xa.shape(), ya.shape());
+    let (wv, vv) = (w.as_slice()?, v.as_slice()?);
+    let work = n.saturating_mul(m).saturating_mul(d + 8);
+    let st = with_slices!(&xa, &ya, |xs, ys| {
+        run(py, work, |stop| {
+            clouds::partial_transform(
+                Points::new(xs, n, d)?,
+                Points::new(ys, m, dy)?,
+                wv,
+                vv,
+                p,
+                eps,
+                mean,
+                stop,
+            )
+        })?
+    });
+    let ls: Vec<f64> = (0..n).map(|i| st.log_sum(i)).collect();
+    let (wsum, wacc) = if mean {
+        (
+            Some(st.wsum.into_pyarray(py)),
+            Some(array2(py, st.wacc, n, d)?),
+        )
+    } else {
+        (None, None)
+    };
+    Ok((
+        ls.into_pyarray(py),
+        st.shift.into_pyarray(py),
+        st.sum.into_pyarray(py),
+        wsum,
+        wacc,
+    ))
+}
+
+/// The ε schedule of `sinkhorn_divergence_clouds` (GeomLoss's), for a distributed solve
+/// that runs the same steps.
+#[pyfunction]
+fn sinkhorn_schedule(eps0: f64, eps: f64, scaling: f64, p: u8) -> Vec<f64> {
+    clouds::schedule(eps0, eps, scaling, p)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sinkhorn_divergence_clouds, m)?)?;
     m.add_function(wrap_pyfunction!(sinkhorn_dense, m)?)?;
     m.add_function(wrap_pyfunction!(sinkhorn_batch_dense, m)?)?;
     m.add_function(wrap_pyfunction!(sinkhorn_ragged_dense, m)?)?;
+    m.add_function(wrap_pyfunction!(sinkhorn_partial_transform, m)?)?;
+    m.add_function(wrap_pyfunction!(sinkhorn_schedule, m)?)?;
     Ok(())
 }

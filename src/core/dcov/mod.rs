@@ -1021,6 +1021,141 @@ pub fn dcov_block_products(
     }
 }
 
+/// One block pair (I, J) of a distributed JdCov²: the sum over rows i of I and j of J
+/// (i ≠ j; with `same`, I = J, the V statistic also takes i = j, where Û_k(i, i) = 2 c_ki)
+/// of Σ_{m≥2} c^(d−m) e_m(u_1, …, u_d) with u_k = w_k·Û_k(i, j) = w_k·(c_ki + c_kj −
+/// |x_ki − x_kj|^α), the terms [`jdcov`]'s pass sums (offsets c from each sample's row
+/// sums against the whole sample and `totals`, the totals of those row sums, over all `n`
+/// observations, V or U). Summed over all ordered block pairs and multiplied by the
+/// normalisation this is [`jdcov`]'s value. `bi[k]`, `bj[k]`: sample k's blocks; `w`: its
+/// factor (1, or 1/dCov(X_k, X_k) for the scaled statistic). Memory O(|I| + |J|) per
+/// sample.
+#[allow(clippy::too_many_arguments)]
+pub fn jdcov_block_sum(
+    bi: &[CentredBlock<'_>],
+    bj: &[CentredBlock<'_>],
+    totals: &[f64],
+    w: &[f64],
+    cc: f64,
+    n: usize,
+    alpha: f64,
+    unbiased: bool,
+    same: bool,
+    stop: &AtomicBool,
+) -> Result<f64> {
+    use crate::core::threads;
+    use rayon::prelude::*;
+    check_exponent(alpha)?;
+    let d = bi.len();
+    let (ni, nj) = (
+        bi.first().map_or(0, |b| b.p.n),
+        bj.first().map_or(0, |b| b.p.n),
+    );
+    let ok = d >= 2
+        && bj.len() == d
+        && totals.len() == d
+        && w.len() == d
+        && bi.iter().zip(bj).all(|(a, b)| {
+            a.p.n == ni && b.p.n == nj && a.p.d == b.p.d && a.rows.len() == ni && b.rows.len() == nj
+        })
+        && (!same || ni == nj);
+    if !ok {
+        return Err(invalid!(
+            "jdcov blocks must give at least two samples, each with blocks of the same rows, \
+             row sums, a total and a factor"
+        ));
+    }
+    if !cc.is_finite() || cc < 0.0 {
+        return Err(invalid!("c must be a non-negative finite number; got {cc}"));
+    }
+    let ci: Vec<Vec<f64>> = bi
+        .iter()
+        .zip(totals)
+        .map(|(b, &t)| block_offsets(b.rows, t, n, unbiased))
+        .collect();
+    let cj: Vec<Vec<f64>> = bj
+        .iter()
+        .zip(totals)
+        .map(|(b, &t)| block_offsets(b.rows, t, n, unbiased))
+        .collect();
+    fn body<F: PairMap>(f: &F, a: &[f64], b: &[f64]) -> f64 {
+        let s: f64 = a.iter().zip(b).map(|(u, v)| (u - v) * (u - v)).sum();
+        f.value(s)
+    }
+    /// Σ_{m≥2} c^(d−m) e_m(u) by the recurrence and Horner, as the in-memory pass.
+    fn terms(u: &[f64], e: &mut [f64], cc: f64) -> f64 {
+        e.fill(0.0);
+        e[0] = 1.0;
+        for (k, &uk) in u.iter().enumerate() {
+            for m in (1..=k + 1).rev() {
+                e[m] = uk.mul_add(e[m - 1], e[m]);
+            }
+        }
+        let mut t = e[2];
+        for em in &e[3..] {
+            t = t.mul_add(cc, *em);
+        }
+        t
+    }
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    fn run<F: PairMap>(
+        f: F,
+        bi: &[CentredBlock<'_>],
+        bj: &[CentredBlock<'_>],
+        ci: &[Vec<f64>],
+        cj: &[Vec<f64>],
+        w: &[f64],
+        cc: f64,
+        unbiased: bool,
+        same: bool,
+        stop: &AtomicBool,
+    ) -> Result<f64> {
+        let d = bi.len();
+        let (ni, nj) = (bi[0].p.n, bj[0].p.n);
+        let rows: Vec<Acc> = threads::install(|| {
+            (0..ni)
+                .into_par_iter()
+                .map(|i| -> Result<Acc> {
+                    threads::check(stop)?;
+                    let (mut u, mut e) = (vec![0.0f64; d], vec![0.0f64; d + 1]);
+                    let mut acc = Acc::default();
+                    for j in 0..nj {
+                        if same && i == j {
+                            if unbiased {
+                                continue;
+                            }
+                            for k in 0..d {
+                                u[k] = 2.0 * ci[k][i] * w[k];
+                            }
+                        } else {
+                            for k in 0..d {
+                                let r = body(&f, bi[k].p.row(i), bj[k].p.row(j));
+                                u[k] = ((ci[k][i] + cj[k][j]) - r) * w[k];
+                            }
+                        }
+                        acc.add(terms(&u, &mut e, cc));
+                    }
+                    Ok(acc)
+                })
+                .collect::<Result<Vec<_>>>()
+        })??;
+        let mut tot = Acc::default();
+        for r in &rows {
+            tot.merge(r);
+        }
+        Ok(tot.value())
+    }
+    if ni == 0 || nj == 0 {
+        return Ok(0.0);
+    }
+    if alpha == 1.0 {
+        run(SqrtMap, bi, bj, &ci, &cj, w, cc, unbiased, same, stop)
+    } else {
+        let f = PowMap { half: 0.5 * alpha };
+        run(f, bi, bj, &ci, &cj, w, cc, unbiased, same, stop)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1363,7 +1498,7 @@ pub(crate) mod tests {
             let (rx, ry) = (rows(&xb, p), rows(&yb, q));
             let tx: f64 = rx.iter().flatten().sum();
             let ty: f64 = ry.iter().flatten().sum();
-            let mut tot = [0.0; 3];
+            let (mut tot, mut jd) = ([0.0; 3], 0.0);
             for i in 0..nb {
                 for j in 0..nb {
                     fn cb<'a>(v: &'a [f64], d: usize, r: &'a [f64]) -> CentredBlock<'a> {
@@ -1386,8 +1521,20 @@ pub(crate) mod tests {
                     for (t, v) in tot.iter_mut().zip(s) {
                         *t += v;
                     }
+                    // Two samples: Σ_{m≥2} c^(2−m) e_m = Û_x Û_y = A B, whatever c is.
+                    let bi = [cb(&xb[i], p, &rx[i]), cb(&yb[i], q, &ry[i])];
+                    let bj = [cb(&xb[j], p, &rx[j]), cb(&yb[j], q, &ry[j])];
+                    let (tt, w) = ([tx, ty], [1.0, 1.0]);
+                    jd +=
+                        jdcov_block_sum(&bi, &bj, &tt, &w, 3.0, n, alpha, unbiased, i == j, &stop)
+                            .unwrap();
                 }
             }
+            assert!(
+                (jd - tot[0]).abs() < 1e-12 * tot[0].abs(),
+                "{jd} vs {}",
+                tot[0]
+            );
             let f = norm_factor(n, unbiased);
             for (got, want) in [
                 (tot[0] * f, want.cov),

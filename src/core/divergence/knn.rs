@@ -164,10 +164,79 @@ pub fn count_within<T: Float>(
     Ok(reduce_rows_with(x, x, &red, stop, Some(true))?.concat())
 }
 
+/// [`count_within`] for the rows `lo .. lo + r2.len()` of `x` only, against all of `x`
+/// (one block of a distributed kNN estimator): the counts [`count_within`] gives those
+/// rows (the same path, chosen from the whole set, and the same pairs). Memory: the
+/// output plus one tile per task (brute force) or a tree-ordered copy of the points.
+pub fn count_within_rows<T: Float>(
+    x: Points<'_, T>,
+    lo: usize,
+    r2: &[f64],
+    strict: bool,
+    method: Method,
+    stop: &AtomicBool,
+) -> Result<Vec<u64>> {
+    let hi = lo
+        .checked_add(r2.len())
+        .filter(|&h| h <= x.n)
+        .ok_or_else(|| {
+            invalid!(
+                "rows {lo}.. with {} radii exceed the {} points",
+                r2.len(),
+                x.n
+            )
+        })?;
+    if method.tree(x.d, finite(x.data)) {
+        threads::check(stop)?;
+        let tree = KdTree::build(x, None)?;
+        return kdtree::count_within_rows(&tree, x, lo, r2, strict, stop);
+    }
+    // Brute force: every pair of the rows against all points, the point itself included
+    // (at distance exactly 0, as the direct path computes it), then taken back out.
+    let rows = Points {
+        data: &x.data[lo * x.d..hi * x.d],
+        n: hi - lo,
+        d: x.d,
+    };
+    let red = CountWithin {
+        r2,
+        strict,
+        exclude_self: false,
+    };
+    let mut out = reduce_rows_with(rows, x, &red, stop, Some(true))?.concat();
+    for (c, &r) in out.iter_mut().zip(r2) {
+        let own = if strict { 0.0 < r } else { 0.0 <= r };
+        *c -= own as u64;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::testing::Lcg;
+
+    #[test]
+    fn count_within_rows_gives_blocks_of_rows_their_counts() {
+        let (n, d) = (300, 2);
+        let mut g = Lcg::new(9);
+        // Rounded coordinates: duplicates and points exactly on a radius.
+        let x: Vec<f64> = (0..n * d).map(|_| (g.unit() * 8.0).round() / 8.0).collect();
+        let r2: Vec<f64> = (0..n).map(|i| [0.0, 0.015625, 0.05, 0.2][i % 4]).collect();
+        let px = Points::new(&x, n, d).unwrap();
+        let stop = AtomicBool::new(false);
+        for method in [Method::Tree, Method::Brute] {
+            for strict in [true, false] {
+                let all = count_within(px, &r2, strict, method, &stop).unwrap();
+                for (lo, hi) in [(0, 300), (0, 0), (7, 150), (150, 300)] {
+                    let part =
+                        count_within_rows(px, lo, &r2[lo..hi], strict, method, &stop).unwrap();
+                    assert_eq!(part, all[lo..hi], "{method:?} {strict} {lo}..{hi}");
+                }
+            }
+        }
+        assert!(count_within_rows(px, 299, &r2[..2], true, Method::Brute, &stop).is_err());
+    }
 
     #[test]
     fn joint_knn_matches_naive_and_errors() {

@@ -570,20 +570,34 @@ pub(crate) fn rejection_one(
 }
 
 /// Draws `n_samples` samples of the projection DPP with kernel U Uᵀ (U n×m row-major,
-/// orthonormal columns). Returns n_samples×m indices, each sample sorted.
+/// orthonormal columns). Returns n_samples×m indices, each sample sorted. Sample `s` of
+/// the call is sample `first + s` of the seed: it draws from the stream (seed, first + s)
+/// (indices modulo 2^64), so a range of samples can be drawn by any task, alone.
 /// Memory: the output, U's leverage scores, and per running sample O(n + m²) state
 /// (for the chain rule, residuals, their cumulative sums and flags for the n items).
+#[allow(clippy::too_many_arguments)]
 pub fn sample_projection(
     u: &[f64],
     n: usize,
     m: usize,
     n_samples: usize,
     seed: u64,
+    first: u64,
     method: Method,
     stop: &AtomicBool,
 ) -> Result<Vec<usize>> {
     check_shape(u, n, m)?;
-    sample_with(u, n, m, leverage(u, n, m), n_samples, seed, method, stop)
+    sample_with(
+        u,
+        n,
+        m,
+        leverage(u, n, m),
+        n_samples,
+        seed,
+        first,
+        method,
+        stop,
+    )
 }
 
 /// [`sample_projection`] after checking that U has orthonormal columns, the check sharing
@@ -596,6 +610,7 @@ pub fn sample_projection_checked(
     m: usize,
     n_samples: usize,
     seed: u64,
+    first: u64,
     method: Method,
     tol: f64,
     stop: &AtomicBool,
@@ -607,7 +622,7 @@ pub fn sample_projection_checked(
         return Ok((Vec::new(), err));
     }
     Ok((
-        sample_with(u, n, m, lev, n_samples, seed, method, stop)?,
+        sample_with(u, n, m, lev, n_samples, seed, first, method, stop)?,
         err,
     ))
 }
@@ -632,6 +647,7 @@ fn sample_with(
     lev: Vec<f64>,
     n_samples: usize,
     seed: u64,
+    first: u64,
     method: Method,
     stop: &AtomicBool,
 ) -> Result<Vec<usize>> {
@@ -644,7 +660,7 @@ fn sample_with(
         Method::Rejection => {
             let cdf = cumsum(&lev);
             par_samples(&mut out, m, stop, |s, chunk| {
-                let mut rng = Rng::stream(seed, s as u64);
+                let mut rng = Rng::stream(seed, first.wrapping_add(s as u64));
                 rejection_one(u, m, &lev, &cdf, &mut rng, chunk, stop)
             })?;
         }
@@ -652,7 +668,7 @@ fn sample_with(
             // One sample splits its residual updates over the pool; many run side by side.
             let parallel = n_samples == 1;
             par_samples(&mut out, m, stop, |s, chunk| {
-                let mut rng = Rng::stream(seed, s as u64);
+                let mut rng = Rng::stream(seed, first.wrapping_add(s as u64));
                 chain_one(u, n, m, &lev, &mut rng, chunk, parallel, stop)
             })?;
         }
@@ -750,7 +766,7 @@ mod tests {
         let u = orthonormal(n, m, 3);
         let stop = AtomicBool::new(false);
         let ns = 30_000;
-        let s = sample_projection(&u, n, m, ns, 11, method, &stop).unwrap();
+        let s = sample_projection(&u, n, m, ns, 11, 0, method, &stop).unwrap();
         let mut counts = std::collections::HashMap::new();
         for x in s.chunks(m) {
             assert!(x[0] < x[1]);
@@ -878,13 +894,44 @@ mod tests {
         let u = orthonormal(n, m, 5);
         let stop = AtomicBool::new(false);
         for method in [Method::Chain, Method::Rejection] {
-            let a = sample_projection(&u, n, m, 20, 4, method, &stop).unwrap();
-            let b = sample_projection(&u, n, m, 20, 4, method, &stop).unwrap();
+            let a = sample_projection(&u, n, m, 20, 4, 0, method, &stop).unwrap();
+            let b = sample_projection(&u, n, m, 20, 4, 0, method, &stop).unwrap();
             assert_eq!(a, b);
-            let c = sample_projection(&u, n, m, 20, 5, method, &stop).unwrap();
+            let c = sample_projection(&u, n, m, 20, 5, 0, method, &stop).unwrap();
             assert_ne!(a, c);
             for s in a.chunks(m) {
                 assert!(s.windows(2).all(|w| w[0] < w[1]));
+            }
+        }
+    }
+
+    #[test]
+    fn a_range_of_samples_drawn_alone_equals_that_range_of_one_call() {
+        use crate::core::dpp::{log_esp, sample_k_dpp, sample_spectral, volume_sample, Extra};
+        let (n, m) = (200, 6);
+        let u = orthonormal(n, m, 8);
+        let stop = AtomicBool::new(false);
+        for method in [Method::Chain, Method::Rejection] {
+            let all = sample_projection(&u, n, m, 12, 9, 0, method, &stop).unwrap();
+            // One sample alone (the single-sample path splits its updates over the pool).
+            for (first, count) in [(0usize, 5usize), (5, 1), (6, 6)] {
+                let part =
+                    sample_projection(&u, n, m, count, 9, first as u64, method, &stop).unwrap();
+                assert_eq!(part, all[first * m..(first + count) * m]);
+            }
+            let p = vec![0.7; m];
+            let all = sample_spectral(&u, n, m, &p, 9, 3, 0, method, &stop).unwrap();
+            let part = sample_spectral(&u, n, m, &p, 1, 3, 4, method, &stop).unwrap();
+            assert_eq!(part[0], all[4]);
+            let ll = vec![0.0; m];
+            let t = log_esp(&ll, 3, &stop).unwrap();
+            let all = sample_k_dpp(&u, n, m, &ll, &t, 3, 9, 3, 0, method, &stop).unwrap();
+            let part = sample_k_dpp(&u, n, m, &ll, &t, 3, 2, 3, 7, method, &stop).unwrap();
+            assert_eq!(part, all[7 * 3..9 * 3]);
+            for extra in [Extra::Uniform, Extra::Iid(&[1.0; 200])] {
+                let all = volume_sample(&u, n, m, 9, 8, 2, 0, extra, method, &stop).unwrap();
+                let part = volume_sample(&u, n, m, 9, 1, 2, 5, extra, method, &stop).unwrap();
+                assert_eq!(part, all[5 * 9..6 * 9]);
             }
         }
     }
@@ -898,37 +945,48 @@ mod tests {
         let stop = AtomicBool::new(false);
         for method in [Method::Chain, Method::Rejection] {
             // 2^62 samples of 4 items: the count wrapped to 0 before.
-            let e = sample_projection(&u, n, m, 1 << 62, 0, method, &stop).unwrap_err();
+            let e = sample_projection(&u, n, m, 1 << 62, 0, 0, method, &stop).unwrap_err();
             assert!(
                 matches!(e, Error::OutOfMemory(ref s) if s.contains("n_samples")),
                 "{e:?}"
             );
-            let e = sample_projection(&u, n, m, 1 << 40, 0, method, &stop).unwrap_err();
+            let e = sample_projection(&u, n, m, 1 << 40, 0, 0, method, &stop).unwrap_err();
             assert!(matches!(e, Error::OutOfMemory(_)), "{e:?}");
         }
-        let e = volume_sample(&u, n, m, 6, 1 << 62, 0, Extra::Uniform, Method::Auto, &stop);
+        let e = volume_sample(
+            &u,
+            n,
+            m,
+            6,
+            1 << 62,
+            0,
+            0,
+            Extra::Uniform,
+            Method::Auto,
+            &stop,
+        );
         assert!(matches!(e, Err(Error::OutOfMemory(_))));
         let p = vec![0.5; m];
-        let e = sample_spectral(&u, n, m, &p, 1 << 60, 0, Method::Auto, &stop);
+        let e = sample_spectral(&u, n, m, &p, 1 << 60, 0, 0, Method::Auto, &stop);
         assert!(matches!(e, Err(Error::OutOfMemory(_))));
         let ll = vec![0.0; m];
         assert!(log_esp(&ll, usize::MAX, &stop).is_err());
         assert!(log_esp(&ll, 1 << 60, &stop).is_err());
         let t = log_esp(&ll, 2, &stop).unwrap();
-        let e = sample_k_dpp(&u, n, m, &ll, &t, 2, 1 << 62, 0, Method::Auto, &stop);
+        let e = sample_k_dpp(&u, n, m, &ll, &t, 2, 1 << 62, 0, 0, Method::Auto, &stop);
         assert!(matches!(e, Err(Error::OutOfMemory(_))));
         // A raised flag stops every sampler before it does any sampling work.
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for method in [Method::Chain, Method::Rejection] {
-            let e = sample_projection(&u, n, m, 1000, 0, method, &stop).unwrap_err();
+            let e = sample_projection(&u, n, m, 1000, 0, 0, method, &stop).unwrap_err();
             assert_eq!(e, Error::Cancelled);
-            let e = sample_k_dpp(&u, n, m, &ll, &t, 2, 1000, 0, method, &stop).unwrap_err();
+            let e = sample_k_dpp(&u, n, m, &ll, &t, 2, 1000, 0, 0, method, &stop).unwrap_err();
             assert_eq!(e, Error::Cancelled);
-            let e = sample_spectral(&u, n, m, &p, 1000, 0, method, &stop).unwrap_err();
+            let e = sample_spectral(&u, n, m, &p, 1000, 0, 0, method, &stop).unwrap_err();
             assert_eq!(e, Error::Cancelled);
-            let e = volume_sample(&u, n, m, 6, 1000, 0, Extra::Uniform, method, &stop);
+            let e = volume_sample(&u, n, m, 6, 1000, 0, 0, Extra::Uniform, method, &stop);
             assert_eq!(e.unwrap_err(), Error::Cancelled);
-            let e = volume_sample(&u, n, m, 6, 1000, 0, Extra::Iid(&lev1(n)), method, &stop);
+            let e = volume_sample(&u, n, m, 6, 1000, 0, 0, Extra::Iid(&lev1(n)), method, &stop);
             assert_eq!(e.unwrap_err(), Error::Cancelled);
             // One sample alone polls the flag too (rejection between proposals, the chain
             // rule between steps).
@@ -953,11 +1011,11 @@ mod tests {
     #[test]
     fn rejects_bad_shapes_and_rank() {
         let stop = AtomicBool::new(false);
-        assert!(sample_projection(&[1.0; 5], 3, 2, 1, 0, Method::Chain, &stop).is_err());
-        assert!(sample_projection(&[], 3, 0, 1, 0, Method::Chain, &stop).is_err());
+        assert!(sample_projection(&[1.0; 5], 3, 2, 1, 0, 0, Method::Chain, &stop).is_err());
+        assert!(sample_projection(&[], 3, 0, 1, 0, 0, Method::Chain, &stop).is_err());
         // Two identical columns: rank 1, the chain must fail cleanly, not loop.
         let u = vec![0.5; 8];
-        assert!(sample_projection(&u, 4, 2, 3, 0, Method::Chain, &stop).is_err());
-        assert!(sample_projection(&u, 4, 2, 3, 0, Method::Rejection, &stop).is_err());
+        assert!(sample_projection(&u, 4, 2, 3, 0, 0, Method::Chain, &stop).is_err());
+        assert!(sample_projection(&u, 4, 2, 3, 0, 0, Method::Rejection, &stop).is_err());
     }
 }

@@ -77,7 +77,9 @@ fn check_v(v: &[f64], n: usize, mm: usize, what: usize) -> Result<()> {
 /// Samples of the DPP whose correlation kernel is V diag(probs) Vᵀ (V n×mm row-major with
 /// orthonormal columns, probs in [0, 1]): eigenvector j is kept with probability
 /// probs[j], then the projection DPP of the kept ones is sampled. Returns the samples
-/// (sorted items), one vector each. Memory: per sample, a gathered n×|J| copy of V.
+/// (sorted items), one vector each.
+/// Sample `s` draws from the stream (seed, first + s), as in [`super::sample_projection`].
+/// Memory: per sample, a gathered n×|J| copy of V.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_spectral(
     v: &[f64],
@@ -86,6 +88,7 @@ pub fn sample_spectral(
     probs: &[f64],
     n_samples: usize,
     seed: u64,
+    first: u64,
     method: Method,
     stop: &AtomicBool,
 ) -> Result<Vec<Vec<usize>>> {
@@ -97,7 +100,7 @@ pub fn sample_spectral(
     let mut out: Vec<Vec<usize>> = try_vec(n_samples, Vec::new(), "n_samples")?;
     let one = |(s, slot): (usize, &mut Vec<usize>)| {
         threads::check(stop)?;
-        let mut rng = Rng::stream(seed, s as u64);
+        let mut rng = Rng::stream(seed, first.wrapping_add(s as u64));
         let cols: Vec<usize> = (0..mm).filter(|&j| rng.uniform() < probs[j]).collect();
         *slot = sample_columns(v, n, mm, &cols, method, &mut rng, n_samples == 1, stop)?;
         Ok(())
@@ -145,6 +148,7 @@ pub fn log_esp(log_lambda: &[f64], k: usize, stop: &AtomicBool) -> Result<Vec<f6
 /// eigenvalues): exactly k eigenvectors are picked with probability Π λ_J / e_k, then the
 /// projection DPP they span is sampled. `table` is [`log_esp`]`(log_lambda, k)`, which
 /// callers cache. Returns n_samples×k sorted items. Memory: per sample, an n×k copy of V.
+/// Sample `s` draws from the stream (seed, first + s), as in [`super::sample_projection`].
 #[allow(clippy::too_many_arguments)]
 pub fn sample_k_dpp(
     v: &[f64],
@@ -155,6 +159,7 @@ pub fn sample_k_dpp(
     k: usize,
     n_samples: usize,
     seed: u64,
+    first: u64,
     method: Method,
     stop: &AtomicBool,
 ) -> Result<Vec<usize>> {
@@ -186,7 +191,7 @@ pub fn sample_k_dpp(
         "n_samples",
     )?;
     super::projection::par_samples(&mut out, k, stop, |s, chunk| {
-        let mut rng = Rng::stream(seed, s as u64);
+        let mut rng = Rng::stream(seed, first.wrapping_add(s as u64));
         let mut cols = Vec::with_capacity(k);
         let mut l = k;
         for t in (1..=mm).rev() {
@@ -261,6 +266,7 @@ mod tests {
             2,
             1,
             0,
+            0,
             Method::Chain,
             &stop
         )
@@ -274,11 +280,12 @@ mod tests {
             1,
             3,
             0,
+            0,
             Method::Chain,
             &stop,
         )
         .unwrap();
-        assert!(sample_k_dpp(&v, 2, 2, &ll, &[0.0; 3], 1, 3, 0, Method::Chain, &stop).is_err());
+        assert!(sample_k_dpp(&v, 2, 2, &ll, &[0.0; 3], 1, 3, 0, 0, Method::Chain, &stop).is_err());
         assert_eq!(s, vec![0, 0, 0]);
     }
 }

@@ -96,6 +96,7 @@ fn sort_items(items: &mut [usize], n: usize, stop: &AtomicBool) -> Result<()> {
 
 /// `n_samples` samples of size k from U (n×d, orthonormal columns spanning X's columns).
 /// Each sample is sorted; with `Extra::Iid` items may repeat (a multiset).
+/// Sample `s` draws from the stream (seed, first + s), as in [`super::sample_projection`].
 /// Memory: the output, the leverage scores and one n×d residual state per task.
 #[allow(clippy::too_many_arguments)]
 pub fn volume_sample(
@@ -105,6 +106,7 @@ pub fn volume_sample(
     k: usize,
     n_samples: usize,
     seed: u64,
+    first: u64,
     extra: Extra,
     method: Method,
     stop: &AtomicBool,
@@ -142,7 +144,7 @@ pub fn volume_sample(
         "n_samples",
     )?;
     par_samples(&mut out, k, stop, |s, chunk| {
-        let mut rng = Rng::stream(seed, s as u64);
+        let mut rng = Rng::stream(seed, first.wrapping_add(s as u64));
         let items = sample_dense(u, n, d, method, &mut rng, n_samples == 1, stop)?;
         match extra {
             Extra::Uniform => {
@@ -236,14 +238,24 @@ mod tests {
     fn rejects_small_k() {
         let stop = AtomicBool::new(false);
         let u = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
-        assert!(volume_sample(&u, 3, 2, 1, 1, 0, Extra::Uniform, Method::Chain, &stop).is_err());
-        assert!(volume_sample(&u, 3, 2, 4, 1, 0, Extra::Uniform, Method::Chain, &stop).is_err());
+        assert!(volume_sample(&u, 3, 2, 1, 1, 0, 0, Extra::Uniform, Method::Chain, &stop).is_err());
+        assert!(volume_sample(&u, 3, 2, 4, 1, 0, 0, Extra::Uniform, Method::Chain, &stop).is_err());
         let p = [1.0, 2.0, 0.0];
-        let s = volume_sample(&u, 3, 2, 5, 2, 0, Extra::Iid(&p), Method::Chain, &stop).unwrap();
+        let s = volume_sample(&u, 3, 2, 5, 2, 0, 0, Extra::Iid(&p), Method::Chain, &stop).unwrap();
         // Row 2 has zero leverage and zero base weight: never drawn.
         assert!(s.iter().all(|&i| i < 2));
-        assert!(
-            volume_sample(&u, 3, 2, 5, 2, 0, Extra::Iid(&p[..2]), Method::Chain, &stop).is_err()
-        );
+        assert!(volume_sample(
+            &u,
+            3,
+            2,
+            5,
+            2,
+            0,
+            0,
+            Extra::Iid(&p[..2]),
+            Method::Chain,
+            &stop
+        )
+        .is_err());
     }
 }

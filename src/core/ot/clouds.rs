@@ -187,6 +187,58 @@ fn transform<T: Float>(
     Ok((t, mean.map(|_| st)))
 }
 
+/// One block of a distributed half-step: the soft-min state of `rows` against one block
+/// of columns, `Σ_j exp(ln w_j + v_j/ε − C(x_i, y_j)/ε)` for the columns' weights `w`
+/// and potential `v`, as the [`RowStats`] of one engine pass (`shift`, `sum`, and with
+/// `mean` the gradient's `wsum`/`wacc` for the column points). It is exactly the pass
+/// [`transform`] runs, restricted to the block: with all columns in one block,
+/// `−ε·log_sum(i)` is bitwise [`transform`]'s value. States of several column blocks are
+/// combined by log-sum-exp (the caller's tree), which rounds differently from the
+/// engine's tile-by-tile accumulation. Memory: the engine's (O((rows + cols)·d)).
+#[allow(clippy::too_many_arguments)]
+pub fn partial_transform<T: Float>(
+    rows: Points<'_, T>,
+    cols: Points<'_, T>,
+    w: &[f64],
+    v: &[f64],
+    p: u8,
+    eps: f64,
+    mean: bool,
+    stop: &AtomicBool,
+) -> Result<RowStats> {
+    if rows.d != cols.d {
+        return Err(invalid!(
+            "rows and columns must have the same dimension; got {} and {}",
+            rows.d,
+            cols.d
+        ));
+    }
+    if w.len() != cols.n || v.len() != cols.n {
+        return Err(invalid!(
+            "the column weights and potential must have one entry per column ({}); got {} and {}",
+            cols.n,
+            w.len(),
+            v.len()
+        ));
+    }
+    if p != 1 && p != 2 {
+        return Err(invalid!("p must be 1 or 2; got {}", p));
+    }
+    if !(eps > 0.0 && eps.is_finite()) {
+        return Err(invalid!("eps must be positive and finite; got {}", eps));
+    }
+    // The same log-weights as `divergence_grads` (one `ln` per column, in the same order).
+    let lw: Vec<f64> = w.iter().map(|v| v.ln()).collect();
+    let cm = if mean { cols.to_f64_vec() } else { Vec::new() };
+    // As in `transform`: the column log-weights of the pass, and its map.
+    let map = NegCost {
+        p,
+        inv_eps: 1.0 / eps,
+    };
+    let h: Vec<f64> = lw.iter().zip(v).map(|(l, v)| l + v / eps).collect();
+    log_sums(rows, cols, &h, map, mean.then_some(cm.as_slice()), stop)
+}
+
 /// Σ_i w_i |e^{(x_i − t_i)/ε} − 1|: the L1 violation of the marginal on the side of `x`
 /// of the plan built from `x` and the other side's potential, whose transform is `t`.
 fn violation(w: &[f64], x: &[f64], t: &[f64], eps: f64) -> f64 {
@@ -499,6 +551,50 @@ mod tests {
         dense::finish(&pr, &s.f, &s.g, false, false, &stop)
             .unwrap()
             .cost
+    }
+
+    #[test]
+    fn partial_transform_is_transform_on_whole_columns_and_combines_by_blocks() {
+        let (n, m, d) = (150, 700, 3);
+        let x = unit_vec(3, n * d);
+        let y: Vec<f64> = unit_vec(4, m * d).iter().map(|v| v * 0.9 + 0.2).collect();
+        let w: Vec<f64> = (0..m).map(|j| 1.0 + (j % 7) as f64).collect();
+        let v: Vec<f64> = unit_vec(5, m).iter().map(|t| 0.1 * t).collect();
+        let lw: Vec<f64> = w.iter().map(|t| t.ln()).collect();
+        let stop = AtomicBool::new(false);
+        let (px, py) = (
+            Points::new(&x, n, d).unwrap(),
+            Points::new(&y, m, d).unwrap(),
+        );
+        for p in [1u8, 2] {
+            let eps = 0.03;
+            let (t, _) = transform(px, py, &lw, &v, p, eps, None, &stop).unwrap();
+            let st = partial_transform(px, py, &w, &v, p, eps, false, &stop).unwrap();
+            for (i, ti) in t.iter().enumerate() {
+                assert_eq!((-eps * st.log_sum(i)).to_bits(), ti.to_bits());
+            }
+            // Two column blocks (a tile boundary and a ragged one), combined by log-sum-exp.
+            for cut in [256, 301] {
+                let p1 = Points::new(&y[..cut * d], cut, d).unwrap();
+                let p2 = Points::new(&y[cut * d..], m - cut, d).unwrap();
+                let s1 = partial_transform(px, p1, &w[..cut], &v[..cut], p, eps, true, &stop);
+                let s2 = partial_transform(px, p2, &w[cut..], &v[cut..], p, eps, true, &stop);
+                let (s1, s2) = (s1.unwrap(), s2.unwrap());
+                for (i, ti) in t.iter().enumerate() {
+                    let (a, b) = (s1.log_sum(i), s2.log_sum(i));
+                    let hi = a.max(b);
+                    let l = hi + ((a - hi).exp() + (b - hi).exp()).ln();
+                    let want = -ti / eps;
+                    assert!(
+                        (l - want).abs() <= 1e-14 * want.abs().max(1.0),
+                        "{l} vs {want}"
+                    );
+                }
+            }
+        }
+        assert!(partial_transform(px, py, &w[1..], &v, 2, 0.1, false, &stop).is_err());
+        assert!(partial_transform(px, py, &w, &v, 3, 0.1, false, &stop).is_err());
+        assert!(partial_transform(px, py, &w, &v, 2, 0.0, false, &stop).is_err());
     }
 
     #[test]

@@ -626,6 +626,61 @@ pub fn count_within<T: Float>(
     Ok(out)
 }
 
+struct CountRowQueries<'a, T> {
+    tree: &'a KdTree<T>,
+    x: Points<'a, T>,
+    lo: usize,
+    r2: &'a [f64],
+    strict: bool,
+}
+
+impl<T: Float> Queries for CountRowQueries<'_, T> {
+    type Out = Vec<u64>;
+    #[inline(always)]
+    fn block<M: Fma>(&self, b: usize) -> Vec<u64> {
+        let t = self.tree;
+        let qs = b * QUERY_BLOCK..((b + 1) * QUERY_BLOCK).min(self.r2.len());
+        let mut stack = Vec::with_capacity(64);
+        qs.map(|q| {
+            let i = self.lo + q;
+            t.count_one::<M>(
+                self.x.row(i),
+                self.r2[q],
+                self.strict,
+                Some(t.pos[i]),
+                &mut stack,
+            )
+        })
+        .collect()
+    }
+}
+
+/// [`count_within`] for the rows `lo .. lo + r2.len()` of the tree's own set only (one
+/// block of a distributed estimator): each row's count is the one [`count_within`] gives
+/// it (the same tree, the same pairs). Queries run in row order. Memory: the output.
+pub fn count_within_rows<T: Float>(
+    tree: &KdTree<T>,
+    x: Points<'_, T>,
+    lo: usize,
+    r2: &[f64],
+    strict: bool,
+    stop: &AtomicBool,
+) -> Result<Vec<u64>> {
+    if x.n != tree.n || x.d != tree.d || tree.du != 0 || lo + r2.len() > x.n {
+        return Err(invalid!(
+            "points must be the tree's own set and the rows within it"
+        ));
+    }
+    let q = CountRowQueries {
+        tree,
+        x,
+        lo,
+        r2,
+        strict,
+    };
+    Ok(run_blocks(&q, r2.len(), stop)?.concat())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
