@@ -154,7 +154,7 @@ fn pairs_front_scalar(fx: &Fixed, x: &[f64], w: &[f64], start: usize, b: &mut Bl
         let (s, f, dropped) = fx.locate(xi, j);
         b.slot[j] = s;
         b.pair[j] = [wi, wi * (f as f64 * inv_one)];
-        bad |= (dropped && !xi.is_finite()) || !(wi >= 0.0 && wi < f64::INFINITY);
+        bad |= (dropped && !xi.is_finite()) || !(0.0..f64::INFINITY).contains(&wi);
     }
     bad
 }
