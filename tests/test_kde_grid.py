@@ -584,3 +584,18 @@ def test_rtol_bad_input():
         divest.kde_grid(x, n_points=32, rtol=1e-15)
     with pytest.raises(ValueError, match="rtol.*refined"):
         divest.kde_grid(x, bandwidth=0.2, n_points=8, rtol=1e-11)
+
+
+def test_binned_1d_unweighted_same_bits_for_every_thread_count():
+    # Unweighted 1-D binning sums exact integers (fixed-point fractions), so the grid does
+    # not depend on how the points are split over threads (2^18 + points: several parts).
+    x = mixture(300_000, seed=11)
+    kde = divest.KDE(x, bandwidth=0.1)
+    with divest.threads(1):
+        one = kde.grid(1024, method="binned").values
+    for t in (2, 3):
+        with divest.threads(t):
+            np.testing.assert_array_equal(kde.grid(1024, method="binned").values, one)
+    # and the binned values stay within the estimate of the exact ones
+    e = kde.grid(1024, method="exact")
+    assert np.max(np.abs(one - e.values)) <= 2 * kde.grid(1024, method="binned").error

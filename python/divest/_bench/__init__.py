@@ -142,6 +142,8 @@ def _levels_case(fam: str, case: Case, lvls: list) -> None:
     print(f"\n{fam}: {case.name}")
     for lv in lvls:
         print(f"  {'divest (' + lv + ')':<40} {times[lv]:10.4f} s")
+    if case.note is not None:
+        print(f"  {case.note()}")
     for peer, f in case.peers.items():
         if isinstance(f, str):
             print(f"  {peer:<40} {'skipped':>10}   {f}")

@@ -17,6 +17,16 @@ def _max_rel_to_peak(a, b) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
+def _weights_cost(kde, kdew) -> str:
+    """The cost of weights: weighted over unweighted grid time, timed here back to back
+    (issue 11's target: at most 1.3)."""
+    from . import median_time
+
+    tu, _ = median_time(lambda: kde.grid(4096), 7)
+    tw, _ = median_time(lambda: kdew.grid(4096), 7)
+    return f"weights cost: weighted / unweighted grid time {tw / tu:.2f} (target <= 1.3)"
+
+
 def cases(quick: bool):
     n = 200_000 if quick else 1_000_000
     rng = np.random.default_rng(0)
@@ -58,6 +68,7 @@ def cases(quick: bool):
             peers=peers_w,
             repeat=7,
             check=_max_rel_to_peak,
+            note=lambda: _weights_cost(kde, kdew),
         ),
     ]
     try:
