@@ -144,9 +144,9 @@ def main():
         L = _greedy_kernel(n)
         t = {}
         for name, f in (
-            ("divest (Rust)", lambda: dpp.greedy_map(L, k)),
-            ("divest before (NumPy)", lambda: _before_numpy(L, k)),
-            ("fast-map-dpp (NumPy)", lambda: _fast_map_reference(L, k)),
+            ("divest (Rust)", lambda L=L, k=k: dpp.greedy_map(L, k)),
+            ("divest before (NumPy)", lambda L=L, k=k: _before_numpy(L, k)),
+            ("fast-map-dpp (NumPy)", lambda L=L, k=k: _fast_map_reference(L, k)),
         ):
             best = math.inf
             for _ in range(3):
@@ -157,8 +157,10 @@ def main():
         ref = t["divest (Rust)"]
         for name, (s, got) in t.items():
             same = "same selection" if got == ref[1] else "different selection"
-            print(f"greedy_map N={n} k={k}: {name} {s * 1e3:.1f} ms "
-                  f"(x{s / ref[0]:.1f} of divest; {same})")
+            print(
+                f"greedy_map N={n} k={k}: {name} {s * 1e3:.1f} ms "
+                f"(x{s / ref[0]:.1f} of divest; {same})"
+            )
 
 
 if __name__ == "__main__":

@@ -107,8 +107,9 @@ def test_nulls_do_not_depend_on_the_thread_count():
     y = x[:, :1] + rng.standard_normal((N, 1))
     calls = [
         lambda: divest.hsic_test(x, y, bandwidth=1.0, n_resamples=9, rng=5),
-        lambda: divest.mmd_test(x[:1100], y[:1000] * np.ones(3), bandwidth=1.0,
-                                n_resamples=9, rng=5),
+        lambda: divest.mmd_test(
+            x[:1100], y[:1000] * np.ones(3), bandwidth=1.0, n_resamples=9, rng=5
+        ),
         lambda: divest.dhsic_test(x, y, x[:, :1], bandwidth=1.0, n_resamples=5, rng=5),
         lambda: divest.partial_dcor_test(x, y, x[:, 1:], n_resamples=5, rng=5),
     ]

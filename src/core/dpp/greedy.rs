@@ -20,6 +20,50 @@ use crate::core::threads;
 
 /// Items per parallel task of one update.
 const CHUNK: usize = 1024;
+/// Multiply-adds of one update from which it runs in parallel.
+const PAR_WORK: usize = 1 << 17;
+/// Tile side of the symmetry check.
+const SYM_TILE: usize = 64;
+
+/// Checks that `l` is symmetric to 1e-8 relative (|l_ij − l_ji| ≤ 1e-12·max|l| +
+/// 1e-8·|l_ji|, NumPy's `allclose(L, L.T, rtol=1e-8, atol=1e-12·max|L|)`) and has no
+/// diagonal entry below −1e-12·max|l|, in tiles (one read of the matrix, no copy).
+fn check_kernel(l: &[f64], n: usize, stop: &AtomicBool) -> Result<()> {
+    let scale = threads::install(|| {
+        l.par_chunks(n.max(1) * SYM_TILE)
+            .map(|c| c.iter().fold(0.0f64, |m, v| m.max(v.abs())))
+            .reduce(|| 0.0, f64::max)
+    })?;
+    let atol = 1e-12 * scale;
+    let nt = n.div_ceil(SYM_TILE);
+    threads::install(|| {
+        (0..nt).into_par_iter().try_for_each(|bi| -> Result<()> {
+            threads::check(stop)?;
+            let (r0, r1) = (bi * SYM_TILE, ((bi + 1) * SYM_TILE).min(n));
+            for j in r0 + 1..n {
+                let col = &l[j * n + r0..j * n + r1.min(j)];
+                for (q, &b) in col.iter().enumerate() {
+                    let a = l[(r0 + q) * n + j];
+                    if !((a - b).abs() <= atol + 1e-8 * b.abs())
+                        || !((b - a).abs() <= atol + 1e-8 * a.abs())
+                    {
+                        return Err(invalid!(
+                            "L must be symmetric (a DPP kernel); symmetrise it, e.g. (L + L.T) / 2"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        })
+    })??;
+    if (0..n).any(|i| l[i * n + i] < -1e-12 * scale.max(1e-300)) {
+        return Err(invalid!(
+            "L has a negative diagonal entry, so it is not positive semi-definite; pass a \
+             valid DPP kernel"
+        ));
+    }
+    Ok(())
+}
 
 /// Greedy MAP of the DPP with the symmetric PSD kernel `l` (N×N, row-major; only the
 /// diagonal and the rows of the selected items are read): at most `k` items, stopping
@@ -40,6 +84,7 @@ pub fn greedy_map(
         ));
     }
     let k = k.min(n);
+    check_kernel(l, n, stop)?;
     let mut d2 = try_vec(n, 0.0f64, "the number of items")?;
     for (i, v) in d2.iter_mut().enumerate() {
         *v = l[i * n + i].max(0.0);
@@ -48,50 +93,60 @@ pub fn greedy_map(
     // Cholesky rows, one of N per selected item.
     let mut c = try_vec(checked_size(k, n, "k")?, 0.0f64, "k")?;
     let mut out = Vec::with_capacity(k);
-    while out.len() < k {
-        threads::check(stop)?;
-        // First index of the largest available gain.
-        let mut j = usize::MAX;
-        let mut best = f64::NEG_INFINITY;
-        for (i, (&v, &a)) in d2.iter().zip(&avail).enumerate() {
-            if a && v > best {
-                best = v;
-                j = i;
+    // The whole loop runs inside the pool: a step's parallel update then costs no
+    // hand-off from outside (which waits for the scheduler on a loaded machine).
+    threads::install(|| -> Result<()> {
+        while out.len() < k {
+            threads::check(stop)?;
+            // First index of the largest available gain.
+            let mut j = usize::MAX;
+            let mut best = f64::NEG_INFINITY;
+            for (i, (&v, &a)) in d2.iter().zip(&avail).enumerate() {
+                if a && v > best {
+                    best = v;
+                    j = i;
+                }
             }
-        }
-        if j == usize::MAX || !(best > floor) || best < threshold {
-            break;
-        }
-        let t = out.len();
-        let (done, rest) = c.split_at_mut(t * n);
-        let e = &mut rest[..n];
-        let cj: Vec<f64> = (0..t).map(|s| done[s * n + j]).collect();
-        let inv = 1.0 / best.sqrt();
-        let lj = &l[j * n..(j + 1) * n];
-        let done = &*done;
-        threads::install(|| {
-            e.par_chunks_mut(CHUNK)
-                .zip(d2.par_chunks_mut(CHUNK))
-                .enumerate()
-                .for_each(|(b, (eb, db))| {
-                    let i0 = b * CHUNK;
-                    let m = eb.len();
-                    eb.copy_from_slice(&lj[i0..i0 + m]);
-                    for (s, &w) in cj.iter().enumerate() {
-                        let row = &done[s * n + i0..s * n + i0 + m];
-                        for (x, &r) in eb.iter_mut().zip(row) {
-                            *x -= w * r;
-                        }
+            if j == usize::MAX || !(best > floor) || best < threshold {
+                break;
+            }
+            let t = out.len();
+            let (done, rest) = c.split_at_mut(t * n);
+            let e = &mut rest[..n];
+            let cj: Vec<f64> = (0..t).map(|s| done[s * n + j]).collect();
+            let inv = 1.0 / best.sqrt();
+            let lj = &l[j * n..(j + 1) * n];
+            let done = &*done;
+            let update = |b: usize, eb: &mut [f64], db: &mut [f64]| {
+                let i0 = b * CHUNK;
+                let m = eb.len();
+                eb.copy_from_slice(&lj[i0..i0 + m]);
+                for (s, &w) in cj.iter().enumerate() {
+                    let row = &done[s * n + i0..s * n + i0 + m];
+                    for (x, &r) in eb.iter_mut().zip(row) {
+                        *x -= w * r;
                     }
-                    for (x, dv) in eb.iter_mut().zip(db.iter_mut()) {
-                        *x *= inv;
-                        *dv = (*dv - *x * *x).max(0.0);
-                    }
-                })
-        })?;
-        avail[j] = false;
-        out.push(j);
-    }
+                }
+                for (x, dv) in eb.iter_mut().zip(db.iter_mut()) {
+                    *x *= inv;
+                    *dv = (*dv - *x * *x).max(0.0);
+                }
+            };
+            if n.saturating_mul(t + 1) >= PAR_WORK {
+                e.par_chunks_mut(CHUNK)
+                    .zip(d2.par_chunks_mut(CHUNK))
+                    .enumerate()
+                    .for_each(|(b, (eb, db))| update(b, eb, db));
+            } else {
+                for (b, (eb, db)) in e.chunks_mut(CHUNK).zip(d2.chunks_mut(CHUNK)).enumerate() {
+                    update(b, eb, db);
+                }
+            }
+            avail[j] = false;
+            out.push(j);
+        }
+        Ok(())
+    })??;
     Ok(out)
 }
 

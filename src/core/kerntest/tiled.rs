@@ -117,7 +117,11 @@ impl RowReducer for SumRows {
             kernel_row::<M>(self.k, &d2[i * COL_TILE..i * COL_TILE + nc], &mut st.buf, v);
             let gi = r0 + i;
             if gi >= c0 && gi < c0 + nc {
-                v[gi - c0] = if self.zero_diag { 0.0 } else { self.k.eval(0.0) };
+                v[gi - c0] = if self.zero_diag {
+                    0.0
+                } else {
+                    self.k.eval(0.0)
+                };
             }
             st.s[i] += simd::sum(v);
         }
@@ -318,7 +322,12 @@ pub(super) fn permuted(v: &[f64], perm: &[u32]) -> Vec<f64> {
 
 /// Runs `pass` over the items `0..count` in consecutive groups of at most `group`,
 /// writing their values in order.
-pub(super) fn in_groups<F>(count: usize, group: usize, stop: &AtomicBool, mut pass: F) -> Result<Vec<f64>>
+pub(super) fn in_groups<F>(
+    count: usize,
+    group: usize,
+    stop: &AtomicBool,
+    mut pass: F,
+) -> Result<Vec<f64>>
 where
     F: FnMut(usize, usize) -> Result<Vec<f64>>,
 {
