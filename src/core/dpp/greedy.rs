@@ -44,9 +44,10 @@ fn check_kernel(l: &[f64], n: usize, stop: &AtomicBool) -> Result<()> {
                 let col = &l[j * n + r0..j * n + r1.min(j)];
                 for (q, &b) in col.iter().enumerate() {
                     let a = l[(r0 + q) * n + j];
-                    if !((a - b).abs() <= atol + 1e-8 * b.abs())
-                        || !((b - a).abs() <= atol + 1e-8 * a.abs())
-                    {
+                    // Written so that NaN fails the check.
+                    let close = (a - b).abs() <= atol + 1e-8 * b.abs()
+                        && (b - a).abs() <= atol + 1e-8 * a.abs();
+                    if !close {
                         return Err(invalid!(
                             "L must be symmetric (a DPP kernel); symmetrise it, e.g. (L + L.T) / 2"
                         ));
@@ -107,7 +108,8 @@ pub fn greedy_map(
                     j = i;
                 }
             }
-            if j == usize::MAX || !(best > floor) || best < threshold {
+            let above_floor = best > floor;
+            if j == usize::MAX || !above_floor || best < threshold {
                 break;
             }
             let t = out.len();

@@ -677,9 +677,10 @@ pub(super) fn dhsic_test(
         let mut prods = Vec::new();
         for g in 0..perms.len() {
             let mut pr = vec![0];
-            for k in 1..d {
+            for (k, &kk) in ks.iter().enumerate().skip(1) {
+                // Sets and factors are pushed in the same order: one index for both.
                 let s = 1 + g * dm1 + (k - 1);
-                factors.push(raw(s, ks[k]));
+                factors.push(raw(s, kk));
                 pr.push(s);
             }
             prods.push(pr);
