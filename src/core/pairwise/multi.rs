@@ -282,6 +282,13 @@ mod tests {
                     (got - want).abs() <= 1e-10 * want.abs().max(1.0),
                     "{got} vs {want}"
                 );
+                // Every set on the packed distance kernel (padded row groups).
+                let st = reduce_pairs_multi_with(&sets, &Cross { upper }, &stop, 0, true).unwrap();
+                let got: f64 = st.iter().sum();
+                assert!(
+                    (got - want).abs() <= 1e-10 * want.abs().max(1.0),
+                    "packed: {got} vs {want}"
+                );
             }
         }
         let x = sym_vec(1, 10);
