@@ -1,7 +1,8 @@
 """asv benchmarks for the kernel tests and sliced transport of issue 17, and a short
 comparison against the peers (hyppo's Hsic and MMD tests, POT's sliced Wasserstein):
 
-    python benches/bench_kerntests.py        # prints one line per case
+    python benches/bench_kerntests.py          # prints one line per case
+    python benches/bench_kerntests.py --large  # n = 4096 and 10^4, B = 100 (issue 17)
 
 asv: ``asv run --python=same --quick`` (uses the installed divest).
 """
@@ -112,5 +113,74 @@ def main():
         print(line)
 
 
+class LargeTests:
+    """The n > 2048 path (tiles through the pairwise engine), B = 100."""
+
+    params = [4096, 10000]
+    param_names = ["n"]
+    timeout = 600
+
+    def setup(self, n):
+        self.x, self.y = _pair(n, 3)
+        self.y2 = np.random.default_rng(5).standard_normal((n, 3))
+
+    def time_hsic_test_b100(self, n):
+        divest.hsic_test(self.x, self.y, bandwidth=1.0, n_resamples=100, rng=0)
+
+    def time_mmd_test_b100(self, n):
+        divest.mmd_test(self.x, self.y2, bandwidth=1.0, n_resamples=100, rng=0)
+
+
+def large(sizes=(4096, 10_000), b=100, peer_max=4096, before_b=0):
+    """mmd_test (x and y of n points each) and hsic_test (n pairs), d = 3, σ = 1, B = b.
+    With ``before_b`` > 0, each call runs with that many resamples instead and the time
+    for B = b is extrapolated linearly (for builds too slow to time at B = b)."""
+    print(f"divest threads: {divest.get_num_threads()} (the machine may be loaded)")
+    try:
+        from hyppo.independence import Hsic
+        from hyppo.ksample import MMD
+    except ImportError:
+        Hsic = MMD = None
+    for n in sizes:
+        x, y = _pair(n, 3)
+        y2 = np.random.default_rng(5).standard_normal((n, 3))
+        for name, f, peer in (
+            (
+                "hsic_test",
+                lambda r, x=x, y=y: divest.hsic_test(x, y, bandwidth=1.0, n_resamples=r, rng=0),
+                Hsic,
+            ),
+            (
+                "mmd_test",
+                lambda r, x=x, y2=y2: divest.mmd_test(x, y2, bandwidth=1.0, n_resamples=r, rng=0),
+                MMD,
+            ),
+        ):
+            r = before_b or b
+            c0 = time.process_time()
+            t_d = _best(f, r, rounds=1)
+            cpu = time.process_time() - c0
+            if before_b:
+                # On the old path the observed statistic costs one resample, and HSIC's
+                # row-sum pass (both kernels over all pairs) one more.
+                u = 2 if name == "hsic_test" else 1
+                t_d, cpu = (v / (before_b + u) * (b + u) for v in (t_d, cpu))
+            line = f"{name} n={n} B={b}: divest {t_d:.2f} s wall, {cpu:.2f} s CPU" + (
+                f" (extrapolated from B={before_b})" if before_b else ""
+            )
+            if peer is not None and n <= peer_max:
+                a, c = (x, y) if name == "hsic_test" else (x, y2)
+                peer().test(a[:50], c[:50], reps=5, auto=False)  # numba warm-up
+                t_h = _best(peer().test, a, c, rounds=1, reps=b, auto=False, workers=1)
+                line += f", hyppo {t_h:.2f} s (x{t_h / t_d:.1f})"
+            print(line, flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if "--large" in sys.argv:
+        before = [int(a.split("=")[1]) for a in sys.argv if a.startswith("--before-b=")]
+        large(before_b=before[0] if before else 0)
+    else:
+        main()

@@ -174,6 +174,9 @@ def dpp_volume_sample(
     first: int = 0,
 ) -> NDArray[np.int64]: ...
 def dpp_orthonormal_basis(x: NDArray[np.float64]) -> NDArray[np.float64]: ...
+def dpp_greedy_map(
+    l: NDArray[np.float64], k: int, threshold: float, floor: float
+) -> NDArray[np.int64]: ...
 def divergence_rows(
     p: NDArray[np.floating],
     q: NDArray[np.floating],

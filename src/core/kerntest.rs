@@ -8,11 +8,14 @@
 //! and on r only (never on the thread count or on how resamples are split: resamples
 //! `first..first + count` of one seed are the same values whichever call computes them).
 //!
-//! Every statistic is Σ_ij Π_k M_k[π_k(i), π_k(j)] plus O(n) terms, for n×n matrices M_k
-//! given by rows: stored (n ≤ [`STORE_MAX`], one n² f64 buffer per matrix) or recomputed
-//! row by row from the points (O(n) scratch per worker, O(n² d) work per resample).
-//! Stored and recomputed rows come from the same function, so both paths give the same
-//! bits.
+//! Every statistic is Σ_ij Π_k M_k[π_k(i), π_k(j)] plus O(n) terms, for n×n matrices M_k.
+//! With `store` (n ≤ [`STORE_MAX`]) the matrices are stored (one n² f64 buffer each) and
+//! each resample gathers their permuted entries. Without it (larger n) the statistics of
+//! groups of resamples are evaluated tile by tile through the pairwise engine (module
+//! `tiled`): SIMD distance tiles (exact differences, or the packed micro-kernel above 16
+//! dimensions) and the SIMD exponential, in O(n) memory besides one tile per set per
+//! task. The two paths agree to rounding (about 1e-13 relative); each is reproducible
+//! bit for bit on its own.
 
 use std::sync::atomic::AtomicBool;
 
@@ -24,6 +27,8 @@ use crate::core::dcov::sums::Acc;
 use crate::core::error::{checked_size, invalid, try_vec, Result};
 use crate::core::pairwise::Points;
 use crate::core::threads;
+
+mod tiled;
 
 /// A kernel of the squared Euclidean distance.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -478,6 +483,10 @@ pub fn mmd_test(
             z.n.saturating_sub(n)
         ));
     }
+    if !store {
+        k.check()?;
+        return tiled::mmd_test(z, n, k, unbiased, n_resamples, first, seed, stop);
+    }
     let src = KernelRows::new(z, k, Centre::Raw, stop)?;
     let km = Mat::new(&src, store, stop)?;
     let nn = z.n;
@@ -506,6 +515,16 @@ pub fn hsic_test(
     let n = same_n(&[x, y])?;
     if n < 2 {
         return Err(invalid!("hsic needs at least 2 observations; got {n}"));
+    }
+    if unbiased && n < 4 {
+        return Err(invalid!(
+            "an unbiased (U-centred) statistic needs at least 4 observations; got {n}"
+        ));
+    }
+    if !store {
+        kx.check()?;
+        ky.check()?;
+        return tiled::hsic_test(x, y, kx, ky, unbiased, n_resamples, first, seed, stop);
     }
     let centre = if unbiased { Centre::U } else { Centre::Double };
     let sx = KernelRows::new(x, kx, centre, stop)?;
@@ -596,6 +615,12 @@ pub fn dhsic_test(
     if n < 2 {
         return Err(invalid!("dhsic needs at least 2 observations; got {n}"));
     }
+    if !store {
+        for k in ks {
+            k.check()?;
+        }
+        return tiled::dhsic_test(xs, ks, n_resamples, first, seed, stop);
+    }
     // Row sums through the Double centring's pass; the rows themselves are raw.
     let mut srcs = Vec::with_capacity(d);
     let mut rsums = Vec::with_capacity(d);
@@ -670,6 +695,10 @@ pub fn pdcor_test(
         ));
     }
     let k = Kernel::Distance(alpha);
+    if !store {
+        k.check()?;
+        return tiled::pdcor_test(x, y, z, alpha, n_resamples, first, seed, stop);
+    }
     let (ax, ay, az) = (
         KernelRows::new(x, k, Centre::U, stop)?,
         KernelRows::new(y, k, Centre::U, stop)?,
@@ -939,37 +968,118 @@ mod tests {
         assert_eq!(median_distance(pts(&c, 1), &stop).unwrap(), 0.0);
     }
 
-    #[test]
-    fn stored_and_recomputed_rows_agree_and_splits_concatenate() {
-        let stop = AtomicBool::new(false);
-        let n = 40;
-        let x = sym_vec(1, n * 2);
-        let y: Vec<f64> = sym_vec(2, n)
+    fn close(a: &TestOutput, b: &TestOutput, tol: f64, what: &str) {
+        // Relative to the spread of the values (the statistics cancel: a value near 0
+        // carries the rounding of the terms it came from).
+        let scale = b
+            .null
             .iter()
-            .zip(&x)
-            .map(|(a, b)| a + b * b)
-            .collect();
-        let (px, py) = (pts(&x, 2), pts(&y, 1));
-        let k = Kernel::Gaussian(0.7);
-        for unbiased in [false, true] {
-            let a = hsic_test(px, py, k, k, unbiased, 30, 0, 9, true, &stop).unwrap();
-            let b = hsic_test(px, py, k, k, unbiased, 30, 0, 9, false, &stop).unwrap();
-            assert_eq!(a.statistic, b.statistic);
-            assert_eq!(a.null, b.null);
-            let c = hsic_test(px, py, k, k, unbiased, 10, 20, 9, true, &stop).unwrap();
-            assert_eq!(&a.null[20..], &c.null[..]);
+            .chain([&b.statistic])
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        let ok = |x: f64, y: f64| (x - y).abs() <= tol * scale.max(1e-300);
+        assert!(
+            ok(a.statistic, b.statistic),
+            "{what}: {} vs {}",
+            a.statistic,
+            b.statistic
+        );
+        assert_eq!(a.null.len(), b.null.len());
+        for (r, (x, y)) in a.null.iter().zip(&b.null).enumerate() {
+            assert!(ok(*x, *y), "{what} resample {r}: {x} vs {y}");
         }
-        let z = sym_vec(3, 2 * n);
-        let pz = pts(&z, 2);
-        let a = mmd_test(pz, 15, k, true, 20, 0, 4, true, &stop).unwrap();
-        let b = mmd_test(pz, 15, k, true, 20, 0, 4, false, &stop).unwrap();
-        assert_eq!((a.statistic, &a.null), (b.statistic, &b.null));
-        let a = pdcor_test(px, py, pts(&z[..n * 2], 2), 1.0, 20, 0, 4, true, &stop).unwrap();
-        let b = pdcor_test(px, py, pts(&z[..n * 2], 2), 1.0, 20, 0, 4, false, &stop).unwrap();
-        assert_eq!((a.statistic, &a.null), (b.statistic, &b.null));
-        let a = dhsic_test(&[px, py, px], &[k, k, k], 20, 0, 4, true, &stop).unwrap();
-        let b = dhsic_test(&[px, py, px], &[k, k, k], 20, 0, 4, false, &stop).unwrap();
-        assert_eq!((a.statistic, &a.null), (b.statistic, &b.null));
+    }
+
+    /// The tiled path (store = false) against the stored matrices, resample by resample,
+    /// with exact differences (d ≤ 16) and the packed distance kernel (d = 20); resample
+    /// ranges concatenate bit for bit on both paths. (The SIMD level is process-wide, so
+    /// the other levels are covered by the Python suite under `DIVEST_SIMD`.)
+    #[test]
+    fn stored_and_tiled_paths_agree_and_splits_concatenate() {
+        let stop = AtomicBool::new(false);
+        let n = 150;
+        for dx in [2, 20] {
+            let x: Vec<f64> = sym_vec(1, n * dx).iter().map(|v| v + 2.0).collect();
+            let y: Vec<f64> = sym_vec(2, n)
+                .iter()
+                .enumerate()
+                .map(|(i, a)| a + x[i * dx] * x[i * dx])
+                .collect();
+            let (px, py) = (pts(&x, dx), pts(&y, 1));
+            let s = (dx as f64).sqrt();
+            for (kx, ky) in [
+                (Kernel::Gaussian(0.7 * s), Kernel::Gaussian(1.1)),
+                (Kernel::Laplacian(0.9 * s), Kernel::Laplacian(0.6)),
+            ] {
+                for unbiased in [false, true] {
+                    let a = hsic_test(px, py, kx, ky, unbiased, 30, 0, 9, true, &stop).unwrap();
+                    let b = hsic_test(px, py, kx, ky, unbiased, 30, 0, 9, false, &stop).unwrap();
+                    close(&b, &a, 1e-12, "hsic");
+                    let c = hsic_test(px, py, kx, ky, unbiased, 10, 20, 9, false, &stop).unwrap();
+                    assert_eq!(&b.null[20..], &c.null[..]);
+                    let c = hsic_test(px, py, kx, ky, unbiased, 10, 20, 9, true, &stop).unwrap();
+                    assert_eq!(&a.null[20..], &c.null[..]);
+                }
+                let z = sym_vec(3, 2 * n * dx);
+                let pz = pts(&z, dx);
+                for unbiased in [false, true] {
+                    let a = mmd_test(pz, 130, kx, unbiased, 70, 0, 4, true, &stop).unwrap();
+                    let b = mmd_test(pz, 130, kx, unbiased, 70, 0, 4, false, &stop).unwrap();
+                    close(&b, &a, 1e-12, "mmd");
+                    let c = mmd_test(pz, 130, kx, unbiased, 4, 66, 4, false, &stop).unwrap();
+                    assert_eq!(&b.null[66..], &c.null[..]);
+                }
+                let ks = [kx, ky, kx];
+                let a = dhsic_test(&[px, py, px], &ks, 20, 0, 4, true, &stop).unwrap();
+                let b = dhsic_test(&[px, py, px], &ks, 20, 0, 4, false, &stop).unwrap();
+                close(&b, &a, 1e-12, "dhsic");
+                let c = dhsic_test(&[px, py, px], &ks, 7, 13, 4, false, &stop).unwrap();
+                assert_eq!(&b.null[13..], &c.null[..]);
+            }
+            let pz = pts(&x[..n * dx], dx);
+            for alpha in [1.0, 0.5] {
+                let a = pdcor_test(px, py, pz, alpha, 20, 0, 4, true, &stop).unwrap();
+                let b = pdcor_test(px, py, pz, alpha, 20, 0, 4, false, &stop).unwrap();
+                close(&b, &a, 1e-12, "pdcor (z = x)");
+                let z = sym_vec(8, n * 3);
+                let pz = pts(&z, 3);
+                let a = pdcor_test(px, py, pz, alpha, 20, 0, 4, true, &stop).unwrap();
+                let b = pdcor_test(px, py, pz, alpha, 20, 0, 4, false, &stop).unwrap();
+                close(&b, &a, 1e-12, "pdcor");
+                let c = pdcor_test(px, py, pz, alpha, 6, 14, 4, false, &stop).unwrap();
+                assert_eq!(&b.null[14..], &c.null[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn tiled_path_is_independent_of_the_thread_count_and_stops() {
+        let stop = AtomicBool::new(false);
+        let n = 300;
+        let x = sym_vec(11, n * 3);
+        let y = sym_vec(12, n);
+        let (px, py) = (pts(&x, 3), pts(&y, 1));
+        let k = Kernel::Gaussian(0.8);
+        let run = || {
+            (
+                hsic_test(px, py, k, k, false, 9, 0, 2, false, &stop).unwrap(),
+                mmd_test(px, 140, k, true, 9, 0, 2, false, &stop).unwrap(),
+            )
+        };
+        let (a, b) = run();
+        threads::set_num_threads(1).unwrap();
+        let (c, d) = run();
+        threads::set_num_threads(2).unwrap();
+        assert_eq!((a.statistic, &a.null), (c.statistic, &c.null));
+        assert_eq!((b.statistic, &b.null), (d.statistic, &d.null));
+        let stopped = AtomicBool::new(true);
+        assert!(matches!(
+            hsic_test(px, py, k, k, false, 9, 0, 2, false, &stopped),
+            Err(crate::core::Error::Cancelled)
+        ));
+        assert!(matches!(
+            mmd_test(px, 140, k, false, 9, 0, 2, false, &stopped),
+            Err(crate::core::Error::Cancelled)
+        ));
     }
 
     #[test]

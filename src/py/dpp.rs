@@ -221,6 +221,31 @@ fn dpp_orthonormal_basis<'py>(
     array2(py, q, n, d)
 }
 
+/// Greedy MAP of the DPP with kernel L (N×N float64, C order, validated by Python): at
+/// most k items, stopping once the best gain is not above `floor` or is below
+/// `threshold`. Indices (int64) in selection order.
+#[pyfunction]
+#[pyo3(signature = (l, k, threshold, floor))]
+fn dpp_greedy_map<'py>(
+    py: Python<'py>,
+    l: PyReadonlyArray2<'py, f64>,
+    k: usize,
+    threshold: f64,
+    floor: f64,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let n = l.shape()[0];
+    let ls = slice(&l)?;
+    let k = k.min(n);
+    let work = n.saturating_mul(k).saturating_mul(k);
+    let out = run(py, work, |stop| {
+        dpp::greedy_map(ls, n, k, threshold, floor, stop)
+    })?;
+    Ok(PyArray1::from_vec(
+        py,
+        out.into_iter().map(|x| x as i64).collect(),
+    ))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dpp_sample_projection, m)?)?;
     m.add_function(wrap_pyfunction!(dpp_sample_spectral, m)?)?;
@@ -229,5 +254,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dpp_orthonormal_basis, m)?)?;
     m.add_function(wrap_pyfunction!(dpp_orthonormality_error, m)?)?;
     m.add_function(wrap_pyfunction!(dpp_volume_sample, m)?)?;
+    m.add_function(wrap_pyfunction!(dpp_greedy_map, m)?)?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! sampling and volume-rescaled sampling. Every sample has its own random stream, so the
 //! output depends on the seed and never on the thread count.
 
+pub mod greedy;
 pub mod ortho;
 mod panels;
 pub mod projection;
@@ -10,6 +11,7 @@ pub mod rng;
 pub mod spectral;
 pub mod volume;
 
+pub use greedy::greedy_map;
 pub use ortho::orthonormal_basis;
 pub use projection::{
     orthonormality_error, orthonormality_error_until, sample_projection, sample_projection_checked,

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use super::{direct_tile, gemm_tile, row_norms, Cols, Float, Points, COL_TILE, ROW_BLOCK};
 use crate::core::error::{invalid, Result};
+use crate::core::simd::dgemm::{group_width, pack_to, MR};
 use crate::core::simd::{self, Fma, Level, SimdTask};
 use crate::core::threads;
 
@@ -57,17 +58,34 @@ fn block_body<T: Float, R: MultiReducer, M: Fma>(
     let r0 = b * ROW_BLOCK;
     let nr = ROW_BLOCK.min(n - r0);
     let mut st = red.init(r0, nr);
-    let mut d2: Vec<Vec<f64>> = sets.iter().map(|_| vec![0.0f64; nr * COL_TILE]).collect();
+    let level = simd::level_of::<M>();
+    // Sets on the packed kernel of this path: their row block packed once, in groups of
+    // MR rows (the tile then holds the padded rows too; reducers read the first nr).
+    let packed = |c: &Cols<'_, T>| M::AVX2 && c.pack_level == Some(level);
+    let ng = nr.div_ceil(MR);
+    let mut d2: Vec<Vec<f64>> = cols
+        .iter()
+        .map(|c| vec![0.0f64; if packed(c) { ng * MR } else { nr } * COL_TILE])
+        .collect();
     let mut cbufs: Vec<Vec<T>> = Vec::with_capacity(sets.len());
     let mut qns: Vec<Vec<f64>> = Vec::with_capacity(sets.len());
+    let mut groups: Vec<Vec<T>> = Vec::with_capacity(sets.len());
     for (p, c) in sets.iter().zip(cols) {
         let rdata = &p.data[r0 * p.d..(r0 + nr) * p.d];
         if c.direct {
             cbufs.push(Vec::new());
             qns.push(Vec::new());
+            groups.push(Vec::new());
+        } else if packed(c) {
+            cbufs.push(Vec::new());
+            let mut qn = row_norms(rdata, nr, p.d);
+            qn.resize(ng * MR, 0.0);
+            qns.push(qn);
+            groups.push(pack_to(rdata, nr, p.d, group_width(level), ng * MR));
         } else {
             cbufs.push(vec![T::ZERO; nr * COL_TILE]);
             qns.push(row_norms(rdata, nr, p.d));
+            groups.push(Vec::new());
         }
     }
     let mut t = if red.upper() { r0 / COL_TILE } else { 0 };
@@ -81,6 +99,19 @@ fn block_body<T: Float, R: MultiReducer, M: Fma>(
             if c.direct {
                 let soa = &c.soa[t * d * COL_TILE..(t + 1) * d * COL_TILE];
                 direct_tile::<T, M>(rdata, nr, d, soa, nc, &mut d2[k]);
+            } else if packed(c) {
+                let np = nc.div_ceil(T::NR);
+                T::dist_tile::<M>(
+                    &groups[k],
+                    ng,
+                    d,
+                    &c.packed[c0 * d..(c0 + np * T::NR) * d],
+                    np,
+                    &qns[k],
+                    &c.norms[c0..c0 + np * T::NR],
+                    &mut d2[k],
+                    COL_TILE,
+                );
             } else {
                 gemm_tile(
                     rdata,
@@ -144,6 +175,21 @@ pub fn reduce_pairs_multi<T: Float, R: MultiReducer>(
     red: &R,
     stop: &AtomicBool,
 ) -> Result<Vec<R::State>> {
+    reduce_pairs_multi_with(sets, red, stop, MULTI_DIRECT_MAX_D, false)
+}
+
+/// [`reduce_pairs_multi`] with the largest dimension on exact differences chosen
+/// (`direct_max_d`), and, with `pack`, the sets above it on the packed distance kernel of
+/// the engine ([`simd::dgemm::dist_tile`], AVX2 and AVX-512; `matrixmultiply` on the
+/// portable path) instead of a general GEMM per tile. Extra memory with `pack`: one
+/// packed copy of each such set and one padded tile per set per running task.
+pub fn reduce_pairs_multi_with<T: Float, R: MultiReducer>(
+    sets: &[Points<'_, T>],
+    red: &R,
+    stop: &AtomicBool,
+    direct_max_d: usize,
+    pack: bool,
+) -> Result<Vec<R::State>> {
     let Some(first) = sets.first() else {
         return Err(invalid!("at least one point set is needed"));
     };
@@ -154,11 +200,12 @@ pub fn reduce_pairs_multi<T: Float, R: MultiReducer>(
             p.n
         ));
     }
+    let level = simd::level();
+    let pack = (pack && level >= Level::Avx2).then_some(level);
     let cols: Vec<Cols<'_, T>> = sets
         .iter()
-        .map(|&p| Cols::new(p, p.d <= MULTI_DIRECT_MAX_D, None))
+        .map(|&p| Cols::new(p, p.d <= direct_max_d, pack))
         .collect();
-    let level = simd::level();
     let n_blocks = n.div_ceil(ROW_BLOCK);
     threads::install(|| {
         (0..n_blocks)
@@ -234,6 +281,13 @@ mod tests {
                 assert!(
                     (got - want).abs() <= 1e-10 * want.abs().max(1.0),
                     "{got} vs {want}"
+                );
+                // Every set on the packed distance kernel (padded row groups).
+                let st = reduce_pairs_multi_with(&sets, &Cross { upper }, &stop, 0, true).unwrap();
+                let got: f64 = st.iter().sum();
+                assert!(
+                    (got - want).abs() <= 1e-10 * want.abs().max(1.0),
+                    "packed: {got} vs {want}"
                 );
             }
         }
