@@ -390,6 +390,22 @@ def kde_grid_binned_nd(
     m: list[int],
     hsd: list[float],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+def kde_bin_corrected_nd(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64] | None,
+    wu: float,
+    lo: list[float],
+    delta: list[float],
+    nb: list[int],
+) -> tuple[NDArray[np.float64], list[float]]: ...
+def kde_grid_error_nd(
+    sums: NDArray[np.float64],
+    m: list[int],
+    delta: list[float],
+    hinv: list[float],
+    stats: list[float],
+    floor: float,
+) -> NDArray[np.float64]: ...
 def kde_stats_1d(
     x: NDArray[np.float64],
     w: NDArray[np.float64] | None = None,

@@ -927,11 +927,13 @@ def grid(kde, n_points, extent, method, log):
             err[sl] = err[sl] + errs
         n_exact += r.n_exact
         n_images += 1
-    if used == "binned" and not log and n_images > 1:
+    if used == "binned" and not log and n_images > 1 and d == 1:
         # The binning errors of the images add up to (δ²/12)·(folded f)″, and near a
         # reflecting bound the images' large second differences cancel in the sum:
         # estimate from the folded values' own second differences (as the unbounded
         # grid does), not by adding the images' estimates (10x to 100x too large).
+        # In 2-D/3-D the binning is moment-corrected (its error is of order δ⁴, see
+        # src/core/kdegrid/nd.rs), so the images' own estimates are added instead.
         est = np.zeros(shape)
         for a in range(d):
             if shape[a] < 3:

@@ -120,6 +120,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kde_linear_bin_nd, m)?)?;
     m.add_function(wrap_pyfunction!(kde_stats_1d, m)?)?;
     m.add_function(wrap_pyfunction!(kde_grid_binned_nd, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_bin_corrected_nd, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_grid_error_nd, m)?)?;
     Ok(())
 }
 
@@ -239,4 +241,55 @@ fn kde_grid_binned_nd<'py>(
         PyArray1::from_vec(py, b.sums),
         PyArray1::from_vec(py, b.err),
     ))
+}
+
+/// Moment-corrected linear binning of (n, d) points (d = 2 or 3, C-contiguous; `w = None`:
+/// weights `wu`) onto the lattice lo + k·delta, k < nb per axis; returns the flat
+/// row-major corrected bins and the binning statistics (`nd::BinStats::to_vec`).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn kde_bin_corrected_nd<'py>(
+    py: Python<'py>,
+    x: numpy::PyReadonlyArray2<'py, f64>,
+    w: Option<PyReadonlyArray1<'py, f64>>,
+    wu: f64,
+    lo: Vec<f64>,
+    delta: Vec<f64>,
+    nb: Vec<usize>,
+) -> PyResult<(Bound<'py, PyArray1<f64>>, Vec<f64>)> {
+    let d = numpy::PyUntypedArrayMethods::shape(&*x)[1];
+    let xs = x.as_slice()?;
+    let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
+    let work = xs.len().saturating_mul(8);
+    let (bins, st, ok) = run(py, work, |stop| {
+        kdegrid::nd::bin_corrected(xs, d, ws, wu, &lo, &delta, &nb, stop)
+    })?;
+    if !ok {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "data must be finite and weights finite and non-negative",
+        ));
+    }
+    Ok((PyArray1::from_vec(py, bins), st.to_vec()))
+}
+
+/// Pointwise error estimate of moment-corrected binned Gaussian sums on a grid of `m`
+/// points per axis (`nd::error_estimate`): `hinv` the diagonal of the inverse kernel
+/// covariance, `stats` from `kde_bin_corrected_nd`, `floor` added everywhere.
+#[pyfunction]
+fn kde_grid_error_nd<'py>(
+    py: Python<'py>,
+    sums: PyReadonlyArray1<'py, f64>,
+    m: Vec<usize>,
+    delta: Vec<f64>,
+    hinv: Vec<f64>,
+    stats: Vec<f64>,
+    floor: f64,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let s = sums.as_slice()?;
+    let work = s.len().saturating_mul(32);
+    let err = run(py, work, |_stop| {
+        let st = kdegrid::nd::BinStats::from_slice(&stats, m.len())?;
+        kdegrid::nd::error_estimate(s, &m, &delta, &hinv, &st, floor)
+    })?;
+    Ok(PyArray1::from_vec(py, err))
 }

@@ -1,8 +1,25 @@
-//! Binned Gaussian estimates on 2-D and 3-D grids with a diagonal bandwidth: linear
-//! binning (one cache line per point: the 2^d products w·Π t_a of a cell, combined into
-//! the corner weights afterwards), then one direct 1-D convolution per axis, each
-//! computed only at the grid points (no padded d-dimensional FFT), and the pointwise
-//! error estimate |Σ_a Δ²_a S| / 12.
+//! Binned Gaussian estimates on 2-D and 3-D grids.
+//!
+//! **Moment-corrected binning.** Linear binning moves a point at x = (k + t)δ (per axis)
+//! onto the nodes k, k + 1 with masses 1 − t, t: the mean is kept, but the spread grows
+//! by δ²·u with u = t(1 − t), so the binned sum Σ_nodes m_j K(g − g_j) is
+//! f(g) + (δ²/2)·Σ_p w_p u_p·K″(g − x_p) up to O(δ³). [`bin_corrected`] removes that term
+//! from the bins themselves: it also sums A_a = Σ w·u_a at the cell's centre along axis a
+//! (linearly binned along the other axes), spreads it onto the two nodes with weights
+//! ½, ½, and subtracts ½·Δ²_a of it (Δ²_a the second difference along axis a). Since a
+//! convolution commutes with differences, convolving the corrected bins with the kernel
+//! equals the plain binned sum minus (δ_a²/2)·(A_a ∗ K″), at no extra convolution cost.
+//! It sums O_a = Σ w·u_a(1 − 2t_a) the same way and adds (1/12)·Δ³_a of it (the third
+//! difference (−1, 3, −3, 1)/12 about the cell centre), which cancels the third-order
+//! term −(δ³/12)·Σ w·u(1 − 2t)·K‴. Along axis a a point's mass becomes a 4-node stencil,
+//! linear along the other axes, which keeps every moment Π x_a^{e_a} with e_a ≤ 3 and at
+//! most one e_a > 1 exactly, whatever the distribution of t (rounded or lattice data
+//! included). What is left is −(δ⁴/24)·Σ w·(2u + u²)·∂⁴K per axis (mean
+//! (11/720)·δ⁴·f⁗ for continuous data) and −(δ_a²δ_b²/4)·Σ w u_a u_b·∂²_a∂²_b K per pair
+//! of axes; [`error_estimate`] estimates them.
+//!
+//! The diagonal-bandwidth path [`binned_nd`] then runs one direct 1-D convolution per
+//! axis, each computed only at the grid points (no padded d-dimensional FFT).
 
 use std::sync::atomic::AtomicBool;
 
@@ -18,12 +35,68 @@ use crate::core::threads;
 /// is added to the estimate.
 pub const ND_REACH: f64 = 7.0;
 
+/// How many standard deviations of the zero-mean fourth-order binning term the error
+/// estimate adds: the largest of many nearly independent Gaussian values over a grid is
+/// about 3 to 4 of their standard deviations, but the other terms add up with it; 2.5 keeps
+/// the estimate within 2× of the true
+/// error on small and large grids alike (tests).
+pub const NOISE_Z: f64 = 2.5;
+
 /// Result of [`binned_nd`]: row-major (last axis fastest) sums and error estimates.
 #[derive(Clone, Debug)]
 pub struct BinnedNd {
     pub sums: Vec<f64>,
     pub err: Vec<f64>,
 }
+
+/// What [`bin_corrected`] measures about the fractional positions t_a of the binned
+/// points (u_a = t_a(1 − t_a)), for the error estimate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BinStats {
+    /// Σ w·(2u_a + u_a²) per axis: the fourth-order binning term's weight (11·Σw/30 for
+    /// uniform t, 0 for points on the nodes).
+    pub q1: Vec<f64>,
+    /// Σ w·(2u_a + u_a²)² per axis.
+    pub q2: Vec<f64>,
+    /// Σ w·u_a per axis (Σw/6 for uniform t).
+    pub even: Vec<f64>,
+    /// Σ w and Σ w² over the binned points.
+    pub sum_w: f64,
+    pub sum_w2: f64,
+}
+
+impl BinStats {
+    /// Flattened as (q1, q2, even, sum_w, sum_w2), for the bindings.
+    pub fn to_vec(&self) -> Vec<f64> {
+        let mut v = self.q1.clone();
+        v.extend_from_slice(&self.q2);
+        v.extend_from_slice(&self.even);
+        v.push(self.sum_w);
+        v.push(self.sum_w2);
+        v
+    }
+
+    /// Inverse of [`BinStats::to_vec`] for `d` axes.
+    pub fn from_slice(v: &[f64], d: usize) -> Result<BinStats> {
+        if v.len() != NSTAT * d + 2 {
+            return Err(invalid!(
+                "binning statistics need {} values for {d} axes; got {}",
+                NSTAT * d + 2,
+                v.len()
+            ));
+        }
+        Ok(BinStats {
+            q1: v[..d].to_vec(),
+            q2: v[d..2 * d].to_vec(),
+            even: v[2 * d..3 * d].to_vec(),
+            sum_w: v[3 * d],
+            sum_w2: v[3 * d + 1],
+        })
+    }
+}
+
+/// Per-axis statistics in [`BinStats`] (q1, q2, even); Σw and Σw² follow them.
+const NSTAT: usize = 3;
 
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1usize; shape.len()];
@@ -33,15 +106,135 @@ fn strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-/// Linear binning of n points (rows of `x`, d = 2 or 3) onto the lattice lo_a + k·δ_a,
-/// k < nb_a: per cell the 2^d sums M_S = Σ w·Π_{a∈S} t_a (t_a the fractional position),
-/// so each point updates one contiguous block; the corner weights
-/// w·Π_{a∈C} t_a·Π_{a∉C}(1 − t_a) = Σ_{S⊇C} (−1)^{|S∖C|} M_S are formed afterwards.
-/// `w = None`: every point weighs `wu`. Returns the bins and whether every coordinate was
-/// finite and every weight finite and non-negative. Allocates 2^d values per bin per
-/// thread.
+/// Margin of the accumulation lattice below and above the node lattice: the corrected
+/// node j reads cells j − 2 ..= j + 1 per axis.
+const LOW: usize = 2;
+const HIGH: usize = 1;
+
+/// Bins one chunk of points (rows of `D` coordinates) into the interleaved accumulation
+/// lattice: per node, [B, A_0, …, A_{D−1}] (B the multilinear node mass, A_a the cell
+/// sums of w·u_a), then the statistics after the lattice (4 + … values, see
+/// [`bin_corrected`]). Returns whether every value was valid.
 #[allow(clippy::too_many_arguments)]
-pub fn bin_products(
+fn bin_chunk<const D: usize>(
+    x: &[f64],
+    w: Option<&[f64]>,
+    wu: f64,
+    lo: &[f64],
+    inv: &[f64],
+    nb: &[usize],
+    sta: &[usize],
+    acc: &mut [f64],
+) -> bool {
+    let c = 2 * D + 1;
+    let mut last = [0.0f64; D];
+    let mut kmax = [0usize; D];
+    let mut lo_a = [0.0f64; D];
+    let mut inv_a = [0.0f64; D];
+    let mut st = [0usize; D];
+    for a in 0..D {
+        last[a] = (nb[a] - 1) as f64;
+        kmax[a] = nb[a] - 2;
+        lo_a[a] = lo[a];
+        inv_a[a] = inv[a];
+        st[a] = sta[a] * c;
+    }
+    let mut origin = 0usize;
+    for s in st.iter() {
+        origin += LOW * s;
+    }
+    let nstat = acc.len() - (NSTAT * D + 2);
+    let mut q1 = [0.0f64; D];
+    let mut q2 = [0.0f64; D];
+    let mut even = [0.0f64; D];
+    let (mut sw, mut sw2) = (0.0f64, 0.0f64);
+    let mut wrong = false;
+    'points: for (i, row) in x.chunks_exact(D).enumerate() {
+        let wi = match w {
+            Some(w) => {
+                let v = w[i];
+                wrong |= !(0.0..f64::INFINITY).contains(&v);
+                v
+            }
+            None => wu,
+        };
+        let mut t = [0.0f64; D];
+        let mut base = origin;
+        for a in 0..D {
+            let pos = (row[a] - lo_a[a]) * inv_a[a];
+            // Points beyond the padded lattice are out of the kernel's reach: dropped.
+            if !(pos >= 0.0 && pos <= last[a]) {
+                wrong |= !row[a].is_finite();
+                continue 'points;
+            }
+            let k = (pos as usize).min(kmax[a]);
+            t[a] = pos - k as f64;
+            base += k * st[a];
+        }
+        if wi.is_nan() || wi <= 0.0 {
+            continue;
+        }
+        sw += wi;
+        sw2 += wi * wi;
+        let mut u = [0.0f64; D];
+        let mut o = [0.0f64; D];
+        for a in 0..D {
+            u[a] = t[a] * (1.0 - t[a]);
+            o[a] = u[a] * (1.0 - 2.0 * t[a]);
+            let q = u[a] * (2.0 + u[a]);
+            q1[a] += wi * q;
+            q2[a] += wi * q * q;
+            even[a] += wi * u[a];
+        }
+        for corner in 0..(1usize << D) {
+            // f = w·Π_a (t_a or 1 − t_a); A_a gets w·u_a·Π_{b≠a}(…) at the corners in the
+            // cell's own slice of axis a (linear binning in the other axes).
+            let mut f = wi;
+            let mut off = base;
+            for a in 0..D {
+                if (corner >> a) & 1 == 1 {
+                    f *= t[a];
+                    off += st[a];
+                } else {
+                    f *= 1.0 - t[a];
+                }
+            }
+            acc[off] += f;
+            for a in 0..D {
+                if (corner >> a) & 1 == 0 {
+                    let mut g = wi;
+                    for (b, &tb) in t.iter().enumerate() {
+                        if b != a {
+                            g *= if (corner >> b) & 1 == 1 { tb } else { 1.0 - tb };
+                        }
+                    }
+                    acc[off + 1 + a] += g * u[a];
+                    acc[off + 1 + D + a] += g * o[a];
+                }
+            }
+        }
+    }
+    let s = &mut acc[nstat..];
+    for a in 0..D {
+        s[a] += q1[a];
+        s[D + a] += q2[a];
+        s[2 * D + a] += even[a];
+    }
+    s[NSTAT * D] += sw;
+    s[NSTAT * D + 1] += sw2;
+    !wrong
+}
+
+/// Moment-corrected linear binning of n points (rows of `x`, d = 2 or 3) onto the node
+/// lattice lo_a + k·δ_a, k < nb_a (each nb_a ≥ 2): the multilinear node masses minus
+/// ½·Σ_a Δ²_a of the cell sums Σ w·t_a(1 − t_a) spread onto the nodes (see the module
+/// notes). `w = None`: every point weighs `wu`. Points outside the lattice or with zero
+/// weight are dropped. Returns the corrected bins (row-major), the statistics of the
+/// fractional positions, and whether every coordinate was finite and every weight finite
+/// and non-negative. Allocates (d + 1) values per node of the lattice widened by 3 per
+/// axis, once per thread while binning, and the corrected bins.
+#[allow(clippy::too_many_arguments)]
+pub fn bin_corrected(
     x: &[f64],
     d: usize,
     w: Option<&[f64]>,
@@ -50,107 +243,231 @@ pub fn bin_products(
     delta: &[f64],
     nb: &[usize],
     stop: &AtomicBool,
-) -> Result<(Vec<f64>, bool)> {
+) -> Result<(Vec<f64>, BinStats, bool)> {
+    if !(2..=3).contains(&d)
+        || lo.len() != d
+        || delta.len() != d
+        || nb.len() != d
+        || !x.len().is_multiple_of(d)
+    {
+        return Err(invalid!(
+            "binning needs 2 or 3 dimensions with one lo, spacing and size per axis and \
+             n·d coordinates"
+        ));
+    }
+    if nb.iter().any(|&v| v < 2)
+        || delta.iter().any(|v| !(v.is_finite() && *v > 0.0))
+        || lo.iter().any(|v| !v.is_finite())
+    {
+        return Err(invalid!(
+            "the bin lattice needs at least 2 bins per axis and a finite start and \
+             positive spacing"
+        ));
+    }
     let n = x.len() / d;
-    let total = nb.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
-    let total = total.ok_or_else(|| Error::OutOfMemory("the bin lattice is too large".into()))?;
-    let nsub = 1usize << d;
-    let nacc = checked_size(total, nsub, "n_points")?;
-    let st = strides(nb);
+    if let Some(w) = w {
+        if w.len() != n {
+            return Err(invalid!(
+                "weights have length {} but there are {n} data points",
+                w.len()
+            ));
+        }
+    }
+    let too_large = || Error::OutOfMemory("the bin lattice is too large".into());
+    let total = nb
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(too_large)?;
+    let na: Vec<usize> = nb.iter().map(|&v| v + LOW + HIGH).collect();
+    let acc_nodes = na
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(too_large)?;
+    let c = 2 * d + 1;
+    let nacc = checked_size(acc_nodes, c, "n_points")?
+        .checked_add(NSTAT * d + 2)
+        .ok_or_else(too_large)?;
+    let sta = strides(&na);
+    let inv: Vec<f64> = delta.iter().map(|v| 1.0 / v).collect();
     let bad = AtomicBool::new(false);
     let acc = super::binning::accumulate(n, nacc, 1 << 14, stop, |s, e, acc| {
-        let mut wrong = false;
-        let mut prod = [0.0f64; 8];
-        'points: for i in s..e {
-            let wi = match w {
-                Some(w) => {
-                    let v = w[i];
-                    wrong |= !(0.0..f64::INFINITY).contains(&v);
-                    v
-                }
-                None => wu,
-            };
-            let row = &x[i * d..i * d + d];
-            let mut idx = 0usize;
-            let mut t = [0.0f64; 3];
-            for a in 0..d {
-                let pos = (row[a] - lo[a]) / delta[a];
-                if !(pos >= 0.0 && pos <= (nb[a] - 1) as f64) {
-                    wrong |= !row[a].is_finite();
-                    continue 'points;
-                }
-                let k = pos as usize;
-                t[a] = pos - k as f64;
-                idx += k * st[a];
-            }
-            if wi == 0.0 {
-                continue;
-            }
-            // prod[S] = w·Π_{a∈S} t_a, S a bit set over the axes.
-            prod[0] = wi;
-            for (a, &ta) in t[..d].iter().enumerate() {
-                let b = 1usize << a;
-                for sset in 0..b {
-                    prod[sset | b] = prod[sset] * ta;
-                }
-            }
-            let dst = &mut acc[idx * nsub..idx * nsub + nsub];
-            for (o, p) in dst.iter_mut().zip(&prod[..nsub]) {
-                *o += p;
-            }
-        }
-        if wrong {
+        let xs = &x[s * d..e * d];
+        let ws = w.map(|w| &w[s..e]);
+        let ok = if d == 2 {
+            bin_chunk::<2>(xs, ws, wu, lo, &inv, nb, &sta, acc)
+        } else {
+            bin_chunk::<3>(xs, ws, wu, lo, &inv, nb, &sta, acc)
+        };
+        if !ok {
             bad.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     })?;
     check_stop(stop)?;
-    // Corner weight for corner set C from a cell's sums: Σ_{S⊇C} (−1)^{|S∖C|} M_S.
-    let mut bins = try_vec(total, 0.0f64, "n_points")?;
-    let coords = |mut flat: usize| {
-        let mut c = [0usize; 3];
-        for a in 0..d {
-            c[a] = flat / st[a];
-            flat %= st[a];
+    let s = &acc[nacc - (NSTAT * d + 2)..];
+    let stats = BinStats::from_slice(s, d)?;
+    // The correction −½·Σ_a Δ²_a(P_a A_a): along axis a the cells j − 2 ..= j + 1 of node
+    // j with weights (½, −½, −½, ½); A_a is already on the nodes along the other axes.
+    let mut terms: Vec<(isize, f64)> = Vec::new();
+    for a in 0..d {
+        let mut combos: Vec<(isize, f64)> = vec![(0, -0.5)];
+        for (b, &stb) in sta.iter().enumerate() {
+            let taps: &[(isize, f64)] = if b == a {
+                &[(-2, 0.5), (-1, -0.5), (0, -0.5), (1, 0.5)]
+            } else {
+                &[(0, 1.0)]
+            };
+            combos = combos
+                .iter()
+                .flat_map(|&(o, f)| {
+                    taps.iter()
+                        .map(move |&(t, g)| (o + t * stb as isize, f * g))
+                })
+                .collect();
         }
-        c
-    };
+        terms.extend(
+            combos
+                .into_iter()
+                .map(|(o, f)| (o * c as isize + 1 + a as isize, f)),
+        );
+        // +(1/12)·Δ³ of the cell sums O_a = Σ w·u_a(1 − 2t_a): node j gets the cells
+        // j + 1, j, j − 1, j − 2 with weights (−1, 3, −3, 1)/12.
+        let sa = sta[a] as isize;
+        for (q, f) in [(1isize, -1.0), (0, 3.0), (-1, -3.0), (-2, 1.0)] {
+            terms.push(((q * sa) * c as isize + 1 + (d + a) as isize, f / 12.0));
+        }
+    }
+    let mut bins = try_vec(total, 0.0f64, "n_points")?;
+    let inner = nb[d - 1];
+    let row: usize = nb[1..].iter().product();
+    let acc = &acc;
+    let terms = &terms;
     threads::install(|| {
-        bins.par_chunks_mut(4096)
+        bins.par_chunks_mut(row)
             .enumerate()
-            .for_each(|(b, chunk)| {
-                for (r, out) in chunk.iter_mut().enumerate() {
-                    let flat = b * 4096 + r;
-                    let k = coords(flat);
-                    let mut v = 0.0;
-                    for cset in 0..nsub {
-                        // The cell K − C must exist.
-                        let mut ok = true;
-                        let mut src = flat;
-                        for a in 0..d {
-                            if (cset >> a) & 1 == 1 {
-                                if k[a] == 0 {
-                                    ok = false;
-                                    break;
-                                }
-                                src -= st[a];
-                            }
-                        }
-                        if !ok {
-                            continue;
-                        }
-                        let m = &acc[src * nsub..src * nsub + nsub];
-                        for (sset, &ms) in m.iter().enumerate() {
-                            if sset & cset == cset {
-                                let extra = (sset & !cset).count_ones();
-                                v += if extra % 2 == 0 { ms } else { -ms };
-                            }
-                        }
+            .for_each(|(j0, chunk)| {
+                for (r, seg) in chunk.chunks_mut(inner).enumerate() {
+                    let mut start = (j0 + LOW) * sta[0] + LOW;
+                    if d == 3 {
+                        start += (r + LOW) * sta[1];
                     }
-                    *out = v;
+                    for (j, o) in seg.iter_mut().enumerate() {
+                        let jj = (start + j) * c;
+                        let mut v = acc[jj];
+                        for &(off, f) in terms {
+                            v += f * acc[(jj as isize + off) as usize];
+                        }
+                        *o = v;
+                    }
                 }
             });
     })?;
-    Ok((bins, !bad.load(std::sync::atomic::Ordering::Relaxed)))
+    Ok((bins, stats, !bad.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
+/// Pointwise estimate of the error of moment-corrected binned sums `sums` on a grid of
+/// `m` points per axis with spacings `delta`, for a Gaussian kernel whose inverse
+/// covariance has diagonal `hinv` (1/h_a² for a diagonal bandwidth), from the binning
+/// statistics `st`. The corrected stencil keeps the moments up to the third along each
+/// axis; its fourth moment is −δ⁴·(2u + u²) (u = t(1 − t)), so the error is
+/// −(δ⁴/24)·Σ w (2u + u²)·∂⁴K per axis: its mean part c_a·Δ⁴_a S with
+/// c_a = mean(2u + u²)/24 (11/720 for uniform t) from fourth differences of the output,
+/// plus [`NOISE_Z`] standard deviations of the rest,
+/// (δ⁴/24)·√(Σw²/Σw · var(2u + u²) · S · ∫(∂⁴K)²/∫K) with ∫(∂⁴K)²/∫K = 6.5625·2^{−d/2}·hinv⁴
+/// (the squared fourth derivative averaged over a window where S is nearly constant).
+/// Pairs of axes add ¼·ū_a·ū_b·|Δ²_aΔ²_b S| (ū the mean of u, 1/6 for continuous data).
+/// Axes with fewer than 5 points use the bound (δ⁴/24)·mean(2u + u²)·6·hinv²·S. `floor`
+/// (rounding and truncation) is added to every point.
+pub fn error_estimate(
+    sums: &[f64],
+    m: &[usize],
+    delta: &[f64],
+    hinv: &[f64],
+    st: &BinStats,
+    floor: f64,
+) -> Result<Vec<f64>> {
+    let d = m.len();
+    let total: usize = m.iter().product();
+    if delta.len() != d
+        || hinv.len() != d
+        || st.q1.len() != d
+        || st.even.len() != d
+        || sums.len() != total
+        || !(2..=3).contains(&d)
+    {
+        return Err(invalid!(
+            "the error estimate needs one spacing and inverse variance per axis and one \
+             sum per grid point"
+        ));
+    }
+    let stm = strides(m);
+    let sw = if st.sum_w > 0.0 { st.sum_w } else { 1.0 };
+    let c4: Vec<f64> = st.q1.iter().map(|v| v / sw / 24.0).collect();
+    let ubar: Vec<f64> = st.even.iter().map(|v| v / sw).collect();
+    let gauss = 6.5625 * 2f64.powf(-(d as f64) / 2.0);
+    let noise: Vec<f64> = (0..d)
+        .map(|a| {
+            let mean = st.q1[a] / sw;
+            let var = (st.q2[a] / sw - mean * mean).max(0.0);
+            let c = delta[a].powi(4) / 24.0;
+            c * c * var * (st.sum_w2 / sw) * gauss * hinv[a].powi(4)
+        })
+        .collect();
+    let small: Vec<f64> = (0..d)
+        .map(|a| {
+            if m[a] < 5 {
+                delta[a].powi(4) * c4[a] * 6.0 * hinv[a] * hinv[a]
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut err = try_vec(total, 0.0f64, "n_points")?;
+    threads::install(|| {
+        err.par_chunks_mut(4096).enumerate().for_each(|(b, chunk)| {
+            for (r, e) in chunk.iter_mut().enumerate() {
+                let flat = b * 4096 + r;
+                let s0 = sums[flat];
+                let (mut b4, mut b22, mut var, mut sm) = (0.0, 0.0, 0.0, 0.0);
+                let mut rem = flat;
+                let mut ctr = [0usize; 3];
+                for a in 0..d {
+                    let i = rem / stm[a];
+                    rem %= stm[a];
+                    ctr[a] = i.clamp(1, m[a].max(3) - 2);
+                    var += noise[a];
+                    if m[a] < 5 {
+                        sm += small[a];
+                        continue;
+                    }
+                    let s = stm[a];
+                    let f0 = flat - i * s + i.clamp(2, m[a] - 3) * s;
+                    b4 += c4[a]
+                        * (sums[f0 + 2 * s] - 4.0 * sums[f0 + s] + 6.0 * sums[f0]
+                            - 4.0 * sums[f0 - s]
+                            + sums[f0 - 2 * s]);
+                }
+                // Pairs of axes: mixed differences about clamped centres.
+                for a in 0..d {
+                    for b in a + 1..d {
+                        if m[a] < 3 || m[b] < 3 {
+                            continue;
+                        }
+                        let mut f0 = 0;
+                        for (e, &c) in ctr[..d].iter().enumerate() {
+                            f0 += c * stm[e];
+                        }
+                        let (sa, sb) = (stm[a], stm[b]);
+                        let row = |o: usize| sums[o + sb] - 2.0 * sums[o] + sums[o - sb];
+                        let mixed = row(f0 + sa) - 2.0 * row(f0) + row(f0 - sa);
+                        b22 += 0.25 * ubar[a] * ubar[b] * mixed;
+                    }
+                }
+                let pos = s0.max(0.0);
+                *e = b4.abs() + b22.abs() + sm * pos + NOISE_Z * (var * pos).sqrt() + floor;
+            }
+        });
+    })?;
+    Ok(err)
 }
 
 fn axpy_generic<M: crate::core::simd::Fma>(k: f64, a: &[f64], o: &mut [f64]) {
@@ -209,11 +526,12 @@ fn conv_axis(
 }
 
 /// Binned Gaussian sums S(g) = Σ_j w_j Π_a exp(−(g_a − x_ja)²/(2h_a²)) on the grid
-/// lo_a + i·δ_a, i < m_a (d = 2 or 3; `x` row-major n × d; `w = None`: weights 1/n), with
-/// the pointwise error estimate |Σ_a Δ²_a S|/12 + the truncation bound. Points farther
-/// than the kernel's reach from the grid do not contribute. Allocates the bins (2^d
-/// values per bin per thread during binning) and two arrays of the partially convolved
-/// size.
+/// lo_a + i·δ_a, i < m_a (d = 2 or 3; `x` row-major n × d; `w = None`: weights 1/n), by
+/// moment-corrected binning ([`bin_corrected`]) and one direct 1-D convolution per axis
+/// (axes in the cheapest order), with the pointwise error estimate of [`error_estimate`]
+/// plus the truncation bound. Points farther than the kernel's reach from the grid do not
+/// contribute. Allocates the accumulation lattice ((d + 1) values per node, per thread
+/// while binning), the corrected bins and two arrays of at most their size for the passes.
 #[allow(clippy::too_many_arguments)]
 pub fn binned_nd(
     x: &[f64],
@@ -239,14 +557,6 @@ pub fn binned_nd(
         ));
     }
     let n = x.len() / d;
-    if let Some(w) = w {
-        if w.len() != n {
-            return Err(invalid!(
-                "weights have length {} but there are {n} data points",
-                w.len()
-            ));
-        }
-    }
     let mut reach = vec![0usize; d];
     let mut nb = vec![0usize; d];
     let mut lo_b = vec![0.0; d];
@@ -275,21 +585,41 @@ pub fn binned_nd(
         nb[a] = m[a] + 2 * pad;
         lo_b[a] = lo[a] - pad as f64 * delta[a];
     }
-    // The product layout touches one cache line per point but holds 2^d values per bin:
-    // it pays while those stay in a core's cache; beyond, the plain corner scatter.
-    let cells: usize = nb.iter().product();
-    let (mut cur, ok) = if cells << d <= 1 << 17 {
-        bin_products(x, d, w, 1.0 / n as f64, &lo_b, delta, &nb, stop)?
-    } else {
-        super::binning::linear_bin_nd_checked(x, d, w, 1.0 / n as f64, &lo_b, delta, &nb, stop)?
-    };
+    let (mut cur, stats, ok) = bin_corrected(x, d, w, 1.0 / n as f64, &lo_b, delta, &nb, stop)?;
     if !ok {
         return Err(invalid!(
             "data must be finite and weights finite and non-negative"
         ));
     }
+    // The axes in the order that costs the fewest multiply-adds: a pass over axis a turns
+    // nb_a into m_a and costs (the other extents)·m_a·(2·reach_a + 1).
+    let mut best: (f64, Vec<usize>) = (f64::INFINITY, Vec::new());
+    let perms: &[&[usize]] = if d == 2 {
+        &[&[0, 1], &[1, 0]]
+    } else {
+        &[
+            &[0, 1, 2],
+            &[0, 2, 1],
+            &[1, 0, 2],
+            &[1, 2, 0],
+            &[2, 0, 1],
+            &[2, 1, 0],
+        ]
+    };
+    for p in perms {
+        let mut shape: Vec<f64> = nb.iter().map(|&v| v as f64).collect();
+        let mut cost = 0.0;
+        for &a in p.iter() {
+            let others: f64 = (0..d).filter(|&b| b != a).map(|b| shape[b]).product();
+            cost += others * m[a] as f64 * (2 * reach[a] + 1) as f64;
+            shape[a] = m[a] as f64;
+        }
+        if cost < best.0 {
+            best = (cost, p.to_vec());
+        }
+    }
     let mut shape = nb.clone();
-    for a in 0..d {
+    for &a in &best.1 {
         let r = reach[a];
         let k: Vec<f64> = (0..=2 * r)
             .map(|j| {
@@ -302,33 +632,11 @@ pub fn binned_nd(
         cur = o;
         shape = s;
     }
-    // Error estimate: second differences along each axis (edge values repeated).
-    let st = strides(m);
-    let total = cur.len();
-    let mut err = try_vec(total, 0.0f64, "n_points")?;
     let smax = cur.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
     // Rounding (a few ε of the largest sum) and truncation (≤ e^{−R²/2}·Σw, Σw = 1).
     let floor = 1e-14 * smax + (-0.5 * ND_REACH * ND_REACH).exp();
-    let sums = &cur;
-    threads::install(|| {
-        err.par_chunks_mut(4096).enumerate().for_each(|(b, chunk)| {
-            for (r, e) in chunk.iter_mut().enumerate() {
-                let flat = b * 4096 + r;
-                let mut rem = flat;
-                let mut est = 0.0;
-                for a in 0..d {
-                    let i = rem / st[a];
-                    rem %= st[a];
-                    let c = i.clamp(1, m[a] - 2);
-                    let f0 = flat - i * st[a] + c * st[a];
-                    if m[a] >= 3 {
-                        est += sums[f0 + st[a]] - 2.0 * sums[f0] + sums[f0 - st[a]];
-                    }
-                }
-                *e = (est / 12.0).abs() + floor;
-            }
-        });
-    })?;
+    let hinv: Vec<f64> = hsd.iter().map(|h| 1.0 / (h * h)).collect();
+    let err = error_estimate(&cur, m, delta, &hinv, &stats, floor)?;
     Ok(BinnedNd { sums: cur, err })
 }
 
@@ -337,56 +645,132 @@ mod tests {
     use super::*;
     use crate::core::testing::Lcg;
 
+    /// Direct Gaussian sum with weights at one point.
+    fn direct(x: &[f64], w: &[f64], d: usize, h: &[f64], g: &[f64]) -> f64 {
+        x.chunks_exact(d)
+            .zip(w)
+            .map(|(p, &wi)| {
+                let q: f64 = (0..d).map(|a| ((g[a] - p[a]) / h[a]).powi(2)).sum();
+                wi * (-0.5 * q).exp()
+            })
+            .sum()
+    }
+
     #[test]
-    fn product_binning_equals_corner_binning() {
+    fn corrected_bins_keep_moments_up_to_third_order() {
+        // Along each axis the stencil keeps Σ m·x^e for e ≤ 3, linear along the others.
         let stop = AtomicBool::new(false);
         let mut g = Lcg::new(5);
         for d in 2..=3 {
-            let n = 500;
-            let x: Vec<f64> = (0..n * d).map(|_| g.unit() * 4.0 - 1.0).collect();
+            let n = 300;
+            let x: Vec<f64> = (0..n * d).map(|_| g.unit() * 2.0 + 0.9).collect();
             let w: Vec<f64> = (0..n).map(|_| g.unit()).collect();
-            let lo = vec![-0.5; d];
+            let lo = vec![0.0; d];
             let delta = vec![0.37; d];
-            let nb = vec![7usize; d];
-            let (a, ok) = bin_products(&x, d, Some(&w), 0.0, &lo, &delta, &nb, &stop).unwrap();
-            let b = crate::core::kdegrid::binning::linear_bin_nd(&x, &w, &lo, &delta, &nb, &stop)
-                .unwrap();
+            let nb = vec![12usize; d];
+            let (b, st, ok) = bin_corrected(&x, d, Some(&w), 0.0, &lo, &delta, &nb, &stop).unwrap();
             assert!(ok);
-            for (u, v) in a.iter().zip(&b) {
-                assert!((u - v).abs() < 1e-12, "{d}: {u} {v}");
+            let sw: f64 = w.iter().sum();
+            assert!((st.sum_w - sw).abs() < 1e-12);
+            let stn = strides(&nb);
+            // Moments Σ m·Π x_a^{e_a} for exponents ≤ 3 with at most one above 1.
+            for e in 0..4usize.pow(d as u32) {
+                let ex: Vec<i32> = (0..d)
+                    .map(|a| ((e / 4usize.pow(a as u32)) % 4) as i32)
+                    .collect();
+                if ex.iter().filter(|&&v| v > 1).count() > 1 {
+                    continue;
+                }
+                let want: f64 = x
+                    .chunks_exact(d)
+                    .zip(&w)
+                    .map(|(p, &wi)| wi * (0..d).map(|a| p[a].powi(ex[a])).product::<f64>())
+                    .sum();
+                let got: f64 = (0..b.len())
+                    .map(|f| {
+                        let mut r = f;
+                        let mut v = b[f];
+                        for a in 0..d {
+                            let k = r / stn[a];
+                            r %= stn[a];
+                            v *= (k as f64 * delta[a]).powi(ex[a]);
+                        }
+                        v
+                    })
+                    .sum();
+                assert!(
+                    (got - want).abs() < 1e-10 * want.abs().max(1.0),
+                    "{d} {ex:?}: {got} {want}"
+                );
             }
         }
     }
 
     #[test]
-    fn separable_sums_match_the_direct_sum() {
+    fn lattice_statistics() {
+        // Every point at t = 0.25 on both axes: u = 0.1875, 2u + u² = 0.41015625.
         let stop = AtomicBool::new(false);
-        let mut g = Lcg::new(9);
-        let n = 4000;
-        let x: Vec<f64> = (0..2 * n).map(|_| g.unit_sum(3) - 1.5).collect();
-        let h = [0.3, 0.2];
-        let (lo, delta, m) = ([-2.0, -1.5], [4.0 / 79.0, 3.0 / 59.0], [80usize, 60]);
-        let b = binned_nd(&x, 2, None, &lo, &delta, &m, &h, &stop).unwrap();
-        let mut max_err: f64 = 0.0;
-        let mut max_est: f64 = 0.0;
-        for i in 0..m[0] {
-            for j in 0..m[1] {
-                let (g0, g1) = (lo[0] + i as f64 * delta[0], lo[1] + j as f64 * delta[1]);
-                let s: f64 = x
-                    .chunks_exact(2)
-                    .map(|p| {
-                        let (u, v) = ((g0 - p[0]) / h[0], (g1 - p[1]) / h[1]);
-                        (-0.5 * (u * u + v * v)).exp()
-                    })
-                    .sum::<f64>()
-                    / n as f64;
-                max_err = max_err.max((b.sums[i * m[1] + j] - s).abs());
-                max_est = max_est.max(b.err[i * m[1] + j]);
-            }
+        let x: Vec<f64> = (0..40).map(|i| (i % 5) as f64 + 1.25).collect();
+        let (_, st, _) =
+            bin_corrected(&x, 2, None, 0.05, &[0.0, 0.0], &[1.0, 1.0], &[9, 9], &stop).unwrap();
+        for a in 0..2 {
+            assert!((st.even[a] - 0.1875).abs() < 1e-12, "{:?}", st);
+            assert!((st.q1[a] - 0.41015625).abs() < 1e-12, "{:?}", st);
+            assert!((st.q2[a] - 0.41015625f64.powi(2)).abs() < 1e-12);
         }
+        assert!((st.sum_w - 1.0).abs() < 1e-12 && (st.sum_w2 - 0.05).abs() < 1e-12);
+    }
+
+    fn check_against_direct(
+        d: usize,
+        n: usize,
+        seed: u64,
+        m: &[usize],
+        h: &[f64],
+        lattice: bool,
+        bound: f64,
+    ) {
+        let stop = AtomicBool::new(false);
+        let mut g = Lcg::new(seed);
+        let mut x: Vec<f64> = (0..d * n).map(|_| g.unit_sum(3) - 1.5).collect();
+        if lattice {
+            x.iter_mut().for_each(|v| *v = (*v * 20.0).round() / 20.0);
+        }
+        let w = vec![1.0 / n as f64; n];
+        let lo: Vec<f64> = vec![-2.0; d];
+        let delta: Vec<f64> = (0..d).map(|a| 4.0 / (m[a] - 1) as f64).collect();
+        let b = binned_nd(&x, d, None, &lo, &delta, m, h, &stop).unwrap();
+        let st = strides(m);
+        let (mut max_err, mut max_est, mut peak) = (0.0f64, 0.0f64, 0.0f64);
+        for (f, (&s, &e)) in b.sums.iter().zip(&b.err).enumerate() {
+            let gp: Vec<f64> = (0..d)
+                .map(|a| lo[a] + ((f / st[a]) % m[a]) as f64 * delta[a])
+                .collect();
+            let ex = direct(&x, &w, d, h, &gp);
+            max_err = max_err.max((s - ex).abs());
+            max_est = max_est.max(e);
+            peak = peak.max(ex);
+        }
+        eprintln!(
+            "{d} {lattice}: err {:.3e} est {:.3e} of the peak",
+            max_err / peak,
+            max_est / peak
+        );
+        assert!(max_err < bound * peak, "{d} {lattice}: {max_err} {peak}");
         assert!(
             max_est < 2.0 * max_err && max_est > 0.5 * max_err,
-            "{max_err} {max_est}"
+            "{d} {lattice}: {max_err} {max_est}"
         );
+    }
+
+    #[test]
+    fn separable_sums_match_the_direct_sum() {
+        check_against_direct(2, 4000, 9, &[80, 60], &[0.3, 0.2], false, 1e-4);
+        check_against_direct(3, 3000, 4, &[24, 20, 22], &[0.4, 0.35, 0.45], false, 3e-3);
+    }
+
+    #[test]
+    fn rounded_data_keep_the_accuracy_and_the_estimate() {
+        check_against_direct(2, 4000, 11, &[81, 61], &[0.3, 0.2], true, 1e-4);
     }
 }
