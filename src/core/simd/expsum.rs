@@ -99,54 +99,66 @@ const POLY: [f64; 7] = [
 #[cfg(target_arch = "x86_64")]
 const K16: f64 = 16.0 * std::f64::consts::LOG2_E;
 
-/// The table of 2^(j/16) in two registers.
+/// The table of 2^(j/16) with j·2^48 taken from each entry's bits, in two registers:
+/// adding k·2^48 (k = 16·floor(k/16) + j) to entry j adds floor(k/16) to its exponent.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn table() -> (std::arch::x86_64::__m512d, std::arch::x86_64::__m512d) {
+fn table() -> (std::arch::x86_64::__m512i, std::arch::x86_64::__m512i) {
     use std::arch::x86_64::*;
+    let mut t = [0i64; 16];
+    for (j, x) in t.iter_mut().enumerate() {
+        *x = EXP2_SIXTEENTHS[j].to_bits().wrapping_sub((j as u64) << 48) as i64;
+    }
     // SAFETY: the table has 16 entries, read as two registers of 8.
     unsafe {
         (
-            _mm512_loadu_pd(EXP2_SIXTEENTHS.as_ptr()),
-            _mm512_loadu_pd(EXP2_SIXTEENTHS.as_ptr().add(8)),
+            _mm512_loadu_si512(t.as_ptr().cast()),
+            _mm512_loadu_si512(t.as_ptr().add(8).cast()),
         )
     }
 }
 
-/// 2^(u/16) per lane, 0 below the subnormals (u = -inf included).
+/// 2^(u/16) per lane for u < 16·1024 (+inf from there with `HI`): exactly 0 for u <= -16·1023 (u = -inf included),
+/// below 2^-1022 (about e^-708.4) for u < -16·1022.
+///
+/// As [`pow2_8`] with 16 entries: one `vpermt2q` reads the table entry, an integer add of
+/// k·2^48 applies the power of two, the degree-6 polynomial runs in Estrin's form.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
 #[inline]
-fn pow2_16(
+fn pow2_16<const HI: bool>(
     u: std::arch::x86_64::__m512d,
-    tlo: std::arch::x86_64::__m512d,
-    thi: std::arch::x86_64::__m512d,
+    tlo: std::arch::x86_64::__m512i,
+    thi: std::arch::x86_64::__m512i,
 ) -> std::arch::x86_64::__m512d {
     use std::arch::x86_64::*;
     // Adding 1.5·2^52 rounds to an integer and leaves it, two's complement, in the low
     // mantissa bits: the permute reads the table index from the low four.
     const SHIFT: f64 = 6_755_399_441_055_744.0;
-    // 2^(-2^20/16) is far below the smallest subnormal; clamping keeps -inf out of u.
-    let u = _mm512_max_pd(u, _mm512_set1_pd(-1_048_576.0));
-    let sh = _mm512_set1_pd(SHIFT);
-    let t = _mm512_add_pd(u, sh);
-    let kf = _mm512_sub_pd(t, sh);
-    let f = _mm512_sub_pd(u, kf);
-    let mut p = _mm512_set1_pd(POLY[6]);
-    p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[5]));
-    p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[4]));
-    p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[3]));
-    p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[2]));
-    p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[1]));
-    p = _mm512_fmadd_pd(p, f, _mm512_set1_pd(POLY[0]));
-    let tab = _mm512_permutex2var_pd(tlo, _mm512_castpd_si512(t), thi);
-    let e = _mm512_roundscale_pd::<0x09>(_mm512_mul_pd(kf, _mm512_set1_pd(1.0 / 16.0)));
-    _mm512_scalef_pd(_mm512_mul_pd(p, tab), e)
+    let mut u = _mm512_max_pd(u, _mm512_set1_pd(-16.0 * 1023.0));
+    if HI {
+        u = _mm512_min_pd(u, _mm512_set1_pd(16.0 * 1024.0));
+    }
+    let tb = _mm512_castpd_si512(_mm512_add_pd(u, _mm512_set1_pd(SHIFT)));
+    let f = _mm512_sub_pd(u, _mm512_roundscale_pd::<0x08>(u));
+    let c = |i: usize| _mm512_set1_pd(POLY[i]);
+    let f2 = _mm512_mul_pd(f, f);
+    let a01 = _mm512_fmadd_pd(c(1), f, c(0));
+    let a23 = _mm512_fmadd_pd(c(3), f, c(2));
+    let a45 = _mm512_fmadd_pd(c(5), f, c(4));
+    let f4 = _mm512_mul_pd(f2, f2);
+    let a03 = _mm512_fmadd_pd(a23, f2, a01);
+    let a46 = _mm512_fmadd_pd(c(6), f2, a45);
+    let p = _mm512_fmadd_pd(a46, f4, a03);
+    let tab = _mm512_permutex2var_epi64(tlo, tb, thi);
+    let scale = _mm512_add_epi64(tab, _mm512_slli_epi64::<48>(tb));
+    _mm512_mul_pd(p, _mm512_castsi512_pd(scale))
 }
 
-/// `out_j = exp(c·d_j + b)`, with the accuracy of [`lin_exp_sum`]'s terms; exponents above
-/// about 709 give +inf, so callers keep them bounded.
+/// `out_j = exp(c·d_j + b)`, with the accuracy of [`lin_exp_sum`]'s terms; callers keep
+/// the exponents below about 709 (larger ones give meaningless values on the AVX2 and
+/// AVX-512 paths, which skip that clamp).
 #[inline(always)]
 pub fn lin_exp_into<M: Fma>(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
     let out = &mut out[..d.len()];
@@ -201,7 +213,7 @@ fn in_place_avx2(v: &mut [f64], c: f64, b: f64) {
         // SAFETY: lanes j..j+4 lie inside v.
         unsafe {
             let u = _mm256_mul_pd(_mm256_fmadd_pd(_mm256_loadu_pd(p.add(j)), cv, bv), kv);
-            _mm256_storeu_pd(p.add(j), pow2_8(u, tlo, thi));
+            _mm256_storeu_pd(p.add(j), pow2_8::<true>(u, tlo, thi));
         }
         j += 4;
     }
@@ -213,7 +225,7 @@ fn in_place_avx2(v: &mut [f64], c: f64, b: f64) {
                 _mm256_fmadd_pd(_mm256_maskload_pd(p.add(j), mask), cv, bv),
                 kv,
             );
-            _mm256_maskstore_pd(p.add(j), mask, pow2_8(u, tlo, thi));
+            _mm256_maskstore_pd(p.add(j), mask, pow2_8::<true>(u, tlo, thi));
         }
     }
 }
@@ -233,7 +245,7 @@ fn into512(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
         // SAFETY: masked lanes j..j+min(8, rem) lie inside d and out.
         unsafe {
             let u = _mm512_fmadd_pd(_mm512_maskz_loadu_pd(mask, d.as_ptr().add(j)), cv, bv);
-            _mm512_mask_storeu_pd(out.as_mut_ptr().add(j), mask, pow2_16(u, tlo, thi));
+            _mm512_mask_storeu_pd(out.as_mut_ptr().add(j), mask, pow2_16::<false>(u, tlo, thi));
         }
         j += 8;
     }
@@ -267,7 +279,7 @@ fn sum512(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
             let wv = unsafe { _mm512_maskz_loadu_pd(mask, w.as_ptr().add(j)) };
             u = _mm512_fmadd_pd(wv, kv, u);
         }
-        let y = pow2_16(u, tlo, thi);
+        let y = pow2_16::<false>(u, tlo, thi);
         acc = _mm512_mask_add_pd(acc, mask, acc, y);
         j += 8;
     }
@@ -295,31 +307,41 @@ const POLY8: [f64; 8] = [
     7.273_070_241_956_635e-12,
 ];
 
-/// The table of 2^(j/8) (the even entries of [`EXP2_SIXTEENTHS`]) in two registers of
-/// four, read as f32 pairs by `vpermps`.
+/// The table of 2^(j/8) (the even entries of [`EXP2_SIXTEENTHS`]) with j·2^49 taken
+/// from each entry's bits, in two registers of four, read as f32 pairs by `vpermps`:
+/// adding k·2^49 (k = 8·floor(k/8) + j) to entry j then adds floor(k/8) to its exponent.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn table8() -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
     use std::arch::x86_64::*;
-    let t = |j: usize| EXP2_SIXTEENTHS[2 * j];
+    let t = |j: usize| {
+        EXP2_SIXTEENTHS[2 * j]
+            .to_bits()
+            .wrapping_sub((j as u64) << 49) as i64
+    };
     (
-        _mm256_castpd_ps(_mm256_setr_pd(t(0), t(1), t(2), t(3))),
-        _mm256_castpd_ps(_mm256_setr_pd(t(4), t(5), t(6), t(7))),
+        _mm256_castsi256_ps(_mm256_setr_epi64x(t(0), t(1), t(2), t(3))),
+        _mm256_castsi256_ps(_mm256_setr_epi64x(t(4), t(5), t(6), t(7))),
     )
 }
 
-/// 2^(u/8) per lane on AVX2: exactly 0 where u < -8·1022 (exponents below about
-/// -708.4, NaN and -inf included), +inf from u = 8·1024 up.
+/// 2^(u/8) per lane on AVX2 for u <= 8·1024: exactly 0 for u <= -8·1023 (NaN and -inf
+/// included), below 2^-1022 (about e^-708.4) for u < -8·1022.
 ///
 /// u = k + f with k an integer and |f| <= 1/2; 2^(u/8) = 2^floor(k/8) · 2^((k mod 8)/8) ·
-/// 2^(f/8). The table entry comes from two `vpermd` (one per register of four) and a
-/// blend on bit 2 of k; the power of two is built in the exponent bits, and its field is
-/// 0 (the value +0) for every k below -8176, so underflow needs no compare.
+/// 2^(f/8). The table entry comes from two `vpermps` (one per register of four) and a
+/// blend on bit 2 of k; the power of two is fused in by one integer add of k·2^49 to the
+/// entry's bits ([`table8`]). u is clamped below at -8·1023, where that add gives the bits
+/// of +0; between -8·1023 and -8·1022 it gives a subnormal below 2^-1022. The polynomial
+/// runs in Estrin's form (depth 3 multiply-adds instead of 7), so that more vectors
+/// overlap in the scheduler. `HI`: clamp above at 8·1024 (+inf from there); without it,
+/// u above 8·1024 gives garbage, which the exp-sum's contract (terms at most about e^700)
+/// rules out.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn pow2_8(
+fn pow2_8<const HI: bool>(
     u: std::arch::x86_64::__m256d,
     tlo: std::arch::x86_64::__m256,
     thi: std::arch::x86_64::__m256,
@@ -327,21 +349,27 @@ fn pow2_8(
     use std::arch::x86_64::*;
     // Adding 1.5·2^52 rounds to an integer k and leaves the bits 0x4338… + k.
     const SHIFT: f64 = 6_755_399_441_055_744.0;
-    // k >= -8184 keeps k + 8·1023 >= 0 below; max(NaN, LO) is LO.
+    // max(NaN, LO) is LO.
     const LO: f64 = -8.0 * 1023.0;
-    const HI: f64 = 8.0 * 1024.0;
-    let u = _mm256_min_pd(_mm256_max_pd(u, _mm256_set1_pd(LO)), _mm256_set1_pd(HI));
-    let sh = _mm256_set1_pd(SHIFT);
-    let t = _mm256_add_pd(u, sh);
-    let f = _mm256_sub_pd(u, _mm256_sub_pd(t, sh));
-    let mut p = _mm256_set1_pd(POLY8[7]);
-    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[6]));
-    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[5]));
-    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[4]));
-    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[3]));
-    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[2]));
-    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[1]));
-    p = _mm256_fmadd_pd(p, f, _mm256_set1_pd(POLY8[0]));
+    let mut u = _mm256_max_pd(u, _mm256_set1_pd(LO));
+    if HI {
+        u = _mm256_min_pd(u, _mm256_set1_pd(8.0 * 1024.0));
+    }
+    let t = _mm256_add_pd(u, _mm256_set1_pd(SHIFT));
+    let f = _mm256_sub_pd(
+        u,
+        _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(u),
+    );
+    let c = |i: usize| _mm256_set1_pd(POLY8[i]);
+    let f2 = _mm256_mul_pd(f, f);
+    let a01 = _mm256_fmadd_pd(c(1), f, c(0));
+    let a23 = _mm256_fmadd_pd(c(3), f, c(2));
+    let a45 = _mm256_fmadd_pd(c(5), f, c(4));
+    let a67 = _mm256_fmadd_pd(c(7), f, c(6));
+    let f4 = _mm256_mul_pd(f2, f2);
+    let a03 = _mm256_fmadd_pd(a23, f2, a01);
+    let a47 = _mm256_fmadd_pd(a67, f2, a45);
+    let p = _mm256_fmadd_pd(a47, f4, a03);
     let tb = _mm256_castpd_si256(t);
     // f32 indices 2·(k mod 4) and 2·(k mod 4) + 1 for the two halves of each f64 lane.
     let idx = _mm256_add_epi32(
@@ -353,14 +381,9 @@ fn pow2_8(
         _mm256_castps_pd(_mm256_permutevar8x32_ps(thi, idx)),
         _mm256_castsi256_pd(_mm256_slli_epi64::<61>(tb)),
     );
-    // k + 8·1023 lies in [0, 2^14): shifted left by 49, its bits 3..13 (floor(k/8) + 1023,
-    // or 0 below the normal range) land in the exponent field and everything above bit
-    // 13 falls off.
-    let e = _mm256_and_si256(
-        _mm256_slli_epi64::<49>(_mm256_add_epi64(tb, _mm256_set1_epi64x(8 * 1023))),
-        _mm256_set1_epi64x(0x7ff0_0000_0000_0000),
-    );
-    _mm256_mul_pd(_mm256_mul_pd(p, tab), _mm256_castsi256_pd(e))
+    // tb << 49 is k·2^49 modulo 2^64 (the bits of 0x4338… fall off).
+    let scale = _mm256_add_epi64(_mm256_castpd_si256(tab), _mm256_slli_epi64::<49>(tb));
+    _mm256_mul_pd(p, _mm256_castsi256_pd(scale))
 }
 
 /// The AVX2 body of [`lin_exp_sum`]: [`pow2_8`] over four lanes, the skipped lane
@@ -393,7 +416,7 @@ fn sum_avx2(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
             // SAFETY: as above.
             u = _mm256_fmadd_pd(unsafe { _mm256_loadu_pd(w.as_ptr().add(j)) }, kv, u);
         }
-        let mut y = pow2_8(u, tlo, thi);
+        let mut y = pow2_8::<false>(u, tlo, thi);
         if skip.wrapping_sub(j) < 4 {
             y = _mm256_and_pd(y, _mm256_castsi256_pd(keep(j, _mm256_set1_epi64x(-1))));
         }
@@ -412,7 +435,7 @@ fn sum_avx2(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
                 u,
             );
         }
-        let y = _mm256_and_pd(pow2_8(u, tlo, thi), _mm256_castsi256_pd(mask));
+        let y = _mm256_and_pd(pow2_8::<false>(u, tlo, thi), _mm256_castsi256_pd(mask));
         acc = _mm256_add_pd(acc, y);
     }
     let mut l = [0.0f64; 4];
@@ -434,7 +457,7 @@ fn into_avx2(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
         // SAFETY: lanes j..j+4 lie inside d and out.
         unsafe {
             let u = _mm256_fmadd_pd(_mm256_loadu_pd(d.as_ptr().add(j)), cv, bv);
-            _mm256_storeu_pd(out.as_mut_ptr().add(j), pow2_8(u, tlo, thi));
+            _mm256_storeu_pd(out.as_mut_ptr().add(j), pow2_8::<false>(u, tlo, thi));
         }
         j += 4;
     }
@@ -443,7 +466,7 @@ fn into_avx2(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
         // SAFETY: the masked lanes j..n lie inside d and out.
         unsafe {
             let u = _mm256_fmadd_pd(_mm256_maskload_pd(d.as_ptr().add(j), mask), cv, bv);
-            _mm256_maskstore_pd(out.as_mut_ptr().add(j), mask, pow2_8(u, tlo, thi));
+            _mm256_maskstore_pd(out.as_mut_ptr().add(j), mask, pow2_8::<false>(u, tlo, thi));
         }
     }
 }
@@ -588,6 +611,47 @@ mod tests {
         for lvl in simd_levels() {
             let got = dispatch(lvl, InPlace(v.clone(), 1.0, -big));
             assert_eq!(got, vec![1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0], "{lvl:?}");
+        }
+    }
+
+    /// Terms at the edges of the range: near the underflow threshold (below e^-708.4 a
+    /// term may be anything under 2^-1022; -inf weights and deep underflow give exactly
+    /// 0) and near the top of `lin_exp_into`'s range.
+    #[test]
+    fn edges_of_the_range() {
+        let xs: Vec<f64> = (0..64).map(|i| -705.0 - 0.09 * i as f64).collect();
+        for lvl in simd_levels() {
+            for &x in &xs {
+                let got = run_at(lvl, &[x], None, 1.0, 0.0, None);
+                let want = x.exp();
+                let tol = if x > -707.9 {
+                    (2e-15 + 3e-16 * x.abs()) * want
+                } else {
+                    f64::MIN_POSITIVE
+                };
+                assert!((got - want).abs() <= tol, "{lvl:?} x={x}: {got} vs {want}");
+                assert!(got >= 0.0);
+            }
+            let d = vec![0.5; 11];
+            let w = vec![f64::NEG_INFINITY; 11];
+            assert_eq!(run_at(lvl, &d, Some(&w), -1.0, 3.0, None), 0.0, "{lvl:?}");
+            for x in [-709.2, -720.0, -1e4, -1e300, f64::NEG_INFINITY] {
+                assert_eq!(
+                    run_at(lvl, &[x; 5], None, 1.0, 0.0, None),
+                    0.0,
+                    "{lvl:?} {x}"
+                );
+            }
+            let d = [650.0, 700.0, 709.0];
+            let got = dispatch(lvl, Into(&d, 1.0, 0.0));
+            for (g, x) in got.iter().zip(&d) {
+                let want = x.exp();
+                if want.is_finite() {
+                    assert!((g - want).abs() <= 3e-13 * want, "{lvl:?} {x}: {g}");
+                } else {
+                    assert_eq!(*g, f64::INFINITY, "{lvl:?} {x}");
+                }
+            }
         }
     }
 
