@@ -620,21 +620,22 @@ pub(crate) fn linear_bin_at(
 
 /// Runs `bin(start, end, bins)` over the points `0..n` in chunks of `ch` and returns the
 /// sum of what it added to `nbins` zeroed bins: serially into one array, or, when the
-/// points outnumber the bins 2 to 1 and several threads are allowed, into one array per
-/// thread added up in a fixed order (results do not depend on timing). Checks the stop
-/// flag between chunks. Allocates `nbins` values per thread.
+/// scattered adds (`adds` per point) outnumber the bins 2 to 1 and several threads are
+/// allowed, into one array per thread added up in a fixed order (results do not depend on
+/// timing). Checks the stop flag between chunks. Allocates `nbins` values per thread.
 pub(crate) fn accumulate(
     n: usize,
     nbins: usize,
+    adds: usize,
     ch: usize,
     stop: &AtomicBool,
     bin: impl Fn(usize, usize, &mut [f64]) + Sync,
 ) -> Result<Vec<f64>> {
     let mut bins = try_vec(nbins, 0.0f64, "n_points")?;
     let nthreads = threads::num_threads();
-    // Per-thread bins pay off while the data outnumber the bins 2 to 1: merging costs
-    // one add per bin, binning several scattered adds per point.
-    if nthreads == 1 || n < 4 * ch || nbins > n / 2 {
+    // Per-thread bins pay off while the scattered adds outnumber the bins 2 to 1: merging
+    // costs one add per bin and thread.
+    if nthreads == 1 || n < 4 * ch || nbins > n.saturating_mul(adds.max(1)) / 2 {
         for s in (0..n).step_by(ch) {
             check_stop(stop)?;
             bin(s, (s + ch).min(n), &mut bins);
@@ -747,7 +748,7 @@ pub fn linear_bin_nd_checked(
         })?;
     let bad = AtomicBool::new(false);
     let n = x.len() / d;
-    let bins = accumulate(n, total, CHUNK / 4, stop, |s, e, bins| {
+    let bins = accumulate(n, total, 1, CHUNK / 4, stop, |s, e, bins| {
         bin_chunk_nd(
             &x[s * d..e * d],
             w.map(|w| &w[s..e]),
@@ -797,7 +798,7 @@ pub fn linear_bin_nd(
             crate::core::error::Error::OutOfMemory("the bin lattice is too large".into())
         })?;
     let bad = AtomicBool::new(false);
-    accumulate(w.len(), total, CHUNK / 4, stop, |s, e, bins| {
+    accumulate(w.len(), total, 1, CHUNK / 4, stop, |s, e, bins| {
         bin_chunk_nd(
             &x[s * d..e * d],
             Some(&w[s..e]),

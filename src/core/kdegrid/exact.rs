@@ -196,7 +196,7 @@ fn compact_cells(
     const ST: usize = 9;
     let (b1, b2) = (hf.min(left_cut), hf.max(left_cut));
     let nbins = crate::core::error::checked_size(nc, ST, "n_points")?;
-    let sub = super::binning::accumulate(x.len(), nbins, 1 << 15, stop, |s, e, mo| {
+    let sub = super::binning::accumulate(x.len(), nbins, 1, 1 << 15, stop, |s, e, mo| {
         for (&xi, &wi) in x[s..e].iter().zip(&w[s..e]) {
             if wi == 0.0 {
                 continue;
