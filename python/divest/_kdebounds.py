@@ -778,10 +778,11 @@ def grid_refined(kde, n_points, extent, method, log, rtol):
     """``grid`` with ``rtol``: a binned folded grid is recomputed on grids r times finer
     per axis (same extent, so every r-th point is a point of the requested grid) until
     the folded grid's error estimate is below rtol·max f̂, as for unbounded grids
-    (``divest._kdegrid._refine``). The estimate is that of the folded values (their own
-    second differences, which include every image's curvature, see ``grid``), so the
-    refinement targets the bounded density's error, not the unbounded one's."""
-    from ._kdegrid import _LOG_RTOL, _check_n_points, _check_rtol, _refine
+    (``divest._kdegrid._refine``). The estimate is that of the folded values (in 1-D their
+    own second differences, which include every image's curvature; in 2-D/3-D the sum of
+    the images' estimates, see ``grid``), so the refinement targets the bounded density's
+    error, not the unbounded one's."""
+    from ._kdegrid import _LOG_RTOL, _ORDER_1D, _ORDER_ND, _check_n_points, _check_rtol, _refine
     from ._validate import check_bool
 
     rtol = _check_rtol(rtol)
@@ -799,7 +800,9 @@ def grid_refined(kde, n_points, extent, method, log, rtol):
     def run(p):
         return grid(kde, list(p) if d > 1 else p[0], extent, method, log)
 
-    return _refine(run, list(pts), rtol)
+    # The error shrinks as δ² in 1-D (folded second differences) and as δ³ in 2-D/3-D
+    # (the images' moment-corrected estimates), as for unbounded grids.
+    return _refine(run, list(pts), rtol, _ORDER_1D if d == 1 else _ORDER_ND)
 
 
 def grid(kde, n_points, extent, method, log):

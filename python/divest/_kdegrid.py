@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
+from ._kdeplugin import _fft_size
 from ._validate import as_float_array, as_points, check_bool, check_choice, check_int, check_weights
 from .kde import KERNELS as _KERNELS
 from .kde import log_kernel_norm
@@ -198,10 +199,11 @@ def _refine(run, pts, rtol, order) -> GridResult:
     """``run(points per axis)`` on the requested grid; with ``rtol``, binned results are
     recomputed on grids r times finer (same extent; r from the estimate's δ^order
     scaling) until the estimated error is below rtol·max f̂, and sampled back every r-th
-    point."""
+    point (the coordinates returned are the requested grid's own)."""
     res = run(pts)
     if rtol is None or res.method == "exact":
         return res
+    grid0 = res.grid
     r = 1
     for _ in range(6):
         peak = float(np.max(np.exp(res.values))) if res.log else float(np.max(res.values))
@@ -226,9 +228,8 @@ def _refine(run, pts, rtol, order) -> GridResult:
     sl = tuple(slice(None, None, r) for _ in pts)
     values = np.ascontiguousarray(res.values[sl])
     errors = np.ascontiguousarray(res.errors[sl])
-    grid = tuple(g[::r] for g in res.grid) if isinstance(res.grid, tuple) else res.grid[::r]
     n_exact = int(res.n_exact and np.count_nonzero(errors == _EXACT_RTOL))
-    return GridResult(grid, values, float(errors.max()), errors, res.method, res.log, n_exact)
+    return GridResult(grid0, values, float(errors.max()), errors, res.method, res.log, n_exact)
 
 
 _SCALE_MSG = (
@@ -528,7 +529,9 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
         kv = np.where(r < 1, np.cos(0.5 * np.pi * r), 0.0)
     kv = kv.reshape(offs[0].shape)
     full = [bins.shape[a] + kv.shape[a] - 1 for a in range(d)]
-    nfft = [1 << max(1, (v - 1).bit_length()) for v in full]
+    # 2^a·{1, 3, 5, 9, 15, ...} sizes: pocketfft is fast on them, and they pad far less
+    # than the next power of two.
+    nfft = [_fft_size(max(v, 2)) for v in full]
     ax = tuple(range(d))
     out = np.fft.irfftn(
         np.fft.rfftn(bins, nfft, axes=ax) * np.fft.rfftn(kv, nfft, axes=ax), nfft, axes=ax
