@@ -413,8 +413,10 @@ def test_mmd_median_subsample_and_cs(client):
     yd = da.from_array(y, chunks=(250, 2))
     close(float(dd.mmd(xd, yd).compute()), divest.mmd(x, y), 1e-12)
     close(float(dd.cs_divergence(xd, yd).compute()), divest.cs_divergence(x, y), 1e-12)
-    # identical samples: exactly 0, as in memory
-    assert float(dd.cs_divergence(xd, x).compute()) == divest.cs_divergence(x, x) == 0.0
+    # identical samples: 0 in memory; the block-pair log-sums, summed in another order,
+    # within the documented 1e-13 of the log kernel sums
+    assert divest.cs_divergence(x, x) == 0.0
+    assert abs(float(dd.cs_divergence(xd, x).compute())) <= 1e-13
 
 
 def test_pair_sums_bad_input(client):

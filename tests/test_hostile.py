@@ -137,7 +137,8 @@ def test_pandas_inputs_give_the_array_results():
     np.testing.assert_array_equal(
         divest.KDE(pd.DataFrame(x)).logpdf(pd.DataFrame(x[:3])), divest.KDE(x).logpdf(x[:3])
     )
-    assert divest.energy_distance(pd.DataFrame(x), pd.DataFrame(y)) == divest.energy_distance(x, y)
+    z = r.standard_normal((12, 2)) + 0.5  # energy distance: the same dimension as x
+    assert divest.energy_distance(pd.DataFrame(x), pd.DataFrame(z)) == divest.energy_distance(x, z)
 
 
 # ---------------------------------------------------------------------------------------
