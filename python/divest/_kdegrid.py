@@ -583,8 +583,9 @@ def kde_grid(
     ----------
     data, bandwidth, kernel, weights
         As for :class:`divest.KDE` (``bandwidth="isj"`` selects the Improved
-        Sheather–Jones bandwidth, :func:`isj_bandwidth`; ``"plugin"`` the 2-D/3-D
-        plug-in bandwidth matrix). For 1-D float64 data with a number, "scott",
+        Sheather–Jones bandwidth, :func:`isj_bandwidth`; ``"plugin"`` and ``"scv"`` a
+        full bandwidth matrix by plug-in or smoothed cross-validation with unconstrained
+        pilots, 1-D to 3-D). For 1-D float64 data with a number, "scott",
         "silverman" or "isj", no :class:`KDE` is built: one pass over the data gives
         the rule's bandwidth and the range (the same bandwidth to about 1e-15).
     n_points : int
