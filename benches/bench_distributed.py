@@ -121,6 +121,13 @@ def overhead(a, s, rng):
         t_mem = best(lambda: divest.dcov_test(xx, yy, n_resamples=R, rng=1))
         t_dask = best(lambda: dd.dcov_test(xx, yy, n_resamples=R, rng=1).compute())
         rows.append(("dcov_test, n = 200, 10^4 resamples", t_mem, t_dask))
+        # The same at n = 1000 (about a second in memory): the scheduler's fixed cost of a
+        # few tens of milliseconds no longer dominates.
+        xx = rng.normal(size=(1000, 3))
+        yy = xx[:, :1] + rng.normal(size=(1000, 1))
+        t_mem = best(lambda: divest.dcov_test(xx, yy, n_resamples=R, rng=1))
+        t_dask = best(lambda: dd.dcov_test(xx, yy, n_resamples=R, rng=1).compute())
+        rows.append(("dcov_test, n = 1000, 10^4 resamples", t_mem, t_dask))
         # Point-cloud Sinkhorn divergence: n = m = 4000 in 3-D, two blocks per cloud
         # (tasks of 4·10^6 pairs, far below the seconds recommended: the overhead bound).
         rows.append(sinkhorn_case(s, rng))
