@@ -630,23 +630,9 @@ def sinkhorn_batch(
         k = int(np.argmin(np.minimum(sa, sb)))
         raise ValueError(f"a[{k}] or b[{k}] sums to zero; every problem needs positive weights")
     reg = check_positive(reg, "reg")
-    reg_m = float(reg_m)
-    if not reg_m > 0:
-        raise ValueError(f"reg_m must be positive (or inf); got {reg_m!r}")
-    with np.errstate(over="ignore"):  # an overflowing product is what _check_masses reports
-        k = int(np.argmax(sa * sb))
-    _check_masses(sa[k], sb[k], f"a[{k}]", f"b[{k}]")
-    reg_m = _hard_reg_m(reg_m, reg, sa, sb)
-    if math.isinf(reg_m):
-        bad = np.abs(sa - sb) > 1e-6 * np.maximum(sa, sb)
-        if bad.any():
-            k = int(np.argmax(bad))
-            raise ValueError(
-                f"a[{k}] and b[{k}] have different total masses ({sa[k]!r} and {sb[k]!r}); "
-                "normalise them, or pass a finite reg_m (unbalanced transport)"
-            )
-        if (sa != sb).any():  # (a factor of exactly 1 elsewhere: no copy needed then)
-            Bw = Bw * (sa / sb)[:, None]
+    reg_m, factor = _batch_masses(sa, sb, reg, reg_m)
+    if factor is not None:
+        Bw = Bw * factor[:, None]
     max_iter = _max_iter(max_iter)
     tol = _tol(tol)
     scaling = _scaling(scaling)
@@ -690,6 +676,30 @@ def sinkhorn_batch(
         converged=converged,
         marginal_error=err,
     )
+
+
+def _batch_masses(sa, sb, reg, reg_m):
+    """Checks the per-problem masses sa, sb of a batch and ``reg_m`` (shared by the dense
+    and ragged batches). Returns the effective reg_m and, for balanced transport with
+    masses that differ within the 1e-6 tolerance, the factor sa / sb that rescales b
+    (None when every factor is exactly 1: no copy needed)."""
+    reg_m = float(reg_m)
+    if not reg_m > 0:
+        raise ValueError(f"reg_m must be positive (or inf); got {reg_m!r}")
+    with np.errstate(over="ignore"):  # an overflowing product is what _check_masses reports
+        k = int(np.argmax(sa * sb))
+    _check_masses(sa[k], sb[k], f"a[{k}]", f"b[{k}]")
+    reg_m = _hard_reg_m(reg_m, reg, sa, sb)
+    if not math.isinf(reg_m):
+        return reg_m, None
+    bad = np.abs(sa - sb) > 1e-6 * np.maximum(sa, sb)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(
+            f"a[{k}] and b[{k}] have different total masses ({sa[k]!r} and {sb[k]!r}); "
+            "normalise them, or pass a finite reg_m (unbalanced transport)"
+        )
+    return reg_m, (sa / sb if (sa != sb).any() else None)
 
 
 def _is_ragged(a, b, cost) -> bool:
@@ -744,23 +754,9 @@ def _ragged_solve(A, Bw, costs, padded, reg, kw):
     a, sa = _ragged_weights(A, "a")
     b, sb = _ragged_weights(Bw, "b")
     reg = check_positive(reg, "reg")
-    reg_m = float(kw["reg_m"])
-    if not reg_m > 0:
-        raise ValueError(f"reg_m must be positive (or inf); got {reg_m!r}")
-    with np.errstate(over="ignore"):
-        k = int(np.argmax(sa * sb))
-    _check_masses(sa[k], sb[k], f"a[{k}]", f"b[{k}]")
-    reg_m = _hard_reg_m(reg_m, reg, sa, sb)
-    if math.isinf(reg_m):
-        bad = np.abs(sa - sb) > 1e-6 * np.maximum(sa, sb)
-        if bad.any():
-            k = int(np.argmax(bad))
-            raise ValueError(
-                f"a[{k}] and b[{k}] have different total masses ({sa[k]!r} and {sb[k]!r}); "
-                "normalise them, or pass a finite reg_m (unbalanced transport)"
-            )
-        if (sa != sb).any():  # the per-problem factor of sinkhorn_batch, entry by entry
-            b = b * np.repeat(sa / sb, ms)
+    reg_m, factor = _batch_masses(sa, sb, reg, kw["reg_m"])
+    if factor is not None:  # the per-problem factor of sinkhorn_batch, entry by entry
+        b = b * np.repeat(factor, ms)
     max_iter = _max_iter(kw["max_iter"])
     tol = _tol(kw["tol"])
     scaling = _scaling(kw["scaling"])
