@@ -305,6 +305,32 @@ def test_dcov_and_ccdcov_tests_split_by_resamples_bitwise(client):
     assert (gt.statistic, gt.pvalue) == (wt.statistic, wt.pvalue)
 
 
+def test_resampling_tests_with_one_range_are_one_task(client):
+    # Each graph level costs a scheduler round trip: a test whose resamples fit one task
+    # is one task (preparation, resamples and finish fused), still bitwise.
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(25, 2))
+    y = x[:, :1] + rng.normal(size=(25, 1))
+    s = [x, rng.normal(size=(18, 2))]
+    cases = [
+        (dd.dcov_test(x, y, n_resamples=40, rng=2), divest.dcov_test(x, y, n_resamples=40, rng=2)),
+        (
+            dd.ccdcov_test(y, x[:, :1], x[:, 1], n_resamples=33, rng=3),
+            divest.ccdcov_test(y, x[:, :1], x[:, 1], n_resamples=33, rng=3),
+        ),
+        (dd.energy_test(*s, n_resamples=29, rng=4), divest.energy_test(*s, n_resamples=29, rng=4)),
+    ]
+    for got, want in cases:
+        assert len(dict(got.__dask_graph__())) == 1
+        assert_same_test(got.compute(), want)
+    # Split into ranges: a preparation, one task per range and a finish.
+    got = dd.dcov_test(x, y, n_resamples=40, rng=2, resamples_per_task=15)
+    assert len(dict(got.__dask_graph__())) == 5
+    # A Dask input is gathered by one task first.
+    got = dd.dcov_test(da.from_array(x, chunks=(10, 2)), y, n_resamples=40, rng=2)
+    assert_same_test(got.compute(), cases[0][1])
+
+
 def test_generator_is_advanced_like_the_in_memory_call(client):
     rng = np.random.default_rng(11)
     x, y = rng.normal(size=(12, 1)), rng.normal(size=(12, 1))
@@ -363,6 +389,8 @@ def test_worker_processes_pickle_and_threads():
         got = dd.kl(da.from_array(p, chunks=(UNEVEN, 5)), q).compute()
         same_bits(got, divest.kl(p, q))
         got = dd.dcov_test(x, y, n_resamples=20, rng=1, resamples_per_task=6).compute()
+        assert_same_test(got, divest.dcov_test(x, y, n_resamples=20, rng=1))
+        got = dd.dcov_test(x, y, n_resamples=20, rng=1).compute()  # one fused task
         assert_same_test(got, divest.dcov_test(x, y, n_resamples=20, rng=1))
         got = dd.kde_logpdf(x, da.from_array(x, chunks=(7, 2))).compute()
         same_bits(got, divest.kde_logpdf(x, x))

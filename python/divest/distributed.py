@@ -1063,11 +1063,16 @@ def _after_check(block, name, check_finite):
 
 
 def _materialise(x, name):
-    """A Delayed (or the NumPy array itself) holding all of `x` in memory."""
+    """A Delayed (or the NumPy array itself) holding all of `x` in memory, for the one task
+    that consumes it. A NumPy array is passed as it is (embedded once in that task: a key
+    of its own would only add a level of scheduling latency); another array-like gets one
+    graph key."""
     if isinstance(x, da.Array):
         return _gather(x)
     if dask.is_dask_collection(x):
         raise TypeError(f"{name} must be a Dask array or array-like; got {type(x).__name__}")
+    if isinstance(x, np.ndarray):
+        return x
     return _broadcast_value(x, f"divest-{name.replace('[', '').replace(']', '')}")
 
 
@@ -1150,15 +1155,33 @@ def dcov_test(
     n = _n_rows(x, "x")
     r = _dcov._check_resamples(n_resamples, n)
     seed = _draw_seed(rng, bits=63)
-    return _dcov_graph(dask.delayed(_dcov_prep, pure=True)(xd, yd), exponent, r, seed, per, n)
+    return _dcov_graph(_dcov_prep, (xd, yd), exponent, r, seed, per or _auto_per_task(n, r))
 
 
-def _dcov_graph(prep, exponent, r, seed, per, n):
-    per = per or _auto_per_task(n, r)
-    parts = [
-        dask.delayed(_dcov_range, pure=True)(prep, exponent, a, c, seed) for a, c in _ranges(r, per)
-    ]
-    return dask.delayed(_dcov_finish, pure=True)(prep, parts, exponent)
+def _resample_whole(prep_fn, range_fn, finish_fn, inputs, exponent, r, seed):
+    """A resampling test in one task: the preparation, every resample and the finish
+    (the same calls, in the same order, as the split graph with one range)."""
+    prep = prep_fn(*inputs)
+    return finish_fn(prep, [range_fn(prep, exponent, 0, r, seed)], exponent)
+
+
+def _resample_graph(prep_fn, range_fn, finish_fn, inputs, exponent, r, seed, per):
+    """The graph of a resampling test split by ranges of resample indices: one
+    preparation task, one task per range, one finish. With a single range the three are
+    one task: each level of a Dask graph costs a scheduler round trip (milliseconds),
+    which a test of tens of milliseconds would feel."""
+    ranges = _ranges(r, per)
+    if len(ranges) == 1:
+        return dask.delayed(_resample_whole, pure=True)(
+            prep_fn, range_fn, finish_fn, inputs, exponent, r, seed
+        )
+    prep = dask.delayed(prep_fn, pure=True)(*inputs)
+    parts = [dask.delayed(range_fn, pure=True)(prep, exponent, a, c, seed) for a, c in ranges]
+    return dask.delayed(finish_fn, pure=True)(prep, parts, exponent)
+
+
+def _dcov_graph(prep_fn, inputs, exponent, r, seed, per):
+    return _resample_graph(prep_fn, _dcov_range, _dcov_finish, inputs, exponent, r, seed, per)
 
 
 def _ccdcov_prep(y, *attrs):
@@ -1181,8 +1204,7 @@ def ccdcov_test(y, *attrs, n_resamples=999, rng=None, exponent=1.0, resamples_pe
     r = _dcov._check_resamples(n_resamples, n)
     seed = _draw_seed(rng, bits=63)
     parts = [_materialise(y, "y")] + [_materialise(a, f"attrs[{i}]") for i, a in enumerate(attrs)]
-    prep = dask.delayed(_ccdcov_prep, pure=True)(*parts)
-    return _dcov_graph(prep, exponent, r, seed, per, n)
+    return _dcov_graph(_ccdcov_prep, tuple(parts), exponent, r, seed, per or _auto_per_task(n, r))
 
 
 def _energy_prep(*samples):
@@ -1224,13 +1246,10 @@ def energy_test(*samples, n_resamples=999, rng=None, exponent=1.0, resamples_per
     r = _dcov._check_resamples(n_resamples, total, per_pair=len(samples))
     seed = _draw_seed(rng, bits=63)
     parts = [_materialise(s, f"samples[{i}]") for i, s in enumerate(samples)]
-    prep = dask.delayed(_energy_prep, pure=True)(*parts)
     per = per or _auto_per_task(total, r, len(samples))
-    ranges = [
-        dask.delayed(_energy_range, pure=True)(prep, exponent, a, c, seed)
-        for a, c in _ranges(r, per)
-    ]
-    return dask.delayed(_energy_finish, pure=True)(prep, ranges, exponent)
+    return _resample_graph(
+        _energy_prep, _energy_range, _energy_finish, tuple(parts), exponent, r, seed, per
+    )
 
 
 def _jdcov_range(arrs, state, first, count, kw):
