@@ -547,7 +547,7 @@ def test_sinkhorn_divergence_one_chunk_is_bitwise(client, p, debias):
     kw = dict(eps=0.01, p=p, debias=debias, scaling=0.5)
     want = divest.sinkhorn_divergence(x, y, **kw)
     got = dd.sinkhorn_divergence(
-        da.from_array(x, chunks=(23, 2)), da.from_array(y, chunks=(17, 2)), **kw
+        da.from_array(x, chunks=(23, 2)), da.from_array(y, chunks=(17, 2)), **kw, one_task_pairs=0
     )
     assert isinstance(got.value, da.Array) and isinstance(got.f, da.Array)
     check_sd(got, want, 0)
@@ -563,7 +563,8 @@ def test_sinkhorn_divergence_block_tree_within_1e13(client, p):
     want = divest.sinkhorn_divergence(x, y, a, b, **kw)
     xd = da.from_array(x, chunks=((100, 0, 37, 163), 3))
     yd = da.from_array(y, chunks=((256, 24), 3))
-    got = dd.sinkhorn_divergence(xd, yd, da.from_array(a, chunks=((100, 0, 37, 163),)), b, **kw)
+    wa = da.from_array(a, chunks=((100, 0, 37, 163),))
+    got = dd.sinkhorn_divergence(xd, yd, wa, b, **kw, one_task_pairs=0)
     check_sd(got, want, 1e-13)
     # The partials do differ from the in-memory sums (else the tolerance is untested).
     assert got.f.compute().tobytes() != want.f.tobytes() or p == 1
@@ -574,18 +575,23 @@ def test_sinkhorn_divergence_tol_loop_float32_and_no_grad(client):
     kw = dict(eps=0.1, tol=1e-7, max_iter=500, scaling=0.5)
     want = divest.sinkhorn_divergence(x, y, **kw)
     got = dd.sinkhorn_divergence(
-        da.from_array(x, chunks=(13, 2)), da.from_array(y, chunks=(30, 2)), **kw
+        da.from_array(x, chunks=(13, 2)), da.from_array(y, chunks=(30, 2)), **kw, one_task_pairs=0
     )
     assert want.converged and got.converged is True and got.n_iter == want.n_iter
     check_sd(got, want, 1e-13)
     # max_iter reached: the warning is raised on the client, at the call
     with pytest.warns(divest.ConvergenceWarning):
+        got = dd.sinkhorn_divergence(
+            x, y, eps=0.1, tol=1e-14, max_iter=2, scaling=0.5, one_task_pairs=0
+        )
+    assert got.converged is False
+    with pytest.warns(divest.ConvergenceWarning):  # the same in one task
         got = dd.sinkhorn_divergence(x, y, eps=0.1, tol=1e-14, max_iter=2, scaling=0.5)
     assert got.converged is False
     x32, y32 = x.astype(np.float32), y.astype(np.float32)
     want = divest.sinkhorn_divergence(x32, y32, eps=0.1, grad=False, scaling=0.5)
     got = dd.sinkhorn_divergence(
-        da.from_array(x32, chunks=20), y32, eps=0.1, grad=False, scaling=0.5
+        da.from_array(x32, chunks=20), y32, eps=0.1, grad=False, scaling=0.5, one_task_pairs=0
     )
     assert got.grad is None
     check_sd(got, want, 1e-6)
@@ -602,8 +608,32 @@ def test_sinkhorn_divergence_degenerate_and_extreme_scales(client):
     # clouds at 1e200: rescaled by a power of two, as in memory
     want = divest.sinkhorn_divergence(xs * 1e200, ys * 1e200, eps=1e198, p=1, scaling=0.5)
     got = dd.sinkhorn_divergence(
-        da.from_array(xs * 1e200, chunks=4), ys * 1e200, eps=1e198, p=1, scaling=0.5
+        da.from_array(xs * 1e200, chunks=4),
+        ys * 1e200,
+        eps=1e198,
+        p=1,
+        scaling=0.5,
+        one_task_pairs=0,
     )
+    check_sd(got, want, 1e-13)
+
+
+def test_sinkhorn_divergence_small_solves_are_one_task_and_bitwise(client):
+    x, y = sd_clouds(25, n=60, m=50, d=3)
+    rng = np.random.default_rng(4)
+    a = rng.random(60) + 0.1
+    kw = dict(eps=0.02, p=2, scaling=0.7)
+    want = divest.sinkhorn_divergence(x, y, a, **kw)
+    xd = da.from_array(x, chunks=((20, 0, 40), 3))
+    got = dd.sinkhorn_divergence(xd, da.from_array(y, chunks=25), a, **kw)
+    check_sd(got, want, 0)
+    same_bits(np.float64(got.value.compute()), np.float64(want.value))
+    # One solve task: the graph of f is the gathered clouds, the solve and its field.
+    assert len([k for k in dict(got.f.__dask_graph__()) if "_sd_gathered" in str(k)]) == 1
+    assert not [k for k in dict(got.f.__dask_graph__()) if "_sd_part" in str(k)]
+    # Just above the threshold: the block-pair graph (within 1e-13).
+    got = dd.sinkhorn_divergence(xd, y, a, **kw, one_task_pairs=1)
+    assert [k for k in dict(got.f.__dask_graph__()) if "_sd_part" in str(k)]
     check_sd(got, want, 1e-13)
 
 
@@ -629,6 +659,10 @@ def test_sinkhorn_divergence_bad_input(client):
         dd.sinkhorn_divergence(x, y, -np.ones(23), eps=0.1).value.compute()
     with pytest.raises(ValueError, match="empty"):
         dd.sinkhorn_divergence(x[:0], y, eps=0.1)
+    with pytest.raises(ValueError, match="one_task_pairs"):
+        dd.sinkhorn_divergence(x, y, eps=0.1, one_task_pairs=-1)
+    with pytest.raises(TypeError, match="one_task_pairs"):
+        dd.sinkhorn_divergence(x, y, eps=0.1, one_task_pairs="all")
 
 
 # ------------------------------------------------------------ DPP and volume sampling
