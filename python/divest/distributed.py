@@ -229,8 +229,11 @@ def _offsets(chunks):
 
 
 def _divergence_block(pb, qb, fn, out_dtype, kw):
+    # blockwise(concatenate=False) passes the blocks along the category axis as a list:
+    # one block each (the axis is one chunk), passed on without a copy.
+    (pb,), (qb,) = pb, qb
     out = fn(_al(pb), _al(qb), axis=-1, **kw)
-    return np.asarray(out, dtype=out_dtype).reshape(pb.shape[:-1] + (1,))
+    return np.asarray(out, dtype=out_dtype).reshape(pb.shape[:-1])
 
 
 def _batched(fn, p, q, axis, keepdims, **kw):
@@ -281,19 +284,27 @@ def _batched(fn, p, q, axis, keepdims, **kw):
         pm = da.broadcast_to(pm, batch + (k,), chunks=chunks + ((k,),))
         qm = da.broadcast_to(qm, batch + (k,), chunks=chunks + ((k,),))
     dtype = _float_dtype(pm, qm)
-    out = da.map_blocks(
+    # One task per block of rows, the category axis contracted: blockwise with
+    # concatenate=False hands each task its blocks as they are (map_blocks' drop_axis
+    # would copy every block first, and an indexing layer after it adds a task per block).
+    batch = "abcdefghijklmnopqrstuvwxy"[: nd - 1]
+    out = da.blockwise(
         _divergence_block,
+        batch,
         pm,
+        batch + "z",
         qm,
-        fn=fn,
-        out_dtype=dtype,
-        kw=kw,
+        batch + "z",
+        fn,
+        None,
+        dtype,
+        None,
+        kw,
+        None,
+        concatenate=False,
         dtype=dtype,
-        # The category axis is kept with length 1 and dropped by indexing: map_blocks'
-        # drop_axis would concatenate (copy) every input block first.
-        chunks=pm.chunks[:-1] + ((1,),),
-        meta=np.empty((0,) * nd, dtype=dtype),
-    )[..., 0]
+        meta=np.empty((0,) * (nd - 1), dtype=dtype),
+    )
     if keepdims:
         out = da.expand_dims(out, ax)
     return out
@@ -563,6 +574,13 @@ def _field(part, name, dtype):
 # ---------------------------------------------------------------- KDE, queries chunked
 
 
+def _kde_rows(pts, model, sorted_range, check_finite):
+    """The log-densities (1-D) of one block of queries (blockwise with concatenate=False:
+    `pts` is the list of the block's one chunk along the coordinates)."""
+    (pts,) = pts
+    return _kde_queries_block(pts, model, sorted_range, False, check_finite)[:, 0]
+
+
 def _kde_queries_block(pts, model, sorted_range, return_ess, check_finite):
     pts, model = _al(pts), _realign(model)
     if pts.shape[0] == 0:
@@ -676,6 +694,23 @@ def kde_logpdf(
     else:
         use_sorted = None
     ref = _broadcast_value(model, "divest-kde")
+    if not return_ess:
+        # One task per block of queries, no indexing layer after it.
+        return da.blockwise(
+            _kde_rows,
+            "i",
+            pts,
+            "ij",
+            ref,
+            None,
+            use_sorted,
+            None,
+            check_finite,
+            None,
+            concatenate=False,
+            dtype=dtype,
+            meta=np.empty((0,), dtype=dtype),
+        )
     out = da.map_blocks(
         _kde_queries_block,
         pts,
