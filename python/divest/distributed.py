@@ -1172,7 +1172,9 @@ def dcov_test(
     """Distributed :func:`divest.dcov_test`, split by ranges of resample indices.
 
     ``x`` and ``y`` (Dask or NumPy arrays) are assembled once and sent once to each
-    worker (the test needs all pairs: they must fit in one worker's memory). The seed is
+    worker (the test needs all pairs: they must fit in one worker's memory); when the
+    resamples fit one task (the default below about two seconds of one core) the whole
+    test is that one task: each graph level costs a scheduler round trip. The seed is
     drawn from ``rng`` now, as the in-memory call draws it; resample r always uses the
     stream (seed, r), so each task of ``resamples_per_task`` resamples (default: about two
     seconds of one core each, at least 8) draws exactly the in-memory permutations and
