@@ -394,6 +394,15 @@ def test_worker_processes_pickle_and_threads():
         assert_same_test(got, divest.dcov_test(x, y, n_resamples=20, rng=1))
         got = dd.kde_logpdf(x, da.from_array(x, chunks=(7, 2))).compute()
         same_bits(got, divest.kde_logpdf(x, x))
+        # A small Sinkhorn divergence runs as one task on the worker; its
+        # non-convergence is still warned on the client.
+        kw = dict(eps=0.1, tol=1e-14, max_iter=2, scaling=0.5)
+        with pytest.warns(divest.ConvergenceWarning):
+            got = dd.sinkhorn_divergence(da.from_array(x, chunks=7), x[::-1] + 0.5, **kw)
+        assert got.converged is False
+        with pytest.warns(divest.ConvergenceWarning):
+            want = divest.sinkhorn_divergence(x, x[::-1] + 0.5, **kw)
+        same_bits(got.f.compute(), want.f)
 
 
 # ------------------------------------------------------------- sums over pairs

@@ -2059,7 +2059,10 @@ def _sd_rows(blocks, chunks, keep, tail, dt):
 
 
 def _sd_gathered(x, y, a, b, kw):
-    return _ot.sinkhorn_divergence(_al(x), _al(y), a, b, **kw)
+    # A worker cannot warn the client: the caller fetches `converged` and warns there.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", _ot.ConvergenceWarning)
+        return _ot.sinkhorn_divergence(_al(x), _al(y), a, b, **kw)
 
 
 def _sd_in_memory(xa, ya, a, b, eps, p, s, debias, max_iter, tol, grad):
@@ -2070,7 +2073,9 @@ def _sd_in_memory(xa, ya, a, b, eps, p, s, debias, max_iter, tol, grad):
     bw = None if b is None else _materialise(b, "b")
     res = dask.delayed(_sd_gathered, pure=True)(_gather(xa), _gather(ya), aw, bw, kw)
     (res,) = dask.persist(res)
-    n_iter, converged = dask.compute(res.n_iter, res.converged)
+    n_iter, converged, err = dask.compute(res.n_iter, res.converged, res.marginal_error)
+    if tol is not None and not converged:
+        _ot._warn("sinkhorn_divergence", n_iter, float(err), tol, stacklevel=4)
     n, m, d = xa.shape[0], ya.shape[0], xa.shape[1]
     dt = np.result_type(xa.dtype, ya.dtype) if xa.dtype.kind == ya.dtype.kind == "f" else np.float64
 
