@@ -319,6 +319,10 @@ def test_resampling_tests_with_one_range_are_one_task(client):
             divest.ccdcov_test(y, x[:, :1], x[:, 1], n_resamples=33, rng=3),
         ),
         (dd.energy_test(*s, n_resamples=29, rng=4), divest.energy_test(*s, n_resamples=29, rng=4)),
+        (
+            dd.jdcov_test(x[:, :1], x[:, 1:], y, n_resamples=11, rng=5),
+            divest.jdcov_test(x[:, :1], x[:, 1:], y, n_resamples=11, rng=5),
+        ),
     ]
     for got, want in cases:
         assert len(dict(got.__dask_graph__())) == 1

@@ -1345,13 +1345,23 @@ def jdcov_test(
     _dcov.check_nonnegative(c, "c")
     state = copy.deepcopy(as_generator(copy.deepcopy(rng)).bit_generator)
     parts = [_materialise(a, f"xs[{i}]") for i, a in enumerate(xs)]
+    # A jdcov resample costs about four times a dcov one per pair (a Python loop over
+    # the permutations around the statistic): tasks of about two seconds, capped at r.
+    per = per or _auto_per_task(n, r, 4 * len(xs))
+    if per >= r:  # one task: each graph level costs a scheduler round trip
+        return dask.delayed(_jdcov_whole, pure=True)(parts, state, r, kw, unbiased)
     arrs = dask.delayed(_jdcov_prep, pure=True)(*parts, unbiased=unbiased)
     stat = dask.delayed(_jdcov_stat, pure=True)(arrs, kw)
-    per = per or max(1, _auto_per_task(n, r, len(xs)) // 4)
     ranges = [
         dask.delayed(_jdcov_range, pure=True)(arrs, state, a, cnt, kw) for a, cnt in _ranges(r, per)
     ]
     return dask.delayed(_jdcov_finish, pure=True)(stat, ranges)
+
+
+def _jdcov_whole(parts, state, r, kw, unbiased):
+    """The whole test in one task: the split graph's calls with a single range."""
+    arrs = _jdcov_prep(*parts, unbiased=unbiased)
+    return _jdcov_finish(_jdcov_stat(arrs, kw), [_jdcov_range(arrs, state, 0, r, kw)])
 
 
 def _jdcov_stat(arrs, kw):
