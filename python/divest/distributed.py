@@ -26,7 +26,8 @@ What ``.compute()`` returns, against the in-memory call on the same data:
   :func:`cs_divergence`, :func:`dcov_sqr` and friends, :func:`partial_dcor`,
   :func:`jdcov`) and the point-cloud :func:`sinkhorn_divergence` (partial log-sum-exps
   per block pair at every half-step): within the tolerance each docstring states (1e-13
-  to 1e-12), bitwise for :func:`sinkhorn_divergence` with each cloud in one chunk.
+  to 1e-12), bitwise for :func:`sinkhorn_divergence` with each cloud in one chunk or
+  when the solve is small enough to run as one task (``one_task_pairs``).
 
 Threads: each task calls one divest kernel, which runs on the worker process's divest
 pool. Size that pool to the worker's share of the cores, or the threads oversubscribe:
