@@ -567,7 +567,10 @@ def test_sinkhorn_divergence_one_chunk_is_bitwise(client, p, debias):
 
 
 @pytest.mark.parametrize("p", [1, 2])
-def test_sinkhorn_divergence_block_tree_within_1e13(client, p):
+@pytest.mark.parametrize("fuse", [True, False])
+def test_sinkhorn_divergence_block_tree_within_1e13(client, p, fuse, monkeypatch):
+    if not fuse:  # a task per block pair and per merge
+        monkeypatch.setattr(dd, "_SD_FUSE_PAIRS", -1)
     x, y = sd_clouds(21, n=300, m=280, d=3)
     rng = np.random.default_rng(3)
     a, b = rng.random(300) + 0.1, rng.random(280)
@@ -629,6 +632,35 @@ def test_sinkhorn_divergence_degenerate_and_extreme_scales(client):
         one_task_pairs=0,
     )
     check_sd(got, want, 1e-13)
+
+
+def sd_keys(arr, name):
+    return [k for k in dict(arr.__dask_graph__()) if name in str(k)]
+
+
+def test_sinkhorn_divergence_fused_row_tasks_are_the_pair_graph(client, monkeypatch):
+    # Small row blocks run their column blocks, the merge tree and the update in one
+    # task: the same operations in the same order as the block-pair graph.
+    x, y = sd_clouds(26, n=90, m=70, d=2)
+    xd = da.from_array(x, chunks=((30, 0, 25, 35), 2))
+    yd = da.from_array(y, chunks=((25, 25, 20), 2))
+    # (the tol loop on fused tasks: test_sinkhorn_divergence_tol_loop_float32_and_no_grad)
+    for kw in (dict(eps=0.05, scaling=0.5),):
+        fused = dd.sinkhorn_divergence(xd, yd, **kw, one_task_pairs=0)
+        with monkeypatch.context() as mp:
+            mp.setattr(dd, "_SD_FUSE_PAIRS", -1)
+            pairs = dd.sinkhorn_divergence(xd, yd, **kw, one_task_pairs=0)
+        assert sd_keys(fused.f, "_sd_fused") and not sd_keys(fused.f, "_sd_part")
+        assert sd_keys(pairs.f, "_sd_part") and not sd_keys(pairs.f, "_sd_fused")
+        assert fused.n_iter == pairs.n_iter and fused.converged == pairs.converged
+        names = ("f", "g", "grad", "value", "marginal_error")
+        got = da.compute(*[getattr(fused, k) for k in names])
+        for a, b in zip(got, da.compute(*[getattr(pairs, k) for k in names])):
+            same_bits(a, b)
+        want = divest.sinkhorn_divergence(x, y, **kw)
+        scale = max(np.max(np.abs(want.f)), np.max(np.abs(want.g)))
+        sd_close(got[0], want.f, scale, 1e-13)
+        sd_close(got[3], want.value, 4 * scale, 1e-13)
 
 
 def test_sinkhorn_divergence_small_solves_are_one_task_and_bitwise(client):

@@ -2108,6 +2108,34 @@ def _sd_in_memory(xa, ya, a, b, eps, p, s, debias, max_iter, tol, grad):
 #: its half-steps) as one task: about ten seconds of one core.
 ONE_TASK_PAIRS = 10**10
 
+# A row block with at most this many pairs against the whole other cloud (about a tenth
+# of a second of one core) is one task per half-step: its column blocks, their tree and
+# the update that uses them, instead of a task per block pair and per merge.
+_SD_FUSE_PAIRS = 2 * 10**8
+
+
+class _SDFused:
+    """The arguments of a row block's fused soft-min (no task yet: the use makes it)."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, args):
+        self.args = args
+
+
+def _sd_fused(use, lead, args):
+    """One task: a row block's partial log-sum-exps over every column block, the graph
+    path's pairing tree down to two states, then ``use(*lead, *states)``: the same
+    operations in the same order as the unfused graph, so the same bits."""
+    rb, cbs, cws, pvs, p, e, mean = args
+    parts = [_sd_part(rb, cb, cw, pv, p, e, mean) for cb, cw, pv in zip(cbs, cws, pvs)]
+    while len(parts) > 2:
+        nxt = [_sd_merge(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+        if len(parts) % 2:
+            nxt.append(parts[-1])
+        parts = nxt
+    return use(*lead, *parts)
+
 
 class _SDCloud:
     """The graph pieces of one cloud: its non-empty centred blocks and their weights."""
@@ -2257,9 +2285,16 @@ def sinkhorn_divergence(
     Y, ky = cloud(yb_all, ya.chunks[0], wb_blocks, m, "b", "point of y")
 
     def transform(rows, cols, pots_, e, mean=False):
-        """Per block of rows: the soft-min state over every block of `cols` (a tree)."""
+        """Per block of rows: the soft-min state over every block of `cols` (a tree), or
+        for a small row block (at most _SD_FUSE_PAIRS pairs against all of `cols`) the
+        same computation fused into the one task that uses it."""
         out = []
-        for rb in rows.blocks:
+        total = sum(cols.chunks)
+        rows_n = [c for c in rows.chunks if c > 0]
+        for rb, rn in zip(rows.blocks, rows_n):
+            if rn * total <= _SD_FUSE_PAIRS:
+                out.append(_SDFused((rb, list(cols.blocks), list(cols.w), list(pots_), p, e, mean)))
+                continue
             parts = [
                 dl(_sd_part, pure=True)(rb, cb, cw, pv, p, e, mean)
                 for cb, cw, pv in zip(cols.blocks, cols.w, pots_)
@@ -2269,17 +2304,22 @@ def sinkhorn_divergence(
             out.append(_tree_upto(_sd_merge, parts, 2))
         return out
 
+    def use(fn, lead, si):
+        if isinstance(si, _SDFused):
+            return dl(_sd_fused, pure=True)(fn, lead, si.args)
+        return dl(fn, pure=True)(*lead, *si)
+
     def merged(states):
-        return [dl(_sd_merge_all, pure=True)(*si) for si in states]
+        return [use(_sd_merge_all, (), si) for si in states]
 
     def avg(v, states, e):
-        return [dl(_sd_avg, pure=True)(vi, e, *si) for vi, si in zip(v, states)]
+        return [use(_sd_avg, (vi, e), si) for vi, si in zip(v, states)]
 
     def avgp(v, t):
         return [dl(_sd_avg_pots, pure=True)(vi, ti) for vi, ti in zip(v, t)]
 
     def pots(states, e):
-        return [dl(_sd_transform, pure=True)(e, *si) for si in states]
+        return [use(_sd_transform, (e,), si) for si in states]
 
     def zeros(c):
         return [np.zeros(int(k)) for k in c.chunks if k > 0]
