@@ -675,10 +675,10 @@ def test_sinkhorn_divergence_small_solves_are_one_task_and_bitwise(client):
     same_bits(np.float64(got.value.compute()), np.float64(want.value))
     # One solve task: the graph of f is the gathered clouds, the solve and its field.
     assert len([k for k in dict(got.f.__dask_graph__()) if "_sd_gathered" in str(k)]) == 1
-    assert not [k for k in dict(got.f.__dask_graph__()) if "_sd_part" in str(k)]
-    # Just above the threshold: the block-pair graph (within 1e-13).
+    assert not sd_keys(got.f, "_sd_part") and not sd_keys(got.f, "_sd_fused")
+    # Just above the threshold: the block graph (fused row tasks here; within 1e-13).
     got = dd.sinkhorn_divergence(xd, y, a, **kw, one_task_pairs=1)
-    assert [k for k in dict(got.f.__dask_graph__()) if "_sd_part" in str(k)]
+    assert sd_keys(got.f, "_sd_fused")
     check_sd(got, want, 1e-13)
 
 
