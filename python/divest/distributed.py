@@ -2177,7 +2177,9 @@ def sinkhorn_divergence(
     point (``sinkhorn_partial_transform``: the in-memory pass restricted to the column
     block, with its SIMD exp-sum kernels) that returns the rows' partial log-sum-exp, and
     a tree of ``logaddexp`` over the column blocks. Tasks per half-step: (row blocks) ×
-    (column blocks), plus the tree; a task costs about rows × columns × (d + 8) flops, so
+    (column blocks), plus the tree; a row block with at most 2·10⁸ pairs against the
+    whole other cloud is instead one task (its block pairs, the same tree and the update
+    that uses them, so the same bits). A task costs about rows × columns × (d + 8) flops, so
     blocks of 3·10⁴ to 10⁵ points make tasks of seconds (10⁹ pairs take about 1 to 3 s of
     one core). With debiasing there are four half-steps (x·y, y·x, x·x, y·y) per ε of the
     schedule plus 12 more, so the graph has about 4·(S + 3)·(B_x + B_y)² tasks for S
