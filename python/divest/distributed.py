@@ -2123,11 +2123,15 @@ class _SDFused:
         self.args = args
 
 
-def _sd_fused(use, lead, args):
+def _sd_fused(use, nlead, p, e, mean, *flat):
     """One task: a row block's partial log-sum-exps over every column block, the graph
     path's pairing tree down to two states, then ``use(*lead, *states)``: the same
-    operations in the same order as the unfused graph, so the same bits."""
-    rb, cbs, cws, pvs, p, e, mean = args
+    operations in the same order as the unfused graph, so the same bits. ``flat`` is
+    the ``nlead`` leading arguments of `use`, the row block, then the column blocks,
+    their weights and potentials (flat: Dask unpacks nested lists of Delayed slowly)."""
+    lead, rb, rest = flat[:nlead], flat[nlead], flat[nlead + 1 :]
+    k = len(rest) // 3
+    cbs, cws, pvs = rest[:k], rest[k : 2 * k], rest[2 * k :]
     parts = [_sd_part(rb, cb, cw, pv, p, e, mean) for cb, cw, pv in zip(cbs, cws, pvs)]
     while len(parts) > 2:
         nxt = [_sd_merge(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
@@ -2295,7 +2299,7 @@ def sinkhorn_divergence(
         rows_n = [c for c in rows.chunks if c > 0]
         for rb, rn in zip(rows.blocks, rows_n):
             if rn * total <= _SD_FUSE_PAIRS:
-                out.append(_SDFused((rb, list(cols.blocks), list(cols.w), list(pots_), p, e, mean)))
+                out.append(_SDFused((p, e, mean, rb, *cols.blocks, *cols.w, *pots_)))
                 continue
             parts = [
                 dl(_sd_part, pure=True)(rb, cb, cw, pv, p, e, mean)
@@ -2308,7 +2312,8 @@ def sinkhorn_divergence(
 
     def use(fn, lead, si):
         if isinstance(si, _SDFused):
-            return dl(_sd_fused, pure=True)(fn, lead, si.args)
+            pp, ee, mean, *blocks = si.args
+            return dl(_sd_fused, pure=True)(fn, len(lead), pp, ee, mean, *lead, *blocks)
         return dl(fn, pure=True)(*lead, *si)
 
     def merged(states):
