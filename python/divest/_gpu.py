@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 from ._results import ConvergenceWarning
+from ._validate import as_float_array, as_points
 from ._xp.discrete import discrete_rows
 from ._xp.pairs import dcov_from_sums, dcov_sums, lse_pairs, pair_sum
 from ._xp.sinkhorn import sinkhorn_batch_log, sinkhorn_divergence_xp
@@ -158,51 +159,14 @@ def _host(a) -> np.ndarray:
 
 
 def _as_float(a, name, *, check_finite=True):
-    xp = _ns()
-    a = xp.asarray(a)
-    kind = np.dtype(a.dtype).kind
-    if kind == "c":
-        raise TypeError(f"{name} must be real; got a complex array (dtype {a.dtype})")
-    if kind in "biu":
-        a = a.astype(xp.float64)
-    elif kind == "f":
-        if np.dtype(a.dtype) not in (np.float32, np.float64):
-            a = a.astype(xp.float64)
-    else:
-        raise TypeError(f"{name} must be an array of real numbers; got dtype {a.dtype}")
-    if check_finite and a.size and not bool(xp.all(xp.isfinite(a))):
-        raise ValueError(
-            f"{name} contains NaN or inf; remove those entries or pass check_finite=False"
-        )
-    return a
+    """`_validate.as_float_array` on the device: the array stays where it is."""
+    return as_float_array(a, name, check_finite=check_finite, xp=_ns())
 
 
 def _points(a, name, *, d=None, check_finite=True):
-    a = _as_float(a, name, check_finite=check_finite)
-    if a.ndim == 0:
-        raise ValueError(f"{name} must be a 1-D or 2-D array of points; got a scalar")
-    if a.ndim == 1:
-        if d is not None and d > 1:
-            if a.shape[0] != d:
-                raise ValueError(
-                    f"{name} has {a.shape[0]} values but the data are {d}-dimensional; "
-                    f"pass an array of shape (m, {d})"
-                )
-            a = a[None, :]
-        else:
-            a = a[:, None]
-    elif a.ndim != 2:
-        raise ValueError(f"{name} must have shape (n, d); got {a.ndim} dimensions {a.shape}")
-    if a.shape[0] == 0:
-        raise ValueError(f"{name} is empty; it needs at least one point")
-    if a.shape[1] == 0:
-        raise ValueError(f"{name} has zero columns; points need at least one coordinate")
-    if d is not None and a.shape[1] != d:
-        raise ValueError(
-            f"{name} has dimension {a.shape[1]} but the data have dimension {d}; "
-            f"pass an array of shape (m, {d})"
-        )
-    return _ns().ascontiguousarray(a)
+    """`_validate.as_points` on the device, made C-contiguous there."""
+    xp = _ns()
+    return xp.ascontiguousarray(as_points(a, name, d=d, check_finite=check_finite, xp=xp))
 
 
 def _weights(w, n, name, of):
