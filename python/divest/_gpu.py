@@ -1009,22 +1009,7 @@ def sinkhorn_batch(a, b, cost, reg, reg_m, max_iter, tol, method, return_plan, o
         raise ValueError(f"cost must have shape (B, n, m) or (n, m); got {c.shape}")
     A = _as_float(a, "a").astype(xp.float64)
     Bw = _as_float(b, "b").astype(xp.float64)
-    if A.ndim != 2 or Bw.ndim != 2:
-        raise ValueError(
-            f"a and b must have shapes (B, n) and (B, m); got {A.shape} and {Bw.shape}"
-        )
-    nb, n = A.shape
-    m = Bw.shape[1]
-    if Bw.shape[0] != nb:
-        raise ValueError(f"a and b must have the same batch size; got {nb} and {Bw.shape[0]}")
-    if nb == 0 or n == 0 or m == 0:
-        raise ValueError("a and b must be non-empty")
-    shared = c.ndim == 2
-    want = (n, m) if shared else (nb, n, m)
-    if c.shape != want:
-        raise ValueError(
-            f"cost must have shape {(nb, n, m)} or {(n, m)} to match a and b; got {c.shape}"
-        )
+    nb, n, m, shared = O._batch_shapes(A, Bw, c)
     if bool(xp.any(A < 0) | xp.any(Bw < 0)):
         raise ValueError("a and b must be non-negative")
     sa, sb = xp.sum(A, axis=1), xp.sum(Bw, axis=1)
