@@ -793,30 +793,7 @@ def divergence(p, q, measure, axis, keepdims, base, from_logits, log_input, norm
     if base is not None and measure not in D._LOGARITHMIC:
         raise ValueError(f"base applies to logarithmic divergences only; {measure!r} has no base")
     lb = D._log_base(base)
-    pa = _as_float(p, "p", check_finite=False)
-    qa = _as_float(q, "q", check_finite=False)
-    dtype = np.float32 if (pa.dtype == np.float32 and qa.dtype == np.float32) else np.float64
-    if pa.ndim == 0 or qa.ndim == 0:
-        raise ValueError("p and q must be at least 1-D: distributions along `axis`")
-    nd = max(pa.ndim, qa.ndim)
-    ax = D._check_axis(axis, nd)
-    pa = pa.reshape((1,) * (nd - pa.ndim) + pa.shape)
-    qa = qa.reshape((1,) * (nd - qa.ndim) + qa.shape)
-    k = pa.shape[ax]
-    if qa.shape[ax] != k:
-        raise ValueError(
-            f"p and q must have the same number of categories along axis {axis}; "
-            f"got {k} and {qa.shape[ax]}"
-        )
-    if k == 0:
-        raise ValueError("p and q have no categories along axis; distributions need at least one")
-    pm, qm = xp.moveaxis(pa, ax, -1), xp.moveaxis(qa, ax, -1)
-    try:
-        batch = tuple(np.broadcast_shapes(pm.shape[:-1], qm.shape[:-1]))
-    except ValueError:
-        raise ValueError(
-            f"p and q do not broadcast: batch shapes {pm.shape[:-1]} and {qm.shape[:-1]}"
-        ) from None
+    pm, qm, batch, k, ax, dtype = D._aligned(p, q, axis, xp=xp)
     pr = xp.ascontiguousarray(xp.broadcast_to(pm, batch + (k,)).astype(dtype, copy=False))
     qr = xp.ascontiguousarray(xp.broadcast_to(qm, batch + (k,)).astype(dtype, copy=False))
     pr, qr = pr.reshape(-1, k), qr.reshape(-1, k)
