@@ -491,17 +491,38 @@ fn same_n(ps: &[Points<'_, f64>]) -> Result<usize> {
     Ok(n)
 }
 
-/// MMD² between z[..n] and z[n..] relabelled by π (pooled Gram K, diagonal included).
-fn mmd_stat(k: &Mat<'_>, perm: &[u32], n: usize, unbiased: bool, stop: &AtomicBool) -> Result<f64> {
-    let nn = k.n();
-    let m = nn - n;
+/// The weights (w_xx, w_yy, w_xy) of MMD²'s within- and between-sample kernel sums for
+/// samples of n and m points (U statistic: the diagonal excluded from the within sums).
+fn mmd_weights(n: usize, m: usize, unbiased: bool) -> (f64, f64, f64) {
     let (nf, mf) = (n as f64, m as f64);
     let (wxx, wyy) = if unbiased {
         (1.0 / (nf * (nf - 1.0)), 1.0 / (mf * (mf - 1.0)))
     } else {
         (1.0 / (nf * nf), 1.0 / (mf * mf))
     };
-    let wxy = -1.0 / (nf * mf);
+    (wxx, wyy, -1.0 / (nf * mf))
+}
+
+/// dHSIC's term 2, Π_k (Σ_ij K_k / n²), from the samples' kernel row sums (invariant
+/// under permutation).
+fn dhsic_t2(rsums: &[Vec<f64>], n: usize) -> f64 {
+    let nf = n as f64;
+    let mut t2 = 1.0;
+    for s in rsums {
+        let mut a = Acc::default();
+        for &v in s {
+            a.add(v);
+        }
+        t2 *= a.value() / (nf * nf);
+    }
+    t2
+}
+
+/// MMD² between z[..n] and z[n..] relabelled by π (pooled Gram K, diagonal included).
+fn mmd_stat(k: &Mat<'_>, perm: &[u32], n: usize, unbiased: bool, stop: &AtomicBool) -> Result<f64> {
+    let nn = k.n();
+    let m = nn - n;
+    let (wxx, wyy, wxy) = mmd_weights(n, m, unbiased);
     let mut scratch = if matches!(k, Mat::Lazy(_)) {
         vec![0.0; nn]
     } else {
@@ -713,15 +734,7 @@ pub fn dhsic_test(
         .collect::<Result<_>>()?;
     let refs: Vec<&Mat<'_>> = mats.iter().collect();
     let nf = n as f64;
-    // Term 2: Π_k (Σ_ij K_k / n²), invariant under permutation.
-    let mut t2 = 1.0;
-    for s in &rsums {
-        let mut a = Acc::default();
-        for &v in s {
-            a.add(v);
-        }
-        t2 *= a.value() / (nf * nf);
-    }
+    let t2 = dhsic_t2(&rsums, n);
     let stat = |perms: &[Vec<u32>]| -> Result<f64> {
         let t1 = prod_gather(&refs, perms, stop)? / (nf * nf);
         let mut t3 = Acc::default();

@@ -410,13 +410,7 @@ pub(super) fn mmd_group(
     let red = MmdRows { k, ind: &ind };
     let states = reduce_rows_with(z, z, &red, stop, Some(z.d <= MULTI_DIRECT_MAX_D))?;
     let m = nn - n;
-    let (nf, mf) = (n as f64, m as f64);
-    let (wxx, wyy) = if unbiased {
-        (1.0 / (nf * (nf - 1.0)), 1.0 / (mf * (mf - 1.0)))
-    } else {
-        (1.0 / (nf * nf), 1.0 / (mf * mf))
-    };
-    let wxy = -1.0 / (nf * mf);
+    let (wxx, wyy, wxy) = mmd_weights(n, m, unbiased);
     let k0 = k.eval(0.0);
     let mut acc = vec![Acc::default(); labels.len()];
     let mut p = 0;
@@ -446,7 +440,7 @@ pub(super) fn mmd_group(
 // ---------------------------------------------------------------------------------------
 // The tests' large-n paths.
 
-use super::{Centre, Resamples, TestOutput};
+use super::{dhsic_t2, mmd_weights, Centre, Resamples, TestOutput};
 use crate::core::dcov::centred;
 
 /// Resamples per pass of the permutation tests whose resamples permute point sets (the
@@ -592,14 +586,7 @@ pub(super) fn dhsic_test(
         .zip(ks)
         .map(|(&p, &k)| kernel_row_sums(p, k, false, stop))
         .collect::<Result<Vec<_>>>()?;
-    let mut t2 = 1.0;
-    for s in &rsums {
-        let mut a = Acc::default();
-        for &v in s {
-            a.add(v);
-        }
-        t2 *= a.value() / (nf * nf);
-    }
+    let t2 = dhsic_t2(&rsums, n);
     let dm1 = d - 1;
     let group = (PERM_GROUP / dm1).max(1);
     rs.in_groups(group, stop, |perms| {
