@@ -455,6 +455,32 @@ fn sinkhorn_ragged_dense<'py>(
     ))
 }
 
+/// Operations of a point-cloud Sinkhorn divergence, for [`run`]: one pass is about
+/// (n + m)²·(d + 8) operations; there are 4 per ε of the schedule and 4 per `extra` step
+/// (the extrapolation and the finish), and with `tol` up to 4 per iteration at the target ε
+/// (so that tiny clouds with a huge `max_iter` still get the interrupt watcher).
+pub(super) fn clouds_work(
+    n: usize,
+    m: usize,
+    d: usize,
+    opts: &clouds::DivOptions,
+    extra: usize,
+) -> usize {
+    let passes = clouds::schedule(opts.eps0, opts.eps, opts.scaling, opts.p)
+        .len()
+        .saturating_add(extra)
+        .saturating_mul(4)
+        .saturating_add(if opts.tol.is_some() {
+            opts.max_iter.saturating_mul(4)
+        } else {
+            0
+        });
+    (n + m)
+        .saturating_mul(n + m)
+        .saturating_mul(d + 8)
+        .saturating_mul(passes)
+}
+
 /// Debiased Sinkhorn divergence between clouds x (n, d) and y (m, d) of one dtype; weights
 /// sum to one. Everything returned is float64.
 #[pyfunction]
@@ -489,22 +515,7 @@ fn sinkhorn_divergence_clouds<'py>(
         tol,
         grad,
     };
-    // One pass is about (n + m)²·(d + 8) operations; there are 4 per ε of the schedule,
-    // about 12 more, and with `tol` up to 4 per iteration at the target ε (so that tiny
-    // clouds with a huge `max_iter` still get the interrupt watcher).
-    let passes = clouds::schedule(eps0, eps, scaling, p)
-        .len()
-        .saturating_add(4)
-        .saturating_mul(4)
-        .saturating_add(if tol.is_some() {
-            max_iter.saturating_mul(4)
-        } else {
-            0
-        });
-    let work = (n + m)
-        .saturating_mul(n + m)
-        .saturating_mul(d + 8)
-        .saturating_mul(passes);
+    let work = clouds_work(n, m, d, &opts, 4);
     let out = with_slices!(&xa, &ya, |xs, ys| {
         run(py, work, |stop| {
             clouds::divergence(
