@@ -3,6 +3,7 @@ algorithms), run on the CPU with NumPy standing in for CuPy and the fused kernel
 against the public host functions (the Rust engine)."""
 
 import math
+import types
 import warnings
 
 import numpy as np
@@ -320,3 +321,82 @@ def test_inputs_are_not_modified():
         _gpu.sinkhorn_divergence(x, y, None, None, 0.1, 2, 0.9, True, 10, None, True)
         _gpu.kde_score(_kde(x), y)
     assert np.array_equal(x, x0) and np.array_equal(y, y0)
+
+
+class _DeviceArray:
+    """A device array stand-in (NumPy inside) that, like a CuPy array, refuses to be
+    copied to the host implicitly."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("implicit conversion to a host array")
+
+    dtype = property(lambda self: self.a.dtype)
+    ndim = property(lambda self: self.a.ndim)
+    shape = property(lambda self: self.a.shape)
+    size = property(lambda self: self.a.size)
+
+    def __getitem__(self, key):
+        return _DeviceArray(self.a[key])
+
+    def astype(self, dtype):
+        return _DeviceArray(self.a.astype(dtype))
+
+
+def _device_namespace():
+    """The few namespace functions the shared point validation uses, on the stand-in;
+    `hits` counts the finiteness checks."""
+    ns = types.ModuleType("devicelib")
+    ns.float64 = np.float64
+    ns.hits = 0
+
+    def isfinite(x):
+        ns.hits += 1
+        return _DeviceArray(np.isfinite(x.a))
+
+    ns.isfinite = isfinite
+    ns.asarray = lambda x: x if isinstance(x, _DeviceArray) else _DeviceArray(np.asarray(x))
+    ns.all = lambda x: bool(np.all(x.a))
+    ns.ascontiguousarray = lambda x: _DeviceArray(np.ascontiguousarray(x.a))
+    return ns
+
+
+def test_device_points_are_validated_on_the_device():
+    # The GPU path checks points with the shared _validate.as_points: a device array comes
+    # back a device array (never copied to the host), with the host's shapes and messages.
+    ns = _device_namespace()
+    _gpu._use(ns, fused=False)
+    x = np.arange(6.0).reshape(3, 2)
+    for given, d, want in [
+        (x, None, x),
+        (x[:, 0], None, x[:, :1]),
+        (x[1], 2, x[1:2]),
+        (x[::-1, ::-1], 2, x[::-1, ::-1]),
+        (np.arange(3), None, np.arange(3.0)[:, None]),
+        (x.astype(np.float16), None, x),
+    ]:
+        got = _gpu._points(_DeviceArray(given), "x", d=d)
+        assert isinstance(got, _DeviceArray)
+        assert got.a.dtype in (np.float32, np.float64) and got.a.flags.c_contiguous
+        np.testing.assert_array_equal(got.a, want)
+    assert _gpu._points(_DeviceArray(x.astype(np.float32)), "x").dtype == np.float32
+    hits = ns.hits
+    _gpu._points(_DeviceArray(np.array([[np.inf]])), "x", check_finite=False)
+    assert ns.hits == hits
+    for bad, d, err, msg in [
+        (np.array([[0.0, np.nan]]), None, ValueError, "x contains NaN or inf"),
+        (np.array(1.0), None, ValueError, "x must be a 1-D or 2-D array of points"),
+        (np.zeros((2, 2, 2)), None, ValueError, "x must have shape"),
+        (np.zeros((0, 2)), None, ValueError, "x is empty"),
+        (np.zeros((2, 0)), None, ValueError, "x has zero columns"),
+        (np.zeros(3), 2, ValueError, "x has 3 values but the data are 2-dimensional"),
+        (np.zeros((2, 3)), 2, ValueError, "x has dimension 3"),
+        (np.zeros(2, complex), None, TypeError, "x must be real"),
+        (np.array(["a"]), None, TypeError, r"Convert it with devicelib\.asarray"),
+    ]:
+        with pytest.raises(err, match=msg):
+            _gpu._points(_DeviceArray(bad), "x", d=d)
+        with pytest.raises(err, match=msg.replace("devicelib", "np")):
+            divest._validate.as_points(bad, "x", d=d)

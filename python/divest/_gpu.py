@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 from ._results import ConvergenceWarning
+from ._validate import as_float_array, as_points
 from ._xp.discrete import discrete_rows
 from ._xp.pairs import dcov_from_sums, dcov_sums, lse_pairs, pair_sum
 from ._xp.sinkhorn import sinkhorn_batch_log, sinkhorn_divergence_xp
@@ -158,51 +159,14 @@ def _host(a) -> np.ndarray:
 
 
 def _as_float(a, name, *, check_finite=True):
-    xp = _ns()
-    a = xp.asarray(a)
-    kind = np.dtype(a.dtype).kind
-    if kind == "c":
-        raise TypeError(f"{name} must be real; got a complex array (dtype {a.dtype})")
-    if kind in "biu":
-        a = a.astype(xp.float64)
-    elif kind == "f":
-        if np.dtype(a.dtype) not in (np.float32, np.float64):
-            a = a.astype(xp.float64)
-    else:
-        raise TypeError(f"{name} must be an array of real numbers; got dtype {a.dtype}")
-    if check_finite and a.size and not bool(xp.all(xp.isfinite(a))):
-        raise ValueError(
-            f"{name} contains NaN or inf; remove those entries or pass check_finite=False"
-        )
-    return a
+    """`_validate.as_float_array` on the device: the array stays where it is."""
+    return as_float_array(a, name, check_finite=check_finite, xp=_ns())
 
 
 def _points(a, name, *, d=None, check_finite=True):
-    a = _as_float(a, name, check_finite=check_finite)
-    if a.ndim == 0:
-        raise ValueError(f"{name} must be a 1-D or 2-D array of points; got a scalar")
-    if a.ndim == 1:
-        if d is not None and d > 1:
-            if a.shape[0] != d:
-                raise ValueError(
-                    f"{name} has {a.shape[0]} values but the data are {d}-dimensional; "
-                    f"pass an array of shape (m, {d})"
-                )
-            a = a[None, :]
-        else:
-            a = a[:, None]
-    elif a.ndim != 2:
-        raise ValueError(f"{name} must have shape (n, d); got {a.ndim} dimensions {a.shape}")
-    if a.shape[0] == 0:
-        raise ValueError(f"{name} is empty; it needs at least one point")
-    if a.shape[1] == 0:
-        raise ValueError(f"{name} has zero columns; points need at least one coordinate")
-    if d is not None and a.shape[1] != d:
-        raise ValueError(
-            f"{name} has dimension {a.shape[1]} but the data have dimension {d}; "
-            f"pass an array of shape (m, {d})"
-        )
-    return _ns().ascontiguousarray(a)
+    """`_validate.as_points` on the device, made C-contiguous there."""
+    xp = _ns()
+    return xp.ascontiguousarray(as_points(a, name, d=d, check_finite=check_finite, xp=xp))
 
 
 def _weights(w, n, name, of):
@@ -829,30 +793,7 @@ def divergence(p, q, measure, axis, keepdims, base, from_logits, log_input, norm
     if base is not None and measure not in D._LOGARITHMIC:
         raise ValueError(f"base applies to logarithmic divergences only; {measure!r} has no base")
     lb = D._log_base(base)
-    pa = _as_float(p, "p", check_finite=False)
-    qa = _as_float(q, "q", check_finite=False)
-    dtype = np.float32 if (pa.dtype == np.float32 and qa.dtype == np.float32) else np.float64
-    if pa.ndim == 0 or qa.ndim == 0:
-        raise ValueError("p and q must be at least 1-D: distributions along `axis`")
-    nd = max(pa.ndim, qa.ndim)
-    ax = D._check_axis(axis, nd)
-    pa = pa.reshape((1,) * (nd - pa.ndim) + pa.shape)
-    qa = qa.reshape((1,) * (nd - qa.ndim) + qa.shape)
-    k = pa.shape[ax]
-    if qa.shape[ax] != k:
-        raise ValueError(
-            f"p and q must have the same number of categories along axis {axis}; "
-            f"got {k} and {qa.shape[ax]}"
-        )
-    if k == 0:
-        raise ValueError("p and q have no categories along axis; distributions need at least one")
-    pm, qm = xp.moveaxis(pa, ax, -1), xp.moveaxis(qa, ax, -1)
-    try:
-        batch = tuple(np.broadcast_shapes(pm.shape[:-1], qm.shape[:-1]))
-    except ValueError:
-        raise ValueError(
-            f"p and q do not broadcast: batch shapes {pm.shape[:-1]} and {qm.shape[:-1]}"
-        ) from None
+    pm, qm, batch, k, ax, dtype = D._aligned(p, q, axis, xp=xp)
     pr = xp.ascontiguousarray(xp.broadcast_to(pm, batch + (k,)).astype(dtype, copy=False))
     qr = xp.ascontiguousarray(xp.broadcast_to(qm, batch + (k,)).astype(dtype, copy=False))
     pr, qr = pr.reshape(-1, k), qr.reshape(-1, k)
@@ -1045,22 +986,7 @@ def sinkhorn_batch(a, b, cost, reg, reg_m, max_iter, tol, method, return_plan, o
         raise ValueError(f"cost must have shape (B, n, m) or (n, m); got {c.shape}")
     A = _as_float(a, "a").astype(xp.float64)
     Bw = _as_float(b, "b").astype(xp.float64)
-    if A.ndim != 2 or Bw.ndim != 2:
-        raise ValueError(
-            f"a and b must have shapes (B, n) and (B, m); got {A.shape} and {Bw.shape}"
-        )
-    nb, n = A.shape
-    m = Bw.shape[1]
-    if Bw.shape[0] != nb:
-        raise ValueError(f"a and b must have the same batch size; got {nb} and {Bw.shape[0]}")
-    if nb == 0 or n == 0 or m == 0:
-        raise ValueError("a and b must be non-empty")
-    shared = c.ndim == 2
-    want = (n, m) if shared else (nb, n, m)
-    if c.shape != want:
-        raise ValueError(
-            f"cost must have shape {(nb, n, m)} or {(n, m)} to match a and b; got {c.shape}"
-        )
+    nb, n, m, shared = O._batch_shapes(A, Bw, c)
     if bool(xp.any(A < 0) | xp.any(Bw < 0)):
         raise ValueError("a and b must be non-negative")
     sa, sb = xp.sum(A, axis=1), xp.sum(Bw, axis=1)

@@ -21,13 +21,16 @@ __all__ = [
 ]
 
 
-def as_float_array(x, name: str, *, check_finite: bool = True) -> np.ndarray:
+def as_float_array(x, name: str, *, check_finite: bool = True, xp=None) -> np.ndarray:
     """Returns `x` as a float32 or float64 array (integers and bools become float64).
 
-    Never copies a float array that is already usable; never modifies `x`.
+    Never copies a float array that is already usable; never modifies `x`. `xp`: the
+    array namespace of a device array (CuPy) to check it with; it then stays on its
+    device (nothing is copied to the host but the finiteness verdict). None: NumPy.
     """
+    xn = np if xp is None else xp
     try:
-        a = np.asarray(x)
+        a = xn.asarray(x)
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name} must be array-like of real numbers; {exc}") from None
     if a.dtype.kind == "c":
@@ -40,23 +43,26 @@ def as_float_array(x, name: str, *, check_finite: bool = True) -> np.ndarray:
     else:
         raise TypeError(
             f"{name} must be an array of real numbers; got dtype {a.dtype}. "
-            "Convert it with np.asarray(..., dtype=float)."
+            f"Convert it with {'np' if xp is None else xp.__name__}.asarray(..., dtype=float)."
         )
-    if not a.flags.aligned:
+    if xp is None and not a.flags.aligned:
         # Misaligned buffers (np.frombuffer at an odd offset, some unpickled arrays) cannot
         # be read in place by the Rust kernels; an aligned copy can.
         a = a.copy()
-    if check_finite and a.size and not np.isfinite(a).all():
+    if check_finite and a.size and not bool(xn.all(xn.isfinite(a))):
         raise ValueError(
             f"{name} contains NaN or inf; remove those entries or pass check_finite=False"
         )
     return a
 
 
-def as_points(x, name: str, *, d: int | None = None, check_finite: bool = True) -> np.ndarray:
+def as_points(
+    x, name: str, *, d: int | None = None, check_finite: bool = True, xp=None
+) -> np.ndarray:
     """Returns an (n, d) float array. A 1-D array is n points in one dimension, or, when
-    the expected dimension `d` is larger than 1 and matches its length, a single point."""
-    a = as_float_array(x, name, check_finite=check_finite)
+    the expected dimension `d` is larger than 1 and matches its length, a single point.
+    `xp`: as in `as_float_array` (a device array stays on its device)."""
+    a = as_float_array(x, name, check_finite=check_finite, xp=xp)
     if a.ndim == 0:
         raise ValueError(f"{name} must be a 1-D or 2-D array of points; got a scalar")
     if a.ndim == 1:

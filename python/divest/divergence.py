@@ -138,6 +138,41 @@ def _rows(m: np.ndarray, batch: tuple, n_out: int, dtype):
     return rows, np.ascontiguousarray(np.broadcast_to(idx, batch)).reshape(-1)
 
 
+def _aligned(p, q, axis, xp=None):
+    """p and q as float arrays (`as_float_array`; with the namespace `xp` of device
+    arrays, on their device) with their categories moved to the last axis, after the
+    shape checks shared by the host and GPU paths. Returns (pm, qm, batch, k, ax, dtype):
+    the broadcast batch shape, the number of categories, the axis as a non-negative
+    index, and the result dtype (float32 when both inputs are float32)."""
+    xn = np if xp is None else xp
+    pa = as_float_array(p, "p", check_finite=False, xp=xp)
+    qa = as_float_array(q, "q", check_finite=False, xp=xp)
+    dtype = np.float32 if (pa.dtype == np.float32 and qa.dtype == np.float32) else np.float64
+    if pa.ndim == 0 or qa.ndim == 0:
+        raise ValueError("p and q must be at least 1-D: distributions along `axis`")
+    nd = max(pa.ndim, qa.ndim)
+    ax = _check_axis(axis, nd)
+    pa = pa.reshape((1,) * (nd - pa.ndim) + pa.shape)
+    qa = qa.reshape((1,) * (nd - qa.ndim) + qa.shape)
+    k = pa.shape[ax]
+    if qa.shape[ax] != k:
+        raise ValueError(
+            f"p and q must have the same number of categories along axis {axis}; "
+            f"got {k} and {qa.shape[ax]}"
+        )
+    if k == 0:
+        raise ValueError("p and q have no categories along axis; distributions need at least one")
+    pm, qm = xn.moveaxis(pa, ax, -1), xn.moveaxis(qa, ax, -1)
+    try:
+        batch = tuple(np.broadcast_shapes(pm.shape[:-1], qm.shape[:-1]))
+    except ValueError:
+        raise ValueError(
+            f"p and q do not broadcast: batch shapes {pm.shape[:-1]} and {qm.shape[:-1]} "
+            f"(shapes {pa.shape} and {qa.shape}, categories along axis {axis})"
+        ) from None
+    return pm, qm, batch, k, ax, dtype
+
+
 def _batched(
     p,
     q,
@@ -155,32 +190,7 @@ def _batched(
     if base is not None and measure not in _LOGARITHMIC:
         raise ValueError(f"base applies to logarithmic divergences only; {measure!r} has no base")
     lb = _log_base(base)
-    pa = as_float_array(p, "p", check_finite=False)
-    qa = as_float_array(q, "q", check_finite=False)
-    dtype = np.float32 if (pa.dtype == np.float32 and qa.dtype == np.float32) else np.float64
-    if pa.ndim == 0 or qa.ndim == 0:
-        raise ValueError("p and q must be at least 1-D: distributions along `axis`")
-    nd = max(pa.ndim, qa.ndim)
-    ax = _check_axis(axis, nd)
-    pa = pa.reshape((1,) * (nd - pa.ndim) + pa.shape)
-    qa = qa.reshape((1,) * (nd - qa.ndim) + qa.shape)
-    k = pa.shape[ax]
-    if qa.shape[ax] != k:
-        raise ValueError(
-            f"p and q must have the same number of categories along axis {axis}; "
-            f"got {k} and {qa.shape[ax]}"
-        )
-    if k == 0:
-        raise ValueError("p and q have no categories along axis; distributions need at least one")
-    pm = np.moveaxis(pa, ax, -1)
-    qm = np.moveaxis(qa, ax, -1)
-    try:
-        batch = tuple(np.broadcast_shapes(pm.shape[:-1], qm.shape[:-1]))
-    except ValueError:
-        raise ValueError(
-            f"p and q do not broadcast: batch shapes {pm.shape[:-1]} and {qm.shape[:-1]} "
-            f"(shapes {pa.shape} and {qa.shape}, categories along axis {axis})"
-        ) from None
+    pm, qm, batch, k, ax, dtype = _aligned(p, q, axis)
     n_out = int(np.prod(batch, dtype=np.int64))
     prow, pidx = _rows(pm, batch, n_out, dtype)
     qrow, qidx = _rows(qm, batch, n_out, dtype)

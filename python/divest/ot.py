@@ -600,22 +600,7 @@ def sinkhorn_batch(
     # instead of four, no copies of float64 input).
     A = as_float_array(a, "a", check_finite=False).astype(np.float64, copy=False)
     Bw = as_float_array(b, "b", check_finite=False).astype(np.float64, copy=False)
-    if A.ndim != 2 or Bw.ndim != 2:
-        raise ValueError(
-            f"a and b must have shapes (B, n) and (B, m); got {A.shape} and {Bw.shape}"
-        )
-    nb, n = A.shape
-    m = Bw.shape[1]
-    if Bw.shape[0] != nb:
-        raise ValueError(f"a and b must have the same batch size; got {nb} and {Bw.shape[0]}")
-    if nb == 0 or n == 0 or m == 0:
-        raise ValueError("a and b must be non-empty")
-    shared = c.ndim == 2
-    want = (n, m) if shared else (nb, n, m)
-    if c.shape != want:
-        raise ValueError(
-            f"cost must have shape {(nb, n, m)} or {(n, m)} to match a and b; got {c.shape}"
-        )
+    nb, n, m, shared = _batch_shapes(A, Bw, c)
     # Finiteness of the costs is checked in Rust, in the pass that finds each problem's cost
     # range (same message): a NumPy pass over (B, n, m) would cost as much as a few solves.
     sa, sb = A.sum(axis=1), Bw.sum(axis=1)
@@ -676,6 +661,36 @@ def sinkhorn_batch(
         converged=converged,
         marginal_error=err,
     )
+
+
+def _batch_weight_shapes(A, Bw):
+    """Checks the shapes of a batch's weights A (B, n) and Bw (B, m), of any array
+    library. Returns (B, n, m)."""
+    if A.ndim != 2 or Bw.ndim != 2:
+        raise ValueError(
+            f"a and b must have shapes (B, n) and (B, m); got {A.shape} and {Bw.shape}"
+        )
+    nb, n = A.shape
+    m = Bw.shape[1]
+    if Bw.shape[0] != nb:
+        raise ValueError(f"a and b must have the same batch size; got {nb} and {Bw.shape[0]}")
+    if nb == 0 or n == 0 or m == 0:
+        raise ValueError("a and b must be non-empty")
+    return nb, n, m
+
+
+def _batch_shapes(A, Bw, c):
+    """Checks the shapes of a dense batch, weights A (B, n) and Bw (B, m) and cost c
+    (B, n, m) or shared (n, m), of any array library (shared with the GPU path). Returns
+    (B, n, m, shared)."""
+    nb, n, m = _batch_weight_shapes(A, Bw)
+    shared = c.ndim == 2
+    want = (n, m) if shared else (nb, n, m)
+    if c.shape != want:
+        raise ValueError(
+            f"cost must have shape {(nb, n, m)} or {(n, m)} to match a and b; got {c.shape}"
+        )
+    return nb, n, m, shared
 
 
 def _batch_masses(sa, sb, reg, reg_m):
@@ -944,16 +959,7 @@ def _sinkhorn_batch_masked(a, b, cost, reg, a_mask, b_mask, kw) -> SinkhornResul
     c = as_float_array(cost, "cost", check_finite=False)
     A = as_float_array(a, "a", check_finite=False)
     Bw = as_float_array(b, "b", check_finite=False)
-    if A.ndim != 2 or Bw.ndim != 2:
-        raise ValueError(
-            f"a and b must have shapes (B, n) and (B, m); got {A.shape} and {Bw.shape}"
-        )
-    nb, n = A.shape
-    m = Bw.shape[1]
-    if Bw.shape[0] != nb:
-        raise ValueError(f"a and b must have the same batch size; got {nb} and {Bw.shape[0]}")
-    if nb == 0 or n == 0 or m == 0:
-        raise ValueError("a and b must be non-empty")
+    nb, n, m = _batch_weight_shapes(A, Bw)
     if c.shape != (nb, n, m):
         raise ValueError(
             f"with a_mask/b_mask, cost must be the padded (B, n, m) = {(nb, n, m)} array; "

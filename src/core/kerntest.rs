@@ -2,11 +2,12 @@
 //! independence tests, and the partial distance correlation test; plus the exact median
 //! of pairwise distances (the bandwidth heuristic) in O(n) memory.
 //!
-//! One resampling engine ([`resample`]) serves every test: resample r draws its
-//! permutation(s) from the SplitMix64 streams of [`permutation`], keyed by (seed, stream),
-//! and evaluates its statistic serially, so the null distribution depends on the seed
-//! and on r only (never on the thread count or on how resamples are split: resamples
-//! `first..first + count` of one seed are the same values whichever call computes them).
+//! One resample driver ([`Resamples`], over [`resample`] on the stored path) serves every
+//! test on both paths: resample r draws its permutation(s) from the SplitMix64 streams of
+//! [`permutation`], keyed by (seed, stream), and evaluates its statistic serially, so the
+//! null distribution depends on the seed and on r only (never on the thread count or on
+//! how resamples are split: resamples `first..first + count` of one seed are the same
+//! values whichever call computes them).
 //!
 //! Every statistic is Σ_ij Π_k M_k[π_k(i), π_k(j)] plus O(n) terms, for n×n matrices M_k.
 //! With `store` (n ≤ [`STORE_MAX`]) the matrices are stored (one n² f64 buffer each) and
@@ -387,6 +388,82 @@ where
     Ok(null)
 }
 
+/// The resample driver of every test, on either path: the resamples `first..first +
+/// count` of `seed`, each drawing `per` permutations of 0..n (resample r's k-th is
+/// stream r·per + k), and the data, whose "permutations" are identities. Item 0 of a
+/// test is the data (its statistic), item i ≥ 1 resample first + i − 1.
+#[derive(Clone, Copy, Debug)]
+struct Resamples {
+    count: usize,
+    first: u64,
+    seed: u64,
+    n: usize,
+    per: u64,
+}
+
+impl Resamples {
+    fn new(count: usize, first: u64, seed: u64, n: usize, per: u64) -> Self {
+        Resamples {
+            count,
+            first,
+            seed,
+            n,
+            per,
+        }
+    }
+
+    /// The permutations of item `i`.
+    fn perms(&self, i: usize) -> Vec<Vec<u32>> {
+        (0..self.per)
+            .map(|k| {
+                if i == 0 {
+                    identity(self.n)
+                } else {
+                    let r = self.first + (i - 1) as u64;
+                    permutation(self.n, self.seed, r * self.per + k)
+                }
+            })
+            .collect()
+    }
+
+    /// The stored path: `stat(perms)` of the data, then of each resample, one resample
+    /// per task in parallel ([`resample`]).
+    fn each<F>(&self, stop: &AtomicBool, stat: F) -> Result<TestOutput>
+    where
+        F: Fn(Vec<Vec<u32>>) -> Result<f64> + Sync,
+    {
+        let statistic = stat(self.perms(0))?;
+        let null = resample(self.count, self.first, stop, |r| {
+            stat(self.perms((r - self.first) as usize + 1))
+        })?;
+        Ok(TestOutput { statistic, null })
+    }
+
+    /// The tiled path: `pass(perms of items a..b)` gives their values, for consecutive
+    /// groups a..b of at most `group` items, one group after another (each pass runs in
+    /// parallel inside).
+    fn in_groups<F>(&self, group: usize, stop: &AtomicBool, mut pass: F) -> Result<TestOutput>
+    where
+        F: FnMut(&[Vec<Vec<u32>>]) -> Result<Vec<f64>>,
+    {
+        let count = self.count + 1;
+        let mut out = try_vec(count, 0.0f64, "n_resamples")?;
+        let mut a = 0;
+        while a < count {
+            threads::check(stop)?;
+            let b = (a + group).min(count);
+            let items: Vec<Vec<Vec<u32>>> = (a..b).map(|i| self.perms(i)).collect();
+            let v = pass(&items)?;
+            out[a..b].copy_from_slice(&v);
+            a = b;
+        }
+        Ok(TestOutput {
+            statistic: out[0],
+            null: out[1..].to_vec(),
+        })
+    }
+}
+
 /// Observed statistic and resampled statistics.
 #[derive(Clone, Debug)]
 pub struct TestOutput {
@@ -414,17 +491,38 @@ fn same_n(ps: &[Points<'_, f64>]) -> Result<usize> {
     Ok(n)
 }
 
-/// MMD² between z[..n] and z[n..] relabelled by π (pooled Gram K, diagonal included).
-fn mmd_stat(k: &Mat<'_>, perm: &[u32], n: usize, unbiased: bool, stop: &AtomicBool) -> Result<f64> {
-    let nn = k.n();
-    let m = nn - n;
+/// The weights (w_xx, w_yy, w_xy) of MMD²'s within- and between-sample kernel sums for
+/// samples of n and m points (U statistic: the diagonal excluded from the within sums).
+fn mmd_weights(n: usize, m: usize, unbiased: bool) -> (f64, f64, f64) {
     let (nf, mf) = (n as f64, m as f64);
     let (wxx, wyy) = if unbiased {
         (1.0 / (nf * (nf - 1.0)), 1.0 / (mf * (mf - 1.0)))
     } else {
         (1.0 / (nf * nf), 1.0 / (mf * mf))
     };
-    let wxy = -1.0 / (nf * mf);
+    (wxx, wyy, -1.0 / (nf * mf))
+}
+
+/// dHSIC's term 2, Π_k (Σ_ij K_k / n²), from the samples' kernel row sums (invariant
+/// under permutation).
+fn dhsic_t2(rsums: &[Vec<f64>], n: usize) -> f64 {
+    let nf = n as f64;
+    let mut t2 = 1.0;
+    for s in rsums {
+        let mut a = Acc::default();
+        for &v in s {
+            a.add(v);
+        }
+        t2 *= a.value() / (nf * nf);
+    }
+    t2
+}
+
+/// MMD² between z[..n] and z[n..] relabelled by π (pooled Gram K, diagonal included).
+fn mmd_stat(k: &Mat<'_>, perm: &[u32], n: usize, unbiased: bool, stop: &AtomicBool) -> Result<f64> {
+    let nn = k.n();
+    let m = nn - n;
+    let (wxx, wyy, wxy) = mmd_weights(n, m, unbiased);
     let mut scratch = if matches!(k, Mat::Lazy(_)) {
         vec![0.0; nn]
     } else {
@@ -483,18 +581,14 @@ pub fn mmd_test(
             z.n.saturating_sub(n)
         ));
     }
+    let rs = Resamples::new(n_resamples, first, seed, z.n, 1);
     if !store {
         k.check()?;
-        return tiled::mmd_test(z, n, k, unbiased, n_resamples, first, seed, stop);
+        return tiled::mmd_test(z, n, k, unbiased, rs, stop);
     }
     let src = KernelRows::new(z, k, Centre::Raw, stop)?;
     let km = Mat::new(&src, store, stop)?;
-    let nn = z.n;
-    let statistic = mmd_stat(&km, &identity(nn), n, unbiased, stop)?;
-    let null = resample(n_resamples, first, stop, |r| {
-        mmd_stat(&km, &permutation(nn, seed, r), n, unbiased, stop)
-    })?;
-    Ok(TestOutput { statistic, null })
+    rs.each(stop, |p| mmd_stat(&km, &p[0], n, unbiased, stop))
 }
 
 /// HSIC statistic and permutation null: biased (V, double-centred, /n²) or unbiased
@@ -521,10 +615,11 @@ pub fn hsic_test(
             "an unbiased (U-centred) statistic needs at least 4 observations; got {n}"
         ));
     }
+    let rs = Resamples::new(n_resamples, first, seed, n, 1);
     if !store {
         kx.check()?;
         ky.check()?;
-        return tiled::hsic_test(x, y, kx, ky, unbiased, n_resamples, first, seed, stop);
+        return tiled::hsic_test(x, y, kx, ky, unbiased, rs, stop);
     }
     let centre = if unbiased { Centre::U } else { Centre::Double };
     let sx = KernelRows::new(x, kx, centre, stop)?;
@@ -532,12 +627,11 @@ pub fn hsic_test(
     let (a, b) = (Mat::new(&sx, store, stop)?, Mat::new(&sy, store, stop)?);
     let nf = n as f64;
     let den = if unbiased { nf * (nf - 3.0) } else { nf * nf };
-    let id = identity(n);
-    let statistic = prod_gather(&[&a, &b], &[id.clone(), id.clone()], stop)? / den;
-    let null = resample(n_resamples, first, stop, |r| {
-        Ok(prod_gather(&[&a, &b], &[id.clone(), permutation(n, seed, r)], stop)? / den)
-    })?;
-    Ok(TestOutput { statistic, null })
+    // y is permuted, x not.
+    rs.each(stop, |mut p| {
+        p.insert(0, identity(n));
+        Ok(prod_gather(&[&a, &b], &p, stop)? / den)
+    })
 }
 
 /// Moments for the gamma approximation of the biased HSIC null (Gretton et al. 2008):
@@ -615,11 +709,13 @@ pub fn dhsic_test(
     if n < 2 {
         return Err(invalid!("dhsic needs at least 2 observations; got {n}"));
     }
+    // Samples 1.. are permuted, sample 0 not.
+    let rs = Resamples::new(n_resamples, first, seed, n, (d - 1) as u64);
     if !store {
         for k in ks {
             k.check()?;
         }
-        return tiled::dhsic_test(xs, ks, n_resamples, first, seed, stop);
+        return tiled::dhsic_test(xs, ks, rs, stop);
     }
     // Row sums through the Double centring's pass; the rows themselves are raw.
     let mut srcs = Vec::with_capacity(d);
@@ -638,15 +734,7 @@ pub fn dhsic_test(
         .collect::<Result<_>>()?;
     let refs: Vec<&Mat<'_>> = mats.iter().collect();
     let nf = n as f64;
-    // Term 2: Π_k (Σ_ij K_k / n²), invariant under permutation.
-    let mut t2 = 1.0;
-    for s in &rsums {
-        let mut a = Acc::default();
-        for &v in s {
-            a.add(v);
-        }
-        t2 *= a.value() / (nf * nf);
-    }
+    let t2 = dhsic_t2(&rsums, n);
     let stat = |perms: &[Vec<u32>]| -> Result<f64> {
         let t1 = prod_gather(&refs, perms, stop)? / (nf * nf);
         let mut t3 = Acc::default();
@@ -659,17 +747,10 @@ pub fn dhsic_test(
         }
         Ok(t1 + t2 - 2.0 * t3.value() / nf)
     };
-    let id = identity(n);
-    let statistic = stat(&vec![id.clone(); d])?;
-    let dm1 = (d - 1) as u64;
-    let null = resample(n_resamples, first, stop, |r| {
-        let mut perms = vec![id.clone()];
-        for k in 0..dm1 {
-            perms.push(permutation(n, seed, r * dm1 + k));
-        }
-        stat(&perms)
-    })?;
-    Ok(TestOutput { statistic, null })
+    rs.each(stop, |mut p| {
+        p.insert(0, identity(n));
+        stat(&p)
+    })
 }
 
 /// Partial distance correlation test (energy's pdcor.test): the U-centred distance
@@ -695,9 +776,10 @@ pub fn pdcor_test(
         ));
     }
     let k = Kernel::Distance(alpha);
+    let rs = Resamples::new(n_resamples, first, seed, n, 1);
     if !store {
         k.check()?;
-        return tiled::pdcor_test(x, y, z, alpha, n_resamples, first, seed, stop);
+        return tiled::pdcor_test(x, y, z, alpha, rs, stop);
     }
     let (ax, ay, az) = (
         KernelRows::new(x, k, Centre::U, stop)?,
@@ -725,7 +807,6 @@ pub fn pdcor_test(
     let (pp, qq) = (inner(&px, &px, stop)?, inner(&py, &py, stop)?);
     let (a, b) = (Mat::new(&px, store, stop)?, Mat::new(&py, store, stop)?);
     let den = (pp.max(0.0) * qq.max(0.0)).sqrt();
-    let id = identity(n);
     let scaled = |v: f64| {
         if den > 0.0 {
             (v / den).clamp(-1.0, 1.0)
@@ -733,15 +814,11 @@ pub fn pdcor_test(
             0.0
         }
     };
-    let statistic = scaled(prod_gather(&[&a, &b], &[id.clone(), id.clone()], stop)?);
-    let null = resample(n_resamples, first, stop, |r| {
-        Ok(scaled(prod_gather(
-            &[&a, &b],
-            &[permutation(n, seed, r), id.clone()],
-            stop,
-        )?))
-    })?;
-    Ok(TestOutput { statistic, null })
+    // P is permuted, Q not.
+    rs.each(stop, |mut p| {
+        p.push(identity(n));
+        Ok(scaled(prod_gather(&[&a, &b], &p, stop)?))
+    })
 }
 
 // ---------------------------------------------------------------------------------------

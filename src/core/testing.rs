@@ -97,6 +97,34 @@ pub fn sq_dist(a: &[f64], i: usize, b: &[f64], j: usize, d: usize) -> f64 {
     (0..d).map(|k| (a[i * d + k] - b[j * d + k]).powi(2)).sum()
 }
 
+/// The determinant of the row-major m×m matrix `a` by Gaussian elimination with partial
+/// pivoting (`a` is overwritten): the written-out reference for small determinants.
+pub fn det(a: &mut [f64], m: usize) -> f64 {
+    let mut d = 1.0;
+    for col in 0..m {
+        let p = (col..m)
+            .max_by(|&x, &y| a[x * m + col].abs().total_cmp(&a[y * m + col].abs()))
+            .unwrap();
+        if a[p * m + col] == 0.0 {
+            return 0.0;
+        }
+        if p != col {
+            for q in 0..m {
+                a.swap(p * m + q, col * m + q);
+            }
+            d = -d;
+        }
+        d *= a[col * m + col];
+        for r in col + 1..m {
+            let f = a[r * m + col] / a[col * m + col];
+            for q in col..m {
+                a[r * m + q] -= f * a[col * m + q];
+            }
+        }
+    }
+    d
+}
+
 /// Every SIMD level, whether or not this CPU can run it.
 pub const ALL_LEVELS: [Level; 3] = [Level::Scalar, Level::Avx2, Level::Avx512];
 

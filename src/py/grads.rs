@@ -134,19 +134,8 @@ fn sinkhorn_divergence_clouds_grads<'py>(
         tol,
         grad: true,
     };
-    let passes = clouds::schedule(eps0, eps, scaling, p)
-        .len()
-        .saturating_add(6)
-        .saturating_mul(4)
-        .saturating_add(if tol.is_some() {
-            max_iter.saturating_mul(4)
-        } else {
-            0
-        });
-    let work = (n + m)
-        .saturating_mul(n + m)
-        .saturating_mul(d + 8)
-        .saturating_mul(passes);
+    // A larger allowance than the divergence alone: the y gradient's passes.
+    let work = super::ot::clouds_work(n, m, d, &opts, 6);
     let (out, gy) = with_slices!(&xa, &ya, |xs, ys| {
         run(py, work, |stop| {
             clouds::divergence_grads(

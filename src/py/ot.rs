@@ -150,6 +150,41 @@ fn sinkhorn_dense<'py>(
     ))
 }
 
+/// The per-problem results of a batch or ragged solve, in problem order: the potentials
+/// concatenated (`f` has Σ n_k entries, `g` Σ m_k) and one scalar of each kind per problem.
+struct Gathered {
+    f: Vec<f64>,
+    g: Vec<f64>,
+    n_iter: Vec<i64>,
+    marginal_error: Vec<f64>,
+    cost: Vec<f64>,
+    linear_cost: Vec<f64>,
+}
+
+impl Gathered {
+    /// Consumes the solves (plans already taken); `nf` and `ng` are the totals Σ n_k, Σ m_k.
+    fn new(out: Vec<(dense::Solved, dense::Finished)>, nf: usize, ng: usize) -> Self {
+        let nb = out.len();
+        let mut r = Gathered {
+            f: Vec::with_capacity(nf),
+            g: Vec::with_capacity(ng),
+            n_iter: Vec::with_capacity(nb),
+            marginal_error: Vec::with_capacity(nb),
+            cost: Vec::with_capacity(nb),
+            linear_cost: Vec::with_capacity(nb),
+        };
+        for (s, fin) in out {
+            r.f.extend(s.f);
+            r.g.extend(s.g);
+            r.n_iter.push(s.n_iter as i64);
+            r.marginal_error.push(fin.marginal_error);
+            r.cost.push(fin.cost);
+            r.linear_cost.push(fin.linear_cost);
+        }
+        r
+    }
+}
+
 /// B dense problems: a (B, n), b (B, m), cost (B*n, m) or shared (n, m).
 #[pyfunction]
 #[pyo3(signature = (a, b, cost, shared, reg, reg_m, max_iter, tol, method, omega, return_plan, scaling=None))]
@@ -212,25 +247,15 @@ fn sinkhorn_batch_dense<'py>(
         };
         (out, plan)
     });
-    let mut f = Vec::with_capacity(nb * n);
-    let mut g = Vec::with_capacity(nb * m);
-    let (mut it, mut err, mut cost_v, mut lin) = (vec![], vec![], vec![], vec![]);
-    for (s, fin) in out {
-        f.extend(s.f);
-        g.extend(s.g);
-        it.push(s.n_iter as i64);
-        err.push(fin.marginal_error);
-        cost_v.push(fin.cost);
-        lin.push(fin.linear_cost);
-    }
+    let r = Gathered::new(out, nb * n, nb * m);
     Ok((
         plan,
-        array2(py, f, nb, n)?,
-        array2(py, g, nb, m)?,
-        PyArray1::from_vec(py, cost_v),
-        PyArray1::from_vec(py, lin),
-        PyArray1::from_vec(py, it),
-        PyArray1::from_vec(py, err),
+        array2(py, r.f, nb, n)?,
+        array2(py, r.g, nb, m)?,
+        PyArray1::from_vec(py, r.cost),
+        PyArray1::from_vec(py, r.linear_cost),
+        PyArray1::from_vec(py, r.n_iter),
+        PyArray1::from_vec(py, r.marginal_error),
     ))
 }
 
@@ -418,26 +443,42 @@ fn sinkhorn_ragged_dense<'py>(
     } else {
         None
     };
-    let mut f = Vec::with_capacity(av.len());
-    let mut g = Vec::with_capacity(bv.len());
-    let (mut it, mut err, mut cost_v, mut lin) = (vec![], vec![], vec![], vec![]);
-    for (s, fin) in out {
-        f.extend(s.f);
-        g.extend(s.g);
-        it.push(s.n_iter as i64);
-        err.push(fin.marginal_error);
-        cost_v.push(fin.cost);
-        lin.push(fin.linear_cost);
-    }
+    let r = Gathered::new(out, av.len(), bv.len());
     Ok((
         plan,
-        PyArray1::from_vec(py, f),
-        PyArray1::from_vec(py, g),
-        PyArray1::from_vec(py, cost_v),
-        PyArray1::from_vec(py, lin),
-        PyArray1::from_vec(py, it),
-        PyArray1::from_vec(py, err),
+        PyArray1::from_vec(py, r.f),
+        PyArray1::from_vec(py, r.g),
+        PyArray1::from_vec(py, r.cost),
+        PyArray1::from_vec(py, r.linear_cost),
+        PyArray1::from_vec(py, r.n_iter),
+        PyArray1::from_vec(py, r.marginal_error),
     ))
+}
+
+/// Operations of a point-cloud Sinkhorn divergence, for [`run`]: one pass is about
+/// (n + m)²·(d + 8) operations; there are 4 per ε of the schedule and 4 per `extra` step
+/// (the extrapolation and the finish), and with `tol` up to 4 per iteration at the target ε
+/// (so that tiny clouds with a huge `max_iter` still get the interrupt watcher).
+pub(super) fn clouds_work(
+    n: usize,
+    m: usize,
+    d: usize,
+    opts: &clouds::DivOptions,
+    extra: usize,
+) -> usize {
+    let passes = clouds::schedule(opts.eps0, opts.eps, opts.scaling, opts.p)
+        .len()
+        .saturating_add(extra)
+        .saturating_mul(4)
+        .saturating_add(if opts.tol.is_some() {
+            opts.max_iter.saturating_mul(4)
+        } else {
+            0
+        });
+    (n + m)
+        .saturating_mul(n + m)
+        .saturating_mul(d + 8)
+        .saturating_mul(passes)
 }
 
 /// Debiased Sinkhorn divergence between clouds x (n, d) and y (m, d) of one dtype; weights
@@ -474,22 +515,7 @@ fn sinkhorn_divergence_clouds<'py>(
         tol,
         grad,
     };
-    // One pass is about (n + m)²·(d + 8) operations; there are 4 per ε of the schedule,
-    // about 12 more, and with `tol` up to 4 per iteration at the target ε (so that tiny
-    // clouds with a huge `max_iter` still get the interrupt watcher).
-    let passes = clouds::schedule(eps0, eps, scaling, p)
-        .len()
-        .saturating_add(4)
-        .saturating_mul(4)
-        .saturating_add(if tol.is_some() {
-            max_iter.saturating_mul(4)
-        } else {
-            0
-        });
-    let work = (n + m)
-        .saturating_mul(n + m)
-        .saturating_mul(d + 8)
-        .saturating_mul(passes);
+    let work = clouds_work(n, m, d, &opts, 4);
     let out = with_slices!(&xa, &ya, |xs, ys| {
         run(py, work, |stop| {
             clouds::divergence(

@@ -128,25 +128,43 @@ pub fn centred<T: Float>(p: Points<'_, T>) -> Result<Vec<f64>> {
 
 /// Row sums Σ_j |x_i − x_j|^α of centred f64 points (pass 1).
 pub fn row_sums(p: Points<'_, f64>, alpha: f64, stop: &AtomicBool) -> Result<Vec<f64>> {
-    fn with<F: PairMap>(f: F, p: Points<'_, f64>, stop: &AtomicBool) -> Result<Vec<f64>> {
-        let w = vec![1.0; p.n];
+    // The diagonal is zero by definition; skipping it avoids GEMM rounding there.
+    pair_row_sums(p, p, alpha, true, stop)
+}
+
+/// Row sums Σ_j |r_i − c_j|^α of `rows` against `cols`, skipping the diagonal when `same`
+/// (shared by [`row_sums`] and [`cross_row_sums`]; no checks).
+fn pair_row_sums(
+    rows: Points<'_, f64>,
+    cols: Points<'_, f64>,
+    alpha: f64,
+    same: bool,
+    stop: &AtomicBool,
+) -> Result<Vec<f64>> {
+    fn with<F: PairMap>(
+        f: F,
+        rows: Points<'_, f64>,
+        cols: Points<'_, f64>,
+        same: bool,
+        stop: &AtomicBool,
+    ) -> Result<Vec<f64>> {
+        let w = vec![1.0; cols.n];
         let red = KernelRows {
             f,
             scales: &[1.0],
             w: &w,
-            // The diagonal is zero by definition; skipping it avoids GEMM rounding there.
-            exclude_self: true,
+            exclude_self: same,
             sumsq: false,
             mean: None,
-            d: p.d,
+            d: rows.d,
         };
-        let st = reduce_rows_with(p, p, &red, stop, Some(p.d <= DIRECT_MAX_D))?;
+        let st = reduce_rows_with(rows, cols, &red, stop, Some(rows.d <= DIRECT_MAX_D))?;
         Ok(RowStats::from_states(1, st).sum)
     }
     if alpha == 1.0 {
-        with(SqrtMap, p, stop)
+        with(SqrtMap, rows, cols, same, stop)
     } else {
-        with(PowMap { half: 0.5 * alpha }, p, stop)
+        with(PowMap { half: 0.5 * alpha }, rows, cols, same, stop)
     }
 }
 
@@ -857,26 +875,6 @@ pub fn cross_row_sums(
     same: bool,
     stop: &AtomicBool,
 ) -> Result<Vec<f64>> {
-    fn with<F: PairMap>(
-        f: F,
-        rows: Points<'_, f64>,
-        cols: Points<'_, f64>,
-        same: bool,
-        stop: &AtomicBool,
-    ) -> Result<Vec<f64>> {
-        let w = vec![1.0; cols.n];
-        let red = KernelRows {
-            f,
-            scales: &[1.0],
-            w: &w,
-            exclude_self: same,
-            sumsq: false,
-            mean: None,
-            d: rows.d,
-        };
-        let st = reduce_rows_with(rows, cols, &red, stop, Some(rows.d <= DIRECT_MAX_D))?;
-        Ok(RowStats::from_states(1, st).sum)
-    }
     check_exponent(alpha)?;
     if rows.d != cols.d || (same && rows.n != cols.n) {
         return Err(invalid!(
@@ -886,11 +884,7 @@ pub fn cross_row_sums(
     if rows.n == 0 || cols.n == 0 {
         return Ok(vec![0.0; rows.n]);
     }
-    if alpha == 1.0 {
-        with(SqrtMap, rows, cols, same, stop)
-    } else {
-        with(PowMap { half: 0.5 * alpha }, rows, cols, same, stop)
-    }
+    pair_row_sums(rows, cols, alpha, same, stop)
 }
 
 /// The centring offsets of the rows of one block, from their row sums and the total of

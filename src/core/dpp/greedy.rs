@@ -155,34 +155,7 @@ pub fn greedy_map(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testing::sym_vec;
-
-    /// det of a small symmetric matrix by Gaussian elimination with partial pivoting.
-    fn det(a: &mut [f64], m: usize) -> f64 {
-        let mut d = 1.0;
-        for col in 0..m {
-            let p = (col..m)
-                .max_by(|&x, &y| a[x * m + col].abs().total_cmp(&a[y * m + col].abs()))
-                .unwrap();
-            if a[p * m + col] == 0.0 {
-                return 0.0;
-            }
-            if p != col {
-                for q in 0..m {
-                    a.swap(p * m + q, col * m + q);
-                }
-                d = -d;
-            }
-            d *= a[col * m + col];
-            for r in col + 1..m {
-                let f = a[r * m + col] / a[col * m + col];
-                for q in col..m {
-                    a[r * m + q] -= f * a[col * m + q];
-                }
-            }
-        }
-        d
-    }
+    use crate::core::testing::{det, sym_vec};
 
     #[test]
     fn each_step_maximises_the_determinant_and_rank_stops_it() {

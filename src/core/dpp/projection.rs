@@ -706,6 +706,7 @@ pub(crate) fn par_samples<T: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::testing::det;
 
     /// An n×m matrix with orthonormal columns (Gram–Schmidt on a deterministic matrix).
     pub(crate) fn orthonormal(n: usize, m: usize, seed: u64) -> Vec<f64> {
@@ -733,32 +734,6 @@ mod tests {
             }
         }
         u
-    }
-
-    fn det(a: &mut [f64], k: usize) -> f64 {
-        let mut det = 1.0;
-        for c in 0..k {
-            let p = (c..k)
-                .max_by(|&x, &y| a[x * k + c].abs().total_cmp(&a[y * k + c].abs()))
-                .unwrap();
-            if a[p * k + c] == 0.0 {
-                return 0.0;
-            }
-            if p != c {
-                for j in 0..k {
-                    a.swap(p * k + j, c * k + j);
-                }
-                det = -det;
-            }
-            det *= a[c * k + c];
-            for r in c + 1..k {
-                let f = a[r * k + c] / a[c * k + c];
-                for j in c..k {
-                    a[r * k + j] -= f * a[c * k + j];
-                }
-            }
-        }
-        det
     }
 
     fn check_distribution(method: Method) {

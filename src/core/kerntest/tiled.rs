@@ -28,7 +28,6 @@ use crate::core::error::{try_vec, Result};
 use crate::core::pairwise::multi::{reduce_pairs_multi_with, MultiReducer, MULTI_DIRECT_MAX_D};
 use crate::core::pairwise::{reduce_rows_with, Points, RowReducer, COL_TILE};
 use crate::core::simd::{self, Fma};
-use crate::core::threads;
 
 /// Resamples per pass of the MMD relabelling reduction (two register blocks of 32).
 pub const MMD_GROUP: usize = 64;
@@ -320,29 +319,6 @@ pub(super) fn permuted(v: &[f64], perm: &[u32]) -> Vec<f64> {
     perm.iter().map(|&p| v[p as usize]).collect()
 }
 
-/// Runs `pass` over the items `0..count` in consecutive groups of at most `group`,
-/// writing their values in order.
-pub(super) fn in_groups<F>(
-    count: usize,
-    group: usize,
-    stop: &AtomicBool,
-    mut pass: F,
-) -> Result<Vec<f64>>
-where
-    F: FnMut(usize, usize) -> Result<Vec<f64>>,
-{
-    let mut out = try_vec(count, 0.0f64, "n_resamples")?;
-    let mut a = 0;
-    while a < count {
-        threads::check(stop)?;
-        let b = (a + group).min(count);
-        let v = pass(a, b)?;
-        out[a..b].copy_from_slice(&v);
-        a = b;
-    }
-    Ok(out)
-}
-
 // ---------------------------------------------------------------------------------------
 // MMD: row sums over the points labelled x, for a group of labellings.
 
@@ -434,13 +410,7 @@ pub(super) fn mmd_group(
     let red = MmdRows { k, ind: &ind };
     let states = reduce_rows_with(z, z, &red, stop, Some(z.d <= MULTI_DIRECT_MAX_D))?;
     let m = nn - n;
-    let (nf, mf) = (n as f64, m as f64);
-    let (wxx, wyy) = if unbiased {
-        (1.0 / (nf * (nf - 1.0)), 1.0 / (mf * (mf - 1.0)))
-    } else {
-        (1.0 / (nf * nf), 1.0 / (mf * mf))
-    };
-    let wxy = -1.0 / (nf * mf);
+    let (wxx, wyy, wxy) = mmd_weights(n, m, unbiased);
     let k0 = k.eval(0.0);
     let mut acc = vec![Acc::default(); labels.len()];
     let mut p = 0;
@@ -470,9 +440,8 @@ pub(super) fn mmd_group(
 // ---------------------------------------------------------------------------------------
 // The tests' large-n paths.
 
-use super::{identity, Centre, TestOutput};
+use super::{dhsic_t2, mmd_weights, Centre, Resamples, TestOutput};
 use crate::core::dcov::centred;
-use crate::core::dcov::perm::permutation;
 
 /// Resamples per pass of the permutation tests whose resamples permute point sets (the
 /// unpermuted sets' tiles are shared by the group).
@@ -519,23 +488,6 @@ fn factor<'a>(kernel: Kernel, parts: &[(usize, &'a [f64], f64)], zero_diag: bool
     }
 }
 
-/// Permutation `i − 1` of the resamples starting at `first`, item 0 being the identity
-/// (the observed statistic).
-fn item_perm(i: usize, n: usize, seed: u64, stream: impl Fn(u64) -> u64, first: u64) -> Vec<u32> {
-    if i == 0 {
-        identity(n)
-    } else {
-        permutation(n, seed, stream(first + (i - 1) as u64))
-    }
-}
-
-fn split(vals: Vec<f64>) -> TestOutput {
-    TestOutput {
-        statistic: vals[0],
-        null: vals[1..].to_vec(),
-    }
-}
-
 /// [`super::mmd_test`]'s large-n path.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn mmd_test(
@@ -543,28 +495,25 @@ pub(super) fn mmd_test(
     n: usize,
     k: Kernel,
     unbiased: bool,
-    n_resamples: usize,
-    first: u64,
-    seed: u64,
+    rs: Resamples,
     stop: &AtomicBool,
 ) -> Result<TestOutput> {
     let nn = z.n;
     let zc = centred_copy(z)?;
     let pz = Points::new(&zc, nn, z.d)?;
-    let vals = in_groups(n_resamples + 1, MMD_GROUP, stop, |a, b| {
-        let labels: Vec<Vec<bool>> = (a..b)
-            .map(|i| {
-                let p = item_perm(i, nn, seed, |r| r, first);
+    rs.in_groups(MMD_GROUP, stop, |items| {
+        let labels: Vec<Vec<bool>> = items
+            .iter()
+            .map(|p| {
                 let mut l = vec![false; nn];
-                for &q in &p[..n] {
+                for &q in &p[0][..n] {
                     l[q as usize] = true;
                 }
                 l
             })
             .collect();
         mmd_group(pz, n, k, unbiased, &labels, stop)
-    })?;
-    Ok(split(vals))
+    })
 }
 
 /// [`super::hsic_test`]'s large-n path.
@@ -575,9 +524,7 @@ pub(super) fn hsic_test(
     kx: Kernel,
     ky: Kernel,
     unbiased: bool,
-    n_resamples: usize,
-    first: u64,
-    seed: u64,
+    rs: Resamples,
     stop: &AtomicBool,
 ) -> Result<TestOutput> {
     let n = x.n;
@@ -588,10 +535,9 @@ pub(super) fn hsic_test(
     let oy = offsets(py, ky, centre, stop)?;
     let nf = n as f64;
     let den = if unbiased { nf * (nf - 3.0) } else { nf * nf };
-    let vals = in_groups(n_resamples + 1, PERM_GROUP, stop, |a, b| {
-        let perms: Vec<Vec<u32>> = (a..b)
-            .map(|i| item_perm(i, n, seed, |r| r, first))
-            .collect();
+    rs.in_groups(PERM_GROUP, stop, |items| {
+        // y is permuted, x not.
+        let perms: Vec<&[u32]> = items.iter().map(|p| &p[0][..]).collect();
         let ys = perms
             .iter()
             .map(|p| permuted_rows(&yc, y.d, p))
@@ -611,8 +557,7 @@ pub(super) fn hsic_test(
             .iter()
             .map(|v| v / den)
             .collect())
-    })?;
-    Ok(split(vals))
+    })
 }
 
 /// [`super::dhsic_test`]'s large-n path; `rsums` are the samples' kernel row sums (from
@@ -621,9 +566,7 @@ pub(super) fn hsic_test(
 pub(super) fn dhsic_test(
     xs: &[Points<'_, f64>],
     ks: &[Kernel],
-    n_resamples: usize,
-    first: u64,
-    seed: u64,
+    rs: Resamples,
     stop: &AtomicBool,
 ) -> Result<TestOutput> {
     let d = xs.len();
@@ -643,27 +586,13 @@ pub(super) fn dhsic_test(
         .zip(ks)
         .map(|(&p, &k)| kernel_row_sums(p, k, false, stop))
         .collect::<Result<Vec<_>>>()?;
-    let mut t2 = 1.0;
-    for s in &rsums {
-        let mut a = Acc::default();
-        for &v in s {
-            a.add(v);
-        }
-        t2 *= a.value() / (nf * nf);
-    }
+    let t2 = dhsic_t2(&rsums, n);
     let dm1 = d - 1;
     let group = (PERM_GROUP / dm1).max(1);
-    let vals = in_groups(n_resamples + 1, group, stop, |a, b| {
-        // perms[g][k − 1]: the permutation of sample k ≥ 1 in item a + g.
-        let perms: Vec<Vec<Vec<u32>>> = (a..b)
-            .map(|i| {
-                (0..dm1 as u64)
-                    .map(|k| item_perm(i, n, seed, |r| r * dm1 as u64 + k, first))
-                    .collect()
-            })
-            .collect();
+    rs.in_groups(group, stop, |perms| {
+        // perms[g][k − 1]: the permutation of sample k ≥ 1 in the group's item g.
         let mut copies_p = Vec::with_capacity(perms.len() * dm1);
-        for pg in &perms {
+        for pg in perms {
             for (k, p) in pg.iter().enumerate() {
                 copies_p.push(permuted_rows(&copies[k + 1], xs[k + 1].d, p)?);
             }
@@ -688,7 +617,7 @@ pub(super) fn dhsic_test(
         let t1s = products(&sets, factors, prods, stop)?;
         Ok(t1s
             .iter()
-            .zip(&perms)
+            .zip(perms)
             .map(|(&t1, pg)| {
                 let mut t3 = Acc::default();
                 for i in 0..n {
@@ -701,8 +630,7 @@ pub(super) fn dhsic_test(
                 t1 / (nf * nf) + t2 - 2.0 * t3.value() / nf
             })
             .collect())
-    })?;
-    Ok(split(vals))
+    })
 }
 
 /// [`super::pdcor_test`]'s large-n path.
@@ -712,9 +640,7 @@ pub(super) fn pdcor_test(
     y: Points<'_, f64>,
     z: Points<'_, f64>,
     alpha: f64,
-    n_resamples: usize,
-    first: u64,
-    seed: u64,
+    rs: Resamples,
     stop: &AtomicBool,
 ) -> Result<TestOutput> {
     let n = x.n;
@@ -761,10 +687,9 @@ pub(super) fn pdcor_test(
             0.0
         }
     };
-    let vals = in_groups(n_resamples + 1, PERM_GROUP / 2, stop, |a, b| {
-        let perms: Vec<Vec<u32>> = (a..b)
-            .map(|i| item_perm(i, n, seed, |r| r, first))
-            .collect();
+    rs.in_groups(PERM_GROUP / 2, stop, |items| {
+        // x and z are permuted together (P's rows and columns), y not.
+        let perms: Vec<&[u32]> = items.iter().map(|p| &p[0][..]).collect();
         let mut copies = Vec::with_capacity(2 * perms.len());
         let mut offs = Vec::with_capacity(2 * perms.len());
         for p in &perms {
@@ -794,8 +719,7 @@ pub(super) fn pdcor_test(
             .into_iter()
             .map(scaled)
             .collect())
-    })?;
-    Ok(split(vals))
+    })
 }
 
 #[cfg(test)]
