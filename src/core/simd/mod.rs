@@ -194,7 +194,9 @@ impl Fma for Unfused {
 pub const LANES: usize = 8;
 
 /// exp(x) for f64, branch-free so loops over it vectorise. Relative error below 2 ulp on
-/// [-708, 709]; returns 0 below -708.4 and saturates at exp(709) above.
+/// [-708.39, 709.78] (the top of the f64 range; results under 2^-1022 round as the
+/// hardware multiply rounds subnormals); returns 0 below -708.39 (as the table-driven
+/// kernels count such terms) and saturates at exp(709.78) ≈ 1.79e308 above.
 #[inline(always)]
 pub fn exp<M: Fma>(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
@@ -203,8 +205,11 @@ pub fn exp<M: Fma>(x: f64) -> f64 {
     const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     // Adding 1.5 * 2^52 rounds to the nearest integer and leaves it in the low bits.
     const SHIFT: f64 = 6_755_399_441_055_744.0;
-    let xc = if x > 709.0 { 709.0 } else { x };
-    let xc = if xc < -708.0 { -708.0 } else { xc };
+    // ln(f64::MAX), rounded down, and the cut-off below which the result is 0.
+    const HI: f64 = 709.782_712_893_384;
+    const LO: f64 = -708.39;
+    let xc = if x > HI { HI } else { x };
+    let xc = if xc < LO { LO } else { xc };
     let t = M::ma(xc, LOG2E, SHIFT);
     let nf = t - SHIFT;
     let r = M::ma(nf, -LN2_LO, M::ma(nf, -LN2_HI, xc));
@@ -222,9 +227,14 @@ pub fn exp<M: Fma>(x: f64) -> f64 {
     p = M::ma(p, r, 0.5);
     p = M::ma(p, r, 1.0);
     p = M::ma(p, r, 1.0);
-    let n = t.to_bits().wrapping_sub(SHIFT.to_bits());
-    let scale = f64::from_bits(n.wrapping_add(1023) << 52);
-    let y = p * scale;
+    // n lies in [-1022, 1024]; 2^1024 has no f64, so the power of two is applied in two
+    // halves (2^(n - n/2) · 2^(n/2), both normal): exact, and the same bits as one
+    // multiply wherever the result is normal.
+    let n = t.to_bits().wrapping_sub(SHIFT.to_bits()) as i64;
+    let n1 = n >> 1;
+    let s1 = f64::from_bits(((n - n1) + 1023).cast_unsigned() << 52);
+    let s2 = f64::from_bits((n1 + 1023).cast_unsigned() << 52);
+    let y = (p * s1) * s2;
     if x < -708.39 {
         0.0
     } else {
@@ -460,6 +470,45 @@ mod tests {
         assert_eq!(exp::<Unfused>(-800.0), 0.0);
         assert_eq!(exp::<Unfused>(f64::NEG_INFINITY), 0.0);
         assert!(exp::<Unfused>(800.0).is_finite());
+    }
+
+    /// The ends of the range against exp at 30 digits (mpmath): up to ln(f64::MAX) at
+    /// the top (was capped at exp(709) = 8.2e307) and down to the cut-off at -708.39.
+    #[test]
+    fn ends_of_the_range_match_mpmath_at_every_level() {
+        // (x, exp(x)) from mpmath (mp.dps = 40) at the f64 x, rounded to f64.
+        let cases = [
+            (709.7, 1.654_984_027_680_264_4e308),
+            (709.78, 1.792_822_794_394_515_5e308),
+            (709.782, 1.796_412_028_020_638_7e308),
+            (709.4, 1.226_042_322_642_672_7e308),
+            (708.0, 3.023_383_144_276_055e307),
+            (-707.95, 3.477_134_872_456_602_7e-308),
+            (-708.06, 3.114_936_111_776_876e-308),
+            (-708.3, 2.450_295_530_965_988e-308),
+            (-708.38, 2.261_907_858_112_732_6e-308),
+        ];
+        for lvl in simd_levels() {
+            let mut v: Vec<f64> = cases.iter().map(|c| c.0).collect();
+            exp_slice_at(lvl, &mut v);
+            for (&(x, want), got) in cases.iter().zip(&v) {
+                assert!(
+                    (got - want).abs() <= 4e-16 * want,
+                    "{lvl:?} exp({x}) = {got}, want {want}"
+                );
+            }
+            let mut v = vec![709.783, 710.0, 1e300, f64::INFINITY, -708.4, -745.0];
+            exp_slice_at(lvl, &mut v);
+            // exp(709.782712893384), the largest f64 below ln(f64::MAX) (mpmath).
+            let top = 1.797_693_134_862_273_2e308;
+            for &g in &v[..4] {
+                assert!(
+                    g.is_finite() && (g - top).abs() <= 4e-16 * top,
+                    "{lvl:?} {g}"
+                );
+            }
+            assert_eq!(&v[4..], &[0.0, 0.0], "{lvl:?}");
+        }
     }
 
     #[test]
