@@ -157,8 +157,9 @@ fn pow2_16<const HI: bool>(
 }
 
 /// `out_j = exp(c·d_j + b)`, with the accuracy of [`lin_exp_sum`]'s terms; callers keep
-/// the exponents below about 709 (larger ones give meaningless values on the AVX2 and
-/// AVX-512 paths, which skip that clamp).
+/// the exponents below about 709.7 (the AVX2 and AVX-512 paths are exact up to 709.74
+/// and 709.76 and give meaningless values above, skipping that clamp; the portable path
+/// is exact up to ln(f64::MAX) ≈ 709.78 and saturates above).
 #[inline(always)]
 pub fn lin_exp_into<M: Fma>(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
     let out = &mut out[..d.len()];
