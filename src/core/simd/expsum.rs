@@ -157,8 +157,9 @@ fn pow2_16<const HI: bool>(
 }
 
 /// `out_j = exp(c·d_j + b)`, with the accuracy of [`lin_exp_sum`]'s terms; callers keep
-/// the exponents below about 709 (larger ones give meaningless values on the AVX2 and
-/// AVX-512 paths, which skip that clamp).
+/// the exponents below about 709.7 (the AVX2 and AVX-512 paths are exact up to 709.74
+/// and 709.76 and give meaningless values above, skipping that clamp; the portable path
+/// is exact up to ln(f64::MAX) ≈ 709.78 and saturates above).
 #[inline(always)]
 pub fn lin_exp_into<M: Fma>(d: &[f64], c: f64, b: f64, out: &mut [f64]) {
     let out = &mut out[..d.len()];
@@ -650,6 +651,57 @@ mod tests {
                     assert!((g - want).abs() <= 3e-13 * want, "{lvl:?} {x}: {g}");
                 } else {
                     assert_eq!(*g, f64::INFINITY, "{lvl:?} {x}");
+                }
+            }
+        }
+    }
+
+    /// The two portable-path defects of the closing note, at every level, against
+    /// mpmath (40 digits): `lin_exp_into` up to ln(f64::MAX) (the portable exp was capped
+    /// at exp(709): 8.2e307 for exp(709.7)) and `lin_exp_sum` just above the cut-off
+    /// (the portable exp clamped at -708: 3.3e-308 for exp(-708.06)).
+    #[test]
+    fn top_and_bottom_edges_match_mpmath() {
+        // The table-driven paths reach 2^1024 at 709.74 (AVX2) and 709.76 (AVX-512):
+        // their callers keep exponents below about 709; the portable path goes on to
+        // ln(f64::MAX).
+        let top = [
+            (709.7, 1.654_984_027_680_264_4e308),
+            (709.4, 1.226_042_322_642_672_7e308),
+            (709.78, 1.792_822_794_394_515_5e308),
+        ];
+        let bottom = [
+            (-707.95, 3.477_134_872_456_602_7e-308),
+            (-708.06, 3.114_936_111_776_876e-308),
+            (-708.3, 2.450_295_530_965_988e-308),
+            (-708.38, 2.261_907_858_112_732_6e-308),
+        ];
+        for lvl in simd_levels() {
+            let top = if lvl == Level::Scalar {
+                &top[..]
+            } else {
+                &top[..2]
+            };
+            let xs: Vec<f64> = top.iter().map(|c| c.0).collect();
+            let got = dispatch(lvl, Into(&xs, 1.0, 0.0));
+            for (&(x, want), g) in top.iter().zip(&got) {
+                let tol = (2e-15 + 3e-16 * x) * want;
+                assert!(
+                    (g - want).abs() <= tol,
+                    "{lvl:?} into exp({x}) = {g}, want {want}"
+                );
+            }
+            for &(x, want) in &bottom {
+                // As one term, and as the exponent of a weighted term: c·d + w + b.
+                for got in [
+                    run_at(lvl, &[x], None, 1.0, 0.0, None),
+                    run_at(lvl, &[2.0], Some(&[x + 1.0]), -0.5, 0.0, None),
+                ] {
+                    let tol = (2e-15 + 3e-16 * x.abs()) * want;
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{lvl:?} sum exp({x}) = {got}, want {want}"
+                    );
                 }
             }
         }

@@ -194,7 +194,11 @@ impl Fma for Unfused {
 pub const LANES: usize = 8;
 
 /// exp(x) for f64, branch-free so loops over it vectorise. Relative error below 2 ulp on
-/// [-708, 709]; returns 0 below -708.4 and saturates at exp(709) above.
+/// [-708.39, TOP] and 0 below -708.39 (as the table-driven kernels count such terms);
+/// above TOP it saturates at exp(TOP). TOP is ln(f64::MAX) ≈ 709.78 on the portable path;
+/// on the AVX2 and AVX-512 paths it is 709.43, where 2^n still has an f64: the full range
+/// costs one more multiply and integer step per value (7 to 10 % of this function, timed),
+/// and their callers (shifted log-domain terms) stay far below it.
 #[inline(always)]
 pub fn exp<M: Fma>(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
@@ -203,8 +207,16 @@ pub fn exp<M: Fma>(x: f64) -> f64 {
     const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     // Adding 1.5 * 2^52 rounds to the nearest integer and leaves it in the low bits.
     const SHIFT: f64 = 6_755_399_441_055_744.0;
-    let xc = if x > 709.0 { 709.0 } else { x };
-    let xc = if xc < -708.0 { -708.0 } else { xc };
+    // The top of the range: ln(f64::MAX) rounded down, or the largest x whose n is 1023.
+    let hi = if M::AVX2 {
+        709.436
+    } else {
+        709.782_712_893_384
+    };
+    // The cut-off below which the result is 0 (n = -1022 down to here).
+    const LO: f64 = -708.39;
+    let xc = if x > hi { hi } else { x };
+    let xc = if xc < LO { LO } else { xc };
     let t = M::ma(xc, LOG2E, SHIFT);
     let nf = t - SHIFT;
     let r = M::ma(nf, -LN2_LO, M::ma(nf, -LN2_HI, xc));
@@ -223,9 +235,19 @@ pub fn exp<M: Fma>(x: f64) -> f64 {
     p = M::ma(p, r, 1.0);
     p = M::ma(p, r, 1.0);
     let n = t.to_bits().wrapping_sub(SHIFT.to_bits());
-    let scale = f64::from_bits(n.wrapping_add(1023) << 52);
-    let y = p * scale;
-    if x < -708.39 {
+    let y = if M::AVX2 {
+        // n in [-1022, 1023]: one scale.
+        p * f64::from_bits(n.wrapping_add(1023) << 52)
+    } else {
+        // n in [-1022, 1024], and 2^1024 has no f64: the power of two goes on in two
+        // normal halves, exact (the same bits as one multiply wherever the result is
+        // normal). With e = n + 2046 in [1024, 3070] (a logical shift; AVX2 has no
+        // 64-bit arithmetic one), 2^n = 2^(e1 - 1023) · 2^(e - e1 - 1023), e1 = e/2.
+        let e = n.wrapping_add(2046);
+        let e1 = e >> 1;
+        (p * f64::from_bits(e1 << 52)) * f64::from_bits((e - e1) << 52)
+    };
+    if x < LO {
         0.0
     } else {
         y
@@ -460,6 +482,59 @@ mod tests {
         assert_eq!(exp::<Unfused>(-800.0), 0.0);
         assert_eq!(exp::<Unfused>(f64::NEG_INFINITY), 0.0);
         assert!(exp::<Unfused>(800.0).is_finite());
+    }
+
+    /// The ends of the range against exp at 40 digits (mpmath): on the portable path up
+    /// to ln(f64::MAX) (was capped at exp(709) = 8.2e307), on the AVX paths up to 709.43;
+    /// at every level down to the cut-off at -708.39 (was clamped at -708).
+    #[test]
+    fn ends_of_the_range_match_mpmath_at_every_level() {
+        // (x, exp(x)) from mpmath (mp.dps = 40) at the f64 x, rounded to f64.
+        let portable_top = [
+            (709.7, 1.654_984_027_680_264_4e308),
+            (709.78, 1.792_822_794_394_515_5e308),
+            (709.782, 1.796_412_028_020_638_7e308),
+        ];
+        let cases = [
+            (709.4, 1.226_042_322_642_672_7e308),
+            (708.0, 3.023_383_144_276_055e307),
+            (-707.95, 3.477_134_872_456_602_7e-308),
+            (-708.06, 3.114_936_111_776_876e-308),
+            (-708.3, 2.450_295_530_965_988e-308),
+            (-708.38, 2.261_907_858_112_732_6e-308),
+        ];
+        for lvl in simd_levels() {
+            let scalar = lvl == Level::Scalar;
+            let all: Vec<(f64, f64)> = cases
+                .iter()
+                .chain(if scalar { &portable_top[..] } else { &[] })
+                .copied()
+                .collect();
+            let mut v: Vec<f64> = all.iter().map(|c| c.0).collect();
+            exp_slice_at(lvl, &mut v);
+            for (&(x, want), got) in all.iter().zip(&v) {
+                assert!(
+                    (got - want).abs() <= 4e-16 * want,
+                    "{lvl:?} exp({x}) = {got}, want {want}"
+                );
+            }
+            let mut v = vec![709.783, 710.0, 1e300, f64::INFINITY, -708.4, -745.0];
+            exp_slice_at(lvl, &mut v);
+            // exp(709.782712893384), the largest f64 below ln(f64::MAX), and exp(709.436)
+            // (mpmath).
+            let top = if scalar {
+                1.797_693_134_862_273_2e308
+            } else {
+                1.270_983_941_812_912e308
+            };
+            for &g in &v[..4] {
+                assert!(
+                    g.is_finite() && (g - top).abs() <= 4e-16 * top,
+                    "{lvl:?} {g}"
+                );
+            }
+            assert_eq!(&v[4..], &[0.0, 0.0], "{lvl:?}");
+        }
     }
 
     #[test]
