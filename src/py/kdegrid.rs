@@ -28,10 +28,15 @@ fn kde_grid_binned_1d<'py>(
     let grid = Grid1::new(lo, delta, m).map_err(to_py)?;
     let xs = x.as_slice()?;
     let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
+    // The binning costs about one elementary operation per point (0.6 ns, vectorised
+    // front end and one integer add), the direct convolution one per 8 taps; so 10^6
+    // points run inline, and the interrupt watcher starts around 4·10^6.
+    let reach = (kdegrid::support_radius(kernel) * h / delta).min(1e12) as usize + 1;
+    let taps = m.saturating_mul(reach) / 8;
     let work = xs
         .len()
-        .saturating_mul(4)
-        .saturating_add(m.saturating_mul(64));
+        .saturating_add(taps)
+        .saturating_add(m.saturating_mul(16));
     let b = run(py, work, |stop| {
         kdegrid::binned_1d_opt(xs, ws, kernel, h, grid, stop)
     })?;
@@ -57,7 +62,9 @@ fn kde_stats_1d(
 ) -> PyResult<(f64, f64, f64, f64, f64, f64, f64, f64, usize, bool)> {
     let xs = x.as_slice()?;
     let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
-    let work = xs.len().saturating_mul(4);
+    // One vectorised min/max pass (about one operation per point), two more for the
+    // spread: 10^6 points run inline, without the interrupt watcher's thread.
+    let work = xs.len().saturating_mul(if spread { 3 } else { 1 });
     let s = run(py, work, |stop| kdegrid::stats_1d(xs, ws, wu, spread, stop))?;
     Ok((
         s.min, s.max, s.min_pos, s.max_pos, s.sum_w, s.mean, s.m2, s.sum_w2, s.n_pos, s.ok,

@@ -14,7 +14,7 @@ const CHUNK: usize = 1 << 16;
 
 /// Linear binning: a point at fractional position k + t (t ∈ [0, 1)) of the bin lattice
 /// lo + k·delta, k = 0..nb, gives w(1 − t) to bin k and w·t to bin k + 1. Points outside
-/// [lo, lo + (nb − 1)·delta] are dropped. Allocates 2·nb values per thread and the nb bins.
+/// [lo, lo + (nb − 1)·delta] are dropped. Allocates nb values per thread and the nb bins.
 pub fn linear_bin(
     x: &[f64],
     w: &[f64],
@@ -33,6 +33,9 @@ const MAGIC: f64 = 4_503_599_627_370_496.0;
 /// Points per block of the binning loop: a front end computes every point's slot and
 /// increment into stack buffers (vectorised), then a tight loop adds them.
 const BLOCK: usize = 256;
+/// How far ahead (in points) the add loop prefetches the coordinates and weights: two
+/// blocks, so a line is requested a whole block's adds before the front end reads it.
+const PREFETCH: usize = 2 * BLOCK;
 /// Accumulator slots past the lattice that take the dropped points (point j goes to slot
 /// nb + j mod 4), so a run of dropped points never chains dependent adds on one slot and
 /// the add loop needs no branch.
@@ -111,7 +114,7 @@ struct Block {
     slot: [usize; BLOCK],
     /// Unweighted: the packed word (1 << COUNT_SHIFT) + fraction bits (0 when dropped).
     word: [u64; BLOCK],
-    /// Weighted: (w, w·t).
+    /// Weighted: (w(1 − t), w·t), the shares of bins k and k + 1.
     pair: [[f64; 2]; BLOCK],
 }
 
@@ -153,7 +156,8 @@ fn pairs_front_scalar(fx: &Fixed, x: &[f64], w: &[f64], start: usize, b: &mut Bl
     for (j, (&xi, &wi)) in x.iter().zip(w).enumerate().skip(start) {
         let (s, f, dropped) = fx.locate(xi, j);
         b.slot[j] = s;
-        b.pair[j] = [wi, wi * (f as f64 * inv_one)];
+        let wt = wi * (f as f64 * inv_one);
+        b.pair[j] = [wi - wt, wt];
         bad |= (dropped && !xi.is_finite()) || !(0.0..f64::INFINITY).contains(&wi);
     }
     bad
@@ -219,7 +223,7 @@ fn pairs_front_512(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block) -> bool {
     let nb = fx.nb as i64;
     let spare = _mm512_setr_epi64(nb, nb + 1, nb + 2, nb + 3, nb, nb + 1, nb + 2, nb + 3);
     let shift = _mm_cvtsi64_si128(fx.fbits as i64);
-    // (w, w·t) interleaved: lanes 0..3 and 4..7 of w and w·t.
+    // (w(1 − t), w·t) interleaved: lanes 0..3 and 4..7 of w − w·t and w·t.
     let il0 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
     let il1 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
     let mut bad: __mmask8 = 0;
@@ -248,8 +252,9 @@ fn pairs_front_512(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block) -> bool {
         unsafe {
             _mm512_storeu_epi64(b.slot.as_mut_ptr().add(j) as *mut i64, s);
             let p = b.pair.as_mut_ptr().add(j) as *mut f64;
-            _mm512_storeu_pd(p, _mm512_permutex2var_pd(wv, il0, wt));
-            _mm512_storeu_pd(p.add(8), _mm512_permutex2var_pd(wv, il1, wt));
+            let u = _mm512_sub_pd(wv, wt);
+            _mm512_storeu_pd(p, _mm512_permutex2var_pd(u, il0, wt));
+            _mm512_storeu_pd(p.add(8), _mm512_permutex2var_pd(u, il1, wt));
         }
         j += 8;
     }
@@ -356,7 +361,8 @@ fn pairs_front_avx2(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block) -> bool {
         let f = _mm256_and_si256(_mm256_and_si256(r, fmask), _mm256_castpd_si256(kept));
         let fd = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(f, magic_i)), magic);
         let wt = _mm256_mul_pd(wv, _mm256_mul_pd(fd, inv_one));
-        let (a, c) = (_mm256_unpacklo_pd(wv, wt), _mm256_unpackhi_pd(wv, wt));
+        let u = _mm256_sub_pd(wv, wt);
+        let (a, c) = (_mm256_unpacklo_pd(u, wt), _mm256_unpackhi_pd(u, wt));
         // SAFETY: entries j..j+4 lie inside the buffers (j + 4 <= x.len() <= BLOCK).
         unsafe {
             _mm256_storeu_si256(b.slot.as_mut_ptr().add(j) as *mut __m256i, s);
@@ -385,27 +391,51 @@ fn counts_chunk<M: Fma>(fx: &Fixed, x: &[f64], acc: &mut [u64], b: &mut Block) -
             _ if M::AVX2 => unsafe { counts_front_avx2(fx, xb, b) },
             _ => counts_front_scalar(fx, xb, 0, b),
         };
-        for (&s, &v) in b.slot[..xb.len()].iter().zip(&b.word[..xb.len()]) {
-            debug_assert!(s < acc.len());
-            // SAFETY: every front end gives a slot below nb + SPARE = acc.len() (see
-            // `Fixed`: a kept point's bin is at most nb − 1).
-            unsafe { *acc.get_unchecked_mut(s) += v };
+        // The coordinates [`PREFETCH`] points ahead are fetched while this block's adds
+        // run (one cache line per 8 points): the adds issue no loads of `x`, so the
+        // hardware prefetcher alone leaves the front end waiting on memory.
+        let next = xb.as_ptr().wrapping_add(PREFETCH);
+        for (g, (sg, vg)) in b.slot[..xb.len()]
+            .chunks(8)
+            .zip(b.word[..xb.len()].chunks(8))
+            .enumerate()
+        {
+            prefetch(next.wrapping_add(8 * g));
+            for (&s, &v) in sg.iter().zip(vg) {
+                debug_assert!(s < acc.len());
+                // SAFETY: every front end gives a slot below nb + SPARE = acc.len() (see
+                // `Fixed`: a kept point's bin is at most nb − 1).
+                unsafe { *acc.get_unchecked_mut(s) += v };
+            }
         }
     }
     bad
 }
 
-/// Adds one chunk of weighted data to `acc` (nb + SPARE pairs Σw, Σw·t); returns whether
-/// a coordinate was not finite or a weight negative or not finite.
+/// A hint to bring the cache line at `p` into L1 (x86-64; nothing elsewhere). Never
+/// dereferences `p`, which may lie past the end of the data.
 #[inline(always)]
-fn pairs_chunk<M: Fma>(
-    fx: &Fixed,
-    x: &[f64],
-    w: &[f64],
-    acc: &mut [[f64; 2]],
-    b: &mut Block,
-) -> bool {
-    assert!(acc.len() == fx.nb + SPARE && x.len() == w.len());
+fn prefetch(p: *const f64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that does not fault, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Adds one chunk of weighted data to `acc` (nb + SPARE + 1 values: the bins themselves,
+/// w(1 − t) to bin k and w·t to bin k + 1 by one two-lane add); returns whether a
+/// coordinate was not finite or a weight negative or not finite.
+///
+/// One value per bin (not the pair Σw, Σw·t) halves the accumulator, which then stays in
+/// L1 at 4096 bins. A kept point's k + 1 is at most nb, where only t = 0 points of the
+/// last bin add (zero), and dropped points add to the spare slots nb..nb + SPARE.
+#[inline(always)]
+fn pairs_chunk<M: Fma>(fx: &Fixed, x: &[f64], w: &[f64], acc: &mut [f64], b: &mut Block) -> bool {
+    assert!(acc.len() == fx.nb + SPARE + 1 && x.len() == w.len());
     let mut bad = false;
     for (xb, wb) in x.chunks(BLOCK).zip(w.chunks(BLOCK)) {
         bad |= match () {
@@ -417,12 +447,25 @@ fn pairs_chunk<M: Fma>(
             _ if M::AVX2 => unsafe { pairs_front_avx2(fx, xb, wb, b) },
             _ => pairs_front_scalar(fx, xb, wb, 0, b),
         };
-        for (&s, p) in b.slot[..xb.len()].iter().zip(&b.pair[..xb.len()]) {
-            debug_assert!(s < acc.len());
-            // SAFETY: as in `counts_chunk`.
-            let a = unsafe { acc.get_unchecked_mut(s) };
-            a[0] += p[0];
-            a[1] += p[1];
+        let (nx, nw) = (
+            xb.as_ptr().wrapping_add(PREFETCH),
+            wb.as_ptr().wrapping_add(PREFETCH),
+        );
+        for (g, (sg, pg)) in b.slot[..xb.len()]
+            .chunks(8)
+            .zip(b.pair[..xb.len()].chunks(8))
+            .enumerate()
+        {
+            prefetch(nx.wrapping_add(8 * g));
+            prefetch(nw.wrapping_add(8 * g));
+            for (&s, p) in sg.iter().zip(pg) {
+                debug_assert!(s + 1 < acc.len());
+                // SAFETY: every slot is below nb + SPARE (as in `counts_chunk`), so s + 1
+                // is inside acc; [f64; 2] has f64's alignment.
+                let a = unsafe { &mut *(acc.as_mut_ptr().add(s) as *mut [f64; 2]) };
+                a[0] += p[0];
+                a[1] += p[1];
+            }
         }
     }
     bad
@@ -439,7 +482,7 @@ crate::core::simd::simd_fn!(
         fx: &Fixed,
         x: &[f64],
         w: &[f64],
-        acc: &mut [[f64; 2]],
+        acc: &mut [f64],
         b: &mut Block
     ) -> bool
 );
@@ -471,15 +514,16 @@ fn counts_part(
     Ok((cnt, fsum, bad))
 }
 
-/// Weighted binning of one thread's points: per bin Σw and Σw·t.
+/// Weighted binning of one thread's points: the bins Σ w(1 − t) + Σ w·t (of the bin
+/// below), summed in the points' order.
 fn pairs_part(
     level: Level,
     fx: &Fixed,
     x: &[f64],
     w: &[f64],
     stop: &AtomicBool,
-) -> Result<(Vec<[f64; 2]>, bool)> {
-    let mut acc = try_vec(fx.nb + SPARE, [0.0f64; 2], "n_points")?;
+) -> Result<(Vec<f64>, bool)> {
+    let mut acc = try_vec(fx.nb + SPARE + 1, 0.0f64, "n_points")?;
     let mut b = Box::new(Block::new());
     let mut bad = false;
     for (xc, wc) in x.chunks(CHUNK).zip(w.chunks(CHUNK)) {
@@ -516,11 +560,11 @@ fn over_parts<T: Send>(
 /// Each point is placed on the fixed-point lattice of `Fixed` (its fraction quantised
 /// to 2^-31 of a bin or finer). Unweighted, one packed integer add per point counts it
 /// and sums its fraction; the bins are then exact integer combinations scaled once, the
-/// same bits whatever the thread count and SIMD level. Weighted, one add of the pair
-/// (w, w·t) per point; the per-thread sums are added in a fixed order, so a given thread
+/// same bits whatever the thread count and SIMD level. Weighted, one two-lane add of
+/// (w(1 − t), w·t) to bins k and k + 1 per point; the per-thread sums are added in a fixed order, so a given thread
 /// count always gives the same bits (and every SIMD level the same bits).
 ///
-/// Allocates, per thread, 3·nb integers unweighted or 2·nb values weighted, plus the nb
+/// Allocates, per thread, 3·nb integers unweighted or nb values weighted, plus the nb
 /// bins.
 pub fn linear_bin_checked(
     x: &[f64],
@@ -596,22 +640,13 @@ pub(crate) fn linear_bin_at(
             let res = over_parts(n, parts, |a, b| {
                 pairs_part(level, &fx, &x[a..b], &w[a..b], stop)
             })?;
-            let mut acc: Vec<[f64; 2]> = Vec::new();
-            for (p, bd) in res {
+            for (i, (p, bd)) in res.into_iter().enumerate() {
                 bad |= bd;
-                if acc.is_empty() {
-                    acc = p;
+                if i == 0 {
+                    bins = p;
                 } else {
-                    for (u, v) in acc.iter_mut().zip(&p) {
-                        u[0] += v[0];
-                        u[1] += v[1];
-                    }
+                    bins.iter_mut().zip(&p).for_each(|(u, v)| *u += v);
                 }
-            }
-            let mut carry = 0.0;
-            for (b, a) in bins.iter_mut().zip(&acc) {
-                *b = (a[0] - a[1]) + carry;
-                carry = a[1];
             }
         }
     }

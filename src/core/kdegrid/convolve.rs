@@ -3,6 +3,7 @@
 
 use std::f64::consts::PI;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use super::check_stop;
 use crate::core::error::{try_vec, Result};
@@ -44,6 +45,33 @@ impl C {
     }
 }
 
+/// The forward twiddles e^{-2πik/n}, k < n/2, each from cos/sin of the exact angle
+/// (error O(ε)), computed once per size and kept (the last few sizes) for later calls.
+fn twiddles(n: usize) -> Arc<[C]> {
+    static CACHE: Mutex<Vec<(usize, Arc<[C]>)>> = Mutex::new(Vec::new());
+    if let Ok(c) = CACHE.lock() {
+        if let Some((_, t)) = c.iter().find(|(m, _)| *m == n) {
+            return t.clone();
+        }
+    }
+    let t: Arc<[C]> = (0..n / 2)
+        .map(|k| {
+            let ang = -2.0 * PI * k as f64 / n as f64;
+            C {
+                re: ang.cos(),
+                im: ang.sin(),
+            }
+        })
+        .collect();
+    if let Ok(mut c) = CACHE.lock() {
+        if c.len() >= 8 {
+            c.remove(0);
+        }
+        c.push((n, t.clone()));
+    }
+    t
+}
+
 /// In-place iterative radix-2 FFT (forward: e^{-2πi jk/N}); `a.len()` a power of two.
 /// Twiddles are computed directly per stage (cos/sin of exact multiples), not by
 /// repeated multiplication, so the error stays O(ε log N).
@@ -60,24 +88,17 @@ fn fft(a: &mut [C], inverse: bool) {
             a.swap(i, j);
         }
     }
-    let sign = if inverse { 1.0 } else { -1.0 };
-    // Twiddle table for the largest stage; smaller stages stride through it.
-    let half = n / 2;
-    let tw: Vec<C> = (0..half)
-        .map(|k| {
-            let ang = sign * 2.0 * PI * k as f64 / n as f64;
-            C {
-                re: ang.cos(),
-                im: ang.sin(),
-            }
-        })
-        .collect();
+    // Twiddle table for the largest stage (cached per size); smaller stages stride
+    // through it, and the inverse transform uses the conjugates.
+    let tw = twiddles(n);
     let mut len = 2;
     while len <= n {
         let step = n / len;
         for start in (0..n).step_by(len) {
             for k in 0..len / 2 {
-                let t = a[start + k + len / 2].mul(tw[k * step]);
+                let w = tw[k * step];
+                let w = if inverse { w.conj() } else { w };
+                let t = a[start + k + len / 2].mul(w);
                 let u = a[start + k];
                 a[start + k] = u.add(t);
                 a[start + k + len / 2] = u.sub(t);
@@ -156,6 +177,101 @@ pub fn convolve(a: &[f64], b: &[f64], stop: &AtomicBool) -> Result<Vec<f64>> {
     }
 }
 
+/// Outputs per block of [`correlate_sym`]'s inner loop: 32 accumulators (four AVX-512 or
+/// eight AVX2 registers) that stay in registers while the kernel taps stream past.
+const SYM_BLOCK: usize = 32;
+
+/// Outputs `out[i] = half[0]·a[c] + Σ_{j=1}^{r} half[j]·(a[c − j] + a[c + j])`,
+/// c = `off + i`, for the `out.len()` consecutive outputs: a correlation with the
+/// symmetric kernel whose taps at offsets 0..=r are `half`. Every output sums its terms
+/// in the same order (j ascending, plain multiplies and adds, no fused multiply-add), so
+/// the result has the same bits on every SIMD path and for every split of the outputs.
+// `M` is unused on purpose: the body is compiled inside each SIMD wrapper of `simd_fn!`
+// (vectorised for that level) and uses no fused multiply-add, so every level agrees.
+#[allow(clippy::extra_unused_type_parameters)]
+#[inline(always)]
+fn correlate_sym_body<M: crate::core::simd::Fma>(
+    a: &[f64],
+    half: &[f64],
+    off: usize,
+    out: &mut [f64],
+) {
+    let r = half.len() - 1;
+    assert!(off >= r && off + out.len() + r <= a.len());
+    let m = out.len();
+    let mut i = 0;
+    while i + SYM_BLOCK <= m {
+        let c = off + i;
+        let mut acc = [0.0f64; SYM_BLOCK];
+        let mid = &a[c..c + SYM_BLOCK];
+        for t in 0..SYM_BLOCK {
+            acc[t] = half[0] * mid[t];
+        }
+        for (j, &k) in half.iter().enumerate().skip(1) {
+            let lo = &a[c - j..c - j + SYM_BLOCK];
+            let hi = &a[c + j..c + j + SYM_BLOCK];
+            for t in 0..SYM_BLOCK {
+                acc[t] += k * (lo[t] + hi[t]);
+            }
+        }
+        out[i..i + SYM_BLOCK].copy_from_slice(&acc);
+        i += SYM_BLOCK;
+    }
+    for (o, c) in out[i..].iter_mut().zip(off + i..) {
+        let mut s = half[0] * a[c];
+        for (j, &k) in half.iter().enumerate().skip(1) {
+            s += k * (a[c - j] + a[c + j]);
+        }
+        *o = s;
+    }
+}
+
+crate::core::simd::simd_fn!(
+    /// [`correlate_sym_body`] on the SIMD path `level` allows.
+    fn correlate_sym_at => correlate_sym_body(a: &[f64], half: &[f64], off: usize, out: &mut [f64]) -> ()
+);
+
+/// The `m` outputs of a correlation of `a` with a symmetric kernel (taps `half[j]` at
+/// offsets ±j), starting at `a[off]` (see [`correlate_sym_body`]); needs
+/// `off ≥ r` and `off + m + r ≤ a.len()`, r = `half.len() − 1`. Direct, O(m·r), with
+/// relative accuracy for non-negative inputs; split over the thread pool when large (the
+/// bits do not depend on the split). Allocates the m outputs.
+pub fn correlate_sym(
+    a: &[f64],
+    half: &[f64],
+    off: usize,
+    m: usize,
+    stop: &AtomicBool,
+) -> Result<Vec<f64>> {
+    use rayon::prelude::*;
+    let mut out = try_vec(m, 0.0f64, "n_points")?;
+    if m == 0 || half.is_empty() {
+        return Ok(out);
+    }
+    let r = half.len() - 1;
+    if !(off >= r && off + m + r <= a.len()) {
+        return Err(crate::core::error::invalid!(
+            "internal: correlation window out of range"
+        ));
+    }
+    let level = crate::core::simd::level();
+    // About 2^18 taps per piece: enough work to be worth a thread.
+    let per = (((1usize << 18) / (r + 1)).max(SYM_BLOCK)).div_ceil(SYM_BLOCK) * SYM_BLOCK;
+    let nthreads = crate::core::threads::num_threads();
+    if nthreads == 1 || m <= per {
+        correlate_sym_at(level, a, half, off, &mut out);
+    } else {
+        let per = per.max(m.div_ceil(4 * nthreads).div_ceil(SYM_BLOCK) * SYM_BLOCK);
+        crate::core::threads::install(|| {
+            out.par_chunks_mut(per)
+                .enumerate()
+                .for_each(|(p, o)| correlate_sym_at(level, a, half, off + p * per, o));
+        })?;
+    }
+    check_stop(stop)?;
+    Ok(out)
+}
+
 /// DCT-II, X_k = Σ_j x_j cos(πk(2j+1)/(2N)), by one complex FFT of length N
 /// (Makhoul's reordering); N a power of two.
 pub fn dct2(x: &[f64]) -> Vec<f64> {
@@ -198,6 +314,49 @@ mod tests {
         for (x, y) in d.iter().zip(&f) {
             assert!((x - y).abs() < 1e-11, "{x} {y}");
         }
+    }
+
+    #[test]
+    fn symmetric_correlation_matches_the_direct_convolution_at_every_level() {
+        use crate::core::testing::simd_levels;
+        let stop = AtomicBool::new(false);
+        // Lengths around the block of 32 outputs and its tail.
+        for &(m, r) in &[
+            (1usize, 0usize),
+            (5, 3),
+            (31, 7),
+            (32, 1),
+            (97, 40),
+            (700, 151),
+        ] {
+            let off = r + 2;
+            let a: Vec<f64> = (0..m + 2 * off)
+                .map(|i| ((i * 7919) % 101) as f64 / 101.0)
+                .collect();
+            let half: Vec<f64> = (0..=r).map(|j| (-0.01 * (j * j) as f64).exp()).collect();
+            let ker: Vec<f64> = (0..2 * r + 1).map(|j| half[j.abs_diff(r)]).collect();
+            let full = convolve_direct(&a, &ker, &stop).unwrap();
+            let got = correlate_sym(&a, &half, off, m, &stop).unwrap();
+            for i in 0..m {
+                let want = full[off + i + r];
+                assert!((got[i] - want).abs() <= 1e-13 * want, "m={m} r={r} i={i}");
+            }
+            // The same bits at every SIMD level and for any split of the outputs.
+            for level in simd_levels() {
+                let mut out = vec![0.0; m];
+                correlate_sym_at(level, &a, &half, off, &mut out);
+                assert_eq!(out, got, "{level:?}");
+                let cut = m / 3;
+                let (mut p1, mut p2) = (vec![0.0; cut], vec![0.0; m - cut]);
+                correlate_sym_at(level, &a, &half, off, &mut p1);
+                correlate_sym_at(level, &a, &half, off + cut, &mut p2);
+                p1.extend(p2);
+                assert_eq!(p1, got, "{level:?} split");
+            }
+        }
+        // A window that does not fit is an error, not a panic.
+        assert!(correlate_sym(&[1.0; 4], &[1.0, 0.5], 0, 2, &stop).is_err());
+        assert!(correlate_sym(&[1.0; 4], &[1.0, 0.5], 1, 3, &stop).is_err());
     }
 
     #[test]
