@@ -426,11 +426,11 @@ def _grid_nd_separable(kde, x, w, ext, m, delta, hsd) -> GridResult:
     reach = np.ceil(7.0 * hsd / delta) + 1
     nb = m + 2 * reach
     cells = float(np.prod(nb, dtype=np.float64))
-    threads = max(1, min(os.cpu_count() or 1, 64))
-    # The accumulation lattice ((d + 1) values per node, 3 more nodes per axis) per
-    # thread and merged, the corrected bins, two pass arrays and the outputs.
-    acc = float(np.prod(nb + 3, dtype=np.float64)) * (d + 1)
-    need = 8.0 * (acc * (threads + 1) + 3 * cells + 2 * float(np.prod(m)))
+    # The padded lattice (2 more nodes per axis), the sorted copy of at most 2^21 points
+    # (d values and the weight each), the corrected bins, two pass arrays and the outputs.
+    acc = float(np.prod(nb + 2, dtype=np.float64))
+    srt = float(min(x.shape[0], 1 << 21)) * (d + 1)
+    need = 8.0 * (acc + srt + 3 * cells + 2 * float(np.prod(m)))
     _check_memory(need, tuple(int(v) for v in m))
     _, _, uniform = _data_range_nd(kde, x, w)
     sums, err = _core.kde_grid_binned_nd(
@@ -484,7 +484,7 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
     nb = m + 2 * pad
     if method == "binned":
         cells = float(np.prod(nb + 2 * lk + 2, dtype=np.float64))
-        acc = float(np.prod(nb + 3, dtype=np.float64)) * (d + 1) * 3
+        acc = float(np.prod(nb + 2, dtype=np.float64)) + float(min(x.shape[0], 1 << 21)) * (d + 1)
         need = 8.0 * (float(np.prod(m, dtype=np.float64)) * 3 + 4 * cells + acc)
     else:
         need = 8.0 * float(np.prod(m, dtype=np.float64)) * (d + 3)

@@ -18,6 +18,13 @@
 //! (11/720)·δ⁴·f⁗ for continuous data) and −(δ_a²δ_b²/4)·Σ w u_a u_b·∂²_a∂²_b K per pair
 //! of axes; [`error_estimate`] estimates them.
 //!
+//! Each point adds its share of all three terms to the nodes directly (a 4-node stencil
+//! along each axis, linear along the others: 12 nodes in 2-D, one value per node). The
+//! points are first counting-sorted by band of rows (cells along axis 0), so that the
+//! rows a band writes stay in cache; bands are fixed by the lattice, not by the thread
+//! count, and those of equal parity run in parallel, so the bins are bit-identical for
+//! every number of threads.
+//!
 //! The diagonal-bandwidth path [`binned_nd`] then runs one direct 1-D convolution per
 //! axis, each computed only at the grid points (no padded d-dimensional FFT).
 
@@ -106,155 +113,366 @@ fn strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-/// Margin of the accumulation lattice below and above the node lattice: the corrected
-/// node j reads cells j − 2 ..= j + 1 per axis.
-const LOW: usize = 2;
-const HIGH: usize = 1;
+/// Points per group of the band sort in [`bin_corrected`]: each group is counting-sorted
+/// by its points' row band on its own, so groups sort in parallel.
+const GROUP: usize = 1 << 18;
+/// Groups sorted and binned at a time: bounds the sorted copy to WAVE·GROUP points.
+const WAVE: usize = 8;
+/// Row bands per lattice (at most) in the binning pass of [`bin_corrected`].
+const BANDS: usize = 64;
 
-/// Bins one chunk of points (rows of `D` coordinates) into the interleaved accumulation
-/// lattice: per node, [B, A_0, …, A_{D−1}] (B the multilinear node mass, A_a the cell
-/// sums of w·u_a), then the statistics after the lattice (4 + … values, see
-/// [`bin_corrected`]). Returns whether every value was valid.
+/// The node lattice of [`bin_corrected`] as the binning loops see it: one value per node,
+/// with one margin node below and above along every axis (a point's stencil reaches one
+/// node below its cell and two above; the margins take what falls off the lattice).
+struct Lat<const D: usize> {
+    lo: [f64; D],
+    inv: [f64; D],
+    /// nb_a − 1: the largest position kept.
+    last: [f64; D],
+    /// nb_a − 2: the largest cell index.
+    kmax: [usize; D],
+    /// Strides of the padded lattice ((nb_a + 2) nodes per axis).
+    st: [usize; D],
+    /// Rows (cells along axis 0) per band.
+    band: usize,
+}
+
+impl<const D: usize> Lat<D> {
+    fn new(lo: &[f64], inv: &[f64], nb: &[usize], band: usize) -> Lat<D> {
+        let mut l = Lat {
+            lo: [0.0; D],
+            inv: [0.0; D],
+            last: [0.0; D],
+            kmax: [0; D],
+            st: [0; D],
+            band,
+        };
+        let mut s = 1;
+        for a in (0..D).rev() {
+            l.lo[a] = lo[a];
+            l.inv[a] = inv[a];
+            l.last[a] = (nb[a] - 1) as f64;
+            l.kmax[a] = nb[a] - 2;
+            l.st[a] = s;
+            s *= nb[a] + 2;
+        }
+        l
+    }
+
+    /// The positions of a point on the bin lattice, or None when it lies outside (NaN
+    /// included).
+    #[inline(always)]
+    fn locate(&self, row: &[f64]) -> Option<[f64; D]> {
+        let mut pos = [0.0f64; D];
+        for a in 0..D {
+            let p = (row[a] - self.lo[a]) * self.inv[a];
+            if !(p >= 0.0 && p <= self.last[a]) {
+                return None;
+            }
+            pos[a] = p;
+        }
+        Some(pos)
+    }
+
+    /// Cell index and fraction of position `p` along axis `a`.
+    #[inline(always)]
+    fn cell(&self, p: f64, a: usize) -> (usize, f64) {
+        // p is in [0, nb_a − 1] (checked by `locate`): the signed conversion is one
+        // instruction where the unsigned one is several.
+        let k = ((p as i64) as usize).min(self.kmax[a]);
+        (k, p - k as f64)
+    }
+}
+
+/// Counting-sorts the points of one group by row band into `rec` (`r` values per point:
+/// the positions along every axis, then the weight when `w` is given) and writes where
+/// each band starts in `starts` (one entry per band and one more, relative to the group).
+/// Points outside the lattice or with zero (or NaN) weight are dropped. Returns whether
+/// every value was valid.
+fn sort_group<const D: usize>(
+    lat: &Lat<D>,
+    x: &[f64],
+    w: Option<&[f64]>,
+    rec: &mut [f64],
+    starts: &mut [usize],
+) -> bool {
+    let nbands = starts.len() - 1;
+    let r = D + w.is_some() as usize;
+    let keep = |i: usize, row: &[f64]| -> Option<(usize, [f64; D])> {
+        if let Some(w) = w {
+            let v = w[i];
+            if v.is_nan() || v <= 0.0 {
+                return None;
+            }
+        }
+        let pos = lat.locate(row)?;
+        Some((lat.cell(pos[0], 0).0 / lat.band, pos))
+    };
+    let mut wrong = false;
+    let mut count = vec![0usize; nbands + 1];
+    for (i, row) in x.chunks_exact(D).enumerate() {
+        wrong |= !row.iter().all(|v| v.is_finite());
+        if let Some(w) = w {
+            wrong |= !(0.0..f64::INFINITY).contains(&w[i]);
+        }
+        if let Some((b, _)) = keep(i, row) {
+            count[b + 1] += 1;
+        }
+    }
+    for b in 0..nbands {
+        count[b + 1] += count[b];
+    }
+    starts.copy_from_slice(&count);
+    for (i, row) in x.chunks_exact(D).enumerate() {
+        if let Some((b, pos)) = keep(i, row) {
+            let o = count[b] * r;
+            count[b] += 1;
+            let dst = &mut rec[o..o + r];
+            dst[..D].copy_from_slice(&pos);
+            if let Some(w) = w {
+                dst[D] = w[i];
+            }
+        }
+    }
+    !wrong
+}
+
+/// Per-band statistics: q1, q2, even per axis, then Σw and Σw².
+type Stats = Vec<f64>;
+
+/// Bins the sorted points of band `b` (from every group of the wave) into `slab`, the
+/// padded lattice from row b·band on (the band's cells k reach the padded rows k ..= k + 3).
+/// Returns the statistics of the band's points.
+///
+/// A point with fractions t_a (u_a = t_a(1 − t_a), o_a = u_a(1 − 2t_a)) in cell k_a
+/// gives, along axis a and linearly binned along the others, the nodes k_a − 1 ..= k_a + 2
+/// the weights (−u/4 − o/12, u/4 + o/4, u/4 − o/4, −u/4 + o/12): the correction
+/// −½·Δ²_a(P_a A_a) + (1/12)·Δ³_a O_a of the module notes applied point by point; the
+/// node masses 1 − t_0, t_0 of axis 0 join the middle two.
 #[allow(clippy::too_many_arguments)]
-fn bin_chunk<const D: usize>(
+fn bin_band<const D: usize>(
+    lat: &Lat<D>,
+    rec: &[f64],
+    starts: &[Vec<usize>],
+    offs: &[usize],
+    r: usize,
+    wu: f64,
+    b: usize,
+    slab: &mut [f64],
+) -> Stats {
+    let mut q1 = [0.0f64; D];
+    let mut q2 = [0.0f64; D];
+    let mut even = [0.0f64; D];
+    let (mut sw, mut sw2) = (0.0f64, 0.0f64);
+    let st = lat.st;
+    let r0 = b * lat.band;
+    let mut origin = 0usize;
+    for s in st.iter().skip(1) {
+        origin += s;
+    }
+    for (g, gs) in starts.iter().enumerate() {
+        let recs = &rec[(offs[g] + gs[b]) * r..(offs[g] + gs[b + 1]) * r];
+        for p in recs.chunks_exact(r) {
+            let wi = if r > D { p[D] } else { wu };
+            let mut t = [0.0f64; D];
+            let (k0, t0) = lat.cell(p[0], 0);
+            t[0] = t0;
+            // The node (k_0, k_1, …): padded row k_0 + 1, relative to the slab.
+            let mut base = origin + (k0 + 1 - r0) * st[0];
+            for a in 1..D {
+                let (k, ta) = lat.cell(p[a], a);
+                t[a] = ta;
+                base += k * st[a];
+            }
+            sw += wi;
+            sw2 += wi * wi;
+            let mut e = [[0.0f64; 4]; D];
+            for a in 0..D {
+                let u = t[a] * (1.0 - t[a]);
+                let o = u * (1.0 - 2.0 * t[a]);
+                let q = u * (2.0 + u);
+                q1[a] += wi * q;
+                q2[a] += wi * q * q;
+                even[a] += wi * u;
+                let (uq, o12, o4) = (0.25 * u, o * (1.0 / 12.0), 0.25 * o);
+                e[a] = [-uq - o12, uq + o4, uq - o4, o12 - uq];
+            }
+            e[0][1] += 1.0 - t[0];
+            e[0][2] += t[0];
+            if D == 2 {
+                // The loop below written out for 2-D: 12 nodes, the middle four shared by
+                // both axes' stencils.
+                let s = st[0];
+                let (t1, s1) = (t[1], 1.0 - t[1]);
+                let (c0, c1) = (wi * s1, wi * t1);
+                let (r0w, r1w) = (wi * (1.0 - t[0]), wi * t[0]);
+                let (e0, e1) = (e[0], e[1]);
+                // The 3s + 4 nodes from (k_0 − 1, k_1 − 1) on: one bounds check.
+                let v = &mut slab[base - s - 1..base + 2 * s + 3];
+                v[1] += c0 * e0[0];
+                v[2] += c1 * e0[0];
+                v[s] += r0w * e1[0];
+                v[s + 1] += c0 * e0[1] + r0w * e1[1];
+                v[s + 2] += c1 * e0[1] + r0w * e1[2];
+                v[s + 3] += r0w * e1[3];
+                v[2 * s] += r1w * e1[0];
+                v[2 * s + 1] += c0 * e0[2] + r1w * e1[1];
+                v[2 * s + 2] += c1 * e0[2] + r1w * e1[2];
+                v[2 * s + 3] += r1w * e1[3];
+                v[3 * s + 1] += c0 * e0[3];
+                v[3 * s + 2] += c1 * e0[3];
+                continue;
+            }
+            for (a, ea) in e.iter().enumerate() {
+                // The corners of the other axes, linearly binned.
+                for corner in 0..(1usize << D) {
+                    if (corner >> a) & 1 == 1 {
+                        continue;
+                    }
+                    let mut g = wi;
+                    let mut off = base;
+                    for (b, &tb) in t.iter().enumerate() {
+                        if b == a {
+                            continue;
+                        }
+                        if (corner >> b) & 1 == 1 {
+                            g *= tb;
+                            off += st[b];
+                        } else {
+                            g *= 1.0 - tb;
+                        }
+                    }
+                    let sa = st[a];
+                    slab[off - sa] += g * ea[0];
+                    slab[off] += g * ea[1];
+                    slab[off + sa] += g * ea[2];
+                    slab[off + 2 * sa] += g * ea[3];
+                }
+            }
+        }
+    }
+    let mut s = Vec::with_capacity(NSTAT * D + 2);
+    s.extend_from_slice(&q1);
+    s.extend_from_slice(&q2);
+    s.extend_from_slice(&even);
+    s.push(sw);
+    s.push(sw2);
+    s
+}
+
+/// The binning pass of [`bin_corrected`] for `D` axes into the padded lattice `lattice`:
+/// the points are counting-sorted by row band in groups of [`GROUP`] (in parallel, a wave
+/// of [`WAVE`] groups at a time), then binned band by band, so that the lattice rows a
+/// band writes stay in cache. Bands of even index run in parallel first, then those of
+/// odd index (a band also writes the first rows of the next one). The bands and groups do
+/// not depend on the number of threads, so neither do the bits of the result. Adds the
+/// statistics to `stats`; returns whether every value was valid.
+#[allow(clippy::too_many_arguments)]
+fn bin_sorted<const D: usize>(
     x: &[f64],
     w: Option<&[f64]>,
     wu: f64,
     lo: &[f64],
     inv: &[f64],
     nb: &[usize],
-    sta: &[usize],
-    acc: &mut [f64],
-) -> bool {
-    let c = 2 * D + 1;
-    let mut last = [0.0f64; D];
-    let mut kmax = [0usize; D];
-    let mut lo_a = [0.0f64; D];
-    let mut inv_a = [0.0f64; D];
-    let mut st = [0usize; D];
-    for a in 0..D {
-        last[a] = (nb[a] - 1) as f64;
-        kmax[a] = nb[a] - 2;
-        lo_a[a] = lo[a];
-        inv_a[a] = inv[a];
-        st[a] = sta[a] * c;
-    }
-    let mut origin = 0usize;
-    for s in st.iter() {
-        origin += LOW * s;
-    }
-    let nstat = acc.len() - (NSTAT * D + 2);
-    let mut q1 = [0.0f64; D];
-    let mut q2 = [0.0f64; D];
-    let mut even = [0.0f64; D];
-    let (mut sw, mut sw2) = (0.0f64, 0.0f64);
-    let mut wrong = false;
-    'points: for (i, row) in x.chunks_exact(D).enumerate() {
-        let wi = match w {
-            Some(w) => {
-                let v = w[i];
-                wrong |= !(0.0..f64::INFINITY).contains(&v);
-                v
+    lattice: &mut [f64],
+    stats: &mut [f64],
+    stop: &AtomicBool,
+) -> Result<bool> {
+    let ncells = nb[0] - 1;
+    // At least 3 rows per band, so that a band's rows and the 3 it writes beyond them
+    // stay clear of the next band of the same parity.
+    let band = ncells.div_ceil(BANDS).max(3);
+    let nbands = ncells.div_ceil(band);
+    let lat = Lat::<D>::new(lo, inv, nb, band);
+    let n = x.len() / D;
+    let r = D + w.is_some() as usize;
+    let rowlen = lat.st[0];
+    let mut ok = true;
+    let wave_pts = (GROUP * WAVE).min(n);
+    let mut rec = try_vec(checked_size(wave_pts, r, "n_points")?, 0.0f64, "n_points")?;
+    for ws in (0..n).step_by(GROUP * WAVE) {
+        check_stop(stop)?;
+        let we = (ws + GROUP * WAVE).min(n);
+        let groups: Vec<(usize, usize)> = (ws..we)
+            .step_by(GROUP)
+            .map(|s| (s, (s + GROUP).min(we)))
+            .collect();
+        // Each group sorts into its own stretch of `rec`.
+        let mut parts: Vec<&mut [f64]> = Vec::with_capacity(groups.len());
+        let mut rest = &mut rec[..];
+        for &(s, e) in &groups {
+            let (h, t) = rest.split_at_mut((e - s) * r);
+            parts.push(h);
+            rest = t;
+        }
+        let sorted: Vec<(Vec<usize>, bool)> = threads::install(|| {
+            parts
+                .into_par_iter()
+                .zip(groups.par_iter())
+                .map(|(part, &(s, e))| {
+                    let mut starts = vec![0usize; nbands + 1];
+                    let good = sort_group::<D>(
+                        &lat,
+                        &x[s * D..e * D],
+                        w.map(|w| &w[s..e]),
+                        part,
+                        &mut starts,
+                    );
+                    (starts, good)
+                })
+                .collect()
+        })?;
+        let offs: Vec<usize> = groups.iter().map(|&(s, _)| s - ws).collect();
+        let starts: Vec<Vec<usize>> = sorted
+            .into_iter()
+            .map(|(s, good)| {
+                ok &= good;
+                s
+            })
+            .collect();
+        check_stop(stop)?;
+        // Band b writes the padded rows b·band ..= (b + 1)·band + 2, within its chunk of
+        // 2·band rows.
+        let mut band_stats: Vec<(usize, Stats)> = Vec::with_capacity(nbands);
+        for parity in 0..2 {
+            let start = parity * band * rowlen;
+            if parity >= nbands {
+                continue;
             }
-            None => wu,
-        };
-        let mut t = [0.0f64; D];
-        let mut base = origin;
-        for a in 0..D {
-            let pos = (row[a] - lo_a[a]) * inv_a[a];
-            // Points beyond the padded lattice are out of the kernel's reach: dropped.
-            if !(pos >= 0.0 && pos <= last[a]) {
-                wrong |= !row[a].is_finite();
-                continue 'points;
-            }
-            let k = (pos as usize).min(kmax[a]);
-            t[a] = pos - k as f64;
-            base += k * st[a];
+            let (rec, starts, offs, lat) = (&rec[..], &starts[..], &offs[..], &lat);
+            let res: Vec<(usize, Stats)> = threads::install(|| {
+                lattice[start..]
+                    .par_chunks_mut(2 * band * rowlen)
+                    .enumerate()
+                    .filter_map(|(j, slab)| {
+                        let b = 2 * j + parity;
+                        (b < nbands)
+                            .then(|| (b, bin_band::<D>(lat, rec, starts, offs, r, wu, b, slab)))
+                    })
+                    .collect()
+            })?;
+            band_stats.extend(res);
         }
-        if wi.is_nan() || wi <= 0.0 {
-            continue;
-        }
-        sw += wi;
-        sw2 += wi * wi;
-        let mut u = [0.0f64; D];
-        let mut o = [0.0f64; D];
-        for a in 0..D {
-            u[a] = t[a] * (1.0 - t[a]);
-            o[a] = u[a] * (1.0 - 2.0 * t[a]);
-            let q = u[a] * (2.0 + u[a]);
-            q1[a] += wi * q;
-            q2[a] += wi * q * q;
-            even[a] += wi * u[a];
-        }
-        if D == 2 {
-            // The loop below written out for 2-D (same products in the same order, so the
-            // same bits): 4 node masses and 8 spread terms, no inner loops.
-            let (t0, t1) = (t[0], t[1]);
-            let (s0, s1) = (1.0 - t0, 1.0 - t1);
-            let (b00, b10, b01) = (base, base + st[0], base + st[1]);
-            let b11 = b10 + st[1];
-            let a = &mut acc[..];
-            a[b00] += wi * s0 * s1;
-            a[b00 + 1] += wi * s1 * u[0];
-            a[b00 + 3] += wi * s1 * o[0];
-            a[b00 + 2] += wi * s0 * u[1];
-            a[b00 + 4] += wi * s0 * o[1];
-            a[b10] += wi * t0 * s1;
-            a[b10 + 2] += wi * t0 * u[1];
-            a[b10 + 4] += wi * t0 * o[1];
-            a[b01] += wi * s0 * t1;
-            a[b01 + 1] += wi * t1 * u[0];
-            a[b01 + 3] += wi * t1 * o[0];
-            a[b11] += wi * t0 * t1;
-            continue;
-        }
-        for corner in 0..(1usize << D) {
-            // f = w·Π_a (t_a or 1 − t_a); A_a gets w·u_a·Π_{b≠a}(…) at the corners in the
-            // cell's own slice of axis a (linear binning in the other axes).
-            let mut f = wi;
-            let mut off = base;
-            for a in 0..D {
-                if (corner >> a) & 1 == 1 {
-                    f *= t[a];
-                    off += st[a];
-                } else {
-                    f *= 1.0 - t[a];
-                }
-            }
-            acc[off] += f;
-            for a in 0..D {
-                if (corner >> a) & 1 == 0 {
-                    let mut g = wi;
-                    for (b, &tb) in t.iter().enumerate() {
-                        if b != a {
-                            g *= if (corner >> b) & 1 == 1 { tb } else { 1.0 - tb };
-                        }
-                    }
-                    acc[off + 1 + a] += g * u[a];
-                    acc[off + 1 + D + a] += g * o[a];
-                }
+        band_stats.sort_by_key(|v| v.0);
+        for (_, s) in band_stats {
+            for (a, v) in stats.iter_mut().zip(&s) {
+                *a += v;
             }
         }
     }
-    let s = &mut acc[nstat..];
-    for a in 0..D {
-        s[a] += q1[a];
-        s[D + a] += q2[a];
-        s[2 * D + a] += even[a];
-    }
-    s[NSTAT * D] += sw;
-    s[NSTAT * D + 1] += sw2;
-    !wrong
+    Ok(ok)
 }
 
 /// Moment-corrected linear binning of n points (rows of `x`, d = 2 or 3) onto the node
 /// lattice lo_a + k·δ_a, k < nb_a (each nb_a ≥ 2): the multilinear node masses minus
-/// ½·Σ_a Δ²_a of the cell sums Σ w·t_a(1 − t_a) spread onto the nodes (see the module
-/// notes). `w = None`: every point weighs `wu`. Points outside the lattice or with zero
+/// ½·Σ_a Δ²_a of the cell sums Σ w·t_a(1 − t_a) spread onto the nodes, plus the
+/// third-order term (see the module notes), each point's share added to the nodes
+/// directly. `w = None`: every point weighs `wu`. Points outside the lattice or with zero
 /// weight are dropped. Returns the corrected bins (row-major), the statistics of the
 /// fractional positions, and whether every coordinate was finite and every weight finite
-/// and non-negative. Allocates (d + 1) values per node of the lattice widened by 3 per
-/// axis, once per thread while binning, and the corrected bins.
+/// and non-negative. Allocates the lattice widened by 2 per axis, the corrected bins, and
+/// a sorted copy of up to 2^21 points at a time (d values each, and the weight).
 #[allow(clippy::too_many_arguments)]
 pub fn bin_corrected(
     x: &[f64],
@@ -300,90 +518,35 @@ pub fn bin_corrected(
         .iter()
         .try_fold(1usize, |a, &b| a.checked_mul(b))
         .ok_or_else(too_large)?;
-    let na: Vec<usize> = nb.iter().map(|&v| v + LOW + HIGH).collect();
-    let acc_nodes = na
+    let np: Vec<usize> = nb.iter().map(|&v| v + 2).collect();
+    let padded = np
         .iter()
         .try_fold(1usize, |a, &b| a.checked_mul(b))
         .ok_or_else(too_large)?;
-    let c = 2 * d + 1;
-    let nacc = checked_size(acc_nodes, c, "n_points")?
-        .checked_add(NSTAT * d + 2)
-        .ok_or_else(too_large)?;
-    let sta = strides(&na);
+    let mut lattice = try_vec(padded, 0.0f64, "n_points")?;
+    let mut st = vec![0.0f64; NSTAT * d + 2];
     let inv: Vec<f64> = delta.iter().map(|v| 1.0 / v).collect();
-    let bad = AtomicBool::new(false);
-    let acc = super::binning::accumulate(n, nacc, c << d, 1 << 14, stop, |s, e, acc| {
-        let xs = &x[s * d..e * d];
-        let ws = w.map(|w| &w[s..e]);
-        let ok = if d == 2 {
-            bin_chunk::<2>(xs, ws, wu, lo, &inv, nb, &sta, acc)
-        } else {
-            bin_chunk::<3>(xs, ws, wu, lo, &inv, nb, &sta, acc)
-        };
-        if !ok {
-            bad.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    })?;
+    let ok = if d == 2 {
+        bin_sorted::<2>(x, w, wu, lo, &inv, nb, &mut lattice, &mut st, stop)?
+    } else {
+        bin_sorted::<3>(x, w, wu, lo, &inv, nb, &mut lattice, &mut st, stop)?
+    };
     check_stop(stop)?;
-    let s = &acc[nacc - (NSTAT * d + 2)..];
-    let stats = BinStats::from_slice(s, d)?;
-    // The correction −½·Σ_a Δ²_a(P_a A_a): along axis a the cells j − 2 ..= j + 1 of node
-    // j with weights (½, −½, −½, ½); A_a is already on the nodes along the other axes.
-    let mut terms: Vec<(isize, f64)> = Vec::new();
-    for a in 0..d {
-        let mut combos: Vec<(isize, f64)> = vec![(0, -0.5)];
-        for (b, &stb) in sta.iter().enumerate() {
-            let taps: &[(isize, f64)] = if b == a {
-                &[(-2, 0.5), (-1, -0.5), (0, -0.5), (1, 0.5)]
-            } else {
-                &[(0, 1.0)]
-            };
-            combos = combos
-                .iter()
-                .flat_map(|&(o, f)| {
-                    taps.iter()
-                        .map(move |&(t, g)| (o + t * stb as isize, f * g))
-                })
-                .collect();
-        }
-        terms.extend(
-            combos
-                .into_iter()
-                .map(|(o, f)| (o * c as isize + 1 + a as isize, f)),
-        );
-        // +(1/12)·Δ³ of the cell sums O_a = Σ w·u_a(1 − 2t_a): node j gets the cells
-        // j + 1, j, j − 1, j − 2 with weights (−1, 3, −3, 1)/12.
-        let sa = sta[a] as isize;
-        for (q, f) in [(1isize, -1.0), (0, 3.0), (-1, -3.0), (-2, 1.0)] {
-            terms.push(((q * sa) * c as isize + 1 + (d + a) as isize, f / 12.0));
-        }
-    }
+    let stats = BinStats::from_slice(&st, d)?;
+    // The bins are the padded lattice without its margins.
     let mut bins = try_vec(total, 0.0f64, "n_points")?;
+    let sp = strides(&np);
     let inner = nb[d - 1];
-    let row: usize = nb[1..].iter().product();
-    let acc = &acc;
-    let terms = &terms;
-    threads::install(|| {
-        bins.par_chunks_mut(row)
-            .enumerate()
-            .for_each(|(j0, chunk)| {
-                for (r, seg) in chunk.chunks_mut(inner).enumerate() {
-                    let mut start = (j0 + LOW) * sta[0] + LOW;
-                    if d == 3 {
-                        start += (r + LOW) * sta[1];
-                    }
-                    for (j, o) in seg.iter_mut().enumerate() {
-                        let jj = (start + j) * c;
-                        let mut v = acc[jj];
-                        for &(off, f) in terms {
-                            v += f * acc[(jj as isize + off) as usize];
-                        }
-                        *o = v;
-                    }
-                }
-            });
-    })?;
-    Ok((bins, stats, !bad.load(std::sync::atomic::Ordering::Relaxed)))
+    for (r, seg) in bins.chunks_mut(inner).enumerate() {
+        let mut start = 1;
+        let mut rem = r;
+        for a in (0..d - 1).rev() {
+            start += (rem % nb[a] + 1) * sp[a];
+            rem /= nb[a];
+        }
+        seg.copy_from_slice(&lattice[start..start + inner]);
+    }
+    Ok((bins, stats, ok))
 }
 
 /// Pointwise estimate of the error of moment-corrected binned sums `sums` on a grid of
@@ -552,8 +715,8 @@ fn conv_axis(
 /// moment-corrected binning ([`bin_corrected`]) and one direct 1-D convolution per axis
 /// (axes in the cheapest order), with the pointwise error estimate of [`error_estimate`]
 /// plus the truncation bound. Points farther than the kernel's reach from the grid do not
-/// contribute. Allocates the accumulation lattice ((d + 1) values per node, per thread
-/// while binning), the corrected bins and two arrays of at most their size for the passes.
+/// contribute. Allocates what [`bin_corrected`] does and two arrays of at most the bins'
+/// size for the passes.
 #[allow(clippy::too_many_arguments)]
 pub fn binned_nd(
     x: &[f64],
@@ -724,6 +887,54 @@ mod tests {
                     (got - want).abs() < 1e-10 * want.abs().max(1.0),
                     "{d} {ex:?}: {got} {want}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn binning_bits_do_not_depend_on_threads_and_groups_add_up() {
+        // More points than one sort group, weighted and not, in 2-D and 3-D: the bins are
+        // bit-identical for 1, 2 and 3 threads, and equal (to rounding) to the same points
+        // binned in two halves and added, each bin a sum over its points.
+        let stop = AtomicBool::new(false);
+        let mut g = Lcg::new(17);
+        for d in 2..=3 {
+            let n = GROUP + 3001;
+            let x: Vec<f64> = (0..n * d).map(|_| g.unit_sum(3) * 1.3 - 0.5).collect();
+            let w: Vec<f64> = (0..n).map(|_| g.unit()).collect();
+            let lo = vec![-0.7; d];
+            let delta: Vec<f64> = (0..d).map(|a| 0.11 + 0.01 * a as f64).collect();
+            let nb: Vec<usize> = (0..d).map(|a| 40 - 3 * a).collect();
+            for wt in [None, Some(&w[..])] {
+                let run = |t: usize, lo_i: usize, hi_i: usize| {
+                    let old = threads::set_thread_override(t).unwrap();
+                    let r = bin_corrected(
+                        &x[lo_i * d..hi_i * d],
+                        d,
+                        wt.map(|w| &w[lo_i..hi_i]),
+                        0.5,
+                        &lo,
+                        &delta,
+                        &nb,
+                        &stop,
+                    )
+                    .unwrap();
+                    threads::set_thread_override(old).unwrap();
+                    r
+                };
+                let (b1, s1, ok) = run(1, 0, n);
+                assert!(ok);
+                for t in [2, 3] {
+                    let (bt, st, _) = run(t, 0, n);
+                    assert!(b1.iter().zip(&bt).all(|(p, q)| p.to_bits() == q.to_bits()));
+                    assert_eq!(s1, st);
+                }
+                let (ha, _, _) = run(2, 0, n / 3);
+                let (hb, _, _) = run(2, n / 3, n);
+                let scale = b1.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                for ((p, a), b) in b1.iter().zip(&ha).zip(&hb) {
+                    assert!((p - (a + b)).abs() <= 1e-12 * scale, "{d}: {p} {a} {b}");
+                }
             }
         }
     }

@@ -1,0 +1,128 @@
+//! Times the 2-D and 3-D binned grid KDE (issue 11's 2-D case: n = 10⁶ standard normal
+//! points, a 512 × 512 grid over the data range plus 8.6 bandwidths, h = 0.1 on both axes;
+//! and a 3-D case, n = 10⁶ on 64³ points, h = 0.3): the moment-corrected binning pass alone
+//! and the whole grid (binning, the separable convolution and the error estimate), at each
+//! SIMD level and with 1 and 2 threads.
+//! `cargo run --release --example kdegrid_nd_timing`
+//!
+//! Each figure is the best of several runs, so a loaded machine disturbs it less.
+use std::hint::black_box;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use divest::core::kdegrid::nd::{bin_corrected, binned_nd};
+use divest::core::simd::set_level;
+use divest::core::testing::{simd_levels, Lcg};
+use divest::core::threads::set_num_threads;
+
+/// Best time of `reps` calls of `f`, in milliseconds.
+fn best_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+    }
+    best
+}
+
+/// CPU time of this process so far (user + system), in milliseconds, from /proc (Linux);
+/// NaN elsewhere. On a loaded machine the CPU time per call moves less than the wall time.
+fn cpu_ms() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields 14 and 15 (utime, stime) after the command name in parentheses, in ticks
+    // of (almost always) 10 ms.
+    let rest = stat.rsplit_once(')').map(|v| v.1).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(f64::NAN))
+        .collect();
+    (f[11] + f[12]) * 10.0
+}
+
+/// Mean CPU time of `reps` calls of `f`, in milliseconds.
+fn cpu_per_call(reps: usize, mut f: impl FnMut()) -> f64 {
+    let t = cpu_ms();
+    for _ in 0..reps {
+        f();
+    }
+    (cpu_ms() - t) / reps as f64
+}
+
+fn main() {
+    let n = 1_000_000;
+    let mut g = Lcg::new(3);
+    let mut normal = || {
+        let (u, v) = (g.unit().max(1e-300), g.unit());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    };
+    let stop = AtomicBool::new(false);
+    let args: Vec<String> = std::env::args().collect();
+    let reps: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(7);
+    // Optional filters: the dimension (2 or 3) and the thread count.
+    let only_d: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let only_t: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(0);
+    for (d, m, h) in [(2usize, 512usize, 0.1f64), (3, 64, 0.3)] {
+        if only_d != 0 && d != only_d {
+            continue;
+        }
+        let x: Vec<f64> = (0..n * d).map(|_| normal()).collect();
+        let mut lo = vec![0.0; d];
+        let mut delta = vec![0.0; d];
+        for a in 0..d {
+            let (mn, mx) = x
+                .iter()
+                .skip(a)
+                .step_by(d)
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(p, q), &v| {
+                    (p.min(v), q.max(v))
+                });
+            lo[a] = mn - 8.6 * h;
+            delta[a] = (mx - mn + 17.2 * h) / (m - 1) as f64;
+        }
+        let ms = vec![m; d];
+        let hs = vec![h; d];
+        // binned_nd's padded lattice: reach = ceil(7 h / δ), one more bin each side.
+        let pad: Vec<usize> = (0..d)
+            .map(|a| (7.0 * h / delta[a]).ceil() as usize + 1)
+            .collect();
+        let nb: Vec<usize> = (0..d).map(|a| m + 2 * pad[a]).collect();
+        let lo_b: Vec<f64> = (0..d).map(|a| lo[a] - pad[a] as f64 * delta[a]).collect();
+        println!(
+            "{d}-D: n = {n}, {m}^{d} grid ({} bins per axis), h = {h}; ms, best of {reps}",
+            nb[0]
+        );
+        for level in simd_levels() {
+            set_level(Some(level)).unwrap();
+            for threads in [1, 2] {
+                if only_t != 0 && threads != only_t {
+                    continue;
+                }
+                set_num_threads(threads).unwrap();
+                let bin = best_ms(reps, || {
+                    black_box(
+                        bin_corrected(&x, d, None, 1.0 / n as f64, &lo_b, &delta, &nb, &stop)
+                            .unwrap(),
+                    );
+                });
+                let full = best_ms(reps, || {
+                    black_box(binned_nd(&x, d, None, &lo, &delta, &ms, &hs, &stop).unwrap());
+                });
+                let cpu = cpu_per_call(reps * 4, || {
+                    black_box(binned_nd(&x, d, None, &lo, &delta, &ms, &hs, &stop).unwrap());
+                });
+                println!(
+                    "{:>7} {} thread(s): binning {:.2}; whole grid {:.2} (CPU time {:.2} per call)",
+                    level.name(),
+                    threads,
+                    bin,
+                    full,
+                    cpu
+                );
+            }
+        }
+    }
+    set_level(None).unwrap();
+}
