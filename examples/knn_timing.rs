@@ -35,7 +35,10 @@ fn main() {
     // cross searches, nothing printed (for `perf stat`, which counts cycles on a loaded
     // machine better than a clock).
     if let Ok(l) = std::env::var("KNN_ONLY") {
-        let a: Vec<usize> = std::env::args().skip(1).map(|s| s.parse().unwrap()).collect();
+        let a: Vec<usize> = std::env::args()
+            .skip(1)
+            .map(|s| s.parse().unwrap())
+            .collect();
         let (n, d, k) = (a.first().copied().unwrap_or(20000), 8, 5);
         let mut g = Lcg::new(2);
         let x = normal(&mut g, n * d, 0.0);
@@ -51,7 +54,10 @@ fn main() {
         }
         return;
     }
-    let a: Vec<usize> = std::env::args().skip(1).map(|s| s.parse().unwrap()).collect();
+    let a: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|s| s.parse().unwrap())
+        .collect();
     let (n, d, k) = (
         *a.first().unwrap_or(&20000),
         *a.get(1).unwrap_or(&8),

@@ -211,7 +211,10 @@ impl<T: Float> KdTree<T> {
         }
         let c = best.0;
         // The median, moved up to a whole number of chunks on the left.
-        let mid = start + ((end - start) / 2).next_multiple_of(CHUNK).min(end - start - 1);
+        let mid = start
+            + ((end - start) / 2)
+                .next_multiple_of(CHUNK)
+                .min(end - start - 1);
         self.perm[start..end].select_nth_unstable_by(mid - start, |&a, &b| {
             coord(x, d, u, du, a, c).total_cmp(&coord(x, d, u, du, b, c))
         });
@@ -294,13 +297,15 @@ impl<T: Float> KdTree<T> {
     #[inline(always)]
     fn leaf_d2<M: Fma>(&self, q: &[T], p0: usize, m: usize, out: &mut [T; SCAN]) {
         let np = self.n + SCAN;
-        for (j, o) in out.chunks_exact_mut(CHUNK).take(m.div_ceil(CHUNK)).enumerate() {
+        for (j, o) in out
+            .chunks_exact_mut(CHUNK)
+            .take(m.div_ceil(CHUNK))
+            .enumerate()
+        {
             let p = p0 + j * CHUNK;
             let mut acc = [T::ZERO; CHUNK];
             for (c, &qc) in q.iter().enumerate() {
-                let col: &[T; CHUNK] = self.soa[c * np + p..c * np + p + CHUNK]
-                    .try_into()
-                    .unwrap();
+                let col: &[T; CHUNK] = self.soa[c * np + p..c * np + p + CHUNK].try_into().unwrap();
                 for l in 0..CHUNK {
                     let t = qc - col[l];
                     acc[l] = M::ma(t, t, acc[l]);
