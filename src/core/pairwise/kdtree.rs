@@ -30,7 +30,13 @@ use crate::core::simd::{self, Fma, Level, SimdTask};
 use crate::core::threads;
 
 /// Most points in a leaf (unless all of them coincide).
-pub const LEAF: usize = 64;
+pub const LEAF: usize = 48;
+/// Points per distance chunk of the leaf kernel: splits put a multiple of it on the left,
+/// so leaves hold whole chunks (all but those on the right edge of the tree).
+const CHUNK: usize = 16;
+/// Most distances computed before a scan of a leaf (a leaf of coinciding points may be
+/// larger than [`LEAF`]).
+const SCAN: usize = 64;
 /// Queries per task: a fixed partition of the query order.
 pub const QUERY_BLOCK: usize = 128;
 
@@ -49,8 +55,8 @@ pub struct KdTree<T> {
     n: usize,
     d: usize,
     du: usize,
-    /// First block in tree order, coordinate-major: `soa[k * (n + LEAF) + p]` (each
-    /// coordinate padded by LEAF zeros so leaf chunks are always full width).
+    /// First block in tree order, coordinate-major: `soa[k * (n + SCAN) + p]` (each
+    /// coordinate padded by SCAN zeros so leaf chunks are always full width).
     soa: Vec<T>,
     /// Second block in tree order, coordinate-major.
     usoa: Vec<f64>,
@@ -65,6 +71,10 @@ pub struct KdTree<T> {
     /// Per node, the second block's box (`du` values each).
     ulo: Vec<f64>,
     uhi: Vec<f64>,
+    /// Per internal node, its children's first-block boxes side by side, for bounding
+    /// both children in two lanes: `[lo_left, lo_right, hi_left, hi_right]` per
+    /// coordinate (`4 d` values per node; leaves' entries unused).
+    pair: Vec<T>,
 }
 
 /// max(v, 0) (for a difference of finite values).
@@ -87,8 +97,9 @@ fn coord<T: Float>(pts: &[T], d: usize, u: &[f64], du: usize, i: usize, c: usize
 
 impl<T: Float> KdTree<T> {
     /// Builds the tree. `second` is an optional second block (row-major `n × du`).
-    /// Memory: a tree-ordered copy of the points plus two boxes per node (about 2n/LEAF
-    /// nodes). Time O(n (d + du) log n), sequential.
+    /// Memory: a tree-ordered copy of the points plus four boxes per node (its own, and
+    /// its children's side by side; about 2n/LEAF nodes). Time O(n (d + du) log n),
+    /// sequential.
     pub fn build(pts: Points<'_, T>, second: Option<(&[f64], usize)>) -> Result<Self> {
         let (n, d) = (pts.n, pts.d);
         let (u, du) = second.unwrap_or((&[], 0));
@@ -108,17 +119,31 @@ impl<T: Float> KdTree<T> {
             hi: Vec::new(),
             ulo: Vec::new(),
             uhi: Vec::new(),
+            pair: Vec::new(),
         };
         if n > 0 {
             t.split(pts.data, u, 0, n);
         }
-        t.soa = vec![T::ZERO; d * (n + LEAF)];
+        t.pair = vec![T::ZERO; 4 * d * t.nodes.len()];
+        for (b, nd) in t.nodes.iter().enumerate() {
+            if nd.left == 0 {
+                continue;
+            }
+            let pb = &mut t.pair[4 * d * b..4 * d * (b + 1)];
+            for c in 0..d {
+                pb[4 * c] = t.lo[nd.left * d + c];
+                pb[4 * c + 1] = t.lo[nd.right * d + c];
+                pb[4 * c + 2] = t.hi[nd.left * d + c];
+                pb[4 * c + 3] = t.hi[nd.right * d + c];
+            }
+        }
+        t.soa = vec![T::ZERO; d * (n + SCAN)];
         t.usoa = vec![0.0; du * n];
         t.pos = vec![0; n];
         for (p, &i) in t.perm.iter().enumerate() {
             t.pos[i] = p;
             for c in 0..d {
-                t.soa[c * (n + LEAF) + p] = pts.data[i * d + c];
+                t.soa[c * (n + SCAN) + p] = pts.data[i * d + c];
             }
             for c in 0..du {
                 t.usoa[c * n + p] = u[i * du + c];
@@ -185,7 +210,11 @@ impl<T: Float> KdTree<T> {
             return me;
         }
         let c = best.0;
-        let mid = start + (end - start) / 2;
+        // The median, moved up to a whole number of chunks on the left.
+        let mid = start
+            + ((end - start) / 2)
+                .next_multiple_of(CHUNK)
+                .min(end - start - 1);
         self.perm[start..end].select_nth_unstable_by(mid - start, |&a, &b| {
             coord(x, d, u, du, a, c).total_cmp(&coord(x, d, u, du, b, c))
         });
@@ -199,6 +228,7 @@ impl<T: Float> KdTree<T> {
     /// Lower bound on the computed key of any point in node `b` (see the module notes).
     #[inline(always)]
     fn lower<M: Fma>(&self, b: usize, q: &[T], qu: &[f64]) -> f64 {
+        let q = &q[..self.d];
         let (lo, hi) = (
             &self.lo[b * self.d..(b + 1) * self.d],
             &self.hi[b * self.d..(b + 1) * self.d],
@@ -245,21 +275,44 @@ impl<T: Float> KdTree<T> {
         acc.to_f64()
     }
 
-    /// First-block distances from `q` to tree positions `p0..p0 + LEAF` (past a leaf's end
-    /// the values are ignored), exactly as the engine's direct tile computes them. Fixed
-    /// width, so the accumulators stay in registers.
+    /// Bounds of both children of internal node `b` (first block only), each exactly what
+    /// [`Self::lower`] gives, computed side by side in two lanes.
     #[inline(always)]
-    fn leaf_d2<M: Fma>(&self, q: &[T], p0: usize, out: &mut [T; LEAF]) {
-        let np = self.n + LEAF;
-        let mut acc = [T::ZERO; LEAF];
-        for (c, &qc) in q.iter().enumerate() {
-            let col = &self.soa[c * np + p0..c * np + p0 + LEAF];
-            for l in 0..LEAF {
-                let t = qc - col[l];
-                acc[l] = M::ma(t, t, acc[l]);
-            }
+    fn lower_pair<M: Fma>(&self, b: usize, q: &[T]) -> (f64, f64) {
+        let pb = &self.pair[4 * self.d * b..4 * self.d * (b + 1)];
+        let (mut l, mut r) = (T::ZERO, T::ZERO);
+        for (w, &qc) in pb.chunks_exact(4).zip(q) {
+            let tl = pos(w[0] - qc) + pos(qc - w[2]);
+            let tr = pos(w[1] - qc) + pos(qc - w[3]);
+            l = M::ma(tl, tl, l);
+            r = M::ma(tr, tr, r);
         }
-        *out = acc;
+        (l.to_f64(), r.to_f64())
+    }
+
+    /// First-block distances from `q` to tree positions `p0..p0 + m` (`m <= SCAN`; past
+    /// `m` up to the next whole chunk the values are ignored), exactly as the engine's
+    /// direct tile computes them: chunks of [`CHUNK`] points, each accumulating over the
+    /// coordinates in order in registers.
+    #[inline(always)]
+    fn leaf_d2<M: Fma>(&self, q: &[T], p0: usize, m: usize, out: &mut [T; SCAN]) {
+        let np = self.n + SCAN;
+        for (j, o) in out
+            .chunks_exact_mut(CHUNK)
+            .take(m.div_ceil(CHUNK))
+            .enumerate()
+        {
+            let p = p0 + j * CHUNK;
+            let mut acc = [T::ZERO; CHUNK];
+            for (c, &qc) in q.iter().enumerate() {
+                let col: &[T; CHUNK] = self.soa[c * np + p..c * np + p + CHUNK].try_into().unwrap();
+                for l in 0..CHUNK {
+                    let t = qc - col[l];
+                    acc[l] = M::ma(t, t, acc[l]);
+                }
+            }
+            o.copy_from_slice(&acc);
+        }
     }
 
     /// Inserts tree position `p` (first-block key `v`) into the sorted buffer when it is
@@ -337,7 +390,7 @@ impl<T: Float> KdTree<T> {
         }
         // Seed with candidates (the previous query's neighbours: close by in tree order) so
         // that pruning is sharp from the start. Any candidates keep the result exact.
-        let np = self.n + LEAF;
+        let np = self.n + SCAN;
         let seeded = !seed.is_empty();
         for &j in seed {
             let Some(&p) = self.pos.get(j) else { continue };
@@ -349,7 +402,7 @@ impl<T: Float> KdTree<T> {
             self.offer(acc.to_f64(), p, qu, skip, seeded, keys, idx);
         }
         stack.push((0, self.lower::<M>(0, q, qu)));
-        let mut buf = [T::ZERO; LEAF];
+        let mut buf = [T::ZERO; SCAN];
         while let Some((b, bound)) = stack.pop() {
             // Equal bounds may still hold a tie with a smaller column index.
             if bound > keys[k - 1] {
@@ -357,8 +410,14 @@ impl<T: Float> KdTree<T> {
             }
             let nd = self.nodes[b];
             if nd.left != 0 {
-                let bl = self.lower::<M>(nd.left, q, qu);
-                let br = self.lower::<M>(nd.right, q, qu);
+                let (bl, br) = if self.du == 0 {
+                    self.lower_pair::<M>(b, q)
+                } else {
+                    (
+                        self.lower::<M>(nd.left, q, qu),
+                        self.lower::<M>(nd.right, q, qu),
+                    )
+                };
                 let kth = keys[k - 1];
                 let (near, far) = if bl <= br {
                     ((nd.left, bl), (nd.right, br))
@@ -375,20 +434,18 @@ impl<T: Float> KdTree<T> {
             }
             let mut p0 = nd.start;
             while p0 < nd.end {
-                let m = LEAF.min(nd.end - p0);
-                self.leaf_d2::<M>(q, p0, &mut buf);
-                // Most chunks hold no candidate: a branch-free scan skips them.
+                let m = SCAN.min(nd.end - p0);
+                self.leaf_d2::<M>(q, p0, m, &mut buf);
+                // Most leaves hold no candidate: a branch-free scan skips them.
                 let kth = keys[k - 1];
                 let mut any = false;
-                for &a in &buf {
+                for &a in &buf[..m] {
                     any |= a.to_f64() <= kth;
                 }
-                if !any {
-                    p0 += m;
-                    continue;
-                }
-                for (l, &a) in buf[..m].iter().enumerate() {
-                    self.offer(a.to_f64(), p0 + l, qu, skip, seeded, keys, idx);
+                if any {
+                    for (l, &a) in buf[..m].iter().enumerate() {
+                        self.offer(a.to_f64(), p0 + l, qu, skip, seeded, keys, idx);
+                    }
                 }
                 p0 += m;
             }
@@ -413,7 +470,7 @@ impl<T: Float> KdTree<T> {
         }
         stack.push(0);
         let mut count = 0u64;
-        let mut buf = [T::ZERO; LEAF];
+        let mut buf = [T::ZERO; SCAN];
         while let Some(b) = stack.pop() {
             let lb = self.lower::<M>(b, q, &[]);
             if !inside(lb) {
@@ -432,8 +489,8 @@ impl<T: Float> KdTree<T> {
             }
             let mut p0 = nd.start;
             while p0 < nd.end {
-                let m = LEAF.min(nd.end - p0);
-                self.leaf_d2::<M>(q, p0, &mut buf);
+                let m = SCAN.min(nd.end - p0);
+                self.leaf_d2::<M>(q, p0, m, &mut buf);
                 for (l, &a) in buf[..m].iter().enumerate() {
                     count += (inside(a.to_f64()) && skip != Some(p0 + l)) as u64;
                 }
