@@ -6,6 +6,7 @@ pub mod dpp;
 pub mod error;
 pub mod kde;
 pub mod kdegrid;
+pub mod kdefold;
 pub mod kerntest;
 pub mod linalg;
 pub mod ot;

@@ -8,6 +8,7 @@ mod dpp;
 mod grads;
 mod kde;
 mod kdegrid;
+mod kdeerr;
 mod kerntest;
 mod ot;
 mod sliced;
@@ -27,5 +28,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kerntest::register(m)?;
     sliced::register(m)?;
     grads::register(m)?;
+    kdeerr::register(m)?;
     Ok(())
 }
