@@ -439,7 +439,7 @@ mod tests {
             };
             let xs: Vec<f64> = x.iter().map(|v| v / h).collect();
             let qs: Vec<f64> = q.iter().map(|v| v / h).collect();
-            let ms: Vec<f64> = maps.chunks(2).map(|p| [p[0], p[1] / h]).flatten().collect();
+            let ms: Vec<f64> = maps.chunks(2).flat_map(|p| [p[0], p[1] / h]).collect();
             let lse0: Vec<f64> = (0..m)
                 .map(|i| {
                     (0..n)

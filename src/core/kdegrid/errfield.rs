@@ -139,8 +139,8 @@ fn chunk<const D: usize>(
             }
             Scheme::Corrected => {
                 let mut f = 0;
-                for a in 0..D {
-                    vals[f] = wi * u[a] * (2.0 + u[a]);
+                for &ua in u.iter() {
+                    vals[f] = wi * ua * (2.0 + ua);
                     f += 1;
                 }
                 for a in 0..D {
@@ -301,8 +301,8 @@ mod tests {
                             }
                         }
                         Scheme::Corrected => {
-                            for a in 0..d {
-                                v.push(wi * (2.0 * u[a] + u[a] * u[a]));
+                            for &ua in &u {
+                                v.push(wi * (2.0 * ua + ua * ua));
                             }
                             for a in 0..d {
                                 for b in a + 1..d {
