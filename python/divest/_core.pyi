@@ -515,3 +515,25 @@ def jdcov_block_sum(
 def count_within_rows(
     x: NDArray[np.floating], lo: int, r2: NDArray[np.float64], strict: bool, algorithm: str = "auto"
 ) -> NDArray[np.int64]: ...
+def kde_error_fields(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64] | None,
+    wu: float,
+    corrected: bool,
+    lo_f: list[float],
+    delta_f: list[float],
+    lo_c: list[float],
+    delta_c: list[float],
+    nc: list[int],
+) -> NDArray[np.float64]: ...
+def kde_fold_images(
+    x: NDArray[np.float64],
+    logw: NDArray[np.float64],
+    kernel: str,
+    q: NDArray[np.float64],
+    lse0: NDArray[np.float64] | None,
+    maps: NDArray[np.float64],
+    pair_q: NDArray[np.int64],
+    pair_g: NDArray[np.int64],
+    margin: float,
+) -> NDArray[np.float64]: ...

@@ -5,6 +5,7 @@ pub mod divergence;
 pub mod dpp;
 pub mod error;
 pub mod kde;
+pub mod kdefold;
 pub mod kdegrid;
 pub mod kerntest;
 pub mod linalg;

@@ -7,6 +7,7 @@ mod divergence;
 mod dpp;
 mod grads;
 mod kde;
+mod kdeerr;
 mod kdegrid;
 mod kerntest;
 mod ot;
@@ -27,5 +28,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kerntest::register(m)?;
     sliced::register(m)?;
     grads::register(m)?;
+    kdeerr::register(m)?;
     Ok(())
 }

@@ -19,6 +19,7 @@ FAMILIES = [
     ("kde", "divest._bench.kde"),
     ("kdegrid", "divest._bench.kdegrid"),
     ("kdebounds", "divest._bench.kdebounds"),
+    ("kdebounds_nd", "divest._bench.kdebounds_nd"),
     ("ot", "divest._bench.ot"),
     ("dpp", "divest._bench.dpp"),
     ("divergence", "divest._bench.divergence"),

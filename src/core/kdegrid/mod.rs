@@ -14,6 +14,7 @@
 
 pub mod binning;
 pub mod convolve;
+pub mod errfield;
 pub mod exact;
 pub mod isj;
 pub mod nd;

@@ -1,0 +1,341 @@
+//! The leading binning-error term of the grid estimates, computed from the data instead of
+//! guessed from the output (issue 11).
+//!
+//! Binning moves a point at fractional position t_a (per axis, on the lattice of spacing
+//! δ_a) onto nearby nodes; a Taylor expansion of the kernel about the point gives the
+//! error of the binned sum at g as a sum over the points of their weight times a
+//! polynomial in t times a derivative of the kernel at g − x:
+//! - plain linear binning (the 1-D path): (δ²/2)·u·K″ − (δ³/6)·u(1 − 2t)·K‴ with
+//!   u = t(1 − t);
+//! - moment-corrected binning ([`super::nd::bin_corrected`]): −(δ_a⁴/24)·(2u_a + u_a²)·∂⁴_a K
+//!   per axis and −(δ_a²δ_b²/4)·u_a u_b·∂²_a∂²_b K per pair of axes.
+//!
+//! Fourth differences of the output see only the part of these sums where the polynomial
+//! is replaced by its mean: they assume t is spread evenly and independently of where the
+//! point is. On rounded or lattice data t is a function of the position (the lattice
+//! aliases with the grid), the weights of the sum vary on the scale of the kernel, and the
+//! error is a coherent field that can be many times what the differences say. The fields
+//! below carry each point's own polynomial, so convolving them with the kernel's
+//! derivatives gives the leading error term itself, whatever the data.
+//!
+//! The derivative kernels vary on the scale of the bandwidth, not of the grid, so the
+//! fields are binned (linearly) onto a coarser lattice, about half a kernel standard
+//! deviation apart; the caller convolves them there.
+
+use std::sync::atomic::AtomicBool;
+
+use super::check_stop;
+use crate::core::error::{checked_size, invalid, Error, Result};
+
+/// Which binning the error fields describe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain linear binning: per axis the fields u_a and u_a(1 − 2t_a).
+    Linear,
+    /// Moment-corrected binning: per axis 2u_a + u_a², then per pair a < b u_a·u_b.
+    Corrected,
+}
+
+impl Scheme {
+    /// Number of fields for `d` axes.
+    pub fn fields(self, d: usize) -> usize {
+        match self {
+            Scheme::Linear => 2 * d,
+            Scheme::Corrected => d + d * (d - 1) / 2,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn chunk<const D: usize>(
+    x: &[f64],
+    w: Option<&[f64]>,
+    wu: f64,
+    scheme: Scheme,
+    fine: (&[f64], &[f64]),
+    coarse: (&[f64], &[f64], &[usize]),
+    out: &mut [f64],
+) {
+    let (lo_f, inv_f) = fine;
+    let (lo_c, inv_c, nc) = coarse;
+    let nf = scheme.fields(D);
+    let mut stride = [0usize; D];
+    let mut s = nf;
+    for a in (0..D).rev() {
+        stride[a] = s;
+        s *= nc[a];
+    }
+    if D == 1 && scheme == Scheme::Linear {
+        // The loop below for one axis and plain linear binning, written out.
+        let (lc, ic, lf, jf) = (lo_c[0], inv_c[0], lo_f[0], inv_f[0]);
+        let last = (nc[0] - 1) as f64;
+        let kmax = nc[0] - 2;
+        for (i, &xv) in x.iter().enumerate() {
+            let wi = match w {
+                Some(w) => w[i],
+                None => wu,
+            };
+            let pc = (xv - lc) * ic;
+            if !(wi > 0.0 && wi.is_finite() && pc >= 0.0 && pc <= last) {
+                continue;
+            }
+            let k = (pc as usize).min(kmax);
+            let tc = pc - k as f64;
+            let pf = (xv - lf) * jf;
+            let t = if pf >= 0.0 {
+                pf - (pf as u64) as f64
+            } else {
+                pf - pf.floor()
+            };
+            let wu_ = wi * t * (1.0 - t);
+            let wo = wu_ * (1.0 - 2.0 * t);
+            let o = &mut out[2 * k..2 * k + 4];
+            o[0] += (1.0 - tc) * wu_;
+            o[1] += (1.0 - tc) * wo;
+            o[2] += tc * wu_;
+            o[3] += tc * wo;
+        }
+        return;
+    }
+    let mut vals = [0.0f64; 6];
+    'points: for (i, row) in x.chunks_exact(D).enumerate() {
+        let wi = match w {
+            Some(w) => w[i],
+            None => wu,
+        };
+        if !(wi > 0.0 && wi.is_finite()) {
+            continue;
+        }
+        let mut base = 0usize;
+        let mut tc = [0.0f64; D];
+        let mut u = [0.0f64; D];
+        let mut tf = [0.0f64; D];
+        for a in 0..D {
+            let pc = (row[a] - lo_c[a]) * inv_c[a];
+            // Outside the coarse lattice (or not finite): beyond the kernel's reach.
+            if !(pc >= 0.0 && pc <= (nc[a] - 1) as f64) {
+                continue 'points;
+            }
+            let k = (pc as usize).min(nc[a] - 2);
+            tc[a] = pc - k as f64;
+            base += k * stride[a];
+            let pf = (row[a] - lo_f[a]) * inv_f[a];
+            // Truncation is the floor for pf ≥ 0 (the caller aligns lo_f below the data);
+            // f64::floor is a libm call without SSE4.1.
+            let t = if pf >= 0.0 {
+                pf - (pf as u64) as f64
+            } else {
+                pf - pf.floor()
+            };
+            tf[a] = t;
+            u[a] = t * (1.0 - t);
+        }
+        match scheme {
+            Scheme::Linear => {
+                for a in 0..D {
+                    vals[2 * a] = wi * u[a];
+                    vals[2 * a + 1] = wi * u[a] * (1.0 - 2.0 * tf[a]);
+                }
+            }
+            Scheme::Corrected => {
+                let mut f = 0;
+                for &ua in u.iter() {
+                    vals[f] = wi * ua * (2.0 + ua);
+                    f += 1;
+                }
+                for a in 0..D {
+                    for b in a + 1..D {
+                        vals[f] = wi * u[a] * u[b];
+                        f += 1;
+                    }
+                }
+            }
+        }
+        for corner in 0..(1usize << D) {
+            let mut g = 1.0;
+            let mut off = base;
+            for a in 0..D {
+                if (corner >> a) & 1 == 1 {
+                    g *= tc[a];
+                    off += stride[a];
+                } else {
+                    g *= 1.0 - tc[a];
+                }
+            }
+            for (o, v) in out[off..off + nf].iter_mut().zip(&vals[..nf]) {
+                *o += g * v;
+            }
+        }
+    }
+}
+
+/// Bins the error fields of `scheme` (see the module notes) for the points `x` (rows of
+/// `d` = 1 to 3 coordinates, weights `w` or `wu` each) whose fractional positions t_a are
+/// taken on the fine lattice lo_f + k·δ_f, linearly onto the coarse lattice
+/// lo_c + k·δ_c, k < nc_a (nc_a ≥ 2). Points outside the coarse lattice, with a
+/// non-finite coordinate or a weight that is not positive and finite, are skipped (the
+/// binning pass itself validates the data). Returns the fields interleaved per node
+/// (row-major nodes, last axis fastest, `scheme.fields(d)` values each). Allocates that
+/// array once per thread while binning.
+#[allow(clippy::too_many_arguments)]
+pub fn error_fields(
+    x: &[f64],
+    d: usize,
+    w: Option<&[f64]>,
+    wu: f64,
+    scheme: Scheme,
+    lo_f: &[f64],
+    delta_f: &[f64],
+    lo_c: &[f64],
+    delta_c: &[f64],
+    nc: &[usize],
+    stop: &AtomicBool,
+) -> Result<Vec<f64>> {
+    if !(1..=3).contains(&d)
+        || [
+            lo_f.len(),
+            delta_f.len(),
+            lo_c.len(),
+            delta_c.len(),
+            nc.len(),
+        ]
+        .iter()
+        .any(|&v| v != d)
+        || !x.len().is_multiple_of(d)
+    {
+        return Err(invalid!(
+            "error fields need 1 to 3 dimensions, one start, spacing and size per axis and \
+             n·d coordinates"
+        ));
+    }
+    let n = x.len() / d;
+    if let Some(w) = w {
+        if w.len() != n {
+            return Err(invalid!(
+                "weights have length {} but there are {n} data points",
+                w.len()
+            ));
+        }
+    }
+    let good = |v: &f64| v.is_finite() && *v > 0.0;
+    if nc.iter().any(|&v| v < 2)
+        || !delta_f.iter().all(good)
+        || !delta_c.iter().all(good)
+        || !lo_f.iter().chain(lo_c).all(|v| v.is_finite())
+    {
+        return Err(invalid!(
+            "the error lattices need finite starts, positive spacings and at least 2 nodes \
+             per axis"
+        ));
+    }
+    let nodes = nc
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| Error::OutOfMemory("the error lattice is too large".into()))?;
+    let nf = scheme.fields(d);
+    let total = checked_size(nodes, nf, "n_points")?;
+    let inv_f: Vec<f64> = delta_f.iter().map(|v| 1.0 / v).collect();
+    let inv_c: Vec<f64> = delta_c.iter().map(|v| 1.0 / v).collect();
+    let out = super::binning::accumulate(n, total, nf << d, 1 << 14, stop, |s, e, acc| {
+        let xs = &x[s * d..e * d];
+        let ws = w.map(|w| &w[s..e]);
+        let fine = (lo_f, &inv_f[..]);
+        let coarse = (lo_c, &inv_c[..], nc);
+        match d {
+            1 => chunk::<1>(xs, ws, wu, scheme, fine, coarse, acc),
+            2 => chunk::<2>(xs, ws, wu, scheme, fine, coarse, acc),
+            _ => chunk::<3>(xs, ws, wu, scheme, fine, coarse, acc),
+        }
+    })?;
+    check_stop(stop)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testing::Lcg;
+
+    #[test]
+    fn fields_keep_the_weighted_sums_and_first_moments() {
+        // Linear binning keeps Σ field and Σ field·x per axis exactly.
+        let stop = AtomicBool::new(false);
+        let mut g = Lcg::new(3);
+        for d in 1..=3 {
+            for scheme in [Scheme::Linear, Scheme::Corrected] {
+                let n = 200;
+                let x: Vec<f64> = (0..n * d).map(|_| g.unit() * 3.0 + 0.5).collect();
+                let w: Vec<f64> = (0..n).map(|_| g.unit()).collect();
+                let (lo_f, df) = (vec![0.1; d], vec![0.07; d]);
+                let (lo_c, dc, nc) = (vec![0.0; d], vec![0.3; d], vec![15usize; d]);
+                let f = error_fields(
+                    &x,
+                    d,
+                    Some(&w),
+                    0.0,
+                    scheme,
+                    &lo_f,
+                    &df,
+                    &lo_c,
+                    &dc,
+                    &nc,
+                    &stop,
+                )
+                .unwrap();
+                let nf = scheme.fields(d);
+                // Each point's field values from scratch.
+                let point = |p: &[f64], wi: f64| -> Vec<f64> {
+                    let t: Vec<f64> = (0..d)
+                        .map(|a| {
+                            let v = (p[a] - lo_f[a]) / df[a];
+                            v - v.floor()
+                        })
+                        .collect();
+                    let u: Vec<f64> = t.iter().map(|t| t * (1.0 - t)).collect();
+                    let mut v = Vec::new();
+                    match scheme {
+                        Scheme::Linear => {
+                            for a in 0..d {
+                                v.push(wi * u[a]);
+                                v.push(wi * u[a] * (1.0 - 2.0 * t[a]));
+                            }
+                        }
+                        Scheme::Corrected => {
+                            for &ua in &u {
+                                v.push(wi * (2.0 * ua + ua * ua));
+                            }
+                            for a in 0..d {
+                                for b in a + 1..d {
+                                    v.push(wi * u[a] * u[b]);
+                                }
+                            }
+                        }
+                    }
+                    v
+                };
+                for k in 0..nf {
+                    for e in 0..=d {
+                        // e = 0: the total; e = a + 1: the first moment along axis a.
+                        let want: f64 = x
+                            .chunks_exact(d)
+                            .zip(&w)
+                            .map(|(p, &wi)| point(p, wi)[k] * if e == 0 { 1.0 } else { p[e - 1] })
+                            .sum();
+                        let got: f64 = (0..f.len() / nf)
+                            .map(|node| {
+                                let mut r = node;
+                                let mut pos = vec![0.0; d];
+                                for a in (0..d).rev() {
+                                    pos[a] = lo_c[a] + (r % nc[a]) as f64 * dc[a];
+                                    r /= nc[a];
+                                }
+                                f[node * nf + k] * if e == 0 { 1.0 } else { pos[e - 1] }
+                            })
+                            .sum();
+                        assert!((got - want).abs() < 1e-10 * want.abs().max(1.0));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Bindings of the grid estimates' error fields (`core::kdegrid::errfield`, issue 11) and
+//! of the bounded estimates' one-pass image sums. Inputs are validated in Python.
+
+use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+
+use super::common::run;
+use crate::core::kde::Kernel;
+use crate::core::kdefold;
+use crate::core::kdegrid::errfield::{self, Scheme};
+
+/// The binning-error fields of (n, d) points (d = 1 to 3, C-contiguous; `w = None`:
+/// weights `wu`), with fractional positions on the fine lattice (`lo_f`, `delta_f`),
+/// linearly binned onto the coarse lattice (`lo_c`, `delta_c`, `nc`); `corrected` picks
+/// the moment-corrected scheme, else plain linear binning. Flat, fields interleaved per
+/// node.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn kde_error_fields<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+    w: Option<PyReadonlyArray1<'py, f64>>,
+    wu: f64,
+    corrected: bool,
+    lo_f: Vec<f64>,
+    delta_f: Vec<f64>,
+    lo_c: Vec<f64>,
+    delta_c: Vec<f64>,
+    nc: Vec<usize>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let d = x.shape()[1];
+    let xs = x.as_slice()?;
+    let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
+    let scheme = if corrected {
+        Scheme::Corrected
+    } else {
+        Scheme::Linear
+    };
+    let work = xs.len().saturating_mul(8);
+    let f = run(py, work, |stop| {
+        errfield::error_fields(
+            xs, d, ws, wu, scheme, &lo_f, &delta_f, &lo_c, &delta_c, &nc, stop,
+        )
+    })?;
+    Ok(PyArray1::from_vec(py, f))
+}
+
+/// Bounded KDE: the folded log-sums of the kept (query, map) pairs, plus the identity
+/// log-sums `lse0` (m) when given (then the identity is not among the pairs) (`pair_q` sorted, `pair_g`), `maps` (n_maps, d, 2) whitened (s, t)
+/// per dimension, `x` (n, d) and `q` (m, d) whitened, `logw` the log-weights
+/// (`kdefold::add_images`).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn kde_fold_images<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+    logw: PyReadonlyArray1<'py, f64>,
+    kernel: &str,
+    q: PyReadonlyArray2<'py, f64>,
+    lse0: Option<PyReadonlyArray1<'py, f64>>,
+    maps: PyReadonlyArray1<'py, f64>,
+    pair_q: PyReadonlyArray1<'py, i64>,
+    pair_g: PyReadonlyArray1<'py, i64>,
+    margin: f64,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let kernel = Kernel::parse(kernel).map_err(super::common::to_py)?;
+    let d = x.shape()[1];
+    if q.shape()[1] != d {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "queries and data need the same dimension",
+        ));
+    }
+    let m = q.shape()[0];
+    let (xs, lw, qs, ms) = (
+        x.as_slice()?,
+        logw.as_slice()?,
+        q.as_slice()?,
+        maps.as_slice()?,
+    );
+    let l0 = lse0.as_ref().map(|a| a.as_slice()).transpose()?;
+    let conv = |a: &[i64]| -> PyResult<Vec<usize>> {
+        a.iter()
+            .map(|&v| {
+                usize::try_from(v).map_err(|_| {
+                    pyo3::exceptions::PyValueError::new_err("image pair indices must be >= 0")
+                })
+            })
+            .collect()
+    };
+    let pq = conv(pair_q.as_slice()?)?;
+    let pg = conv(pair_g.as_slice()?)?;
+    let work = pq.len().saturating_mul(lw.len()).saturating_mul(d);
+    let out = run(py, work, |stop| {
+        kdefold::add_images(xs, d, lw, kernel, qs, m, l0, ms, &pq, &pg, margin, stop)
+    })?;
+    Ok(PyArray1::from_vec(py, out))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(kde_error_fields, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_fold_images, m)?)?;
+    Ok(())
+}
