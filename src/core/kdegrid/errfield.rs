@@ -46,6 +46,91 @@ impl Scheme {
     }
 }
 
+/// The fine lattice of the 1-D linear-binning fields: start, inverse spacing and the
+/// last node (as a float).
+struct Line1 {
+    lf: f64,
+    jf: f64,
+    last: f64,
+}
+
+/// Points per block of [`line1`]'s two phases.
+const LINE_BLOCK: usize = 256;
+
+/// The 1-D plain-linear fields of the points `x` (weights `w`, or `wu` each) on the FINE
+/// lattice, added to `out` (four values per fine node j: Σ w·u, Σ w·u(1 − 2t) and the
+/// same sums times t over the points in [j, j + 1)). From these the coarse fields follow
+/// exactly ([`coarse_from_fine`]), because no fine cell straddles a coarse node.
+///
+/// Each block of points runs in two phases: the node and the four values of every point
+/// without a store to `out` (branch-free, so it vectorises on the SIMD paths), then one
+/// four-wide add per point. A point outside the lattice, with a non-finite coordinate or a
+/// weight that is not positive and finite adds zeros to node 0.
+#[inline(always)]
+fn line1<M: crate::core::simd::Fma>(
+    g: &Line1,
+    x: &[f64],
+    w: Option<&[f64]>,
+    wu: f64,
+    out: &mut [f64],
+) {
+    let mut node = [0usize; LINE_BLOCK];
+    let mut share = [[0.0f64; 4]; LINE_BLOCK];
+    for (b, xb) in x.chunks(LINE_BLOCK).enumerate() {
+        let wb = w.map(|w| &w[b * LINE_BLOCK..b * LINE_BLOCK + xb.len()]);
+        for j in 0..xb.len() {
+            let wi = match wb {
+                Some(wb) => wb[j],
+                None => wu,
+            };
+            let pf = (xb[j] - g.lf) * g.jf;
+            let keep = wi > 0.0 && wi < f64::INFINITY && pf >= 0.0 && pf <= g.last;
+            let pf = if keep { pf } else { 0.0 };
+            let k = pf.floor();
+            let t = pf - k;
+            let wq = if keep { wi } else { 0.0 };
+            let wu_ = wq * t * (1.0 - t);
+            let wo = wu_ * (1.0 - 2.0 * t);
+            // k is a whole number in [0, last]: its integer from the mantissa bits.
+            node[j] = ((k + MAGIC).to_bits() - MAGIC.to_bits()) as usize;
+            share[j] = [wu_, wo, wu_ * t, wo * t];
+        }
+        for (&k, sh) in node[..xb.len()].iter().zip(&share[..xb.len()]) {
+            let o: &mut [f64; 4] = (&mut out[4 * k..4 * k + 4]).try_into().unwrap();
+            for q in 0..4 {
+                o[q] += sh[q];
+            }
+        }
+    }
+}
+
+/// The coarse fields (two per node, `nc` nodes, r fine cells per coarse cell) from the
+/// fine sums of [`line1`]: a point at fine position j + t sits at coarse position
+/// (a + t)/r past node ⌊j/r⌋ (a = j mod r), so its linear shares are affine in t and the
+/// cell's sums give them exactly.
+fn coarse_from_fine(fine: &[f64], r: usize, nc: usize) -> Vec<f64> {
+    let mut out = vec![0.0f64; 2 * nc];
+    let inv_r = 1.0 / r as f64;
+    for (j, f) in fine.chunks_exact(4).enumerate() {
+        let kc = (j / r).min(nc - 2);
+        let a = (j - kc * r) as f64 * inv_r;
+        for q in 0..2 {
+            let (s, st) = (f[q], f[q + 2] * inv_r);
+            out[2 * kc + q] += (1.0 - a) * s - st;
+            out[2 * kc + 2 + q] += a * s + st;
+        }
+    }
+    out
+}
+
+/// 2^52: adding it to a whole number below 2^52 puts the number in the mantissa bits.
+const MAGIC: f64 = 4_503_599_627_370_496.0;
+
+crate::core::simd::simd_fn!(
+    /// [`line1`] on the SIMD path `level` allows.
+    fn line1_at => line1(g: &Line1, x: &[f64], w: Option<&[f64]>, wu: f64, out: &mut [f64]) -> ()
+);
+
 #[allow(clippy::too_many_arguments)]
 fn chunk<const D: usize>(
     x: &[f64],
@@ -64,38 +149,6 @@ fn chunk<const D: usize>(
     for a in (0..D).rev() {
         stride[a] = s;
         s *= nc[a];
-    }
-    if D == 1 && scheme == Scheme::Linear {
-        // The loop below for one axis and plain linear binning, written out.
-        let (lc, ic, lf, jf) = (lo_c[0], inv_c[0], lo_f[0], inv_f[0]);
-        let last = (nc[0] - 1) as f64;
-        let kmax = nc[0] - 2;
-        for (i, &xv) in x.iter().enumerate() {
-            let wi = match w {
-                Some(w) => w[i],
-                None => wu,
-            };
-            let pc = (xv - lc) * ic;
-            if !(wi > 0.0 && wi.is_finite() && pc >= 0.0 && pc <= last) {
-                continue;
-            }
-            let k = (pc as usize).min(kmax);
-            let tc = pc - k as f64;
-            let pf = (xv - lf) * jf;
-            let t = if pf >= 0.0 {
-                pf - (pf as u64) as f64
-            } else {
-                pf - pf.floor()
-            };
-            let wu_ = wi * t * (1.0 - t);
-            let wo = wu_ * (1.0 - 2.0 * t);
-            let o = &mut out[2 * k..2 * k + 4];
-            o[0] += (1.0 - tc) * wu_;
-            o[1] += (1.0 - tc) * wo;
-            o[2] += tc * wu_;
-            o[3] += tc * wo;
-        }
-        return;
     }
     let mut vals = [0.0f64; 6];
     'points: for (i, row) in x.chunks_exact(D).enumerate() {
@@ -236,6 +289,31 @@ pub fn error_fields(
     let total = checked_size(nodes, nf, "n_points")?;
     let inv_f: Vec<f64> = delta_f.iter().map(|v| 1.0 / v).collect();
     let inv_c: Vec<f64> = delta_c.iter().map(|v| 1.0 / v).collect();
+    // 1-D plain linear binning with the coarse lattice r fine cells apart from the same
+    // start (as the grid path lays it out): the fine-lattice sums, then the coarse fields.
+    let ratio = delta_c[0] / delta_f[0];
+    let r = ratio.round();
+    if d == 1
+        && scheme == Scheme::Linear
+        && lo_f[0] == lo_c[0]
+        && r >= 1.0
+        && (ratio - r).abs() <= 1e-9 * r
+        && ((nc[0] - 1) as f64) * r < 1e9
+    {
+        let r = r as usize;
+        let nfine = (nc[0] - 1) * r + 1;
+        let g = Line1 {
+            lf: lo_f[0],
+            jf: inv_f[0],
+            last: (nfine - 1) as f64,
+        };
+        let level = crate::core::simd::level();
+        let fine = super::binning::accumulate(n, 4 * nfine, 4, 1 << 14, stop, |s, e, acc| {
+            line1_at(level, &g, &x[s..e], w.map(|w| &w[s..e]), wu, acc)
+        })?;
+        check_stop(stop)?;
+        return Ok(coarse_from_fine(&fine, r, nc[0]));
+    }
     let out = super::binning::accumulate(n, total, nf << d, 1 << 14, stop, |s, e, acc| {
         let xs = &x[s * d..e * d];
         let ws = w.map(|w| &w[s..e]);
@@ -334,6 +412,81 @@ mod tests {
                             .sum();
                         assert!((got - want).abs() < 1e-10 * want.abs().max(1.0));
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn aligned_one_d_fields_equal_the_generic_pass_at_every_level() {
+        // The fine-lattice route (coarse lattice r fine cells apart, same start) against
+        // the per-point interpolation onto the coarse nodes, node by node; weighted and
+        // not, with points outside the lattice, a NaN and bad weights that must add nothing.
+        let stop = AtomicBool::new(false);
+        let mut g = Lcg::new(11);
+        let n = 5000;
+        let mut x: Vec<f64> = (0..n).map(|_| g.unit() * 4.0 - 0.5).collect();
+        x[7] = f64::NAN;
+        x[9] = 1e300;
+        // Lattice points (on fine nodes and mid-cells) as well as smooth ones.
+        for (i, v) in x.iter_mut().enumerate().skip(100).step_by(3) {
+            *v = 0.05 * ((i % 50) as f64) + if i % 2 == 0 { 0.0 } else { 0.025 };
+        }
+        let mut w: Vec<f64> = (0..n).map(|_| g.unit() + 0.1).collect();
+        w[11] = -1.0;
+        w[13] = f64::INFINITY;
+        for r in [1usize, 3, 7] {
+            let df = 0.05;
+            let (lo, dc, nc) = (0.2, df * r as f64, 3 + 12 / r);
+            for wt in [None, Some(&w[..])] {
+                let inv = [1.0 / df];
+                let icd = [1.0 / dc];
+                let ncs = [nc];
+                let mut want = vec![0.0; 2 * nc];
+                chunk::<1>(
+                    &x,
+                    wt,
+                    0.3,
+                    Scheme::Linear,
+                    (&[lo], &inv),
+                    (&[lo], &icd, &ncs),
+                    &mut want,
+                );
+                for level in crate::core::testing::simd_levels() {
+                    let gl = Line1 {
+                        lf: lo,
+                        jf: 1.0 / df,
+                        last: ((nc - 1) * r) as f64,
+                    };
+                    let mut fine = vec![0.0; 4 * ((nc - 1) * r + 1)];
+                    line1_at(level, &gl, &x, wt, 0.3, &mut fine);
+                    let got = coarse_from_fine(&fine, r, nc);
+                    let scale: f64 = want.iter().map(|v| v.abs()).sum();
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!(
+                            (a - b).abs() <= 1e-12 * scale,
+                            "r={r} {level:?}: {a} vs {b}"
+                        );
+                    }
+                }
+                // And through the public entry point (which takes the fine route here).
+                let f = error_fields(
+                    &x,
+                    1,
+                    wt,
+                    0.3,
+                    Scheme::Linear,
+                    &[lo],
+                    &[df],
+                    &[lo],
+                    &[dc],
+                    &[nc],
+                    &stop,
+                )
+                .unwrap();
+                let scale: f64 = want.iter().map(|v| v.abs()).sum();
+                for (a, b) in f.iter().zip(&want) {
+                    assert!((a - b).abs() <= 1e-12 * scale);
                 }
             }
         }
