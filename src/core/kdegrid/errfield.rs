@@ -66,6 +66,8 @@ const LINE_BLOCK: usize = 256;
 /// without a store to `out` (branch-free, so it vectorises on the SIMD paths), then one
 /// four-wide add per point. A point outside the lattice, with a non-finite coordinate or a
 /// weight that is not positive and finite adds zeros to node 0.
+// M only selects the target features the body is compiled with (see `simd_fn!`).
+#[allow(clippy::extra_unused_type_parameters)]
 #[inline(always)]
 fn line1<M: crate::core::simd::Fma>(
     g: &Line1,
