@@ -396,7 +396,8 @@ struct Blk2 {
 /// the one add per node are those of the scalar loop in [`bin_band`], so the bins are
 /// bitwise the same; the statistics are summed in lanes (equal to rounding).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+// Indexed loops over the lanes and block slots, written so that they vectorise.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 fn band2_body<M: crate::core::simd::Fma, const R: usize>(
     geo: Geo2,
     rec: &[f64],
