@@ -246,3 +246,15 @@ def test_bounded_logpdf_keeps_the_exponential_kernels_tail_bound():
     )
     log_norm = np.log(s0[0]) - free.logpdf(x[:1])[0]
     np.testing.assert_allclose(kde.logpdf(q), np.log(want) - log_norm, rtol=1e-12)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_inverse_diagonal_matches_linalg(d):
+    from divest._kdeerr import _inverse_diagonal
+
+    rng = np.random.default_rng(d)
+    for _ in range(5):
+        a = rng.standard_normal((d, d))
+        p = a @ a.T + 0.1 * np.eye(d)
+        want = np.diag(np.linalg.inv(p))
+        np.testing.assert_allclose(_inverse_diagonal(p), want, rtol=1e-10)

@@ -41,7 +41,9 @@ def _derivative_kernels(offs, prec, delta, corrected: bool):
     the inverse kernel covariance) differentiated as the expansion asks, times its
     coefficient. ``offs`` is (k, d) offsets; returns (n_fields, k)."""
     d = prec.shape[0]
-    v = offs @ prec
+    # v = offs @ prec, written out: a BLAS product would wake OpenBLAS's threads, which
+    # then spin on the cores divest's own threads need.
+    v = (offs[:, :, None] * prec[None, :, :]).sum(axis=1)
     k = np.exp(-0.5 * np.einsum("ij,ij->i", offs, v))
     out = []
     if corrected:
@@ -71,6 +73,30 @@ def _derivative_kernels(offs, prec, delta, corrected: bool):
     return np.stack(out)
 
 
+def _inverse_diagonal(p: np.ndarray) -> np.ndarray:
+    """The diagonal of the inverse of a symmetric positive definite d × d matrix, d ≤ 3,
+    by cofactors: LAPACK on such a matrix would wake OpenBLAS's threads, which then spin
+    on the cores divest's own threads need."""
+    d = p.shape[0]
+    if d == 1:
+        return 1.0 / p[0]
+    if d == 2:
+        return np.array([p[1, 1], p[0, 0]]) / (p[0, 0] * p[1, 1] - p[0, 1] * p[1, 0])
+    cof = np.array(
+        [
+            p[1, 1] * p[2, 2] - p[1, 2] * p[2, 1],
+            p[0, 0] * p[2, 2] - p[0, 2] * p[2, 0],
+            p[0, 0] * p[1, 1] - p[0, 1] * p[1, 0],
+        ]
+    )
+    det = (
+        p[0, 0] * cof[0]
+        - p[0, 1] * (p[1, 0] * p[2, 2] - p[1, 2] * p[2, 0])
+        + p[0, 2] * (p[1, 0] * p[2, 1] - p[1, 1] * p[2, 0])
+    )
+    return cof / det
+
+
 def binning_error(x, w, wu, corrected: bool, lo, delta, m, prec) -> np.ndarray:
     """Leading binning error term of the unnormalised Gaussian sums Σ w K(g − x) on the
     grid lo_a + i·δ_a, i < m_a, as a signed array of shape ``m``.
@@ -86,9 +112,8 @@ def binning_error(x, w, wu, corrected: bool, lo, delta, m, prec) -> np.ndarray:
     lo = np.asarray(lo, dtype=np.float64)
     delta = np.asarray(delta, dtype=np.float64)
     prec = np.asarray(prec, dtype=np.float64).reshape(d, d)
-    cov = np.linalg.inv(prec)
     cond_sd = 1.0 / np.sqrt(np.diag(prec))
-    marg_sd = np.sqrt(np.diag(cov))
+    marg_sd = np.sqrt(_inverse_diagonal(prec))
     # The coarse lattice: an integer multiple r of the grid spacing, so that r = 1 (the
     # grid's own lattice) needs no interpolation.
     r = np.maximum(1, np.floor(_COARSE * cond_sd / delta)).astype(np.int64)
