@@ -459,16 +459,7 @@ def sinkhorn_batch(a, b, cost, reg, **kwargs) -> DaskSinkhornResult:
             )
     A = _as_dask(a, "a", whole_axes=(1,))
     Bw = _as_dask(b, "b", whole_axes=(1,))
-    if A.ndim != 2 or Bw.ndim != 2:
-        raise ValueError(
-            f"a and b must have shapes (B, n) and (B, m); got {A.shape} and {Bw.shape}"
-        )
-    nb, n = A.shape
-    m = Bw.shape[1]
-    if Bw.shape[0] != nb:
-        raise ValueError(f"a and b must have the same batch size; got {nb} and {Bw.shape[0]}")
-    if nb == 0 or n == 0 or m == 0:
-        raise ValueError("a and b must be non-empty")
+    nb, n, m = _ot._batch_weight_shapes(A, Bw)
     _whole(A, 1, "a", "the points of each problem")
     _whole(Bw, 1, "b", "the points of each problem")
     _same_chunks(A, Bw, [0], "a", "b")
