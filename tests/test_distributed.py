@@ -959,3 +959,15 @@ def test_knn_mi_bad_input(client):
     bad[1, 1] = np.nan
     with pytest.raises(ValueError, match="NaN|finite"):
         dd.knn_mi(da.from_array(bad, chunks=5), x).compute()
+
+
+def test_sinkhorn_batch_weight_shapes_are_checked():
+    # The same messages as the in-memory batch: wrong rank, batch sizes, empty problems.
+    cost = np.ones((3, 4, 5))
+    a, b = np.full((3, 4), 0.25), np.full((3, 5), 0.2)
+    with pytest.raises(ValueError, match="shapes \\(B, n\\) and \\(B, m\\)"):
+        dd.sinkhorn_batch(da.from_array(a[0]), da.from_array(b), cost, 0.1)
+    with pytest.raises(ValueError, match="same batch size"):
+        dd.sinkhorn_batch(da.from_array(a), da.from_array(b[:2]), cost, 0.1)
+    with pytest.raises(ValueError, match="non-empty"):
+        dd.sinkhorn_batch(da.from_array(a[:, :0]), da.from_array(b), cost[:, :0], 0.1)
