@@ -389,7 +389,7 @@ def kde_grid_binned_nd(
     delta: list[float],
     m: list[int],
     hsd: list[float],
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+) -> NDArray[np.float64]: ...
 def kde_bin_corrected_nd(
     x: NDArray[np.float64],
     w: NDArray[np.float64] | None,

@@ -440,7 +440,7 @@ def _grid_nd_separable(kde, x, w, ext, m, delta, hsd) -> GridResult:
     need = 8.0 * (acc + srt + 3 * cells + 2 * float(np.prod(m)))
     _check_memory(need, tuple(int(v) for v in m))
     _, _, uniform = _data_range_nd(kde, x, w)
-    sums, err = _core.kde_grid_binned_nd(
+    sums = _core.kde_grid_binned_nd(
         np.ascontiguousarray(x),
         None if uniform else np.ascontiguousarray(w),
         [float(v) for v in ext[:, 0]],

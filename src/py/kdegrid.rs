@@ -220,8 +220,8 @@ fn kde_linear_bin_nd<'py>(
 }
 
 /// Binned Gaussian sums with a diagonal bandwidth on a 2-D or 3-D grid (lo, delta, m, hsd
-/// per axis; `w = None`: weights 1/n); returns the flat row-major sums and their
-/// pointwise error estimates.
+/// per axis; `w = None`: weights 1/n); returns the flat row-major sums (the caller
+/// estimates the error from the data, `divest/_kdeerr.py`).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn kde_grid_binned_nd<'py>(
@@ -232,7 +232,7 @@ fn kde_grid_binned_nd<'py>(
     delta: Vec<f64>,
     m: Vec<usize>,
     hsd: Vec<f64>,
-) -> PyResult<Pair<'py>> {
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let d = numpy::PyUntypedArrayMethods::shape(&*x)[1];
     let xs = x.as_slice()?;
     let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
@@ -242,12 +242,9 @@ fn kde_grid_binned_nd<'py>(
         .saturating_mul(8)
         .saturating_add(cells.saturating_mul(64));
     let b = run(py, work, |stop| {
-        kdegrid::nd::binned_nd(xs, d, ws, &lo, &delta, &m, &hsd, stop)
+        kdegrid::nd::binned_nd(xs, d, ws, &lo, &delta, &m, &hsd, false, stop)
     })?;
-    Ok((
-        PyArray1::from_vec(py, b.sums),
-        PyArray1::from_vec(py, b.err),
-    ))
+    Ok(PyArray1::from_vec(py, b.sums))
 }
 
 /// Moment-corrected linear binning of (n, d) points (d = 2 or 3, C-contiguous; `w = None`:

@@ -53,6 +53,7 @@ pub const NOISE_Z: f64 = 2.5;
 #[derive(Clone, Debug)]
 pub struct BinnedNd {
     pub sums: Vec<f64>,
+    /// The pointwise estimate of [`error_estimate`]; empty when not asked for.
     pub err: Vec<f64>,
 }
 
@@ -927,8 +928,9 @@ fn conv_axis(
 /// Binned Gaussian sums S(g) = Σ_j w_j Π_a exp(−(g_a − x_ja)²/(2h_a²)) on the grid
 /// lo_a + i·δ_a, i < m_a (d = 2 or 3; `x` row-major n × d; `w = None`: weights 1/n), by
 /// moment-corrected binning ([`bin_corrected`]) and one direct 1-D convolution per axis
-/// (axes in the cheapest order), with the pointwise error estimate of [`error_estimate`]
-/// plus the truncation bound. Points farther than the kernel's reach from the grid do not
+/// (axes in the cheapest order), with (when `estimate`) the pointwise error estimate of
+/// [`error_estimate`] plus the truncation bound. The Gaussian grid path estimates its
+/// error from the data instead (`divest/_kdeerr.py`) and passes `estimate = false`. Points farther than the kernel's reach from the grid do not
 /// contribute. Allocates what [`bin_corrected`] does and two arrays of at most the bins'
 /// size for the passes.
 #[allow(clippy::too_many_arguments)]
@@ -940,6 +942,7 @@ pub fn binned_nd(
     delta: &[f64],
     m: &[usize],
     hsd: &[f64],
+    estimate: bool,
     stop: &AtomicBool,
 ) -> Result<BinnedNd> {
     if !(2..=3).contains(&d)
@@ -1030,6 +1033,12 @@ pub fn binned_nd(
         let (o, s) = conv_axis(&cur, &shape, a, &k, 1, m[a], stop)?;
         cur = o;
         shape = s;
+    }
+    if !estimate {
+        return Ok(BinnedNd {
+            sums: cur,
+            err: Vec::new(),
+        });
     }
     let smax = cur.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
     // Rounding (a few ε of the largest sum) and truncation (≤ e^{−R²/2}·Σw, Σw = 1).
@@ -1239,7 +1248,7 @@ mod tests {
         let w = vec![1.0 / n as f64; n];
         let lo: Vec<f64> = vec![-2.0; d];
         let delta: Vec<f64> = (0..d).map(|a| 4.0 / (m[a] - 1) as f64).collect();
-        let b = binned_nd(&x, d, None, &lo, &delta, m, h, &stop).unwrap();
+        let b = binned_nd(&x, d, None, &lo, &delta, m, h, true, &stop).unwrap();
         let st = strides(m);
         let (mut max_err, mut max_est, mut peak) = (0.0f64, 0.0f64, 0.0f64);
         for (f, (&s, &e)) in b.sums.iter().zip(&b.err).enumerate() {
