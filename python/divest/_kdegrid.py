@@ -310,14 +310,12 @@ def _grid_1d_arrays(
             values = sums * math.exp(-log_norm)
             errors = _EXACT_RTOL * values
         return GridResult(grid, values, float(errors.max()), errors, "exact", log, m)
+    # For the Gaussian, ``err`` is the leading binning error from the data's own
+    # fractional positions (divest/_kdeerr.py; second differences of the output miss it
+    # on rounded and lattice data: 12x too small, or 1e9x too large when the data sit on
+    # the nodes). Its fields are summed in the binning pass itself and convolved in Rust
+    # (src/core/kdegrid/fused.rs and errfield.rs `line1_error`).
     sums, err = _core.kde_grid_binned_1d(x, w, kernel, h, lo, delta, m)
-    if kernel == "gaussian":
-        # The leading binning error from the data's own fractional positions
-        # (divest/_kdeerr.py): second differences of the output miss it on rounded and
-        # lattice data (12x too small, or 1e9x too large when the data sit on the nodes).
-        err = _kdeerr.binning_error(
-            x.reshape(-1, 1), w, 1.0 / x.size, False, [lo], [delta], [m], [[h**-2.0]]
-        )
     # FFT rounding puts a floor of a few ε·max S under every value.
     floor = 1e-14 * float(np.max(np.abs(sums)))
     if not log:

@@ -7,17 +7,21 @@
 //! Σw, Σw·t, Σw·t², Σw·t³ (and Σw·t⁴, estimated), so one pass over the points that adds
 //! those to the point's bin serves both, instead of a second pass for the fields.
 //!
-//! Unweighted, every point adds one 16-byte slot of two integers: the packed word of
-//! [`super::binning`] ((1 << 47) + the fraction's 2^-F bits, the mass exactly) and a word
-//! holding t² and t³ rounded to 2^-15 (low and high 32 bits; a chunk of 2^16 points
-//! cannot carry from one into the other). Integer sums make the result independent of
-//! the thread count and the SIMD level, bit for bit. The t² and t³ sums only feed the
-//! error estimate, which needs about three digits: the rounding moves u by at most
-//! min(2^-16, t²), under 0.4 % of u.
+//! Unweighted, every point adds one 32-byte slot of four integers: the packed word of
+//! [`super::binning`] ((1 << 47) + the fraction's 2^-F bits, the mass exactly) and t², t³
+//! and t⁴ in units of 2^-F (each power from the previous by a 32 × 32-bit product,
+//! truncated). Integer sums make the result independent of the thread count and the SIMD
+//! level, bit for bit. The powers only feed the error estimate, which needs about three
+//! digits; truncating to 2^-31 moves u = t(1 − t) by at most 2^-31.
 //!
-//! Weighted, every point adds (w, w·t, w·t², w·t³) as four doubles, in the points' order
-//! at every SIMD level (so every level gives the same bits; the per-thread sums are added
-//! in a fixed order, so a given thread count always gives the same bits).
+//! Weighted, every point adds (w, w·t, w·t², w·t³) as four doubles to its slot and w·t⁴
+//! to a second array, in the points' order at every SIMD level (so every level gives the
+//! same bits; the per-thread sums are added in a fixed order, so a given thread count
+//! always gives the same bits).
+//!
+//! Σ t⁴ is needed: the error sums Σ u(1 − 2t)·t = Σ t² − 3t³ + 2t⁴ nearly cancel (−1/60
+//! per point for t spread evenly), and an estimate of Σ t⁴ from the lower sums was 30 %
+//! off on a grid coarser than the bandwidth.
 
 use std::sync::atomic::AtomicBool;
 
@@ -25,27 +29,27 @@ use super::binning::{
     over_parts, prefetch, Fixed, BLOCK, CHUNK, COUNT_SHIFT, MAGIC, PREFETCH, SPARE,
 };
 use super::check_stop;
-use crate::core::error::{try_vec, Error, Result};
+use crate::core::error::{try_vec, Result};
 use crate::core::simd::{Fma, Level};
 use crate::core::threads;
 
-/// Fraction bits of the t² and t³ sums of the unweighted slots.
-const POW_BITS: u32 = 15;
-
-/// One accumulator slot, aligned to its size so no slot straddles a cache line.
+/// One unweighted accumulator slot, aligned to its size so no slot straddles a cache
+/// line.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-#[repr(C, align(16))]
-struct Slot2([u64; 2]);
+#[repr(C, align(32))]
+struct Slot2([u64; 4]);
 
 /// One weighted accumulator slot (w, w·t, w·t², w·t³).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[repr(C, align(32))]
 struct Slot4([f64; 4]);
 
-/// Stack buffers of one block: every point's slot index and what it adds.
+/// Stack buffers of one block: every point's slot index and what it adds (weighted:
+/// w·t⁴ in `extra`).
 struct Block<S> {
     slot: [usize; BLOCK],
     val: [S; BLOCK],
+    extra: [f64; BLOCK],
 }
 
 impl<S: Copy + Default> Block<S> {
@@ -53,20 +57,23 @@ impl<S: Copy + Default> Block<S> {
         Box::new(Block {
             slot: [0; BLOCK],
             val: [S::default(); BLOCK],
+            extra: [0.0; BLOCK],
         })
     }
 }
 
-/// The unweighted slot of a point with fraction bits `f` (0 when dropped) for
-/// `fbits` = F ≥ 8: t² and t³ rounded to 2^-15 (the rule the SIMD front ends follow).
+/// The unweighted slot of a point with fraction bits `f` (0 when dropped; F = `fbits`):
+/// the packed word, then t², t³ and t⁴ in units of 2^-F, each truncated (the rule the
+/// SIMD front ends follow).
 #[inline(always)]
-fn pow_word(f: u64, fbits: u32) -> u64 {
-    let sh = 2 * fbits - POW_BITS;
-    let half = 1u64 << (sh - 1);
-    let f2 = f * f;
-    let s2 = (f2 + half) >> sh;
-    let s3 = (((f2 >> fbits) * f + half) >> sh) << 32;
-    s2 | s3
+fn unweighted_slot(f: u64, dropped: bool, fbits: u32) -> Slot2 {
+    let s2 = (f * f) >> fbits;
+    let w0 = if dropped {
+        0
+    } else {
+        (1u64 << COUNT_SHIFT) + f
+    };
+    Slot2([w0, s2, (s2 * f) >> fbits, (s2 * s2) >> fbits])
 }
 
 /// Unweighted front end, written out, from point `start` on; returns whether a
@@ -77,8 +84,7 @@ fn counts_front_scalar(fx: &Fixed, x: &[f64], start: usize, b: &mut Block<Slot2>
     for (j, &xi) in x.iter().enumerate().skip(start) {
         let (s, f, dropped) = fx.locate(xi, j);
         b.slot[j] = s;
-        let w0 = if dropped { 0 } else { (1u64 << COUNT_SHIFT) + f };
-        b.val[j] = Slot2([w0, pow_word(f, fx.fbits)]);
+        b.val[j] = unweighted_slot(f, dropped, fx.fbits);
         bad |= dropped && !xi.is_finite();
     }
     bad
@@ -87,7 +93,13 @@ fn counts_front_scalar(fx: &Fixed, x: &[f64], start: usize, b: &mut Block<Slot2>
 /// Weighted front end, written out, from point `start` on; returns whether a coordinate
 /// was not finite or a weight negative or not finite.
 #[inline(always)]
-fn pairs_front_scalar(fx: &Fixed, x: &[f64], w: &[f64], start: usize, b: &mut Block<Slot4>) -> bool {
+fn pairs_front_scalar(
+    fx: &Fixed,
+    x: &[f64],
+    w: &[f64],
+    start: usize,
+    b: &mut Block<Slot4>,
+) -> bool {
     let mut bad = false;
     let inv_one = 1.0 / (1u64 << fx.fbits) as f64;
     for (j, (&xi, &wi)) in x.iter().zip(w).enumerate().skip(start) {
@@ -96,7 +108,9 @@ fn pairs_front_scalar(fx: &Fixed, x: &[f64], w: &[f64], start: usize, b: &mut Bl
         let t = f as f64 * inv_one;
         let wt = wi * t;
         let wt2 = wt * t;
-        b.val[j] = Slot4([wi, wt, wt2, wt2 * t]);
+        let wt3 = wt2 * t;
+        b.val[j] = Slot4([wi, wt, wt2, wt3]);
+        b.extra[j] = wt3 * t;
         bad |= (dropped && !xi.is_finite()) || !(0.0..f64::INFINITY).contains(&wi);
     }
     bad
@@ -120,12 +134,11 @@ fn counts_front_512(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
     let nb = fx.nb as i64;
     let spare = _mm512_setr_epi64(nb, nb + 1, nb + 2, nb + 3, nb, nb + 1, nb + 2, nb + 3);
     let shift = _mm_cvtsi64_si128(fx.fbits as i64);
-    let sh = 2 * fx.fbits - POW_BITS;
-    let pshift = _mm_cvtsi64_si128(sh as i64);
-    let half = _mm512_set1_epi64(1i64 << (sh - 1));
     // The slots are stored in the order 0, 2, 4, 6, 1, 3, 5, 7 (what the in-lane unpacks
-    // give); integer adds do not care about the order.
+    // and one cross-lane permute give); integer adds do not care about the order.
     let order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+    let q_lo = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    let q_hi = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
     let mut bad: __mmask8 = 0;
     let mut j = 0;
     while j < n8 {
@@ -140,23 +153,22 @@ fn counts_front_512(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
         let s = _mm512_mask_blend_epi64(kept, spare, _mm512_srl_epi64(r, shift));
         let f = _mm512_maskz_and_epi64(kept, r, fmask);
         let w0 = _mm512_maskz_add_epi64(kept, f, one);
-        // f < 2^31: the 32 × 32-bit products are exact.
-        let f2 = _mm512_mul_epu32(f, f);
-        let s2 = _mm512_srl_epi64(_mm512_add_epi64(f2, half), pshift);
-        let f3 = _mm512_mul_epu32(_mm512_srl_epi64(f2, shift), f);
-        let s3 = _mm512_srl_epi64(_mm512_add_epi64(f3, half), pshift);
-        let w1 = _mm512_or_si512(s2, _mm512_slli_epi64::<32>(s3));
-        let (ev, od) = (
-            _mm512_unpacklo_epi64(w0, w1),
-            _mm512_unpackhi_epi64(w0, w1),
-        );
+        // f and the powers are below 2^31: the 32 × 32-bit products are exact.
+        let s2 = _mm512_srl_epi64(_mm512_mul_epu32(f, f), shift);
+        let s3 = _mm512_srl_epi64(_mm512_mul_epu32(s2, f), shift);
+        let s4 = _mm512_srl_epi64(_mm512_mul_epu32(s2, s2), shift);
+        // Pairs (w0, s2) and (s3, s4) of points 0, 2, 4, 6 (lo) and 1, 3, 5, 7 (hi).
+        let (ab_lo, ab_hi) = (_mm512_unpacklo_epi64(w0, s2), _mm512_unpackhi_epi64(w0, s2));
+        let (cd_lo, cd_hi) = (_mm512_unpacklo_epi64(s3, s4), _mm512_unpackhi_epi64(s3, s4));
         // SAFETY: entries j..j+8 lie inside the buffers (j + 8 <= x.len() <= BLOCK).
         unsafe {
             let sp = b.slot.as_mut_ptr().add(j) as *mut i64;
             _mm512_storeu_epi64(sp, _mm512_permutexvar_epi64(order, s));
             let vp = b.val.as_mut_ptr().add(j) as *mut i64;
-            _mm512_storeu_epi64(vp, ev);
-            _mm512_storeu_epi64(vp.add(8), od);
+            _mm512_storeu_epi64(vp, _mm512_permutex2var_epi64(ab_lo, q_lo, cd_lo));
+            _mm512_storeu_epi64(vp.add(8), _mm512_permutex2var_epi64(ab_lo, q_hi, cd_lo));
+            _mm512_storeu_epi64(vp.add(16), _mm512_permutex2var_epi64(ab_hi, q_lo, cd_hi));
+            _mm512_storeu_epi64(vp.add(24), _mm512_permutex2var_epi64(ab_hi, q_hi, cd_hi));
         }
         j += 8;
     }
@@ -181,9 +193,6 @@ fn counts_front_avx2(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
     let nb = fx.nb as i64;
     let spare = _mm256_castsi256_pd(_mm256_setr_epi64x(nb, nb + 1, nb + 2, nb + 3));
     let shift = _mm_cvtsi64_si128(fx.fbits as i64);
-    let sh = 2 * fx.fbits - POW_BITS;
-    let pshift = _mm_cvtsi64_si128(sh as i64);
-    let half = _mm256_set1_epi64x(1i64 << (sh - 1));
     let mut bad = _mm256_setzero_pd();
     let mut j = 0;
     while j < n4 {
@@ -204,24 +213,21 @@ fn counts_front_avx2(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
         let s = _mm256_castpd_si256(_mm256_blendv_pd(spare, k, kept));
         let f = _mm256_and_si256(_mm256_and_si256(r, fmask), _mm256_castpd_si256(kept));
         let w0 = _mm256_and_si256(_mm256_add_epi64(f, one), _mm256_castpd_si256(kept));
-        // f < 2^31: the 32 × 32-bit products are exact.
-        let f2 = _mm256_mul_epu32(f, f);
-        let s2 = _mm256_srl_epi64(_mm256_add_epi64(f2, half), pshift);
-        let f3 = _mm256_mul_epu32(_mm256_srl_epi64(f2, shift), f);
-        let s3 = _mm256_srl_epi64(_mm256_add_epi64(f3, half), pshift);
-        let w1 = _mm256_or_si256(s2, _mm256_slli_epi64::<32>(s3));
-        // Slots in the order 0, 2, 1, 3 (the in-lane unpacks').
-        let (ev, od) = (
-            _mm256_unpacklo_epi64(w0, w1),
-            _mm256_unpackhi_epi64(w0, w1),
-        );
+        // f and the powers are below 2^31: the 32 × 32-bit products are exact.
+        let s2 = _mm256_srl_epi64(_mm256_mul_epu32(f, f), shift);
+        let s3 = _mm256_srl_epi64(_mm256_mul_epu32(s2, f), shift);
+        let s4 = _mm256_srl_epi64(_mm256_mul_epu32(s2, s2), shift);
+        // 4 × 4 transpose: (w0, s2, s3, s4) of points 0, 1, 2, 3.
+        let (e0, o0) = (_mm256_unpacklo_epi64(w0, s2), _mm256_unpackhi_epi64(w0, s2));
+        let (e1, o1) = (_mm256_unpacklo_epi64(s3, s4), _mm256_unpackhi_epi64(s3, s4));
         // SAFETY: entries j..j+4 lie inside the buffers (j + 4 <= x.len() <= BLOCK).
         unsafe {
-            let sp = b.slot.as_mut_ptr().add(j) as *mut __m256i;
-            _mm256_storeu_si256(sp, _mm256_permute4x64_epi64::<0b11_01_10_00>(s));
+            _mm256_storeu_si256(b.slot.as_mut_ptr().add(j) as *mut __m256i, s);
             let vp = b.val.as_mut_ptr().add(j) as *mut __m256i;
-            _mm256_storeu_si256(vp, ev);
-            _mm256_storeu_si256(vp.add(1), od);
+            _mm256_storeu_si256(vp, _mm256_permute2x128_si256::<0x20>(e0, e1));
+            _mm256_storeu_si256(vp.add(1), _mm256_permute2x128_si256::<0x20>(o0, o1));
+            _mm256_storeu_si256(vp.add(2), _mm256_permute2x128_si256::<0x31>(e0, e1));
+            _mm256_storeu_si256(vp.add(3), _mm256_permute2x128_si256::<0x31>(o0, o1));
         }
         j += 4;
     }
@@ -279,6 +285,7 @@ fn pairs_front_512(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> bo
         let wt = _mm512_mul_pd(wv, t);
         let wt2 = _mm512_mul_pd(wt, t);
         let wt3 = _mm512_mul_pd(wt2, t);
+        let wt4 = _mm512_mul_pd(wt3, t);
         let (a, c) = (_mm512_castpd_si512(wv), _mm512_castpd_si512(wt2));
         let (bb, d) = (_mm512_castpd_si512(wt), _mm512_castpd_si512(wt3));
         let ab_lo = _mm512_permutex2var_epi64(a, p_lo, bb);
@@ -288,6 +295,7 @@ fn pairs_front_512(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> bo
         // SAFETY: entries j..j+8 lie inside the buffers (j + 8 <= x.len() <= BLOCK).
         unsafe {
             _mm512_storeu_epi64(b.slot.as_mut_ptr().add(j) as *mut i64, s);
+            _mm512_storeu_pd(b.extra.as_mut_ptr().add(j), wt4);
             let vp = b.val.as_mut_ptr().add(j) as *mut i64;
             _mm512_storeu_epi64(vp, _mm512_permutex2var_epi64(ab_lo, q_lo, cd_lo));
             _mm512_storeu_epi64(vp.add(8), _mm512_permutex2var_epi64(ab_lo, q_hi, cd_lo));
@@ -354,12 +362,14 @@ fn pairs_front_avx2(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> b
         let wt = _mm256_mul_pd(wv, t);
         let wt2 = _mm256_mul_pd(wt, t);
         let wt3 = _mm256_mul_pd(wt2, t);
+        let wt4 = _mm256_mul_pd(wt3, t);
         // 4 × 4 transpose: (w, wt, wt2, wt3) of point 0, 1, 2, 3.
         let (e0, o0) = (_mm256_unpacklo_pd(wv, wt), _mm256_unpackhi_pd(wv, wt));
         let (e1, o1) = (_mm256_unpacklo_pd(wt2, wt3), _mm256_unpackhi_pd(wt2, wt3));
         // SAFETY: entries j..j+4 lie inside the buffers (j + 4 <= x.len() <= BLOCK).
         unsafe {
             _mm256_storeu_si256(b.slot.as_mut_ptr().add(j) as *mut __m256i, s);
+            _mm256_storeu_pd(b.extra.as_mut_ptr().add(j), wt4);
             let vp = b.val.as_mut_ptr().add(j) as *mut f64;
             _mm256_storeu_pd(vp, _mm256_permute2f128_pd::<0x20>(e0, e1));
             _mm256_storeu_pd(vp.add(4), _mm256_permute2f128_pd::<0x20>(o0, o1));
@@ -400,18 +410,9 @@ fn counts_chunk<M: Fma>(fx: &Fixed, x: &[f64], acc: &mut [Slot2], b: &mut Block<
                 debug_assert!(s < acc.len());
                 // SAFETY: every front end gives a slot below nb + SPARE = acc.len().
                 let a = unsafe { acc.get_unchecked_mut(s) };
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: SSE2 is part of x86-64; both slots are 16 bytes.
-                unsafe {
-                    use std::arch::x86_64::*;
-                    let p = a as *mut Slot2 as *mut __m128i;
-                    let add = _mm_loadu_si128(v as *const Slot2 as *const __m128i);
-                    _mm_store_si128(p, _mm_add_epi64(_mm_load_si128(p), add));
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    a.0[0] += v.0[0];
-                    a.0[1] += v.0[1];
+                // One four-wide integer add where AVX2 is enabled.
+                for (u, &d) in a.0.iter_mut().zip(&v.0) {
+                    *u += d;
                 }
             }
         }
@@ -427,9 +428,10 @@ fn pairs_chunk<M: Fma>(
     x: &[f64],
     w: &[f64],
     acc: &mut [Slot4],
+    acc4: &mut [f64],
     b: &mut Block<Slot4>,
 ) -> bool {
-    assert!(acc.len() == fx.nb + SPARE && x.len() == w.len());
+    assert!(acc.len() == fx.nb + SPARE && acc4.len() == acc.len() && x.len() == w.len());
     let mut bad = false;
     for (xb, wb) in x.chunks(BLOCK).zip(w.chunks(BLOCK)) {
         bad |= match () {
@@ -445,22 +447,25 @@ fn pairs_chunk<M: Fma>(
             xb.as_ptr().wrapping_add(PREFETCH),
             wb.as_ptr().wrapping_add(PREFETCH),
         );
-        for (g, (sg, vg)) in b.slot[..xb.len()]
+        for (g, ((sg, vg), eg)) in b.slot[..xb.len()]
             .chunks(8)
             .zip(b.val[..xb.len()].chunks(8))
+            .zip(b.extra[..xb.len()].chunks(8))
             .enumerate()
         {
             prefetch(nx.wrapping_add(8 * g));
             prefetch(nw.wrapping_add(8 * g));
-            for (&s, v) in sg.iter().zip(vg) {
+            for ((&s, v), &e) in sg.iter().zip(vg).zip(eg) {
                 debug_assert!(s < acc.len());
-                // SAFETY: every front end gives a slot below nb + SPARE = acc.len().
-                let a = unsafe { acc.get_unchecked_mut(s) };
+                // SAFETY: every front end gives a slot below nb + SPARE = acc.len() =
+                // acc4.len().
+                let (a, a4) = unsafe { (acc.get_unchecked_mut(s), acc4.get_unchecked_mut(s)) };
                 // Lane by lane the same adds at every level (one four-wide add where
                 // AVX is enabled).
                 for (u, &d) in a.0.iter_mut().zip(&v.0) {
                     *u += d;
                 }
+                *a4 += e;
             }
         }
     }
@@ -484,17 +489,19 @@ crate::core::simd::simd_fn!(
         x: &[f64],
         w: &[f64],
         acc: &mut [Slot4],
+        acc4: &mut [f64],
         b: &mut Block<Slot4>
     ) -> bool
 );
 
-/// Integer sums of one thread's unweighted points per bin: count, Σ fraction bits
-/// (2^-F), Σ t² and Σ t³ (2^-15).
+/// Integer sums of one thread's unweighted points per bin: count, then Σ t, Σ t², Σ t³
+/// and Σ t⁴ in units of 2^-F (below n·2^F < 2^63).
 struct Sums {
     cnt: Vec<u64>,
     f1: Vec<u64>,
     s2: Vec<u64>,
     s3: Vec<u64>,
+    s4: Vec<u64>,
 }
 
 fn counts_part(level: Level, fx: &Fixed, x: &[f64], stop: &AtomicBool) -> Result<(Sums, bool)> {
@@ -505,6 +512,7 @@ fn counts_part(level: Level, fx: &Fixed, x: &[f64], stop: &AtomicBool) -> Result
         f1: try_vec(nb, 0u64, "n_points")?,
         s2: try_vec(nb, 0u64, "n_points")?,
         s3: try_vec(nb, 0u64, "n_points")?,
+        s4: try_vec(nb, 0u64, "n_points")?,
     };
     let mut b = Block::<Slot2>::new();
     let low = (1u64 << COUNT_SHIFT) - 1;
@@ -512,14 +520,15 @@ fn counts_part(level: Level, fx: &Fixed, x: &[f64], stop: &AtomicBool) -> Result
     for xc in x.chunks(CHUNK) {
         check_stop(stop)?;
         bad |= counts_chunk_at(level, fx, xc, &mut acc, &mut b);
+        // The packed word must be emptied after every chunk; the powers need not.
         for (k, a) in acc[..nb].iter_mut().enumerate() {
-            let [p, q] = a.0;
-            s.cnt[k] += p >> COUNT_SHIFT;
-            s.f1[k] += p & low;
-            s.s2[k] += q & 0xffff_ffff;
-            s.s3[k] += q >> 32;
-            *a = Slot2::default();
+            s.cnt[k] += a.0[0] >> COUNT_SHIFT;
+            s.f1[k] += a.0[0] & low;
+            a.0[0] = 0;
         }
+    }
+    for (k, a) in acc[..nb].iter().enumerate() {
+        (s.s2[k], s.s3[k], s.s4[k]) = (a.0[1], a.0[2], a.0[3]);
     }
     Ok((s, bad))
 }
@@ -530,16 +539,18 @@ fn pairs_part(
     x: &[f64],
     w: &[f64],
     stop: &AtomicBool,
-) -> Result<(Vec<Slot4>, bool)> {
+) -> Result<(Vec<Slot4>, Vec<f64>, bool)> {
     let mut acc = try_vec(fx.nb + SPARE, Slot4::default(), "n_points")?;
+    let mut acc4 = try_vec(fx.nb + SPARE, 0.0f64, "n_points")?;
     let mut b = Block::<Slot4>::new();
     let mut bad = false;
     for (xc, wc) in x.chunks(CHUNK).zip(w.chunks(CHUNK)) {
         check_stop(stop)?;
-        bad |= pairs_chunk_at(level, fx, xc, wc, &mut acc, &mut b);
+        bad |= pairs_chunk_at(level, fx, xc, wc, &mut acc, &mut acc4, &mut b);
     }
     acc.truncate(fx.nb);
-    Ok((acc, bad))
+    acc4.truncate(fx.nb);
+    Ok((acc, acc4, bad))
 }
 
 /// Result of [`bin_with_fields`].
@@ -555,14 +566,15 @@ pub struct BinsAndFields {
     pub ok: bool,
 }
 
-/// The four error sums of a bin from its power sums Σw·t^p, p = 1, 2, 3. Σw·t⁴ is
-/// estimated as (Σw·t³)²/Σw·t² (exact when the points of the bin share one t, as on
-/// lattice data; 0.19 against 0.2 for t spread evenly): it only places the third-order
-/// field within the bin, a small correction to a small term.
+/// The four error sums of a bin from its power sums Σw·t^p, p = 1 to 4.
 #[inline]
-fn error_sums(p1: f64, p2: f64, p3: f64) -> [f64; 4] {
-    let p4 = if p2 > 0.0 { p3 * p3 / p2 } else { 0.0 };
-    [p1 - p2, p1 - 3.0 * p2 + 2.0 * p3, p2 - p3, p2 - 3.0 * p3 + 2.0 * p4]
+fn error_sums(p1: f64, p2: f64, p3: f64, p4: f64) -> [f64; 4] {
+    [
+        p1 - p2,
+        p1 - 3.0 * p2 + 2.0 * p3,
+        p2 - p3,
+        p2 - 3.0 * p3 + 2.0 * p4,
+    ]
 }
 
 /// Linear binning of `x` onto the lattice lo + k·δ, k < nb (weights `w`, or `wu` each)
@@ -570,8 +582,8 @@ fn error_sums(p1: f64, p2: f64, p3: f64) -> [f64; 4] {
 /// masses are the same as [`super::binning::linear_bin_checked`]'s to rounding
 /// (unweighted: bit for bit). Points outside [lo, lo + (nb − 1)·δ] are dropped.
 ///
-/// Allocates per thread nb + 4 slots of 16 bytes (unweighted, plus 4·nb integers) or
-/// 32 bytes (weighted), plus the nb masses and 4·nb sums.
+/// Allocates per thread nb + 4 slots of 32 bytes (unweighted, plus 5·nb integers;
+/// weighted, plus nb + 4 values), plus the nb masses and 4·nb sums.
 #[allow(clippy::too_many_arguments)]
 pub fn bin_with_fields(
     level: Level,
@@ -601,11 +613,6 @@ pub fn bin_with_fields(
     }
     let n = x.len();
     let fx = Fixed::new(lo, delta, nb, n)?;
-    if fx.fbits < 8 {
-        return Err(Error::OutOfMemory(
-            "too many points or bins for the fixed-point binning".into(),
-        ));
-    }
     let nthreads = threads::num_threads();
     let parts = if nthreads == 1 || n < 4 * CHUNK || nb > n / 2 {
         1
@@ -629,6 +636,7 @@ pub fn bin_with_fields(
                             (&mut t.f1, &s.f1),
                             (&mut t.s2, &s.s2),
                             (&mut t.s3, &s.s3),
+                            (&mut t.s4, &s.s4),
                         ] {
                             u.iter_mut().zip(v).for_each(|(a, b)| *a += b);
                         }
@@ -639,7 +647,6 @@ pub fn bin_with_fields(
             // Bin k holds count_k − Σt_k + Σt_{k−1}, an exact integer in units of 2^-F
             // (as in `binning::linear_bin_at`).
             let unit = wu / (1u64 << fx.fbits) as f64;
-            let upow = wu / (1u64 << POW_BITS) as f64;
             let mut carry = 0u64;
             for k in 0..nb {
                 let (c, f) = (s.cnt[k], s.f1[k]);
@@ -647,8 +654,9 @@ pub fn bin_with_fields(
                 carry = f;
                 let e = error_sums(
                     f as f64 * unit,
-                    s.s2[k] as f64 * upow,
-                    s.s3[k] as f64 * upow,
+                    s.s2[k] as f64 * unit,
+                    s.s3[k] as f64 * unit,
+                    s.s4[k] as f64 * unit,
                 );
                 fine[4 * k..4 * k + 4].copy_from_slice(&e);
             }
@@ -657,25 +665,26 @@ pub fn bin_with_fields(
             let res = over_parts(n, parts, |a, b| {
                 pairs_part(level, &fx, &x[a..b], &w[a..b], stop)
             })?;
-            let mut tot: Vec<Slot4> = Vec::new();
-            for (p, bd) in res {
+            let (mut tot, mut tot4): (Vec<Slot4>, Vec<f64>) = (Vec::new(), Vec::new());
+            for (p, p4, bd) in res {
                 bad |= bd;
                 if tot.is_empty() {
-                    tot = p;
+                    (tot, tot4) = (p, p4);
                 } else {
                     for (u, v) in tot.iter_mut().zip(&p) {
                         for q in 0..4 {
                             u.0[q] += v.0[q];
                         }
                     }
+                    tot4.iter_mut().zip(&p4).for_each(|(u, v)| *u += v);
                 }
             }
             let mut carry = 0.0;
-            for (k, sl) in tot.iter().enumerate() {
+            for (k, (sl, &s4)) in tot.iter().zip(&tot4).enumerate() {
                 let [s0, s1, s2, s3] = sl.0;
                 bins[k] = (s0 - s1) + carry;
                 carry = s1;
-                fine[4 * k..4 * k + 4].copy_from_slice(&error_sums(s1, s2, s3));
+                fine[4 * k..4 * k + 4].copy_from_slice(&error_sums(s1, s2, s3, s4));
             }
         }
     }
@@ -720,7 +729,10 @@ mod tests {
             let t = pos - k as f64;
             let u = t * (1.0 - t);
             let v = u * (1.0 - 2.0 * t);
-            for (q, val) in [wi * u, wi * v, wi * u * t, wi * v * t].into_iter().enumerate() {
+            for (q, val) in [wi * u, wi * v, wi * u * t, wi * v * t]
+                .into_iter()
+                .enumerate()
+            {
                 out[4 * k + q] += val;
             }
             mass[k] += wi;
@@ -728,7 +740,14 @@ mod tests {
         (out, mass)
     }
 
-    fn run(level: Level, x: &[f64], w: Option<&[f64]>, lo: f64, d: f64, nb: usize) -> BinsAndFields {
+    fn run(
+        level: Level,
+        x: &[f64],
+        w: Option<&[f64]>,
+        lo: f64,
+        d: f64,
+        nb: usize,
+    ) -> BinsAndFields {
         bin_with_fields(level, x, w, 0.5, lo, d, nb, &AtomicBool::new(false)).unwrap()
     }
 
@@ -743,9 +762,8 @@ mod tests {
             for (ww, first) in [(&half, &first_c), (&w, &first_w)] {
                 let (want, mass) = reference(&x, ww, lo, delta, nb);
                 for q in 0..4 {
-                    // t² and t³ rounded to 2^-15 (unweighted: at most 2^-16 per point and
-                    // power), Σw·t⁴ estimated (the last sum).
-                    let tol = if q == 3 { 0.05 } else { 1e-4 };
+                    // Powers truncated to 2^-31 (unweighted), rounding.
+                    let tol = 1e-9;
                     for k in 0..nb {
                         let (a, b) = (first.fine[4 * k + q], want[4 * k + q]);
                         assert!(
@@ -756,23 +774,51 @@ mod tests {
                 }
                 assert!(first.ok);
             }
-            let mass_c = linear_bin_at(Level::Scalar, &x, None, 0.5, lo, delta, nb, &AtomicBool::new(false));
+            let mass_c = linear_bin_at(
+                Level::Scalar,
+                &x,
+                None,
+                0.5,
+                lo,
+                delta,
+                nb,
+                &AtomicBool::new(false),
+            );
             assert_eq!(first_c.bins, mass_c.unwrap().0);
-            let mass_w = linear_bin_at(Level::Scalar, &x, Some(&w), 0.5, lo, delta, nb, &AtomicBool::new(false)).unwrap().0;
+            let mass_w = linear_bin_at(
+                Level::Scalar,
+                &x,
+                Some(&w),
+                0.5,
+                lo,
+                delta,
+                nb,
+                &AtomicBool::new(false),
+            )
+            .unwrap()
+            .0;
             for (a, b) in first_w.bins.iter().zip(&mass_w) {
                 assert!((a - b).abs() <= 1e-13 * n as f64);
             }
             for level in simd_levels() {
                 // Every level gives the scalar loop's bits.
-                assert_eq!(run(level, &x, None, lo, delta, nb), first_c, "{level:?} n={n}");
-                assert_eq!(run(level, &x, Some(&w), lo, delta, nb), first_w, "{level:?} n={n}");
+                assert_eq!(
+                    run(level, &x, None, lo, delta, nb),
+                    first_c,
+                    "{level:?} n={n}"
+                );
+                assert_eq!(
+                    run(level, &x, Some(&w), lo, delta, nb),
+                    first_w,
+                    "{level:?} n={n}"
+                );
             }
         }
     }
 
     #[test]
     fn lattice_data_give_the_sums_of_their_one_fraction() {
-        // Every point 0.3 of a bin past a node: u = 0.21, and Σw·t⁴ is exact.
+        // Every point 0.3 of a bin past a node: u = 0.21.
         let (lo, delta, nb) = (0.0, 0.5, 9);
         let x: Vec<f64> = (0..400).map(|i| 0.15 + 0.5 * (i % 8) as f64).collect();
         for level in simd_levels() {
@@ -782,7 +828,10 @@ mod tests {
             for k in 0..8 {
                 let want = [u, u * (1.0 - 2.0 * t), u * t, u * (1.0 - 2.0 * t) * t];
                 for q in 0..4 {
-                    assert!((r.fine[4 * k + q] - per * want[q]).abs() < 1e-4 * per, "{q}");
+                    assert!(
+                        (r.fine[4 * k + q] - per * want[q]).abs() < 1e-9 * per,
+                        "{q}"
+                    );
                 }
             }
             assert_eq!(&r.fine[32..], &[0.0; 4]);
@@ -804,18 +853,27 @@ mod tests {
             let a = run(level, &x, Some(&w0), lo, delta, nb);
             assert!(a.ok);
             assert_eq!(a, run(level, &keep_x, Some(&w0), lo, delta, nb));
-            assert_eq!(run(level, &x, None, lo, delta, nb), run(level, &keep_x, None, lo, delta, nb));
+            assert_eq!(
+                run(level, &x, None, lo, delta, nb),
+                run(level, &keep_x, None, lo, delta, nb)
+            );
             for &pos in &[0usize, 5, 9, 200, 202] {
                 for &v in &[f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
                     let mut x = x0.clone();
                     x[pos] = v;
-                    assert!(!run(level, &x, None, lo, delta, nb).ok, "{level:?} {pos} {v}");
+                    assert!(
+                        !run(level, &x, None, lo, delta, nb).ok,
+                        "{level:?} {pos} {v}"
+                    );
                     assert!(!run(level, &x, Some(&w0), lo, delta, nb).ok);
                 }
                 for &v in &[-1.0, f64::NAN, f64::INFINITY] {
                     let mut w = w0.clone();
                     w[pos] = v;
-                    assert!(!run(level, &x0, Some(&w), lo, delta, nb).ok, "{level:?} {pos}");
+                    assert!(
+                        !run(level, &x0, Some(&w), lo, delta, nb).ok,
+                        "{level:?} {pos}"
+                    );
                 }
             }
         }
@@ -837,7 +895,11 @@ mod tests {
             assert_eq!(go(t, None), one);
             let (a, b) = (go(1, Some(&w)), go(t, Some(&w)));
             let top = a.bins.iter().cloned().fold(0.0, f64::max);
-            assert!(a.bins.iter().zip(&b.bins).all(|(u, v)| (u - v).abs() <= 1e-13 * top));
+            assert!(a
+                .bins
+                .iter()
+                .zip(&b.bins)
+                .all(|(u, v)| (u - v).abs() <= 1e-13 * top));
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let level = crate::core::simd::level();
