@@ -152,7 +152,7 @@ pub fn line1_error(fine: &[f64], pad_b: usize, h: f64, delta: f64, m: usize) -> 
     }
     let nbins = fine.len() / 4;
     let rf = (COARSE_1D * h / delta).floor().max(1.0);
-    if !(rf < 1e12) {
+    if rf.is_nan() || rf >= 1e12 {
         return Err(Error::OutOfMemory(
             "the bandwidth spans too many grid steps for the error lattice".into(),
         ));
@@ -160,12 +160,12 @@ pub fn line1_error(fine: &[f64], pad_b: usize, h: f64, delta: f64, m: usize) -> 
     let r = rf as usize;
     let dc = r as f64 * delta;
     let reach = (REACH_1D * h / dc).ceil();
-    if !(reach < 1e7) {
+    if reach.is_nan() || reach >= 1e7 {
         return Err(Error::OutOfMemory("the error lattice is too large".into()));
     }
     let reach = reach as usize;
     let pad = reach + 1;
-    let span = (m - 1 + r - 1) / r + 1;
+    let span = (m - 1).div_ceil(r) + 1;
     let nc = span + 2 * pad;
     let nfine = checked_size(nc - 1, r, "n_points")? + 1;
     let fine_idx = |k: usize| (k + pad * r).checked_sub(pad_b);
@@ -744,7 +744,7 @@ mod tests {
                 let dc = r as f64 * delta;
                 let reach = (7.0 * h / dc).ceil() as usize;
                 let pad = reach + 1;
-                let span = (m - 1 + r - 1) / r + 1;
+                let span = (m - 1).div_ceil(r) + 1;
                 let nc = span + 2 * pad;
                 let lo_c = lo - (pad * r) as f64 * delta;
                 let mut fields = vec![0.0; 2 * nc];

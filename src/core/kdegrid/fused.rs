@@ -827,11 +827,8 @@ mod tests {
             let per = 0.5 * 50.0;
             for k in 0..8 {
                 let want = [u, u * (1.0 - 2.0 * t), u * t, u * (1.0 - 2.0 * t) * t];
-                for q in 0..4 {
-                    assert!(
-                        (r.fine[4 * k + q] - per * want[q]).abs() < 1e-9 * per,
-                        "{q}"
-                    );
+                for (q, v) in want.iter().enumerate() {
+                    assert!((r.fine[4 * k + q] - per * v).abs() < 1e-9 * per, "{q}");
                 }
             }
             assert_eq!(&r.fine[32..], &[0.0; 4]);
