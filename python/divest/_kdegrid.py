@@ -293,6 +293,9 @@ def _grid_1d_arrays(
     if method == "binned":
         nfft = 1 << max(1, math.ceil(math.log2(m + 4 * pad + 2)))
         need = 8.0 * (6 * m + 5 * pad) + 32.0 * nfft
+        if kernel == "gaussian":
+            # The fused pass: 8 values per bin per thread (slots and sums) and 5 per bin.
+            need += 8.0 * (m + 2 * pad) * (5 + 8 * (os.cpu_count() or 1))
     else:
         # The Gaussian's centre spacing lies in [h/24, h/12] whatever δ is.
         centres = ((m - 1) * delta + 26 * h) / (h / 24) + 4 if kernel == "gaussian" else m
@@ -310,14 +313,12 @@ def _grid_1d_arrays(
             values = sums * math.exp(-log_norm)
             errors = _EXACT_RTOL * values
         return GridResult(grid, values, float(errors.max()), errors, "exact", log, m)
+    # For the Gaussian, ``err`` is the leading binning error from the data's own
+    # fractional positions (divest/_kdeerr.py; second differences of the output miss it
+    # on rounded and lattice data: 12x too small, or 1e9x too large when the data sit on
+    # the nodes). Its fields are summed in the binning pass itself and convolved in Rust
+    # (src/core/kdegrid/fused.rs and errfield.rs `line1_error`).
     sums, err = _core.kde_grid_binned_1d(x, w, kernel, h, lo, delta, m)
-    if kernel == "gaussian":
-        # The leading binning error from the data's own fractional positions
-        # (divest/_kdeerr.py): second differences of the output miss it on rounded and
-        # lattice data (12x too small, or 1e9x too large when the data sit on the nodes).
-        err = _kdeerr.binning_error(
-            x.reshape(-1, 1), w, 1.0 / x.size, False, [lo], [delta], [m], [[h**-2.0]]
-        )
     # FFT rounding puts a floor of a few ε·max S under every value.
     floor = 1e-14 * float(np.max(np.abs(sums)))
     if not log:
@@ -696,7 +697,8 @@ def kde_grid(
     Notes
     -----
     Memory: the 1-D binned path allocates the padded bins (two values per bin per
-    thread while binning) and two complex FFT buffers of the next power of two above
+    thread while binning; the Gaussian's pass, which also sums its error fields, 64
+    bytes per bin per thread plus 9 values per bin) and two complex FFT buffers of the next power of two above
     m + 4·reach/δ (32 bytes each entry); the exact path for the epanechnikov, linear and
     cosine kernels keeps 9 moments per grid cell per thread when δ ≤ h (no copy of the
     data), otherwise it sorts a copy of the data (16 bytes per point; for the Gaussian

@@ -10,7 +10,7 @@ use crate::core::simd::{Fma, Level};
 use crate::core::threads;
 
 /// Points per parallel chunk of the binning pass.
-const CHUNK: usize = 1 << 16;
+pub(super) const CHUNK: usize = 1 << 16;
 
 /// Linear binning: a point at fractional position k + t (t ∈ [0, 1)) of the bin lattice
 /// lo + k·delta, k = 0..nb, gives w(1 − t) to bin k and w·t to bin k + 1. Points outside
@@ -29,21 +29,21 @@ pub fn linear_bin(
 /// 2^52. For 0 ≤ q ≤ 2^51, q + 2^52 rounds q to the nearest integer (ties to even) and
 /// leaves it in the low mantissa bits: a float-to-integer conversion without a convert
 /// instruction, done the same way at every SIMD level.
-const MAGIC: f64 = 4_503_599_627_370_496.0;
+pub(super) const MAGIC: f64 = 4_503_599_627_370_496.0;
 /// Points per block of the binning loop: a front end computes every point's slot and
 /// increment into stack buffers (vectorised), then a tight loop adds them.
-const BLOCK: usize = 256;
+pub(super) const BLOCK: usize = 256;
 /// How far ahead (in points) the add loop prefetches the coordinates and weights: two
 /// blocks, so a line is requested a whole block's adds before the front end reads it.
-const PREFETCH: usize = 2 * BLOCK;
+pub(super) const PREFETCH: usize = 2 * BLOCK;
 /// Accumulator slots past the lattice that take the dropped points (point j goes to slot
 /// nb + j mod 4), so a run of dropped points never chains dependent adds on one slot and
 /// the add loop needs no branch.
-const SPARE: usize = 4;
+pub(super) const SPARE: usize = 4;
 /// Bit where the count starts in an unweighted accumulator word; the sum of the points'
 /// fractions sits below it. A chunk of at most 2^16 points with fractions below 2^31
 /// keeps the sum under 2^47 and the count under 2^17.
-const COUNT_SHIFT: u32 = 47;
+pub(super) const COUNT_SHIFT: u32 = 47;
 
 /// The fixed-point form of the bin lattice lo + k·δ, k < nb: a coordinate x maps to
 /// q = (x − lo)·2^F/δ, rounded to the integer r; its bin is k = r >> F and its fraction
@@ -55,19 +55,19 @@ const COUNT_SHIFT: u32 = 47;
 /// integer sums of fractions cannot overflow). Quantising t to 2^-31 moves a point by at
 /// most 2^-32 of a bin, far below the binning error itself.
 #[derive(Clone, Copy, Debug)]
-struct Fixed {
-    lo: f64,
+pub(super) struct Fixed {
+    pub(super) lo: f64,
     /// 2^F / δ.
-    scale: f64,
+    pub(super) scale: f64,
     /// (nb − 1)·2^F.
-    qmax: f64,
+    pub(super) qmax: f64,
     /// F.
-    fbits: u32,
-    nb: usize,
+    pub(super) fbits: u32,
+    pub(super) nb: usize,
 }
 
 impl Fixed {
-    fn new(lo: f64, delta: f64, nb: usize, n: usize) -> Result<Fixed> {
+    pub(super) fn new(lo: f64, delta: f64, nb: usize, n: usize) -> Result<Fixed> {
         let bits = |v: usize| (usize::BITS - v.leading_zeros()) as i32;
         let inv = 1.0 / delta;
         let mut fbits = 31.min(51 - bits(nb)).min(63 - bits(n));
@@ -90,7 +90,7 @@ impl Fixed {
         })
     }
 
-    fn fmask(&self) -> u64 {
+    pub(super) fn fmask(&self) -> u64 {
         (1u64 << self.fbits) - 1
     }
 
@@ -98,7 +98,7 @@ impl Fixed {
     /// follow): (k, r mod 2^F) when kept, (nb + j mod 4, 0) when dropped (`j` the point's
     /// index in its block), and whether the point was dropped.
     #[inline(always)]
-    fn locate(&self, x: f64, j: usize) -> (usize, u64, bool) {
+    pub(super) fn locate(&self, x: f64, j: usize) -> (usize, u64, bool) {
         let q = (x - self.lo) * self.scale;
         if q >= 0.0 && q <= self.qmax {
             let r = (q + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits());
@@ -415,7 +415,7 @@ fn counts_chunk<M: Fma>(fx: &Fixed, x: &[f64], acc: &mut [u64], b: &mut Block) -
 /// A hint to bring the cache line at `p` into L1 (x86-64; nothing elsewhere). Never
 /// dereferences `p`, which may lie past the end of the data.
 #[inline(always)]
-fn prefetch(p: *const f64) {
+pub(super) fn prefetch(p: *const f64) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint that does not fault, whatever the address.
     unsafe {
@@ -536,7 +536,7 @@ fn pairs_part(
 
 /// Runs `part(start, end)` over `parts` equal ranges of `0..n` (on the pool when more
 /// than one) and returns the results in order.
-fn over_parts<T: Send>(
+pub(super) fn over_parts<T: Send>(
     n: usize,
     parts: usize,
     part: impl Fn(usize, usize) -> Result<T> + Sync,

@@ -16,6 +16,7 @@ pub mod binning;
 pub mod convolve;
 pub mod errfield;
 pub mod exact;
+pub mod fused;
 pub mod isj;
 pub mod nd;
 
@@ -326,7 +327,9 @@ const DIRECT_PER_FFT: f64 = 20.0;
 pub struct Binned {
     /// Unnormalised sums at the grid points.
     pub sums: Vec<f64>,
-    /// Pointwise estimate of the binning error of `sums`, |Δ²S|/12 (same units).
+    /// Pointwise estimate of the binning error of `sums` (same units): for the Gaussian
+    /// the leading term computed from the data ([`errfield::line1_error`]), otherwise
+    /// |Δ²S|/12 plus the kink term.
     pub err: Vec<f64>,
 }
 
@@ -387,8 +390,17 @@ pub fn binned_1d_opt(
     let pad = reach + 1;
     let nb = grid.m + 2 * pad;
     let lo_b = grid.lo - pad as f64 * grid.delta;
-    let (bins, ok) =
-        binning::linear_bin_checked(x, w, 1.0 / x.len() as f64, lo_b, grid.delta, nb, stop)?;
+    let wu = 1.0 / x.len() as f64;
+    // The Gaussian's error estimate comes from the data (errfield.rs): its fields are
+    // summed per bin in the binning pass itself.
+    let (bins, ok, fine) = if kernel == Kernel::Gaussian {
+        let level = crate::core::simd::level();
+        let b = fused::bin_with_fields(level, x, w, wu, lo_b, grid.delta, nb, stop)?;
+        (b.bins, b.ok, Some(b.fine))
+    } else {
+        let (bins, ok) = binning::linear_bin_checked(x, w, wu, lo_b, grid.delta, nb, stop)?;
+        (bins, ok, None)
+    };
     if !ok {
         return Err(invalid!(
             "data must be finite and weights finite and non-negative"
@@ -425,6 +437,10 @@ pub fn binned_1d_opt(
         _ => 0.0,
     };
     let m = grid.m;
+    if let Some(fine) = fine {
+        let err = errfield::line1_error(&fine, pad, h, grid.delta, m)?;
+        return Ok(Binned { sums, err });
+    }
     let mut err = vec![0.0; m];
     if m >= 3 {
         for i in 1..m - 1 {
