@@ -294,8 +294,9 @@ def _grid_1d_arrays(
         nfft = 1 << max(1, math.ceil(math.log2(m + 4 * pad + 2)))
         need = 8.0 * (6 * m + 5 * pad) + 32.0 * nfft
         if kernel == "gaussian":
-            # The fused pass: 8 values per bin per thread (slots and sums) and 5 per bin.
-            need += 8.0 * (m + 2 * pad) * (5 + 8 * (os.cpu_count() or 1))
+            # The fused pass: 32 values per bin per thread (four copies of a 64-byte
+            # accumulator) and 5 per bin.
+            need += 8.0 * (m + 2 * pad) * (5 + 32 * (os.cpu_count() or 1))
     else:
         # The Gaussian's centre spacing lies in [h/24, h/12] whatever δ is.
         centres = ((m - 1) * delta + 26 * h) / (h / 24) + 4 if kernel == "gaussian" else m
@@ -697,7 +698,7 @@ def kde_grid(
     Notes
     -----
     Memory: the 1-D binned path allocates the padded bins (two values per bin per
-    thread while binning; the Gaussian's pass, which also sums its error fields, 64
+    thread while binning; the Gaussian's pass, which also sums its error fields, 256
     bytes per bin per thread plus 9 values per bin) and two complex FFT buffers of the next power of two above
     m + 4·reach/δ (32 bytes each entry); the exact path for the epanechnikov, linear and
     cosine kernels keeps 9 moments per grid cell per thread when δ ≤ h (no copy of the

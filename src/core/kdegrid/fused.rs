@@ -33,6 +33,14 @@ use crate::core::error::{try_vec, Result};
 use crate::core::simd::{Fma, Level};
 use crate::core::threads;
 
+/// Accumulator copies per bin: point i of a block adds to copy i mod COPIES (the copies
+/// of a bin lie side by side), so runs of points in one bin (sorted or rounded data) form
+/// COPIES independent chains of adds instead of one chain whose every add waits for the
+/// previous one's store. The copies are summed when the chunk is emptied (unweighted:
+/// integers, so the bits do not change; weighted: in a fixed order at every level).
+const COPIES: usize = 4;
+const _: () = assert!(COPIES.is_power_of_two() && 8 % COPIES == 0);
+
 /// One unweighted accumulator slot, aligned to its size so no slot straddles a cache
 /// line.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -395,7 +403,7 @@ fn pairs_front_avx2(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> b
 /// returns whether a coordinate was not finite.
 #[inline(always)]
 fn counts_chunk<M: Fma>(fx: &Fixed, x: &[f64], acc: &mut [Slot2], b: &mut Block<Slot2>) -> bool {
-    assert!(acc.len() == fx.nb + SPARE && x.len() <= CHUNK);
+    assert!(acc.len() == COPIES * (fx.nb + SPARE) && x.len() <= CHUNK);
     let mut bad = false;
     for xb in x.chunks(BLOCK) {
         bad |= match () {
@@ -416,9 +424,11 @@ fn counts_chunk<M: Fma>(fx: &Fixed, x: &[f64], acc: &mut [Slot2], b: &mut Block<
             .enumerate()
         {
             prefetch(next.wrapping_add(8 * g));
-            for (&s, v) in sg.iter().zip(vg) {
+            for (c, (&s, v)) in sg.iter().zip(vg).enumerate() {
+                let s = s * COPIES + (c & (COPIES - 1));
                 debug_assert!(s < acc.len());
-                // SAFETY: every front end gives a slot below nb + SPARE = acc.len().
+                // SAFETY: every front end gives a slot below nb + SPARE, so s is below
+                // COPIES·(nb + SPARE) = acc.len().
                 let a = unsafe { acc.get_unchecked_mut(s) };
                 // One four-wide integer add where AVX2 is enabled.
                 for (u, &d) in a.0.iter_mut().zip(&v.0) {
@@ -440,7 +450,7 @@ fn pairs_chunk<M: Fma>(
     acc: &mut [Acc5],
     b: &mut Block<Slot4>,
 ) -> bool {
-    assert!(acc.len() == fx.nb + SPARE && x.len() == w.len());
+    assert!(acc.len() == COPIES * (fx.nb + SPARE) && x.len() == w.len());
     let mut bad = false;
     for (xb, wb) in x.chunks(BLOCK).zip(w.chunks(BLOCK)) {
         bad |= match () {
@@ -464,9 +474,11 @@ fn pairs_chunk<M: Fma>(
         {
             prefetch(nx.wrapping_add(8 * g));
             prefetch(nw.wrapping_add(8 * g));
-            for ((&s, v), &e) in sg.iter().zip(vg).zip(eg) {
+            for (c, ((&s, v), &e)) in sg.iter().zip(vg).zip(eg).enumerate() {
+                let s = s * COPIES + (c & (COPIES - 1));
                 debug_assert!(s < acc.len());
-                // SAFETY: every front end gives a slot below nb + SPARE = acc.len().
+                // SAFETY: every front end gives a slot below nb + SPARE, so s is below
+                // COPIES·(nb + SPARE) = acc.len().
                 let a = unsafe { acc.get_unchecked_mut(s) };
                 // Lane by lane the same adds at every level (one four-wide add where
                 // AVX is enabled).
@@ -513,7 +525,7 @@ struct Sums {
 
 fn counts_part(level: Level, fx: &Fixed, x: &[f64], stop: &AtomicBool) -> Result<(Sums, bool)> {
     let nb = fx.nb;
-    let mut acc = try_vec(nb + SPARE, Slot2::default(), "n_points")?;
+    let mut acc = try_vec(COPIES * (nb + SPARE), Slot2::default(), "n_points")?;
     let mut s = Sums {
         cnt: try_vec(nb, 0u64, "n_points")?,
         f1: try_vec(nb, 0u64, "n_points")?,
@@ -524,18 +536,29 @@ fn counts_part(level: Level, fx: &Fixed, x: &[f64], stop: &AtomicBool) -> Result
     let mut b = Block::<Slot2>::new();
     let low = (1u64 << COUNT_SHIFT) - 1;
     let mut bad = false;
-    for xc in x.chunks(CHUNK) {
-        check_stop(stop)?;
-        bad |= counts_chunk_at(level, fx, xc, &mut acc, &mut b);
-        // The packed word must be emptied after every chunk; the powers need not.
-        for (k, a) in acc[..nb].iter_mut().enumerate() {
-            s.cnt[k] += a.0[0] >> COUNT_SHIFT;
-            s.f1[k] += a.0[0] & low;
-            a.0[0] = 0;
+    // The packed word of a slot must be emptied before it holds more than CHUNK points
+    // (count and fraction bits below 2^64 and 2^47); each copy takes a quarter of the
+    // points of every whole block (copy = point index mod COPIES in 8-point groups), so
+    // COPIES chunks fill a copy to at most CHUNK. The powers need no emptying.
+    for xs in x.chunks(CHUNK * COPIES) {
+        for xc in xs.chunks(CHUNK) {
+            check_stop(stop)?;
+            bad |= counts_chunk_at(level, fx, xc, &mut acc, &mut b);
+        }
+        for (k, cp) in acc[..COPIES * nb].chunks_mut(COPIES).enumerate() {
+            for a in cp {
+                s.cnt[k] += a.0[0] >> COUNT_SHIFT;
+                s.f1[k] += a.0[0] & low;
+                a.0[0] = 0;
+            }
         }
     }
-    for (k, a) in acc[..nb].iter().enumerate() {
-        (s.s2[k], s.s3[k], s.s4[k]) = (a.0[1], a.0[2], a.0[3]);
+    for (k, cp) in acc[..COPIES * nb].chunks(COPIES).enumerate() {
+        for a in cp {
+            s.s2[k] += a.0[1];
+            s.s3[k] += a.0[2];
+            s.s4[k] += a.0[3];
+        }
     }
     Ok((s, bad))
 }
@@ -547,15 +570,25 @@ fn pairs_part(
     w: &[f64],
     stop: &AtomicBool,
 ) -> Result<(Vec<Acc5>, bool)> {
-    let mut acc = try_vec(fx.nb + SPARE, Acc5::default(), "n_points")?;
+    let mut acc = try_vec(COPIES * (fx.nb + SPARE), Acc5::default(), "n_points")?;
     let mut b = Block::<Slot4>::new();
     let mut bad = false;
     for (xc, wc) in x.chunks(CHUNK).zip(w.chunks(CHUNK)) {
         check_stop(stop)?;
         bad |= pairs_chunk_at(level, fx, xc, wc, &mut acc, &mut b);
     }
-    acc.truncate(fx.nb);
-    Ok((acc, bad))
+    // The copies of each bin, summed in order (the same at every level).
+    let mut tot = try_vec(fx.nb, Acc5::default(), "n_points")?;
+    for (t, cp) in tot.iter_mut().zip(acc.chunks(COPIES)) {
+        *t = cp[0];
+        for a in &cp[1..] {
+            for q in 0..4 {
+                t.v[q] += a.v[q];
+            }
+            t.e += a.e;
+        }
+    }
+    Ok((tot, bad))
 }
 
 /// Result of [`bin_with_fields`].
@@ -587,8 +620,8 @@ fn error_sums(p1: f64, p2: f64, p3: f64, p4: f64) -> [f64; 4] {
 /// masses are the same as [`super::binning::linear_bin_checked`]'s to rounding
 /// (unweighted: bit for bit). Points outside [lo, lo + (nb − 1)·δ] are dropped.
 ///
-/// Allocates per thread nb + 4 slots of 32 bytes (unweighted, plus 5·nb integers) or 64
-/// bytes (weighted), plus the nb masses and 4·nb sums.
+/// Allocates per thread 4·(nb + 4) slots of 32 bytes (unweighted, plus 5·nb integers)
+/// or 64 bytes (weighted), plus the nb masses and 4·nb sums.
 #[allow(clippy::too_many_arguments)]
 pub fn bin_with_fields(
     level: Level,
@@ -879,6 +912,22 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn one_bin_at_the_largest_fraction_does_not_overflow_the_packed_words() {
+        // Every point in one bin just below its upper edge: each copy's packed word gets
+        // its largest load (CHUNK points of fraction 2^F - 1) between two emptyings.
+        let (lo, delta, nb) = (0.0, 1.0, 8);
+        let n = 2 * COPIES * CHUNK + 3;
+        let x = vec![3.0 - 1e-12; n];
+        let zero = AtomicBool::new(false);
+        for level in simd_levels() {
+            let r = run(level, &x, None, lo, delta, nb);
+            let want = linear_bin_at(level, &x, None, 0.5, lo, delta, nb, &zero).unwrap();
+            assert_eq!(r.bins, want.0, "{level:?}");
+            assert!((r.bins.iter().sum::<f64>() - 0.5 * n as f64).abs() < 1e-6);
         }
     }
 
