@@ -437,20 +437,23 @@ def _pilot_bias_norm(g: np.ndarray, psi6: np.ndarray, neff: float) -> float:
     return float(np.sum(b * b))
 
 
-def _canonical(x: np.ndarray, w: np.ndarray, name: str):
+def _canonical(x: np.ndarray, w: np.ndarray, name: str, core: np.ndarray | None = None):
     """Centre, sphere and rotate the data (module docstring, step 1). Returns z and T with
-    x − μ = z·Tᵀ."""
+    x − μ = z·Tᵀ. With a boolean ``core`` mask (far outliers left out, :func:`_core_mask`)
+    the mean, covariance and fourth moments are those of the core points (weights
+    renormalised over them); z covers every point."""
     n, d = x.shape
-    mean = w @ x
-    xc = x - mean
-    cov = (xc * w[:, None]).T @ xc
+    xs, ws = (x, w) if core is None else (x[core], w[core] / w[core].sum())
+    mean = ws @ xs
+    xc = xs - mean
+    cov = (xc * ws[:, None]).T @ xc
     evals, evecs = np.linalg.eigh(cov)
     if not (np.all(np.isfinite(evals)) and evals.min() > 1e-12 * evals.max() > 0):
         from ._kdedegen import describe
 
         raise ValueError(
             f"bandwidth={name!r} needs data whose weighted covariance is non-singular. "
-            f"{describe(x, w)} Use KDE(..., bandwidth='scott', degenerate='hull') (the "
+            f"{describe(xs, ws)} Use KDE(..., bandwidth='scott', degenerate='hull') (the "
             "density on the data's affine hull) or degenerate='regularize', or pass a "
             "bandwidth matrix"
         )
@@ -459,11 +462,189 @@ def _canonical(x: np.ndarray, w: np.ndarray, name: str):
     z = xc @ iroot
     if d > 1:
         r2 = np.einsum("ij,ij->i", z, z)
-        m4 = (z * (w * r2)[:, None]).T @ z
+        m4 = (z * (ws * r2)[:, None]).T @ z
         _, v = np.linalg.eigh(0.5 * (m4 + m4.T))
         z = z @ v
         root = root @ v
+    if core is not None:
+        z = _times(x - mean, iroot @ v if d > 1 else iroot)
     return z, root
+
+
+# ---------------------------------------------------------------------------------------
+# Far outliers (module docstring, "Far outliers")
+
+#: Points farther than this many robust standard deviations from the robust centre
+#: (Mahalanobis distance under a robust scatter) are left out of the normal-scale stage.
+_FAR = 10.0
+#: The robust scatter is computed on at most about this many points (every k-th one).
+_ROBUST_SAMPLE = 10000
+#: Medians of the χ² distribution with 1, 2, 3 degrees of freedom (consistency at the
+#: normal: the median squared Mahalanobis distance of N(μ, Σ) under Σ).
+_CHI2_MEDIAN = {1: 0.454936423119572, 2: 1.386294361119891, 3: 2.3659738843753377}
+
+
+def _times(a: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """a @ m for (n, d) a and a small (d, d) m, written out (no BLAS call: OpenBLAS's
+    woken threads spin on small machines)."""
+    d = m.shape[0]
+    out = np.empty((a.shape[0], m.shape[1]))
+    for j in range(m.shape[1]):
+        col = a[:, 0] * m[0, j]
+        for k in range(1, d):
+            col += a[:, k] * m[k, j]
+        out[:, j] = col
+    return out
+
+
+def _weighted_median(v: np.ndarray, w: np.ndarray) -> float:
+    """The mid-point of the lower and upper weighted medians (symmetric under v → −v)."""
+    o = np.argsort(v, kind="stable")
+    vs, cw = v[o], np.cumsum(w[o])
+    half = 0.5 * cw[-1]
+    lo = vs[min(int(np.searchsorted(cw, half, side="left")), vs.size - 1)]
+    hi = vs[min(int(np.searchsorted(cw, half, side="right")), vs.size - 1)]
+    return 0.5 * (lo + hi) if cw[-1] - half > 0 else float(lo)
+
+
+def _robust_scatter(x: np.ndarray, w: np.ndarray, max_iter: int = 200):
+    """A robust centre μ and a matrix A with (x − μ)·A of unit robust scale: in 1-D the
+    weighted median and MAD; in 2-D/3-D the Hettmansperger–Randles (2002) location and
+    Tyler shape (affine equivariant, breakdown point 1/(d+1)) iterated from the weighted
+    mean and covariance, scaled by the median squared Mahalanobis distance over the χ²_d
+    median. Returns None when the scale is zero or the iteration fails."""
+    n, d = x.shape
+    w = w / w.sum()
+    if d == 1:
+        mu = _weighted_median(x[:, 0], w)
+        s = _weighted_median(np.abs(x[:, 0] - mu), w) / math.sqrt(_CHI2_MEDIAN[1])
+        if not (s > 0 and math.isfinite(s)):
+            return None
+        return np.array([mu]), np.array([[1.0 / s]])
+    mu = w @ x
+    xc = x - mu
+    v = (xc * w[:, None]).T @ xc
+    tiny = np.finfo(float).tiny
+    for _ in range(max_iter):
+        lo = np.linalg.cholesky(v)
+        li = np.linalg.inv(lo)
+        e = _times(x - mu, li.T)
+        r2 = np.maximum(np.einsum("ij,ij->i", e, e), tiny)
+        wr = w / np.sqrt(r2)
+        step = (wr @ e) / wr.sum()
+        m = (e * (w / r2)[:, None]).T @ e * d
+        m /= np.linalg.det(m) ** (1.0 / d)
+        mu = mu + lo @ step
+        v = lo @ m @ lo.T
+        if not np.all(np.isfinite(v)):
+            return None
+        # invariant measure of the change: the step in whitened units and m − I
+        if np.abs(m - np.eye(d)).max() + np.linalg.norm(step) < 1e-10:
+            break
+    lo = np.linalg.cholesky(v)
+    li = np.linalg.inv(lo)
+    e = _times(x - mu, li.T)
+    s2 = _weighted_median(np.einsum("ij,ij->i", e, e), w) / _CHI2_MEDIAN[d]
+    if not (s2 > 0 and math.isfinite(s2)):
+        return None
+    return mu, li.T / math.sqrt(s2)
+
+
+def _core_mask(x: np.ndarray, w: np.ndarray):
+    """Boolean mask of the points within ``_FAR`` robust standard deviations of the
+    robust centre (:func:`_robust_scatter` on every k-th point, at most about
+    ``_ROBUST_SAMPLE`` of them), or None when no point is farther (or the robust scatter
+    is undefined, or too few points would remain)."""
+    n, d = x.shape
+    step = -(-n // _ROBUST_SAMPLE)
+    try:
+        with np.errstate(all="ignore"):
+            fit = _robust_scatter(x[::step], w[::step])
+    except np.linalg.LinAlgError:
+        return None
+    if fit is None:
+        return None
+    mu, a = fit
+    e = _times(x - mu, a)
+    far = np.einsum("ij,ij->i", e, e) > _FAR * _FAR
+    if not far.any() or np.count_nonzero(~far) < d + 2:
+        return None
+    return ~far
+
+
+def _gaps(v: np.ndarray, gamma: float):
+    """The gaps wider than ``gamma`` between the sorted values of ``v``: (left ends,
+    right ends) in increasing order, or None. A first pass counts the values in cells of
+    width at most gamma/4 over their range (any such gap empties a whole cell, with a
+    cell to spare on each side for rounding): when every cell is occupied there is no
+    gap and no sort."""
+    lo, hi = float(v.min()), float(v.max())
+    if not hi - lo > gamma:
+        return None
+    cells = math.ceil(4.0 * (hi - lo) / gamma)
+    if cells <= 4 * v.size + 64:
+        k = ((v - lo) * (cells / (hi - lo))).astype(np.intp)
+        np.clip(k, 0, cells - 1, out=k)
+        if np.bincount(k, minlength=cells).all():
+            return None
+    s = np.sort(v)
+    j = np.flatnonzero(np.diff(s) > gamma)
+    if j.size == 0:
+        return None
+    return s[j], s[j + 1]
+
+
+def _compress(z: np.ndarray, w: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+    """Pack the data's far-apart parts next to each other, keeping every difference that
+    a kernel of reach ``gamma[i]`` along axis i can see. Recursively: a group of points
+    (at first all of them) is split at the gaps wider than gamma[ax] of its projection on
+    one axis ax; along ax each gap is shortened to exactly gamma[ax] (the heaviest part
+    stays where it is, so the bulk's coordinates are unchanged bit for bit); along every
+    other axis each part is moved to be centred on the heaviest part, but no farther than
+    the group's own bounding box allows. Parts of a group then stay at least gamma[ax]
+    apart along ax, and inside the group's box, which keeps them apart from the group's
+    siblings; each part is then checked the same way on the other axes, until no part has
+    such a gap. Differences within a part are kept exactly. Returns ``z`` itself when
+    there is no such gap, else a compressed copy."""
+    n, d = z.shape
+    out = None
+    stack = [(np.arange(n), -1)]
+    while stack:
+        rows, skip = stack.pop()
+        cur = z if out is None else out
+        for ax in range(d):
+            if ax == skip:
+                continue
+            col = cur[rows, ax]
+            cut = _gaps(col, float(gamma[ax]))
+            if cut is None:
+                continue
+            left, right = cut
+            cum = np.concatenate(([0.0], np.cumsum((right - left) - gamma[ax])))
+            seg = np.searchsorted(right, col, side="right")
+            heavy = int(np.argmax(np.bincount(seg, w[rows], minlength=cum.size)))
+            if out is None:
+                out = z.copy()
+            box = out[rows]
+            glo, ghi = box.min(0), box.max(0)
+            out[rows, ax] = col - (cum[seg] - cum[heavy])
+            order = np.argsort(seg, kind="stable")
+            parts = np.split(rows[order], np.searchsorted(seg[order], np.arange(1, cum.size)))
+            sub = out[parts[heavy]]
+            centre = 0.5 * (sub.min(0) + sub.max(0))
+            for k, part in enumerate(parts):
+                if k != heavy:
+                    p = out[part]
+                    plo, phi = p.min(0), p.max(0)
+                    half = 0.5 * (phi - plo)
+                    mid = np.clip(centre, glo + half, ghi - half)
+                    shift = mid - 0.5 * (plo + phi)
+                    shift[ax] = 0.0
+                    out[part] = p + shift
+                if part.size >= 2:
+                    stack.append((part, ax))
+            break
+    return z if out is None else out
 
 
 def select_matrix(
@@ -492,21 +673,44 @@ def select_matrix(
         )
     if not np.all(np.isfinite(x)):
         raise ValueError(f"bandwidth={method!r} needs finite data")
+    # Points of zero weight take no part in any sum: leave them out (they would only
+    # stretch the bins).
+    pos = w > 0
+    if not pos.all():
+        x, w = x[pos], w[pos]
     # Exact power-of-two scaling so that the covariance cannot overflow or underflow.
     big = float(np.max(np.abs(x)))
     scale = 2.0 ** math.frexp(big)[1] if big > 0 else 1.0
     w = w / w.sum()
     if neff is None:
         neff = float(1.0 / np.dot(w, w))
-    z, t = _canonical(x / scale, w, method)
-    sums = _PairSums(z, w)
+    x = x / scale
+    z, t = _canonical(x, w, method, _core_mask(x, w))
     # Stage one: ψ̂₆ with the normal-scale pilot (Σ̂ = I in these coordinates).
     g6 = (2 ** (d / 2 + 5) / ((d + 6) * neff)) ** (2 / (d + 8)) * np.eye(d)
+    g_ns = (4 / (neff * (d + 4))) ** (2 / (d + 6)) * np.eye(d)
+    h_ns = (4 / ((d + 2) * neff)) ** (2 / (d + 4)) * np.eye(d)
+    # Gaps wider than the kernels' reach are shortened to it (module docstring): the
+    # widest kernels are G₆ and, for SCV, G₄ + 4H; start from their normal-scale values
+    # and widen once more if the selected ones reach farther.
+    need = np.maximum(np.diag(g6), np.diag(g_ns + 4 * h_ns))
+    for _attempt in range(3):
+        zc = _compress(z, w, _REACH * np.sqrt(need))
+        h, reach = _select(zc, w, g6, g_ns, h_ns, neff, method, d)
+        if zc is z or np.all(reach <= need * (1 + 1e-12)):
+            break
+        need = np.maximum(need, reach)
+    out = (t @ h @ t.T) * scale**2
+    return 0.5 * (out + out.T)
+
+
+def _select(z, w, g6, g_ns, h_ns, neff, method, d):
+    """Stages one and two and the final minimisation on canonical (compressed) data z.
+    Returns H in these coordinates and the largest kernel variance per axis it used."""
+    sums = _PairSums(z, w)
     psi6 = sums.deriv_tensor(g6, 6)
     # Stage two: the unconstrained pilot for ψ₄.
-    g_ns = (4 / (neff * (d + 4))) ** (2 / (d + 6)) * np.eye(d)
     g4 = _minimise_pd(lambda g: _pilot_bias_norm(g, psi6, neff), g_ns)
-    h_ns = (4 / ((d + 2) * neff)) ** (2 / (d + 4)) * np.eye(d)
     psi4 = sums.deriv_tensor(g4, 4)
     form = _vech_form(psi4)
     if not np.linalg.eigvalsh(form).min() > 0:
@@ -516,7 +720,9 @@ def select_matrix(
             "'scott', 'silverman' or a bandwidth matrix"
         )
     h = minimise_amise(psi4, neff, h_ns)
+    reach = np.maximum(np.diag(g6), np.diag(g4))
     if method == "scv":
+        reach = np.maximum(reach, np.diag(g4 + 4 * h))
         g = 0.5 * g4
         # The SCV kernels are at least as wide as φ_{2G}: bins of a fifth of its smallest
         # standard deviation suffice (with the blur correction) and keep the sums short.
@@ -532,8 +738,7 @@ def select_matrix(
         ev = np.linalg.eigvalsh(hs) if np.all(np.isfinite(hs)) else np.array([np.inf])
         if ev.min() > 0 and ev.max() <= 4.0 * _oversmoothed(d, neff):
             h = hs
-    out = (t @ h @ t.T) * scale**2
-    return 0.5 * (out + out.T)
+    return h, reach
 
 
 def _oversmoothed(d: int, neff: float) -> float:
