@@ -284,9 +284,12 @@ class _PairSums:
     """Linearly binned data and the bins' autocorrelation: S(K) = Σ_ab w_a w_b K(z_a − z_b)
     as Σ_k A(k)·K(kδ)."""
 
-    def __init__(self, z: np.ndarray, w: np.ndarray, m: int | None = None):
+    def __init__(self, z: np.ndarray, w: np.ndarray, m: int | None = None, extra=None):
         n, d = z.shape
         self.d = d
+        # Pairs summed exactly instead of binned (the small far parts of :func:`_compress`):
+        # differences (M, d) and weight products (M,), or None.
+        self.extra = extra
         m = _BINS[d] if m is None else m
         lo, hi = z.min(0), z.max(0)
         span = np.maximum(hi - lo, 1e-300)
@@ -382,7 +385,7 @@ class _PairSums:
         om, v = self.spectrum(c, reach=9.0)
         if om.shape[0] >= self.box_size(g, _REACH):
             offs, a = self.box(g)
-            return _gauss_deriv_tensor(offs, a, c, r)
+            return _gauss_deriv_tensor(offs, a, c, r) + self._extra_tensor(g, r)
         e = v * np.exp(-0.5 * np.einsum("ki,ij,kj->k", om, c, om)) * (-1) ** (r // 2)
         d = self.d
         vals = {}
@@ -394,7 +397,26 @@ class _PairSums:
         ten = np.empty((d,) * r)
         for t in _tuples(d, r):
             ten[t] = vals[tuple(sorted(t))]
-        return ten
+        return ten + self._extra_tensor(g, r)
+
+    def _extra_tensor(self, g: np.ndarray, r: int):
+        if self.extra is None:
+            return 0.0
+        return _gauss_deriv_tensor(self.extra[0], self.extra[1], g, r)
+
+    def extra_phi(self, cov: np.ndarray):
+        """Σ_j v_j φ_Σ(d_j) over the exact pairs and its derivative in Σ (heat equation:
+        ½(Σ⁻¹MΣ⁻¹ − S·Σ⁻¹), M = Σ_j v_j φ_Σ(d_j) d_j d_jᵀ)."""
+        d = self.d
+        if self.extra is None:
+            return 0.0, np.zeros((d, d))
+        offs, vals = self.extra
+        ci = np.linalg.inv(cov)
+        norm = (2 * math.pi) ** (-d / 2) / math.sqrt(np.linalg.det(cov))
+        e = vals * np.exp(-0.5 * np.einsum("ki,ij,kj->k", offs, ci, offs)) * norm
+        val = float(np.sum(e))
+        mom = (offs * e[:, None]).T @ offs
+        return val, 0.5 * (ci @ mom @ ci - val * ci)
 
 
 def _fft_size(n: int) -> int:
@@ -510,9 +532,9 @@ def _weighted_median(v: np.ndarray, w: np.ndarray) -> float:
 def _robust_scatter(x: np.ndarray, w: np.ndarray, max_iter: int = 200):
     """A robust centre μ and a matrix A with (x − μ)·A of unit robust scale: in 1-D the
     weighted median and MAD; in 2-D/3-D the Hettmansperger–Randles (2002) location and
-    Tyler shape (affine equivariant, breakdown point 1/(d+1)) iterated from the weighted
-    mean and covariance, scaled by the median squared Mahalanobis distance over the χ²_d
-    median. Returns None when the scale is zero or the iteration fails."""
+    Tyler shape (affine equivariant, breakdown point 1/(d+1)) iterated to convergence,
+    scaled by the median squared Mahalanobis distance over the χ²_d median. Returns None
+    when a scale is zero or the iteration fails."""
     n, d = x.shape
     w = w / w.sum()
     if d == 1:
@@ -521,9 +543,15 @@ def _robust_scatter(x: np.ndarray, w: np.ndarray, max_iter: int = 200):
         if not (s > 0 and math.isfinite(s)):
             return None
         return np.array([mu]), np.array([[1.0 / s]])
-    mu = w @ x
-    xc = x - mu
-    v = (xc * w[:, None]).T @ xc
+    # Start from the coordinatewise medians and MADs: the plain covariance is swamped
+    # (numerically rank-deficient) when a point is 1e12 times farther than the bulk's
+    # scale. The iteration's fixed point does not depend on the start, so the result is
+    # affine equivariant to the convergence tolerance.
+    mu = np.array([_weighted_median(x[:, j], w) for j in range(d)])
+    mad = np.array([_weighted_median(np.abs(x[:, j] - mu[j]), w) for j in range(d)])
+    if not np.all(mad > 0):
+        return None
+    v = np.diag(mad * mad)
     tiny = np.finfo(float).tiny
     for _ in range(max_iter):
         lo = np.linalg.cholesky(v)
@@ -594,7 +622,13 @@ def _gaps(v: np.ndarray, gamma: float):
     return s[j], s[j + 1]
 
 
-def _compress(z: np.ndarray, w: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+#: Parts of at most this many points that the packing isolates are summed exactly
+#: (their k² pairs) instead of binned, so that any number of far points costs the grid
+#: nothing.
+_LOOSE = 8
+
+
+def _compress(z: np.ndarray, w: np.ndarray, gamma: np.ndarray):
     """Pack the data's far-apart parts next to each other, keeping every difference that
     a kernel of reach ``gamma[i]`` along axis i can see. Recursively: a group of points
     (at first all of them) is split at the gaps wider than gamma[ax] of its projection on
@@ -604,10 +638,16 @@ def _compress(z: np.ndarray, w: np.ndarray, gamma: np.ndarray) -> np.ndarray:
     the group's own bounding box allows. Parts of a group then stay at least gamma[ax]
     apart along ax, and inside the group's box, which keeps them apart from the group's
     siblings; each part is then checked the same way on the other axes, until no part has
-    such a gap. Differences within a part are kept exactly. Returns ``z`` itself when
-    there is no such gap, else a compressed copy."""
+    such a gap. Differences within a part are kept exactly. A part of at most ``_LOOSE``
+    points (other than the heaviest) leaves the grid: its ordered pairs (self-pairs
+    included) are returned for exact summation.
+
+    Returns (z, w, None) when there is no such gap, else the packed points that stay on
+    the grid, their weights, and (differences, weight products) of the loose parts' pairs
+    (or None)."""
     n, d = z.shape
     out = None
+    loose = []
     stack = [(np.arange(n), -1)]
     while stack:
         rows, skip = stack.pop()
@@ -634,6 +674,9 @@ def _compress(z: np.ndarray, w: np.ndarray, gamma: np.ndarray) -> np.ndarray:
             centre = 0.5 * (sub.min(0) + sub.max(0))
             for k, part in enumerate(parts):
                 if k != heavy:
+                    if part.size <= _LOOSE:
+                        loose.append(part)
+                        continue
                     p = out[part]
                     plo, phi = p.min(0), p.max(0)
                     half = 0.5 * (phi - plo)
@@ -644,7 +687,18 @@ def _compress(z: np.ndarray, w: np.ndarray, gamma: np.ndarray) -> np.ndarray:
                 if part.size >= 2:
                     stack.append((part, ax))
             break
-    return z if out is None else out
+    if out is None:
+        return z, w, None
+    if not loose:
+        return out, w, None
+    keep = np.ones(n, dtype=bool)
+    offs, vals = [], []
+    for part in loose:
+        keep[part] = False
+        p = z[part]
+        offs.append((p[:, None, :] - p[None, :, :]).reshape(-1, d))
+        vals.append((w[part][:, None] * w[part][None, :]).ravel())
+    return out[keep], w[keep], (np.concatenate(offs), np.concatenate(vals))
 
 
 def select_matrix(
@@ -695,8 +749,8 @@ def select_matrix(
     # and widen once more if the selected ones reach farther.
     need = np.maximum(np.diag(g6), np.diag(g_ns + 4 * h_ns))
     for _attempt in range(3):
-        zc = _compress(z, w, _REACH * np.sqrt(need))
-        h, reach = _select(zc, w, g6, g_ns, h_ns, neff, method, d)
+        zc, wc, extra = _compress(z, w, _REACH * np.sqrt(need))
+        h, reach = _select(zc, wc, extra, g6, g_ns, h_ns, neff, method, d)
         if zc is z or np.all(reach <= need * (1 + 1e-12)):
             break
         need = np.maximum(need, reach)
@@ -704,10 +758,11 @@ def select_matrix(
     return 0.5 * (out + out.T)
 
 
-def _select(z, w, g6, g_ns, h_ns, neff, method, d):
-    """Stages one and two and the final minimisation on canonical (compressed) data z.
-    Returns H in these coordinates and the largest kernel variance per axis it used."""
-    sums = _PairSums(z, w)
+def _select(z, w, extra, g6, g_ns, h_ns, neff, method, d):
+    """Stages one and two and the final minimisation on canonical (compressed) data z
+    (plus the exactly summed pairs ``extra``). Returns H in these coordinates and the
+    largest kernel variance per axis it used."""
+    sums = _PairSums(z, w, extra=extra)
     psi6 = sums.deriv_tensor(g6, 6)
     # Stage two: the unconstrained pilot for ψ₄.
     g4 = _minimise_pd(lambda g: _pilot_bias_norm(g, psi6, neff), g_ns)
@@ -730,7 +785,7 @@ def _select(z, w, g6, g_ns, h_ns, neff, method, d):
         m = int(
             min(_BINS[d], max(32, math.ceil(float(np.max(sums.delta)) * (sums.m - 3) * 5 / sd) + 3))
         )
-        hs = _scv(sums if m >= sums.m else _PairSums(z, w, m), g, neff, h)
+        hs = _scv(sums if m >= sums.m else _PairSums(z, w, m, extra), g, neff, h)
         # With very few points the SCV criterion can decrease without bound in H. A result
         # beyond 4× Terrell's maximal smoothing bound (which bounds the scalar rule
         # h²·Σ̂; 4× leaves room for the directions of a full H) is such a run-away: the
@@ -800,16 +855,17 @@ def _scv_criterion(sums: _PairSums, g: np.ndarray, neff: float, start: np.ndarra
 
     def s_phi(cov):
         c = sums.corrected(cov)
+        xv, xg = sums.extra_phi(cov)
         if freq:
             q = (mult * np.array([c[i, j] for i, j in pidx])) @ prods
             e = a * np.exp(-0.5 * q)
-            return float(np.sum(e)), -0.5 * moments(e)
+            return float(np.sum(e)) + xv, -0.5 * moments(e) + xg
         ci = np.linalg.inv(c)
         q = (mult * np.array([ci[i, j] for i, j in pidx])) @ prods
         norm = (2 * math.pi) ** (-d / 2) / math.sqrt(np.linalg.det(c))
         e = a * np.exp(-0.5 * q) * norm
         val = float(np.sum(e))
-        return val, 0.5 * (ci @ moments(e) @ ci - val * ci)
+        return val + xv, 0.5 * (ci @ moments(e) @ ci - val * ci) + xg
 
     def fg(p):
         lo = np.zeros((d, d))
