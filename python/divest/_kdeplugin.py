@@ -648,35 +648,45 @@ def _compress(z: np.ndarray, w: np.ndarray, gamma: np.ndarray):
     n, d = z.shape
     out = None
     loose = []
-    stack = [(np.arange(n), -1)]
+    stack = [(None, -1)]  # None: all rows (no indexing copies for the first split)
     while stack:
         rows, skip = stack.pop()
         cur = z if out is None else out
         for ax in range(d):
             if ax == skip:
                 continue
-            col = cur[rows, ax]
+            col = cur[:, ax] if rows is None else cur[rows, ax]
             cut = _gaps(col, float(gamma[ax]))
             if cut is None:
                 continue
             left, right = cut
             cum = np.concatenate(([0.0], np.cumsum((right - left) - gamma[ax])))
             seg = np.searchsorted(right, col, side="right")
-            heavy = int(np.argmax(np.bincount(seg, w[rows], minlength=cum.size)))
+            wr = w if rows is None else w[rows]
+            heavy = int(np.argmax(np.bincount(seg, wr, minlength=cum.size)))
             if out is None:
                 out = z.copy()
-            box = out[rows]
-            glo, ghi = box.min(0), box.max(0)
+            if rows is None:  # the whole data: no box to stay in
+                rows = np.arange(n)
+                glo, ghi = np.full(d, -np.inf), np.full(d, np.inf)
+            else:
+                box = out[rows]
+                glo, ghi = box.min(0), box.max(0)
             out[rows, ax] = col - (cum[seg] - cum[heavy])
-            order = np.argsort(seg, kind="stable")
-            parts = np.split(rows[order], np.searchsorted(seg[order], np.arange(1, cum.size)))
-            sub = out[parts[heavy]]
-            centre = 0.5 * (sub.min(0) + sub.max(0))
+            if cum.size <= 16:
+                parts = [rows[seg == k] for k in range(cum.size)]
+            else:
+                order = np.argsort(seg, kind="stable")
+                parts = np.split(rows[order], np.searchsorted(seg[order], np.arange(1, cum.size)))
+            centre = None
             for k, part in enumerate(parts):
                 if k != heavy:
                     if part.size <= _LOOSE:
                         loose.append(part)
                         continue
+                    if centre is None:
+                        sub = out[parts[heavy]]
+                        centre = 0.5 * (sub.min(0) + sub.max(0))
                     p = out[part]
                     plo, phi = p.min(0), p.max(0)
                     half = 0.5 * (phi - plo)
