@@ -755,9 +755,10 @@ def select_matrix(
     g_ns = (4 / (neff * (d + 4))) ** (2 / (d + 6)) * np.eye(d)
     h_ns = (4 / ((d + 2) * neff)) ** (2 / (d + 4)) * np.eye(d)
     # Gaps wider than the kernels' reach are shortened to it (module docstring): the
-    # widest kernels are G₆ and, for SCV, G₄ + 4H; start from their normal-scale values
-    # and widen once more if the selected ones reach farther.
-    need = np.maximum(np.diag(g6), np.diag(g_ns + 4 * h_ns))
+    # widest kernels are G₆ and, for SCV, G₄ + 4H; start from twice their normal-scale
+    # variances and widen if the selected ones reach farther still (then the selection
+    # runs again).
+    need = 2.0 * np.maximum(np.diag(g6), np.diag(g_ns + 4 * h_ns))
     for _attempt in range(3):
         zc, wc, extra = _compress(z, w, _REACH * np.sqrt(need))
         h, reach = _select(zc, wc, extra, g6, g_ns, h_ns, neff, method, d)
