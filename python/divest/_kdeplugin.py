@@ -12,7 +12,8 @@ with ψ₄ the tensor of fourth-order functionals ψ_ijkl = ∫ f ∂_ijkl f (Wa
 ch. 4). Both selectors estimate what they need from the data with pilot bandwidth matrices
 G that are full (unconstrained), not multiples of the identity:
 
-1. Pre-transform: the data are centred and sphered by their weighted covariance, then
+1. Pre-transform: the data are centred and sphered by their weighted covariance (of the
+   points that are not far outliers, below), then
    rotated to the principal axes of the fourth-moment matrix Σ_a w_a |z_a|² z_a z_aᵀ. The
    rotation makes the coordinates canonical (unique up to sign and order, to which the
    binning below is indifferent), so the selector is affine equivariant to rounding:
@@ -31,6 +32,35 @@ G that are full (unconstrained), not multiples of the identity:
    SCV(H) = R(K)/(n|H|^½) + S(φ_{2H+2G} − 2φ_{H+2G} + φ_{2G}) with G = G₄/2, the SCV pilot
    of Chacón and Duong (2011) (its bias criterion is the plug-in's at 2G).
 6. H is mapped back to data units.
+
+Far outliers. Two things let one far point wreck the selection, and both are handled:
+
+* The normal-scale stage uses the covariance, which a far point inflates (a point 10⁶
+  standard deviations out multiplies it by about 10¹²/n along its direction). The points
+  farther than 10 robust standard deviations from a robust centre are left out of the
+  pre-transform's mean, covariance and fourth moments (``_core_mask``). The robust centre
+  and scatter are the weighted median and MAD in 1-D and, in 2-D/3-D, the
+  Hettmansperger–Randles location with Tyler's shape (affine equivariant, breakdown
+  point 1/(d+1)), scaled by the median squared Mahalanobis distance over the χ²_d median,
+  computed on every k-th point (at most about 10⁴). No normal sample reaches 10 robust
+  standard deviations, so such data keep the plain covariance and the old H bit for bit.
+  On a Cauchy sample (n = 2·10⁴) the plug-in's h is 1.10× the AMISE-optimal one (with the
+  plain covariance: 6.6 to 25×); on t₂ 1.02 to 1.04× (was 1.06 to 1.08×). Silverman's
+  per-axis min(sd, IQR/1.349) was not used: it is not affine equivariant.
+* The bins span the data. But ψ̂_r and the SCV sums are pair sums, and pairs farther
+  apart than the kernels' reach (7 standard deviations along some axis) add nothing but
+  their self-pairs, which count wherever the points are. So gaps of the data wider than
+  that reach are shortened to exactly it before binning (``_compress``), recursively per
+  axis in 2-D/3-D, and parts of at most 8 points that end up isolated are summed
+  exactly (their k² pairs) instead of binned. The sums are then those of one huge grid
+  with the same spacing, at the cost of the data's actual extent. The reach is set from
+  twice the normal-scale pilots' variances and widened (selection rerun) if the chosen
+  pilots reach farther.
+
+With one point at 10², 10⁴, 10⁶ or 10¹² the plug-in and SCV matrices stay within 1e-4 of
+those without it (2-D normal, n = 2·10⁴; on the previous code H[0,0] grew 35× at 10⁴ and
+2.8·10⁵× at 10⁶). Not handled: a far cluster holding more than about 1/(d+1) of the
+weight, whose distance then enters the robust scatter.
 
 Minimisations run over the log-Cholesky parameters of the matrix (always positive
 definite) with a Nelder–Mead search in NumPy. Weighted data use weighted moments and

@@ -23,7 +23,9 @@ def _cauchy_amise(n: int) -> float:
     with R(f″) = ∫ ((6x² − 2)/(π(1 + x²)³))² dx by the trapezoid rule (tails below 1e-15)."""
     x = np.linspace(-200.0, 200.0, 800_001)
     f2 = (6 * x * x - 2) / (math.pi * (1 + x * x) ** 3)
-    rf = float(np.trapezoid(f2 * f2, x)) if hasattr(np, "trapezoid") else float(np.trapz(f2 * f2, x))
+    rf = (
+        float(np.trapezoid(f2 * f2, x)) if hasattr(np, "trapezoid") else float(np.trapz(f2 * f2, x))
+    )
     return (1 / (2 * math.sqrt(math.pi)) / (n * rf)) ** 0.2
 
 
