@@ -349,4 +349,30 @@ mod tests {
         assert!((h2 / h1 - 7.0).abs() < 1e-9 * 7.0, "{h1} {h2}");
         assert!(h1 > 0.0 && h1 < 1.0);
     }
+
+    #[test]
+    fn isj_ignores_far_points() {
+        let stop = AtomicBool::new(false);
+        let mut g = Lcg::new(7);
+        let x: Vec<f64> = (0..5000).map(|_| g.unit_sum(4)).collect();
+        let (mn, mx) = x
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        // no gap wider than the reach: the usual path
+        assert!(!solve(&x, None, mn, mx, 5000.0, &stop).unwrap().maybe_gap);
+        let h0 = isj_1d_opt(&x, None, 5000.0, &stop).unwrap();
+        for far in [1e3, 1e8, -1e15] {
+            let mut y = x.clone();
+            y.push(far);
+            let h = isj_1d_opt(&y, None, 5001.0, &stop).unwrap();
+            assert!((h / h0 - 1.0).abs() < 2e-3, "{far}: {h} {h0}");
+            // weighted, and a far point of zero weight changes nothing
+            let mut w = vec![1.0; y.len()];
+            w[5000] = 0.0;
+            let hw = isj_1d(&y, &w, 5000.0, &stop).unwrap();
+            assert!((hw / h0 - 1.0).abs() < 1e-12, "{far}: {hw} {h0}");
+        }
+    }
 }
