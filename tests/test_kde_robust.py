@@ -96,13 +96,13 @@ def isj_direct(groups, cross=True):
     while f(4 * t) < 0:
         t *= 4
     a, b = math.log(t), math.log(4 * t)
-    for _ in range(45):
+    for _ in range(36):
         m = 0.5 * (a + b)
         a, b = (m, b) if f(math.exp(m)) < 0 else (a, m)
     return math.sqrt(math.exp(0.5 * (a + b)))
 
 
-@pytest.mark.parametrize("sd", [0.01, 0.3])
+@pytest.mark.parametrize("sd", [0.01])
 def test_isj_far_cluster_against_direct_sums(sd):
     # A far cluster of 1 % of the points: its own pairs count. The oracle sums the
     # functionals directly within each cluster (free space, no binning).
@@ -130,7 +130,7 @@ def _bulk(d, n, seed):
 @pytest.mark.parametrize("method", ["plugin", "scv"])
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_plugin_scv_far_outliers(method, d):
-    n = 4000 if d < 3 else 3000
+    n = 4000 if d < 3 else 2000
     x = _bulk(d, n, seed=d)
     h0 = divest.KDE(x, bandwidth=method).bandwidth
     rng = np.random.default_rng(10 + d)
