@@ -22,7 +22,7 @@ def rel(a, b):
 # --- ISJ --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("far", FAR)
+@pytest.mark.parametrize("far", FAR + [1e20, 1e300])
 def test_isj_one_far_outlier(far):
     z = np.random.default_rng(1).standard_normal(20000)
     h0 = divest.isj_bandwidth(z)

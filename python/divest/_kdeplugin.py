@@ -690,10 +690,10 @@ def _compress(z: np.ndarray, w: np.ndarray, gamma: np.ndarray):
             if cut is None:
                 continue
             left, right = cut
-            cum = np.concatenate(([0.0], np.cumsum((right - left) - gamma[ax])))
+            nparts = right.size + 1
             seg = np.searchsorted(right, col, side="right")
             wr = w if rows is None else w[rows]
-            heavy = int(np.argmax(np.bincount(seg, wr, minlength=cum.size)))
+            heavy = int(np.argmax(np.bincount(seg, wr, minlength=nparts)))
             if out is None:
                 out = z.copy()
             if rows is None:  # the whole data: no box to stay in
@@ -702,12 +702,20 @@ def _compress(z: np.ndarray, w: np.ndarray, gamma: np.ndarray):
             else:
                 box = out[rows]
                 glo, ghi = box.min(0), box.max(0)
-            out[rows, ax] = col - (cum[seg] - cum[heavy])
-            if cum.size <= 16:
-                parts = [rows[seg == k] for k in range(cum.size)]
+            # Each part keeps its differences; its new minimum is placed from the heavy
+            # part outwards (gaps of gamma), not by subtracting the cumulative excess: a
+            # part 1e20 away would otherwise land wherever that difference rounds to.
+            pmin = np.concatenate(([col.min()], right))
+            step = np.concatenate((left, [col.max()])) - pmin + gamma[ax]  # extent + gap
+            newmin = np.empty(nparts)
+            newmin[heavy:] = pmin[heavy] + np.concatenate(([0.0], np.cumsum(step[heavy:-1])))
+            newmin[:heavy] = pmin[heavy] - np.cumsum(step[:heavy][::-1])[::-1]
+            out[rows, ax] = np.where(seg == heavy, col, newmin[seg] + (col - pmin[seg]))
+            if nparts <= 16:
+                parts = [rows[seg == k] for k in range(nparts)]
             else:
                 order = np.argsort(seg, kind="stable")
-                parts = np.split(rows[order], np.searchsorted(seg[order], np.arange(1, cum.size)))
+                parts = np.split(rows[order], np.searchsorted(seg[order], np.arange(1, nparts)))
             centre = None
             for k, part in enumerate(parts):
                 if k != heavy:

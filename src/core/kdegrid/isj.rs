@@ -14,9 +14,10 @@
 //! interval until the bulk sits in a few cells. After the usual solve, if the bins show a
 //! gap wider than the reach ρ = 9·√(2τ_max) of the widest stage kernel at the root (or the
 //! cells are too coarse to rule one out), the data are sorted, every gap wider than γ = ρ
-//! is shortened to exactly γ (the heaviest piece stays put), and the solve is repeated on
-//! the packed data, with γ updated to the new reach until it settles (at most
-//! [`MAX_PACK`] rounds). Packing keeps every pair difference that a stage kernel sees,
+//! is shortened to exactly γ (the heaviest piece stays put, the others are placed from it
+//! outwards), and the solve is repeated on the packed data, with γ updated to the new
+//! reach (capped by the heaviest piece's extent) until it settles (at most [`MAX_PACK`]
+//! rounds). Packing keeps every pair difference that a stage kernel sees,
 //! at the cost of the data's actual extent. Data without such a gap take the usual path
 //! unchanged, bit for bit.
 
@@ -36,7 +37,7 @@ pub const ISJ_BINS: usize = 1 << 14;
 const ISJ_REACH: f64 = 9.0;
 
 /// Most rounds of packing the data's gaps (module docs).
-const MAX_PACK: usize = 10;
+const MAX_PACK: usize = 16;
 
 /// Σ_k k^{2s} a2_k e^{−k²π²t}, with e^{−k²c} by an exact-to-rounding product recurrence.
 fn weighted_sum(a2: &[f64], s: i32, t: f64) -> f64 {
@@ -226,36 +227,51 @@ fn packed(
     let (xs, ws) = sort_weighted(x, w, stop)?;
     let m = xs.len();
     let mut xp = try_vec(m, 0.0f64, "data")?;
+    let mut starts: Vec<usize> = Vec::new();
     let mut gamma = first.reach;
     let mut last = first.h;
     let mut best = None;
     for _ in 0..MAX_PACK {
         check_stop(stop)?;
-        // Shorten every gap wider than gamma to gamma; the heaviest piece stays put. xp
-        // first holds each point's shift, then the packed coordinate x − (shift − the
-        // heavy piece's shift) in one rounding (the heavy piece keeps its bits).
-        let mut shift = 0.0;
-        let (mut piece_w, mut heavy_w, mut heavy_shift) = (0.0, -1.0, 0.0);
-        xp[0] = 0.0;
+        // Shorten every gap wider than gamma to gamma; the heaviest piece stays put (its
+        // bits unchanged). Each piece keeps its differences; its new start is placed from
+        // the heaviest piece outwards, not by subtracting the cumulative excess (a piece
+        // 1e20 away would land wherever that difference rounds to).
+        starts.clear();
+        starts.push(0);
         for i in 1..m {
-            let gap = xs[i] - xs[i - 1];
-            piece_w += ws[i - 1];
-            if gap > gamma {
-                if piece_w > heavy_w {
-                    (heavy_w, heavy_shift) = (piece_w, shift);
-                }
-                piece_w = 0.0;
-                shift += gap - gamma;
+            if xs[i] - xs[i - 1] > gamma {
+                starts.push(i);
             }
-            xp[i] = shift;
         }
-        piece_w += ws[m - 1];
-        if piece_w > heavy_w {
-            heavy_shift = shift;
+        starts.push(m);
+        let pieces = starts.len() - 1;
+        let mass = |k: usize| ws[starts[k]..starts[k + 1]].iter().sum::<f64>();
+        let mut heavy = 0;
+        let mut heavy_w = mass(0);
+        for k in 1..pieces {
+            let wk = mass(k);
+            if wk > heavy_w {
+                (heavy, heavy_w) = (k, wk);
+            }
         }
-        for (v, &xi) in xp.iter_mut().zip(&xs) {
-            *v = xi - (*v - heavy_shift);
+        let extent = |k: usize| xs[starts[k + 1] - 1] - xs[starts[k]];
+        let mut place = |k: usize, at: f64| {
+            for i in starts[k]..starts[k + 1] {
+                xp[i] = at + (xs[i] - xs[starts[k]]);
+            }
+        };
+        let mut at = xs[starts[heavy]];
+        for k in heavy + 1..pieces {
+            at += extent(k - 1) + gamma;
+            place(k, at);
         }
+        at = xs[starts[heavy]];
+        for k in (0..heavy).rev() {
+            at -= gamma + extent(k);
+            place(k, at);
+        }
+        xp[starts[heavy]..starts[heavy + 1]].copy_from_slice(&xs[starts[heavy]..starts[heavy + 1]]);
         let got = solve(&xp, Some(&ws), xp[0], xp[m - 1], neff, stop)?;
         last = got.h;
         if got.reach <= gamma {
@@ -264,7 +280,16 @@ fn packed(
                 break;
             }
         }
-        gamma = got.reach;
+        // The next reach: the solve's, but no more than the heaviest piece's extent while
+        // the cells are too coarse for the solve's reach to mean much (a point 1e100 out
+        // would otherwise take a round per factor of about 10³); too small a guess shows
+        // as reach > gamma next round and is widened.
+        let ext = extent(heavy);
+        gamma = if ext > 0.0 {
+            got.reach.min(ext)
+        } else {
+            got.reach
+        };
     }
     Ok(best.unwrap_or(last))
 }
@@ -363,7 +388,7 @@ mod tests {
         // no gap wider than the reach: the usual path
         assert!(!solve(&x, None, mn, mx, 5000.0, &stop).unwrap().maybe_gap);
         let h0 = isj_1d_opt(&x, None, 5000.0, &stop).unwrap();
-        for far in [1e3, 1e8, -1e15] {
+        for far in [1e3, 1e8, -1e15, 1e300] {
             let mut y = x.clone();
             y.push(far);
             let h = isj_1d_opt(&y, None, 5001.0, &stop).unwrap();
