@@ -12,7 +12,8 @@ with ψ₄ the tensor of fourth-order functionals ψ_ijkl = ∫ f ∂_ijkl f (Wa
 ch. 4). Both selectors estimate what they need from the data with pilot bandwidth matrices
 G that are full (unconstrained), not multiples of the identity:
 
-1. Pre-transform: the data are centred and sphered by their weighted covariance, then
+1. Pre-transform: the data are centred and sphered by their weighted covariance (of the
+   points that are not far outliers, below), then
    rotated to the principal axes of the fourth-moment matrix Σ_a w_a |z_a|² z_a z_aᵀ. The
    rotation makes the coordinates canonical (unique up to sign and order, to which the
    binning below is indifferent), so the selector is affine equivariant to rounding:
@@ -31,6 +32,35 @@ G that are full (unconstrained), not multiples of the identity:
    SCV(H) = R(K)/(n|H|^½) + S(φ_{2H+2G} − 2φ_{H+2G} + φ_{2G}) with G = G₄/2, the SCV pilot
    of Chacón and Duong (2011) (its bias criterion is the plug-in's at 2G).
 6. H is mapped back to data units.
+
+Far outliers. Two things let one far point wreck the selection, and both are handled:
+
+* The normal-scale stage uses the covariance, which a far point inflates (a point 10⁶
+  standard deviations out multiplies it by about 10¹²/n along its direction). The points
+  farther than 10 robust standard deviations from a robust centre are left out of the
+  pre-transform's mean, covariance and fourth moments (``_core_mask``). The robust centre
+  and scatter are the weighted median and MAD in 1-D and, in 2-D/3-D, the
+  Hettmansperger–Randles location with Tyler's shape (affine equivariant, breakdown
+  point 1/(d+1)), scaled by the median squared Mahalanobis distance over the χ²_d median,
+  computed on every k-th point (at most about 10⁴). No normal sample reaches 10 robust
+  standard deviations, so such data keep the plain covariance and the old H bit for bit.
+  On a Cauchy sample (n = 2·10⁴) the plug-in's h is 1.10× the AMISE-optimal one (with the
+  plain covariance: 6.6 to 25×); on t₂ 1.02 to 1.04× (was 1.06 to 1.08×). Silverman's
+  per-axis min(sd, IQR/1.349) was not used: it is not affine equivariant.
+* The bins span the data. But ψ̂_r and the SCV sums are pair sums, and pairs farther
+  apart than the kernels' reach (7 standard deviations along some axis) add nothing but
+  their self-pairs, which count wherever the points are. So gaps of the data wider than
+  that reach are shortened to exactly it before binning (``_compress``), recursively per
+  axis in 2-D/3-D, and parts of at most 8 points that end up isolated are summed
+  exactly (their k² pairs) instead of binned. The sums are then those of one huge grid
+  with the same spacing, at the cost of the data's actual extent. The reach is set from
+  twice the normal-scale pilots' variances and widened (selection rerun) if the chosen
+  pilots reach farther.
+
+With one point at 10², 10⁴, 10⁶ or 10¹² the plug-in and SCV matrices stay within 1e-4 of
+those without it (2-D normal, n = 2·10⁴; on the previous code H[0,0] grew 35× at 10⁴ and
+2.8·10⁵× at 10⁶). Not handled: a far cluster holding more than about 1/(d+1) of the
+weight, whose distance then enters the robust scatter.
 
 Minimisations run over the log-Cholesky parameters of the matrix (always positive
 definite) with a Nelder–Mead search in NumPy. Weighted data use weighted moments and
@@ -284,9 +314,12 @@ class _PairSums:
     """Linearly binned data and the bins' autocorrelation: S(K) = Σ_ab w_a w_b K(z_a − z_b)
     as Σ_k A(k)·K(kδ)."""
 
-    def __init__(self, z: np.ndarray, w: np.ndarray, m: int | None = None):
+    def __init__(self, z: np.ndarray, w: np.ndarray, m: int | None = None, extra=None):
         n, d = z.shape
         self.d = d
+        # Pairs summed exactly instead of binned (the small far parts of :func:`_compress`):
+        # differences (M, d) and weight products (M,), or None.
+        self.extra = extra
         m = _BINS[d] if m is None else m
         lo, hi = z.min(0), z.max(0)
         span = np.maximum(hi - lo, 1e-300)
@@ -382,7 +415,7 @@ class _PairSums:
         om, v = self.spectrum(c, reach=9.0)
         if om.shape[0] >= self.box_size(g, _REACH):
             offs, a = self.box(g)
-            return _gauss_deriv_tensor(offs, a, c, r)
+            return _gauss_deriv_tensor(offs, a, c, r) + self._extra_tensor(g, r)
         e = v * np.exp(-0.5 * np.einsum("ki,ij,kj->k", om, c, om)) * (-1) ** (r // 2)
         d = self.d
         vals = {}
@@ -394,7 +427,26 @@ class _PairSums:
         ten = np.empty((d,) * r)
         for t in _tuples(d, r):
             ten[t] = vals[tuple(sorted(t))]
-        return ten
+        return ten + self._extra_tensor(g, r)
+
+    def _extra_tensor(self, g: np.ndarray, r: int):
+        if self.extra is None:
+            return 0.0
+        return _gauss_deriv_tensor(self.extra[0], self.extra[1], g, r)
+
+    def extra_phi(self, cov: np.ndarray):
+        """Σ_j v_j φ_Σ(d_j) over the exact pairs and its derivative in Σ (heat equation:
+        ½(Σ⁻¹MΣ⁻¹ − S·Σ⁻¹), M = Σ_j v_j φ_Σ(d_j) d_j d_jᵀ)."""
+        d = self.d
+        if self.extra is None:
+            return 0.0, np.zeros((d, d))
+        offs, vals = self.extra
+        ci = np.linalg.inv(cov)
+        norm = (2 * math.pi) ** (-d / 2) / math.sqrt(np.linalg.det(cov))
+        e = vals * np.exp(-0.5 * np.einsum("ki,ij,kj->k", offs, ci, offs)) * norm
+        val = float(np.sum(e))
+        mom = (offs * e[:, None]).T @ offs
+        return val, 0.5 * (ci @ mom @ ci - val * ci)
 
 
 def _fft_size(n: int) -> int:
@@ -437,20 +489,23 @@ def _pilot_bias_norm(g: np.ndarray, psi6: np.ndarray, neff: float) -> float:
     return float(np.sum(b * b))
 
 
-def _canonical(x: np.ndarray, w: np.ndarray, name: str):
+def _canonical(x: np.ndarray, w: np.ndarray, name: str, core: np.ndarray | None = None):
     """Centre, sphere and rotate the data (module docstring, step 1). Returns z and T with
-    x − μ = z·Tᵀ."""
+    x − μ = z·Tᵀ. With a boolean ``core`` mask (far outliers left out, :func:`_core_mask`)
+    the mean, covariance and fourth moments are those of the core points (weights
+    renormalised over them); z covers every point."""
     n, d = x.shape
-    mean = w @ x
-    xc = x - mean
-    cov = (xc * w[:, None]).T @ xc
+    xs, ws = (x, w) if core is None else (x[core], w[core] / w[core].sum())
+    mean = ws @ xs
+    xc = xs - mean
+    cov = (xc * ws[:, None]).T @ xc
     evals, evecs = np.linalg.eigh(cov)
     if not (np.all(np.isfinite(evals)) and evals.min() > 1e-12 * evals.max() > 0):
         from ._kdedegen import describe
 
         raise ValueError(
             f"bandwidth={name!r} needs data whose weighted covariance is non-singular. "
-            f"{describe(x, w)} Use KDE(..., bandwidth='scott', degenerate='hull') (the "
+            f"{describe(xs, ws)} Use KDE(..., bandwidth='scott', degenerate='hull') (the "
             "density on the data's affine hull) or degenerate='regularize', or pass a "
             "bandwidth matrix"
         )
@@ -459,11 +514,239 @@ def _canonical(x: np.ndarray, w: np.ndarray, name: str):
     z = xc @ iroot
     if d > 1:
         r2 = np.einsum("ij,ij->i", z, z)
-        m4 = (z * (w * r2)[:, None]).T @ z
+        m4 = (z * (ws * r2)[:, None]).T @ z
         _, v = np.linalg.eigh(0.5 * (m4 + m4.T))
         z = z @ v
         root = root @ v
+    if core is not None:
+        z = _times(x - mean, iroot @ v if d > 1 else iroot)
     return z, root
+
+
+# ---------------------------------------------------------------------------------------
+# Far outliers (module docstring, "Far outliers")
+
+#: Points farther than this many robust standard deviations from the robust centre
+#: (Mahalanobis distance under a robust scatter) are left out of the normal-scale stage.
+_FAR = 10.0
+#: The robust scatter is computed on at most about this many points (every k-th one).
+_ROBUST_SAMPLE = 10000
+#: Medians of the χ² distribution with 1, 2, 3 degrees of freedom (consistency at the
+#: normal: the median squared Mahalanobis distance of N(μ, Σ) under Σ).
+_CHI2_MEDIAN = {1: 0.454936423119572, 2: 1.386294361119891, 3: 2.3659738843753377}
+
+
+def _times(a: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """a @ m for (n, d) a and a small (d, d) m, written out (no BLAS call: OpenBLAS's
+    woken threads spin on small machines)."""
+    d = m.shape[0]
+    out = np.empty((a.shape[0], m.shape[1]))
+    for j in range(m.shape[1]):
+        col = a[:, 0] * m[0, j]
+        for k in range(1, d):
+            col += a[:, k] * m[k, j]
+        out[:, j] = col
+    return out
+
+
+def _weighted_median(v: np.ndarray, w: np.ndarray) -> float:
+    """The mid-point of the lower and upper weighted medians (symmetric under v → −v)."""
+    o = np.argsort(v, kind="stable")
+    vs, cw = v[o], np.cumsum(w[o])
+    half = 0.5 * cw[-1]
+    lo = vs[min(int(np.searchsorted(cw, half, side="left")), vs.size - 1)]
+    hi = vs[min(int(np.searchsorted(cw, half, side="right")), vs.size - 1)]
+    return 0.5 * (lo + hi) if cw[-1] - half > 0 else float(lo)
+
+
+def _robust_scatter(x: np.ndarray, w: np.ndarray, max_iter: int = 200):
+    """A robust centre μ and a matrix A with (x − μ)·A of unit robust scale: in 1-D the
+    weighted median and MAD; in 2-D/3-D the Hettmansperger–Randles (2002) location and
+    Tyler shape (affine equivariant, breakdown point 1/(d+1)) iterated to convergence,
+    scaled by the median squared Mahalanobis distance over the χ²_d median. Returns None
+    when a scale is zero or the iteration fails."""
+    n, d = x.shape
+    w = w / w.sum()
+    if d == 1:
+        mu = _weighted_median(x[:, 0], w)
+        s = _weighted_median(np.abs(x[:, 0] - mu), w) / math.sqrt(_CHI2_MEDIAN[1])
+        if not (s > 0 and math.isfinite(s)):
+            return None
+        return np.array([mu]), np.array([[1.0 / s]])
+    # Start from the coordinatewise medians and MADs: the plain covariance is swamped
+    # (numerically rank-deficient) when a point is 1e12 times farther than the bulk's
+    # scale. The iteration's fixed point does not depend on the start, so the result is
+    # affine equivariant to the convergence tolerance.
+    mu = np.array([_weighted_median(x[:, j], w) for j in range(d)])
+    mad = np.array([_weighted_median(np.abs(x[:, j] - mu[j]), w) for j in range(d)])
+    if not np.all(mad > 0):
+        return None
+    v = np.diag(mad * mad)
+    tiny = np.finfo(float).tiny
+    for _ in range(max_iter):
+        lo = np.linalg.cholesky(v)
+        li = np.linalg.inv(lo)
+        e = _times(x - mu, li.T)
+        r2 = np.maximum(np.einsum("ij,ij->i", e, e), tiny)
+        wr = w / np.sqrt(r2)
+        step = (wr @ e) / wr.sum()
+        m = (e * (w / r2)[:, None]).T @ e * d
+        m /= np.linalg.det(m) ** (1.0 / d)
+        mu = mu + lo @ step
+        v = lo @ m @ lo.T
+        if not np.all(np.isfinite(v)):
+            return None
+        # invariant measure of the change: the step in whitened units and m − I
+        if np.abs(m - np.eye(d)).max() + np.linalg.norm(step) < 1e-10:
+            break
+    lo = np.linalg.cholesky(v)
+    li = np.linalg.inv(lo)
+    e = _times(x - mu, li.T)
+    s2 = _weighted_median(np.einsum("ij,ij->i", e, e), w) / _CHI2_MEDIAN[d]
+    if not (s2 > 0 and math.isfinite(s2)):
+        return None
+    return mu, li.T / math.sqrt(s2)
+
+
+def _core_mask(x: np.ndarray, w: np.ndarray):
+    """Boolean mask of the points within ``_FAR`` robust standard deviations of the
+    robust centre (:func:`_robust_scatter` on every k-th point, at most about
+    ``_ROBUST_SAMPLE`` of them), or None when no point is farther (or the robust scatter
+    is undefined, or too few points would remain)."""
+    n, d = x.shape
+    step = -(-n // _ROBUST_SAMPLE)
+    try:
+        with np.errstate(all="ignore"):
+            fit = _robust_scatter(x[::step], w[::step])
+    except np.linalg.LinAlgError:
+        return None
+    if fit is None:
+        return None
+    mu, a = fit
+    e = _times(x - mu, a)
+    far = np.einsum("ij,ij->i", e, e) > _FAR * _FAR
+    if not far.any() or np.count_nonzero(~far) < d + 2:
+        return None
+    return ~far
+
+
+def _gaps(v: np.ndarray, gamma: float):
+    """The gaps wider than ``gamma`` between the sorted values of ``v``: (left ends,
+    right ends) in increasing order, or None. A first pass counts the values in cells of
+    width at most gamma/4 over their range (any such gap empties a whole cell, with a
+    cell to spare on each side for rounding): when every cell is occupied there is no
+    gap and no sort."""
+    lo, hi = float(v.min()), float(v.max())
+    if not hi - lo > gamma:
+        return None
+    cells = math.ceil(4.0 * (hi - lo) / gamma)
+    if cells <= 4 * v.size + 64:
+        k = ((v - lo) * (cells / (hi - lo))).astype(np.intp)
+        np.clip(k, 0, cells - 1, out=k)
+        if np.bincount(k, minlength=cells).all():
+            return None
+    s = np.sort(v)
+    j = np.flatnonzero(np.diff(s) > gamma)
+    if j.size == 0:
+        return None
+    return s[j], s[j + 1]
+
+
+#: Parts of at most this many points that the packing isolates are summed exactly
+#: (their k² pairs) instead of binned, so that any number of far points costs the grid
+#: nothing.
+_LOOSE = 8
+
+
+def _compress(z: np.ndarray, w: np.ndarray, gamma: np.ndarray):
+    """Pack the data's far-apart parts next to each other, keeping every difference that
+    a kernel of reach ``gamma[i]`` along axis i can see. Recursively: a group of points
+    (at first all of them) is split at the gaps wider than gamma[ax] of its projection on
+    one axis ax; along ax each gap is shortened to exactly gamma[ax] (the heaviest part
+    stays where it is, so the bulk's coordinates are unchanged bit for bit); along every
+    other axis each part is moved to be centred on the heaviest part, but no farther than
+    the group's own bounding box allows. Parts of a group then stay at least gamma[ax]
+    apart along ax, and inside the group's box, which keeps them apart from the group's
+    siblings; each part is then checked the same way on the other axes, until no part has
+    such a gap. Differences within a part are kept exactly. A part of at most ``_LOOSE``
+    points (other than the heaviest) leaves the grid: its ordered pairs (self-pairs
+    included) are returned for exact summation.
+
+    Returns (z, w, None) when there is no such gap, else the packed points that stay on
+    the grid, their weights, and (differences, weight products) of the loose parts' pairs
+    (or None)."""
+    n, d = z.shape
+    out = None
+    loose = []
+    stack = [(None, -1)]  # None: all rows (no indexing copies for the first split)
+    while stack:
+        rows, skip = stack.pop()
+        cur = z if out is None else out
+        for ax in range(d):
+            if ax == skip:
+                continue
+            col = cur[:, ax] if rows is None else cur[rows, ax]
+            cut = _gaps(col, float(gamma[ax]))
+            if cut is None:
+                continue
+            left, right = cut
+            nparts = right.size + 1
+            seg = np.searchsorted(right, col, side="right")
+            wr = w if rows is None else w[rows]
+            heavy = int(np.argmax(np.bincount(seg, wr, minlength=nparts)))
+            if out is None:
+                out = z.copy()
+            if rows is None:  # the whole data: no box to stay in
+                rows = np.arange(n)
+                glo, ghi = np.full(d, -np.inf), np.full(d, np.inf)
+            else:
+                box = out[rows]
+                glo, ghi = box.min(0), box.max(0)
+            # Each part keeps its differences; its new minimum is placed from the heavy
+            # part outwards (gaps of gamma), not by subtracting the cumulative excess: a
+            # part 1e20 away would otherwise land wherever that difference rounds to.
+            pmin = np.concatenate(([col.min()], right))
+            step = np.concatenate((left, [col.max()])) - pmin + gamma[ax]  # extent + gap
+            newmin = np.empty(nparts)
+            newmin[heavy:] = pmin[heavy] + np.concatenate(([0.0], np.cumsum(step[heavy:-1])))
+            newmin[:heavy] = pmin[heavy] - np.cumsum(step[:heavy][::-1])[::-1]
+            out[rows, ax] = np.where(seg == heavy, col, newmin[seg] + (col - pmin[seg]))
+            if nparts <= 16:
+                parts = [rows[seg == k] for k in range(nparts)]
+            else:
+                order = np.argsort(seg, kind="stable")
+                parts = np.split(rows[order], np.searchsorted(seg[order], np.arange(1, nparts)))
+            centre = None
+            for k, part in enumerate(parts):
+                if k != heavy:
+                    if part.size <= _LOOSE:
+                        loose.append(part)
+                        continue
+                    if centre is None:
+                        sub = out[parts[heavy]]
+                        centre = 0.5 * (sub.min(0) + sub.max(0))
+                    p = out[part]
+                    plo, phi = p.min(0), p.max(0)
+                    half = 0.5 * (phi - plo)
+                    mid = np.clip(centre, glo + half, ghi - half)
+                    shift = mid - 0.5 * (plo + phi)
+                    shift[ax] = 0.0
+                    out[part] = p + shift
+                if part.size >= 2:
+                    stack.append((part, ax))
+            break
+    if out is None:
+        return z, w, None
+    if not loose:
+        return out, w, None
+    keep = np.ones(n, dtype=bool)
+    offs, vals = [], []
+    for part in loose:
+        keep[part] = False
+        p = z[part]
+        offs.append((p[:, None, :] - p[None, :, :]).reshape(-1, d))
+        vals.append((w[part][:, None] * w[part][None, :]).ravel())
+    return out[keep], w[keep], (np.concatenate(offs), np.concatenate(vals))
 
 
 def select_matrix(
@@ -492,21 +775,46 @@ def select_matrix(
         )
     if not np.all(np.isfinite(x)):
         raise ValueError(f"bandwidth={method!r} needs finite data")
+    # Points of zero weight take no part in any sum: leave them out (they would only
+    # stretch the bins).
+    pos = w > 0
+    if not pos.all():
+        x, w = x[pos], w[pos]
     # Exact power-of-two scaling so that the covariance cannot overflow or underflow.
     big = float(np.max(np.abs(x)))
     scale = 2.0 ** math.frexp(big)[1] if big > 0 else 1.0
     w = w / w.sum()
     if neff is None:
         neff = float(1.0 / np.dot(w, w))
-    z, t = _canonical(x / scale, w, method)
-    sums = _PairSums(z, w)
+    x = x / scale
+    z, t = _canonical(x, w, method, _core_mask(x, w))
     # Stage one: ψ̂₆ with the normal-scale pilot (Σ̂ = I in these coordinates).
     g6 = (2 ** (d / 2 + 5) / ((d + 6) * neff)) ** (2 / (d + 8)) * np.eye(d)
+    g_ns = (4 / (neff * (d + 4))) ** (2 / (d + 6)) * np.eye(d)
+    h_ns = (4 / ((d + 2) * neff)) ** (2 / (d + 4)) * np.eye(d)
+    # Gaps wider than the kernels' reach are shortened to it (module docstring): the
+    # widest kernels are G₆ and, for SCV, G₄ + 4H; start from twice their normal-scale
+    # variances and widen if the selected ones reach farther still (then the selection
+    # runs again).
+    need = 2.0 * np.maximum(np.diag(g6), np.diag(g_ns + 4 * h_ns))
+    for _attempt in range(3):
+        zc, wc, extra = _compress(z, w, _REACH * np.sqrt(need))
+        h, reach = _select(zc, wc, extra, g6, g_ns, h_ns, neff, method, d)
+        if zc is z or np.all(reach <= need * (1 + 1e-12)):
+            break
+        need = np.maximum(need, reach)
+    out = (t @ h @ t.T) * scale**2
+    return 0.5 * (out + out.T)
+
+
+def _select(z, w, extra, g6, g_ns, h_ns, neff, method, d):
+    """Stages one and two and the final minimisation on canonical (compressed) data z
+    (plus the exactly summed pairs ``extra``). Returns H in these coordinates and the
+    largest kernel variance per axis it used."""
+    sums = _PairSums(z, w, extra=extra)
     psi6 = sums.deriv_tensor(g6, 6)
     # Stage two: the unconstrained pilot for ψ₄.
-    g_ns = (4 / (neff * (d + 4))) ** (2 / (d + 6)) * np.eye(d)
     g4 = _minimise_pd(lambda g: _pilot_bias_norm(g, psi6, neff), g_ns)
-    h_ns = (4 / ((d + 2) * neff)) ** (2 / (d + 4)) * np.eye(d)
     psi4 = sums.deriv_tensor(g4, 4)
     form = _vech_form(psi4)
     if not np.linalg.eigvalsh(form).min() > 0:
@@ -516,7 +824,9 @@ def select_matrix(
             "'scott', 'silverman' or a bandwidth matrix"
         )
     h = minimise_amise(psi4, neff, h_ns)
+    reach = np.maximum(np.diag(g6), np.diag(g4))
     if method == "scv":
+        reach = np.maximum(reach, np.diag(g4 + 4 * h))
         g = 0.5 * g4
         # The SCV kernels are at least as wide as φ_{2G}: bins of a fifth of its smallest
         # standard deviation suffice (with the blur correction) and keep the sums short.
@@ -524,7 +834,7 @@ def select_matrix(
         m = int(
             min(_BINS[d], max(32, math.ceil(float(np.max(sums.delta)) * (sums.m - 3) * 5 / sd) + 3))
         )
-        hs = _scv(sums if m >= sums.m else _PairSums(z, w, m), g, neff, h)
+        hs = _scv(sums if m >= sums.m else _PairSums(z, w, m, extra), g, neff, h)
         # With very few points the SCV criterion can decrease without bound in H. A result
         # beyond 4× Terrell's maximal smoothing bound (which bounds the scalar rule
         # h²·Σ̂; 4× leaves room for the directions of a full H) is such a run-away: the
@@ -532,8 +842,7 @@ def select_matrix(
         ev = np.linalg.eigvalsh(hs) if np.all(np.isfinite(hs)) else np.array([np.inf])
         if ev.min() > 0 and ev.max() <= 4.0 * _oversmoothed(d, neff):
             h = hs
-    out = (t @ h @ t.T) * scale**2
-    return 0.5 * (out + out.T)
+    return h, reach
 
 
 def _oversmoothed(d: int, neff: float) -> float:
@@ -595,16 +904,17 @@ def _scv_criterion(sums: _PairSums, g: np.ndarray, neff: float, start: np.ndarra
 
     def s_phi(cov):
         c = sums.corrected(cov)
+        xv, xg = sums.extra_phi(cov)
         if freq:
             q = (mult * np.array([c[i, j] for i, j in pidx])) @ prods
             e = a * np.exp(-0.5 * q)
-            return float(np.sum(e)), -0.5 * moments(e)
+            return float(np.sum(e)) + xv, -0.5 * moments(e) + xg
         ci = np.linalg.inv(c)
         q = (mult * np.array([ci[i, j] for i, j in pidx])) @ prods
         norm = (2 * math.pi) ** (-d / 2) / math.sqrt(np.linalg.det(c))
         e = a * np.exp(-0.5 * q) * norm
         val = float(np.sum(e))
-        return val, 0.5 * (ci @ moments(e) @ ci - val * ci)
+        return val + xv, 0.5 * (ci @ moments(e) @ ci - val * ci) + xg
 
     def fg(p):
         lo = np.zeros((d, d))

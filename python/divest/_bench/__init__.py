@@ -26,6 +26,7 @@ FAMILIES = [
     ("dcov", "divest._bench.dcov"),
     ("depstats", "divest._bench.depstats"),
     ("kdebw", "divest._bench.kdebw"),
+    ("kderobust", "divest._bench.kderobust"),
 ]
 
 
