@@ -25,8 +25,20 @@
 //! count, and those of equal parity run in parallel, so the bins are bit-identical for
 //! every number of threads.
 //!
+//! **Error fields in the same pass (2-D).** The Gaussian grid's error estimate
+//! (`errfield`, `divest/_kdeerr.py`) needs per point w·(2u₀ + u₀²), w·(2u₁ + u₁²) and
+//! w·u₀u₁ binned bilinearly onto a coarse lattice (r_a grid steps apart). When that
+//! lattice lines up with the bins (whole ratios r_a and offsets, containing the bin
+//! lattice, and bands at least a few coarse rows tall so that two bands that run at the
+//! same time never write the same coarse row: [`field_plan`]), [`bin_corrected_fields`]
+//! adds them in the band loop from the positions it already has, so the points are read
+//! once; otherwise (3-D, odd lattices) the fields are binned in their own pass. Either
+//! way the fields are those of `errfield::error_fields` over the binned points (to
+//! rounding; tested), bit-identical for every thread count.
+//!
 //! The diagonal-bandwidth path [`binned_nd`] then runs one direct 1-D convolution per
-//! axis, each computed only at the grid points (no padded d-dimensional FFT).
+//! axis, each computed only at the grid points (no padded d-dimensional FFT), register-
+//! blocked ([`conv_axis`]).
 
 use std::sync::atomic::AtomicBool;
 
