@@ -103,7 +103,6 @@ def _lattice(lo, delta, m, prec):
     coarse-to-grid spacing ratio, dc the coarse spacing, reach the derivative kernels'
     half-width in coarse nodes, pad the margin, span the coarse nodes the grid covers, nc
     the coarse nodes per axis and lo_c the coarse start."""
-    d = prec.shape[0]
     cond_sd = 1.0 / np.sqrt(np.diag(prec))
     marg_sd = np.sqrt(_inverse_diagonal(prec))
     # The coarse lattice: an integer multiple r of the grid spacing, so that r = 1 (the

@@ -547,7 +547,7 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize, const F: bool>(
                                 k.max(0.0)
                             };
                             kc[a] = k;
-                            tc[a] = (pc - k).max(0.0).min(1.0);
+                            tc[a] = (pc - k).clamp(0.0, 1.0);
                         }
                         let u0 = t[0] * (1.0 - t[0]);
                         let u1 = t[1] * (1.0 - t[1]);
@@ -690,6 +690,10 @@ fn bin_band_any<const D: usize>(
     bin_band::<D>(lat, rec, starts, offs, r, wu, b, slab)
 }
 
+/// What the 2-D binning pass adds the error fields to: the geometry, each band's coarse
+/// rows, and the field lattice.
+type FieldTarget<'a> = (&'a FGeo, &'a [[usize; 2]], &'a mut [f64]);
+
 /// The coarse lattice of the error fields (`errfield`): start, spacing and nodes per
 /// axis. Its fine lattice (where the fractional positions are taken) starts at `lo`
 /// with the bins' spacing.
@@ -727,11 +731,11 @@ fn field_plan(
         let r = ratio.round();
         let off = (lo_b[a] - fl.lo[a]) / delta[a];
         let o = off.round();
-        if !(r >= 1.0 && r < 1e6 && (ratio - r).abs() <= 1e-9 * r)
-            || !(o >= 0.0 && o < 1e9 && (off - o).abs() <= 1e-6)
-            || fl.nc[a] < 2
-            || (nb[a] - 1 + o as usize) > (fl.nc[a] - 1) * r as usize
-        {
+        let whole = (1.0..1e6).contains(&r)
+            && (ratio - r).abs() <= 1e-9 * r
+            && (0.0..1e9).contains(&o)
+            && (off - o).abs() <= 1e-6;
+        if !whole || fl.nc[a] < 2 || (nb[a] - 1 + o as usize) > (fl.nc[a] - 1) * r as usize {
             return None;
         }
         g.off[a] = o;
@@ -778,7 +782,7 @@ fn bin_sorted<const D: usize>(
     nb: &[usize],
     lattice: &mut [f64],
     stats: &mut [f64],
-    mut fields: Option<(&FGeo, &[[usize; 2]], &mut [f64])>,
+    mut fields: Option<FieldTarget<'_>>,
     stop: &AtomicBool,
 ) -> Result<bool> {
     let ncells = nb[0] - 1;
@@ -1684,8 +1688,7 @@ mod tests {
             for level in crate::core::testing::simd_levels() {
                 let mut got = vec![0.0; nf];
                 let mut slab = vec![0.0; (nb[0] + 2) * lat.st[0]];
-                for b in 0..nbands {
-                    let [lo, hi] = rows[b];
+                for (b, &[lo, hi]) in rows.iter().enumerate() {
                     let mut part = vec![0.0; (hi + 2 - lo) * fg.row];
                     let mut fld = Fld {
                         g: fg,
