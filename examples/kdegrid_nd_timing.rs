@@ -108,10 +108,14 @@ fn main() {
                     );
                 });
                 let full = best_ms(reps, || {
-                    black_box(binned_nd(&x, d, None, &lo, &delta, &ms, &hs, false, &stop).unwrap());
+                    black_box(
+                        binned_nd(&x, d, None, &lo, &delta, &ms, &hs, false, None, &stop).unwrap(),
+                    );
                 });
                 let cpu = cpu_per_call(reps * 4, || {
-                    black_box(binned_nd(&x, d, None, &lo, &delta, &ms, &hs, false, &stop).unwrap());
+                    black_box(
+                        binned_nd(&x, d, None, &lo, &delta, &ms, &hs, false, None, &stop).unwrap(),
+                    );
                 });
                 println!(
                     "{:>7} {} thread(s): binning {:.2}; whole grid {:.2} (CPU time {:.2} per call)",

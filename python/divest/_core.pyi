@@ -398,6 +398,28 @@ def kde_bin_corrected_nd(
     delta: list[float],
     nb: list[int],
 ) -> tuple[NDArray[np.float64], list[float]]: ...
+def kde_grid_binned_nd_fields(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64] | None,
+    lo: list[float],
+    delta: list[float],
+    m: list[int],
+    hsd: list[float],
+    fields_lo: list[float],
+    fields_delta: list[float],
+    fields_nc: list[int],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+def kde_bin_corrected_nd_fields(
+    x: NDArray[np.float64],
+    w: NDArray[np.float64] | None,
+    wu: float,
+    lo: list[float],
+    delta: list[float],
+    nb: list[int],
+    fields_lo: list[float],
+    fields_delta: list[float],
+    fields_nc: list[int],
+) -> tuple[NDArray[np.float64], list[float], NDArray[np.float64]]: ...
 def kde_grid_error_nd(
     sums: NDArray[np.float64],
     m: list[int],

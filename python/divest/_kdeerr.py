@@ -97,21 +97,12 @@ def _inverse_diagonal(p: np.ndarray) -> np.ndarray:
     return cof / det
 
 
-def binning_error(x, w, wu, corrected: bool, lo, delta, m, prec) -> np.ndarray:
-    """Leading binning error term of the unnormalised Gaussian sums Σ w K(g − x) on the
-    grid lo_a + i·δ_a, i < m_a, as a signed array of shape ``m``.
-
-    ``x`` is (n, d) C-contiguous float64 (d = 1 to 3), ``w`` the weights or None (each
-    ``wu``), ``corrected`` whether the sums came from moment-corrected binning (else plain
-    linear binning), ``prec`` the inverse kernel covariance (d × d). Allocates the coarse
-    lattice's fields (d + d(d − 1)/2 values per node in 2-D/3-D, 2 in 1-D) once per thread,
-    their FFTs and an array of the grid's size."""
-    x = np.asarray(x, dtype=np.float64)
-    d = x.shape[1]
-    m = np.asarray(m, dtype=np.int64)
-    lo = np.asarray(lo, dtype=np.float64)
-    delta = np.asarray(delta, dtype=np.float64)
-    prec = np.asarray(prec, dtype=np.float64).reshape(d, d)
+def _lattice(lo, delta, m, prec):
+    """The coarse lattice of the error fields for the grid lo_a + i·δ_a, i < m_a and the
+    inverse kernel covariance ``prec``: (r, dc, reach, pad, span, nc, lo_c) with r the
+    coarse-to-grid spacing ratio, dc the coarse spacing, reach the derivative kernels'
+    half-width in coarse nodes, pad the margin, span the coarse nodes the grid covers, nc
+    the coarse nodes per axis and lo_c the coarse start."""
     cond_sd = 1.0 / np.sqrt(np.diag(prec))
     marg_sd = np.sqrt(_inverse_diagonal(prec))
     # The coarse lattice: an integer multiple r of the grid spacing, so that r = 1 (the
@@ -123,6 +114,42 @@ def binning_error(x, w, wu, corrected: bool, lo, delta, m, prec) -> np.ndarray:
     span = (m - 1 + r - 1) // r + 1  # coarse nodes from the grid's first point past its last
     nc = span + 2 * pad
     lo_c = lo - pad * dc
+    return r, dc, reach, pad, span, nc, lo_c
+
+
+def _as_arrays(lo, delta, m, prec, d):
+    """The grid's start, spacing and size and the inverse kernel covariance as arrays."""
+    m = np.asarray(m, dtype=np.int64)
+    lo = np.asarray(lo, dtype=np.float64)
+    delta = np.asarray(delta, dtype=np.float64)
+    prec = np.asarray(prec, dtype=np.float64).reshape(d, d)
+    return lo, delta, m, prec
+
+
+def field_lattice(lo, delta, m, prec) -> tuple[list, list, list]:
+    """The coarse lattice of :func:`binning_error`'s fields as the binning calls take it
+    (``fields_lo``, ``fields_delta``, ``fields_nc``), so that the binning pass can bin
+    the fields itself and hand them to :func:`binning_error`."""
+    lo, delta, m, prec = _as_arrays(lo, delta, m, prec, len(m))
+    _, dc, _, _, _, nc, lo_c = _lattice(lo, delta, m, prec)
+    return [float(v) for v in lo_c], [float(v) for v in dc], [int(v) for v in nc]
+
+
+def binning_error(x, w, wu, corrected: bool, lo, delta, m, prec, fields=None) -> np.ndarray:
+    """Leading binning error term of the unnormalised Gaussian sums Σ w K(g − x) on the
+    grid lo_a + i·δ_a, i < m_a, as a signed array of shape ``m``.
+
+    ``x`` is (n, d) C-contiguous float64 (d = 1 to 3), ``w`` the weights or None (each
+    ``wu``), ``corrected`` whether the sums came from moment-corrected binning (else plain
+    linear binning), ``prec`` the inverse kernel covariance (d × d). ``fields``: the
+    fields already binned on the lattice of :func:`field_lattice` (flat, as the binning
+    pass returns them), else they are binned here. Allocates the coarse lattice's fields
+    (d + d(d − 1)/2 values per node in 2-D/3-D, 2 in 1-D) once per thread, their FFTs and
+    an array of the grid's size."""
+    x = np.asarray(x, dtype=np.float64)
+    d = x.shape[1]
+    lo, delta, m, prec = _as_arrays(lo, delta, m, prec, d)
+    r, dc, reach, pad, span, nc, lo_c = _lattice(lo, delta, m, prec)
     nf = d + d * (d - 1) // 2 if corrected else 2 * d
     ksize = 2 * reach + 1
     nfft = [_fft_size(int(nc[a] + ksize[a] - 1)) for a in range(d)]
@@ -130,17 +157,19 @@ def binning_error(x, w, wu, corrected: bool, lo, delta, m, prec) -> np.ndarray:
     spec = float(np.prod(nfft[:-1], dtype=np.float64)) * (nfft[-1] // 2 + 1)
     need = 8.0 * (3 * nf * cells + 4 * spec + 2 * float(np.prod(m)))
     check_memory(int(need), "n_points", tuple(int(v) for v in m), "the binning-error fields")
-    fields = _core.kde_error_fields(
-        x,
-        w,
-        wu,
-        corrected,
-        [float(v) for v in lo_c],  # on the grid's lattice, below every binned point
-        [float(v) for v in delta],
-        [float(v) for v in lo_c],
-        [float(v) for v in dc],
-        [int(v) for v in nc],
-    ).reshape(*[int(v) for v in nc], nf)
+    if fields is None:
+        fields = _core.kde_error_fields(
+            x,
+            w,
+            wu,
+            corrected,
+            [float(v) for v in lo_c],  # on the grid's lattice, below every binned point
+            [float(v) for v in delta],
+            [float(v) for v in lo_c],
+            [float(v) for v in dc],
+            [int(v) for v in nc],
+        )
+    fields = fields.reshape(*[int(v) for v in nc], nf)
     grids = np.meshgrid(
         *[np.arange(-reach[a], reach[a] + 1) * dc[a] for a in range(d)], indexing="ij"
     )

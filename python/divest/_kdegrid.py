@@ -442,13 +442,16 @@ def _grid_nd_separable(kde, x, w, ext, m, delta, hsd) -> GridResult:
     need = 8.0 * (acc + srt + 3 * cells + 2 * float(np.prod(m)))
     _check_memory(need, tuple(int(v) for v in m))
     _, _, uniform = _data_range_nd(kde, x, w)
-    sums = _core.kde_grid_binned_nd(
+    prec = np.diag(1.0 / hsd**2)
+    # The error fields (below) are binned in the binning pass itself where it can.
+    sums, fields = _core.kde_grid_binned_nd_fields(
         np.ascontiguousarray(x),
         None if uniform else np.ascontiguousarray(w),
         [float(v) for v in ext[:, 0]],
         [float(v) for v in delta],
         [int(v) for v in m],
         [float(v) for v in hsd],
+        *_kdeerr.field_lattice(ext[:, 0], delta, m, prec),
     )
     shape = tuple(int(v) for v in m)
     axes = tuple(ext[a, 0] + np.arange(m[a], dtype=np.float64) * delta[a] for a in range(d))
@@ -466,7 +469,8 @@ def _grid_nd_separable(kde, x, w, ext, m, delta, hsd) -> GridResult:
         ext[:, 0],
         delta,
         m,
-        np.diag(1.0 / hsd**2),
+        prec,
+        fields,
     )
     errors += 1e-14 * float(np.max(np.abs(sums))) + math.exp(-24.5)
     errors *= scale
@@ -529,7 +533,10 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
     # are out of the kernel's reach.
     lo_b = ext[:, 0] - pad * delta
     _, _, uniform = _data_range_nd(kde, x, w)
-    bins, stats = _core.kde_bin_corrected_nd(
+    # The Gaussian's error fields (below) are binned in the binning pass itself where it
+    # can, with the inverse kernel covariance Σ⁻¹ = L⁻ᵀL⁻¹.
+    prec = kde._chol_inv.T @ kde._chol_inv
+    args = (
         np.ascontiguousarray(x),
         None if uniform else np.ascontiguousarray(w),
         1.0 / x.shape[0],
@@ -537,6 +544,11 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
         [float(v) for v in delta],
         [int(v) for v in nb],
     )
+    if kernel == "gaussian":
+        fl = _kdeerr.field_lattice(ext[:, 0], delta, m, prec)
+        bins, stats, fields = _core.kde_bin_corrected_nd_fields(*args, *fl)
+    else:
+        bins, stats = _core.kde_bin_corrected_nd(*args)
     bins = bins.reshape(tuple(int(v) for v in nb))
     # Full bandwidth: the kernel sampled on the offset box, through the whitening L⁻¹
     # (Mahalanobis r), and one d-dimensional FFT convolution.
@@ -568,8 +580,7 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
     floor = 1e-14 * float(np.max(np.abs(sums))) + 1e-16
     if kernel == "gaussian":
         # The leading binning error from the data's own fractional positions
-        # (divest/_kdeerr.py), with the inverse kernel covariance Σ⁻¹ = L⁻ᵀL⁻¹.
-        prec = kde._chol_inv.T @ kde._chol_inv
+        # (divest/_kdeerr.py).
         errors = _kdeerr.binning_error(
             np.ascontiguousarray(x),
             None if uniform else np.ascontiguousarray(w),
@@ -579,6 +590,7 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
             delta,
             m,
             prec,
+            fields,
         )
         errors += floor
         errors *= scale

@@ -128,6 +128,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kde_stats_1d, m)?)?;
     m.add_function(wrap_pyfunction!(kde_grid_binned_nd, m)?)?;
     m.add_function(wrap_pyfunction!(kde_bin_corrected_nd, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_grid_binned_nd_fields, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_bin_corrected_nd_fields, m)?)?;
     m.add_function(wrap_pyfunction!(kde_grid_error_nd, m)?)?;
     Ok(())
 }
@@ -242,7 +244,7 @@ fn kde_grid_binned_nd<'py>(
         .saturating_mul(8)
         .saturating_add(cells.saturating_mul(64));
     let b = run(py, work, |stop| {
-        kdegrid::nd::binned_nd(xs, d, ws, &lo, &delta, &m, &hsd, false, stop)
+        kdegrid::nd::binned_nd(xs, d, ws, &lo, &delta, &m, &hsd, false, None, stop)
     })?;
     Ok(PyArray1::from_vec(py, b.sums))
 }
@@ -296,4 +298,88 @@ fn kde_grid_error_nd<'py>(
         kdegrid::nd::error_estimate(s, &m, &delta, &hinv, &st, floor)
     })?;
     Ok(PyArray1::from_vec(py, err))
+}
+
+/// `kde_grid_binned_nd` that also bins the moment-corrected error fields on the coarse
+/// lattice `fields_lo`, `fields_delta`, `fields_nc` (that of `kde_error_fields`, on the
+/// grid's lattice), in the binning pass itself where the lattices allow it (2-D); returns
+/// (sums, fields), both flat.
+#[pyfunction]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn kde_grid_binned_nd_fields<'py>(
+    py: Python<'py>,
+    x: numpy::PyReadonlyArray2<'py, f64>,
+    w: Option<PyReadonlyArray1<'py, f64>>,
+    lo: Vec<f64>,
+    delta: Vec<f64>,
+    m: Vec<usize>,
+    hsd: Vec<f64>,
+    fields_lo: Vec<f64>,
+    fields_delta: Vec<f64>,
+    fields_nc: Vec<usize>,
+) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
+    let d = numpy::PyUntypedArrayMethods::shape(&*x)[1];
+    let xs = x.as_slice()?;
+    let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
+    let cells = m.iter().fold(1usize, |a, &b| a.saturating_mul(b));
+    let work = xs
+        .len()
+        .saturating_mul(8)
+        .saturating_add(cells.saturating_mul(64));
+    let fl = kdegrid::nd::FieldLattice {
+        lo: fields_lo,
+        delta: fields_delta,
+        nc: fields_nc,
+    };
+    let b = run(py, work, |stop| {
+        kdegrid::nd::binned_nd(xs, d, ws, &lo, &delta, &m, &hsd, false, Some(&fl), stop)
+    })?;
+    Ok((
+        PyArray1::from_vec(py, b.sums),
+        PyArray1::from_vec(py, b.fields),
+    ))
+}
+
+/// `kde_bin_corrected_nd` that also bins the moment-corrected error fields (as
+/// `kde_grid_binned_nd_fields`); returns (bins, stats, fields).
+#[pyfunction]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn kde_bin_corrected_nd_fields<'py>(
+    py: Python<'py>,
+    x: numpy::PyReadonlyArray2<'py, f64>,
+    w: Option<PyReadonlyArray1<'py, f64>>,
+    wu: f64,
+    lo: Vec<f64>,
+    delta: Vec<f64>,
+    nb: Vec<usize>,
+    fields_lo: Vec<f64>,
+    fields_delta: Vec<f64>,
+    fields_nc: Vec<usize>,
+) -> PyResult<(
+    Bound<'py, PyArray1<f64>>,
+    Vec<f64>,
+    Bound<'py, PyArray1<f64>>,
+)> {
+    let d = numpy::PyUntypedArrayMethods::shape(&*x)[1];
+    let xs = x.as_slice()?;
+    let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
+    let work = xs.len().saturating_mul(8);
+    let fl = kdegrid::nd::FieldLattice {
+        lo: fields_lo,
+        delta: fields_delta,
+        nc: fields_nc,
+    };
+    let (bins, st, ok, f) = run(py, work, |stop| {
+        kdegrid::nd::bin_corrected_fields(xs, d, ws, wu, &lo, &delta, &nb, Some(&fl), stop)
+    })?;
+    if !ok {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "data must be finite and weights finite and non-negative",
+        ));
+    }
+    Ok((
+        PyArray1::from_vec(py, bins),
+        st.to_vec(),
+        PyArray1::from_vec(py, f.unwrap_or_default()),
+    ))
 }

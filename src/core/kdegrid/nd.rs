@@ -25,8 +25,20 @@
 //! count, and those of equal parity run in parallel, so the bins are bit-identical for
 //! every number of threads.
 //!
+//! **Error fields in the same pass (2-D).** The Gaussian grid's error estimate
+//! (`errfield`, `divest/_kdeerr.py`) needs per point w·(2u₀ + u₀²), w·(2u₁ + u₁²) and
+//! w·u₀u₁ binned bilinearly onto a coarse lattice (r_a grid steps apart). When that
+//! lattice lines up with the bins (whole ratios r_a and offsets, containing the bin
+//! lattice, and bands at least a few coarse rows tall so that two bands that run at the
+//! same time never write the same coarse row: [`field_plan`]), [`bin_corrected_fields`]
+//! adds them in the band loop from the positions it already has, so the points are read
+//! once; otherwise (3-D, odd lattices) the fields are binned in their own pass. Either
+//! way the fields are those of `errfield::error_fields` over the binned points (to
+//! rounding; tested), bit-identical for every thread count.
+//!
 //! The diagonal-bandwidth path [`binned_nd`] then runs one direct 1-D convolution per
-//! axis, each computed only at the grid points (no padded d-dimensional FFT).
+//! axis, each computed only at the grid points (no padded d-dimensional FFT), register-
+//! blocked ([`conv_axis`]).
 
 use std::sync::atomic::AtomicBool;
 
@@ -55,6 +67,9 @@ pub struct BinnedNd {
     pub sums: Vec<f64>,
     /// The pointwise estimate of [`error_estimate`]; empty when not asked for.
     pub err: Vec<f64>,
+    /// The error fields on the coarse lattice asked for ([`bin_corrected_fields`]);
+    /// empty when not asked for.
+    pub fields: Vec<f64>,
 }
 
 /// What [`bin_corrected`] measures about the fractional positions t_a of the binned
@@ -136,6 +151,8 @@ struct Lat<const D: usize> {
     st: [usize; D],
     /// Rows (cells along axis 0) per band.
     band: usize,
+    /// The band of each row (a table read is cheaper than a division per point).
+    band_of: Vec<u32>,
 }
 
 impl<const D: usize> Lat<D> {
@@ -147,6 +164,7 @@ impl<const D: usize> Lat<D> {
             kmax: [0; D],
             st: [0; D],
             band,
+            band_of: (0..nb[0] - 1).map(|k| (k / band) as u32).collect(),
         };
         let mut s = 1;
         for a in (0..D).rev() {
@@ -207,7 +225,7 @@ fn sort_group<const D: usize>(
             }
         }
         let pos = lat.locate(row)?;
-        Some((lat.cell(pos[0], 0).0 / lat.band, pos))
+        Some((lat.band_of[lat.cell(pos[0], 0).0] as usize, pos))
     };
     let mut wrong = false;
     let mut count = vec![0usize; nbands + 1];
@@ -386,6 +404,30 @@ struct Blk2 {
     e1: [[f64; BLK]; 4],
     c: [[f64; BLK]; 2],
     l: [[f64; BLK]; 2],
+    /// The error fields' coarse node offset (relative to the band's field slab) and the
+    /// 12 values added there (two coarse rows of two nodes of three fields).
+    fnode: [f64; BLK],
+    fsh: [[f64; BLK]; 12],
+}
+
+/// The coarse lattice of the error fields as [`band2`] sees it: per axis the offset of the
+/// bin lattice's node 0 on the fine lattice of the fields (a whole number), the inverse
+/// of the coarse-to-fine ratio, the largest lower coarse node; and the coarse row stride
+/// (3 fields per node).
+#[derive(Clone, Copy)]
+struct FGeo {
+    off: [f64; 2],
+    inv_r: [f64; 2],
+    kmax: [f64; 2],
+    row: usize,
+}
+
+/// The error fields a band adds to: the geometry, the first and last coarse rows (lower
+/// nodes) the band may write, and the slab of the field lattice from its first row on.
+struct Fld<'a> {
+    g: FGeo,
+    rows: [f64; 2],
+    out: &'a mut [f64],
 }
 
 /// [`bin_band`] for 2-D, in blocks of [`BLK`] points: a branch-free first phase over
@@ -399,7 +441,7 @@ struct Blk2 {
 #[inline(always)]
 // Indexed loops over the lanes and block slots, written so that they vectorise.
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-fn band2_body<M: crate::core::simd::Fma, const R: usize>(
+fn band2_body<M: crate::core::simd::Fma, const R: usize, const F: bool>(
     geo: Geo2,
     rec: &[f64],
     starts: &[Vec<usize>],
@@ -407,6 +449,7 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize>(
     wu: f64,
     b: usize,
     slab: &mut [f64],
+    mut fld: Option<&mut Fld<'_>>,
 ) -> Stats {
     // Lanes of q1, q2, even per axis, then Σw and Σw².
     let mut acc = [[0.0f64; SLN]; 8];
@@ -421,7 +464,22 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize>(
         e1: [[0.0; BLK]; 4],
         c: [[0.0; BLK]; 2],
         l: [[0.0; BLK]; 2],
+        fnode: [0.0; BLK],
+        fsh: [[0.0; BLK]; 12],
     };
+    let fg = match &fld {
+        Some(f) => (f.g, f.rows),
+        None => (
+            FGeo {
+                off: [0.0; 2],
+                inv_r: [1.0; 2],
+                kmax: [0.0; 2],
+                row: 0,
+            },
+            [0.0; 2],
+        ),
+    };
+    let (fgeo, frows) = fg;
     let mut p0 = [0.0f64; BLK];
     let mut p1 = [0.0f64; BLK];
     let mut wv = [0.0f64; BLK];
@@ -472,6 +530,41 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize>(
                     }
                     acc[6][ln] += wi;
                     acc[7][ln] += wi * wi;
+                    if F {
+                        // The error fields w·(2u₀ + u₀²), w·(2u₁ + u₁²), w·u₀u₁ with
+                        // bilinear shares on the coarse nodes (as `errfield::plane2`).
+                        let mut kc = [0.0f64; 2];
+                        let mut tc = [0.0f64; 2];
+                        let pp = [p0[j], p1[j]];
+                        for a in 0..2 {
+                            let pc = (pp[a] + fgeo.off[a]) * fgeo.inv_r[a];
+                            let k = pc.floor().min(fgeo.kmax[a]);
+                            // Axis 0: within the rows this band owns (the caller's
+                            // bounds hold them already; this keeps it so under rounding).
+                            let k = if a == 0 {
+                                k.max(frows[0]).min(frows[1])
+                            } else {
+                                k.max(0.0)
+                            };
+                            kc[a] = k;
+                            tc[a] = (pc - k).clamp(0.0, 1.0);
+                        }
+                        let u0 = t[0] * (1.0 - t[0]);
+                        let u1 = t[1] * (1.0 - t[1]);
+                        let v = [wi * u0 * (2.0 + u0), wi * u1 * (2.0 + u1), wi * u0 * u1];
+                        blk.fnode[j] = (kc[0] - frows[0]) * fgeo.row as f64 + 3.0 * kc[1];
+                        let sh = [
+                            (1.0 - tc[0]) * (1.0 - tc[1]),
+                            (1.0 - tc[0]) * tc[1],
+                            tc[0] * (1.0 - tc[1]),
+                            tc[0] * tc[1],
+                        ];
+                        for q in 0..4 {
+                            for f in 0..3 {
+                                blk.fsh[3 * q + f][j] = sh[q] * v[f];
+                            }
+                        }
+                    }
                     e[0][1] += 1.0 - t[0];
                     e[0][2] += t[0];
                     for i in 0..4 {
@@ -505,6 +598,23 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize>(
                     }
                 }
             }
+            if F {
+                if let Some(f) = fld.as_deref_mut() {
+                    let row = f.g.row;
+                    for j in 0..m {
+                        let at = blk.fnode[j] as usize;
+                        let v = &mut f.out[at..at + row + 6];
+                        let lo: &mut [f64; 6] = (&mut v[..6]).try_into().unwrap();
+                        for q in 0..6 {
+                            lo[q] += blk.fsh[q][j];
+                        }
+                        let hi: &mut [f64; 6] = (&mut v[row..row + 6]).try_into().unwrap();
+                        for q in 0..6 {
+                            hi[q] += blk.fsh[6 + q][j];
+                        }
+                    }
+                }
+            }
         }
     }
     let mut out = Vec::with_capacity(NSTAT * 2 + 2);
@@ -529,11 +639,13 @@ fn band2_generic<M: crate::core::simd::Fma>(
     wu: f64,
     b: usize,
     slab: &mut [f64],
+    fld: Option<&mut Fld<'_>>,
 ) -> Stats {
-    if r > 2 {
-        band2_body::<M, 3>(geo, rec, starts, offs, wu, b, slab)
-    } else {
-        band2_body::<M, 2>(geo, rec, starts, offs, wu, b, slab)
+    match (r > 2, fld.is_some()) {
+        (true, true) => band2_body::<M, 3, true>(geo, rec, starts, offs, wu, b, slab, fld),
+        (true, false) => band2_body::<M, 3, false>(geo, rec, starts, offs, wu, b, slab, fld),
+        (false, true) => band2_body::<M, 2, true>(geo, rec, starts, offs, wu, b, slab, fld),
+        (false, false) => band2_body::<M, 2, false>(geo, rec, starts, offs, wu, b, slab, fld),
     }
 }
 
@@ -547,11 +659,13 @@ crate::core::simd::simd_fn!(
         r: usize,
         wu: f64,
         b: usize,
-        slab: &mut [f64]
+        slab: &mut [f64],
+        fld: Option<&mut Fld<'_>>
     ) -> Stats
 );
 
-/// [`bin_band`], through [`band2`] in 2-D.
+/// [`bin_band`], through [`band2`] in 2-D (which also adds the error fields to `fld`
+/// when given; the caller passes none in 3-D).
 #[allow(clippy::too_many_arguments)]
 fn bin_band_any<const D: usize>(
     lat: &Lat<D>,
@@ -562,6 +676,7 @@ fn bin_band_any<const D: usize>(
     wu: f64,
     b: usize,
     slab: &mut [f64],
+    fld: Option<&mut Fld<'_>>,
 ) -> Stats {
     if D == 2 {
         let geo = Geo2 {
@@ -570,9 +685,84 @@ fn bin_band_any<const D: usize>(
             kmax: [lat.kmax[0], lat.kmax[D - 1]],
         };
         let level = crate::core::simd::level();
-        return band2(level, geo, rec, starts, offs, r, wu, b, slab);
+        return band2(level, geo, rec, starts, offs, r, wu, b, slab, fld);
     }
     bin_band::<D>(lat, rec, starts, offs, r, wu, b, slab)
+}
+
+/// What the 2-D binning pass adds the error fields to: the geometry, each band's coarse
+/// rows, and the field lattice.
+type FieldTarget<'a> = (&'a FGeo, &'a [[usize; 2]], &'a mut [f64]);
+
+/// The coarse lattice of the error fields (`errfield`): start, spacing and nodes per
+/// axis. Its fine lattice (where the fractional positions are taken) starts at `lo`
+/// with the bins' spacing.
+#[derive(Clone, Debug)]
+pub struct FieldLattice {
+    pub lo: Vec<f64>,
+    pub delta: Vec<f64>,
+    pub nc: Vec<usize>,
+}
+
+/// How the 2-D binning pass adds the error fields: the geometry for [`band2`] and the
+/// coarse rows (lower nodes) each band writes, or None when the fields must be binned
+/// in their own pass (3-D; a coarse lattice that is not a whole multiple of the bins'
+/// spacing, does not contain the bin lattice, or whose rows would be shared by two bands
+/// that run at the same time).
+fn field_plan(
+    lo_b: &[f64],
+    delta: &[f64],
+    nb: &[usize],
+    fl: &FieldLattice,
+) -> Option<(FGeo, Vec<[usize; 2]>)> {
+    if nb.len() != 2 || fl.lo.len() != 2 || fl.delta.len() != 2 || fl.nc.len() != 2 {
+        return None;
+    }
+    let mut g = FGeo {
+        off: [0.0; 2],
+        inv_r: [1.0; 2],
+        kmax: [0.0; 2],
+        row: 3 * fl.nc[1],
+    };
+    let mut rr = [1usize; 2];
+    let mut oo = [0usize; 2];
+    for a in 0..2 {
+        let ratio = fl.delta[a] / delta[a];
+        let r = ratio.round();
+        let off = (lo_b[a] - fl.lo[a]) / delta[a];
+        let o = off.round();
+        let whole = (1.0..1e6).contains(&r)
+            && (ratio - r).abs() <= 1e-9 * r
+            && (0.0..1e9).contains(&o)
+            && (off - o).abs() <= 1e-6;
+        if !whole || fl.nc[a] < 2 || (nb[a] - 1 + o as usize) > (fl.nc[a] - 1) * r as usize {
+            return None;
+        }
+        g.off[a] = o;
+        g.inv_r[a] = 1.0 / r;
+        g.kmax[a] = (fl.nc[a] - 2) as f64;
+        rr[a] = r as usize;
+        oo[a] = o as usize;
+    }
+    let ncells = nb[0] - 1;
+    let band = ncells.div_ceil(BANDS).max(3);
+    let nbands = ncells.div_ceil(band);
+    let kmax0 = fl.nc[0] - 2;
+    // Band b holds positions b·band ..= (b + 1)·band along axis 0 (the last one clamped to
+    // the last node): its points' lower coarse rows, one more on each side for rounding.
+    let rows: Vec<[usize; 2]> = (0..nbands)
+        .map(|b| {
+            let lo = ((b * band + oo[0]) / rr[0]).saturating_sub(1).min(kmax0);
+            let top = ((b + 1) * band).min(nb[0] - 1);
+            let hi = ((top + oo[0]) / rr[0] + 1).min(kmax0);
+            [lo, hi]
+        })
+        .collect();
+    // Bands b and b + 2 run at the same time: b writes rows up to its last lower row + 1.
+    if (0..nbands.saturating_sub(2)).any(|b| rows[b][1] + 1 >= rows[b + 2][0]) {
+        return None;
+    }
+    Some((g, rows))
 }
 
 /// The binning pass of [`bin_corrected`] for `D` axes into the padded lattice `lattice`:
@@ -592,6 +782,7 @@ fn bin_sorted<const D: usize>(
     nb: &[usize],
     lattice: &mut [f64],
     stats: &mut [f64],
+    mut fields: Option<FieldTarget<'_>>,
     stop: &AtomicBool,
 ) -> Result<bool> {
     let ncells = nb[0] - 1;
@@ -656,14 +847,39 @@ fn bin_sorted<const D: usize>(
                 continue;
             }
             let (rec, starts, offs, lat) = (&rec[..], &starts[..], &offs[..], &lat);
+            // This parity's bands with their lattice slabs and (when binned here) the
+            // slabs of the field lattice they write.
+            let mut jobs: Vec<(usize, &mut [f64], Option<Fld<'_>>)> = lattice[start..]
+                .chunks_mut(2 * band * rowlen)
+                .enumerate()
+                .map(|(j, slab)| (2 * j + parity, slab))
+                .filter(|(b, _)| *b < nbands)
+                .map(|(b, slab)| (b, slab, None))
+                .collect();
+            if let Some((g, rows, out)) = fields.as_mut() {
+                let mut rest: &mut [f64] = out;
+                let mut at = 0usize;
+                for job in jobs.iter_mut() {
+                    let [lo, hi] = rows[job.0];
+                    let tail = std::mem::take(&mut rest);
+                    let (_, tail) = tail.split_at_mut((lo - at) * g.row);
+                    let (mine, tail) = tail.split_at_mut((hi + 2 - lo) * g.row);
+                    rest = tail;
+                    at = hi + 2;
+                    job.2 = Some(Fld {
+                        g: **g,
+                        rows: [lo as f64, hi as f64],
+                        out: mine,
+                    });
+                }
+            }
             let res: Vec<(usize, Stats)> = threads::install(|| {
-                lattice[start..]
-                    .par_chunks_mut(2 * band * rowlen)
-                    .enumerate()
-                    .filter_map(|(j, slab)| {
-                        let b = 2 * j + parity;
-                        (b < nbands)
-                            .then(|| (b, bin_band_any::<D>(lat, rec, starts, offs, r, wu, b, slab)))
+                jobs.into_par_iter()
+                    .map(|(b, slab, mut fld)| {
+                        (
+                            b,
+                            bin_band_any::<D>(lat, rec, starts, offs, r, wu, b, slab, fld.as_mut()),
+                        )
                     })
                     .collect()
             })?;
@@ -699,6 +915,28 @@ pub fn bin_corrected(
     nb: &[usize],
     stop: &AtomicBool,
 ) -> Result<(Vec<f64>, BinStats, bool)> {
+    let (bins, st, ok, _) = bin_corrected_fields(x, d, w, wu, lo, delta, nb, None, stop)?;
+    Ok((bins, st, ok))
+}
+
+/// [`bin_corrected`], and when `fl` is given also the moment-corrected error fields of
+/// `errfield::error_fields` on the coarse lattice `fl` (fine positions on the bins' own
+/// lattice, which `fl.lo` must lie on): in 2-D added in the binning pass itself (no second
+/// pass over the points) when the lattices line up (see `field_plan`), else in their own
+/// pass. Allocates the field lattice (3 values per coarse node in 2-D) besides what
+/// [`bin_corrected`] does.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub fn bin_corrected_fields(
+    x: &[f64],
+    d: usize,
+    w: Option<&[f64]>,
+    wu: f64,
+    lo: &[f64],
+    delta: &[f64],
+    nb: &[usize],
+    fl: Option<&FieldLattice>,
+    stop: &AtomicBool,
+) -> Result<(Vec<f64>, BinStats, bool, Option<Vec<f64>>)> {
     if !(2..=3).contains(&d)
         || lo.len() != d
         || delta.len() != d
@@ -741,12 +979,47 @@ pub fn bin_corrected(
     let mut lattice = try_vec(padded, 0.0f64, "n_points")?;
     let mut st = vec![0.0f64; NSTAT * d + 2];
     let inv: Vec<f64> = delta.iter().map(|v| 1.0 / v).collect();
+    if let Some(fl) = fl {
+        if fl.lo.len() != d || fl.delta.len() != d || fl.nc.len() != d {
+            return Err(invalid!(
+                "the error-field lattice needs one start, spacing and size per axis"
+            ));
+        }
+    }
+    let plan = fl.and_then(|fl| field_plan(lo, delta, nb, fl));
+    let mut fout = match (&plan, fl) {
+        (Some(_), Some(fl)) => Some(try_vec(
+            checked_size(fl.nc[0] * fl.nc[1], 3, "n_points")?,
+            0.0f64,
+            "n_points",
+        )?),
+        _ => None,
+    };
     let ok = if d == 2 {
-        bin_sorted::<2>(x, w, wu, lo, &inv, nb, &mut lattice, &mut st, stop)?
+        let fields = match (&plan, fout.as_mut()) {
+            (Some((g, rows)), Some(out)) => Some((g, &rows[..], &mut out[..])),
+            _ => None,
+        };
+        bin_sorted::<2>(x, w, wu, lo, &inv, nb, &mut lattice, &mut st, fields, stop)?
     } else {
-        bin_sorted::<3>(x, w, wu, lo, &inv, nb, &mut lattice, &mut st, stop)?
+        bin_sorted::<3>(x, w, wu, lo, &inv, nb, &mut lattice, &mut st, None, stop)?
     };
     check_stop(stop)?;
+    if let (None, Some(fl)) = (&fout, fl) {
+        fout = Some(super::errfield::error_fields(
+            x,
+            d,
+            w,
+            wu,
+            super::errfield::Scheme::Corrected,
+            &fl.lo,
+            delta,
+            &fl.lo,
+            &fl.delta,
+            &fl.nc,
+            stop,
+        )?);
+    }
     let stats = BinStats::from_slice(&st, d)?;
     // The bins are the padded lattice without its margins.
     let mut bins = try_vec(total, 0.0f64, "n_points")?;
@@ -761,7 +1034,7 @@ pub fn bin_corrected(
         }
         seg.copy_from_slice(&lattice[start..start + inner]);
     }
-    Ok((bins, stats, ok))
+    Ok((bins, stats, ok, fout))
 }
 
 /// Pointwise estimate of the error of moment-corrected binned sums `sums` on a grid of
@@ -870,20 +1143,112 @@ pub fn error_estimate(
     Ok(err)
 }
 
-fn axpy_generic<M: crate::core::simd::Fma>(k: f64, a: &[f64], o: &mut [f64]) {
-    for (ov, &av) in o.iter_mut().zip(a) {
-        *ov = M::ma(k, av, *ov);
+/// Output rows per block of [`rows_block`] and columns (or outputs) per chunk of the
+/// convolution kernels: 4 × 32 accumulators stay in registers.
+const CRB: usize = 4;
+const CCB: usize = 32;
+
+/// Rows `i0 .. i0 + nr` (nr ≤ [`CRB`]) of one outer slice of the convolution along a
+/// non-last axis: out[r, :] = Σ_j k_j·src[off + i0 + r + j, :] (rows of `inner` values),
+/// `kp` the kernel with CRB − 1 zeros on each side. Each input row chunk is loaded once
+/// for all the block's rows, the sums stay in registers; the products are added in the
+/// order of j (as one AXPY per tap would), so the bits do not depend on the blocking.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+fn rows_block<M: crate::core::simd::Fma>(
+    kp: &[f64],
+    src: &[f64],
+    inner: usize,
+    off: usize,
+    i0: usize,
+    nr: usize,
+    out: &mut [f64],
+) {
+    let taps = kp.len() - 2 * (CRB - 1);
+    let mut c = 0;
+    while c < inner {
+        let cw = (inner - c).min(CCB);
+        let mut acc = [[0.0f64; CCB]; CRB];
+        for jj in 0..nr + taps - 1 {
+            let at = (off + i0 + jj) * inner + c;
+            let mut tail = [0.0f64; CCB];
+            // A whole chunk is read in place (a copy through the stack would stall the
+            // loads behind the stores).
+            let v: &[f64; CCB] = if cw == CCB {
+                (&src[at..at + CCB]).try_into().unwrap()
+            } else {
+                tail[..cw].copy_from_slice(&src[at..at + cw]);
+                &tail
+            };
+            for r in 0..CRB {
+                // Tap jj − r of output row r (zero outside the kernel).
+                let kk = kp[jj + CRB - 1 - r];
+                for l in 0..CCB {
+                    acc[r][l] = M::ma(kk, v[l], acc[r][l]);
+                }
+            }
+        }
+        for r in 0..nr {
+            out[r * inner + c..r * inner + c + cw].copy_from_slice(&acc[r][..cw]);
+        }
+        c += CCB;
     }
 }
 
 crate::core::simd::simd_fn!(
-    /// o += k·a (vectorised at the best SIMD level).
-    fn axpy => axpy_generic(k: f64, a: &[f64], o: &mut [f64]) -> ()
+    /// [`rows_block`] on the SIMD path `level` allows.
+    fn rows_block_at => rows_block(
+        kp: &[f64],
+        src: &[f64],
+        inner: usize,
+        off: usize,
+        i0: usize,
+        nr: usize,
+        out: &mut [f64]
+    ) -> ()
+);
+
+/// One row of the convolution along the last axis: o[i] = Σ_j k_j·src[off + i + j],
+/// [`CCB`] outputs at a time in registers (the products added in the order of j).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn line_conv<M: crate::core::simd::Fma>(k: &[f64], src: &[f64], off: usize, o: &mut [f64]) {
+    let m = o.len();
+    let mut i = 0;
+    while i < m {
+        let cw = (m - i).min(CCB);
+        let mut acc = [0.0f64; CCB];
+        if cw == CCB {
+            for (j, &kj) in k.iter().enumerate() {
+                let v: &[f64; CCB] = (&src[off + i + j..off + i + j + CCB]).try_into().unwrap();
+                for l in 0..CCB {
+                    acc[l] = M::ma(kj, v[l], acc[l]);
+                }
+            }
+        } else {
+            for (j, &kj) in k.iter().enumerate() {
+                let mut v = [0.0f64; CCB];
+                v[..cw].copy_from_slice(&src[off + i + j..off + i + j + cw]);
+                for l in 0..CCB {
+                    acc[l] = M::ma(kj, v[l], acc[l]);
+                }
+            }
+        }
+        o[i..i + cw].copy_from_slice(&acc[..cw]);
+        i += CCB;
+    }
+}
+
+crate::core::simd::simd_fn!(
+    /// [`line_conv`] on the SIMD path `level` allows.
+    fn line_conv_at => line_conv(k: &[f64], src: &[f64], off: usize, o: &mut [f64]) -> ()
 );
 
 /// out[…, i, …] = Σ_{j=0}^{2r} k_j · a[…, off + i + j, …] for i < m_out along `axis` of the
-/// row-major array `a` of `shape`; returns the output and its shape. Direct, with the
-/// inner loops over contiguous memory (vectorised AXPYs), rows in parallel.
+/// row-major array `a` of `shape`; returns the output and its shape. Direct, register-
+/// blocked (several outputs share each load, the sums stay in registers), blocks of rows
+/// in parallel; each output's products are added in the order of j, so the bits do not
+/// depend on the blocking or the thread count.
 fn conv_axis(
     a: &[f64],
     shape: &[usize],
@@ -904,20 +1269,26 @@ fn conv_axis(
     let level = crate::core::simd::level();
     threads::install(|| {
         if inner > 1 {
-            out.par_chunks_mut(inner).enumerate().for_each(|(row, o)| {
-                let (oi, i) = (row / m_out, row % m_out);
-                let base = oi * n_ax * inner;
-                for (j, &kj) in k.iter().enumerate() {
-                    let s = base + (off + i + j) * inner;
-                    axpy(level, kj, &a[s..s + inner], o);
-                }
-            });
+            let mut kp = vec![0.0; k.len() + 2 * (CRB - 1)];
+            kp[CRB - 1..CRB - 1 + k.len()].copy_from_slice(k);
+            let blocks = m_out.div_ceil(CRB);
+            out.par_chunks_mut(m_out * inner)
+                .enumerate()
+                .flat_map(|(oi, o)| {
+                    o.par_chunks_mut(CRB * inner)
+                        .enumerate()
+                        .map(move |(bi, ob)| (oi, bi, ob))
+                })
+                .for_each(|(oi, bi, ob)| {
+                    let src = &a[oi * n_ax * inner..(oi + 1) * n_ax * inner];
+                    let nr = ob.len() / inner;
+                    debug_assert!(bi < blocks);
+                    rows_block_at(level, &kp, src, inner, off, bi * CRB, nr, ob);
+                });
         } else {
             out.par_chunks_mut(m_out).enumerate().for_each(|(oi, o)| {
                 let src = &a[oi * n_ax..(oi + 1) * n_ax];
-                for (j, &kj) in k.iter().enumerate() {
-                    axpy(level, kj, &src[off + j..off + j + m_out], o);
-                }
+                line_conv_at(level, k, src, off, o);
             });
         }
     })?;
@@ -943,6 +1314,7 @@ pub fn binned_nd(
     m: &[usize],
     hsd: &[f64],
     estimate: bool,
+    fl: Option<&FieldLattice>,
     stop: &AtomicBool,
 ) -> Result<BinnedNd> {
     if !(2..=3).contains(&d)
@@ -987,7 +1359,9 @@ pub fn binned_nd(
         nb[a] = m[a] + 2 * pad;
         lo_b[a] = lo[a] - pad as f64 * delta[a];
     }
-    let (mut cur, stats, ok) = bin_corrected(x, d, w, 1.0 / n as f64, &lo_b, delta, &nb, stop)?;
+    let (mut cur, stats, ok, fields) =
+        bin_corrected_fields(x, d, w, 1.0 / n as f64, &lo_b, delta, &nb, fl, stop)?;
+    let fields = fields.unwrap_or_default();
     if !ok {
         return Err(invalid!(
             "data must be finite and weights finite and non-negative"
@@ -1038,6 +1412,7 @@ pub fn binned_nd(
         return Ok(BinnedNd {
             sums: cur,
             err: Vec::new(),
+            fields,
         });
     }
     let smax = cur.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
@@ -1045,7 +1420,11 @@ pub fn binned_nd(
     let floor = 1e-14 * smax + (-0.5 * ND_REACH * ND_REACH).exp();
     let hinv: Vec<f64> = hsd.iter().map(|h| 1.0 / (h * h)).collect();
     let err = error_estimate(&cur, m, delta, &hinv, &stats, floor)?;
-    Ok(BinnedNd { sums: cur, err })
+    Ok(BinnedNd {
+        sums: cur,
+        err,
+        fields,
+    })
 }
 
 #[cfg(test)]
@@ -1204,13 +1583,242 @@ mod tests {
                             band,
                             kmax: lat.kmax,
                         };
-                        let sg = band2(level, geo, &rec, &starts, &offs, r, 0.7, b, &mut got[at..]);
+                        let sg = band2(
+                            level,
+                            geo,
+                            &rec,
+                            &starts,
+                            &offs,
+                            r,
+                            0.7,
+                            b,
+                            &mut got[at..],
+                            None,
+                        );
                         assert!(got.iter().zip(&want).all(|(p, q)| p == q), "{n} {b}");
                         for (p, q) in sg.iter().zip(&sw) {
                             assert!((p - q).abs() <= 1e-12 * q.abs(), "{n} {b}: {p} {q}");
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_error_fields_match_their_own_pass() {
+        // The error fields binned in the 2-D band pass (`band2` with a field slab) against
+        // errfield's own pass over the points, weighted and not, with points outside the
+        // lattice, on its last node and with zero weight: equal to rounding (the fine
+        // positions are taken from another origin) at every SIMD level, and the whole
+        // pass bit-identical for 1, 2 and 3 threads.
+        let stop = AtomicBool::new(false);
+        let mut g = Lcg::new(41);
+        let nb = [520usize, 45];
+        let delta = [0.01, 0.07];
+        let lo_b = [-2.6, -1.5];
+        let r = [2usize, 3];
+        let off = [4usize, 5];
+        let fl = FieldLattice {
+            lo: (0..2).map(|a| lo_b[a] - off[a] as f64 * delta[a]).collect(),
+            delta: (0..2).map(|a| r[a] as f64 * delta[a]).collect(),
+            nc: vec![
+                (nb[0] - 1 + off[0]).div_ceil(r[0]) + 1,
+                (nb[1] - 1 + off[1]).div_ceil(r[1]) + 1,
+            ],
+        };
+        let (fg, rows) = field_plan(&lo_b, &delta, &nb, &fl).expect("the lattices line up");
+        let n = 20_000;
+        let mut x: Vec<f64> = (0..2 * n)
+            .map(|i| lo_b[i % 2] + (g.unit() * 1.02 - 0.01) * (nb[i % 2] - 1) as f64 * delta[i % 2])
+            .collect();
+        x[0] = lo_b[0] + (nb[0] - 1) as f64 * delta[0];
+        x[1] = lo_b[1] + (nb[1] - 1) as f64 * delta[1];
+        let mut w: Vec<f64> = (0..n).map(|_| g.unit() + 0.05).collect();
+        w[7] = 0.0;
+        let nf = 3 * fl.nc[0] * fl.nc[1];
+        let scale = |v: &[f64]| v.iter().fold(0.0f64, |m, q| m.max(q.abs()));
+        // The oracle sees only the points inside the bin lattice (the binning pass drops
+        // the others; the separate pass would keep those inside the coarse lattice).
+        let inside: Vec<usize> = (0..n)
+            .filter(|&i| {
+                (0..2).all(|a| {
+                    let p = (x[2 * i + a] - lo_b[a]) / delta[a];
+                    p >= 0.0 && p <= (nb[a] - 1) as f64
+                })
+            })
+            .collect();
+        assert!(inside.len() < n - 100);
+        let x_in: Vec<f64> = inside
+            .iter()
+            .flat_map(|&i| [x[2 * i], x[2 * i + 1]])
+            .collect();
+        let w_in: Vec<f64> = inside.iter().map(|&i| w[i]).collect();
+        for wt in [None, Some(&w[..])] {
+            let want = crate::core::kdegrid::errfield::error_fields(
+                &x_in,
+                2,
+                wt.map(|_| &w_in[..]),
+                0.3,
+                crate::core::kdegrid::errfield::Scheme::Corrected,
+                &fl.lo,
+                &delta,
+                &fl.lo,
+                &fl.delta,
+                &fl.nc,
+                &stop,
+            )
+            .unwrap();
+            let tol = 1e-12 * scale(&want);
+            // The band loop at each level, on the sorted points.
+            let inv = [1.0 / delta[0], 1.0 / delta[1]];
+            let band = (nb[0] - 1).div_ceil(BANDS).max(3);
+            let lat = Lat::<2>::new(&lo_b, &inv, &nb, band);
+            let nbands = (nb[0] - 1).div_ceil(band);
+            let rr = 2 + wt.is_some() as usize;
+            let mut rec = vec![0.0; n * rr];
+            let mut st = vec![0usize; nbands + 1];
+            sort_group::<2>(&lat, &x, wt, &mut rec, &mut st);
+            let starts = vec![st];
+            let geo = Geo2 {
+                s: lat.st[0],
+                band,
+                kmax: lat.kmax,
+            };
+            for level in crate::core::testing::simd_levels() {
+                let mut got = vec![0.0; nf];
+                let mut slab = vec![0.0; (nb[0] + 2) * lat.st[0]];
+                for (b, &[lo, hi]) in rows.iter().enumerate() {
+                    let mut part = vec![0.0; (hi + 2 - lo) * fg.row];
+                    let mut fld = Fld {
+                        g: fg,
+                        rows: [lo as f64, hi as f64],
+                        out: &mut part,
+                    };
+                    let at = b * band * lat.st[0];
+                    band2(
+                        level,
+                        geo,
+                        &rec,
+                        &starts,
+                        &[0],
+                        rr,
+                        0.3,
+                        b,
+                        &mut slab[at..],
+                        Some(&mut fld),
+                    );
+                    for (i, v) in part.iter().enumerate() {
+                        got[lo * fg.row + i] += v;
+                    }
+                }
+                for (i, (p, q)) in got.iter().zip(&want).enumerate() {
+                    assert!((p - q).abs() <= tol, "{level:?} {i}: {p} {q}");
+                }
+            }
+            // The whole pass: the same fields, bit-identical for every thread count.
+            let run = |t: usize| {
+                let old = threads::set_thread_override(t).unwrap();
+                let out =
+                    bin_corrected_fields(&x, 2, wt, 0.3, &lo_b, &delta, &nb, Some(&fl), &stop)
+                        .unwrap();
+                threads::set_thread_override(old).unwrap();
+                out
+            };
+            let (b1, s1, ok, f1) = run(1);
+            assert!(ok);
+            let f1 = f1.unwrap();
+            for (p, q) in f1.iter().zip(&want) {
+                assert!((p - q).abs() <= tol, "{p} {q}");
+            }
+            for t in [2, 3] {
+                let (bt, stt, _, ft) = run(t);
+                assert!(b1.iter().zip(&bt).all(|(p, q)| p.to_bits() == q.to_bits()));
+                assert!(f1
+                    .iter()
+                    .zip(&ft.unwrap())
+                    .all(|(p, q)| p.to_bits() == q.to_bits()));
+                assert_eq!(s1, stt);
+            }
+            // The bins are those of the pass without fields.
+            let (b0, _, _) = bin_corrected(&x, 2, wt, 0.3, &lo_b, &delta, &nb, &stop).unwrap();
+            assert!(b1.iter().zip(&b0).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+        // Lattices that do not line up (a ratio that is not whole) take the separate pass.
+        let mut odd = fl.clone();
+        odd.delta[0] *= 1.1;
+        assert!(field_plan(&lo_b, &delta, &nb, &odd).is_none());
+        let (_, _, _, f) =
+            bin_corrected_fields(&x, 2, None, 0.3, &lo_b, &delta, &nb, Some(&odd), &stop).unwrap();
+        assert_eq!(f.unwrap().len(), 3 * odd.nc[0] * odd.nc[1]);
+    }
+
+    #[test]
+    fn blocked_convolutions_match_the_direct_sums() {
+        // Both convolution kernels at every SIMD level against the sums written out, on
+        // sizes that leave partial row blocks and partial column chunks; and conv_axis
+        // along each axis of a 3-D array, for 1 and 2 threads (same bits).
+        let mut g = Lcg::new(3);
+        let k: Vec<f64> = (0..9).map(|_| g.unit()).collect();
+        for (n_ax, inner) in [(19usize, 37usize), (12, 32), (40, 5)] {
+            let m_out = n_ax - k.len() + 1 - 1;
+            let src: Vec<f64> = (0..n_ax * inner).map(|_| g.unit() - 0.5).collect();
+            let mut kp = vec![0.0; k.len() + 2 * (CRB - 1)];
+            kp[CRB - 1..CRB - 1 + k.len()].copy_from_slice(&k);
+            for level in crate::core::testing::simd_levels() {
+                for i0 in (0..m_out).step_by(CRB) {
+                    let nr = (m_out - i0).min(CRB);
+                    let mut out = vec![0.0; nr * inner];
+                    rows_block_at(level, &kp, &src, inner, 1, i0, nr, &mut out);
+                    for r in 0..nr {
+                        for c in 0..inner {
+                            let want: f64 = (0..k.len())
+                                .map(|j| k[j] * src[(1 + i0 + r + j) * inner + c])
+                                .sum();
+                            assert!((out[r * inner + c] - want).abs() < 1e-14, "{level:?}");
+                        }
+                    }
+                }
+                let line: Vec<f64> = src[..n_ax].to_vec();
+                let mut o = vec![0.0; m_out];
+                line_conv_at(level, &k, &line, 1, &mut o);
+                for (i, v) in o.iter().enumerate() {
+                    let want: f64 = (0..k.len()).map(|j| k[j] * line[1 + i + j]).sum();
+                    assert!((v - want).abs() < 1e-14, "{level:?}");
+                }
+            }
+        }
+        let stop = AtomicBool::new(false);
+        let shape = [23usize, 17, 41];
+        let a: Vec<f64> = (0..shape.iter().product::<usize>())
+            .map(|_| g.unit())
+            .collect();
+        for axis in 0..3 {
+            let m_out = shape[axis] - k.len();
+            let run = |t: usize| {
+                let old = threads::set_thread_override(t).unwrap();
+                let r = conv_axis(&a, &shape, axis, &k, 1, m_out, &stop).unwrap();
+                threads::set_thread_override(old).unwrap();
+                r
+            };
+            let (o1, s1) = run(1);
+            let (o2, _) = run(2);
+            assert!(o1.iter().zip(&o2).all(|(p, q)| p.to_bits() == q.to_bits()));
+            let st = strides(&s1);
+            let sa = strides(&shape);
+            for (f, v) in o1.iter().enumerate() {
+                let idx: Vec<usize> = (0..3).map(|e| (f / st[e]) % s1[e]).collect();
+                let want: f64 = (0..k.len())
+                    .map(|j| {
+                        let mut at = 0;
+                        for e in 0..3 {
+                            let i = if e == axis { idx[e] + 1 + j } else { idx[e] };
+                            at += i * sa[e];
+                        }
+                        k[j] * a[at]
+                    })
+                    .sum();
+                assert!((v - want).abs() < 1e-13, "{axis} {f}");
             }
         }
     }
@@ -1248,7 +1856,7 @@ mod tests {
         let w = vec![1.0 / n as f64; n];
         let lo: Vec<f64> = vec![-2.0; d];
         let delta: Vec<f64> = (0..d).map(|a| 4.0 / (m[a] - 1) as f64).collect();
-        let b = binned_nd(&x, d, None, &lo, &delta, m, h, true, &stop).unwrap();
+        let b = binned_nd(&x, d, None, &lo, &delta, m, h, true, None, &stop).unwrap();
         let st = strides(m);
         let (mut max_err, mut max_est, mut peak) = (0.0f64, 0.0f64, 0.0f64);
         for (f, (&s, &e)) in b.sums.iter().zip(&b.err).enumerate() {
