@@ -632,9 +632,8 @@ def _logpdf_nd_folded(kde, qi):
     d = kde.d
     log_norm = base._log_norm + base._log_det
     fold = kde._fold
-    if fold.radial or kde.kernel == "gaussian":
-        # The identity by the pairwise engine (its SIMD tiles beat the block pass when
-        # every block is within the Gaussian's reach), and its value prunes the images.
+    if fold.radial:
+        # The identity by the pairwise engine: its value sets the radial image lists.
         floor = base.logpdf(qi, check_finite=False).astype(np.float64)
         parts = list(fold.images(qi, floor, log_norm, skip_identity=True))
         if not parts:

@@ -45,9 +45,13 @@ use crate::core::simd::{self, Fma, SimdTask};
 use crate::core::threads;
 
 /// Points per data block.
-pub const LEAF: usize = 64;
+pub const LEAF: usize = 128;
 /// Queries per task.
 pub const QBLOCK: usize = 64;
+/// Blocks per map summed first for every query of a query block when no floor is given.
+const SEED: usize = 4;
+/// Seeds whose bound is this far below the query's best are not summed first.
+const SEED_SPAN: f64 = 10.0;
 
 /// k-d order of the points `idx` (rows of the n × d `x`): leaves of exactly `leaf` points
 /// (the last one shorter), split on the widest side at a multiple of `leaf`. Returns the
@@ -305,6 +309,68 @@ impl Ctx<'_> {
         }
     }
 
+    /// Bounds of every block over the box [lo, hi] (one map's images of a query block)
+    /// into `ubox`.
+    fn box_bounds(&self, lo: &[f64], hi: &[f64], ubox: &mut Vec<f64>) {
+        let (b, d) = (self.b, self.d);
+        ubox.clear();
+        for k in 0..b.nb {
+            let bx = &b.bbox[k * 2 * d..(k + 1) * 2 * d];
+            let mut dmin = 0.0;
+            for j in 0..d {
+                let e = (bx[j] - hi[j]).max(lo[j] - bx[d + j]).max(0.0);
+                dmin += e * e;
+            }
+            let ub = b.logsum[k] + log_profile_ub(self.kernel, dmin);
+            ubox.push(if ub.is_nan() { f64::NEG_INFINITY } else { ub });
+        }
+    }
+
+    /// Adds block k at `img` to row r (`ub` its bound): rescales the row's sum when `ub`
+    /// exceeds its shift (Gaussian and exponential kernels).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn add<M: Fma>(
+        &self,
+        log_mode: bool,
+        r: usize,
+        img: &[f64],
+        k: usize,
+        ub: f64,
+        shift: &mut [f64],
+        sum: &mut [f64],
+        waste: &mut [f64],
+    ) {
+        if log_mode && ub > shift[r] {
+            let f = simd::exp::<M>(shift[r] - ub);
+            sum[r] *= f;
+            waste[r] *= f;
+            shift[r] = ub;
+        }
+        sum[r] += self.block_sum::<M>(img, k, shift[r]);
+    }
+
+    /// The box [lo, hi] of map g's images of the member rows.
+    fn image_box(
+        &self,
+        rows: &[usize],
+        g: usize,
+        members: &[(usize, usize)],
+        img: &mut [f64],
+        lo: &mut [f64],
+        hi: &mut [f64],
+    ) {
+        lo.fill(f64::INFINITY);
+        hi.fill(f64::NEG_INFINITY);
+        for &(_, r) in members {
+            self.image(rows[r], g, img);
+            for j in 0..self.d {
+                lo[j] = lo[j].min(img[j]);
+                hi[j] = hi[j].max(img[j]);
+            }
+        }
+    }
+
     /// The folded log-sums of the queries `rows` (one query block) into `out`.
     #[inline(always)]
     fn run_block<M: Fma>(&self, rows: &[usize], out: &mut [f64]) {
@@ -319,8 +385,8 @@ impl Ctx<'_> {
         let mut sum = [0.0f64; QBLOCK];
         let mut waste = [0.0f64; QBLOCK];
         let mut cut = [f64::NEG_INFINITY; QBLOCK];
-        let mut done = [(usize::MAX, usize::MAX); QBLOCK];
         let mut img = vec![0.0f64; d];
+        // (map, row) pairs, grouped by map.
         let mut pairs: Vec<(usize, usize)> = Vec::new();
         for (r, &i) in rows.iter().enumerate() {
             for p in self.first[i]..self.first[i + 1] {
@@ -328,97 +394,116 @@ impl Ctx<'_> {
             }
         }
         pairs.sort_unstable();
+        let mut groups: Vec<(usize, usize)> = Vec::new();
+        let mut a = 0;
+        while a < pairs.len() {
+            let mut e = a;
+            while e < pairs.len() && pairs[e].0 == pairs[a].0 {
+                e += 1;
+            }
+            groups.push((a, e));
+            a = e;
+        }
+        let seeded = log_mode && self.lse0.is_none();
         for (r, &i) in rows.iter().enumerate() {
-            let np = self.first[i + 1] - self.first[i];
-            let l0 = self.lse0.map(|l| l[i]);
-            let floor = if log_mode {
-                match l0 {
-                    Some(l) if l > f64::NEG_INFINITY => {
-                        (shift[r], sum[r]) = (l, 1.0);
-                        l
+            let l0 = self.lse0.map(|l| l[i]).unwrap_or(f64::NEG_INFINITY);
+            if log_mode {
+                (shift[r], sum[r]) = if l0 > f64::NEG_INFINITY {
+                    (l0, 1.0)
+                } else {
+                    (f64::NEG_INFINITY, if l0.is_nan() { l0 } else { 0.0 })
+                };
+            } else {
+                (shift[r], sum[r]) = (b.top, (l0 - b.top).exp());
+            }
+        }
+        let (mut lo, mut hi) = (vec![0.0f64; d], vec![0.0f64; d]);
+        let mut ubox: Vec<f64> = Vec::with_capacity(nb);
+        // Seed (no floor given, Gaussian and exponential kernels): per map, the SEED
+        // blocks with the largest bounds over the block's images, summed exactly for
+        // every member row; their sum is the floor.
+        let mut seeds: Vec<[usize; SEED]> = Vec::new();
+        let mut smax = [f64::NEG_INFINITY; QBLOCK];
+        if seeded {
+            for &(a, e) in &groups {
+                let g = pairs[a].0;
+                self.image_box(rows, g, &pairs[a..e], &mut img, &mut lo, &mut hi);
+                self.box_bounds(&lo, &hi, &mut ubox);
+                let mut top = [usize::MAX; SEED];
+                for (k, &u) in ubox.iter().enumerate() {
+                    if u == f64::NEG_INFINITY {
+                        continue;
                     }
-                    Some(l) => {
-                        (shift[r], sum[r]) = (f64::NEG_INFINITY, if l.is_nan() { l } else { 0.0 });
-                        l
+                    // Insertion into the sorted top list.
+                    let mut pos = SEED;
+                    while pos > 0 && (top[pos - 1] == usize::MAX || ubox[top[pos - 1]] < u) {
+                        pos -= 1;
                     }
-                    None => {
-                        // The floor: the exact sum of the block with the largest bound.
-                        let mut best = (f64::NEG_INFINITY, 0usize, 0usize);
-                        for p in self.first[i]..self.first[i + 1] {
-                            self.image(i, self.pair_g[p], &mut img);
-                            for k in 0..nb {
-                                let ub = self.bound(&img, k);
-                                if ub > best.0 {
-                                    best = (ub, self.pair_g[p], k);
-                                }
-                            }
-                        }
-                        shift[r] = f64::NEG_INFINITY;
-                        if best.0 > f64::NEG_INFINITY {
-                            let (ub, g, k) = best;
-                            self.image(i, g, &mut img);
-                            (shift[r], sum[r]) = (ub, self.block_sum::<M>(&img, k, ub));
-                            done[r] = (g, k);
-                        }
-                        shift[r] + sum[r].ln()
+                    if pos < SEED {
+                        top.copy_within(pos..SEED - 1, pos + 1);
+                        top[pos] = k;
                     }
                 }
-            } else {
-                shift[r] = b.top;
-                let l = l0.unwrap_or(f64::NEG_INFINITY);
-                sum[r] = (l - b.top).exp();
-                l
-            };
+                for &(_, r) in &pairs[a..e] {
+                    self.image(rows[r], g, &mut img);
+                    for &k in top.iter().filter(|&&k| k != usize::MAX) {
+                        smax[r] = smax[r].max(self.bound(&img, k));
+                    }
+                }
+                seeds.push(top);
+            }
+            // The seeds within SEED_SPAN of the row's best, summed exactly.
+            for (gi, &(a, e)) in groups.iter().enumerate() {
+                let g = pairs[a].0;
+                for &(_, r) in &pairs[a..e] {
+                    self.image(rows[r], g, &mut img);
+                    for &k in seeds[gi].iter().filter(|&&k| k != usize::MAX) {
+                        let ub = self.bound(&img, k);
+                        if ub > f64::NEG_INFINITY && ub >= smax[r] - SEED_SPAN {
+                            self.add::<M>(
+                                log_mode, r, &img, k, ub, &mut shift, &mut sum, &mut waste,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for (r, &i) in rows.iter().enumerate() {
+            let np = self.first[i + 1] - self.first[i];
+            let floor = shift[r] + sum[r].ln();
             cut[r] = floor - self.margin - LN_2 - ((nb * np.max(1)) as f64).ln();
-            if cut[r].is_nan() {
+            if cut[r].is_nan() || !log_mode {
                 cut[r] = f64::NEG_INFINITY;
             }
         }
-        let mut cands: Vec<usize> = Vec::with_capacity(nb);
-        let (mut lo, mut hi) = (vec![0.0f64; d], vec![0.0f64; d]);
-        let mut a = 0;
-        while a < pairs.len() {
+        let mut cands: Vec<(f64, usize)> = Vec::with_capacity(nb);
+        for (gi, &(a, e)) in groups.iter().enumerate() {
             let g = pairs[a].0;
-            let mut e = a;
-            while e < pairs.len() && pairs[e].0 == g {
-                e += 1;
-            }
             let members = &pairs[a..e];
-            a = e;
-            // The box of this map's images of the block's rows, and the loosest cut.
-            lo.fill(f64::INFINITY);
-            hi.fill(f64::NEG_INFINITY);
-            let mut box_cut = f64::INFINITY;
-            for &(_, r) in members {
-                self.image(rows[r], g, &mut img);
-                for j in 0..d {
-                    lo[j] = lo[j].min(img[j]);
-                    hi[j] = hi[j].max(img[j]);
-                }
-                box_cut = box_cut.min(cut[r]);
-            }
+            self.image_box(rows, g, members, &mut img, &mut lo, &mut hi);
+            self.box_bounds(&lo, &hi, &mut ubox);
+            let box_cut = members
+                .iter()
+                .map(|&(_, r)| cut[r])
+                .fold(f64::INFINITY, f64::min);
+            let seed = seeds.get(gi).copied().unwrap_or([usize::MAX; SEED]);
             cands.clear();
-            for k in 0..nb {
-                let bx = &b.bbox[k * 2 * d..(k + 1) * 2 * d];
-                let mut dmin = 0.0;
-                for j in 0..d {
-                    let e = (bx[j] - hi[j]).max(lo[j] - bx[d + j]).max(0.0);
-                    dmin += e * e;
-                }
-                let ub = b.logsum[k] + log_profile_ub(self.kernel, dmin);
-                if ub > f64::NEG_INFINITY && ub >= box_cut {
-                    cands.push(k);
+            for (k, &u) in ubox.iter().enumerate() {
+                if u > f64::NEG_INFINITY && u >= box_cut {
+                    cands.push((u, k));
                 }
             }
+            // Nearest first: the running rule's sum grows fastest.
+            cands.sort_unstable_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
             for &(_, r) in members {
                 self.image(rows[r], g, &mut img);
                 // Beyond this the running rule cannot skip (sum < 2^{ln_hi/ln2}).
                 let mut pre = ln_half_eps + ln_hi(sum[r]);
-                for &k in &cands {
-                    if done[r] == (g, k) {
-                        continue;
-                    }
+                for &(_, k) in &cands {
                     let ub = self.bound(&img, k);
+                    if ub > f64::NEG_INFINITY && ub >= smax[r] - SEED_SPAN && seed.contains(&k) {
+                        continue; // summed as a seed
+                    }
                     if ub == f64::NEG_INFINITY || ub < cut[r] {
                         continue;
                     }
@@ -429,13 +514,7 @@ impl Ctx<'_> {
                             continue;
                         }
                     }
-                    if log_mode && ub > shift[r] {
-                        let f = simd::exp::<M>(shift[r] - ub);
-                        sum[r] *= f;
-                        waste[r] *= f;
-                        shift[r] = ub;
-                    }
-                    sum[r] += self.block_sum::<M>(&img, k, shift[r]);
+                    self.add::<M>(log_mode, r, &img, k, ub, &mut shift, &mut sum, &mut waste);
                     pre = ln_half_eps + ln_hi(sum[r]);
                 }
             }
