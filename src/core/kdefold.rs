@@ -590,7 +590,7 @@ pub fn add_images(
             "add_images needs n·d data, m·d queries, 2·d values per map and one map per pair"
         ));
     }
-    if !(margin >= 0.0) {
+    if margin.is_nan() || margin < 0.0 {
         return Err(invalid!("the pruning margin must be >= 0"));
     }
     if !(x.iter().chain(q).chain(maps).all(|v| v.is_finite())) {
