@@ -10,6 +10,7 @@ resample.
 from __future__ import annotations
 
 import math
+from itertools import product
 
 import numpy as np
 import pytest
@@ -1013,3 +1014,44 @@ def test_loo_bandwidth_exponential_2d_with_bounds_against_loo_logpdf():
     for f, ll in zip(grid, sel.loglik):
         kde = KDE(x, bandwidth=sel.base * f * f, kernel="exponential", bounds=b)
         assert float(np.mean(kde.loo_logpdf())) == pytest.approx(ll, rel=1e-12)
+
+
+@pytest.mark.parametrize("d, boundary", [(2, "reflect"), (3, "reflect"), (2, "periodic")])
+def test_nd_block_pass_at_the_pruning_edge_against_explicit_log_sums(d, boundary):
+    # Data piled against the boundary and queries at the boundary, just inside it and
+    # about the pruning reach (sqrt(2·45) ≈ 9.5 bandwidths) away, with weights spanning
+    # e^-30: images and blocks sit on both sides of the skip threshold. The explicit sum
+    # over every image and point is taken in log space (no underflow), so far-tail
+    # queries are checked in relative terms too.
+    r = np.random.default_rng(41)
+    n = 700
+    x = r.random((n, d))
+    x[: n // 2, 1] = r.random(n // 2) * 0.02  # a slab at the lower boundary
+    w = np.exp(-30 * r.random(n))
+    h = np.full(d, 0.05)
+    reach = math.sqrt(2 * 45) * 0.05
+    qa = r.random((60, d))
+    qa[:20, 1] = 0.0
+    qa[20:40, 1] = np.minimum(reach * (0.9 + 0.2 * r.random(20)), 1.0)
+    qa[40:, 1] = 1e-9
+    if boundary == "reflect":
+        bounds = [(0, 1)] * d
+        maps1 = [(1, 2 * k) for k in range(-2, 3)] + [(-1, 2 * k) for k in range(-2, 3)]
+    else:
+        bounds = [(None, None), (0, 1)] + [(None, None)] * (d - 2)
+        maps1 = [(1, k) for k in range(-3, 4)]
+    per_dim = [maps1 if bounds[j][0] is not None else [(1, 0)] for j in range(d)]
+    logw = np.log(w / w.sum())
+    terms = []
+    for combo in product(*per_dim):
+        s = np.array([c[0] for c in combo], dtype=float)
+        t = np.array([c[1] for c in combo], dtype=float)
+        z = (qa * s + t)[:, None, :] - x[None, :, :]
+        terms.append(-0.5 * np.sum((z / h) ** 2, axis=2) + logw[None, :])
+    terms = np.concatenate(terms, axis=1)
+    top = terms.max(axis=1)
+    want = top + np.log(np.exp(terms - top[:, None]).sum(axis=1))
+    want -= 0.5 * d * math.log(2 * math.pi) + np.sum(np.log(h))
+    kde = KDE(x, bandwidth=h, weights=w, bounds=bounds, boundary=boundary)
+    got = kde.logpdf(qa)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)

@@ -618,12 +618,14 @@ def _logpdf_nd_folded(kde, qi):
 
     The images are those ``Fold.images`` keeps (term-wise bounds; for the exponential
     kernel in d ≥ 2 the radial bound, which needs the identity term first: that one is
-    then the unbounded estimate's pairwise pass). A block of the data is skipped for an
-    image when its bound Σ_B w·K(distance to the block's box) is below e^-45 of a lower
-    bound of the density (the identity term, or the exact sum of the block with the
-    largest bound), divided by the number of blocks and images: what is dropped stays
-    below e^-45 of the density, and the rest is the exact sum. Far from the boundaries
-    most blocks drop out, so the bounded call costs about what the unbounded one does.
+    then the unbounded estimate's pairwise pass and is passed as ``lse0``). Otherwise the
+    identity is one more map of the pass, pruned like the others. The pass visits blocks
+    of the data per block of queries, nearest first, and skips a block for an image by
+    two rules that each spend half of e^-45 of the density (a union bound against a floor
+    from the nearest blocks' exact sums, and a running budget against the sum so far;
+    ``src/core/kdefold.rs``): what is dropped stays below e^-45 of the density, about
+    1/3800 of its rounding, and the rest is the exact sum. Far from the boundaries most
+    blocks drop out, so the bounded call can cost less than the unbounded one.
     Memory: the whitened queries, one (query, map) index pair per kept image, and a
     sorted copy of the whitened data in Rust."""
     from . import _core
@@ -632,9 +634,8 @@ def _logpdf_nd_folded(kde, qi):
     d = kde.d
     log_norm = base._log_norm + base._log_det
     fold = kde._fold
-    if fold.radial or kde.kernel == "gaussian":
-        # The identity by the pairwise engine (its SIMD tiles beat the block pass when
-        # every block is within the Gaussian's reach), and its value prunes the images.
+    if fold.radial:
+        # The identity by the pairwise engine: its value sets the radial image lists.
         floor = base.logpdf(qi, check_finite=False).astype(np.float64)
         parts = list(fold.images(qi, floor, log_norm, skip_identity=True))
         if not parts:
