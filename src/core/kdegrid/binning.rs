@@ -163,37 +163,219 @@ fn pairs_front_scalar(fx: &Fixed, x: &[f64], w: &[f64], start: usize, b: &mut Bl
     bad
 }
 
+/// The fixed-point front end of [`Fixed::locate`] for 8 lanes at once (AVX-512), shared by
+/// the binning and the fused passes' SIMD bodies.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct Loc8 {
+    lo: std::arch::x86_64::__m512d,
+    sc: std::arch::x86_64::__m512d,
+    qmax: std::arch::x86_64::__m512d,
+    inf: std::arch::x86_64::__m512d,
+    magic: std::arch::x86_64::__m512d,
+    magic_i: std::arch::x86_64::__m512i,
+    fmask: std::arch::x86_64::__m512i,
+    spare: std::arch::x86_64::__m512i,
+    shift: std::arch::x86_64::__m128i,
+    inv_one: std::arch::x86_64::__m512d,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Loc8 {
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+    #[inline]
+    pub(super) fn new(fx: &Fixed) -> Loc8 {
+        use std::arch::x86_64::*;
+        let nb = fx.nb as i64;
+        Loc8 {
+            lo: _mm512_set1_pd(fx.lo),
+            sc: _mm512_set1_pd(fx.scale),
+            qmax: _mm512_set1_pd(fx.qmax),
+            inf: _mm512_set1_pd(f64::INFINITY),
+            magic: _mm512_set1_pd(MAGIC),
+            magic_i: _mm512_set1_epi64(MAGIC.to_bits() as i64),
+            fmask: _mm512_set1_epi64(fx.fmask() as i64),
+            spare: _mm512_setr_epi64(nb, nb + 1, nb + 2, nb + 3, nb, nb + 1, nb + 2, nb + 3),
+            shift: _mm_cvtsi64_si128(fx.fbits as i64),
+            inv_one: _mm512_set1_pd(1.0 / (1u64 << fx.fbits) as f64),
+        }
+    }
+
+    /// Per lane: the slot (a spare one when dropped), the fraction bits (0 when dropped),
+    /// the kept lanes and the lanes whose coordinate is not finite.
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+    #[inline]
+    pub(super) fn locate(
+        &self,
+        xv: std::arch::x86_64::__m512d,
+    ) -> (
+        std::arch::x86_64::__m512i,
+        std::arch::x86_64::__m512i,
+        std::arch::x86_64::__mmask8,
+        std::arch::x86_64::__mmask8,
+    ) {
+        use std::arch::x86_64::*;
+        let zero = _mm512_setzero_pd();
+        let q = _mm512_mul_pd(_mm512_sub_pd(xv, self.lo), self.sc);
+        let kept = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(q, zero)
+            & _mm512_cmp_pd_mask::<_CMP_LE_OQ>(q, self.qmax);
+        // x − x is NaN exactly when x is not finite.
+        let bad = _mm512_cmp_pd_mask::<_CMP_UNORD_Q>(_mm512_sub_pd(xv, xv), zero);
+        let r = _mm512_sub_epi64(
+            _mm512_castpd_si512(_mm512_add_pd(q, self.magic)),
+            self.magic_i,
+        );
+        let s = _mm512_mask_blend_epi64(kept, self.spare, _mm512_srl_epi64(r, self.shift));
+        (s, _mm512_maskz_and_epi64(kept, r, self.fmask), kept, bad)
+    }
+
+    /// The lanes whose weight is negative or not finite.
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+    #[inline]
+    pub(super) fn bad_weights(
+        &self,
+        wv: std::arch::x86_64::__m512d,
+    ) -> std::arch::x86_64::__mmask8 {
+        use std::arch::x86_64::*;
+        let zero = _mm512_setzero_pd();
+        !(_mm512_cmp_pd_mask::<_CMP_GE_OQ>(wv, zero)
+            & _mm512_cmp_pd_mask::<_CMP_LT_OQ>(wv, self.inf))
+    }
+
+    /// The fraction bits (< 2^31) as t = f·2^-F, exactly (OR them into 2^52's mantissa).
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+    #[inline]
+    pub(super) fn frac(&self, f: std::arch::x86_64::__m512i) -> std::arch::x86_64::__m512d {
+        use std::arch::x86_64::*;
+        let fd = _mm512_sub_pd(
+            _mm512_castsi512_pd(_mm512_or_si512(f, self.magic_i)),
+            self.magic,
+        );
+        _mm512_mul_pd(fd, self.inv_one)
+    }
+
+    /// The shift by the fraction bits F, for the powers of t in units of 2^-F.
+    #[inline]
+    pub(super) fn shift(&self) -> std::arch::x86_64::__m128i {
+        self.shift
+    }
+}
+
+/// [`Loc8`] for 4 lanes (AVX2); masks are all-ones or zero lanes.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct Loc4 {
+    lo: std::arch::x86_64::__m256d,
+    sc: std::arch::x86_64::__m256d,
+    qmax: std::arch::x86_64::__m256d,
+    inf: std::arch::x86_64::__m256d,
+    magic: std::arch::x86_64::__m256d,
+    magic_i: std::arch::x86_64::__m256i,
+    fmask: std::arch::x86_64::__m256i,
+    spare: std::arch::x86_64::__m256d,
+    shift: std::arch::x86_64::__m128i,
+    inv_one: std::arch::x86_64::__m256d,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Loc4 {
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) fn new(fx: &Fixed) -> Loc4 {
+        use std::arch::x86_64::*;
+        let nb = fx.nb as i64;
+        Loc4 {
+            lo: _mm256_set1_pd(fx.lo),
+            sc: _mm256_set1_pd(fx.scale),
+            qmax: _mm256_set1_pd(fx.qmax),
+            inf: _mm256_set1_pd(f64::INFINITY),
+            magic: _mm256_set1_pd(MAGIC),
+            magic_i: _mm256_set1_epi64x(MAGIC.to_bits() as i64),
+            fmask: _mm256_set1_epi64x(fx.fmask() as i64),
+            spare: _mm256_castsi256_pd(_mm256_setr_epi64x(nb, nb + 1, nb + 2, nb + 3)),
+            shift: _mm_cvtsi64_si128(fx.fbits as i64),
+            inv_one: _mm256_set1_pd(1.0 / (1u64 << fx.fbits) as f64),
+        }
+    }
+
+    /// As [`Loc8::locate`]; the kept and not-finite lanes as masks of whole lanes.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) fn locate(
+        &self,
+        xv: std::arch::x86_64::__m256d,
+    ) -> (
+        std::arch::x86_64::__m256i,
+        std::arch::x86_64::__m256i,
+        std::arch::x86_64::__m256d,
+        std::arch::x86_64::__m256d,
+    ) {
+        use std::arch::x86_64::*;
+        let zero = _mm256_setzero_pd();
+        let q = _mm256_mul_pd(_mm256_sub_pd(xv, self.lo), self.sc);
+        let kept = _mm256_and_pd(
+            _mm256_cmp_pd::<_CMP_GE_OQ>(q, zero),
+            _mm256_cmp_pd::<_CMP_LE_OQ>(q, self.qmax),
+        );
+        // x − x is NaN exactly when x is not finite.
+        let bad = _mm256_cmp_pd::<_CMP_UNORD_Q>(_mm256_sub_pd(xv, xv), zero);
+        let r = _mm256_sub_epi64(
+            _mm256_castpd_si256(_mm256_add_pd(q, self.magic)),
+            self.magic_i,
+        );
+        let k = _mm256_castsi256_pd(_mm256_srl_epi64(r, self.shift));
+        let s = _mm256_castpd_si256(_mm256_blendv_pd(self.spare, k, kept));
+        let f = _mm256_and_si256(_mm256_and_si256(r, self.fmask), _mm256_castpd_si256(kept));
+        (s, f, kept, bad)
+    }
+
+    /// The lanes whose weight is negative or not finite (all-ones lanes).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) fn bad_weights(&self, wv: std::arch::x86_64::__m256d) -> std::arch::x86_64::__m256d {
+        use std::arch::x86_64::*;
+        let zero = _mm256_setzero_pd();
+        let ok = _mm256_and_pd(
+            _mm256_cmp_pd::<_CMP_GE_OQ>(wv, zero),
+            _mm256_cmp_pd::<_CMP_LT_OQ>(wv, self.inf),
+        );
+        _mm256_andnot_pd(ok, _mm256_castsi256_pd(_mm256_set1_epi64x(-1)))
+    }
+
+    /// As [`Loc8::frac`].
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) fn frac(&self, f: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256d {
+        use std::arch::x86_64::*;
+        let fd = _mm256_sub_pd(
+            _mm256_castsi256_pd(_mm256_or_si256(f, self.magic_i)),
+            self.magic,
+        );
+        _mm256_mul_pd(fd, self.inv_one)
+    }
+
+    /// As [`Loc8::shift`].
+    #[inline]
+    pub(super) fn shift(&self) -> std::arch::x86_64::__m128i {
+        self.shift
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
 fn counts_front_512(fx: &Fixed, x: &[f64], b: &mut Block) -> bool {
     use std::arch::x86_64::*;
     let n8 = x.len() / 8 * 8;
-    let (lo, sc, qmax) = (
-        _mm512_set1_pd(fx.lo),
-        _mm512_set1_pd(fx.scale),
-        _mm512_set1_pd(fx.qmax),
-    );
-    let zero = _mm512_setzero_pd();
-    let magic = _mm512_set1_pd(MAGIC);
-    let magic_i = _mm512_set1_epi64(MAGIC.to_bits() as i64);
-    let fmask = _mm512_set1_epi64(fx.fmask() as i64);
+    let loc = Loc8::new(fx);
     let one = _mm512_set1_epi64(1i64 << COUNT_SHIFT);
-    let nb = fx.nb as i64;
-    let spare = _mm512_setr_epi64(nb, nb + 1, nb + 2, nb + 3, nb, nb + 1, nb + 2, nb + 3);
-    let shift = _mm_cvtsi64_si128(fx.fbits as i64);
     let mut bad: __mmask8 = 0;
     let mut j = 0;
     while j < n8 {
         // SAFETY: lanes j..j+8 lie inside x.
         let xv = unsafe { _mm512_loadu_pd(x.as_ptr().add(j)) };
-        let q = _mm512_mul_pd(_mm512_sub_pd(xv, lo), sc);
-        let kept =
-            _mm512_cmp_pd_mask::<_CMP_GE_OQ>(q, zero) & _mm512_cmp_pd_mask::<_CMP_LE_OQ>(q, qmax);
-        // x − x is NaN exactly when x is not finite.
-        bad |= _mm512_cmp_pd_mask::<_CMP_UNORD_Q>(_mm512_sub_pd(xv, xv), zero);
-        let r = _mm512_sub_epi64(_mm512_castpd_si512(_mm512_add_pd(q, magic)), magic_i);
-        let s = _mm512_mask_blend_epi64(kept, spare, _mm512_srl_epi64(r, shift));
-        let v = _mm512_maskz_add_epi64(kept, _mm512_and_si512(r, fmask), one);
+        let (s, f, kept, bx) = loc.locate(xv);
+        bad |= bx;
+        let v = _mm512_maskz_add_epi64(kept, f, one);
         // SAFETY: entries j..j+8 lie inside the buffers (j + 8 <= x.len() <= BLOCK).
         unsafe {
             _mm512_storeu_epi64(b.slot.as_mut_ptr().add(j) as *mut i64, s);
@@ -209,20 +391,7 @@ fn counts_front_512(fx: &Fixed, x: &[f64], b: &mut Block) -> bool {
 fn pairs_front_512(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block) -> bool {
     use std::arch::x86_64::*;
     let n8 = x.len() / 8 * 8;
-    let (lo, sc, qmax) = (
-        _mm512_set1_pd(fx.lo),
-        _mm512_set1_pd(fx.scale),
-        _mm512_set1_pd(fx.qmax),
-    );
-    let zero = _mm512_setzero_pd();
-    let inf = _mm512_set1_pd(f64::INFINITY);
-    let magic = _mm512_set1_pd(MAGIC);
-    let magic_i = _mm512_set1_epi64(MAGIC.to_bits() as i64);
-    let fmask = _mm512_set1_epi64(fx.fmask() as i64);
-    let inv_one = _mm512_set1_pd(1.0 / (1u64 << fx.fbits) as f64);
-    let nb = fx.nb as i64;
-    let spare = _mm512_setr_epi64(nb, nb + 1, nb + 2, nb + 3, nb, nb + 1, nb + 2, nb + 3);
-    let shift = _mm_cvtsi64_si128(fx.fbits as i64);
+    let loc = Loc8::new(fx);
     // (w(1 − t), w·t) interleaved: lanes 0..3 and 4..7 of w − w·t and w·t.
     let il0 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
     let il1 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
@@ -236,18 +405,9 @@ fn pairs_front_512(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block) -> bool {
                 _mm512_loadu_pd(w.as_ptr().add(j)),
             )
         };
-        let q = _mm512_mul_pd(_mm512_sub_pd(xv, lo), sc);
-        let kept =
-            _mm512_cmp_pd_mask::<_CMP_GE_OQ>(q, zero) & _mm512_cmp_pd_mask::<_CMP_LE_OQ>(q, qmax);
-        let w_ok =
-            _mm512_cmp_pd_mask::<_CMP_GE_OQ>(wv, zero) & _mm512_cmp_pd_mask::<_CMP_LT_OQ>(wv, inf);
-        bad |= _mm512_cmp_pd_mask::<_CMP_UNORD_Q>(_mm512_sub_pd(xv, xv), zero) | !w_ok;
-        let r = _mm512_sub_epi64(_mm512_castpd_si512(_mm512_add_pd(q, magic)), magic_i);
-        let s = _mm512_mask_blend_epi64(kept, spare, _mm512_srl_epi64(r, shift));
-        // The fraction bits (< 2^31) as a double, exactly: OR them into 2^52's mantissa.
-        let f = _mm512_maskz_and_epi64(kept, r, fmask);
-        let fd = _mm512_sub_pd(_mm512_castsi512_pd(_mm512_or_si512(f, magic_i)), magic);
-        let wt = _mm512_mul_pd(wv, _mm512_mul_pd(fd, inv_one));
+        let (s, f, _, bx) = loc.locate(xv);
+        bad |= bx | loc.bad_weights(wv);
+        let wt = _mm512_mul_pd(wv, loc.frac(f));
         // SAFETY: entries j..j+8 lie inside the buffers (j + 8 <= x.len() <= BLOCK).
         unsafe {
             _mm512_storeu_epi64(b.slot.as_mut_ptr().add(j) as *mut i64, s);
@@ -266,41 +426,16 @@ fn pairs_front_512(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block) -> bool {
 fn counts_front_avx2(fx: &Fixed, x: &[f64], b: &mut Block) -> bool {
     use std::arch::x86_64::*;
     let n4 = x.len() / 4 * 4;
-    let (lo, sc, qmax) = (
-        _mm256_set1_pd(fx.lo),
-        _mm256_set1_pd(fx.scale),
-        _mm256_set1_pd(fx.qmax),
-    );
-    let zero = _mm256_setzero_pd();
-    let magic = _mm256_set1_pd(MAGIC);
-    let magic_i = _mm256_set1_epi64x(MAGIC.to_bits() as i64);
-    let fmask = _mm256_set1_epi64x(fx.fmask() as i64);
+    let loc = Loc4::new(fx);
     let one = _mm256_set1_epi64x(1i64 << COUNT_SHIFT);
-    let nb = fx.nb as i64;
-    let spare = _mm256_castsi256_pd(_mm256_setr_epi64x(nb, nb + 1, nb + 2, nb + 3));
-    let shift = _mm_cvtsi64_si128(fx.fbits as i64);
     let mut bad = _mm256_setzero_pd();
     let mut j = 0;
     while j < n4 {
         // SAFETY: lanes j..j+4 lie inside x.
         let xv = unsafe { _mm256_loadu_pd(x.as_ptr().add(j)) };
-        let q = _mm256_mul_pd(_mm256_sub_pd(xv, lo), sc);
-        let kept = _mm256_and_pd(
-            _mm256_cmp_pd::<_CMP_GE_OQ>(q, zero),
-            _mm256_cmp_pd::<_CMP_LE_OQ>(q, qmax),
-        );
-        // x − x is NaN exactly when x is not finite.
-        bad = _mm256_or_pd(
-            bad,
-            _mm256_cmp_pd::<_CMP_UNORD_Q>(_mm256_sub_pd(xv, xv), zero),
-        );
-        let r = _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(q, magic)), magic_i);
-        let k = _mm256_castsi256_pd(_mm256_srl_epi64(r, shift));
-        let s = _mm256_castpd_si256(_mm256_blendv_pd(spare, k, kept));
-        let v = _mm256_and_si256(
-            _mm256_add_epi64(_mm256_and_si256(r, fmask), one),
-            _mm256_castpd_si256(kept),
-        );
+        let (s, f, kept, bx) = loc.locate(xv);
+        bad = _mm256_or_pd(bad, bx);
+        let v = _mm256_and_si256(_mm256_add_epi64(f, one), _mm256_castpd_si256(kept));
         // SAFETY: entries j..j+4 lie inside the buffers (j + 4 <= x.len() <= BLOCK).
         unsafe {
             _mm256_storeu_si256(b.slot.as_mut_ptr().add(j) as *mut __m256i, s);
@@ -316,21 +451,7 @@ fn counts_front_avx2(fx: &Fixed, x: &[f64], b: &mut Block) -> bool {
 fn pairs_front_avx2(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block) -> bool {
     use std::arch::x86_64::*;
     let n4 = x.len() / 4 * 4;
-    let (lo, sc, qmax) = (
-        _mm256_set1_pd(fx.lo),
-        _mm256_set1_pd(fx.scale),
-        _mm256_set1_pd(fx.qmax),
-    );
-    let zero = _mm256_setzero_pd();
-    let inf = _mm256_set1_pd(f64::INFINITY);
-    let all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
-    let magic = _mm256_set1_pd(MAGIC);
-    let magic_i = _mm256_set1_epi64x(MAGIC.to_bits() as i64);
-    let fmask = _mm256_set1_epi64x(fx.fmask() as i64);
-    let inv_one = _mm256_set1_pd(1.0 / (1u64 << fx.fbits) as f64);
-    let nb = fx.nb as i64;
-    let spare = _mm256_castsi256_pd(_mm256_setr_epi64x(nb, nb + 1, nb + 2, nb + 3));
-    let shift = _mm_cvtsi64_si128(fx.fbits as i64);
+    let loc = Loc4::new(fx);
     let mut bad = _mm256_setzero_pd();
     let mut j = 0;
     while j < n4 {
@@ -341,26 +462,9 @@ fn pairs_front_avx2(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block) -> bool {
                 _mm256_loadu_pd(w.as_ptr().add(j)),
             )
         };
-        let q = _mm256_mul_pd(_mm256_sub_pd(xv, lo), sc);
-        let kept = _mm256_and_pd(
-            _mm256_cmp_pd::<_CMP_GE_OQ>(q, zero),
-            _mm256_cmp_pd::<_CMP_LE_OQ>(q, qmax),
-        );
-        let w_ok = _mm256_and_pd(
-            _mm256_cmp_pd::<_CMP_GE_OQ>(wv, zero),
-            _mm256_cmp_pd::<_CMP_LT_OQ>(wv, inf),
-        );
-        // x − x is NaN exactly when x is not finite.
-        bad = _mm256_or_pd(
-            _mm256_or_pd(bad, _mm256_andnot_pd(w_ok, all)),
-            _mm256_cmp_pd::<_CMP_UNORD_Q>(_mm256_sub_pd(xv, xv), zero),
-        );
-        let r = _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(q, magic)), magic_i);
-        let k = _mm256_castsi256_pd(_mm256_srl_epi64(r, shift));
-        let s = _mm256_castpd_si256(_mm256_blendv_pd(spare, k, kept));
-        let f = _mm256_and_si256(_mm256_and_si256(r, fmask), _mm256_castpd_si256(kept));
-        let fd = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(f, magic_i)), magic);
-        let wt = _mm256_mul_pd(wv, _mm256_mul_pd(fd, inv_one));
+        let (s, f, _, bx) = loc.locate(xv);
+        bad = _mm256_or_pd(_mm256_or_pd(bad, loc.bad_weights(wv)), bx);
+        let wt = _mm256_mul_pd(wv, loc.frac(f));
         let u = _mm256_sub_pd(wv, wt);
         let (a, c) = (_mm256_unpacklo_pd(u, wt), _mm256_unpackhi_pd(u, wt));
         // SAFETY: entries j..j+4 lie inside the buffers (j + 4 <= x.len() <= BLOCK).

@@ -25,9 +25,9 @@
 
 use std::sync::atomic::AtomicBool;
 
-use super::binning::{
-    over_parts, prefetch, Fixed, BLOCK, CHUNK, COUNT_SHIFT, MAGIC, PREFETCH, SPARE,
-};
+use super::binning::{over_parts, prefetch, Fixed, BLOCK, CHUNK, COUNT_SHIFT, PREFETCH, SPARE};
+#[cfg(target_arch = "x86_64")]
+use super::binning::{Loc4, Loc8};
 use super::check_stop;
 use crate::core::error::{try_vec, Result};
 use crate::core::simd::{Fma, Level};
@@ -139,19 +139,9 @@ fn pairs_front_scalar(
 fn counts_front_512(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
     use std::arch::x86_64::*;
     let n8 = x.len() / 8 * 8;
-    let (lo, sc, qmax) = (
-        _mm512_set1_pd(fx.lo),
-        _mm512_set1_pd(fx.scale),
-        _mm512_set1_pd(fx.qmax),
-    );
-    let zero = _mm512_setzero_pd();
-    let magic = _mm512_set1_pd(MAGIC);
-    let magic_i = _mm512_set1_epi64(MAGIC.to_bits() as i64);
-    let fmask = _mm512_set1_epi64(fx.fmask() as i64);
+    let loc = Loc8::new(fx);
+    let shift = loc.shift();
     let one = _mm512_set1_epi64(1i64 << COUNT_SHIFT);
-    let nb = fx.nb as i64;
-    let spare = _mm512_setr_epi64(nb, nb + 1, nb + 2, nb + 3, nb, nb + 1, nb + 2, nb + 3);
-    let shift = _mm_cvtsi64_si128(fx.fbits as i64);
     // The slots are stored in the order 0, 2, 4, 6, 1, 3, 5, 7 (what the in-lane unpacks
     // and one cross-lane permute give); integer adds do not care about the order.
     let order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
@@ -162,14 +152,8 @@ fn counts_front_512(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
     while j < n8 {
         // SAFETY: lanes j..j+8 lie inside x.
         let xv = unsafe { _mm512_loadu_pd(x.as_ptr().add(j)) };
-        let q = _mm512_mul_pd(_mm512_sub_pd(xv, lo), sc);
-        let kept =
-            _mm512_cmp_pd_mask::<_CMP_GE_OQ>(q, zero) & _mm512_cmp_pd_mask::<_CMP_LE_OQ>(q, qmax);
-        // x − x is NaN exactly when x is not finite.
-        bad |= _mm512_cmp_pd_mask::<_CMP_UNORD_Q>(_mm512_sub_pd(xv, xv), zero);
-        let r = _mm512_sub_epi64(_mm512_castpd_si512(_mm512_add_pd(q, magic)), magic_i);
-        let s = _mm512_mask_blend_epi64(kept, spare, _mm512_srl_epi64(r, shift));
-        let f = _mm512_maskz_and_epi64(kept, r, fmask);
+        let (s, f, kept, bx) = loc.locate(xv);
+        bad |= bx;
         let w0 = _mm512_maskz_add_epi64(kept, f, one);
         // f and the powers are below 2^31: the 32 × 32-bit products are exact.
         let s2 = _mm512_srl_epi64(_mm512_mul_epu32(f, f), shift);
@@ -198,38 +182,16 @@ fn counts_front_512(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
 fn counts_front_avx2(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
     use std::arch::x86_64::*;
     let n4 = x.len() / 4 * 4;
-    let (lo, sc, qmax) = (
-        _mm256_set1_pd(fx.lo),
-        _mm256_set1_pd(fx.scale),
-        _mm256_set1_pd(fx.qmax),
-    );
-    let zero = _mm256_setzero_pd();
-    let magic = _mm256_set1_pd(MAGIC);
-    let magic_i = _mm256_set1_epi64x(MAGIC.to_bits() as i64);
-    let fmask = _mm256_set1_epi64x(fx.fmask() as i64);
+    let loc = Loc4::new(fx);
+    let shift = loc.shift();
     let one = _mm256_set1_epi64x(1i64 << COUNT_SHIFT);
-    let nb = fx.nb as i64;
-    let spare = _mm256_castsi256_pd(_mm256_setr_epi64x(nb, nb + 1, nb + 2, nb + 3));
-    let shift = _mm_cvtsi64_si128(fx.fbits as i64);
     let mut bad = _mm256_setzero_pd();
     let mut j = 0;
     while j < n4 {
         // SAFETY: lanes j..j+4 lie inside x.
         let xv = unsafe { _mm256_loadu_pd(x.as_ptr().add(j)) };
-        let q = _mm256_mul_pd(_mm256_sub_pd(xv, lo), sc);
-        let kept = _mm256_and_pd(
-            _mm256_cmp_pd::<_CMP_GE_OQ>(q, zero),
-            _mm256_cmp_pd::<_CMP_LE_OQ>(q, qmax),
-        );
-        // x − x is NaN exactly when x is not finite.
-        bad = _mm256_or_pd(
-            bad,
-            _mm256_cmp_pd::<_CMP_UNORD_Q>(_mm256_sub_pd(xv, xv), zero),
-        );
-        let r = _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(q, magic)), magic_i);
-        let k = _mm256_castsi256_pd(_mm256_srl_epi64(r, shift));
-        let s = _mm256_castpd_si256(_mm256_blendv_pd(spare, k, kept));
-        let f = _mm256_and_si256(_mm256_and_si256(r, fmask), _mm256_castpd_si256(kept));
+        let (s, f, kept, bx) = loc.locate(xv);
+        bad = _mm256_or_pd(bad, bx);
         let w0 = _mm256_and_si256(_mm256_add_epi64(f, one), _mm256_castpd_si256(kept));
         // f and the powers are below 2^31: the 32 × 32-bit products are exact.
         let s2 = _mm256_srl_epi64(_mm256_mul_epu32(f, f), shift);
@@ -257,20 +219,7 @@ fn counts_front_avx2(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
 fn pairs_front_512(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> bool {
     use std::arch::x86_64::*;
     let n8 = x.len() / 8 * 8;
-    let (lo, sc, qmax) = (
-        _mm512_set1_pd(fx.lo),
-        _mm512_set1_pd(fx.scale),
-        _mm512_set1_pd(fx.qmax),
-    );
-    let zero = _mm512_setzero_pd();
-    let inf = _mm512_set1_pd(f64::INFINITY);
-    let magic = _mm512_set1_pd(MAGIC);
-    let magic_i = _mm512_set1_epi64(MAGIC.to_bits() as i64);
-    let fmask = _mm512_set1_epi64(fx.fmask() as i64);
-    let inv_one = _mm512_set1_pd(1.0 / (1u64 << fx.fbits) as f64);
-    let nb = fx.nb as i64;
-    let spare = _mm512_setr_epi64(nb, nb + 1, nb + 2, nb + 3, nb, nb + 1, nb + 2, nb + 3);
-    let shift = _mm_cvtsi64_si128(fx.fbits as i64);
+    let loc = Loc8::new(fx);
     // A 4 × 8 transpose in the points' order: pairs (a_j, b_j), then (a_j, b_j, c_j, d_j).
     let p_lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
     let p_hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
@@ -286,20 +235,9 @@ fn pairs_front_512(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> bo
                 _mm512_loadu_pd(w.as_ptr().add(j)),
             )
         };
-        let q = _mm512_mul_pd(_mm512_sub_pd(xv, lo), sc);
-        let kept =
-            _mm512_cmp_pd_mask::<_CMP_GE_OQ>(q, zero) & _mm512_cmp_pd_mask::<_CMP_LE_OQ>(q, qmax);
-        let w_ok =
-            _mm512_cmp_pd_mask::<_CMP_GE_OQ>(wv, zero) & _mm512_cmp_pd_mask::<_CMP_LT_OQ>(wv, inf);
-        bad |= _mm512_cmp_pd_mask::<_CMP_UNORD_Q>(_mm512_sub_pd(xv, xv), zero) | !w_ok;
-        let r = _mm512_sub_epi64(_mm512_castpd_si512(_mm512_add_pd(q, magic)), magic_i);
-        let s = _mm512_mask_blend_epi64(kept, spare, _mm512_srl_epi64(r, shift));
-        // The fraction bits (< 2^31) as a double, exactly: OR them into 2^52's mantissa.
-        let f = _mm512_maskz_and_epi64(kept, r, fmask);
-        let t = _mm512_mul_pd(
-            _mm512_sub_pd(_mm512_castsi512_pd(_mm512_or_si512(f, magic_i)), magic),
-            inv_one,
-        );
+        let (s, f, _, bx) = loc.locate(xv);
+        bad |= bx | loc.bad_weights(wv);
+        let t = loc.frac(f);
         let wt = _mm512_mul_pd(wv, t);
         let wt2 = _mm512_mul_pd(wt, t);
         let wt3 = _mm512_mul_pd(wt2, t);
@@ -330,21 +268,7 @@ fn pairs_front_512(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> bo
 fn pairs_front_avx2(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> bool {
     use std::arch::x86_64::*;
     let n4 = x.len() / 4 * 4;
-    let (lo, sc, qmax) = (
-        _mm256_set1_pd(fx.lo),
-        _mm256_set1_pd(fx.scale),
-        _mm256_set1_pd(fx.qmax),
-    );
-    let zero = _mm256_setzero_pd();
-    let inf = _mm256_set1_pd(f64::INFINITY);
-    let all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
-    let magic = _mm256_set1_pd(MAGIC);
-    let magic_i = _mm256_set1_epi64x(MAGIC.to_bits() as i64);
-    let fmask = _mm256_set1_epi64x(fx.fmask() as i64);
-    let inv_one = _mm256_set1_pd(1.0 / (1u64 << fx.fbits) as f64);
-    let nb = fx.nb as i64;
-    let spare = _mm256_castsi256_pd(_mm256_setr_epi64x(nb, nb + 1, nb + 2, nb + 3));
-    let shift = _mm_cvtsi64_si128(fx.fbits as i64);
+    let loc = Loc4::new(fx);
     let mut bad = _mm256_setzero_pd();
     let mut j = 0;
     while j < n4 {
@@ -355,28 +279,9 @@ fn pairs_front_avx2(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> b
                 _mm256_loadu_pd(w.as_ptr().add(j)),
             )
         };
-        let q = _mm256_mul_pd(_mm256_sub_pd(xv, lo), sc);
-        let kept = _mm256_and_pd(
-            _mm256_cmp_pd::<_CMP_GE_OQ>(q, zero),
-            _mm256_cmp_pd::<_CMP_LE_OQ>(q, qmax),
-        );
-        let w_ok = _mm256_and_pd(
-            _mm256_cmp_pd::<_CMP_GE_OQ>(wv, zero),
-            _mm256_cmp_pd::<_CMP_LT_OQ>(wv, inf),
-        );
-        // x − x is NaN exactly when x is not finite.
-        bad = _mm256_or_pd(
-            _mm256_or_pd(bad, _mm256_andnot_pd(w_ok, all)),
-            _mm256_cmp_pd::<_CMP_UNORD_Q>(_mm256_sub_pd(xv, xv), zero),
-        );
-        let r = _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(q, magic)), magic_i);
-        let k = _mm256_castsi256_pd(_mm256_srl_epi64(r, shift));
-        let s = _mm256_castpd_si256(_mm256_blendv_pd(spare, k, kept));
-        let f = _mm256_and_si256(_mm256_and_si256(r, fmask), _mm256_castpd_si256(kept));
-        let t = _mm256_mul_pd(
-            _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(f, magic_i)), magic),
-            inv_one,
-        );
+        let (s, f, _, bx) = loc.locate(xv);
+        bad = _mm256_or_pd(_mm256_or_pd(bad, loc.bad_weights(wv)), bx);
+        let t = loc.frac(f);
         let wt = _mm256_mul_pd(wv, t);
         let wt2 = _mm256_mul_pd(wt, t);
         let wt3 = _mm256_mul_pd(wt2, t);
