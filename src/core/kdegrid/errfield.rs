@@ -245,6 +245,18 @@ struct Plane2 {
 /// Points per block of [`plane2`]'s two phases.
 const PLANE_BLOCK: usize = 64;
 
+/// The bilinear shares of a point at fractions `tc` in its cell, for the nodes
+/// (0, 0), (0, 1), (1, 0), (1, 1).
+#[inline(always)]
+pub(super) fn bilinear(tc: [f64; 2]) -> [f64; 4] {
+    [
+        (1.0 - tc[0]) * (1.0 - tc[1]),
+        (1.0 - tc[0]) * tc[1],
+        tc[0] * (1.0 - tc[1]),
+        tc[0] * tc[1],
+    ]
+}
+
 /// The 2-D moment-corrected fields (2u₀ + u₀², 2u₁ + u₁², u₀u₁ per point, times its
 /// weight) of the points `x` (rows of 2) added to `out` with bilinear shares on the coarse
 /// nodes: the same sums as [`chunk`]`::<2>`, in two phases per block (branch-free
@@ -302,12 +314,7 @@ fn plane2<M: crate::core::simd::Fma>(
             let k0 = ((k[0] + MAGIC).to_bits() - MAGIC.to_bits()) as usize;
             let k1 = ((k[1] + MAGIC).to_bits() - MAGIC.to_bits()) as usize;
             node[j] = k0 * g.row + 3 * k1;
-            let c = [
-                (1.0 - tc[0]) * (1.0 - tc[1]),
-                (1.0 - tc[0]) * tc[1],
-                tc[0] * (1.0 - tc[1]),
-                tc[0] * tc[1],
-            ];
+            let c = bilinear(tc);
             for q in 0..4 {
                 for f in 0..3 {
                     share[j][3 * q + f] = c[q] * v[f];

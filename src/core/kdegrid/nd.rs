@@ -553,12 +553,7 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize, const F: bool>(
                         let u1 = t[1] * (1.0 - t[1]);
                         let v = [wi * u0 * (2.0 + u0), wi * u1 * (2.0 + u1), wi * u0 * u1];
                         blk.fnode[j] = (kc[0] - frows[0]) * fgeo.row as f64 + 3.0 * kc[1];
-                        let sh = [
-                            (1.0 - tc[0]) * (1.0 - tc[1]),
-                            (1.0 - tc[0]) * tc[1],
-                            tc[0] * (1.0 - tc[1]),
-                            tc[0] * tc[1],
-                        ];
+                        let sh = super::errfield::bilinear(tc);
                         for q in 0..4 {
                             for f in 0..3 {
                                 blk.fsh[3 * q + f][j] = sh[q] * v[f];
