@@ -261,7 +261,7 @@ def correlated(n, d, seed=0):
 def test_binned_nd_error_estimate_within_2x(d, bandwidth, n_points):
     x = correlated(2000, d, seed=d)
     kde = divest.KDE(x, bandwidth=bandwidth)
-    b = kde.grid(n_points)
+    b = kde.grid(n_points, method="binned")  # "auto" would refine the coarser ones
     e = kde.grid(n_points, method="exact")
     assert b.method == "binned" and b.values.shape == tuple(n_points)
     for ga, gb in zip(b.grid, e.grid):
@@ -556,7 +556,7 @@ def test_rtol_refines_until_the_estimate_meets_it(d):
     x = mixture(4000, seed=6) if d == 1 else correlated(3000, 2, seed=6)
     kde = divest.KDE(x, bandwidth=0.15 if d == 1 else [0.25, 0.2])
     pts = 200 if d == 1 else (40, 36)
-    coarse = kde.grid(pts)
+    coarse = kde.grid(pts, method="binned")  # as requested ("auto" may refine already)
     rtol = coarse.error / coarse.values.max() / 20
     r = kde.grid(pts, rtol=rtol)
     assert r.values.shape == coarse.values.shape and r.method == "binned"
@@ -699,3 +699,42 @@ def test_binned_1d_accuracy_target_scaled():
     ref = kde.grid(4096, method="exact").values
     true = np.max(np.abs(b.values - ref))
     assert true <= 2e-5 * ref.max() and 0.5 * true <= b.error <= 2.0 * true
+
+
+def _mesh_of(axes):
+    g = np.meshgrid(*axes, indexing="ij") if isinstance(axes, tuple) else [axes]
+    return np.column_stack([a.ravel() for a in g])
+
+
+@pytest.mark.parametrize(
+    "d, h, n_points",
+    [(1, 0.05, 64), (1, 0.3, 8), (1, 0.05, 16), (2, 0.05, (32, 32)), (2, 0.3, (8, 8)), (3, 0.3, 9)],
+)
+def test_auto_is_accurate_on_grids_coarse_against_the_bandwidth(d, h, n_points):
+    # Plain binning on a spacing wider than the kernel is off by tens of percent (checked
+    # below with method="binned"); "auto" refines or sums exactly instead, so its values
+    # stay within 1e-4 of the peak of the direct sums, and its estimate says so.
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((20_000, d)) if d > 1 else rng.standard_normal(20_000)
+    kde = divest.KDE(x, bandwidth=h)
+    binned = kde.grid(n_points, method="binned")
+    exact = kde.pdf(_mesh_of(binned.grid)).reshape(binned.values.shape)
+    peak = exact.max()
+    assert np.max(np.abs(binned.values - exact)) > 1e-2 * peak  # the case needs the guard
+    assert binned.error > 1e-4 * peak
+    for res in (kde.grid(n_points), divest.kde_grid(x, bandwidth=h, n_points=n_points)):
+        assert res.values.shape == binned.values.shape
+        for a, b in zip(res.grid if d > 1 else [res.grid], binned.grid if d > 1 else [binned.grid]):
+            np.testing.assert_array_equal(a, b)
+        err = np.max(np.abs(res.values - exact))
+        assert err <= 1e-4 * peak, (res.method, err / peak)
+        assert res.error >= 0.5 * err and res.error <= 1e-4 * peak
+
+
+def test_auto_keeps_fine_grids_as_they_are():
+    # Where the requested grid is already accurate, "auto" is plain binning (same values).
+    x = np.random.default_rng(3).standard_normal(50_000)
+    kde = divest.KDE(x, bandwidth=0.05)
+    a, b = kde.grid(2048), kde.grid(2048, method="binned")
+    assert a.method == "binned"
+    np.testing.assert_array_equal(a.values, b.values)
