@@ -6,7 +6,7 @@
 //! 2^(j/16) held in two registers (one permute per lookup) cuts the polynomial to degree
 //! 6, and `vscalefpd` applies the power of two with correct underflow, so no clamping
 //! or blending is needed. The AVX2 path has the same design on four lanes: a table of
-//! 2^(j/8) in two registers of four (two `vpermps` and a blend per lookup), a degree-7
+//! 2^(j/8) in two registers of four (two `vpermd` on its 32-bit halves and an immediate blend per lookup), a degree-7
 //! polynomial, and the power of two built in the exponent bits (0 for terms below
 //! e^-708.4). The portable path uses [`exp`](super::exp) over a buffer.
 
@@ -309,44 +309,36 @@ const POLY8: [f64; 8] = [
 ];
 
 /// The table of 2^(j/8) (the even entries of [`EXP2_SIXTEENTHS`]) with j·2^49 taken
-/// from each entry's bits, in two registers of four, read as f32 pairs by `vpermps`:
+/// from each entry's bits, split into two registers of eight 32-bit halves: the low
+/// halves of the eight entries, and the high halves. One `vpermd` per register reads
+/// entry k mod 8 (its low three index bits) and an immediate blend joins the halves;
 /// adding k·2^49 (k = 8·floor(k/8) + j) to entry j then adds floor(k/8) to its exponent.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn table8() -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+fn table8() -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
     use std::arch::x86_64::*;
     let t = |j: usize| {
         EXP2_SIXTEENTHS[2 * j]
             .to_bits()
-            .wrapping_sub((j as u64) << 49) as i64
+            .wrapping_sub((j as u64) << 49)
     };
+    let lo = |j: usize| t(j) as u32 as i32;
+    let hi = |j: usize| (t(j) >> 32) as u32 as i32;
     (
-        _mm256_castsi256_ps(_mm256_setr_epi64x(t(0), t(1), t(2), t(3))),
-        _mm256_castsi256_ps(_mm256_setr_epi64x(t(4), t(5), t(6), t(7))),
+        _mm256_setr_epi32(lo(0), lo(1), lo(2), lo(3), lo(4), lo(5), lo(6), lo(7)),
+        _mm256_setr_epi32(hi(0), hi(1), hi(2), hi(3), hi(4), hi(5), hi(6), hi(7)),
     )
 }
 
-/// 2^(u/8) per lane on AVX2 for u <= 8·1024: exactly 0 for u <= -8·1023 (NaN and -inf
-/// included), below 2^-1022 (about e^-708.4) for u < -8·1022.
-///
-/// u = k + f with k an integer and |f| <= 1/2; 2^(u/8) = 2^floor(k/8) · 2^((k mod 8)/8) ·
-/// 2^(f/8). The table entry comes from two `vpermps` (one per register of four) and a
-/// blend on bit 2 of k; the power of two is fused in by one integer add of k·2^49 to the
-/// entry's bits ([`table8`]). u is clamped below at -8·1023, where that add gives the bits
-/// of +0; between -8·1023 and -8·1022 it gives a subnormal below 2^-1022. The polynomial
-/// runs in Estrin's form (depth 3 multiply-adds instead of 7), so that more vectors
-/// overlap in the scheduler. `HI`: clamp above at 8·1024 (+inf from there); without it,
-/// u above 8·1024 gives garbage, which the exp-sum's contract (terms at most about e^700)
-/// rules out.
+/// The first stage of [`pow2_8`]: the clamped u rounded to an integer k (left in the
+/// low bits of `t`, see below) and the reduced argument f = u - k, |f| <= 1/2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn pow2_8<const HI: bool>(
+fn pow2_8_round<const HI: bool>(
     u: std::arch::x86_64::__m256d,
-    tlo: std::arch::x86_64::__m256,
-    thi: std::arch::x86_64::__m256,
-) -> std::arch::x86_64::__m256d {
+) -> (std::arch::x86_64::__m256d, std::arch::x86_64::__m256i) {
     use std::arch::x86_64::*;
     // Adding 1.5·2^52 rounds to an integer k and leaves the bits 0x4338… + k.
     const SHIFT: f64 = 6_755_399_441_055_744.0;
@@ -361,34 +353,87 @@ fn pow2_8<const HI: bool>(
         u,
         _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(u),
     );
+    (f, _mm256_castpd_si256(t))
+}
+
+/// The middle stage of [`pow2_8`]: f², the four degree-1 pairs of the polynomial
+/// (Estrin's form), and the scale 2^(k/8) from the table.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn pow2_8_mid(
+    f: std::arch::x86_64::__m256d,
+    tb: std::arch::x86_64::__m256i,
+    tlo: std::arch::x86_64::__m256i,
+    thi: std::arch::x86_64::__m256i,
+) -> [std::arch::x86_64::__m256d; 6] {
+    use std::arch::x86_64::*;
     let c = |i: usize| _mm256_set1_pd(POLY8[i]);
     let f2 = _mm256_mul_pd(f, f);
     let a01 = _mm256_fmadd_pd(c(1), f, c(0));
     let a23 = _mm256_fmadd_pd(c(3), f, c(2));
     let a45 = _mm256_fmadd_pd(c(5), f, c(4));
     let a67 = _mm256_fmadd_pd(c(7), f, c(6));
+    // k (two's complement) is the low 32-bit half of each lane of tb: copied to both
+    // halves, it indexes the low-half table for the low half and the high-half table
+    // for the high half.
+    let idx = _mm256_shuffle_epi32::<0xa0>(tb);
+    let tab = _mm256_blend_epi32::<0xaa>(
+        _mm256_permutevar8x32_epi32(tlo, idx),
+        _mm256_permutevar8x32_epi32(thi, idx),
+    );
+    // tb << 49 is k·2^49 modulo 2^64 (the bits of 0x4338… fall off).
+    let scale = _mm256_castsi256_pd(_mm256_add_epi64(tab, _mm256_slli_epi64::<49>(tb)));
+    [f2, a01, a23, a45, a67, scale]
+}
+
+/// The last stage of [`pow2_8`]: the polynomial's upper levels and the scale.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn pow2_8_finish(m: [std::arch::x86_64::__m256d; 6]) -> std::arch::x86_64::__m256d {
+    use std::arch::x86_64::*;
+    let [f2, a01, a23, a45, a67, scale] = m;
     let f4 = _mm256_mul_pd(f2, f2);
     let a03 = _mm256_fmadd_pd(a23, f2, a01);
     let a47 = _mm256_fmadd_pd(a67, f2, a45);
     let p = _mm256_fmadd_pd(a47, f4, a03);
-    let tb = _mm256_castpd_si256(t);
-    // f32 indices 2·(k mod 4) and 2·(k mod 4) + 1 for the two halves of each f64 lane.
-    let idx = _mm256_add_epi32(
-        _mm256_shuffle_epi32::<0xa0>(_mm256_slli_epi64::<1>(tb)),
-        _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1),
-    );
-    let tab = _mm256_blendv_pd(
-        _mm256_castps_pd(_mm256_permutevar8x32_ps(tlo, idx)),
-        _mm256_castps_pd(_mm256_permutevar8x32_ps(thi, idx)),
-        _mm256_castsi256_pd(_mm256_slli_epi64::<61>(tb)),
-    );
-    // tb << 49 is k·2^49 modulo 2^64 (the bits of 0x4338… fall off).
-    let scale = _mm256_add_epi64(_mm256_castpd_si256(tab), _mm256_slli_epi64::<49>(tb));
-    _mm256_mul_pd(p, _mm256_castsi256_pd(scale))
+    _mm256_mul_pd(p, scale)
+}
+
+/// 2^(u/8) per lane on AVX2 for u <= 8·1024: exactly 0 for u <= -8·1023 (NaN and -inf
+/// included), below 2^-1022 (about e^-708.4) for u < -8·1022.
+///
+/// u = k + f with k an integer and |f| <= 1/2; 2^(u/8) = 2^floor(k/8) · 2^((k mod 8)/8) ·
+/// 2^(f/8). The table entry comes from two `vpermd` (one on the low 32-bit halves of the
+/// eight entries, one on the high halves) and an immediate blend ([`table8`]); the power
+/// of two is fused in by one integer add of k·2^49 to the entry's bits. u is clamped
+/// below at -8·1023, where that add gives the bits of +0; between -8·1023 and -8·1022 it
+/// gives a subnormal below 2^-1022. The polynomial runs in Estrin's form (depth 3
+/// multiply-adds instead of 7), so that more vectors overlap in the scheduler. `HI`:
+/// clamp above at 8·1024 (+inf from there); without it, u above 8·1024 gives garbage,
+/// which the exp-sum's contract (terms at most about e^700) rules out. The three stages
+/// ([`pow2_8_round`], [`pow2_8_mid`], [`pow2_8_finish`]) are separate so that the
+/// exp-sum can run them on three consecutive vectors at once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn pow2_8<const HI: bool>(
+    u: std::arch::x86_64::__m256d,
+    tlo: std::arch::x86_64::__m256i,
+    thi: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256d {
+    let (f, tb) = pow2_8_round::<HI>(u);
+    pow2_8_finish(pow2_8_mid(f, tb, tlo, thi))
 }
 
 /// The AVX2 body of [`lin_exp_sum`]: [`pow2_8`] over four lanes, the skipped lane
 /// cleared, masked loads for the tail.
+///
+/// The full chunks run software-pipelined: each step rounds chunk j + 2, runs the middle
+/// stage of chunk j + 1 and finishes chunk j, so that the operations dispatched together
+/// do not wait on each other (the scheduler, not the FMA pipes, bounded the plain loop).
+/// The terms are added in the same order as chunk by chunk: the result is unchanged.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn sum_avx2(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
@@ -408,20 +453,48 @@ fn sum_avx2(d: &[f64], w: Option<&[f64]>, c: f64, b: f64, skip: usize) -> f64 {
             mask
         }
     };
-    let mut acc = _mm256_setzero_pd();
-    let mut j = 0;
-    while j + 4 <= n {
-        // SAFETY: lanes j..j+4 lie inside d (and w, as long as d).
+    // A finished chunk's terms, the skipped one cleared.
+    let term = |j: usize, y: __m256d| {
+        if skip.wrapping_sub(j) < 4 {
+            _mm256_and_pd(y, _mm256_castsi256_pd(keep(j, _mm256_set1_epi64x(-1))))
+        } else {
+            y
+        }
+    };
+    // The first stage of the full chunk at j.
+    let round = |j: usize| {
+        // SAFETY: the callers pass j + 4 <= n: lanes j..j+4 lie inside d (and w, as
+        // long as d).
         let mut u = unsafe { _mm256_fmadd_pd(_mm256_loadu_pd(d.as_ptr().add(j)), cv, bv) };
         if let Some(w) = w {
             // SAFETY: as above.
             u = _mm256_fmadd_pd(unsafe { _mm256_loadu_pd(w.as_ptr().add(j)) }, kv, u);
         }
-        let mut y = pow2_8::<false>(u, tlo, thi);
-        if skip.wrapping_sub(j) < 4 {
-            y = _mm256_and_pd(y, _mm256_castsi256_pd(keep(j, _mm256_set1_epi64x(-1))));
+        pow2_8_round::<false>(u)
+    };
+    let mut acc = _mm256_setzero_pd();
+    let full = n / 4 * 4;
+    let mut j = 0;
+    if full >= 8 {
+        let (f, tb) = round(0);
+        let mut m = pow2_8_mid(f, tb, tlo, thi);
+        let (mut f, mut tb) = round(4);
+        j = 8;
+        while j < full {
+            let next = round(j);
+            let m1 = pow2_8_mid(f, tb, tlo, thi);
+            acc = _mm256_add_pd(acc, term(j - 8, pow2_8_finish(m)));
+            m = m1;
+            (f, tb) = next;
+            j += 4;
         }
-        acc = _mm256_add_pd(acc, y);
+        acc = _mm256_add_pd(acc, term(j - 8, pow2_8_finish(m)));
+        let y = pow2_8_finish(pow2_8_mid(f, tb, tlo, thi));
+        acc = _mm256_add_pd(acc, term(j - 4, y));
+    }
+    while j + 4 <= n {
+        let (f, tb) = round(j);
+        acc = _mm256_add_pd(acc, term(j, pow2_8_finish(pow2_8_mid(f, tb, tlo, thi))));
         j += 4;
     }
     if j < n {
@@ -568,6 +641,41 @@ mod tests {
                         let tol = (2e-15 + 3e-16 * (c * x + b).abs()) * want + 1e-300;
                         assert!((g - want).abs() <= tol, "{lvl:?}: {g} vs {want}");
                     }
+                }
+            }
+        }
+    }
+
+    /// The AVX2 exp-sum runs its full chunks software-pipelined (three chunks in flight):
+    /// it must add exactly the terms `lin_exp_into` gives (the same `pow2_8` on the same
+    /// u), chunk by chunk in four lanes, for every length around the pipeline's start and
+    /// end and a skipped term in every position (first, middle and last stage).
+    #[test]
+    fn avx2_pipelined_sum_is_the_chunkwise_sum_of_its_terms() {
+        if !simd_levels().any(|l| l == Level::Avx2) {
+            return;
+        }
+        for n in 0usize..=29 {
+            let d: Vec<f64> = (0..n)
+                .map(|i| (i as f64 * 1.37).sin().abs() * 30.0)
+                .collect();
+            for (c, b) in [(-0.5, 3.0), (-40.0, 0.0), (-3.0, -700.0)] {
+                let terms = dispatch(Level::Avx2, Into(&d, c, b));
+                for skip in (0..n).map(Some).chain([None]) {
+                    let mut lanes = [0.0f64; 4];
+                    for (j, &t) in terms.iter().enumerate() {
+                        if Some(j) != skip {
+                            lanes[j % 4] += t;
+                        }
+                    }
+                    let want = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]);
+                    let got = run_at(Level::Avx2, &d, None, c, b, skip);
+                    assert_eq!(got.to_bits(), want.to_bits(), "n={n} c={c} skip={skip:?}");
+                    // And against libm, as the other tests do.
+                    let r = reference(&d, None, c, b, skip);
+                    let xmax = d.iter().map(|x| (c * x + b).abs()).fold(0.0f64, f64::max);
+                    let tol = (2e-15 + 3e-16 * xmax) * r + 1e-300;
+                    assert!((got - r).abs() <= tol, "n={n}: {got} vs {r}");
                 }
             }
         }
