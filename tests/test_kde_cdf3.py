@@ -247,3 +247,20 @@ def test_four_dimensional_full_bandwidth_still_raises():
     x = rng.normal(size=(20, 4)) @ np.triu(np.ones((4, 4)))
     with pytest.raises(ValueError, match="d = 2 and d = 3 only"):
         divest.KDE(x).integrate_box(x[0], x[1])
+
+
+def test_normal_tail_table_against_mpmath():
+    # _phi_c (the table-driven upper tail every box path uses): a few ulp relative over
+    # the whole range where the tail is a normal double, exactly 0/1 beyond ±40.
+    mpmath = pytest.importorskip("mpmath")
+    from divest._kdecalc import _phi_c
+
+    rng = np.random.default_rng(6)
+    t = np.concatenate(
+        [rng.uniform(-40, 37, 400), rng.uniform(-3, 3, 200), np.arange(-200, 200) / 64 + 1 / 128]
+    )
+    with mpmath.workdps(40):
+        want = np.array([float(mpmath.ncdf(-mpmath.mpf(float(v)))) for v in t])
+    got = _phi_c(t)
+    np.testing.assert_allclose(got, want, rtol=8 * 2.0**-52, atol=0)
+    assert np.array_equal(_phi_c(np.array([-np.inf, -41.0, 41.0, np.inf])), [1, 1, 0, 0])

@@ -10,6 +10,8 @@ about 2^20 kernel terms (8 MiB per array) are alive at once; nothing n×m is for
 
 from __future__ import annotations
 
+import decimal
+import functools
 import math
 from numbers import Integral
 
@@ -17,26 +19,64 @@ import numpy as np
 
 from ._validate import as_points
 
-# Elementwise complementary error function: math.erfc is accurate to about an ulp over the
-# whole range (including the far tails, where 1 - erf would lose everything); numpy has none.
-_erfc = np.frompyfunc(math.erfc, 1, 1)
 _SQRT1_2 = math.sqrt(0.5)
 _CHUNK_TERMS = 1 << 20
 
+# The upper normal tail Q(t) = φ(t)·M(t) (M the Mills ratio) from a table: at the nodes
+# t_j = j/64 (0 ≤ t_j < 40) the Taylor coefficients φ(t_j)·M^(k)(t_j)/k!, k ≤ 6, and
+# Q(t_j + δ) = e^{−(t_j·δ + δ²/2)} Σ_k c_jk δ^k for |δ| ≤ 1/128 (M is entire and slowly
+# varying, so the series' remainder is below 1e-17 relative; e^{−t_j²/2} sits in the
+# table, so the exponent stays small and exact enough). M^(k) by the recurrence
+# M' = tM − 1, M^(k+1) = tM^(k) + kM^(k−1); Q(t_j) from math.erfc with the rounding of
+# t_j/√2 corrected (the argument's own rounding would cost t²·ε/2 relative). About 3 ulp
+# relative against mpmath over (−40, 40) (tests), twice as fast as math.erfc elementwise.
+_PHI_STEP = 64
+_PHI_DEG = 6
+_PHI_TOP = 40.0
+
+
+@functools.cache
+def _mills_taylor_table() -> np.ndarray:
+    inv_sqrt2 = decimal.Context(prec=40).sqrt(decimal.Decimal(2)) / 2
+    rows = int(_PHI_TOP * _PHI_STEP) + 1
+    tab = np.zeros((_PHI_DEG + 1, rows))
+    for j in range(rows):
+        t = j / _PHI_STEP
+        x = t * _SQRT1_2
+        dx = float(decimal.Decimal(t) * inv_sqrt2 - decimal.Decimal(x))
+        q = 0.5 * math.erfc(x) * math.exp(-dx * (2.0 * x + dx))
+        g = math.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
+        if g == 0.0 or q == 0.0:
+            break  # beyond the smallest double: the rest of the table stays 0
+        m = [q / g, t * (q / g) - 1.0]
+        for k in range(1, _PHI_DEG):
+            m.append(t * m[k] + k * m[k - 1])
+        f = 1.0
+        for k in range(_PHI_DEG + 1):
+            tab[k, j] = g * m[k] / f
+            f *= k + 1
+    return tab
+
 
 def _phi_c(t: np.ndarray) -> np.ndarray:
-    """Upper tail of the standard normal, 1 − Φ(t), with full relative accuracy.
-
-    math.erfc runs only where −8.5 < t < 40: beyond 40 the tail (Φ(−40) ≈ 4e-350) is
-    below the smallest double, and below −8.5 the value 1 − Φ(−8.5) ≈ 1 − 1.9e-17 rounds
-    to exactly 1 (as math.erfc's own result would), so the answer is 0 or 1."""
+    """Upper tail of the standard normal, 1 − Φ(t), with full relative accuracy (about
+    3 ulp; the table above). Beyond |t| = 40 the tail (Φ(−40) ≈ 4e-350) is below the
+    smallest double and the value is exactly 0 or 1."""
     t = np.asarray(t, dtype=np.float64)
-    out = (t < 0).astype(np.float64)
-    mid = (t > -8.5) & (t < 40.0)
-    if mid.all():
-        return 0.5 * _erfc(t * _SQRT1_2).astype(np.float64)
-    out[mid] = 0.5 * _erfc(t[mid] * _SQRT1_2).astype(np.float64)
-    return out
+    tab = _mills_taylor_table()
+    a = np.abs(t).ravel()
+    j = np.fmin(a * _PHI_STEP + 0.5, tab.shape[1] - 1).astype(np.intp)  # NaN: last row
+    tj = j * (1.0 / _PHI_STEP)
+    with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+        d = a - tj
+        acc = np.take(tab[_PHI_DEG], j)
+        for k in range(_PHI_DEG - 1, -1, -1):
+            acc *= d
+            acc += np.take(tab[k], j)
+        acc *= np.exp(-(tj * d + 0.5 * d * d))
+    acc[~(a < _PHI_TOP)] = 0.0
+    acc = acc.reshape(t.shape)
+    return np.where(t < 0, 1.0 - acc, acc)
 
 
 # Lower-tail CDF F(t) of the 1-D unit-bandwidth kernels (scikit-learn's profiles,
