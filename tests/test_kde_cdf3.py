@@ -57,9 +57,9 @@ def _oracle(h, r):
         if rq != 0 and np.isfinite(h[q]) and lo < h[q] / rq < hi
     )
     with np.errstate(all="ignore"):
-        return integrate.quad(
-            f, lo, hi, points=pts or None, epsabs=1e-16, epsrel=1e-13, limit=400
-        )[0]
+        return integrate.quad(f, lo, hi, points=pts or None, epsabs=1e-16, epsrel=1e-13, limit=400)[
+            0
+        ]
 
 
 def _chol_from(a):
@@ -115,9 +115,7 @@ def test_tvn_nearly_singular_orthants_and_reduction():
     v = np.array([0.5, -0.7, 1.0])
     for big in (np.inf, 1e6):
         got = tv.cdf(u, v, np.full(3, big))
-        np.testing.assert_allclose(
-            got, _bvn_cdf(u, v, r[0, 1], tv.sine[0, 1]), rtol=0, atol=1e-16
-        )
+        np.testing.assert_allclose(got, _bvn_cdf(u, v, r[0, 1], tv.sine[0, 1]), rtol=0, atol=1e-16)
         np.testing.assert_allclose(tv.cdf(np.full(3, big), u, np.full(3, big)), st.norm.cdf(u))
     assert np.all(tv.cdf(u, np.full(3, -np.inf), v) == 0)
     assert tv.cdf(np.inf, np.inf, np.inf) == 1.0

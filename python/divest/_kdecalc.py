@@ -293,7 +293,9 @@ class _Tvn:
             th = math.asin(rj)
             # Distance (in units of θ's range) to the nearest singularity beyond the end.
             near = min(1.0, aj / abs(th), det / (2.0 * a23 * a23) * abs(rj) / (abs(th) * aj))
-            levels = min(_TVN_MAX_LEVELS, max(_TVN_MIN_LEVELS, math.ceil(math.log2(1.0 / near)) + _TVN_EXTRA))
+            levels = min(
+                _TVN_MAX_LEVELS, max(_TVN_MIN_LEVELS, math.ceil(math.log2(1.0 / near)) + _TVN_EXTRA)
+            )
             edges = [0.0] + [1.0 - 0.5**q for q in range(1, levels)] + [1.0]
             tau = np.concatenate([a + (b - a) * 0.5 * (x + 1.0) for a, b in zip(edges, edges[1:])])
             wt = np.concatenate([w * (0.5 * (b - a)) for a, b in zip(edges, edges[1:])])
