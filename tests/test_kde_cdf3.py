@@ -130,9 +130,9 @@ def test_tvn_far_lower_tail_relative():
     r = _corr(chol)
     tv = _Tvn(chol)
     a = math.sqrt(1 - r[0, 1] ** 2)
+    rho = (r[1, 2] - r[0, 1] * r[0, 2]) / (a * math.sqrt(1 - r[0, 2] ** 2))
+    ar = math.sqrt(1 - rho * rho)
     for h in ([-8.0, -9.0, -7.5], [-10.0, -9.5, -6.0]):
-        rho = (r[1, 2] - r[0, 1] * r[0, 2]) / (a * math.sqrt(1 - r[0, 2] ** 2))
-        ar = math.sqrt(1 - rho * rho)
 
         def inner(x, h=h):
             al = (h[1] - r[0, 1] * x) / a
