@@ -68,15 +68,21 @@ def _phi_c(t: np.ndarray) -> np.ndarray:
     j = np.fmin(a * _PHI_STEP + 0.5, tab.shape[1] - 1).astype(np.intp)  # NaN: last row
     tj = j * (1.0 / _PHI_STEP)
     with np.errstate(under="ignore", over="ignore", invalid="ignore"):
-        d = a - tj
+        # |t| ≥ 40, inf and NaN land on the table's last row, which is 0 (the tail
+        # underflows from t ≈ 38.6 on); fmin keeps their δ finite (NaN → 1/128), so the
+        # result there is exactly 0.
+        d = np.fmin(a - tj, 0.5 / _PHI_STEP)
         acc = np.take(tab[_PHI_DEG], j)
         for k in range(_PHI_DEG - 1, -1, -1):
             acc *= d
             acc += np.take(tab[k], j)
-        acc *= np.exp(-(tj * d + 0.5 * d * d))
-    acc[~(a < _PHI_TOP)] = 0.0
+        tj += 0.5 * d
+        tj *= d
+        np.negative(tj, out=tj)
+        acc *= np.exp(tj, out=tj)
     acc = acc.reshape(t.shape)
-    return np.where(t < 0, 1.0 - acc, acc)
+    np.subtract(1.0, acc, out=acc, where=t < 0)
+    return acc
 
 
 # Lower-tail CDF F(t) of the 1-D unit-bandwidth kernels (scikit-learn's profiles,
