@@ -227,13 +227,15 @@ def test_diagonal_bandwidth_agrees_with_diagonal_path():
     np.testing.assert_allclose(got, kde.integrate_box(lo, hi), rtol=0, atol=1e-14)
 
 
-def test_reflected_3d_with_correlated_block():
+@pytest.mark.parametrize("boundary", ["reflect", "periodic"])
+def test_bounded_3d_with_correlated_block(boundary):
     # Bounds on dimension 0, a full bandwidth on dimensions 1-2 (Scott's rule keeps the
     # bounded row diagonal): every image box goes through the 3-D path.
     rng = np.random.default_rng(4)
     z = rng.normal(size=(30, 2))
     x = np.column_stack([rng.uniform(0, 1, 30), z[:, 0], 0.8 * z[:, 0] + 0.3 * z[:, 1]])
-    kde = divest.KDE(x, bounds=[(0, 1), (None, None), (None, None)], boundary="reflect")
+    kde = divest.KDE(x, bounds=[(0, 1), (None, None), (None, None)], boundary=boundary)
+    assert kde._base._inv_diag is None  # the unbounded base has a full 3-D bandwidth
     big = np.inf
     assert kde.integrate_box([0, -big, -big], [1, big, big]) == pytest.approx(1.0, abs=1e-14)
     q = x[:4, 1:] + 0.2
