@@ -204,8 +204,9 @@ def test_integrate_box_2d_diagonal_against_ndtr(bw):
 
 def test_box_errors():
     x, _ = _data3()
-    with pytest.raises(ValueError, match="bandwidth"):
-        divest.KDE(x).cdf(x[:2])  # full bandwidth in 3-D
+    x4 = np.column_stack([x, x[:, 0] + 0.5 * np.sin(3 * x[:, 1])])
+    with pytest.raises(ValueError, match="d = 2 and d = 3 only, not d=4"):
+        divest.KDE(x4).cdf(x4[:2])  # full bandwidth in 4-D (3-D: tests/test_kde_cdf3.py)
     with pytest.raises(ValueError, match="gaussian"):
         divest.KDE(x, bandwidth=0.5, kernel="cosine").integrate_box(x[0], x[1])
     kde = divest.KDE(x, bandwidth=0.5)

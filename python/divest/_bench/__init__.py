@@ -27,6 +27,7 @@ FAMILIES = [
     ("depstats", "divest._bench.depstats"),
     ("kdebw", "divest._bench.kdebw"),
     ("kderobust", "divest._bench.kderobust"),
+    ("kdecdf", "divest._bench.kdecdf"),
 ]
 
 
