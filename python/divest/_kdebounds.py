@@ -626,8 +626,8 @@ def _logpdf_nd_folded(kde, qi):
     ``src/core/kdefold.rs``): what is dropped stays below e^-45 of the density, about
     1/3800 of its rounding, and the rest is the exact sum. Far from the boundaries most
     blocks drop out, so the bounded call can cost less than the unbounded one.
-    Memory: the whitened queries, one (query, map) index pair per kept image, and a
-    sorted copy of the whitened data in Rust."""
+    Memory: the whitened queries, one bool per (query, map), one (query, map) index pair
+    per kept image, and a sorted copy of the whitened data in Rust."""
     from . import _core
 
     base = kde._base
@@ -654,9 +654,12 @@ def _logpdf_nd_folded(kde, qi):
         maps[g, :, 1] = base._whiten(shifts[None, :], np.float64)[0] - signs * w0
     if not (np.isfinite(qw).all() and np.isfinite(maps).all()):
         return None
-    pq = np.concatenate([p[2] for p in parts]).astype(np.int64)
-    pg = np.concatenate([np.full(p[2].size, g, dtype=np.int64) for g, p in enumerate(parts)])
-    order = np.argsort(pq, kind="stable")
+    # The (query, map) pairs sorted by query, then map: the nonzero entries of the kept
+    # mask in row-major order (a third of the time of concatenating and sorting them).
+    kept = np.zeros((qi.shape[0], len(parts)), dtype=bool)
+    for g, p in enumerate(parts):
+        kept[p[2], g] = True
+    pq, pg = (np.ascontiguousarray(v, dtype=np.int64) for v in np.nonzero(kept))
     lse = _core.kde_fold_images(
         base._white_data(np.float64),
         np.ascontiguousarray(base._logw, dtype=np.float64),
@@ -664,8 +667,8 @@ def _logpdf_nd_folded(kde, qi):
         np.ascontiguousarray(qw),
         lse0,
         maps.ravel(),
-        np.ascontiguousarray(pq[order]),
-        np.ascontiguousarray(pg[order]),
+        pq,
+        pg,
         _MARGIN,
     )
     return lse - log_norm
