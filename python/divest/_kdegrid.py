@@ -456,25 +456,15 @@ def _grid_nd_separable(kde, x, w, ext, m, delta, hsd) -> GridResult:
     shape = tuple(int(v) for v in m)
     axes = tuple(ext[a, 0] + np.arange(m[a], dtype=np.float64) * delta[a] for a in range(d))
     scale = math.exp(-(kde._log_norm + kde._log_det))
-    values = np.maximum(sums, 0.0).reshape(shape)
-    values *= scale
     # The leading binning error from the data's own fractional positions (divest/_kdeerr.py;
     # differences of the output miss it on rounded and lattice data), plus rounding and the
-    # kernel's truncation at 7 standard deviations (e^{−24.5} of Σw = 1).
-    errors = _kdeerr.binning_error(
-        x,
-        None if uniform else np.ascontiguousarray(w),
-        1.0 / x.shape[0],
-        True,
-        ext[:, 0],
-        delta,
-        m,
-        prec,
-        fields,
+    # kernel's truncation at 7 standard deviations (e^{−24.5} of Σw = 1); in Rust, which
+    # also turns the sums into the values max(sums, 0)·scale in place.
+    errors, peak = _kdeerr.grid_error_diag(
+        sums, fields, True, ext[:, 0], delta, m, prec, scale, 1e-14, math.exp(-24.5)
     )
-    errors += 1e-14 * float(np.max(np.abs(sums))) + math.exp(-24.5)
-    errors *= scale
-    return GridResult(axes, values, float(errors.max()), errors, "binned", False, 0)
+    values = sums.reshape(shape)
+    return GridResult(axes, values, peak, errors, "binned", False, 0)
 
 
 def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
