@@ -556,7 +556,6 @@ pub fn error_fields(
     Ok(out)
 }
 
-
 /// The coarse error lattice of a grid with a diagonal bandwidth, per axis, as
 /// divest/_kdeerr.py's `_lattice` lays it out (and the fields were binned on): the grid
 /// has `m` points δ apart; the coarse nodes are `r` grid steps apart; `reach` is the
@@ -702,9 +701,15 @@ pub fn grid_error(
     let d = lat.m.len();
     let bad = |v: f64| !(v > 0.0 && v.is_finite());
     if !(1..=3).contains(&d)
-        || [lat.delta.len(), lat.prec.len(), lat.r.len(), lat.reach.len(), lat.nc.len()]
-            .iter()
-            .any(|&v| v != d)
+        || [
+            lat.delta.len(),
+            lat.prec.len(),
+            lat.r.len(),
+            lat.reach.len(),
+            lat.nc.len(),
+        ]
+        .iter()
+        .any(|&v| v != d)
         || lat.delta.iter().chain(lat.prec).any(|&v| bad(v))
         || !(floor.is_finite() && scale.is_finite())
     {
@@ -897,7 +902,8 @@ pub fn grid_error(
     let ml = lat.m[last];
     let lead: usize = lat.m[..last].iter().product();
     let e = &cur;
-    let lin = |lo: f64, hi: f64, f: f64, direct: bool| if direct { lo } else { lo * (1.0 - f) + hi * f };
+    let lin =
+        |lo: f64, hi: f64, f: f64, direct: bool| if direct { lo } else { lo * (1.0 - f) + hi * f };
     let peak = crate::core::threads::install(|| {
         err.par_chunks_mut(ml)
             .enumerate()
@@ -911,7 +917,11 @@ pub fn grid_error(
                         let (j0, f0) = interp[0][q];
                         let d0 = lat.r[0] == 1;
                         let r0 = &e[j0 * spl..(j0 + 1) * spl];
-                        let r1 = if d0 { r0 } else { &e[(j0 + 1) * spl..(j0 + 2) * spl] };
+                        let r1 = if d0 {
+                            r0
+                        } else {
+                            &e[(j0 + 1) * spl..(j0 + 2) * spl]
+                        };
                         for ((v, &a0), &a1) in row.iter_mut().zip(r0).zip(r1) {
                             *v = lin(a0, a1, f0, d0);
                         }
