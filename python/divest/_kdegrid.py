@@ -707,7 +707,9 @@ def kde_grid(
     data), otherwise it sorts a copy of the data (16 bytes per point; for the Gaussian
     only when tail points need it), and the Gaussian keeps about 14 moments per lattice
     centre per thread. 2-D/3-D binned with a diagonal bandwidth: the padded lattice
-    (per thread while binning) and two arrays of at most its size for the axis passes;
+    (per thread while binning) and two arrays of at most its size for the axis passes,
+    plus the error estimate's coarse fields and pass arrays (a few values per coarse node,
+    about a quarter of the grid's size per field) and the errors (one value per point);
     ``rtol`` multiplies the grid by r per axis. A grid that would need more than half
     the machine's memory is refused with a ValueError saying how much it needs.
 

@@ -689,6 +689,7 @@ fn deriv_1d(n: u8, p: f64, o: f64) -> f64 {
 /// Returns (Π m values, their maximum). Allocates the partial sums of each pass (at most
 /// `fields.len()` values), |E| at the span nodes and the Π m values. Rows run in
 /// parallel; the stop flag is checked between passes.
+#[allow(clippy::needless_range_loop)]
 pub fn grid_error(
     fields: &[f64],
     lat: &ErrLattice<'_>,
@@ -900,7 +901,6 @@ pub fn grid_error(
         .collect();
     let mut err = crate::core::error::try_vec(total, 0.0f64, "n_points")?;
     let ml = lat.m[last];
-    let lead: usize = lat.m[..last].iter().product();
     let e = &cur;
     let lin =
         |lo: f64, hi: f64, f: f64, direct: bool| if direct { lo } else { lo * (1.0 - f) + hi * f };
@@ -949,7 +949,6 @@ pub fn grid_error(
                     *v = x;
                     mx = mx.max(x);
                 }
-                let _ = lead;
                 mx
             })
             .reduce(|| f64::NEG_INFINITY, f64::max)
