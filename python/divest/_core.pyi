@@ -559,3 +559,17 @@ def kde_fold_images(
     pair_g: NDArray[np.int64],
     margin: float,
 ) -> NDArray[np.float64]: ...
+def kde_grid_error_diag(
+    sums: NDArray[np.float64],
+    fields: NDArray[np.float64],
+    corrected: bool,
+    m: list[int],
+    delta: list[float],
+    prec: list[float],
+    r: list[int],
+    reach: list[int],
+    nc: list[int],
+    scale: float,
+    floor_rel: float,
+    floor_abs: float,
+) -> tuple[NDArray[np.float64], float]: ...

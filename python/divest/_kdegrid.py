@@ -542,25 +542,15 @@ def _grid_nd_separable(kde, x, w, ext, m, delta, hsd) -> GridResult:
     shape = tuple(int(v) for v in m)
     axes = tuple(ext[a, 0] + np.arange(m[a], dtype=np.float64) * delta[a] for a in range(d))
     scale = math.exp(-(kde._log_norm + kde._log_det))
-    values = np.maximum(sums, 0.0).reshape(shape)
-    values *= scale
     # The leading binning error from the data's own fractional positions (divest/_kdeerr.py;
     # differences of the output miss it on rounded and lattice data), plus rounding and the
-    # kernel's truncation at 7 standard deviations (e^{−24.5} of Σw = 1).
-    errors = _kdeerr.binning_error(
-        x,
-        None if uniform else np.ascontiguousarray(w),
-        1.0 / x.shape[0],
-        True,
-        ext[:, 0],
-        delta,
-        m,
-        prec,
-        fields,
+    # kernel's truncation at 7 standard deviations (e^{−24.5} of Σw = 1); in Rust, which
+    # also turns the sums into the values max(sums, 0)·scale in place.
+    errors, peak = _kdeerr.grid_error_diag(
+        sums, fields, True, ext[:, 0], delta, m, prec, scale, 1e-14, math.exp(-24.5)
     )
-    errors += 1e-14 * float(np.max(np.abs(sums))) + math.exp(-24.5)
-    errors *= scale
-    return GridResult(axes, values, float(errors.max()), errors, "binned", False, 0)
+    values = sums.reshape(shape)
+    return GridResult(axes, values, peak, errors, "binned", False, 0)
 
 
 def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
@@ -812,7 +802,9 @@ def kde_grid(
     data), otherwise it sorts a copy of the data (16 bytes per point; for the Gaussian
     only when tail points need it), and the Gaussian keeps about 14 moments per lattice
     centre per thread. 2-D/3-D binned with a diagonal bandwidth: the padded lattice
-    (per thread while binning) and two arrays of at most its size for the axis passes;
+    (per thread while binning) and two arrays of at most its size for the axis passes,
+    plus the error estimate's coarse fields and pass arrays (a few values per coarse node,
+    about a quarter of the grid's size per field) and the errors (one value per point);
     ``rtol`` multiplies the grid by r per axis. A grid that would need more than half
     the machine's memory is refused with a ValueError saying how much it needs.
 

@@ -1,7 +1,9 @@
 //! Bindings of the grid estimates' error fields (`core::kdegrid::errfield`, issue 11) and
 //! of the bounded estimates' one-pass image sums. Inputs are validated in Python.
 
-use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray1, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 
 use super::common::run;
@@ -43,6 +45,63 @@ fn kde_error_fields<'py>(
         )
     })?;
     Ok(PyArray1::from_vec(py, f))
+}
+
+/// The binning-error estimate of a 1-D to 3-D Gaussian grid with a diagonal bandwidth
+/// (`errfield::grid_error`), and the grid values: `sums` (the flat binned sums, Π m) is
+/// overwritten IN PLACE with max(sums, 0)·scale; returns (errors, max error) with errors =
+/// (|E| + floor_rel·max|sums| + floor_abs)·scale. `fields` as `kde_error_fields` returns
+/// them on the lattice (`r`, `reach`, `nc`) of divest/_kdeerr.py's `_lattice`; `prec` the
+/// diagonal of the inverse kernel covariance.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn kde_grid_error_diag<'py>(
+    py: Python<'py>,
+    mut sums: PyReadwriteArray1<'py, f64>,
+    fields: PyReadonlyArray1<'py, f64>,
+    corrected: bool,
+    m: Vec<usize>,
+    delta: Vec<f64>,
+    prec: Vec<f64>,
+    r: Vec<usize>,
+    reach: Vec<usize>,
+    nc: Vec<usize>,
+    scale: f64,
+    floor_rel: f64,
+    floor_abs: f64,
+) -> PyResult<(Bound<'py, PyArray1<f64>>, f64)> {
+    let total = m.iter().fold(1usize, |a, &b| a.saturating_mul(b));
+    let s = sums.as_slice_mut()?;
+    if s.len() != total {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "sums has {} values but the grid has {total}",
+            s.len()
+        )));
+    }
+    let f = fields.as_slice()?;
+    let scheme = if corrected {
+        Scheme::Corrected
+    } else {
+        Scheme::Linear
+    };
+    let taps: usize = reach.iter().map(|&v| 2 * v + 1).sum();
+    let work = f
+        .len()
+        .saturating_mul(taps)
+        .saturating_add(total.saturating_mul(4));
+    let (err, peak) = run(py, work, |stop| {
+        let lat = errfield::ErrLattice {
+            m: &m,
+            delta: &delta,
+            prec: &prec,
+            r: &r,
+            reach: &reach,
+            nc: &nc,
+        };
+        let smax = errfield::clamp_scale(s, scale)?;
+        errfield::grid_error(f, &lat, scheme, floor_rel * smax + floor_abs, scale, stop)
+    })?;
+    Ok((PyArray1::from_vec(py, err), peak))
 }
 
 /// Bounded KDE: the folded log-sums of the kept (query, map) pairs, plus the identity
@@ -98,6 +157,7 @@ fn kde_fold_images<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kde_error_fields, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_grid_error_diag, m)?)?;
     m.add_function(wrap_pyfunction!(kde_fold_images, m)?)?;
     Ok(())
 }
