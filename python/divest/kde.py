@@ -429,7 +429,9 @@ class KDE:
         xs = x.astype(np.float64, copy=False)
         if self._scale != 1.0:
             xs = xs / self._scale
-        self._mean = w @ xs
+        # einsum, not w @ xs: a gemv over n rows wakes OpenBLAS threads, which then spin
+        # on the cores the next Rust pass needs.
+        self._mean = np.einsum("i,ij->j", w, xs)
         self._x = x
         self.selection = None
         if isinstance(bandwidth, str) and bandwidth == "isj":  # issue 11: 1-D ISJ selector
