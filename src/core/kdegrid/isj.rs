@@ -197,12 +197,21 @@ fn resolution(x: &[f64], w: Option<&[f64]>, mn: f64, mx: f64, stop: &AtomicBool)
     let n = x.len();
     let stride = (n / LATTICE_SAMPLE).max(1);
     let kept = |i: usize| w.is_none_or(|w| w[i] > 0.0);
-    let mut s: Vec<f64> = (0..n)
-        .step_by(stride)
-        .take(LATTICE_SAMPLE)
-        .filter(|&i| kept(i))
-        .map(|i| x[i])
-        .collect();
+    let mut s: Vec<f64> = Vec::with_capacity(LATTICE_SAMPLE.min(n));
+    s.extend(
+        (0..n)
+            .step_by(stride)
+            .take(LATTICE_SAMPLE)
+            .filter(|&i| kept(i))
+            .map(|i| x[i]),
+    );
+    // Count exact ties with a small hash table first (a few microseconds): data without
+    // enough of them, nearly always continuous, need no sort.
+    let pairs = s.len().saturating_sub(1);
+    let enough = |ties: usize| ties >= 2 && ties * LATTICE_TIES >= pairs;
+    if !enough(exact_ties(&s)) {
+        return Ok(0.0);
+    }
     s.sort_unstable_by(f64::total_cmp);
     let tol = TIE_REL * mn.abs().max(mx.abs());
     let mut ties = 0usize;
@@ -217,7 +226,7 @@ fn resolution(x: &[f64], w: Option<&[f64]>, mn: f64, mx: f64, stop: &AtomicBool)
             delta = delta.min(g);
         }
     }
-    if ties < 2 || ties * LATTICE_TIES < s.len().saturating_sub(1) {
+    if !enough(ties) {
         return Ok(0.0);
     }
     if distinct >= 3 {
@@ -327,6 +336,33 @@ fn solve(
         reach,
         maybe_gap,
     })
+}
+
+/// The number of values of `s` equal to an earlier one (open addressing on the bits;
+/// −0.0 counts as 0.0).
+fn exact_ties(s: &[f64]) -> usize {
+    const EMPTY: u64 = u64::MAX; // a NaN's bits: never a finite value's
+    let bits = (2 * s.len()).next_power_of_two().max(2).trailing_zeros();
+    let mask = (1usize << bits) - 1;
+    let mut table = vec![EMPTY; 1 << bits];
+    let mut ties = 0;
+    for &v in s {
+        let key = if v == 0.0 { 0 } else { v.to_bits() };
+        let mut slot = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize;
+        loop {
+            let k = table[slot];
+            if k == EMPTY {
+                table[slot] = key;
+                break;
+            }
+            if k == key {
+                ties += 1;
+                break;
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+    ties
 }
 
 /// The expected squared coefficients of the data spread uniformly over cells of width
@@ -544,6 +580,121 @@ mod tests {
             w[5000] = 0.0;
             let hw = isj_1d(&y, &w, 5000.0, &stop).unwrap();
             assert!((hw / h0 - 1.0).abs() < 1e-12, "{far}: {hw} {h0}");
+        }
+    }
+
+    fn lcg_data(n: usize, seed: u64) -> Vec<f64> {
+        let mut g = Lcg::new(seed);
+        (0..n).map(|_| g.unit_sum(4)).collect()
+    }
+
+    fn rounded(x: &[f64], d: f64) -> Vec<f64> {
+        x.iter().map(|v| (v / d).round() * d).collect()
+    }
+
+    #[test]
+    fn isj_rounded_data_keep_the_bandwidth() {
+        // Rounding to a resolution well below the bandwidth changes it little; the old
+        // first root sat at the lattice's scale, orders of magnitude below.
+        let stop = AtomicBool::new(false);
+        for (n, seed) in [(3000usize, 3u64), (50_000, 4)] {
+            let x = lcg_data(n, seed);
+            let h0 = isj_1d_opt(&x, None, n as f64, &stop).unwrap();
+            for frac in [20.0, 10.0, 4.0] {
+                let d = h0 / frac;
+                let y = rounded(&x, d);
+                let (mn, mx) = y
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                        (a.min(v), b.max(v))
+                    });
+                let got = resolution(&y, None, mn, mx, &stop).unwrap();
+                assert!((got / d - 1.0).abs() < 1e-9, "{n} {frac}: {got} {d}");
+                let h = isj_1d_opt(&y, None, n as f64, &stop).unwrap();
+                assert!((h / h0 - 1.0).abs() < 0.05, "{n} {frac}: {h} {h0}");
+                // scale equivariance holds on the rounded path too
+                let y7: Vec<f64> = y.iter().map(|v| -7.0 * v + 2.0).collect();
+                let h7 = isj_1d_opt(&y7, None, n as f64, &stop).unwrap();
+                assert!((h7 / (7.0 * h) - 1.0).abs() < 1e-9, "{h7} {h}");
+            }
+        }
+    }
+
+    #[test]
+    fn isj_continuous_data_show_no_lattice() {
+        let stop = AtomicBool::new(false);
+        let x = lcg_data(200_000, 8);
+        let (mn, mx) = (-2.0, 2.0);
+        assert_eq!(resolution(&x, None, mn, mx, &stop).unwrap(), 0.0);
+        // float32 resolution: ties exist in the data but too few in the sample
+        let y: Vec<f64> = x.iter().map(|&v| v as f32 as f64).collect();
+        assert_eq!(resolution(&y, None, mn, mx, &stop).unwrap(), 0.0);
+        // a few duplicated records
+        let mut z = x[..3000].to_vec();
+        z.extend_from_slice(&x[..5]);
+        assert_eq!(resolution(&z, None, mn, mx, &stop).unwrap(), 0.0);
+        assert_eq!(exact_ties(&[0.0, -0.0, 1.0, 1.0, 2.0]), 2);
+    }
+
+    #[test]
+    fn isj_spread_is_the_expected_jittered_spectrum() {
+        // The box's transform against a direct average over the cell (midpoint rule).
+        let d = 0.01;
+        let neff = 50.0;
+        let mut a2 = vec![0.3; 300];
+        spread(&mut a2, d, neff);
+        for (i, &got) in a2.iter().enumerate() {
+            let k = (i + 1) as f64;
+            let m = 20_000;
+            let mean: f64 = (0..m)
+                .map(|j| (k * PI * d * ((j as f64 + 0.5) / m as f64 - 0.5)).cos())
+                .sum::<f64>()
+                / m as f64;
+            let want = mean * mean * 0.3 + (1.0 - mean * mean) * 0.5 / neff;
+            assert!((got - want).abs() < 1e-7, "{k}: {got} {want}");
+        }
+    }
+
+    #[test]
+    fn isj_discrete_data() {
+        let stop = AtomicBool::new(false);
+        // two distinct values: refused with a message naming the fix
+        let mut x = vec![0.0; 500];
+        x.extend([1.0; 3]);
+        let e = isj_1d_opt(&x, None, 503.0, &stop).unwrap_err().to_string();
+        assert!(e.contains("3 distinct") && e.contains("number"), "{e}");
+        // also when the strided sample misses the rare value
+        let mut x = vec![0.0; 100_000];
+        x[777] = 2.0;
+        let e = isj_1d_opt(&x, None, 1e5, &stop).unwrap_err().to_string();
+        assert!(e.contains("only 2"), "{e}");
+        // three values, one rare: a bandwidth, positive and finite
+        x[4321] = 3.0;
+        let h = isj_1d_opt(&x, None, 1e5, &stop).unwrap();
+        assert!(h.is_finite() && h > 0.0, "{h}");
+        // integers 0..9: of the order of the cell, not of 1e-50
+        let mut g = Lcg::new(3);
+        let x: Vec<f64> = (0..1000).map(|_| (g.unit_sum(1) * 10.0).floor()).collect();
+        let h = isj_1d_opt(&x, None, 1000.0, &stop).unwrap();
+        assert!(h > 0.1 && h < 1.0, "{h}");
+    }
+
+    #[test]
+    fn isj_rounded_with_a_far_point_and_weights() {
+        let stop = AtomicBool::new(false);
+        let x = lcg_data(5000, 11);
+        let h0 = isj_1d_opt(&x, None, 5000.0, &stop).unwrap();
+        let y = rounded(&x, h0 / 8.0);
+        let h = isj_1d_opt(&y, None, 5000.0, &stop).unwrap();
+        for far in [1e3, -1e9] {
+            let mut z = y.clone();
+            z.push(far);
+            let hf = isj_1d_opt(&z, None, 5001.0, &stop).unwrap();
+            assert!((hf / h - 1.0).abs() < 3e-3, "{far}: {hf} {h}");
+            let mut w = vec![1.0; z.len()];
+            w[5000] = 0.0;
+            let hw = isj_1d(&z, &w, 5000.0, &stop).unwrap();
+            assert!((hw / h - 1.0).abs() < 1e-12, "{far}: {hw} {h}");
         }
     }
 }
