@@ -896,7 +896,9 @@ def isj_bandwidth(x, weights=None, *, check_finite=True) -> float:
     xs = np.ascontiguousarray(a[:, 0], dtype=np.float64)
     try:
         return float(_core.isj_bandwidth_1d(xs, w, neff))
-    except ValueError:
+    except ValueError as e:
         if check_finite:
             as_points(x, "x", check_finite=True)  # the standard message for NaN / inf
+        if "distinct values" in str(e):  # name the argument (the core says "data")
+            raise ValueError(f"x is too discrete for isj_bandwidth: {e}") from None
         raise
