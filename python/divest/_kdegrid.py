@@ -849,8 +849,26 @@ def isj_bandwidth(x, weights=None, *, check_finite=True) -> float:
     normal reference, so it stays good for multimodal data where Silverman's rule
     oversmooths. Cost O(n + 2^14 log 2^14); memory O(2^14).
 
-    Raises ValueError for fewer than 2 points, data with no spread, or when no fixed
-    point exists (very few or heavily tied data).
+    Rounded or lattice data (measurements to 0.01, ages in years, prices in cents) are
+    detected by their ties: a strided sample of at most 4096 points (of positive weight)
+    in which at least one adjacent pair in 256 (and at least 2) are equal. The resolution
+    Δ is then the smallest positive gap between the sample's distinct values, and each
+    value is treated as a point spread uniformly over its cell [v − Δ/2, v + Δ/2]: the
+    selector runs on the expected squared cosine coefficients of the data so jittered
+    (the box's transform sinc² damps the lattice's comb, and the flat noise level of a
+    continuous sample fills in what it removes). Without this the 2^14 cells resolve the
+    lattice into spikes and the fixed point lands at their width (bandwidths of 1e-20 and
+    below). For Δ well below the bandwidth the result is within a few percent of the
+    unrounded data's; for coarse data (integers with a few values) it is the bandwidth
+    of the data spread over their cells, which may be below Δ, so that a KDE of the
+    rounded values shows the lattice (pass a number of about Δ or more for a smooth
+    curve). Data mixing a lattice with continuous values are not recognised. Data
+    without enough ties (continuous data, float32 data cast to float64) give exactly
+    the bandwidth of earlier versions. The detection costs one strided pass of 4096
+    reads and a small hash table (a sort of 4096 values when ties are found).
+
+    Raises ValueError for fewer than 2 points, data with no spread, data with only 2
+    distinct values ("too discrete"), or when no fixed point exists (very few data).
     """
     # Finiteness is checked in the Rust pass; the Python check only words the error.
     a = as_points(x, "x", check_finite=False)
@@ -870,7 +888,9 @@ def isj_bandwidth(x, weights=None, *, check_finite=True) -> float:
     xs = np.ascontiguousarray(a[:, 0], dtype=np.float64)
     try:
         return float(_core.isj_bandwidth_1d(xs, w, neff))
-    except ValueError:
+    except ValueError as e:
         if check_finite:
             as_points(x, "x", check_finite=True)  # the standard message for NaN / inf
+        if "distinct values" in str(e):  # name the argument (the core says "data")
+            raise ValueError(f"x is too discrete for isj_bandwidth: {e}") from None
         raise

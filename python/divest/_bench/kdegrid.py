@@ -100,6 +100,18 @@ def cases(quick: bool):
             note=lambda: "(KDEpy's ISJ is about 2x too small: its issue 199)",
         )
     )
+    xr = np.round(x, 2)  # rounded data: the lattice path (helper isjround)
+    out.append(
+        Case(
+            f"ISJ bandwidth, n={n}, rounded to 0.01",
+            lambda: divest.isj_bandwidth(xr),
+            peers={},
+            repeat=7,
+            note=lambda: (
+                f"(h {divest.isj_bandwidth(xr):.5g}, unrounded {divest.isj_bandwidth(x):.5g})"
+            ),
+        )
+    )
     for kernel in ("epanechnikov", "cosine"):
         kk = divest.KDE(x, bandwidth=0.1, kernel=kernel)
         out.append(
