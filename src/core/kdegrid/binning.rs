@@ -253,12 +253,6 @@ impl Loc8 {
         );
         _mm512_mul_pd(fd, self.inv_one)
     }
-
-    /// The shift by the fraction bits F, for the powers of t in units of 2^-F.
-    #[inline]
-    pub(super) fn shift(&self) -> std::arch::x86_64::__m128i {
-        self.shift
-    }
 }
 
 /// [`Loc8`] for 4 lanes (AVX2); masks are all-ones or zero lanes.
@@ -352,12 +346,6 @@ impl Loc4 {
             self.magic,
         );
         _mm256_mul_pd(fd, self.inv_one)
-    }
-
-    /// As [`Loc8::shift`].
-    #[inline]
-    pub(super) fn shift(&self) -> std::arch::x86_64::__m128i {
-        self.shift
     }
 }
 

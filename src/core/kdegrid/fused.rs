@@ -4,24 +4,26 @@
 //! t the point's fractional position) and, for its error estimate
 //! ([`super::errfield::line1_error`]), the sums Σ w·u, Σ w·u(1 − 2t) and their first
 //! moments in t (u = t(1 − t)). All of these are combinations of the power sums
-//! Σw, Σw·t, Σw·t², Σw·t³ (and Σw·t⁴, estimated), so one pass over the points that adds
-//! those to the point's bin serves both, instead of a second pass for the fields.
+//! Σw, Σw·t, Σw·t², Σw·t³ and Σw·t⁴, so one pass over the points serves both, instead of
+//! a second pass for the fields.
 //!
-//! Unweighted, every point adds one 32-byte slot of four integers: the packed word of
-//! [`super::binning`] ((1 << 47) + the fraction's 2^-F bits, the mass exactly) and t², t³
-//! and t⁴ in units of 2^-F (each power from the previous by a 32 × 32-bit product,
-//! truncated). Integer sums make the result independent of the thread count and the SIMD
-//! level, bit for bit. The powers only feed the error estimate, which needs about three
-//! digits; truncating to 2^-31 moves u = t(1 − t) by at most 2^-31.
+//! Each bin is cut into S = 2^b sub-bins (b = [`SUB_BITS`]) and every point adds to its
+//! sub-bin what plain linear binning adds to its bin: unweighted, one packed integer word
+//! ((1 << 47) + the fraction's bits below the sub-bin, as in [`super::binning`]);
+//! weighted, the pair (w, w·t). A point costs one scalar (or two-lane) add, as in plain
+//! binning. The bin's count and Σw·t are exact sums of its sub-bins' (unweighted: exact
+//! integers, so the masses are bit for bit those of
+//! [`super::binning::linear_bin_checked`], at every SIMD level and thread count).
 //!
-//! Weighted, every point adds (w, w·t, w·t², w·t³) as four doubles to its slot and w·t⁴
-//! to a second array, in the points' order at every SIMD level (so every level gives the
-//! same bits; the per-thread sums are added in a fixed order, so a given thread count
-//! always gives the same bits).
-//!
-//! Σ t⁴ is needed: the error sums Σ u(1 − 2t)·t = Σ t² − 3t³ + 2t⁴ nearly cancel (−1/60
-//! per point for t spread evenly), and an estimate of Σ t⁴ from the lower sums was 30 %
-//! off on a grid coarser than the bandwidth.
+//! The higher power sums are taken with every point of a sub-bin at the sub-bin's mean
+//! fraction t̄ (Σw·t^p ≈ W·t̄^p). That is exact when the points of a sub-bin share one
+//! fraction (lattice and rounded data, data on the nodes); for data spread evenly over a
+//! sub-bin it misses the spread within it: Σw·t² is low by W/(12·S²), which makes
+//! Σ w·u about 3 % high at S = 4 (the estimate only needs about one digit). The error
+//! sums need Σ t⁴ itself: Σ u(1 − 2t)·t = Σ t² − 3t³ + 2t⁴ nearly cancels (−1/60 per
+//! point for t spread evenly), and an estimate of Σ t⁴ from the lower sums of the whole
+//! bin was 30 % off on a grid coarser than the bandwidth; per sub-bin the cancellation
+//! is resolved.
 
 use std::sync::atomic::AtomicBool;
 
@@ -33,102 +35,128 @@ use crate::core::error::{try_vec, Result};
 use crate::core::simd::{Fma, Level};
 use crate::core::threads;
 
-/// Accumulator copies per bin: point i of a block adds to copy i mod COPIES (the copies
-/// of a bin lie side by side), so runs of points in one bin (sorted or rounded data) form
-/// COPIES independent chains of adds instead of one chain whose every add waits for the
-/// previous one's store. The copies are summed when the chunk is emptied (unweighted:
-/// integers, so the bits do not change; weighted: in a fixed order at every level).
-const COPIES: usize = 4;
-const _: () = assert!(COPIES.is_power_of_two() && 8 % COPIES == 0);
+/// log2 of the sub-bins per bin (fewer when the lattice has fewer fraction bits).
+const SUB_BITS: u32 = 1;
 
-/// One unweighted accumulator slot, aligned to its size so no slot straddles a cache
-/// line.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-#[repr(C, align(32))]
-struct Slot2([u64; 4]);
+/// Accumulator copies per sub-bin of the weighted pass: point j of a chunk adds to copy
+/// j mod COPIES_W (the copies of a sub-bin lie side by side), so runs of points in one
+/// sub-bin (sorted or rounded data) form COPIES_W independent chains of two-lane float
+/// adds instead of one chain whose every add waits for the previous one's store. The
+/// copies are summed in a fixed order, the same at every level. The unweighted pass adds
+/// scalar integers, whose chains through one word cost no more than scattered adds (one
+/// value repeated 10⁶ times ran as fast as random data on AMD Zen 4), so it keeps one
+/// copy and a quarter of the accumulator.
+const COPIES_W: usize = 4;
+const COPIES_U: usize = 1;
+const _: () = assert!(COPIES_W.is_power_of_two() && COPIES_U.is_power_of_two());
+const _: () = assert!(COPIES_W <= 4 && COPIES_U <= 4);
 
-/// One weighted accumulator slot (w, w·t, w·t², w·t³).
+/// One weighted accumulator (Σw, Σw·t), aligned so that no add straddles a cache line.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-#[repr(C, align(32))]
-struct Slot4([f64; 4]);
+#[repr(C, align(16))]
+struct Pair([f64; 2]);
 
-/// One weighted accumulator: (w, w·t, w·t², w·t³) and w·t⁴ side by side, so a point's
-/// two adds touch one cache line (64 bytes, aligned: no add straddles two lines; a
-/// separate array for w·t⁴ cost 1.4× the unweighted pass in all).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-#[repr(C, align(64))]
-struct Acc5 {
-    v: [f64; 4],
-    e: f64,
+/// The accumulator layout over a lattice: b sub-bin bits, the fraction bits below them,
+/// and log2 of the copies per sub-bin.
+#[derive(Clone, Copy, Debug)]
+struct Sub {
+    b: u32,
+    /// F − b.
+    low_bits: u32,
+    /// log2 of the copies.
+    lc: u32,
 }
 
-/// Stack buffers of one block: every point's slot index and what it adds (weighted:
-/// w·t⁴ in `extra`).
-struct Block<S> {
-    slot: [usize; BLOCK],
-    val: [S; BLOCK],
-    extra: [f64; BLOCK],
+impl Sub {
+    fn new(fx: &Fixed, copies: usize) -> Sub {
+        let b = SUB_BITS.min(fx.fbits);
+        Sub {
+            b,
+            low_bits: fx.fbits - b,
+            lc: copies.trailing_zeros(),
+        }
+    }
+
+    /// Sub-bins per bin.
+    fn per(&self) -> usize {
+        1 << self.b
+    }
+
+    /// Copies per sub-bin.
+    fn copies(&self) -> usize {
+        1 << self.lc
+    }
+
+    /// Accumulator entries: the copies of every sub-bin of the nb + SPARE slots.
+    fn len(&self, fx: &Fixed) -> usize {
+        ((fx.nb + SPARE) << self.b) << self.lc
+    }
+
+    fn low(&self) -> u64 {
+        (1u64 << self.low_bits) - 1
+    }
+
+    /// The accumulator entry of a point in slot `s` with fraction bits `f`, point `j` of
+    /// its chunk (the rule the SIMD bodies follow).
+    #[inline(always)]
+    fn entry(&self, s: usize, f: u64, j: usize) -> usize {
+        (((s << self.b) | (f >> self.low_bits) as usize) << self.lc) | (j & (self.copies() - 1))
+    }
 }
 
-impl<S: Copy + Default> Block<S> {
-    fn new() -> Box<Block<S>> {
+/// Stack buffers of one block: every point's accumulator entry and what it adds.
+struct Block {
+    idx: [usize; BLOCK],
+    word: [u64; BLOCK],
+    pair: [Pair; BLOCK],
+}
+
+impl Block {
+    fn new() -> Box<Block> {
         Box::new(Block {
-            slot: [0; BLOCK],
-            val: [S::default(); BLOCK],
-            extra: [0.0; BLOCK],
+            idx: [0; BLOCK],
+            word: [0; BLOCK],
+            pair: [Pair::default(); BLOCK],
         })
     }
 }
 
-/// The unweighted slot of a point with fraction bits `f` (0 when dropped; F = `fbits`):
-/// the packed word, then t², t³ and t⁴ in units of 2^-F, each truncated (the rule the
-/// SIMD front ends follow).
+/// Unweighted front end, written out, for the points of `x` (at most BLOCK) from
+/// `start` on; returns whether a coordinate was not finite.
 #[inline(always)]
-fn unweighted_slot(f: u64, dropped: bool, fbits: u32) -> Slot2 {
-    let s2 = (f * f) >> fbits;
-    let w0 = if dropped {
-        0
-    } else {
-        (1u64 << COUNT_SHIFT) + f
-    };
-    Slot2([w0, s2, (s2 * f) >> fbits, (s2 * s2) >> fbits])
-}
-
-/// Unweighted front end, written out, from point `start` on; returns whether a
-/// coordinate was not finite.
-#[inline(always)]
-fn counts_front_scalar(fx: &Fixed, x: &[f64], start: usize, b: &mut Block<Slot2>) -> bool {
+fn counts_front_scalar(fx: &Fixed, sub: &Sub, x: &[f64], start: usize, b: &mut Block) -> bool {
     let mut bad = false;
+    let low = sub.low();
     for (j, &xi) in x.iter().enumerate().skip(start) {
         let (s, f, dropped) = fx.locate(xi, j);
-        b.slot[j] = s;
-        b.val[j] = unweighted_slot(f, dropped, fx.fbits);
+        b.idx[j] = sub.entry(s, f, j);
+        b.word[j] = if dropped {
+            0
+        } else {
+            (1u64 << COUNT_SHIFT) + (f & low)
+        };
         bad |= dropped && !xi.is_finite();
     }
     bad
 }
 
-/// Weighted front end, written out, from point `start` on; returns whether a coordinate
-/// was not finite or a weight negative or not finite.
+/// Weighted front end, written out, for the points of `x` and `w` from `start` on;
+/// returns whether a coordinate was not finite or a weight negative or not finite.
 #[inline(always)]
 fn pairs_front_scalar(
     fx: &Fixed,
+    sub: &Sub,
     x: &[f64],
     w: &[f64],
     start: usize,
-    b: &mut Block<Slot4>,
+    b: &mut Block,
 ) -> bool {
     let mut bad = false;
     let inv_one = 1.0 / (1u64 << fx.fbits) as f64;
     for (j, (&xi, &wi)) in x.iter().zip(w).enumerate().skip(start) {
         let (s, f, dropped) = fx.locate(xi, j);
-        b.slot[j] = s;
-        let t = f as f64 * inv_one;
-        let wt = wi * t;
-        let wt2 = wt * t;
-        let wt3 = wt2 * t;
-        b.val[j] = Slot4([wi, wt, wt2, wt3]);
-        b.extra[j] = wt3 * t;
+        b.idx[j] = sub.entry(s, f, j);
+        b.pair[j] = Pair([wi, wi * (f as f64 * inv_one)]);
         bad |= (dropped && !xi.is_finite()) || !(0.0..f64::INFINITY).contains(&wi);
     }
     bad
@@ -136,17 +164,18 @@ fn pairs_front_scalar(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-fn counts_front_512(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
+fn counts_front_512(fx: &Fixed, sub: &Sub, x: &[f64], b: &mut Block) -> bool {
     use std::arch::x86_64::*;
     let n8 = x.len() / 8 * 8;
     let loc = Loc8::new(fx);
-    let shift = loc.shift();
+    let (bsh, lsh) = (
+        _mm_cvtsi64_si128(sub.b as i64),
+        _mm_cvtsi64_si128(sub.low_bits as i64),
+    );
+    let low = _mm512_set1_epi64(sub.low() as i64);
     let one = _mm512_set1_epi64(1i64 << COUNT_SHIFT);
-    // The slots are stored in the order 0, 2, 4, 6, 1, 3, 5, 7 (what the in-lane unpacks
-    // and one cross-lane permute give); integer adds do not care about the order.
-    let order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
-    let q_lo = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-    let q_hi = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    let (csh, m) = (_mm_cvtsi64_si128(sub.lc as i64), sub.copies() as i64 - 1);
+    let copy = _mm512_setr_epi64(0, 1 & m, 2 & m, 3 & m, 0, 1 & m, 2 & m, 3 & m);
     let mut bad: __mmask8 = 0;
     let mut j = 0;
     while j < n8 {
@@ -154,37 +183,33 @@ fn counts_front_512(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
         let xv = unsafe { _mm512_loadu_pd(x.as_ptr().add(j)) };
         let (s, f, kept, bx) = loc.locate(xv);
         bad |= bx;
-        let w0 = _mm512_maskz_add_epi64(kept, f, one);
-        // f and the powers are below 2^31: the 32 × 32-bit products are exact.
-        let s2 = _mm512_srl_epi64(_mm512_mul_epu32(f, f), shift);
-        let s3 = _mm512_srl_epi64(_mm512_mul_epu32(s2, f), shift);
-        let s4 = _mm512_srl_epi64(_mm512_mul_epu32(s2, s2), shift);
-        // Pairs (w0, s2) and (s3, s4) of points 0, 2, 4, 6 (lo) and 1, 3, 5, 7 (hi).
-        let (ab_lo, ab_hi) = (_mm512_unpacklo_epi64(w0, s2), _mm512_unpackhi_epi64(w0, s2));
-        let (cd_lo, cd_hi) = (_mm512_unpacklo_epi64(s3, s4), _mm512_unpackhi_epi64(s3, s4));
+        let e = _mm512_or_si512(_mm512_sll_epi64(s, bsh), _mm512_srl_epi64(f, lsh));
+        let e = _mm512_or_si512(_mm512_sll_epi64(e, csh), copy);
+        let v = _mm512_maskz_add_epi64(kept, _mm512_and_si512(f, low), one);
         // SAFETY: entries j..j+8 lie inside the buffers (j + 8 <= x.len() <= BLOCK).
         unsafe {
-            let sp = b.slot.as_mut_ptr().add(j) as *mut i64;
-            _mm512_storeu_epi64(sp, _mm512_permutexvar_epi64(order, s));
-            let vp = b.val.as_mut_ptr().add(j) as *mut i64;
-            _mm512_storeu_epi64(vp, _mm512_permutex2var_epi64(ab_lo, q_lo, cd_lo));
-            _mm512_storeu_epi64(vp.add(8), _mm512_permutex2var_epi64(ab_lo, q_hi, cd_lo));
-            _mm512_storeu_epi64(vp.add(16), _mm512_permutex2var_epi64(ab_hi, q_lo, cd_hi));
-            _mm512_storeu_epi64(vp.add(24), _mm512_permutex2var_epi64(ab_hi, q_hi, cd_hi));
+            _mm512_storeu_epi64(b.idx.as_mut_ptr().add(j) as *mut i64, e);
+            _mm512_storeu_epi64(b.word.as_mut_ptr().add(j) as *mut i64, v);
         }
         j += 8;
     }
-    counts_front_scalar(fx, x, n8, b) || bad != 0
+    counts_front_scalar(fx, sub, x, n8, b) || bad != 0
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn counts_front_avx2(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
+fn counts_front_avx2(fx: &Fixed, sub: &Sub, x: &[f64], b: &mut Block) -> bool {
     use std::arch::x86_64::*;
     let n4 = x.len() / 4 * 4;
     let loc = Loc4::new(fx);
-    let shift = loc.shift();
+    let (bsh, lsh) = (
+        _mm_cvtsi64_si128(sub.b as i64),
+        _mm_cvtsi64_si128(sub.low_bits as i64),
+    );
+    let low = _mm256_set1_epi64x(sub.low() as i64);
     let one = _mm256_set1_epi64x(1i64 << COUNT_SHIFT);
+    let (csh, m) = (_mm_cvtsi64_si128(sub.lc as i64), sub.copies() as i64 - 1);
+    let copy = _mm256_setr_epi64x(0, 1 & m, 2 & m, 3 & m);
     let mut bad = _mm256_setzero_pd();
     let mut j = 0;
     while j < n4 {
@@ -192,39 +217,37 @@ fn counts_front_avx2(fx: &Fixed, x: &[f64], b: &mut Block<Slot2>) -> bool {
         let xv = unsafe { _mm256_loadu_pd(x.as_ptr().add(j)) };
         let (s, f, kept, bx) = loc.locate(xv);
         bad = _mm256_or_pd(bad, bx);
-        let w0 = _mm256_and_si256(_mm256_add_epi64(f, one), _mm256_castpd_si256(kept));
-        // f and the powers are below 2^31: the 32 × 32-bit products are exact.
-        let s2 = _mm256_srl_epi64(_mm256_mul_epu32(f, f), shift);
-        let s3 = _mm256_srl_epi64(_mm256_mul_epu32(s2, f), shift);
-        let s4 = _mm256_srl_epi64(_mm256_mul_epu32(s2, s2), shift);
-        // 4 × 4 transpose: (w0, s2, s3, s4) of points 0, 1, 2, 3.
-        let (e0, o0) = (_mm256_unpacklo_epi64(w0, s2), _mm256_unpackhi_epi64(w0, s2));
-        let (e1, o1) = (_mm256_unpacklo_epi64(s3, s4), _mm256_unpackhi_epi64(s3, s4));
+        let e = _mm256_or_si256(_mm256_sll_epi64(s, bsh), _mm256_srl_epi64(f, lsh));
+        let e = _mm256_or_si256(_mm256_sll_epi64(e, csh), copy);
+        let v = _mm256_and_si256(
+            _mm256_add_epi64(_mm256_and_si256(f, low), one),
+            _mm256_castpd_si256(kept),
+        );
         // SAFETY: entries j..j+4 lie inside the buffers (j + 4 <= x.len() <= BLOCK).
         unsafe {
-            _mm256_storeu_si256(b.slot.as_mut_ptr().add(j) as *mut __m256i, s);
-            let vp = b.val.as_mut_ptr().add(j) as *mut __m256i;
-            _mm256_storeu_si256(vp, _mm256_permute2x128_si256::<0x20>(e0, e1));
-            _mm256_storeu_si256(vp.add(1), _mm256_permute2x128_si256::<0x20>(o0, o1));
-            _mm256_storeu_si256(vp.add(2), _mm256_permute2x128_si256::<0x31>(e0, e1));
-            _mm256_storeu_si256(vp.add(3), _mm256_permute2x128_si256::<0x31>(o0, o1));
+            _mm256_storeu_si256(b.idx.as_mut_ptr().add(j) as *mut __m256i, e);
+            _mm256_storeu_si256(b.word.as_mut_ptr().add(j) as *mut __m256i, v);
         }
         j += 4;
     }
-    counts_front_scalar(fx, x, n4, b) || _mm256_movemask_pd(bad) != 0
+    counts_front_scalar(fx, sub, x, n4, b) || _mm256_movemask_pd(bad) != 0
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
-fn pairs_front_512(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> bool {
+fn pairs_front_512(fx: &Fixed, sub: &Sub, x: &[f64], w: &[f64], b: &mut Block) -> bool {
     use std::arch::x86_64::*;
     let n8 = x.len() / 8 * 8;
     let loc = Loc8::new(fx);
-    // A 4 × 8 transpose in the points' order: pairs (a_j, b_j), then (a_j, b_j, c_j, d_j).
-    let p_lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
-    let p_hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
-    let q_lo = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-    let q_hi = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    let (bsh, lsh) = (
+        _mm_cvtsi64_si128(sub.b as i64),
+        _mm_cvtsi64_si128(sub.low_bits as i64),
+    );
+    let (csh, m) = (_mm_cvtsi64_si128(sub.lc as i64), sub.copies() as i64 - 1);
+    let copy = _mm512_setr_epi64(0, 1 & m, 2 & m, 3 & m, 0, 1 & m, 2 & m, 3 & m);
+    // (w, w·t) interleaved: lanes 0..3 and 4..7 of w and w·t.
+    let il0 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    let il1 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
     let mut bad: __mmask8 = 0;
     let mut j = 0;
     while j < n8 {
@@ -237,38 +260,33 @@ fn pairs_front_512(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> bo
         };
         let (s, f, _, bx) = loc.locate(xv);
         bad |= bx | loc.bad_weights(wv);
-        let t = loc.frac(f);
-        let wt = _mm512_mul_pd(wv, t);
-        let wt2 = _mm512_mul_pd(wt, t);
-        let wt3 = _mm512_mul_pd(wt2, t);
-        let wt4 = _mm512_mul_pd(wt3, t);
-        let (a, c) = (_mm512_castpd_si512(wv), _mm512_castpd_si512(wt2));
-        let (bb, d) = (_mm512_castpd_si512(wt), _mm512_castpd_si512(wt3));
-        let ab_lo = _mm512_permutex2var_epi64(a, p_lo, bb);
-        let ab_hi = _mm512_permutex2var_epi64(a, p_hi, bb);
-        let cd_lo = _mm512_permutex2var_epi64(c, p_lo, d);
-        let cd_hi = _mm512_permutex2var_epi64(c, p_hi, d);
+        let wt = _mm512_mul_pd(wv, loc.frac(f));
+        let e = _mm512_or_si512(_mm512_sll_epi64(s, bsh), _mm512_srl_epi64(f, lsh));
+        let e = _mm512_or_si512(_mm512_sll_epi64(e, csh), copy);
         // SAFETY: entries j..j+8 lie inside the buffers (j + 8 <= x.len() <= BLOCK).
         unsafe {
-            _mm512_storeu_epi64(b.slot.as_mut_ptr().add(j) as *mut i64, s);
-            _mm512_storeu_pd(b.extra.as_mut_ptr().add(j), wt4);
-            let vp = b.val.as_mut_ptr().add(j) as *mut i64;
-            _mm512_storeu_epi64(vp, _mm512_permutex2var_epi64(ab_lo, q_lo, cd_lo));
-            _mm512_storeu_epi64(vp.add(8), _mm512_permutex2var_epi64(ab_lo, q_hi, cd_lo));
-            _mm512_storeu_epi64(vp.add(16), _mm512_permutex2var_epi64(ab_hi, q_lo, cd_hi));
-            _mm512_storeu_epi64(vp.add(24), _mm512_permutex2var_epi64(ab_hi, q_hi, cd_hi));
+            _mm512_storeu_epi64(b.idx.as_mut_ptr().add(j) as *mut i64, e);
+            let p = b.pair.as_mut_ptr().add(j) as *mut f64;
+            _mm512_storeu_pd(p, _mm512_permutex2var_pd(wv, il0, wt));
+            _mm512_storeu_pd(p.add(8), _mm512_permutex2var_pd(wv, il1, wt));
         }
         j += 8;
     }
-    pairs_front_scalar(fx, x, w, n8, b) || bad != 0
+    pairs_front_scalar(fx, sub, x, w, n8, b) || bad != 0
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn pairs_front_avx2(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> bool {
+fn pairs_front_avx2(fx: &Fixed, sub: &Sub, x: &[f64], w: &[f64], b: &mut Block) -> bool {
     use std::arch::x86_64::*;
     let n4 = x.len() / 4 * 4;
     let loc = Loc4::new(fx);
+    let (bsh, lsh) = (
+        _mm_cvtsi64_si128(sub.b as i64),
+        _mm_cvtsi64_si128(sub.low_bits as i64),
+    );
+    let (csh, m) = (_mm_cvtsi64_si128(sub.lc as i64), sub.copies() as i64 - 1);
+    let copy = _mm256_setr_epi64x(0, 1 & m, 2 & m, 3 & m);
     let mut bad = _mm256_setzero_pd();
     let mut j = 0;
     while j < n4 {
@@ -281,116 +299,100 @@ fn pairs_front_avx2(fx: &Fixed, x: &[f64], w: &[f64], b: &mut Block<Slot4>) -> b
         };
         let (s, f, _, bx) = loc.locate(xv);
         bad = _mm256_or_pd(_mm256_or_pd(bad, loc.bad_weights(wv)), bx);
-        let t = loc.frac(f);
-        let wt = _mm256_mul_pd(wv, t);
-        let wt2 = _mm256_mul_pd(wt, t);
-        let wt3 = _mm256_mul_pd(wt2, t);
-        let wt4 = _mm256_mul_pd(wt3, t);
-        // 4 × 4 transpose: (w, wt, wt2, wt3) of point 0, 1, 2, 3.
-        let (e0, o0) = (_mm256_unpacklo_pd(wv, wt), _mm256_unpackhi_pd(wv, wt));
-        let (e1, o1) = (_mm256_unpacklo_pd(wt2, wt3), _mm256_unpackhi_pd(wt2, wt3));
+        let wt = _mm256_mul_pd(wv, loc.frac(f));
+        let e = _mm256_or_si256(_mm256_sll_epi64(s, bsh), _mm256_srl_epi64(f, lsh));
+        let e = _mm256_or_si256(_mm256_sll_epi64(e, csh), copy);
+        let (a, c) = (_mm256_unpacklo_pd(wv, wt), _mm256_unpackhi_pd(wv, wt));
         // SAFETY: entries j..j+4 lie inside the buffers (j + 4 <= x.len() <= BLOCK).
         unsafe {
-            _mm256_storeu_si256(b.slot.as_mut_ptr().add(j) as *mut __m256i, s);
-            _mm256_storeu_pd(b.extra.as_mut_ptr().add(j), wt4);
-            let vp = b.val.as_mut_ptr().add(j) as *mut f64;
-            _mm256_storeu_pd(vp, _mm256_permute2f128_pd::<0x20>(e0, e1));
-            _mm256_storeu_pd(vp.add(4), _mm256_permute2f128_pd::<0x20>(o0, o1));
-            _mm256_storeu_pd(vp.add(8), _mm256_permute2f128_pd::<0x31>(e0, e1));
-            _mm256_storeu_pd(vp.add(12), _mm256_permute2f128_pd::<0x31>(o0, o1));
+            _mm256_storeu_si256(b.idx.as_mut_ptr().add(j) as *mut __m256i, e);
+            let p = b.pair.as_mut_ptr().add(j) as *mut f64;
+            _mm256_storeu_pd(p, _mm256_permute2f128_pd::<0x20>(a, c));
+            _mm256_storeu_pd(p.add(4), _mm256_permute2f128_pd::<0x31>(a, c));
         }
         j += 4;
     }
-    pairs_front_scalar(fx, x, w, n4, b) || _mm256_movemask_pd(bad) != 0
+    pairs_front_scalar(fx, sub, x, w, n4, b) || _mm256_movemask_pd(bad) != 0
 }
 
-/// Adds one chunk (at most 2^16 points) of unweighted data to `acc` (nb + SPARE slots);
-/// returns whether a coordinate was not finite.
+/// Adds one chunk (at most 2^16 points) of unweighted data to `acc`; returns whether a
+/// coordinate was not finite.
 #[inline(always)]
-fn counts_chunk<M: Fma>(fx: &Fixed, x: &[f64], acc: &mut [Slot2], b: &mut Block<Slot2>) -> bool {
-    assert!(acc.len() == COPIES * (fx.nb + SPARE) && x.len() <= CHUNK);
+fn counts_chunk<M: Fma>(fx: &Fixed, sub: &Sub, x: &[f64], acc: &mut [u64], b: &mut Block) -> bool {
+    assert!(acc.len() == sub.len(fx) && x.len() <= CHUNK);
     let mut bad = false;
     for xb in x.chunks(BLOCK) {
         bad |= match () {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: M::AVX512 holds only on the AVX-512 dispatch path.
-            _ if M::AVX512 => unsafe { counts_front_512(fx, xb, b) },
+            _ if M::AVX512 => unsafe { counts_front_512(fx, sub, xb, b) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: M::AVX2 holds only on the AVX2 and AVX-512 dispatch paths.
-            _ if M::AVX2 => unsafe { counts_front_avx2(fx, xb, b) },
-            _ => counts_front_scalar(fx, xb, 0, b),
+            _ if M::AVX2 => unsafe { counts_front_avx2(fx, sub, xb, b) },
+            _ => counts_front_scalar(fx, sub, xb, 0, b),
         };
         // Prefetch the coordinates a block ahead while this block's adds run (the adds
         // issue no loads of `x`; see `binning::counts_chunk`).
         let next = xb.as_ptr().wrapping_add(PREFETCH);
-        for (g, (sg, vg)) in b.slot[..xb.len()]
+        for (g, (ig, vg)) in b.idx[..xb.len()]
             .chunks(8)
-            .zip(b.val[..xb.len()].chunks(8))
+            .zip(b.word[..xb.len()].chunks(8))
             .enumerate()
         {
             prefetch(next.wrapping_add(8 * g));
-            for (c, (&s, v)) in sg.iter().zip(vg).enumerate() {
-                let s = s * COPIES + (c & (COPIES - 1));
-                debug_assert!(s < acc.len());
-                // SAFETY: every front end gives a slot below nb + SPARE, so s is below
-                // COPIES·(nb + SPARE) = acc.len().
-                let a = unsafe { acc.get_unchecked_mut(s) };
-                // One four-wide integer add where AVX2 is enabled.
-                for (u, &d) in a.0.iter_mut().zip(&v.0) {
-                    *u += d;
-                }
+            for (&i, &v) in ig.iter().zip(vg) {
+                debug_assert!(i < acc.len());
+                // SAFETY: a slot is below nb + SPARE and its sub-bin below S, so the
+                // entry is below ((nb + SPARE) << b) << lc = acc.len() (asserted above).
+                unsafe { *acc.get_unchecked_mut(i) += v };
             }
         }
     }
     bad
 }
 
-/// Adds one chunk of weighted data to `acc` (nb + SPARE slots), point after point;
-/// returns whether a coordinate was not finite or a weight negative or not finite.
+/// Adds one chunk of weighted data to `acc`, point after point; returns whether a
+/// coordinate was not finite or a weight negative or not finite.
 #[inline(always)]
 fn pairs_chunk<M: Fma>(
     fx: &Fixed,
+    sub: &Sub,
     x: &[f64],
     w: &[f64],
-    acc: &mut [Acc5],
-    b: &mut Block<Slot4>,
+    acc: &mut [Pair],
+    b: &mut Block,
 ) -> bool {
-    assert!(acc.len() == COPIES * (fx.nb + SPARE) && x.len() == w.len());
+    assert!(acc.len() == sub.len(fx) && x.len() == w.len());
     let mut bad = false;
     for (xb, wb) in x.chunks(BLOCK).zip(w.chunks(BLOCK)) {
         bad |= match () {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: M::AVX512 holds only on the AVX-512 dispatch path.
-            _ if M::AVX512 => unsafe { pairs_front_512(fx, xb, wb, b) },
+            _ if M::AVX512 => unsafe { pairs_front_512(fx, sub, xb, wb, b) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: M::AVX2 holds only on the AVX2 and AVX-512 dispatch paths.
-            _ if M::AVX2 => unsafe { pairs_front_avx2(fx, xb, wb, b) },
-            _ => pairs_front_scalar(fx, xb, wb, 0, b),
+            _ if M::AVX2 => unsafe { pairs_front_avx2(fx, sub, xb, wb, b) },
+            _ => pairs_front_scalar(fx, sub, xb, wb, 0, b),
         };
         let (nx, nw) = (
             xb.as_ptr().wrapping_add(PREFETCH),
             wb.as_ptr().wrapping_add(PREFETCH),
         );
-        for (g, ((sg, vg), eg)) in b.slot[..xb.len()]
+        for (g, (ig, pg)) in b.idx[..xb.len()]
             .chunks(8)
-            .zip(b.val[..xb.len()].chunks(8))
-            .zip(b.extra[..xb.len()].chunks(8))
+            .zip(b.pair[..xb.len()].chunks(8))
             .enumerate()
         {
             prefetch(nx.wrapping_add(8 * g));
             prefetch(nw.wrapping_add(8 * g));
-            for (c, ((&s, v), &e)) in sg.iter().zip(vg).zip(eg).enumerate() {
-                let s = s * COPIES + (c & (COPIES - 1));
-                debug_assert!(s < acc.len());
-                // SAFETY: every front end gives a slot below nb + SPARE, so s is below
-                // COPIES·(nb + SPARE) = acc.len().
-                let a = unsafe { acc.get_unchecked_mut(s) };
-                // Lane by lane the same adds at every level (one four-wide add where
-                // AVX is enabled).
-                for (u, &d) in a.v.iter_mut().zip(&v.0) {
-                    *u += d;
-                }
-                a.e += e;
+            for (&i, p) in ig.iter().zip(pg) {
+                debug_assert!(i < acc.len());
+                // SAFETY: as in `counts_chunk`.
+                let a = unsafe { acc.get_unchecked_mut(i) };
+                // Lane by lane the same adds at every level (one two-wide add where
+                // SIMD is enabled).
+                a.0[0] += p.0[0];
+                a.0[1] += p.0[1];
             }
         }
     }
@@ -401,9 +403,10 @@ crate::core::simd::simd_fn!(
     /// [`counts_chunk`] on the SIMD path `level` allows.
     fn counts_chunk_at => counts_chunk(
         fx: &Fixed,
+        sub: &Sub,
         x: &[f64],
-        acc: &mut [Slot2],
-        b: &mut Block<Slot2>
+        acc: &mut [u64],
+        b: &mut Block
     ) -> bool
 );
 
@@ -411,58 +414,57 @@ crate::core::simd::simd_fn!(
     /// [`pairs_chunk`] on the SIMD path `level` allows.
     fn pairs_chunk_at => pairs_chunk(
         fx: &Fixed,
+        sub: &Sub,
         x: &[f64],
         w: &[f64],
-        acc: &mut [Acc5],
-        b: &mut Block<Slot4>
+        acc: &mut [Pair],
+        b: &mut Block
     ) -> bool
 );
 
-/// Integer sums of one thread's unweighted points per bin: count, then Σ t, Σ t², Σ t³
-/// and Σ t⁴ in units of 2^-F (below n·2^F < 2^63).
+/// Exact integer sums of one thread's unweighted points per sub-bin: the count and the
+/// sum of the fraction bits below the sub-bin (units of 2^-F).
 struct Sums {
     cnt: Vec<u64>,
-    f1: Vec<u64>,
-    s2: Vec<u64>,
-    s3: Vec<u64>,
-    s4: Vec<u64>,
+    low: Vec<u64>,
 }
 
 fn counts_part(level: Level, fx: &Fixed, x: &[f64], stop: &AtomicBool) -> Result<(Sums, bool)> {
-    let nb = fx.nb;
-    let mut acc = try_vec(COPIES * (nb + SPARE), Slot2::default(), "n_points")?;
+    let sub = Sub::new(fx, COPIES_U);
+    let ns = fx.nb << sub.b;
+    let mut acc = try_vec(sub.len(fx), 0u64, "n_points")?;
     let mut s = Sums {
-        cnt: try_vec(nb, 0u64, "n_points")?,
-        f1: try_vec(nb, 0u64, "n_points")?,
-        s2: try_vec(nb, 0u64, "n_points")?,
-        s3: try_vec(nb, 0u64, "n_points")?,
-        s4: try_vec(nb, 0u64, "n_points")?,
+        cnt: try_vec(ns, 0u64, "n_points")?,
+        low: try_vec(ns, 0u64, "n_points")?,
     };
-    let mut b = Block::<Slot2>::new();
-    let low = (1u64 << COUNT_SHIFT) - 1;
+    let mut b = Block::new();
+    let mask = (1u64 << COUNT_SHIFT) - 1;
     let mut bad = false;
-    // The packed word of a slot must be emptied before it holds more than CHUNK points
-    // (count and fraction bits below 2^64 and 2^47); each copy takes a quarter of the
-    // points of every whole block (copy = point index mod COPIES in 8-point groups), so
-    // COPIES chunks fill a copy to at most CHUNK. The powers need no emptying.
-    for xs in x.chunks(CHUNK * COPIES) {
+    // A packed word holds the count above bit 47 and the fraction bits below the
+    // sub-bin (each below 2^(F − b)) under it, so it must be emptied before it holds
+    // `cap` points; copy c takes the points j ≡ c mod COPIES_U of every chunk (at most
+    // CHUNK/COPIES_U), so `per` chunks fill no copy to `cap`.
+    let cap = ((1u64 << (64 - COUNT_SHIFT)) - 1).min(mask / sub.low().max(1)) as usize;
+    let per = (cap / (CHUNK / COPIES_U)).max(1);
+    debug_assert!(per * (CHUNK / COPIES_U) <= cap);
+    for xs in x.chunks(CHUNK * per) {
         for xc in xs.chunks(CHUNK) {
             check_stop(stop)?;
-            bad |= counts_chunk_at(level, fx, xc, &mut acc, &mut b);
+            bad |= counts_chunk_at(level, fx, &sub, xc, &mut acc, &mut b);
         }
-        for (k, cp) in acc[..COPIES * nb].chunks_mut(COPIES).enumerate() {
-            for a in cp {
-                s.cnt[k] += a.0[0] >> COUNT_SHIFT;
-                s.f1[k] += a.0[0] & low;
-                a.0[0] = 0;
+        for ((cp, c), l) in acc[..COPIES_U * ns]
+            .chunks_exact_mut(COPIES_U)
+            .zip(s.cnt.iter_mut())
+            .zip(s.low.iter_mut())
+        {
+            let (mut cc, mut ll) = (0, 0);
+            for a in cp.iter_mut() {
+                cc += *a >> COUNT_SHIFT;
+                ll += *a & mask;
+                *a = 0;
             }
-        }
-    }
-    for (k, cp) in acc[..COPIES * nb].chunks(COPIES).enumerate() {
-        for a in cp {
-            s.s2[k] += a.0[1];
-            s.s3[k] += a.0[2];
-            s.s4[k] += a.0[3];
+            *c += cc;
+            *l += ll;
         }
     }
     Ok((s, bad))
@@ -474,23 +476,23 @@ fn pairs_part(
     x: &[f64],
     w: &[f64],
     stop: &AtomicBool,
-) -> Result<(Vec<Acc5>, bool)> {
-    let mut acc = try_vec(COPIES * (fx.nb + SPARE), Acc5::default(), "n_points")?;
-    let mut b = Block::<Slot4>::new();
+) -> Result<(Vec<Pair>, bool)> {
+    let sub = Sub::new(fx, COPIES_W);
+    let ns = fx.nb << sub.b;
+    let mut acc = try_vec(sub.len(fx), Pair::default(), "n_points")?;
+    let mut b = Block::new();
     let mut bad = false;
     for (xc, wc) in x.chunks(CHUNK).zip(w.chunks(CHUNK)) {
         check_stop(stop)?;
-        bad |= pairs_chunk_at(level, fx, xc, wc, &mut acc, &mut b);
+        bad |= pairs_chunk_at(level, fx, &sub, xc, wc, &mut acc, &mut b);
     }
-    // The copies of each bin, summed in order (the same at every level).
-    let mut tot = try_vec(fx.nb, Acc5::default(), "n_points")?;
-    for (t, cp) in tot.iter_mut().zip(acc.chunks(COPIES)) {
+    // The copies of each sub-bin, summed in order (the same at every level).
+    let mut tot = try_vec(ns, Pair::default(), "n_points")?;
+    for (t, cp) in tot.iter_mut().zip(acc.chunks(COPIES_W)) {
         *t = cp[0];
         for a in &cp[1..] {
-            for q in 0..4 {
-                t.v[q] += a.v[q];
-            }
-            t.e += a.e;
+            t.0[0] += a.0[0];
+            t.0[1] += a.0[1];
         }
     }
     Ok((tot, bad))
@@ -503,7 +505,8 @@ pub struct BinsAndFields {
     pub bins: Vec<f64>,
     /// Per bin k, four sums over the points in [k, k + 1): Σ w·u, Σ w·u(1 − 2t),
     /// Σ w·u·t and Σ w·u(1 − 2t)·t (u = t(1 − t)), the layout
-    /// [`super::errfield::line1_error`] takes.
+    /// [`super::errfield::line1_error`] takes; the powers of t above the first with
+    /// every point of a sub-bin at the sub-bin's mean fraction (see the module notes).
     pub fine: Vec<f64>,
     /// Whether every coordinate was finite and every weight finite and non-negative.
     pub ok: bool,
@@ -520,13 +523,24 @@ fn error_sums(p1: f64, p2: f64, p3: f64, p4: f64) -> [f64; 4] {
     ]
 }
 
+/// Adds W·t̄², W·t̄³ and W·t̄⁴ of one sub-bin (total weight `wt`, mean fraction `m`) to
+/// `p`: its points taken at their mean fraction (see the module notes).
+#[inline]
+fn add_powers(p: &mut [f64; 3], wt: f64, m: f64) {
+    let m2 = m * m;
+    p[0] += wt * m2;
+    p[1] += wt * m2 * m;
+    p[2] += wt * m2 * m2;
+}
+
 /// Linear binning of `x` onto the lattice lo + k·δ, k < nb (weights `w`, or `wu` each)
 /// and, in the same pass, the 1-D error sums per bin (see [`BinsAndFields`]). The
 /// masses are the same as [`super::binning::linear_bin_checked`]'s to rounding
 /// (unweighted: bit for bit). Points outside [lo, lo + (nb − 1)·δ] are dropped.
 ///
-/// Allocates per thread 4·(nb + 4) slots of 32 bytes (unweighted, plus 5·nb integers)
-/// or 64 bytes (weighted), plus the nb masses and 4·nb sums.
+/// Allocates per thread 4·S·(nb + 4) accumulators of 8 bytes (unweighted, plus 2·S·nb
+/// integers) or 16 bytes (weighted, plus S·nb pairs), S = 4 sub-bins per bin, plus the
+/// nb masses and 4·nb sums.
 #[allow(clippy::too_many_arguments)]
 pub fn bin_with_fields(
     level: Level,
@@ -556,6 +570,8 @@ pub fn bin_with_fields(
     }
     let n = x.len();
     let fx = Fixed::new(lo, delta, nb, n)?;
+    let sub = Sub::new(&fx, 1);
+    let per = sub.per();
     let nthreads = threads::num_threads();
     let parts = if nthreads == 1 || n < 4 * CHUNK || nb > n / 2 {
         1
@@ -574,13 +590,7 @@ pub fn bin_with_fields(
                 match tot.as_mut() {
                     None => tot = Some(s),
                     Some(t) => {
-                        for (u, v) in [
-                            (&mut t.cnt, &s.cnt),
-                            (&mut t.f1, &s.f1),
-                            (&mut t.s2, &s.s2),
-                            (&mut t.s3, &s.s3),
-                            (&mut t.s4, &s.s4),
-                        ] {
+                        for (u, v) in [(&mut t.cnt, &s.cnt), (&mut t.low, &s.low)] {
                             u.iter_mut().zip(v).for_each(|(a, b)| *a += b);
                         }
                     }
@@ -588,19 +598,25 @@ pub fn bin_with_fields(
             }
             let s = tot.expect("at least one part");
             // Bin k holds count_k − Σt_k + Σt_{k−1}, an exact integer in units of 2^-F
-            // (as in `binning::linear_bin_at`).
+            // (as in `binning::linear_bin_at`); sub-bin q of a bin starts at q·2^(F−b).
             let unit = wu / (1u64 << fx.fbits) as f64;
+            let inv_one = 1.0 / (1u64 << fx.fbits) as f64;
             let mut carry = 0u64;
-            for k in 0..nb {
-                let (c, f) = (s.cnt[k], s.f1[k]);
+            for (k, (cs, ls)) in s.cnt.chunks(per).zip(s.low.chunks(per)).enumerate() {
+                let (mut c, mut f) = (0u64, 0u64);
+                let mut p = [0.0f64; 3];
+                for (q, (&cq, &lq)) in cs.iter().zip(ls).enumerate() {
+                    // Below n·2^F < 2^63 (see `Fixed`).
+                    let fq = cq * ((q as u64) << sub.low_bits) + lq;
+                    c += cq;
+                    f += fq;
+                    if cq > 0 {
+                        add_powers(&mut p, cq as f64, fq as f64 / cq as f64 * inv_one);
+                    }
+                }
                 bins[k] = ((c << fx.fbits) - f + carry) as f64 * unit;
                 carry = f;
-                let e = error_sums(
-                    f as f64 * unit,
-                    s.s2[k] as f64 * unit,
-                    s.s3[k] as f64 * unit,
-                    s.s4[k] as f64 * unit,
-                );
+                let e = error_sums(f as f64 * unit, p[0] * wu, p[1] * wu, p[2] * wu);
                 fine[4 * k..4 * k + 4].copy_from_slice(&e);
             }
         }
@@ -608,27 +624,33 @@ pub fn bin_with_fields(
             let res = over_parts(n, parts, |a, b| {
                 pairs_part(level, &fx, &x[a..b], &w[a..b], stop)
             })?;
-            let mut tot: Vec<Acc5> = Vec::new();
+            let mut tot: Vec<Pair> = Vec::new();
             for (p, bd) in res {
                 bad |= bd;
                 if tot.is_empty() {
                     tot = p;
                 } else {
                     for (u, v) in tot.iter_mut().zip(&p) {
-                        for q in 0..4 {
-                            u.v[q] += v.v[q];
-                        }
-                        u.e += v.e;
+                        u.0[0] += v.0[0];
+                        u.0[1] += v.0[1];
                     }
                 }
             }
             let mut carry = 0.0;
-            for (k, sl) in tot.iter().enumerate() {
-                let [s0, s1, s2, s3] = sl.v;
-                let s4 = sl.e;
+            for (k, sl) in tot.chunks(per).enumerate() {
+                let (mut s0, mut s1) = (0.0, 0.0);
+                let mut p = [0.0f64; 3];
+                for a in sl {
+                    let [wq, tq] = a.0;
+                    s0 += wq;
+                    s1 += tq;
+                    if wq > 0.0 {
+                        add_powers(&mut p, wq, tq / wq);
+                    }
+                }
                 bins[k] = (s0 - s1) + carry;
                 carry = s1;
-                fine[4 * k..4 * k + 4].copy_from_slice(&error_sums(s1, s2, s3, s4));
+                fine[4 * k..4 * k + 4].copy_from_slice(&error_sums(s1, p[0], p[1], p[2]));
             }
         }
     }
@@ -660,10 +682,24 @@ mod tests {
         (x, w)
     }
 
-    /// The error sums written out in floating point (t from (x − lo)/δ), and Σw per bin.
-    fn reference(x: &[f64], w: &[f64], lo: f64, delta: f64, nb: usize) -> (Vec<f64>, Vec<f64>) {
-        let mut out = vec![0.0; 4 * nb];
+    /// The error sums written out in floating point (t from (x − lo)/δ), with the power
+    /// sums above the first taken per half bin at the points' mean fraction (the fused
+    /// pass's model), and Σw per bin; also the exact Σw·u per bin.
+    fn reference(
+        x: &[f64],
+        w: &[f64],
+        lo: f64,
+        delta: f64,
+        nb: usize,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let per = 1usize << SUB_BITS;
+        // Per sub-bin: Σw, Σw·t.
+        let mut sw = vec![[0.0f64; 2]; nb * per];
         let mut mass = vec![0.0; nb];
+        let mut exact2 = vec![0.0; nb];
+        // The fraction's sub-bin as the pass finds it (the fixed-point position rounded
+        // to 2^-31 of a bin, ties to even), so that points on a sub-bin edge fall alike.
+        let scale = 1.0 / delta * 2f64.powi(31);
         for (&xi, &wi) in x.iter().zip(w) {
             let pos = (xi - lo) / delta;
             if !(pos >= 0.0 && pos <= (nb - 1) as f64) {
@@ -671,17 +707,34 @@ mod tests {
             }
             let k = pos.floor() as usize;
             let t = pos - k as f64;
-            let u = t * (1.0 - t);
-            let v = u * (1.0 - 2.0 * t);
-            for (q, val) in [wi * u, wi * v, wi * u * t, wi * v * t]
-                .into_iter()
-                .enumerate()
-            {
-                out[4 * k + q] += val;
-            }
+            let r = ((xi - lo) * scale).round_ties_even() as u64;
+            let q = ((r & ((1 << 31) - 1)) >> (31 - SUB_BITS)) as usize;
+            let k = if (r >> 31) as usize != k {
+                (r >> 31) as usize
+            } else {
+                k
+            };
+            let t = if k as f64 > pos { 0.0 } else { t };
+            sw[k * per + q][0] += wi;
+            sw[k * per + q][1] += wi * t;
             mass[k] += wi;
+            exact2[k] += wi * t * (1.0 - t);
         }
-        (out, mass)
+        let mut out = vec![0.0; 4 * nb];
+        for k in 0..nb {
+            let mut p = [0.0f64; 4];
+            for a in &sw[k * per..(k + 1) * per] {
+                if a[0] > 0.0 {
+                    let m = a[1] / a[0];
+                    p[0] += a[1];
+                    p[1] += a[0] * m * m;
+                    p[2] += a[0] * m * m * m;
+                    p[3] += a[0] * m * m * m * m;
+                }
+            }
+            out[4 * k..4 * k + 4].copy_from_slice(&error_sums(p[0], p[1], p[2], p[3]));
+        }
+        (out, mass, exact2)
     }
 
     fn run(
@@ -704,9 +757,21 @@ mod tests {
             let first_c = run(Level::Scalar, &x, None, lo, delta, nb);
             let first_w = run(Level::Scalar, &x, Some(&w), lo, delta, nb);
             for (ww, first) in [(&half, &first_c), (&w, &first_w)] {
-                let (want, mass) = reference(&x, ww, lo, delta, nb);
+                let (want, mass, exact2) = reference(&x, ww, lo, delta, nb);
+                for k in 0..nb {
+                    // Σw·u = Σw·t − Σw·t²: the model's Σw·t² is low by at most
+                    // W·(1/2S)² (the spread within a sub-bin of width 1/S), never high.
+                    let over = first.fine[4 * k] - exact2[k];
+                    let per = (1u64 << SUB_BITS) as f64;
+                    let tol = 1e-9 * mass[k] + 1e-12;
+                    assert!(
+                        over >= -tol && over <= mass[k] / (4.0 * per * per) + tol,
+                        "n={n} k={k}: {over} (W = {})",
+                        mass[k]
+                    );
+                }
                 for q in 0..4 {
-                    // Powers truncated to 2^-31 (unweighted), rounding.
+                    // Fractions quantised to 2^-31, rounding.
                     let tol = 1e-9;
                     for k in 0..nb {
                         let (a, b) = (first.fine[4 * k + q], want[4 * k + q]);
@@ -825,7 +890,7 @@ mod tests {
         // Every point in one bin just below its upper edge: each copy's packed word gets
         // its largest load (CHUNK points of fraction 2^F - 1) between two emptyings.
         let (lo, delta, nb) = (0.0, 1.0, 8);
-        let n = 2 * COPIES * CHUNK + 3;
+        let n = 2 * 4 * CHUNK + 3;
         let x = vec![3.0 - 1e-12; n];
         let zero = AtomicBool::new(false);
         for level in simd_levels() {
