@@ -163,24 +163,22 @@ def grid_of(kde, n_points=4096, extent=None, method="auto", log=False, rtol=None
         method = "exact"  # kept binned log values are only guaranteed to 1e-7 nats
     if kde._scale != 1.0:
         raise ValueError(_SCALE_MSG)
-    n_pos = int(np.count_nonzero(kde.weights > 0))
     if kde.d > 1:
-        return _refine(
-            lambda p, how=method: _grid_nd(kde, p, extent, how, log),
-            pts,
-            rtol,
-            _ORDER_ND,
-            auto=method == "auto",
-            n=n_pos,
-            hsd=np.sqrt(np.diag(kde.bandwidth)),
-        )
+
+        def run(p, how=method):
+            return _grid_nd(kde, p, extent, how, log)
+    else:
+
+        def run(p, how=method):
+            return _grid_1d(kde, p[0], extent, how, log)
+
     return _refine(
-        lambda p, how=method: _grid_1d(kde, p[0], extent, how, log),
+        run,
         pts,
         rtol,
-        _ORDER_1D,
+        _ORDER_ND if kde.d > 1 else _ORDER_1D,
         auto=method == "auto",
-        n=n_pos,
+        n=int(np.count_nonzero(kde.weights > 0)),
         hsd=np.sqrt(np.diag(kde.bandwidth)),
     )
 
