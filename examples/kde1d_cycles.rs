@@ -40,12 +40,7 @@ fn main() {
     let threads: usize = std::env::var("THREADS").map_or(1, |s| s.parse().unwrap());
     let n = 1_000_000;
     let mut g = Lcg::new(3);
-    let x: Vec<f64> = (0..n)
-        .map(|_| {
-            let (u, v) = (g.unit().max(1e-300), g.unit());
-            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-        })
-        .collect();
+    let x: Vec<f64> = (0..n).map(|_| g.normal()).collect();
     let mut xs = x.clone();
     xs.sort_by(f64::total_cmp);
     let xr: Vec<f64> = x.iter().map(|v| (v * 100.0).round() / 100.0).collect();

@@ -54,10 +54,7 @@ fn cpu_per_call(reps: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     let n = 1_000_000;
     let mut g = Lcg::new(3);
-    let mut normal = || {
-        let (u, v) = (g.unit().max(1e-300), g.unit());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    };
+    let mut normal = || g.normal();
     let stop = AtomicBool::new(false);
     let args: Vec<String> = std::env::args().collect();
     let reps: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(7);

@@ -35,6 +35,13 @@ impl Lcg {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Standard normal by Box–Muller (two uniforms per draw, the cosine branch).
+    #[inline]
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.unit().max(1e-300), self.unit());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
     /// Uniform on [-1, 1).
     #[inline]
     pub fn sym(&mut self) -> f64 {
