@@ -178,7 +178,7 @@ def grid_of(kde, n_points=4096, extent=None, method="auto", log=False, rtol=None
         rtol,
         _ORDER_ND if kde.d > 1 else _ORDER_1D,
         auto=method == "auto",
-        n=int(np.count_nonzero(kde.weights > 0)),
+        n=lambda: int(np.count_nonzero(kde.weights > 0)),
         hsd=np.sqrt(np.diag(kde.bandwidth)),
     )
 
@@ -224,14 +224,14 @@ _BINNED_CELL_S = (3e-8, 1.2e-7, 7e-7)
 _BINNED_POINT_S = 3e-9
 
 
-def _refine(run, pts, rtol, order, auto=False, n=0, hsd=None) -> GridResult:
+def _refine(run, pts, rtol, order, auto=False, n=None, hsd=None) -> GridResult:
     """``run(points per axis)`` on the requested grid; with ``rtol``, binned results are
     recomputed on grids r times finer (same extent; r from the estimate's δ^order
     scaling) until the estimated error is below rtol·max f̂, and sampled back every r-th
     point (the coordinates returned are the requested grid's own).
 
     ``auto`` (``method="auto"`` and no ``rtol``; ``run(points, "exact")`` must then give
-    the exact sums, ``n`` be the number of data points and ``hsd`` the kernel's standard
+    the exact sums, ``n()`` give the number of data points and ``hsd`` the kernel's standard
     deviation per axis): a binned result whose
     estimate exceeds ``_AUTO_RTOL``·max f̂ is refined the same way while the refined
     lattice stays small and cheaper than the exact sums, else recomputed exactly (or
@@ -242,6 +242,7 @@ def _refine(run, pts, rtol, order, auto=False, n=0, hsd=None) -> GridResult:
     if rtol is None:
         if _meets(res, _AUTO_RTOL):
             return res
+        n = n()  # a pass over the weights: only where the guard is needed
         exact_s = _EXACT_TERM_S * n * math.prod(pts)
         out = _refine_loop(run, pts, res, _AUTO_RTOL, order, exact_s, n, hsd)
         if out is not None:
@@ -495,7 +496,7 @@ def _one_shot_1d(data, bandwidth, kernel, weights, n_points, extent, method, log
         rtol,
         _ORDER_1D,
         auto=method == "auto",
-        n=int(npos),
+        n=lambda: int(npos),
         hsd=np.array([h]),
     )
 
