@@ -831,8 +831,17 @@ def _run(spec, kw):
     return out
 
 
+# NumPy 2 scalar reprs ("np.float64(0.5)") in a message read as internals to a user.
+_NUMPY_REPRS = ("np.float", "np.int", "np.uint", "np.bool", "np.True_", "np.False_", "np.str_")
+
+
 def _clear_error(exc, names):
-    return isinstance(exc, (ValueError, TypeError)) and any(n in str(exc) for n in names)
+    msg = str(exc)
+    return (
+        isinstance(exc, (ValueError, TypeError))
+        and any(n in msg for n in names)
+        and not any(r in msg for r in _NUMPY_REPRS)
+    )
 
 
 def _describe(out):

@@ -133,19 +133,19 @@ def parse_bounds(bounds, d: int, boundary) -> np.ndarray:
                 out[j, s] = fv
         if not out[j, 0] < out[j, 1]:
             raise ValueError(
-                f"bounds must have low < high; got ({out[j, 0]!r}, {out[j, 1]!r}) for dimension {j}"
+                f"bounds must have low < high; got ({float(out[j, 0])!r}, {float(out[j, 1])!r}) for dimension {j}"
             )
         with np.errstate(over="ignore"):
             width = out[j, 1] - out[j, 0]
         if np.isfinite(out[j]).all() and not math.isfinite(width):
             raise ValueError(
-                f"bounds {tuple(out[j])} for dimension {j} are too wide for double "
+                f"bounds {tuple(float(v) for v in out[j])} for dimension {j} are too wide for double "
                 "precision (high − low overflows); rescale the data"
             )
     modes = check_boundary(boundary, d)
     for j in range(d):
         if modes[j] == "periodic":
-            lo, hi = out[j]
+            lo, hi = float(out[j, 0]), float(out[j, 1])
             if np.isfinite(out[j]).any() and not np.isfinite(out[j]).all():
                 raise ValueError(
                     f"periodic bounds must be finite (a period); dimension {j} has "
@@ -163,7 +163,7 @@ def check_inside(x: np.ndarray, b: np.ndarray) -> None:
         i, j = int(rows[0]), int(cols[0])
         raise ValueError(
             f"bounds exclude {int(out.any(axis=1).sum())} data point(s) (first: row {i}, "
-            f"dimension {j}, value {float(x[i, j])!r} outside [{b[j, 0]!r}, {b[j, 1]!r}]); "
+            f"dimension {j}, value {float(x[i, j])!r} outside [{float(b[j, 0])!r}, {float(b[j, 1])!r}]); "
             "widen the bounds or remove those points (for angles, wrap them into the period "
             "first, e.g. low + np.mod(x - low, high - low))"
         )

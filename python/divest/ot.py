@@ -170,9 +170,9 @@ def _hard_reg_m(reg_m, reg, sa, sb):
         k = int(np.argmax(bad))
         where = "" if len(sa) == 1 else f" (problem {k})"
         raise ValueError(
-            f"reg_m = {reg_m!r} is at least 2^53 times reg = {reg!r}: float64 cannot tell "
+            f"reg_m = {float(reg_m)!r} is at least 2^53 times reg = {float(reg)!r}: float64 cannot tell "
             "the marginal penalty from a hard constraint, and the total masses differ"
-            f"{where} ({sa[k]!r} and {sb[k]!r}), so the result would be rounding noise. Use "
+            f"{where} ({float(sa[k])!r} and {float(sb[k])!r}), so the result would be rounding noise. Use "
             "a smaller reg_m, or normalise the masses"
         )
     return math.inf
@@ -200,7 +200,7 @@ def _balanced_masses(a, b, name_b="b"):
     sa, sb = a.sum(), b.sum()
     if abs(sa - sb) > 1e-6 * max(sa, sb):
         raise ValueError(
-            f"a and {name_b} have different total masses ({sa!r} and {sb!r}): the balanced "
+            f"a and {name_b} have different total masses ({float(sa)!r} and {float(sb)!r}): the balanced "
             "problem has no solution. Normalise them, or use divest.sinkhorn_unbalanced to "
             "relax the marginal constraints"
         )
@@ -711,7 +711,7 @@ def _batch_masses(sa, sb, reg, reg_m):
     if bad.any():
         k = int(np.argmax(bad))
         raise ValueError(
-            f"a[{k}] and b[{k}] have different total masses ({sa[k]!r} and {sb[k]!r}); "
+            f"a[{k}] and b[{k}] have different total masses ({float(sa[k])!r} and {float(sb[k])!r}); "
             "normalise them, or pass a finite reg_m (unbalanced transport)"
         )
     return reg_m, (sa / sb if (sa != sb).any() else None)
