@@ -4,8 +4,10 @@ The KDE class delegates ``marginal``, ``conditional``, ``cdf``, ``integrate_box`
 ``ppf`` here. Everything works in the KDE's internal units (data divided by the power of
 two ``kde._scale``; bandwidth Cholesky factor ``kde._chol``), so extreme data stay in range.
 
-Memory: the box probabilities loop over query chunks of about 2^20 / n rows, so at most
-about 2^20 kernel terms (8 MiB per array) are alive at once; nothing n×m is formed.
+Memory: the Gaussian box probabilities are Rust (``_core.kde_box_gauss``: the (m,)
+result and at most 16 partial sums per box); the other 1-D kernels loop over query
+chunks of about 2^20 / n rows, so at most about 2^20 kernel terms (8 MiB per array) are
+alive at once; nothing n×m is formed.
 """
 
 from __future__ import annotations

@@ -340,7 +340,7 @@ impl Scratch {
 #[inline(always)]
 fn tail_sum<M: Fma>(off: &[i64], d: &[f64], a: &[f64], b: &[f64]) -> f64 {
     let n = off.len();
-    debug_assert!(n % 8 == 0 && d.len() == n && a.len() == n && b.len() == n);
+    debug_assert!(n.is_multiple_of(8) && d.len() == n && a.len() == n && b.len() == n);
     #[cfg(target_arch = "x86_64")]
     if M::AVX512 {
         // SAFETY: M::AVX512 holds only on the AVX-512 dispatch path; offsets come from
@@ -547,7 +547,7 @@ impl Tvn {
                     t.wt.push(wt * (th / TWO_PI));
                 }
             }
-            while t.sn.len() % 8 != 0 {
+            while !t.sn.len().is_multiple_of(8) {
                 t.sn.push(0.0);
                 t.nic2.push(0.0);
                 t.ck.push(0.0);
@@ -835,7 +835,7 @@ pub fn box_probs(
     stop: &AtomicBool,
 ) -> Result<Vec<f64>> {
     let n = w.len();
-    if x.len() != n * d || lo.len() != hi.len() || lo.len() % d.max(1) != 0 || d == 0 {
+    if x.len() != n * d || lo.len() != hi.len() || !lo.len().is_multiple_of(d.max(1)) || d == 0 {
         return Err(invalid!(
             "box_probs: x must be (n, d), w (n,), lo and hi (m, d) with the same shape"
         ));
@@ -1014,13 +1014,13 @@ mod tests {
             let inf = f64::INFINITY;
             let (mut lo, mut hi) = (vec![], vec![]);
             for c in 0..8 {
-                for k in 0..3 {
+                for (k, &ck) in cut.iter().enumerate() {
                     if (c >> k) & 1 == 1 {
-                        lo.push(cut[k]);
+                        lo.push(ck);
                         hi.push(inf);
                     } else {
                         lo.push(-inf);
-                        hi.push(cut[k]);
+                        hi.push(ck);
                     }
                 }
             }
