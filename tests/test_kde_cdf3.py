@@ -365,3 +365,30 @@ def test_kde_box_matches_former_numpy_path(d, full):
         want = old._full_3d_box(kde, lo_s, hi_s, xs, ws)
     got = kde.integrate_box(lo, hi)
     np.testing.assert_allclose(got, np.clip(want, 0, 1), rtol=1e-12, atol=2e-15)
+
+
+def test_box_probabilities_stop_on_ctrl_c():
+    # Minutes of work (2e4 points × 2000 boxes × 8 corners); Ctrl-C after 0.5 s must stop
+    # it within a few seconds, and the next call works.
+    import _thread
+    import signal
+    import threading
+    import time
+
+    rng = np.random.default_rng(30)
+    x = rng.normal(size=(20_000, 3)) @ np.array([[1.0, 0.8, -0.5], [0, 0.6, 0.4], [0, 0, 0.3]])
+    kde = divest.KDE(x)
+    lo = x[:2000] - 0.5
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    try:
+        t0 = time.perf_counter()
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            kde.integrate_box(lo, lo + 1.0)
+        elapsed = time.perf_counter() - t0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, old_handler)
+    assert elapsed < 5.0, elapsed
+    assert 0 < kde.integrate_box(lo[0], lo[0] + 1.0) < 1
