@@ -1,16 +1,21 @@
 """KDE.cdf / integrate_box with a full (non-diagonal) Gaussian bandwidth in 3-D (issue 11):
-the trivariate normal CDF (_kdecalc._Tvn, Plackett's identity) against independent
+the trivariate normal CDF (Rust, core/kdebox.rs: Plackett's identity) against independent
 oracles: conditioning on one variable with SciPy's adaptive quadrature over it and SciPy's
 bivariate normal CDF (Genz's bvnu) for the other two, the closed-form orthant probability,
 and nested adaptive quadrature for far-tail relative accuracy."""
 
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
 
 import divest
-from divest._kdecalc import _bvn_cdf, _full_3d_box, _Tvn
+from divest import _core
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _kdecalc_numpy as old  # noqa: E402  (the former NumPy path, an oracle)
 
 st = pytest.importorskip("scipy.stats")
 integrate = pytest.importorskip("scipy.integrate")
@@ -60,6 +65,25 @@ def _oracle(h, r):
         return integrate.quad(f, lo, hi, points=pts or None, epsabs=1e-16, epsrel=1e-13, limit=400)[
             0
         ]
+
+
+class _Tvn:
+    """Test access to the Rust per-point trivariate CDF for one factor ``chol``."""
+
+    def __init__(self, chol):
+        self.chol = np.ascontiguousarray(chol, dtype=float)
+        self.sine = old._Tvn(self.chol).sine  # √(1 − r²) from cross products of rows
+
+    def cdf(self, h0, h1, h2):
+        h = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (h0, h1, h2)))
+        shape = h[0].shape
+        out = _core.tvn_cdf(self.chol, np.ascontiguousarray(np.stack([v.ravel() for v in h], 1)))
+        return out.reshape(shape) if shape else float(out[0])
+
+
+def _bvn_cdf(u, v, r, a):
+    u, v = np.broadcast_arrays(np.asarray(u, dtype=float), np.asarray(v, dtype=float))
+    return _core.bvn_cdf(np.ascontiguousarray(np.stack([u.ravel(), v.ravel()], 1)), r, a)
 
 
 def _chol_from(a):
@@ -223,7 +247,8 @@ def test_diagonal_bandwidth_agrees_with_diagonal_path():
     lo[0, 1] = -np.inf
     hi[1, 2] = np.inf
     w = kde.weights / kde.weights.sum()
-    got = _full_3d_box(kde, lo, hi, x.astype(float) / kde._scale, w)
+    xs = np.ascontiguousarray(x.astype(float) / kde._scale)
+    got = _core.kde_box_gauss(xs, w, lo / kde._scale, hi / kde._scale, kde._chol, True)
     np.testing.assert_allclose(got, kde.integrate_box(lo, hi), rtol=0, atol=1e-14)
 
 
@@ -251,10 +276,12 @@ def test_four_dimensional_full_bandwidth_still_raises():
 
 
 def test_normal_tail_table_against_mpmath():
-    # _phi_c (the table-driven upper tail every box path uses): a few ulp relative over
-    # the whole range where the tail is a normal double, exactly 0/1 beyond ±40.
+    # The table-driven upper tail every Gaussian box path uses (Rust): a few ulp relative
+    # over the whole range where the tail is a normal double, exactly 0/1 beyond ±40.
     mpmath = pytest.importorskip("mpmath")
-    from divest._kdecalc import _phi_c
+
+    def _phi_c(t):
+        return _core.normal_sf(np.ascontiguousarray(t, dtype=float))
 
     rng = np.random.default_rng(6)
     t = np.concatenate(
@@ -282,3 +309,86 @@ def test_nearly_collinear_kde_against_sampling():
     se = np.sqrt(np.maximum(got * (1 - got), 1e-7) / len(s))
     assert np.all(np.abs(freq - got) < 5 * se), (freq, got)
     assert np.all(got > 1e-5)  # the counts can fail
+
+
+def _random_chol(rng, kind):
+    a = rng.normal(size=(3, 3))
+    if kind == 1:  # a pair within 1e-4 to 1e-1 of ±1
+        a[1] = a[0] * rng.choice([-1, 1]) + 10 ** rng.uniform(-4, -1) * rng.normal(size=3)
+    elif kind == 2:  # nearly singular: one row almost a combination of the others
+        a[2] = a[0] * rng.normal() + a[1] * rng.normal() + 10 ** rng.uniform(-4, -1) * a[2]
+    return np.linalg.cholesky(a @ a.T)
+
+
+def test_rust_tvn_matches_former_numpy_path():
+    # The Rust trivariate CDF against the former NumPy implementation of the same scheme
+    # (tests/_kdecalc_numpy.py) on random matrices (a third with a pair near ±1, a third
+    # nearly singular) and limits (some infinite, some beyond the 8.5 reduction).
+    rng = np.random.default_rng(21)
+    for trial in range(12):
+        chol = _random_chol(rng, trial % 3)
+        h = rng.normal(size=(200, 3)) * 3.0
+        h[:10, 0] = np.inf
+        h[10:20, 1] = 9.0
+        h[20:25, 2] = -np.inf
+        want = old._Tvn(chol).cdf(h[:, 0], h[:, 1], h[:, 2])
+        got = _Tvn(chol).cdf(h[:, 0], h[:, 1], h[:, 2])
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=2e-15)
+
+
+@pytest.mark.parametrize("d,full", [(1, False), (2, False), (4, False), (2, True), (3, True)])
+def test_kde_box_matches_former_numpy_path(d, full):
+    # kde.integrate_box (Rust) against the former NumPy box sums, weighted data, boxes with
+    # infinite and reversed ends, values from 1e-12 to 1.
+    rng = np.random.default_rng(22 + d)
+    n = 60
+    x = rng.normal(size=(n, d)) @ (np.triu(rng.uniform(0.2, 1, (d, d))) if full else np.eye(d))
+    w = rng.uniform(0.1, 1.0, n)
+    bw = "scott" if full else rng.uniform(0.2, 0.8, d)
+    kde = divest.KDE(x, weights=w, bandwidth=bw)
+    assert (kde._inv_diag is None) == full
+    lo = rng.normal(size=(15, d)) * 2 - 1
+    hi = lo + rng.uniform(0.05, 4.0, size=(15, d))
+    lo[0, 0] = -np.inf
+    hi[1, d - 1] = np.inf
+    lo[2] = -np.inf
+    lo[3] = 5.0  # far tail
+    hi[3] = 7.0
+    xs = x / kde._scale
+    ws = kde.weights / kde.weights.sum()
+    lo_s, hi_s = lo / kde._scale, hi / kde._scale
+    if not full:
+        want = old.diag_box(kde, lo_s, hi_s, xs, ws)
+    elif d == 2:
+        want = old._full_2d_box(kde, lo_s, hi_s, xs, ws)
+    else:
+        want = old._full_3d_box(kde, lo_s, hi_s, xs, ws)
+    got = kde.integrate_box(lo, hi)
+    np.testing.assert_allclose(got, np.clip(want, 0, 1), rtol=1e-12, atol=2e-15)
+
+
+def test_box_probabilities_stop_on_ctrl_c():
+    # Minutes of work (2e4 points × 2000 boxes × 8 corners); Ctrl-C after 0.5 s must stop
+    # it within a few seconds, and the next call works.
+    import _thread
+    import signal
+    import threading
+    import time
+
+    rng = np.random.default_rng(30)
+    x = rng.normal(size=(20_000, 3)) @ np.array([[1.0, 0.8, -0.5], [0, 0.6, 0.4], [0, 0, 0.3]])
+    kde = divest.KDE(x)
+    lo = x[:2000] - 0.5
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    try:
+        t0 = time.perf_counter()
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            kde.integrate_box(lo, lo + 1.0)
+        elapsed = time.perf_counter() - t0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, old_handler)
+    assert elapsed < 5.0, elapsed
+    assert 0 < kde.integrate_box(lo[0], lo[0] + 1.0) < 1

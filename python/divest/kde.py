@@ -856,17 +856,20 @@ class KDE:
         bivariate CDF plus two 1-D integrals of φ2·Φ, by Gauss–Legendre panels graded
         toward the end where the bandwidth's correlations approach ±1 or H approaches
         singular; about 1e-15 absolute, relative in the lower tail for nonnegative
-        correlations) at each of the box's finite corners (8, or 1 for ``cdf``). Cost:
-        per (data point, box corner) pair about 100 to 250 normal-tail and exponential
-        evaluations for a typical bandwidth (more for correlations within 1e-3 of ±1),
-        so n = 10^4 points and 100 corners take seconds; a corner coordinate at least
-        8.5 kernel standard deviations above a point drops that dimension (the bivariate
-        or univariate CDF; error below 1e-17). In d ≥ 4 a full bandwidth raises
+        correlations) at each of the box's finite corners (8, or 1 for ``cdf``). The
+        Gaussian paths are compiled and threaded (``divest.threads``), Ctrl-C stops
+        them. Cost: per (data point, box corner) pair about 100 to 250 normal-tail and
+        exponential evaluations in 3-D for a typical bandwidth (more for correlations
+        within 1e-3 of ±1), so n = 10^4 points and 100 corners take a few tenths of a
+        second; a corner coordinate at least 8.5 kernel standard deviations above a
+        point drops that dimension (the bivariate or univariate CDF; error below
+        1e-17). In d ≥ 4 a full bandwidth raises
         ValueError (not implemented; use a marginal of up to 3 dimensions or a diagonal
         bandwidth). A box with any high ≤ low has probability 0 (scipy's
         ``integrate_box_1d`` would return the negative of the reversed interval).
-        Memory: query chunks of about 2^20/n rows, never n×m; the 3-D path holds about
-        a dozen (chunk rows × n) float64 arrays at once (about 100 MiB at most)."""
+        Memory: the Gaussian kernel allocates the (m,) result and at most 16 partial
+        sums per box (plus copies of the inputs in float64); the other 1-D kernels
+        loop over query chunks of about 2^20/n rows. Never n×m."""
         from ._kdecalc import integrate_box
 
         if self._hull is not None:

@@ -5,6 +5,7 @@ pub mod divergence;
 pub mod dpp;
 pub mod error;
 pub mod kde;
+pub mod kdebox;
 pub mod kdefold;
 pub mod kdegrid;
 pub mod kerntest;

@@ -7,6 +7,7 @@ mod divergence;
 mod dpp;
 mod grads;
 mod kde;
+mod kdebox;
 mod kdeerr;
 mod kdegrid;
 mod kerntest;
@@ -29,5 +30,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sliced::register(m)?;
     grads::register(m)?;
     kdeerr::register(m)?;
+    kdebox::register(m)?;
     Ok(())
 }
