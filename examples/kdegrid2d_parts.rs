@@ -66,7 +66,7 @@ fn main() {
         .collect();
     let dc: Vec<f64> = (0..d).map(|a| r[a] as f64 * delta[a]).collect();
     let reach: Vec<usize> = (0..d).map(|a| (7.0 * h / dc[a]).ceil() as usize).collect();
-    let span: Vec<usize> = (0..d).map(|a| (m - 1 + r[a] - 1) / r[a] + 1).collect();
+    let span: Vec<usize> = (0..d).map(|a| (m - 1).div_ceil(r[a]) + 1).collect();
     let nc: Vec<usize> = (0..d).map(|a| span[a] + 2 * (reach[a] + 1)).collect();
     let lo_c: Vec<f64> = (0..d)
         .map(|a| lo[a] - (reach[a] + 1) as f64 * dc[a])

@@ -459,7 +459,7 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize, const F: bool>(
     wu: f64,
     b: usize,
     slab: &mut [f64],
-    mut fld: Option<&mut Fld<'_>>,
+    fld: Option<&mut Fld<'_>>,
 ) -> Stats {
     // Lanes of q1, q2, even per axis, then Σw and Σw².
     let mut acc = [[0.0f64; SLN]; 8];
@@ -598,7 +598,7 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize, const F: bool>(
         }
     }
     if F {
-        if let Some(f) = fld.as_deref_mut() {
+        if let Some(f) = fld {
             spread_cells(&mut cells, ncols, r0, geo.band, f);
         }
         FIELD_CELLS.with(|c| *c.borrow_mut() = cells);
