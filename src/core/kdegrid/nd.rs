@@ -404,10 +404,20 @@ struct Blk2 {
     e1: [[f64; BLK]; 4],
     c: [[f64; BLK]; 2],
     l: [[f64; BLK]; 2],
-    /// The error fields' coarse node offset (relative to the band's field slab) and the
-    /// 12 values added there (two coarse rows of two nodes of three fields).
-    fnode: [f64; BLK],
-    fsh: [[f64; BLK]; 12],
+    /// The point's cell relative to the band's cell slab (row-major, as a float: exact)
+    /// and its three error-field values w·(2u₀ + u₀²), w·(2u₁ + u₁²), w·u₀u₁.
+    fcell: [f64; BLK],
+    fv: [[f64; BLK]; 3],
+}
+
+/// Values per cell of the error fields' cell slab in [`band2_body`] (three fields and a
+/// zero, so that a point adds one 4-wide row).
+const FCH: usize = 4;
+
+thread_local! {
+    /// Each thread's slab of per-cell error-field sums for the band it bins (reused from
+    /// band to band and call to call; the expansion in [`band2_body`] leaves it zeroed).
+    static FIELD_CELLS: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The coarse lattice of the error fields as [`band2`] sees it: per axis the offset of the
@@ -449,7 +459,7 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize, const F: bool>(
     wu: f64,
     b: usize,
     slab: &mut [f64],
-    mut fld: Option<&mut Fld<'_>>,
+    fld: Option<&mut Fld<'_>>,
 ) -> Stats {
     // Lanes of q1, q2, even per axis, then Σw and Σw².
     let mut acc = [[0.0f64; SLN]; 8];
@@ -464,22 +474,23 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize, const F: bool>(
         e1: [[0.0; BLK]; 4],
         c: [[0.0; BLK]; 2],
         l: [[0.0; BLK]; 2],
-        fnode: [0.0; BLK],
-        fsh: [[0.0; BLK]; 12],
+        fcell: [0.0; BLK],
+        fv: [[0.0; BLK]; 3],
     };
-    let fg = match &fld {
-        Some(f) => (f.g, f.rows),
-        None => (
-            FGeo {
-                off: [0.0; 2],
-                inv_r: [1.0; 2],
-                kmax: [0.0; 2],
-                row: 0,
-            },
-            [0.0; 2],
-        ),
+    let ncols = geo.kmax[1] + 1;
+    // The band's cells (rows r0 .. r0 + band, every column) for the error fields.
+    let mut cells = if F {
+        FIELD_CELLS.with(|c| std::mem::take(&mut *c.borrow_mut()))
+    } else {
+        Vec::new()
     };
-    let (fgeo, frows) = fg;
+    if F {
+        let need = geo.band * ncols * FCH;
+        if cells.len() < need {
+            cells.clear();
+            cells.resize(need, 0.0);
+        }
+    }
     let mut p0 = [0.0f64; BLK];
     let mut p1 = [0.0f64; BLK];
     let mut wv = [0.0f64; BLK];
@@ -531,34 +542,15 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize, const F: bool>(
                     acc[6][ln] += wi;
                     acc[7][ln] += wi * wi;
                     if F {
-                        // The error fields w·(2u₀ + u₀²), w·(2u₁ + u₁²), w·u₀u₁ with
-                        // bilinear shares on the coarse nodes (as `errfield::plane2`).
-                        let mut kc = [0.0f64; 2];
-                        let mut tc = [0.0f64; 2];
-                        let pp = [p0[j], p1[j]];
-                        for a in 0..2 {
-                            let pc = (pp[a] + fgeo.off[a]) * fgeo.inv_r[a];
-                            let k = pc.floor().min(fgeo.kmax[a]);
-                            // Axis 0: within the rows this band owns (the caller's
-                            // bounds hold them already; this keeps it so under rounding).
-                            let k = if a == 0 {
-                                k.max(frows[0]).min(frows[1])
-                            } else {
-                                k.max(0.0)
-                            };
-                            kc[a] = k;
-                            tc[a] = (pc - k).clamp(0.0, 1.0);
-                        }
+                        // The error fields w·(2u₀ + u₀²), w·(2u₁ + u₁²), w·u₀u₁, summed per
+                        // cell (placed at the cell's centre when the band is done).
                         let u0 = t[0] * (1.0 - t[0]);
                         let u1 = t[1] * (1.0 - t[1]);
-                        let v = [wi * u0 * (2.0 + u0), wi * u1 * (2.0 + u1), wi * u0 * u1];
-                        blk.fnode[j] = (kc[0] - frows[0]) * fgeo.row as f64 + 3.0 * kc[1];
-                        let sh = super::errfield::bilinear(tc);
-                        for q in 0..4 {
-                            for f in 0..3 {
-                                blk.fsh[3 * q + f][j] = sh[q] * v[f];
-                            }
-                        }
+                        blk.fv[0][j] = wi * (u0 * (2.0 + u0));
+                        blk.fv[1][j] = wi * (u1 * (2.0 + u1));
+                        blk.fv[2][j] = wi * (u0 * u1);
+                        // Padding points sit at position 0 of band 0's first cell.
+                        blk.fcell[j] = ((kf[0] - r0 as f64) * ncols as f64 + kf[1]).max(0.0);
                     }
                     e[0][1] += 1.0 - t[0];
                     e[0][2] += t[0];
@@ -594,23 +586,22 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize, const F: bool>(
                 }
             }
             if F {
-                if let Some(f) = fld.as_deref_mut() {
-                    let row = f.g.row;
-                    for j in 0..m {
-                        let at = blk.fnode[j] as usize;
-                        let v = &mut f.out[at..at + row + 6];
-                        let lo: &mut [f64; 6] = (&mut v[..6]).try_into().unwrap();
-                        for q in 0..6 {
-                            lo[q] += blk.fsh[q][j];
-                        }
-                        let hi: &mut [f64; 6] = (&mut v[row..row + 6]).try_into().unwrap();
-                        for q in 0..6 {
-                            hi[q] += blk.fsh[6 + q][j];
-                        }
+                for j in 0..m {
+                    let at = blk.fcell[j] as usize * FCH;
+                    let dst: &mut [f64; FCH] = (&mut cells[at..at + FCH]).try_into().unwrap();
+                    let v = [blk.fv[0][j], blk.fv[1][j], blk.fv[2][j], 0.0];
+                    for c in 0..FCH {
+                        dst[c] += v[c];
                     }
                 }
             }
         }
+    }
+    if F {
+        if let Some(f) = fld {
+            spread_cells(&mut cells, ncols, r0, geo.band, f);
+        }
+        FIELD_CELLS.with(|c| *c.borrow_mut() = cells);
     }
     let mut out = Vec::with_capacity(NSTAT * 2 + 2);
     for lanes in &acc {
@@ -621,6 +612,45 @@ fn band2_body<M: crate::core::simd::Fma, const R: usize, const F: bool>(
         out.push(v);
     }
     out
+}
+
+/// Adds the per-cell error-field sums of a band (`cells`: rows r0 .. r0 + band of the
+/// cells, `ncols` per row, [`FCH`] values each) to the band's field slab, each cell's sums
+/// placed at the cell's centre with bilinear shares on the coarse nodes, and zeroes them.
+/// Empty cells (and cells whose points all lie on nodes) are skipped.
+fn spread_cells(cells: &mut [f64], ncols: usize, r0: usize, band: usize, f: &mut Fld<'_>) {
+    let g = f.g;
+    let row = g.row;
+    for (i, crow) in cells[..band * ncols * FCH]
+        .chunks_exact_mut(ncols * FCH)
+        .enumerate()
+    {
+        // The cell centre's coarse row: within the rows this band owns.
+        let pc = ((r0 + i) as f64 + 0.5 + g.off[0]) * g.inv_r[0];
+        let k0 = pc.floor().min(g.kmax[0]).max(f.rows[0]).min(f.rows[1]);
+        let t0 = (pc - k0).clamp(0.0, 1.0);
+        let base = (k0 - f.rows[0]) as usize * row;
+        for (k1, cell) in crow.chunks_exact_mut(FCH).enumerate() {
+            // Weights are positive and u₀u₁ > 0 only where u₀ > 0: both first fields are
+            // zero exactly when the cell adds nothing.
+            if cell[0] == 0.0 && cell[1] == 0.0 {
+                continue;
+            }
+            let v = [cell[0], cell[1], cell[2]];
+            cell.fill(0.0);
+            let pc = (k1 as f64 + 0.5 + g.off[1]) * g.inv_r[1];
+            let kc = pc.floor().min(g.kmax[1]).max(0.0);
+            let sh = super::errfield::bilinear([t0, (pc - kc).clamp(0.0, 1.0)]);
+            let at = base + 3 * kc as usize;
+            let out = &mut f.out[at..at + row + 6];
+            for q in 0..2 {
+                for c in 0..3 {
+                    out[3 * q + c] += sh[q] * v[c];
+                    out[row + 3 * q + c] += sh[2 + q] * v[c];
+                }
+            }
+        }
+    }
 }
 
 #[inline(always)]
@@ -1602,11 +1632,12 @@ mod tests {
 
     #[test]
     fn fused_error_fields_match_their_own_pass() {
-        // The error fields binned in the 2-D band pass (`band2` with a field slab) against
-        // errfield's own pass over the points, weighted and not, with points outside the
-        // lattice, on its last node and with zero weight: equal to rounding (the fine
-        // positions are taken from another origin) at every SIMD level, and the whole
-        // pass bit-identical for 1, 2 and 3 threads.
+        // The error fields binned in the 2-D band pass (`band2` with a field slab: per
+        // cell, then spread from the cell centres) against the same sums written out
+        // point by point, weighted and not, with points outside the lattice, on its last
+        // node and with zero weight: equal to rounding at every SIMD level, with the
+        // totals of errfield's own pass (exact positions) and close to it node by node;
+        // the whole pass bit-identical for 1, 2 and 3 threads.
         let stop = AtomicBool::new(false);
         let mut g = Lcg::new(41);
         let nb = [520usize, 45];
@@ -1650,7 +1681,7 @@ mod tests {
             .collect();
         let w_in: Vec<f64> = inside.iter().map(|&i| w[i]).collect();
         for wt in [None, Some(&w[..])] {
-            let want = crate::core::kdegrid::errfield::error_fields(
+            let exact = crate::core::kdegrid::errfield::error_fields(
                 &x_in,
                 2,
                 wt.map(|_| &w_in[..]),
@@ -1664,7 +1695,50 @@ mod tests {
                 &stop,
             )
             .unwrap();
+            // The band pass places each cell's sums at the cell's centre: the oracle
+            // written out point by point (fields from the point's own fractions, bilinear
+            // shares of its cell's centre on the coarse nodes).
+            let mut want = vec![0.0; nf];
+            for (j, &i) in inside.iter().enumerate() {
+                let wi = wt.map_or(0.3, |_| w_in[j]);
+                let mut u = [0.0; 2];
+                let mut at = 0;
+                let mut sh = [[0.0; 2]; 2];
+                for a in 0..2 {
+                    let p = (x[2 * i + a] - lo_b[a]) / delta[a];
+                    let k = p.floor().min((nb[a] - 2) as f64);
+                    u[a] = (p - k) * (1.0 - (p - k));
+                    let pc = (k + 0.5 + off[a] as f64) / r[a] as f64;
+                    let kc = pc.floor().min((fl.nc[a] - 2) as f64);
+                    sh[a] = [1.0 - (pc - kc), pc - kc];
+                    at = at * fl.nc[a] + kc as usize;
+                }
+                let v = [
+                    wi * u[0] * (2.0 + u[0]),
+                    wi * u[1] * (2.0 + u[1]),
+                    wi * u[0] * u[1],
+                ];
+                for (q0, s0) in sh[0].iter().enumerate() {
+                    for (q1, s1) in sh[1].iter().enumerate() {
+                        let node = at + q0 * fl.nc[1] + q1;
+                        for f in 0..3 {
+                            want[3 * node + f] += s0 * s1 * v[f];
+                        }
+                    }
+                }
+            }
             let tol = 1e-12 * scale(&want);
+            // The same totals per field as the exact positions (the shares sum to 1), and
+            // close to them node by node (the positions moved by at most half a cell).
+            for f in 0..3 {
+                let tot = |v: &[f64]| v.iter().skip(f).step_by(3).sum::<f64>();
+                assert!((tot(&want) - tot(&exact)).abs() <= 1e-12 * tot(&exact));
+            }
+            let diff: f64 = want.iter().zip(&exact).map(|(p, q)| (p - q).abs()).sum();
+            assert!(
+                diff < 0.5 * exact.iter().map(|v| v.abs()).sum::<f64>(),
+                "{diff}"
+            );
             // The band loop at each level, on the sorted points.
             let inv = [1.0 / delta[0], 1.0 / delta[1]];
             let band = (nb[0] - 1).div_ceil(BANDS).max(3);
