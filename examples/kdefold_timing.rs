@@ -2,7 +2,8 @@
 //! [0, ∞) × [0, 1] × ℝ; periodic: ℝ × [0, 1) × ℝ), n = m (default 10⁴), Scott's
 //! bandwidth, in whitened units: `kdefold::add_images` (the bounded pass, identity
 //! included) against `kde_eval` (the unbounded pass) on the same data and queries, one
-//! thread, CPU time, best of `reps`, interleaved, per SIMD level.
+//! thread, CPU time, best of `reps`, interleaved, per SIMD level. The pruning margin is
+//! `_kdebounds._BLOCK_MARGIN` (36; environment variable MARGIN to change it).
 //! `cargo run --release --example kdefold_timing -- [n reps]`.
 #[cfg(target_arch = "x86_64")]
 fn cpu_seconds() -> f64 {
@@ -36,7 +37,7 @@ fn main() {
             .collect();
         let n = a.first().copied().unwrap_or(10_000);
         let reps = a.get(1).copied().unwrap_or(5);
-        let margin = std::env::var("MARGIN").map(|v| v.parse().unwrap()).unwrap_or(45.0);
+        let margin = std::env::var("MARGIN").map(|v| v.parse().unwrap()).unwrap_or(36.0);
         divest::core::threads::set_num_threads(1).unwrap();
         let d = 3;
         let mut g = Lcg::new(1);
