@@ -37,7 +37,9 @@ fn main() {
             .collect();
         let n = a.first().copied().unwrap_or(10_000);
         let reps = a.get(1).copied().unwrap_or(5);
-        let margin = std::env::var("MARGIN").map(|v| v.parse().unwrap()).unwrap_or(36.0);
+        let margin = std::env::var("MARGIN")
+            .map(|v| v.parse().unwrap())
+            .unwrap_or(36.0);
         divest::core::threads::set_num_threads(1).unwrap();
         let d = 3;
         let mut g = Lcg::new(1);
@@ -76,7 +78,13 @@ fn main() {
             let dim1: &[(f64, f64)] = if periodic {
                 &[(1.0, -1.0), (1.0, 0.0), (1.0, 1.0)]
             } else {
-                &[(1.0, -2.0), (1.0, 0.0), (1.0, 2.0), (-1.0, 0.0), (-1.0, 2.0)]
+                &[
+                    (1.0, -2.0),
+                    (1.0, 0.0),
+                    (1.0, 2.0),
+                    (-1.0, 0.0),
+                    (-1.0, 2.0),
+                ]
             };
             for &s0 in s0s {
                 for &(s1, t1) in dim1 {
