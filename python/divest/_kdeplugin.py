@@ -59,8 +59,20 @@ Far outliers. Two things let one far point wreck the selection, and both are han
 
 With one point at 10², 10⁴, 10⁶ or 10¹² the plug-in and SCV matrices stay within 1e-4 of
 those without it (2-D normal, n = 2·10⁴; on the previous code H[0,0] grew 35× at 10⁴ and
-2.8·10⁵× at 10⁶). Not handled: a far cluster holding more than about 1/(d+1) of the
-weight, whose distance then enters the robust scatter.
+2.8·10⁵× at 10⁶).
+
+Far clusters. A far cluster holding more than about 1/(d+1) of the weight (two equal
+clusters far apart) passes the robust scatter's breakdown point, so the covariance
+still holds the clusters' distance and the normal-scale pilots span them. After the
+pre-transform, ``_cluster_scatter`` splits the (core) points recursively at the gaps of
+their projections on the canonical axes that are wider than 10 pooled within-cluster
+standard deviations (the largest m gaps such that the m-th passes, pieces of at least
+10 points); when the pooled within-cluster covariance is below half the covariance along
+some direction, the data are sphered by it instead (the same canonical construction, so
+affine equivariance holds), the clusters lie far apart in those units and the packing
+brings them within the kernels' reach. Two equal clusters 10³ or 10⁶ apart in 2-D/3-D:
+H within 5 % of the mixture's AMISE-optimal matrix (before, 3·10³× and 3·10⁹× along the
+separation). Data without such clusters keep the covariance (the old H bit for bit).
 
 Minimisations run over the log-Cholesky parameters of the matrix (always positive
 definite) with a Nelder–Mead search in NumPy. Weighted data use weighted moments and
