@@ -137,6 +137,11 @@ def test_point_masses_weights_kde_and_errors():
     with pytest.warns(RuntimeWarning, match="point masses"):
         k = divest.KDE(y, bandwidth="isj")
     assert k.bandwidth[0, 0] == pytest.approx(quiet_isj(y[keep]) ** 2, rel=1e-9)
+    # so does the one-shot grid
+    with pytest.warns(RuntimeWarning, match="point masses"):
+        g = divest.kde_grid(y, bandwidth="isj", n_points=256)
+    ref = divest.KDE(y, bandwidth=float(np.sqrt(k.bandwidth[0, 0]))).grid(256)
+    np.testing.assert_allclose(g.values, ref.values, rtol=1e-6, atol=1e-9)
     # mostly point masses with too few other values: a ValueError naming x and the fix
     z = np.r_[np.zeros(400), np.full(300, 1.0), np.full(300, 2.5), [0.3, 0.3 + 1e-7]]
     with pytest.raises(ValueError, match="x is too discrete.*point masses.*number"):

@@ -476,7 +476,10 @@ def _one_shot_1d(data, bandwidth, kernel, weights, n_points, extent, method, log
     if rule == "isj":
         if npos < 2 or not hi > lo:
             return None
-        h = float(_core.isj_bandwidth_1d(x, w, float(n) if w is None else neff))
+        got = _core.isj_bandwidth_1d_info(x, w, float(n) if w is None else neff)
+        h = float(got[0])
+        if got[3]:  # point masses left out (isj_bandwidth's warning)
+            _warn_atoms(got[3], got[4])
     elif rule is not None:
         if npos < 2:
             return None
