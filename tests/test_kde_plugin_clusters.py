@@ -37,7 +37,7 @@ def two_far(d, sep):
 
 
 @pytest.mark.parametrize("method", ["plugin", "scv"])
-@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("d", [1, 2, 3])
 @pytest.mark.parametrize("sep", [30.0, 1e3, 1e6])
 def test_two_equal_far_clusters(method, d, sep):
     n = 6000
