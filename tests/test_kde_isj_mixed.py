@@ -165,3 +165,19 @@ def test_continuous_and_pure_lattice_paths_unchanged():
     s = np.r_[r.normal(0, 1e-4, 20_000), r.uniform(-50, 50, 200)]
     h = quiet_isj(s)
     assert 0 < h < 1e-3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mostly_rounded_and_mostly_atom(seed):
+    # 90 % rounded: the few untied values' smallest gap can pass for a lattice step in
+    # the sample; the root then falls to the cells' scale and the tie scan reads it
+    y, m = part_rounded(10_000, 0.9, 0.2, seed=seed)
+    h = quiet_isj(y)
+    assert abs(h / jitter_median(y, 0.2, m) - 1) < 0.05, h
+    # an atom holding 40 % of a small sample
+    r = np.random.default_rng(seed)
+    z = r.standard_normal(200) * 1e-3 - 263.0
+    z[:80] = z[100]
+    with pytest.warns(RuntimeWarning, match="point masses"):
+        h = divest.isj_bandwidth(z)
+    assert h == pytest.approx(quiet_isj(np.unique(z[80:][z[80:] != z[100]])), rel=1e-9)

@@ -256,7 +256,7 @@ pub fn isj_1d_info(x: &[f64], w: Option<&[f64]>, neff: f64, stop: &AtomicBool) -
         // a pure lattice: last session's rounded-data path (a root at the cells' scale
         // is checked as below)
         let (h, cell) = plain(delta)?;
-        if h < SPIKE_CELLS * cell && delta < cell {
+        if h < SPIKE_CELLS * cell {
             if let Some(r) = ties_solve(x, w, neff, stop)? {
                 return Ok(r);
             }
