@@ -56,9 +56,9 @@
 //! among continuous values (zero inflation), a limit many values are censored at: the
 //! sample's ties then sit among untied values, so its smallest gap is far below any
 //! lattice's (it is flagged when 16·(sample size)·gap < its interquartile range), or
-//! the ties are too rare for the sample and the root of the usual solve falls below
-//! [`SPIKE_CELLS`] cells (the spike of a point mass at n = 10^6 with 0.1 % of the
-//! weight). Either way [`ties_solve`] sorts the data and finds the runs of equal values:
+//! the ties are too rare for the sample and the root of the usual solve (or of the
+//! pure-lattice solve) falls below [`SPIKE_CELLS`] cells (the spike of a point mass at
+//! n = 10^6 with 0.1 % of the weight). Either way [`ties_solve`] sorts the data and finds the runs of equal values:
 //! the significant ones (at least 3 copies and a weight of at least [`ATOM_MASS`]/√n_eff:
 //! a spike of mass p adds about p² to every coefficient's square, the noise of a
 //! continuous sample 1/n_eff) and the repeated ones (2 copies or more). None
