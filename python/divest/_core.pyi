@@ -295,6 +295,9 @@ def kde_grid_exact_1d(
 def isj_bandwidth_1d(
     x: NDArray[np.float64], w: NDArray[np.float64] | None, neff: float
 ) -> float: ...
+def isj_bandwidth_1d_info(
+    x: NDArray[np.float64], w: NDArray[np.float64] | None, neff: float
+) -> tuple[float, float, float, list[float], list[float]]: ...
 def kde_points_exact_1d(
     x: NDArray[np.float64],
     w: NDArray[np.float64],

@@ -476,7 +476,10 @@ def _one_shot_1d(data, bandwidth, kernel, weights, n_points, extent, method, log
     if rule == "isj":
         if npos < 2 or not hi > lo:
             return None
-        h = float(_core.isj_bandwidth_1d(x, w, float(n) if w is None else neff))
+        got = _core.isj_bandwidth_1d_info(x, w, float(n) if w is None else neff)
+        h = float(got[0])
+        if got[3]:  # point masses left out (isj_bandwidth's warning)
+            _warn_atoms(got[3], got[4])
     elif rule is not None:
         if npos < 2:
             return None
@@ -861,13 +864,22 @@ def isj_bandwidth(x, weights=None, *, check_finite=True) -> float:
     unrounded data's; for coarse data (integers with a few values) it is the bandwidth
     of the data spread over their cells, which may be below Δ, so that a KDE of the
     rounded values shows the lattice (pass a number of about Δ or more for a smooth
-    curve). Data mixing a lattice with continuous values are not recognised. Data
-    without enough ties (continuous data, float32 data cast to float64) give exactly
+    curve). Data mixing a lattice with continuous values (a part rounded) are
+    recognised (the sample's smallest gap is then far below a lattice's, or the root
+    falls to the cells' scale): one sort of the data finds the repeated values; four or
+    more on one lattice make the values on it the rounded part (spread over their
+    cells), the others stay as they are. Values repeated far more often than a
+    continuous density allows and off any lattice (exact zeros among continuous values,
+    a limit values are censored at) are point masses: a density with an atom has no
+    finite optimal bandwidth, so they are left out, the result is the ISJ bandwidth of
+    the other values (with their own effective sample size) and a RuntimeWarning names
+    them (each still shows as a bump of that width in a KDE). Data without enough ties (continuous data, float32 data cast to float64) give exactly
     the bandwidth of earlier versions. The detection costs one strided pass of 4096
     reads and a small hash table (a sort of 4096 values when ties are found).
 
     Raises ValueError for fewer than 2 points, data with no spread, data with only 2
-    distinct values ("too discrete"), or when no fixed point exists (very few data).
+    distinct values or mostly point masses ("too discrete"), or when no fixed point
+    exists (very few data). The mixed-data path sorts a copy of the data (O(n) memory).
     """
     # Finiteness is checked in the Rust pass; the Python check only words the error.
     a = as_points(x, "x", check_finite=False)
@@ -886,10 +898,34 @@ def isj_bandwidth(x, weights=None, *, check_finite=True) -> float:
         neff = float(1.0 / np.dot(w, w))
     xs = np.ascontiguousarray(a[:, 0], dtype=np.float64)
     try:
-        return float(_core.isj_bandwidth_1d(xs, w, neff))
+        h, _, _, atoms, mass = _core.isj_bandwidth_1d_info(xs, w, neff)
     except ValueError as e:
         if check_finite:
             as_points(x, "x", check_finite=True)  # the standard message for NaN / inf
-        if "distinct values" in str(e):  # name the argument (the core says "data")
+        if "distinct values" in str(e) or "point masses" in str(e):  # name the argument
             raise ValueError(f"x is too discrete for isj_bandwidth: {e}") from None
         raise
+    if atoms:
+        _warn_atoms(atoms, mass)
+    return float(h)
+
+
+def _warn_atoms(atoms, mass) -> None:
+    """Warn that ISJ left point masses out (values repeated far more often than a
+    continuous density allows, off any rounding lattice)."""
+    import warnings
+
+    order = np.argsort(mass)[::-1]
+    shown = ", ".join(f"{atoms[i]:.6g} ({100 * mass[i]:.3g} %)" for i in order[:3])
+    more = f" and {len(atoms) - 3} more" if len(atoms) > 3 else ""
+    warnings.warn(
+        f"x has point masses (values repeated many times: {shown}{more}; "
+        f"{100 * float(np.sum(mass)):.3g} % of the weight in all). A density with atoms "
+        "has no finite optimal bandwidth, so isj_bandwidth returns the ISJ bandwidth of "
+        "the other values (their own effective sample size). A KDE still puts a kernel "
+        "on every point, so each atom shows as a bump of that width; model the atoms "
+        "apart (for censored or zero-inflated data, e.g. bounds= for the continuous part) "
+        "or pass a number",
+        RuntimeWarning,
+        stacklevel=3,
+    )

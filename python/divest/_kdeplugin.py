@@ -59,8 +59,20 @@ Far outliers. Two things let one far point wreck the selection, and both are han
 
 With one point at 10², 10⁴, 10⁶ or 10¹² the plug-in and SCV matrices stay within 1e-4 of
 those without it (2-D normal, n = 2·10⁴; on the previous code H[0,0] grew 35× at 10⁴ and
-2.8·10⁵× at 10⁶). Not handled: a far cluster holding more than about 1/(d+1) of the
-weight, whose distance then enters the robust scatter.
+2.8·10⁵× at 10⁶).
+
+Far clusters. A far cluster holding more than about 1/(d+1) of the weight (two equal
+clusters far apart) passes the robust scatter's breakdown point, so the covariance
+still holds the clusters' distance and the normal-scale pilots span them. After the
+pre-transform, ``_cluster_scatter`` splits the (core) points recursively at the gaps of
+their projections on the canonical axes that are wider than 10 pooled within-cluster
+standard deviations (the largest m gaps such that the m-th passes, pieces of at least
+10 points); when the pooled within-cluster covariance is below half the covariance along
+some direction, the data are sphered by it instead (the same canonical construction, so
+affine equivariance holds), the clusters lie far apart in those units and the packing
+brings them within the kernels' reach. Two equal clusters 10³ or 10⁶ apart in 2-D/3-D:
+H within 5 % of the mixture's AMISE-optimal matrix (before, 3·10³× and 3·10⁹× along the
+separation). Data without such clusters keep the covariance (the old H bit for bit).
 
 Minimisations run over the log-Cholesky parameters of the matrix (always positive
 definite) with a Nelder–Mead search in NumPy. Weighted data use weighted moments and
@@ -489,16 +501,24 @@ def _pilot_bias_norm(g: np.ndarray, psi6: np.ndarray, neff: float) -> float:
     return float(np.sum(b * b))
 
 
-def _canonical(x: np.ndarray, w: np.ndarray, name: str, core: np.ndarray | None = None):
+def _canonical(
+    x: np.ndarray,
+    w: np.ndarray,
+    name: str,
+    core: np.ndarray | None = None,
+    scatter: np.ndarray | None = None,
+):
     """Centre, sphere and rotate the data (module docstring, step 1). Returns z and T with
     x − μ = z·Tᵀ. With a boolean ``core`` mask (far outliers left out, :func:`_core_mask`)
     the mean, covariance and fourth moments are those of the core points (weights
-    renormalised over them); z covers every point."""
+    renormalised over them); z covers every point. A ``scatter`` matrix (the pooled
+    within-cluster covariance of far clusters, :func:`_cluster_scatter`) replaces the
+    covariance."""
     n, d = x.shape
     xs, ws = (x, w) if core is None else (x[core], w[core] / w[core].sum())
     mean = ws @ xs
     xc = xs - mean
-    cov = (xc * ws[:, None]).T @ xc
+    cov = (xc * ws[:, None]).T @ xc if scatter is None else scatter
     evals, evecs = np.linalg.eigh(cov)
     if not (np.all(np.isfinite(evals)) and evals.min() > 1e-12 * evals.max() > 0):
         from ._kdedegen import describe
@@ -521,6 +541,92 @@ def _canonical(x: np.ndarray, w: np.ndarray, name: str, core: np.ndarray | None 
     if core is not None:
         z = _times(x - mean, iroot @ v if d > 1 else iroot)
     return z, root
+
+
+#: Far clusters: a gap wider than this many pooled within-cluster standard deviations
+#: (on a canonical axis) separates clusters.
+_CLUSTER_GAP = 10.0
+#: Fewest points in a cluster.
+_CLUSTER_MIN = 10
+#: Largest gaps tried per axis and group.
+_CLUSTER_CUTS = 64
+#: The pooled within-cluster covariance replaces the covariance when its smallest
+#: eigenvalue (in sphered units) is below this.
+_CLUSTER_SHRINK = 0.5
+
+
+def _split_axis(v: np.ndarray, w: np.ndarray):
+    """Cut positions (indices into the sorted order) of the gaps of ``v`` that separate
+    far clusters: the largest m gaps such that the m-th is wider than ``_CLUSTER_GAP``
+    pooled standard deviations of the pieces they leave, each of at least
+    ``_CLUSTER_MIN`` points; (order, cuts) or None."""
+    if v.size < 2 * _CLUSTER_MIN:
+        return None
+    o = np.argsort(v, kind="stable")
+    vs, ws = v[o], w[o]
+    g = np.diff(vs)
+    k = min(_CLUSTER_CUTS, g.size)
+    big = np.argsort(g, kind="stable")[::-1][:k]
+    if not g[big[0]] > 0:
+        return None
+    vs = vs - vs[0]
+    c0 = np.concatenate(([0.0], np.cumsum(ws)))
+    c1 = np.concatenate(([0.0], np.cumsum(ws * vs)))
+    c2 = np.concatenate(([0.0], np.cumsum(ws * vs * vs)))
+    best = None
+    for m in range(1, k + 1):
+        cuts = np.sort(big[:m]) + 1
+        a = np.concatenate(([0], cuts))
+        b = np.concatenate((cuts, [vs.size]))
+        if np.min(b - a) < _CLUSTER_MIN:
+            continue  # a piece that small is a far outlier's business (_core_mask)
+        wp = c0[b] - c0[a]
+        s1 = c1[b] - c1[a]
+        ss = np.sum(np.maximum(c2[b] - c2[a] - s1 * s1 / np.maximum(wp, 1e-300), 0.0))
+        sd = math.sqrt(ss / c0[-1])
+        if g[big[m - 1]] > _CLUSTER_GAP * sd:
+            best = cuts
+    return None if best is None else (o, best)
+
+
+def _cluster_scatter(z: np.ndarray, w: np.ndarray):
+    """The pooled within-cluster covariance (in the units of ``z``, sphered) of far
+    clusters, or None. Groups are split recursively at the gaps of their projections on
+    the canonical axes that :func:`_split_axis` accepts (as ``_compress`` packs them);
+    the result is used only when it is much narrower than the covariance along some
+    direction (smallest eigenvalue below ``_CLUSTER_SHRINK``): two equal clusters far
+    apart, which the robust scatter's breakdown point 1/(d+1) lets through."""
+    n, d = z.shape
+    stack = [(np.arange(n), -1)]
+    groups = []
+    while stack:
+        rows, skip = stack.pop()
+        for ax in range(d):
+            if ax == skip:
+                continue
+            cut = _split_axis(z[rows, ax], w[rows])
+            if cut is not None:
+                o, cuts = cut
+                for part in np.split(rows[o], cuts):
+                    stack.append((part, ax))
+                break
+        else:
+            groups.append(rows)
+    if len(groups) < 2:
+        return None
+    cov = np.zeros((d, d))
+    for rows in groups:
+        wg = w[rows]
+        if wg.sum() <= 0:
+            continue
+        zc = z[rows] - (wg @ z[rows]) / wg.sum()
+        cov += (zc * wg[:, None]).T @ zc
+    cov /= w.sum()
+    cov = 0.5 * (cov + cov.T)
+    ev = np.linalg.eigvalsh(cov)
+    if not (ev.min() > 0 and ev.min() < _CLUSTER_SHRINK):
+        return None
+    return cov
 
 
 # ---------------------------------------------------------------------------------------
@@ -787,7 +893,14 @@ def select_matrix(
     if neff is None:
         neff = float(1.0 / np.dot(w, w))
     x = x / scale
-    z, t = _canonical(x, w, method, _core_mask(x, w))
+    core = _core_mask(x, w)
+    z, t = _canonical(x, w, method, core)
+    # Far clusters holding more than the robust scatter's breakdown point: sphere by
+    # their pooled within-cluster covariance instead (module docstring).
+    zs, ws_ = (z, w) if core is None else (z[core], w[core])
+    within = _cluster_scatter(zs, ws_)
+    if within is not None:
+        z, t = _canonical(x, w, method, core, scatter=t @ within @ t.T)
     # Stage one: ψ̂₆ with the normal-scale pilot (Σ̂ = I in these coordinates).
     g6 = (2 ** (d / 2 + 5) / ((d + 6) * neff)) ** (2 / (d + 8)) * np.eye(d)
     g_ns = (4 / (neff * (d + 4))) ** (2 / (d + 6)) * np.eye(d)
@@ -799,6 +912,22 @@ def select_matrix(
     need = 2.0 * np.maximum(np.diag(g6), np.diag(g_ns + 4 * h_ns))
     for _attempt in range(3):
         zc, wc, extra = _compress(z, w, _REACH * np.sqrt(need))
+        # A part re-centred on its group's heaviest part before that part was itself
+        # packed can be left far out along that axis (three far clusters): pack again
+        # until nothing moves.
+        for _again in range(4):
+            if zc is z:
+                break
+            zn, wn, more = _compress(zc, wc, _REACH * np.sqrt(need))
+            if zn is zc:
+                break
+            if more is not None:
+                extra = (
+                    more
+                    if extra is None
+                    else tuple(np.concatenate((a, b)) for a, b in zip(extra, more))
+                )
+            zc, wc = zn, wn
         h, reach = _select(zc, wc, extra, g6, g_ns, h_ns, neff, method, d)
         if zc is z or np.all(reach <= need * (1 + 1e-12)):
             break

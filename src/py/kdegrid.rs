@@ -118,10 +118,30 @@ fn isj_bandwidth_1d(
     run(py, work, |stop| isj::isj_1d_opt(xs, ws, neff, stop))
 }
 
+/// [`isj_bandwidth_1d`] with what the tie analysis found: (h, Δ of the values read as
+/// rounded or 0, fraction of the weight read as rounded, point masses left out as
+/// (values, weight fractions)).
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn isj_bandwidth_1d_info(
+    py: Python<'_>,
+    x: PyReadonlyArray1<'_, f64>,
+    w: Option<PyReadonlyArray1<'_, f64>>,
+    neff: f64,
+) -> PyResult<(f64, f64, f64, Vec<f64>, Vec<f64>)> {
+    let xs = x.as_slice()?;
+    let ws = w.as_ref().map(|a| a.as_slice()).transpose()?;
+    let work = xs.len().saturating_mul(4);
+    let r = run(py, work, |stop| isj::isj_1d_info(xs, ws, neff, stop))?;
+    let (vals, mass) = r.atoms.iter().copied().unzip();
+    Ok((r.h, r.delta, r.rounded, vals, mass))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kde_grid_binned_1d, m)?)?;
     m.add_function(wrap_pyfunction!(kde_grid_exact_1d, m)?)?;
     m.add_function(wrap_pyfunction!(isj_bandwidth_1d, m)?)?;
+    m.add_function(wrap_pyfunction!(isj_bandwidth_1d_info, m)?)?;
     m.add_function(wrap_pyfunction!(kde_points_exact_1d, m)?)?;
     m.add_function(wrap_pyfunction!(kde_points_exact_1d_folded, m)?)?;
     m.add_function(wrap_pyfunction!(kde_linear_bin_nd, m)?)?;

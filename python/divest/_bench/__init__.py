@@ -28,6 +28,7 @@ FAMILIES = [
     ("kdebw", "divest._bench.kdebw"),
     ("kderobust", "divest._bench.kderobust"),
     ("kdecdf", "divest._bench.kdecdf"),
+    ("kdemixed", "divest._bench.kdemixed"),
 ]
 
 

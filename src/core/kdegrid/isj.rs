@@ -51,6 +51,27 @@
 //! lattice. Data with only two distinct values are refused (no shape to estimate).
 //! Sampled data without ties, and those with fewer than the threshold, take the usual
 //! path bit for bit.
+//!
+//! Mixed data. A part rounded and a part not (values recorded two ways), exact zeros
+//! among continuous values (zero inflation), a limit many values are censored at: the
+//! sample's ties then sit among untied values, so its smallest gap is far below any
+//! lattice's (it is flagged when 16·(sample size)·gap < its interquartile range), or
+//! the ties are too rare for the sample and the root of the usual solve (or of the
+//! pure-lattice solve) falls below [`SPIKE_CELLS`] cells (the spike of a point mass at
+//! n = 10^6 with 0.1 % of the weight). Either way [`ties_solve`] sorts the data and finds the runs of equal values:
+//! the significant ones (at least 3 copies and a weight of at least [`ATOM_MASS`]/√n_eff:
+//! a spike of mass p adds about p² to every coefficient's square, the noise of a
+//! continuous sample 1/n_eff) and the repeated ones (2 copies or more). None
+//! significant: the result of the usual path stands. At least [`LATTICE_VALUES`]
+//! repeated values on one lattice (step from their span and smallest gap, each within
+//! [`LATTICE_TOL`] steps): every value on it is read as rounded, the others as they are;
+//! the two parts are binned and transformed apart, and the expected squared coefficient
+//! of the data with the rounded part jittered is (c_k + S_k·r_k)² + (1 − S_k²)·q_r/2, q_r
+//! the rounded part's share of Σw². Otherwise the significant values are point masses
+//! (atoms): a density with an atom has no finite AMISE-optimal bandwidth (R(f″) is
+//! infinite), so they are left out and the result is the ISJ bandwidth of the other
+//! values with their own effective sample size, the bandwidth that serves the continuous
+//! part; [`isj_1d_info`] reports them (Python warns). Too few other values: an error.
 
 use std::f64::consts::PI;
 use std::sync::atomic::AtomicBool;
@@ -81,6 +102,25 @@ pub const LATTICE_TIES: usize = 256;
 /// Two values closer than this times the data's magnitude count as equal (the same
 /// rounded value computed two ways differs by a few units in the last place).
 const TIE_REL: f64 = 1.0 / (1u64 << 50) as f64;
+
+/// A root whose bandwidth is below this many cells of the binned density is at the
+/// cells' scale: the data are scanned for ties (module docs, "Mixed data").
+const SPIKE_CELLS: f64 = 8.0;
+
+/// The sample mixes untied values with tied ones when its smallest gap times this many
+/// times its size is below its interquartile range (module docs, "Mixed data").
+const MIXED_GAP: f64 = 16.0;
+
+/// A value repeated at least 3 times whose weight is at least this over √n_eff is a
+/// significant tie: a spike of that mass moves the functionals by as much as the noise
+/// of a continuous sample (module docs, "Mixed data").
+const ATOM_MASS: f64 = 0.25;
+
+/// Repeated values needed to read a lattice (fewer are point masses).
+const LATTICE_VALUES: usize = 4;
+
+/// A value within this many lattice steps of a lattice point is on the lattice.
+const LATTICE_TOL: f64 = 1e-3;
 
 /// Σ_k k^{2s} a2_k e^{−k²π²t}, with e^{−k²c} by an exact-to-rounding product recurrence.
 fn weighted_sum(a2: &[f64], s: i32, t: f64) -> f64 {
@@ -135,6 +175,35 @@ pub fn isj_1d(x: &[f64], w: &[f64], neff: f64, stop: &AtomicBool) -> Result<f64>
 
 /// [`isj_1d`] with optional weights (`None`: equal weights).
 pub fn isj_1d_opt(x: &[f64], w: Option<&[f64]>, neff: f64, stop: &AtomicBool) -> Result<f64> {
+    isj_1d_info(x, w, neff, stop).map(|r| r.h)
+}
+
+/// What [`isj_1d_info`] found besides the bandwidth.
+#[derive(Debug, Clone)]
+pub struct Isj {
+    /// The bandwidth (data units).
+    pub h: f64,
+    /// The lattice's resolution Δ of the values read as rounded (0.0: none).
+    pub delta: f64,
+    /// Fraction of the weight read as rounded (spread over cells of width Δ).
+    pub rounded: f64,
+    /// Point masses left out of the selection: (value, fraction of the weight).
+    pub atoms: Vec<(f64, f64)>,
+}
+
+impl Isj {
+    fn plain(h: f64) -> Self {
+        Isj {
+            h,
+            delta: 0.0,
+            rounded: 0.0,
+            atoms: Vec::new(),
+        }
+    }
+}
+
+/// [`isj_1d_opt`] with what the tie analysis found (module docs, "Mixed data").
+pub fn isj_1d_info(x: &[f64], w: Option<&[f64]>, neff: f64, stop: &AtomicBool) -> Result<Isj> {
     if x.is_empty() {
         return Err(invalid!("data must contain at least one point"));
     }
@@ -181,19 +250,95 @@ pub fn isj_1d_opt(x: &[f64], w: Option<&[f64]>, neff: f64, stop: &AtomicBool) ->
              positive weight are equal); pass a number instead"
         ));
     }
-    let delta = resolution(x, w, mn, mx, stop)?;
-    let first = solve(x, w, mn, mx, delta, neff, stop)?;
-    if !first.maybe_gap {
-        return Ok(first.h);
+    let (delta, mixed) = resolution(x, w, mn, mx, stop)?;
+    let plain = |delta: f64| pipeline(x, w, mn, mx, delta, neff, false, stop);
+    if delta > 0.0 && !mixed {
+        // a pure lattice: last session's rounded-data path (a root at the cells' scale
+        // is checked as below)
+        let (h, cell) = plain(delta)?;
+        if h < SPIKE_CELLS * cell {
+            if let Some(r) = ties_solve(x, w, neff, stop)? {
+                return Ok(r);
+            }
+        }
+        return Ok(Isj {
+            h,
+            delta,
+            rounded: 1.0,
+            atoms: Vec::new(),
+        });
     }
-    packed(x, w, neff, delta, first, stop)
+    if !mixed {
+        // no lattice seen in the sample: the usual path, kept unless its root sits at the
+        // cells' scale (or there is none), the mark of a spike the sample missed
+        let got = plain(0.0);
+        if let Ok((h, cell)) = got {
+            if h >= SPIKE_CELLS * cell {
+                return Ok(Isj::plain(h));
+            }
+        }
+        return match ties_solve(x, w, neff, stop)? {
+            Some(r) => Ok(r),
+            None => got.map(|(h, _)| Isj::plain(h)),
+        };
+    }
+    // the sample mixes tied and untied values
+    match ties_solve(x, w, neff, stop)? {
+        Some(r) => Ok(r),
+        None => plain(delta).map(|(h, _)| Isj {
+            h,
+            delta,
+            rounded: 1.0,
+            atoms: Vec::new(),
+        }),
+    }
+}
+
+/// One solve and, when the bins show a far gap, the packing rounds: (h, cell width of the
+/// solve that gave h).
+#[allow(clippy::too_many_arguments)]
+fn pipeline(
+    x: &[f64],
+    w: Option<&[f64]>,
+    mn: f64,
+    mx: f64,
+    delta: f64,
+    neff: f64,
+    signed: bool,
+    stop: &AtomicBool,
+) -> Result<(f64, f64)> {
+    let first = solve(x, w, mn, mx, delta, neff, signed, stop)?;
+    if !first.maybe_gap {
+        return Ok((first.h, first.cell));
+    }
+    if signed {
+        // mixed data arrive sorted by value, zero weights already dropped
+        let ws = w.expect("signed weights");
+        return packed(x, ws, neff, delta, first, true, stop);
+    }
+    let ones;
+    let w = match w {
+        Some(w) => w,
+        None => {
+            ones = try_vec(x.len(), 1.0f64, "data")?;
+            &ones
+        }
+    };
+    let (xs, ws) = sort_weighted(x, w, stop)?;
+    packed(&xs, &ws, neff, delta, first, false, stop)
 }
 
 /// The resolution Δ of rounded data, or 0.0 when the data show no lattice (module docs):
 /// a strided sample of at most [`LATTICE_SAMPLE`] points of positive weight, sorted.
 /// Errs for data with fewer than 3 distinct values. Allocates [`LATTICE_SAMPLE`] values;
 /// a sample with fewer than 3 distinct values costs one more pass over the data.
-fn resolution(x: &[f64], w: Option<&[f64]>, mn: f64, mx: f64, stop: &AtomicBool) -> Result<f64> {
+fn resolution(
+    x: &[f64],
+    w: Option<&[f64]>,
+    mn: f64,
+    mx: f64,
+    stop: &AtomicBool,
+) -> Result<(f64, bool)> {
     let n = x.len();
     let stride = (n / LATTICE_SAMPLE).max(1);
     let kept = |i: usize| w.is_none_or(|w| w[i] > 0.0);
@@ -210,7 +355,7 @@ fn resolution(x: &[f64], w: Option<&[f64]>, mn: f64, mx: f64, stop: &AtomicBool)
     let pairs = s.len().saturating_sub(1);
     let enough = |ties: usize| ties >= 2 && ties * LATTICE_TIES >= pairs;
     if !enough(exact_ties(&s)) {
-        return Ok(0.0);
+        return Ok((0.0, false));
     }
     s.sort_unstable_by(f64::total_cmp);
     let tol = TIE_REL * mn.abs().max(mx.abs());
@@ -227,10 +372,22 @@ fn resolution(x: &[f64], w: Option<&[f64]>, mn: f64, mx: f64, stop: &AtomicBool)
         }
     }
     if !enough(ties) {
-        return Ok(0.0);
+        return Ok((0.0, false));
     }
     if distinct >= 3 {
-        return Ok(delta);
+        // Untied values among the tied ones (a part rounded, exact zeros, censoring) show
+        // a smallest gap far below a lattice's: the sample's ~4096 values have about
+        // spread/len² between neighbours, a lattice that ties at this rate no less than
+        // spread/len (module docs, "Mixed data").
+        let m = s.len();
+        let iqr = s[3 * m / 4] - s[m / 4];
+        let scale = if iqr > 0.0 {
+            iqr
+        } else {
+            0.25 * (s[m - 1] - s[0])
+        };
+        let mixed = delta * (MIXED_GAP * m as f64) < scale;
+        return Ok((delta, mixed));
     }
     // The sample shows one or two values: look at all the data. Every other value's
     // distance to them is a multiple of the lattice's spacing; the smallest stands for it.
@@ -262,7 +419,127 @@ fn resolution(x: &[f64], w: Option<&[f64]>, mn: f64, mx: f64, stop: &AtomicBool)
              'silverman' instead"
         ));
     }
-    Ok(delta.min(near))
+    Ok((delta.min(near), false))
+}
+
+/// Whether `v` lies within [`LATTICE_TOL`] steps of the lattice v0 + kΔ.
+fn on_lattice(v: f64, v0: f64, delta: f64) -> bool {
+    let k = (v - v0) / delta;
+    (k - k.round()).abs() <= LATTICE_TOL
+}
+
+/// ISJ on data with significant ties (module docs, "Mixed data"): one sort of the data
+/// of positive weight (allocates 2n values, then 2n more for the solve), the runs of
+/// equal values, and those repeated at least 3 times with a weight of at least
+/// [`ATOM_MASS`]/√n_eff. None when there are none. Three or more such values on a common
+/// lattice of step Δ: every value on that lattice is read as rounded to Δ, the others as
+/// they are (a mixed solve). Otherwise they are point masses: left out, and the
+/// bandwidth is that of the rest, with its own effective sample size.
+fn ties_solve(x: &[f64], w: Option<&[f64]>, neff: f64, stop: &AtomicBool) -> Result<Option<Isj>> {
+    let ones;
+    let w = match w {
+        Some(w) => w,
+        None => {
+            ones = try_vec(x.len(), 1.0f64, "data")?;
+            &ones
+        }
+    };
+    let (xs, ws) = sort_weighted(x, w, stop)?;
+    let m = xs.len();
+    if m < 3 {
+        return Ok(None);
+    }
+    check_stop(stop)?;
+    let (sw, sw2) = ws.iter().fold((0.0, 0.0), |(a, b), &v| (a + v, b + v * v));
+    let tol = TIE_REL * xs[0].abs().max(xs[m - 1].abs());
+    let thr = ATOM_MASS / neff.sqrt() * sw;
+    let mut sig: Vec<(f64, f64)> = Vec::new();
+    let mut tied: Vec<f64> = Vec::new();
+    let mut i = 0;
+    while i < m {
+        let mut j = i + 1;
+        let mut mass = ws[i];
+        while j < m && xs[j] - xs[i] <= tol {
+            mass += ws[j];
+            j += 1;
+        }
+        if j - i >= 2 {
+            tied.push(xs[i]);
+        }
+        if j - i >= 3 && mass >= thr {
+            sig.push((xs[i], mass / sw));
+        }
+        i = j;
+    }
+    if sig.is_empty() {
+        return Ok(None);
+    }
+    // A common lattice of [`LATTICE_VALUES`] or more repeated values (the significant
+    // ones and the rarer ones, which show where a rounded part's lattice runs): its step
+    // from their span and smallest gap.
+    let mut lattice = None;
+    if tied.len() >= LATTICE_VALUES {
+        let dmin = tied
+            .windows(2)
+            .map(|p| p[1] - p[0])
+            .fold(f64::INFINITY, f64::min);
+        let (v0, span) = (tied[0], tied[tied.len() - 1] - tied[0]);
+        let d = span / (span / dmin).round();
+        if d > 0.0 && d.is_finite() && tied.iter().all(|&v| on_lattice(v, v0, d)) {
+            lattice = Some((v0, d));
+        }
+    }
+    if let Some((v0, d)) = lattice {
+        let mut signed = ws;
+        let mut rounded = 0.0;
+        for (v, s) in xs.iter().zip(signed.iter_mut()) {
+            if on_lattice(*v, v0, d) {
+                rounded += *s;
+                *s = -*s;
+            }
+        }
+        let (h, _) = pipeline(&xs, Some(&signed), xs[0], xs[m - 1], d, neff, true, stop)?;
+        return Ok(Some(Isj {
+            h,
+            delta: d,
+            rounded: rounded / sw,
+            atoms: Vec::new(),
+        }));
+    }
+    // Point masses: the bandwidth of the rest, with the rest's effective sample size.
+    let is_atom = |v: f64| {
+        let k = sig.partition_point(|a| a.0 < v - tol);
+        k < sig.len() && (sig[k].0 - v).abs() <= tol
+    };
+    let mut rx = Vec::new();
+    let mut rw = Vec::new();
+    for (&v, &wi) in xs.iter().zip(&ws) {
+        if !is_atom(v) {
+            rx.push(v);
+            rw.push(wi);
+        }
+    }
+    let (rs, rs2) = rw.iter().fold((0.0, 0.0), |(a, b), &v| (a + v, b + v * v));
+    let rest_neff = neff * (rs * rs / rs2) / (sw * sw / sw2);
+    let distinct = rx.windows(2).filter(|p| p[1] - p[0] > tol).count() + 1;
+    if rx.len() < 2 || distinct < 3 || rest_neff.is_nan() || rest_neff <= 1.0 {
+        let first = sig[0].0;
+        return Err(invalid!(
+            "bandwidth='isj': these data are mostly point masses (values repeated many \
+             times, such as {first}) with too few other values ({count}) to select the \
+             continuous part's bandwidth; pass a number or 'silverman' instead",
+            count = rx.len()
+        ));
+    }
+    let (mn, mx) = (rx[0], rx[rx.len() - 1]);
+    let (delta, _) = resolution(&rx, Some(&rw), mn, mx, stop)?;
+    let (h, _) = pipeline(&rx, Some(&rw), mn, mx, delta, rest_neff, false, stop)?;
+    Ok(Some(Isj {
+        h,
+        delta,
+        rounded: 0.0,
+        atoms: sig,
+    }))
 }
 
 /// One ISJ solve on the interval [mn − r/10, mx + r/10] (r = mx − mn).
@@ -274,6 +551,8 @@ struct Solved {
     /// Whether the data may have a gap wider than `reach` (the bins show one, or their
     /// cells are too coarse to rule one out).
     maybe_gap: bool,
+    /// Width of the cells (data units).
+    cell: f64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -284,6 +563,7 @@ fn solve(
     mx: f64,
     delta: f64,
     neff: f64,
+    signed: bool,
     stop: &AtomicBool,
 ) -> Result<Solved> {
     let bad = || invalid!("data must be finite and weights finite and non-negative");
@@ -299,6 +579,9 @@ fn solve(
     let n = ISJ_BINS;
     let cell = len / n as f64;
     // Cell centres lo + (j + 1/2)·cell: the DCT-II's sample points on [0, 1].
+    if signed {
+        return solve_mixed(x, w, lo, cell, len, delta, neff, stop);
+    }
     let (bins, ok) = linear_bin_checked(x, w, 1.0, lo + 0.5 * cell, cell, n, stop)?;
     if !ok {
         return Err(bad());
@@ -312,15 +595,28 @@ fn solve(
     if delta > 0.0 {
         spread(&mut a2, delta / len, neff);
     }
-    let t_star = root(&a2, neff, stop)?;
-    let tmax = stage_chain(t_star, neff, &a2).1;
+    finish(&bins, &a2, neff, len, cell, delta, stop)
+}
+
+/// The root and the far-gap check of a solve, from its bins and coefficients.
+fn finish(
+    bins: &[f64],
+    a2: &[f64],
+    neff: f64,
+    len: f64,
+    cell: f64,
+    delta: f64,
+    stop: &AtomicBool,
+) -> Result<Solved> {
+    let t_star = root(a2, neff, stop)?;
+    let tmax = stage_chain(t_star, neff, a2).1;
     let reach = ISJ_REACH * (2.0 * tmax).sqrt() * len;
     // Zero bins j..=k mean no point in the open cells j − 1 .. k + 1: a gap of at least
     // (k − j + 2) cells. A gap wider than the reach shows as such a run when the cells are
     // a quarter of it or less.
     let mut maybe_gap = 4.0 * cell > reach;
     let mut run = 0usize;
-    for &b in &bins {
+    for &b in bins {
         if b == 0.0 {
             run += 1;
             if (run + 2) as f64 * cell - delta > reach {
@@ -335,7 +631,72 @@ fn solve(
         h: t_star.sqrt() * len,
         reach,
         maybe_gap,
+        cell,
     })
+}
+
+/// A solve on mixed data (module docs, "Mixed data"): `w` holds signed weights, negative
+/// for the values read as rounded to `delta` (spread over their cells), positive for the
+/// others (kept as they are). The two parts are binned and transformed apart; the
+/// expected squared coefficients of the data with the rounded part jittered are
+/// (c_k + S_k·r_k)² + (1 − S_k²)·q_r/2, q_r the rounded part's share of Σw²/neff.
+/// Allocates 2n weights and two sets of 2^14 bins.
+#[allow(clippy::too_many_arguments)]
+fn solve_mixed(
+    x: &[f64],
+    w: Option<&[f64]>,
+    lo: f64,
+    cell: f64,
+    len: f64,
+    delta: f64,
+    neff: f64,
+    stop: &AtomicBool,
+) -> Result<Solved> {
+    let bad = || invalid!("data must be finite and weights finite and non-negative");
+    let w = w.expect("signed weights");
+    let n = ISJ_BINS;
+    let mut wc = try_vec(x.len(), 0.0f64, "data")?;
+    let mut wr = try_vec(x.len(), 0.0f64, "data")?;
+    let (mut sc, mut sr) = (0.0, 0.0);
+    for ((&v, c), r) in w.iter().zip(wc.iter_mut()).zip(wr.iter_mut()) {
+        if v >= 0.0 {
+            *c = v;
+            sc += v * v;
+        } else {
+            *r = -v;
+            sr += v * v;
+        }
+    }
+    let (bc, ok1) = linear_bin_checked(x, Some(&wc), 1.0, lo + 0.5 * cell, cell, n, stop)?;
+    let (br, ok2) = linear_bin_checked(x, Some(&wr), 1.0, lo + 0.5 * cell, cell, n, stop)?;
+    if !(ok1 && ok2) {
+        return Err(bad());
+    }
+    check_stop(stop)?;
+    let total: f64 = bc.iter().sum::<f64>() + br.iter().sum::<f64>();
+    let pc: Vec<f64> = bc.iter().map(|b| b / total).collect();
+    let pr: Vec<f64> = br.iter().map(|b| b / total).collect();
+    let (dc, dr) = (dct2(&pc), dct2(&pr));
+    let q_r = sr / (sc + sr) / neff;
+    let d = delta / len;
+    let a2: Vec<f64> = (1..n)
+        .map(|k| {
+            let s = sinc(k as f64 * PI * d * 0.5);
+            let a = dc[k] + s * dr[k];
+            a * a + (1.0 - s * s) * 0.5 * q_r
+        })
+        .collect();
+    let bins: Vec<f64> = bc.iter().zip(&br).map(|(a, b)| a + b).collect();
+    finish(&bins, &a2, neff, len, cell, delta, stop)
+}
+
+/// sin z / z.
+fn sinc(z: f64) -> f64 {
+    if z < 1e-4 {
+        1.0 - z * z / 6.0
+    } else {
+        z.sin() / z
+    }
 }
 
 /// The number of values of `s` equal to an earlier one (open addressing on the bits;
@@ -383,30 +744,23 @@ fn spread(a2: &mut [f64], d: f64, neff: f64) {
 }
 
 /// The ISJ bandwidth of data whose gaps wider than the stage kernels' reach are packed
-/// (module docs). Sorts the positively weighted data: allocates 5n values. With rounded
-/// data (delta > 0) a gap is measured between the values' cells.
+/// (module docs), and the cell width of the solve that gave it. `xs` sorted, `ws` their
+/// weights (positive, or signed in mixed mode: the magnitude is the weight). Allocates n
+/// values. With rounded data (delta > 0) a gap is measured between the values' cells.
 fn packed(
-    x: &[f64],
-    w: Option<&[f64]>,
+    xs: &[f64],
+    ws: &[f64],
     neff: f64,
     delta: f64,
     first: Solved,
+    signed: bool,
     stop: &AtomicBool,
-) -> Result<f64> {
-    let ones;
-    let w = match w {
-        Some(w) => w,
-        None => {
-            ones = try_vec(x.len(), 1.0f64, "data")?;
-            &ones
-        }
-    };
-    let (xs, ws) = sort_weighted(x, w, stop)?;
+) -> Result<(f64, f64)> {
     let m = xs.len();
     let mut xp = try_vec(m, 0.0f64, "data")?;
     let mut starts: Vec<usize> = Vec::new();
     let mut gamma = first.reach;
-    let mut last = first.h;
+    let mut last = (first.h, first.cell);
     let mut best = None;
     for _ in 0..MAX_PACK {
         check_stop(stop)?;
@@ -423,7 +777,12 @@ fn packed(
         }
         starts.push(m);
         let pieces = starts.len() - 1;
-        let mass = |k: usize| ws[starts[k]..starts[k + 1]].iter().sum::<f64>();
+        let mass = |k: usize| {
+            ws[starts[k]..starts[k + 1]]
+                .iter()
+                .map(|v| v.abs())
+                .sum::<f64>()
+        };
         let mut heavy = 0;
         let mut heavy_w = mass(0);
         for k in 1..pieces {
@@ -449,10 +808,10 @@ fn packed(
             place(k, at);
         }
         xp[starts[heavy]..starts[heavy + 1]].copy_from_slice(&xs[starts[heavy]..starts[heavy + 1]]);
-        let got = solve(&xp, Some(&ws), xp[0], xp[m - 1], delta, neff, stop)?;
-        last = got.h;
+        let got = solve(&xp, Some(ws), xp[0], xp[m - 1], delta, neff, signed, stop)?;
+        last = (got.h, got.cell);
         if got.reach <= gamma {
-            best = Some(got.h);
+            best = Some(last);
             if got.reach >= 0.8 * gamma {
                 break;
             }
@@ -563,9 +922,9 @@ mod tests {
                 (a.min(v), b.max(v))
             });
         // no gap wider than the reach: the usual path
-        assert_eq!(resolution(&x, None, mn, mx, &stop).unwrap(), 0.0);
+        assert_eq!(resolution(&x, None, mn, mx, &stop).unwrap(), (0.0, false));
         assert!(
-            !solve(&x, None, mn, mx, 0.0, 5000.0, &stop)
+            !solve(&x, None, mn, mx, 0.0, 5000.0, false, &stop)
                 .unwrap()
                 .maybe_gap
         );
@@ -608,7 +967,8 @@ mod tests {
                     .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
                         (a.min(v), b.max(v))
                     });
-                let got = resolution(&y, None, mn, mx, &stop).unwrap();
+                let (got, mixed) = resolution(&y, None, mn, mx, &stop).unwrap();
+                assert!(!mixed);
                 assert!((got / d - 1.0).abs() < 1e-9, "{n} {frac}: {got} {d}");
                 let h = isj_1d_opt(&y, None, n as f64, &stop).unwrap();
                 assert!((h / h0 - 1.0).abs() < 0.05, "{n} {frac}: {h} {h0}");
@@ -625,14 +985,14 @@ mod tests {
         let stop = AtomicBool::new(false);
         let x = lcg_data(200_000, 8);
         let (mn, mx) = (-2.0, 2.0);
-        assert_eq!(resolution(&x, None, mn, mx, &stop).unwrap(), 0.0);
+        assert_eq!(resolution(&x, None, mn, mx, &stop).unwrap(), (0.0, false));
         // float32 resolution: ties exist in the data but too few in the sample
         let y: Vec<f64> = x.iter().map(|&v| v as f32 as f64).collect();
-        assert_eq!(resolution(&y, None, mn, mx, &stop).unwrap(), 0.0);
+        assert_eq!(resolution(&y, None, mn, mx, &stop).unwrap(), (0.0, false));
         // a few duplicated records
         let mut z = x[..3000].to_vec();
         z.extend_from_slice(&x[..5]);
-        assert_eq!(resolution(&z, None, mn, mx, &stop).unwrap(), 0.0);
+        assert_eq!(resolution(&z, None, mn, mx, &stop).unwrap(), (0.0, false));
         assert_eq!(exact_ties(&[0.0, -0.0, 1.0, 1.0, 2.0]), 2);
     }
 
@@ -696,5 +1056,38 @@ mod tests {
             let hw = isj_1d(&z, &w, 5000.0, &stop).unwrap();
             assert!((hw / h - 1.0).abs() < 1e-12, "{far}: {hw} {h}");
         }
+    }
+
+    #[test]
+    fn isj_mixed_lattice_and_point_masses() {
+        let stop = AtomicBool::new(false);
+        let n = 40_000;
+        let x = lcg_data(n, 21);
+        let h0 = isj_1d_opt(&x, None, n as f64, &stop).unwrap();
+        // half the values rounded to h0/3: read as a lattice part, not a spike
+        let mut y = x.clone();
+        for v in y.iter_mut().take(n / 2) {
+            *v = (*v / (h0 / 3.0)).round() * (h0 / 3.0);
+        }
+        let (d, mixed) = resolution(&y, None, -2.0, 2.0, &stop).unwrap();
+        assert!(mixed && d < 1e-3 * h0, "{d}");
+        let r = isj_1d_info(&y, None, n as f64, &stop).unwrap();
+        assert!((r.delta / (h0 / 3.0) - 1.0).abs() < 1e-9, "{}", r.delta);
+        assert!((r.rounded - 0.5).abs() < 0.01, "{}", r.rounded);
+        assert!(r.atoms.is_empty());
+        assert!((r.h / h0 - 1.0).abs() < 0.05, "{} {h0}", r.h);
+        // a fifth of the values at exactly 0.25: left out, the rest's bandwidth
+        let mut z = x.clone();
+        for v in z.iter_mut().step_by(5) {
+            *v = 0.25;
+        }
+        let rest: Vec<f64> = z.iter().copied().filter(|&v| v != 0.25).collect();
+        let r = isj_1d_info(&z, None, n as f64, &stop).unwrap();
+        assert_eq!(r.atoms.len(), 1);
+        assert_eq!(r.atoms[0].0, 0.25);
+        assert!((r.atoms[0].1 - 0.2).abs() < 1e-12);
+        let hr = isj_1d_opt(&rest, None, rest.len() as f64, &stop).unwrap();
+        assert!((r.h / hr - 1.0).abs() < 1e-9, "{} {hr}", r.h);
+        assert!(r.h > 0.5 * h0, "{} {h0}", r.h);
     }
 }
