@@ -223,19 +223,39 @@ impl<'a, T: Float> Points<'a, T> {
     }
 }
 
-/// Squared norms of each row, accumulated in f64.
+/// Squared norms of each row, accumulated in f64 in index order (one add chain per row).
+/// Eight rows run side by side, so that their chains overlap: the same sums bit for bit
+/// as one row at a time, without waiting on an add's latency per value (that took about
+/// 0.2 cycles per pair of a 3000 × 3000 KDE at d = 256, once for the rows and once for
+/// the columns).
+#[allow(clippy::needless_range_loop)] // indices over the eight rows keep the chains interleaved
 fn row_norms<T: Float>(p: &[T], n: usize, d: usize) -> Vec<f64> {
-    (0..n)
-        .map(|i| {
-            p[i * d..(i + 1) * d]
-                .iter()
-                .map(|x| {
-                    let v = x.to_f64();
-                    v * v
-                })
-                .sum()
-        })
-        .collect()
+    const R: usize = 8;
+    let one = |row: &[T]| -> f64 {
+        row.iter()
+            .map(|x| {
+                let v = x.to_f64();
+                v * v
+            })
+            .sum()
+    };
+    let mut out = vec![0.0f64; n];
+    let full = n / R * R;
+    for (i0, o) in (0..full).step_by(R).zip(out.chunks_exact_mut(R)) {
+        let rows: [&[T]; R] = std::array::from_fn(|r| &p[(i0 + r) * d..(i0 + r + 1) * d]);
+        let mut acc = [0.0f64; R];
+        for k in 0..d {
+            for r in 0..R {
+                let v = rows[r][k].to_f64();
+                acc[r] += v * v;
+            }
+        }
+        o.copy_from_slice(&acc);
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(full) {
+        *o = one(&p[i * d..(i + 1) * d]);
+    }
+    out
 }
 
 /// Column-side data prepared once per call.
@@ -610,6 +630,41 @@ mod tests {
                             "{lvl:?} ({i},{j}): {g} vs {want}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// The eight-rows-at-a-time norms are the one-row-at-a-time sums bit for bit (same
+    /// order of adds per row), for every remainder of n mod 8, in f64 and f32.
+    #[test]
+    fn row_norms_equal_sequential_sums_bit_for_bit() {
+        for &d in &[1usize, 3, 8, 37, 256] {
+            for n in 0..20 {
+                let x = sym_vec(9, n * d);
+                let want: Vec<f64> = (0..n)
+                    .map(|i| {
+                        let mut s = 0.0f64;
+                        for &v in &x[i * d..(i + 1) * d] {
+                            s += v * v;
+                        }
+                        s
+                    })
+                    .collect();
+                let got = row_norms(&x, n, d);
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "n={n} d={d}"
+                );
+                let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+                let got32 = row_norms(&x32, n, d);
+                for i in 0..n {
+                    let mut s = 0.0f64;
+                    for &v in &x32[i * d..(i + 1) * d] {
+                        s += (v as f64) * (v as f64);
+                    }
+                    assert_eq!(got32[i].to_bits(), s.to_bits(), "f32 n={n} d={d} row {i}");
                 }
             }
         }
