@@ -610,7 +610,9 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
     _, _, uniform = _data_range_nd(kde, x, w)
     # The Gaussian's error fields (below) are binned in the binning pass itself where it
     # can, with the inverse kernel covariance Σ⁻¹ = L⁻ᵀL⁻¹.
-    prec = kde._chol_inv.T @ kde._chol_inv
+    # (Written out: a BLAS product would wake OpenBLAS's threads, which then spin on the
+    # cores divest's own threads need.)
+    prec = np.einsum("ki,kj->ij", kde._chol_inv, kde._chol_inv)
     args = (
         np.ascontiguousarray(x),
         None if uniform else np.ascontiguousarray(w),
@@ -652,6 +654,16 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
     # FFT rounding (a few ε of the largest sum) plus the kernel's truncation (K(8.6) ≈
     # 9e-17 of the total weight); then the error estimate of the corrected binning, with
     # the diagonal of the inverse kernel covariance (whitening: Σ⁻¹ = L⁻ᵀL⁻¹).
+    if kernel == "gaussian" and d == 2:
+        # The leading binning error in Rust (separable splits of the derivative kernels),
+        # which also turns the sums into the values in place; None when the splits would
+        # cost more than the FFT below.
+        got = _kdeerr.grid_error_full(
+            sums.reshape(-1), fields, ext[:, 0], delta, m, prec, scale, 1e-14, 1e-16
+        )
+        if got is not None:
+            errors, peak = got
+            return GridResult(axes, sums, peak, errors, "binned", log, 0)
     floor = 1e-14 * float(np.max(np.abs(sums))) + 1e-16
     if kernel == "gaussian":
         # The leading binning error from the data's own fractional positions

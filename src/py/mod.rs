@@ -8,6 +8,7 @@ mod dpp;
 mod grads;
 mod kde;
 mod kdeerr;
+mod kdefull;
 mod kdegrid;
 mod kerntest;
 mod ot;
@@ -29,5 +30,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sliced::register(m)?;
     grads::register(m)?;
     kdeerr::register(m)?;
+    kdefull::register(m)?;
     Ok(())
 }
