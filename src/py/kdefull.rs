@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 
 use super::common::run;
 use crate::core::kdegrid::errfield::{self, ErrLattice};
-use crate::core::kdegrid::fullerr;
+use crate::core::kdegrid::{fullconv, fullerr};
 
 /// `kde_grid_error_diag` for a 2-D grid with a full inverse kernel covariance `prec`
 /// (2 × 2, row-major): the moment-corrected error fields correlated with the kernels'
@@ -63,7 +63,40 @@ fn kde_grid_error_full<'py>(
     Ok(Some((PyArray1::from_vec(py, err), peak)))
 }
 
+
+/// The sums Σ_j bins_j·exp(−½(g − j)ᵀS⁻¹(g − j)) at the m₀ × m₁ grid points
+/// (pad₀ + i₀, pad₁ + i₁) of the nb₀ × nb₁ bin lattice (flat, row-major), for the lattice
+/// covariance `cov` = [S₀₀, S₀₁, S₁₁], by 1-D passes along lattice directions
+/// (`fullconv`); None when no split of S is accurate enough (the caller uses the FFT).
+#[pyfunction]
+fn kde_grid_conv_full<'py>(
+    py: Python<'py>,
+    bins: PyReadonlyArray1<'py, f64>,
+    nb: Vec<usize>,
+    m: Vec<usize>,
+    pad: Vec<usize>,
+    cov: Vec<f64>,
+) -> PyResult<Option<Bound<'py, PyArray1<f64>>>> {
+    if nb.len() != 2 || m.len() != 2 || pad.len() != 2 || cov.len() != 3 {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "nb, m and pad need 2 values each and cov 3",
+        ));
+    }
+    let sp = match fullconv::split(cov[0], cov[1], cov[2]) {
+        Some(s) => s,
+        None => return Ok(None),
+    };
+    let b = bins.as_slice()?;
+    let taps: usize = sp.passes.iter().map(|p| p.var.sqrt() as usize * 18 + 1).sum();
+    let work = b.len().saturating_mul(taps);
+    let out = run(py, work, |stop| {
+        fullconv::conv_full_2d(b, [nb[0], nb[1]], [m[0], m[1]], [pad[0], pad[1]], &sp, stop)
+    })?;
+    Ok(Some(PyArray1::from_vec(py, out)))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kde_grid_error_full, m)?)?;
+    m.add_function(wrap_pyfunction!(kde_grid_conv_full, m)?)?;
     Ok(())
 }
