@@ -110,7 +110,11 @@ def _bins(kde, m, ext):
 
 @pytest.mark.parametrize(
     "rho,scale,m",
-    [(0.002, (1.0, 1.0), (190, 210)), (0.3, (1.0, 2.0), (160, 230)), (-0.6, (0.5, 1.0), (200, 170))],
+    [
+        (0.002, (1.0, 1.0), (190, 210)),
+        (0.3, (1.0, 2.0), (160, 230)),
+        (-0.6, (0.5, 1.0), (200, 170)),
+    ],
 )
 def test_full_conv_passes_equal_the_fft_oracle(rho, scale, m):
     rng = np.random.default_rng(3)
@@ -165,7 +169,9 @@ def test_full_grid_equals_the_fft_path_and_the_exact_sums(rho, monkeypatch):
         monkeypatch.setattr(_core, k, spy(k))
     shape = (240, 256)
     r = kde.grid(shape)
-    assert ran == [("kde_grid_conv_full", True), ("kde_grid_error_full", True)]
+    # The passes ran; the estimate's splits too at the weak correlation (at 0.5 on the
+    # grid's own lattice they would cost more than the FFT, which then runs).
+    assert ran == [("kde_grid_conv_full", True), ("kde_grid_error_full", rho < 0.1)]
     for k in real:
         monkeypatch.setattr(_core, k, lambda *a: None)
     f = kde.grid(shape)
