@@ -63,7 +63,6 @@ fn kde_grid_error_full<'py>(
     Ok(Some((PyArray1::from_vec(py, err), peak)))
 }
 
-
 /// The sums Σ_j bins_j·exp(−½(g − j)ᵀS⁻¹(g − j)) at the m₀ × m₁ grid points
 /// (pad₀ + i₀, pad₁ + i₁) of the nb₀ × nb₁ bin lattice (flat, row-major), for the lattice
 /// covariance `cov` = [S₀₀, S₀₁, S₁₁], by 1-D passes along lattice directions
@@ -87,7 +86,11 @@ fn kde_grid_conv_full<'py>(
         None => return Ok(None),
     };
     let b = bins.as_slice()?;
-    let taps: usize = sp.passes.iter().map(|p| p.var.sqrt() as usize * 18 + 1).sum();
+    let taps: usize = sp
+        .passes
+        .iter()
+        .map(|p| p.var.sqrt() as usize * 18 + 1)
+        .sum();
     let work = b.len().saturating_mul(taps);
     let out = run(py, work, |stop| {
         fullconv::conv_full_2d(b, [nb[0], nb[1]], [m[0], m[1]], [pad[0], pad[1]], &sp, stop)

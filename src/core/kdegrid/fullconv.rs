@@ -202,12 +202,7 @@ pub fn conv_full_2d(
         let (r0, c0, nr, ncol) = regions[k + 1];
         let dr = p.step.0 * h;
         let dc = p.step.1.unsigned_abs() as usize * h;
-        regions[k] = (
-            r0 - dr as i64,
-            c0 - dc as i64,
-            nr + 2 * dr,
-            ncol + 2 * dc,
-        );
+        regions[k] = (r0 - dr as i64, c0 - dc as i64, nr + 2 * dr, ncol + 2 * dc);
     }
     // The first input: the bins in region 0, zero outside the lattice.
     let (r0, c0, nr, ncol) = regions[0];
@@ -337,7 +332,10 @@ mod tests {
                 }
             }
             for (k, (&a, &b)) in out.iter().zip(&want).enumerate() {
-                assert!((a - b).abs() <= 1e-13 * peak, "{s00} {s01} {s11} {k}: {a} {b}");
+                assert!(
+                    (a - b).abs() <= 1e-13 * peak,
+                    "{s00} {s01} {s11} {k}: {a} {b}"
+                );
             }
             // The same bits on one thread.
             let prev = crate::core::threads::set_thread_override(1).unwrap();

@@ -217,7 +217,9 @@ pub fn grid_error_full(
     use rayon::prelude::*;
     const NF: usize = 3;
     if !(floor.is_finite() && scale.is_finite()) {
-        return Err(invalid!("the error estimate needs a finite floor and scale"));
+        return Err(invalid!(
+            "the error estimate needs a finite floor and scale"
+        ));
     }
     let (nc0, nc1) = (lat.nc[0], lat.nc[1]);
     let span = plan.span;
@@ -384,7 +386,10 @@ mod tests {
                     let hi = at(j0, j1 + 1) * (1.0 - f0) + at(j0 + 1, j1 + 1) * f0;
                     let want = lo * (1.0 - f1) + hi * f1;
                     let got = out[i * m[1] + j];
-                    assert!((got - want).abs() <= 1e-12 * emax, "{rho} {i} {j} {got} {want}");
+                    assert!(
+                        (got - want).abs() <= 1e-12 * emax,
+                        "{rho} {i} {j} {got} {want}"
+                    );
                 }
             }
             assert_eq!(peak, out.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b)));
@@ -416,7 +421,11 @@ mod tests {
         let asym = [1.0, 0.2, 0.1, 1.0];
         assert!(plan(&ErrLattice { prec: &asym, ..lat }).is_err());
         let indef = [1.0, 2.0, 2.0, 1.0];
-        assert!(plan(&ErrLattice { prec: &indef, ..lat }).is_err());
+        assert!(plan(&ErrLattice {
+            prec: &indef,
+            ..lat
+        })
+        .is_err());
         let wrong = [17usize, 18];
         assert!(plan(&ErrLattice { nc: &wrong, ..lat }).is_err());
         // Strong correlation on a wide kernel and a large lattice: over the budget.
