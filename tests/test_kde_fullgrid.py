@@ -49,7 +49,7 @@ def test_rust_full_estimate_equals_the_fft_oracle(m, sd, rho, weighted, shift):
     sums = rng.standard_normal(int(np.prod(m)))
     orig = sums.copy()
     scale, fr, fa = 1.7, 1e-14, 1e-12
-    got = _kdeerr.grid_error_full(sums, fields, lo, delta, m, prec, scale, fr, fa)
+    got = _kdeerr.grid_error_full(sums, fields, lo, delta, m, prec, scale, fr, fa, budget=2.5e8)
     assert got is not None
     err, peak = got
     want = (want + fr * np.max(np.abs(orig)) + fa) * scale
@@ -69,25 +69,33 @@ def test_rust_full_estimate_declines_costly_splits_and_keeps_the_sums():
     lo_c, dc, nc = _kdeerr.field_lattice(lo, delta, m, prec)
     fields = np.ones(3 * int(np.prod(nc)))
     sums = -np.ones(int(np.prod(m)))
-    assert _kdeerr.grid_error_full(sums, fields, lo, delta, m, prec, 1.0, 0.0, 0.0) is None
+    assert _kdeerr.grid_error_full(sums, fields, lo, delta, m, prec, 1.0, 0.0, 0.0, 2.5e8) is None
     assert np.all(sums == -1.0)
+    # A budget below the splits' cost declines too (the FFT's price on one thread).
+    m, prec = np.array([60, 80]), _prec(0.3, 0.4, 0.02)
+    lo_c, dc, nc = _kdeerr.field_lattice(lo, delta, m, prec)
+    fields = np.ones(3 * int(np.prod(nc)))
+    sums = -np.ones(int(np.prod(m)))
+    assert _kdeerr.grid_error_full(sums, fields, lo, delta, m, prec, 1.0, 0.0, 0.0, 1e3) is None
+    assert np.all(sums == -1.0)
+    assert _kdeerr.grid_error_full(sums, fields, lo, delta, m, prec, 1.0, 0.0, 0.0, 2.5e8)
 
 
 def test_rust_full_estimate_rejects_bad_lattices():
     with pytest.raises(ValueError, match="nodes on axis"):
         _core.kde_grid_error_full(
             np.zeros(4), np.zeros(300), [2, 2], [0.1, 0.1], [1.0, 0.1, 0.1, 1.0],
-            [1, 1], [2, 2], [10, 10], 1.0, 0.0, 0.0,
+            [1, 1], [2, 2], [10, 10], 1.0, 0.0, 0.0, 1e9,
         )  # fmt: skip
     with pytest.raises(ValueError, match="symmetric positive definite"):
         _core.kde_grid_error_full(
             np.zeros(4), np.zeros(192), [2, 2], [0.1, 0.1], [1.0, 2.0, 2.0, 1.0],
-            [1, 1], [2, 2], [8, 8], 1.0, 0.0, 0.0,
+            [1, 1], [2, 2], [8, 8], 1.0, 0.0, 0.0, 1e9,
         )  # fmt: skip
     with pytest.raises(ValueError, match="sums has"):
         _core.kde_grid_error_full(
             np.zeros(3), np.zeros(192), [2, 2], [0.1, 0.1], [1.0, 0.1, 0.1, 1.0],
-            [1, 1], [2, 2], [8, 8], 1.0, 0.0, 0.0,
+            [1, 1], [2, 2], [8, 8], 1.0, 0.0, 0.0, 1e9,
         )  # fmt: skip
 
 
@@ -168,7 +176,8 @@ def test_full_grid_equals_the_fft_path_and_the_exact_sums(rho, monkeypatch):
     for k in real:
         monkeypatch.setattr(_core, k, spy(k))
     shape = (240, 256)
-    r = kde.grid(shape)
+    with divest.threads(2):  # the estimate's price of the FFT counts the threads
+        r = kde.grid(shape)
     # The passes ran; the estimate's splits too at the weak correlation (at 0.5 on the
     # grid's own lattice they would cost more than the FFT, which then runs).
     assert ran == [("kde_grid_conv_full", True), ("kde_grid_error_full", rho < 0.1)]

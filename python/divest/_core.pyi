@@ -578,6 +578,7 @@ def kde_grid_error_full(
     scale: float,
     floor_rel: float,
     floor_abs: float,
+    budget: float,
 ) -> tuple[NDArray[np.float64], float] | None: ...
 def kde_grid_error_diag(
     sums: NDArray[np.float64],

@@ -11,7 +11,7 @@ use crate::core::kdegrid::{fullconv, fullerr};
 /// `kde_grid_error_diag` for a 2-D grid with a full inverse kernel covariance `prec`
 /// (2 × 2, row-major): the moment-corrected error fields correlated with the kernels'
 /// separable splits (`fullerr`). Returns None, with `sums` untouched, when the splits
-/// would cost more than the FFT; else writes max(sums, 0)·scale into `sums` and returns
+/// would cost more than `budget` multiply-adds (the caller's price of the FFT); else writes max(sums, 0)·scale into `sums` and returns
 /// ((|E| + floor_rel·max|sums| + floor_abs)·scale, its maximum).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
@@ -28,6 +28,7 @@ fn kde_grid_error_full<'py>(
     scale: f64,
     floor_rel: f64,
     floor_abs: f64,
+    budget: f64,
 ) -> PyResult<Option<(Bound<'py, PyArray1<f64>>, f64)>> {
     let total = m.iter().fold(1usize, |a, &b| a.saturating_mul(b));
     let s = sums.as_slice_mut()?;
@@ -46,7 +47,7 @@ fn kde_grid_error_full<'py>(
         reach: &reach,
         nc: &nc,
     };
-    let plan = match fullerr::plan(&lat).map_err(super::common::to_py)? {
+    let plan = match fullerr::plan(&lat, budget).map_err(super::common::to_py)? {
         Some(p) => p,
         None => return Ok(None),
     };

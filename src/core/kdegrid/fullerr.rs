@@ -29,7 +29,7 @@ use crate::core::error::{checked_size, invalid, try_vec, Error, Result};
 const TOL: f64 = 4e-16;
 
 /// Largest number of multiply-adds the separable passes may take (about 10 ms on two
-/// cores); above it the FFT is cheaper.
+/// cores) whatever budget the caller gives; above it the FFT is cheaper.
 pub const BUDGET: f64 = 2.5e8;
 
 /// Largest kernel matrix (entries) the plan builds.
@@ -123,10 +123,11 @@ impl Plan {
 }
 
 /// Checks the lattice (2-D; `prec` the full 2 × 2 precision, row-major) and splits the
-/// kernels; Ok(None) when the passes would cost more than [`BUDGET`] multiply-adds (or
-/// the kernel matrix is larger than 2^20 entries), so that the caller keeps the FFT.
-/// Allocates the three kernel matrices and their factors.
-pub fn plan(lat: &ErrLattice<'_>) -> Result<Option<Plan>> {
+/// kernels; Ok(None) when the passes would cost more than `budget` (at most [`BUDGET`])
+/// multiply-adds (or the kernel matrix is larger than 2^20 entries), so that the caller
+/// keeps the FFT. Allocates the three kernel matrices and their factors.
+#[allow(clippy::needless_range_loop)]
+pub fn plan(lat: &ErrLattice<'_>, budget: f64) -> Result<Option<Plan>> {
     let bad = |v: f64| !(v > 0.0 && v.is_finite());
     let p = lat.prec;
     if lat.m.len() != 2
@@ -188,7 +189,7 @@ pub fn plan(lat: &ErrLattice<'_>) -> Result<Option<Plan>> {
     // at the span nodes.
     let per = (t1 * lat.nc[0] * span[1] + t0 * span[0] * span[1]) as f64;
     // The products the budget allows over the three fields together.
-    let max_rank = (BUDGET / per) as usize;
+    let max_rank = (budget.min(BUDGET).max(0.0) / per) as usize;
     let mut factors = Vec::new();
     for (f, k) in kers.iter().enumerate() {
         let left = max_rank.saturating_sub(factors.len());
@@ -346,7 +347,7 @@ mod tests {
                 reach: &reach,
                 nc: &nc,
             };
-            let pl = plan(&lat).unwrap().unwrap();
+            let pl = plan(&lat, BUDGET).unwrap().unwrap();
             assert!(pl.rank() >= 3);
             let (out, peak) = grid_error_full(&fields, &lat, &pl, 0.0, 1.0, &stop).unwrap();
             let dc = [r[0] as f64 * delta[0], r[1] as f64 * delta[1]];
@@ -417,17 +418,20 @@ mod tests {
             reach: &reach,
             nc: &nc,
         };
-        assert!(plan(&lat).unwrap().is_some());
+        assert!(plan(&lat, BUDGET).unwrap().is_some());
         let asym = [1.0, 0.2, 0.1, 1.0];
-        assert!(plan(&ErrLattice { prec: &asym, ..lat }).is_err());
+        assert!(plan(&ErrLattice { prec: &asym, ..lat }, BUDGET).is_err());
         let indef = [1.0, 2.0, 2.0, 1.0];
-        assert!(plan(&ErrLattice {
-            prec: &indef,
-            ..lat
-        })
+        assert!(plan(
+            &ErrLattice {
+                prec: &indef,
+                ..lat
+            },
+            BUDGET
+        )
         .is_err());
         let wrong = [17usize, 18];
-        assert!(plan(&ErrLattice { nc: &wrong, ..lat }).is_err());
+        assert!(plan(&ErrLattice { nc: &wrong, ..lat }, BUDGET).is_err());
         // Strong correlation on a wide kernel and a large lattice: over the budget.
         let (mb, rb, reachb) = ([4000usize, 4000], [1usize, 1], [200usize, 200]);
         let ncb = [4000 + 402, 4000 + 402];
@@ -440,6 +444,8 @@ mod tests {
             reach: &reachb,
             nc: &ncb,
         };
-        assert!(plan(&big).unwrap().is_none());
+        assert!(plan(&big, BUDGET).unwrap().is_none());
+        // A zero budget declines any kernel that is not zero.
+        assert!(plan(&lat, 0.0).unwrap().is_none());
     }
 }
