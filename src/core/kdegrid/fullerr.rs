@@ -189,7 +189,7 @@ pub fn plan(lat: &ErrLattice<'_>, budget: f64) -> Result<Option<Plan>> {
     // at the span nodes.
     let per = (t1 * lat.nc[0] * span[1] + t0 * span[0] * span[1]) as f64;
     // The products the budget allows over the three fields together.
-    let max_rank = (budget.min(BUDGET).max(0.0) / per) as usize;
+    let max_rank = (budget.clamp(0.0, BUDGET) / per) as usize;
     let mut factors = Vec::new();
     for (f, k) in kers.iter().enumerate() {
         let left = max_rank.saturating_sub(factors.len());
