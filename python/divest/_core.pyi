@@ -562,6 +562,27 @@ def kde_fold_images(
     pair_g: NDArray[np.int64],
     margin: float,
 ) -> NDArray[np.float64]: ...
+def kde_grid_conv_full(
+    bins: NDArray[np.float64],
+    nb: list[int],
+    m: list[int],
+    pad: list[int],
+    cov: list[float],
+) -> NDArray[np.float64] | None: ...
+def kde_grid_error_full(
+    sums: NDArray[np.float64],
+    fields: NDArray[np.float64],
+    m: list[int],
+    delta: list[float],
+    prec: list[float],
+    r: list[int],
+    reach: list[int],
+    nc: list[int],
+    scale: float,
+    floor_rel: float,
+    floor_abs: float,
+    budget: float,
+) -> tuple[NDArray[np.float64], float] | None: ...
 def kde_grid_error_diag(
     sums: NDArray[np.float64],
     fields: NDArray[np.float64],

@@ -555,6 +555,38 @@ def _grid_nd_separable(kde, x, w, ext, m, delta, hsd) -> GridResult:
     return GridResult(axes, values, peak, errors, "binned", False, 0)
 
 
+def _conv_fft(kde, bins, lk, pad, m, delta):
+    """The binned sums at the grid points (pad + i per axis of ``bins``) with the kernel
+    sampled on the offset box |o_a| ≤ lk_a·δ_a (unnormalised): one d-dimensional FFT
+    convolution. The full-bandwidth grids' general path, and the tests' oracle for the
+    2-D passes of ``_core.kde_grid_conv_full``."""
+    d = bins.ndim
+    kernel = kde.kernel
+    # Full bandwidth: the kernel sampled on the offset box, through the whitening L⁻¹
+    # (Mahalanobis r), and one d-dimensional FFT convolution.
+    offs = np.meshgrid(*[np.arange(-lk[a], lk[a] + 1) * delta[a] for a in range(d)], indexing="ij")
+    z = np.stack([o.ravel() for o in offs], axis=1) @ kde._chol_inv.T
+    r = np.sqrt(np.sum(z * z, axis=1))
+    if kernel == "gaussian":
+        kv = np.exp(-0.5 * r * r)
+    elif kernel == "epanechnikov":
+        kv = np.where(r < 1, 1 - r * r, 0.0)
+    else:
+        kv = np.where(r < 1, np.cos(0.5 * np.pi * r), 0.0)
+    kv = kv.reshape(offs[0].shape)
+    full = [bins.shape[a] + kv.shape[a] - 1 for a in range(d)]
+    # 2^a·{1, 3, 5, 9, 15, ...} sizes: pocketfft is fast on them, and they pad far less
+    # than the next power of two.
+    nfft = [_fft_size(max(v, 2)) for v in full]
+    ax = tuple(range(d))
+    out = np.fft.irfftn(
+        np.fft.rfftn(bins, nfft, axes=ax) * np.fft.rfftn(kv, nfft, axes=ax), nfft, axes=ax
+    )
+    # Grid point i sits at bin pad + i; the kernel centre is offset lk.
+    sl = tuple(slice(int(pad[a] + lk[a]), int(pad[a] + lk[a] + m[a])) for a in range(d))
+    return np.ascontiguousarray(out[sl])
+
+
 def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
     """2-D and 3-D grids: binned (linear binning on the 2^d corners, then separable 1-D
     FFT passes for a Gaussian with a diagonal bandwidth, else one d-dimensional FFT
@@ -613,7 +645,9 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
     _, _, uniform = _data_range_nd(kde, x, w)
     # The Gaussian's error fields (below) are binned in the binning pass itself where it
     # can, with the inverse kernel covariance Σ⁻¹ = L⁻ᵀL⁻¹.
-    prec = kde._chol_inv.T @ kde._chol_inv
+    # (Written out: a BLAS product would wake OpenBLAS's threads, which then spin on the
+    # cores divest's own threads need.)
+    prec = np.einsum("ki,kj->ij", kde._chol_inv, kde._chol_inv)
     args = (
         np.ascontiguousarray(x),
         None if uniform else np.ascontiguousarray(w),
@@ -628,33 +662,35 @@ def _grid_nd(kde, pts, extent, method: str, log: bool) -> GridResult:
     else:
         bins, stats = _core.kde_bin_corrected_nd(*args)
     bins = bins.reshape(tuple(int(v) for v in nb))
-    # Full bandwidth: the kernel sampled on the offset box, through the whitening L⁻¹
-    # (Mahalanobis r), and one d-dimensional FFT convolution.
-    offs = np.meshgrid(*[np.arange(-lk[a], lk[a] + 1) * delta[a] for a in range(d)], indexing="ij")
-    z = np.stack([o.ravel() for o in offs], axis=1) @ kde._chol_inv.T
-    r = np.sqrt(np.sum(z * z, axis=1))
-    if kernel == "gaussian":
-        kv = np.exp(-0.5 * r * r)
-    elif kernel == "epanechnikov":
-        kv = np.where(r < 1, 1 - r * r, 0.0)
-    else:
-        kv = np.where(r < 1, np.cos(0.5 * np.pi * r), 0.0)
-    kv = kv.reshape(offs[0].shape)
-    full = [bins.shape[a] + kv.shape[a] - 1 for a in range(d)]
-    # 2^a·{1, 3, 5, 9, 15, ...} sizes: pocketfft is fast on them, and they pad far less
-    # than the next power of two.
-    nfft = [_fft_size(max(v, 2)) for v in full]
-    ax = tuple(range(d))
-    out = np.fft.irfftn(
-        np.fft.rfftn(bins, nfft, axes=ax) * np.fft.rfftn(kv, nfft, axes=ax), nfft, axes=ax
-    )
-    # Grid point i sits at bin pad + i; the kernel centre is offset lk.
-    sl = tuple(slice(int(pad[a] + lk[a]), int(pad[a] + lk[a] + m[a])) for a in range(d))
-    sums = np.ascontiguousarray(out[sl])
+    sums = None
+    if kernel == "gaussian" and d == 2:
+        # Four (or three) 1-D passes along lattice directions (src/core/kdegrid/
+        # fullconv.rs), at the grid points only; None when no split of the lattice
+        # covariance S = (D·Σ⁻¹·D)⁻¹ (D = diag δ) is accurate enough.
+        pl = prec * np.outer(delta, delta)
+        det = pl[0, 0] * pl[1, 1] - pl[0, 1] * pl[1, 0]
+        cov = [float(pl[1, 1] / det), float(-pl[0, 1] / det), float(pl[0, 0] / det)]
+        got = _core.kde_grid_conv_full(
+            bins.reshape(-1), [int(v) for v in nb], [int(v) for v in m], [int(v) for v in pad], cov
+        )
+        if got is not None:
+            sums = got.reshape(shape)
+    if sums is None:
+        sums = _conv_fft(kde, bins, lk, pad, m, delta)
     scale = math.exp(-log_norm)
     # FFT rounding (a few ε of the largest sum) plus the kernel's truncation (K(8.6) ≈
     # 9e-17 of the total weight); then the error estimate of the corrected binning, with
     # the diagonal of the inverse kernel covariance (whitening: Σ⁻¹ = L⁻ᵀL⁻¹).
+    if kernel == "gaussian" and d == 2:
+        # The leading binning error in Rust (separable splits of the derivative kernels),
+        # which also turns the sums into the values in place; None when the splits would
+        # cost more than the FFT below.
+        got = _kdeerr.grid_error_full(
+            sums.reshape(-1), fields, ext[:, 0], delta, m, prec, scale, 1e-14, 1e-16
+        )
+        if got is not None:
+            errors, peak = got
+            return GridResult(axes, sums, peak, errors, "binned", log, 0)
     floor = 1e-14 * float(np.max(np.abs(sums))) + 1e-16
     if kernel == "gaussian":
         # The leading binning error from the data's own fractional positions

@@ -9,6 +9,7 @@ mod grads;
 mod kde;
 mod kdebox;
 mod kdeerr;
+mod kdefull;
 mod kdegrid;
 mod kerntest;
 mod ot;
@@ -31,5 +32,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     grads::register(m)?;
     kdeerr::register(m)?;
     kdebox::register(m)?;
+    kdefull::register(m)?;
     Ok(())
 }

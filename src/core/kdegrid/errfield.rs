@@ -575,7 +575,7 @@ pub struct ErrLattice<'a> {
 
 /// One field's contribution to a pass: its (coefficient-scaled, reversed) 1-D kernel
 /// along the pass's axis and its input array.
-type Member<'a> = (&'a [f64], &'a [f64]);
+pub(super) type Member<'a> = (&'a [f64], &'a [f64]);
 
 /// o = Σ_q Σ_j k_q[j]·src_q[(off + j)·stride ..][..o.len()] for the members q: one output
 /// row (of `o.len()` contiguous values) of a correlation whose input rows are `stride`
@@ -619,7 +619,7 @@ fn row_multi<M: crate::core::simd::Fma>(
 
 crate::core::simd::simd_fn!(
     /// [`row_multi`] on the SIMD path `level` allows.
-    fn row_multi_at => row_multi(members: &[Member<'_>], off: usize, stride: usize, o: &mut [f64]) -> ()
+    pub(super) fn row_multi_at => row_multi(members: &[Member<'_>], off: usize, stride: usize, o: &mut [f64]) -> ()
 );
 
 /// Per field of `scheme` in `d` axes: its coefficient and the derivative order of its
@@ -750,8 +750,8 @@ pub fn grid_error(
             cells * nf
         ));
     }
-    let total = lat
-        .m
+    // The grid's size is checked before any work (`to_grid` allocates it).
+    lat.m
         .iter()
         .try_fold(1usize, |a, &b| a.checked_mul(b))
         .ok_or_else(|| Error::OutOfMemory("the grid is too large".into()))?;
@@ -880,6 +880,31 @@ pub fn grid_error(
         shape[a] = m_out;
     }
     debug_assert_eq!(groups.len(), 1);
+    to_grid(&mut cur, lat, &span, floor, scale, stop)
+}
+
+/// The error E at the `span` coarse nodes covering the grid (C order, `cur`) to the grid:
+/// |E| interpolated linearly axis by axis in axis order (grid index i on axis a sits at
+/// coarse position i/r), then (value + floor)·scale. Returns (Π m values, their maximum).
+/// Shared by [`grid_error`] and the full-bandwidth estimate (`super::fullerr`).
+#[allow(clippy::needless_range_loop)]
+pub(super) fn to_grid(
+    cur: &mut [f64],
+    lat: &ErrLattice<'_>,
+    span: &[usize; 3],
+    floor: f64,
+    scale: f64,
+    stop: &AtomicBool,
+) -> Result<(Vec<f64>, f64)> {
+    use rayon::prelude::*;
+    let d = lat.m.len();
+    let last = d - 1;
+    let spl = span[last];
+    let total = lat
+        .m
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| Error::OutOfMemory("the grid is too large".into()))?;
     for v in cur.iter_mut() {
         *v = v.abs();
     }
@@ -901,7 +926,7 @@ pub fn grid_error(
         .collect();
     let mut err = crate::core::error::try_vec(total, 0.0f64, "n_points")?;
     let ml = lat.m[last];
-    let e = &cur;
+    let e = &*cur;
     let lin =
         |lo: f64, hi: f64, f: f64, direct: bool| if direct { lo } else { lo * (1.0 - f) + hi * f };
     let peak = crate::core::threads::install(|| {

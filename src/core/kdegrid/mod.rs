@@ -16,6 +16,8 @@ pub mod binning;
 pub mod convolve;
 pub mod errfield;
 pub mod exact;
+pub mod fullconv;
+pub mod fullerr;
 pub mod fused;
 pub mod isj;
 pub mod nd;

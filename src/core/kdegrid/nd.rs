@@ -1274,7 +1274,7 @@ crate::core::simd::simd_fn!(
 /// blocked (several outputs share each load, the sums stay in registers), blocks of rows
 /// in parallel; each output's products are added in the order of j, so the bits do not
 /// depend on the blocking or the thread count.
-fn conv_axis(
+pub(super) fn conv_axis(
     a: &[f64],
     shape: &[usize],
     axis: usize,
