@@ -7,7 +7,7 @@
 //! draws, then Gram-Schmidt, which is QR up to column signs; Python's generator cannot
 //! be reproduced).
 use divest::core::dpp::{orthonormality_error, sample_projection, Method};
-use divest::core::testing::Lcg;
+use divest::core::testing::{cpu_seconds, Lcg};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -39,19 +39,6 @@ fn orthonormal(n: usize, m: usize) -> Vec<f64> {
         }
     }
     u
-}
-
-/// User+system CPU seconds of this process (clock ticks of 10 ms).
-fn cpu_seconds() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let f: Vec<&str> = s
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

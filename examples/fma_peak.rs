@@ -4,35 +4,6 @@
 //! `cargo run --release --example fma_peak -- [n d reps]` (default 1000 256 8). Rates are
 //! per second of process CPU time, so a loaded machine disturbs them less than wall time.
 #[cfg(target_arch = "x86_64")]
-/// Seconds of CPU time used by this process (all threads): on a loaded machine, time
-/// spent descheduled does not count against a kernel. Falls back to wall time off Linux.
-fn cpu_seconds() -> f64 {
-    #[cfg(target_os = "linux")]
-    {
-        #[repr(C)]
-        struct Timespec {
-            sec: i64,
-            nsec: i64,
-        }
-        extern "C" {
-            fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
-        }
-        const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
-        let mut t = Timespec { sec: 0, nsec: 0 };
-        // SAFETY: a valid pointer to a timespec (two 64-bit fields on 64-bit Linux).
-        if unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut t) } == 0 {
-            return t.sec as f64 + t.nsec as f64 * 1e-9;
-        }
-    }
-    use std::sync::OnceLock;
-    static START: OnceLock<std::time::Instant> = OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_secs_f64()
-}
-
-#[cfg(target_arch = "x86_64")]
 mod bodies {
     use std::arch::x86_64::*;
 
@@ -102,7 +73,7 @@ fn main() {
         use divest::core::kde::{kde_eval, KdeOptions, Kernel};
         use divest::core::pairwise::{reduce_rows_with, Points, RowReducer};
         use divest::core::simd::{detected, set_level, Fma, Level};
-        use divest::core::testing::Lcg;
+        use divest::core::testing::{cpu_seconds, Lcg};
         use std::sync::atomic::AtomicBool;
 
         struct Nothing;

@@ -3,22 +3,6 @@
 //! Gaussian reducer on one such distance tile, and the whole `kde_eval`; in cycles per
 //! pair (the FMA work of a pair is d/8 cycles at the two-pipe peak of 8 f64 FMAs/cycle).
 //! `cargo run --release --example kde_parts -- [d reps]`. CPU time, best of `reps`.
-#[cfg(target_arch = "x86_64")]
-fn cpu_seconds() -> f64 {
-    #[repr(C)]
-    struct Timespec {
-        sec: i64,
-        nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
-    }
-    let mut t = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: a valid pointer to a timespec (two 64-bit fields on 64-bit Linux).
-    unsafe { clock_gettime(2, &mut t) };
-    t.sec as f64 + t.nsec as f64 * 1e-9
-}
-
 fn main() {
     #[cfg(target_arch = "x86_64")]
     {
@@ -28,7 +12,7 @@ fn main() {
         use divest::core::pairwise::{Points, RowReducer, COL_TILE, ROW_BLOCK_GEMM};
         use divest::core::simd::dgemm::{dist_tile, group_width, pack_to, panel_width, MR, NR};
         use divest::core::simd::{detected, dispatch, set_level, Fma, Level, SimdTask};
-        use divest::core::testing::Lcg;
+        use divest::core::testing::{cpu_seconds, Lcg};
         use std::sync::atomic::AtomicBool;
 
         let a: Vec<usize> = std::env::args()

@@ -5,22 +5,6 @@
 //! thread, CPU time, best of `reps`, interleaved, per SIMD level. The pruning margin is
 //! `_kdebounds._BLOCK_MARGIN` (36; environment variable MARGIN to change it).
 //! `cargo run --release --example kdefold_timing -- [n reps]`.
-#[cfg(target_arch = "x86_64")]
-fn cpu_seconds() -> f64 {
-    #[repr(C)]
-    struct Timespec {
-        sec: i64,
-        nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
-    }
-    let mut t = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: a valid pointer to a timespec (two 64-bit fields on 64-bit Linux).
-    unsafe { clock_gettime(2, &mut t) };
-    t.sec as f64 + t.nsec as f64 * 1e-9
-}
-
 fn main() {
     #[cfg(target_arch = "x86_64")]
     {
@@ -28,7 +12,7 @@ fn main() {
         use divest::core::kdefold::add_images;
         use divest::core::pairwise::Points;
         use divest::core::simd::{detected, set_level, Level};
-        use divest::core::testing::Lcg;
+        use divest::core::testing::{cpu_seconds, Lcg};
         use std::sync::atomic::AtomicBool;
 
         let a: Vec<usize> = std::env::args()

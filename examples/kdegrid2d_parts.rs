@@ -9,23 +9,12 @@
 //! `perf record`).
 use std::hint::black_box;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 use divest::core::kdegrid::errfield::{grid_error, ErrLattice, Scheme};
 use divest::core::kdegrid::nd::{bin_corrected, bin_corrected_fields, binned_nd, FieldLattice};
 use divest::core::simd::set_level;
-use divest::core::testing::{simd_levels, Lcg};
+use divest::core::testing::{best_ms, simd_levels, Lcg};
 use divest::core::threads::set_num_threads;
-
-fn best_ms(reps: usize, mut f: impl FnMut()) -> f64 {
-    let mut best = f64::INFINITY;
-    for _ in 0..reps {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed().as_secs_f64() * 1e3);
-    }
-    best
-}
 
 fn main() {
     let n = 1_000_000;

@@ -8,47 +8,19 @@
 //! Each figure is the best of several runs, so a loaded machine disturbs it less.
 use std::hint::black_box;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 use divest::core::kdegrid::nd::{bin_corrected, binned_nd};
 use divest::core::simd::set_level;
-use divest::core::testing::{simd_levels, Lcg};
+use divest::core::testing::{best_ms, cpu_seconds, simd_levels, Lcg};
 use divest::core::threads::set_num_threads;
-
-/// Best time of `reps` calls of `f`, in milliseconds.
-fn best_ms(reps: usize, mut f: impl FnMut()) -> f64 {
-    let mut best = f64::INFINITY;
-    for _ in 0..reps {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed().as_secs_f64() * 1e3);
-    }
-    best
-}
-
-/// CPU time of this process so far (user + system), in milliseconds, from /proc (Linux);
-/// NaN elsewhere. On a loaded machine the CPU time per call moves less than the wall time.
-fn cpu_ms() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields 14 and 15 (utime, stime) after the command name in parentheses, in ticks
-    // of (almost always) 10 ms.
-    let rest = stat.rsplit_once(')').map(|v| v.1).unwrap_or("");
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(f64::NAN))
-        .collect();
-    (f[11] + f[12]) * 10.0
-}
 
 /// Mean CPU time of `reps` calls of `f`, in milliseconds.
 fn cpu_per_call(reps: usize, mut f: impl FnMut()) -> f64 {
-    let t = cpu_ms();
+    let t = cpu_seconds() * 1e3;
     for _ in 0..reps {
         f();
     }
-    (cpu_ms() - t) / reps as f64
+    (cpu_seconds() * 1e3 - t) / reps as f64
 }
 
 fn main() {

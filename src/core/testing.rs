@@ -141,6 +141,49 @@ pub fn simd_levels() -> impl Iterator<Item = Level> {
     ALL_LEVELS.into_iter().filter(|&l| l <= detected())
 }
 
+/// Seconds of CPU time used by this process so far (all threads), for the timing
+/// examples: on a loaded machine, time spent descheduled does not count against a
+/// kernel. `clock_gettime` with the process CPU-time clock on Linux; wall time since the
+/// first call elsewhere.
+pub fn cpu_seconds() -> f64 {
+    #[cfg(target_os = "linux")]
+    {
+        #[repr(C)]
+        struct Timespec {
+            sec: i64,
+            nsec: i64,
+        }
+        extern "C" {
+            fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+        }
+        const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
+        let mut t = Timespec { sec: 0, nsec: 0 };
+        // SAFETY: a valid pointer to a timespec (two 64-bit fields on 64-bit Linux).
+        if cfg!(target_pointer_width = "64")
+            && unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut t) } == 0
+        {
+            return t.sec as f64 + t.nsec as f64 * 1e-9;
+        }
+    }
+    use std::sync::OnceLock;
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
+}
+
+/// Best wall time of `reps` calls of `f`, in milliseconds (timing examples).
+pub fn best_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t = std::time::Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -673,6 +673,31 @@ fn deriv_1d(n: u8, p: f64, o: f64) -> f64 {
     }
 }
 
+/// The coarse span (nodes covering the grid) per axis of an error lattice's first `d`
+/// axes, after checking its sizes: at least 2 grid points, a ratio of at least 1, a reach
+/// below 2^24 nodes, and `nc` equal to the span plus the reach and one node each side.
+pub(super) fn lattice_spans(lat: &ErrLattice<'_>, d: usize) -> Result<[usize; 3]> {
+    let mut span = [0usize; 3];
+    for (a, s) in span.iter_mut().enumerate().take(d) {
+        let (m, r, reach) = (lat.m[a], lat.r[a], lat.reach[a]);
+        if m < 2 || r < 1 || reach > 1 << 24 || r > 1 << 40 {
+            return Err(invalid!(
+                "the error lattice needs at least 2 grid points, a ratio of at least 1 and a \
+                 reach below 2^24 nodes per axis"
+            ));
+        }
+        *s = (m - 1).div_ceil(r) + 1;
+        if lat.nc[a] != *s + 2 * (reach + 1) {
+            return Err(invalid!(
+                "the error fields' lattice has {} nodes on axis {a}, expected {}",
+                lat.nc[a],
+                *s + 2 * (reach + 1)
+            ));
+        }
+    }
+    Ok(span)
+}
+
 /// The binning-error estimate on the grid of a Gaussian with a diagonal bandwidth, from
 /// the error fields `fields` binned on the coarse lattice `lat` (interleaved per node, as
 /// [`error_fields`] returns them): the same estimate as divest/_kdeerr.py's
@@ -719,24 +744,7 @@ pub fn grid_error(
              and a finite floor and scale"
         ));
     }
-    let mut span = [0usize; 3];
-    for a in 0..d {
-        let (m, r, reach) = (lat.m[a], lat.r[a], lat.reach[a]);
-        if m < 2 || r < 1 || reach > 1 << 24 || r > 1 << 40 {
-            return Err(invalid!(
-                "the error lattice needs at least 2 grid points, a ratio of at least 1 and a \
-                 reach below 2^24 nodes per axis"
-            ));
-        }
-        span[a] = (m - 1).div_ceil(r) + 1;
-        if lat.nc[a] != span[a] + 2 * (reach + 1) {
-            return Err(invalid!(
-                "the error fields' lattice has {} nodes on axis {a}, expected {}",
-                lat.nc[a],
-                span[a] + 2 * (reach + 1)
-            ));
-        }
-    }
+    let span = lattice_spans(lat, d)?;
     let nf = scheme.fields(d);
     let cells = lat
         .nc

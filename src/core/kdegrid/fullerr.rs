@@ -21,7 +21,7 @@
 use std::sync::atomic::AtomicBool;
 
 use super::check_stop;
-use super::errfield::{row_multi_at, to_grid, ErrLattice, Member};
+use super::errfield::{lattice_spans, row_multi_at, to_grid, ErrLattice, Member};
 use crate::core::error::{checked_size, invalid, try_vec, Error, Result};
 
 /// Entrywise tolerance of the cross approximation, relative to the kernel's largest
@@ -147,24 +147,7 @@ pub fn plan(lat: &ErrLattice<'_>, budget: f64) -> Result<Option<Plan>> {
              a symmetric positive definite 2 x 2 precision"
         ));
     }
-    let mut span = [0usize; 3];
-    for a in 0..2 {
-        let (m, r, reach) = (lat.m[a], lat.r[a], lat.reach[a]);
-        if m < 2 || r < 1 || reach > 1 << 24 || r > 1 << 40 {
-            return Err(invalid!(
-                "the error lattice needs at least 2 grid points, a ratio of at least 1 and a \
-                 reach below 2^24 nodes per axis"
-            ));
-        }
-        span[a] = (m - 1).div_ceil(r) + 1;
-        if lat.nc[a] != span[a] + 2 * (reach + 1) {
-            return Err(invalid!(
-                "the error fields' lattice has {} nodes on axis {a}, expected {}",
-                lat.nc[a],
-                span[a] + 2 * (reach + 1)
-            ));
-        }
-    }
+    let span = lattice_spans(lat, 2)?;
     let (t0, t1) = (2 * lat.reach[0] + 1, 2 * lat.reach[1] + 1);
     if t0.saturating_mul(t1) > MAX_KERNEL {
         return Ok(None);
