@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use divest::core::kdegrid::errfield::{grid_error, ErrLattice, Scheme};
 use divest::core::kdegrid::nd::{bin_corrected, bin_corrected_fields, binned_nd, FieldLattice};
 use divest::core::simd::set_level;
-use divest::core::testing::{best_ms, simd_levels, Lcg};
+use divest::core::testing::{best_ms, grid_lattice, simd_levels, GridLattice, Lcg};
 use divest::core::threads::set_num_threads;
 
 fn main() {
@@ -28,27 +28,16 @@ fn main() {
     let reps: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(9);
     let only_t: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(0);
     let only_l: String = args.get(3).cloned().unwrap_or_default();
-    let mut lo = vec![0.0; d];
-    let mut delta = vec![0.0; d];
-    for a in 0..d {
-        let (mn, mx) = x
-            .iter()
-            .skip(a)
-            .step_by(d)
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(p, q), &v| {
-                (p.min(v), q.max(v))
-            });
-        lo[a] = mn - 8.6 * h;
-        delta[a] = (mx - mn + 17.2 * h) / (m - 1) as f64;
-    }
+    // The grid over the data's range and binned_nd's padded lattice.
+    let GridLattice {
+        lo,
+        delta,
+        pad: _,
+        nb,
+        lo_b,
+    } = grid_lattice(&x, d, m, h);
     let ms = vec![m; d];
     let hs = vec![h; d];
-    // binned_nd's padded lattice.
-    let pad: Vec<usize> = (0..d)
-        .map(|a| (7.0 * h / delta[a]).ceil() as usize + 1)
-        .collect();
-    let nb: Vec<usize> = (0..d).map(|a| m + 2 * pad[a]).collect();
-    let lo_b: Vec<f64> = (0..d).map(|a| lo[a] - pad[a] as f64 * delta[a]).collect();
     // `_kdeerr._lattice` for a diagonal precision 1/h².
     let r: Vec<usize> = (0..d)
         .map(|a| ((0.5 * h / delta[a]).floor() as usize).max(1))

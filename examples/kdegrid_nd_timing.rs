@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 
 use divest::core::kdegrid::nd::{bin_corrected, binned_nd};
 use divest::core::simd::set_level;
-use divest::core::testing::{best_ms, cpu_seconds, simd_levels, Lcg};
+use divest::core::testing::{best_ms, cpu_seconds, grid_lattice, simd_levels, GridLattice, Lcg};
 use divest::core::threads::set_num_threads;
 
 /// Mean CPU time of `reps` calls of `f`, in milliseconds.
@@ -38,27 +38,16 @@ fn main() {
             continue;
         }
         let x: Vec<f64> = (0..n * d).map(|_| normal()).collect();
-        let mut lo = vec![0.0; d];
-        let mut delta = vec![0.0; d];
-        for a in 0..d {
-            let (mn, mx) = x
-                .iter()
-                .skip(a)
-                .step_by(d)
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(p, q), &v| {
-                    (p.min(v), q.max(v))
-                });
-            lo[a] = mn - 8.6 * h;
-            delta[a] = (mx - mn + 17.2 * h) / (m - 1) as f64;
-        }
+        // The grid over the data's range and binned_nd's padded lattice.
+        let GridLattice {
+            lo,
+            delta,
+            pad: _,
+            nb,
+            lo_b,
+        } = grid_lattice(&x, d, m, h);
         let ms = vec![m; d];
         let hs = vec![h; d];
-        // binned_nd's padded lattice: reach = ceil(7 h / δ), one more bin each side.
-        let pad: Vec<usize> = (0..d)
-            .map(|a| (7.0 * h / delta[a]).ceil() as usize + 1)
-            .collect();
-        let nb: Vec<usize> = (0..d).map(|a| m + 2 * pad[a]).collect();
-        let lo_b: Vec<f64> = (0..d).map(|a| lo[a] - pad[a] as f64 * delta[a]).collect();
         println!(
             "{d}-D: n = {n}, {m}^{d} grid ({} bins per axis), h = {h}; ms, best of {reps}",
             nb[0]

@@ -184,6 +184,47 @@ pub fn best_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     best
 }
 
+/// The lattice of the timing examples' n-D grids, as `_kdegrid` lays it out for a
+/// diagonal bandwidth h: the grid covers the data's range plus 8.6 h per side with `m`
+/// points per axis (`lo`, `delta`), and `binned_nd` pads it by `pad` = ⌈7 h / δ⌉ + 1 bins
+/// per side (`nb` bins per axis from `lo_b`). `x` is row-major with `d` columns.
+pub struct GridLattice {
+    pub lo: Vec<f64>,
+    pub delta: Vec<f64>,
+    pub pad: Vec<usize>,
+    pub nb: Vec<usize>,
+    pub lo_b: Vec<f64>,
+}
+
+/// [`GridLattice`] of `m` points per axis for the data `x` (d columns) and bandwidth `h`.
+pub fn grid_lattice(x: &[f64], d: usize, m: usize, h: f64) -> GridLattice {
+    let (mut lo, mut delta) = (vec![0.0; d], vec![0.0; d]);
+    for a in 0..d {
+        let (mn, mx) = x
+            .iter()
+            .skip(a)
+            .step_by(d)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(p, q), &v| {
+                (p.min(v), q.max(v))
+            });
+        lo[a] = mn - 8.6 * h;
+        delta[a] = (mx - mn + 17.2 * h) / (m - 1) as f64;
+    }
+    let pad: Vec<usize> = delta
+        .iter()
+        .map(|&dl| (7.0 * h / dl).ceil() as usize + 1)
+        .collect();
+    let nb = pad.iter().map(|&p| m + 2 * p).collect();
+    let lo_b = (0..d).map(|a| lo[a] - pad[a] as f64 * delta[a]).collect();
+    GridLattice {
+        lo,
+        delta,
+        pad,
+        nb,
+        lo_b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
